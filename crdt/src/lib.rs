@@ -1,0 +1,76 @@
+//! # warren-crdt: the cluster's desired state
+//!
+//! Every Warren peer holds a replica of one Automerge document that says what the operators
+//! asked for (DESIGN §3): the cluster record, members, services, the scheduling lease,
+//! assignments of slots to nodes, and join tokens. Any peer may write; replicas exchange
+//! changes (gossip of change bytes, the Automerge sync protocol for repair) and always merge.
+//!
+//! Callers never touch Automerge paths: [`DesiredState`] reads typed values and writes through
+//! operations named for what they do, each one Automerge change with a message and a time, so
+//! the document's history is the cluster's audit trail ([`DesiredState::history`]).
+//!
+//! ## Merge rules
+//!
+//! - Concurrent edits of *different* fields of one spec both survive (each field is its own key).
+//! - Concurrent edits of the *same* field resolve identically on every replica (Automerge's
+//!   deterministic choice among conflicting values).
+//! - Delete vs concurrent update: delete sets a tombstone that an update of the spec does not
+//!   clear, so delete wins; re-creating the service writes a higher generation.
+//! - Lease: concurrent claims are kept as conflicting values and [`DesiredState::lease`] returns
+//!   the greatest `(epoch, holder)`: the higher epoch wins, ties by peer id.
+//! - Assignments of one slot: the one made under the greatest `(epoch, holder)` stands.
+//!
+//! ## Persistence
+//!
+//! [`Store`] keeps a sled database: a compacted snapshot and an append-only log of incremental
+//! chunks. Local writes are flushed before they are acknowledged.
+//!
+//! ```
+//! use warren_crdt::{ClusterInfo, DesiredState, Member, MemberState, NodeId, ServiceName, ServiceSpec, SyncState};
+//!
+//! let founder = Member {
+//!     id: NodeId("12D3KooWfounder".into()), name: "a".into(), addrs: vec![],
+//!     labels: Default::default(), admitted_by: NodeId("12D3KooWfounder".into()),
+//!     admitted_at: 0, state: MemberState::Active,
+//! };
+//! let info = ClusterInfo { id: "c1".into(), name: "lab".into(), created_at: 0 };
+//! let mut a = DesiredState::new_cluster(&info, &founder)?;
+//! let mut b = DesiredState::empty(NodeId("12D3KooWother".into()));
+//!
+//! let web = ServiceName::new("web")?;
+//! let spec = ServiceSpec { image: "warren/busybox:latest".into(), replicas: 3,
+//!     command: vec![], env: Default::default(), ports: vec![] };
+//! let change = a.create_service(&web, &spec)?;
+//!
+//! // Fast path: gossip the change bytes.
+//! b.apply_change(&change)?;
+//! // (b lacks the earlier cluster-init change, so Automerge holds the service change back;
+//! // the sync protocol repairs that.)
+//! let (mut sa, mut sb) = (SyncState::new(), SyncState::new());
+//! loop {
+//!     let m1 = a.generate_sync_message(&mut sa);
+//!     if let Some(m) = &m1 { b.receive_sync_message(&mut sb, m)?; }
+//!     let m2 = b.generate_sync_message(&mut sb);
+//!     if let Some(m) = &m2 { a.receive_sync_message(&mut sa, m)?; }
+//!     if m1.is_none() && m2.is_none() { break; }
+//! }
+//! assert_eq!(b.service(&web).map(|s| s.spec.replicas), Some(3));
+//! assert_eq!(a.heads(), b.heads());
+//! # Ok::<(), warren_crdt::CrdtError>(())
+//! ```
+
+mod doc;
+mod error;
+mod model;
+mod store;
+
+pub use doc::{ChangeBytes, DesiredState, SyncState};
+pub use error::CrdtError;
+pub use model::{
+    Assignment, ClusterInfo, Epoch, HistoryEntry, Lease, Member, MemberState, NodeId, PortSpec,
+    Service, ServiceName, ServiceSpec, SlotId, TokenRecord,
+};
+pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
+
+#[cfg(test)]
+mod tests;

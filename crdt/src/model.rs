@@ -1,0 +1,304 @@
+//! Typed values read from and written to the desired-state document.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::CrdtError;
+
+/// A node's identity as stored in the document: the base58 text of its libp2p `PeerId`.
+///
+/// The crate does not depend on libp2p; the node converts at its edge.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub String);
+
+impl NodeId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The last 8 characters, enough to tell members apart in logs and tables.
+    pub fn short(&self) -> &str {
+        let s = self.0.as_str();
+        let start = s.len().saturating_sub(8);
+        s.get(start..).unwrap_or(s)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A service name: 1 to 63 characters of `[a-z0-9-]`, starting with a letter or digit.
+///
+/// The same rule as a DNS label, so a name is always safe in a container name, a label value
+/// and a URL path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    /// Validates `name`. Errors: [`CrdtError::InvalidName`] with the reason.
+    pub fn new(name: impl Into<String>) -> Result<Self, CrdtError> {
+        let name = name.into();
+        let reason = if name.is_empty() {
+            Some("must not be empty")
+        } else if name.len() > 63 {
+            Some("must be at most 63 characters")
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            Some("may only contain lowercase letters, digits and '-'")
+        } else if name.starts_with('-') || name.ends_with('-') {
+            Some("must not start or end with '-'")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(CrdtError::InvalidName {
+                name,
+                reason: reason.to_string(),
+            }),
+            None => Ok(Self(name)),
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ServiceName {
+    type Error = CrdtError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<ServiceName> for String {
+    fn from(value: ServiceName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A lease epoch: the fencing token of the scheduling lease. Strictly increases with every claim.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// The epoch a new claim over this one uses.
+    pub fn next(self) -> Epoch {
+        Epoch(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// `cluster { id, name, created_at }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// Random id chosen at `--init`; topic names and join tokens carry it.
+    pub id: String,
+    /// Operator-chosen name.
+    pub name: String,
+    /// Unix time in milliseconds.
+    pub created_at: i64,
+}
+
+/// A member's admission state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Admitted and eligible for tasks.
+    Active,
+    /// Admitted; takes no new tasks.
+    Draining,
+    /// Removed; its messages are dropped.
+    Removed,
+}
+
+impl MemberState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Active => "active",
+            MemberState::Draining => "draining",
+            MemberState::Removed => "removed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> MemberState {
+        match s {
+            "draining" => MemberState::Draining,
+            "removed" => MemberState::Removed,
+            _ => MemberState::Active,
+        }
+    }
+}
+
+/// `members.<peer_id>`: a node admitted to the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's id (its PeerId).
+    pub id: NodeId,
+    /// Operator-chosen node name (`--name`).
+    pub name: String,
+    /// Multiaddrs the member listens on, as text, each ending in `/p2p/<peer id>`.
+    pub addrs: Vec<String>,
+    /// `--label k=v` values, used by placement constraints.
+    pub labels: BTreeMap<String, String>,
+    /// Who admitted it (itself for the node that ran `--init`).
+    pub admitted_by: NodeId,
+    /// Unix time in milliseconds.
+    pub admitted_at: i64,
+    /// Admission state.
+    pub state: MemberState,
+}
+
+/// A port a service publishes: container port, and a host port on 127.0.0.1 or `None` for one
+/// the engine picks (so several replicas on one engine never collide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// TCP port inside the container.
+    pub container_port: u16,
+    /// Fixed host port, or `None` for an engine-chosen one.
+    pub host_port: Option<u16>,
+}
+
+/// What an operator asked to run: `services.<name>.spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// Docker image reference.
+    pub image: String,
+    /// Number of replicas (slots `0..replicas`).
+    pub replicas: u32,
+    /// Command and arguments; empty means the image's default.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+}
+
+/// `services.<name>`: a spec with its generation and tombstone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// The service's name.
+    pub name: ServiceName,
+    /// Increases whenever the spec changes in a way that needs new containers (create, re-create).
+    pub generation: u64,
+    /// Tombstone: a deleted service stays in the document so a concurrent update cannot revive it.
+    pub deleted: bool,
+    /// The desired spec.
+    pub spec: ServiceSpec,
+}
+
+/// The key of one replica of a service: `<service>/<slot>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SlotId {
+    /// The service.
+    pub service: ServiceName,
+    /// Replica index, `0..replicas`.
+    pub slot: u32,
+}
+
+impl SlotId {
+    /// The document key, `<service>/<slot>`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.service, self.slot)
+    }
+
+    /// Parses a document key written by [`SlotId::key`]; `None` for anything else.
+    pub fn parse(key: &str) -> Option<SlotId> {
+        let (service, slot) = key.rsplit_once('/')?;
+        Some(SlotId {
+            service: ServiceName::new(service).ok()?,
+            slot: slot.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for SlotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.service, self.slot)
+    }
+}
+
+/// `assignments.<service>/<slot>`: the scheduler's decision for one slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The node that runs the slot.
+    pub node: NodeId,
+    /// Lease epoch of the holder that wrote it (fencing token).
+    pub epoch: Epoch,
+    /// The lease holder that wrote it.
+    pub holder: NodeId,
+    /// The service generation it was made for.
+    pub spec_generation: u64,
+}
+
+impl Assignment {
+    /// Order between two assignments of one slot: greater `(epoch, holder)` stands.
+    pub fn rank(&self) -> (Epoch, &NodeId) {
+        (self.epoch, &self.holder)
+    }
+}
+
+/// `lease { holder, epoch }`: the right to schedule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Lease {
+    /// Fencing token; compared first.
+    pub epoch: Epoch,
+    /// The member holding it; breaks ties between equal epochs.
+    pub holder: NodeId,
+}
+
+/// `tokens.<token_id>`: a join token, stored as the SHA-256 digest of its secret only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id of the token.
+    pub id: String,
+    /// Lowercase hex SHA-256 of the token secret.
+    pub digest: String,
+    /// Unix time in seconds after which the token is refused.
+    pub expires_at: i64,
+    /// Admissions left.
+    pub uses_left: u64,
+    /// What the token admits as (`member`).
+    pub role: String,
+}
+
+/// One change of the document's history: who (actor = node), when, what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Hex change hash.
+    pub hash: String,
+    /// The node that made the change, if its actor id carries one.
+    pub node: Option<NodeId>,
+    /// Unix time in milliseconds, as the author's clock had it.
+    pub time: i64,
+    /// What the change did, e.g. `service create web`.
+    pub message: String,
+}
