@@ -1,0 +1,490 @@
+//! The Docker driver: [`DockerRuntime`] over bollard.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, HostConfig, PortBinding, PortSummaryTypeEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+
+use crate::error::{error_chain, is_connection_error, status_code};
+use crate::image_ref::parse_image_reference;
+use crate::{
+    ContainerInfo, ContainerRuntime, ContainerState, EngineInfo, PublishedPort, RuntimeError,
+    TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
+};
+
+/// Endpoint used when neither an explicit host nor `DOCKER_HOST` is given.
+const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
+/// Seconds between SIGTERM and SIGKILL in [`ContainerRuntime::remove`].
+const STOP_GRACE_SECS: i32 = 10;
+/// Host address published ports are bound on.
+const PUBLISH_HOST_IP: &str = "127.0.0.1";
+
+/// A [`ContainerRuntime`] backed by a Docker engine (API ≥ 1.41, e.g. Debian's 20.10),
+/// talking over a unix socket or plain TCP.
+///
+/// Cheap to clone (the bollard client is reference-counted); share one per node.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    endpoint: String,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine at `docker_host`, negotiates the API version and pings it.
+    ///
+    /// `docker_host`:
+    /// - `None`: the `DOCKER_HOST` environment variable if set and non-empty, else
+    ///   `unix:///var/run/docker.sock`;
+    /// - `Some("unix:///path/to/docker.sock")` (a bare absolute path `/path` is taken as
+    ///   `unix:///path`);
+    /// - `Some("tcp://127.0.0.1:2375")` or `Some("http://127.0.0.1:2375")` (no TLS).
+    ///
+    /// After connecting it calls bollard's `negotiate_version()`: bollard 0.21 defaults to
+    /// API 1.53, which Debian's engine 20.10 (max 1.41) refuses, so every later request uses
+    /// `min(1.53, engine's version)`.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unavailable`] (with the endpoint and the cause) when the socket does
+    /// not exist, the scheme is unsupported, the connection fails, or the version/ping
+    /// exchange fails.
+    pub async fn connect(docker_host: Option<&str>) -> Result<Self, RuntimeError> {
+        let endpoint = match docker_host {
+            Some(h) if h.starts_with('/') => format!("unix://{h}"),
+            Some(h) => h.to_string(),
+            None => std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
+        };
+        let unavailable = |e: bollard::errors::Error| RuntimeError::Unavailable {
+            endpoint: endpoint.clone(),
+            reason: error_chain(&e),
+        };
+        let docker = Docker::connect_with_host(&endpoint).map_err(unavailable)?;
+        let docker = docker.negotiate_version().await.map_err(unavailable)?;
+        docker.ping().await.map_err(unavailable)?;
+        let version = docker.client_version();
+        tracing::debug!(%endpoint, api = %version, "connected to Docker engine");
+        Ok(DockerRuntime { docker, endpoint })
+    }
+
+    /// The engine's version and API version (`GET /version`).
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unavailable`] if the engine cannot be reached,
+    /// [`RuntimeError::Engine`] (`op = "version"`) if it refuses.
+    pub async fn engine_info(&self) -> Result<EngineInfo, RuntimeError> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| self.err("version", e))?;
+        Ok(EngineInfo {
+            version: v.version.unwrap_or_else(|| "unknown".to_string()),
+            api_version: v.api_version.unwrap_or_else(|| "unknown".to_string()),
+        })
+    }
+
+    /// The endpoint this runtime connected to, e.g. `unix:///var/run/docker.sock` (for
+    /// messages and logs).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The underlying bollard client (already version-negotiated), for operations this
+    /// crate does not wrap (logs, stats, events, kill, …).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Maps a bollard error from operation `op` to [`RuntimeError`]: connection-level
+    /// failures become `Unavailable`, everything else `Engine`.
+    fn err(&self, op: &'static str, e: bollard::errors::Error) -> RuntimeError {
+        if is_connection_error(&e) {
+            RuntimeError::Unavailable {
+                endpoint: self.endpoint.clone(),
+                reason: error_chain(&e),
+            }
+        } else {
+            RuntimeError::Engine { op, source: e }
+        }
+    }
+
+    /// Makes sure `image` is in the local store, pulling it once if it is not.
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(self.err("inspect_image", e)),
+        }
+        let parsed = parse_image_reference(image)?;
+        // A name without tag or digest would make the engine pull every tag.
+        let tag = match (parsed.tag, parsed.digest) {
+            (None, None) => "latest",
+            (Some(tag), None) => tag,
+            (_, Some(digest)) => digest,
+        };
+        tracing::info!(%image, "image not present locally; pulling");
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(parsed.name)
+            .tag(tag)
+            .build();
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = progress.next().await {
+            if let Err(e) = item {
+                if is_connection_error(&e) {
+                    return Err(self.err("create_image", e));
+                }
+                let reason = match e {
+                    bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+                    bollard::errors::Error::DockerStreamError { error } => error,
+                    other => error_chain(&other),
+                };
+                return Err(RuntimeError::ImageUnavailable {
+                    image: image.to_string(),
+                    reason,
+                });
+            }
+        }
+        tracing::info!(%image, "image pulled");
+        Ok(())
+    }
+
+    /// Stops (with the grace period) and force-removes container `id_or_name`; a
+    /// container that is already gone is success.
+    async fn stop_and_remove(&self, id_or_name: &str) -> Result<(), RuntimeError> {
+        let stop = StopContainerOptionsBuilder::new()
+            .t(STOP_GRACE_SECS)
+            .build();
+        match self.docker.stop_container(id_or_name, Some(stop)).await {
+            Ok(()) => {}
+            Err(e) if status_code(&e) == Some(404) => return Ok(()),
+            Err(e) if is_connection_error(&e) => return Err(self.err("stop_container", e)),
+            // Force-removal below kills it anyway.
+            Err(e) => {
+                tracing::warn!(container = %id_or_name, error = %e, "stop failed; force-removing")
+            }
+        }
+        self.force_remove(id_or_name).await
+    }
+
+    /// Force-removes container `id_or_name` (SIGKILL if running) with its anonymous
+    /// volumes; gone or already being removed is success.
+    async fn force_remove(&self, id_or_name: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self
+            .docker
+            .remove_container(id_or_name, Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e)
+                if status_code(&e) == Some(409)
+                    && e.to_string().contains("already in progress") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.err("remove_container", e)),
+        }
+    }
+}
+
+/// The create request for `spec` (labels, env, command, published ports; no restart
+/// policy).
+fn create_body(spec: &TaskSpec) -> ContainerCreateBody {
+    let labels: HashMap<String, String> = [
+        (LABEL_NODE, spec.node.clone()),
+        (LABEL_SERVICE, spec.service.clone()),
+        (LABEL_SLOT, spec.slot.to_string()),
+        (LABEL_EPOCH, spec.epoch.to_string()),
+        (LABEL_GENERATION, spec.generation.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    let mut exposed: Vec<String> = Vec::new();
+    for mapping in &spec.ports {
+        let key = format!("{}/tcp", mapping.container_port);
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        port_bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some(PUBLISH_HOST_IP.to_string()),
+                host_port: Some(mapping.host_port.map(|p| p.to_string()).unwrap_or_default()),
+            });
+    }
+
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        host_config: Some(HostConfig {
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Parses one list entry; `None` (after a warning) when its Warren labels are unusable.
+fn container_info(summary: ContainerSummary) -> Option<ContainerInfo> {
+    let id = summary.id.unwrap_or_default();
+    let name = summary
+        .names
+        .and_then(|n| n.into_iter().next())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_default();
+    let labels = summary.labels.unwrap_or_default();
+
+    let skip = |why: &str| {
+        tracing::warn!(container = %id, %name, "skipping container with warren.node label: {why}");
+    };
+    let Some(service) = labels.get(LABEL_SERVICE).filter(|s| !s.is_empty()) else {
+        skip("missing warren.service label");
+        return None;
+    };
+    let Some(slot) = labels.get(LABEL_SLOT) else {
+        skip("missing warren.slot label");
+        return None;
+    };
+    let Ok(slot) = slot.parse::<u32>() else {
+        skip(&format!("warren.slot={slot:?} is not a u32"));
+        return None;
+    };
+    let number = |label: &str| -> Result<u64, ()> {
+        match labels.get(label) {
+            None => Ok(0),
+            Some(v) => v.parse::<u64>().map_err(|_| {
+                skip(&format!("{label}={v:?} is not a u64"));
+            }),
+        }
+    };
+    let epoch = number(LABEL_EPOCH).ok()?;
+    let generation = number(LABEL_GENERATION).ok()?;
+
+    let state = match summary.state {
+        Some(s) => ContainerState::from_docker(s.as_ref()),
+        None => ContainerState::Unknown,
+    };
+
+    let mut ports: Vec<PublishedPort> = summary
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| matches!(p.typ, None | Some(PortSummaryTypeEnum::TCP)))
+        .filter_map(|p| {
+            p.public_port.map(|host_port| PublishedPort {
+                container_port: p.private_port,
+                host_ip: p.ip.unwrap_or_default(),
+                host_port,
+            })
+        })
+        .collect();
+    ports.sort_by(|a, b| {
+        (a.container_port, a.host_port, &a.host_ip).cmp(&(
+            b.container_port,
+            b.host_port,
+            &b.host_ip,
+        ))
+    });
+    ports.dedup();
+
+    Some(ContainerInfo {
+        id,
+        name,
+        service: service.clone(),
+        slot,
+        epoch,
+        generation,
+        state,
+        status: summary.status.unwrap_or_default(),
+        ports,
+    })
+}
+
+impl ContainerRuntime for DockerRuntime {
+    async fn list_tasks(&self, node: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let mut filters: HashMap<&str, Vec<String>> = HashMap::new();
+        filters.insert("label", vec![format!("{LABEL_NODE}={node}")]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.err("list_containers", e))?;
+        let mut tasks: Vec<ContainerInfo> =
+            summaries.into_iter().filter_map(container_info).collect();
+        tasks.sort_by(|a, b| (&a.service, a.slot, &a.name).cmp(&(&b.service, b.slot, &b.name)));
+        Ok(tasks)
+    }
+
+    async fn create_and_start(&self, spec: &TaskSpec) -> Result<String, RuntimeError> {
+        parse_image_reference(&spec.image)?;
+        self.ensure_image(&spec.image).await?;
+
+        let name = spec.container_name();
+        let body = create_body(spec);
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = match self
+            .docker
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            Err(e) if status_code(&e) == Some(409) => {
+                tracing::warn!(container = %name, "name already in use; removing the old container and retrying");
+                self.force_remove(&name).await?;
+                self.docker.create_container(Some(options), body).await
+            }
+            other => other,
+        };
+        let id = match created {
+            Ok(response) => response.id,
+            Err(e) if status_code(&e) == Some(404) => {
+                // The image vanished between the check and the create.
+                return Err(RuntimeError::ImageUnavailable {
+                    image: spec.image.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => return Err(self.err("create_container", e)),
+        };
+
+        if let Err(e) = self
+            .docker
+            .start_container(&id, None::<StartContainerOptions>)
+            .await
+        {
+            let err = self.err("start_container", e);
+            // Do not leave a created-but-never-started container behind.
+            if let Err(cleanup) = self.force_remove(&id).await {
+                tracing::warn!(container = %name, error = %cleanup, "could not remove container after failed start");
+            }
+            return Err(err);
+        }
+        tracing::debug!(container = %name, %id, "task container started");
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| self.err("start_container", e))
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.stop_and_remove(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PortMapping;
+    use bollard::models::ContainerSummaryStateEnum;
+
+    #[test]
+    fn create_body_has_labels_ports_env_and_no_restart_policy() {
+        let spec = TaskSpec {
+            node: "12D3KooWnode".into(),
+            service: "web".into(),
+            slot: 2,
+            epoch: 7,
+            generation: 9,
+            image: "warren/busybox:latest".into(),
+            command: vec![],
+            env: [("A".to_string(), "1".to_string())].into_iter().collect(),
+            ports: vec![
+                PortMapping {
+                    container_port: 80,
+                    host_port: None,
+                },
+                PortMapping {
+                    container_port: 80,
+                    host_port: Some(8080),
+                },
+            ],
+        };
+        let body = create_body(&spec);
+        let labels = body.labels.unwrap_or_default();
+        assert_eq!(labels.get(LABEL_SLOT).map(String::as_str), Some("2"));
+        assert_eq!(labels.get(LABEL_EPOCH).map(String::as_str), Some("7"));
+        assert_eq!(labels.get(LABEL_GENERATION).map(String::as_str), Some("9"));
+        assert_eq!(body.cmd, None);
+        assert_eq!(body.env, Some(vec!["A=1".to_string()]));
+        assert_eq!(body.exposed_ports, Some(vec!["80/tcp".to_string()]));
+        let hc = body.host_config.unwrap_or_default();
+        assert!(hc.restart_policy.is_none());
+        let bindings = hc
+            .port_bindings
+            .unwrap_or_default()
+            .remove("80/tcp")
+            .flatten()
+            .unwrap_or_default();
+        let ports: Vec<_> = bindings.iter().map(|b| b.host_port.clone()).collect();
+        assert_eq!(ports, vec![Some(String::new()), Some("8080".to_string())]);
+        assert!(bindings
+            .iter()
+            .all(|b| b.host_ip.as_deref() == Some("127.0.0.1")));
+    }
+
+    #[test]
+    fn summaries_without_service_or_slot_are_skipped() {
+        let labels = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<HashMap<_, _>>(),
+            )
+        };
+        let summary = |l| ContainerSummary {
+            id: Some("abc".into()),
+            names: Some(vec!["/warren-web-0-x".into()]),
+            labels: l,
+            state: Some(ContainerSummaryStateEnum::EXITED),
+            status: Some("Exited (0) 1 second ago".into()),
+            ..Default::default()
+        };
+        assert!(container_info(summary(labels(&[(LABEL_SLOT, "0")]))).is_none());
+        assert!(container_info(summary(labels(&[(LABEL_SERVICE, "web")]))).is_none());
+        assert!(container_info(summary(labels(&[
+            (LABEL_SERVICE, "web"),
+            (LABEL_SLOT, "x")
+        ])))
+        .is_none());
+        let info = container_info(summary(labels(&[
+            (LABEL_SERVICE, "web"),
+            (LABEL_SLOT, "0"),
+        ])));
+        let info = info.map(|i| (i.name, i.slot, i.epoch, i.state));
+        assert_eq!(
+            info,
+            Some(("warren-web-0-x".to_string(), 0, 0, ContainerState::Exited))
+        );
+    }
+}

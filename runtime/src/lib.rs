@@ -1,0 +1,165 @@
+//! Warren's container runtime: the [`ContainerRuntime`] trait a node drives, and
+//! [`DockerRuntime`], its implementation over a local Docker engine (via bollard).
+//!
+//! # Model
+//!
+//! A node runs *tasks*: replica `slot` of service `service`, described by a [`TaskSpec`].
+//! Each task is one container. The container carries its whole identity in labels —
+//! [`LABEL_NODE`] (the owning node's PeerId), [`LABEL_SERVICE`], [`LABEL_SLOT`],
+//! [`LABEL_EPOCH`], [`LABEL_GENERATION`] — so the engine itself is the node's record of
+//! what runs: after a restart the node calls [`ContainerRuntime::list_tasks`] and gets
+//! every container it owns back as a [`ContainerInfo`], running or not, with the identity
+//! parsed. Containers whose labels do not parse are skipped with a warning rather than
+//! failing the listing.
+//!
+//! The runtime does no scheduling and sets no Docker restart policy: the node's reconcile
+//! loop compares the desired tasks with [`list_tasks`](ContainerRuntime::list_tasks) and
+//! calls [`create_and_start`](ContainerRuntime::create_and_start),
+//! [`start`](ContainerRuntime::start) (for an exited container) or
+//! [`remove`](ContainerRuntime::remove) (SIGTERM, 10 s grace, SIGKILL, then delete;
+//! idempotent).
+//!
+//! Container names are `warren-{service}-{slot}-{last 8 chars of node}`
+//! ([`TaskSpec::container_name`]); a stale container holding the name is force-removed and
+//! the create retried once. Ports ([`PortMapping`], TCP only) are published on `127.0.0.1`
+//! only; with `host_port: None` the engine picks a free port, reported back in
+//! [`ContainerInfo::ports`].
+//!
+//! # Images
+//!
+//! Image references are checked offline with [`validate_image_reference`] (Docker's
+//! reference grammar) before anything reaches the engine. A missing image is pulled once;
+//! when that fails — the normal case on an edge node without registry access — the error
+//! is [`RuntimeError::ImageUnavailable`] with the engine's reason, and the image has to be
+//! loaded onto the node by other means.
+//!
+//! # Engine compatibility
+//!
+//! [`DockerRuntime::connect`] negotiates the API version (bollard 0.21 defaults to 1.53;
+//! Debian 12's engine 20.10 speaks at most 1.41) and pings the engine, so a missing engine
+//! fails early with [`RuntimeError::Unavailable`], which names the endpoint and hints at
+//! `dockerd`. Later connection failures map to `Unavailable` as well; refusals by a
+//! reachable engine map to [`RuntimeError::Engine`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use warren_runtime::{ContainerRuntime, DockerRuntime, PortMapping, TaskSpec};
+//!
+//! # async fn run() -> Result<(), warren_runtime::RuntimeError> {
+//! let rt = DockerRuntime::connect(None).await?;
+//! let spec = TaskSpec {
+//!     node: "12D3KooWExampleNodeId".into(),
+//!     service: "web".into(),
+//!     slot: 0,
+//!     epoch: 1,
+//!     generation: 1,
+//!     image: "warren/busybox:latest".into(),
+//!     command: vec![],
+//!     env: Default::default(),
+//!     ports: vec![PortMapping { container_port: 80, host_port: None }],
+//! };
+//! let id = rt.create_and_start(&spec).await?;
+//! for task in rt.list_tasks(&spec.node).await? {
+//!     println!("{} {} {:?}", task.name, task.state, task.ports);
+//! }
+//! rt.remove(&id).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod docker;
+mod error;
+mod image_ref;
+mod types;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use docker::DockerRuntime;
+pub use error::RuntimeError;
+pub use image_ref::validate_image_reference;
+pub use types::{
+    container_name, ContainerInfo, ContainerState, EngineInfo, PortMapping, PublishedPort,
+    TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
+};
+
+/// The container runtime a node drives. Implemented by [`DockerRuntime`]; a simulator can
+/// provide its own. Also implemented for `Arc<R>` so one runtime can be shared.
+///
+/// All methods are safe to call concurrently. Container ids are the engine's ids (Docker:
+/// 64 hex characters); methods taking an id also accept a container name.
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// Every container (running or not) labelled `warren.node=<node>`, sorted by service,
+    /// slot and name. Containers whose labels do not parse (missing or malformed
+    /// `warren.service` / `warren.slot`, malformed epoch/generation) are skipped with a
+    /// `tracing::warn`, never an error.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unavailable`] if the engine cannot be reached,
+    /// [`RuntimeError::Engine`] if it refuses the listing.
+    fn list_tasks(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+
+    /// Creates and starts the task's container; returns the container id.
+    ///
+    /// The image reference is validated first; a missing image is pulled once. A stale
+    /// container with the same name ([`TaskSpec::container_name`]) is force-removed and the
+    /// create retried once. If the start fails (e.g. the host port is taken) the new
+    /// container is removed again before the error is returned.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::InvalidImage`] for a malformed reference,
+    /// [`RuntimeError::ImageUnavailable`] when the image is absent and cannot be pulled,
+    /// [`RuntimeError::Unavailable`] / [`RuntimeError::Engine`] otherwise.
+    fn create_and_start(
+        &self,
+        spec: &TaskSpec,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+
+    /// Starts an existing (exited or created) container. Starting a running container is
+    /// a no-op success.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Engine`] (status 404 for an unknown id, see
+    /// [`RuntimeError::status_code`]) or [`RuntimeError::Unavailable`].
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Stops the container (SIGTERM, 10 s grace, then SIGKILL — Docker's stop with `t=10`)
+    /// and removes it with its anonymous volumes. Idempotent: a container that is already
+    /// gone (or already being removed) is `Ok(())`.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unavailable`] or [`RuntimeError::Engine`] when removal fails.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}
+
+impl<R: ContainerRuntime> ContainerRuntime for Arc<R> {
+    fn list_tasks(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send {
+        (**self).list_tasks(node)
+    }
+
+    fn create_and_start(
+        &self,
+        spec: &TaskSpec,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
+        (**self).create_and_start(spec)
+    }
+
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).start(id)
+    }
+
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).remove(id)
+    }
+}

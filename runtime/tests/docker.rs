@@ -1,0 +1,351 @@
+//! Integration tests against the local Docker engine (image `warren/busybox:latest`).
+//!
+//! Every test uses its own node name, so tests run in parallel without seeing each
+//! other's containers, and a [`Cleanup`] guard removes that node's containers even when an
+//! assertion fails. Run `scripts/ensure-docker.sh` first on a fresh machine.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{KillContainerOptions, RemoveContainerOptionsBuilder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use warren_runtime::{
+    ContainerInfo, ContainerRuntime, ContainerState, DockerRuntime, PortMapping, RuntimeError,
+    TaskSpec,
+};
+
+const IMAGE: &str = "warren/busybox:latest";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A node name no other test (or run) uses: `test-<16 hex>`.
+fn unique_node() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.write_u32(std::process::id());
+    format!("test-{:016x}", h.finish())
+}
+
+fn spec(node: &str, service: &str, image: &str, ports: Vec<PortMapping>) -> TaskSpec {
+    TaskSpec {
+        node: node.to_string(),
+        service: service.to_string(),
+        slot: 0,
+        epoch: 3,
+        generation: 5,
+        image: image.to_string(),
+        command: vec![],
+        env: BTreeMap::from([("WARREN_TEST".to_string(), "1".to_string())]),
+        ports,
+    }
+}
+
+/// Force-removes every container labelled with `node` when dropped (also on panic).
+struct Cleanup {
+    node: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let node = self.node.clone();
+        // Drop cannot await; run the cleanup on a private runtime in its own thread (the
+        // test's runtime may be the one unwinding).
+        let joined = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(runtime) = DockerRuntime::connect(None).await else {
+                    return;
+                };
+                let Ok(tasks) = runtime.list_tasks(&node).await else {
+                    return;
+                };
+                for t in tasks {
+                    let options = RemoveContainerOptionsBuilder::new().force(true).build();
+                    let _ = runtime
+                        .docker()
+                        .remove_container(&t.id, Some(options))
+                        .await;
+                }
+            });
+        })
+        .join();
+        if joined.is_err() {
+            eprintln!("cleanup of node {} panicked", self.node);
+        }
+    }
+}
+
+async fn connect() -> DockerRuntime {
+    DockerRuntime::connect(None)
+        .await
+        .expect("Docker engine reachable (run scripts/ensure-docker.sh)")
+}
+
+/// Polls `list_tasks(node)` until `pred` holds for the list, or panics after [`DEADLINE`].
+async fn wait_for_tasks<F>(
+    rt: &DockerRuntime,
+    node: &str,
+    what: &str,
+    pred: F,
+) -> Vec<ContainerInfo>
+where
+    F: Fn(&[ContainerInfo]) -> bool,
+{
+    let start = Instant::now();
+    loop {
+        let tasks = rt.list_tasks(node).await.expect("list_tasks");
+        if pred(&tasks) {
+            return tasks;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}; last listing: {tasks:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls an async probe until it yields `Some`, or panics after [`DEADLINE`].
+async fn poll<T, Fut: Future<Output = Result<T, String>>>(
+    what: &str,
+    mut probe: impl FnMut() -> Fut,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                start.elapsed() < DEADLINE,
+                "timed out after {DEADLINE:?} waiting for {what}; last error: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET /` over HTTP/1.0 to 127.0.0.1:`port`; the whole response as text.
+async fn http_get(port: u16) -> Result<String, String> {
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(2),
+        TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    .map_err(|_| "connect timed out".to_string())?
+    .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut body = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut body))
+        .await
+        .map_err(|_| "read timed out".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if text.contains("hello from warren") {
+        Ok(text)
+    } else {
+        Err(format!("unexpected response {text:?}"))
+    }
+}
+
+fn one_task(tasks: &[ContainerInfo]) -> &ContainerInfo {
+    assert_eq!(tasks.len(), 1, "expected exactly one task: {tasks:#?}");
+    &tasks[0]
+}
+
+#[tokio::test]
+async fn task_lifecycle_publish_kill_restart_remove() {
+    let rt = connect().await;
+    let info = rt.engine_info().await.expect("engine_info");
+    assert!(!info.version.is_empty() && !info.api_version.is_empty());
+
+    let node = unique_node();
+    let _cleanup = Cleanup { node: node.clone() };
+    let spec = spec(
+        &node,
+        "web",
+        IMAGE,
+        vec![PortMapping {
+            container_port: 80,
+            host_port: None,
+        }],
+    );
+
+    let id = rt.create_and_start(&spec).await.expect("create_and_start");
+    assert!(!id.is_empty());
+
+    let tasks = wait_for_tasks(&rt, &node, "task running", |t| {
+        t.len() == 1 && t[0].state == ContainerState::Running && !t[0].ports.is_empty()
+    })
+    .await;
+    let task = one_task(&tasks);
+    assert_eq!(task.id, id);
+    assert_eq!(task.name, spec.container_name());
+    assert!(task.name.starts_with("warren-web-0-"), "{}", task.name);
+    assert_eq!((task.service.as_str(), task.slot), ("web", 0));
+    assert_eq!((task.epoch, task.generation), (3, 5));
+    assert!(task.status.starts_with("Up"), "status {:?}", task.status);
+    assert_eq!(task.ports.len(), 1, "{:?}", task.ports);
+    let port = &task.ports[0];
+    assert_eq!(port.container_port, 80);
+    assert_eq!(port.host_ip, "127.0.0.1");
+    assert_ne!(port.host_port, 0);
+
+    let host_port = port.host_port;
+    let response = poll("HTTP answer", || http_get(host_port)).await;
+    assert!(response.contains("hello from warren"));
+
+    // Kill it behind the runtime's back: the listing must show it exited.
+    rt.docker()
+        .kill_container(&id, None::<KillContainerOptions>)
+        .await
+        .expect("kill_container");
+    let tasks = wait_for_tasks(&rt, &node, "task exited", |t| {
+        t.len() == 1 && t[0].state == ContainerState::Exited
+    })
+    .await;
+    assert!(
+        one_task(&tasks).status.starts_with("Exited"),
+        "status {:?}",
+        tasks[0].status
+    );
+    assert!(one_task(&tasks).ports.is_empty());
+
+    rt.start(&id).await.expect("start");
+    let tasks = wait_for_tasks(&rt, &node, "task running again", |t| {
+        t.len() == 1 && t[0].state == ContainerState::Running && !t[0].ports.is_empty()
+    })
+    .await;
+    let host_port = one_task(&tasks).ports[0].host_port;
+    poll("HTTP answer after restart", || http_get(host_port)).await;
+
+    rt.remove(&id).await.expect("remove");
+    wait_for_tasks(&rt, &node, "task gone", |t| t.is_empty()).await;
+    rt.remove(&id).await.expect("second remove is Ok");
+}
+
+#[tokio::test]
+async fn create_replaces_stale_container_with_same_name() {
+    let rt = connect().await;
+    let node = unique_node();
+    let _cleanup = Cleanup { node: node.clone() };
+    let mut spec = spec(&node, "stale", IMAGE, vec![]);
+    spec.command = vec!["sleep".into(), "300".into()];
+
+    let first = rt.create_and_start(&spec).await.expect("first create");
+    spec.generation = 6;
+    let second = rt.create_and_start(&spec).await.expect("second create");
+    assert_ne!(first, second);
+
+    let tasks = wait_for_tasks(&rt, &node, "replacement running", |t| {
+        t.len() == 1 && t[0].state == ContainerState::Running
+    })
+    .await;
+    assert_eq!(one_task(&tasks).id, second);
+    assert_eq!(one_task(&tasks).generation, 6);
+    // `sleep` as PID 1 ignores SIGTERM; leave the force-removal to the guard instead of
+    // waiting out remove()'s 10 s grace period.
+}
+
+#[tokio::test]
+async fn missing_image_is_image_unavailable() {
+    let rt = connect().await;
+    let node = unique_node();
+    let _cleanup = Cleanup { node: node.clone() };
+    let spec = spec(&node, "ghost", "warren/does-not-exist:1", vec![]);
+    match rt.create_and_start(&spec).await {
+        Err(e @ RuntimeError::ImageUnavailable { .. }) => {
+            eprintln!("{e}");
+            let RuntimeError::ImageUnavailable { image, reason } = e else {
+                unreachable!()
+            };
+            assert_eq!(image, "warren/does-not-exist:1");
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected ImageUnavailable, got {other:?}"),
+    }
+    assert!(rt.list_tasks(&node).await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn invalid_image_is_rejected_before_the_engine() {
+    let rt = connect().await;
+    let node = unique_node();
+    let _cleanup = Cleanup { node: node.clone() };
+    let spec = spec(&node, "bad", "Busybox", vec![]);
+    assert!(matches!(
+        rt.create_and_start(&spec).await,
+        Err(RuntimeError::InvalidImage { .. })
+    ));
+}
+
+#[tokio::test]
+async fn unreachable_engine_is_unavailable() {
+    match DockerRuntime::connect(Some("unix:///nonexistent.sock")).await {
+        Err(e @ RuntimeError::Unavailable { .. }) => {
+            let text = e.to_string();
+            eprintln!("{text}");
+            assert!(text.contains("unix:///nonexistent.sock"), "{text}");
+            assert!(text.contains("is dockerd running?"), "{text}");
+        }
+        other => panic!(
+            "expected Unavailable, got {:?}",
+            other.map(|r| r.endpoint().to_string())
+        ),
+    }
+    // Nothing listens on this TCP port on 127.0.0.1.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let endpoint = format!("tcp://127.0.0.1:{closed}");
+    assert!(matches!(
+        DockerRuntime::connect(Some(&endpoint)).await,
+        Err(RuntimeError::Unavailable { .. })
+    ));
+}
+
+#[tokio::test]
+async fn unlabelled_containers_are_skipped() {
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::CreateContainerOptionsBuilder;
+
+    let rt = connect().await;
+    let node = unique_node();
+    let _cleanup = Cleanup { node: node.clone() };
+    // A container with warren.node but without warren.slot.
+    let body = ContainerCreateBody {
+        image: Some(IMAGE.to_string()),
+        cmd: Some(vec!["true".to_string()]),
+        labels: Some(
+            [
+                ("warren.node".to_string(), node.clone()),
+                ("warren.service".to_string(), "odd".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+        ..Default::default()
+    };
+    let name = format!("warren-odd-{node}");
+    let options = CreateContainerOptionsBuilder::new().name(&name).build();
+    rt.docker()
+        .create_container(Some(options), body)
+        .await
+        .expect("create unlabelled container");
+    assert!(rt.list_tasks(&node).await.expect("list").is_empty());
+    rt.remove(&name).await.expect("remove by name");
+}
