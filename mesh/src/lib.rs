@@ -1,0 +1,593 @@
+//! # warren-mesh: the network of one Warren node
+//!
+//! Every Warren node is an equal peer. This crate runs the node's libp2p swarm in one tokio
+//! task (an *actor*) and talks to the rest of the node through two bounded channels:
+//!
+//! * a [`MeshHandle`] (cheap to clone) sends commands: [`publish`](MeshHandle::publish) gossip,
+//!   send a [`request`](MeshHandle::request), [`set_members`](MeshHandle::set_members),
+//!   [`dial`](MeshHandle::dial), [`stats`](MeshHandle::stats), [`shutdown`](MeshHandle::shutdown);
+//! * a `tokio::sync::mpsc::Receiver<`[`MeshEvent`]`>` delivers what the network says: gossip,
+//!   inbound requests, connections, listen addresses.
+//!
+//! Payloads are opaque bytes here: the node decides what they mean (Automerge change bytes,
+//! heartbeats, sync messages, join tokens).
+//!
+//! ## Protocols
+//!
+//! | What | libp2p protocol | Used for |
+//! |---|---|---|
+//! | transport | QUIC (`/udp/N/quic-v1`), TCP + noise + yamux fallback | everything |
+//! | gossip | gossipsub, topics `warren/{cluster_id}/changes` and `warren/{cluster_id}/heartbeat` | fast path: change bytes, heartbeats |
+//! | request-response | CBOR on [`REQUEST_PROTOCOL`] (`/warren/req/1`) | [`RequestKind::Sync`] (Automerge sync dialogue, repair), [`RequestKind::Join`] |
+//! | identify | [`IDENTIFY_PROTOCOL`] (`/warren/id/1`) | learning the listen addresses of peers |
+//!
+//! Gossip messages are signed by their author (gossipsub `Strict` validation); the
+//! [`MeshEvent::Gossip`] `source` is that verified author, not the peer that forwarded it.
+//!
+//! ## Admission
+//!
+//! The node tells the mesh who the members are ([`MeshHandle::set_members`]); the local peer
+//! always counts as a member. Then:
+//!
+//! * gossip authored by a non-member is rejected (gossipsub validation) and counted in
+//!   [`MeshStats::dropped_non_member`]; it never reaches the event channel;
+//! * a [`RequestKind::Sync`] request from a non-member is answered
+//!   `Response::Refused("not a member")` by the mesh itself and counted;
+//! * a [`RequestKind::Join`] request is the one thing a non-member may send: it reaches the
+//!   node, which checks the token;
+//! * non-members get a negative gossipsub application score: the mesh never publishes or
+//!   forwards gossip to them (nor grafts them), so cluster state does not leak to a peer
+//!   that merely connected. Their own messages are still received, validated and counted.
+//!
+//! Membership is symmetric in effect: a node only publishes to, and accepts gossip and Sync
+//! requests from, peers in *its own* member set. A joining node therefore sends its Join
+//! request, then calls `set_members` with the member list it learns (at least the peer that
+//! admitted it), while the admitting side adds the newcomer to the document and to its own
+//! `set_members`.
+//!
+//! ## Connectivity
+//!
+//! [`MeshConfig::bootstrap`] addresses and the addresses of members (from `set_members`, plus
+//! what identify reported) are dialed at start and every [`MeshConfig::redial_interval`]
+//! while not connected; never two concurrent dials to the same peer. The mesh dials from a
+//! fresh local port (TCP port reuse makes two peers dialing each other at once fail).
+//! Connections stay open for an hour of idleness.
+//!
+//! ## Backpressure
+//!
+//! All channels are bounded ([`MeshConfig::channel_capacity`]). The swarm never waits for the
+//! node: when the event channel is full, gossip is dropped (counted in
+//! [`MeshStats::dropped_overflow`]; anti-entropy repairs it) and inbound requests are
+//! answered `Refused("overloaded")`. Commands wait for room in the command channel.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), warren_mesh::MeshError> {
+//! use warren_mesh::{spawn, Keypair, MeshConfig, MeshEvent, Response, Topic};
+//!
+//! let mut config = MeshConfig::new(Keypair::generate_ed25519(), "prod");
+//! config.listen = vec!["/ip4/0.0.0.0/udp/7946/quic-v1".parse().expect("valid multiaddr")];
+//! let (mesh, mut events) = spawn(config).await?;
+//! mesh.publish(Topic::Heartbeat, b"alive".to_vec()).await?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         MeshEvent::Gossip { topic, source, data } => { /* apply */ }
+//!         MeshEvent::Request { reply, .. } => reply.send(Response::Ok(vec![])).await?,
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::{collections::HashMap, fmt, time::Duration};
+
+use libp2p::request_response::ResponseChannel;
+use serde::{Deserialize, Serialize, Serializer};
+use tokio::sync::{mpsc, oneshot};
+
+mod actor;
+mod wire;
+
+pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
+
+pub use actor::spawn;
+
+/// Protocol name of the request-response protocol (Sync and Join requests).
+pub const REQUEST_PROTOCOL: &str = "/warren/req/1";
+
+/// Protocol version string announced by identify.
+pub const IDENTIFY_PROTOCOL: &str = "/warren/id/1";
+
+/// Largest request body [`MeshHandle::request`] accepts.
+///
+/// The CBOR codec of libp2p caps a whole request at 1 MiB; this leaves room for the envelope.
+pub const MAX_REQUEST_BODY: usize = 1024 * 1024 - 1024;
+
+/// Largest `Response::Ok` payload a reply may carry.
+///
+/// The CBOR codec of libp2p caps a whole response at 10 MiB; this leaves room for the envelope.
+pub const MAX_RESPONSE_BODY: usize = 10 * 1024 * 1024 - 1024;
+
+/// Which gossip topic.
+///
+/// Topic strings: `warren/{cluster_id}/changes` and `warren/{cluster_id}/heartbeat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Automerge change bytes of local writes.
+    Changes,
+    /// Signed heartbeats (resources, task status).
+    Heartbeat,
+}
+
+impl Topic {
+    /// Both topics.
+    pub const ALL: [Topic; 2] = [Topic::Changes, Topic::Heartbeat];
+
+    /// The gossipsub topic string for this topic in cluster `cluster_id`.
+    pub fn name(self, cluster_id: &str) -> String {
+        let suffix = match self {
+            Topic::Changes => "changes",
+            Topic::Heartbeat => "heartbeat",
+        };
+        format!("warren/{cluster_id}/{suffix}")
+    }
+}
+
+/// What a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestKind {
+    /// One step of the Automerge sync dialogue. Only members may send it.
+    Sync,
+    /// A join request carrying a join token. Anyone may send it.
+    Join,
+}
+
+/// Response to a request: sent by the node, or by the mesh itself (`Refused` to non-members,
+/// or when the node is overloaded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The request was handled; opaque payload.
+    Ok(#[serde(with = "wire::bytes")] Vec<u8>),
+    /// The request was refused, with a reason for humans.
+    Refused(String),
+}
+
+/// Configuration of [`spawn`].
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// The node's identity; its [`PeerId`] is derived from it.
+    pub keypair: Keypair,
+    /// Cluster id; part of the gossip topic names.
+    pub cluster_id: String,
+    /// Addresses to listen on, e.g. `/ip4/0.0.0.0/udp/7946/quic-v1` and `/ip4/0.0.0.0/tcp/7946`.
+    pub listen: Vec<Multiaddr>,
+    /// Dialed at start and re-dialed every `redial_interval` while not connected. With a
+    /// `/p2p/<peer id>` suffix the peer is known up front; without one it is learnt from the
+    /// first connection.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Period of the re-dial of bootstrap addresses and disconnected members (default 2 s).
+    pub redial_interval: Duration,
+    /// Deadline of [`MeshHandle::request`], dialing included (default 10 s).
+    pub request_timeout: Duration,
+    /// Largest gossip payload (default 256 KiB). Gossipsub's `max_transmit_size` is set a
+    /// little above it, for the signed envelope.
+    pub max_gossip_bytes: usize,
+    /// Capacity of the command channel and of the event channel (default 1024).
+    pub channel_capacity: usize,
+}
+
+impl MeshConfig {
+    /// Defaults, with empty `listen` and `bootstrap`.
+    pub fn new(keypair: Keypair, cluster_id: impl Into<String>) -> Self {
+        Self {
+            keypair,
+            cluster_id: cluster_id.into(),
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            redial_interval: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            max_gossip_bytes: 256 * 1024,
+            channel_capacity: 1024,
+        }
+    }
+}
+
+/// What the mesh tells the node.
+#[derive(Debug)]
+pub enum MeshEvent {
+    /// Gossip authored by a member.
+    Gossip {
+        /// The topic it came on.
+        topic: Topic,
+        /// The author (gossipsub `source`, verified by gossipsub's signature check); not
+        /// necessarily the peer that forwarded it.
+        source: PeerId,
+        /// Opaque payload.
+        data: Vec<u8>,
+    },
+    /// An inbound request. Sync requests arrive only from members; Join from anyone.
+    ///
+    /// The node must answer with [`ReplyHandle::send`] or [`MeshHandle::respond`]; dropping the
+    /// `reply` answers `Refused("no response")`.
+    Request {
+        /// The peer that sent it (authenticated by the transport).
+        peer: PeerId,
+        /// Sync or Join.
+        kind: RequestKind,
+        /// Opaque payload.
+        body: Vec<u8>,
+        /// Where the answer goes.
+        reply: ReplyHandle,
+    },
+    /// The first connection to `peer` was established.
+    ConnectionEstablished {
+        /// The remote peer.
+        peer: PeerId,
+        /// Remote address of that connection. For an inbound TCP connection this is the
+        /// peer's ephemeral port, not a dialable address; see [`MeshHandle::peer_addrs`].
+        addr: Multiaddr,
+    },
+    /// The last connection to `peer` was closed.
+    ConnectionClosed {
+        /// The remote peer.
+        peer: PeerId,
+    },
+    /// The mesh listens on a new address (without `/p2p` suffix).
+    NewListenAddr {
+        /// The address.
+        addr: Multiaddr,
+    },
+}
+
+/// Answer channel of one inbound request.
+///
+/// Sending goes back to the swarm through the command channel. Dropping it unanswered makes
+/// the mesh answer `Response::Refused("no response")`.
+pub struct ReplyHandle {
+    channel: Option<ResponseChannel<Response>>,
+    commands: mpsc::Sender<Command>,
+    peer: PeerId,
+    kind: RequestKind,
+}
+
+impl ReplyHandle {
+    /// The peer that sent the request.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// What the request is for.
+    pub fn kind(&self) -> RequestKind {
+        self.kind
+    }
+
+    /// Sends the response.
+    ///
+    /// Errors: [`MeshError::TooLarge`] if an `Ok` payload exceeds [`MAX_RESPONSE_BODY`] (the
+    /// requester then gets `Refused("response too large")`); [`MeshError::Stopped`] if the
+    /// mesh task has stopped. A requester that went away meanwhile is not an error (logged).
+    pub async fn send(mut self, response: Response) -> Result<(), MeshError> {
+        let Some(channel) = self.channel.take() else {
+            return Ok(());
+        };
+        let (response, result) = match response {
+            Response::Ok(data) if data.len() > MAX_RESPONSE_BODY => (
+                Response::Refused("response too large".into()),
+                Err(MeshError::TooLarge {
+                    size: data.len(),
+                    max: MAX_RESPONSE_BODY,
+                }),
+            ),
+            other => (other, Ok(())),
+        };
+        self.commands
+            .send(Command::Respond { channel, response })
+            .await
+            .map_err(|_| MeshError::Stopped)?;
+        result
+    }
+
+    fn take_channel(&mut self) -> Option<ResponseChannel<Response>> {
+        self.channel.take()
+    }
+}
+
+impl Drop for ReplyHandle {
+    fn drop(&mut self) {
+        if let Some(channel) = self.channel.take() {
+            tracing::debug!(peer = %self.peer, kind = ?self.kind, "request dropped unanswered");
+            // Best effort: if the command channel is full the channel is simply dropped and
+            // the requester sees a failed request.
+            let _ = self.commands.try_send(Command::Respond {
+                channel,
+                response: Response::Refused("no response".into()),
+            });
+        }
+    }
+}
+
+impl fmt::Debug for ReplyHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplyHandle")
+            .field("peer", &self.peer)
+            .field("kind", &self.kind)
+            .field("answered", &self.channel.is_none())
+            .finish()
+    }
+}
+
+/// Commands from handles to the actor.
+pub(crate) enum Command {
+    Publish {
+        topic: Topic,
+        data: Vec<u8>,
+    },
+    Request {
+        peer: PeerId,
+        request: wire::WireRequest,
+        reply: oneshot::Sender<Result<Response, MeshError>>,
+    },
+    Respond {
+        channel: ResponseChannel<Response>,
+        response: Response,
+    },
+    SetMembers {
+        members: HashMap<PeerId, Vec<Multiaddr>>,
+        done: oneshot::Sender<()>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Stats(oneshot::Sender<MeshStats>),
+    PeerAddrs {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Handle to a running mesh. Cheap to clone.
+///
+/// When every handle (and every unanswered [`ReplyHandle`]) is dropped, the mesh stops.
+#[derive(Debug, Clone)]
+pub struct MeshHandle {
+    commands: mpsc::Sender<Command>,
+    local_peer_id: PeerId,
+    request_timeout: Duration,
+    max_gossip_bytes: usize,
+}
+
+impl MeshHandle {
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// Publishes gossip. Fire and forget: "no peers subscribed yet" is not an error (logged at
+    /// debug; anti-entropy repairs). Identical bytes published again on the same topic within
+    /// 60 s are dropped as a duplicate.
+    ///
+    /// Errors: [`MeshError::TooLarge`] above [`MeshConfig::max_gossip_bytes`],
+    /// [`MeshError::Stopped`] if the mesh task has stopped.
+    pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), MeshError> {
+        if data.len() > self.max_gossip_bytes {
+            return Err(MeshError::TooLarge {
+                size: data.len(),
+                max: self.max_gossip_bytes,
+            });
+        }
+        self.send(Command::Publish { topic, data }).await
+    }
+
+    /// Sends one request to `peer` (dialing it if needed, with the addresses known from
+    /// `set_members` and identify) and waits for the response.
+    ///
+    /// A refusal is `Ok(Response::Refused(..))`. Errors: [`MeshError::Timeout`] after
+    /// [`MeshConfig::request_timeout`], [`MeshError::Request`] when the request failed
+    /// (dial failure, connection closed, protocol not supported, request to self),
+    /// [`MeshError::TooLarge`] above [`MAX_REQUEST_BODY`], [`MeshError::Stopped`].
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        kind: RequestKind,
+        body: Vec<u8>,
+    ) -> Result<Response, MeshError> {
+        if body.len() > MAX_REQUEST_BODY {
+            return Err(MeshError::TooLarge {
+                size: body.len(),
+                max: MAX_REQUEST_BODY,
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Request {
+            peer,
+            request: wire::WireRequest { kind, body },
+            reply,
+        })
+        .await?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Err(_) => Err(MeshError::Timeout),
+            Ok(Err(_)) => Err(MeshError::Stopped),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// Answers an inbound request; same as [`ReplyHandle::send`].
+    pub async fn respond(&self, reply: ReplyHandle, response: Response) -> Result<(), MeshError> {
+        reply.send(response).await
+    }
+
+    /// Replaces the member set: peer -> known addresses.
+    ///
+    /// The mesh accepts gossip and Sync requests only from these peers (and itself), and keeps
+    /// re-dialing members it is not connected to. Has taken effect when this returns, also
+    /// for peers already connected.
+    pub async fn set_members(
+        &self,
+        members: HashMap<PeerId, Vec<Multiaddr>>,
+    ) -> Result<(), MeshError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Command::SetMembers { members, done }).await?;
+        rx.await.map_err(|_| MeshError::Stopped)
+    }
+
+    /// Starts dialing `addr` (with or without `/p2p/<peer id>` suffix). Returns once the dial
+    /// has started, not when it connected: watch for [`MeshEvent::ConnectionEstablished`].
+    /// Dialing a peer that is already connected or being dialed is a no-op.
+    ///
+    /// Errors: [`MeshError::Transport`] if the dial cannot start (e.g. unsupported address).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Dial { addr, reply }).await?;
+        rx.await.map_err(|_| MeshError::Stopped)?
+    }
+
+    /// Counters and current state.
+    pub async fn stats(&self) -> Result<MeshStats, MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stats(reply)).await?;
+        rx.await.map_err(|_| MeshError::Stopped)
+    }
+
+    /// Listen addresses `peer` announced over identify (empty if unknown). Kept for connected
+    /// peers and for members.
+    pub async fn peer_addrs(&self, peer: PeerId) -> Result<Vec<Multiaddr>, MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::PeerAddrs { peer, reply }).await?;
+        rx.await.map_err(|_| MeshError::Stopped)
+    }
+
+    /// Stops the swarm task: closes connections and listeners, fails pending requests with
+    /// [`MeshError::Stopped`]. Then waits, at most 1 s, until the listen ports can be bound
+    /// again (QUIC keeps its UDP socket while connections drain, typically a few hundred ms;
+    /// longer while a dial to an unreachable address is pending). Idempotent; returns at once
+    /// if the mesh already stopped.
+    pub async fn shutdown(&self) {
+        let (ack, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(ack)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    async fn send(&self, command: Command) -> Result<(), MeshError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| MeshError::Stopped)
+    }
+}
+
+/// Counters and current state of the mesh.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MeshStats {
+    /// Peers with at least one connection, sorted.
+    #[serde(serialize_with = "serialize_display")]
+    pub connected_peers: Vec<PeerId>,
+    /// Addresses the mesh listens on (without `/p2p` suffix).
+    #[serde(serialize_with = "serialize_display")]
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Gossip messages and Sync requests rejected because their author is not a member.
+    pub dropped_non_member: u64,
+    /// Gossip messages and inbound requests dropped (requests: answered `Refused("overloaded")`)
+    /// because the event channel was full.
+    pub dropped_overflow: u64,
+}
+
+fn serialize_display<T: fmt::Display, S: Serializer>(
+    items: &[T],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(items.iter().map(|i| i.to_string()))
+}
+
+/// Errors of the mesh.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshError {
+    /// An address could not be listened on (e.g. port in use).
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// Building the transport failed, or a dial could not start.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// Invalid configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The mesh task has stopped.
+    #[error("mesh stopped")]
+    Stopped,
+    /// The request got no response in time.
+    #[error("request timed out")]
+    Timeout,
+    /// The request failed (dial failure, connection closed, protocol not supported, ...).
+    #[error("request failed: {0}")]
+    Request(String),
+    /// A payload exceeds its limit.
+    #[error("payload of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Size of the payload.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Last 8 characters of the base58 peer id: enough to tell peers apart in logs (all ed25519
+/// peer ids start with the same `12D3KooW`).
+pub fn short_peer_id(peer: &PeerId) -> String {
+    let s = peer.to_base58();
+    let skip = s.chars().count().saturating_sub(8);
+    s.chars().skip(skip).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert_eq!(Topic::Changes.name("c1"), "warren/c1/changes");
+        assert_eq!(Topic::Heartbeat.name("c1"), "warren/c1/heartbeat");
+    }
+
+    #[test]
+    fn short_peer_id_is_suffix() {
+        let p = Keypair::generate_ed25519().public().to_peer_id();
+        let s = short_peer_id(&p);
+        assert_eq!(s.len(), 8);
+        assert!(p.to_base58().ends_with(&s));
+    }
+
+    #[test]
+    fn stats_serialize_as_strings() {
+        let p = Keypair::generate_ed25519().public().to_peer_id();
+        let stats = MeshStats {
+            connected_peers: vec![p],
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
+            dropped_non_member: 1,
+            dropped_overflow: 2,
+        };
+        let v = serde_json::to_value(&stats).unwrap();
+        assert_eq!(v["connected_peers"][0], p.to_base58());
+        assert_eq!(v["listen_addrs"][0], "/ip4/127.0.0.1/tcp/1");
+        assert_eq!(v["dropped_overflow"], 2);
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c = MeshConfig::new(Keypair::generate_ed25519(), "x");
+        assert_eq!(c.redial_interval, Duration::from_secs(2));
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_gossip_bytes, 256 * 1024);
+        assert_eq!(c.channel_capacity, 1024);
+        assert!(c.listen.is_empty() && c.bootstrap.is_empty());
+    }
+}

@@ -1,0 +1,163 @@
+//! What goes over the wire besides gossipsub's own framing: the request envelope, CBOR
+//! byte-string encoding for payloads, and the gossip message id.
+
+use libp2p::gossipsub;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::RequestKind;
+
+/// Request envelope on `/warren/req/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireRequest {
+    pub(crate) kind: RequestKind,
+    #[serde(with = "bytes")]
+    pub(crate) body: Vec<u8>,
+}
+
+/// Gossip message id: SHA-256 over (author, topic, data), each length-prefixed.
+///
+/// Identical payloads from different authors get different ids; an identical payload
+/// re-published by the same author on the same topic is a duplicate for gossipsub's
+/// `duplicate_cache_time` (60 s) and is dropped.
+pub(crate) fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
+    let source = message.source.map(|p| p.to_bytes()).unwrap_or_default();
+    let topic = message.topic.as_str().as_bytes();
+    let mut hasher = Sha256::new();
+    for part in [source.as_slice(), topic, message.data.as_slice()] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    gossipsub::MessageId::new(&hasher.finalize()[..20])
+}
+
+/// Serde adapter: `Vec<u8>` as a byte string (CBOR major type 2) instead of serde's default
+/// sequence of integers, which costs almost two bytes per byte in CBOR. Deserialising also
+/// accepts a sequence of integers, so human-readable formats (JSON) round-trip.
+pub(crate) mod bytes {
+    use std::fmt;
+
+    use serde::{
+        de::{SeqAccess, Visitor},
+        Deserializer, Serializer,
+    };
+
+    pub(crate) fn serialize<S: Serializer>(value: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(value)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            // The size hint comes from the peer: never pre-allocate more than a little.
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64 * 1024));
+            while let Some(byte) = seq.next_element::<u8>()? {
+                out.push(byte);
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::Response;
+
+    #[test]
+    fn payloads_are_cbor_byte_strings_through_the_real_codec() {
+        use libp2p::{request_response::Codec as _, StreamProtocol};
+        type C = libp2p::request_response::cbor::codec::Codec<WireRequest, Response>;
+
+        futures::executor::block_on(async {
+            let protocol = StreamProtocol::new(crate::REQUEST_PROTOCOL);
+            let mut codec = C::default();
+            let req = WireRequest {
+                kind: RequestKind::Sync,
+                body: vec![0xff; 1000],
+            };
+            let mut buf = futures::io::Cursor::new(Vec::new());
+            codec
+                .write_request(&protocol, &mut buf, req.clone())
+                .await
+                .unwrap();
+            let encoded = buf.into_inner();
+            // A sequence of integers would need ~2000 bytes.
+            assert!(encoded.len() < 1100, "encoded {} bytes", encoded.len());
+            let back = codec
+                .read_request(&protocol, &mut futures::io::Cursor::new(encoded))
+                .await
+                .unwrap();
+            assert_eq!(back, req);
+
+            let resp = Response::Ok(vec![7; 500]);
+            let mut buf = futures::io::Cursor::new(Vec::new());
+            codec
+                .write_response(&protocol, &mut buf, resp.clone())
+                .await
+                .unwrap();
+            let encoded = buf.into_inner();
+            assert!(encoded.len() < 600, "encoded {} bytes", encoded.len());
+            let back = codec
+                .read_response(&protocol, &mut futures::io::Cursor::new(encoded))
+                .await
+                .unwrap();
+            assert_eq!(back, resp);
+
+            // Garbage is an error, not a panic.
+            let garbage = vec![0x9f, 0xff, 0x00, 0x5b, 0xff, 0xff, 0xff, 0xff, 0xff];
+            assert!(codec
+                .read_request(&protocol, &mut futures::io::Cursor::new(garbage))
+                .await
+                .is_err());
+        });
+
+        // JSON keeps working (sequence form).
+        let resp = Response::Ok(vec![1, 2, 3]);
+        let json = serde_json::to_string(&resp).unwrap();
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), resp);
+    }
+
+    #[test]
+    fn message_id_depends_on_author_topic_and_data() {
+        let a = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let b = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let msg = |source, topic: &str, data: &[u8], seq| gossipsub::Message {
+            source: Some(source),
+            data: data.to_vec(),
+            sequence_number: Some(seq),
+            topic: gossipsub::TopicHash::from_raw(topic),
+        };
+        let base = message_id(&msg(a, "t", b"hb", 1));
+        assert_eq!(base, message_id(&msg(a, "t", b"hb", 2)));
+        assert_ne!(base, message_id(&msg(b, "t", b"hb", 1)));
+        assert_ne!(base, message_id(&msg(a, "u", b"hb", 1)));
+        assert_ne!(base, message_id(&msg(a, "t", b"hc", 1)));
+    }
+}

@@ -1,0 +1,670 @@
+//! Integration tests: real meshes on 127.0.0.1, port 0. Every wait polls with a deadline.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{collections::HashMap, time::Duration};
+
+use tokio::{sync::mpsc, time::Instant};
+use warren_mesh::{
+    spawn, Keypair, MeshConfig, MeshError, MeshEvent, MeshHandle, Multiaddr, PeerId, RequestKind,
+    Response, Topic, MAX_REQUEST_BODY,
+};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn quic() -> Multiaddr {
+    "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()
+}
+
+fn tcp() -> Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().unwrap()
+}
+
+/// What the pump saw on a node's event channel.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Gossip {
+        topic: Topic,
+        source: PeerId,
+        data: Vec<u8>,
+    },
+    Request {
+        peer: PeerId,
+        kind: RequestKind,
+        body: Vec<u8>,
+    },
+    Connected(PeerId, Multiaddr),
+    Closed(PeerId),
+    Listen(Multiaddr),
+}
+
+/// How a test node answers requests: `None` drops the reply unanswered.
+type Responder = fn(PeerId, RequestKind, &[u8]) -> Option<Response>;
+
+struct Node {
+    mesh: MeshHandle,
+    id: PeerId,
+    addrs: Vec<Multiaddr>,
+    seen: mpsc::UnboundedReceiver<Seen>,
+}
+
+async fn node(listen: Vec<Multiaddr>, responder: Responder) -> Node {
+    init_tracing();
+    let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
+    config.listen = listen.clone();
+    config.redial_interval = Duration::from_millis(500);
+    config.request_timeout = Duration::from_secs(5);
+    let (mesh, events) = spawn(config).await.expect("spawn");
+    let addrs = mesh.stats().await.expect("stats").listen_addrs;
+    assert_eq!(addrs.len(), listen.len(), "one address per listener");
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    tokio::spawn(pump(events, responder, tx));
+    // The NewListenAddr events were queued before spawn returned.
+    for addr in &addrs {
+        assert_eq!(seen.recv().await, Some(Seen::Listen(addr.clone())));
+    }
+    let id = mesh.local_peer_id();
+    Node {
+        mesh,
+        id,
+        addrs,
+        seen,
+    }
+}
+
+async fn pump(
+    mut events: mpsc::Receiver<MeshEvent>,
+    responder: Responder,
+    tx: mpsc::UnboundedSender<Seen>,
+) {
+    while let Some(event) = events.recv().await {
+        let seen = match event {
+            MeshEvent::Gossip {
+                topic,
+                source,
+                data,
+            } => Seen::Gossip {
+                topic,
+                source,
+                data,
+            },
+            MeshEvent::Request {
+                peer,
+                kind,
+                body,
+                reply,
+            } => {
+                assert_eq!((reply.peer(), reply.kind()), (peer, kind));
+                if let Some(response) = responder(peer, kind, &body) {
+                    reply.send(response).await.expect("reply");
+                } else {
+                    drop(reply);
+                }
+                Seen::Request { peer, kind, body }
+            }
+            MeshEvent::ConnectionEstablished { peer, addr } => Seen::Connected(peer, addr),
+            MeshEvent::ConnectionClosed { peer } => Seen::Closed(peer),
+            MeshEvent::NewListenAddr { addr } => Seen::Listen(addr),
+        };
+        if tx.send(seen).is_err() {
+            return;
+        }
+    }
+}
+
+fn no_requests(_: PeerId, _: RequestKind, _: &[u8]) -> Option<Response> {
+    Some(Response::Refused("test node answers nothing".into()))
+}
+
+/// Waits (until `deadline`) for something matching `pred`; earlier non-matching items are
+/// returned too, in order, so the caller can assert on them.
+async fn wait_for(
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+    deadline: Instant,
+    pred: impl Fn(&Seen) -> bool,
+) -> (Option<Seen>, Vec<Seen>) {
+    let mut skipped = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some(s)) if pred(&s) => return (Some(s), skipped),
+            Ok(Some(s)) => skipped.push(s),
+            Ok(None) | Err(_) => return (None, skipped),
+        }
+    }
+}
+
+fn drain(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<Seen> {
+    let mut out = Vec::new();
+    while let Ok(s) = seen.try_recv() {
+        out.push(s);
+    }
+    out
+}
+
+fn members(nodes: &[&Node]) -> HashMap<PeerId, Vec<Multiaddr>> {
+    nodes.iter().map(|n| (n.id, n.addrs.clone())).collect()
+}
+
+fn gossip_from(s: &Seen, from: PeerId, topic: Topic, prefix: &[u8]) -> bool {
+    matches!(s, Seen::Gossip { topic: t, source, data }
+        if *t == topic && *source == from && data.starts_with(prefix))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_reaches_all_members_with_author_as_source() {
+    let a = node(vec![quic()], no_requests).await;
+    let mut b = node(vec![quic()], no_requests).await;
+    let mut c = node(vec![quic()], no_requests).await;
+    let all = members(&[&a, &b, &c]);
+    for n in [&a, &b, &c] {
+        n.mesh.set_members(all.clone()).await.unwrap();
+    }
+
+    for topic in Topic::ALL {
+        let deadline = Instant::now() + DEADLINE;
+        let (mut got_b, mut got_c) = (None, None);
+        let mut i = 0u32;
+        while got_b.is_none() || got_c.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{topic:?} gossip from A did not reach B and C (b: {got_b:?}, c: {got_c:?})"
+            );
+            // Distinct payloads: re-publishing identical bytes is a gossipsub duplicate.
+            a.mesh
+                .publish(topic, format!("hello-{i}").into_bytes())
+                .await
+                .unwrap();
+            i += 1;
+            let tick = Instant::now() + Duration::from_millis(250);
+            if got_b.is_none() {
+                got_b = wait_for(&mut b.seen, tick, |s| {
+                    gossip_from(s, a.id, topic, b"hello-")
+                })
+                .await
+                .0;
+            }
+            if got_c.is_none() {
+                got_c = wait_for(&mut c.seen, tick, |s| {
+                    gossip_from(s, a.id, topic, b"hello-")
+                })
+                .await
+                .0;
+            }
+        }
+    }
+
+    // B's gossip reaches A and C too, attributed to B.
+    let deadline = Instant::now() + DEADLINE;
+    let mut a = a;
+    let (mut got_a, mut got_c) = (false, false);
+    let mut i = 0u32;
+    while !(got_a && got_c) {
+        assert!(Instant::now() < deadline, "gossip from B did not spread");
+        b.mesh
+            .publish(Topic::Changes, format!("from-b-{i}").into_bytes())
+            .await
+            .unwrap();
+        i += 1;
+        let tick = Instant::now() + Duration::from_millis(250);
+        got_a |= wait_for(&mut a.seen, tick, |s| {
+            gossip_from(s, b.id, Topic::Changes, b"from-b-")
+        })
+        .await
+        .0
+        .is_some();
+        got_c |= wait_for(&mut c.seen, tick, |s| {
+            gossip_from(s, b.id, Topic::Changes, b"from-b-")
+        })
+        .await
+        .0
+        .is_some();
+    }
+
+    let stats = a.mesh.stats().await.unwrap();
+    assert!(stats.connected_peers.contains(&b.id) && stats.connected_peers.contains(&c.id));
+    assert_eq!(stats.dropped_non_member, 0);
+
+    // Payload limit is enforced locally.
+    let err = a
+        .mesh
+        .publish(Topic::Changes, vec![0; 256 * 1024 + 1])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MeshError::TooLarge { .. }), "{err:?}");
+
+    for n in [&a, &b, &c] {
+        n.mesh.shutdown().await;
+    }
+}
+
+fn answer_sync(_: PeerId, kind: RequestKind, body: &[u8]) -> Option<Response> {
+    match kind {
+        RequestKind::Sync if body == b"big" => Some(Response::Ok(vec![0xab; 5 * 1024 * 1024])),
+        RequestKind::Sync => {
+            let mut out = b"pong:".to_vec();
+            out.extend_from_slice(&body[..body.len().min(16)]);
+            out.extend_from_slice(format!(":{}", body.len()).as_bytes());
+            Some(Response::Ok(out))
+        }
+        // Dropped unanswered: the mesh answers Refused("no response").
+        RequestKind::Join => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_response_over_tcp() {
+    let mut a = node(vec![tcp()], no_requests).await;
+    let mut b = node(vec![tcp()], answer_sync).await;
+    assert!(a.addrs[0].to_string().contains("/tcp/"));
+    let ab = members(&[&a, &b]);
+    a.mesh.set_members(ab.clone()).await.unwrap();
+    b.mesh.set_members(ab).await.unwrap();
+
+    // The request dials B itself if the redial has not connected yet.
+    let resp = a
+        .mesh
+        .request(b.id, RequestKind::Sync, b"ping".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(resp, Response::Ok(b"pong:ping:4".to_vec()));
+    let deadline = Instant::now() + DEADLINE;
+    let (req, _) = wait_for(&mut b.seen, deadline, |s| matches!(s, Seen::Request { .. })).await;
+    assert_eq!(
+        req,
+        Some(Seen::Request {
+            peer: a.id,
+            kind: RequestKind::Sync,
+            body: b"ping".to_vec()
+        })
+    );
+    let (conn, _) = wait_for(&mut a.seen, deadline, |s| matches!(s, Seen::Connected(..))).await;
+    match conn {
+        Some(Seen::Connected(peer, addr)) => {
+            assert_eq!(peer, b.id);
+            assert!(addr.to_string().contains("/tcp/"), "{addr}");
+        }
+        other => panic!("no ConnectionEstablished: {other:?}"),
+    }
+
+    // Near the size limits: bodies travel as CBOR byte strings.
+    let body = vec![7u8; MAX_REQUEST_BODY];
+    let resp = a
+        .mesh
+        .request(b.id, RequestKind::Sync, body.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        resp,
+        Response::Ok(format!("pong:{}:{}", "\u{7}".repeat(16), body.len()).into_bytes())
+    );
+    let resp = a
+        .mesh
+        .request(b.id, RequestKind::Sync, b"big".to_vec())
+        .await
+        .unwrap();
+    assert!(matches!(resp, Response::Ok(ref v) if v.len() == 5 * 1024 * 1024));
+    let err = a
+        .mesh
+        .request(b.id, RequestKind::Sync, vec![0; MAX_REQUEST_BODY + 1])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MeshError::TooLarge { .. }), "{err:?}");
+
+    // A reply dropped by the node is answered Refused by the mesh.
+    let resp = a
+        .mesh
+        .request(b.id, RequestKind::Join, b"token".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(resp, Response::Refused("no response".into()));
+
+    // Identify told A where B listens.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if a.mesh.peer_addrs(b.id).await.unwrap().contains(&b.addrs[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "identify did not report B's address"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Shutdown: B stops, A sees the connection close and requests fail cleanly.
+    b.mesh.shutdown().await;
+    assert!(matches!(b.mesh.stats().await, Err(MeshError::Stopped)));
+    assert!(matches!(
+        b.mesh.publish(Topic::Changes, vec![1]).await,
+        Err(MeshError::Stopped)
+    ));
+    let deadline = Instant::now() + DEADLINE;
+    let (closed, _) = wait_for(&mut a.seen, deadline, |s| *s == Seen::Closed(b.id)).await;
+    assert!(closed.is_some(), "A did not see B go away");
+    let err = a
+        .mesh
+        .request(b.id, RequestKind::Sync, b"ping".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, MeshError::Request(_) | MeshError::Timeout),
+        "{err:?}"
+    );
+    a.mesh.shutdown().await;
+}
+
+fn answer_join(_: PeerId, kind: RequestKind, body: &[u8]) -> Option<Response> {
+    match kind {
+        RequestKind::Join if body == b"token" => Some(Response::Ok(b"welcome".to_vec())),
+        RequestKind::Join => Some(Response::Refused("bad token".into())),
+        RequestKind::Sync => Some(Response::Ok(b"synced".to_vec())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_member_is_not_heard_but_may_join() {
+    let mut a = node(vec![quic()], answer_join).await;
+    let mut b = node(vec![quic()], no_requests).await;
+    let mut d = node(vec![quic()], no_requests).await;
+    // A and B are members; D is not, but D knows A (a joining node knows its bootstrap peer).
+    let ab = members(&[&a, &b]);
+    a.mesh.set_members(ab.clone()).await.unwrap();
+    b.mesh.set_members(ab).await.unwrap();
+    d.mesh.set_members(members(&[&a])).await.unwrap();
+    d.mesh.dial(a.addrs[0].clone()).await.unwrap();
+
+    let deadline = Instant::now() + DEADLINE;
+    let (conn, _) = wait_for(
+        &mut a.seen,
+        deadline,
+        |s| matches!(s, Seen::Connected(p, _) if *p == d.id),
+    )
+    .await;
+    assert!(conn.is_some(), "D did not connect to A");
+
+    // D's gossip is rejected and counted, never delivered.
+    let mut i = 0u32;
+    loop {
+        d.mesh
+            .publish(Topic::Changes, format!("intruder-{i}").into_bytes())
+            .await
+            .unwrap();
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if a.mesh.stats().await.unwrap().dropped_non_member > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A never saw (and rejected) D's gossip"
+        );
+    }
+    let leaked: Vec<Seen> = drain(&mut a.seen)
+        .into_iter()
+        .filter(|s| matches!(s, Seen::Gossip { .. }))
+        .collect();
+    assert!(leaked.is_empty(), "non-member gossip delivered: {leaked:?}");
+
+    // Members' gossip does not flow to D: by the time B got several of A's messages, D got none.
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = 0;
+    let mut i = 0u32;
+    while got < 5 {
+        assert!(Instant::now() < deadline, "A's gossip did not reach B");
+        a.mesh
+            .publish(Topic::Changes, format!("members-only-{i}").into_bytes())
+            .await
+            .unwrap();
+        i += 1;
+        let tick = Instant::now() + Duration::from_millis(200);
+        while wait_for(&mut b.seen, tick, |s| {
+            gossip_from(s, a.id, Topic::Changes, b"members-only-")
+        })
+        .await
+        .0
+        .is_some()
+        {
+            got += 1;
+        }
+    }
+    let leaked: Vec<Seen> = drain(&mut d.seen)
+        .into_iter()
+        .filter(|s| matches!(s, Seen::Gossip { .. }))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "member gossip sent to non-member: {leaked:?}"
+    );
+
+    // D's Sync is refused by A's mesh without reaching A's node, and counted.
+    let before = a.mesh.stats().await.unwrap().dropped_non_member;
+    let resp = d
+        .mesh
+        .request(a.id, RequestKind::Sync, b"sync".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(resp, Response::Refused("not a member".into()));
+    assert_eq!(a.mesh.stats().await.unwrap().dropped_non_member, before + 1);
+
+    // D's Join reaches A's node.
+    let resp = d
+        .mesh
+        .request(a.id, RequestKind::Join, b"token".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(resp, Response::Ok(b"welcome".to_vec()));
+    let deadline = Instant::now() + DEADLINE;
+    let (req, skipped) =
+        wait_for(&mut a.seen, deadline, |s| matches!(s, Seen::Request { .. })).await;
+    assert_eq!(
+        req,
+        Some(Seen::Request {
+            peer: d.id,
+            kind: RequestKind::Join,
+            body: b"token".to_vec()
+        })
+    );
+    assert!(
+        !skipped
+            .iter()
+            .any(|s| matches!(s, Seen::Request { .. } | Seen::Gossip { .. })),
+        "{skipped:?}"
+    );
+
+    // Once admitted, D is heard: its gossip reaches A and its Sync is served.
+    a.mesh.set_members(members(&[&a, &b, &d])).await.unwrap();
+    let resp = d
+        .mesh
+        .request(a.id, RequestKind::Sync, b"sync".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(resp, Response::Ok(b"synced".to_vec()));
+    let deadline = Instant::now() + DEADLINE;
+    let mut i = 0u32;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "admitted D's gossip not delivered"
+        );
+        d.mesh
+            .publish(Topic::Heartbeat, format!("member-d-{i}").into_bytes())
+            .await
+            .unwrap();
+        i += 1;
+        let tick = Instant::now() + Duration::from_millis(250);
+        if wait_for(&mut a.seen, tick, |s| {
+            gossip_from(s, d.id, Topic::Heartbeat, b"member-d-")
+        })
+        .await
+        .0
+        .is_some()
+        {
+            break;
+        }
+    }
+
+    for n in [&a, &b, &d] {
+        n.mesh.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_address_in_use_is_a_clean_error() {
+    init_tracing();
+    // A TCP port held by another program.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    config.listen = vec![quic(), addr.clone()];
+    match spawn(config).await {
+        Err(MeshError::Listen { addr: a, reason }) => {
+            assert_eq!(a, addr);
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected Listen error, got {:?}", other.map(|_| ())),
+    }
+
+    // A TCP port held by another mesh (libp2p binds with SO_REUSEPORT).
+    let first = node(vec![tcp()], no_requests).await;
+    let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
+    config.listen = vec![first.addrs[0].clone()];
+    assert!(matches!(spawn(config).await, Err(MeshError::Listen { .. })));
+
+    // A UDP port in use, for QUIC.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
+    config.listen = vec![format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+        .parse()
+        .unwrap()];
+    assert!(matches!(spawn(config).await, Err(MeshError::Listen { .. })));
+
+    // An address no transport supports.
+    let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
+    config.listen = vec!["/ip4/127.0.0.1/udp/0".parse().unwrap()];
+    assert!(matches!(spawn(config).await, Err(MeshError::Listen { .. })));
+
+    first.mesh.shutdown().await;
+    drop(holder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_without_peer_id_connects_and_redials() {
+    init_tracing();
+    let key_a = Keypair::generate_ed25519();
+    let id_a = key_a.public().to_peer_id();
+    let mut config = MeshConfig::new(key_a.clone(), "test");
+    config.listen = vec![quic()];
+    let (a, _a_events) = spawn(config).await.unwrap();
+    let addr_a = a.stats().await.unwrap().listen_addrs[0].clone();
+
+    let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
+    config.listen = vec![quic()];
+    config.redial_interval = Duration::from_millis(300);
+    // No /p2p suffix: the peer id is learnt from the first connection. The second address is
+    // dead and only produces failed dials.
+    config.bootstrap = vec![
+        addr_a.clone(),
+        "/ip4/127.0.0.1/udp/9/quic-v1".parse().unwrap(),
+    ];
+    let (e, events) = spawn(config).await.unwrap();
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    tokio::spawn(pump(events, no_requests, tx));
+
+    let deadline = Instant::now() + DEADLINE;
+    let (conn, _) = wait_for(
+        &mut seen,
+        deadline,
+        |s| matches!(s, Seen::Connected(p, _) if *p == id_a),
+    )
+    .await;
+    assert!(conn.is_some(), "bootstrap dial did not connect");
+    assert_eq!(e.stats().await.unwrap().connected_peers, vec![id_a]);
+
+    // A restarts on the same address: E re-dials it.
+    a.shutdown().await;
+    let (closed, _) = wait_for(&mut seen, deadline, |s| *s == Seen::Closed(id_a)).await;
+    assert!(closed.is_some(), "E did not notice A stopping");
+    let (a, _a_events) = loop {
+        let mut config = MeshConfig::new(key_a.clone(), "test");
+        config.listen = vec![addr_a.clone()];
+        match spawn(config).await {
+            Ok(ok) => break ok,
+            Err(MeshError::Listen { reason, .. }) if Instant::now() < deadline => {
+                eprintln!("restart: {reason}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("restart failed: {e}"),
+        }
+    };
+    let deadline = Instant::now() + DEADLINE;
+    let (conn, _) = wait_for(
+        &mut seen,
+        deadline,
+        |s| matches!(s, Seen::Connected(p, _) if *p == id_a),
+    )
+    .await;
+    assert!(conn.is_some(), "E did not re-dial A");
+
+    e.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_event_channel_drops_gossip_and_refuses_requests() {
+    init_tracing();
+    // A never reads its events; its channel holds 4.
+    let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
+    config.listen = vec![quic()];
+    config.channel_capacity = 4;
+    let (a, mut a_events) = spawn(config).await.unwrap();
+    let a_id = a.local_peer_id();
+    let a_addrs = a.stats().await.unwrap().listen_addrs;
+    let b = node(vec![quic()], no_requests).await;
+    let both: HashMap<PeerId, Vec<Multiaddr>> = [(a_id, a_addrs), (b.id, b.addrs.clone())].into();
+    a.set_members(both.clone()).await.unwrap();
+    b.mesh.set_members(both).await.unwrap();
+
+    let deadline = Instant::now() + DEADLINE;
+    let mut i = 0u32;
+    while a.stats().await.unwrap().dropped_overflow == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "A's full channel never overflowed"
+        );
+        b.mesh
+            .publish(Topic::Heartbeat, format!("flood-{i}").into_bytes())
+            .await
+            .unwrap();
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The swarm still works while the node does not read: requests are refused, not stuck.
+    let resp = b
+        .mesh
+        .request(a_id, RequestKind::Sync, b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(resp, Response::Refused("overloaded".into()));
+
+    // What was queued is intact.
+    let mut gossip = 0;
+    while let Ok(event) = a_events.try_recv() {
+        if let MeshEvent::Gossip { source, data, .. } = event {
+            assert_eq!(source, b.id);
+            assert!(data.starts_with(b"flood-"));
+            gossip += 1;
+        }
+    }
+    assert!(gossip > 0);
+    a.shutdown().await;
+    b.mesh.shutdown().await;
+}
