@@ -1,0 +1,123 @@
+//! Command-line arguments (clap derive). Doc comments are the help text.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Operate a Warren cluster through any of its peers.
+#[derive(Debug, Parser)]
+#[command(name = "warren-cli", version)]
+pub(crate) struct Cli {
+    /// The peer's API URL.
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_PEER",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub(crate) peer: String,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    pub(crate) output: Format,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// The API's JSON, for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// The cluster as this peer sees it.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Members of the cluster.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Tokens that admit new nodes.
+    #[command(subcommand, name = "join-token")]
+    JoinToken(JoinTokenCommand),
+    /// Long-running services.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Members with liveness, the lease holder and its epoch.
+    Status,
+    /// Who changed what, when (the desired state's history).
+    History,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// List members.
+    Ls,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum JoinTokenCommand {
+    /// Mint a single-use join token; prints the token alone on stdout.
+    Create {
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// Create a service.
+    Create(CreateService),
+    /// List services.
+    Ls,
+    /// Show a service's spec.
+    Inspect {
+        /// Service name.
+        name: String,
+    },
+    /// List a service's tasks: node, container state, ports.
+    Ps {
+        /// Service name.
+        name: String,
+    },
+    /// Set a service's replica count.
+    Scale {
+        /// Service name.
+        name: String,
+        /// Replicas.
+        replicas: u32,
+    },
+    /// Remove a service and its containers.
+    Rm {
+        /// Service name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateService {
+    /// Service name: lowercase letters, digits and '-'.
+    pub(crate) name: String,
+    /// Image reference, e.g. warren/busybox:latest.
+    #[arg(long)]
+    pub(crate) image: String,
+    /// Number of replicas.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) replicas: u32,
+    /// Environment variable K=V (repeatable).
+    #[arg(long, value_name = "K=V")]
+    pub(crate) env: Vec<String>,
+    /// Publish a container port on 127.0.0.1: CONTAINER (engine picks the host port) or
+    /// HOST:CONTAINER (repeatable).
+    #[arg(long, short = 'p', value_name = "[HOST:]CONTAINER")]
+    pub(crate) publish: Vec<String>,
+    /// Command and arguments (after --).
+    #[arg(last = true)]
+    pub(crate) command: Vec<String>,
+}

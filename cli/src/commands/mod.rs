@@ -1,0 +1,21 @@
+//! One module per subcommand group.
+
+mod cluster;
+mod join_token;
+mod node;
+mod service;
+
+use anyhow::Result;
+
+use crate::args::{Cli, Command};
+use crate::client::Client;
+
+pub(crate) fn dispatch(cli: Cli) -> Result<()> {
+    let client = Client::new(&cli.peer);
+    match cli.command {
+        Command::Cluster(c) => cluster::run(&client, cli.output, c),
+        Command::Node(c) => node::run(&client, cli.output, c),
+        Command::JoinToken(c) => join_token::run(&client, cli.output, c),
+        Command::Service(c) => service::run(&client, cli.output, c),
+    }
+}

@@ -1,0 +1,183 @@
+//! The sans-IO decision core of a node: membership view, lease, scheduler and reconcile.
+//!
+//! Nothing here touches a socket, a clock or Docker. Events and the current time go in as
+//! values ([`Millis`]), decisions come out as values ([`Action`], [`RuntimeAction`]). The
+//! daemon drives it with tokio, libp2p and Docker; `warren-simulations` drives the very same
+//! code with a virtual clock and a simulated network (DESIGN §2).
+//!
+//! ```
+//! use warren_node::core::{Core, CoreConfig, Millis, ClusterView, Action};
+//! use warren_crdt::{Member, MemberState, NodeId};
+//!
+//! let me = NodeId("A".into());
+//! let mut core = Core::new(me.clone(), CoreConfig::default(), Millis(0));
+//! let member = Member {
+//!     id: me.clone(), name: "a".into(), addrs: vec![], labels: Default::default(),
+//!     admitted_by: me.clone(), admitted_at: 0, state: MemberState::Active,
+//! };
+//! let view = ClusterView { members: [(me.clone(), member)].into(), ..Default::default() };
+//! // A member with no lease in sight is the candidate and claims epoch 1.
+//! let actions = core.tick(&view, Millis(10));
+//! assert!(matches!(&actions[..], [Action::ClaimLease(l)] if l.holder == me && l.epoch.0 == 1));
+//! ```
+
+mod lease;
+mod membership;
+mod reconcile;
+mod scheduler;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use warren_crdt::{Assignment, Epoch, Lease, Member, NodeId, Service, ServiceName, SlotId};
+
+pub use lease::{LeaseDecision, LeaseTracker};
+pub use membership::{Liveness, MembershipView};
+pub use reconcile::{reconcile, ActualTask, ActualTaskState, DesiredTask, RuntimeAction};
+pub use scheduler::{plan, Plan};
+
+/// A point on a node's monotonic clock, in milliseconds from an arbitrary origin.
+/// Never a wall-clock time: edge devices' wall clocks are not trusted (DESIGN §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// Milliseconds from `earlier` to `self`, 0 if `earlier` is later.
+    pub fn since(self, earlier: Millis) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// Timing of failure detection and the lease. All values in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// A member not heard from for this long is `suspect` (default 1,500).
+    pub suspect_after_ms: u64,
+    /// A member not heard from for this long is `down`: its slots are rescheduled (default 3,000).
+    pub down_after_ms: u64,
+    /// A lease not renewed for this long, by the receiver's own clock, has expired (default 3,000).
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            suspect_after_ms: 1_500,
+            down_after_ms: 3_000,
+            lease_ttl_ms: 3_000,
+        }
+    }
+}
+
+/// The parts of the desired state the core decides on, read by the caller from its replica.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Admitted members.
+    pub members: BTreeMap<NodeId, Member>,
+    /// Services, tombstones included.
+    pub services: BTreeMap<ServiceName, Service>,
+    /// Standing assignments.
+    pub assignments: BTreeMap<SlotId, Assignment>,
+    /// The lease in force, if any.
+    pub lease: Option<Lease>,
+}
+
+/// A decision of [`Core::tick`] that the caller carries out on its replica of the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write this lease claim (the previous lease expired and this node is the candidate).
+    ClaimLease(Lease),
+    /// Write this scheduling round (this node holds the lease).
+    WriteAssignments(Plan),
+}
+
+/// One node's decision core: membership view + lease tracker + scheduler.
+#[derive(Debug)]
+pub struct Core {
+    me: NodeId,
+    config: CoreConfig,
+    membership: MembershipView,
+    lease: LeaseTracker,
+}
+
+impl Core {
+    /// A core for node `me`, started at `now`.
+    pub fn new(me: NodeId, config: CoreConfig, now: Millis) -> Self {
+        Self {
+            membership: MembershipView::new(me.clone(), config, now),
+            lease: LeaseTracker::new(config.lease_ttl_ms, now),
+            me,
+            config,
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The timing in use.
+    pub fn config(&self) -> CoreConfig {
+        self.config
+    }
+
+    /// A heartbeat from `from` arrived at `now`; `held_lease` is the lease epoch the sender
+    /// says it holds (a renewal), if any.
+    pub fn handle_heartbeat(&mut self, from: &NodeId, held_lease: Option<Epoch>, now: Millis) {
+        self.membership.heard(from, now);
+        if let Some(epoch) = held_lease {
+            self.lease.on_renewal(from, epoch, now);
+        }
+    }
+
+    /// How `peer` looks from here at `now`.
+    pub fn liveness(&self, peer: &NodeId, now: Millis) -> Liveness {
+        self.membership.liveness(peer, now)
+    }
+
+    /// Active members that are not down at `now`, this node included.
+    pub fn live_members(&self, view: &ClusterView, now: Millis) -> BTreeSet<NodeId> {
+        self.membership.live(view.members.values(), now)
+    }
+
+    /// The lease epoch this node holds according to `view`, to announce in its heartbeat.
+    pub fn held_lease(&self, view: &ClusterView) -> Option<Epoch> {
+        view.lease
+            .as_ref()
+            .filter(|l| l.holder == self.me)
+            .map(|l| l.epoch)
+    }
+
+    /// What the lease looks like from here at `now`.
+    pub fn lease_decision(&mut self, view: &ClusterView, now: Millis) -> LeaseDecision {
+        self.lease.observe(view.lease.as_ref(), now);
+        let live = self.live_members(view, now);
+        self.lease.decide(&self.me, view.lease.as_ref(), &live, now)
+    }
+
+    /// One round of decisions at `now`: claim the lease if it expired and this node is the
+    /// candidate; schedule if this node holds it.
+    pub fn tick(&mut self, view: &ClusterView, now: Millis) -> Vec<Action> {
+        match self.lease_decision(view, now) {
+            LeaseDecision::Claim(lease) => {
+                self.lease.claimed(&lease);
+                vec![Action::ClaimLease(lease)]
+            }
+            LeaseDecision::Holder(lease) => {
+                let live = self.live_members(view, now);
+                let plan = plan(
+                    &view.services,
+                    &view.members,
+                    &live,
+                    &view.assignments,
+                    &lease,
+                );
+                if plan.is_empty() {
+                    vec![]
+                } else {
+                    vec![Action::WriteAssignments(plan)]
+                }
+            }
+            LeaseDecision::Follower { .. } | LeaseDecision::Vacant { .. } => vec![],
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The HTTP API every peer serves (JSON). Reads come from the actor's latest [`Snapshot`];
+//! writes go to the actor and are acknowledged only once persisted and flushed.
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `GET /v1/status` | cluster, this node, lease, members with liveness |
+//! | `GET /v1/nodes` | members with liveness and task counts |
+//! | `POST /v1/join-tokens` `{ttl_secs?}` | mints a single-use join token |
+//! | `GET /v1/services` | live services with desired and running replica counts |
+//! | `POST /v1/services` [`CreateService`] | creates a service |
+//! | `GET /v1/services/{name}` | one service |
+//! | `GET /v1/services/{name}/tasks` | its tasks: slot, node, actual state, ports |
+//! | `POST /v1/services/{name}/scale` `{replicas}` | sets its replica count |
+//! | `DELETE /v1/services/{name}` | removes it |
+//! | `GET /v1/history` | the document's change history |
+//!
+//! Errors are `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+use warren_crdt::{PortSpec, ServiceName, ServiceSpec};
+
+use super::actor::{Command, Snapshot, WriteError};
+
+/// Largest request body accepted, in bytes.
+const MAX_BODY: usize = 64 * 1024;
+/// Most replicas one service may ask for.
+const MAX_REPLICAS: u32 = 1_000;
+
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    pub(crate) snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub(crate) commands: mpsc::Sender<Command>,
+}
+
+/// An error response: status, stable code, message.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            WriteError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "already_exists", m),
+            WriteError::Invalid(m) => ApiError::invalid(m),
+            WriteError::Internal(m) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+            }
+        }
+    }
+}
+
+pub(crate) fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/join-tokens", post(create_join_token))
+        .route("/v1/services", get(list_services).post(create_service))
+        .route(
+            "/v1/services/{name}",
+            get(inspect_service).delete(delete_service),
+        )
+        .route("/v1/services/{name}/tasks", get(service_tasks))
+        .route("/v1/services/{name}/scale", post(scale_service))
+        .route("/v1/history", get(history))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn ask<T>(
+    state: &ApiState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "node is shutting down",
+        )
+    };
+    state
+        .commands
+        .send(make(tx))
+        .await
+        .map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+fn parse_name(name: &str) -> Result<ServiceName, ApiError> {
+    ServiceName::new(name).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let s = state.snapshot.borrow().clone();
+    Json(json!({
+        "cluster": s.cluster,
+        "node": s.node,
+        "name": s.name,
+        "lease": s.lease,
+        "members": s.members,
+        "connected_peers": s.connected_peers,
+        "dropped_non_member": s.dropped_non_member,
+        "heads": s.heads,
+    }))
+}
+
+async fn nodes(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let s = state.snapshot.borrow().clone();
+    Json(json!(s.members))
+}
+
+#[derive(Debug, Deserialize)]
+struct JoinTokenRequest {
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+async fn create_join_token(
+    State(state): State<ApiState>,
+    body: Option<Json<JoinTokenRequest>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ttl_secs = body
+        .and_then(|Json(b)| b.ttl_secs)
+        .unwrap_or(3_600)
+        .clamp(1, 30 * 24 * 3_600);
+    let token = ask(&state, |reply| Command::CreateJoinToken { ttl_secs, reply }).await??;
+    Ok(Json(json!({ "token": token, "ttl_secs": ttl_secs })))
+}
+
+/// Body of `POST /v1/services`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CreateService {
+    name: String,
+    image: String,
+    #[serde(default = "one")]
+    replicas: u32,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    ports: Vec<PortSpec>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceSummary {
+    name: ServiceName,
+    image: String,
+    replicas: u32,
+    running: usize,
+    generation: u64,
+}
+
+fn validate_replicas(replicas: u32) -> Result<(), ApiError> {
+    if replicas > MAX_REPLICAS {
+        return Err(ApiError::invalid(format!(
+            "replicas must be at most {MAX_REPLICAS}"
+        )));
+    }
+    Ok(())
+}
+
+async fn create_service(
+    State(state): State<ApiState>,
+    Json(body): Json<CreateService>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let name = parse_name(&body.name)?;
+    warren_runtime::validate_image_reference(&body.image)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    validate_replicas(body.replicas)?;
+    if let Some(bad) = body
+        .env
+        .keys()
+        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+    {
+        return Err(ApiError::invalid(format!(
+            "invalid environment variable name {bad:?}"
+        )));
+    }
+    if body.ports.iter().any(|p| p.container_port == 0) {
+        return Err(ApiError::invalid("container port must be 1-65535"));
+    }
+    let spec = ServiceSpec {
+        image: body.image,
+        replicas: body.replicas,
+        command: body.command,
+        env: body.env,
+        ports: body.ports,
+    };
+    let reply_name = name.clone();
+    ask(&state, |reply| Command::CreateService { name, spec, reply }).await??;
+    Ok((StatusCode::CREATED, Json(json!({ "name": reply_name }))))
+}
+
+async fn list_services(State(state): State<ApiState>) -> Json<Vec<ServiceSummary>> {
+    let s = state.snapshot.borrow().clone();
+    Json(
+        s.services
+            .iter()
+            .map(|svc| ServiceSummary {
+                name: svc.name.clone(),
+                image: svc.spec.image.clone(),
+                replicas: svc.spec.replicas,
+                running: s
+                    .tasks
+                    .iter()
+                    .filter(|t| t.service == svc.name && t.state == "running")
+                    .count(),
+                generation: svc.generation,
+            })
+            .collect(),
+    )
+}
+
+fn unknown_service(name: &ServiceName) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no service named {name}"),
+    )
+}
+
+async fn inspect_service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_name(&name)?;
+    let s = state.snapshot.borrow().clone();
+    let service = s
+        .services
+        .iter()
+        .find(|svc| svc.name == name)
+        .ok_or_else(|| unknown_service(&name))?;
+    Ok(Json(json!(service)))
+}
+
+async fn service_tasks(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_name(&name)?;
+    let s = state.snapshot.borrow().clone();
+    let service = s
+        .services
+        .iter()
+        .find(|svc| svc.name == name)
+        .ok_or_else(|| unknown_service(&name))?;
+    let mut tasks: Vec<serde_json::Value> = s
+        .tasks
+        .iter()
+        .filter(|t| t.service == name)
+        .map(|t| json!(t))
+        .collect();
+    // Slots the scheduler has not placed yet are pending, not invisible.
+    for slot in 0..service.spec.replicas {
+        if !s.tasks.iter().any(|t| t.service == name && t.slot == slot) {
+            tasks.push(json!({
+                "service": name, "slot": slot, "node": null, "node_name": "",
+                "state": "pending", "status": "not assigned to a node yet",
+                "container": "", "ports": [],
+            }));
+        }
+    }
+    Ok(Json(json!(tasks)))
+}
+
+#[derive(Debug, Deserialize)]
+struct Scale {
+    replicas: u32,
+}
+
+async fn scale_service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Json(body): Json<Scale>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_name(&name)?;
+    validate_replicas(body.replicas)?;
+    let replicas = body.replicas;
+    let reply_name = name.clone();
+    ask(&state, |reply| Command::ScaleService {
+        name,
+        replicas,
+        reply,
+    })
+    .await??;
+    Ok(Json(json!({ "name": reply_name, "replicas": replicas })))
+}
+
+async fn delete_service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_name(&name)?;
+    let reply_name = name.clone();
+    ask(&state, |reply| Command::DeleteService { name, reply }).await??;
+    Ok(Json(json!({ "name": reply_name, "deleted": true })))
+}
+
+async fn history(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let entries = ask(&state, |reply| Command::History { reply }).await?;
+    Ok(Json(json!(entries)))
+}

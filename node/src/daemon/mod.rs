@@ -1,0 +1,407 @@
+//! The daemon behind `warren-node up`: wires the desired-state document, the mesh, the
+//! container runtime, the decision core and the HTTP API together.
+
+mod actor;
+mod api;
+mod identity;
+mod protocol;
+mod reconciler;
+mod token;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+use warren_crdt::{ClusterInfo, DesiredState, Member, MemberState, NodeId, Store};
+use warren_mesh::{MeshConfig, MeshEvent, MeshHandle, Multiaddr, PeerId, RequestKind, Response};
+use warren_runtime::DockerRuntime;
+
+pub use protocol::{Heartbeat, TaskStatus};
+pub use token::JoinToken;
+
+use crate::core::{Core, CoreConfig, Millis};
+
+/// How the node starts: what `warren-node up` parsed, in one place.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Node name shown in tables (`--name`).
+    pub name: String,
+    /// Data dir: identity key and the desired-state store (`--data-dir`).
+    pub data_dir: PathBuf,
+    /// libp2p listen addresses (`--listen`, default QUIC on UDP 7701).
+    pub listen: Vec<Multiaddr>,
+    /// HTTP API address (`--api`, default 127.0.0.1:7700).
+    pub api: SocketAddr,
+    /// Extra peers to dial (`--bootstrap`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Node labels (`--label k=v`).
+    pub labels: BTreeMap<String, String>,
+    /// Docker endpoint (`--docker-host`); `None` for the local default.
+    pub docker_host: Option<String>,
+    /// Create a new cluster with this name (`--init`).
+    pub init: Option<String>,
+    /// Join with this token (`--join`).
+    pub join: Option<String>,
+    /// Failure detection and lease timing.
+    pub core: CoreConfig,
+    /// Heartbeat period (default 500 ms).
+    pub heartbeat_interval: Duration,
+    /// Anti-entropy period (default 3 s).
+    pub anti_entropy_interval: Duration,
+    /// Reconcile period (default 1 s).
+    pub reconcile_interval: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for everything but the name and data dir.
+    pub fn new(name: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            data_dir: data_dir.into(),
+            listen: vec!["/ip4/0.0.0.0/udp/7701/quic-v1"
+                .parse()
+                .unwrap_or_else(|_| Multiaddr::empty())],
+            api: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            bootstrap: vec![],
+            labels: BTreeMap::new(),
+            docker_host: None,
+            init: None,
+            join: None,
+            core: CoreConfig::default(),
+            heartbeat_interval: Duration::from_millis(500),
+            anti_entropy_interval: Duration::from_secs(3),
+            reconcile_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The data dir cannot be created or used.
+    #[error("data dir {path}: {reason}")]
+    DataDir {
+        /// The data dir.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The identity key cannot be loaded or created.
+    #[error("identity key {path}: {reason}")]
+    Identity {
+        /// The key file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The desired-state store failed.
+    #[error(transparent)]
+    Store(#[from] warren_crdt::CrdtError),
+    /// The container runtime is not usable.
+    #[error(transparent)]
+    Runtime(#[from] warren_runtime::RuntimeError),
+    /// The mesh failed to start.
+    #[error(transparent)]
+    Mesh(#[from] warren_mesh::MeshError),
+    /// The mesh task stopped while the node ran.
+    #[error("the mesh stopped unexpectedly")]
+    MeshStopped,
+    /// The data dir holds no cluster and neither `--init` nor `--join` was given.
+    #[error("{0} holds no cluster: pass --init NAME to create one or --join TOKEN to join one")]
+    NoCluster(PathBuf),
+    /// A join token that does not parse.
+    #[error("bad join token: {0}")]
+    BadToken(String),
+    /// The admitting member refused the join.
+    #[error("join refused by {peer}: {reason}")]
+    JoinRefused {
+        /// The member that refused.
+        peer: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// No bootstrap peer answered in time.
+    #[error("could not reach any bootstrap peer of the join token within {0:?}")]
+    JoinTimeout(Duration),
+    /// The API address cannot be bound.
+    #[error("cannot serve the API on {addr}: {reason}")]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How long a joining node keeps trying to reach a bootstrap peer.
+const JOIN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs a node until `cancel` fires. Errors are the reasons it could not start or had to stop.
+pub async fn run(config: NodeConfig, cancel: CancellationToken) -> Result<(), NodeError> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|e| NodeError::DataDir {
+        path: data_dir.clone(),
+        reason: e.to_string(),
+    })?;
+    let keypair = identity::load_or_create(&data_dir)?;
+    let peer_id = keypair.public().to_peer_id();
+    let me = NodeId(peer_id.to_string());
+    let span = tracing::info_span!("node", node = %config.name, peer = %me.short());
+    run_node(config, cancel, keypair, me, data_dir)
+        .instrument(span)
+        .await
+}
+
+async fn run_node(
+    config: NodeConfig,
+    cancel: CancellationToken,
+    keypair: warren_mesh::Keypair,
+    me: NodeId,
+    data_dir: PathBuf,
+) -> Result<(), NodeError> {
+    let peer_id = keypair.public().to_peer_id();
+
+    let runtime = DockerRuntime::connect(config.docker_host.as_deref()).await?;
+    let mut store = Store::open(&data_dir)?;
+    let loaded = store.load(&me)?;
+    if loaded.skipped_chunks > 0 {
+        warn!(
+            skipped = loaded.skipped_chunks,
+            store = %store.path().display(),
+            "the desired state had corrupt chunks; started from the last good state"
+        );
+    }
+    let join_token = config.join.as_deref().map(JoinToken::decode).transpose()?;
+    let cluster_id = match (&loaded.state, &config.init, &join_token) {
+        (Some(state), _, _) => {
+            if config.init.is_some() || join_token.is_some() {
+                warn!("this data dir already holds a cluster; --init/--join ignored");
+            }
+            state.cluster().map(|c| c.id).unwrap_or_default()
+        }
+        (None, Some(_), _) => hex::encode(rand::random::<[u8; 8]>()),
+        (None, None, Some(token)) => token.cluster_id.clone(),
+        (None, None, None) => return Err(NodeError::NoCluster(data_dir)),
+    };
+
+    let mut mesh_config = MeshConfig::new(keypair, cluster_id.clone());
+    mesh_config.listen = config.listen.clone();
+    mesh_config.bootstrap = config.bootstrap.clone();
+    if loaded.state.is_none() {
+        if let Some(token) = &join_token {
+            mesh_config
+                .bootstrap
+                .extend(token.bootstrap.iter().filter_map(|a| a.parse().ok()));
+        }
+    }
+    let (mesh, mut events) = warren_mesh::spawn(mesh_config).await?;
+    let listen_addrs = wait_for_listen_addrs(&mesh).await;
+    let my_addrs: Vec<String> = listen_addrs
+        .iter()
+        .map(|a| format!("{a}/p2p/{peer_id}"))
+        .collect();
+
+    let state = match (loaded.state, &config.init, &join_token) {
+        (Some(state), _, _) => state,
+        (None, Some(cluster_name), _) => {
+            let now_ms = wall_ms();
+            let founder = Member {
+                id: me.clone(),
+                name: config.name.clone(),
+                addrs: my_addrs.clone(),
+                labels: config.labels.clone(),
+                admitted_by: me.clone(),
+                admitted_at: now_ms,
+                state: MemberState::Active,
+            };
+            let info = ClusterInfo {
+                id: cluster_id.clone(),
+                name: cluster_name.clone(),
+                created_at: now_ms,
+            };
+            let mut state = DesiredState::new_cluster(&info, &founder)?;
+            let (token, record) =
+                JoinToken::mint(&cluster_id, my_addrs.clone(), now_ms / 1000, 3_600);
+            state.add_token(&record)?;
+            store.persist(&mut state, true)?;
+            info!(cluster = %cluster_name, id = %cluster_id, "created a new cluster");
+            eprintln!("cluster {cluster_name} created; a single-use join token, valid 1 h:");
+            println!("{}", token.encode());
+            state
+        }
+        (None, None, Some(token)) => {
+            let mut state = join(&mesh, &mut events, &me, &config, token, &my_addrs).await?;
+            store.persist(&mut state, true)?;
+            state
+        }
+        (None, None, None) => return Err(NodeError::NoCluster(data_dir)),
+    };
+
+    let origin = Instant::now();
+    let core = Core::new(me.clone(), config.core, Millis(0));
+    let (command_tx, command_rx) = mpsc::channel(256);
+    let (desired_tx, desired_rx) = watch::channel(None);
+    let (status_tx, status_rx) = watch::channel(Vec::new());
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(actor::Snapshot::default()));
+
+    let listener = tokio::net::TcpListener::bind(config.api)
+        .await
+        .map_err(|e| NodeError::Api {
+            addr: config.api,
+            reason: e.to_string(),
+        })?;
+    let api_addr = listener.local_addr().unwrap_or(config.api);
+    let router = api::router(api::ApiState {
+        snapshot: snapshot_rx,
+        commands: command_tx,
+    });
+    let api_cancel = cancel.clone();
+    let api_task = tokio::spawn(
+        async move {
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { api_cancel.cancelled().await });
+            if let Err(e) = serve.await {
+                warn!(error = %e, "the API server stopped");
+            }
+        }
+        .in_current_span(),
+    );
+    let reconciler = tokio::spawn(
+        reconciler::run(
+            runtime,
+            me.clone(),
+            desired_rx,
+            status_tx,
+            config.reconcile_interval,
+            cancel.clone(),
+        )
+        .in_current_span(),
+    );
+
+    eprintln!(
+        "warren-node {} ({}) up: API http://{api_addr}, listening on {}",
+        config.name,
+        peer_id,
+        my_addrs.join(" ")
+    );
+    let actor = actor::NodeActor::new(
+        me,
+        config.name.clone(),
+        format!("http://{api_addr}"),
+        state,
+        store,
+        core,
+        origin,
+        mesh,
+        listen_addrs,
+    );
+    let timers = actor::Timers {
+        tick: Duration::from_millis(250),
+        heartbeat: config.heartbeat_interval,
+        anti_entropy: config.anti_entropy_interval,
+    };
+    let wiring = actor::Wiring {
+        commands: command_rx,
+        events,
+        desired_tx,
+        local_status: status_rx,
+        snapshot_tx,
+    };
+    let result = actor::NodeActor::run(actor, wiring, timers, cancel.clone()).await;
+    cancel.cancel();
+    let _ = api_task.await;
+    let _ = reconciler.await;
+    result
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Waits up to 5 s for the mesh to report its listen addresses.
+async fn wait_for_listen_addrs(mesh: &MeshHandle) -> Vec<Multiaddr> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(stats) = mesh.stats().await {
+            if !stats.listen_addrs.is_empty() || Instant::now() > deadline {
+                return stats.listen_addrs;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Presents `token` to its bootstrap peers until one admits this node (returns the cluster's
+/// document) or refuses (an error: a refused token will not become valid by retrying).
+async fn join(
+    mesh: &MeshHandle,
+    events: &mut mpsc::Receiver<MeshEvent>,
+    me: &NodeId,
+    config: &NodeConfig,
+    token: &JoinToken,
+    my_addrs: &[String],
+) -> Result<DesiredState, NodeError> {
+    let peers: Vec<PeerId> = token
+        .bootstrap
+        .iter()
+        .filter_map(|a| a.rsplit_once("/p2p/").and_then(|(_, p)| p.parse().ok()))
+        .collect();
+    if peers.is_empty() {
+        return Err(NodeError::BadToken(
+            "the token names no bootstrap peer".into(),
+        ));
+    }
+    let request = serde_json::to_vec(&protocol::JoinRequest {
+        token: token.encode(),
+        name: config.name.clone(),
+        addrs: my_addrs.to_vec(),
+        labels: config.labels.clone(),
+    })
+    .map_err(|e| NodeError::BadToken(e.to_string()))?;
+    let deadline = Instant::now() + JOIN_DEADLINE;
+    info!(bootstrap = ?token.bootstrap, "joining cluster {}", token.cluster_id);
+    while Instant::now() < deadline {
+        // Events before admission carry nothing for us; drain them so the mesh never stalls.
+        while events.try_recv().is_ok() {}
+        let connected = mesh.stats().await?.connected_peers;
+        for peer in peers.iter().filter(|p| connected.contains(p)) {
+            match mesh
+                .request(*peer, RequestKind::Join, request.clone())
+                .await
+            {
+                Ok(Response::Ok(doc)) => {
+                    let state = DesiredState::load(me.clone(), &doc)?;
+                    let admitted = state.cluster().is_some_and(|c| c.id == token.cluster_id)
+                        && state.members().contains_key(me);
+                    if !admitted {
+                        return Err(NodeError::JoinRefused {
+                            peer: peer.to_string(),
+                            reason: "the peer answered with a document that does not list us"
+                                .into(),
+                        });
+                    }
+                    info!(%peer, "admitted to the cluster");
+                    return Ok(state);
+                }
+                Ok(Response::Refused(reason)) => {
+                    return Err(NodeError::JoinRefused {
+                        peer: peer.to_string(),
+                        reason,
+                    })
+                }
+                Err(e) => warn!(%peer, error = %e, "join request failed; retrying"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(NodeError::JoinTimeout(JOIN_DEADLINE))
+}

@@ -1,0 +1,66 @@
+//! Messages between nodes, above the mesh's opaque bytes. All JSON except the sync body.
+
+use serde::{Deserialize, Serialize};
+use warren_runtime::PublishedPort;
+
+/// Most task statuses one heartbeat carries; more are cut (the heartbeat stays under gossip's
+/// size limit).
+pub(crate) const MAX_HEARTBEAT_TASKS: usize = 1024;
+
+/// The heartbeat every node gossips every `heartbeat_interval`: liveness, lease renewal and
+/// the actual state of its tasks (soft state: never written into the document).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Increases with every heartbeat of one process, so two heartbeats never have the same
+    /// bytes (gossip drops a message it has seen, which would silence a steady node).
+    pub seq: u64,
+    /// The sender's node name.
+    pub name: String,
+    /// The lease epoch the sender holds (renewal), if it is the holder.
+    pub held_lease: Option<u64>,
+    /// The sender's HTTP API address.
+    pub api: String,
+    /// Actual state of the sender's tasks.
+    pub tasks: Vec<TaskStatus>,
+}
+
+/// The actual state of one task on the node that runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// Service name.
+    pub service: String,
+    /// Slot index.
+    pub slot: u32,
+    /// `running`, `exited`, `pending`, `failed`, ...
+    pub state: String,
+    /// Docker's status text or the last error.
+    pub status: String,
+    /// Short container id, empty when there is none.
+    pub container: String,
+    /// Ports published on 127.0.0.1.
+    pub ports: Vec<PublishedPort>,
+}
+
+/// A join request: the token and what the new member says about itself. Its id is the
+/// connection's authenticated PeerId, never a field of the request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct JoinRequest {
+    pub(crate) token: String,
+    pub(crate) name: String,
+    pub(crate) addrs: Vec<String>,
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Sync request/response body: one flag byte (1 = first message of a new session: the
+/// responder resets its state for this peer) then the Automerge sync message, if any.
+pub(crate) fn encode_sync(reset: bool, message: Option<Vec<u8>>) -> Vec<u8> {
+    let mut out = vec![u8::from(reset)];
+    out.extend(message.unwrap_or_default());
+    out
+}
+
+/// Inverse of [`encode_sync`]; `None` for an empty body.
+pub(crate) fn decode_sync(body: &[u8]) -> Option<(bool, Option<&[u8]>)> {
+    let (flag, rest) = body.split_first()?;
+    Some((*flag == 1, (!rest.is_empty()).then_some(rest)))
+}

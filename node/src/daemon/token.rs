@@ -1,0 +1,122 @@
+//! Join tokens: `WRN1-` + base64url(JSON { cluster_id, token_id, secret, expires_at, bootstrap }).
+//!
+//! The document stores only the SHA-256 digest of the secret, so every member can check a
+//! token and none can mint one from what it reads.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use warren_crdt::TokenRecord;
+
+use super::NodeError;
+
+const PREFIX: &str = "WRN1-";
+
+/// A decoded join token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinToken {
+    /// The cluster it admits to.
+    pub cluster_id: String,
+    /// Public id of the token (key in the document's `tokens`).
+    pub token_id: String,
+    /// Hex secret; only its digest is stored.
+    pub secret: String,
+    /// Unix seconds after which it is refused.
+    pub expires_at: i64,
+    /// Multiaddrs (with `/p2p/<peer id>`) of members to contact.
+    pub bootstrap: Vec<String>,
+}
+
+impl JoinToken {
+    /// A fresh token for `cluster_id`, valid for `ttl_secs` from `now_secs`, and the record to
+    /// store in the document (single use).
+    pub fn mint(
+        cluster_id: &str,
+        bootstrap: Vec<String>,
+        now_secs: i64,
+        ttl_secs: u64,
+    ) -> (JoinToken, TokenRecord) {
+        let token = JoinToken {
+            cluster_id: cluster_id.to_string(),
+            token_id: hex::encode(rand::random::<[u8; 8]>()),
+            secret: hex::encode(rand::random::<[u8; 32]>()),
+            expires_at: now_secs.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX)),
+            bootstrap,
+        };
+        let record = TokenRecord {
+            id: token.token_id.clone(),
+            digest: digest(&token.secret),
+            expires_at: token.expires_at,
+            uses_left: 1,
+            role: "member".into(),
+        };
+        (token, record)
+    }
+
+    /// The text form an operator copies.
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        format!(
+            "{PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+        )
+    }
+
+    /// Parses the text form. Errors: [`NodeError::BadToken`] saying what is wrong.
+    pub fn decode(text: &str) -> Result<JoinToken, NodeError> {
+        let body = text
+            .trim()
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| NodeError::BadToken(format!("a join token starts with {PREFIX}")))?;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| NodeError::BadToken("the token is not valid base64url".into()))?;
+        serde_json::from_slice(&json)
+            .map_err(|_| NodeError::BadToken("the token's content is malformed".into()))
+    }
+
+    /// Checks this token against the document's record at `now_secs`.
+    ///
+    /// Errors: a reason to send back to the joining node.
+    pub fn check(&self, record: Option<&TokenRecord>, now_secs: i64) -> Result<(), String> {
+        let record = record.ok_or("unknown join token")?;
+        if record.digest != digest(&self.secret) {
+            return Err("join token secret does not match".into());
+        }
+        if record.expires_at <= now_secs {
+            return Err("join token expired".into());
+        }
+        if record.uses_left == 0 {
+            return Err("join token already used".into());
+        }
+        Ok(())
+    }
+}
+
+fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_every_refusal() {
+        let (token, record) = JoinToken::mint("c1", vec!["/ip4/127.0.0.1".into()], 100, 60);
+        assert_eq!(JoinToken::decode(&token.encode()).expect("decode"), token);
+        assert!(token.check(Some(&record), 120).is_ok());
+        assert!(token.check(Some(&record), 161).is_err(), "expired");
+        assert!(token.check(None, 120).is_err(), "unknown");
+        let mut forged = token.clone();
+        forged.secret = "00".repeat(32);
+        assert!(forged.check(Some(&record), 120).is_err(), "forged");
+        let used = TokenRecord {
+            uses_left: 0,
+            ..record
+        };
+        assert!(token.check(Some(&used), 120).is_err(), "used");
+        assert!(JoinToken::decode("nonsense").is_err());
+        assert!(JoinToken::decode("WRN1-!!!").is_err());
+    }
+}

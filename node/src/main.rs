@@ -1,0 +1,140 @@
+//! `warren-node`: runs one Warren peer. Argument parsing and wiring only; the work is in the
+//! `warren_node` library.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use warren_mesh::Multiaddr;
+use warren_node::daemon::{run, NodeConfig};
+
+/// An edge-first, peer-to-peer container orchestrator node.
+#[derive(Debug, Parser)]
+#[command(name = "warren-node", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start this peer: create a cluster (--init), join one (--join), or resume from --data-dir.
+    Up(Up),
+}
+
+#[derive(Debug, clap::Args)]
+struct Up {
+    /// Create a new cluster with this name.
+    #[arg(long, value_name = "CLUSTER_NAME", num_args = 0..=1, default_missing_value = "warren", conflicts_with = "join")]
+    init: Option<String>,
+    /// Join a cluster with a token from `warren-cli join-token create`.
+    #[arg(long, value_name = "TOKEN", env = "WARREN_JOIN_TOKEN")]
+    join: Option<String>,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Directory for the identity key and the desired-state store.
+    #[arg(long, default_value = "/var/lib/warren")]
+    data_dir: PathBuf,
+    /// libp2p listen address (repeatable).
+    #[arg(long, default_value = "/ip4/0.0.0.0/udp/7701/quic-v1")]
+    listen: Vec<Multiaddr>,
+    /// HTTP API address.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    api: SocketAddr,
+    /// A peer to dial at start (repeatable), e.g. /ip4/10.0.0.2/udp/7701/quic-v1.
+    #[arg(long)]
+    bootstrap: Vec<Multiaddr>,
+    /// A node label k=v (repeatable).
+    #[arg(long, value_parser = parse_label)]
+    label: Vec<(String, String)>,
+    /// Docker endpoint, e.g. unix:///var/run/docker.sock (default: DOCKER_HOST or the local socket).
+    #[arg(long)]
+    docker_host: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("label {s:?} is not of the form key=value")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Up(up) = cli.command;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if up.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+
+    let name = up.name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "node".into())
+    });
+    let mut config = NodeConfig::new(name, up.data_dir);
+    config.init = up.init;
+    config.join = up.join;
+    config.listen = up.listen;
+    config.api = up.api;
+    config.bootstrap = up.bootstrap;
+    config.labels = up.label.into_iter().collect::<BTreeMap<_, _>>();
+    config.docker_host = up.docker_host;
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cancel = CancellationToken::new();
+    let result = runtime.block_on(async {
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        });
+        run(config, cancel).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

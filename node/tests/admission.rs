@@ -1,0 +1,252 @@
+//! Admission and errors: strangers are refused and their writes never reach members; every
+//! operator mistake gets one actionable line and a non-zero exit.
+
+mod support;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::*;
+use warren_crdt::{
+    ClusterInfo, DesiredState, Member, MemberState, NodeId, ServiceName, ServiceSpec,
+};
+use warren_mesh::{Keypair, MeshConfig, RequestKind, Response, Topic};
+use warren_node::daemon::JoinToken;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Runs `warren-node up` expecting it to fail; returns its stderr.
+fn node_fails(dir: &std::path::Path, extra: &[&str]) -> String {
+    let out = Command::new(node_bin())
+        .args([
+            "up",
+            "--name",
+            "stranger",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(extra)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run warren-node");
+    assert!(!out.status.success(), "warren-node {extra:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A failed CLI call: non-zero, one line on stderr, no panic; returns that line.
+fn one_line_error(out: Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line, got: {err}");
+    assert!(
+        err.starts_with("error: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    err
+}
+
+fn member_count(node: &Node) -> usize {
+    node.status()
+        .and_then(|s| s["members"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strangers_are_refused_and_their_writes_never_reach_members() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n1 = Node::start("n1", &dir.path().join("n1"), &["--init", "closed"]);
+    let status = n1.status().expect("status");
+    let cluster_id = status["cluster"]["id"]
+        .as_str()
+        .expect("cluster id")
+        .to_string();
+
+    // No token at all: the node refuses to start and says what to do.
+    let err = node_fails(&dir.path().join("none"), &[]);
+    assert!(
+        err.contains("holds no cluster") && err.contains("--join"),
+        "{err}"
+    );
+
+    // A forged token (the right cluster and bootstrap, a wrong secret) is refused by the member.
+    let mut forged = JoinToken::decode(&n1.join_token()).expect("token");
+    forged.secret = "00".repeat(32);
+    let err = node_fails(&dir.path().join("forged"), &["--join", &forged.encode()]);
+    assert!(
+        err.contains("join refused") && err.contains("secret does not match"),
+        "{err}"
+    );
+    // A token used once cannot admit a second node.
+    let token = n1.join_token();
+    let n2 = Node::start("n2", &dir.path().join("n2"), &["--join", &token]);
+    let err = node_fails(&dir.path().join("again"), &["--join", &token]);
+    assert!(err.contains("already used"), "{err}");
+    wait_for("2 members", T, || (member_count(&n1) == 2).then_some(()));
+
+    // A peer with a valid PeerId that is not a member connects, gossips a change that would
+    // create a service, and asks to sync: the gossip is dropped and counted, the sync refused.
+    let mut config = MeshConfig::new(Keypair::generate_ed25519(), cluster_id.clone());
+    config.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")];
+    config.bootstrap = vec![n1.quic_addr().parse().expect("addr")];
+    let (rogue, _events) = warren_mesh::spawn(config).await.expect("rogue mesh");
+    // The stranger counts n1 as a member on its side, so its mesh does send to n1.
+    let n1_peer: warren_mesh::PeerId = n1.peer_id.parse().expect("peer id");
+    rogue
+        .set_members([(n1_peer, vec![n1.quic_addr().parse().expect("addr")])].into())
+        .await
+        .expect("set members");
+    let rogue_id = NodeId(rogue.local_peer_id().to_string());
+    let founder = Member {
+        id: rogue_id.clone(),
+        name: "rogue".into(),
+        addrs: vec![],
+        labels: Default::default(),
+        admitted_by: rogue_id,
+        admitted_at: 0,
+        state: MemberState::Active,
+    };
+    let info = ClusterInfo {
+        id: cluster_id,
+        name: "closed".into(),
+        created_at: 0,
+    };
+    let mut evil = DesiredState::new_cluster(&info, &founder).expect("doc");
+    let change = evil
+        .create_service(
+            &ServiceName::new("evil").expect("name"),
+            &ServiceSpec {
+                image: IMAGE.into(),
+                replicas: 1,
+                command: vec![],
+                env: Default::default(),
+                ports: vec![],
+            },
+        )
+        .expect("change");
+    let deadline = std::time::Instant::now() + T;
+    let dropped = loop {
+        let _ = rogue.publish(Topic::Changes, change.clone()).await;
+        let _ = rogue.publish(Topic::Changes, evil.save()).await;
+        let dropped = n1
+            .status()
+            .and_then(|s| s["dropped_non_member"].as_u64())
+            .unwrap_or(0);
+        if dropped > 0 {
+            break dropped;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n1 never saw the stranger's gossip"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(dropped > 0);
+    let mut sync_body = vec![1u8];
+    sync_body.extend(
+        evil.generate_sync_message(&mut warren_crdt::SyncState::new())
+            .expect("msg"),
+    );
+    match rogue.request(n1_peer, RequestKind::Sync, sync_body).await {
+        Ok(Response::Refused(reason)) => assert!(reason.contains("not a member"), "{reason}"),
+        other => panic!("a stranger's sync must be refused, got {other:?}"),
+    }
+    rogue.shutdown().await;
+
+    // Nothing of it reached any member.
+    for node in [&n1, &n2] {
+        let services = node.cli_json(&["service", "ls"]).expect("service ls");
+        assert_eq!(services.as_array().map(Vec::len), Some(0), "{services}");
+        assert_eq!(member_count(node), 2);
+    }
+}
+
+#[test]
+fn operator_errors_are_one_line_and_actionable() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // Docker not running (or not where we were told).
+    let err = node_fails(
+        &dir.path().join("nodocker"),
+        &[
+            "--init",
+            "x",
+            "--docker-host",
+            "unix:///nonexistent/docker.sock",
+        ],
+    );
+    assert!(err.contains("Docker engine not reachable"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // A peer that is not there.
+    let cli = |args: &[&str]| {
+        Command::new(cli_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cli")
+    };
+    let err = one_line_error(cli(&["--peer", "http://127.0.0.1:9", "cluster", "status"]));
+    assert!(err.contains("cannot reach peer"), "{err}");
+
+    let n1 = Node::start("n1", &dir.path().join("n1"), &["--init", "errs"]);
+    let err = one_line_error(n1.cli(&["service", "scale", "nope", "2"]));
+    assert!(err.contains("no service named nope"), "{err}");
+    let err = one_line_error(n1.cli(&["service", "ps", "nope"]));
+    assert!(err.contains("no service named nope"), "{err}");
+    let err = one_line_error(n1.cli(&["service", "rm", "nope"]));
+    assert!(err.contains("no service named nope"), "{err}");
+    let err = one_line_error(n1.cli(&["service", "create", "bad", "--image", "Not An Image"]));
+    assert!(err.contains("invalid image reference"), "{err}");
+    let err = one_line_error(n1.cli(&["service", "create", "Bad_Name", "--image", IMAGE]));
+    assert!(err.contains("invalid"), "{err}");
+    let err = one_line_error(n1.cli(&[
+        "service",
+        "create",
+        "web",
+        "--image",
+        IMAGE,
+        "--publish",
+        "http",
+    ]));
+    assert!(err.contains("not a port"), "{err}");
+
+    // A name taken twice.
+    assert!(n1
+        .cli(&[
+            "service",
+            "create",
+            "twice",
+            "--image",
+            IMAGE,
+            "--replicas",
+            "0"
+        ])
+        .status
+        .success());
+    let err = one_line_error(n1.cli(&["service", "create", "twice", "--image", IMAGE]));
+    assert!(err.contains("already exists"), "{err}");
+
+    // An image that is valid but absent (no registry here): the task says why it cannot run.
+    assert!(n1
+        .cli(&["service", "create", "ghost", "--image", "warren/not-here:1"])
+        .status
+        .success());
+    let status = wait_for("the missing image reported in service ps", T, || {
+        let ps = n1.cli_json(&["service", "ps", "ghost"])?;
+        let t = ps.as_array()?.first()?.clone();
+        (t["state"] == "failed").then_some(t)
+    });
+    assert!(
+        status["status"]
+            .as_str()
+            .is_some_and(|s| s.contains("warren/not-here:1")),
+        "{status}"
+    );
+}

@@ -1,0 +1,319 @@
+//! Test harness: real `warren-node` processes on 127.0.0.1, driven through `warren-cli` and
+//! checked through the Docker engine, the way an operator would.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The image the project's scripts build (`scripts/ensure-docker.sh`).
+pub const IMAGE: &str = "warren/busybox:latest";
+
+/// A web server that exits on SIGTERM at once (busybox httpd as PID 1 ignores it, which
+/// would make every removal wait Docker's 10 s grace period).
+pub fn web_command() -> Vec<&'static str> {
+    vec![
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait",
+    ]
+}
+
+pub fn node_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_warren-node"))
+}
+
+/// `warren-cli` is built beside `warren-node` by the README's test command
+/// (`cargo build --workspace --bins` runs first).
+pub fn cli_bin() -> PathBuf {
+    let path = node_bin().with_file_name("warren-cli");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Panics with the fix when no Docker engine answers.
+pub fn require_docker() {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "no Docker engine answers: run scripts/ensure-docker.sh (the README's test command does)"
+    );
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free tcp port")
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free udp port")
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One `warren-node` process with its own data dir and ports.
+pub struct Node {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub api_port: u16,
+    pub quic_port: u16,
+    pub peer_id: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts `warren-node up` with `extra` args and waits until its API answers.
+    pub fn start(name: &str, data_dir: &Path, extra: &[&str]) -> Node {
+        Self::start_on(name, data_dir, free_tcp_port(), free_udp_port(), extra)
+    }
+
+    pub fn start_on(
+        name: &str,
+        data_dir: &Path,
+        api_port: u16,
+        quic_port: u16,
+        extra: &[&str],
+    ) -> Node {
+        let mut node = Node {
+            name: name.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            api_port,
+            quic_port,
+            peer_id: String::new(),
+            child: None,
+            log: data_dir.with_extension("log"),
+        };
+        node.spawn(extra);
+        node.peer_id = wait_for(&format!("{name}'s API"), Duration::from_secs(30), || {
+            if let Some(status) = node.try_exit() {
+                panic!("{name} exited early ({status}); log:\n{}", node.log_text());
+            }
+            node.status()
+                .and_then(|s| s["node"].as_str().map(str::to_string))
+        });
+        node
+    }
+
+    fn spawn(&mut self, extra: &[&str]) {
+        std::fs::create_dir_all(&self.data_dir).expect("data dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(node_bin())
+            .args(["up", "--name", &self.name])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args([
+                "--listen",
+                &format!("/ip4/127.0.0.1/udp/{}/quic-v1", self.quic_port),
+            ])
+            .args(["--api", &format!("127.0.0.1:{}", self.api_port)])
+            .args(extra)
+            .env("RUST_LOG", "info,libp2p=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn warren-node");
+        self.child = Some(child);
+    }
+
+    /// Restarts the process with the same data dir and ports.
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.spawn(extra);
+        let name = self.name.clone();
+        wait_for(
+            &format!("{name}'s API after restart"),
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = self.try_exit() {
+                    panic!("{name} exited early ({status}); log:\n{}", self.log_text());
+                }
+                self.status()
+            },
+        );
+    }
+
+    fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGKILL: the process dies without any cleanup, as on power loss.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn peer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// `warren-cli --peer <this node> args...`
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(cli_bin())
+            .arg("--peer")
+            .arg(self.peer())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run warren-cli")
+    }
+
+    /// `warren-cli -o json args...`, parsed; `None` when the command fails.
+    pub fn cli_json(&self, args: &[&str]) -> Option<Value> {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn status(&self) -> Option<Value> {
+        self.cli_json(&["cluster", "status"])
+    }
+
+    pub fn join_token(&self) -> String {
+        let out = self.cli(&["join-token", "create"]);
+        assert!(
+            out.status.success(),
+            "join-token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
+    }
+
+    pub fn quic_addr(&self) -> String {
+        format!(
+            "/ip4/127.0.0.1/udp/{}/quic-v1/p2p/{}",
+            self.quic_port, self.peer_id
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if !self.peer_id.is_empty() {
+            remove_containers(&self.peer_id);
+        }
+    }
+}
+
+/// A container of the engine, as `docker ps` shows it.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub id: String,
+    pub node: String,
+    pub service: String,
+    pub slot: String,
+    pub epoch: String,
+    pub running: bool,
+    pub ports: String,
+}
+
+/// Containers labelled with one of `nodes` (running or not).
+pub fn containers(nodes: &[&str]) -> Vec<Container> {
+    let mut all = Vec::new();
+    for node in nodes {
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--no-trunc", "--filter"])
+            .arg(format!("label=warren.node={node}"))
+            .args([
+                "--format",
+                "{{.ID}}\t{{.Label \"warren.node\"}}\t{{.Label \"warren.service\"}}\t{{.Label \"warren.slot\"}}\t{{.Label \"warren.epoch\"}}\t{{.State}}\t{{.Ports}}",
+            ])
+            .output()
+            .expect("docker ps");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() >= 6 {
+                all.push(Container {
+                    id: f[0].into(),
+                    node: f[1].into(),
+                    service: f[2].into(),
+                    slot: f[3].into(),
+                    epoch: f[4].into(),
+                    running: f[5] == "running",
+                    ports: f.get(6).copied().unwrap_or("").into(),
+                });
+            }
+        }
+    }
+    all
+}
+
+pub fn remove_containers(node: &str) {
+    let ids: Vec<String> = containers(&[node]).into_iter().map(|c| c.id).collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
+
+/// GET / on 127.0.0.1:port with a plain HTTP/1.0 request; the body, if any answer came.
+pub fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+/// The host port of the first `127.0.0.1:PORT->80/tcp` in a `docker ps` ports column.
+pub fn host_port(ports: &str) -> Option<u16> {
+    let after = ports.split("127.0.0.1:").nth(1)?;
+    after.split("->").next()?.parse().ok()
+}
