@@ -28,7 +28,10 @@ mod scheduler;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use warren_crdt::{Assignment, Epoch, Lease, Member, NodeId, Service, ServiceName, SlotId};
+use warren_crdt::{
+    Assignment, ChangeBytes, CrdtError, DesiredState, Epoch, Lease, Member, NodeId, Service,
+    ServiceName, SlotId,
+};
 
 pub use lease::{LeaseDecision, LeaseTracker};
 pub use membership::{Liveness, MembershipView};
@@ -81,6 +84,36 @@ pub struct ClusterView {
     pub lease: Option<Lease>,
 }
 
+impl ClusterView {
+    /// Reads the view from a replica of the desired state.
+    pub fn read(state: &DesiredState) -> Self {
+        Self {
+            members: state.members(),
+            services: state.services(),
+            assignments: state.assignments(),
+            lease: state.lease(),
+        }
+    }
+
+    /// The tasks assigned to `me`, each with what it should run: the input of [`reconcile`].
+    /// Slots of deleted services and slots beyond the replica count are not desired.
+    pub fn desired_tasks(&self, me: &NodeId) -> Vec<DesiredTask> {
+        self.assignments
+            .iter()
+            .filter(|(_, a)| a.node == *me)
+            .filter_map(|(slot, a)| {
+                let service = self.services.get(&slot.service).filter(|s| !s.deleted)?;
+                (slot.slot < service.spec.replicas).then(|| DesiredTask {
+                    slot: slot.clone(),
+                    epoch: a.epoch,
+                    generation: service.generation,
+                    spec: service.spec.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
 /// A decision of [`Core::tick`] that the caller carries out on its replica of the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -88,6 +121,19 @@ pub enum Action {
     ClaimLease(Lease),
     /// Write this scheduling round (this node holds the lease).
     WriteAssignments(Plan),
+}
+
+impl Action {
+    /// Writes this decision into `state`; returns the change to persist and gossip (`None`
+    /// when there was nothing to write).
+    ///
+    /// Errors: [`CrdtError`] from the document.
+    pub fn apply(&self, state: &mut DesiredState) -> Result<Option<ChangeBytes>, CrdtError> {
+        match self {
+            Action::ClaimLease(lease) => state.claim_lease(lease).map(Some),
+            Action::WriteAssignments(plan) => state.write_assignments(&plan.put, &plan.remove),
+        }
+    }
 }
 
 /// One node's decision core: membership view + lease tracker + scheduler.

@@ -591,12 +591,7 @@ impl NodeActor {
     }
 
     fn view(&self) -> ClusterView {
-        ClusterView {
-            members: self.state.members(),
-            services: self.state.services(),
-            assignments: self.state.assignments(),
-            lease: self.state.lease(),
-        }
+        ClusterView::read(&self.state)
     }
 
     async fn tick(&mut self, wiring: &Wiring) {
@@ -631,7 +626,7 @@ impl NodeActor {
         self.refresh_own_addrs().await;
 
         let view = self.view();
-        let desired = desired_tasks(&self.me, &view);
+        let desired = view.desired_tasks(&self.me);
         wiring.desired_tx.send_if_modified(|current| {
             if current.as_ref() == Some(&desired) {
                 false
@@ -787,21 +782,4 @@ impl NodeActor {
 
 fn matches(t: &TaskStatus, slot: &SlotId) -> bool {
     t.service == slot.service.as_str() && t.slot == slot.slot
-}
-
-/// The tasks assigned to `me` in `view`, with what each should run.
-pub(crate) fn desired_tasks(me: &NodeId, view: &ClusterView) -> Vec<DesiredTask> {
-    view.assignments
-        .iter()
-        .filter(|(_, a)| a.node == *me)
-        .filter_map(|(slot, a)| {
-            let service = view.services.get(&slot.service).filter(|s| !s.deleted)?;
-            (slot.slot < service.spec.replicas).then(|| DesiredTask {
-                slot: slot.clone(),
-                epoch: a.epoch,
-                generation: service.generation,
-                spec: service.spec.clone(),
-            })
-        })
-        .collect()
 }
