@@ -143,8 +143,11 @@ impl DesiredState {
 
     fn commit(&mut self, message: String) -> ChangeBytes {
         let time = (self.clock)();
-        self.doc
-            .commit_with(CommitOptions::default().with_message(message).with_time(time));
+        self.doc.commit_with(
+            CommitOptions::default()
+                .with_message(message)
+                .with_time(time),
+        );
         self.doc
             .get_last_local_change()
             .map(|c| c.raw_bytes().to_vec())
@@ -181,9 +184,10 @@ impl DesiredState {
         state: &mut SyncState,
         bytes: &[u8],
     ) -> Result<(), CrdtError> {
-        let message =
-            sync::Message::decode(bytes).map_err(|e| CrdtError::Decode(e.to_string()))?;
-        self.doc.sync().receive_sync_message(&mut state.0, message)?;
+        let message = sync::Message::decode(bytes).map_err(|e| CrdtError::Decode(e.to_string()))?;
+        self.doc
+            .sync()
+            .receive_sync_message(&mut state.0, message)?;
         Ok(())
     }
 
@@ -200,12 +204,7 @@ impl DesiredState {
     /// Hex hashes of the document's heads, sorted: equal on two replicas iff they hold the same
     /// changes.
     pub fn heads(&mut self) -> Vec<String> {
-        let mut heads: Vec<String> = self
-            .doc
-            .get_heads()
-            .iter()
-            .map(|h| h.to_string())
-            .collect();
+        let mut heads: Vec<String> = self.doc.get_heads().iter().map(|h| h.to_string()).collect();
         heads.sort();
         heads
     }
@@ -320,9 +319,7 @@ impl DesiredState {
                         labels: self.string_map(&obj, "labels"),
                         admitted_by: NodeId(self.string(&obj, "admitted_by").unwrap_or_default()),
                         admitted_at: self.int(&obj, "admitted_at").unwrap_or_default(),
-                        state: MemberState::parse(
-                            &self.string(&obj, "state").unwrap_or_default(),
-                        ),
+                        state: MemberState::parse(&self.string(&obj, "state").unwrap_or_default()),
                     },
                 ))
             })
@@ -465,7 +462,11 @@ impl DesiredState {
     /// Admits (or re-writes) a member. Returns the change to gossip.
     pub fn add_member(&mut self, member: &Member) -> Result<ChangeBytes, CrdtError> {
         self.write_member(member)?;
-        Ok(self.commit(format!("member add {} ({})", member.name, member.id.short())))
+        Ok(self.commit(format!(
+            "member add {} ({})",
+            member.name,
+            member.id.short()
+        )))
     }
 
     /// Replaces a member's addresses (a node that restarted on new ports).
@@ -603,7 +604,9 @@ impl DesiredState {
     /// Stores a join token record.
     pub fn add_token(&mut self, token: &TokenRecord) -> Result<ChangeBytes, CrdtError> {
         let tokens = self.ensure_map(&ROOT, TOKENS)?;
-        let obj = self.doc.put_object(&tokens, token.id.as_str(), ObjType::Map)?;
+        let obj = self
+            .doc
+            .put_object(&tokens, token.id.as_str(), ObjType::Map)?;
         self.doc.put(&obj, "digest", token.digest.as_str())?;
         self.doc.put(&obj, "expires_at", token.expires_at)?;
         self.doc.put(&obj, "uses_left", token.uses_left)?;

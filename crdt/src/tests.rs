@@ -233,8 +233,9 @@ fn history_names_the_author_node() {
         .find(|h| h.message == "service create web")
         .expect("entry");
     assert_eq!(entry.node, Some(NodeId("B".into())));
-    assert!(history.iter().any(|h| h.message == "cluster init lab"
-        && h.node == Some(NodeId("A".into()))));
+    assert!(history
+        .iter()
+        .any(|h| h.message == "cluster init lab" && h.node == Some(NodeId("A".into()))));
 }
 
 #[test]
@@ -252,7 +253,10 @@ fn store_round_trip_and_compaction() {
     let mut store = Store::open(dir.path()).expect("reopen");
     let mut loaded = store.load(&node).expect("load").state.expect("state");
     assert_eq!(loaded.heads(), a.heads());
-    assert_eq!(loaded.service(&name("web")).map(|s| s.spec.replicas), Some(3));
+    assert_eq!(
+        loaded.service(&name("web")).map(|s| s.spec.replicas),
+        Some(3)
+    );
 
     // Writes after a reload continue the log, and compaction keeps everything.
     loaded.scale_service(&name("web"), 1).expect("scale");
@@ -262,7 +266,10 @@ fn store_round_trip_and_compaction() {
     let store = Store::open(dir.path()).expect("reopen");
     let mut again = store.load(&node).expect("load").state.expect("state");
     assert_eq!(again.heads(), loaded.heads());
-    assert_eq!(again.service(&name("web")).map(|s| s.spec.replicas), Some(1));
+    assert_eq!(
+        again.service(&name("web")).map(|s| s.spec.replicas),
+        Some(1)
+    );
 }
 
 #[test]
