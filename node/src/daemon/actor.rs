@@ -176,10 +176,7 @@ pub(crate) struct NodeActor {
 }
 
 fn wall_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    super::wall_ms() / 1000
 }
 
 impl NodeActor {

@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
-use warren_crdt::{PortSpec, ServiceName, ServiceSpec};
+use warren_crdt::{PortSpec, Service, ServiceName, ServiceSpec};
 
 use super::actor::{Command, Snapshot, WriteError};
 
@@ -254,12 +254,19 @@ async fn list_services(State(state): State<ApiState>) -> Json<Vec<ServiceSummary
     )
 }
 
-fn unknown_service(name: &ServiceName) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no service named {name}"),
-    )
+/// The live service `name` in `snapshot`. Errors: 404 `not_found`.
+fn find_service<'a>(snapshot: &'a Snapshot, name: &ServiceName) -> Result<&'a Service, ApiError> {
+    snapshot
+        .services
+        .iter()
+        .find(|svc| svc.name == *name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no service named {name}"),
+            )
+        })
 }
 
 async fn inspect_service(
@@ -268,12 +275,7 @@ async fn inspect_service(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
     let s = state.snapshot.borrow().clone();
-    let service = s
-        .services
-        .iter()
-        .find(|svc| svc.name == name)
-        .ok_or_else(|| unknown_service(&name))?;
-    Ok(Json(json!(service)))
+    Ok(Json(json!(find_service(&s, &name)?)))
 }
 
 async fn service_tasks(
@@ -282,11 +284,7 @@ async fn service_tasks(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
     let s = state.snapshot.borrow().clone();
-    let service = s
-        .services
-        .iter()
-        .find(|svc| svc.name == name)
-        .ok_or_else(|| unknown_service(&name))?;
+    let service = find_service(&s, &name)?;
     let mut tasks: Vec<serde_json::Value> = s
         .tasks
         .iter()

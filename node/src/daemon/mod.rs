@@ -320,6 +320,8 @@ async fn run_node(
     result
 }
 
+/// The wall clock in Unix milliseconds: for records people read (admission time, token
+/// expiry), never for lease or liveness decisions.
 fn wall_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,0 +1,699 @@
+//! Network namespaces on one bridge: the ground the testnet's `warren-node` processes stand on.
+//!
+//! A [`Testnet`] owns everything it creates and nothing else:
+//!
+//! * a Linux bridge `wt<run>br` in the root namespace, addressed `198.18.0.1/24`;
+//! * one namespace `wt-<run>-<i>` per node, joined to the bridge by a veth pair (`wt<run>v<i>`
+//!   on the bridge side, `eth0` inside), addressed `198.18.0.<10 + i>/24`, with `lo` up and no
+//!   default route, so a node can reach the other nodes of its testnet and nothing else;
+//! * `iptables -I FORWARD -i <bridge> -o <bridge> -j ACCEPT` in the root namespace (Docker's
+//!   FORWARD policy is DROP and bridged traffic passes through it);
+//! * while [partitioned](Testnet::partition), DROP rules inside the namespaces;
+//! * the processes started with [`Testnet::spawn`].
+//!
+//! `<run>` is a random 6-hex-digit id, so parallel runs never collide on names. Everything is
+//! done with the `ip` and `iptables` commands and logged with a timestamp to stderr. Teardown
+//! ([`Testnet::down`], or `Drop`) undoes exactly what was created, newest first, and skips what
+//! someone else already removed.
+//!
+//! Two testnets running at once each give their bridge `198.18.0.1`: nodes are unaffected
+//! (each bridge is its own layer-2 segment), but the root namespace then has two routes to
+//! `198.18.0.0/24`, so talk to nodes from inside their namespace ([`Testnet::exec`]).
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fmt::Display;
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Address of the bridge in the root namespace.
+pub const BRIDGE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+/// Prefix length of the testnet's subnet (`198.18.0.0/24`).
+pub const PREFIX_LEN: u8 = 24;
+
+/// Last octet of node 0's address; node `i` has `198.18.0.<FIRST_HOST + i>`.
+pub const FIRST_HOST: u8 = 10;
+
+/// The most nodes one testnet holds (addresses `.10` to `.254`).
+pub const MAX_NODES: usize = 245;
+
+/// How long [`Testnet::stop`] and teardown wait after SIGTERM before sending SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What can go wrong while building, changing or tearing down a testnet.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Network namespaces, links and iptables rules need root.
+    #[error("warren-testnet must run as root (effective uid 0) to create network namespaces, links and iptables rules; this process has effective uid {0}")]
+    NotRoot(u32),
+    /// A command could not be started at all (missing binary, ...).
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why it could not start.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: ExitStatus,
+        /// What it wrote on stderr (trimmed).
+        stderr: String,
+    },
+    /// Waiting for or signalling a started process failed.
+    #[error("process {pid}: {source}")]
+    Process {
+        /// Its process id.
+        pid: u32,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A process id this testnet did not start (or already stopped).
+    #[error("process {0} was not started by this testnet or was already stopped")]
+    UnknownProcess(u32),
+    /// A node count outside `1..=MAX_NODES`.
+    #[error("a testnet holds 1 to {MAX_NODES} nodes, not {0}")]
+    NodeCount(usize),
+    /// Groups given to [`Testnet::partition`] that do not describe a partition.
+    #[error("invalid partition: {0}")]
+    InvalidPartition(String),
+    /// The testnet was already torn down.
+    #[error("the testnet was already torn down")]
+    Down,
+}
+
+/// Something this testnet created, to undo on teardown.
+#[derive(Debug, Clone)]
+enum Created {
+    /// A link in the root namespace (the bridge or a veth's bridge side).
+    Link(String),
+    /// A network namespace.
+    Namespace(String),
+    /// `iptables -I FORWARD -i <bridge> -o <bridge> -j ACCEPT` in the root namespace.
+    ForwardRule(String),
+}
+
+/// A DROP rule added by [`Testnet::partition`] inside node `node`'s namespace.
+#[derive(Debug, Clone)]
+struct PartitionRule {
+    node: usize,
+    /// Everything after `-I`/`-D`, e.g. `["INPUT", "-s", "198.18.0.11", "-j", "DROP"]`.
+    spec: Vec<String>,
+}
+
+/// N network namespaces on one bridge, with partitions, process control and full teardown.
+///
+/// ```no_run
+/// use warren_testnet::Testnet;
+///
+/// let mut net = Testnet::new(3)?;
+/// let out = net.exec(1, "busybox").args(["ping", "-c1", "198.18.0.10"]).output();
+/// net.partition(&[&[0], &[1, 2]])?;
+/// net.heal()?;
+/// net.down()?; // or let it drop
+/// # Ok::<(), warren_testnet::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Testnet {
+    run_id: String,
+    nodes: usize,
+    bridge: String,
+    /// Undo log, oldest first.
+    created: Vec<Created>,
+    partition: Vec<PartitionRule>,
+    children: Vec<Child>,
+    down: bool,
+}
+
+impl Testnet {
+    /// Creates the bridge, the forward rule and `nodes` namespaces, or undoes whatever it had
+    /// created and returns the first error.
+    pub fn new(nodes: usize) -> Result<Self, Error> {
+        let uid = effective_uid();
+        if uid != 0 {
+            return Err(Error::NotRoot(uid));
+        }
+        if nodes == 0 || nodes > MAX_NODES {
+            return Err(Error::NodeCount(nodes));
+        }
+        let run_id = format!("{:06x}", rand::random::<u32>() & 0x00ff_ffff);
+        let mut net = Self {
+            bridge: format!("wt{run_id}br"),
+            run_id,
+            nodes,
+            created: Vec::new(),
+            partition: Vec::new(),
+            children: Vec::new(),
+            down: false,
+        };
+        net.log(format_args!(
+            "creating {nodes} namespaces on bridge {}",
+            net.bridge
+        ));
+        if let Err(e) = net.build() {
+            net.log(format_args!("setup failed, tearing down: {e}"));
+            if let Err(e2) = net.down() {
+                net.log(format_args!("teardown after failed setup: {e2}"));
+            }
+            return Err(e);
+        }
+        net.log("ready");
+        Ok(net)
+    }
+
+    fn build(&mut self) -> Result<(), Error> {
+        let bridge = self.bridge.clone();
+        let bridge_cidr = format!("{BRIDGE_ADDR}/{PREFIX_LEN}");
+        self.run("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        self.created.push(Created::Link(bridge.clone()));
+        self.run("ip", &["addr", "add", &bridge_cidr, "dev", &bridge])?;
+        self.run("ip", &["link", "set", &bridge, "up"])?;
+        self.run("iptables", &forward_rule("-I", &bridge))?;
+        self.created.push(Created::ForwardRule(bridge.clone()));
+
+        for i in 0..self.nodes {
+            let ns = self.namespace(i);
+            let veth = format!("wt{}v{i}", self.run_id);
+            let cidr = format!("{}/{PREFIX_LEN}", self.addr(i));
+            self.run("ip", &["netns", "add", &ns])?;
+            self.created.push(Created::Namespace(ns.clone()));
+            self.run(
+                "ip",
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+            )?;
+            self.created.push(Created::Link(veth.clone()));
+            self.run("ip", &["link", "set", &veth, "master", &bridge, "up"])?;
+            self.run("ip", &["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+            self.run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+            self.run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(())
+    }
+
+    /// The random id in every name this testnet creates (6 hex digits).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Number of nodes (namespaces).
+    pub fn len(&self) -> usize {
+        self.nodes
+    }
+
+    /// Always false: a testnet has at least one node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes == 0
+    }
+
+    /// Name of the bridge in the root namespace.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// Name of node `i`'s network namespace, `wt-<run id>-<i>`.
+    pub fn namespace(&self, i: usize) -> String {
+        format!("wt-{}-{i}", self.run_id)
+    }
+
+    /// Node `i`'s address, `198.18.0.<10 + i>`. For `i >= MAX_NODES` this saturates at
+    /// `198.18.0.255`, which no node has.
+    pub fn addr(&self, i: usize) -> Ipv4Addr {
+        let host = u8::try_from(usize::from(FIRST_HOST).saturating_add(i)).unwrap_or(u8::MAX);
+        Ipv4Addr::new(198, 18, 0, host)
+    }
+
+    /// A command that runs `program` in node `i`'s namespace (`ip netns exec <ns> program`);
+    /// add arguments, environment and stdio as usual. For an index with no namespace the
+    /// command fails when run (`ip` cannot open the namespace). Run it yourself for
+    /// short-lived commands, or hand it to [`spawn`](Self::spawn) so teardown stops it.
+    pub fn exec(&self, i: usize, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec"])
+            .arg(self.namespace(i))
+            .arg(program);
+        cmd
+    }
+
+    /// Starts `command` (usually from [`exec`](Self::exec)) and keeps it, so that
+    /// [`stop`](Self::stop) and teardown end it. Returns its process id.
+    pub fn spawn(&mut self, mut command: Command) -> Result<u32, Error> {
+        if self.down {
+            return Err(Error::Down);
+        }
+        let line = command_line(&command);
+        let child = command.spawn().map_err(|source| Error::Spawn {
+            command: line.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        self.log(format_args!("started pid {pid}: {line}"));
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Whether process `pid` (from [`spawn`](Self::spawn)) has exited, without waiting.
+    pub fn try_wait(&mut self, pid: u32) -> Result<Option<ExitStatus>, Error> {
+        let child = self
+            .children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .ok_or(Error::UnknownProcess(pid))?;
+        child
+            .try_wait()
+            .map_err(|source| Error::Process { pid, source })
+    }
+
+    /// Stops process `pid` (from [`spawn`](Self::spawn)): SIGTERM, then SIGKILL after
+    /// [`STOP_GRACE`]. Returns its exit status.
+    pub fn stop(&mut self, pid: u32) -> Result<ExitStatus, Error> {
+        let index = self
+            .children
+            .iter()
+            .position(|c| c.id() == pid)
+            .ok_or(Error::UnknownProcess(pid))?;
+        let mut child = self.children.swap_remove(index);
+        let mut statuses = self.stop_all(std::slice::from_mut(&mut child));
+        statuses.pop().unwrap_or(Err(Error::UnknownProcess(pid)))
+    }
+
+    /// SIGTERM to every child still running, up to [`STOP_GRACE`] for them to exit, then
+    /// SIGKILL. One result per child, in order.
+    fn stop_all(&self, children: &mut [Child]) -> Vec<Result<ExitStatus, Error>> {
+        let mut results: Vec<Option<Result<ExitStatus, Error>>> = Vec::new();
+        for child in children.iter_mut() {
+            let pid = child.id();
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.log(format_args!("pid {pid} had already exited: {status}"));
+                    results.push(Some(Ok(status)));
+                }
+                Ok(None) => {
+                    // Not reaped yet, so the pid cannot have been reused.
+                    if let Err(e) = self.run("kill", &["-s", "TERM", &pid.to_string()]) {
+                        self.log(format_args!("SIGTERM to pid {pid}: {e}"));
+                    }
+                    results.push(None);
+                }
+                Err(source) => results.push(Some(Err(Error::Process { pid, source }))),
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while results.iter().any(Option::is_none) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            for (child, result) in children.iter_mut().zip(results.iter_mut()) {
+                if result.is_none() {
+                    let pid = child.id();
+                    match child.try_wait() {
+                        Ok(Some(status)) => {
+                            self.log(format_args!("pid {pid} exited: {status}"));
+                            *result = Some(Ok(status));
+                        }
+                        Ok(None) => {}
+                        Err(source) => *result = Some(Err(Error::Process { pid, source })),
+                    }
+                }
+            }
+        }
+        children
+            .iter_mut()
+            .zip(results)
+            .map(|(child, result)| match result {
+                Some(result) => result,
+                None => {
+                    let pid = child.id();
+                    self.log(format_args!(
+                        "pid {pid} still running after {STOP_GRACE:?}: SIGKILL"
+                    ));
+                    child
+                        .kill()
+                        .and_then(|()| child.wait())
+                        .map_err(|source| Error::Process { pid, source })
+                }
+            })
+            .collect()
+    }
+
+    /// Cuts the network into `groups`: nodes in different groups can no longer exchange
+    /// packets (DROP rules in both directions inside each namespace); nodes in one group still
+    /// can. Nodes named in no group form one more group together, so `&[&[0]]` isolates node 0
+    /// from all others. A partition already in force is healed first. Fails, changing nothing,
+    /// if an index is out of range or named twice.
+    pub fn partition(&mut self, groups: &[&[usize]]) -> Result<(), Error> {
+        if self.down {
+            return Err(Error::Down);
+        }
+        let mut group_of: Vec<Option<usize>> = vec![None; self.nodes];
+        for (g, members) in groups.iter().enumerate() {
+            for &i in members.iter() {
+                let slot = group_of.get_mut(i).ok_or_else(|| {
+                    Error::InvalidPartition(format!(
+                        "node {i} does not exist (the testnet has {} nodes)",
+                        self.nodes
+                    ))
+                })?;
+                if slot.is_some() {
+                    return Err(Error::InvalidPartition(format!(
+                        "node {i} is named in more than one group"
+                    )));
+                }
+                *slot = Some(g);
+            }
+        }
+        let rest = groups.len();
+        let group_of: Vec<usize> = group_of.into_iter().map(|g| g.unwrap_or(rest)).collect();
+        let components: BTreeSet<usize> = group_of.iter().copied().collect();
+        if !self.partition.is_empty() {
+            self.heal()?;
+        }
+        self.log(format_args!(
+            "partition into {} components: {}",
+            components.len(),
+            describe_groups(&group_of)
+        ));
+        let mut rules = Vec::new();
+        for (i, gi) in group_of.iter().enumerate() {
+            for (j, gj) in group_of.iter().enumerate() {
+                if gi != gj {
+                    let peer = self.addr(j).to_string();
+                    for (chain, flag) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+                        rules.push(PartitionRule {
+                            node: i,
+                            spec: [chain, flag, &peer, "-j", "DROP"]
+                                .map(String::from)
+                                .to_vec(),
+                        });
+                    }
+                }
+            }
+        }
+        for rule in rules {
+            let result = self.ns_iptables(&rule, "-I");
+            match result {
+                Ok(()) => self.partition.push(rule),
+                Err(e) => {
+                    self.log(format_args!("partition failed, undoing it: {e}"));
+                    if let Err(e2) = self.heal() {
+                        self.log(format_args!("undoing the partition: {e2}"));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a partition is in force.
+    pub fn is_partitioned(&self) -> bool {
+        !self.partition.is_empty()
+    }
+
+    /// Removes exactly the rules [`partition`](Self::partition) added. Rules already gone are
+    /// skipped; on an error the rules not yet removed stay recorded, so a retry finishes.
+    pub fn heal(&mut self) -> Result<(), Error> {
+        if self.partition.is_empty() {
+            return Ok(());
+        }
+        self.log(format_args!(
+            "heal: removing {} rules",
+            self.partition.len()
+        ));
+        let mut first_error = None;
+        let rules = std::mem::take(&mut self.partition);
+        for rule in rules {
+            let present = self.ns_iptables(&rule, "-C").is_ok();
+            let result = if present {
+                self.ns_iptables(&rule, "-D")
+            } else {
+                self.log(format_args!(
+                    "rule `{}` in node {} is already gone",
+                    rule.spec.join(" "),
+                    rule.node
+                ));
+                Ok(())
+            };
+            if let Err(e) = result {
+                self.partition.push(rule);
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn ns_iptables(&self, rule: &PartitionRule, op: &str) -> Result<(), Error> {
+        let ns = self.namespace(rule.node);
+        let mut args = vec!["netns", "exec", &ns, "iptables", "-w", op];
+        args.extend(rule.spec.iter().map(String::as_str));
+        // `-C` is a probe: its failure is an answer, not an error worth logging.
+        if op == "-C" {
+            self.run_quiet("ip", &args).map(drop)
+        } else {
+            self.run("ip", &args).map(drop)
+        }
+    }
+
+    /// Tears everything down: stops the processes it started (and any other process left in
+    /// its namespaces), removes partition rules, the forward rule, veths, namespaces and the
+    /// bridge. Keeps going past errors and returns the first; a second call does nothing.
+    pub fn down(&mut self) -> Result<(), Error> {
+        if self.down {
+            return Ok(());
+        }
+        self.down = true;
+        self.log("tearing down");
+        let mut first_error: Option<Error> = None;
+
+        let mut children = std::mem::take(&mut self.children);
+        for result in self.stop_all(&mut children) {
+            if let Err(e) = result {
+                self.log(format_args!("{e}"));
+                first_error.get_or_insert(e);
+            }
+        }
+        for created in &self.created {
+            if let Created::Namespace(ns) = created {
+                if let Err(e) = self.kill_namespace_pids(ns) {
+                    self.log(format_args!("{e}"));
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Err(e) = self.heal() {
+            self.log(format_args!("{e}"));
+            first_error.get_or_insert(e);
+        }
+        while let Some(created) = self.created.pop() {
+            if let Err(e) = self.undo(&created) {
+                self.log(format_args!("{e}"));
+                first_error.get_or_insert(e);
+            }
+        }
+        match &first_error {
+            None => self.log("torn down"),
+            Some(_) => self.log("torn down, with errors (see above)"),
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn kill_namespace_pids(&self, ns: &str) -> Result<(), Error> {
+        if !self.namespace_exists(ns)? {
+            return Ok(());
+        }
+        let pids = self.run("ip", &["netns", "pids", ns])?;
+        let pids: Vec<&str> = pids.split_whitespace().collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        self.log(format_args!(
+            "killing processes left in {ns}: {}",
+            pids.join(" ")
+        ));
+        let mut args = vec!["-s", "KILL"];
+        args.extend(pids);
+        // A process may exit between listing and killing: not an error.
+        if let Err(e) = self.run("kill", &args) {
+            self.log(format_args!("{e}"));
+        }
+        Ok(())
+    }
+
+    fn undo(&self, created: &Created) -> Result<(), Error> {
+        match created {
+            Created::Link(name) => {
+                if self.run_quiet("ip", &["link", "show", "dev", name]).is_ok() {
+                    self.run("ip", &["link", "del", "dev", name])?;
+                } else {
+                    self.log(format_args!("link {name} is already gone"));
+                }
+            }
+            Created::Namespace(ns) => {
+                if self.namespace_exists(ns)? {
+                    self.run("ip", &["netns", "del", ns])?;
+                } else {
+                    self.log(format_args!("namespace {ns} is already gone"));
+                }
+            }
+            Created::ForwardRule(bridge) => {
+                if self
+                    .run_quiet("iptables", &forward_rule("-C", bridge))
+                    .is_ok()
+                {
+                    self.run("iptables", &forward_rule("-D", bridge))?;
+                } else {
+                    self.log(format_args!("FORWARD rule for {bridge} is already gone"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn namespace_exists(&self, ns: &str) -> Result<bool, Error> {
+        let list = self.run_quiet("ip", &["netns", "list"])?;
+        Ok(list
+            .lines()
+            .any(|line| line.split_whitespace().next() == Some(ns)))
+    }
+
+    /// Logs `msg` to stderr with a UTC timestamp and this testnet's run id.
+    pub fn log(&self, msg: impl Display) {
+        eprintln!("{} warren-testnet {}: {msg}", timestamp(), self.run_id);
+    }
+
+    /// Runs a command, logging it; its stdout on success.
+    fn run(&self, program: &str, args: &[&str]) -> Result<String, Error> {
+        self.log(format_args!("$ {program} {}", args.join(" ")));
+        self.run_quiet(program, args)
+    }
+
+    /// Runs a command without logging it; its stdout on success.
+    fn run_quiet(&self, program: &str, args: &[&str]) -> Result<String, Error> {
+        let command = format!("{program} {}", args.join(" "));
+        let output = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(Error::Command {
+                command,
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            })
+        }
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        if let Err(e) = self.down() {
+            self.log(format_args!("teardown in drop failed: {e}"));
+        }
+    }
+}
+
+fn forward_rule<'a>(op: &'a str, bridge: &'a str) -> [&'a str; 9] {
+    [
+        "-w", op, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+    ]
+}
+
+fn describe_groups(group_of: &[usize]) -> String {
+    let components: BTreeSet<usize> = group_of.iter().copied().collect();
+    components
+        .iter()
+        .map(|g| {
+            let members: Vec<String> = group_of
+                .iter()
+                .enumerate()
+                .filter(|(_, gi)| *gi == g)
+                .map(|(i, _)| i.to_string())
+                .collect();
+            format!("{{{}}}", members.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn command_line(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The effective uid of this process, from `/proc/self/status` (`u32::MAX` if unreadable).
+fn effective_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1))
+                .and_then(|euid| euid.parse().ok())
+        })
+        .unwrap_or(u32::MAX)
+}
+
+/// `HH:MM:SS.mmmZ` (UTC).
+fn timestamp() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        now.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_described_with_the_rest_as_one_more_group() {
+        assert_eq!(describe_groups(&[0, 1, 1]), "{0} / {1,2}");
+        assert_eq!(describe_groups(&[1, 0, 1, 2]), "{1} / {0,2} / {3}");
+    }
+
+    #[test]
+    fn forward_rule_waits_for_the_xtables_lock() {
+        let rule = forward_rule("-I", "wtabcdefbr");
+        assert_eq!(rule[0], "-w");
+        assert_eq!(
+            &rule[1..9].join(" "),
+            "-I FORWARD -i wtabcdefbr -o wtabcdefbr -j ACCEPT"
+        );
+    }
+
+    #[test]
+    fn timestamps_have_a_fixed_shape() {
+        let t = timestamp();
+        assert_eq!(t.len(), "00:00:00.000Z".len(), "{t}");
+        assert!(t.ends_with('Z'));
+    }
+
+    #[test]
+    fn effective_uid_is_read() {
+        assert_ne!(effective_uid(), u32::MAX);
+    }
+}

@@ -1,0 +1,444 @@
+//! Three real `warren-node` processes in three network namespaces, through a partition and its
+//! heal.
+//!
+//! Node 0 creates the cluster, nodes 1 and 2 join with tokens minted at node 0. Then the network
+//! is cut into {0} / {1,2}: nodes 1 and 2 must see node 0 `down` and agree on a lease held by
+//! one of them at a higher epoch, while node 0 keeps serving its API. After the heal all three
+//! must see three live members and report the same lease.
+//!
+//! Needs root, a Docker engine (each node talks to `/var/run/docker.sock`) and the binaries
+//! (`cargo build --workspace --bins`). Leaves nothing behind, pass or fail: the [`Cluster`]
+//! guard stops the nodes, removes containers labelled with their peer ids and tears the testnet
+//! down in `Drop`; on failure it prints the tail of every node's log.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use warren_testnet::Testnet;
+
+const NODES: usize = 3;
+const API: &str = "http://127.0.0.1:7700";
+const P2P_PORT: u16 = 7701;
+const POLL: Duration = Duration::from_millis(250);
+const LOG_TAIL_LINES: usize = 40;
+
+/// The `warren-node` and `warren-cli` binaries of this workspace's debug build.
+struct Bins {
+    node: PathBuf,
+    cli: PathBuf,
+}
+
+fn find_bins() -> Bins {
+    let mut candidates = Vec::new();
+    // The test executable is target/debug/deps/partition-<hash>.
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+    {
+        candidates.push(dir);
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(dir).join("debug"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    for dir in &candidates {
+        let node = dir.join("warren-node");
+        let cli = dir.join("warren-cli");
+        if node.is_file() && cli.is_file() {
+            return Bins { node, cli };
+        }
+    }
+    panic!(
+        "warren-node and warren-cli not found in any of {candidates:?}: \
+         run `cargo build --workspace --bins` first"
+    );
+}
+
+/// The lease as one node reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Lease {
+    holder: String,
+    epoch: u64,
+}
+
+fn lease(status: &Value) -> Option<Lease> {
+    let lease = status.get("lease")?;
+    Some(Lease {
+        holder: lease.get("holder")?.as_str()?.to_string(),
+        epoch: lease.get("epoch")?.as_u64()?,
+    })
+}
+
+fn members(status: &Value) -> &[Value] {
+    status
+        .get("members")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn liveness<'a>(status: &'a Value, peer: &str) -> Option<&'a str> {
+    members(status)
+        .iter()
+        .find(|m| m.get("id").and_then(Value::as_str) == Some(peer))?
+        .get("liveness")?
+        .as_str()
+}
+
+fn alive_count(status: &Value) -> usize {
+    members(status)
+        .iter()
+        .filter(|m| m.get("liveness").and_then(Value::as_str) == Some("alive"))
+        .count()
+}
+
+/// The testnet, its nodes and their files; cleans everything up in `Drop`.
+struct Cluster {
+    net: Testnet,
+    bins: Bins,
+    dir: tempfile::TempDir,
+    pids: Vec<Option<u32>>,
+    peers: Vec<Option<String>>,
+}
+
+impl Cluster {
+    fn new(bins: Bins) -> Self {
+        let net = match Testnet::new(NODES) {
+            Ok(net) => net,
+            Err(e) => {
+                panic!("cannot build the testnet (this test needs root; CI runs it as root): {e}")
+            }
+        };
+        let dir = match tempfile::Builder::new().prefix("warren-testnet-").tempdir() {
+            Ok(dir) => dir,
+            Err(e) => panic!("cannot create a temporary directory: {e}"),
+        };
+        Self {
+            net,
+            bins,
+            dir,
+            pids: vec![None; NODES],
+            peers: vec![None; NODES],
+        }
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{i}.log"))
+    }
+
+    /// Starts `warren-node up` in namespace `i` with `role` (`--init NAME` or `--join TOKEN`).
+    fn start(&mut self, i: usize, role: &[&str]) {
+        let data = self.dir.path().join(format!("n{i}"));
+        let stdout = self.dir.path().join(format!("n{i}.out"));
+        let (stdout, stderr) = match (File::create(&stdout), File::create(self.log_path(i))) {
+            (Ok(out), Ok(err)) => (out, err),
+            (Err(e), _) | (_, Err(e)) => panic!("cannot create node {i}'s log files: {e}"),
+        };
+        let listen = format!("/ip4/{}/udp/{P2P_PORT}/quic-v1", self.net.addr(i));
+        let mut cmd = self.net.exec(i, &self.bins.node);
+        cmd.arg("up")
+            .args(["--name", &format!("n{i}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", &listen])
+            .args(["--api", "127.0.0.1:7700"])
+            .args(role)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        match self.net.spawn(cmd) {
+            Ok(pid) => self.pids[i] = Some(pid),
+            Err(e) => panic!("cannot start node {i}: {e}"),
+        }
+    }
+
+    /// `warren-cli --peer API ARGS` in namespace `i`: its stdout, or why it failed.
+    fn cli(&self, i: usize, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .net
+            .exec(i, &self.bins.cli)
+            .args(["--peer", API])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run warren-cli: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "node {i}: warren-cli {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    fn status(&self, i: usize) -> Result<Value, String> {
+        let out = self.cli(i, &["-o", "json", "cluster", "status"])?;
+        serde_json::from_str(&out).map_err(|e| format!("node {i}: status is not JSON ({e}): {out}"))
+    }
+
+    fn peer(&self, i: usize) -> &str {
+        self.peers[i].as_deref().unwrap_or("?")
+    }
+
+    /// Panics if a node this test started has exited.
+    fn assert_nodes_running(&mut self) {
+        for i in 0..NODES {
+            if let Some(pid) = self.pids[i] {
+                match self.net.try_wait(pid) {
+                    Ok(None) => {}
+                    Ok(Some(status)) => panic!("node {i} (pid {pid}) exited: {status}"),
+                    Err(e) => panic!("node {i}: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Polls `check` until it returns `Ok`, failing after `timeout` with its last complaint.
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Self) -> Result<T, String>,
+    ) -> T {
+        let start = Instant::now();
+        self.net.log(format_args!("waiting for {what}"));
+        loop {
+            self.assert_nodes_running();
+            match check(self) {
+                Ok(value) => {
+                    self.net
+                        .log(format_args!("{what}: after {:?}", start.elapsed()));
+                    return value;
+                }
+                Err(why) if start.elapsed() >= timeout => {
+                    panic!("no {what} within {timeout:?}; last: {why}")
+                }
+                Err(_) => std::thread::sleep(POLL),
+            }
+        }
+    }
+
+    /// Removes the containers the nodes labelled with their peer ids.
+    fn remove_containers(&self) {
+        for peer in self.peers.iter().flatten() {
+            let filter = format!("label=warren.node={peer}");
+            let ids = match Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter])
+                .output()
+            {
+                Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect::<Vec<_>>(),
+                Ok(out) => {
+                    self.net.log(format_args!(
+                        "docker ps --filter {filter} failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    self.net.log(format_args!("cannot run docker: {e}"));
+                    continue;
+                }
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            self.net
+                .log(format_args!("removing containers of {peer}: {ids:?}"));
+            match Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output()
+            {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => self.net.log(format_args!(
+                    "docker rm -f failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => self.net.log(format_args!("cannot run docker: {e}")),
+            }
+        }
+    }
+
+    fn print_log_tails(&self) {
+        for i in 0..NODES {
+            let path = self.log_path(i);
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "----- node {i} ({}), last {} lines of {} -----",
+                self.peer(i),
+                tail.len(),
+                path.display()
+            );
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let failed = std::thread::panicking();
+        // Stop the nodes first, so that none starts a container after the cleanup.
+        if let Err(e) = self.net.down() {
+            self.net.log(format_args!("teardown: {e}"));
+        }
+        self.remove_containers();
+        if failed {
+            self.print_log_tails();
+        }
+    }
+}
+
+#[test]
+fn partition_elects_a_new_lease_holder_and_heal_converges() {
+    let bins = find_bins();
+    let mut c = Cluster::new(bins);
+    let started = Instant::now();
+
+    // Node 0 creates the cluster; 1 and 2 join with tokens minted at node 0.
+    c.start(0, &["--init", "wt-partition"]);
+    let peer0 = c.wait_for("node 0's API", Duration::from_secs(30), |c| {
+        let status = c.status(0)?;
+        status
+            .get("node")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| format!("no `node` in {status}"))
+    });
+    c.peers[0] = Some(peer0);
+    for i in 1..NODES {
+        let token = match c.cli(0, &["join-token", "create"]) {
+            Ok(out) => out.trim().to_string(),
+            Err(e) => panic!("cannot mint a join token at node 0: {e}"),
+        };
+        assert!(!token.is_empty(), "node 0 printed an empty join token");
+        c.start(i, &["--join", &token]);
+        let peer = c.wait_for(&format!("node {i}'s API"), Duration::from_secs(30), |c| {
+            let status = c.status(i)?;
+            status
+                .get("node")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .ok_or_else(|| format!("no `node` in {status}"))
+        });
+        c.peers[i] = Some(peer);
+    }
+
+    c.wait_for(
+        "3 alive members on every node",
+        Duration::from_secs(60),
+        |c| {
+            for i in 0..NODES {
+                let status = c.status(i)?;
+                if alive_count(&status) != NODES {
+                    return Err(format!("node {i} sees {status}"));
+                }
+            }
+            Ok(())
+        },
+    );
+    let before = match lease(&c.status(0).unwrap_or_default()) {
+        Some(lease) => lease,
+        None => panic!("node 0 reports no lease with all 3 members alive"),
+    };
+    c.net.log(format_args!(
+        "lease before the partition: {before:?} (formed in {:?})",
+        started.elapsed()
+    ));
+
+    // {0} / {1,2}
+    if let Err(e) = c.net.partition(&[&[0], &[1, 2]]) {
+        panic!("cannot partition: {e}");
+    }
+    let cut = Instant::now();
+    let majority = c.wait_for(
+        "a new lease in {1,2} with node 0 down there",
+        Duration::from_secs(30),
+        |c| {
+            let peer0 = c.peer(0).to_string();
+            let mut leases = Vec::new();
+            for i in [1, 2] {
+                let status = c.status(i)?;
+                if liveness(&status, &peer0) != Some("down") {
+                    return Err(format!("node {i} does not see node 0 down: {status}"));
+                }
+                let lease = lease(&status).ok_or_else(|| format!("node {i}: no lease"))?;
+                if lease.holder != c.peer(1) && lease.holder != c.peer(2) {
+                    return Err(format!("node {i}: lease {lease:?} is not held in {{1,2}}"));
+                }
+                if lease.epoch <= before.epoch {
+                    return Err(format!(
+                        "node {i}: lease {lease:?} is not newer than {before:?}"
+                    ));
+                }
+                leases.push(lease);
+            }
+            if leases[0] != leases[1] {
+                return Err(format!("nodes 1 and 2 disagree: {leases:?}"));
+            }
+            Ok(leases[0].clone())
+        },
+    );
+    c.net.log(format_args!(
+        "lease in {{1,2}}: {majority:?}, {:?} after the cut",
+        cut.elapsed()
+    ));
+    // Autonomy: node 0 still answers, and sees the others go.
+    c.wait_for(
+        "node 0 serving its API and seeing 1 and 2 down",
+        Duration::from_secs(30),
+        |c| {
+            let status = c.status(0)?;
+            for j in [1, 2] {
+                if liveness(&status, c.peer(j)) != Some("down") {
+                    return Err(format!("node 0 does not see node {j} down: {status}"));
+                }
+            }
+            Ok(())
+        },
+    );
+
+    if let Err(e) = c.net.heal() {
+        panic!("cannot heal: {e}");
+    }
+    let healed = Instant::now();
+    let after = c.wait_for(
+        "3 alive members and one lease on every node after the heal",
+        Duration::from_secs(30),
+        |c| {
+            let mut leases = Vec::new();
+            for i in 0..NODES {
+                let status = c.status(i)?;
+                if alive_count(&status) != NODES {
+                    return Err(format!("node {i} sees {status}"));
+                }
+                leases.push(lease(&status).ok_or_else(|| format!("node {i}: no lease"))?);
+            }
+            if leases.iter().any(|l| *l != leases[0]) {
+                return Err(format!("leases differ: {leases:?}"));
+            }
+            Ok(leases[0].clone())
+        },
+    );
+    c.net.log(format_args!(
+        "lease after the heal: {after:?}, {:?} after the heal, {:?} in all",
+        healed.elapsed(),
+        started.elapsed()
+    ));
+    assert!(
+        after.epoch >= majority.epoch,
+        "the lease went back in time: {after:?} after {majority:?}"
+    );
+}
