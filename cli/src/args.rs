@@ -50,8 +50,15 @@ pub(crate) enum Command {
 pub(crate) enum ClusterCommand {
     /// Members with liveness, the lease holder and its epoch.
     Status,
-    /// Who changed what, when (the desired state's history).
-    History,
+    /// Who changed what, when (the desired state's history), oldest first.
+    History {
+        /// Only changes that touched this service (its spec or its assignments).
+        #[arg(long)]
+        service: Option<String>,
+        /// How many of the newest changes to show.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,8 +7,9 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, Change, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 
 use crate::model::{
-    Assignment, ClusterInfo, Epoch, HistoryEntry, Lease, Member, MemberState, NodeId, PortSpec,
-    Service, ServiceName, ServiceSpec, SlotId, TokenRecord,
+    Assignment, ClusterInfo, Epoch, HistoryEntry, Job, JobAttempt, JobSpec, JobState, Lease,
+    Member, MemberState, NodeId, PortSpec, SecretRecord, Service, ServiceName, ServiceSpec, SlotId,
+    TokenRecord, Volume,
 };
 use crate::CrdtError;
 
@@ -18,6 +19,9 @@ const SERVICES: &str = "services";
 const ASSIGNMENTS: &str = "assignments";
 const LEASE: &str = "lease";
 const TOKENS: &str = "tokens";
+const JOBS: &str = "jobs";
+const SECRETS: &str = "secrets";
+const VOLUMES: &str = "volumes";
 
 /// Separates the node id from the per-start random suffix in an actor id.
 const ACTOR_SEPARATOR: u8 = b'#';
@@ -81,6 +85,37 @@ fn node_of_actor(actor: &ActorId) -> Option<NodeId> {
     Some(NodeId(text.to_string()))
 }
 
+/// Whether an Automerge patch changes something of `service`: a key under
+/// `services.<service>`, the `services.<service>` entry itself, or an `assignments` key
+/// `<service>/<slot>`.
+fn patch_touches_service(patch: &automerge::Patch, service: &str) -> bool {
+    use automerge::{PatchAction, Prop};
+    let key = match &patch.action {
+        PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => Some(key.as_str()),
+        _ => None,
+    };
+    let props: Vec<&str> = patch
+        .path
+        .iter()
+        .filter_map(|(_, p)| match p {
+            Prop::Map(k) => Some(k.as_str()),
+            Prop::Seq(_) => None,
+        })
+        .collect();
+    let of_service = |slot_key: &str| {
+        slot_key
+            .rsplit_once('/')
+            .is_some_and(|(name, _)| name == service)
+    };
+    match props.as_slice() {
+        [SERVICES, name, ..] => *name == service,
+        [SERVICES] => key == Some(service),
+        [ASSIGNMENTS, slot, ..] => of_service(slot),
+        [ASSIGNMENTS] => key.is_some_and(of_service),
+        _ => false,
+    }
+}
+
 impl DesiredState {
     /// A new cluster's document, written by `node`: the cluster record and `node` as first member.
     pub fn new_cluster(info: &ClusterInfo, founder: &Member) -> Result<Self, CrdtError> {
@@ -91,7 +126,15 @@ impl DesiredState {
         state.doc.put(&obj, "created_at", info.created_at)?;
         // Every top-level map is made once, here: two replicas that each created a missing map
         // concurrently would hold two conflicting maps, and one side's entries would vanish.
-        for key in [MEMBERS, SERVICES, ASSIGNMENTS, TOKENS] {
+        for key in [
+            MEMBERS,
+            SERVICES,
+            ASSIGNMENTS,
+            TOKENS,
+            JOBS,
+            SECRETS,
+            VOLUMES,
+        ] {
             state.doc.put_object(ROOT, key, ObjType::Map)?;
         }
         state.write_member(founder)?;
@@ -223,6 +266,33 @@ impl DesiredState {
             .collect()
     }
 
+    /// The newest changes that touched `service` (its record, spec or any of its
+    /// assignments), newest first, at most `limit`. Each change is diffed against its
+    /// dependencies, so this costs one diff per change examined: it is an operator's query,
+    /// not a hot path.
+    pub fn service_history(&mut self, service: &ServiceName, limit: usize) -> Vec<HistoryEntry> {
+        let changes = self.doc.get_changes(&[]);
+        let mut found = Vec::new();
+        for change in changes.iter().rev() {
+            if found.len() >= limit {
+                break;
+            }
+            let patches = self.doc.diff(change.deps(), &[change.hash()]);
+            if patches
+                .iter()
+                .any(|p| patch_touches_service(p, service.as_str()))
+            {
+                found.push(HistoryEntry {
+                    hash: change.hash().to_string(),
+                    node: node_of_actor(change.actor_id()),
+                    time: change.timestamp(),
+                    message: change.message().map(str::to_string).unwrap_or_default(),
+                });
+            }
+        }
+        found
+    }
+
     // ---- reads ---------------------------------------------------------------------------
 
     fn map(&self, parent: &ObjId, key: &str) -> Option<ObjId> {
@@ -347,23 +417,43 @@ impl DesiredState {
         self.read_service(&services, name).filter(|s| !s.deleted)
     }
 
+    /// The object of service `name` that stands: of concurrent (re-)creations, the one with the
+    /// highest generation; equal generations resolve by Automerge's deterministic order.
+    fn service_obj(&self, services: &ObjId, name: &ServiceName) -> Option<ObjId> {
+        let mut best: Option<(u64, ObjId)> = None;
+        for obj in self.all_maps(services, name.as_str()) {
+            let generation = self.uint(&obj, "generation").unwrap_or_default();
+            if best.as_ref().is_none_or(|(g, _)| generation > *g) {
+                best = Some((generation, obj));
+            }
+        }
+        best.map(|(_, obj)| obj)
+    }
+
+    fn read_spec(&self, spec: &ObjId) -> ServiceSpec {
+        ServiceSpec {
+            image: self.string(spec, "image").unwrap_or_default(),
+            replicas: self
+                .uint(spec, "replicas")
+                .and_then(|r| u32::try_from(r).ok())
+                .unwrap_or_default(),
+            command: self.json(spec, "command"),
+            env: self.string_map(spec, "env"),
+            ports: self.json::<Vec<PortSpec>>(spec, "ports"),
+        }
+    }
+
     fn read_service(&self, services: &ObjId, name: &ServiceName) -> Option<Service> {
-        let obj = self.map(services, name.as_str())?;
+        let obj = self.service_obj(services, name)?;
         let spec = self.map(&obj, "spec")?;
         Some(Service {
             name: name.clone(),
             generation: self.uint(&obj, "generation").unwrap_or_default(),
             deleted: self.boolean(&obj, "deleted").unwrap_or(false),
-            spec: ServiceSpec {
-                image: self.string(&spec, "image").unwrap_or_default(),
-                replicas: self
-                    .uint(&spec, "replicas")
-                    .and_then(|r| u32::try_from(r).ok())
-                    .unwrap_or_default(),
-                command: self.json(&spec, "command"),
-                env: self.string_map(&spec, "env"),
-                ports: self.json::<Vec<PortSpec>>(&spec, "ports"),
-            },
+            spec: self.read_spec(&spec),
+            previous_spec: self
+                .string(&obj, "previous_spec")
+                .and_then(|s| serde_json::from_str(&s).ok()),
         })
     }
 
@@ -427,6 +517,108 @@ impl DesiredState {
                         role: self.string(&obj, "role").unwrap_or_default(),
                     },
                 ))
+            })
+            .collect()
+    }
+
+    fn bytes(&self, obj: &ObjId, key: &str) -> Option<Vec<u8>> {
+        match self.scalar(obj, key)? {
+            ScalarValue::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn entries(&self, top: &str) -> Vec<(String, ObjId)> {
+        let Some(map) = self.map(&ROOT, top) else {
+            return Vec::new();
+        };
+        self.doc
+            .keys(&map)
+            .filter_map(|k| self.map(&map, &k).map(|obj| (k, obj)))
+            .collect()
+    }
+
+    /// Every job, by id.
+    pub fn jobs(&self) -> BTreeMap<String, Job> {
+        self.entries(JOBS)
+            .into_iter()
+            .filter_map(|(id, obj)| {
+                let spec = self.map(&obj, "spec")?;
+                let attempts = match self.doc.get(&obj, "attempts") {
+                    Ok(Some((Value::Object(ObjType::List), list))) => (0..self.doc.length(&list))
+                        .filter_map(|i| match self.doc.get(&list, i) {
+                            Ok(Some((Value::Object(ObjType::Map), a))) => Some(JobAttempt {
+                                number: self
+                                    .uint(&a, "number")
+                                    .and_then(|n| u32::try_from(n).ok())
+                                    .unwrap_or_default(),
+                                node: NodeId(self.string(&a, "node").unwrap_or_default()),
+                                started_at: self.int(&a, "started_at").unwrap_or_default(),
+                                exit_code: self.int(&a, "exit_code"),
+                            }),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let job = Job {
+                    id: id.clone(),
+                    spec: JobSpec {
+                        image: self.string(&spec, "image").unwrap_or_default(),
+                        command: self.json(&spec, "command"),
+                        env: self.string_map(&spec, "env"),
+                    },
+                    priority: self.int(&obj, "priority").unwrap_or_default(),
+                    max_attempts: self
+                        .uint(&obj, "max_attempts")
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(1),
+                    attempts,
+                    state: JobState::parse(&self.string(&obj, "state").unwrap_or_default()),
+                };
+                Some((id, job))
+            })
+            .collect()
+    }
+
+    /// Every secret (ciphertext and sealed keys only), by name.
+    pub fn secrets(&self) -> BTreeMap<String, SecretRecord> {
+        self.entries(SECRETS)
+            .into_iter()
+            .filter_map(|(name, obj)| {
+                let recipients = self
+                    .map(&obj, "recipients")
+                    .map(|r| {
+                        self.doc
+                            .keys(&r)
+                            .filter_map(|peer| self.bytes(&r, &peer).map(|key| (NodeId(peer), key)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let record = SecretRecord {
+                    name: name.clone(),
+                    version: self.uint(&obj, "version").unwrap_or_default(),
+                    ciphertext: self.bytes(&obj, "ciphertext")?,
+                    nonce: self.bytes(&obj, "nonce")?,
+                    recipients,
+                };
+                Some((name, record))
+            })
+            .collect()
+    }
+
+    /// Every volume, by name.
+    pub fn volumes(&self) -> BTreeMap<String, Volume> {
+        self.entries(VOLUMES)
+            .into_iter()
+            .map(|(name, obj)| {
+                let volume = Volume {
+                    name: name.clone(),
+                    driver: self.string(&obj, "driver").unwrap_or_default(),
+                    node: NodeId(self.string(&obj, "node").unwrap_or_default()),
+                    options: self.string_map(&obj, "options"),
+                };
+                (name, volume)
             })
             .collect()
     }
@@ -523,16 +715,70 @@ impl DesiredState {
         Ok(self.commit(format!("service create {name}")))
     }
 
-    fn live_service_obj(&self, name: &ServiceName) -> Result<ObjId, CrdtError> {
-        let services = self
-            .map(&ROOT, SERVICES)
-            .ok_or_else(|| CrdtError::UnknownService(name.clone()))?;
+    fn live_service_obj(&self, name: &ServiceName) -> Result<(ObjId, Service), CrdtError> {
+        let unknown = || CrdtError::UnknownService(name.clone());
+        let services = self.map(&ROOT, SERVICES).ok_or_else(unknown)?;
         match self.read_service(&services, name) {
-            Some(s) if !s.deleted => self
-                .map(&services, name.as_str())
-                .ok_or_else(|| CrdtError::UnknownService(name.clone())),
-            _ => Err(CrdtError::UnknownService(name.clone())),
+            Some(s) if !s.deleted => {
+                Ok((self.service_obj(&services, name).ok_or_else(unknown)?, s))
+            }
+            _ => Err(unknown()),
         }
+    }
+
+    /// Changes a service's spec, field by field: only fields that differ are written, so a
+    /// concurrent update of another field survives the merge. The old spec is kept as
+    /// `previous_spec` (for a rollback); the generation increases when anything but the replica
+    /// count changed, since that needs new containers. Returns an empty change when `spec` is
+    /// what is already there.
+    ///
+    /// Errors: [`CrdtError::UnknownService`].
+    pub fn update_service(
+        &mut self,
+        name: &ServiceName,
+        spec: &ServiceSpec,
+    ) -> Result<ChangeBytes, CrdtError> {
+        let (obj, current) = self.live_service_obj(name)?;
+        if current.spec == *spec {
+            return Ok(Vec::new());
+        }
+        let spec_obj = self.ensure_map(&obj, "spec")?;
+        let old = &current.spec;
+        if old.image != spec.image {
+            self.doc.put(&spec_obj, "image", spec.image.as_str())?;
+        }
+        if old.replicas != spec.replicas {
+            self.doc
+                .put(&spec_obj, "replicas", u64::from(spec.replicas))?;
+        }
+        if old.command != spec.command {
+            self.doc
+                .put(&spec_obj, "command", serde_json::to_string(&spec.command)?)?;
+        }
+        if old.ports != spec.ports {
+            self.doc
+                .put(&spec_obj, "ports", serde_json::to_string(&spec.ports)?)?;
+        }
+        if old.env != spec.env {
+            let env = self.ensure_map(&spec_obj, "env")?;
+            for key in old.env.keys().filter(|k| !spec.env.contains_key(*k)) {
+                self.doc.delete(&env, key.as_str())?;
+            }
+            for (k, v) in spec.env.iter().filter(|(k, v)| old.env.get(*k) != Some(*v)) {
+                self.doc.put(&env, k.as_str(), v.as_str())?;
+            }
+        }
+        let needs_new_containers = ServiceSpec {
+            replicas: spec.replicas,
+            ..old.clone()
+        } != *spec;
+        if needs_new_containers {
+            self.doc
+                .put(&obj, "generation", current.generation.saturating_add(1))?;
+            self.doc
+                .put(&obj, "previous_spec", serde_json::to_string(old)?)?;
+        }
+        Ok(self.commit(format!("service update {name}")))
     }
 
     /// Sets a service's replica count.
@@ -543,7 +789,7 @@ impl DesiredState {
         name: &ServiceName,
         replicas: u32,
     ) -> Result<ChangeBytes, CrdtError> {
-        let obj = self.live_service_obj(name)?;
+        let (obj, _) = self.live_service_obj(name)?;
         let spec = self.ensure_map(&obj, "spec")?;
         self.doc.put(&spec, "replicas", u64::from(replicas))?;
         Ok(self.commit(format!("service scale {name} {replicas}")))
@@ -553,7 +799,7 @@ impl DesiredState {
     ///
     /// Errors: [`CrdtError::UnknownService`].
     pub fn delete_service(&mut self, name: &ServiceName) -> Result<ChangeBytes, CrdtError> {
-        let obj = self.live_service_obj(name)?;
+        let (obj, _) = self.live_service_obj(name)?;
         self.doc.put(&obj, "deleted", true)?;
         Ok(self.commit(format!("service rm {name}")))
     }
@@ -639,5 +885,127 @@ impl DesiredState {
             member.name,
             member.id.short()
         )))
+    }
+
+    /// Creates a job in state `pending` with no attempts.
+    ///
+    /// Errors: [`CrdtError::JobExists`].
+    pub fn create_job(
+        &mut self,
+        id: &str,
+        spec: &JobSpec,
+        priority: i64,
+        max_attempts: u32,
+    ) -> Result<ChangeBytes, CrdtError> {
+        if self.jobs().contains_key(id) {
+            return Err(CrdtError::JobExists(id.to_string()));
+        }
+        let jobs = self.ensure_map(&ROOT, JOBS)?;
+        let obj = self.doc.put_object(&jobs, id, ObjType::Map)?;
+        let spec_obj = self.doc.put_object(&obj, "spec", ObjType::Map)?;
+        self.doc.put(&spec_obj, "image", spec.image.as_str())?;
+        self.doc
+            .put(&spec_obj, "command", serde_json::to_string(&spec.command)?)?;
+        let env = self.doc.put_object(&spec_obj, "env", ObjType::Map)?;
+        for (k, v) in &spec.env {
+            self.doc.put(&env, k.as_str(), v.as_str())?;
+        }
+        self.doc.put(&obj, "priority", priority)?;
+        self.doc
+            .put(&obj, "max_attempts", u64::from(max_attempts))?;
+        self.doc.put_object(&obj, "attempts", ObjType::List)?;
+        self.doc.put(&obj, "state", JobState::Pending.as_str())?;
+        Ok(self.commit(format!("job create {id}")))
+    }
+
+    /// Appends an attempt to a job and sets its state, in one change. Concurrent appends from
+    /// two nodes both survive (Automerge list inserts).
+    ///
+    /// Errors: [`CrdtError::UnknownJob`].
+    pub fn record_job_attempt(
+        &mut self,
+        id: &str,
+        attempt: &JobAttempt,
+        state: JobState,
+    ) -> Result<ChangeBytes, CrdtError> {
+        let missing = || CrdtError::UnknownJob(id.to_string());
+        let jobs = self.map(&ROOT, JOBS).ok_or_else(missing)?;
+        let obj = self.map(&jobs, id).ok_or_else(missing)?;
+        let list = match self.doc.get(&obj, "attempts")? {
+            Some((Value::Object(ObjType::List), list)) => list,
+            _ => self.doc.put_object(&obj, "attempts", ObjType::List)?,
+        };
+        let at = self.doc.length(&list);
+        let a = self.doc.insert_object(&list, at, ObjType::Map)?;
+        self.doc.put(&a, "number", u64::from(attempt.number))?;
+        self.doc.put(&a, "node", attempt.node.as_str())?;
+        self.doc.put(&a, "started_at", attempt.started_at)?;
+        if let Some(code) = attempt.exit_code {
+            self.doc.put(&a, "exit_code", code)?;
+        }
+        self.doc.put(&obj, "state", state.as_str())?;
+        Ok(self.commit(format!(
+            "job attempt {id} #{} on {} -> {}",
+            attempt.number,
+            attempt.node.short(),
+            state.as_str()
+        )))
+    }
+
+    /// Writes (or rotates) a secret: ciphertext, nonce and sealed keys replace the old ones.
+    pub fn put_secret(&mut self, secret: &SecretRecord) -> Result<ChangeBytes, CrdtError> {
+        let secrets = self.ensure_map(&ROOT, SECRETS)?;
+        let obj = self
+            .doc
+            .put_object(&secrets, secret.name.as_str(), ObjType::Map)?;
+        self.doc.put(&obj, "version", secret.version)?;
+        self.doc.put(
+            &obj,
+            "ciphertext",
+            ScalarValue::Bytes(secret.ciphertext.clone()),
+        )?;
+        self.doc
+            .put(&obj, "nonce", ScalarValue::Bytes(secret.nonce.clone()))?;
+        let recipients = self.doc.put_object(&obj, "recipients", ObjType::Map)?;
+        for (peer, key) in &secret.recipients {
+            self.doc
+                .put(&recipients, peer.as_str(), ScalarValue::Bytes(key.clone()))?;
+        }
+        Ok(self.commit(format!("secret put {} v{}", secret.name, secret.version)))
+    }
+
+    /// Removes a secret. Errors: [`CrdtError::UnknownSecret`].
+    pub fn remove_secret(&mut self, name: &str) -> Result<ChangeBytes, CrdtError> {
+        let secrets = self
+            .map(&ROOT, SECRETS)
+            .filter(|s| self.map(s, name).is_some())
+            .ok_or_else(|| CrdtError::UnknownSecret(name.to_string()))?;
+        self.doc.delete(&secrets, name)?;
+        Ok(self.commit(format!("secret rm {name}")))
+    }
+
+    /// Creates or replaces a volume record.
+    pub fn put_volume(&mut self, volume: &Volume) -> Result<ChangeBytes, CrdtError> {
+        let volumes = self.ensure_map(&ROOT, VOLUMES)?;
+        let obj = self
+            .doc
+            .put_object(&volumes, volume.name.as_str(), ObjType::Map)?;
+        self.doc.put(&obj, "driver", volume.driver.as_str())?;
+        self.doc.put(&obj, "node", volume.node.as_str())?;
+        let options = self.doc.put_object(&obj, "options", ObjType::Map)?;
+        for (k, v) in &volume.options {
+            self.doc.put(&options, k.as_str(), v.as_str())?;
+        }
+        Ok(self.commit(format!("volume put {}", volume.name)))
+    }
+
+    /// Removes a volume record. Errors: [`CrdtError::UnknownVolume`].
+    pub fn remove_volume(&mut self, name: &str) -> Result<ChangeBytes, CrdtError> {
+        let volumes = self
+            .map(&ROOT, VOLUMES)
+            .filter(|v| self.map(v, name).is_some())
+            .ok_or_else(|| CrdtError::UnknownVolume(name.to_string()))?;
+        self.doc.delete(&volumes, name)?;
+        Ok(self.commit(format!("volume rm {name}")))
     }
 }

@@ -21,6 +21,18 @@ pub enum CrdtError {
     /// No member has that id.
     #[error("no member {0}")]
     UnknownMember(NodeId),
+    /// No job has that id.
+    #[error("no job {0}")]
+    UnknownJob(String),
+    /// A job with that id exists.
+    #[error("job {0} already exists")]
+    JobExists(String),
+    /// No secret has that name.
+    #[error("no secret named {0}")]
+    UnknownSecret(String),
+    /// No volume has that name.
+    #[error("no volume named {0}")]
+    UnknownVolume(String),
     /// No join token has that id.
     #[error("no join token {0}")]
     UnknownToken(String),

@@ -67,8 +67,9 @@ mod store;
 pub use doc::{ChangeBytes, DesiredState, SyncState};
 pub use error::CrdtError;
 pub use model::{
-    Assignment, ClusterInfo, Epoch, HistoryEntry, Lease, Member, MemberState, NodeId, PortSpec,
-    Service, ServiceName, ServiceSpec, SlotId, TokenRecord,
+    Assignment, ClusterInfo, Epoch, HistoryEntry, Job, JobAttempt, JobSpec, JobState, Lease,
+    Member, MemberState, NodeId, PortSpec, SecretRecord, Service, ServiceName, ServiceSpec, SlotId,
+    TokenRecord, Volume,
 };
 pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
 

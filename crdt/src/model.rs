@@ -213,6 +213,9 @@ pub struct Service {
     pub deleted: bool,
     /// The desired spec.
     pub spec: ServiceSpec,
+    /// The spec before the last update that changed the generation, for a rollback.
+    #[serde(default)]
+    pub previous_spec: Option<ServiceSpec>,
 }
 
 /// The key of one replica of a service: `<service>/<slot>`.
@@ -301,4 +304,110 @@ pub struct HistoryEntry {
     pub time: i64,
     /// What the change did, e.g. `service create web`.
     pub message: String,
+}
+
+/// What a job runs: `jobs.<id>.spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Docker image reference.
+    pub image: String,
+    /// Command and arguments; empty means the image's default.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for an attempt.
+    Pending,
+    /// An attempt runs.
+    Running,
+    /// An attempt exited 0.
+    Succeeded,
+    /// The last allowed attempt failed: dead-lettered, kept for inspection.
+    Dead,
+}
+
+impl JobState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> JobState {
+        match s {
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "dead" => JobState::Dead,
+            _ => JobState::Pending,
+        }
+    }
+}
+
+/// One attempt of a job: `jobs.<id>.attempts[i]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobAttempt {
+    /// 1-based attempt number.
+    pub number: u32,
+    /// The node that ran it.
+    pub node: NodeId,
+    /// Unix milliseconds when it started.
+    pub started_at: i64,
+    /// Exit code, once it ended.
+    pub exit_code: Option<i64>,
+}
+
+/// `jobs.<id>`: a run-to-completion workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job's id.
+    pub id: String,
+    /// What it runs.
+    pub spec: JobSpec,
+    /// Higher runs first.
+    pub priority: i64,
+    /// Attempts before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Attempts so far, in the order the document holds them (concurrent appends all survive).
+    pub attempts: Vec<JobAttempt>,
+    /// Its state.
+    pub state: JobState,
+}
+
+/// `secrets.<name>`: a secret as ciphertext only. The value is encrypted once under a data key
+/// (XChaCha20-Poly1305); the data key is sealed to each member's X25519 key (DESIGN §4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    /// The secret's name.
+    pub name: String,
+    /// Increases with every rotation or re-keying.
+    pub version: u64,
+    /// Encrypted value.
+    pub ciphertext: Vec<u8>,
+    /// The 24-byte XChaCha20 nonce.
+    pub nonce: Vec<u8>,
+    /// The data key sealed to each recipient member.
+    pub recipients: BTreeMap<NodeId, Vec<u8>>,
+}
+
+/// `volumes.<name>`: a named volume bound to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// The volume's name.
+    pub name: String,
+    /// Docker volume driver (`local`).
+    pub driver: String,
+    /// The node that holds its data (tasks using it are placed there).
+    pub node: NodeId,
+    /// Driver options.
+    pub options: BTreeMap<String, String>,
 }

@@ -288,3 +288,171 @@ fn garbage_from_a_peer_is_an_error_not_a_panic() {
         .receive_sync_message(&mut SyncState::new(), &[0x42, 1, 2, 3])
         .is_err());
 }
+
+#[test]
+fn service_history_lists_only_changes_that_touched_the_service() {
+    let (mut a, mut b) = pair();
+    a.create_service(&name("web"), &spec(2))
+        .expect("create web");
+    a.create_service(&name("api"), &spec(1))
+        .expect("create api");
+    sync_pair(&mut a, &mut b);
+    b.scale_service(&name("web"), 3).expect("scale web");
+    let slot = SlotId {
+        service: name("web"),
+        slot: 0,
+    };
+    let assignment = Assignment {
+        node: NodeId("B".into()),
+        epoch: Epoch(1),
+        holder: NodeId("A".into()),
+        spec_generation: 1,
+    };
+    a.write_assignments(&[(slot, assignment)], &[])
+        .expect("assign");
+    a.scale_service(&name("api"), 4).expect("scale api");
+    sync_pair(&mut a, &mut b);
+
+    let web: Vec<String> = a
+        .service_history(&name("web"), 10)
+        .into_iter()
+        .map(|h| h.message)
+        .collect();
+    assert_eq!(web.len(), 3, "{web:?}");
+    assert!(web.contains(&"service create web".to_string()));
+    assert!(web.contains(&"service scale web 3".to_string()));
+    assert!(web.iter().any(|m| m.starts_with("schedule")));
+    let api: Vec<String> = b
+        .service_history(&name("api"), 10)
+        .into_iter()
+        .map(|h| h.message)
+        .collect();
+    assert_eq!(api, vec!["service scale api 4", "service create api"]);
+    assert_eq!(a.service_history(&name("web"), 1).len(), 1, "limit holds");
+    let by_b = a.service_history(&name("web"), 10);
+    assert!(by_b
+        .iter()
+        .any(|h| h.message == "service scale web 3" && h.node == Some(NodeId("B".into()))));
+}
+
+#[test]
+fn update_service_writes_only_what_changed_and_keeps_the_previous_spec() {
+    let (mut a, mut b) = pair();
+    a.create_service(&name("web"), &spec(1)).expect("create");
+    sync_pair(&mut a, &mut b);
+    // Concurrently: a changes the image, b the environment. Both survive.
+    let mut image = spec(1);
+    image.image = "warren/busybox:2".into();
+    a.update_service(&name("web"), &image).expect("update a");
+    let mut env = spec(1);
+    env.env.insert("NEW".into(), "1".into());
+    env.env.remove("K");
+    b.update_service(&name("web"), &env).expect("update b");
+    sync_pair(&mut a, &mut b);
+    for doc in [&a, &b] {
+        let web = doc.service(&name("web")).expect("web");
+        assert_eq!(web.spec.image, "warren/busybox:2");
+        assert_eq!(web.spec.env, [("NEW".to_string(), "1".to_string())].into());
+        assert_eq!(web.generation, 2);
+        assert!(web.previous_spec.is_some());
+    }
+    // No change, no change bytes; a replica-only change keeps the generation.
+    let current = a.service(&name("web")).expect("web").spec;
+    assert!(a
+        .update_service(&name("web"), &current)
+        .expect("noop")
+        .is_empty());
+    let mut more = current.clone();
+    more.replicas = 9;
+    a.update_service(&name("web"), &more)
+        .expect("scale via update");
+    assert_eq!(a.service(&name("web")).map(|s| s.generation), Some(2));
+}
+
+#[test]
+fn concurrent_re_creations_resolve_to_the_higher_generation() {
+    let (mut a, mut b) = pair();
+    a.create_service(&name("web"), &spec(1)).expect("create");
+    sync_pair(&mut a, &mut b);
+    a.delete_service(&name("web")).expect("delete");
+    sync_pair(&mut a, &mut b);
+    a.create_service(&name("web"), &spec(2))
+        .expect("re-create gen 2");
+    a.delete_service(&name("web")).expect("delete again");
+    a.create_service(&name("web"), &spec(3))
+        .expect("re-create gen 3");
+    b.create_service(&name("web"), &spec(7))
+        .expect("re-create gen 2 at b");
+    sync_pair(&mut a, &mut b);
+    for doc in [&a, &b] {
+        let web = doc.service(&name("web")).expect("web");
+        assert_eq!((web.generation, web.spec.replicas), (3, 3));
+    }
+}
+
+#[test]
+fn jobs_secrets_and_volumes_round_trip_and_merge() {
+    let (mut a, mut b) = pair();
+    let spec = JobSpec {
+        image: "warren/busybox:latest".into(),
+        command: vec!["true".into()],
+        env: Default::default(),
+    };
+    a.create_job("backup", &spec, 5, 3).expect("job");
+    assert!(matches!(
+        a.create_job("backup", &spec, 1, 1),
+        Err(CrdtError::JobExists(_))
+    ));
+    sync_pair(&mut a, &mut b);
+    // Two nodes record attempts concurrently: both attempts survive the merge.
+    let attempt = |n, node: &str| JobAttempt {
+        number: n,
+        node: NodeId(node.into()),
+        started_at: 10,
+        exit_code: Some(1),
+    };
+    a.record_job_attempt("backup", &attempt(1, "A"), JobState::Pending)
+        .expect("a");
+    b.record_job_attempt("backup", &attempt(1, "B"), JobState::Pending)
+        .expect("b");
+    sync_pair(&mut a, &mut b);
+    let job = &a.jobs()["backup"];
+    assert_eq!(job.attempts.len(), 2);
+    assert_eq!((job.priority, job.max_attempts), (5, 3));
+    assert_eq!(a.jobs(), b.jobs());
+    assert!(matches!(
+        a.record_job_attempt("nope", &attempt(1, "A"), JobState::Dead),
+        Err(CrdtError::UnknownJob(_))
+    ));
+
+    let secret = SecretRecord {
+        name: "db".into(),
+        version: 1,
+        ciphertext: vec![1, 2, 3],
+        nonce: vec![0; 24],
+        recipients: [(NodeId("A".into()), vec![9; 48])].into(),
+    };
+    a.put_secret(&secret).expect("secret");
+    let volume = Volume {
+        name: "data".into(),
+        driver: "local".into(),
+        node: NodeId("B".into()),
+        options: [("size".to_string(), "1G".to_string())].into(),
+    };
+    b.put_volume(&volume).expect("volume");
+    sync_pair(&mut a, &mut b);
+    assert_eq!(b.secrets()["db"], secret);
+    assert_eq!(a.volumes()["data"], volume);
+    b.remove_secret("db").expect("rm secret");
+    a.remove_volume("data").expect("rm volume");
+    sync_pair(&mut a, &mut b);
+    assert!(a.secrets().is_empty() && b.volumes().is_empty());
+    assert!(matches!(
+        a.remove_secret("db"),
+        Err(CrdtError::UnknownSecret(_))
+    ));
+    assert!(matches!(
+        a.remove_volume("data"),
+        Err(CrdtError::UnknownVolume(_))
+    ));
+}

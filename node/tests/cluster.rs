@@ -189,6 +189,38 @@ fn three_peers_schedule_restart_fail_over_scale_and_remove() {
         (all.len() == 1 && all[0].running).then_some(())
     });
 
+    // Any peer tells who changed the service and when: the create came from n1, the scale
+    // from the survivor it was sent to, and scheduling changes are listed too.
+    let history = wait_for(
+        "the scale in web's history at the restarted node",
+        T,
+        || {
+            let h = nodes[h].cli_json(&["cluster", "history", "--service", "web"])?;
+            let entries = h.as_array()?.clone();
+            entries
+                .iter()
+                .any(|e| e["message"] == "service scale web 1")
+                .then_some(entries)
+        },
+    );
+    let by = |message: &str| {
+        history
+            .iter()
+            .find(|e| e["message"] == message)
+            .and_then(|e| e["node"].as_str().map(str::to_string))
+    };
+    assert_eq!(by("service create web"), Some(nodes[0].peer_id.clone()));
+    assert_eq!(
+        by("service scale web 1"),
+        Some(nodes[survivors[0]].peer_id.clone())
+    );
+    assert!(history.iter().any(|e| e["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("schedule"))));
+    assert!(history
+        .iter()
+        .all(|e| e["time"].as_i64().is_some_and(|t| t > 0)));
+
     // Remove: none is left, and every peer forgets the service.
     let out = nodes[h].cli(&["service", "rm", "web"]);
     assert!(

@@ -33,8 +33,12 @@ pub(crate) fn run(client: &Client, format: Format, command: ClusterCommand) -> R
             let members = status.get("members").cloned().unwrap_or(Value::Null);
             print(format, &status, &HEADERS, member_rows(&members));
         }
-        ClusterCommand::History => {
-            let history = client.get("/v1/history")?;
+        ClusterCommand::History { service, limit } => {
+            let mut path = format!("/v1/history?limit={limit}");
+            if let Some(service) = service {
+                path.push_str(&format!("&service={}", super::service::path(&service)?));
+            }
+            let history = client.get(&path)?;
             let rows = history
                 .as_array()
                 .map(|entries| {
@@ -42,7 +46,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ClusterCommand) -> R
                         .iter()
                         .map(|e| {
                             vec![
-                                cell(e.get("time")),
+                                time_of(e.get("time")),
                                 short(&cell(e.get("node"))),
                                 cell(e.get("message")),
                             ]
@@ -50,7 +54,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ClusterCommand) -> R
                         .collect()
                 })
                 .unwrap_or_default();
-            print(format, &history, &["TIME_MS", "NODE", "CHANGE"], rows);
+            print(format, &history, &["TIME (UTC)", "NODE", "CHANGE"], rows);
         }
     }
     Ok(())
@@ -86,4 +90,31 @@ pub(crate) fn member_rows(members: &Value) -> Vec<Vec<String>> {
 pub(crate) fn short(id: &str) -> String {
     let n = id.chars().count();
     id.chars().skip(n.saturating_sub(8)).collect()
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` UTC (the author's clock).
+fn time_of(v: Option<&Value>) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]"
+    );
+    v.and_then(Value::as_i64)
+        .and_then(|ms| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+        })
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| cell(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_utc() {
+        assert_eq!(time_of(Some(&Value::from(0))), "1970-01-01 00:00:00.000");
+        assert_eq!(
+            time_of(Some(&Value::from(1_795_303_972_756_i64))),
+            "2026-11-21 23:32:52.756"
+        );
+    }
 }

@@ -109,7 +109,7 @@ fn rows(list: &Value, f: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
 }
 
 /// A name safe to put in a URL path; the peer validates it fully.
-fn path(name: &str) -> Result<&str> {
+pub(crate) fn path(name: &str) -> Result<&str> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         bail!("invalid service name {name:?}: use lowercase letters, digits and '-'");
     }

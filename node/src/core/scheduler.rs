@@ -137,6 +137,7 @@ mod tests {
                 name: n,
                 generation: 1,
                 deleted: false,
+                previous_spec: None,
                 spec: ServiceSpec {
                     image: "img".into(),
                     replicas,

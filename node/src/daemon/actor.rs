@@ -56,7 +56,10 @@ pub(crate) enum Command {
         ttl_secs: u64,
         reply: oneshot::Sender<Result<String, WriteError>>,
     },
+    /// The newest `limit` changes, oldest first; only those touching `service` if given.
     History {
+        service: Option<ServiceName>,
+        limit: usize,
         reply: oneshot::Sender<Vec<HistoryEntry>>,
     },
 }
@@ -298,8 +301,22 @@ impl NodeActor {
             Command::CreateJoinToken { ttl_secs, reply } => {
                 let _ = reply.send(self.create_join_token(ttl_secs).await);
             }
-            Command::History { reply } => {
-                let _ = reply.send(self.state.history());
+            Command::History {
+                service,
+                limit,
+                reply,
+            } => {
+                let mut entries = match service {
+                    Some(service) => self.state.service_history(&service, limit),
+                    None => {
+                        let mut all = self.state.history();
+                        all.reverse();
+                        all.truncate(limit);
+                        all
+                    }
+                };
+                entries.reverse();
+                let _ = reply.send(entries);
             }
         }
     }

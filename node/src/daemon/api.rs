@@ -12,14 +12,14 @@
 //! | `GET /v1/services/{name}/tasks` | its tasks: slot, node, actual state, ports |
 //! | `POST /v1/services/{name}/scale` `{replicas}` | sets its replica count |
 //! | `DELETE /v1/services/{name}` | removes it |
-//! | `GET /v1/history` | the document's change history |
+//! | `GET /v1/history?service=NAME&limit=N` | the newest changes (100 by default), oldest first: who, when, what |
 //!
 //! Errors are `{"error": {"code": "...", "message": "..."}}` with a fitting status.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -337,7 +337,24 @@ async fn delete_service(
     Ok(Json(json!({ "name": reply_name, "deleted": true })))
 }
 
-async fn history(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let entries = ask(&state, |reply| Command::History { reply }).await?;
+/// Query of `GET /v1/history`.
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    service: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(state): State<ApiState>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let service = query.service.as_deref().map(parse_name).transpose()?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    let entries = ask(&state, |reply| Command::History {
+        service,
+        limit,
+        reply,
+    })
+    .await?;
     Ok(Json(json!(entries)))
 }

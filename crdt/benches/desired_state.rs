@@ -1,0 +1,2 @@
+//! Placeholder replaced by the benchmark of issue 3.
+fn main() {}
