@@ -52,6 +52,11 @@ pub struct DesiredState {
     doc: AutoCommit,
     node: NodeId,
     clock: fn() -> i64,
+    /// Heads already handed to storage: [`DesiredState::save_incremental`] returns what came
+    /// after them. Kept here rather than in Automerge's own save cursor, which
+    /// `AutoCommit::save` moves: a full save sent to a joining peer must never make the next
+    /// incremental save skip changes that are not on disk yet.
+    persisted: Vec<automerge::ChangeHash>,
 }
 
 impl std::fmt::Debug for DesiredState {
@@ -149,11 +154,15 @@ impl DesiredState {
             doc,
             node,
             clock: system_clock_ms,
+            persisted: Vec::new(),
         }
     }
 
     /// Loads a document saved with [`DesiredState::save`] (optionally followed by incremental
-    /// chunks) and continues it as `node` with a fresh actor id.
+    /// chunks) and continues it as `node` with a fresh actor id. Nothing of it counts as
+    /// persisted: the first [`DesiredState::save_incremental`] returns all of it (a document
+    /// received from a peer must reach the disk); [`DesiredState::mark_persisted`] says
+    /// otherwise for bytes that came from the disk.
     ///
     /// Errors: [`CrdtError::Automerge`] when the bytes are not a valid document.
     pub fn load(node: NodeId, bytes: &[u8]) -> Result<Self, CrdtError> {
@@ -162,6 +171,7 @@ impl DesiredState {
             doc,
             node,
             clock: system_clock_ms,
+            persisted: Vec::new(),
         })
     }
 
@@ -234,14 +244,24 @@ impl DesiredState {
         Ok(())
     }
 
-    /// The whole document, compacted.
+    /// The whole document, compacted: for a snapshot or for a joining peer. Does not change
+    /// what [`DesiredState::save_incremental`] returns next.
     pub fn save(&mut self) -> Vec<u8> {
         self.doc.save()
     }
 
-    /// Everything since the last `save` or `save_incremental`: what storage must append.
+    /// Every change not yet handed to storage (since the last `save_incremental` or
+    /// [`DesiredState::mark_persisted`]), as Automerge change chunks; empty when there is none.
     pub fn save_incremental(&mut self) -> Vec<u8> {
-        self.doc.save_incremental()
+        let bytes = self.doc.save_after(&self.persisted);
+        self.persisted = self.doc.get_heads();
+        bytes
+    }
+
+    /// Storage now holds everything up to the current heads (after it wrote a full snapshot, or
+    /// after the state was loaded from it).
+    pub fn mark_persisted(&mut self) {
+        self.persisted = self.doc.get_heads();
     }
 
     /// Hex hashes of the document's heads, sorted: equal on two replicas iff they hold the same

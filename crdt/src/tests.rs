@@ -456,3 +456,72 @@ fn jobs_secrets_and_volumes_round_trip_and_merge() {
         Err(CrdtError::UnknownVolume(_))
     ));
 }
+
+#[test]
+fn service_history_survives_save_and_load() {
+    let (mut a, _) = pair();
+    a.create_service(&name("web"), &spec(2))
+        .expect("create web");
+    a.scale_service(&name("web"), 1).expect("scale");
+    let bytes = a.save();
+    let mut loaded = DesiredState::load(NodeId("A".into()), &bytes).expect("load");
+    let messages: Vec<String> = loaded
+        .service_history(&name("web"), 10)
+        .into_iter()
+        .map(|h| h.message)
+        .collect();
+    assert_eq!(messages, vec!["service scale web 1", "service create web"]);
+}
+
+#[test]
+fn service_history_survives_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut a, _) = pair();
+    let mut store = Store::open(dir.path()).expect("open");
+    store.persist(&mut a, true).expect("persist");
+    a.create_service(&name("web"), &spec(2))
+        .expect("create web");
+    store.persist(&mut a, true).expect("persist");
+    a.scale_service(&name("web"), 1).expect("scale");
+    store.persist(&mut a, true).expect("persist");
+    drop(store);
+    let store = Store::open(dir.path()).expect("open");
+    let mut loaded = store
+        .load(&NodeId("A".into()))
+        .expect("load")
+        .state
+        .expect("state");
+    let messages: Vec<String> = loaded
+        .service_history(&name("web"), 10)
+        .into_iter()
+        .map(|h| h.message)
+        .collect();
+    assert_eq!(messages, vec!["service scale web 1", "service create web"]);
+}
+
+#[test]
+fn a_full_save_for_a_peer_never_hides_changes_from_storage() {
+    // The admission path: a write, then a full save sent to the joining node, then persist.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut a, _) = pair();
+    let mut store = Store::open(dir.path()).expect("open");
+    store.persist(&mut a, true).expect("persist");
+    a.create_service(&name("web"), &spec(2))
+        .expect("create web");
+    let _for_the_peer = a.save();
+    store.persist(&mut a, true).expect("persist");
+    a.scale_service(&name("web"), 1).expect("scale");
+    store.persist(&mut a, true).expect("persist");
+    drop(store);
+    let store = Store::open(dir.path()).expect("open");
+    let mut loaded = store
+        .load(&NodeId("A".into()))
+        .expect("load")
+        .state
+        .expect("state");
+    assert_eq!(loaded.heads(), a.heads());
+    assert_eq!(
+        loaded.service(&name("web")).map(|s| s.spec.replicas),
+        Some(1)
+    );
+}

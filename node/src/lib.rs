@@ -2,9 +2,15 @@
 //!
 //! - [`core`]: the sans-IO decision core (membership view, lease, scheduler, reconcile).
 //!   Events and time in, actions out; no IO. The daemon and `warren-simulations` drive it.
+//! - [`machine`]: the sans-IO node above the core: sync dialogues, gossip, heartbeats,
+//!   admission and operator writes, with the time as a value and outputs as values. The
+//!   daemon and the simulator both drive it.
 //! - [`daemon`]: `warren-node up`. Wires the core to the desired-state document
 //!   (`warren-crdt`), the libp2p mesh (`warren-mesh`), the container runtime
 //!   (`warren-runtime`) and the HTTP API every peer serves.
 
 pub mod core;
 pub mod daemon;
+pub mod machine;
+pub mod protocol;
+pub mod token;

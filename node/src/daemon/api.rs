@@ -29,7 +29,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use warren_crdt::{PortSpec, Service, ServiceName, ServiceSpec};
 
-use super::actor::{Command, Snapshot, WriteError};
+use super::actor::Command;
+use crate::machine::{Snapshot, Write, WriteAck, WriteError};
 
 /// Largest request body accepted, in bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -124,6 +125,11 @@ async fn ask<T>(
     rx.await.map_err(|_| unavailable())
 }
 
+/// Sends a write to the node; answers once it is persisted and flushed.
+async fn write(state: &ApiState, write: Write) -> Result<WriteAck, ApiError> {
+    Ok(ask(state, |reply| Command::Write { write, reply }).await??)
+}
+
 fn parse_name(name: &str) -> Result<ServiceName, ApiError> {
     ServiceName::new(name).map_err(|e| ApiError::invalid(e.to_string()))
 }
@@ -161,7 +167,15 @@ async fn create_join_token(
         .and_then(|Json(b)| b.ttl_secs)
         .unwrap_or(3_600)
         .clamp(1, 30 * 24 * 3_600);
-    let token = ask(&state, |reply| Command::CreateJoinToken { ttl_secs, reply }).await??;
+    let now_secs = super::wall_ms() / 1000;
+    let ack = write(&state, Write::CreateJoinToken { ttl_secs, now_secs }).await?;
+    let WriteAck::JoinToken(token) = ack else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the node answered without a token",
+        ));
+    };
     Ok(Json(json!({ "token": token, "ttl_secs": ttl_secs })))
 }
 
@@ -230,7 +244,7 @@ async fn create_service(
         ports: body.ports,
     };
     let reply_name = name.clone();
-    ask(&state, |reply| Command::CreateService { name, spec, reply }).await??;
+    write(&state, Write::CreateService(name, spec)).await?;
     Ok((StatusCode::CREATED, Json(json!({ "name": reply_name }))))
 }
 
@@ -318,12 +332,7 @@ async fn scale_service(
     validate_replicas(body.replicas)?;
     let replicas = body.replicas;
     let reply_name = name.clone();
-    ask(&state, |reply| Command::ScaleService {
-        name,
-        replicas,
-        reply,
-    })
-    .await??;
+    write(&state, Write::ScaleService(name, replicas)).await?;
     Ok(Json(json!({ "name": reply_name, "replicas": replicas })))
 }
 
@@ -333,7 +342,7 @@ async fn delete_service(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
     let reply_name = name.clone();
-    ask(&state, |reply| Command::DeleteService { name, reply }).await??;
+    write(&state, Write::DeleteService(name)).await?;
     Ok(Json(json!({ "name": reply_name, "deleted": true })))
 }
 

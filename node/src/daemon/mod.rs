@@ -4,9 +4,7 @@
 mod actor;
 mod api;
 mod identity;
-mod protocol;
 mod reconciler;
-mod token;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,10 +19,12 @@ use warren_crdt::{ClusterInfo, DesiredState, Member, MemberState, NodeId, Store}
 use warren_mesh::{MeshConfig, MeshEvent, MeshHandle, Multiaddr, PeerId, RequestKind, Response};
 use warren_runtime::DockerRuntime;
 
-pub use protocol::{Heartbeat, TaskStatus};
-pub use token::JoinToken;
+use crate::machine::{MachineConfig, NodeMachine};
+use crate::protocol;
+pub use crate::protocol::{Heartbeat, TaskStatus};
+pub use crate::token::JoinToken;
 
-use crate::core::{Core, CoreConfig, Millis};
+use crate::core::{CoreConfig, Millis};
 
 /// How the node starts: what `warren-node up` parsed, in one place.
 #[derive(Debug, Clone)]
@@ -244,11 +244,15 @@ async fn run_node(
     };
 
     let origin = Instant::now();
-    let core = Core::new(me.clone(), config.core, Millis(0));
+    let machine_config = MachineConfig {
+        core: config.core,
+        heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+        anti_entropy_ms: config.anti_entropy_interval.as_millis() as u64,
+    };
     let (command_tx, command_rx) = mpsc::channel(256);
     let (desired_tx, desired_rx) = watch::channel(None);
     let (status_tx, status_rx) = watch::channel(Vec::new());
-    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(actor::Snapshot::default()));
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(crate::machine::Snapshot::default()));
 
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
@@ -290,22 +294,19 @@ async fn run_node(
         peer_id,
         my_addrs.join(" ")
     );
-    let actor = actor::NodeActor::new(
+    let mut machine = NodeMachine::new(
         me,
         config.name.clone(),
         format!("http://{api_addr}"),
         state,
-        store,
-        core,
-        origin,
-        mesh,
-        listen_addrs,
+        machine_config,
+        Millis(0),
+        rand::random(),
     );
-    let timers = actor::Timers {
-        tick: Duration::from_millis(250),
-        heartbeat: config.heartbeat_interval,
-        anti_entropy: config.anti_entropy_interval,
-    };
+    for addr in &listen_addrs {
+        machine.handle_listen_addr(addr.to_string());
+    }
+    let actor = actor::NodeActor::new(machine, store, origin, mesh);
     let wiring = actor::Wiring {
         commands: command_rx,
         events,
@@ -313,7 +314,9 @@ async fn run_node(
         local_status: status_rx,
         snapshot_tx,
     };
-    let result = actor::NodeActor::run(actor, wiring, timers, cancel.clone()).await;
+    let result = actor
+        .run(wiring, Duration::from_millis(250), cancel.clone())
+        .await;
     cancel.cancel();
     let _ = api_task.await;
     let _ = reconciler.await;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use warren_crdt::TokenRecord;
 
-use super::NodeError;
+use crate::daemon::NodeError;
 
 const PREFIX: &str = "WRN1-";
 

@@ -1,11 +1,12 @@
 //! Messages between nodes, above the mesh's opaque bytes. All JSON except the sync body.
+//! Every decoder here reads bytes from a peer: each bounds what it keeps and never panics.
 
 use serde::{Deserialize, Serialize};
 use warren_runtime::PublishedPort;
 
 /// Most task statuses one heartbeat carries; more are cut (the heartbeat stays under gossip's
 /// size limit).
-pub(crate) const MAX_HEARTBEAT_TASKS: usize = 1024;
+pub const MAX_HEARTBEAT_TASKS: usize = 1024;
 
 /// The heartbeat every node gossips every `heartbeat_interval`: liveness, lease renewal and
 /// the actual state of its tasks (soft state: never written into the document).
@@ -44,23 +45,27 @@ pub struct TaskStatus {
 /// A join request: the token and what the new member says about itself. Its id is the
 /// connection's authenticated PeerId, never a field of the request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct JoinRequest {
-    pub(crate) token: String,
-    pub(crate) name: String,
-    pub(crate) addrs: Vec<String>,
-    pub(crate) labels: std::collections::BTreeMap<String, String>,
+pub struct JoinRequest {
+    /// The token in its text form.
+    pub token: String,
+    /// The joining node's name.
+    pub name: String,
+    /// Its addresses, each ending in `/p2p/<its id>`.
+    pub addrs: Vec<String>,
+    /// Its labels.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Sync request/response body: one flag byte (1 = first message of a new session: the
 /// responder resets its state for this peer) then the Automerge sync message, if any.
-pub(crate) fn encode_sync(reset: bool, message: Option<Vec<u8>>) -> Vec<u8> {
+pub fn encode_sync(reset: bool, message: Option<Vec<u8>>) -> Vec<u8> {
     let mut out = vec![u8::from(reset)];
     out.extend(message.unwrap_or_default());
     out
 }
 
 /// Inverse of [`encode_sync`]; `None` for an empty body.
-pub(crate) fn decode_sync(body: &[u8]) -> Option<(bool, Option<&[u8]>)> {
+pub fn decode_sync(body: &[u8]) -> Option<(bool, Option<&[u8]>)> {
     let (flag, rest) = body.split_first()?;
     Some((*flag == 1, (!rest.is_empty()).then_some(rest)))
 }

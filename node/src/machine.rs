@@ -1,0 +1,784 @@
+//! The sans-IO node: one peer's whole behaviour above the network and the runtime.
+//!
+//! A [`NodeMachine`] owns the replica of the desired state and the decision [`Core`]. It takes
+//! inputs — ticks, gossip, sync requests and responses, join requests, connections, local task
+//! status, operator writes — each with the current time as a value, and queues [`Output`]s
+//! (publish this gossip, send this sync request, persist now, tell the mesh the members)
+//! that the driver drains with [`NodeMachine::poll_output`], as in quinn-proto.
+//!
+//! The daemon drives it with tokio, libp2p and Docker; `warren-simulations` drives the very
+//! same machine over a simulated network. Randomness (the anti-entropy peer) comes from a
+//! seeded generator, so a simulation replays exactly.
+//!
+//! Writes: an operator's write is acknowledged only after the driver has carried out the
+//! [`Output::Persist`] with `flush: true` that the write queued before its gossip.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tracing::{debug, info, warn};
+use warren_crdt::{
+    Assignment, ClusterInfo, CrdtError, DesiredState, Epoch, HistoryEntry, Member, MemberState,
+    NodeId, Service, ServiceName, ServiceSpec, SlotId, SyncState,
+};
+
+use crate::core::{Action, ClusterView, Core, CoreConfig, DesiredTask, Liveness, Millis};
+use crate::protocol::{self, Heartbeat, JoinRequest, TaskStatus, MAX_HEARTBEAT_TASKS};
+use crate::token::JoinToken;
+
+/// Most rounds of one sync dialogue; a dialogue that needs more resumes at the next
+/// anti-entropy round.
+pub const MAX_SYNC_ROUNDS: u32 = 32;
+
+/// Timing of the machine. All values in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineConfig {
+    /// Failure detection and lease timing.
+    pub core: CoreConfig,
+    /// Heartbeat period (default 500).
+    pub heartbeat_ms: u64,
+    /// Anti-entropy period: one sync dialogue with a random member (default 3,000).
+    pub anti_entropy_ms: u64,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        Self {
+            core: CoreConfig::default(),
+            heartbeat_ms: 500,
+            anti_entropy_ms: 3_000,
+        }
+    }
+}
+
+/// The two gossip channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Automerge change bytes of one write (the fast path).
+    Changes,
+    /// Heartbeats: liveness, lease renewal, task status (soft state).
+    Heartbeat,
+}
+
+/// What the driver must do for the machine, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Persist what changed in [`NodeMachine::state_mut`]; with `flush`, wait for the disk.
+    Persist {
+        /// Flush before going on (a write is about to be acknowledged).
+        flush: bool,
+    },
+    /// Gossip `data` on `channel` to the members.
+    Publish {
+        /// The channel.
+        channel: Channel,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// Send a sync request to `to`; feed the answer to [`NodeMachine::handle_sync_response`].
+    SyncRequest {
+        /// The member to sync with.
+        to: NodeId,
+        /// The request body.
+        body: Vec<u8>,
+    },
+    /// The members changed: only these may be heard (addresses as multiaddr text).
+    SetMembers(BTreeMap<NodeId, Vec<String>>),
+}
+
+/// An operator's write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Create a service.
+    CreateService(ServiceName, ServiceSpec),
+    /// Set a service's replica count.
+    ScaleService(ServiceName, u32),
+    /// Delete a service.
+    DeleteService(ServiceName),
+    /// Mint a join token valid `ttl_secs` from `now_secs` (Unix seconds).
+    CreateJoinToken {
+        /// Validity.
+        ttl_secs: u64,
+        /// Wall clock now, Unix seconds.
+        now_secs: i64,
+    },
+}
+
+/// What a write returns once acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteAck {
+    /// The write is in the document (and, after the driver's persist, on disk).
+    Done,
+    /// A join token, in its text form.
+    JoinToken(String),
+}
+
+/// Why a write was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The thing to change does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing to create exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// This node cannot do it now (not persisted, not listening, no cluster).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<CrdtError> for WriteError {
+    fn from(e: CrdtError) -> Self {
+        match e {
+            CrdtError::UnknownService(_) | CrdtError::UnknownMember(_) => {
+                WriteError::NotFound(e.to_string())
+            }
+            CrdtError::ServiceExists(_) => WriteError::Conflict(e.to_string()),
+            CrdtError::InvalidName { .. } => WriteError::Invalid(e.to_string()),
+            other => WriteError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A member as one node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// Its id.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// How it looks from here.
+    pub liveness: Liveness,
+    /// Admission state.
+    pub state: MemberState,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its addresses.
+    pub addrs: Vec<String>,
+    /// Its API address, from its heartbeats (empty until one arrived).
+    pub api: String,
+    /// Whether this is the node answering.
+    pub is_self: bool,
+    /// Slots assigned to it.
+    pub tasks: usize,
+}
+
+/// The lease as one node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseStatus {
+    /// The holder.
+    pub holder: NodeId,
+    /// The holder's name.
+    pub holder_name: String,
+    /// Its epoch.
+    pub epoch: Epoch,
+}
+
+/// One task: its assignment and the actual state its node last reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    /// Service.
+    pub service: ServiceName,
+    /// Slot.
+    pub slot: u32,
+    /// Assigned node.
+    pub node: NodeId,
+    /// Its name.
+    pub node_name: String,
+    /// Epoch of the assignment.
+    pub epoch: Epoch,
+    /// `running`, `exited`, `failed`, `pending`, `unknown`, ...
+    pub state: String,
+    /// Docker's status text or the last error.
+    pub status: String,
+    /// Short container id.
+    pub container: String,
+    /// Published ports.
+    pub ports: Vec<warren_runtime::PublishedPort>,
+}
+
+/// A consistent picture of one node's view, for the API.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Snapshot {
+    /// This node.
+    pub node: Option<NodeId>,
+    /// Its name.
+    pub name: String,
+    /// The cluster record.
+    pub cluster: Option<ClusterInfo>,
+    /// The lease in force.
+    pub lease: Option<LeaseStatus>,
+    /// Members with liveness.
+    pub members: Vec<MemberStatus>,
+    /// Live services.
+    pub services: Vec<Service>,
+    /// Tasks of live services.
+    pub tasks: Vec<TaskView>,
+    /// Messages from non-members dropped by the mesh.
+    pub dropped_non_member: u64,
+    /// Peers connected now.
+    pub connected_peers: usize,
+    /// Heads of the document.
+    pub heads: Vec<String>,
+}
+
+/// One peer's behaviour, sans IO. See the module doc.
+pub struct NodeMachine {
+    me: NodeId,
+    name: String,
+    api: String,
+    config: MachineConfig,
+    state: DesiredState,
+    core: Core,
+    rng: StdRng,
+    outputs: VecDeque<Output>,
+    listen_addrs: Vec<String>,
+    members: BTreeMap<NodeId, Vec<String>>,
+    heartbeats: HashMap<NodeId, Heartbeat>,
+    outbound_sync: HashMap<NodeId, (SyncState, u32)>,
+    inbound_sync: HashMap<NodeId, SyncState>,
+    local_status: Vec<TaskStatus>,
+    heartbeat_seq: u64,
+    next_heartbeat: Millis,
+    next_anti_entropy: Millis,
+}
+
+impl std::fmt::Debug for NodeMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeMachine")
+            .field("me", &self.me)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeMachine {
+    /// A machine for node `me` (`name`, serving its API at `api`) over `state`, started at
+    /// `now`. `seed` seeds its random choices.
+    pub fn new(
+        me: NodeId,
+        name: impl Into<String>,
+        api: impl Into<String>,
+        state: DesiredState,
+        config: MachineConfig,
+        now: Millis,
+        seed: u64,
+    ) -> Self {
+        Self {
+            core: Core::new(me.clone(), config.core, now),
+            me,
+            name: name.into(),
+            api: api.into(),
+            config,
+            state,
+            rng: StdRng::seed_from_u64(seed),
+            outputs: VecDeque::new(),
+            listen_addrs: Vec::new(),
+            members: BTreeMap::new(),
+            heartbeats: HashMap::new(),
+            outbound_sync: HashMap::new(),
+            inbound_sync: HashMap::new(),
+            local_status: Vec::new(),
+            heartbeat_seq: 0,
+            next_heartbeat: now,
+            next_anti_entropy: now,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The replica (read-only).
+    pub fn state(&self) -> &DesiredState {
+        &self.state
+    }
+
+    /// The replica, for the driver's persistence (`Store::persist`).
+    pub fn state_mut(&mut self) -> &mut DesiredState {
+        &mut self.state
+    }
+
+    /// The next thing the driver must do, in order; `None` when there is nothing.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The tasks assigned to this node: the input of the reconcile loop.
+    pub fn desired_tasks(&self) -> Vec<DesiredTask> {
+        ClusterView::read(&self.state).desired_tasks(&self.me)
+    }
+
+    /// The machine's current view of the lease, members, services: read from the replica.
+    pub fn view(&self) -> ClusterView {
+        ClusterView::read(&self.state)
+    }
+
+    /// How `peer` looks from here at `now`.
+    pub fn liveness(&self, peer: &NodeId, now: Millis) -> Liveness {
+        self.core.liveness(peer, now)
+    }
+
+    fn changed(&mut self, flush: bool) {
+        self.outputs.push_back(Output::Persist { flush });
+    }
+
+    fn publish_change(&mut self, change: Vec<u8>) {
+        if !change.is_empty() {
+            self.outputs.push_back(Output::Publish {
+                channel: Channel::Changes,
+                data: change,
+            });
+        }
+    }
+
+    // ---- time ----------------------------------------------------------------------------
+
+    /// Time passed: decide (lease, schedule), heartbeat and anti-entropy when due, keep the
+    /// member set and this member's addresses current.
+    pub fn handle_tick(&mut self, now: Millis) {
+        let view = self.view();
+        for action in self.core.tick(&view, now) {
+            match &action {
+                Action::ClaimLease(lease) => {
+                    info!(epoch = %lease.epoch, "claiming the scheduling lease");
+                }
+                Action::WriteAssignments(plan) => {
+                    debug!(
+                        placed = plan.put.len(),
+                        removed = plan.remove.len(),
+                        "scheduling"
+                    );
+                }
+            }
+            match action.apply(&mut self.state) {
+                Ok(Some(change)) => {
+                    self.changed(true);
+                    self.publish_change(change);
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "could not write a scheduling decision"),
+            }
+        }
+        self.refresh_members();
+        self.refresh_own_addrs();
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = Millis(now.0 + self.config.heartbeat_ms);
+            self.send_heartbeat();
+        }
+        if now >= self.next_anti_entropy {
+            self.next_anti_entropy = Millis(now.0 + self.config.anti_entropy_ms);
+            self.anti_entropy();
+        }
+    }
+
+    fn send_heartbeat(&mut self) {
+        self.heartbeat_seq += 1;
+        let mut tasks = self.local_status.clone();
+        tasks.truncate(MAX_HEARTBEAT_TASKS);
+        let heartbeat = Heartbeat {
+            seq: self.heartbeat_seq,
+            name: self.name.clone(),
+            held_lease: self
+                .state
+                .lease()
+                .filter(|l| l.holder == self.me)
+                .map(|l| l.epoch.0),
+            api: self.api.clone(),
+            tasks,
+        };
+        match serde_json::to_vec(&heartbeat) {
+            Ok(data) => self.outputs.push_back(Output::Publish {
+                channel: Channel::Heartbeat,
+                data,
+            }),
+            Err(e) => warn!(error = %e, "could not encode a heartbeat"),
+        }
+    }
+
+    /// Anti-entropy: one sync dialogue with a random member.
+    fn anti_entropy(&mut self) {
+        let peers: Vec<NodeId> = self
+            .members
+            .keys()
+            .filter(|p| **p != self.me)
+            .cloned()
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let pick = peers[self.rng.gen_range(0..peers.len())].clone();
+        self.start_sync(pick);
+    }
+
+    fn refresh_members(&mut self) {
+        let members: BTreeMap<NodeId, Vec<String>> = self
+            .state
+            .members()
+            .into_values()
+            .filter(|m| m.state != MemberState::Removed)
+            .map(|m| (m.id, m.addrs))
+            .collect();
+        if members != self.members {
+            self.members = members.clone();
+            self.outputs.push_back(Output::SetMembers(members));
+        }
+    }
+
+    /// This node's listen addresses with `/p2p/<id>`.
+    pub fn my_addrs(&self) -> Vec<String> {
+        let mut addrs: Vec<String> = self
+            .listen_addrs
+            .iter()
+            .map(|a| format!("{a}/p2p/{}", self.me))
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
+    /// Keeps this member's addresses in the document current (a restart may bring new ports).
+    fn refresh_own_addrs(&mut self) {
+        let mine = self.my_addrs();
+        if mine.is_empty() {
+            return;
+        }
+        let recorded = self.state.members().get(&self.me).map(|m| m.addrs.clone());
+        if recorded.is_some_and(|r| r != mine) {
+            match self.state.set_member_addrs(&self.me, &mine) {
+                Ok(change) => {
+                    self.changed(true);
+                    self.publish_change(change);
+                }
+                Err(e) => warn!(error = %e, "could not record new addresses"),
+            }
+        }
+    }
+
+    // ---- network -------------------------------------------------------------------------
+
+    /// The transport listens on `addr` (multiaddr text, without `/p2p`).
+    pub fn handle_listen_addr(&mut self, addr: String) {
+        if !self.listen_addrs.contains(&addr) {
+            self.listen_addrs.push(addr);
+        }
+    }
+
+    /// A connection to `peer` opened: sync with it if it is a member.
+    pub fn handle_connected(&mut self, peer: &NodeId) {
+        if self.members.contains_key(peer) && *peer != self.me {
+            self.start_sync(peer.clone());
+        }
+    }
+
+    /// The last connection to `peer` closed.
+    pub fn handle_disconnected(&mut self, peer: &NodeId) {
+        self.inbound_sync.remove(peer);
+    }
+
+    /// Gossip from member `from` arrived at `now`. Malformed payloads are dropped and logged.
+    pub fn handle_gossip(&mut self, channel: Channel, from: &NodeId, data: &[u8], now: Millis) {
+        match channel {
+            Channel::Changes => match self.state.apply_change(data) {
+                Ok(()) => self.changed(false),
+                Err(e) => debug!(%from, error = %e, "dropping a malformed change"),
+            },
+            Channel::Heartbeat => match serde_json::from_slice::<Heartbeat>(data) {
+                Ok(mut hb) => {
+                    hb.tasks.truncate(MAX_HEARTBEAT_TASKS);
+                    self.core
+                        .handle_heartbeat(from, hb.held_lease.map(Epoch), now);
+                    self.heartbeats.insert(from.clone(), hb);
+                }
+                Err(e) => debug!(%from, error = %e, "dropping a malformed heartbeat"),
+            },
+        }
+    }
+
+    /// Starts a sync dialogue with `peer` unless one is running.
+    fn start_sync(&mut self, peer: NodeId) {
+        if self.outbound_sync.contains_key(&peer) {
+            return;
+        }
+        let mut state = SyncState::new();
+        let message = self.state.generate_sync_message(&mut state);
+        self.outbound_sync.insert(peer.clone(), (state, 1));
+        self.outputs.push_back(Output::SyncRequest {
+            to: peer,
+            body: protocol::encode_sync(true, message),
+        });
+    }
+
+    /// A sync request from member `from`: returns the response body, or why it is refused.
+    pub fn handle_sync_request(&mut self, from: &NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
+        let Some((reset, message)) = protocol::decode_sync(body) else {
+            return Err("empty sync request".into());
+        };
+        if reset {
+            self.inbound_sync.insert(from.clone(), SyncState::new());
+        }
+        let state = self.inbound_sync.entry(from.clone()).or_default();
+        if let Some(message) = message {
+            if let Err(e) = self.state.receive_sync_message(state, message) {
+                debug!(%from, error = %e, "bad sync message");
+                self.inbound_sync.remove(from);
+                return Err(format!("bad sync message: {e}"));
+            }
+            self.changed(false);
+        }
+        let state = self.inbound_sync.entry(from.clone()).or_default();
+        let reply = self.state.generate_sync_message(state);
+        Ok(protocol::encode_sync(false, reply))
+    }
+
+    /// The answer to our sync request to `from` (or why there is none): continue or end the
+    /// dialogue.
+    pub fn handle_sync_response(&mut self, from: &NodeId, result: Result<Vec<u8>, String>) {
+        let Some((mut state, rounds)) = self.outbound_sync.remove(from) else {
+            return;
+        };
+        let body = match result {
+            Ok(body) => body,
+            Err(reason) => {
+                debug!(%from, %reason, "sync ended");
+                return;
+            }
+        };
+        let Some((_, message)) = protocol::decode_sync(&body) else {
+            return;
+        };
+        let got_message = message.is_some();
+        if let Some(message) = message {
+            if let Err(e) = self.state.receive_sync_message(&mut state, message) {
+                debug!(%from, error = %e, "bad sync reply");
+                return;
+            }
+            self.changed(false);
+        }
+        let next = self.state.generate_sync_message(&mut state);
+        if (next.is_none() && !got_message) || rounds >= MAX_SYNC_ROUNDS {
+            return;
+        }
+        self.outbound_sync.insert(from.clone(), (state, rounds + 1));
+        self.outputs.push_back(Output::SyncRequest {
+            to: from.clone(),
+            body: protocol::encode_sync(false, next),
+        });
+    }
+
+    /// A join request from `from` (its authenticated id) at wall time `now_secs`: checks the
+    /// token and admits it. Returns the whole document to send back, or why it is refused.
+    pub fn handle_join(
+        &mut self,
+        from: &NodeId,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<Vec<u8>, String> {
+        let request: JoinRequest =
+            serde_json::from_slice(body).map_err(|_| "malformed join request".to_string())?;
+        let token = JoinToken::decode(&request.token).map_err(|e| e.to_string())?;
+        let cluster = self
+            .state
+            .cluster()
+            .ok_or_else(|| "this peer holds no cluster".to_string())?;
+        if token.cluster_id != cluster.id {
+            return Err("join token is for another cluster".into());
+        }
+        let already = self
+            .state
+            .members()
+            .get(from)
+            .is_some_and(|m| m.state == MemberState::Active);
+        if !already {
+            token.check(self.state.tokens().get(&token.token_id), now_secs)?;
+            if request.name.is_empty() || request.name.len() > 63 || request.labels.len() > 64 {
+                return Err("name must be 1-63 characters and labels at most 64".into());
+            }
+            let suffix = format!("/p2p/{from}");
+            let addrs: Vec<String> = request
+                .addrs
+                .into_iter()
+                .filter(|a| a.len() < 256 && a.ends_with(&suffix))
+                .take(16)
+                .collect();
+            let member = Member {
+                id: from.clone(),
+                name: request.name,
+                addrs,
+                labels: request.labels,
+                admitted_by: self.me.clone(),
+                admitted_at: now_secs.saturating_mul(1000),
+                state: MemberState::Active,
+            };
+            let change = self
+                .state
+                .admit_with_token(&token.token_id, &member)
+                .map_err(|e| e.to_string())?;
+            self.changed(true);
+            self.publish_change(change);
+            info!(node = %member.name, peer = %from, "admitted a new member");
+            self.refresh_members();
+        }
+        Ok(self.state.save())
+    }
+
+    // ---- local ---------------------------------------------------------------------------
+
+    /// The reconcile loop's latest report of this node's tasks.
+    pub fn set_local_status(&mut self, tasks: Vec<TaskStatus>) {
+        self.local_status = tasks;
+    }
+
+    /// An operator's write. On success the machine has queued a flushing persist and the
+    /// gossip of the change: acknowledge only after the driver carried out the persist.
+    ///
+    /// Errors: [`WriteError`] saying why nothing was written.
+    pub fn write(&mut self, write: Write) -> Result<WriteAck, WriteError> {
+        let (change, ack) = match write {
+            Write::CreateService(name, spec) => {
+                (self.state.create_service(&name, &spec)?, WriteAck::Done)
+            }
+            Write::ScaleService(name, replicas) => {
+                (self.state.scale_service(&name, replicas)?, WriteAck::Done)
+            }
+            Write::DeleteService(name) => (self.state.delete_service(&name)?, WriteAck::Done),
+            Write::CreateJoinToken { ttl_secs, now_secs } => {
+                let cluster = self
+                    .state
+                    .cluster()
+                    .ok_or_else(|| WriteError::Internal("this node holds no cluster".into()))?;
+                let bootstrap = self.my_addrs();
+                if bootstrap.is_empty() {
+                    return Err(WriteError::Internal(
+                        "this node is not listening on any address yet".into(),
+                    ));
+                }
+                let (token, record) = JoinToken::mint(&cluster.id, bootstrap, now_secs, ttl_secs);
+                (
+                    self.state.add_token(&record)?,
+                    WriteAck::JoinToken(token.encode()),
+                )
+            }
+        };
+        self.changed(true);
+        self.publish_change(change);
+        Ok(ack)
+    }
+
+    /// The newest `limit` changes, oldest first; only those that touched `service` if given.
+    pub fn history(&mut self, service: Option<&ServiceName>, limit: usize) -> Vec<HistoryEntry> {
+        let mut entries = match service {
+            Some(service) => self.state.service_history(service, limit),
+            None => {
+                let mut all = self.state.history();
+                all.reverse();
+                all.truncate(limit);
+                all
+            }
+        };
+        entries.reverse();
+        entries
+    }
+
+    /// This node's view at `now`, for the API. `dropped_non_member` and `connected_peers`
+    /// come from the transport.
+    pub fn snapshot(
+        &mut self,
+        now: Millis,
+        dropped_non_member: u64,
+        connected_peers: usize,
+    ) -> Snapshot {
+        let view = self.view();
+        let name_of = |id: &NodeId| {
+            view.members
+                .get(id)
+                .map(|m| m.name.clone())
+                .unwrap_or_else(|| id.short().to_string())
+        };
+        let mut per_node: HashMap<&NodeId, usize> = HashMap::new();
+        for a in view.assignments.values() {
+            *per_node.entry(&a.node).or_default() += 1;
+        }
+        let members = view
+            .members
+            .values()
+            .map(|m| MemberStatus {
+                id: m.id.clone(),
+                name: m.name.clone(),
+                liveness: self.core.liveness(&m.id, now),
+                state: m.state,
+                labels: m.labels.clone(),
+                addrs: m.addrs.clone(),
+                api: if m.id == self.me {
+                    self.api.clone()
+                } else {
+                    self.heartbeats
+                        .get(&m.id)
+                        .map(|h| h.api.clone())
+                        .unwrap_or_default()
+                },
+                is_self: m.id == self.me,
+                tasks: per_node.get(&m.id).copied().unwrap_or(0),
+            })
+            .collect();
+        let tasks = view
+            .assignments
+            .iter()
+            .filter(|(slot, _)| view.services.get(&slot.service).is_some_and(|s| !s.deleted))
+            .map(|(slot, a)| self.task_view(slot, a, &name_of(&a.node)))
+            .collect();
+        Snapshot {
+            node: Some(self.me.clone()),
+            name: self.name.clone(),
+            cluster: self.state.cluster(),
+            lease: view.lease.as_ref().map(|l| LeaseStatus {
+                holder: l.holder.clone(),
+                holder_name: name_of(&l.holder),
+                epoch: l.epoch,
+            }),
+            members,
+            services: view
+                .services
+                .values()
+                .filter(|s| !s.deleted)
+                .cloned()
+                .collect(),
+            tasks,
+            dropped_non_member,
+            connected_peers,
+            heads: self.state.heads(),
+        }
+    }
+
+    fn task_view(&self, slot: &SlotId, a: &Assignment, node_name: &str) -> TaskView {
+        let matches = |t: &&TaskStatus| t.service == slot.service.as_str() && t.slot == slot.slot;
+        let reported: Option<&TaskStatus> = if a.node == self.me {
+            self.local_status.iter().find(matches)
+        } else {
+            self.heartbeats
+                .get(&a.node)
+                .and_then(|h| h.tasks.iter().find(matches))
+        };
+        TaskView {
+            service: slot.service.clone(),
+            slot: slot.slot,
+            node: a.node.clone(),
+            node_name: node_name.to_string(),
+            epoch: a.epoch,
+            state: reported.map_or_else(|| "unknown".into(), |t| t.state.clone()),
+            status: reported.map_or_else(
+                || "no report from its node yet".into(),
+                |t| t.status.clone(),
+            ),
+            container: reported.map(|t| t.container.clone()).unwrap_or_default(),
+            ports: reported.map(|t| t.ports.clone()).unwrap_or_default(),
+        }
+    }
+}
