@@ -85,7 +85,11 @@ fn actor_for(node: &NodeId) -> ActorId {
 
 fn node_of_actor(actor: &ActorId) -> Option<NodeId> {
     let bytes = actor.to_bytes();
-    let end = bytes.iter().rposition(|b| *b == ACTOR_SEPARATOR)?;
+    // The suffix is exactly 8 random bytes, which may themselves contain the separator.
+    let end = bytes.len().checked_sub(9)?;
+    if bytes[end] != ACTOR_SEPARATOR {
+        return None;
+    }
     let text = std::str::from_utf8(&bytes[..end]).ok()?;
     Some(NodeId(text.to_string()))
 }
@@ -175,6 +179,17 @@ impl DesiredState {
         })
     }
 
+    /// Replaces the random part of this replica's actor id with `suffix`. Simulations use it so
+    /// that a seed replays exactly (Automerge orders concurrent values by actor id); a daemon
+    /// must never call it, since a restarted node reusing an actor id could reuse sequence
+    /// numbers (DESIGN §3).
+    pub fn set_actor_suffix(&mut self, suffix: [u8; 8]) {
+        let mut bytes = self.node.as_str().as_bytes().to_vec();
+        bytes.push(ACTOR_SEPARATOR);
+        bytes.extend_from_slice(&suffix);
+        self.doc.set_actor(ActorId::from(bytes));
+    }
+
     /// Replaces the wall clock used to time-stamp changes (milliseconds since the Unix epoch).
     /// Simulations pass a virtual clock.
     pub fn set_clock(&mut self, clock: fn() -> i64) {
@@ -194,15 +209,16 @@ impl DesiredState {
         Ok(())
     }
 
+    /// Commits pending operations as one change; returns its bytes, empty when the operations
+    /// wrote nothing (Automerge then commits no change).
     fn commit(&mut self, message: String) -> ChangeBytes {
         let time = (self.clock)();
-        self.doc.commit_with(
+        let hash = self.doc.commit_with(
             CommitOptions::default()
                 .with_message(message)
                 .with_time(time),
         );
-        self.doc
-            .get_last_local_change()
+        hash.and_then(|h| self.doc.get_change_by_hash(&h))
             .map(|c| c.raw_bytes().to_vec())
             .unwrap_or_default()
     }
@@ -437,14 +453,16 @@ impl DesiredState {
         self.read_service(&services, name).filter(|s| !s.deleted)
     }
 
-    /// The object of service `name` that stands: of concurrent (re-)creations, the one with the
-    /// highest generation; equal generations resolve by Automerge's deterministic order.
+    /// The object of service `name` that stands: of concurrent (re-)creations, a live one over a
+    /// tombstoned one (a delete never removes a creation it had not seen), then the highest
+    /// generation; equal ranks resolve by Automerge's deterministic order.
     fn service_obj(&self, services: &ObjId, name: &ServiceName) -> Option<ObjId> {
-        let mut best: Option<(u64, ObjId)> = None;
+        let mut best: Option<((bool, u64), ObjId)> = None;
         for obj in self.all_maps(services, name.as_str()) {
-            let generation = self.uint(&obj, "generation").unwrap_or_default();
-            if best.as_ref().is_none_or(|(g, _)| generation > *g) {
-                best = Some((generation, obj));
+            let live = !self.boolean(&obj, "deleted").unwrap_or(false);
+            let rank = (live, self.uint(&obj, "generation").unwrap_or_default());
+            if best.as_ref().is_none_or(|(r, _)| rank > *r) {
+                best = Some((rank, obj));
             }
         }
         best.map(|(_, obj)| obj)
@@ -819,8 +837,15 @@ impl DesiredState {
     ///
     /// Errors: [`CrdtError::UnknownService`].
     pub fn delete_service(&mut self, name: &ServiceName) -> Result<ChangeBytes, CrdtError> {
-        let (obj, _) = self.live_service_obj(name)?;
-        self.doc.put(&obj, "deleted", true)?;
+        self.live_service_obj(name)?;
+        // Tombstone every concurrent (re-)creation this replica sees, not only the one that
+        // stands here: otherwise a concurrent update of another one would revive the service.
+        let services = self
+            .map(&ROOT, SERVICES)
+            .ok_or_else(|| CrdtError::UnknownService(name.clone()))?;
+        for obj in self.all_maps(&services, name.as_str()) {
+            self.doc.put(&obj, "deleted", true)?;
+        }
         Ok(self.commit(format!("service rm {name}")))
     }
 

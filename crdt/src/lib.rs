@@ -14,8 +14,10 @@
 //! - Concurrent edits of *different* fields of one spec both survive (each field is its own key).
 //! - Concurrent edits of the *same* field resolve identically on every replica (Automerge's
 //!   deterministic choice among conflicting values).
-//! - Delete vs concurrent update: delete sets a tombstone that an update of the spec does not
-//!   clear, so delete wins; re-creating the service writes a higher generation.
+//! - Delete vs concurrent update: delete sets a tombstone on every creation of the name it
+//!   sees, which an update of the spec does not clear, so delete wins. A creation the delete
+//!   had not seen (concurrent, on another replica) survives it: a live object ranks above a
+//!   tombstone, then the higher generation (re-creating a service raises its generation).
 //! - Lease: concurrent claims are kept as conflicting values and [`DesiredState::lease`] returns
 //!   the greatest `(epoch, holder)`: the higher epoch wins, ties by peer id.
 //! - Assignments of one slot: the one made under the greatest `(epoch, holder)` stands.
