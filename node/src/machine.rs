@@ -247,6 +247,9 @@ pub struct NodeMachine {
     heartbeat_seq: u64,
     next_heartbeat: Millis,
     next_anti_entropy: Millis,
+    /// The typed view of `state`, read once per change of the document rather than per tick;
+    /// `None` when the document changed since.
+    view_cache: Option<ClusterView>,
 }
 
 impl std::fmt::Debug for NodeMachine {
@@ -288,6 +291,7 @@ impl NodeMachine {
             heartbeat_seq: 0,
             next_heartbeat: now,
             next_anti_entropy: now,
+            view_cache: None,
         }
     }
 
@@ -301,7 +305,8 @@ impl NodeMachine {
         &self.state
     }
 
-    /// The replica, for the driver's persistence (`Store::persist`).
+    /// The replica, for the driver's persistence (`Store::persist`). The driver must not
+    /// change the document's content through it: the machine caches what it reads.
     pub fn state_mut(&mut self) -> &mut DesiredState {
         &mut self.state
     }
@@ -312,13 +317,16 @@ impl NodeMachine {
     }
 
     /// The tasks assigned to this node: the input of the reconcile loop.
-    pub fn desired_tasks(&self) -> Vec<DesiredTask> {
-        ClusterView::read(&self.state).desired_tasks(&self.me)
+    pub fn desired_tasks(&mut self) -> Vec<DesiredTask> {
+        let me = self.me.clone();
+        self.view().desired_tasks(&me)
     }
 
-    /// The machine's current view of the lease, members, services: read from the replica.
-    pub fn view(&self) -> ClusterView {
-        ClusterView::read(&self.state)
+    /// The machine's current view of the lease, members, services, read from the replica
+    /// (once per change of the document).
+    pub fn view(&mut self) -> &ClusterView {
+        self.view_cache
+            .get_or_insert_with(|| ClusterView::read(&self.state))
     }
 
     /// How `peer` looks from here at `now`.
@@ -327,6 +335,7 @@ impl NodeMachine {
     }
 
     fn changed(&mut self, flush: bool) {
+        self.view_cache = None;
         self.outputs.push_back(Output::Persist { flush });
     }
 
@@ -344,8 +353,10 @@ impl NodeMachine {
     /// Time passed: decide (lease, schedule), heartbeat and anti-entropy when due, keep the
     /// member set and this member's addresses current.
     pub fn handle_tick(&mut self, now: Millis) {
-        let view = self.view();
-        for action in self.core.tick(&view, now) {
+        let view = self
+            .view_cache
+            .get_or_insert_with(|| ClusterView::read(&self.state));
+        for action in self.core.tick(view, now) {
             match &action {
                 Action::ClaimLease(lease) => {
                     info!(epoch = %lease.epoch, "claiming the scheduling lease");
@@ -695,7 +706,7 @@ impl NodeMachine {
         dropped_non_member: u64,
         connected_peers: usize,
     ) -> Snapshot {
-        let view = self.view();
+        let view = self.view().clone();
         let name_of = |id: &NodeId| {
             view.members
                 .get(id)
