@@ -203,7 +203,9 @@ impl DesiredState {
 
     /// Appends incremental bytes (a change chunk or a whole saved document) from storage.
     ///
-    /// Errors: [`CrdtError::Automerge`] when the chunk is corrupt.
+    /// Errors: [`CrdtError::Automerge`] for some malformed input. Automerge 0.12 does not
+    /// report every corrupt or truncated chunk (it keeps what parsed and returns `Ok`): the
+    /// [`Store`](crate::Store) checks each chunk's checksum before it gets here.
     pub fn load_incremental(&mut self, bytes: &[u8]) -> Result<(), CrdtError> {
         self.doc.load_incremental(bytes)?;
         Ok(())

@@ -112,6 +112,9 @@ pub enum NodeError {
     /// The mesh task stopped while the node ran.
     #[error("the mesh stopped unexpectedly")]
     MeshStopped,
+    /// The store holds data of which nothing loads.
+    #[error("the desired state in {0} does not load (see the warnings above); move it aside and rejoin with a join token")]
+    Unreadable(PathBuf),
     /// The data dir holds no cluster and neither `--init` nor `--join` was given.
     #[error("{0} holds no cluster: pass --init NAME to create one or --join TOKEN to join one")]
     NoCluster(PathBuf),
@@ -173,9 +176,16 @@ async fn run_node(
     if loaded.skipped_chunks > 0 {
         warn!(
             skipped = loaded.skipped_chunks,
+            held = loaded.held_changes,
+            repaired = loaded.repaired,
+            details = ?loaded.skipped,
             store = %store.path().display(),
             "the desired state had corrupt chunks; started from the last good state"
         );
+        if loaded.state.is_none() {
+            // Unreadable data is not a fresh data dir: never --init or --join over it.
+            return Err(NodeError::Unreadable(store.path().to_path_buf()));
+        }
     }
     let join_token = config.join.as_deref().map(JoinToken::decode).transpose()?;
     let cluster_id = match (&loaded.state, &config.init, &join_token) {
