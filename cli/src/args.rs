@@ -65,15 +65,33 @@ pub(crate) enum ClusterCommand {
 pub(crate) enum NodeCommand {
     /// List members.
     Ls,
+    /// Remove a member: it is cut off, its tasks move, its identity can never rejoin.
+    Rm {
+        /// The member's name or id (or the last 8 characters of its id).
+        node: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum JoinTokenCommand {
-    /// Mint a single-use join token; prints the token alone on stdout.
+    /// Mint a join token (single use by default); prints the token alone on stdout.
     Create {
         /// Validity in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
+        /// How many nodes it may admit.
+        #[arg(long, default_value_t = 1)]
+        uses: u64,
+        /// A label k=v every node it admits gets (repeatable).
+        #[arg(long, value_name = "K=V")]
+        label: Vec<String>,
+    },
+    /// List join tokens: id, expiry, uses left, labels, revoked.
+    Ls,
+    /// Revoke a join token: it admits nobody from now on.
+    Revoke {
+        /// The token's id (from `join-token ls`).
+        id: String,
     },
 }
 

@@ -555,6 +555,8 @@ impl DesiredState {
                         expires_at: self.int(&obj, "expires_at").unwrap_or_default(),
                         uses_left: self.uint(&obj, "uses_left").unwrap_or_default(),
                         role: self.string(&obj, "role").unwrap_or_default(),
+                        labels: self.string_map(&obj, "labels"),
+                        revoked: self.boolean(&obj, "revoked").unwrap_or(false),
                     },
                 ))
             })
@@ -904,7 +906,37 @@ impl DesiredState {
         self.doc.put(&obj, "expires_at", token.expires_at)?;
         self.doc.put(&obj, "uses_left", token.uses_left)?;
         self.doc.put(&obj, "role", token.role.as_str())?;
+        let labels = self.doc.put_object(&obj, "labels", ObjType::Map)?;
+        for (k, v) in &token.labels {
+            self.doc.put(&labels, k.as_str(), v.as_str())?;
+        }
+        self.doc.put(&obj, "revoked", token.revoked)?;
         Ok(self.commit(format!("join-token create {}", token.id)))
+    }
+
+    /// Revokes a join token: it admits nobody from now on (a concurrent admission on the other
+    /// side of a partition may still have used it; revocation wins from the merge on).
+    ///
+    /// Errors: [`CrdtError::UnknownToken`].
+    pub fn revoke_token(&mut self, token_id: &str) -> Result<ChangeBytes, CrdtError> {
+        let unknown = || CrdtError::UnknownToken(token_id.to_string());
+        let tokens = self.map(&ROOT, TOKENS).ok_or_else(unknown)?;
+        let obj = self.map(&tokens, token_id).ok_or_else(unknown)?;
+        self.doc.put(&obj, "revoked", true)?;
+        Ok(self.commit(format!("join-token revoke {token_id}")))
+    }
+
+    /// Removes a member: its state becomes `removed` (the record stays, so its identity can
+    /// never be admitted again), the scheduler stops placing tasks on it and peers stop
+    /// hearing it.
+    ///
+    /// Errors: [`CrdtError::UnknownMember`].
+    pub fn remove_member(&mut self, id: &NodeId) -> Result<ChangeBytes, CrdtError> {
+        let unknown = || CrdtError::UnknownMember(id.clone());
+        let members = self.map(&ROOT, MEMBERS).ok_or_else(unknown)?;
+        let obj = self.map(&members, id.as_str()).ok_or_else(unknown)?;
+        self.doc.put(&obj, "state", MemberState::Removed.as_str())?;
+        Ok(self.commit(format!("member rm {}", id.short())))
     }
 
     /// Admits `member` with the token `token_id`: decrements its uses and writes the member, in

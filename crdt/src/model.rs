@@ -291,6 +291,12 @@ pub struct TokenRecord {
     pub uses_left: u64,
     /// What the token admits as (`member`).
     pub role: String,
+    /// Labels every node admitted with it gets.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Revoked tokens are refused.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 /// One change of the document's history: who (actor = node), when, what.

@@ -90,6 +90,8 @@ fn typed_round_trip_of_every_section() {
         expires_at: 99,
         uses_left: 1,
         role: "member".into(),
+        labels: Default::default(),
+        revoked: false,
     };
     a.add_token(&token).expect("token");
     sync_pair(&mut a, &mut b);

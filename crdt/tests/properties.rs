@@ -740,6 +740,8 @@ fn run_op(
                 expires_at: 1000,
                 uses_left: *uses,
                 role: "member".into(),
+                labels: Default::default(),
+                revoked: false,
             };
             let mut plan = Plan::new(format!("add token t{id} #{uid} uses {uses}"));
             plan.writes

@@ -829,8 +829,15 @@ impl Actor {
 
     fn set_members(&mut self, members: HashMap<PeerId, Vec<Multiaddr>>) {
         debug!(count = members.len(), "member set replaced");
-        self.members = members;
+        let previous = std::mem::replace(&mut self.members, members);
         self.members.remove(&self.local);
+        // A member that was just removed is cut off now, not at its next message.
+        for peer in previous.keys().filter(|p| !self.members.contains_key(*p)) {
+            if self.swarm.is_connected(peer) {
+                info!(%peer, "disconnecting a peer that is no longer a member");
+                let _ = self.swarm.disconnect_peer_id(*peer);
+            }
+        }
         let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
         for peer in &connected {
             self.set_score(peer);

@@ -26,7 +26,7 @@ use warren_crdt::{
 
 use crate::core::{Action, ClusterView, Core, CoreConfig, DesiredTask, Liveness, Millis};
 use crate::protocol::{self, Heartbeat, JoinRequest, TaskStatus, MAX_HEARTBEAT_TASKS};
-use crate::token::JoinToken;
+use crate::token::{JoinToken, TokenGrant};
 
 /// Most rounds of one sync dialogue; a dialogue that needs more resumes at the next
 /// anti-entropy round.
@@ -97,13 +97,17 @@ pub enum Write {
     ScaleService(ServiceName, u32),
     /// Delete a service.
     DeleteService(ServiceName),
-    /// Mint a join token valid `ttl_secs` from `now_secs` (Unix seconds).
+    /// Mint a join token from `now_secs` (Unix seconds).
     CreateJoinToken {
-        /// Validity.
-        ttl_secs: u64,
+        /// Validity, uses and labels.
+        grant: TokenGrant,
         /// Wall clock now, Unix seconds.
         now_secs: i64,
     },
+    /// Revoke a join token by id.
+    RevokeJoinToken(String),
+    /// Remove a member: cut off, its tasks rescheduled, its identity never admitted again.
+    RemoveMember(NodeId),
 }
 
 /// What a write returns once acknowledged.
@@ -226,6 +230,9 @@ pub struct Snapshot {
     pub connected_peers: usize,
     /// Heads of the document.
     pub heads: Vec<String>,
+    /// Join tokens (digests included: never serialize this field to a client as is).
+    #[serde(skip)]
+    pub tokens: Vec<warren_crdt::TokenRecord>,
 }
 
 /// One peer's behaviour, sans IO. See the module doc.
@@ -317,9 +324,18 @@ impl NodeMachine {
     }
 
     /// The tasks assigned to this node: the input of the reconcile loop.
+    /// A removed member runs nothing.
     pub fn desired_tasks(&mut self) -> Vec<DesiredTask> {
         let me = self.me.clone();
-        self.view().desired_tasks(&me)
+        let view = self.view();
+        let removed = view
+            .members
+            .get(&me)
+            .is_some_and(|m| m.state == MemberState::Removed);
+        if removed {
+            return Vec::new();
+        }
+        view.desired_tasks(&me)
     }
 
     /// The machine's current view of the lease, members, services, read from the replica
@@ -602,13 +618,15 @@ impl NodeMachine {
         if token.cluster_id != cluster.id {
             return Err("join token is for another cluster".into());
         }
-        let already = self
-            .state
-            .members()
-            .get(from)
-            .is_some_and(|m| m.state == MemberState::Active);
-        if !already {
-            token.check(self.state.tokens().get(&token.token_id), now_secs)?;
+        let known = self.state.members().get(from).map(|m| m.state);
+        if known == Some(MemberState::Removed) {
+            return Err(
+                "this node was removed from the cluster; its identity cannot rejoin".into(),
+            );
+        }
+        if known.is_none() {
+            let record = self.state.tokens().remove(&token.token_id);
+            token.check(record.as_ref(), now_secs)?;
             if request.name.is_empty() || request.name.len() > 63 || request.labels.len() > 64 {
                 return Err("name must be 1-63 characters and labels at most 64".into());
             }
@@ -619,11 +637,14 @@ impl NodeMachine {
                 .filter(|a| a.len() < 256 && a.ends_with(&suffix))
                 .take(16)
                 .collect();
+            // The operator's labels on the token win over what the node says of itself.
+            let mut labels = request.labels;
+            labels.extend(record.map(|r| r.labels).unwrap_or_default());
             let member = Member {
                 id: from.clone(),
                 name: request.name,
                 addrs,
-                labels: request.labels,
+                labels,
                 admitted_by: self.me.clone(),
                 admitted_at: now_secs.saturating_mul(1000),
                 state: MemberState::Active,
@@ -660,7 +681,16 @@ impl NodeMachine {
                 (self.state.scale_service(&name, replicas)?, WriteAck::Done)
             }
             Write::DeleteService(name) => (self.state.delete_service(&name)?, WriteAck::Done),
-            Write::CreateJoinToken { ttl_secs, now_secs } => {
+            Write::RevokeJoinToken(id) => (self.state.revoke_token(&id)?, WriteAck::Done),
+            Write::RemoveMember(id) => {
+                if id == self.me {
+                    return Err(WriteError::Invalid(
+                        "a node cannot remove itself; ask another member".into(),
+                    ));
+                }
+                (self.state.remove_member(&id)?, WriteAck::Done)
+            }
+            Write::CreateJoinToken { grant, now_secs } => {
                 let cluster = self
                     .state
                     .cluster()
@@ -671,7 +701,7 @@ impl NodeMachine {
                         "this node is not listening on any address yet".into(),
                     ));
                 }
-                let (token, record) = JoinToken::mint(&cluster.id, bootstrap, now_secs, ttl_secs);
+                let (token, record) = JoinToken::mint(&cluster.id, bootstrap, now_secs, &grant);
                 (
                     self.state.add_token(&record)?,
                     WriteAck::JoinToken(token.encode()),
@@ -765,6 +795,7 @@ impl NodeMachine {
             dropped_non_member,
             connected_peers,
             heads: self.state.heads(),
+            tokens: self.state.tokens().into_values().collect(),
         }
     }
 

@@ -12,6 +12,28 @@ use crate::daemon::NodeError;
 
 const PREFIX: &str = "WRN1-";
 
+/// What a new join token allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// Seconds it stays valid.
+    pub ttl_secs: u64,
+    /// Admissions it allows (1: single use).
+    pub uses: u64,
+    /// Labels the nodes it admits get.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl TokenGrant {
+    /// Single use, no labels, valid `ttl_secs`.
+    pub fn single_use(ttl_secs: u64) -> Self {
+        Self {
+            ttl_secs,
+            uses: 1,
+            labels: Default::default(),
+        }
+    }
+}
+
 /// A decoded join token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinToken {
@@ -28,27 +50,30 @@ pub struct JoinToken {
 }
 
 impl JoinToken {
-    /// A fresh token for `cluster_id`, valid for `ttl_secs` from `now_secs`, and the record to
-    /// store in the document (single use).
+    /// A fresh token for `cluster_id`, valid for `ttl_secs` from `now_secs` and for `uses`
+    /// admissions, giving `labels` to the nodes it admits; and the record to store in the
+    /// document (the secret's digest, never the secret).
     pub fn mint(
         cluster_id: &str,
         bootstrap: Vec<String>,
         now_secs: i64,
-        ttl_secs: u64,
+        grant: &TokenGrant,
     ) -> (JoinToken, TokenRecord) {
         let token = JoinToken {
             cluster_id: cluster_id.to_string(),
             token_id: hex::encode(rand::random::<[u8; 8]>()),
             secret: hex::encode(rand::random::<[u8; 32]>()),
-            expires_at: now_secs.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX)),
+            expires_at: now_secs.saturating_add(i64::try_from(grant.ttl_secs).unwrap_or(i64::MAX)),
             bootstrap,
         };
         let record = TokenRecord {
             id: token.token_id.clone(),
             digest: digest(&token.secret),
             expires_at: token.expires_at,
-            uses_left: 1,
+            uses_left: grant.uses,
             role: "member".into(),
+            labels: grant.labels.clone(),
+            revoked: false,
         };
         (token, record)
     }
@@ -83,6 +108,9 @@ impl JoinToken {
         if record.digest != digest(&self.secret) {
             return Err("join token secret does not match".into());
         }
+        if record.revoked {
+            return Err("join token revoked".into());
+        }
         if record.expires_at <= now_secs {
             return Err("join token expired".into());
         }
@@ -103,7 +131,12 @@ mod tests {
 
     #[test]
     fn round_trip_and_every_refusal() {
-        let (token, record) = JoinToken::mint("c1", vec!["/ip4/127.0.0.1".into()], 100, 60);
+        let (token, record) = JoinToken::mint(
+            "c1",
+            vec!["/ip4/127.0.0.1".into()],
+            100,
+            &TokenGrant::single_use(60),
+        );
         assert_eq!(JoinToken::decode(&token.encode()).expect("decode"), token);
         assert!(token.check(Some(&record), 120).is_ok());
         assert!(token.check(Some(&record), 161).is_err(), "expired");
@@ -113,9 +146,17 @@ mod tests {
         assert!(forged.check(Some(&record), 120).is_err(), "forged");
         let used = TokenRecord {
             uses_left: 0,
-            ..record
+            ..record.clone()
         };
         assert!(token.check(Some(&used), 120).is_err(), "used");
+        let revoked = TokenRecord {
+            revoked: true,
+            ..record
+        };
+        assert_eq!(
+            token.check(Some(&revoked), 120),
+            Err("join token revoked".to_string())
+        );
         assert!(JoinToken::decode("nonsense").is_err());
         assert!(JoinToken::decode("WRN1-!!!").is_err());
     }

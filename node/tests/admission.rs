@@ -250,3 +250,142 @@ fn operator_errors_are_one_line_and_actionable() {
         "{status}"
     );
 }
+
+#[test]
+fn tokens_expire_and_revoke_and_removed_members_are_cut_off_for_good() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n1 = Node::start("n1", &dir.path().join("n1"), &["--init", "gate"]);
+    let create_token = |extra: &[&str]| {
+        let mut args = vec!["join-token", "create"];
+        args.extend_from_slice(extra);
+        let out = n1.cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
+    };
+
+    // Expired.
+    let short = create_token(&["--ttl", "1"]);
+    let short_id = JoinToken::decode(&short).expect("token").token_id;
+    wait_for("the short token to expire", T, || {
+        let tokens = n1.cli_json(&["join-token", "ls"])?;
+        tokens
+            .as_array()?
+            .iter()
+            .any(|t| t["id"] == short_id.as_str() && t["expired"] == true)
+            .then_some(())
+    });
+    let err = node_fails(&dir.path().join("late"), &["--join", &short]);
+    assert!(err.contains("expired"), "{err}");
+
+    // Revoked.
+    let revoked = create_token(&[]);
+    let revoked_id = JoinToken::decode(&revoked).expect("token").token_id;
+    assert!(n1
+        .cli(&["join-token", "revoke", &revoked_id])
+        .status
+        .success());
+    let err = node_fails(&dir.path().join("revoked"), &["--join", &revoked]);
+    assert!(err.contains("revoked"), "{err}");
+    let listed = n1.cli_json(&["join-token", "ls"]).expect("ls");
+    let text = listed.to_string();
+    assert!(
+        !text.contains("digest") && !text.contains("secret"),
+        "{text}"
+    );
+
+    // One token for two nodes, with a label for both.
+    let shared = create_token(&["--uses", "2", "--label", "zone=edge"]);
+    let n2 = Node::start("n2", &dir.path().join("n2"), &["--join", &shared]);
+    let mut n3 = Node::start("n3", &dir.path().join("n3"), &["--join", &shared]);
+    let nodes = wait_for("3 members with labels", T, || {
+        let nodes = n1.cli_json(&["node", "ls"])?;
+        let list = nodes.as_array()?.clone();
+        (list.len() == 3).then_some(list)
+    });
+    for n in nodes.iter().filter(|n| n["name"] != "n1") {
+        assert_eq!(n["labels"]["zone"], "edge", "{n}");
+    }
+
+    let mut create = vec![
+        "service",
+        "create",
+        "gate-web",
+        "--image",
+        IMAGE,
+        "--replicas",
+        "3",
+        "--",
+    ];
+    create.extend(web_command());
+    assert!(n1.cli(&create).status.success());
+    let ids = [
+        n1.peer_id.as_str(),
+        n2.peer_id.as_str(),
+        n3.peer_id.as_str(),
+    ];
+    wait_for("3 running replicas on 3 nodes", T, || {
+        let running: Vec<Container> = containers(&ids).into_iter().filter(|c| c.running).collect();
+        let on: std::collections::BTreeSet<&str> =
+            running.iter().map(|c| c.node.as_str()).collect();
+        (running.len() == 3 && on.len() == 3).then_some(())
+    });
+
+    // Remove n3: every member sees it removed, its slot runs on the others, and what it
+    // still sends is dropped.
+    let dropped_before = n1
+        .status()
+        .and_then(|s| s["dropped_non_member"].as_u64())
+        .unwrap_or(0);
+    let out = n2.cli(&["node", "rm", "n3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in [&n1, &n2] {
+        wait_for(&format!("n3 removed at {}", node.name), T, || {
+            let nodes = node.cli_json(&["node", "ls"])?;
+            nodes
+                .as_array()?
+                .iter()
+                .any(|n| n["name"] == "n3" && n["state"] == "removed")
+                .then_some(())
+        });
+    }
+    let survivors = [n1.peer_id.as_str(), n2.peer_id.as_str()];
+    wait_for("3 replicas on n1 and n2", T, || {
+        let slots: std::collections::BTreeSet<String> = containers(&survivors)
+            .into_iter()
+            .filter(|c| c.running && c.service == "gate-web")
+            .map(|c| c.slot)
+            .collect();
+        (slots.len() == 3).then_some(())
+    });
+    wait_for("n3's messages dropped at n1", T, || {
+        let now = n1.status()?["dropped_non_member"].as_u64()?;
+        (now > dropped_before).then_some(())
+    });
+    let err = one_line_error(n2.cli(&["node", "rm", "n2"]));
+    assert!(err.contains("cannot remove itself"), "{err}");
+
+    // Its identity can never come back, not even with a valid token.
+    n3.kill();
+    let again = dir.path().join("n3-again");
+    std::fs::create_dir_all(&again).expect("dir");
+    std::fs::copy(
+        dir.path().join("n3/identity.key"),
+        again.join("identity.key"),
+    )
+    .expect("key");
+    let fresh = create_token(&[]);
+    let err = node_fails(&again, &["--join", &fresh]);
+    assert!(err.contains("removed"), "{err}");
+}

@@ -1,13 +1,23 @@
 use anyhow::{anyhow, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::args::{Format, JoinTokenCommand};
 use crate::client::Client;
+use crate::output::{cell, print};
 
 pub(crate) fn run(client: &Client, format: Format, command: JoinTokenCommand) -> Result<()> {
     match command {
-        JoinTokenCommand::Create { ttl } => {
-            let answer = client.post("/v1/join-tokens", &json!({ "ttl_secs": ttl }))?;
+        JoinTokenCommand::Create { ttl, uses, label } => {
+            let mut labels = serde_json::Map::new();
+            for pair in &label {
+                let (k, v) = pair
+                    .split_once('=')
+                    .filter(|(k, _)| !k.is_empty())
+                    .ok_or_else(|| anyhow!("--label {pair:?} is not of the form K=V"))?;
+                labels.insert(k.to_string(), json!(v));
+            }
+            let body = json!({ "ttl_secs": ttl, "uses": uses, "labels": labels });
+            let answer = client.post("/v1/join-tokens", &body)?;
             if format == Format::Json {
                 println!("{answer}");
                 return Ok(());
@@ -16,9 +26,68 @@ pub(crate) fn run(client: &Client, format: Format, command: JoinTokenCommand) ->
                 .get("token")
                 .and_then(|t| t.as_str())
                 .ok_or_else(|| anyhow!("the peer answered without a token"))?;
-            eprintln!("single-use join token, valid {ttl} s; on the new node run:");
+            let times = if uses == 1 {
+                "single-use".to_string()
+            } else {
+                format!("{uses}-use")
+            };
+            eprintln!("{times} join token, valid {ttl} s; on the new node run:");
             eprintln!("  warren-node up --join <TOKEN> --name NAME --data-dir DIR");
             println!("{token}");
+        }
+        JoinTokenCommand::Ls => {
+            let tokens = client.get("/v1/join-tokens")?;
+            let rows = tokens
+                .as_array()
+                .map(|ts| {
+                    ts.iter()
+                        .map(|t| {
+                            let state = if t.get("revoked").and_then(Value::as_bool) == Some(true) {
+                                "revoked"
+                            } else if t.get("expired").and_then(Value::as_bool) == Some(true) {
+                                "expired"
+                            } else if t.get("uses_left").and_then(Value::as_u64) == Some(0) {
+                                "used"
+                            } else {
+                                "valid"
+                            };
+                            let labels = t
+                                .get("labels")
+                                .and_then(Value::as_object)
+                                .map(|m| {
+                                    m.iter()
+                                        .map(|(k, v)| format!("{k}={}", cell(Some(v))))
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                })
+                                .unwrap_or_default();
+                            vec![
+                                cell(t.get("id")),
+                                state.to_string(),
+                                cell(t.get("uses_left")),
+                                cell(t.get("expires_at")),
+                                labels,
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            print(
+                format,
+                &tokens,
+                &["ID", "STATE", "USES_LEFT", "EXPIRES_AT", "LABELS"],
+                rows,
+            );
+        }
+        JoinTokenCommand::Revoke { id } => {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(anyhow!("invalid join token id {id:?} (see join-token ls)"));
+            }
+            let answer = client.delete(&format!("/v1/join-tokens/{id}"))?;
+            match format {
+                Format::Json => println!("{answer}"),
+                Format::Table => println!("join token {id} revoked"),
+            }
         }
     }
     Ok(())

@@ -5,7 +5,10 @@
 //! |---|---|
 //! | `GET /v1/status` | cluster, this node, lease, members with liveness |
 //! | `GET /v1/nodes` | members with liveness and task counts |
-//! | `POST /v1/join-tokens` `{ttl_secs?}` | mints a single-use join token |
+//! | `POST /v1/join-tokens` `{ttl_secs?, uses?, labels?}` | mints a join token (single use by default) |
+//! | `GET /v1/join-tokens` | tokens: id, expiry, uses left, labels, revoked (never secrets) |
+//! | `DELETE /v1/join-tokens/{id}` | revokes a token |
+//! | `DELETE /v1/nodes/{node}` | removes a member (by name or id) |
 //! | `GET /v1/services` | live services with desired and running replica counts |
 //! | `POST /v1/services` [`CreateService`] | creates a service |
 //! | `GET /v1/services/{name}` | one service |
@@ -31,6 +34,7 @@ use warren_crdt::{PortSpec, Service, ServiceName, ServiceSpec};
 
 use super::actor::Command;
 use crate::machine::{Snapshot, Write, WriteAck, WriteError};
+use crate::token::TokenGrant;
 
 /// Largest request body accepted, in bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -92,7 +96,15 @@ pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
-        .route("/v1/join-tokens", post(create_join_token))
+        .route(
+            "/v1/join-tokens",
+            post(create_join_token).get(list_join_tokens),
+        )
+        .route(
+            "/v1/join-tokens/{id}",
+            axum::routing::delete(revoke_join_token),
+        )
+        .route("/v1/nodes/{node}", axum::routing::delete(remove_node))
         .route("/v1/services", get(list_services).post(create_service))
         .route(
             "/v1/services/{name}",
@@ -157,18 +169,44 @@ async fn nodes(State(state): State<ApiState>) -> Json<serde_json::Value> {
 struct JoinTokenRequest {
     #[serde(default)]
     ttl_secs: Option<u64>,
+    #[serde(default)]
+    uses: Option<u64>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
+
+/// Most admissions one token may allow.
+const MAX_TOKEN_USES: u64 = 1_000;
 
 async fn create_join_token(
     State(state): State<ApiState>,
     body: Option<Json<JoinTokenRequest>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map(|Json(b)| b);
     let ttl_secs = body
-        .and_then(|Json(b)| b.ttl_secs)
+        .as_ref()
+        .and_then(|b| b.ttl_secs)
         .unwrap_or(3_600)
         .clamp(1, 30 * 24 * 3_600);
+    let uses = body.as_ref().and_then(|b| b.uses).unwrap_or(1);
+    if !(1..=MAX_TOKEN_USES).contains(&uses) {
+        return Err(ApiError::invalid(format!(
+            "uses must be 1-{MAX_TOKEN_USES}"
+        )));
+    }
+    let labels = body.map(|b| b.labels).unwrap_or_default();
+    if labels.len() > 64 || labels.keys().any(|k| k.is_empty() || k.len() > 63) {
+        return Err(ApiError::invalid(
+            "labels: at most 64, keys 1-63 characters",
+        ));
+    }
     let now_secs = super::wall_ms() / 1000;
-    let ack = write(&state, Write::CreateJoinToken { ttl_secs, now_secs }).await?;
+    let grant = TokenGrant {
+        ttl_secs,
+        uses,
+        labels,
+    };
+    let ack = write(&state, Write::CreateJoinToken { grant, now_secs }).await?;
     let WriteAck::JoinToken(token) = ack else {
         return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -176,7 +214,69 @@ async fn create_join_token(
             "the node answered without a token",
         ));
     };
-    Ok(Json(json!({ "token": token, "ttl_secs": ttl_secs })))
+    Ok(Json(
+        json!({ "token": token, "ttl_secs": ttl_secs, "uses": uses }),
+    ))
+}
+
+/// `GET /v1/join-tokens`: ids, expiry, uses left, labels, revoked. Never a secret or digest.
+async fn list_join_tokens(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let s = state.snapshot.borrow().clone();
+    let now_secs = super::wall_ms() / 1000;
+    Json(json!(s
+        .tokens
+        .iter()
+        .map(|t| json!({
+            "id": t.id,
+            "expires_at": t.expires_at,
+            "expired": t.expires_at <= now_secs,
+            "uses_left": t.uses_left,
+            "labels": t.labels,
+            "revoked": t.revoked,
+        }))
+        .collect::<Vec<_>>()))
+}
+
+async fn revoke_join_token(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ApiError::invalid(format!("invalid join token id {id:?}")));
+    }
+    write(&state, Write::RevokeJoinToken(id.clone())).await?;
+    Ok(Json(json!({ "id": id, "revoked": true })))
+}
+
+/// `DELETE /v1/nodes/{node}`: `node` is a member's name or id (or its last 8 characters).
+async fn remove_node(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = state.snapshot.borrow().clone();
+    let matches: Vec<&crate::machine::MemberStatus> = s
+        .members
+        .iter()
+        .filter(|m| m.name == node || m.id.as_str() == node || m.id.short() == node)
+        .collect();
+    let member = match matches.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no member named {node}"),
+            ))
+        }
+        _ => {
+            return Err(ApiError::invalid(format!(
+                "{node} names several members; use its id"
+            )))
+        }
+    };
+    let (id, name) = (member.id.clone(), member.name.clone());
+    write(&state, Write::RemoveMember(id.clone())).await?;
+    Ok(Json(json!({ "id": id, "name": name, "removed": true })))
 }
 
 /// Body of `POST /v1/services`.

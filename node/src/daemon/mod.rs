@@ -236,8 +236,12 @@ async fn run_node(
                 created_at: now_ms,
             };
             let mut state = DesiredState::new_cluster(&info, &founder)?;
-            let (token, record) =
-                JoinToken::mint(&cluster_id, my_addrs.clone(), now_ms / 1000, 3_600);
+            let (token, record) = JoinToken::mint(
+                &cluster_id,
+                my_addrs.clone(),
+                now_ms / 1000,
+                &crate::token::TokenGrant::single_use(3_600),
+            );
             state.add_token(&record)?;
             store.persist(&mut state, true)?;
             info!(cluster = %cluster_name, id = %cluster_id, "created a new cluster");
