@@ -44,6 +44,44 @@ pub(crate) enum Command {
     /// Long-running services.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Secrets: sealed to every member, readable only inside containers.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Create a secret from a file, a literal, or standard input (`-`).
+    Create {
+        /// Secret name.
+        name: String,
+        /// Read the value from this file.
+        #[arg(long, conflicts_with_all = ["from_literal", "stdin"])]
+        from_file: Option<std::path::PathBuf>,
+        /// The value itself (it stays in your shell history: prefer a file or `-`).
+        #[arg(long, conflicts_with = "stdin")]
+        from_literal: Option<String>,
+        /// Read the value from standard input.
+        #[arg(value_name = "-", num_args = 0..=1, default_missing_value = "-", hide = true)]
+        stdin: Option<String>,
+    },
+    /// List secrets (metadata only).
+    Ls,
+    /// Show a secret's metadata: version, size, recipients. Never its value.
+    Inspect {
+        /// Secret name.
+        name: String,
+    },
+    /// Re-key a secret for the current members.
+    Rotate {
+        /// Secret name.
+        name: String,
+    },
+    /// Remove a secret.
+    Rm {
+        /// Secret name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -914,6 +914,30 @@ impl DesiredState {
         Ok(self.commit(format!("join-token create {}", token.id)))
     }
 
+    /// Publishes member `id`'s X25519 public key (hex), the key secrets are sealed to.
+    ///
+    /// Errors: [`CrdtError::UnknownMember`].
+    pub fn set_member_key(&mut self, id: &NodeId, key_hex: &str) -> Result<ChangeBytes, CrdtError> {
+        let unknown = || CrdtError::UnknownMember(id.clone());
+        let members = self.map(&ROOT, MEMBERS).ok_or_else(unknown)?;
+        let obj = self.map(&members, id.as_str()).ok_or_else(unknown)?;
+        self.doc.put(&obj, "x25519_public_key", key_hex)?;
+        Ok(self.commit(format!("member key {}", id.short())))
+    }
+
+    /// Every member's published X25519 public key (hex), by id; members that published none
+    /// are absent.
+    pub fn member_keys(&self) -> BTreeMap<NodeId, String> {
+        self.entries(MEMBERS)
+            .into_iter()
+            .filter_map(|(id, obj)| {
+                self.string(&obj, "x25519_public_key")
+                    .filter(|k| !k.is_empty())
+                    .map(|k| (NodeId(id), k))
+            })
+            .collect()
+    }
+
     /// Revokes a join token: it admits nobody from now on (a concurrent admission on the other
     /// side of a partition may still have used it; revocation wins from the merge on).
     ///

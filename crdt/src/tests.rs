@@ -527,3 +527,20 @@ fn a_full_save_for_a_peer_never_hides_changes_from_storage() {
         Some(1)
     );
 }
+
+#[test]
+fn member_keys_are_published_and_merge() {
+    let (mut a, mut b) = pair();
+    a.set_member_key(&NodeId("A".into()), "ab12").expect("key");
+    assert!(matches!(
+        a.set_member_key(&NodeId("Z".into()), "00"),
+        Err(CrdtError::UnknownMember(_))
+    ));
+    sync_pair(&mut a, &mut b);
+    assert_eq!(
+        b.member_keys(),
+        [(NodeId("A".into()), "ab12".to_string())].into()
+    );
+    // The key is not part of the typed member record, so members() is unchanged by it.
+    assert_eq!(b.members()[&NodeId("A".into())], member("A"));
+}

@@ -13,4 +13,5 @@ pub mod core;
 pub mod daemon;
 pub mod machine;
 pub mod protocol;
+pub mod secrets;
 pub mod token;

@@ -26,7 +26,9 @@ use warren_crdt::{
 
 use crate::core::{Action, ClusterView, Core, CoreConfig, DesiredTask, Liveness, Millis};
 use crate::protocol::{self, Heartbeat, JoinRequest, TaskStatus, MAX_HEARTBEAT_TASKS};
+use crate::secrets::{self, SecretKeys};
 use crate::token::{JoinToken, TokenGrant};
+use zeroize::Zeroizing;
 
 /// Most rounds of one sync dialogue; a dialogue that needs more resumes at the next
 /// anti-entropy round.
@@ -106,8 +108,29 @@ pub enum Write {
     },
     /// Revoke a join token by id.
     RevokeJoinToken(String),
+    /// Create a secret: the value is sealed to every member with a published key.
+    CreateSecret {
+        /// Its name.
+        name: String,
+        /// Its value (never logged, never in the document in clear).
+        value: SecretValue,
+    },
+    /// Re-key a secret for the current members (fresh data key, version + 1).
+    RotateSecret(String),
+    /// Remove a secret.
+    RemoveSecret(String),
     /// Remove a member: cut off, its tasks rescheduled, its identity never admitted again.
     RemoveMember(NodeId),
+}
+
+/// A secret's plaintext on its way in: zeroed when dropped, never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(pub Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValue({} bytes)", self.0.len())
+    }
 }
 
 /// What a write returns once acknowledged.
@@ -141,6 +164,9 @@ impl From<CrdtError> for WriteError {
     fn from(e: CrdtError) -> Self {
         match e {
             CrdtError::UnknownService(_) | CrdtError::UnknownMember(_) => {
+                WriteError::NotFound(e.to_string())
+            }
+            CrdtError::UnknownSecret(_) | CrdtError::UnknownToken(_) => {
                 WriteError::NotFound(e.to_string())
             }
             CrdtError::ServiceExists(_) => WriteError::Conflict(e.to_string()),
@@ -233,6 +259,21 @@ pub struct Snapshot {
     /// Join tokens (digests included: never serialize this field to a client as is).
     #[serde(skip)]
     pub tokens: Vec<warren_crdt::TokenRecord>,
+    /// Secrets, metadata only.
+    pub secrets: Vec<SecretMeta>,
+}
+
+/// What may be shown of a secret: never its value or keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretMeta {
+    /// Its name.
+    pub name: String,
+    /// Its version (increases with every rotation and re-keying).
+    pub version: u64,
+    /// Size of the value in bytes.
+    pub bytes: usize,
+    /// Names of the members it is sealed to.
+    pub recipients: Vec<String>,
 }
 
 /// One peer's behaviour, sans IO. See the module doc.
@@ -257,6 +298,8 @@ pub struct NodeMachine {
     /// The typed view of `state`, read once per change of the document rather than per tick;
     /// `None` when the document changed since.
     view_cache: Option<ClusterView>,
+    /// This node's X25519 keys: secrets are sealed to its public key. `None` in simulations.
+    secret_keys: Option<SecretKeys>,
 }
 
 impl std::fmt::Debug for NodeMachine {
@@ -299,7 +342,19 @@ impl NodeMachine {
             next_heartbeat: now,
             next_anti_entropy: now,
             view_cache: None,
+            secret_keys: None,
         }
+    }
+
+    /// Gives the machine this node's X25519 keys: it publishes the public key in its member
+    /// record and can then create, open and re-key secrets.
+    pub fn set_secret_keys(&mut self, keys: SecretKeys) {
+        self.secret_keys = Some(keys);
+    }
+
+    /// This node's secret keys, if it has them.
+    pub fn secret_keys(&self) -> Option<&SecretKeys> {
+        self.secret_keys.as_ref()
     }
 
     /// This node's id.
@@ -396,6 +451,7 @@ impl NodeMachine {
         }
         self.refresh_members();
         self.refresh_own_addrs();
+        self.refresh_own_key();
         if now >= self.next_heartbeat {
             self.next_heartbeat = Millis(now.0 + self.config.heartbeat_ms);
             self.send_heartbeat();
@@ -485,6 +541,66 @@ impl NodeMachine {
                     self.publish_change(change);
                 }
                 Err(e) => warn!(error = %e, "could not record new addresses"),
+            }
+        }
+    }
+
+    /// Publishes this node's X25519 public key in its member record when it is not there.
+    fn refresh_own_key(&mut self) {
+        let Some(mine) = self.secret_keys.as_ref().map(SecretKeys::public_hex) else {
+            return;
+        };
+        let me = self.me.clone();
+        let is_member = self.view().members.contains_key(&me);
+        if !is_member || self.state.member_keys().get(&self.me) == Some(&mine) {
+            return;
+        }
+        match self.state.set_member_key(&self.me, &mine) {
+            Ok(change) => {
+                self.changed(true);
+                self.publish_change(change);
+            }
+            Err(e) => warn!(error = %e, "could not publish this node's key"),
+        }
+    }
+
+    /// Active members with a published key: who secrets are sealed to.
+    fn recipients(&mut self) -> BTreeMap<NodeId, String> {
+        let keys = self.state.member_keys();
+        self.view()
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Active)
+            .filter_map(|m| keys.get(&m.id).map(|k| (m.id.clone(), k.clone())))
+            .collect()
+    }
+
+    /// Re-keys every secret this node can open for the current recipients (after an admission
+    /// or a removal). Secrets it cannot open are left alone and logged: another member re-keys
+    /// them when it next changes the membership.
+    fn rekey_secrets(&mut self) {
+        let recipients = self.recipients();
+        let Some(keys) = self.secret_keys.as_ref() else {
+            return;
+        };
+        let mut records = Vec::new();
+        for record in self.state.secrets().into_values() {
+            if record.recipients.keys().eq(recipients.keys()) {
+                continue;
+            }
+            match secrets::reseal(&record, &self.me, keys, &recipients) {
+                Ok(new) => records.push(new),
+                Err(e) => warn!(secret = %record.name, error = %e, "could not re-key a secret"),
+            }
+        }
+        for record in records {
+            match self.state.put_secret(&record) {
+                Ok(change) => {
+                    info!(secret = %record.name, version = record.version, "re-keyed a secret");
+                    self.changed(true);
+                    self.publish_change(change);
+                }
+                Err(e) => warn!(error = %e, "could not write a re-keyed secret"),
             }
         }
     }
@@ -656,6 +772,16 @@ impl NodeMachine {
             self.changed(true);
             self.publish_change(change);
             info!(node = %member.name, peer = %from, "admitted a new member");
+            let key_ok = hex::decode(&request.x25519_public_key).is_ok_and(|k| k.len() == 32);
+            if key_ok {
+                let change = self
+                    .state
+                    .set_member_key(from, &request.x25519_public_key)
+                    .map_err(|e| e.to_string())?;
+                self.changed(true);
+                self.publish_change(change);
+                self.rekey_secrets();
+            }
             self.refresh_members();
         }
         Ok(self.state.save())
@@ -688,8 +814,39 @@ impl NodeMachine {
                         "a node cannot remove itself; ask another member".into(),
                     ));
                 }
-                (self.state.remove_member(&id)?, WriteAck::Done)
+                let change = self.state.remove_member(&id)?;
+                self.changed(true);
+                self.publish_change(change);
+                // What the removed member could read stays read; what comes next it cannot.
+                self.rekey_secrets();
+                return Ok(WriteAck::Done);
             }
+            Write::CreateSecret { name, value } => {
+                if self.state.secrets().contains_key(&name) {
+                    return Err(WriteError::Conflict(format!(
+                        "secret {name} already exists"
+                    )));
+                }
+                let recipients = self.recipients();
+                let record = secrets::seal(&name, 1, &value.0, &recipients)
+                    .map_err(|e| WriteError::Invalid(e.to_string()))?;
+                (self.state.put_secret(&record)?, WriteAck::Done)
+            }
+            Write::RotateSecret(name) => {
+                let record = self
+                    .state
+                    .secrets()
+                    .remove(&name)
+                    .ok_or_else(|| WriteError::NotFound(format!("no secret named {name}")))?;
+                let recipients = self.recipients();
+                let keys = self.secret_keys.as_ref().ok_or_else(|| {
+                    WriteError::Internal("this node has no key to open secrets".into())
+                })?;
+                let rotated = secrets::reseal(&record, &self.me, keys, &recipients)
+                    .map_err(|e| WriteError::Internal(e.to_string()))?;
+                (self.state.put_secret(&rotated)?, WriteAck::Done)
+            }
+            Write::RemoveSecret(name) => (self.state.remove_secret(&name)?, WriteAck::Done),
             Write::CreateJoinToken { grant, now_secs } => {
                 let cluster = self
                     .state
@@ -796,6 +953,18 @@ impl NodeMachine {
             connected_peers,
             heads: self.state.heads(),
             tokens: self.state.tokens().into_values().collect(),
+            secrets: self
+                .state
+                .secrets()
+                .into_values()
+                .map(|r| SecretMeta {
+                    // XChaCha20-Poly1305 adds a 16-byte tag.
+                    bytes: r.ciphertext.len().saturating_sub(16),
+                    recipients: r.recipients.keys().map(&name_of).collect(),
+                    name: r.name,
+                    version: r.version,
+                })
+                .collect(),
         }
     }
 

@@ -54,6 +54,9 @@ pub struct JoinRequest {
     pub addrs: Vec<String>,
     /// Its labels.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Its X25519 public key (hex) for secrets; empty from a node that has none.
+    #[serde(default)]
+    pub x25519_public_key: String,
 }
 
 /// Sync request/response body: one flag byte (1 = first message of a new session: the

@@ -3,6 +3,7 @@
 mod cluster;
 mod join_token;
 mod node;
+mod secret;
 mod service;
 
 use anyhow::Result;
@@ -17,5 +18,6 @@ pub(crate) fn dispatch(cli: Cli) -> Result<()> {
         Command::Node(c) => node::run(&client, cli.output, c),
         Command::JoinToken(c) => join_token::run(&client, cli.output, c),
         Command::Service(c) => service::run(&client, cli.output, c),
+        Command::Secret(c) => secret::run(&client, cli.output, c),
     }
 }

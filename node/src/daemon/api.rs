@@ -15,6 +15,10 @@
 //! | `GET /v1/services/{name}/tasks` | its tasks: slot, node, actual state, ports |
 //! | `POST /v1/services/{name}/scale` `{replicas}` | sets its replica count |
 //! | `DELETE /v1/services/{name}` | removes it |
+//! | `POST /v1/secrets` `{name, value_base64}` | creates a secret sealed to every member |
+//! | `GET /v1/secrets`, `GET /v1/secrets/{name}` | metadata only: version, size, recipients |
+//! | `POST /v1/secrets/{name}/rotate` | re-keys it for the current members |
+//! | `DELETE /v1/secrets/{name}` | removes it |
 //! | `GET /v1/history?service=NAME&limit=N` | the newest changes (100 by default), oldest first: who, when, what |
 //!
 //! Errors are `{"error": {"code": "...", "message": "..."}}` with a fitting status.
@@ -37,7 +41,7 @@ use crate::machine::{Snapshot, Write, WriteAck, WriteError};
 use crate::token::TokenGrant;
 
 /// Largest request body accepted, in bytes.
-const MAX_BODY: usize = 64 * 1024;
+const MAX_BODY: usize = 128 * 1024;
 /// Most replicas one service may ask for.
 const MAX_REPLICAS: u32 = 1_000;
 
@@ -113,6 +117,12 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/v1/services/{name}/tasks", get(service_tasks))
         .route("/v1/services/{name}/scale", post(scale_service))
         .route("/v1/history", get(history))
+        .route("/v1/secrets", get(list_secrets).post(create_secret))
+        .route(
+            "/v1/secrets/{name}",
+            get(inspect_secret).delete(remove_secret),
+        )
+        .route("/v1/secrets/{name}/rotate", post(rotate_secret))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -466,4 +476,88 @@ async fn history(
     })
     .await?;
     Ok(Json(json!(entries)))
+}
+
+/// A secret name: 1-63 characters of `[A-Za-z0-9._-]`, not starting with `.` (it becomes a
+/// file name under `/run/secrets`).
+fn parse_secret_name(name: &str) -> Result<String, ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(ApiError::invalid(format!(
+            "invalid secret name {name:?}: 1-63 characters of letters, digits, '.', '_', '-'"
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateSecret {
+    name: String,
+    value_base64: String,
+}
+
+async fn create_secret(
+    State(state): State<ApiState>,
+    Json(body): Json<CreateSecret>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    use base64::Engine;
+    let name = parse_secret_name(&body.name)?;
+    let value = base64::engine::general_purpose::STANDARD
+        .decode(body.value_base64.as_bytes())
+        .map_err(|_| ApiError::invalid("value_base64 is not base64"))?;
+    let value = crate::machine::SecretValue(zeroize::Zeroizing::new(value));
+    write(
+        &state,
+        Write::CreateSecret {
+            name: name.clone(),
+            value,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "name": name }))))
+}
+
+async fn list_secrets(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let s = state.snapshot.borrow().clone();
+    Json(json!(s.secrets))
+}
+
+async fn inspect_secret(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_secret_name(&name)?;
+    let s = state.snapshot.borrow().clone();
+    let secret = s.secrets.iter().find(|x| x.name == name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no secret named {name}"),
+        )
+    })?;
+    Ok(Json(json!(secret)))
+}
+
+async fn rotate_secret(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_secret_name(&name)?;
+    write(&state, Write::RotateSecret(name.clone())).await?;
+    Ok(Json(json!({ "name": name, "rotated": true })))
+}
+
+async fn remove_secret(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_secret_name(&name)?;
+    write(&state, Write::RemoveSecret(name.clone())).await?;
+    Ok(Json(json!({ "name": name, "deleted": true })))
 }

@@ -1,57 +1,93 @@
-//! The node's ed25519 identity, persisted in the data dir with mode 0600.
+//! The node's keys, persisted in the data dir with mode 0600: the ed25519 identity (its PeerId)
+//! and the X25519 key that secrets are sealed to. Two separate keys: a signing key is never
+//! reused for encryption (CRATES.md).
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use warren_mesh::Keypair;
+use zeroize::Zeroizing;
 
 use super::NodeError;
+use crate::secrets::SecretKeys;
 
-const KEY_FILE: &str = "identity.key";
+const IDENTITY_FILE: &str = "identity.key";
+const X25519_FILE: &str = "x25519.key";
 
-/// Loads `<data_dir>/identity.key` (libp2p protobuf encoding), or creates it with mode 0600.
+/// Reads the private key file `path`, or creates it from `make()` with mode 0600.
 ///
-/// Errors: [`NodeError::Identity`] when the file cannot be read, written or decoded, or when it
-/// is readable by group or others (the key would no longer be this node's alone).
-pub(crate) fn load_or_create(data_dir: &Path) -> Result<Keypair, NodeError> {
-    let path = data_dir.join(KEY_FILE);
-    let fail = |reason: String| NodeError::Identity {
-        path: path.clone(),
-        reason,
-    };
-    match std::fs::read(&path) {
+/// Errors: a reason when the file cannot be read or written, or when group or others may read
+/// it (the key would no longer be this node's alone).
+fn read_or_create(
+    path: &Path,
+    make: impl FnOnce() -> Result<Zeroizing<Vec<u8>>, String>,
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    match std::fs::read(path) {
         Ok(bytes) => {
-            let mode = std::fs::metadata(&path)
-                .map_err(|e| fail(e.to_string()))?
+            let bytes = Zeroizing::new(bytes);
+            let mode = std::fs::metadata(path)
+                .map_err(|e| e.to_string())?
                 .permissions()
                 .mode();
             if mode & 0o077 != 0 {
-                return Err(fail(format!(
+                return Err(format!(
                     "mode {:o} lets other users read the key; run chmod 600",
                     mode & 0o777
-                )));
+                ));
             }
-            Keypair::from_protobuf_encoding(&bytes).map_err(|e| fail(e.to_string()))
+            Ok(bytes)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let keypair = Keypair::generate_ed25519();
-            let bytes = keypair
-                .to_protobuf_encoding()
-                .map_err(|e| fail(e.to_string()))?;
+            let bytes = make()?;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path)
-                .map_err(|e| fail(e.to_string()))?;
+                .open(path)
+                .map_err(|e| e.to_string())?;
             file.write_all(&bytes)
                 .and_then(|()| file.sync_all())
-                .map_err(|e| fail(e.to_string()))?;
-            Ok(keypair)
+                .map_err(|e| e.to_string())?;
+            Ok(bytes)
         }
-        Err(e) => Err(fail(e.to_string())),
+        Err(e) => Err(e.to_string()),
     }
+}
+
+/// Loads `<data_dir>/identity.key` (libp2p protobuf encoding), or creates it with mode 0600.
+///
+/// Errors: [`NodeError::Identity`] when the file cannot be read, written or decoded, or when it
+/// is readable by group or others.
+pub(crate) fn load_or_create(data_dir: &Path) -> Result<Keypair, NodeError> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let bytes = read_or_create(&path, || {
+        Keypair::generate_ed25519()
+            .to_protobuf_encoding()
+            .map(Zeroizing::new)
+            .map_err(|e| e.to_string())
+    })
+    .map_err(|reason| NodeError::Identity {
+        path: path.clone(),
+        reason,
+    })?;
+    Keypair::from_protobuf_encoding(&bytes).map_err(|e| NodeError::Identity {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Loads `<data_dir>/x25519.key` (32 raw bytes), or creates it with mode 0600.
+///
+/// Errors: [`NodeError::Identity`] as for the identity key, or when the file is not 32 bytes.
+pub(crate) fn load_or_create_x25519(data_dir: &Path) -> Result<SecretKeys, NodeError> {
+    let path = data_dir.join(X25519_FILE);
+    let fail = |reason: String| NodeError::Identity {
+        path: path.clone(),
+        reason,
+    };
+    let bytes = read_or_create(&path, || Ok(SecretKeys::generate().to_bytes())).map_err(fail)?;
+    SecretKeys::from_bytes(&bytes).map_err(|e| fail(e.to_string()))
 }
 
 #[cfg(test)]
@@ -59,15 +95,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identity_persists_with_mode_0600() {
+    fn keys_persist_with_mode_0600() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = load_or_create(dir.path()).expect("create");
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
-            .expect("meta")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let x = load_or_create_x25519(dir.path()).expect("create x25519");
+        for file in [IDENTITY_FILE, X25519_FILE] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
         let b = load_or_create(dir.path()).expect("load");
         assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
+        let y = load_or_create_x25519(dir.path()).expect("load x25519");
+        assert_eq!(x.public_hex(), y.public_hex());
+        std::fs::set_permissions(
+            dir.path().join(X25519_FILE),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        assert!(
+            load_or_create_x25519(dir.path()).is_err(),
+            "a readable key is refused"
+        );
     }
 }

@@ -153,10 +153,11 @@ pub async fn run(config: NodeConfig, cancel: CancellationToken) -> Result<(), No
         reason: e.to_string(),
     })?;
     let keypair = identity::load_or_create(&data_dir)?;
+    let secret_keys = identity::load_or_create_x25519(&data_dir)?;
     let peer_id = keypair.public().to_peer_id();
     let me = NodeId(peer_id.to_string());
     let span = tracing::info_span!("node", node = %config.name, peer = %me.short());
-    run_node(config, cancel, keypair, me, data_dir)
+    run_node(config, cancel, keypair, secret_keys, me, data_dir)
         .instrument(span)
         .await
 }
@@ -165,6 +166,7 @@ async fn run_node(
     config: NodeConfig,
     cancel: CancellationToken,
     keypair: warren_mesh::Keypair,
+    secret_keys: crate::secrets::SecretKeys,
     me: NodeId,
     data_dir: PathBuf,
 ) -> Result<(), NodeError> {
@@ -250,7 +252,16 @@ async fn run_node(
             state
         }
         (None, None, Some(token)) => {
-            let mut state = join(&mesh, &mut events, &me, &config, token, &my_addrs).await?;
+            let mut state = join(
+                &mesh,
+                &mut events,
+                &me,
+                &config,
+                token,
+                &my_addrs,
+                &secret_keys.public_hex(),
+            )
+            .await?;
             store.persist(&mut state, true)?;
             state
         }
@@ -320,6 +331,7 @@ async fn run_node(
     for addr in &listen_addrs {
         machine.handle_listen_addr(addr.to_string());
     }
+    machine.set_secret_keys(secret_keys);
     let actor = actor::NodeActor::new(machine, store, origin, mesh);
     let wiring = actor::Wiring {
         commands: command_rx,
@@ -368,6 +380,7 @@ async fn join(
     config: &NodeConfig,
     token: &JoinToken,
     my_addrs: &[String],
+    x25519_public: &str,
 ) -> Result<DesiredState, NodeError> {
     let peers: Vec<PeerId> = token
         .bootstrap
@@ -384,6 +397,7 @@ async fn join(
         name: config.name.clone(),
         addrs: my_addrs.to_vec(),
         labels: config.labels.clone(),
+        x25519_public_key: x25519_public.to_string(),
     })
     .map_err(|e| NodeError::BadToken(e.to_string()))?;
     let deadline = Instant::now() + JOIN_DEADLINE;
