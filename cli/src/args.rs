@@ -180,6 +180,9 @@ pub(crate) struct CreateService {
     /// HOST:CONTAINER (repeatable).
     #[arg(long, short = 'p', value_name = "[HOST:]CONTAINER")]
     pub(crate) publish: Vec<String>,
+    /// Mount a secret read-only at /run/secrets/TARGET (TARGET defaults to NAME; repeatable).
+    #[arg(long, value_name = "NAME[:TARGET]")]
+    pub(crate) secret: Vec<String>,
     /// Command and arguments (after --).
     #[arg(last = true)]
     pub(crate) command: Vec<String>,

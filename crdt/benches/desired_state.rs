@@ -43,6 +43,7 @@ fn spec(replicas: u32) -> ServiceSpec {
         command: vec!["httpd".into(), "-f".into(), "-p".into(), "80".into()],
         env: [("MODE".to_string(), "edge".to_string())].into(),
         ports: vec![],
+        secrets: Vec::new(),
     }
 }
 

@@ -480,6 +480,7 @@ impl DesiredState {
             command: self.json(spec, "command"),
             env: self.string_map(spec, "env"),
             ports: self.json::<Vec<PortSpec>>(spec, "ports"),
+            secrets: self.json(spec, "secrets"),
         }
     }
 
@@ -750,6 +751,8 @@ impl DesiredState {
             .put(&spec_obj, "command", serde_json::to_string(&spec.command)?)?;
         self.doc
             .put(&spec_obj, "ports", serde_json::to_string(&spec.ports)?)?;
+        self.doc
+            .put(&spec_obj, "secrets", serde_json::to_string(&spec.secrets)?)?;
         let env = self.doc.put_object(&spec_obj, "env", ObjType::Map)?;
         for (k, v) in &spec.env {
             self.doc.put(&env, k.as_str(), v.as_str())?;
@@ -796,6 +799,10 @@ impl DesiredState {
         if old.command != spec.command {
             self.doc
                 .put(&spec_obj, "command", serde_json::to_string(&spec.command)?)?;
+        }
+        if old.secrets != spec.secrets {
+            self.doc
+                .put(&spec_obj, "secrets", serde_json::to_string(&spec.secrets)?)?;
         }
         if old.ports != spec.ports {
             self.doc

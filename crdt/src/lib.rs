@@ -41,7 +41,7 @@
 //!
 //! let web = ServiceName::new("web")?;
 //! let spec = ServiceSpec { image: "warren/busybox:latest".into(), replicas: 3,
-//!     command: vec![], env: Default::default(), ports: vec![] };
+//!     command: vec![], env: Default::default(), ports: vec![], secrets: Vec::new() };
 //! let change = a.create_service(&web, &spec)?;
 //!
 //! // Fast path: gossip the change bytes.
@@ -70,8 +70,8 @@ pub use doc::{ChangeBytes, DesiredState, SyncState};
 pub use error::CrdtError;
 pub use model::{
     Assignment, ClusterInfo, Epoch, HistoryEntry, Job, JobAttempt, JobSpec, JobState, Lease,
-    Member, MemberState, NodeId, PortSpec, SecretRecord, Service, ServiceName, ServiceSpec, SlotId,
-    TokenRecord, Volume,
+    Member, MemberState, NodeId, PortSpec, SecretMount, SecretRecord, Service, ServiceName,
+    ServiceSpec, SlotId, TokenRecord, Volume,
 };
 pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
 

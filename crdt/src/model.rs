@@ -200,6 +200,18 @@ pub struct ServiceSpec {
     /// Published ports.
     #[serde(default)]
     pub ports: Vec<PortSpec>,
+    /// Secrets mounted read-only at `/run/secrets/<target>` in every task.
+    #[serde(default)]
+    pub secrets: Vec<SecretMount>,
+}
+
+/// A secret a service mounts: `name` from the document, as file `target` under `/run/secrets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretMount {
+    /// The secret's name.
+    pub name: String,
+    /// The file name under `/run/secrets` (defaults to the name).
+    pub target: String,
 }
 
 /// `services.<name>`: a spec with its generation and tombstone.

@@ -24,6 +24,7 @@ fn spec(replicas: u32) -> ServiceSpec {
             container_port: 80,
             host_port: None,
         }],
+        secrets: Vec::new(),
     }
 }
 

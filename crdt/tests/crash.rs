@@ -65,6 +65,7 @@ fn spec() -> ServiceSpec {
         command: vec![],
         env: Default::default(),
         ports: vec![],
+        secrets: Vec::new(),
     }
 }
 

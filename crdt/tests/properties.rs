@@ -139,6 +139,7 @@ fn base_spec() -> ServiceSpec {
         command: vec![],
         env: BTreeMap::new(),
         ports: vec![],
+        secrets: Vec::new(),
     }
 }
 
@@ -518,6 +519,7 @@ fn run_op(
                 command: vec![],
                 env: [("id".to_string(), tag(uid))].into(),
                 ports: vec![],
+                secrets: Vec::new(),
             };
             let mut plan = Plan::new(format!("create {n} #{uid} {} x{replicas}", spec.image));
             if view.as_ref().is_some_and(|s| !s.deleted) {

@@ -44,6 +44,7 @@ fn spec() -> ServiceSpec {
         command: vec![],
         env: Default::default(),
         ports: vec![],
+        secrets: Vec::new(),
     }
 }
 

@@ -126,6 +126,7 @@ async fn strangers_are_refused_and_their_writes_never_reach_members() {
                 command: vec![],
                 env: Default::default(),
                 ports: vec![],
+                secrets: Vec::new(),
             },
         )
         .expect("change");

@@ -241,6 +241,10 @@ fn create_body(spec: &TaskSpec) -> ContainerCreateBody {
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         host_config: Some(HostConfig {
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            binds: spec
+                .secrets_dir
+                .as_ref()
+                .map(|dir| vec![format!("{dir}:{}:ro", crate::types::SECRETS_MOUNT)]),
             ..Default::default()
         }),
         ..Default::default()
@@ -428,6 +432,7 @@ mod tests {
                     host_port: Some(8080),
                 },
             ],
+            secrets_dir: Some("/run/warren/x/secrets/c".into()),
         };
         let body = create_body(&spec);
         let labels = body.labels.unwrap_or_default();
@@ -437,6 +442,10 @@ mod tests {
         assert_eq!(body.cmd, None);
         assert_eq!(body.env, Some(vec!["A=1".to_string()]));
         assert_eq!(body.exposed_ports, Some(vec!["80/tcp".to_string()]));
+        assert_eq!(
+            body.host_config.as_ref().and_then(|h| h.binds.clone()),
+            Some(vec!["/run/warren/x/secrets/c:/run/secrets:ro".to_string()])
+        );
         let hc = body.host_config.unwrap_or_default();
         assert!(hc.restart_policy.is_none());
         let bindings = hc

@@ -58,6 +58,7 @@
 //!     command: vec![],
 //!     env: Default::default(),
 //!     ports: vec![PortMapping { container_port: 80, host_port: None }],
+//!     secrets_dir: None,
 //! };
 //! let id = rt.create_and_start(&spec).await?;
 //! for task in rt.list_tasks(&spec.node).await? {
@@ -81,7 +82,7 @@ pub use error::RuntimeError;
 pub use image_ref::validate_image_reference;
 pub use types::{
     container_name, ContainerInfo, ContainerState, EngineInfo, PortMapping, PublishedPort,
-    TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
+    TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, SECRETS_MOUNT,
 };
 
 /// The container runtime a node drives. Implemented by [`DockerRuntime`]; a simulator can

@@ -52,7 +52,13 @@ pub struct TaskSpec {
     pub env: BTreeMap<String, String>,
     /// TCP ports to publish on 127.0.0.1.
     pub ports: Vec<PortMapping>,
+    /// A host directory (on a tmpfs) bind-mounted read-only at [`SECRETS_MOUNT`]; `None` for
+    /// a task without secrets. Only its path appears in `docker inspect`, never its files.
+    pub secrets_dir: Option<String>,
 }
+
+/// Where a task's secrets appear inside its container.
+pub const SECRETS_MOUNT: &str = "/run/secrets";
 
 impl TaskSpec {
     /// The Docker container name for this task: `warren-{service}-{slot}-{last 8 chars of

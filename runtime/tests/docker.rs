@@ -44,6 +44,7 @@ fn spec(node: &str, service: &str, image: &str, ports: Vec<PortMapping>) -> Task
         command: vec![],
         env: BTreeMap::from([("WARREN_TEST".to_string(), "1".to_string())]),
         ports,
+        secrets_dir: None,
     }
 }
 

@@ -173,6 +173,7 @@ impl Simulation {
             command: vec![],
             env: Default::default(),
             ports: vec![],
+            secrets: Vec::new(),
         };
         let name = ServiceName::new(name).expect("service name");
         let change = self.nodes[i]

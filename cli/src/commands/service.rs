@@ -129,7 +129,19 @@ fn create_body(args: &CreateService) -> Result<Value> {
         .iter()
         .map(|p| parse_publish(p))
         .collect::<Result<Vec<_>>>()?;
+    let secrets = args
+        .secret
+        .iter()
+        .map(|s| {
+            let (name, target) = s.split_once(':').unwrap_or((s, s));
+            if name.is_empty() || target.is_empty() {
+                return Err(anyhow!("--secret {s:?} is not NAME or NAME:TARGET"));
+            }
+            Ok(json!({ "name": name, "target": target }))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(json!({
+        "secrets": secrets,
         "name": args.name,
         "image": args.image,
         "replicas": args.replicas,

@@ -144,6 +144,7 @@ mod tests {
                     command: vec![],
                     env: Default::default(),
                     ports: vec![],
+                    secrets: Vec::new(),
                 },
             },
         )

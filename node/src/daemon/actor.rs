@@ -2,14 +2,14 @@
 //! desired-state store. It owns the machine and the store; the API talks to it through a
 //! bounded command channel and reads the [`Snapshot`] it publishes every tick.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
-use warren_crdt::{HistoryEntry, NodeId, ServiceName, Store};
+use warren_crdt::{HistoryEntry, NodeId, SecretRecord, ServiceName, Store};
 use warren_mesh::{MeshEvent, MeshHandle, Multiaddr, PeerId, RequestKind, Response, Topic};
 
 use super::NodeError;
@@ -43,6 +43,7 @@ pub(crate) struct Wiring {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: mpsc::Receiver<MeshEvent>,
     pub(crate) desired_tx: watch::Sender<Option<Vec<DesiredTask>>>,
+    pub(crate) secrets_tx: watch::Sender<Arc<BTreeMap<String, SecretRecord>>>,
     pub(crate) local_status: watch::Receiver<Vec<TaskStatus>>,
     pub(crate) snapshot_tx: watch::Sender<Arc<Snapshot>>,
 }
@@ -272,6 +273,15 @@ impl NodeActor {
         self.machine.handle_tick(now);
         let _ = self.drive().await;
         let desired = self.machine.desired_tasks();
+        let records = self.machine.state().secrets();
+        wiring.secrets_tx.send_if_modified(|current| {
+            if **current == records {
+                false
+            } else {
+                *current = Arc::new(records);
+                true
+            }
+        });
         wiring.desired_tx.send_if_modified(|current| {
             if current.as_ref() == Some(&desired) {
                 false

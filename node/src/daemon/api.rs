@@ -34,7 +34,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
-use warren_crdt::{PortSpec, Service, ServiceName, ServiceSpec};
+use warren_crdt::{PortSpec, SecretMount, Service, ServiceName, ServiceSpec};
 
 use super::actor::Command;
 use crate::machine::{Snapshot, Write, WriteAck, WriteError};
@@ -302,6 +302,8 @@ pub(crate) struct CreateService {
     env: BTreeMap<String, String>,
     #[serde(default)]
     ports: Vec<PortSpec>,
+    #[serde(default)]
+    secrets: Vec<SecretMount>,
 }
 
 fn one() -> u32 {
@@ -346,12 +348,28 @@ async fn create_service(
     if body.ports.iter().any(|p| p.container_port == 0) {
         return Err(ApiError::invalid("container port must be 1-65535"));
     }
+    for mount in &body.secrets {
+        parse_secret_name(&mount.name)?;
+        let t = &mount.target;
+        if t.is_empty()
+            || t.len() > 63
+            || t == "."
+            || t == ".."
+            || t.contains('/')
+            || t.contains('\0')
+        {
+            return Err(ApiError::invalid(format!(
+                "invalid secret target {t:?}: a file name under /run/secrets"
+            )));
+        }
+    }
     let spec = ServiceSpec {
         image: body.image,
         replicas: body.replicas,
         command: body.command,
         env: body.env,
         ports: body.ports,
+        secrets: body.secrets,
     };
     let reply_name = name.clone();
     write(&state, Write::CreateService(name, spec)).await?;

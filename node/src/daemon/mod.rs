@@ -5,6 +5,7 @@ mod actor;
 mod api;
 mod identity;
 mod reconciler;
+mod secret_files;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -276,6 +277,14 @@ async fn run_node(
     };
     let (command_tx, command_rx) = mpsc::channel(256);
     let (desired_tx, desired_rx) = watch::channel(None);
+    let (secrets_tx, secrets_rx) = watch::channel(Arc::new(BTreeMap::new()));
+    let reconciler_keys =
+        crate::secrets::SecretKeys::from_bytes(&secret_keys.to_bytes()).map_err(|e| {
+            NodeError::Identity {
+                path: data_dir.join("x25519.key"),
+                reason: e.to_string(),
+            }
+        })?;
     let (status_tx, status_rx) = watch::channel(Vec::new());
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(crate::machine::Snapshot::default()));
 
@@ -307,6 +316,11 @@ async fn run_node(
             me.clone(),
             desired_rx,
             status_tx,
+            reconciler::SecretContext {
+                keys: reconciler_keys,
+                records: secrets_rx,
+                root: secret_files::root(&me),
+            },
             config.reconcile_interval,
             cancel.clone(),
         )
@@ -337,6 +351,7 @@ async fn run_node(
         commands: command_rx,
         events,
         desired_tx,
+        secrets_tx,
         local_status: status_rx,
         snapshot_tx,
     };

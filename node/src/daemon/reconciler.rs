@@ -2,17 +2,21 @@
 //! does it through the runtime, and reports the actual state of its tasks.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use warren_crdt::{NodeId, ServiceName, SlotId};
+use warren_crdt::{NodeId, SecretRecord, ServiceName, SlotId};
 use warren_runtime::{ContainerInfo, ContainerRuntime, ContainerState, PortMapping, TaskSpec};
 
-use super::protocol::TaskStatus;
+use super::secret_files;
 use crate::core::{reconcile, ActualTask, ActualTaskState, DesiredTask, RuntimeAction};
+use crate::protocol::TaskStatus;
+use crate::secrets::SecretKeys;
 
 fn actual_state(state: ContainerState) -> ActualTaskState {
     match state {
@@ -35,6 +39,16 @@ fn actual_task(c: &ContainerInfo) -> Option<ActualTask> {
     })
 }
 
+/// What the reconciler needs to hand secrets to containers.
+pub(crate) struct SecretContext {
+    /// This node's X25519 keys.
+    pub(crate) keys: SecretKeys,
+    /// The document's secret records, kept current by the actor.
+    pub(crate) records: watch::Receiver<Arc<BTreeMap<String, SecretRecord>>>,
+    /// Where the secret files go (a tmpfs).
+    pub(crate) root: PathBuf,
+}
+
 fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
     TaskSpec {
         node: node.to_string(),
@@ -54,6 +68,7 @@ fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
                 host_port: p.host_port,
             })
             .collect(),
+        secrets_dir: None,
     }
 }
 
@@ -64,6 +79,7 @@ pub(crate) async fn run<R: ContainerRuntime>(
     node: NodeId,
     mut desired: watch::Receiver<Option<Vec<DesiredTask>>>,
     status_tx: watch::Sender<Vec<TaskStatus>>,
+    secrets: SecretContext,
     interval: Duration,
     cancel: CancellationToken,
 ) {
@@ -79,7 +95,7 @@ pub(crate) async fn run<R: ContainerRuntime>(
                 _ = desired.changed() => continue,
             }
         };
-        match round(&runtime, &node, &want, &mut errors).await {
+        match round(&runtime, &node, &want, &secrets, &mut errors).await {
             Ok(containers) => {
                 last_list_error = None;
                 status_tx.send_replace(statuses(&want, &containers, &errors));
@@ -112,6 +128,7 @@ async fn round<R: ContainerRuntime>(
     runtime: &R,
     node: &NodeId,
     want: &[DesiredTask],
+    secrets: &SecretContext,
     errors: &mut BTreeMap<SlotId, String>,
 ) -> Result<Vec<ContainerInfo>, warren_runtime::RuntimeError> {
     let containers = runtime.list_tasks(node.as_str()).await?;
@@ -120,25 +137,44 @@ async fn round<R: ContainerRuntime>(
     if actions.is_empty() {
         return Ok(containers);
     }
-    let results = join_all(actions.iter().map(|action| async move {
-        let result = match action {
-            RuntimeAction::Create(task) => {
-                info!(slot = %task.slot, image = %task.spec.image, "creating container");
-                runtime
-                    .create_and_start(&task_spec(node, task))
-                    .await
-                    .map(|_| ())
-            }
-            RuntimeAction::Start { id, slot } => {
-                info!(%slot, container = %short(id), "restarting stopped container");
-                runtime.start(id).await
-            }
-            RuntimeAction::Remove { id, slot, reason } => {
-                info!(%slot, container = %short(id), reason, "removing container");
-                runtime.remove(id).await
-            }
-        };
-        (action, result)
+    let records = secrets.records.borrow().clone();
+    let results = join_all(actions.iter().map(|action| {
+        let records = records.clone();
+        async move {
+            let result = match action {
+                RuntimeAction::Create(task) => {
+                    info!(slot = %task.slot, image = %task.spec.image, "creating container");
+                    let mut spec = task_spec(node, task);
+                    if !task.spec.secrets.is_empty() {
+                        match secret_files::prepare(
+                            &secrets.root,
+                            &spec.container_name(),
+                            &task.spec.secrets,
+                            &records,
+                            node,
+                            &secrets.keys,
+                        ) {
+                            Ok(dir) => spec.secrets_dir = Some(dir.to_string_lossy().into_owned()),
+                            Err(e) => return (action, Err(e)),
+                        }
+                    }
+                    runtime
+                        .create_and_start(&spec)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                RuntimeAction::Start { id, slot } => {
+                    info!(%slot, container = %short(id), "restarting stopped container");
+                    runtime.start(id).await.map_err(|e| e.to_string())
+                }
+                RuntimeAction::Remove { id, slot, reason } => {
+                    info!(%slot, container = %short(id), reason, "removing container");
+                    runtime.remove(id).await.map_err(|e| e.to_string())
+                }
+            };
+            (action, result)
+        }
     }))
     .await;
     for (action, result) in results {
@@ -152,12 +188,15 @@ async fn round<R: ContainerRuntime>(
             }
             Err(e) => {
                 warn!(%slot, error = %e, "reconcile action failed");
-                errors.insert(slot.clone(), e.to_string());
+                errors.insert(slot.clone(), e);
             }
         }
     }
     errors.retain(|slot, _| want.iter().any(|t| t.slot == *slot));
-    runtime.list_tasks(node.as_str()).await
+    let containers = runtime.list_tasks(node.as_str()).await?;
+    let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
+    secret_files::sweep(&secrets.root, &names);
+    Ok(containers)
 }
 
 fn short(id: &str) -> &str {

@@ -249,6 +249,10 @@ impl Drop for Node {
         }
         if !self.peer_id.is_empty() {
             remove_containers(&self.peer_id);
+            // The node's tmpfs for secret files, if it mounted one.
+            let secrets = format!("/run/warren/{}/secrets", self.peer_id);
+            let _ = Command::new("umount").arg(&secrets).output();
+            let _ = std::fs::remove_dir_all(format!("/run/warren/{}", self.peer_id));
         }
     }
 }
