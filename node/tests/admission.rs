@@ -185,6 +185,19 @@ fn operator_errors_are_one_line_and_actionable() {
     assert!(err.contains("Docker engine not reachable"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 
+    // An API on a non-loopback address would take writes from anyone: refused.
+    let out = Command::new(node_bin())
+        .args(["up", "--init", "x", "--api", "0.0.0.0:7799", "--data-dir"])
+        .arg(dir.path().join("open"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run warren-node");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("loopback only"),
+        "{err}"
+    );
+
     // A peer that is not there.
     let cli = |args: &[&str]| {
         Command::new(cli_bin())

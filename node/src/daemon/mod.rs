@@ -148,6 +148,16 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs a node until `cancel` fires. Errors are the reasons it could not start or had to stop.
 pub async fn run(config: NodeConfig, cancel: CancellationToken) -> Result<(), NodeError> {
+    if !config.api.ip().is_loopback() {
+        // The API takes writes without credentials: anyone who reaches it runs the cluster.
+        // TLS and operator tokens for other addresses are not built yet (docs/security.md).
+        return Err(NodeError::Api {
+            addr: config.api,
+            reason: "the API has no authentication yet, so it listens on loopback only \
+                     (127.0.0.1 or ::1); reach a remote node through an SSH tunnel"
+                .into(),
+        });
+    }
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| NodeError::DataDir {
         path: data_dir.clone(),
