@@ -247,6 +247,20 @@ fn operator_errors_are_one_line_and_actionable() {
     let err = one_line_error(n1.cli(&["service", "create", "twice", "--image", IMAGE]));
     assert!(err.contains("already exists"), "{err}");
 
+    // A container that keeps exiting is restarted with a growing delay, and `service ps`
+    // says so.
+    let out = n1.cli(&[
+        "service", "create", "crashy", "--image", IMAGE, "--", "sh", "-c", "exit 3",
+    ]);
+    assert!(out.status.success());
+    let status = wait_for("the crash loop backing off", T, || {
+        let ps = n1.cli_json(&["service", "ps", "crashy"])?;
+        let t = ps.as_array()?.first()?.clone();
+        t["status"].as_str()?.contains("backing off").then_some(t)
+    });
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(n1.cli(&["service", "rm", "crashy"]).status.success());
+
     // An image that is valid but absent (no registry here): the task says why it cannot run.
     assert!(n1
         .cli(&["service", "create", "ghost", "--image", "warren/not-here:1"])

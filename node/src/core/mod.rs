@@ -21,6 +21,7 @@
 //! assert!(matches!(&actions[..], [Action::ClaimLease(l)] if l.holder == me && l.epoch.0 == 1));
 //! ```
 
+mod backoff;
 mod lease;
 mod membership;
 mod reconcile;
@@ -33,6 +34,7 @@ use warren_crdt::{
     ServiceName, SlotId,
 };
 
+pub use backoff::{BackoffConfig, RestartBackoff};
 pub use lease::{LeaseDecision, LeaseTracker};
 pub use membership::{Liveness, MembershipView};
 pub use reconcile::{reconcile, ActualTask, ActualTaskState, DesiredTask, RuntimeAction};

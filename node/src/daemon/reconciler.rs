@@ -14,7 +14,10 @@ use warren_crdt::{NodeId, SecretRecord, ServiceName, SlotId};
 use warren_runtime::{ContainerInfo, ContainerRuntime, ContainerState, PortMapping, TaskSpec};
 
 use super::secret_files;
-use crate::core::{reconcile, ActualTask, ActualTaskState, DesiredTask, RuntimeAction};
+use crate::core::{
+    reconcile, ActualTask, ActualTaskState, BackoffConfig, DesiredTask, Millis, RestartBackoff,
+    RuntimeAction,
+};
 use crate::protocol::TaskStatus;
 use crate::secrets::SecretKeys;
 
@@ -85,6 +88,8 @@ pub(crate) async fn run<R: ContainerRuntime>(
 ) {
     let mut errors: BTreeMap<SlotId, String> = BTreeMap::new();
     let mut last_list_error: Option<String> = None;
+    let mut backoff = RestartBackoff::new(BackoffConfig::default());
+    let origin = std::time::Instant::now();
     loop {
         // `None` until the actor has read the document once: reconciling against "nothing
         // assigned" would remove every container a restarted node still runs.
@@ -95,7 +100,18 @@ pub(crate) async fn run<R: ContainerRuntime>(
                 _ = desired.changed() => continue,
             }
         };
-        match round(&runtime, &node, &want, &secrets, &mut errors).await {
+        let now = Millis(origin.elapsed().as_millis() as u64);
+        match round(
+            &runtime,
+            &node,
+            &want,
+            &secrets,
+            &mut backoff,
+            now,
+            &mut errors,
+        )
+        .await
+        {
             Ok(containers) => {
                 last_list_error = None;
                 status_tx.send_replace(statuses(&want, &containers, &errors));
@@ -124,16 +140,46 @@ pub(crate) async fn run<R: ContainerRuntime>(
 
 /// One round: list, decide, act (actions run concurrently: a removal waits for the container's
 /// stop grace period), list again if anything was done.
+#[allow(clippy::too_many_arguments)]
 async fn round<R: ContainerRuntime>(
     runtime: &R,
     node: &NodeId,
     want: &[DesiredTask],
     secrets: &SecretContext,
+    backoff: &mut RestartBackoff,
+    now: Millis,
     errors: &mut BTreeMap<SlotId, String>,
 ) -> Result<Vec<ContainerInfo>, warren_runtime::RuntimeError> {
     let containers = runtime.list_tasks(node.as_str()).await?;
     let actual: Vec<ActualTask> = containers.iter().filter_map(actual_task).collect();
-    let actions = reconcile(want, &actual);
+    for task in actual
+        .iter()
+        .filter(|t| t.state == ActualTaskState::Running)
+    {
+        backoff.running(&task.slot, now);
+    }
+    backoff.retain(|slot| want.iter().any(|t| t.slot == *slot));
+    // A container that keeps exiting is restarted after a growing delay, not every round.
+    let actions: Vec<RuntimeAction> = reconcile(want, &actual)
+        .into_iter()
+        .filter(|action| match action {
+            RuntimeAction::Start { slot, .. } => match backoff.try_restart(slot, now) {
+                Ok(()) => true,
+                Err(wait_ms) => {
+                    errors.insert(
+                        slot.clone(),
+                        format!(
+                            "exited; restart {} in {:.1} s (backing off)",
+                            backoff.restarts(slot) + 1,
+                            wait_ms as f64 / 1000.0
+                        ),
+                    );
+                    false
+                }
+            },
+            _ => true,
+        })
+        .collect();
     if actions.is_empty() {
         return Ok(containers);
     }
