@@ -300,6 +300,9 @@ pub struct NodeMachine {
     view_cache: Option<ClusterView>,
     /// This node's X25519 keys: secrets are sealed to its public key. `None` in simulations.
     secret_keys: Option<SecretKeys>,
+    /// The public key this node last saw published in its member record (checked again
+    /// whenever the document changes).
+    published_key: Option<String>,
 }
 
 impl std::fmt::Debug for NodeMachine {
@@ -343,6 +346,7 @@ impl NodeMachine {
             next_anti_entropy: now,
             view_cache: None,
             secret_keys: None,
+            published_key: None,
         }
     }
 
@@ -407,6 +411,7 @@ impl NodeMachine {
 
     fn changed(&mut self, flush: bool) {
         self.view_cache = None;
+        self.published_key = None;
         self.outputs.push_back(Output::Persist { flush });
     }
 
@@ -503,11 +508,11 @@ impl NodeMachine {
 
     fn refresh_members(&mut self) {
         let members: BTreeMap<NodeId, Vec<String>> = self
-            .state
-            .members()
-            .into_values()
+            .view()
+            .members
+            .values()
             .filter(|m| m.state != MemberState::Removed)
-            .map(|m| (m.id, m.addrs))
+            .map(|m| (m.id.clone(), m.addrs.clone()))
             .collect();
         if members != self.members {
             self.members = members.clone();
@@ -533,7 +538,8 @@ impl NodeMachine {
         if mine.is_empty() {
             return;
         }
-        let recorded = self.state.members().get(&self.me).map(|m| m.addrs.clone());
+        let me = self.me.clone();
+        let recorded = self.view().members.get(&me).map(|m| m.addrs.clone());
         if recorded.is_some_and(|r| r != mine) {
             match self.state.set_member_addrs(&self.me, &mine) {
                 Ok(change) => {
@@ -551,8 +557,12 @@ impl NodeMachine {
             return;
         };
         let me = self.me.clone();
-        let is_member = self.view().members.contains_key(&me);
-        if !is_member || self.state.member_keys().get(&self.me) == Some(&mine) {
+        if !self.view().members.contains_key(&me) || self.published_key.as_ref() == Some(&mine) {
+            return;
+        }
+        if self.state.member_keys().get(&self.me) == Some(&mine) {
+            // Read the document once; after that, only when the view changed.
+            self.published_key = Some(mine);
             return;
         }
         match self.state.set_member_key(&self.me, &mine) {

@@ -1,0 +1,206 @@
+//! `warren-sim`: run a scenario, sweep seeds, or measure the figures. Thin: parsing and
+//! printing only; everything else is in `warren_simulations`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use warren_simulations::{percentile, run, scenario, Report};
+
+#[derive(Parser)]
+#[command(
+    name = "warren-sim",
+    about = "Deterministic simulations of a Warren cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one scenario (or every one with `--scenario all`) for one seed or a range of seeds.
+    Run {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// One seed.
+        #[arg(long, default_value_t = 1, conflicts_with = "seeds")]
+        seed: u64,
+        /// A sweep `A..B` (B excluded): each seed runs twice and the trace hashes must match.
+        #[arg(long)]
+        seeds: Option<String>,
+        /// Scenario name, or `all`.
+        #[arg(long, default_value = "steady")]
+        scenario: String,
+        /// Virtual duration of the schedule in seconds (default: the scenario's).
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// List the scenarios.
+    List,
+    /// Measure the figures: the propagation scenario at each N, a leader crash and a split.
+    Figures {
+        /// Node counts.
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        nodes: Vec<usize>,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the table here as Markdown too.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+fn parse_range(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.split_once("..")?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+fn replay(r: &Report, duration: Option<u64>) -> String {
+    let d = duration
+        .map(|d| format!(" --duration {d}"))
+        .unwrap_or_default();
+    format!(
+        "warren-sim run --nodes {} --seed {} --scenario {}{d}",
+        r.nodes, r.seed, r.scenario
+    )
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::List => {
+            for n in scenario::NAMES {
+                println!("{n}");
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run {
+            nodes,
+            seed,
+            seeds,
+            scenario: name,
+            duration,
+        } => {
+            let names: Vec<&str> = if name == "all" {
+                scenario::NAMES.to_vec()
+            } else {
+                vec![name.as_str()]
+            };
+            let (from, to, sweep) = match seeds.as_deref().map(parse_range) {
+                Some(Some((a, b))) => (a, b, true),
+                Some(None) => {
+                    eprintln!("--seeds takes A..B");
+                    return ExitCode::from(2);
+                }
+                None => (seed, seed + 1, false),
+            };
+            let mut failed = Vec::new();
+            for name in names {
+                for seed in from..to {
+                    let Some(report) = run(name, nodes, seed, duration.map(|d| d * 1000)) else {
+                        eprintln!("unknown scenario {name}; see `warren-sim list`");
+                        return ExitCode::from(2);
+                    };
+                    let mut ok = report.passed();
+                    if sweep {
+                        let again = run(name, nodes, seed, duration.map(|d| d * 1000));
+                        if again.as_ref().map(|a| a.trace_hash) != Some(report.trace_hash) {
+                            println!(
+                                "FAIL determinism: seed {seed} of {name} gave two trace hashes"
+                            );
+                            ok = false;
+                        }
+                        println!(
+                            "{} {name} seed {seed}: {} violation(s), {:.2} s wall, trace {:016x}",
+                            if ok { "ok  " } else { "FAIL" },
+                            report.violations.len(),
+                            report.wall_secs,
+                            report.trace_hash
+                        );
+                        for v in &report.violations {
+                            println!("    {v}");
+                        }
+                    } else {
+                        print!("{}", report.summary());
+                    }
+                    if !ok {
+                        failed.push(replay(&report, duration));
+                    }
+                }
+            }
+            if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                println!("{} failing run(s); replay with:", failed.len());
+                for f in failed {
+                    println!("  {f}");
+                }
+                ExitCode::FAILURE
+            }
+        }
+        Command::Figures { nodes, seed, out } => figures(&nodes, seed, out.as_deref()),
+    }
+}
+
+fn figures(ns: &[usize], seed: u64, out: Option<&std::path::Path>) -> ExitCode {
+    let ms = |v: Option<u64>| v.map_or_else(|| "-".into(), |u| format!("{:.0}", u as f64 / 1000.0));
+    let mut md = String::from(
+        "| N | propagation p50 (ms) | p99 (ms) | to all peers p99 (ms) | copies per peer | wall s per virtual s | invariants |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut ok = true;
+    for &n in ns {
+        let Some(r) = run("propagation", n, seed, None) else {
+            return ExitCode::FAILURE;
+        };
+        print!("{}", r.summary());
+        ok &= r.passed();
+        md.push_str(&format!(
+            "| {n} | {} | {} | {} | {:.2} | {:.3} | {} |\n",
+            ms(percentile(&r.latencies_us, 50.0)),
+            ms(percentile(&r.latencies_us, 99.0)),
+            ms(percentile(&r.full_coverage_us, 99.0)),
+            r.copies_per_peer(),
+            r.wall_per_virtual(),
+            if r.passed() { "held" } else { "FAILED" }
+        ));
+    }
+    md.push_str("\n| scenario (N) | failover (ms) | heal → one leader (ms) | heal → converged (ms) | heal → replicas right (ms) | heal churn (started/stopped) | wall s per virtual s |\n|---|---|---|---|---|---|---|\n");
+    for (name, n) in [
+        ("leader-crash", 10),
+        ("split", 10),
+        ("split", 100),
+        ("three-way-split", 30),
+    ] {
+        let Some(r) = run(name, n, seed, None) else {
+            return ExitCode::FAILURE;
+        };
+        print!("{}", r.summary());
+        ok &= r.passed();
+        let h = r.heals.first();
+        let o = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
+        md.push_str(&format!(
+            "| {name} ({n}) | {} | {} | {} | {} | {} | {:.3} |\n",
+            r.failovers_ms
+                .first()
+                .map_or_else(|| "-".into(), |f| f.to_string()),
+            o(h.and_then(|h| h.leader_ms)),
+            o(h.and_then(|h| h.converged_ms)),
+            o(h.and_then(|h| h.replicas_ms)),
+            h.map_or_else(|| "-".into(), |h| format!("{}/{}", h.started, h.stopped)),
+            r.wall_per_virtual()
+        ));
+    }
+    println!("\n{md}");
+    if let Some(path) = out {
+        if let Err(e) = std::fs::write(path, &md) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

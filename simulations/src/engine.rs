@@ -1,0 +1,1599 @@
+//! The discrete-event engine: virtual clock, event queue, nodes, containers, checks.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
+use std::rc::Rc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use warren_crdt::{
+    ClusterInfo, DesiredState, Lease, Member, MemberState, NodeId, ServiceName, ServiceSpec, SlotId,
+};
+use warren_node::core::{reconcile, ActualTask, ActualTaskState, Millis, RuntimeAction};
+use warren_node::machine::{Channel, NodeMachine, Output, Write};
+use warren_node::protocol::TaskStatus;
+
+use crate::net::{mix, Network};
+use crate::report::{HealFigures, Report};
+use crate::scenario::{Params, Scenario, Step, Target, WriteKind};
+
+/// A rule of the simulator broken on purpose, to show that the invariants catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// None: the simulator follows every rule.
+    #[default]
+    None,
+    /// The driver acknowledges a write before carrying out its flushing persist and defers the
+    /// machine's outputs to the node's next event (a lazy writer). A crash right after the
+    /// write loses an acknowledged write.
+    AckBeforePersist,
+    /// The transport drops every sync request: anti-entropy, and so the merge after a heal,
+    /// never happens.
+    DropSync,
+}
+
+fn zero_clock() -> i64 {
+    0
+}
+
+/// An FNV-1a digest of bytes.
+pub(crate) fn digest(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[derive(Debug)]
+enum Ev {
+    Step(usize),
+    Tick {
+        node: usize,
+        inc: u32,
+    },
+    Reconcile {
+        node: usize,
+        inc: u32,
+    },
+    Gossip {
+        to: usize,
+        from: usize,
+        channel: Channel,
+        id: u64,
+        data: Rc<[u8]>,
+        digest: u64,
+    },
+    SyncReq {
+        to: usize,
+        from: usize,
+        from_inc: u32,
+        body: Vec<u8>,
+        sent: u64,
+    },
+    SyncResp {
+        to: usize,
+        from: usize,
+        to_inc: u32,
+        result: Result<Vec<u8>, String>,
+    },
+    SyncFail {
+        to: usize,
+        peer: usize,
+        to_inc: u32,
+    },
+    Connected {
+        node: usize,
+        peer: usize,
+        inc: u32,
+    },
+    Probe,
+}
+
+impl Ev {
+    fn target(&self) -> Option<usize> {
+        match self {
+            Ev::Step(_) | Ev::Probe => None,
+            Ev::Tick { node, .. } | Ev::Reconcile { node, .. } | Ev::Connected { node, .. } => {
+                Some(*node)
+            }
+            Ev::Gossip { to, .. }
+            | Ev::SyncReq { to, .. }
+            | Ev::SyncResp { to, .. }
+            | Ev::SyncFail { to, .. } => Some(*to),
+        }
+    }
+}
+
+struct Queued {
+    t: u64,
+    seq: u64,
+    /// Already arrived at its node (it waits in the node's inbox): no second network check.
+    arrived: bool,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.t, self.seq) == (o.t, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.t, o.seq).cmp(&(self.t, self.seq))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Container {
+    slot: SlotId,
+    generation: u64,
+    running: bool,
+}
+
+struct SimNode {
+    id: NodeId,
+    machine: Option<NodeMachine>,
+    inc: u32,
+    origin_us: u64,
+    local_origin_ms: u64,
+    rate_ppm: u64,
+    busy_until: u64,
+    paused_until: u64,
+    /// Last time it crashed, restarted or was paused (autonomy and lease checks wait after it).
+    disrupted_at: u64,
+    chunks: Vec<Vec<u8>>,
+    containers: BTreeMap<u64, Container>,
+    next_container: u64,
+    seen: HashSet<u64>,
+    reconciled_heads: Vec<String>,
+    /// Acknowledgements waiting for the flushing persist: indexes into `writes`.
+    pending_ack: Vec<usize>,
+    /// Outputs deferred by [`Fault::AckBeforePersist`].
+    deferred: bool,
+    /// The write whose change the next `Changes` publish carries.
+    hash_for: Option<usize>,
+}
+
+impl SimNode {
+    fn up(&self) -> bool {
+        self.machine.is_some()
+    }
+}
+
+/// An acknowledged (or attempted) write.
+#[derive(Debug, Clone)]
+struct WriteRecord {
+    t: u64,
+    node: usize,
+    kind: &'static str,
+    service: ServiceName,
+    hash: Option<String>,
+    acked: bool,
+}
+
+#[derive(Debug)]
+struct ChangeTrack {
+    t0: u64,
+    reached: u32,
+    last: u64,
+    copies: u64,
+}
+
+#[derive(Debug)]
+struct HealTrack {
+    at: u64,
+    leader: Option<u64>,
+    converged: Option<u64>,
+    replicas: Option<u64>,
+    starts0: u64,
+    stops0: u64,
+    final_heal: bool,
+}
+
+#[derive(Debug)]
+struct FailoverTrack {
+    at: u64,
+    old: NodeId,
+}
+
+/// One simulation run. See the crate doc.
+pub struct Simulation {
+    scenario: Scenario,
+    params: Params,
+    seed: u64,
+    fault: Fault,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Queued>,
+    rng: StdRng,
+    net: Network,
+    nodes: Vec<SimNode>,
+    groups: Vec<Vec<usize>>,
+    /// Per pair `(i < j)`: since when the pair has been unreachable (`u64::MAX`: reachable).
+    cut_since: Vec<u64>,
+    last_topology: u64,
+    last_heal: Option<u64>,
+    next_message: u64,
+    next_service: u64,
+    trace: u64,
+    writes: Vec<WriteRecord>,
+    changes: BTreeMap<u64, ChangeTrack>,
+    latencies_us: Vec<u64>,
+    heal: Option<HealTrack>,
+    heals: Vec<HealFigures>,
+    failover: Option<FailoverTrack>,
+    failovers_ms: Vec<u64>,
+    started: u64,
+    stopped: u64,
+    /// Services an operator scaled or deleted: their stops are not the partition's doing.
+    operator_touched: BTreeSet<ServiceName>,
+    violations: Vec<String>,
+    events: u64,
+    messages: u64,
+    end_at: u64,
+    done: bool,
+}
+
+const MS: u64 = 1_000;
+
+impl Simulation {
+    /// A simulation of `scenario` with `seed`, following every rule.
+    pub fn new(scenario: Scenario, seed: u64) -> Self {
+        Self::with_fault(scenario, seed, Fault::None)
+    }
+
+    /// A simulation of `scenario` with `seed` that breaks `fault` on purpose.
+    ///
+    /// # Panics
+    /// If the scenario has no node, or the founder document cannot be written (a bug).
+    pub fn with_fault(scenario: Scenario, seed: u64, fault: Fault) -> Self {
+        let n = scenario.nodes;
+        assert!(n > 0, "a simulation needs at least one node");
+        let params = scenario.params.clone();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let ids: Vec<NodeId> = (0..n).map(|i| NodeId(format!("n{i:04}"))).collect();
+        let member = |id: &NodeId| Member {
+            id: id.clone(),
+            name: id.to_string(),
+            addrs: vec![],
+            labels: Default::default(),
+            admitted_by: ids[0].clone(),
+            admitted_at: 0,
+            state: MemberState::Active,
+        };
+        let info = ClusterInfo {
+            id: format!("sim-{seed}"),
+            name: "sim".into(),
+            created_at: 0,
+        };
+        let mut founder = deterministic_founder(&info, &member(&ids[0]), mix(seed ^ 0xF0));
+        for id in &ids[1..] {
+            founder.add_member(&member(id)).expect("member");
+        }
+        let snapshot = founder.save();
+        let net = Network::new(params.net.clone(), n, seed, &mut rng);
+        let mut sim = Self {
+            params: params.clone(),
+            seed,
+            fault,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            net,
+            nodes: Vec::with_capacity(n),
+            groups: vec![(0..n).collect()],
+            cut_since: vec![u64::MAX; n * n],
+            last_topology: 0,
+            last_heal: None,
+            next_message: 0,
+            next_service: 0,
+            trace: 0xcbf2_9ce4_8422_2325,
+            writes: Vec::new(),
+            changes: BTreeMap::new(),
+            latencies_us: Vec::new(),
+            heal: None,
+            heals: Vec::new(),
+            failover: None,
+            failovers_ms: Vec::new(),
+            started: 0,
+            stopped: 0,
+            operator_touched: BTreeSet::new(),
+            violations: Vec::new(),
+            events: 0,
+            messages: 0,
+            end_at: scenario.duration_ms * MS,
+            done: false,
+            scenario,
+            rng,
+        };
+        for id in ids {
+            let rate_ppm = if params.clock_drift > 1.0 {
+                let r = params.clock_drift.sqrt();
+                (sim.rng.gen_range(1.0 / r..=r) * 1e6) as u64
+            } else {
+                1_000_000
+            };
+            sim.nodes.push(SimNode {
+                id,
+                machine: None,
+                inc: 0,
+                origin_us: 0,
+                local_origin_ms: 0,
+                rate_ppm,
+                busy_until: 0,
+                paused_until: 0,
+                disrupted_at: 0,
+                chunks: vec![snapshot.clone()],
+                containers: BTreeMap::new(),
+                next_container: 0,
+                seen: HashSet::new(),
+                reconciled_heads: Vec::new(),
+                pending_ack: Vec::new(),
+                deferred: false,
+                hash_for: None,
+            });
+        }
+        for i in 0..n {
+            sim.start_process(i);
+        }
+        for (k, (t, _)) in sim.scenario.steps.iter().enumerate() {
+            let (t, seq) = (*t * MS, sim.seq);
+            sim.seq += 1;
+            sim.queue.push(Queued {
+                t,
+                seq,
+                arrived: false,
+                ev: Ev::Step(k),
+            });
+        }
+        let probe = params.probe_ms * MS;
+        sim.push(probe, Ev::Probe);
+        sim
+    }
+
+    fn push(&mut self, t: u64, ev: Ev) {
+        self.push_q(t, false, ev);
+    }
+
+    fn push_q(&mut self, t: u64, arrived: bool, ev: Ev) {
+        let seq = self.seq;
+        self.seq += 1;
+        self.queue.push(Queued {
+            t,
+            seq,
+            arrived,
+            ev,
+        });
+    }
+
+    fn record(&mut self, kind: u64, node: usize, d: u64) {
+        for x in [self.now, kind, node as u64, d] {
+            self.trace ^= x;
+            self.trace = self.trace.wrapping_mul(0x0100_0000_01b3);
+            self.trace = mix(self.trace);
+        }
+    }
+
+    fn local_now(&self, i: usize) -> Millis {
+        let n = &self.nodes[i];
+        let elapsed = self.now.saturating_sub(n.origin_us);
+        Millis(n.local_origin_ms + elapsed * n.rate_ppm / 1_000_000 / MS)
+    }
+
+    /// Real microseconds for `ms` milliseconds of node `i`'s clock.
+    fn local_span_us(&self, i: usize, ms: u64) -> u64 {
+        (ms * MS * 1_000_000 / self.nodes[i].rate_ppm).max(1)
+    }
+
+    /// Starts (or restarts) node `i`'s process from its persisted chunks.
+    fn start_process(&mut self, i: usize) {
+        let seed = self.seed;
+        let node = &mut self.nodes[i];
+        let mut state = DesiredState::empty(node.id.clone());
+        for chunk in &node.chunks {
+            if let Err(e) = state.load_incremental(chunk) {
+                self.violations.push(format!(
+                    "t={} node {i}: persisted chunk does not load: {e}",
+                    fmt_t(self.now)
+                ));
+            }
+        }
+        state.mark_persisted();
+        let suffix = mix(seed ^ mix((i as u64) << 32 | u64::from(node.inc)));
+        state.set_actor_suffix(suffix.to_le_bytes());
+        state.set_clock(zero_clock);
+        let local_origin_ms = if node.inc == 0 {
+            0
+        } else {
+            self.rng.gen_range(0..1_000_000_000)
+        };
+        let node = &mut self.nodes[i];
+        node.local_origin_ms = local_origin_ms;
+        node.origin_us = self.now;
+        node.busy_until = self.now;
+        node.seen.clear();
+        node.reconciled_heads.clear();
+        node.pending_ack.clear();
+        node.hash_for = None;
+        node.deferred = false;
+        let machine = NodeMachine::new(
+            node.id.clone(),
+            node.id.to_string(),
+            format!("sim://{}", node.id),
+            state,
+            self.params.machine,
+            Millis(local_origin_ms),
+            mix(suffix ^ 0xAB),
+        );
+        node.machine = Some(machine);
+        let inc = node.inc;
+        let first_tick = self.rng.gen_range(0..self.params.tick_ms * MS);
+        self.push(self.now + first_tick, Ev::Tick { node: i, inc });
+        let first_rec = self.rng.gen_range(0..self.params.reconcile_ms * MS);
+        self.push(self.now + first_rec, Ev::Reconcile { node: i, inc });
+    }
+
+    /// Runs the schedule, the final heal and settle, and the final checks.
+    pub fn run(mut self) -> Report {
+        let wall = std::time::Instant::now();
+        while let Some(q) = self.queue.pop() {
+            if q.t > self.end_at && !self.done {
+                self.now = self.end_at;
+                self.final_heal();
+                self.push_q(q.t, q.arrived, q.ev);
+                continue;
+            }
+            if self.done && q.t > self.end_at {
+                self.now = self.end_at;
+                break;
+            }
+            self.now = q.t;
+            self.handle(q);
+        }
+        self.final_checks();
+        let wall_secs = wall.elapsed().as_secs_f64();
+        self.report(wall_secs)
+    }
+
+    fn final_heal(&mut self) {
+        self.done = true;
+        let t = self.now;
+        if self.net.components() > 1 {
+            self.apply_step(Step::Heal, true);
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].paused_until > t {
+                self.nodes[i].paused_until = t;
+            }
+            if !self.nodes[i].up() {
+                self.restart(i);
+            }
+        }
+        self.end_at = t + self.params.settle_ms * MS;
+    }
+
+    fn handle(&mut self, q: Queued) {
+        if let Some(i) = q.ev.target() {
+            if !self.nodes[i].up() {
+                return self.undeliverable(q.ev);
+            }
+            let stale = match &q.ev {
+                Ev::Tick { inc, .. }
+                | Ev::Reconcile { inc, .. }
+                | Ev::Connected { inc, .. }
+                | Ev::SyncResp { to_inc: inc, .. }
+                | Ev::SyncFail { to_inc: inc, .. } => *inc != self.nodes[i].inc,
+                _ => false,
+            };
+            if stale {
+                return;
+            }
+            if !q.arrived {
+                let from = match &q.ev {
+                    Ev::Gossip { from, .. }
+                    | Ev::SyncReq { from, .. }
+                    | Ev::SyncResp { from, .. } => Some(*from),
+                    _ => None,
+                };
+                if from.is_some_and(|f| !self.net.same_component(f, i)) {
+                    return self.undeliverable(q.ev);
+                }
+            }
+            let ready = self.nodes[i].busy_until.max(self.nodes[i].paused_until);
+            if ready > self.now {
+                return self.push_q(ready, true, q.ev);
+            }
+            if self.nodes[i].deferred {
+                // Fault::AckBeforePersist: the lazy writer catches up at the next event.
+                self.nodes[i].deferred = false;
+                self.drain(i);
+            }
+        }
+        self.events += 1;
+        match q.ev {
+            Ev::Step(k) => {
+                let step = self.scenario.steps[k].1.clone();
+                self.record(1, k, 0);
+                self.apply_step(step, false);
+            }
+            Ev::Tick { node, inc } => self.tick(node, inc),
+            Ev::Reconcile { node, inc } => {
+                self.record(3, node, 0);
+                self.reconcile(node);
+                let next = self.now + self.local_span_us(node, self.params.reconcile_ms);
+                self.push(next, Ev::Reconcile { node, inc });
+            }
+            Ev::Gossip {
+                to,
+                from,
+                channel,
+                id,
+                data,
+                digest,
+            } => self.gossip_in(to, from, channel, id, data, digest),
+            Ev::SyncReq {
+                to,
+                from,
+                from_inc,
+                body,
+                sent,
+            } => {
+                self.record(6, to, digest(&body));
+                let cost = self.params.cost_sync_us + body.len() as u64 / 100;
+                self.nodes[to].busy_until = self.now + cost;
+                let from_id = self.nodes[from].id.clone();
+                let result = self.machine(to).handle_sync_request(&from_id, &body);
+                self.drain(to);
+                let t = self.now + cost + self.reliable_delay(to, from);
+                let _ = sent;
+                self.messages += 1;
+                self.push(
+                    t,
+                    Ev::SyncResp {
+                        to: from,
+                        from: to,
+                        to_inc: from_inc,
+                        result,
+                    },
+                );
+            }
+            Ev::SyncResp {
+                to, from, result, ..
+            } => {
+                let len = result.as_ref().map_or(0, Vec::len);
+                self.record(7, to, result.as_ref().map_or(1, |b| digest(b)));
+                self.nodes[to].busy_until = self.now + self.params.cost_sync_us + len as u64 / 100;
+                let from_id = self.nodes[from].id.clone();
+                self.machine(to).handle_sync_response(&from_id, result);
+                self.drain(to);
+            }
+            Ev::SyncFail { to, peer, .. } => {
+                self.record(8, to, peer as u64);
+                let peer_id = self.nodes[peer].id.clone();
+                self.machine(to)
+                    .handle_sync_response(&peer_id, Err("request timed out".into()));
+                self.drain(to);
+            }
+            Ev::Connected { node, peer, .. } => {
+                self.record(9, node, peer as u64);
+                let peer_id = self.nodes[peer].id.clone();
+                let m = self.machine(node);
+                m.handle_disconnected(&peer_id);
+                m.handle_connected(&peer_id);
+                self.drain(node);
+            }
+            Ev::Probe => {
+                self.probe();
+                self.push(self.now + self.params.probe_ms * MS, Ev::Probe);
+            }
+        }
+    }
+
+    /// A message that cannot be delivered: a lost sync request or response ends in a timeout
+    /// at the requester.
+    fn undeliverable(&mut self, ev: Ev) {
+        match ev {
+            Ev::SyncReq {
+                to,
+                from,
+                from_inc,
+                sent,
+                ..
+            } => {
+                let t = (sent + self.params.net.sync_timeout_ms * MS).max(self.now);
+                self.push(
+                    t,
+                    Ev::SyncFail {
+                        to: from,
+                        peer: to,
+                        to_inc: from_inc,
+                    },
+                );
+            }
+            Ev::SyncResp {
+                to, from, to_inc, ..
+            } => {
+                // The request left at most one timeout ago: fail at the latest then.
+                let t = self.now + self.params.net.sync_timeout_ms * MS / 2;
+                self.push(
+                    t,
+                    Ev::SyncFail {
+                        to,
+                        peer: from,
+                        to_inc,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn machine(&mut self, i: usize) -> &mut NodeMachine {
+        self.nodes[i]
+            .machine
+            .as_mut()
+            .expect("events for a down node are dropped before this")
+    }
+
+    fn tick(&mut self, i: usize, inc: u32) {
+        self.record(2, i, 0);
+        let now = self.local_now(i);
+        self.nodes[i].busy_until = self.now + self.params.cost_tick_us;
+        self.machine(i).handle_tick(now);
+        self.drain(i);
+        let heads = self.machine(i).state_mut().heads();
+        if self.params.reconcile_on_change && heads != self.nodes[i].reconciled_heads {
+            self.reconcile(i);
+        }
+        let next = self.now + self.local_span_us(i, self.params.tick_ms);
+        self.push(next, Ev::Tick { node: i, inc });
+    }
+
+    /// Carries out node `i`'s outputs.
+    fn drain(&mut self, i: usize) {
+        if self.nodes[i].deferred {
+            return;
+        }
+        while let Some(out) = self.nodes[i].machine.as_mut().and_then(|m| m.poll_output()) {
+            match out {
+                Output::Persist { flush } => {
+                    let node = &mut self.nodes[i];
+                    let Some(m) = node.machine.as_mut() else {
+                        return;
+                    };
+                    let chunk = m.state_mut().save_incremental();
+                    if !chunk.is_empty() {
+                        node.chunks.push(chunk);
+                    }
+                    if node.chunks.len() > warren_crdt::COMPACT_AFTER_CHUNKS {
+                        let snapshot = m.state_mut().save();
+                        m.state_mut().mark_persisted();
+                        node.chunks = vec![snapshot];
+                    }
+                    if flush {
+                        for w in std::mem::take(&mut node.pending_ack) {
+                            self.writes[w].acked = true;
+                        }
+                    }
+                }
+                Output::Publish { channel, data } => self.publish(i, channel, data),
+                Output::SyncRequest { to, body } => {
+                    let Some(j) = self.index_of(&to) else {
+                        continue;
+                    };
+                    self.messages += 1;
+                    let sent = self.now;
+                    let from_inc = self.nodes[i].inc;
+                    if self.fault == Fault::DropSync {
+                        self.undeliverable(Ev::SyncReq {
+                            to: j,
+                            from: i,
+                            from_inc,
+                            body,
+                            sent,
+                        });
+                        continue;
+                    }
+                    let t = self.nodes[i].busy_until.max(self.now) + self.reliable_delay(i, j);
+                    self.push(
+                        t,
+                        Ev::SyncReq {
+                            to: j,
+                            from: i,
+                            from_inc,
+                            body,
+                            sent,
+                        },
+                    );
+                }
+                Output::SetMembers(members) => {
+                    self.record(10, i, members.len() as u64);
+                }
+            }
+        }
+    }
+
+    fn index_of(&self, id: &NodeId) -> Option<usize> {
+        id.as_str()
+            .strip_prefix('n')
+            .and_then(|s| s.parse().ok())
+            .filter(|&i: &usize| i < self.nodes.len())
+    }
+
+    /// A reliable stream's delay: lost packets cost retransmissions.
+    fn reliable_delay(&mut self, a: usize, b: usize) -> u64 {
+        let mut d = self.net.delay_us(a, b, &mut self.rng);
+        while self.params.net.loss > 0.0 && self.rng.gen_bool(self.params.net.loss) {
+            d += self.params.net.rto_ms * MS;
+        }
+        d
+    }
+
+    /// Sends one gossip copy from `a` to `b`: loss, duplication, delay.
+    fn send_gossip(
+        &mut self,
+        a: usize,
+        b: usize,
+        channel: Channel,
+        id: u64,
+        data: &Rc<[u8]>,
+        d: u64,
+    ) {
+        let net = &self.params.net;
+        if net.loss > 0.0 && self.rng.gen_bool(net.loss) {
+            return;
+        }
+        let copies = if net.duplicate > 0.0 && self.rng.gen_bool(net.duplicate) {
+            2
+        } else {
+            1
+        };
+        let start = self.nodes[a].busy_until.max(self.now);
+        for _ in 0..copies {
+            self.messages += 1;
+            let t = start + self.net.delay_us(a, b, &mut self.rng);
+            self.push(
+                t,
+                Ev::Gossip {
+                    to: b,
+                    from: a,
+                    channel,
+                    id,
+                    data: Rc::clone(data),
+                    digest: d,
+                },
+            );
+        }
+    }
+
+    fn publish(&mut self, i: usize, channel: Channel, data: Vec<u8>) {
+        let d = digest(&data);
+        let id = self.next_message;
+        self.next_message += 1;
+        let data: Rc<[u8]> = data.into();
+        let n = self.nodes.len();
+        match channel {
+            Channel::Heartbeat => {
+                self.record(11, i, d);
+                for j in 0..n {
+                    if j != i && self.net.same_component(i, j) && self.nodes[j].up() {
+                        self.send_gossip(i, j, channel, id, &data, d);
+                    }
+                }
+            }
+            Channel::Changes => {
+                self.record(12, i, d);
+                if let Some(w) = self.nodes[i].hash_for.take() {
+                    self.writes[w].hash = change_hash(&data);
+                }
+                self.nodes[i].seen.insert(id);
+                self.changes.insert(
+                    id,
+                    ChangeTrack {
+                        t0: self.now,
+                        reached: 0,
+                        last: self.now,
+                        copies: 0,
+                    },
+                );
+                let targets: Vec<usize> = if self.params.net.flood_publish {
+                    (0..n).filter(|&j| j != i).collect()
+                } else {
+                    self.net.mesh[i].iter().map(|&p| p as usize).collect()
+                };
+                for j in targets {
+                    if self.net.same_component(i, j) {
+                        self.send_gossip(i, j, channel, id, &data, d);
+                    }
+                }
+            }
+        }
+    }
+
+    fn gossip_in(
+        &mut self,
+        to: usize,
+        from: usize,
+        channel: Channel,
+        id: u64,
+        data: Rc<[u8]>,
+        d: u64,
+    ) {
+        let from_id = self.nodes[from].id.clone();
+        match channel {
+            Channel::Heartbeat => {
+                self.record(4, to, d);
+                self.nodes[to].busy_until = self.now + self.params.cost_heartbeat_us;
+                let now = self.local_now(to);
+                self.machine(to)
+                    .handle_gossip(Channel::Heartbeat, &from_id, &data, now);
+                self.drain(to);
+            }
+            Channel::Changes => {
+                self.record(5, to, d);
+                if let Some(c) = self.changes.get_mut(&id) {
+                    c.copies += 1;
+                }
+                if !self.nodes[to].seen.insert(id) {
+                    return;
+                }
+                let done = self.now + self.params.cost_change_us;
+                self.nodes[to].busy_until = done;
+                if let Some(c) = self.changes.get_mut(&id) {
+                    c.reached += 1;
+                    c.last = c.last.max(done);
+                    self.latencies_us.push(done - c.t0);
+                }
+                let now = self.local_now(to);
+                self.machine(to)
+                    .handle_gossip(Channel::Changes, &from_id, &data, now);
+                self.drain(to);
+                let peers: Vec<usize> = self.net.mesh[to]
+                    .iter()
+                    .map(|&p| p as usize)
+                    .filter(|&p| p != from)
+                    .collect();
+                for p in peers {
+                    if self.net.same_component(to, p) {
+                        self.send_gossip(to, p, channel, id, &data, d);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- containers ------------------------------------------------------------------------
+
+    fn reconcile(&mut self, i: usize) {
+        let Some(m) = self.nodes[i].machine.as_mut() else {
+            return;
+        };
+        let desired = m.desired_tasks();
+        let heads = m.state_mut().heads();
+        let node = &mut self.nodes[i];
+        node.reconciled_heads = heads;
+        let actual: Vec<ActualTask> = node
+            .containers
+            .iter()
+            .map(|(id, c)| ActualTask {
+                id: id.to_string(),
+                slot: c.slot.clone(),
+                generation: c.generation,
+                state: if c.running {
+                    ActualTaskState::Running
+                } else {
+                    ActualTaskState::Stopped
+                },
+            })
+            .collect();
+        let actions = reconcile(&desired, &actual);
+        for action in actions {
+            match action {
+                RuntimeAction::Create(task) => {
+                    let node = &mut self.nodes[i];
+                    let id = node.next_container;
+                    node.next_container += 1;
+                    node.containers.insert(
+                        id,
+                        Container {
+                            slot: task.slot,
+                            generation: task.generation,
+                            running: true,
+                        },
+                    );
+                    self.started += 1;
+                    self.record(13, i, id);
+                }
+                RuntimeAction::Start { id, .. } => {
+                    let Ok(id) = id.parse::<u64>() else { continue };
+                    if let Some(c) = self.nodes[i].containers.get_mut(&id) {
+                        c.running = true;
+                        self.started += 1;
+                        self.record(14, i, id);
+                    }
+                }
+                RuntimeAction::Remove { id, slot, reason } => {
+                    let Ok(id) = id.parse::<u64>() else { continue };
+                    if let Some(c) = self.nodes[i].containers.remove(&id) {
+                        if c.running {
+                            self.stopped += 1;
+                            self.check_autonomy(i, &slot, reason);
+                        }
+                        self.record(15, i, id);
+                    }
+                }
+            }
+        }
+        let node = &self.nodes[i];
+        let statuses = desired
+            .iter()
+            .map(|d| {
+                let c = node
+                    .containers
+                    .iter()
+                    .find(|(_, c)| c.slot == d.slot && c.generation == d.generation);
+                TaskStatus {
+                    service: d.slot.service.to_string(),
+                    slot: d.slot.slot,
+                    state: match c {
+                        Some((_, c)) if c.running => "running".into(),
+                        Some(_) => "exited".into(),
+                        None => "pending".into(),
+                    },
+                    status: String::new(),
+                    container: c.map(|(id, _)| format!("c{id}")).unwrap_or_default(),
+                    ports: vec![],
+                }
+            })
+            .collect();
+        self.machine(i).set_local_status(statuses);
+    }
+
+    /// Invariant 6: while partitioned, no running container stops by itself. Exempt: the churn
+    /// window after a heal, nodes recently crashed, restarted or paused, and services an
+    /// operator scaled or deleted.
+    fn check_autonomy(&mut self, i: usize, slot: &SlotId, reason: &str) {
+        if self.net.components() <= 1 {
+            return;
+        }
+        let window = self.params.settle_ms * MS;
+        if self.last_heal.is_some_and(|h| self.now < h + window) {
+            return;
+        }
+        if self.now < self.nodes[i].disrupted_at + self.params.stability_ms * MS {
+            return;
+        }
+        if self.operator_touched.contains(&slot.service) {
+            return;
+        }
+        self.violate(format!(
+            "autonomy: node {i} stopped running {slot} during a partition ({reason})"
+        ));
+    }
+
+    fn violate(&mut self, what: String) {
+        if self.violations.len() < 50 {
+            self.violations
+                .push(format!("t={} {what}", fmt_t(self.now)));
+        }
+    }
+
+    // ---- scenario steps --------------------------------------------------------------------
+
+    fn pick(&mut self, target: &Target) -> Option<usize> {
+        let usable = |s: &Self, i: usize| s.nodes[i].up() && s.nodes[i].paused_until <= s.now;
+        let pool: Vec<usize> = match target {
+            Target::Node(i) => return (*i < self.nodes.len()).then_some(*i),
+            Target::Leader => return self.leader(),
+            Target::InGroup(g) => self
+                .groups
+                .get(*g)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|&i| usable(self, i))
+                .collect(),
+            Target::Any => (0..self.nodes.len()).filter(|&i| usable(self, i)).collect(),
+        };
+        (!pool.is_empty()).then(|| pool[self.rng.gen_range(0..pool.len())])
+    }
+
+    /// The lease holder most up nodes follow.
+    fn leader(&self) -> Option<usize> {
+        let mut votes: BTreeMap<Lease, usize> = BTreeMap::new();
+        for n in self.nodes.iter().filter(|n| n.up()) {
+            if let Some(l) = n.machine.as_ref().and_then(|m| m.state().lease()) {
+                *votes.entry(l).or_default() += 1;
+            }
+        }
+        let (lease, _) = votes.into_iter().max_by_key(|(l, v)| (*v, l.clone()))?;
+        self.index_of(&lease.holder)
+    }
+
+    fn topology_changed(&mut self) {
+        self.last_topology = self.now;
+    }
+
+    fn set_components(&mut self, groups: Vec<Vec<usize>>) {
+        let n = self.nodes.len();
+        let before = self.net.component.clone();
+        for i in 0..n {
+            self.net.component[i] = groups
+                .iter()
+                .position(|g| g.contains(&i))
+                .map_or(1_000_000 + i as u32, |g| g as u32);
+        }
+        self.groups = groups;
+        self.net.remesh(&mut self.rng);
+        // Connections: a pair cut for longer than the connection timeout reconnects (and
+        // syncs) when it meets again.
+        let timeout = self.params.net.conn_timeout_ms * MS;
+        for a in 0..n {
+            for b in a + 1..n {
+                let was = before[a] == before[b];
+                let is = self.net.component[a] == self.net.component[b];
+                let k = a * n + b;
+                if was && !is {
+                    self.cut_since[k] = self.now;
+                } else if !was && is {
+                    let since = std::mem::replace(&mut self.cut_since[k], u64::MAX);
+                    if self.now.saturating_sub(since) >= timeout {
+                        self.connect(a, b);
+                    }
+                }
+            }
+        }
+        self.topology_changed();
+    }
+
+    fn connect(&mut self, a: usize, b: usize) {
+        let t = self.now + self.rng.gen_range(0..=self.params.net.redial_ms * MS);
+        for (x, y) in [(a, b), (b, a)] {
+            let inc = self.nodes[x].inc;
+            self.push(
+                t,
+                Ev::Connected {
+                    node: x,
+                    peer: y,
+                    inc,
+                },
+            );
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        if self.nodes[i].up() {
+            return;
+        }
+        self.nodes[i].inc += 1;
+        self.nodes[i].disrupted_at = self.now;
+        self.start_process(i);
+        for j in 0..self.nodes.len() {
+            if j != i && self.net.same_component(i, j) && self.nodes[j].up() {
+                self.connect(i, j);
+            }
+        }
+        self.topology_changed();
+    }
+
+    fn apply_step(&mut self, step: Step, final_heal: bool) {
+        match step {
+            Step::Partition(groups) => {
+                self.heal = None;
+                self.set_components(groups);
+            }
+            Step::Heal => {
+                let was_split = self.net.components() > 1;
+                let n = self.nodes.len();
+                self.set_components(vec![(0..n).collect()]);
+                if was_split {
+                    self.last_heal = Some(self.now);
+                    self.heal = Some(HealTrack {
+                        at: self.now,
+                        leader: None,
+                        converged: None,
+                        replicas: None,
+                        starts0: self.started,
+                        stops0: self.stopped,
+                        final_heal,
+                    });
+                }
+            }
+            Step::Crash(target) => {
+                let Some(i) = self.pick(&target) else { return };
+                if !self.nodes[i].up() {
+                    return;
+                }
+                if target == Target::Leader && self.failover.is_none() {
+                    self.failover = Some(FailoverTrack {
+                        at: self.now,
+                        old: self.nodes[i].id.clone(),
+                    });
+                }
+                let node = &mut self.nodes[i];
+                node.machine = None;
+                node.disrupted_at = self.now;
+                node.paused_until = 0;
+                node.busy_until = 0;
+                for c in node.containers.values_mut() {
+                    c.running = false;
+                }
+                self.record(20, i, 0);
+                self.topology_changed();
+            }
+            Step::RestartAll => {
+                for i in 0..self.nodes.len() {
+                    self.restart(i);
+                }
+            }
+            Step::Restart(i) => {
+                if i < self.nodes.len() {
+                    self.restart(i);
+                }
+            }
+            Step::Pause(target, ms) => {
+                let Some(i) = self.pick(&target) else { return };
+                let until = self.now + ms * MS;
+                let node = &mut self.nodes[i];
+                node.paused_until = node.paused_until.max(until);
+                node.disrupted_at = until;
+                self.record(21, i, ms);
+                self.topology_changed();
+            }
+            Step::ContainerCrash(target) => {
+                let Some(i) = self.pick(&target) else { return };
+                let running: Vec<u64> = self.nodes[i]
+                    .containers
+                    .iter()
+                    .filter(|(_, c)| c.running)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if running.is_empty() {
+                    return;
+                }
+                let id = running[self.rng.gen_range(0..running.len())];
+                if let Some(c) = self.nodes[i].containers.get_mut(&id) {
+                    c.running = false;
+                }
+                self.record(22, i, id);
+            }
+            Step::Write(target, kind) => {
+                let Some(i) = self.pick(&target) else { return };
+                if !self.nodes[i].up() || self.nodes[i].paused_until > self.now {
+                    return;
+                }
+                self.write(i, kind);
+            }
+        }
+    }
+
+    fn write(&mut self, i: usize, kind: WriteKind) {
+        let live: Vec<ServiceName> = self
+            .machine(i)
+            .state()
+            .services()
+            .into_values()
+            .filter(|s| !s.deleted)
+            .map(|s| s.name)
+            .collect();
+        let pick_live = |s: &mut Self| -> Option<ServiceName> {
+            (!live.is_empty()).then(|| live[s.rng.gen_range(0..live.len())].clone())
+        };
+        let (write, label, service) = match kind {
+            WriteKind::Create(replicas) => {
+                let name = ServiceName::new(format!("svc{}", self.next_service)).expect("name");
+                self.next_service += 1;
+                let spec = ServiceSpec {
+                    image: "warren/busybox:latest".into(),
+                    replicas,
+                    command: vec![],
+                    env: Default::default(),
+                    ports: vec![],
+                    secrets: Vec::new(),
+                };
+                (Write::CreateService(name.clone(), spec), "create", name)
+            }
+            WriteKind::Scale(replicas) => {
+                let Some(name) = pick_live(self) else { return };
+                (Write::ScaleService(name.clone(), replicas), "scale", name)
+            }
+            WriteKind::Delete => {
+                let Some(name) = pick_live(self) else { return };
+                (Write::DeleteService(name.clone()), "delete", name)
+            }
+        };
+        if label != "create" {
+            self.operator_touched.insert(service.clone());
+        }
+        self.record(23, i, digest(service.as_str().as_bytes()));
+        if self.machine(i).write(write).is_err() {
+            return;
+        }
+        let w = self.writes.len();
+        self.writes.push(WriteRecord {
+            t: self.now,
+            node: i,
+            kind: label,
+            service,
+            hash: None,
+            acked: false,
+        });
+        self.nodes[i].pending_ack.push(w);
+        self.nodes[i].hash_for = Some(w);
+        if self.fault == Fault::AckBeforePersist {
+            // The broken driver: acknowledge now, persist and gossip later.
+            self.writes[w].acked = true;
+            // The change's hash, without carrying out any output.
+            self.nodes[i].deferred = true;
+            self.nodes[i].pending_ack.clear();
+            self.nodes[i].hash_for = None;
+            let hash = self.machine(i).history(None, 1).pop().map(|h| h.hash);
+            self.writes[w].hash = hash;
+            return;
+        }
+        self.drain(i);
+        // A write that changed nothing (scaling to the current count) publishes no change.
+        self.nodes[i].hash_for = None;
+    }
+
+    // ---- checks ----------------------------------------------------------------------------
+
+    /// Components of up, unpaused nodes.
+    fn live_components(&self) -> BTreeMap<u32, Vec<usize>> {
+        let mut comps: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.up() && n.paused_until <= self.now {
+                comps.entry(self.net.component[i]).or_default().push(i);
+            }
+        }
+        comps
+    }
+
+    /// Invariant 3: in each component, exactly one node believes it holds the lease and every
+    /// node follows that lease. `Err` says why not.
+    fn leases_ok(&self, members: &[usize]) -> Result<(), String> {
+        let mut leases: BTreeSet<Option<Lease>> = BTreeSet::new();
+        let mut holders = Vec::new();
+        for &i in members {
+            let lease = self.nodes[i]
+                .machine
+                .as_ref()
+                .and_then(|m| m.state().lease());
+            if lease.as_ref().is_some_and(|l| l.holder == self.nodes[i].id) {
+                holders.push(i);
+            }
+            leases.insert(lease);
+        }
+        if holders.len() != 1 {
+            return Err(format!(
+                "{} nodes believe they hold the lease (want 1): {holders:?}",
+                holders.len()
+            ));
+        }
+        if leases.len() != 1 {
+            return Err(format!("nodes follow {} different leases", leases.len()));
+        }
+        Ok(())
+    }
+
+    fn converged(&mut self) -> bool {
+        let mut first: Option<Vec<String>> = None;
+        for n in self.nodes.iter_mut() {
+            if let Some(m) = n.machine.as_mut() {
+                let h = m.state_mut().heads();
+                match &first {
+                    None => first = Some(h),
+                    Some(f) if *f == h => {}
+                    Some(_) => return false,
+                }
+            }
+        }
+        true
+    }
+
+    /// Invariant 5 on the services of `view_node`'s replica: each live service has exactly
+    /// `replicas` running slots of its generation on up nodes, none twice, and nothing else runs.
+    fn replicas_ok(&self) -> Result<(), String> {
+        let Some(m) = self.nodes.iter().find_map(|n| n.machine.as_ref()) else {
+            return Ok(());
+        };
+        let services = m.state().services();
+        let mut running: BTreeMap<&SlotId, usize> = BTreeMap::new();
+        for n in self.nodes.iter().filter(|n| n.up()) {
+            for c in n.containers.values().filter(|c| c.running) {
+                let ok = services.get(&c.slot.service).is_some_and(|s| {
+                    !s.deleted && c.slot.slot < s.spec.replicas && c.generation == s.generation
+                });
+                if !ok {
+                    return Err(format!("{} runs but is not desired", c.slot));
+                }
+                *running.entry(&c.slot).or_default() += 1;
+            }
+        }
+        if let Some((slot, k)) = running.iter().find(|(_, k)| **k > 1) {
+            return Err(format!("{slot} runs {k} times"));
+        }
+        for s in services.values().filter(|s| !s.deleted) {
+            let have = running.keys().filter(|slot| slot.service == s.name).count();
+            if have != s.spec.replicas as usize {
+                return Err(format!(
+                    "service {} runs {have} of {} replicas",
+                    s.name, s.spec.replicas
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn probe(&mut self) {
+        // Lease safety per component after stability.
+        let stable = self.now >= self.last_topology + self.params.stability_ms * MS;
+        if stable && self.now > self.params.stability_ms * MS {
+            for (_, members) in self.live_components() {
+                if let Err(e) = self.leases_ok(&members) {
+                    self.violate(format!("lease: component of {members:?}: {e}"));
+                    break;
+                }
+            }
+        }
+        // Failover after a leader crash.
+        if let Some(f) = &self.failover {
+            let (at, old) = (f.at, f.old.clone());
+            let comps = self.live_components();
+            let whole = comps.len() == 1;
+            let new_leader = whole
+                && comps
+                    .values()
+                    .next()
+                    .is_some_and(|m| self.leases_ok(m).is_ok())
+                && self.leader().is_some_and(|l| self.nodes[l].id != old);
+            if new_leader && self.replicas_ok().is_ok() {
+                self.failovers_ms.push((self.now - at) / MS);
+                self.failover = None;
+            } else if self.now - at > 60_000 * MS {
+                self.failover = None;
+            }
+        }
+        // After a heal: one leader, one document, right replicas; churn in the window.
+        if let Some(h) = &self.heal {
+            let at = self.heal.as_ref().map_or(0, |h| h.at);
+            let (need_leader, need_conv, need_rep) = (
+                h.leader.is_none(),
+                h.converged.is_none(),
+                h.replicas.is_none(),
+            );
+            let comps = self.live_components();
+            let leader_ok = comps.len() == 1
+                && comps
+                    .values()
+                    .next()
+                    .is_some_and(|m| self.leases_ok(m).is_ok());
+            let converged = need_conv && self.converged();
+            let replicas = !need_conv || converged;
+            let replicas = replicas && need_rep && self.replicas_ok().is_ok();
+            let now_ms = (self.now - at) / MS;
+            if let Some(h) = self.heal.as_mut() {
+                if need_leader && leader_ok {
+                    h.leader = Some(now_ms);
+                }
+                if converged {
+                    h.converged = Some(now_ms);
+                }
+                if replicas && h.converged.is_some() {
+                    h.replicas = Some(now_ms);
+                }
+            }
+            if self.now >= at + self.params.settle_ms * MS {
+                self.close_heal();
+            }
+        }
+    }
+
+    fn close_heal(&mut self) {
+        let Some(h) = self.heal.take() else { return };
+        let live: u64 = self
+            .nodes
+            .iter()
+            .find_map(|n| n.machine.as_ref())
+            .map(|m| {
+                m.state()
+                    .services()
+                    .values()
+                    .filter(|s| !s.deleted)
+                    .map(|s| u64::from(s.spec.replicas))
+                    .sum()
+            })
+            .unwrap_or(0);
+        let fig = HealFigures {
+            at_ms: h.at / MS,
+            leader_ms: h.leader,
+            converged_ms: h.converged,
+            replicas_ms: h.replicas,
+            started: self.started - h.starts0,
+            stopped: self.stopped - h.stops0,
+            replicas_total: live,
+        };
+        if fig
+            .leader_ms
+            .is_none_or(|l| l > self.params.heal_leader_bound_ms)
+        {
+            self.violate(format!(
+                "heal at {}: no single lease holder within {} ms",
+                fmt_t(h.at),
+                self.params.heal_leader_bound_ms
+            ));
+        }
+        // Churn bound: every slot ran at most once on each side; the merge keeps one of them.
+        // So at most one stop and one start per desired replica.
+        if fig.started + fig.stopped > 2 * live.max(1) {
+            self.violate(format!(
+                "heal at {}: churn {} starts + {} stops exceeds 2 × {live} replicas",
+                fmt_t(h.at),
+                fig.started,
+                fig.stopped
+            ));
+        }
+        let _ = h.final_heal;
+        self.heals.push(fig);
+    }
+
+    fn final_checks(&mut self) {
+        self.close_heal();
+        let t = fmt_t(self.now);
+        if !self.converged() {
+            self.violations.push(format!(
+                "t={t} convergence: up nodes hold different documents {} ms after the final heal",
+                self.params.settle_ms
+            ));
+        }
+        let comps = self.live_components();
+        for members in comps.values() {
+            if let Err(e) = self.leases_ok(members) {
+                self.violations.push(format!("t={t} lease at the end: {e}"));
+            }
+        }
+        if let Err(e) = self.replicas_ok() {
+            self.violations
+                .push(format!("t={t} replica correctness at the end: {e}"));
+        }
+        // No lost acknowledged writes.
+        let deleted: BTreeSet<ServiceName> = self
+            .writes
+            .iter()
+            .filter(|w| w.acked && w.kind == "delete")
+            .map(|w| w.service.clone())
+            .collect();
+        let acked: Vec<WriteRecord> = self.writes.iter().filter(|w| w.acked).cloned().collect();
+        let mut lost = Vec::new();
+        for i in 0..self.nodes.len() {
+            let Some(m) = self.nodes[i].machine.as_mut() else {
+                continue;
+            };
+            let history: HashSet<String> = m
+                .history(None, usize::MAX)
+                .into_iter()
+                .map(|h| h.hash)
+                .collect();
+            let services = m.state().services();
+            for w in &acked {
+                // No hash: the write changed nothing, so there is nothing to lose.
+                let in_history = w.hash.as_ref().is_none_or(|h| history.contains(h));
+                let live = w.kind != "create"
+                    || deleted.contains(&w.service)
+                    || services.get(&w.service).is_some_and(|s| !s.deleted);
+                if !in_history || !live {
+                    lost.push(format!(
+                        "{} {} acknowledged by node {} at {} missing on node {i}",
+                        w.kind,
+                        w.service,
+                        w.node,
+                        fmt_t(w.t)
+                    ));
+                }
+            }
+            if !lost.is_empty() {
+                break;
+            }
+        }
+        for l in lost.into_iter().take(5) {
+            self.violations.push(format!("t={t} lost write: {l}"));
+        }
+    }
+
+    fn report(self, wall_secs: f64) -> Report {
+        let n = self.nodes.len() as u64;
+        let mut full: Vec<u64> = Vec::new();
+        let (mut copies, mut tracked) = (0u64, 0u64);
+        for c in self.changes.values() {
+            if c.t0 > self.scenario.duration_ms * MS {
+                continue;
+            }
+            copies += c.copies;
+            tracked += 1;
+            if u64::from(c.reached) + 1 >= n {
+                full.push(c.last - c.t0);
+            }
+        }
+        Report {
+            scenario: self.scenario.name.clone(),
+            nodes: self.nodes.len(),
+            seed: self.seed,
+            duration_ms: self.scenario.duration_ms,
+            virtual_ms: self.now / MS,
+            wall_secs,
+            trace_hash: self.trace,
+            violations: self.violations,
+            events: self.events,
+            messages: self.messages,
+            writes_acked: self.writes.iter().filter(|w| w.acked).count(),
+            latencies_us: self.latencies_us,
+            full_coverage_us: full,
+            changes_tracked: tracked,
+            copies,
+            failovers_ms: self.failovers_ms,
+            heals: self.heals,
+            containers_started: self.started,
+            containers_stopped: self.stopped,
+        }
+    }
+}
+
+/// The founder's document, byte for byte the same in every run of a seed.
+///
+/// `DesiredState::new_cluster` commits its first change under a random actor suffix and the
+/// system clock before the caller can set either, so this rewrites that one change: the same
+/// operations under the actor `<founder>#<suffix>` at time 0, loaded into a fresh replica that
+/// continues as that actor. (A `new_cluster` taking the suffix and clock would make this go.)
+fn deterministic_founder(info: &ClusterInfo, founder: &Member, suffix: u64) -> DesiredState {
+    let mut first = DesiredState::new_cluster(info, founder).expect("founder document");
+    let mut doc = automerge::AutoCommit::load(&first.save()).expect("founder bytes");
+    let change = doc
+        .get_changes(&[])
+        .into_iter()
+        .next()
+        .expect("the init change")
+        .clone();
+    let mut expanded = change.decode();
+    let old = expanded.actor_id.to_bytes().to_vec();
+    let mut new = old[..old.len() - 8].to_vec();
+    new.extend_from_slice(&suffix.to_le_bytes());
+    let (old_hex, new_hex) = (hex(&old), hex(&new));
+    expanded.time = 0;
+    expanded.hash = None;
+    let json = serde_json::to_string(&expanded)
+        .expect("change to json")
+        .replace(&old_hex, &new_hex);
+    let expanded: automerge::ExpandedChange = serde_json::from_str(&json).expect("json to change");
+    let change = automerge::Change::from(expanded);
+    let mut state = DesiredState::empty(founder.id.clone());
+    state.set_actor_suffix(suffix.to_le_bytes());
+    state.set_clock(zero_clock);
+    state
+        .load_incremental(change.raw_bytes())
+        .expect("rewritten init change");
+    state
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hash of one Automerge change, as history prints it.
+fn change_hash(bytes: &[u8]) -> Option<String> {
+    automerge::Change::from_bytes(bytes.to_vec())
+        .ok()
+        .map(|c| c.hash().to_string())
+}
+
+/// Virtual microseconds as `12.345s`.
+pub(crate) fn fmt_t(us: u64) -> String {
+    format!("{}.{:03}s", us / 1_000_000, us / 1_000 % 1_000)
+}

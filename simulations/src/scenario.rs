@@ -1,0 +1,399 @@
+//! Scenarios: a schedule of faults and writes over virtual time, built in code.
+//!
+//! Every builder takes the number of nodes, the duration and the seed and returns a
+//! [`Scenario`]; [`by_name`] finds one by its CLI name. At the end of every scenario the
+//! engine heals the network, restarts crashed nodes, ends pauses and lets the cluster settle
+//! for [`Params::settle_ms`] before the final checks (see [`crate::Simulation`]).
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use warren_node::machine::MachineConfig;
+
+use crate::net::NetConfig;
+
+/// A node or a node picked when the step runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// This node.
+    Node(usize),
+    /// The lease holder most up nodes follow.
+    Leader,
+    /// A random up, unpaused node of group `g` of the partition in force (any node when whole).
+    InGroup(usize),
+    /// A random up, unpaused node.
+    Any,
+}
+
+/// An operator's write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Create a new service (a fresh name) with this many replicas.
+    Create(u32),
+    /// Scale a random live service the node knows to this many replicas.
+    Scale(u32),
+    /// Delete a random live service the node knows.
+    Delete,
+}
+
+/// One scheduled event of a scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Split the cluster: each group is one component; nodes in no group are alone.
+    Partition(Vec<Vec<usize>>),
+    /// One component again.
+    Heal,
+    /// Power loss: the process stops, its containers stop, what it persisted stays.
+    Crash(Target),
+    /// Restart every crashed node from its persisted chunks.
+    RestartAll,
+    /// Restart this node if it is down.
+    Restart(usize),
+    /// The process stops for this many milliseconds (messages and ticks wait).
+    Pause(Target, u64),
+    /// A running container of the node stops (its next reconcile restarts it).
+    ContainerCrash(Target),
+    /// An operator's write at the node.
+    Write(Target, WriteKind),
+}
+
+/// Everything that shapes one run besides the schedule. Times in milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// Node timing (heartbeat, anti-entropy, failure detection, lease).
+    pub machine: MachineConfig,
+    /// Tick period of each machine (the daemon's is 250).
+    pub tick_ms: u64,
+    /// Reconcile period (the daemon's is 1,000; a node also reconciles at the first tick after
+    /// its document changed, as the daemon does when its desired tasks change).
+    pub reconcile_ms: u64,
+    /// Whether a node also reconciles at the first tick after its document changed.
+    pub reconcile_on_change: bool,
+    /// The network.
+    pub net: NetConfig,
+    /// Virtual cost of handling one change gossip, in microseconds.
+    pub cost_change_us: u64,
+    /// Virtual cost of handling one heartbeat, in microseconds.
+    pub cost_heartbeat_us: u64,
+    /// Virtual cost of one sync message, in microseconds, plus one per 100 bytes.
+    pub cost_sync_us: u64,
+    /// Virtual cost of one tick, in microseconds.
+    pub cost_tick_us: u64,
+    /// Each node's clock runs at a rate drawn in `[1/√r, √r]`: the fastest is at most `r`
+    /// times the slowest. 1.0 = no drift.
+    pub clock_drift: f64,
+    /// Quiet time at the end before the final checks; also the window in which a heal's churn
+    /// is counted.
+    pub settle_ms: u64,
+    /// The lease check runs in a component once nothing changed (partition, crash, restart,
+    /// pause) for this long.
+    pub stability_ms: u64,
+    /// Bound on the time from a heal to one lease holder everywhere.
+    pub heal_leader_bound_ms: u64,
+    /// Period of the invariant probe.
+    pub probe_ms: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        let machine = MachineConfig::default();
+        let c = machine.core;
+        Self {
+            machine,
+            tick_ms: 250,
+            reconcile_ms: 1_000,
+            reconcile_on_change: true,
+            net: NetConfig::default(),
+            cost_change_us: 500,
+            cost_heartbeat_us: 20,
+            cost_sync_us: 1_000,
+            cost_tick_us: 100,
+            clock_drift: 1.0,
+            settle_ms: 30_000,
+            // Down detection, then the lease TTL, then two anti-entropy rounds to spread the
+            // claim to anyone who missed its gossip, then a second of slack.
+            stability_ms: c.down_after_ms + c.lease_ttl_ms + 2 * machine.anti_entropy_ms + 1_000,
+            heal_leader_bound_ms: 15_000,
+            probe_ms: 500,
+        }
+    }
+}
+
+/// A named schedule over `nodes` nodes.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// CLI name.
+    pub name: String,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Virtual time of the schedule; the final heal and settle come after it.
+    pub duration_ms: u64,
+    /// Parameters.
+    pub params: Params,
+    /// The schedule, in time order (equal times run in list order).
+    pub steps: Vec<(u64, Step)>,
+}
+
+impl Scenario {
+    fn new(name: &str, nodes: usize, duration_ms: u64) -> Self {
+        Self {
+            name: name.into(),
+            nodes,
+            duration_ms,
+            params: Params::default(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn at(&mut self, ms: u64, step: Step) -> &mut Self {
+        self.steps.push((ms, step));
+        self
+    }
+
+    fn sorted(mut self) -> Self {
+        self.steps.sort_by_key(|(t, _)| *t);
+        self
+    }
+
+    /// Services at the start: a few with replicas spread over the cluster.
+    fn base_services(&mut self, at: u64) {
+        let r = (self.nodes as u32).clamp(1, 5);
+        self.at(at, Step::Write(Target::Any, WriteKind::Create(r)));
+        self.at(
+            at + 200,
+            Step::Write(Target::Any, WriteKind::Create(r.div_ceil(2))),
+        );
+        self.at(at + 400, Step::Write(Target::Any, WriteKind::Create(1)));
+    }
+}
+
+/// The CLI names of every scenario, in the order of the default sweep.
+pub const NAMES: &[&str] = &[
+    "steady",
+    "leader-crash",
+    "split",
+    "three-way-split",
+    "flapping-link",
+    "rolling-restarts",
+    "long-partition",
+    "loss-1",
+    "loss-10",
+    "pause-drift",
+    "propagation",
+];
+
+/// The default virtual duration of a scenario, in milliseconds.
+pub fn default_duration_ms(name: &str) -> u64 {
+    match name {
+        "long-partition" => 35 * 60_000,
+        "propagation" => 12_000,
+        _ => 60_000,
+    }
+}
+
+/// The scenario called `name` over `nodes` nodes lasting `duration_ms` (or its default),
+/// random choices drawn from `seed`. `None` for an unknown name.
+pub fn by_name(name: &str, nodes: usize, duration_ms: Option<u64>, seed: u64) -> Option<Scenario> {
+    let d = duration_ms.unwrap_or_else(|| default_duration_ms(name));
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5CE7_A510);
+    Some(match name {
+        "steady" => steady(nodes, d, &mut rng),
+        "leader-crash" => leader_crash(nodes, d),
+        "split" => split(nodes, d),
+        "three-way-split" => three_way_split(nodes, d),
+        "flapping-link" => flapping_link(nodes, d, &mut rng),
+        "rolling-restarts" => rolling_restarts(nodes, d),
+        "long-partition" => long_partition(nodes, d),
+        "loss-1" => lossy("loss-1", nodes, d, 0.01),
+        "loss-10" => lossy("loss-10", nodes, d, 0.10),
+        "pause-drift" => pause_drift(nodes, d),
+        "propagation" => propagation(nodes, d),
+        _ => return None,
+    })
+}
+
+/// Steady state: services, a write every 5 s, a container crash every 7 s.
+pub fn steady(nodes: usize, d: u64, rng: &mut StdRng) -> Scenario {
+    let mut s = Scenario::new("steady", nodes, d);
+    s.base_services(2_000);
+    let mut t = 8_000;
+    while t < d {
+        let kind = match rng.gen_range(0..3) {
+            0 => WriteKind::Create(rng.gen_range(1..=3)),
+            1 => WriteKind::Scale(rng.gen_range(1..=4)),
+            _ => WriteKind::Create(1),
+        };
+        s.at(t, Step::Write(Target::Any, kind));
+        t += 5_000;
+    }
+    let mut t = 10_000;
+    while t < d {
+        s.at(t, Step::ContainerCrash(Target::Any));
+        t += 7_000;
+    }
+    s.sorted()
+}
+
+/// The lease holder crashes; it comes back later as a follower.
+pub fn leader_crash(nodes: usize, d: u64) -> Scenario {
+    let mut s = Scenario::new("leader-crash", nodes, d);
+    s.base_services(2_000);
+    s.at(d / 4, Step::Crash(Target::Leader));
+    s.at(
+        d / 4 + 1_000,
+        Step::Write(Target::Any, WriteKind::Create(2)),
+    );
+    s.at(d * 3 / 5, Step::RestartAll);
+    s.sorted()
+}
+
+fn writes_in_groups(s: &mut Scenario, groups: usize, from: u64, to: u64, every: u64) {
+    let mut t = from;
+    let mut k = 0u32;
+    while t < to {
+        for g in 0..groups {
+            let kind = if k % 4 == 3 {
+                WriteKind::Scale(1 + k % 3)
+            } else {
+                WriteKind::Create(1 + k % 2)
+            };
+            s.at(t + g as u64 * 100, Step::Write(Target::InGroup(g), kind));
+        }
+        k += 1;
+        t += every;
+    }
+}
+
+/// Minority/majority split (the minority holds node 0, the first lease holder) with writes on
+/// both sides, then a heal.
+pub fn split(nodes: usize, d: u64) -> Scenario {
+    let mut s = Scenario::new("split", nodes, d);
+    s.base_services(2_000);
+    let minority = (nodes * 2 / 5).max(1);
+    let groups = vec![(0..minority).collect(), (minority..nodes).collect()];
+    s.at(d / 5, Step::Partition(groups));
+    writes_in_groups(&mut s, 2, d / 5 + 1_000, d * 3 / 5, 3_000);
+    s.at(d * 3 / 5, Step::Heal);
+    s.sorted()
+}
+
+/// Three components with writes in each, then a heal.
+pub fn three_way_split(nodes: usize, d: u64) -> Scenario {
+    let mut s = Scenario::new("three-way-split", nodes, d);
+    s.base_services(2_000);
+    let groups: Vec<Vec<usize>> = (0..3)
+        .map(|g| (0..nodes).filter(|i| i % 3 == g).collect())
+        .collect();
+    s.at(d / 5, Step::Partition(groups));
+    writes_in_groups(&mut s, 3, d / 5 + 1_000, d * 3 / 5, 4_000);
+    s.at(d * 3 / 5, Step::Heal);
+    s.sorted()
+}
+
+/// One node's uplink flaps: isolated and back, periods of 1–8 s, with writes.
+pub fn flapping_link(nodes: usize, d: u64, rng: &mut StdRng) -> Scenario {
+    let mut s = Scenario::new("flapping-link", nodes, d);
+    s.base_services(2_000);
+    let k = nodes - 1;
+    let rest: Vec<usize> = (0..k).collect();
+    let mut t = d / 5;
+    while t < d * 7 / 10 {
+        s.at(t, Step::Partition(vec![vec![k], rest.clone()]));
+        t += rng.gen_range(1_000..8_000);
+        s.at(t, Step::Heal);
+        t += rng.gen_range(1_000..8_000);
+    }
+    let mut t = d / 5 + 500;
+    while t < d * 7 / 10 {
+        s.at(t, Step::Write(Target::Any, WriteKind::Create(1)));
+        t += 4_000;
+    }
+    s.sorted()
+}
+
+/// Every node in turn: a write at it, a crash at the same instant, a restart 3 s later.
+pub fn rolling_restarts(nodes: usize, d: u64) -> Scenario {
+    let per = 8_000;
+    let d = d.max(10_000 + nodes as u64 * per);
+    let mut s = Scenario::new("rolling-restarts", nodes, d);
+    s.base_services(2_000);
+    for k in 0..nodes {
+        let t = 10_000 + k as u64 * per;
+        s.at(t, Step::Write(Target::Node(k), WriteKind::Create(1)));
+        s.at(t, Step::Crash(Target::Node(k)));
+        s.at(t + 3_000, Step::Restart(k));
+    }
+    s.sorted()
+}
+
+/// A partition lasting all but the first and last minutes (30 virtual minutes with the
+/// default duration), a write on each side every 10 s.
+pub fn long_partition(nodes: usize, d: u64) -> Scenario {
+    let mut s = Scenario::new("long-partition", nodes, d);
+    s.params.tick_ms = 500;
+    s.base_services(2_000);
+    let start = (d / 10).min(60_000);
+    let end = d.saturating_sub(start).max(start + 1_000);
+    let half = (nodes / 2).max(1);
+    s.at(
+        start,
+        Step::Partition(vec![(0..half).collect(), (half..nodes).collect()]),
+    );
+    writes_in_groups(&mut s, 2, start + 1_000, end, 10_000);
+    s.at(end, Step::Heal);
+    s.sorted()
+}
+
+/// Message loss of `loss` on every gossip message, with writes and a leader crash.
+pub fn lossy(name: &str, nodes: usize, d: u64, loss: f64) -> Scenario {
+    let mut s = Scenario::new(name, nodes, d);
+    s.params.net.loss = loss;
+    s.params.net.duplicate = loss / 2.0;
+    s.base_services(2_000);
+    let mut t = 6_000;
+    while t < d {
+        s.at(t, Step::Write(Target::Any, WriteKind::Create(1)));
+        t += 3_000;
+    }
+    s.at(d / 2, Step::Crash(Target::Leader));
+    s.at(d * 3 / 4, Step::RestartAll);
+    s.sorted()
+}
+
+/// Clock rates up to 2× apart, and process pauses longer than the lease (the holder's first).
+pub fn pause_drift(nodes: usize, d: u64) -> Scenario {
+    let mut s = Scenario::new("pause-drift", nodes, d);
+    s.params.clock_drift = 2.0;
+    s.params.net.duplicate = 0.02;
+    s.base_services(2_000);
+    let long = 2 * s.params.machine.core.lease_ttl_ms;
+    s.at(d / 4, Step::Pause(Target::Leader, long));
+    s.at(d / 2, Step::Pause(Target::Any, long + 1_000));
+    s.at(
+        d / 2 + 2_000,
+        Step::Write(Target::Any, WriteKind::Create(2)),
+    );
+    s.sorted()
+}
+
+/// For the latency figures: after the lease settles, a write every 500 ms at a random node;
+/// nothing fails. At 1,000 nodes the tick and heartbeat are slower (see the README).
+pub fn propagation(nodes: usize, d: u64) -> Scenario {
+    let mut s = Scenario::new("propagation", nodes, d);
+    s.params.settle_ms = 10_000;
+    if nodes >= 500 {
+        // Every tick reads the whole member map twice (`NodeMachine::handle_tick`): at 1,000
+        // members that is the simulation's cost, so tick, heartbeat and reconcile less often.
+        s.params.tick_ms = 1_000;
+        s.params.machine.heartbeat_ms = 1_000;
+        s.params.reconcile_ms = 5_000;
+        s.params.reconcile_on_change = false;
+        s.params.settle_ms = 8_000;
+    }
+    s.base_services(1_000);
+    let mut t = 5_000;
+    while t < d {
+        s.at(t, Step::Write(Target::Any, WriteKind::Create(1)));
+        t += 500;
+    }
+    s.sorted()
+}
