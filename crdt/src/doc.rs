@@ -129,6 +129,28 @@ impl DesiredState {
     /// A new cluster's document, written by `node`: the cluster record and `node` as first member.
     pub fn new_cluster(info: &ClusterInfo, founder: &Member) -> Result<Self, CrdtError> {
         let mut state = Self::empty(founder.id.clone());
+        state.init(info, founder)?;
+        Ok(state)
+    }
+
+    /// As [`DesiredState::new_cluster`], with the actor suffix and the change clock fixed
+    /// before the first change, so that the whole history is the same on every run. For
+    /// simulations only (see [`DesiredState::set_actor_suffix`]).
+    pub fn new_cluster_seeded(
+        info: &ClusterInfo,
+        founder: &Member,
+        suffix: [u8; 8],
+        clock: fn() -> i64,
+    ) -> Result<Self, CrdtError> {
+        let mut state = Self::empty(founder.id.clone());
+        state.set_actor_suffix(suffix);
+        state.set_clock(clock);
+        state.init(info, founder)?;
+        Ok(state)
+    }
+
+    fn init(&mut self, info: &ClusterInfo, founder: &Member) -> Result<(), CrdtError> {
+        let state = self;
         let obj = state.doc.put_object(ROOT, CLUSTER, ObjType::Map)?;
         state.doc.put(&obj, "id", info.id.as_str())?;
         state.doc.put(&obj, "name", info.name.as_str())?;
@@ -148,7 +170,7 @@ impl DesiredState {
         }
         state.write_member(founder)?;
         state.commit(format!("cluster init {}", info.name));
-        Ok(state)
+        Ok(())
     }
 
     /// An empty document owned by `node` (a joining node before it receives the cluster's).

@@ -545,3 +545,20 @@ fn member_keys_are_published_and_merge() {
     // The key is not part of the typed member record, so members() is unchanged by it.
     assert_eq!(b.members()[&NodeId("A".into())], member("A"));
 }
+
+#[test]
+fn a_seeded_cluster_has_the_same_history_on_every_run() {
+    fn zero() -> i64 {
+        0
+    }
+    let info = ClusterInfo {
+        id: "c".into(),
+        name: "n".into(),
+        created_at: 0,
+    };
+    let mut a = DesiredState::new_cluster_seeded(&info, &member("A"), [7; 8], zero).expect("a");
+    let mut b = DesiredState::new_cluster_seeded(&info, &member("A"), [7; 8], zero).expect("b");
+    assert_eq!(a.heads(), b.heads());
+    let mut c = DesiredState::new_cluster(&info, &member("A")).expect("c");
+    assert_ne!(a.heads(), c.heads(), "an unseeded cluster differs");
+}

@@ -1548,42 +1548,11 @@ impl Simulation {
 
 /// The founder's document, byte for byte the same in every run of a seed.
 ///
-/// `DesiredState::new_cluster` commits its first change under a random actor suffix and the
-/// system clock before the caller can set either, so this rewrites that one change: the same
-/// operations under the actor `<founder>#<suffix>` at time 0, loaded into a fresh replica that
-/// continues as that actor. (A `new_cluster` taking the suffix and clock would make this go.)
+/// The founder's document with its actor suffix and clock fixed before the first change, so
+/// the whole history (and every change hash) is the same on every run of a seed.
 fn deterministic_founder(info: &ClusterInfo, founder: &Member, suffix: u64) -> DesiredState {
-    let mut first = DesiredState::new_cluster(info, founder).expect("founder document");
-    let mut doc = automerge::AutoCommit::load(&first.save()).expect("founder bytes");
-    let change = doc
-        .get_changes(&[])
-        .into_iter()
-        .next()
-        .expect("the init change")
-        .clone();
-    let mut expanded = change.decode();
-    let old = expanded.actor_id.to_bytes().to_vec();
-    let mut new = old[..old.len() - 8].to_vec();
-    new.extend_from_slice(&suffix.to_le_bytes());
-    let (old_hex, new_hex) = (hex(&old), hex(&new));
-    expanded.time = 0;
-    expanded.hash = None;
-    let json = serde_json::to_string(&expanded)
-        .expect("change to json")
-        .replace(&old_hex, &new_hex);
-    let expanded: automerge::ExpandedChange = serde_json::from_str(&json).expect("json to change");
-    let change = automerge::Change::from(expanded);
-    let mut state = DesiredState::empty(founder.id.clone());
-    state.set_actor_suffix(suffix.to_le_bytes());
-    state.set_clock(zero_clock);
-    state
-        .load_incremental(change.raw_bytes())
-        .expect("rewritten init change");
-    state
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    DesiredState::new_cluster_seeded(info, founder, suffix.to_le_bytes(), zero_clock)
+        .expect("founder document")
 }
 
 /// The hash of one Automerge change, as history prints it.
