@@ -244,6 +244,9 @@ fn operator_errors_are_one_line_and_actionable() {
         ])
         .status
         .success());
+    // The peer that took the write reads it at once (read-your-writes).
+    let listed = n1.cli_json(&["service", "ls"]).expect("service ls");
+    assert!(listed.to_string().contains("\"twice\""), "{listed}");
     let err = one_line_error(n1.cli(&["service", "create", "twice", "--image", IMAGE]));
     assert!(err.contains("already exists"), "{err}");
 

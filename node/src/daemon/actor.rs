@@ -108,7 +108,7 @@ impl NodeActor {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break Ok(()),
-                Some(command) = wiring.commands.recv() => self.handle_command(command).await,
+                Some(command) = wiring.commands.recv() => self.handle_command(command, &wiring).await,
                 event = wiring.events.recv() => match event {
                     Some(event) => self.handle_mesh_event(event).await,
                     None => break Err(NodeError::MeshStopped),
@@ -184,7 +184,7 @@ impl NodeActor {
         );
     }
 
-    async fn handle_command(&mut self, command: Command) {
+    async fn handle_command(&mut self, command: Command, wiring: &Wiring) {
         match command {
             Command::Write { write, reply } => {
                 let result = match self.machine.write(write) {
@@ -194,6 +194,10 @@ impl NodeActor {
                     },
                     Err(e) => Err(e),
                 };
+                if result.is_ok() {
+                    // Read your writes: the next read at this peer already shows it.
+                    self.publish_snapshot(wiring);
+                }
                 let _ = reply.send(result);
             }
             Command::History {
@@ -294,6 +298,12 @@ impl NodeActor {
             self.dropped_non_member = stats.dropped_non_member;
             self.connected_peers = stats.connected_peers.len();
         }
+        self.publish_snapshot(wiring);
+    }
+
+    /// Rebuilds the API's view of this node and publishes it.
+    fn publish_snapshot(&mut self, wiring: &Wiring) {
+        let now = self.now();
         let snapshot = self
             .machine
             .snapshot(now, self.dropped_non_member, self.connected_peers);
