@@ -11,6 +11,16 @@
 //! `tests/partition.rs`, which runs three `warren-node`s through a partition and its heal.
 //! Everything here needs root (namespaces, links, iptables).
 
+pub mod cluster;
 pub mod netns;
+pub mod scenario;
+pub mod topology;
 
+pub use cluster::{Bins, Cluster, UpOptions};
 pub use netns::{Error, Testnet};
+pub use scenario::{Scenario, ScenarioOptions, Verdict};
+
+/// Whether this process runs as root (effective uid 0), which the testnet needs.
+pub fn is_root() -> bool {
+    netns::effective_uid() == 0
+}

@@ -2,13 +2,17 @@
 //!
 //! A [`Testnet`] owns everything it creates and nothing else:
 //!
-//! * a Linux bridge `wt<run>br` in the root namespace, addressed `198.18.0.1/24`;
+//! * a subnet `198.18.0.0/15` cut into 512 `/24`s: each testnet claims one that no other
+//!   testnet on the machine uses (a claim file under [`CLAIM_DIR`], created exclusively, plus a
+//!   look at the routes already present), so two testnets never share a route;
+//! * a Linux bridge `wt<run>br` in the root namespace, addressed `<subnet>.1/24`;
 //! * one namespace `wt-<run>-<i>` per node, joined to the bridge by a veth pair (`wt<run>v<i>`
-//!   on the bridge side, `eth0` inside), addressed `198.18.0.<10 + i>/24`, with `lo` up and no
+//!   on the bridge side, `eth0` inside), addressed `<subnet>.<10 + i>/24`, with `lo` up and no
 //!   default route, so a node can reach the other nodes of its testnet and nothing else;
 //! * `iptables -I FORWARD -i <bridge> -o <bridge> -j ACCEPT` in the root namespace (Docker's
 //!   FORWARD policy is DROP and bridged traffic passes through it);
 //! * while [partitioned](Testnet::partition), DROP rules inside the namespaces;
+//! * while a node [loses packets](Testnet::set_loss), `statistic` DROP rules in its namespace;
 //! * the processes started with [`Testnet::spawn`].
 //!
 //! `<run>` is a random 6-hex-digit id, so parallel runs never collide on names. Everything is
@@ -16,22 +20,32 @@
 //! ([`Testnet::down`], or `Drop`) undoes exactly what was created, newest first, and skips what
 //! someone else already removed.
 //!
-//! Two testnets running at once each give their bridge `198.18.0.1`: nodes are unaffected
-//! (each bridge is its own layer-2 segment), but the root namespace then has two routes to
-//! `198.18.0.0/24`, so talk to nodes from inside their namespace ([`Testnet::exec`]).
+//! A testnet can outlive the process that built it: [`Testnet::into_state`] hands back a
+//! serializable [`NetState`] without tearing anything down, and [`Testnet::from_state`] takes
+//! it up again in another process (the `warren-testnet` command keeps it in its state file).
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fmt::Display;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Address of the bridge in the root namespace.
-pub const BRIDGE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+use serde::{Deserialize, Serialize};
 
-/// Prefix length of the testnet's subnet (`198.18.0.0/24`).
+/// Prefix length of a testnet's subnet (one `/24` of `198.18.0.0/15`).
 pub const PREFIX_LEN: u8 = 24;
+
+/// How many `/24` subnets `198.18.0.0/15` holds: at most this many testnets at once.
+pub const SUBNETS: u16 = 512;
+
+/// Where testnets claim their subnet (one file per subnet in use, holding the bridge's name).
+pub const CLAIM_DIR: &str = "/run/warren-testnet";
+
+/// A claim whose bridge does not exist is taken over once it is this old (a run that died
+/// between claiming and building its bridge).
+const STALE_CLAIM: Duration = Duration::from_secs(60);
 
 /// Last octet of node 0's address; node `i` has `198.18.0.<FIRST_HOST + i>`.
 pub const FIRST_HOST: u8 = 10;
@@ -88,11 +102,28 @@ pub enum Error {
     /// The testnet was already torn down.
     #[error("the testnet was already torn down")]
     Down,
+    /// Every `/24` of `198.18.0.0/15` is in use by another testnet (or claimed).
+    #[error("no free /24 left in 198.18.0.0/15 (claims in {CLAIM_DIR})")]
+    NoSubnet,
+    /// A loss percentage outside `0..=100`.
+    #[error("loss must be between 0% and 100%, not {0}%")]
+    Loss(f64),
+    /// Reading or writing a claim file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Something this testnet created, to undo on teardown.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Created {
+    /// The claim file of the testnet's subnet.
+    Claim(PathBuf),
     /// A link in the root namespace (the bridge or a veth's bridge side).
     Link(String),
     /// A network namespace.
@@ -101,8 +132,9 @@ enum Created {
     ForwardRule(String),
 }
 
-/// A DROP rule added by [`Testnet::partition`] inside node `node`'s namespace.
-#[derive(Debug, Clone)]
+/// A DROP rule added by [`Testnet::partition`] or [`Testnet::set_loss`] inside node `node`'s
+/// namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct PartitionRule {
     node: usize,
     /// Everything after `-I`/`-D`, e.g. `["INPUT", "-s", "198.18.0.11", "-j", "DROP"]`.
@@ -125,12 +157,29 @@ struct PartitionRule {
 pub struct Testnet {
     run_id: String,
     nodes: usize,
+    /// Index of the `/24` in `198.18.0.0/15`.
+    subnet: u16,
     bridge: String,
     /// Undo log, oldest first.
     created: Vec<Created>,
     partition: Vec<PartitionRule>,
+    loss: Vec<PartitionRule>,
     children: Vec<Child>,
     down: bool,
+}
+
+/// Everything a [`Testnet`] needs to carry on (or tear down) in another process: what it
+/// created and the fault rules in force. Processes started with [`Testnet::spawn`] are not
+/// part of it; teardown still kills whatever runs in the namespaces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetState {
+    run_id: String,
+    nodes: usize,
+    subnet: u16,
+    bridge: String,
+    created: Vec<Created>,
+    partition: Vec<PartitionRule>,
+    loss: Vec<PartitionRule>,
 }
 
 impl Testnet {
@@ -149,8 +198,10 @@ impl Testnet {
             bridge: format!("wt{run_id}br"),
             run_id,
             nodes,
+            subnet: 0,
             created: Vec::new(),
             partition: Vec::new(),
+            loss: Vec::new(),
             children: Vec::new(),
             down: false,
         };
@@ -169,9 +220,72 @@ impl Testnet {
         Ok(net)
     }
 
+    /// Claims a `/24` no route of the root namespace and no other testnet's claim uses.
+    fn claim_subnet(&mut self) -> Result<(), Error> {
+        let dir = Path::new(CLAIM_DIR);
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let routes = self.run_quiet("ip", &["-4", "route", "show", "table", "all"])?;
+        let start = rand::random::<u16>() % SUBNETS;
+        for k in 0..SUBNETS {
+            let subnet = (start + k) % SUBNETS;
+            let prefix = subnet_prefix(subnet);
+            if routes.contains(&format!("{prefix}.0/{PREFIX_LEN}")) {
+                continue;
+            }
+            let path = dir.join(format!("{prefix}.0"));
+            if path.exists() && !self.claim_is_stale(&path) {
+                continue;
+            }
+            if path.exists() {
+                self.log(format_args!("taking over stale claim {}", path.display()));
+                let _ = std::fs::remove_file(&path);
+            }
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    use std::io::Write;
+                    file.write_all(self.bridge.as_bytes())
+                        .map_err(|source| Error::Io {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    self.subnet = subnet;
+                    self.created.push(Created::Claim(path));
+                    self.log(format_args!("claimed subnet {prefix}.0/{PREFIX_LEN}"));
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(source) => return Err(Error::Io { path, source }),
+            }
+        }
+        Err(Error::NoSubnet)
+    }
+
+    /// A claim is stale when its bridge does not exist and it is older than [`STALE_CLAIM`].
+    fn claim_is_stale(&self, path: &Path) -> bool {
+        let Ok(bridge) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        let old = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_CLAIM);
+        old && self
+            .run_quiet("ip", &["link", "show", "dev", bridge.trim()])
+            .is_err()
+    }
+
     fn build(&mut self) -> Result<(), Error> {
+        self.claim_subnet()?;
         let bridge = self.bridge.clone();
-        let bridge_cidr = format!("{BRIDGE_ADDR}/{PREFIX_LEN}");
+        let bridge_cidr = format!("{}/{PREFIX_LEN}", self.bridge_addr());
         self.run("ip", &["link", "add", &bridge, "type", "bridge"])?;
         self.created.push(Created::Link(bridge.clone()));
         self.run("ip", &["addr", "add", &bridge_cidr, "dev", &bridge])?;
@@ -225,11 +339,71 @@ impl Testnet {
         format!("wt-{}-{i}", self.run_id)
     }
 
-    /// Node `i`'s address, `198.18.0.<10 + i>`. For `i >= MAX_NODES` this saturates at
-    /// `198.18.0.255`, which no node has.
+    /// The testnet's subnet, e.g. `198.18.7.0/24`.
+    pub fn subnet(&self) -> String {
+        format!("{}.0/{PREFIX_LEN}", subnet_prefix(self.subnet))
+    }
+
+    /// The bridge's address in the root namespace, `<subnet>.1`.
+    pub fn bridge_addr(&self) -> Ipv4Addr {
+        self.host_addr(1)
+    }
+
+    /// Node `i`'s address, `<subnet>.<10 + i>`. For `i >= MAX_NODES` this saturates at
+    /// `<subnet>.255`, which no node has.
     pub fn addr(&self, i: usize) -> Ipv4Addr {
         let host = u8::try_from(usize::from(FIRST_HOST).saturating_add(i)).unwrap_or(u8::MAX);
-        Ipv4Addr::new(198, 18, 0, host)
+        self.host_addr(host)
+    }
+
+    fn host_addr(&self, host: u8) -> Ipv4Addr {
+        let [b, c] = subnet_octets(self.subnet);
+        Ipv4Addr::new(198, b, c, host)
+    }
+
+    /// A snapshot of what this testnet created and the fault rules in force.
+    pub fn state(&self) -> NetState {
+        NetState {
+            run_id: self.run_id.clone(),
+            nodes: self.nodes,
+            subnet: self.subnet,
+            bridge: self.bridge.clone(),
+            created: self.created.clone(),
+            partition: self.partition.clone(),
+            loss: self.loss.clone(),
+        }
+    }
+
+    /// Lets go of the testnet without tearing it down (the namespaces, links and rules stay;
+    /// processes started with [`spawn`](Self::spawn) keep running, unwatched) and returns what
+    /// [`from_state`](Self::from_state) needs to take it up again.
+    pub fn into_state(mut self) -> NetState {
+        let state = self.state();
+        self.release();
+        state
+    }
+
+    /// Lets go of the testnet without tearing it down: dropping it afterwards does nothing
+    /// ([`state`](Self::state) taken before still describes it).
+    pub fn release(&mut self) {
+        self.children.clear();
+        self.down = true;
+    }
+
+    /// Takes up a testnet described by `state` (from [`into_state`](Self::into_state), maybe
+    /// in another process). Dropping it tears it down.
+    pub fn from_state(state: NetState) -> Self {
+        Self {
+            run_id: state.run_id,
+            nodes: state.nodes,
+            subnet: state.subnet,
+            bridge: state.bridge,
+            created: state.created,
+            partition: state.partition,
+            loss: state.loss,
+            children: Vec::new(),
+            down: false,
+        }
     }
 
     /// A command that runs `program` in node `i`'s namespace (`ip netns exec <ns> program`);
@@ -449,6 +623,94 @@ impl Testnet {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Makes node `i` lose `percent`% of its packets, independently in each direction (iptables
+    /// `statistic --mode random` DROP rules on `eth0` in its namespace; loopback is untouched).
+    /// Replaces the node's previous loss; `0` removes it.
+    pub fn set_loss(&mut self, i: usize, percent: f64) -> Result<(), Error> {
+        if self.down {
+            return Err(Error::Down);
+        }
+        if i >= self.nodes {
+            return Err(Error::InvalidPartition(format!(
+                "node {i} does not exist (the testnet has {} nodes)",
+                self.nodes
+            )));
+        }
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(Error::Loss(percent));
+        }
+        self.clear_loss(Some(i))?;
+        if percent == 0.0 {
+            return Ok(());
+        }
+        self.log(format_args!("node {i} loses {percent}% of its packets"));
+        let probability = format!("{:.4}", percent / 100.0);
+        for (chain, flag) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
+            let rule = PartitionRule {
+                node: i,
+                spec: [
+                    chain,
+                    flag,
+                    "eth0",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &probability,
+                    "-j",
+                    "DROP",
+                ]
+                .map(String::from)
+                .to_vec(),
+            };
+            match self.ns_iptables(&rule, "-I") {
+                Ok(()) => self.loss.push(rule),
+                Err(e) => {
+                    if let Err(e2) = self.clear_loss(Some(i)) {
+                        self.log(format_args!("undoing the loss: {e2}"));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Nodes that lose packets now.
+    pub fn lossy_nodes(&self) -> BTreeSet<usize> {
+        self.loss.iter().map(|r| r.node).collect()
+    }
+
+    /// Removes the loss rules of node `i` (or of every node, for `None`).
+    pub fn clear_loss(&mut self, node: Option<usize>) -> Result<(), Error> {
+        let (remove, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.loss)
+            .into_iter()
+            .partition(|r| node.is_none_or(|n| r.node == n));
+        self.loss = keep;
+        let mut first_error = None;
+        for rule in remove {
+            if let Err(e) = self.remove_rule(&rule) {
+                self.loss.push(rule);
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn remove_rule(&self, rule: &PartitionRule) -> Result<(), Error> {
+        if self.ns_iptables(rule, "-C").is_ok() {
+            self.ns_iptables(rule, "-D")
+        } else {
+            self.log(format_args!(
+                "rule `{}` in node {} is already gone",
+                rule.spec.join(" "),
+                rule.node
+            ));
+            Ok(())
+        }
+    }
+
     fn ns_iptables(&self, rule: &PartitionRule, op: &str) -> Result<(), Error> {
         let ns = self.namespace(rule.node);
         let mut args = vec!["netns", "exec", &ns, "iptables", "-w", op];
@@ -491,6 +753,10 @@ impl Testnet {
             self.log(format_args!("{e}"));
             first_error.get_or_insert(e);
         }
+        if let Err(e) = self.clear_loss(None) {
+            self.log(format_args!("{e}"));
+            first_error.get_or_insert(e);
+        }
         while let Some(created) = self.created.pop() {
             if let Err(e) = self.undo(&created) {
                 self.log(format_args!("{e}"));
@@ -528,6 +794,18 @@ impl Testnet {
 
     fn undo(&self, created: &Created) -> Result<(), Error> {
         match created {
+            Created::Claim(path) => match std::fs::remove_file(path) {
+                Ok(()) => self.log(format_args!("released claim {}", path.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.log(format_args!("claim {} is already gone", path.display()));
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            },
             Created::Link(name) => {
                 if self.run_quiet("ip", &["link", "show", "dev", name]).is_ok() {
                     self.run("ip", &["link", "del", "dev", name])?;
@@ -605,6 +883,18 @@ impl Drop for Testnet {
     }
 }
 
+/// The second and third octets of subnet `index` of `198.18.0.0/15`.
+fn subnet_octets(index: u16) -> [u8; 2] {
+    let index = index % SUBNETS;
+    [18 + u8::from(index >= 256), (index % 256) as u8]
+}
+
+/// `198.B.C` of subnet `index`.
+fn subnet_prefix(index: u16) -> String {
+    let [b, c] = subnet_octets(index);
+    format!("198.{b}.{c}")
+}
+
 fn forward_rule<'a>(op: &'a str, bridge: &'a str) -> [&'a str; 9] {
     [
         "-w", op, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
@@ -637,7 +927,7 @@ fn command_line(command: &Command) -> String {
 }
 
 /// The effective uid of this process, from `/proc/self/status` (`u32::MAX` if unreadable).
-fn effective_uid() -> u32 {
+pub(crate) fn effective_uid() -> u32 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -648,6 +938,30 @@ fn effective_uid() -> u32 {
                 .and_then(|euid| euid.parse().ok())
         })
         .unwrap_or(u32::MAX)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), for logs that outlive a day.
+pub fn utc_datetime() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let days = i64::try_from(now.as_secs() / 86_400).unwrap_or(0);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{}", timestamp())
+}
+
+/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// `HH:MM:SS.mmmZ` (UTC).
@@ -683,6 +997,21 @@ mod tests {
             &rule[1..9].join(" "),
             "-I FORWARD -i wtabcdefbr -o wtabcdefbr -j ACCEPT"
         );
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_819), (2027, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn subnets_cover_198_18_slash_15() {
+        assert_eq!(subnet_prefix(0), "198.18.0");
+        assert_eq!(subnet_prefix(255), "198.18.255");
+        assert_eq!(subnet_prefix(256), "198.19.0");
+        assert_eq!(subnet_prefix(511), "198.19.255");
     }
 
     #[test]

@@ -38,7 +38,10 @@ fn partition_cuts_exactly_between_groups_and_teardown_leaves_nothing() {
     let bridge = net.bridge().to_string();
     assert_eq!(net.len(), 3);
     assert_eq!(net.namespace(2), format!("wt-{run_id}-2"));
-    assert_eq!(net.addr(1).to_string(), "198.18.0.11");
+    assert_eq!(
+        net.addr(1).to_string(),
+        format!("{}.11", net.subnet().trim_end_matches(".0/24"))
+    );
 
     for (a, b) in [(0, 1), (1, 2), (2, 0)] {
         assert!(

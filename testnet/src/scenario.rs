@@ -1,0 +1,1061 @@
+//! Scripted scenarios on a fresh cluster: up → run → verdict → down.
+//!
+//! Each scenario builds its own [`Cluster`] in a fresh state dir, drives it, measures, and
+//! always tears it down (nodes, containers, rules, links, namespaces), pass or fail. Every
+//! wait polls against a deadline; every loop is bounded in count and time. A failed verdict
+//! carries the reason, the fault log, the node logs' tails and the command that replays it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::cluster::{
+    lease, liveness, Bins, CliHandle, Cluster, Error, FaultRecord, UpOptions, HTTPD, IMAGE,
+};
+
+/// Pause between two polls of one node in `convergence` (polling flat out starves the nodes
+/// of CPU on a small machine).
+const POLL_GAP: Duration = Duration::from_millis(20);
+const SPLIT_SERVICES: [&str; 4] = ["sb", "sb2", "left-svc", "right-svc"];
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(10);
+const PLACE_DEADLINE: Duration = Duration::from_secs(60);
+const LEASE_DEADLINE: Duration = Duration::from_secs(30);
+const HEAL_DEADLINE: Duration = Duration::from_secs(180);
+const REJOIN_DEADLINE: Duration = Duration::from_secs(60);
+const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
+
+/// A scripted scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scenario {
+    /// `writes` writes at node 0; time until every other node shows each.
+    Convergence {
+        /// How many writes.
+        writes: usize,
+    },
+    /// SIGKILL the lease holder; time until a new holder has its tasks running elsewhere.
+    Failover,
+    /// Partition {0,1} / {2..}, writes and service changes on both sides, heal; time until one
+    /// document, one leader, right replica counts; containers stopped and started by the heal.
+    SplitBrain,
+    /// Isolate a node: its containers keep running, a killed one is restarted locally, and it
+    /// rejoins without duplicates.
+    Autonomy,
+    /// Random faults while a writer writes at random peers; nothing acknowledged is lost.
+    Chaos {
+        /// How long faults and writes go on.
+        duration: Duration,
+        /// Seed of the fault schedule and the writer's choices.
+        seed: u64,
+    },
+}
+
+impl Scenario {
+    /// The scenario's name on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Convergence { .. } => "convergence",
+            Self::Failover => "failover",
+            Self::SplitBrain => "split-brain",
+            Self::Autonomy => "autonomy",
+            Self::Chaos { .. } => "chaos",
+        }
+    }
+
+    /// The smallest number of nodes it needs.
+    pub fn min_nodes(&self) -> usize {
+        match self {
+            Self::Convergence { .. } => 2,
+            Self::Failover | Self::Autonomy => 3,
+            Self::SplitBrain => 5,
+            Self::Chaos { .. } => 3,
+        }
+    }
+
+    /// The `warren-testnet` command that runs it again.
+    pub fn replay_command(&self, nodes: usize) -> String {
+        let extra = match self {
+            Self::Convergence { writes } => format!(" --writes {writes}"),
+            Self::Chaos { duration, seed } => {
+                format!(" --duration {}s --seed {seed}", duration.as_secs())
+            }
+            _ => String::new(),
+        };
+        format!(
+            "warren-testnet scenario {} --nodes {nodes}{extra}",
+            self.name()
+        )
+    }
+}
+
+/// How to run a scenario.
+#[derive(Debug, Clone)]
+pub struct ScenarioOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// The binaries.
+    pub bins: Bins,
+    /// Parent of the run's state dir; a fresh temporary dir when `None`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What a scenario found.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Whether every check held.
+    pub passed: bool,
+    /// Why not.
+    pub failure: Option<String>,
+    /// Measured figures, in order.
+    pub figures: Vec<(String, String)>,
+    /// The fault log.
+    pub faults: Vec<FaultRecord>,
+    /// The command that replays it.
+    pub replay: String,
+    /// Wall time of the whole run, setup and teardown included.
+    pub elapsed: Duration,
+    /// On failure: the node logs' tails.
+    pub logs: Option<String>,
+    /// On failure: where the logs were kept.
+    pub kept_dir: Option<PathBuf>,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "scenario {}: {} in {:.1} s",
+            self.scenario,
+            if self.passed { "PASS" } else { "FAIL" },
+            self.elapsed.as_secs_f64()
+        )?;
+        let width = self.figures.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, v) in &self.figures {
+            writeln!(f, "  {k:<width$}  {v}")?;
+        }
+        if let Some(failure) = &self.failure {
+            writeln!(f, "FAILURE: {failure}")?;
+            writeln!(f, "replay: {}", self.replay)?;
+            writeln!(f, "fault log ({} faults):", self.faults.len())?;
+            for fault in &self.faults {
+                writeln!(f, "  {fault}")?;
+            }
+            if let Some(dir) = &self.kept_dir {
+                writeln!(f, "logs kept in {}", dir.display())?;
+            }
+            if let Some(logs) = &self.logs {
+                writeln!(f, "{logs}")?;
+            }
+        } else if !self.faults.is_empty() {
+            writeln!(f, "  replay: {}", self.replay)?;
+        }
+        Ok(())
+    }
+}
+
+/// Figures a scenario records as it goes.
+#[derive(Debug, Default)]
+struct Figures(Vec<(String, String)>);
+
+impl Figures {
+    fn add(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.0.push((key.into(), value.into()));
+    }
+}
+
+/// Runs `scenario` on a fresh cluster and tears it down, whatever happens.
+pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
+    let started = Instant::now();
+    let mut verdict = Verdict {
+        scenario: scenario.name().to_string(),
+        passed: false,
+        failure: None,
+        figures: Vec::new(),
+        faults: Vec::new(),
+        replay: scenario.replay_command(opts.nodes),
+        elapsed: Duration::ZERO,
+        logs: None,
+        kept_dir: None,
+    };
+    if opts.nodes < scenario.min_nodes() {
+        verdict.failure = Some(format!(
+            "{} needs at least {} nodes",
+            scenario.name(),
+            scenario.min_nodes()
+        ));
+        return verdict;
+    }
+    if !crate::is_root() {
+        verdict.failure = Some(
+            "warren-testnet must run as root (network namespaces, links, iptables); \
+             run it with sudo or as root"
+                .to_string(),
+        );
+        return verdict;
+    }
+    let prefix = format!("warren-testnet-{}-", scenario.name());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    let tmp = match &opts.state_dir {
+        Some(parent) => std::fs::create_dir_all(parent).and_then(|()| builder.tempdir_in(parent)),
+        None => builder.tempdir(),
+    };
+    let tmp = match tmp {
+        Ok(tmp) => tmp,
+        Err(e) => {
+            verdict.failure = Some(format!("cannot create a state dir: {e}"));
+            return verdict;
+        }
+    };
+    let mut up = UpOptions::new(opts.nodes, tmp.path(), opts.bins.clone());
+    up.cluster = format!("wt-{}", scenario.name());
+    let mut figures = Figures::default();
+    let mut failure = None;
+    match Cluster::up(up) {
+        Err(e) => failure = Some(format!("cannot bring the cluster up: {e}")),
+        Ok(mut c) => {
+            figures.add("nodes", c.len().to_string());
+            let result = match scenario {
+                Scenario::Convergence { writes } => convergence(&mut c, *writes, &mut figures),
+                Scenario::Failover => failover(&mut c, &mut figures),
+                Scenario::SplitBrain => split_brain(&mut c, &mut figures),
+                Scenario::Autonomy => autonomy(&mut c, &mut figures),
+                Scenario::Chaos { duration, seed } => chaos(&mut c, *duration, *seed, &mut figures),
+            };
+            verdict.faults = c.faults().to_vec();
+            if let Err(e) = result {
+                failure = Some(e.to_string());
+                verdict.logs = Some(c.log_tails(30));
+            }
+            if let Err(e) = c.down() {
+                failure.get_or_insert(format!("teardown failed: {e}"));
+            }
+        }
+    }
+    verdict.figures = figures.0;
+    verdict.passed = failure.is_none();
+    verdict.failure = failure;
+    if !verdict.passed {
+        verdict.kept_dir = Some(tmp.keep());
+    }
+    verdict.elapsed = started.elapsed();
+    verdict
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn failed(what: impl Into<String>) -> Error {
+    Error::Unsupported(what.into())
+}
+
+fn create(
+    h: &CliHandle,
+    at: usize,
+    name: &str,
+    replicas: u32,
+    httpd: bool,
+) -> Result<String, Error> {
+    let replicas = replicas.to_string();
+    let mut args = vec![
+        "service",
+        "create",
+        name,
+        "--image",
+        IMAGE,
+        "--replicas",
+        &replicas,
+    ];
+    if httpd {
+        args.push("--");
+        args.extend(HTTPD);
+    }
+    h.run(at, &args)
+}
+
+/// The tasks of `service` as node `at` reports them: (node peer id, state).
+fn tasks(h: &CliHandle, at: usize, service: &str) -> Result<Vec<(String, String)>, String> {
+    let ps = h
+        .json(at, &["service", "ps", service])
+        .map_err(|e| e.to_string())?;
+    Ok(ps
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let field = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            (field("node"), field("state"))
+        })
+        .collect())
+}
+
+/// Ok when every service node `at` knows has all its tasks running on nodes of `group`.
+fn check_group_running(c: &Cluster, at: usize, group: &[usize]) -> Result<(), String> {
+    let h = c.cli_handle();
+    let peers: BTreeSet<&str> = group.iter().map(|&i| c.peer(i)).collect();
+    for (service, replicas) in c.services(at).map_err(|e| e.to_string())? {
+        let tasks = tasks(&h, at, &service)?;
+        let ok = tasks
+            .iter()
+            .filter(|(node, state)| peers.contains(node.as_str()) && state == "running")
+            .count();
+        if ok as u64 != replicas || tasks.len() as u64 != replicas {
+            return Err(format!(
+                "node {at}: {service}: {ok} of {replicas} running in {group:?}: {tasks:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Ok when the nodes of `group` agree on a lease held among them, and see every other node down.
+fn check_side(c: &Cluster, group: &[usize]) -> Result<(), String> {
+    let mut leases = Vec::new();
+    for &i in group {
+        let status = c.status(i).map_err(|e| e.to_string())?;
+        for j in (0..c.len()).filter(|j| !group.contains(j)) {
+            let live = liveness(&status, c.peer(j));
+            if live != Some("down") {
+                return Err(format!("node {i} sees node {j} {live:?}"));
+            }
+        }
+        leases.push(lease(&status).ok_or_else(|| format!("node {i}: no lease"))?);
+    }
+    if leases.iter().any(|l| *l != leases[0]) {
+        return Err(format!("{group:?}: leases differ: {leases:?}"));
+    }
+    match c.index_of_peer(&leases[0].holder) {
+        Some(h) if group.contains(&h) => Ok(()),
+        _ => Err(format!("{group:?}: lease held outside: {:?}", leases[0])),
+    }
+}
+
+/// Names of acknowledged writes missing at some node: (name, nodes where it is missing).
+fn missing_writes(c: &Cluster, acked: &[String]) -> Result<Vec<(String, Vec<usize>)>, Error> {
+    let mut missing: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for i in 0..c.len() {
+        let known = c.services(i)?;
+        for name in acked {
+            if !known.contains_key(name) {
+                missing.entry(name.clone()).or_default().push(i);
+            }
+        }
+    }
+    Ok(missing.into_iter().collect())
+}
+
+fn running_ids(c: &Cluster) -> Result<BTreeSet<String>, Error> {
+    Ok(c.containers()?
+        .into_iter()
+        .filter(|c| c.state == "running")
+        .map(|c| c.id)
+        .collect())
+}
+
+fn all(c: &Cluster) -> Vec<usize> {
+    (0..c.len()).collect()
+}
+
+// ----- convergence -----
+
+fn convergence(c: &mut Cluster, writes: usize, fig: &mut Figures) -> Result<(), Error> {
+    let h = c.cli_handle();
+    let n = c.len();
+    let mut samples = Vec::with_capacity(writes);
+    let mut polls: Vec<Duration> = Vec::new();
+    for k in 0..writes {
+        let name = format!("conv-{k}");
+        create(&h, 0, &name, 0, false)?;
+        let acked = Instant::now();
+        let results: Vec<Result<(Duration, Vec<Duration>), String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..n)
+                .map(|i| {
+                    let (h, name) = (&h, &name);
+                    s.spawn(move || seen(h, i, name, acked))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|j| j.join().unwrap_or_else(|_| Err("poller panicked".into())))
+                .collect()
+        });
+        let mut worst = Duration::ZERO;
+        for r in results {
+            let (d, p) = r.map_err(failed)?;
+            worst = worst.max(d);
+            polls.extend(p);
+        }
+        samples.push(worst);
+    }
+    samples.sort_unstable();
+    polls.sort_unstable();
+    fig.add("writes (service create at node 0)", writes.to_string());
+    fig.add("visible on all peers p50", ms(percentile(&samples, 50.0)));
+    fig.add("visible on all peers p99", ms(percentile(&samples, 99.0)));
+    fig.add(
+        "visible on all peers max",
+        ms(samples.last().copied().unwrap_or_default()),
+    );
+    fig.add(
+        "poll resolution (one warren-cli call, median)",
+        ms(percentile(&polls, 50.0)),
+    );
+    let lease = c.wait_for("one document everywhere", CONVERGE_DEADLINE, |c| {
+        c.check_converged(&all(c))
+    })?;
+    fig.add(
+        "lease holder",
+        format!("{} epoch {}", lease.holder, lease.epoch),
+    );
+    Ok(())
+}
+
+/// Polls node `i` until it lists `name`: time since `acked`, and each poll's duration.
+fn seen(
+    h: &CliHandle,
+    i: usize,
+    name: &str,
+    acked: Instant,
+) -> Result<(Duration, Vec<Duration>), String> {
+    let mut polls = Vec::new();
+    for _ in 0..10_000 {
+        let t = Instant::now();
+        // `service inspect` answers for one service (exit 0 once the node knows it): cheaper
+        // for the node than listing every service at each poll.
+        let found = h.run(i, &["service", "inspect", name]).is_ok();
+        polls.push(t.elapsed());
+        if found {
+            return Ok((acked.elapsed(), polls));
+        }
+        if acked.elapsed() > CONVERGE_DEADLINE {
+            break;
+        }
+        std::thread::sleep(POLL_GAP);
+    }
+    Err(format!(
+        "node {i} does not show {name} {CONVERGE_DEADLINE:?} after the write"
+    ))
+}
+
+// ----- failover -----
+
+fn failover(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
+    let h = c.cli_handle();
+    let n = c.len();
+    create(&h, 0, "fo", 2 * n as u32, true)?;
+    c.wait_for("fo placed and running", PLACE_DEADLINE, |c| {
+        c.check_replicas(0, &["fo"])
+    })?;
+    let before = lease(&c.status(0)?).ok_or_else(|| failed("no lease before the kill"))?;
+    let holder = c
+        .index_of_peer(&before.holder)
+        .ok_or_else(|| failed(format!("lease held by a stranger: {before:?}")))?;
+    let held: Vec<u32> = c
+        .containers()?
+        .iter()
+        .filter(|x| x.node == holder && x.state == "running")
+        .map(|x| x.slot)
+        .collect();
+    fig.add(
+        "lease holder killed",
+        format!(
+            "node {holder}, epoch {}, running slots {held:?}",
+            before.epoch
+        ),
+    );
+    let other = (holder + 1) % n;
+    c.kill(holder)?;
+    let killed = Instant::now();
+    let dead = c.peer(holder).to_string();
+    let new = c.wait_for("a new lease holder", LEASE_DEADLINE, |c| {
+        let l = lease(&c.status(other).map_err(|e| e.to_string())?).ok_or("no lease")?;
+        if l.holder != before.holder && l.epoch > before.epoch {
+            Ok(l)
+        } else {
+            Err(format!("lease {l:?}"))
+        }
+    })?;
+    let t_lease = killed.elapsed();
+    c.wait_for("fo re-placed and running elsewhere", LEASE_DEADLINE, |c| {
+        let tasks = tasks(&c.cli_handle(), other, "fo")?;
+        let ok = tasks
+            .iter()
+            .filter(|(node, state)| *node != dead && state == "running")
+            .count();
+        if ok == 2 * n && tasks.len() == 2 * n {
+            Ok(())
+        } else {
+            Err(format!("{tasks:?}"))
+        }
+    })?;
+    let t_placed = killed.elapsed();
+    fig.add("kill -> new lease holder", ms(t_lease));
+    fig.add("kill -> its tasks running elsewhere", ms(t_placed));
+    fig.add(
+        "new holder",
+        format!(
+            "node {:?}, epoch {}",
+            c.index_of_peer(&new.holder),
+            new.epoch
+        ),
+    );
+    // Not part of the verdict (the brief's failover ends with the tasks running elsewhere),
+    // but measured: the old holder comes back and removes its orphans.
+    c.restart(holder)?;
+    let back = Instant::now();
+    let rejoined = c.wait_for(
+        "one document and exact replicas after the restart",
+        REJOIN_DEADLINE,
+        |c| {
+            c.check_converged(&all(c))?;
+            c.check_replicas(0, &["fo"])
+        },
+    );
+    fig.add(
+        "restart of the old holder -> one document, its orphans removed",
+        match rejoined {
+            Ok(()) => ms(back.elapsed()),
+            Err(e) => format!("not within {REJOIN_DEADLINE:?} (not judged here; see README): {e}"),
+        },
+    );
+    Ok(())
+}
+
+// ----- split-brain -----
+
+fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
+    let h = c.cli_handle();
+    let n = c.len();
+    create(&h, 0, "sb", n as u32, true)?;
+    create(&h, 0, "sb2", 2, true)?;
+    c.wait_for("services placed and running", PLACE_DEADLINE, |c| {
+        c.check_replicas(0, &["sb", "sb2"])
+    })?;
+    let a: Vec<usize> = vec![0, 1];
+    let b: Vec<usize> = (2..n).collect();
+    c.partition(&[a.clone(), b.clone()])?;
+    let cut = Instant::now();
+    c.wait_for("a lease on each side", LEASE_DEADLINE, |c| {
+        check_side(c, &a)?;
+        check_side(c, &b)
+    })?;
+    fig.add("partition -> a lease on each side", ms(cut.elapsed()));
+    let mut acked = Vec::new();
+    for k in 0..10 {
+        let left = format!("left-{k}");
+        create(&h, a[k % a.len()], &left, 0, false)?;
+        acked.push(left);
+        let right = format!("right-{k}");
+        create(&h, b[k % b.len()], &right, 0, false)?;
+        acked.push(right);
+    }
+    h.run(a[0], &["service", "scale", "sb", "3"])?;
+    h.run(b[0], &["service", "scale", "sb", &(n + 1).to_string()])?;
+    h.run(b[1], &["service", "scale", "sb2", "3"])?;
+    create(&h, a[1], "left-svc", 1, true)?;
+    create(&h, b[2 % b.len()], "right-svc", 1, true)?;
+    acked.push("left-svc".into());
+    acked.push("right-svc".into());
+    fig.add(
+        "writes acknowledged during the split",
+        acked.len().to_string(),
+    );
+    c.wait_for("each side running its own view", PLACE_DEADLINE, |c| {
+        check_group_running(c, a[0], &a)?;
+        check_group_running(c, b[0], &b)
+    })?;
+    let before = running_ids(c)?;
+    fig.add("containers running at the heal", before.len().to_string());
+    c.heal()?;
+    let healed = Instant::now();
+    let nodes = all(c);
+    let mut one_doc = None;
+    let mut one_leader = None;
+    let mut replicas = None;
+    c.wait_for(
+        "one document, one leader, right replicas",
+        HEAL_DEADLINE,
+        |c| {
+            let mut heads = Vec::new();
+            let mut leases = BTreeSet::new();
+            for &i in &nodes {
+                let s = c.status(i).map_err(|e| e.to_string())?;
+                heads.push(s.get("heads").cloned().unwrap_or(Value::Null));
+                if let Some(l) = lease(&s) {
+                    leases.insert((l.holder, l.epoch));
+                }
+            }
+            if one_doc.is_none() && heads.iter().all(|x| *x == heads[0]) {
+                one_doc = Some(healed.elapsed());
+            }
+            if one_leader.is_none() && leases.len() == 1 {
+                one_leader = Some(healed.elapsed());
+            }
+            if replicas.is_none() && c.check_replicas(0, &SPLIT_SERVICES).is_ok() {
+                replicas = Some(healed.elapsed());
+            }
+            c.check_converged(&nodes)?;
+            c.check_replicas(0, &SPLIT_SERVICES)
+        },
+    )?;
+    let done = healed.elapsed();
+    let after = running_ids(c)?;
+    let show = |d: Option<Duration>| d.map_or("-".to_string(), ms);
+    fig.add("heal -> one document (equal heads)", show(one_doc));
+    fig.add("heal -> one leader", show(one_leader));
+    fig.add("heal -> right replica counts", show(replicas));
+    fig.add("heal -> all of it at once", ms(done));
+    fig.add(
+        "containers stopped by the heal",
+        before.difference(&after).count().to_string(),
+    );
+    fig.add(
+        "containers started by the heal",
+        after.difference(&before).count().to_string(),
+    );
+    let services = c.services(0)?;
+    fig.add(
+        "replicas after merge (sb, sb2)",
+        format!("{:?}, {:?}", services.get("sb"), services.get("sb2")),
+    );
+    let missing = missing_writes(c, &acked)?;
+    fig.add("acknowledged writes lost", missing.len().to_string());
+    if !missing.is_empty() {
+        return Err(failed(format!("acknowledged writes lost: {missing:?}")));
+    }
+    Ok(())
+}
+
+// ----- autonomy -----
+
+fn autonomy(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
+    let h = c.cli_handle();
+    let n = c.len();
+    create(&h, 0, "au", n as u32, true)?;
+    c.wait_for("au placed and running", PLACE_DEADLINE, |c| {
+        c.check_replicas(0, &["au"])
+    })?;
+    let holder = lease(&c.status(0)?)
+        .and_then(|l| c.index_of_peer(&l.holder))
+        .ok_or_else(|| failed("no lease"))?;
+    let containers = c.containers()?;
+    let k = (1..n)
+        .map(|d| (holder + d) % n)
+        .find(|&k| {
+            containers
+                .iter()
+                .any(|x| x.node == k && x.state == "running")
+        })
+        .ok_or_else(|| failed("no node but the holder runs a task"))?;
+    let mine: Vec<_> = containers
+        .into_iter()
+        .filter(|x| x.node == k && x.state == "running")
+        .collect();
+    fig.add(
+        "isolated node",
+        format!("node {k}, running {} containers", mine.len()),
+    );
+    let others: Vec<usize> = (0..n).filter(|&i| i != k).collect();
+    c.isolate(k)?;
+    let cut = Instant::now();
+    let dead = c.peer(k).to_string();
+    c.wait_for(
+        "both sides see the split; the others re-place",
+        LEASE_DEADLINE,
+        |c| {
+            check_side(c, &others)?;
+            let s = c.status(k).map_err(|e| e.to_string())?;
+            for &o in &others {
+                if liveness(&s, c.peer(o)) != Some("down") {
+                    return Err(format!("node {k} does not see {o} down"));
+                }
+            }
+            let t = tasks(&c.cli_handle(), others[0], "au")?;
+            let ok = t
+                .iter()
+                .filter(|(node, st)| *node != dead && st == "running")
+                .count();
+            if ok == n {
+                Ok(())
+            } else {
+                Err(format!("au at node {}: {t:?}", others[0]))
+            }
+        },
+    )?;
+    fig.add("isolate -> both sides settled", ms(cut.elapsed()));
+    let now: BTreeMap<String, String> = c
+        .containers()?
+        .into_iter()
+        .map(|x| (x.id, x.state))
+        .collect();
+    for x in &mine {
+        if now.get(&x.id).map(String::as_str) != Some("running") {
+            return Err(failed(format!(
+                "the isolation stopped container {} (slot {}) of node {k}",
+                x.id, x.slot
+            )));
+        }
+    }
+    fig.add(
+        "its containers still running",
+        format!("{} of {}", mine.len(), mine.len()),
+    );
+    create(&h, k, "au-local", 0, false)?;
+    fig.add("write at the isolated node", "acknowledged");
+    let victim = mine[0].clone();
+    let started_before = docker_started_at(&victim.id)?;
+    c.docker_kill(&victim.id)?;
+    let killed = Instant::now();
+    c.wait_for(
+        "the killed container running again on its node",
+        LEASE_DEADLINE,
+        |c| {
+            let running = c
+                .containers()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|x| {
+                    x.node == k
+                        && x.service == "au"
+                        && x.slot == victim.slot
+                        && x.state == "running"
+                })
+                .ok_or("not running")?;
+            if running.id != victim.id {
+                return Ok(());
+            }
+            let started = docker_started_at(&running.id).map_err(|e| e.to_string())?;
+            if started != started_before {
+                Ok(())
+            } else {
+                Err("not restarted yet".into())
+            }
+        },
+    )?;
+    fig.add("docker kill -> restarted locally", ms(killed.elapsed()));
+    c.heal()?;
+    let healed = Instant::now();
+    c.wait_for("one document after the heal", HEAL_DEADLINE, |c| {
+        c.check_converged(&all(c))
+    })?;
+    c.wait_for("no duplicate replica after the heal", HEAL_DEADLINE, |c| {
+        c.check_replicas(0, &[])
+    })?;
+    fig.add("heal -> one document, no duplicates", ms(healed.elapsed()));
+    let missing = missing_writes(c, &["au-local".to_string()])?;
+    if !missing.is_empty() {
+        return Err(failed(format!(
+            "the isolated node's write was lost: {missing:?}"
+        )));
+    }
+    fig.add("isolated node's write present everywhere", "yes");
+    Ok(())
+}
+
+fn docker_started_at(id: &str) -> Result<String, Error> {
+    Ok(
+        crate::cluster::docker(&["inspect", "-f", "{{.State.StartedAt}}", id])?
+            .trim()
+            .to_string(),
+    )
+}
+
+// ----- chaos -----
+
+#[derive(Debug, Default)]
+struct WriterReport {
+    attempts: usize,
+    acked: Vec<String>,
+    scales_acked: usize,
+}
+
+fn writer(
+    h: &CliHandle,
+    up: &Mutex<Vec<bool>>,
+    stop: &AtomicBool,
+    seed: u64,
+    deadline: Instant,
+) -> WriterReport {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_5eed);
+    let mut report = WriterReport::default();
+    // Bounded in count and time.
+    for k in 0..1_000_000 {
+        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+            break;
+        }
+        let candidates: Vec<usize> = match up.lock() {
+            Ok(up) => (0..up.len()).filter(|&i| up[i]).collect(),
+            Err(_) => break,
+        };
+        let Some(&at) = candidates.choose(&mut rng) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        report.attempts += 1;
+        if rng.gen_bool(0.85) {
+            let name = format!("w-{k}");
+            // Exit 0 from warren-cli = acknowledged.
+            if create(h, at, &name, 0, false).is_ok() {
+                report.acked.push(name);
+            }
+        } else {
+            let service = if rng.gen_bool(0.5) { "ch-a" } else { "ch-b" };
+            let replicas = rng.gen_range(1..=3u32).to_string();
+            if h.run(at, &["service", "scale", service, &replicas]).is_ok() {
+                report.scales_acked += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..250)));
+    }
+    report
+}
+
+fn chaos(c: &mut Cluster, duration: Duration, seed: u64, fig: &mut Figures) -> Result<(), Error> {
+    let h = c.cli_handle();
+    let n = c.len();
+    fig.add("seed", seed.to_string());
+    fig.add("duration", format!("{} s", duration.as_secs()));
+    create(&h, 0, "ch-a", 2, true)?;
+    create(&h, 0, "ch-b", 1, true)?;
+    c.wait_for("services placed and running", PLACE_DEADLINE, |c| {
+        c.check_replicas(0, &["ch-a", "ch-b"])
+    })?;
+    let up = Arc::new(Mutex::new(vec![true; n]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut down: BTreeSet<usize> = BTreeSet::new();
+    let (report, faults) = std::thread::scope(|s| {
+        let writer = {
+            let (h, up, stop) = (&h, &up, &stop);
+            s.spawn(move || writer(h, up, stop, seed, deadline))
+        };
+        let result = (|| -> Result<(), Error> {
+            for _ in 0..100_000 {
+                let pause = Duration::from_millis(rng.gen_range(1_500..4_500));
+                let now = Instant::now();
+                if now + pause >= deadline {
+                    std::thread::sleep(deadline.saturating_duration_since(now));
+                    break;
+                }
+                std::thread::sleep(pause);
+                let roll = rng.gen_range(0..100u32);
+                let kind = match roll {
+                    0..=24 => "partition",
+                    25..=44 => "heal",
+                    45..=54 => "isolate",
+                    55..=62 => "loss",
+                    63..=79 => "kill",
+                    80..=94 => "restart-down",
+                    _ => "restart",
+                };
+                let kind = match kind {
+                    "kill" if down.len() >= 2 => "restart-down",
+                    "restart-down" if down.is_empty() => "kill",
+                    k => k,
+                };
+                match kind {
+                    "partition" => {
+                        let mut order: Vec<usize> = (0..n).collect();
+                        order.shuffle(&mut rng);
+                        let parts = rng.gen_range(2..=3usize.min(n));
+                        let mut cuts: Vec<usize> =
+                            rand::seq::index::sample(&mut rng, n - 1, parts - 1)
+                                .into_iter()
+                                .map(|x| x + 1)
+                                .collect();
+                        cuts.sort_unstable();
+                        let mut groups = Vec::new();
+                        let mut from = 0;
+                        for cut in cuts.into_iter().chain([n]) {
+                            let mut g = order[from..cut].to_vec();
+                            g.sort_unstable();
+                            groups.push(g);
+                            from = cut;
+                        }
+                        c.partition(&groups)?;
+                    }
+                    "heal" => c.heal()?,
+                    "isolate" => c.isolate(rng.gen_range(0..n))?,
+                    "loss" => {
+                        let i = rng.gen_range(0..n);
+                        let pct = f64::from(rng.gen_range(5..=30u32));
+                        c.loss(i, pct)?;
+                    }
+                    "kill" => {
+                        let candidates: Vec<usize> = (0..n).filter(|i| !down.contains(i)).collect();
+                        let Some(&i) = candidates.choose(&mut rng) else {
+                            continue;
+                        };
+                        set_up(&up, i, false);
+                        down.insert(i);
+                        c.kill(i)?;
+                    }
+                    "restart-down" => {
+                        let candidates: Vec<usize> = down.iter().copied().collect();
+                        let Some(&i) = candidates.choose(&mut rng) else {
+                            continue;
+                        };
+                        c.restart(i)?;
+                        down.remove(&i);
+                        set_up(&up, i, true);
+                    }
+                    _ => {
+                        let candidates: Vec<usize> = (0..n).filter(|i| !down.contains(i)).collect();
+                        let Some(&i) = candidates.choose(&mut rng) else {
+                            continue;
+                        };
+                        set_up(&up, i, false);
+                        c.restart(i)?;
+                        set_up(&up, i, true);
+                    }
+                }
+                *kinds.entry(kind).or_default() += 1;
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        let report = writer.join().unwrap_or_default();
+        (report, result)
+    });
+    faults?;
+    let total: usize = kinds.values().sum();
+    fig.add(
+        "faults injected",
+        format!(
+            "{total} ({})",
+            kinds
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    fig.add("writes attempted", report.attempts.to_string());
+    fig.add(
+        "writes acknowledged",
+        format!(
+            "{} (service create) + {} (service scale)",
+            report.acked.len(),
+            report.scales_acked
+        ),
+    );
+    // The end: heal, every node back up, settle.
+    c.heal()?;
+    for i in down {
+        c.restart(i)?;
+    }
+    let settling = Instant::now();
+    c.wait_for("one document after the chaos", SETTLE_DEADLINE, |c| {
+        c.check_converged(&all(c))
+    })?;
+    c.wait_for(
+        "right replica counts after the chaos",
+        SETTLE_DEADLINE,
+        |c| c.check_replicas(0, &["ch-a", "ch-b"]),
+    )?;
+    fig.add("heal -> settled", ms(settling.elapsed()));
+    let missing = missing_writes(c, &report.acked)?;
+    fig.add("writes lost", missing.len().to_string());
+    if !missing.is_empty() {
+        return Err(failed(format!(
+            "{} acknowledged writes lost: {missing:?}",
+            missing.len()
+        )));
+    }
+    Ok(())
+}
+
+fn set_up(up: &Mutex<Vec<bool>>, i: usize, value: bool) {
+    if let Ok(mut up) = up.lock() {
+        up[i] = value;
+    }
+}
+
+/// Parses `10m`, `90s`, `1m30s`, `200ms`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|ch: char| !ch.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|ch: char| ch.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        total += match unit {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value * 60),
+            "h" => Duration::from_secs(value * 3600),
+            _ => return None,
+        };
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
+        assert_eq!(parse_duration("45"), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("5x"), None);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 50.0), Duration::from_millis(50));
+        assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&v[..3], 99.0), Duration::from_millis(3));
+    }
+
+    #[test]
+    fn replay_commands_carry_the_seed() {
+        let s = Scenario::Chaos {
+            duration: Duration::from_secs(600),
+            seed: 7,
+        };
+        assert_eq!(
+            s.replay_command(5),
+            "warren-testnet scenario chaos --nodes 5 --duration 600s --seed 7"
+        );
+    }
+}
