@@ -15,16 +15,19 @@ pub(crate) struct WireRequest {
     pub(crate) body: Vec<u8>,
 }
 
-/// Gossip message id: SHA-256 over (author, topic, data), each length-prefixed.
+/// Gossip message id: SHA-256 over (author, the author's sequence number, topic, data), each
+/// length-prefixed.
 ///
-/// Identical payloads from different authors get different ids; an identical payload
-/// re-published by the same author on the same topic is a duplicate for gossipsub's
-/// `duplicate_cache_time` (60 s) and is dropped.
+/// A forwarded copy keeps its author's signed sequence number, so copies are duplicates; two
+/// publications are not, even with equal bytes. Hashing the data alone made a restarted node's
+/// first heartbeats (sequence 1, 2, ... and the same content as in its previous life) look like
+/// duplicates of messages still in gossipsub's cache, and peers dropped them.
 pub(crate) fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
     let source = message.source.map(|p| p.to_bytes()).unwrap_or_default();
+    let sequence = message.sequence_number.unwrap_or_default().to_be_bytes();
     let topic = message.topic.as_str().as_bytes();
     let mut hasher = Sha256::new();
-    for part in [source.as_slice(), topic, message.data.as_slice()] {
+    for part in [source.as_slice(), &sequence, topic, message.data.as_slice()] {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part);
     }
@@ -141,7 +144,7 @@ mod tests {
     }
 
     #[test]
-    fn message_id_depends_on_author_topic_and_data() {
+    fn message_id_depends_on_author_sequence_topic_and_data() {
         let a = libp2p::identity::Keypair::generate_ed25519()
             .public()
             .to_peer_id();
@@ -155,7 +158,10 @@ mod tests {
             topic: gossipsub::TopicHash::from_raw(topic),
         };
         let base = message_id(&msg(a, "t", b"hb", 1));
-        assert_eq!(base, message_id(&msg(a, "t", b"hb", 2)));
+        // A forwarded copy (same author, same sequence number) is the same message...
+        assert_eq!(base, message_id(&msg(a, "t", b"hb", 1)));
+        // ...a new publication with the same bytes (a restarted node's heartbeat) is not.
+        assert_ne!(base, message_id(&msg(a, "t", b"hb", 2)));
         assert_ne!(base, message_id(&msg(b, "t", b"hb", 1)));
         assert_ne!(base, message_id(&msg(a, "u", b"hb", 1)));
         assert_ne!(base, message_id(&msg(a, "t", b"hc", 1)));
