@@ -468,12 +468,10 @@ fn service_history_survives_save_and_load() {
     a.scale_service(&name("web"), 1).expect("scale");
     let bytes = a.save();
     let mut loaded = DesiredState::load(NodeId("A".into()), &bytes).expect("load");
-    let messages: Vec<String> = loaded
-        .service_history(&name("web"), 10)
-        .into_iter()
-        .map(|h| h.message)
-        .collect();
-    assert_eq!(messages, vec!["service scale web 1", "service create web"]);
+    assert_eq!(
+        web_history(&mut loaded),
+        vec!["service scale web 1", "service create web"]
+    );
 }
 
 #[test]
@@ -488,18 +486,11 @@ fn service_history_survives_the_store() {
     a.scale_service(&name("web"), 1).expect("scale");
     store.persist(&mut a, true).expect("persist");
     drop(store);
-    let store = Store::open(dir.path()).expect("open");
-    let mut loaded = store
-        .load(&NodeId("A".into()))
-        .expect("load")
-        .state
-        .expect("state");
-    let messages: Vec<String> = loaded
-        .service_history(&name("web"), 10)
-        .into_iter()
-        .map(|h| h.message)
-        .collect();
-    assert_eq!(messages, vec!["service scale web 1", "service create web"]);
+    let mut loaded = reload(dir.path());
+    assert_eq!(
+        web_history(&mut loaded),
+        vec!["service scale web 1", "service create web"]
+    );
 }
 
 #[test]
@@ -516,12 +507,7 @@ fn a_full_save_for_a_peer_never_hides_changes_from_storage() {
     a.scale_service(&name("web"), 1).expect("scale");
     store.persist(&mut a, true).expect("persist");
     drop(store);
-    let store = Store::open(dir.path()).expect("open");
-    let mut loaded = store
-        .load(&NodeId("A".into()))
-        .expect("load")
-        .state
-        .expect("state");
+    let mut loaded = reload(dir.path());
     assert_eq!(loaded.heads(), a.heads());
     assert_eq!(
         loaded.service(&name("web")).map(|s| s.spec.replicas),
@@ -561,4 +547,22 @@ fn a_seeded_cluster_has_the_same_history_on_every_run() {
     assert_eq!(a.heads(), b.heads());
     let mut c = DesiredState::new_cluster(&info, &member("A")).expect("c");
     assert_ne!(a.heads(), c.heads(), "an unseeded cluster differs");
+}
+
+/// The messages of web's history, newest first.
+fn web_history(doc: &mut DesiredState) -> Vec<String> {
+    doc.service_history(&name("web"), 10)
+        .into_iter()
+        .map(|h| h.message)
+        .collect()
+}
+
+/// A's replica as a fresh process would load it from `dir`.
+fn reload(dir: &std::path::Path) -> DesiredState {
+    Store::open(dir)
+        .expect("open")
+        .load(&NodeId("A".into()))
+        .expect("load")
+        .state
+        .expect("state")
 }
