@@ -494,6 +494,19 @@ impl Actor {
                         b.peer = Some(peer_id);
                     }
                 }
+                if num_established.get() > 1 {
+                    // gossipsub (0.49) announces its subscriptions to a peer only on the first
+                    // connection, and feeds every connection of a peer from one queue. A second
+                    // connection nearly always means the peer restarted while our connection to
+                    // its previous process is not yet known dead (QUIC idle timeout, 10 s):
+                    // messages handed to that connection are lost, and the restarted peer never
+                    // learns our subscriptions, so it never gossips to us. Drop every
+                    // connection to the peer; the redial opens one fresh connection on which
+                    // both sides announce their subscriptions.
+                    info!(peer = %peer_id, "a second connection to a peer (restarted?): reconnecting afresh");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
                 if num_established.get() == 1 {
                     let addr = without_p2p(endpoint.get_remote_address().clone());
                     let _ = self.emit(MeshEvent::ConnectionEstablished {
