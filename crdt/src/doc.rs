@@ -521,8 +521,15 @@ impl DesiredState {
     }
 
     /// The lease in force: of concurrent claims (two sides of a partition), the greatest
-    /// `(epoch, holder)` stands, on every replica alike.
+    /// `(epoch, holder)` stands, on every replica alike. This is the lease merge rule.
     pub fn lease(&self) -> Option<Lease> {
+        self.lease_claims().into_iter().max()
+    }
+
+    /// Every lease claim standing in the document: one, or several concurrent claims after a
+    /// partition merged (until the next claim overwrites them all). Unordered; empty in a
+    /// cluster whose lease was never claimed. Use [`DesiredState::lease`] for the lease in force.
+    pub fn lease_claims(&self) -> Vec<Lease> {
         self.all_maps(&ROOT, LEASE)
             .into_iter()
             .filter_map(|obj| {
@@ -531,7 +538,7 @@ impl DesiredState {
                     holder: NodeId(self.string(&obj, "holder")?),
                 })
             })
-            .max()
+            .collect()
     }
 
     /// The assignment that stands for every slot: of concurrent writes of one slot, the one made

@@ -24,7 +24,9 @@ use warren_crdt::{
     NodeId, Service, ServiceName, ServiceSpec, SlotId, SyncState,
 };
 
-use crate::core::{Action, ClusterView, Core, CoreConfig, DesiredTask, Liveness, Millis};
+use crate::core::{
+    Action, ClusterView, Core, CoreConfig, DesiredTask, LeaseDecision, Liveness, Millis,
+};
 use crate::protocol::{self, Heartbeat, JoinRequest, TaskStatus, MAX_HEARTBEAT_TASKS};
 use crate::secrets::{self, SecretKeys};
 use crate::token::{JoinToken, TokenGrant};
@@ -400,8 +402,16 @@ impl NodeMachine {
     /// The machine's current view of the lease, members, services, read from the replica
     /// (once per change of the document).
     pub fn view(&mut self) -> &ClusterView {
-        self.view_cache
-            .get_or_insert_with(|| ClusterView::read(&self.state))
+        self.view_cache.get_or_insert_with(|| {
+            ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
+        })
+    }
+
+    /// What the lease looked like from here at the last tick: `Holder` if this node believes
+    /// it holds the lease (and schedules), `Follower` with the lease it follows, `None` before
+    /// the first tick.
+    pub fn lease_decision(&self) -> Option<&LeaseDecision> {
+        self.core.last_decision()
     }
 
     /// How `peer` looks from here at `now`.
@@ -429,9 +439,9 @@ impl NodeMachine {
     /// Time passed: decide (lease, schedule), heartbeat and anti-entropy when due, keep the
     /// member set and this member's addresses current.
     pub fn handle_tick(&mut self, now: Millis) {
-        let view = self
-            .view_cache
-            .get_or_insert_with(|| ClusterView::read(&self.state));
+        let view = self.view_cache.get_or_insert_with(|| {
+            ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
+        });
         for action in self.core.tick(view, now) {
             match &action {
                 Action::ClaimLease(lease) => {
@@ -469,16 +479,16 @@ impl NodeMachine {
 
     fn send_heartbeat(&mut self) {
         self.heartbeat_seq += 1;
+        let view = self.view_cache.get_or_insert_with(|| {
+            ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
+        });
+        let held_lease = self.core.held_lease(view).map(|e| e.0);
         let mut tasks = self.local_status.clone();
         tasks.truncate(MAX_HEARTBEAT_TASKS);
         let heartbeat = Heartbeat {
             seq: self.heartbeat_seq,
             name: self.name.clone(),
-            held_lease: self
-                .state
-                .lease()
-                .filter(|l| l.holder == self.me)
-                .map(|l| l.epoch.0),
+            held_lease,
             api: self.api.clone(),
             tasks,
         };

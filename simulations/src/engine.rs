@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 use warren_crdt::{
     ClusterInfo, DesiredState, Lease, Member, MemberState, NodeId, ServiceName, ServiceSpec, SlotId,
 };
-use warren_node::core::{reconcile, ActualTask, ActualTaskState, Millis, RuntimeAction};
+use warren_node::core::{
+    reconcile, ActualTask, ActualTaskState, LeaseDecision, Millis, RuntimeAction,
+};
 use warren_node::machine::{Channel, NodeMachine, Output, Write};
 use warren_node::protocol::TaskStatus;
 
@@ -1258,18 +1260,25 @@ impl Simulation {
     }
 
     /// Invariant 3: in each component, exactly one node believes it holds the lease and every
-    /// node follows that lease. `Err` says why not.
+    /// node follows that lease. "Believes" is each machine's own decision at its last tick (it
+    /// schedules as `Holder`), not the document's lease, so a node that schedules under a lease
+    /// it lost is caught. `Err` says why not.
     fn leases_ok(&self, members: &[usize]) -> Result<(), String> {
         let mut leases: BTreeSet<Option<Lease>> = BTreeSet::new();
         let mut holders = Vec::new();
         for &i in members {
-            let lease = self.nodes[i]
+            let decision = self.nodes[i]
                 .machine
                 .as_ref()
-                .and_then(|m| m.state().lease());
-            if lease.as_ref().is_some_and(|l| l.holder == self.nodes[i].id) {
-                holders.push(i);
-            }
+                .and_then(|m| m.lease_decision());
+            let lease = match decision {
+                Some(LeaseDecision::Holder(l)) => {
+                    holders.push(i);
+                    Some(l.clone())
+                }
+                Some(LeaseDecision::Follower { lease, .. }) => Some(lease.clone()),
+                Some(LeaseDecision::Claim(_) | LeaseDecision::Vacant { .. }) | None => None,
+            };
             leases.insert(lease);
         }
         if holders.len() != 1 {

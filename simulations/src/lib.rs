@@ -37,10 +37,25 @@ pub use engine::{Fault, Simulation};
 pub use net::NetConfig;
 pub use report::{percentile, HealFigures, Report};
 pub use scenario::{Params, Scenario, Step, Target, WriteKind};
+pub use warren_node::core::RuleBreak;
 
 /// Runs scenario `name` over `nodes` nodes with `seed` (duration: its default unless given).
 /// `None` for an unknown scenario name.
 pub fn run(name: &str, nodes: usize, seed: u64, duration_ms: Option<u64>) -> Option<Report> {
-    let scenario = scenario::by_name(name, nodes, duration_ms, seed)?;
+    run_breaking(name, nodes, seed, duration_ms, RuleBreak::None)
+}
+
+/// [`run`] with one of the node's rules swapped for a deliberately wrong one (see
+/// [`RuleBreak`]): the experiment that shows the invariant checks catch a broken lease or
+/// merge rule. `RuleBreak::None` is [`run`].
+pub fn run_breaking(
+    name: &str,
+    nodes: usize,
+    seed: u64,
+    duration_ms: Option<u64>,
+    rule_break: RuleBreak,
+) -> Option<Report> {
+    let mut scenario = scenario::by_name(name, nodes, duration_ms, seed)?;
+    scenario.params.machine.core.rule_break = rule_break;
     Some(Simulation::new(scenario, seed).run())
 }

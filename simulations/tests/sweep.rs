@@ -2,6 +2,7 @@
 //! invariants of DESIGN §7 and determinism (a seed run twice gives the same trace hash).
 //! And proof that the checks bite: rules of the simulator broken on purpose are caught.
 
+use warren_node::core::RuleBreak;
 use warren_simulations::{scenario, Fault, Report, Simulation};
 
 const NODES: usize = 5;
@@ -16,8 +17,15 @@ fn duration_ms(name: &str) -> u64 {
 }
 
 fn run(name: &str, seed: u64, fault: Fault) -> Report {
+    run_with_rule(name, seed, fault, RuleBreak::None)
+}
+
+/// One run of the default sweep, with the node's rules as designed (`RuleBreak::None`) or one
+/// swapped for a deliberately wrong one.
+fn run_with_rule(name: &str, seed: u64, fault: Fault, rule_break: RuleBreak) -> Report {
     let mut s = scenario::by_name(name, NODES, Some(duration_ms(name)), seed).expect("scenario");
     s.params.settle_ms = s.params.settle_ms.min(15_000);
+    s.params.machine.core.rule_break = rule_break;
     Simulation::with_fault(s, seed, fault).run()
 }
 
@@ -138,4 +146,48 @@ fn dropping_sync_is_caught() {
         "{}",
         r.summary()
     );
+}
+
+/// The lease rule broken in the node's core: a node that claimed the lease never steps down
+/// when a greater claim merges in, and goes on scheduling. The first seed of the `split`
+/// sweep catches it (two nodes believe they hold the lease after the heal); the same seed
+/// passes with the rule as designed.
+#[test]
+fn a_holder_that_never_steps_down_is_caught() {
+    let r = run_with_rule(
+        "split",
+        SEEDS[0],
+        Fault::None,
+        RuleBreak::HolderNeverStepsDown,
+    );
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.contains("believe they hold the lease")),
+        "{}",
+        r.summary()
+    );
+    assert!(run("split", SEEDS[0], Fault::None).passed());
+}
+
+/// The lease merge rule broken in the node: of concurrent claims, each replica keeps its own
+/// instead of the greatest `(epoch, holder)`. In a three-way split two sides claim at once;
+/// after the heal both claimants hold, and the first seed of the sweep catches it. The same
+/// seed passes with the merge rule as designed.
+#[test]
+fn keeping_ones_own_lease_claim_is_caught() {
+    let r = run_with_rule(
+        "three-way-split",
+        SEEDS[0],
+        Fault::None,
+        RuleBreak::OwnClaimWins,
+    );
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.contains("believe they hold the lease")),
+        "{}",
+        r.summary()
+    );
+    assert!(run("three-way-split", SEEDS[0], Fault::None).passed());
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use warren_crdt::{Epoch, Lease, NodeId};
 
-use super::Millis;
+use super::{Millis, RuleBreak};
 
 /// What the lease looks like from one node at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,16 +41,19 @@ pub struct LeaseTracker {
     started: Millis,
     observed: Option<(Lease, Millis)>,
     claimed_here: Option<Lease>,
+    rule_break: RuleBreak,
 }
 
 impl LeaseTracker {
-    /// A tracker with lease TTL `ttl_ms` milliseconds, started at `now`.
-    pub fn new(ttl_ms: u64, now: Millis) -> Self {
+    /// A tracker with lease TTL `ttl_ms` milliseconds, started at `now`, deciding by the lease
+    /// rule ([`RuleBreak::None`]) or a deliberately broken one.
+    pub fn new(ttl_ms: u64, now: Millis, rule_break: RuleBreak) -> Self {
         Self {
             ttl_ms,
             started: now,
             observed: None,
             claimed_here: None,
+            rule_break,
         }
     }
 
@@ -86,6 +89,11 @@ impl LeaseTracker {
         live: &BTreeSet<NodeId>,
         now: Millis,
     ) -> LeaseDecision {
+        if self.rule_break == RuleBreak::HolderNeverStepsDown {
+            if let Some(own) = self.claimed_here.as_ref().filter(|l| l.holder == *me) {
+                return LeaseDecision::Holder(own.clone());
+            }
+        }
         if let Some(lease) = lease {
             if lease.holder == *me {
                 // A lease this node held before a restart may have been taken over while it
@@ -140,7 +148,7 @@ mod tests {
             epoch: Epoch(4),
             holder: id("c"),
         };
-        let mut t = LeaseTracker::new(3_000, Millis(0));
+        let mut t = LeaseTracker::new(3_000, Millis(0), RuleBreak::None);
         t.observe(Some(&lease), Millis(0));
         t.on_renewal(&id("c"), Epoch(4), Millis(2_000));
         // A renewal of another epoch, or from another node, does not count.
@@ -176,7 +184,7 @@ mod tests {
 
     #[test]
     fn holder_is_holder_and_a_new_lease_restarts_the_clock() {
-        let mut t = LeaseTracker::new(3_000, Millis(0));
+        let mut t = LeaseTracker::new(3_000, Millis(0), RuleBreak::None);
         let l1 = Lease {
             epoch: Epoch(1),
             holder: id("a"),

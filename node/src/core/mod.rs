@@ -61,6 +61,9 @@ pub struct CoreConfig {
     pub down_after_ms: u64,
     /// A lease not renewed for this long, by the receiver's own clock, has expired (default 3,000).
     pub lease_ttl_ms: u64,
+    /// A rule broken on purpose; [`RuleBreak::None`] (the default) everywhere but in the tests
+    /// that show the simulator catches a broken rule.
+    pub rule_break: RuleBreak,
 }
 
 impl Default for CoreConfig {
@@ -69,8 +72,26 @@ impl Default for CoreConfig {
             suspect_after_ms: 1_500,
             down_after_ms: 3_000,
             lease_ttl_ms: 3_000,
+            rule_break: RuleBreak::None,
         }
     }
+}
+
+/// A rule of the core swapped for a deliberately wrong one. Nothing but tests uses a value other
+/// than [`RuleBreak::None`]: `simulations/tests/sweep.rs` swaps each wrong rule in and shows
+/// that a seed of the default sweep catches it. The daemon has no way to set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuleBreak {
+    /// Every rule as designed.
+    #[default]
+    None,
+    /// The lease rule broken: a node that claimed the lease never steps down. It goes on
+    /// scheduling under its own claim after a greater concurrent claim merged in, instead of
+    /// following the lease in force.
+    HolderNeverStepsDown,
+    /// The lease merge rule broken: of concurrent claims, each replica keeps the one naming
+    /// itself instead of the greatest `(epoch, holder)` ([`DesiredState::lease`]).
+    OwnClaimWins,
 }
 
 /// The parts of the desired state the core decides on, read by the caller from its replica.
@@ -95,6 +116,23 @@ impl ClusterView {
             assignments: state.assignments(),
             lease: state.lease(),
         }
+    }
+
+    /// Reads the view as node `me` sees it under `rule_break` ([`ClusterView::read`] unless
+    /// the lease merge rule is broken on purpose).
+    pub fn read_as(state: &DesiredState, me: &NodeId, rule_break: RuleBreak) -> Self {
+        let mut view = Self::read(state);
+        if rule_break == RuleBreak::OwnClaimWins {
+            if let Some(own) = state
+                .lease_claims()
+                .into_iter()
+                .filter(|l| l.holder == *me)
+                .max()
+            {
+                view.lease = Some(own);
+            }
+        }
+        view
     }
 
     /// The tasks assigned to `me`, each with what it should run: the input of [`reconcile`].
@@ -145,6 +183,7 @@ pub struct Core {
     config: CoreConfig,
     membership: MembershipView,
     lease: LeaseTracker,
+    last_decision: Option<LeaseDecision>,
 }
 
 impl Core {
@@ -152,10 +191,17 @@ impl Core {
     pub fn new(me: NodeId, config: CoreConfig, now: Millis) -> Self {
         Self {
             membership: MembershipView::new(me.clone(), config, now),
-            lease: LeaseTracker::new(config.lease_ttl_ms, now),
+            lease: LeaseTracker::new(config.lease_ttl_ms, now, config.rule_break),
             me,
             config,
+            last_decision: None,
         }
+    }
+
+    /// What the lease looked like from here at the last [`Core::tick`]: whether this node
+    /// believes it holds the lease (and schedules) or follows one. `None` before the first tick.
+    pub fn last_decision(&self) -> Option<&LeaseDecision> {
+        self.last_decision.as_ref()
     }
 
     /// This node's id.
@@ -205,7 +251,9 @@ impl Core {
     /// One round of decisions at `now`: claim the lease if it expired and this node is the
     /// candidate; schedule if this node holds it.
     pub fn tick(&mut self, view: &ClusterView, now: Millis) -> Vec<Action> {
-        match self.lease_decision(view, now) {
+        let decision = self.lease_decision(view, now);
+        self.last_decision = Some(decision.clone());
+        match decision {
             LeaseDecision::Claim(lease) => {
                 self.lease.claimed(&lease);
                 vec![Action::ClaimLease(lease)]

@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use warren_simulations::{percentile, run, scenario, Report};
+use clap::{Parser, Subcommand, ValueEnum};
+use warren_simulations::{percentile, run, run_breaking, scenario, Report, RuleBreak};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,10 @@ enum Command {
         /// Virtual duration of the schedule in seconds (default: the scenario's).
         #[arg(long)]
         duration: Option<u64>,
+        /// Swap one of the node's rules for a deliberately wrong one, to see the invariant
+        /// checks catch it (an experiment; the run is expected to fail).
+        #[arg(long, value_enum)]
+        break_rule: Option<BrokenRule>,
     },
     /// List the scenarios.
     List,
@@ -52,17 +56,40 @@ enum Command {
     },
 }
 
+/// The rules `--break-rule` can break.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BrokenRule {
+    /// The lease rule: a node that claimed the lease never steps down.
+    HolderNeverStepsDown,
+    /// The lease merge rule: each replica keeps its own concurrent claim.
+    OwnClaimWins,
+}
+
+impl BrokenRule {
+    fn rule_break(rule: Option<BrokenRule>) -> RuleBreak {
+        match rule {
+            None => RuleBreak::None,
+            Some(BrokenRule::HolderNeverStepsDown) => RuleBreak::HolderNeverStepsDown,
+            Some(BrokenRule::OwnClaimWins) => RuleBreak::OwnClaimWins,
+        }
+    }
+}
+
 fn parse_range(s: &str) -> Option<(u64, u64)> {
     let (a, b) = s.split_once("..")?;
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
-fn replay(r: &Report, duration: Option<u64>) -> String {
+fn replay(r: &Report, duration: Option<u64>, break_rule: Option<BrokenRule>) -> String {
     let d = duration
         .map(|d| format!(" --duration {d}"))
         .unwrap_or_default();
+    let b = break_rule
+        .and_then(|b| b.to_possible_value())
+        .map(|v| format!(" --break-rule {}", v.get_name()))
+        .unwrap_or_default();
     format!(
-        "warren-sim run --nodes {} --seed {} --scenario {}{d}",
+        "warren-sim run --nodes {} --seed {} --scenario {}{d}{b}",
         r.nodes, r.seed, r.scenario
     )
 }
@@ -81,7 +108,12 @@ fn main() -> ExitCode {
             seeds,
             scenario: name,
             duration,
+            break_rule,
         } => {
+            let rule_break = BrokenRule::rule_break(break_rule);
+            let run_one = |name: &str, nodes, seed, duration| {
+                run_breaking(name, nodes, seed, duration, rule_break)
+            };
             let names: Vec<&str> = if name == "all" {
                 scenario::NAMES.to_vec()
             } else {
@@ -98,13 +130,14 @@ fn main() -> ExitCode {
             let mut failed = Vec::new();
             for name in names {
                 for seed in from..to {
-                    let Some(report) = run(name, nodes, seed, duration.map(|d| d * 1000)) else {
+                    let Some(report) = run_one(name, nodes, seed, duration.map(|d| d * 1000))
+                    else {
                         eprintln!("unknown scenario {name}; see `warren-sim list`");
                         return ExitCode::from(2);
                     };
                     let mut ok = report.passed();
                     if sweep {
-                        let again = run(name, nodes, seed, duration.map(|d| d * 1000));
+                        let again = run_one(name, nodes, seed, duration.map(|d| d * 1000));
                         if again.as_ref().map(|a| a.trace_hash) != Some(report.trace_hash) {
                             println!(
                                 "FAIL determinism: seed {seed} of {name} gave two trace hashes"
@@ -125,7 +158,7 @@ fn main() -> ExitCode {
                         print!("{}", report.summary());
                     }
                     if !ok {
-                        failed.push(replay(&report, duration));
+                        failed.push(replay(&report, duration, break_rule));
                     }
                 }
             }
