@@ -4,7 +4,7 @@ use std::{
     collections::{HashMap, HashSet},
     error::Error as StdError,
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt;
@@ -49,6 +49,21 @@ const PORT_RELEASE_DEADLINE: Duration = Duration::from_secs(1);
 /// Identify listen addresses kept per peer, at most.
 const MAX_ADDRS_PER_PEER: usize = 16;
 
+/// A QUIC connection that received nothing (not even a keep-alive, sent every fifth of this)
+/// for this many milliseconds is dead. libp2p's default is 10 s; a peer restarted within this
+/// time reconnects beside its dead connection, which costs it its gossip until then (see
+/// `Actor::reconnect_unsubscribed`).
+pub(crate) const QUIC_IDLE_TIMEOUT_MS: u32 = 5_000;
+
+/// Two connections to one peer established within this time of each other are a
+/// simultaneous dial (both live); a new connection beside an older one means the peer lost the
+/// older one.
+const FRESH_CONNECTION: Duration = Duration::from_secs(2);
+
+/// Redial periods a connected member may stay unknown to gossipsub as a subscriber before its
+/// connections are dropped and redialed.
+const UNSUBSCRIBED_STRIKES: u32 = 2;
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     gossipsub: gossipsub::Behaviour,
@@ -87,6 +102,11 @@ struct Actor {
     pending: HashMap<OutboundRequestId, PendingRequest>,
     dropped_non_member: u64,
     dropped_overflow: u64,
+    /// Connected members gossipsub does not know as subscribed, with the number of redial
+    /// periods they have been so (see `reconnect_unsubscribed`).
+    unsubscribed: HashMap<PeerId, u32>,
+    /// Every established connection: its peer and when it was established.
+    connections: HashMap<ConnectionId, (PeerId, Instant)>,
 }
 
 /// Builds the swarm, starts listening, spawns the actor on the current tokio runtime.
@@ -132,7 +152,11 @@ async fn start(config: MeshConfig, local: PeerId) -> Result<Started, MeshError> 
             yamux::Config::default,
         )
         .map_err(|e| MeshError::Transport(error_chain(&e)))?
-        .with_quic()
+        .with_quic_config(|mut c| {
+            c.max_idle_timeout = QUIC_IDLE_TIMEOUT_MS;
+            c.keep_alive_interval = Duration::from_millis(u64::from(QUIC_IDLE_TIMEOUT_MS) / 5);
+            c
+        })
         .with_behaviour(move |_| behaviour)
         .map_err(|e| MeshError::Transport(error_chain(&e)))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
@@ -185,6 +209,8 @@ async fn start(config: MeshConfig, local: PeerId) -> Result<Started, MeshError> 
         pending: HashMap::new(),
         dropped_non_member: 0,
         dropped_overflow: 0,
+        unsubscribed: HashMap::new(),
+        connections: HashMap::new(),
     };
     actor.await_listeners(listeners).await?;
     actor.redial();
@@ -494,16 +520,18 @@ impl Actor {
                         b.peer = Some(peer_id);
                     }
                 }
-                if num_established.get() > 1 {
-                    // gossipsub (0.49) announces its subscriptions to a peer only on the first
-                    // connection, and feeds every connection of a peer from one queue. A second
-                    // connection nearly always means the peer restarted while our connection to
-                    // its previous process is not yet known dead (QUIC idle timeout, 10 s):
-                    // messages handed to that connection are lost, and the restarted peer never
-                    // learns our subscriptions, so it never gossips to us. Drop every
-                    // connection to the peer; the redial opens one fresh connection on which
-                    // both sides announce their subscriptions.
-                    info!(peer = %peer_id, "a second connection to a peer (restarted?): reconnecting afresh");
+                let now = Instant::now();
+                let stale = self.connections.values().any(|(p, since)| {
+                    *p == peer_id && now.duration_since(*since) > FRESH_CONNECTION
+                });
+                self.connections.insert(connection_id, (peer_id, now));
+                if stale {
+                    // The peer dialed us although we hold an older connection to it: it does
+                    // not have that connection any more (it restarted, or closed it). gossipsub
+                    // would not announce our subscriptions on this second connection and would
+                    // feed the dead one (see `reconnect_unsubscribed`): start afresh. Two
+                    // connections of the same age are a simultaneous dial; both live, kept.
+                    info!(peer = %peer_id, "a peer reconnected beside an old connection: reconnecting afresh");
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
@@ -517,10 +545,12 @@ impl Actor {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 cause,
                 ..
             } => {
+                self.connections.remove(&connection_id);
                 debug!(peer = %peer_id, remaining = num_established, cause = ?cause, "connection closed");
                 if num_established == 0 {
                     if !self.members.contains_key(&peer_id) {
@@ -822,6 +852,50 @@ impl Actor {
         self.pending.insert(id, PendingRequest { reply, retry });
     }
 
+    /// Drops every connection to a connected member that gossipsub has not known as
+    /// subscribed to our heartbeat topic for [`UNSUBSCRIBED_STRIKES`] redial periods, so that
+    /// the redial opens one fresh connection.
+    ///
+    /// gossipsub (0.49) announces its subscriptions to a peer once, on the first connection,
+    /// and feeds all of a peer's connections from one queue. A peer restarted before our
+    /// connection to its previous process timed out reconnects as a *second* connection: we
+    /// never announce our subscriptions to it, and some of what we send goes into the dead
+    /// connection. It then never gossips to us (found by the testnet's chaos scenario). The
+    /// restarted side sees that it does not know our subscriptions and reconnects; once the
+    /// dead connection timed out ([`QUIC_IDLE_TIMEOUT_MS`]) the fresh connection is a first
+    /// one and both sides announce.
+    fn reconnect_unsubscribed(&mut self) {
+        let heartbeat = self.topic_hash(Topic::Heartbeat);
+        let subscribed: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&&heartbeat))
+            .map(|(peer, _)| *peer)
+            .collect();
+        let connected_members: Vec<PeerId> = self
+            .members
+            .keys()
+            .filter(|p| **p != self.local && self.swarm.is_connected(p))
+            .copied()
+            .collect();
+        self.unsubscribed
+            .retain(|peer, _| connected_members.contains(peer) && !subscribed.contains(peer));
+        for peer in connected_members {
+            if subscribed.contains(&peer) {
+                continue;
+            }
+            let strikes = self.unsubscribed.entry(peer).or_insert(0);
+            *strikes += 1;
+            if *strikes >= UNSUBSCRIBED_STRIKES {
+                info!(%peer, "connected member not subscribed to our topics: reconnecting afresh");
+                self.unsubscribed.remove(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
     /// Dials `peer` unless connected or already being dialed.
     ///
     /// Always from a fresh local port: with TCP port reuse (libp2p's default) two peers
@@ -900,6 +974,7 @@ impl Actor {
     fn redial(&mut self) {
         // Requests whose caller gave up (timeout) no longer need their retry copy.
         self.pending.retain(|_, p| !p.reply.is_closed());
+        self.reconnect_unsubscribed();
         let mut targets: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
         for peer in self.members.keys() {
             if *peer == self.local || self.swarm.is_connected(peer) {

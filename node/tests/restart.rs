@@ -61,7 +61,26 @@ fn a_peer_restarted_at_once_is_heard_by_every_peer() {
     }
     for round in 0..3 {
         let victim = round % 3;
+        let name = nodes[victim].name.clone();
         nodes[victim].kill();
+        // The crash is noticed (1.5 s without a heartbeat), and the node is back well inside
+        // the 5 s its peers take to find their connections to the dead process dead.
+        for node in nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .map(|(_, n)| n)
+        {
+            wait_for(&format!("{} to miss {name}", node.name), T, || {
+                let s = node.status()?;
+                let m = s["members"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["name"] == name.as_str())?
+                    .clone();
+                (m["liveness"] != "alive").then_some(())
+            });
+        }
         nodes[victim].restart(&[]);
         for node in &nodes {
             all_alive(node, 3);

@@ -27,7 +27,8 @@ pub struct NetConfig {
     /// `flood_publish`, on by default in libp2p) instead of only its mesh peers.
     pub flood_publish: bool,
     /// A connection unreachable for this long is closed; when the peers meet again they
-    /// reconnect (and sync at once, as the daemon does on a new connection).
+    /// reconnect (and sync at once, as the daemon does on a new connection). Default 5,000:
+    /// the mesh's QUIC idle timeout.
     pub conn_timeout_ms: u64,
     /// Redial period: a reconnection happens within this long after a heal or a restart.
     pub redial_ms: u64,
@@ -49,7 +50,7 @@ impl Default for NetConfig {
             duplicate: 0.0,
             mesh_degree: 6,
             flood_publish: false,
-            conn_timeout_ms: 10_000,
+            conn_timeout_ms: 5_000,
             redial_ms: 2_000,
             rto_ms: 200,
             sync_timeout_ms: 10_000,
