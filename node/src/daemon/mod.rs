@@ -459,10 +459,11 @@ async fn serve_remote(
         })?;
     let bound = tcp.local_addr().unwrap_or(addr);
     let listener =
-        tls::TlsListener::spawn(tcp, setup.config, cancel.clone()).map_err(|e| NodeError::Api {
-            addr,
-            reason: e.to_string(),
-        })?;
+        tls::TlsListener::spawn(tcp, setup.config, tls::Limits::default(), cancel.clone())
+            .map_err(|e| NodeError::Api {
+                addr,
+                reason: e.to_string(),
+            })?;
     if setup.generated {
         info!(cert = %setup.cert_path.display(), sha256 = %setup.fingerprint, "generated a self-signed certificate for the remote API");
     }

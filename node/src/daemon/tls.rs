@@ -30,15 +30,31 @@ use tracing::{debug, warn, Instrument};
 /// File names of the generated certificate and key in the data dir.
 const CERT_FILE: &str = "api-cert.pem";
 const KEY_FILE: &str = "api-key.pem";
-/// How long a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further connections wait in the kernel's backlog.
-const MAX_HANDSHAKES: usize = 64;
-/// Open TLS connections at once.
-const MAX_CONNECTIONS: usize = 256;
-/// A connection on which nothing was read or written for this long is closed, so idle
-/// clients cannot keep every slot (the HTTP server itself sets no such limit).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The remote listener's bounds. The HTTP server behind it sets none of its own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// How long a client has to finish its TLS handshake (default 10 s).
+    pub(crate) handshake_timeout: Duration,
+    /// Handshakes in progress at once (default 64); further connections wait in the
+    /// kernel's backlog.
+    pub(crate) max_handshakes: usize,
+    /// Open TLS connections at once (default 256).
+    pub(crate) max_connections: usize,
+    /// A connection on which nothing was read or written for this long is closed (default
+    /// 60 s), so idle clients cannot keep every slot.
+    pub(crate) idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 64,
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Where the remote API's certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -192,26 +208,27 @@ fn generate(cert: &Path, key: &Path, names: &[String]) -> Result<(), String> {
 }
 
 /// A TLS connection that holds one of the listener's connection slots while it is open, and
-/// fails with `TimedOut` once it has been idle for [`IDLE_TIMEOUT`].
+/// fails with `TimedOut` once it has been idle for [`Limits::idle_timeout`].
 pub(crate) struct TlsConnection {
     stream: TlsStream<TcpStream>,
     _slot: OwnedSemaphorePermit,
+    idle_timeout: Duration,
     idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl TlsConnection {
-    fn new(stream: TlsStream<TcpStream>, slot: OwnedSemaphorePermit) -> Self {
+    fn new(stream: TlsStream<TcpStream>, slot: OwnedSemaphorePermit, idle: Duration) -> Self {
         Self {
             stream,
             _slot: slot,
-            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+            idle_timeout: idle,
+            idle: Box::pin(tokio::time::sleep(idle)),
         }
     }
 
     fn touch(&mut self) {
-        self.idle
-            .as_mut()
-            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+        let deadline = tokio::time::Instant::now() + self.idle_timeout;
+        self.idle.as_mut().reset(deadline);
     }
 }
 
@@ -296,17 +313,19 @@ pub(crate) struct TlsListener {
 }
 
 impl TlsListener {
-    /// Accepts on `tcp` and runs handshakes with `config` until `cancel` fires.
+    /// Accepts on `tcp` and runs handshakes with `config`, within `limits`, until `cancel`
+    /// fires.
     pub(crate) fn spawn(
         tcp: TcpListener,
         config: Arc<ServerConfig>,
+        limits: Limits,
         cancel: CancellationToken,
     ) -> std::io::Result<TlsListener> {
         let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(MAX_HANDSHAKES);
+        let (tx, ready) = mpsc::channel(limits.max_handshakes.max(1));
         let acceptor = TlsAcceptor::from(config);
-        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let handshakes = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
+        let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         tokio::spawn(
             async move {
                 loop {
@@ -339,14 +358,15 @@ impl TlsListener {
                     tokio::spawn(
                         async move {
                             let result = tokio::time::timeout(
-                                HANDSHAKE_TIMEOUT,
+                                limits.handshake_timeout,
                                 acceptor.accept(tcp_stream),
                             )
                             .await;
                             drop(handshake);
                             match result {
                                 Ok(Ok(stream)) => {
-                                    let connection = TlsConnection::new(stream, slot);
+                                    let connection =
+                                        TlsConnection::new(stream, slot, limits.idle_timeout);
                                     let _ = tx.send((connection, addr)).await;
                                 }
                                 Ok(Err(e)) => {
@@ -412,6 +432,72 @@ mod tests {
         std::fs::remove_file(dir.path().join(KEY_FILE)).expect("rm");
         let half = load_or_generate(dir.path(), &TlsFiles::default(), &names);
         assert!(half.is_err(), "a certificate without its key is refused");
+    }
+
+    /// A listener on 127.0.0.1 with `limits`, and a client configuration that trusts it.
+    async fn listener(
+        dir: &Path,
+        limits: Limits,
+    ) -> (TlsListener, Arc<tokio_rustls::rustls::ClientConfig>) {
+        let setup = load_or_generate(dir, &TlsFiles::default(), &["127.0.0.1".into()])
+            .expect("certificate");
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener =
+            TlsListener::spawn(tcp, setup.config, limits, CancellationToken::new()).expect("tls");
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&setup.cert_path).expect("pem") {
+            roots.add(cert.expect("cert")).expect("root");
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let client = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (listener, Arc::new(client))
+    }
+
+    #[tokio::test]
+    async fn silent_and_idle_clients_lose_their_connection() {
+        use axum::serve::Listener;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = Limits {
+            handshake_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let (mut listener, client) = listener(dir.path(), limits).await;
+        let addr = listener.local_addr().expect("addr");
+
+        // A client that never starts its handshake is dropped after the handshake timeout.
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "closed by the server: {read:?}"
+        );
+
+        // A client that completes its handshake and then says nothing is closed when idle.
+        let connector = tokio_rustls::TlsConnector::from(client);
+        let name =
+            tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        tls.write_all(b"x").await.expect("write");
+        tls.flush().await.expect("flush");
+        let (mut server, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("a connection");
+        let mut buf = [0u8; 8];
+        let n = server.read(&mut buf).await.expect("first byte");
+        assert_eq!(&buf[..n], b"x");
+        let started = std::time::Instant::now();
+        let idle = tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf)).await;
+        let err = idle.expect("not stuck").expect_err("idle connection fails");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(250));
     }
 
     #[test]
