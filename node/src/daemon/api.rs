@@ -176,10 +176,12 @@ async fn require_operator_token(
                 .unwrap_or("");
             let (method, path) = (request.method().clone(), request.uri().path().to_string());
             let path: String = path.chars().take(128).collect();
+            // Handlers run outside the node's span: name the node here.
+            let node = &snapshot.name;
             if refusal == Refusal::Missing {
-                tracing::info!(%client, %method, %path, reason = refusal.as_str(), "API request refused: no operator token");
+                tracing::info!(%node, %client, %method, %path, reason = refusal.as_str(), "API request refused: no operator token");
             } else {
-                tracing::warn!(%client, %method, %path, reason = refusal.as_str(), token_id, "API request refused: bad operator token");
+                tracing::warn!(%node, %client, %method, %path, reason = refusal.as_str(), token_id, "API request refused: bad operator token");
             }
             unauthorized()
         }
