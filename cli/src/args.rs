@@ -3,10 +3,16 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Operate a Warren cluster through any of its peers.
+///
+/// A node's local API (http://127.0.0.1:7700 by default) asks for no credential. A remote
+/// API (a node started with --api-remote) is HTTPS only and needs an operator token:
+///
+///   warren-cli --peer https://NODE:7443 --tls-ca api-cert.pem --token "$TOKEN" cluster status
 #[derive(Debug, Parser)]
 #[command(name = "warren-cli", version)]
 pub(crate) struct Cli {
-    /// The peer's API URL.
+    /// The peer's API URL: http://127.0.0.1:PORT for a node's local API, https://HOST:PORT
+    /// for its remote API.
     #[arg(
         long,
         global = true,
@@ -14,6 +20,14 @@ pub(crate) struct Cli {
         default_value = "http://127.0.0.1:7700"
     )]
     pub(crate) peer: String,
+    /// Operator token for a remote (https://) API, from `warren-cli api-token create`. Sent
+    /// only over HTTPS; prefer the environment variable to keep it out of shell history.
+    #[arg(long, global = true, env = "WARREN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// PEM certificate to trust for an https:// peer, e.g. the node's self-signed
+    /// api-cert.pem from its data dir (default: the usual web CAs).
+    #[arg(long, global = true, env = "WARREN_TLS_CA", value_name = "FILE")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     pub(crate) output: Format,
@@ -41,6 +55,9 @@ pub(crate) enum Command {
     /// Tokens that admit new nodes.
     #[command(subcommand, name = "join-token")]
     JoinToken(JoinTokenCommand),
+    /// Operator tokens for the remote (HTTPS) API, valid at every peer.
+    #[command(subcommand, name = "api-token")]
+    ApiToken(ApiTokenCommand),
     /// Long-running services.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -134,6 +151,50 @@ pub(crate) enum JoinTokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum ApiTokenCommand {
+    /// Mint an operator token; prints it alone on stdout, once (peers keep only its digest).
+    Create {
+        /// Validity: a number with s, m, h or d (90d, 12h); a bare number is seconds.
+        #[arg(long, value_name = "D", default_value = "90d", value_parser = parse_duration)]
+        ttl: u64,
+        /// A label k=v for your own bookkeeping, e.g. owner=alice (repeatable).
+        #[arg(long, value_name = "K=V")]
+        label: Vec<String>,
+    },
+    /// List operator tokens: id, labels, created, expires, state. Never the token itself.
+    Ls,
+    /// Revoke an operator token: refused at every peer once the revocation reaches it.
+    Revoke {
+        /// The token's id (from `api-token ls`).
+        id: String,
+    },
+}
+
+/// `90d`, `12h`, `30m`, `45s` or `3600` (seconds) as seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90d, 12h, 30m or 3600"))?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
+    };
+    match n.checked_mul(scale) {
+        Some(0) => Err("the duration must be more than 0".into()),
+        Some(secs) => Ok(secs),
+        None => Err(format!("{text:?} is too long")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum ServiceCommand {
     /// Create a service.
     Create(CreateService),
@@ -186,4 +247,30 @@ pub(crate) struct CreateService {
     /// Command and arguments (after --).
     #[arg(last = true)]
     pub(crate) command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90d"), Ok(90 * 86_400));
+        assert_eq!(parse_duration("12h"), Ok(43_200));
+        assert_eq!(parse_duration("30m"), Ok(1_800));
+        assert_eq!(parse_duration("45s"), Ok(45));
+        assert_eq!(parse_duration("3600"), Ok(3_600));
+        for bad in [
+            "",
+            "0",
+            "0d",
+            "d",
+            "5w",
+            "-1h",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -125,6 +125,15 @@ fn patch_touches_service(patch: &automerge::Patch, service: &str) -> bool {
     }
 }
 
+/// How history names a token's kind: `api-token` or `join-token`, as the CLI does.
+fn token_kind(token: &TokenRecord) -> &'static str {
+    if token.is_operator() {
+        "api-token"
+    } else {
+        "join-token"
+    }
+}
+
 impl DesiredState {
     /// A new cluster's document, written by `node`: the cluster record and `node` as first member.
     pub fn new_cluster(info: &ClusterInfo, founder: &Member) -> Result<Self, CrdtError> {
@@ -568,7 +577,7 @@ impl DesiredState {
             .collect()
     }
 
-    /// Join tokens by id.
+    /// Join tokens and operator (API) tokens by id; [`TokenRecord::role`] tells them apart.
     pub fn tokens(&self) -> BTreeMap<String, TokenRecord> {
         let Some(tokens) = self.map(&ROOT, TOKENS) else {
             return BTreeMap::new();
@@ -585,6 +594,7 @@ impl DesiredState {
                         expires_at: self.int(&obj, "expires_at").unwrap_or_default(),
                         uses_left: self.uint(&obj, "uses_left").unwrap_or_default(),
                         role: self.string(&obj, "role").unwrap_or_default(),
+                        created_at: self.int(&obj, "created_at").unwrap_or_default(),
                         labels: self.string_map(&obj, "labels"),
                         revoked: self.boolean(&obj, "revoked").unwrap_or(false),
                     },
@@ -932,7 +942,7 @@ impl DesiredState {
         ))))
     }
 
-    /// Stores a join token record.
+    /// Stores a token record: a join token or an operator's API token (by its `role`).
     pub fn add_token(&mut self, token: &TokenRecord) -> Result<ChangeBytes, CrdtError> {
         let tokens = self.ensure_map(&ROOT, TOKENS)?;
         let obj = self
@@ -942,12 +952,13 @@ impl DesiredState {
         self.doc.put(&obj, "expires_at", token.expires_at)?;
         self.doc.put(&obj, "uses_left", token.uses_left)?;
         self.doc.put(&obj, "role", token.role.as_str())?;
+        self.doc.put(&obj, "created_at", token.created_at)?;
         let labels = self.doc.put_object(&obj, "labels", ObjType::Map)?;
         for (k, v) in &token.labels {
             self.doc.put(&labels, k.as_str(), v.as_str())?;
         }
         self.doc.put(&obj, "revoked", token.revoked)?;
-        Ok(self.commit(format!("join-token create {}", token.id)))
+        Ok(self.commit(format!("{} create {}", token_kind(token), token.id)))
     }
 
     /// Publishes member `id`'s X25519 public key (hex), the key secrets are sealed to.
@@ -974,16 +985,18 @@ impl DesiredState {
             .collect()
     }
 
-    /// Revokes a join token: it admits nobody from now on (a concurrent admission on the other
-    /// side of a partition may still have used it; revocation wins from the merge on).
+    /// Revokes a token: a join token admits nobody from now on (a concurrent admission on the
+    /// other side of a partition may still have used it; revocation wins from the merge on), an
+    /// operator token opens the API at no peer that has merged the revocation.
     ///
     /// Errors: [`CrdtError::UnknownToken`].
     pub fn revoke_token(&mut self, token_id: &str) -> Result<ChangeBytes, CrdtError> {
         let unknown = || CrdtError::UnknownToken(token_id.to_string());
+        let record = self.tokens().remove(token_id).ok_or_else(unknown)?;
         let tokens = self.map(&ROOT, TOKENS).ok_or_else(unknown)?;
         let obj = self.map(&tokens, token_id).ok_or_else(unknown)?;
         self.doc.put(&obj, "revoked", true)?;
-        Ok(self.commit(format!("join-token revoke {token_id}")))
+        Ok(self.commit(format!("{} revoke {token_id}", token_kind(&record))))
     }
 
     /// Removes a member: its state becomes `removed` (the record stays, so its identity can

@@ -2,8 +2,9 @@
 //!
 //! Every Warren peer holds a replica of one Automerge document that says what the operators
 //! asked for (DESIGN §3): the cluster record, members, services, the scheduling lease,
-//! assignments of slots to nodes, and join tokens. Any peer may write; replicas exchange
-//! changes (gossip of change bytes, the Automerge sync protocol for repair) and always merge.
+//! assignments of slots to nodes, and tokens (join tokens and operators' API tokens, as
+//! digests). Any peer may write; replicas exchange changes (gossip of change bytes, the
+//! Automerge sync protocol for repair) and always merge.
 //!
 //! Callers never touch Automerge paths: [`DesiredState`] reads typed values and writes through
 //! operations named for what they do, each one Automerge change with a message and a time, so

@@ -290,7 +290,10 @@ pub struct Lease {
     pub holder: NodeId,
 }
 
-/// `tokens.<token_id>`: a join token, stored as the SHA-256 digest of its secret only.
+/// `tokens.<token_id>`: a join token or an operator's API token, stored as the SHA-256 digest
+/// of its secret only. `role` tells the two apart: a token is only ever accepted for its own
+/// role ([`TokenRecord::ROLE_MEMBER`] admits a node, [`TokenRecord::ROLE_OPERATOR`] opens the
+/// remote API).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     /// Public id of the token.
@@ -299,16 +302,31 @@ pub struct TokenRecord {
     pub digest: String,
     /// Unix time in seconds after which the token is refused.
     pub expires_at: i64,
-    /// Admissions left.
+    /// Admissions left (join tokens; 0 for operator tokens).
     pub uses_left: u64,
-    /// What the token admits as (`member`).
+    /// What the token is for: [`TokenRecord::ROLE_MEMBER`] or [`TokenRecord::ROLE_OPERATOR`].
     pub role: String,
+    /// Unix time in seconds when it was minted (0 for records written before this field).
+    #[serde(default)]
+    pub created_at: i64,
     /// Labels every node admitted with it gets.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Revoked tokens are refused.
     #[serde(default)]
     pub revoked: bool,
+}
+
+impl TokenRecord {
+    /// The role of a join token: it admits a node as a member.
+    pub const ROLE_MEMBER: &'static str = "member";
+    /// The role of an operator's API token: it opens the remote (TLS) API.
+    pub const ROLE_OPERATOR: &'static str = "operator";
+
+    /// Whether this is an operator's API token rather than a join token.
+    pub fn is_operator(&self) -> bool {
+        self.role == Self::ROLE_OPERATOR
+    }
 }
 
 /// One change of the document's history: who (actor = node), when, what.

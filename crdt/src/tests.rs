@@ -91,6 +91,7 @@ fn typed_round_trip_of_every_section() {
         expires_at: 99,
         uses_left: 1,
         role: "member".into(),
+        created_at: 7,
         labels: Default::default(),
         revoked: false,
     };

@@ -742,6 +742,7 @@ fn run_op(
                 expires_at: 1000,
                 uses_left: *uses,
                 role: "member".into(),
+                created_at: 0,
                 labels: Default::default(),
                 revoked: false,
             };

@@ -8,7 +8,9 @@
 //! - [`daemon`]: `warren-node up`. Wires the core to the desired-state document
 //!   (`warren-crdt`), the libp2p mesh (`warren-mesh`), the container runtime
 //!   (`warren-runtime`) and the HTTP API every peer serves.
+//! - [`api_token`]: operator tokens for the remote API, stored as digests; the pure check.
 
+pub mod api_token;
 pub mod core;
 pub mod daemon;
 pub mod machine;

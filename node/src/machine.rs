@@ -24,6 +24,7 @@ use warren_crdt::{
     NodeId, Service, ServiceName, ServiceSpec, SlotId, SyncState,
 };
 
+use crate::api_token::{ApiToken, ApiTokenGrant};
 use crate::core::{
     Action, ClusterView, Core, CoreConfig, DesiredTask, LeaseDecision, Liveness, Millis,
 };
@@ -110,6 +111,15 @@ pub enum Write {
     },
     /// Revoke a join token by id.
     RevokeJoinToken(String),
+    /// Mint an operator (API) token from `now_secs` (Unix seconds).
+    CreateApiToken {
+        /// Validity and labels.
+        grant: ApiTokenGrant,
+        /// Wall clock now, Unix seconds.
+        now_secs: i64,
+    },
+    /// Revoke an operator (API) token by id.
+    RevokeApiToken(String),
     /// Create a secret: the value is sealed to every member with a published key.
     CreateSecret {
         /// Its name.
@@ -142,6 +152,13 @@ pub enum WriteAck {
     Done,
     /// A join token, in its text form.
     JoinToken(String),
+    /// An operator token: its id and its text form (shown once, never stored).
+    ApiToken {
+        /// Its public id.
+        id: String,
+        /// The text the operator passes as `--token`.
+        token: String,
+    },
 }
 
 /// Why a write was refused.
@@ -258,7 +275,8 @@ pub struct Snapshot {
     pub connected_peers: usize,
     /// Heads of the document.
     pub heads: Vec<String>,
-    /// Join tokens (digests included: never serialize this field to a client as is).
+    /// Join and operator tokens (digests included: never serialize this field to a client as
+    /// is). The remote API checks credentials against it.
     #[serde(skip)]
     pub tokens: Vec<warren_crdt::TokenRecord>,
     /// Secrets, metadata only.
@@ -827,7 +845,26 @@ impl NodeMachine {
                 (self.state.scale_service(&name, replicas)?, WriteAck::Done)
             }
             Write::DeleteService(name) => (self.state.delete_service(&name)?, WriteAck::Done),
-            Write::RevokeJoinToken(id) => (self.state.revoke_token(&id)?, WriteAck::Done),
+            Write::RevokeJoinToken(id) => {
+                // Each kind of token is revoked through its own command: an id from
+                // `join-token ls` never names an operator token.
+                self.token_of_role(&id, false)?;
+                (self.state.revoke_token(&id)?, WriteAck::Done)
+            }
+            Write::RevokeApiToken(id) => {
+                self.token_of_role(&id, true)?;
+                (self.state.revoke_token(&id)?, WriteAck::Done)
+            }
+            Write::CreateApiToken { grant, now_secs } => {
+                let (token, record) = ApiToken::mint(now_secs, &grant);
+                (
+                    self.state.add_token(&record)?,
+                    WriteAck::ApiToken {
+                        id: token.id.clone(),
+                        token: token.encode(),
+                    },
+                )
+            }
             Write::RemoveMember(id) => {
                 if id == self.me {
                     return Err(WriteError::Invalid(
@@ -888,6 +925,25 @@ impl NodeMachine {
         self.changed(true);
         self.publish_change(change);
         Ok(ack)
+    }
+
+    /// Checks that `id` names a token of the kind asked for (`operator`: an API token, else a
+    /// join token).
+    ///
+    /// Errors: [`WriteError::NotFound`] naming the kind.
+    fn token_of_role(&self, id: &str, operator: bool) -> Result<(), WriteError> {
+        let found = self
+            .state
+            .tokens()
+            .get(id)
+            .is_some_and(|r| r.is_operator() == operator);
+        if found {
+            Ok(())
+        } else if operator {
+            Err(WriteError::NotFound(format!("no API token {id}")))
+        } else {
+            Err(WriteError::NotFound(format!("no join token {id}")))
+        }
     }
 
     /// The newest `limit` changes, oldest first; only those that touched `service` if given.

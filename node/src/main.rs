@@ -42,9 +42,34 @@ struct Up {
     /// libp2p listen address (repeatable).
     #[arg(long, default_value = "/ip4/0.0.0.0/udp/7701/quic-v1")]
     listen: Vec<Multiaddr>,
-    /// HTTP API address.
+    /// Local HTTP API address: loopback only (127.0.0.1 or ::1), no credential asked.
     #[arg(long, default_value = "127.0.0.1:7700")]
     api: SocketAddr,
+    /// Also serve the API on this address (e.g. 0.0.0.0:7443) over HTTPS only; every request
+    /// there needs an operator token from `warren-cli api-token create`, even from loopback.
+    #[arg(long, value_name = "ADDR")]
+    api_remote: Option<SocketAddr>,
+    /// PEM certificate (chain) of the remote API. Without it, a self-signed certificate is
+    /// generated once into the data dir (api-cert.pem; its path and SHA-256 are logged).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        requires = "api_remote"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (mode 0600).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// An extra DNS name or IP address for the generated certificate (repeatable); used only
+    /// when the certificate is generated (delete api-cert.pem and api-key.pem to regenerate).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "api_remote",
+        conflicts_with = "tls_cert"
+    )]
+    tls_san: Vec<String>,
     /// A peer to dial at start (repeatable), e.g. /ip4/10.0.0.2/udp/7701/quic-v1.
     #[arg(long)]
     bootstrap: Vec<Multiaddr>,
@@ -93,6 +118,12 @@ fn main() -> ExitCode {
     config.join = up.join;
     config.listen = up.listen;
     config.api = up.api;
+    config.api_remote = up.api_remote;
+    config.tls = warren_node::daemon::TlsFiles {
+        cert: up.tls_cert,
+        key: up.tls_key,
+        extra_names: up.tls_san,
+    };
     config.bootstrap = up.bootstrap;
     config.labels = up.label.into_iter().collect::<BTreeMap<_, _>>();
     config.docker_host = up.docker_host;

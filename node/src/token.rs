@@ -71,7 +71,8 @@ impl JoinToken {
             digest: digest(&token.secret),
             expires_at: token.expires_at,
             uses_left: grant.uses,
-            role: "member".into(),
+            role: TokenRecord::ROLE_MEMBER.into(),
+            created_at: now_secs,
             labels: grant.labels.clone(),
             revoked: false,
         };
@@ -104,8 +105,11 @@ impl JoinToken {
     ///
     /// Errors: a reason to send back to the joining node.
     pub fn check(&self, record: Option<&TokenRecord>, now_secs: i64) -> Result<(), String> {
-        let record = record.ok_or("unknown join token")?;
-        if record.digest != digest(&self.secret) {
+        // An operator's API token is no join token, whatever its secret.
+        let record = record
+            .filter(|r| r.role == TokenRecord::ROLE_MEMBER)
+            .ok_or("unknown join token")?;
+        if !digest_matches(&self.secret, &record.digest) {
             return Err("join token secret does not match".into());
         }
         if record.revoked {
@@ -121,8 +125,19 @@ impl JoinToken {
     }
 }
 
-fn digest(secret: &str) -> String {
+/// Lowercase hex SHA-256 of a token secret: what the document stores instead of the secret.
+pub(crate) fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Whether `secret` hashes to the stored hex `digest`, compared in constant time so that the
+/// time taken says nothing of how much of a guess was right.
+pub(crate) fn digest_matches(secret: &str, stored: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let presented = digest(secret);
+    // Both sides are 64 hex characters for any record we wrote; a length mismatch (a
+    // malformed record) simply fails.
+    presented.as_bytes().ct_eq(stored.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -156,6 +171,21 @@ mod tests {
         assert_eq!(
             token.check(Some(&revoked), 120),
             Err("join token revoked".to_string())
+        );
+        let operator = TokenRecord {
+            role: TokenRecord::ROLE_OPERATOR.into(),
+            ..used.clone()
+        };
+        assert_eq!(
+            token.check(
+                Some(&TokenRecord {
+                    uses_left: 1,
+                    ..operator
+                }),
+                120
+            ),
+            Err("unknown join token".to_string()),
+            "an operator token never admits a node"
         );
         assert!(JoinToken::decode("nonsense").is_err());
         assert!(JoinToken::decode("WRN1-!!!").is_err());

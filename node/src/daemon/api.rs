@@ -20,14 +20,28 @@
 //! | `POST /v1/secrets/{name}/rotate` | re-keys it for the current members |
 //! | `DELETE /v1/secrets/{name}` | removes it |
 //! | `GET /v1/history?service=NAME&limit=N` | the newest changes (100 by default), oldest first: who, when, what |
+//! | `POST /v1/api-tokens` `{ttl_secs?, labels?}` | mints an operator token (90 days by default); the only time its text is shown |
+//! | `GET /v1/api-tokens` | operator tokens: id, labels, created, expiry, revoked (never secrets or digests) |
+//! | `DELETE /v1/api-tokens/{id}` | revokes an operator token at every peer the change reaches |
 //!
-//! Errors are `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+//! The same routes are served twice: on the loopback listener ([`router`]) without a
+//! credential, and on the remote TLS listener ([`remote_router`]) only with
+//! `Authorization: Bearer <operator token>`; a missing, malformed, unknown, wrong, revoked or
+//! expired token gets 401 with the same body whatever the reason, and the reason goes to the
+//! node's log.
+//!
+//! Every error, the framework's own included (unknown route 404, 405, 413 for a body over
+//! 128 KiB, malformed JSON), is `{"error": {"code": "...", "message": "..."}}` with a fitting
+//! status and a stable code: `invalid_argument`, `unauthorized`, `not_found`,
+//! `method_not_allowed`, `already_exists`, `payload_too_large`, `unsupported_media_type`,
+//! `internal`, `unavailable`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -37,6 +51,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use warren_crdt::{PortSpec, SecretMount, Service, ServiceName, ServiceSpec};
 
 use super::actor::Command;
+use super::tls::ClientAddr;
+use crate::api_token::{self, ApiTokenGrant, Refusal};
 use crate::machine::{Snapshot, Write, WriteAck, WriteError};
 use crate::token::TokenGrant;
 
@@ -96,7 +112,153 @@ impl From<WriteError> for ApiError {
     }
 }
 
+/// The API for the loopback listener: no credential (whoever reaches loopback is on the node).
 pub(crate) fn router(state: ApiState) -> Router {
+    routes(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// The API for the remote (TLS) listener: every request, unknown routes included, needs a
+/// valid operator token first.
+pub(crate) fn remote_router(state: ApiState) -> Router {
+    routes(state.clone())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            require_operator_token,
+        ))
+        .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// The 401 every refused credential gets: the same bytes whatever the reason.
+fn unauthorized() -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized").into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"warren\""),
+    );
+    response
+}
+
+/// Lets a request through only with a valid operator token; logs why it refused one (never
+/// the token itself).
+async fn require_operator_token(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let snapshot = state.snapshot.borrow().clone();
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|ConnectInfo(ClientAddr(addr))| addr.to_string())
+        .unwrap_or_default();
+    let now_secs = super::wall_ms() / 1000;
+    match api_token::verify(presented, &snapshot.tokens, now_secs) {
+        Ok(id) => {
+            tracing::debug!(%client, token_id = %id, method = %request.method(), "API request");
+            next.run(request).await
+        }
+        Err(refusal) => {
+            // The id is public (`api-token ls`); name it only when it is one of ours, so a
+            // stranger's text never reaches the log.
+            let token_id = presented
+                .and_then(|h| h.split_once("WRNA1-"))
+                .and_then(|(_, rest)| rest.split_once('.'))
+                .map(|(id, _)| id)
+                .filter(|id| snapshot.tokens.iter().any(|t| t.id == *id))
+                .unwrap_or("");
+            let (method, path) = (request.method().clone(), request.uri().path().to_string());
+            let path: String = path.chars().take(128).collect();
+            // Handlers run outside the node's span: name the node here.
+            let node = &snapshot.name;
+            if refusal == Refusal::Missing {
+                tracing::info!(%node, %client, %method, %path, reason = refusal.as_str(), "API request refused: no operator token");
+            } else {
+                tracing::warn!(%node, %client, %method, %path, reason = refusal.as_str(), token_id, "API request refused: bad operator token");
+            }
+            unauthorized()
+        }
+    }
+}
+
+/// The stable code and a default message for an error status.
+fn code_for(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+            ("invalid_argument", "invalid request")
+        }
+        StatusCode::UNAUTHORIZED => ("unauthorized", "unauthorized"),
+        StatusCode::NOT_FOUND => ("not_found", "not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
+        StatusCode::CONFLICT => ("already_exists", "conflict"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "expected a body of type application/json",
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "unavailable"),
+        s if s.is_server_error() => ("internal", "internal error"),
+        _ => ("invalid_argument", "invalid request"),
+    }
+}
+
+/// Turns every error response that is not already JSON (the framework's 404, 405, 413 and
+/// extractor rejections) into `{"error": {"code", "message"}}`, keeping its status and headers
+/// such as `Allow`.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let (code, default_message) = code_for(status);
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("request body larger than {MAX_BODY} bytes")
+    } else {
+        // The framework's rejection texts are short; read at most a few KiB of them.
+        let text = axum::body::to_bytes(body, 4 * 1024)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        if text.is_empty() {
+            default_message.to_string()
+        } else {
+            text
+        }
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Any route the API does not have.
+async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let path: String = uri.path().chars().take(128).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {method} {path}"),
+    )
+}
+
+fn routes(state: ApiState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
@@ -123,7 +285,15 @@ pub(crate) fn router(state: ApiState) -> Router {
             get(inspect_secret).delete(remove_secret),
         )
         .route("/v1/secrets/{name}/rotate", post(rotate_secret))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route(
+            "/v1/api-tokens",
+            post(create_api_token).get(list_api_tokens),
+        )
+        .route(
+            "/v1/api-tokens/{id}",
+            axum::routing::delete(revoke_api_token),
+        )
+        .fallback(unknown_route)
         .with_state(state)
 }
 
@@ -205,11 +375,7 @@ async fn create_join_token(
         )));
     }
     let labels = body.map(|b| b.labels).unwrap_or_default();
-    if labels.len() > 64 || labels.keys().any(|k| k.is_empty() || k.len() > 63) {
-        return Err(ApiError::invalid(
-            "labels: at most 64, keys 1-63 characters",
-        ));
-    }
+    validate_labels(&labels)?;
     let now_secs = super::wall_ms() / 1000;
     let grant = TokenGrant {
         ttl_secs,
@@ -229,6 +395,27 @@ async fn create_join_token(
     ))
 }
 
+/// Labels of a token: at most 64, keys 1-63 characters, values at most 255.
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if labels.len() > 64
+        || labels.keys().any(|k| k.is_empty() || k.len() > 63)
+        || labels.values().any(|v| v.len() > 255)
+    {
+        return Err(ApiError::invalid(
+            "labels: at most 64, keys 1-63 characters, values at most 255",
+        ));
+    }
+    Ok(())
+}
+
+/// A token id as `ls` shows it: 1-64 hex characters.
+fn parse_token_id(id: &str, kind: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ApiError::invalid(format!("invalid {kind} id {id:?}")));
+    }
+    Ok(())
+}
+
 /// `GET /v1/join-tokens`: ids, expiry, uses left, labels, revoked. Never a secret or digest.
 async fn list_join_tokens(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let s = state.snapshot.borrow().clone();
@@ -236,6 +423,7 @@ async fn list_join_tokens(State(state): State<ApiState>) -> Json<serde_json::Val
     Json(json!(s
         .tokens
         .iter()
+        .filter(|t| !t.is_operator())
         .map(|t| json!({
             "id": t.id,
             "expires_at": t.expires_at,
@@ -251,10 +439,87 @@ async fn revoke_join_token(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(ApiError::invalid(format!("invalid join token id {id:?}")));
-    }
+    parse_token_id(&id, "join token")?;
     write(&state, Write::RevokeJoinToken(id.clone())).await?;
+    Ok(Json(json!({ "id": id, "revoked": true })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiTokenRequest {
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// Validity of an operator token when the request names none: 90 days.
+const DEFAULT_API_TOKEN_TTL_SECS: u64 = 90 * 24 * 3_600;
+
+/// `POST /v1/api-tokens`: mints an operator token. The answer holds its text, which no peer
+/// keeps: it cannot be shown again.
+async fn create_api_token(
+    State(state): State<ApiState>,
+    body: Option<Json<ApiTokenRequest>>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let body = body.map(|Json(b)| b);
+    let ttl_secs = body
+        .as_ref()
+        .and_then(|b| b.ttl_secs)
+        .unwrap_or(DEFAULT_API_TOKEN_TTL_SECS);
+    if !(1..=api_token::MAX_TTL_SECS).contains(&ttl_secs) {
+        return Err(ApiError::invalid(format!(
+            "ttl_secs must be 1-{}",
+            api_token::MAX_TTL_SECS
+        )));
+    }
+    let labels = body.map(|b| b.labels).unwrap_or_default();
+    validate_labels(&labels)?;
+    let now_secs = super::wall_ms() / 1000;
+    let grant = ApiTokenGrant { ttl_secs, labels };
+    let WriteAck::ApiToken { id, token } =
+        write(&state, Write::CreateApiToken { grant, now_secs }).await?
+    else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the node answered without a token",
+        ));
+    };
+    let expires_at = now_secs.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX));
+    tracing::info!(token_id = %id, ttl_secs, "operator token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "token": token, "expires_at": expires_at })),
+    ))
+}
+
+/// `GET /v1/api-tokens`: id, labels, created, expiry, revoked. Never a secret or digest.
+async fn list_api_tokens(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let s = state.snapshot.borrow().clone();
+    let now_secs = super::wall_ms() / 1000;
+    Json(json!(s
+        .tokens
+        .iter()
+        .filter(|t| t.is_operator())
+        .map(|t| json!({
+            "id": t.id,
+            "labels": t.labels,
+            "created_at": t.created_at,
+            "expires_at": t.expires_at,
+            "expired": t.expires_at <= now_secs,
+            "revoked": t.revoked,
+        }))
+        .collect::<Vec<_>>()))
+}
+
+/// `DELETE /v1/api-tokens/{id}`: revokes an operator token.
+async fn revoke_api_token(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    parse_token_id(&id, "API token")?;
+    write(&state, Write::RevokeApiToken(id.clone())).await?;
+    tracing::info!(token_id = %id, "operator token revoked");
     Ok(Json(json!({ "id": id, "revoked": true })))
 }
 

@@ -6,6 +6,7 @@ mod api;
 mod identity;
 mod reconciler;
 mod secret_files;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use crate::machine::{MachineConfig, NodeMachine};
 use crate::protocol;
 pub use crate::protocol::{Heartbeat, TaskStatus};
 pub use crate::token::JoinToken;
+pub use tls::TlsFiles;
 
 use crate::core::{CoreConfig, Millis};
 
@@ -36,8 +38,15 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// libp2p listen addresses (`--listen`, default QUIC on UDP 7701).
     pub listen: Vec<Multiaddr>,
-    /// HTTP API address (`--api`, default 127.0.0.1:7700).
+    /// HTTP API address (`--api`, default 127.0.0.1:7700). Loopback only: it asks for no
+    /// credential.
     pub api: SocketAddr,
+    /// Remote API address (`--api-remote`), if any: HTTPS only, every request needs an
+    /// operator token (`warren-cli api-token create`). Any address, loopback included.
+    pub api_remote: Option<SocketAddr>,
+    /// The remote API's certificate and key (`--tls-cert`, `--tls-key`, `--tls-san`); by
+    /// default a self-signed pair generated once into the data dir.
+    pub tls: TlsFiles,
     /// Extra peers to dial (`--bootstrap`).
     pub bootstrap: Vec<Multiaddr>,
     /// Node labels (`--label k=v`).
@@ -68,6 +77,8 @@ impl NodeConfig {
                 .parse()
                 .unwrap_or_else(|_| Multiaddr::empty())],
             api: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            api_remote: None,
+            tls: TlsFiles::default(),
             bootstrap: vec![],
             labels: BTreeMap::new(),
             docker_host: None,
@@ -141,6 +152,9 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// The remote API's certificate or key cannot be loaded or generated.
+    #[error("TLS for the remote API: {0}")]
+    Tls(String),
 }
 
 /// How long a joining node keeps trying to reach a bootstrap peer.
@@ -149,13 +163,20 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 /// Runs a node until `cancel` fires. Errors are the reasons it could not start or had to stop.
 pub async fn run(config: NodeConfig, cancel: CancellationToken) -> Result<(), NodeError> {
     if !config.api.ip().is_loopback() {
-        // The API takes writes without credentials: anyone who reaches it runs the cluster.
-        // TLS and operator tokens for other addresses are not built yet (docs/security.md).
+        // The loopback API takes writes without credentials: anyone who reaches it runs the
+        // cluster. Other addresses get the remote API, with TLS and operator tokens.
         return Err(NodeError::Api {
             addr: config.api,
-            reason: "the API has no authentication yet, so it listens on loopback only \
-                     (127.0.0.1 or ::1); reach a remote node through an SSH tunnel"
+            reason: "--api takes no credential, so it listens on loopback only (127.0.0.1 or \
+                     ::1); serve other addresses with --api-remote ADDR (HTTPS, operator \
+                     tokens from `warren-cli api-token create`)"
                 .into(),
+        });
+    }
+    if config.api_remote == Some(config.api) {
+        return Err(NodeError::Api {
+            addr: config.api,
+            reason: "--api and --api-remote name the same address".into(),
         });
     }
     let data_dir = config.data_dir.clone();
@@ -298,6 +319,7 @@ async fn run_node(
     let (status_tx, status_rx) = watch::channel(Vec::new());
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(crate::machine::Snapshot::default()));
 
+    let mut remote_line = String::new();
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
         .map_err(|e| NodeError::Api {
@@ -305,10 +327,21 @@ async fn run_node(
             reason: e.to_string(),
         })?;
     let api_addr = listener.local_addr().unwrap_or(config.api);
-    let router = api::router(api::ApiState {
+    let api_state = api::ApiState {
         snapshot: snapshot_rx,
         commands: command_tx,
-    });
+    };
+    let remote_task = match config.api_remote {
+        Some(addr) => {
+            let names = certificate_names(&config, addr, &listen_addrs);
+            let (task, bound) =
+                serve_remote(addr, &config, &data_dir, &names, api_state.clone(), &cancel).await?;
+            remote_line = format!(", remote API https://{bound}");
+            Some(task)
+        }
+        None => None,
+    };
+    let router = api::router(api_state);
     let api_cancel = cancel.clone();
     let api_task = tokio::spawn(
         async move {
@@ -338,7 +371,7 @@ async fn run_node(
     );
 
     eprintln!(
-        "warren-node {} ({}) up: API http://{api_addr}, listening on {}",
+        "warren-node {} ({}) up: API http://{api_addr}{remote_line}, listening on {}",
         config.name,
         peer_id,
         my_addrs.join(" ")
@@ -370,8 +403,93 @@ async fn run_node(
         .await;
     cancel.cancel();
     let _ = api_task.await;
+    if let Some(task) = remote_task {
+        let _ = task.await;
+    }
     let _ = reconciler.await;
     result
+}
+
+/// Names and addresses a generated certificate of the remote API covers: localhost, the
+/// loopback addresses, the host name, the node name, the remote API's address when it is a
+/// specific one, and the IP addresses the mesh listens on (an unspecified `0.0.0.0` expands to
+/// each interface there). `--tls-san` adds more.
+fn certificate_names(config: &NodeConfig, remote: SocketAddr, listen: &[Multiaddr]) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
+        names.push(host.trim().to_string());
+    }
+    names.push(config.name.clone());
+    if !remote.ip().is_unspecified() {
+        names.push(remote.ip().to_string());
+    }
+    for addr in listen {
+        let text = addr.to_string();
+        let mut parts = text.split('/').skip(1);
+        if let (Some("ip4" | "ip6"), Some(ip)) = (parts.next(), parts.next()) {
+            if ip
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| !ip.is_unspecified())
+            {
+                names.push(ip.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Binds the remote API on `addr` with TLS (loading or generating the certificate) and serves
+/// it until `cancel` fires. Returns the server's task and the bound address.
+///
+/// Errors: [`NodeError::Tls`] for the certificate, [`NodeError::Api`] for the socket.
+async fn serve_remote(
+    addr: SocketAddr,
+    config: &NodeConfig,
+    data_dir: &std::path::Path,
+    names: &[String],
+    state: api::ApiState,
+    cancel: &CancellationToken,
+) -> Result<(tokio::task::JoinHandle<()>, SocketAddr), NodeError> {
+    let setup = tls::load_or_generate(data_dir, &config.tls, names).map_err(NodeError::Tls)?;
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| NodeError::Api {
+            addr,
+            reason: e.to_string(),
+        })?;
+    let bound = tcp.local_addr().unwrap_or(addr);
+    let listener =
+        tls::TlsListener::spawn(tcp, setup.config, tls::Limits::default(), cancel.clone())
+            .map_err(|e| NodeError::Api {
+                addr,
+                reason: e.to_string(),
+            })?;
+    if setup.generated {
+        info!(cert = %setup.cert_path.display(), sha256 = %setup.fingerprint, "generated a self-signed certificate for the remote API");
+    }
+    info!(
+        addr = %bound,
+        cert = %setup.cert_path.display(),
+        sha256 = %setup.fingerprint,
+        "remote API: HTTPS, operator token required; clients trust the certificate with \
+         warren-cli --tls-ca"
+    );
+    let router = api::remote_router(state);
+    let stop = cancel.clone();
+    let task = tokio::spawn(
+        async move {
+            let serve = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<tls::ClientAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                warn!(error = %e, "the remote API server stopped");
+            }
+        }
+        .in_current_span(),
+    );
+    Ok((task, bound))
 }
 
 /// The wall clock in Unix milliseconds: for records people read (admission time, token

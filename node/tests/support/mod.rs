@@ -52,7 +52,8 @@ pub fn require_docker() {
     );
 }
 
-fn free_tcp_port() -> u16 {
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

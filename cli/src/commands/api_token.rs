@@ -1,0 +1,107 @@
+use anyhow::{anyhow, Result};
+use serde_json::{json, Value};
+
+use crate::args::{ApiTokenCommand, Format};
+use crate::client::Client;
+use crate::output::{cell, print};
+
+/// Unix seconds as `2026-11-22T03:10:00Z` (the number itself if out of range).
+fn when(v: Option<&Value>) -> String {
+    let Some(secs) = v.and_then(Value::as_i64) else {
+        return cell(v);
+    };
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
+
+pub(crate) fn run(client: &Client, format: Format, command: ApiTokenCommand) -> Result<()> {
+    match command {
+        ApiTokenCommand::Create { ttl, label } => {
+            let mut labels = serde_json::Map::new();
+            for pair in &label {
+                let (k, v) = pair
+                    .split_once('=')
+                    .filter(|(k, _)| !k.is_empty())
+                    .ok_or_else(|| anyhow!("--label {pair:?} is not of the form K=V"))?;
+                labels.insert(k.to_string(), json!(v));
+            }
+            let body = json!({ "ttl_secs": ttl, "labels": labels });
+            let answer = client.post("/v1/api-tokens", &body)?;
+            if format == Format::Json {
+                println!("{answer}");
+                return Ok(());
+            }
+            let token = answer
+                .get("token")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("the peer answered without a token"))?;
+            eprintln!(
+                "operator token {} valid until {}; it is shown only now. Use it with:",
+                cell(answer.get("id")),
+                when(answer.get("expires_at"))
+            );
+            eprintln!(
+                "  WARREN_TOKEN=<TOKEN> warren-cli --peer https://NODE:PORT --tls-ca CERT ..."
+            );
+            println!("{token}");
+        }
+        ApiTokenCommand::Ls => {
+            let tokens = client.get("/v1/api-tokens")?;
+            let rows = tokens
+                .as_array()
+                .map(|ts| {
+                    ts.iter()
+                        .map(|t| {
+                            let state = if t.get("revoked").and_then(Value::as_bool) == Some(true) {
+                                "revoked"
+                            } else if t.get("expired").and_then(Value::as_bool) == Some(true) {
+                                "expired"
+                            } else {
+                                "valid"
+                            };
+                            let labels = t
+                                .get("labels")
+                                .and_then(Value::as_object)
+                                .map(|m| {
+                                    m.iter()
+                                        .map(|(k, v)| format!("{k}={}", cell(Some(v))))
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                })
+                                .unwrap_or_default();
+                            vec![
+                                cell(t.get("id")),
+                                state.to_string(),
+                                when(t.get("created_at")),
+                                when(t.get("expires_at")),
+                                labels,
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            print(
+                format,
+                &tokens,
+                &["ID", "STATE", "CREATED", "EXPIRES", "LABELS"],
+                rows,
+            );
+        }
+        ApiTokenCommand::Revoke { id } => {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(anyhow!("invalid API token id {id:?} (see api-token ls)"));
+            }
+            let answer = client.delete(&format!("/v1/api-tokens/{id}"))?;
+            match format {
+                Format::Json => println!("{answer}"),
+                Format::Table => println!("API token {id} revoked"),
+            }
+        }
+    }
+    Ok(())
+}
