@@ -127,6 +127,7 @@ async fn strangers_are_refused_and_their_writes_never_reach_members() {
                 env: Default::default(),
                 ports: vec![],
                 secrets: Vec::new(),
+                ..Default::default()
             },
         )
         .expect("change");

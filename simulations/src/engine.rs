@@ -1198,6 +1198,7 @@ impl Simulation {
                     env: Default::default(),
                     ports: vec![],
                     secrets: Vec::new(),
+                    ..Default::default()
                 };
                 (Write::CreateService(name.clone(), spec), "create", name)
             }

@@ -165,6 +165,7 @@ mod tests {
                 env: Default::default(),
                 ports: vec![],
                 secrets: Vec::new(),
+                ..Default::default()
             },
         }
     }

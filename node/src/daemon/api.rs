@@ -370,6 +370,7 @@ async fn create_service(
         env: body.env,
         ports: body.ports,
         secrets: body.secrets,
+        ..Default::default()
     };
     let reply_name = name.clone();
     write(&state, Write::CreateService(name, spec)).await?;
