@@ -72,6 +72,7 @@ fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
             })
             .collect(),
         secrets_dir: None,
+        ..Default::default()
     }
 }
 
