@@ -34,6 +34,11 @@ impl Client {
         self.finish(self.agent.post(&url).send_json(body), &url)
     }
 
+    pub(crate) fn patch(&self, path: &str, body: &Value) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        self.finish(self.agent.patch(&url).send_json(body), &url)
+    }
+
     pub(crate) fn delete(&self, path: &str) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         self.finish(self.agent.delete(&url).call(), &url)

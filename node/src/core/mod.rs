@@ -34,10 +34,13 @@ use warren_crdt::{
     ServiceName, SlotId,
 };
 
-pub use backoff::{BackoffConfig, RestartBackoff};
+pub use backoff::{Backoff, BackoffConfig, MAX_BACKOFF_MS, STABLE_AFTER_MS};
 pub use lease::{LeaseDecision, LeaseTracker};
 pub use membership::{Liveness, MembershipView};
-pub use reconcile::{reconcile, ActualTask, ActualTaskState, DesiredTask, RuntimeAction};
+pub use reconcile::{
+    ActualTask, ActualTaskState, DesiredTask, RestartPhase, Round, RuntimeAction, Supervisor,
+    TaskHealth, TaskRestartStatus, MAX_ERROR_BYTES,
+};
 pub use scheduler::{plan, Plan};
 
 /// A point on a node's monotonic clock, in milliseconds from an arbitrary origin.
@@ -97,7 +100,8 @@ impl ClusterView {
         }
     }
 
-    /// The tasks assigned to `me`, each with what it should run: the input of [`reconcile`].
+    /// The tasks assigned to `me`, each with what it should run: the input of
+    /// [`Supervisor::round`].
     /// Slots of deleted services and slots beyond the replica count are not desired.
     pub fn desired_tasks(&self, me: &NodeId) -> Vec<DesiredTask> {
         self.assignments
