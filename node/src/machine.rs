@@ -24,7 +24,7 @@ use warren_crdt::{
     NodeId, Service, ServiceName, ServiceSpec, SlotId, SyncState,
 };
 
-use crate::core::{Action, ClusterView, Core, CoreConfig, DesiredTask, Liveness, Millis};
+use crate::core::{Action, Capacity, ClusterView, Core, CoreConfig, DesiredTask, Liveness, Millis};
 use crate::protocol::{self, Heartbeat, JoinRequest, TaskStatus, MAX_HEARTBEAT_TASKS};
 use crate::secrets::{self, SecretKeys};
 use crate::token::{JoinToken, TokenGrant};
@@ -201,6 +201,8 @@ pub struct MemberStatus {
     pub is_self: bool,
     /// Slots assigned to it.
     pub tasks: usize,
+    /// What it offers to reservations, as it last said; `None` when unknown.
+    pub capacity: Option<Capacity>,
 }
 
 /// The lease as one node sees it.
@@ -275,6 +277,9 @@ pub struct Snapshot {
     pub tokens: Vec<warren_crdt::TokenRecord>,
     /// Secrets, metadata only.
     pub secrets: Vec<SecretMeta>,
+    /// Why each unassigned slot of a live service waits (e.g. `no node with 2 GiB free
+    /// memory`).
+    pub pending: Vec<(SlotId, String)>,
 }
 
 /// What may be shown of a secret: never its value or keys.
@@ -362,6 +367,13 @@ impl NodeMachine {
             secret_keys: None,
             published_key: None,
         }
+    }
+
+    /// What this node offers to reservations, announced in its heartbeats and used by its
+    /// own scheduler; `None` when it could not be read (no limit is then put on it).
+    pub fn set_capacity(&mut self, capacity: Option<Capacity>) {
+        let me = self.me.clone();
+        self.core.set_capacity(&me, capacity);
     }
 
     /// Gives the machine this node's X25519 keys: it publishes the public key in its member
@@ -495,6 +507,7 @@ impl NodeMachine {
                 .map(|l| l.epoch.0),
             api: self.api.clone(),
             tasks,
+            capacity: self.core.capacities().get(&self.me).copied(),
         };
         match serde_json::to_vec(&heartbeat) {
             Ok(data) => self.outputs.push_back(Output::Publish {
@@ -663,6 +676,7 @@ impl NodeMachine {
                     hb.tasks = hb.tasks.into_iter().map(TaskStatus::bounded).collect();
                     self.core
                         .handle_heartbeat(from, hb.held_lease.map(Epoch), now);
+                    self.core.set_capacity(from, hb.capacity);
                     self.heartbeats.insert(from.clone(), hb);
                 }
                 Err(e) => debug!(%from, error = %e, "dropping a malformed heartbeat"),
@@ -963,6 +977,7 @@ impl NodeMachine {
                 },
                 is_self: m.id == self.me,
                 tasks: per_node.get(&m.id).copied().unwrap_or(0),
+                capacity: self.core.capacities().get(&m.id).copied(),
             })
             .collect();
         let tasks = view
@@ -988,6 +1003,7 @@ impl NodeMachine {
                 .cloned()
                 .collect(),
             tasks,
+            pending: self.core.pending_reasons(&view, now).into_iter().collect(),
             dropped_non_member,
             connected_peers,
             heads: self.state.heads(),

@@ -23,6 +23,10 @@ pub struct Heartbeat {
     pub api: String,
     /// Actual state of the sender's tasks.
     pub tasks: Vec<TaskStatus>,
+    /// What the sender offers to reservations (CPUs, memory); `None` from an older peer or
+    /// one that could not read it.
+    #[serde(default)]
+    pub capacity: Option<crate::core::Capacity>,
 }
 
 /// Longest text field of a [`TaskStatus`] (`status`, `error`), in bytes: a heartbeat carries

@@ -41,7 +41,7 @@ pub use reconcile::{
     ActualTask, ActualTaskState, DesiredTask, RestartPhase, Round, RuntimeAction, Supervisor,
     TaskHealth, TaskRestartStatus, MAX_ERROR_BYTES,
 };
-pub use scheduler::{plan, Plan};
+pub use scheduler::{format_bytes, format_cpus, plan, plan_with_capacity, Capacity, Plan};
 
 /// A point on a node's monotonic clock, in milliseconds from an arbitrary origin.
 /// Never a wall-clock time: edge devices' wall clocks are not trusted (DESIGN §5).
@@ -149,6 +149,8 @@ pub struct Core {
     config: CoreConfig,
     membership: MembershipView,
     lease: LeaseTracker,
+    /// Members' capacities as their heartbeats (or this node itself) last said.
+    capacity: BTreeMap<NodeId, Capacity>,
 }
 
 impl Core {
@@ -159,7 +161,48 @@ impl Core {
             lease: LeaseTracker::new(config.lease_ttl_ms, now),
             me,
             config,
+            capacity: BTreeMap::new(),
         }
+    }
+
+    /// What `node` offers to reservations, from its heartbeat (or this node's own reading);
+    /// `None` forgets it (the scheduler then puts no limit on the node).
+    pub fn set_capacity(&mut self, node: &NodeId, capacity: Option<Capacity>) {
+        match capacity {
+            Some(c) => {
+                self.capacity.insert(node.clone(), c);
+            }
+            None => {
+                self.capacity.remove(node);
+            }
+        }
+    }
+
+    /// The capacities known, by node.
+    pub fn capacities(&self) -> &BTreeMap<NodeId, Capacity> {
+        &self.capacity
+    }
+
+    /// Why each unassigned slot of a live service waits, as the scheduler would say it at
+    /// `now` with what this node knows (any node can answer, not only the lease holder).
+    pub fn pending_reasons(&self, view: &ClusterView, now: Millis) -> BTreeMap<SlotId, String> {
+        let live = self.live_members(view, now);
+        let lease = view.lease.clone().unwrap_or(Lease {
+            epoch: Epoch(0),
+            holder: self.me.clone(),
+        });
+        plan_with_capacity(
+            &view.services,
+            &view.members,
+            &live,
+            &view.assignments,
+            &lease,
+            &self.capacity,
+        )
+        .pending
+        .into_iter()
+        .filter(|(slot, _)| !view.assignments.contains_key(slot))
+        .collect()
     }
 
     /// This node's id.
@@ -216,12 +259,13 @@ impl Core {
             }
             LeaseDecision::Holder(lease) => {
                 let live = self.live_members(view, now);
-                let plan = plan(
+                let plan = plan_with_capacity(
                     &view.services,
                     &view.members,
                     &live,
                     &view.assignments,
                     &lease,
+                    &self.capacity,
                 );
                 if plan.is_empty() {
                     vec![]

@@ -502,12 +502,17 @@ async fn service_tasks(
         .filter(|t| t.service == name)
         .map(|t| json!(t))
         .collect();
-    // Slots the scheduler has not placed yet are pending, not invisible.
+    // Slots the scheduler has not placed yet are pending, not invisible, and say why.
     for slot in 0..service.spec.replicas {
         if !s.tasks.iter().any(|t| t.service == name && t.slot == slot) {
+            let why = s
+                .pending
+                .iter()
+                .find(|(p, _)| p.service == name && p.slot == slot)
+                .map_or("not assigned to a node yet", |(_, why)| why.as_str());
             tasks.push(json!({
                 "service": name, "slot": slot, "node": null, "node_name": "",
-                "state": "pending", "status": "not assigned to a node yet",
+                "state": "pending", "status": why,
                 "container": "", "ports": [], "health": "", "exit_code": null,
                 "restarts": 0, "next_restart_ms": null, "error": "",
             }));
