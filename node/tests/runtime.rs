@@ -298,3 +298,80 @@ fn limits_and_stop_timeout_reach_the_engine_and_update_changes_them() {
         Some("33554432 500000000")
     );
 }
+
+#[test]
+fn reservations_never_over_commit_a_node_and_ps_says_why_a_task_waits() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start("v1", &dir.path().join("v1"), &["--init", "reserve"]);
+    // The node reads its CPUs and memory and offers them to reservations.
+    let nodes = node.cli_json(&["node", "ls"]).expect("node ls");
+    let capacity = nodes[0]["capacity"].clone();
+    let nano_cpus = capacity["nano_cpus"].as_u64().expect("CPUs reported");
+    assert!(nano_cpus >= 1_000_000_000, "{capacity}");
+    assert!(capacity["memory_bytes"]
+        .as_u64()
+        .is_some_and(|m| m >= 64 << 20));
+
+    // More memory than the node has: the task waits, and says why.
+    create(
+        &node,
+        &[
+            "huge", "--image", IMAGE, "--memory", "64T", "--", "sleep", "1000",
+        ],
+    );
+    let waiting = wait_for("the pending reason", T, || {
+        let t = task(&node, "huge")?;
+        (t["state"] == "pending" && t["status"] != "not assigned to a node yet").then_some(t)
+    });
+    assert_eq!(
+        waiting["status"], "no node with 64 TiB free memory",
+        "{waiting}"
+    );
+    assert!(container_of(&node, "huge").is_none());
+    // A size that fits: placed and running.
+    let out = node.cli(&["service", "update", "huge", "--memory", "16M"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the resized task running", T, || {
+        let t = task(&node, "huge")?;
+        (t["state"] == "running").then_some(())
+    });
+
+    // Half the node's CPUs each: two tasks fit, the third waits.
+    let half = format!("{}", (nano_cpus / 2) as f64 / 1e9);
+    create(
+        &node,
+        &[
+            "halves",
+            "--image",
+            IMAGE,
+            "--replicas",
+            "3",
+            "--cpus",
+            &half,
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    let tasks = wait_for("two placed halves and one waiting", T, || {
+        let ps = node.cli_json(&["service", "ps", "halves"])?;
+        let tasks = ps.as_array()?.clone();
+        let running = tasks.iter().filter(|t| t["state"] == "running").count();
+        let pending = tasks.iter().filter(|t| t["state"] == "pending").count();
+        (running == 2 && pending == 1).then_some(tasks)
+    });
+    let waiting = tasks
+        .iter()
+        .find(|t| t["state"] == "pending")
+        .expect("pending");
+    let status = waiting["status"].as_str().unwrap_or_default();
+    assert!(
+        status.starts_with("no node with") && status.ends_with("free"),
+        "{waiting}"
+    );
+}
