@@ -1222,7 +1222,11 @@ impl Simulation {
                     secrets: Vec::new(),
                     ..Default::default()
                 };
-                (Write::CreateService(name.clone(), Box::new(spec)), "create", name)
+                (
+                    Write::CreateService(name.clone(), Box::new(spec)),
+                    "create",
+                    name,
+                )
             }
             WriteKind::Scale(replicas) => {
                 let Some(name) = pick_live(self) else { return };
