@@ -44,6 +44,8 @@ pub(crate) enum Format {
     Json,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// The cluster as this peer sees it.
@@ -198,6 +200,10 @@ pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
 pub(crate) enum ServiceCommand {
     /// Create a service.
     Create(CreateService),
+    /// Change a service: only the flags given change (an image, command, env, port, secret,
+    /// health or resource change replaces its containers; replicas and the restart policy
+    /// do not).
+    Update(UpdateService),
     /// List services.
     Ls,
     /// Show a service's spec.
@@ -244,9 +250,122 @@ pub(crate) struct CreateService {
     /// Mount a secret read-only at /run/secrets/TARGET (TARGET defaults to NAME; repeatable).
     #[arg(long, value_name = "NAME[:TARGET]")]
     pub(crate) secret: Vec<String>,
+    /// Health check, restart policy, limits and stop timeout.
+    #[command(flatten)]
+    pub(crate) spec: SpecFlags,
     /// Command and arguments (after --).
     #[arg(last = true)]
     pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpdateService {
+    /// Service name.
+    pub(crate) name: String,
+    /// New image reference.
+    #[arg(long)]
+    pub(crate) image: Option<String>,
+    /// New number of replicas.
+    #[arg(long)]
+    pub(crate) replicas: Option<u32>,
+    /// Environment variable K=V (repeatable; replaces the whole environment).
+    #[arg(long, value_name = "K=V")]
+    pub(crate) env: Vec<String>,
+    /// Published port [HOST:]CONTAINER (repeatable; replaces all published ports).
+    #[arg(long, short = 'p', value_name = "[HOST:]CONTAINER")]
+    pub(crate) publish: Vec<String>,
+    /// Secret NAME[:TARGET] (repeatable; replaces all secret mounts).
+    #[arg(long, value_name = "NAME[:TARGET]")]
+    pub(crate) secret: Vec<String>,
+    /// Remove the health check.
+    #[arg(long, conflicts_with_all = ["health_cmd", "health_http", "health_tcp", "health_interval", "health_timeout", "health_retries", "health_start_period"])]
+    pub(crate) no_health: bool,
+    /// Health check, restart policy, limits and stop timeout.
+    #[command(flatten)]
+    pub(crate) spec: SpecFlags,
+    /// New command and arguments (after --; replaces the command).
+    #[arg(last = true)]
+    pub(crate) command: Vec<String>,
+}
+
+/// When a stopped task is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Restart {
+    /// After any exit (the default).
+    Always,
+    /// After a non-zero exit or a failed health check.
+    OnFailure,
+    /// Never: an exited task stays exited.
+    Never,
+}
+
+impl Restart {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::Never => "never",
+        }
+    }
+}
+
+/// Flags shared by `service create` and `service update`. Durations take a unit: `500ms`,
+/// `10s`, `1m`, `1h` (a bare number is seconds); sizes `256M`, `1G`, `512k` (binary units, a
+/// bare number is bytes).
+#[derive(Debug, Args)]
+pub(crate) struct SpecFlags {
+    /// Health probe: a shell command run inside the container; exit 0 is healthy.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["health_http", "health_tcp"])]
+    pub(crate) health_cmd: Option<String>,
+    /// Health probe: GET http://127.0.0.1:PORT/PATH from inside the container (needs wget in
+    /// the image; busybox has it). Give the port with --health-port.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "health_port",
+        conflicts_with = "health_tcp"
+    )]
+    pub(crate) health_http: Option<String>,
+    /// The container port of --health-http.
+    #[arg(long, value_name = "PORT", requires = "health_http")]
+    pub(crate) health_port: Option<u16>,
+    /// Health probe: a TCP connect to 127.0.0.1:PORT from inside the container (needs nc in
+    /// the image; busybox has it).
+    #[arg(long, value_name = "PORT")]
+    pub(crate) health_tcp: Option<u16>,
+    /// Time between probes (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) health_interval: Option<String>,
+    /// A probe running longer has failed (default 5s).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) health_timeout: Option<String>,
+    /// Failed probes in a row that make a task unhealthy (default 3).
+    #[arg(long, value_name = "N")]
+    pub(crate) health_retries: Option<u32>,
+    /// Failures in this time after a start do not count (default 0s).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) health_start_period: Option<String>,
+    /// When a stopped or unhealthy task is started again (default always).
+    #[arg(long, value_enum)]
+    pub(crate) restart: Option<Restart>,
+    /// Restarts in a row before the task is marked failed and left alone (0: no limit, the
+    /// default).
+    #[arg(long, value_name = "N")]
+    pub(crate) restart_max_attempts: Option<u32>,
+    /// Delay before the second restart in a row, doubling with each further one up to 60s
+    /// (default 1s; the first restart is immediate).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) restart_delay: Option<String>,
+    /// CPU limit, e.g. 0.5 or 2 (0: no limit).
+    #[arg(long, value_name = "CPUS")]
+    pub(crate) cpus: Option<String>,
+    /// Memory limit, e.g. 256M or 1G (at least 6M; 0: no limit).
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) memory: Option<String>,
+    /// Time between SIGTERM and SIGKILL when a task is stopped (default 10s; whole seconds,
+    /// rounded up).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) stop_timeout: Option<String>,
 }
 
 #[cfg(test)]

@@ -105,6 +105,11 @@ impl Client {
         self.finish(request.send_json(body), &url)
     }
 
+    pub(crate) fn patch(&self, path: &str, body: &Value) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        self.finish(self.agent.patch(&url).send_json(body), &url)
+    }
+
     pub(crate) fn delete(&self, path: &str) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut request = self.agent.delete(&url);

@@ -5,6 +5,7 @@ mod args;
 mod client;
 mod commands;
 mod output;
+mod units;
 
 use std::process::ExitCode;
 

@@ -44,6 +44,7 @@ fn spec(replicas: u32) -> ServiceSpec {
         env: [("MODE".to_string(), "edge".to_string())].into(),
         ports: vec![],
         secrets: Vec::new(),
+        ..Default::default()
     }
 }
 

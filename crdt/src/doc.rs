@@ -512,6 +512,11 @@ impl DesiredState {
             env: self.string_map(spec, "env"),
             ports: self.json::<Vec<PortSpec>>(spec, "ports"),
             secrets: self.json(spec, "secrets"),
+            // Keys written since issue 6: absent in older documents, which read as defaults.
+            health: self.json(spec, "health"),
+            restart: self.json(spec, "restart"),
+            resources: self.json(spec, "resources"),
+            stop_timeout_ms: self.json(spec, "stop_timeout_ms"),
         }
     }
 
@@ -792,6 +797,7 @@ impl DesiredState {
             .put(&spec_obj, "ports", serde_json::to_string(&spec.ports)?)?;
         self.doc
             .put(&spec_obj, "secrets", serde_json::to_string(&spec.secrets)?)?;
+        self.put_runtime_fields(&spec_obj, None, spec)?;
         let env = self.doc.put_object(&spec_obj, "env", ObjType::Map)?;
         for (k, v) in &spec.env {
             self.doc.put(&env, k.as_str(), v.as_str())?;
@@ -847,6 +853,7 @@ impl DesiredState {
             self.doc
                 .put(&spec_obj, "ports", serde_json::to_string(&spec.ports)?)?;
         }
+        self.put_runtime_fields(&spec_obj, Some(old), spec)?;
         if old.env != spec.env {
             let env = self.ensure_map(&spec_obj, "env")?;
             for key in old.env.keys().filter(|k| !spec.env.contains_key(*k)) {
@@ -856,8 +863,11 @@ impl DesiredState {
                 self.doc.put(&env, k.as_str(), v.as_str())?;
             }
         }
+        // Replicas and the restart policy are the reconcile loop's business: the running
+        // containers stay (a policy change lets a `failed` task be restarted again).
         let needs_new_containers = ServiceSpec {
             replicas: spec.replicas,
+            restart: spec.restart,
             ..old.clone()
         } != *spec;
         if needs_new_containers {
@@ -867,6 +877,40 @@ impl DesiredState {
                 .put(&obj, "previous_spec", serde_json::to_string(old)?)?;
         }
         Ok(self.commit(format!("service update {name}")))
+    }
+
+    /// Writes the spec keys added in issue 6 (`health`, `restart`, `resources`,
+    /// `stop_timeout_ms`), each as one JSON value under its own key so concurrent updates of
+    /// different ones merge; with `old`, only those that differ from it.
+    fn put_runtime_fields(
+        &mut self,
+        spec_obj: &ObjId,
+        old: Option<&ServiceSpec>,
+        spec: &ServiceSpec,
+    ) -> Result<(), CrdtError> {
+        if old.is_none_or(|o| o.health != spec.health) {
+            self.doc
+                .put(spec_obj, "health", serde_json::to_string(&spec.health)?)?;
+        }
+        if old.is_none_or(|o| o.restart != spec.restart) {
+            self.doc
+                .put(spec_obj, "restart", serde_json::to_string(&spec.restart)?)?;
+        }
+        if old.is_none_or(|o| o.resources != spec.resources) {
+            self.doc.put(
+                spec_obj,
+                "resources",
+                serde_json::to_string(&spec.resources)?,
+            )?;
+        }
+        if old.is_none_or(|o| o.stop_timeout_ms != spec.stop_timeout_ms) {
+            self.doc.put(
+                spec_obj,
+                "stop_timeout_ms",
+                serde_json::to_string(&spec.stop_timeout_ms)?,
+            )?;
+        }
+        Ok(())
     }
 
     /// Sets a service's replica count.

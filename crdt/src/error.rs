@@ -12,6 +12,14 @@ pub enum CrdtError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A service spec field outside its limits; `field` is its path, e.g. `health.retries`.
+    #[error("invalid {field}: {reason}")]
+    InvalidSpec {
+        /// The field, as the API names it.
+        field: &'static str,
+        /// The rule it breaks.
+        reason: String,
+    },
     /// No live service has that name.
     #[error("no service named {0}")]
     UnknownService(ServiceName),

@@ -42,7 +42,8 @@
 //!
 //! let web = ServiceName::new("web")?;
 //! let spec = ServiceSpec { image: "warren/busybox:latest".into(), replicas: 3,
-//!     command: vec![], env: Default::default(), ports: vec![], secrets: Vec::new() };
+//!     command: vec![], env: Default::default(), ports: vec![], secrets: Vec::new(),
+//!     ..Default::default() };
 //! let change = a.create_service(&web, &spec)?;
 //!
 //! // Fast path: gossip the change bytes.
@@ -70,9 +71,10 @@ mod store;
 pub use doc::{ChangeBytes, DesiredState, SyncState};
 pub use error::CrdtError;
 pub use model::{
-    Assignment, ClusterInfo, Epoch, HistoryEntry, Job, JobAttempt, JobSpec, JobState, Lease,
-    Member, MemberState, NodeId, PortSpec, SecretMount, SecretRecord, Service, ServiceName,
-    ServiceSpec, SlotId, TokenRecord, Volume,
+    Assignment, ClusterInfo, Epoch, HealthCheck, HealthProbe, HistoryEntry, Job, JobAttempt,
+    JobSpec, JobState, Lease, Member, MemberState, NodeId, PortSpec, Resources, RestartCondition,
+    RestartPolicy, SecretMount, SecretRecord, Service, ServiceName, ServiceSpec, SlotId,
+    TokenRecord, Volume, MAX_PERIOD_MS, MAX_STOP_TIMEOUT_MS, MIN_MEMORY_BYTES, MIN_NANO_CPUS,
 };
 pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
 

@@ -185,7 +185,10 @@ pub struct PortSpec {
 }
 
 /// What an operator asked to run: `services.<name>.spec`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Every field added after the first release has a serde default (and a default when the
+/// document lacks its key), so specs written by older nodes still read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     /// Docker image reference.
     pub image: String,
@@ -203,6 +206,291 @@ pub struct ServiceSpec {
     /// Secrets mounted read-only at `/run/secrets/<target>` in every task.
     #[serde(default)]
     pub secrets: Vec<SecretMount>,
+    /// The health check every task runs inside its container; `None`: no check (a running
+    /// container counts as healthy).
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
+    /// When a task whose container stopped or turned unhealthy is started again.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// CPU and memory limits of each task's container.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Milliseconds between SIGTERM and SIGKILL when a task is stopped; `None`: Docker's
+    /// default (10 s). The engine counts whole seconds: the value is rounded up.
+    #[serde(default)]
+    pub stop_timeout_ms: Option<u64>,
+}
+
+impl ServiceSpec {
+    /// Checks the fields that have limits beyond their types: the health check, restart
+    /// policy, resources and stop timeout (see each type's `validate`).
+    ///
+    /// Errors: [`CrdtError::InvalidSpec`] naming the field and the rule it breaks.
+    pub fn validate(&self) -> Result<(), CrdtError> {
+        if let Some(health) = &self.health {
+            health.validate()?;
+        }
+        self.restart.validate()?;
+        self.resources.validate()?;
+        if let Some(ms) = self.stop_timeout_ms {
+            if ms > MAX_STOP_TIMEOUT_MS {
+                return Err(invalid(
+                    "stop_timeout_ms",
+                    format!("must be at most {} s", MAX_STOP_TIMEOUT_MS / 1000),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Longest stop timeout a spec may ask for: 1 hour, in milliseconds.
+pub const MAX_STOP_TIMEOUT_MS: u64 = 3_600_000;
+/// Longest health interval, timeout or start period, and longest restart delay: 1 hour, in
+/// milliseconds.
+pub const MAX_PERIOD_MS: u64 = 3_600_000;
+/// Smallest memory limit the Docker engine accepts: 6 MiB, in bytes.
+pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
+/// Smallest CPU limit the Docker engine accepts: 0.01 CPU, in nano-CPUs.
+pub const MIN_NANO_CPUS: u64 = 10_000_000;
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> CrdtError {
+    CrdtError::InvalidSpec {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// What a health check runs. Every probe runs inside the task's own container (Docker's
+/// native healthcheck), so it reaches the service through the container's loopback, never
+/// through the host's network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HealthProbe {
+    /// A shell command (`/bin/sh -c`); exit status 0 is healthy.
+    Cmd {
+        /// The command line, 1 to 4,096 bytes, no NUL.
+        command: String,
+    },
+    /// `GET http://127.0.0.1:<port><path>` from inside the container with `wget` (the image
+    /// must have it; busybox does); any 2xx/3xx answer is healthy.
+    Http {
+        /// TCP port inside the container.
+        port: u16,
+        /// Request path: starts with `/`, at most 1,024 bytes, printable ASCII without
+        /// spaces or quotes.
+        path: String,
+    },
+    /// A TCP connect to `127.0.0.1:<port>` from inside the container with `nc -z` (the image
+    /// must have it; busybox does).
+    Tcp {
+        /// TCP port inside the container.
+        port: u16,
+    },
+}
+
+/// A service's health check: `services.<name>.spec.health`. Durations in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// What to run.
+    pub probe: HealthProbe,
+    /// Time between two probes (default 10,000).
+    #[serde(default = "default_health_interval")]
+    pub interval_ms: u64,
+    /// A probe that takes longer has failed (default 5,000).
+    #[serde(default = "default_health_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive failures that make a task unhealthy (default 3).
+    #[serde(default = "default_health_retries")]
+    pub retries: u32,
+    /// Failures in this time after a start do not count (default 0).
+    #[serde(default)]
+    pub start_period_ms: u64,
+}
+
+fn default_health_interval() -> u64 {
+    10_000
+}
+fn default_health_timeout() -> u64 {
+    5_000
+}
+fn default_health_retries() -> u32 {
+    3
+}
+
+impl HealthCheck {
+    /// A check running `probe` with the default timing.
+    pub fn new(probe: HealthProbe) -> Self {
+        Self {
+            probe,
+            interval_ms: default_health_interval(),
+            timeout_ms: default_health_timeout(),
+            retries: default_health_retries(),
+            start_period_ms: 0,
+        }
+    }
+
+    /// Interval and timeout 1 ms to 1 h, start period at most 1 h, retries 1 to 100, ports
+    /// 1-65535, a command 1 to 4,096 bytes without NUL, a path as [`HealthProbe::Http`] says.
+    ///
+    /// Errors: [`CrdtError::InvalidSpec`].
+    pub fn validate(&self) -> Result<(), CrdtError> {
+        match &self.probe {
+            HealthProbe::Cmd { command } => {
+                if command.trim().is_empty() || command.len() > 4_096 || command.contains('\0') {
+                    return Err(invalid(
+                        "health.command",
+                        "must be 1 to 4096 bytes, not blank, without NUL",
+                    ));
+                }
+            }
+            HealthProbe::Http { port, path } => {
+                if *port == 0 {
+                    return Err(invalid("health.port", "must be 1-65535"));
+                }
+                let printable = path
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'\\'));
+                if !path.starts_with('/') || path.len() > 1_024 || !printable {
+                    return Err(invalid(
+                        "health.path",
+                        format!(
+                            "{path:?} must start with '/', be at most 1024 bytes and hold no \
+                             spaces, quotes or control characters"
+                        ),
+                    ));
+                }
+            }
+            HealthProbe::Tcp { port } => {
+                if *port == 0 {
+                    return Err(invalid("health.port", "must be 1-65535"));
+                }
+            }
+        }
+        for (field, ms) in [
+            ("health.interval_ms", self.interval_ms),
+            ("health.timeout_ms", self.timeout_ms),
+        ] {
+            if ms == 0 || ms > MAX_PERIOD_MS {
+                return Err(invalid(field, "must be 1 ms to 1 h"));
+            }
+        }
+        if self.start_period_ms > MAX_PERIOD_MS {
+            return Err(invalid("health.start_period_ms", "must be at most 1 h"));
+        }
+        if !(1..=100).contains(&self.retries) {
+            return Err(invalid("health.retries", "must be 1-100"));
+        }
+        Ok(())
+    }
+}
+
+/// When a stopped task is started again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    /// Whatever its exit code (the default).
+    #[default]
+    Always,
+    /// Only after a non-zero exit code or a failed health check.
+    OnFailure,
+    /// Never: an exited task stays exited.
+    Never,
+}
+
+impl RestartCondition {
+    /// `always`, `on-failure` or `never`, as the CLI and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartCondition::Always => "always",
+            RestartCondition::OnFailure => "on-failure",
+            RestartCondition::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for RestartCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A service's restart policy: `services.<name>.spec.restart`. Warren's own reconcile loop
+/// restarts tasks (the engine's restart policy stays off), so it can count attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// Which exits are restarted.
+    #[serde(default)]
+    pub condition: RestartCondition,
+    /// Restarts allowed before the task is marked `failed` and left alone; `None`: no limit.
+    /// The count starts over once a task has kept running for 30 s.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Delay before the second restart in a row, in milliseconds (the first is immediate);
+    /// each further one doubles it, up to 60 s or this delay if it is longer (default 1,000).
+    #[serde(default = "default_restart_delay")]
+    pub delay_ms: u64,
+}
+
+fn default_restart_delay() -> u64 {
+    1_000
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            condition: RestartCondition::Always,
+            max_attempts: None,
+            delay_ms: default_restart_delay(),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The delay is 1 ms to 1 h.
+    ///
+    /// Errors: [`CrdtError::InvalidSpec`].
+    pub fn validate(&self) -> Result<(), CrdtError> {
+        if self.delay_ms == 0 || self.delay_ms > MAX_PERIOD_MS {
+            return Err(invalid("restart.delay_ms", "must be 1 ms to 1 h"));
+        }
+        Ok(())
+    }
+}
+
+/// CPU and memory limits of one task: `services.<name>.spec.resources`. `None`: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU limit in billionths of a CPU (Docker's `NanoCpus`; 1.5 CPUs = 1,500,000,000).
+    #[serde(default)]
+    pub nano_cpus: Option<u64>,
+    /// Memory limit in bytes (Docker's `Memory`).
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+}
+
+impl Resources {
+    /// CPUs 0.01 to 1,024; memory at least 6 MiB (the engine's minimum) and at most
+    /// `i64::MAX` bytes (the engine's type).
+    ///
+    /// Errors: [`CrdtError::InvalidSpec`].
+    pub fn validate(&self) -> Result<(), CrdtError> {
+        if let Some(n) = self.nano_cpus {
+            if !(MIN_NANO_CPUS..=1_024 * 1_000_000_000).contains(&n) {
+                return Err(invalid("resources.nano_cpus", "CPUs must be 0.01 to 1024"));
+            }
+        }
+        if let Some(m) = self.memory_bytes {
+            if m < MIN_MEMORY_BYTES || i64::try_from(m).is_err() {
+                return Err(invalid(
+                    "resources.memory_bytes",
+                    "memory must be at least 6 MiB (the engine's minimum)",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A secret a service mounts: `name` from the document, as file `target` under `/run/secrets`.

@@ -25,6 +25,7 @@ fn spec(replicas: u32) -> ServiceSpec {
             host_port: None,
         }],
         secrets: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -566,4 +567,169 @@ fn reload(dir: &std::path::Path) -> DesiredState {
         .expect("load")
         .state
         .expect("state")
+}
+
+/// A document written before the health, restart, resources and stop-timeout keys existed
+/// reads with their defaults.
+#[test]
+fn specs_written_before_issue_6_read_with_defaults() {
+    use automerge::transaction::Transactable;
+    let mut raw = automerge::AutoCommit::new();
+    let services = raw
+        .put_object(automerge::ROOT, "services", automerge::ObjType::Map)
+        .expect("services");
+    let web = raw
+        .put_object(&services, "web", automerge::ObjType::Map)
+        .expect("web");
+    raw.put(&web, "generation", 1u64).expect("generation");
+    raw.put(&web, "deleted", false).expect("deleted");
+    let spec_obj = raw
+        .put_object(&web, "spec", automerge::ObjType::Map)
+        .expect("spec");
+    raw.put(&spec_obj, "image", "warren/busybox:latest")
+        .expect("image");
+    raw.put(&spec_obj, "replicas", 2u64).expect("replicas");
+    raw.put(&spec_obj, "command", "[]").expect("command");
+    raw.put(&spec_obj, "ports", "[]").expect("ports");
+    raw.put(&spec_obj, "secrets", "[]").expect("secrets");
+    let doc = DesiredState::load(NodeId("A".into()), &raw.save()).expect("load");
+    let service = doc.services().remove(&name("web")).expect("web");
+    assert_eq!(service.spec.replicas, 2);
+    assert_eq!(service.spec.health, None);
+    assert_eq!(service.spec.restart, RestartPolicy::default());
+    assert_eq!(service.spec.restart.condition, RestartCondition::Always);
+    assert_eq!(service.spec.restart.delay_ms, 1_000);
+    assert_eq!(service.spec.resources, Resources::default());
+    assert_eq!(service.spec.stop_timeout_ms, None);
+    // A previous_spec kept as JSON by an older node reads the same way.
+    let old: ServiceSpec = serde_json::from_str(
+        r#"{"image":"x","replicas":1,"command":[],"env":{},"ports":[],"secrets":[]}"#,
+    )
+    .expect("old spec JSON");
+    assert_eq!(old.restart, RestartPolicy::default());
+    assert_eq!(old.health, None);
+}
+
+#[test]
+fn runtime_fields_round_trip_and_concurrent_edits_of_different_ones_merge() {
+    let (mut a, mut b) = pair();
+    let mut s = spec(1);
+    s.health = Some(HealthCheck {
+        probe: HealthProbe::Http {
+            port: 80,
+            path: "/index.html".into(),
+        },
+        interval_ms: 2_000,
+        timeout_ms: 1_000,
+        retries: 2,
+        start_period_ms: 500,
+    });
+    s.resources = Resources {
+        nano_cpus: Some(500_000_000),
+        memory_bytes: Some(64 << 20),
+    };
+    s.stop_timeout_ms = Some(3_000);
+    a.create_service(&name("web"), &s).expect("create");
+    sync_pair(&mut a, &mut b);
+    let read = b.services().remove(&name("web")).expect("web");
+    assert_eq!(read.spec, s);
+
+    // A changes the restart policy while B changes the memory limit: both survive, and only
+    // B's change needs new containers.
+    let mut on_a = s.clone();
+    on_a.restart = RestartPolicy {
+        condition: RestartCondition::OnFailure,
+        max_attempts: Some(3),
+        delay_ms: 200,
+    };
+    let mut on_b = s.clone();
+    on_b.resources.memory_bytes = Some(128 << 20);
+    a.update_service(&name("web"), &on_a).expect("update a");
+    assert_eq!(
+        a.services().remove(&name("web")).expect("web").generation,
+        1,
+        "a restart policy change keeps the containers"
+    );
+    b.update_service(&name("web"), &on_b).expect("update b");
+    sync_pair(&mut a, &mut b);
+    let (sa, sb) = (
+        a.services().remove(&name("web")).expect("web"),
+        b.services().remove(&name("web")).expect("web"),
+    );
+    assert_eq!(sa, sb);
+    assert_eq!(sa.spec.restart, on_a.restart);
+    assert_eq!(sa.spec.resources.memory_bytes, Some(128 << 20));
+    assert_eq!(sa.spec.health, s.health);
+    assert_eq!(sa.generation, 2);
+}
+
+#[test]
+fn spec_limits_are_checked_with_the_field_named() {
+    let field_of = |s: &ServiceSpec| match s.validate() {
+        Err(CrdtError::InvalidSpec { field, .. }) => Some(field),
+        _ => None,
+    };
+    assert_eq!(field_of(&spec(1)), None);
+    let with_health = |probe| ServiceSpec {
+        health: Some(HealthCheck::new(probe)),
+        ..spec(1)
+    };
+    assert_eq!(
+        field_of(&with_health(HealthProbe::Cmd {
+            command: "  ".into()
+        })),
+        Some("health.command")
+    );
+    assert_eq!(
+        field_of(&with_health(HealthProbe::Http {
+            port: 80,
+            path: "/a b".into()
+        })),
+        Some("health.path")
+    );
+    assert_eq!(
+        field_of(&with_health(HealthProbe::Http {
+            port: 80,
+            path: "/x';reboot;'".into()
+        })),
+        Some("health.path")
+    );
+    assert_eq!(
+        field_of(&with_health(HealthProbe::Tcp { port: 0 })),
+        Some("health.port")
+    );
+    let mut zero_retries = with_health(HealthProbe::Tcp { port: 80 });
+    if let Some(h) = zero_retries.health.as_mut() {
+        h.retries = 0;
+    }
+    assert_eq!(field_of(&zero_retries), Some("health.retries"));
+    let small_memory = ServiceSpec {
+        resources: Resources {
+            nano_cpus: None,
+            memory_bytes: Some(1 << 20),
+        },
+        ..spec(1)
+    };
+    assert_eq!(field_of(&small_memory), Some("resources.memory_bytes"));
+    let tiny_cpu = ServiceSpec {
+        resources: Resources {
+            nano_cpus: Some(1_000),
+            memory_bytes: None,
+        },
+        ..spec(1)
+    };
+    assert_eq!(field_of(&tiny_cpu), Some("resources.nano_cpus"));
+    let long_stop = ServiceSpec {
+        stop_timeout_ms: Some(MAX_STOP_TIMEOUT_MS + 1),
+        ..spec(1)
+    };
+    assert_eq!(field_of(&long_stop), Some("stop_timeout_ms"));
+    let no_delay = ServiceSpec {
+        restart: RestartPolicy {
+            delay_ms: 0,
+            ..RestartPolicy::default()
+        },
+        ..spec(1)
+    };
+    assert_eq!(field_of(&no_delay), Some("restart.delay_ms"));
 }

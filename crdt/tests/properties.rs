@@ -140,6 +140,7 @@ fn base_spec() -> ServiceSpec {
         env: BTreeMap::new(),
         ports: vec![],
         secrets: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -520,6 +521,7 @@ fn run_op(
                 env: [("id".to_string(), tag(uid))].into(),
                 ports: vec![],
                 secrets: Vec::new(),
+                ..Default::default()
             };
             let mut plan = Plan::new(format!("create {n} #{uid} {} x{replicas}", spec.image));
             if view.as_ref().is_some_and(|s| !s.deleted) {

@@ -45,6 +45,7 @@ fn spec() -> ServiceSpec {
         env: Default::default(),
         ports: vec![],
         secrets: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`machine`]: the sans-IO node above the core: sync dialogues, gossip, heartbeats,
 //!   admission and operator writes, with the time as a value and outputs as values. The
 //!   daemon and the simulator both drive it.
+//! - [`patch`]: partial service updates (`service update NAME --flag ...`).
 //! - [`daemon`]: `warren-node up`. Wires the core to the desired-state document
 //!   (`warren-crdt`), the libp2p mesh (`warren-mesh`), the container runtime
 //!   (`warren-runtime`) and the HTTP API every peer serves.
@@ -14,6 +15,7 @@ pub mod api_token;
 pub mod core;
 pub mod daemon;
 pub mod machine;
+pub mod patch;
 pub mod protocol;
 pub mod secrets;
 pub mod token;

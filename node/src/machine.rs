@@ -26,7 +26,7 @@ use warren_crdt::{
 
 use crate::api_token::{ApiToken, ApiTokenGrant};
 use crate::core::{
-    Action, ClusterView, Core, CoreConfig, DesiredTask, LeaseDecision, Liveness, Millis,
+    Action, Capacity, ClusterView, Core, CoreConfig, DesiredTask, LeaseDecision, Liveness, Millis,
 };
 use crate::protocol::{self, Heartbeat, JoinRequest, TaskStatus, MAX_HEARTBEAT_TASKS};
 use crate::secrets::{self, SecretKeys};
@@ -96,10 +96,12 @@ pub enum Output {
 /// An operator's write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    /// Create a service.
-    CreateService(ServiceName, ServiceSpec),
+    /// Create a service (the spec boxed: it is large).
+    CreateService(ServiceName, Box<ServiceSpec>),
     /// Set a service's replica count.
     ScaleService(ServiceName, u32),
+    /// Change the given fields of a service's spec, field by field.
+    UpdateService(ServiceName, Box<crate::patch::ServicePatch>),
     /// Delete a service.
     DeleteService(ServiceName),
     /// Mint a join token from `now_secs` (Unix seconds).
@@ -189,7 +191,9 @@ impl From<CrdtError> for WriteError {
                 WriteError::NotFound(e.to_string())
             }
             CrdtError::ServiceExists(_) => WriteError::Conflict(e.to_string()),
-            CrdtError::InvalidName { .. } => WriteError::Invalid(e.to_string()),
+            CrdtError::InvalidName { .. } | CrdtError::InvalidSpec { .. } => {
+                WriteError::Invalid(e.to_string())
+            }
             other => WriteError::Internal(other.to_string()),
         }
     }
@@ -216,6 +220,8 @@ pub struct MemberStatus {
     pub is_self: bool,
     /// Slots assigned to it.
     pub tasks: usize,
+    /// What it offers to reservations, as it last said; `None` when unknown.
+    pub capacity: Option<Capacity>,
 }
 
 /// The lease as one node sees it.
@@ -242,7 +248,7 @@ pub struct TaskView {
     pub node_name: String,
     /// Epoch of the assignment.
     pub epoch: Epoch,
-    /// `running`, `exited`, `failed`, `pending`, `unknown`, ...
+    /// `running`, `exited`, `restarting` (backing off), `failed`, `pending`, `unknown`, ...
     pub state: String,
     /// Docker's status text or the last error.
     pub status: String,
@@ -250,6 +256,16 @@ pub struct TaskView {
     pub container: String,
     /// Published ports.
     pub ports: Vec<warren_runtime::PublishedPort>,
+    /// `none`, `starting`, `healthy`, `unhealthy`; empty when its node has not said.
+    pub health: String,
+    /// Exit code of its last run, once it stopped.
+    pub exit_code: Option<i64>,
+    /// Restarts in a row.
+    pub restarts: u32,
+    /// Milliseconds until its next restart (as of its node's last report), while backing off.
+    pub next_restart_ms: Option<u64>,
+    /// Why its last run ended or its last action failed; empty when nothing went wrong.
+    pub error: String,
 }
 
 /// A consistent picture of one node's view, for the API.
@@ -281,6 +297,9 @@ pub struct Snapshot {
     pub tokens: Vec<warren_crdt::TokenRecord>,
     /// Secrets, metadata only.
     pub secrets: Vec<SecretMeta>,
+    /// Why each unassigned slot of a live service waits (e.g. `no node with 2 GiB free
+    /// memory`).
+    pub pending: Vec<(SlotId, String)>,
 }
 
 /// What may be shown of a secret: never its value or keys.
@@ -368,6 +387,13 @@ impl NodeMachine {
             secret_keys: None,
             published_key: None,
         }
+    }
+
+    /// What this node offers to reservations, announced in its heartbeats and used by its
+    /// own scheduler; `None` when it could not be read (no limit is then put on it).
+    pub fn set_capacity(&mut self, capacity: Option<Capacity>) {
+        let me = self.me.clone();
+        self.core.set_capacity(&me, capacity);
     }
 
     /// Gives the machine this node's X25519 keys: it publishes the public key in its member
@@ -509,6 +535,7 @@ impl NodeMachine {
             held_lease,
             api: self.api.clone(),
             tasks,
+            capacity: self.core.capacities().get(&self.me).copied(),
         };
         match serde_json::to_vec(&heartbeat) {
             Ok(data) => self.outputs.push_back(Output::Publish {
@@ -674,8 +701,10 @@ impl NodeMachine {
             Channel::Heartbeat => match serde_json::from_slice::<Heartbeat>(data) {
                 Ok(mut hb) => {
                     hb.tasks.truncate(MAX_HEARTBEAT_TASKS);
+                    hb.tasks = hb.tasks.into_iter().map(TaskStatus::bounded).collect();
                     self.core
                         .handle_heartbeat(from, hb.held_lease.map(Epoch), now);
+                    self.core.set_capacity(from, hb.capacity);
                     self.heartbeats.insert(from.clone(), hb);
                 }
                 Err(e) => debug!(%from, error = %e, "dropping a malformed heartbeat"),
@@ -827,9 +856,11 @@ impl NodeMachine {
 
     // ---- local ---------------------------------------------------------------------------
 
-    /// The reconcile loop's latest report of this node's tasks.
-    pub fn set_local_status(&mut self, tasks: Vec<TaskStatus>) {
-        self.local_status = tasks;
+    /// The reconcile loop's latest report of this node's tasks (at most
+    /// [`MAX_HEARTBEAT_TASKS`] are kept, each [`TaskStatus::bounded`]).
+    pub fn set_local_status(&mut self, mut tasks: Vec<TaskStatus>) {
+        tasks.truncate(MAX_HEARTBEAT_TASKS);
+        self.local_status = tasks.into_iter().map(TaskStatus::bounded).collect();
     }
 
     /// An operator's write. On success the machine has queued a flushing persist and the
@@ -839,7 +870,19 @@ impl NodeMachine {
     pub fn write(&mut self, write: Write) -> Result<WriteAck, WriteError> {
         let (change, ack) = match write {
             Write::CreateService(name, spec) => {
+                spec.validate()?;
                 (self.state.create_service(&name, &spec)?, WriteAck::Done)
+            }
+            Write::UpdateService(name, patch) => {
+                let current = self
+                    .state
+                    .services()
+                    .remove(&name)
+                    .filter(|s| !s.deleted)
+                    .ok_or_else(|| WriteError::NotFound(format!("no service named {name}")))?;
+                let spec = patch.apply(&current.spec).map_err(WriteError::Invalid)?;
+                spec.validate()?;
+                (self.state.update_service(&name, &spec)?, WriteAck::Done)
             }
             Write::ScaleService(name, replicas) => {
                 (self.state.scale_service(&name, replicas)?, WriteAck::Done)
@@ -1000,6 +1043,7 @@ impl NodeMachine {
                 },
                 is_self: m.id == self.me,
                 tasks: per_node.get(&m.id).copied().unwrap_or(0),
+                capacity: self.core.capacities().get(&m.id).copied(),
             })
             .collect();
         let tasks = view
@@ -1025,6 +1069,7 @@ impl NodeMachine {
                 .cloned()
                 .collect(),
             tasks,
+            pending: self.core.pending_reasons(&view, now).into_iter().collect(),
             dropped_non_member,
             connected_peers,
             heads: self.state.heads(),
@@ -1066,6 +1111,11 @@ impl NodeMachine {
             ),
             container: reported.map(|t| t.container.clone()).unwrap_or_default(),
             ports: reported.map(|t| t.ports.clone()).unwrap_or_default(),
+            health: reported.map(|t| t.health.clone()).unwrap_or_default(),
+            exit_code: reported.and_then(|t| t.exit_code),
+            restarts: reported.map_or(0, |t| t.restarts),
+            next_restart_ms: reported.and_then(|t| t.next_restart_ms),
+            error: reported.map(|t| t.error.clone()).unwrap_or_default(),
         }
     }
 }

@@ -23,16 +23,28 @@ pub struct Heartbeat {
     pub api: String,
     /// Actual state of the sender's tasks.
     pub tasks: Vec<TaskStatus>,
+    /// What the sender offers to reservations (CPUs, memory); `None` from an older peer or
+    /// one that could not read it.
+    #[serde(default)]
+    pub capacity: Option<crate::core::Capacity>,
 }
 
+/// Longest text field of a [`TaskStatus`] (`status`, `error`), in bytes: a heartbeat carries
+/// up to [`MAX_HEARTBEAT_TASKS`] of them.
+pub const MAX_STATUS_TEXT_BYTES: usize = 256;
+/// Most published ports one [`TaskStatus`] carries.
+pub const MAX_STATUS_PORTS: usize = 16;
+
 /// The actual state of one task on the node that runs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Fields after `ports` came with issue 6; they default when an older peer leaves them out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskStatus {
     /// Service name.
     pub service: String,
     /// Slot index.
     pub slot: u32,
-    /// `running`, `exited`, `pending`, `failed`, ...
+    /// `running`, `exited`, `restarting` (backing off), `failed`, `pending`, `unknown`, ...
     pub state: String,
     /// Docker's status text or the last error.
     pub status: String,
@@ -40,6 +52,47 @@ pub struct TaskStatus {
     pub container: String,
     /// Ports published on 127.0.0.1.
     pub ports: Vec<PublishedPort>,
+    /// `none` (no health check), `starting`, `healthy` or `unhealthy`; empty from an older
+    /// peer.
+    #[serde(default)]
+    pub health: String,
+    /// Exit code of the task's last run, once it stopped.
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    /// Restarts in a row (since it last ran for 30 s or its spec changed).
+    #[serde(default)]
+    pub restarts: u32,
+    /// Milliseconds until the next restart, while backing off (as of the report).
+    #[serde(default)]
+    pub next_restart_ms: Option<u64>,
+    /// Why the last run ended or the last action failed; empty when nothing went wrong.
+    #[serde(default)]
+    pub error: String,
+}
+
+impl TaskStatus {
+    /// The status with its texts cut to [`MAX_STATUS_TEXT_BYTES`] and its ports to
+    /// [`MAX_STATUS_PORTS`]: applied before sending and after receiving, so no peer makes
+    /// another hold more.
+    pub fn bounded(mut self) -> Self {
+        for text in [
+            &mut self.service,
+            &mut self.state,
+            &mut self.status,
+            &mut self.container,
+            &mut self.health,
+            &mut self.error,
+        ] {
+            if text.len() > MAX_STATUS_TEXT_BYTES {
+                *text = warren_runtime::truncate_text(text, MAX_STATUS_TEXT_BYTES);
+            }
+        }
+        self.ports.truncate(MAX_STATUS_PORTS);
+        for p in &mut self.ports {
+            p.host_ip = warren_runtime::truncate_text(&p.host_ip, 64);
+        }
+        self
+    }
 }
 
 /// A join request: the token and what the new member says about itself. Its id is the

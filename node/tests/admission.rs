@@ -127,6 +127,7 @@ async fn strangers_are_refused_and_their_writes_never_reach_members() {
                 env: Default::default(),
                 ports: vec![],
                 secrets: Vec::new(),
+                ..Default::default()
             },
         )
         .expect("change");
@@ -261,7 +262,7 @@ fn operator_errors_are_one_line_and_actionable() {
         let t = ps.as_array()?.first()?.clone();
         t["status"].as_str()?.contains("backing off").then_some(t)
     });
-    assert_eq!(status["state"], "failed", "{status}");
+    assert_eq!(status["state"], "restarting", "{status}");
     assert!(n1.cli(&["service", "rm", "crashy"]).status.success());
 
     // An image that is valid but absent (no registry here): the task says why it cannot run.

@@ -2,18 +2,22 @@
 
 use std::collections::HashMap;
 
+use std::time::Duration;
+
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, HostConfig, PortBinding, PortSummaryTypeEnum,
+    ContainerCreateBody, ContainerSummary, HealthConfig, HealthStatusEnum, HostConfig, PortBinding,
+    PortSummaryTypeEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StartContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
 
 use crate::error::{error_chain, is_connection_error, status_code};
 use crate::image_ref::parse_image_reference;
+use crate::types::{truncate_text, HealthStatus, MAX_DETAIL_BYTES};
 use crate::{
     ContainerInfo, ContainerRuntime, ContainerState, EngineInfo, PublishedPort, RuntimeError,
     TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
@@ -21,8 +25,9 @@ use crate::{
 
 /// Endpoint used when neither an explicit host nor `DOCKER_HOST` is given.
 const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
-/// Seconds between SIGTERM and SIGKILL in [`ContainerRuntime::remove`].
-const STOP_GRACE_SECS: i32 = 10;
+/// The longest stop timeout the engine is asked to honour, in seconds: stop requests get a
+/// client timeout this long plus a margin (bollard's default 2 min would cut them short).
+pub const MAX_STOP_TIMEOUT_SECS: u64 = 3_600;
 /// Host address published ports are bound on.
 const PUBLISH_HOST_IP: &str = "127.0.0.1";
 
@@ -159,22 +164,54 @@ impl DockerRuntime {
         Ok(())
     }
 
-    /// Stops (with the grace period) and force-removes container `id_or_name`; a
-    /// container that is already gone is success.
+    /// Stops container `id_or_name`: SIGTERM, then SIGKILL after the container's own stop
+    /// timeout (set at create from [`TaskSpec::stop_timeout`]; the engine's 10 s for a
+    /// container created without one). No `t` is sent, so the engine uses that timeout.
+    /// `Ok(true)` when it stopped or was not running, `Ok(false)` when it does not exist.
+    async fn stop_container(&self, id_or_name: &str) -> Result<bool, RuntimeError> {
+        let patient = self
+            .docker
+            .clone()
+            .with_timeout(Duration::from_secs(MAX_STOP_TIMEOUT_SECS + 60));
+        match patient
+            .stop_container(id_or_name, None::<StopContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(true),
+            // 304: already stopped.
+            Err(e) if status_code(&e) == Some(304) => Ok(true),
+            Err(e) if status_code(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.err("stop_container", e)),
+        }
+    }
+
+    /// Stops (with the container's stop timeout) and force-removes container `id_or_name`;
+    /// a container that is already gone is success.
     async fn stop_and_remove(&self, id_or_name: &str) -> Result<(), RuntimeError> {
-        let stop = StopContainerOptionsBuilder::new()
-            .t(STOP_GRACE_SECS)
-            .build();
-        match self.docker.stop_container(id_or_name, Some(stop)).await {
-            Ok(()) => {}
-            Err(e) if status_code(&e) == Some(404) => return Ok(()),
-            Err(e) if is_connection_error(&e) => return Err(self.err("stop_container", e)),
+        match self.stop_container(id_or_name).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e @ RuntimeError::Unavailable { .. }) => return Err(e),
             // Force-removal below kills it anyway.
             Err(e) => {
                 tracing::warn!(container = %id_or_name, error = %e, "stop failed; force-removing")
             }
         }
         self.force_remove(id_or_name).await
+    }
+
+    /// Adds what only `inspect` tells to `info`: exit code, health verdict and the reason for
+    /// trouble. A container that vanished meanwhile keeps what the listing said.
+    async fn inspect_into(&self, info: &mut ContainerInfo) -> Result<(), RuntimeError> {
+        let inspected = match self.docker.inspect_container(&info.id, None).await {
+            Ok(i) => i,
+            Err(e) if status_code(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(self.err("inspect_container", e)),
+        };
+        if let Some(state) = inspected.state {
+            apply_inspected_state(info, &state);
+        }
+        Ok(())
     }
 
     /// Force-removes container `id_or_name` (SIGKILL if running) with its anonymous
@@ -202,8 +239,47 @@ impl DockerRuntime {
     }
 }
 
-/// The create request for `spec` (labels, env, command, published ports; no restart
-/// policy).
+/// Fills exit code, health and detail of `info` from an inspected container state.
+fn apply_inspected_state(info: &mut ContainerInfo, state: &bollard::models::ContainerState) {
+    let stopped = matches!(info.state, ContainerState::Exited | ContainerState::Dead);
+    info.exit_code = if stopped { state.exit_code } else { None };
+    let health = state.health.as_ref();
+    info.health = match health.and_then(|h| h.status) {
+        Some(HealthStatusEnum::STARTING) => Some(HealthStatus::Starting),
+        Some(HealthStatusEnum::HEALTHY) => Some(HealthStatus::Healthy),
+        Some(HealthStatusEnum::UNHEALTHY) => Some(HealthStatus::Unhealthy),
+        _ => None,
+    };
+    let last_probe = health
+        .and_then(|h| h.log.as_ref())
+        .and_then(|log| log.last())
+        .filter(|r| r.exit_code != Some(0))
+        .map(|r| {
+            let output = r.output.as_deref().unwrap_or("").trim();
+            match r.exit_code {
+                Some(code) if output.is_empty() => format!("health probe exited {code}"),
+                _ => format!("health probe: {output}"),
+            }
+        });
+    let detail = if state.oom_killed == Some(true) {
+        "OOM killed (memory limit reached)".to_string()
+    } else if let Some(error) = state.error.as_deref().filter(|e| !e.is_empty()) {
+        error.to_string()
+    } else if info.health == Some(HealthStatus::Unhealthy) {
+        last_probe.unwrap_or_default()
+    } else {
+        String::new()
+    };
+    info.detail = truncate_text(&detail, MAX_DETAIL_BYTES);
+}
+
+/// Milliseconds as the engine's nanoseconds, saturating.
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// The create request for `spec` (labels, env, command, published ports, health check,
+/// limits, stop timeout; no restart policy: the node restarts tasks itself).
 fn create_body(spec: &TaskSpec) -> ContainerCreateBody {
     let labels: HashMap<String, String> = [
         (LABEL_NODE, spec.node.clone()),
@@ -233,18 +309,47 @@ fn create_body(spec: &TaskSpec) -> ContainerCreateBody {
             });
     }
 
+    let healthcheck = match &spec.health {
+        Some(h) => HealthConfig {
+            test: Some(h.docker_test()),
+            interval: Some(nanos(h.interval)),
+            timeout: Some(nanos(h.timeout)),
+            retries: Some(i64::from(h.retries)),
+            start_period: Some(nanos(h.start_period)),
+            // StartInterval needs API 1.44; Debian's engine speaks 1.41.
+            start_interval: None,
+        },
+        // Health is what the spec says: an image's own HEALTHCHECK is switched off.
+        None => HealthConfig {
+            test: Some(vec!["NONE".to_string()]),
+            ..Default::default()
+        },
+    };
+    let stop_timeout = spec.stop_timeout.map(|d| {
+        let secs = d.as_millis().div_ceil(1000);
+        i64::try_from(secs)
+            .unwrap_or(i64::MAX)
+            .min(MAX_STOP_TIMEOUT_SECS as i64)
+    });
+
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(labels),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck: Some(healthcheck),
+        stop_timeout,
         host_config: Some(HostConfig {
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             binds: spec
                 .secrets_dir
                 .as_ref()
                 .map(|dir| vec![format!("{dir}:{}:ro", crate::types::SECRETS_MOUNT)]),
+            nano_cpus: spec.nano_cpus.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            memory: spec
+                .memory_bytes
+                .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             ..Default::default()
         }),
         ..Default::default()
@@ -324,7 +429,17 @@ fn container_info(summary: ContainerSummary) -> Option<ContainerInfo> {
         state,
         status: summary.status.unwrap_or_default(),
         ports,
+        exit_code: None,
+        health: None,
+        detail: String::new(),
     })
+}
+
+/// Whether the listing alone leaves out something reconcile needs: the exit code of a
+/// stopped container, or the health verdict of one with a health check (the listing's
+/// status text says `(healthy)`, `(unhealthy)` or `(health: starting)` then).
+fn needs_inspect(info: &ContainerInfo) -> bool {
+    info.state != ContainerState::Running || info.status.contains("health")
 }
 
 impl ContainerRuntime for DockerRuntime {
@@ -342,6 +457,13 @@ impl ContainerRuntime for DockerRuntime {
             .map_err(|e| self.err("list_containers", e))?;
         let mut tasks: Vec<ContainerInfo> =
             summaries.into_iter().filter_map(container_info).collect();
+        // Health and exit codes come from inspect, for the containers that need it (one
+        // request each, in turn: an edge node runs few containers).
+        for task in tasks.iter_mut() {
+            if needs_inspect(task) {
+                self.inspect_into(task).await?;
+            }
+        }
         tasks.sort_by(|a, b| (&a.service, a.slot, &a.name).cmp(&(&b.service, b.slot, &b.name)));
         Ok(tasks)
     }
@@ -400,6 +522,10 @@ impl ContainerRuntime for DockerRuntime {
             .map_err(|e| self.err("start_container", e))
     }
 
+    async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+        self.stop_container(id).await.map(|_| ())
+    }
+
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.stop_and_remove(id).await
     }
@@ -433,6 +559,7 @@ mod tests {
                 },
             ],
             secrets_dir: Some("/run/warren/x/secrets/c".into()),
+            ..Default::default()
         };
         let body = create_body(&spec);
         let labels = body.labels.unwrap_or_default();

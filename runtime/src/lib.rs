@@ -15,9 +15,19 @@
 //! The runtime does no scheduling and sets no Docker restart policy: the node's reconcile
 //! loop compares the desired tasks with [`list_tasks`](ContainerRuntime::list_tasks) and
 //! calls [`create_and_start`](ContainerRuntime::create_and_start),
-//! [`start`](ContainerRuntime::start) (for an exited container) or
-//! [`remove`](ContainerRuntime::remove) (SIGTERM, 10 s grace, SIGKILL, then delete;
-//! idempotent).
+//! [`start`](ContainerRuntime::start) (for an exited container),
+//! [`stop`](ContainerRuntime::stop) (for an unhealthy one) or
+//! [`remove`](ContainerRuntime::remove) (SIGTERM, the container's stop timeout, SIGKILL,
+//! then delete; idempotent). Counting restarts and backing off is the node's decision.
+//!
+//! # Health, limits, stop timeout
+//!
+//! A [`TaskSpec`] may carry a [`HealthCheck`]: it becomes the container's Docker
+//! healthcheck, so the engine runs the probe inside the container's own namespaces (an HTTP
+//! probe runs `wget`, a TCP probe `nc`, both in the image — busybox has them). The verdict
+//! comes back in [`ContainerInfo::health`] (read with `inspect`), the last failed probe's
+//! output in [`ContainerInfo::detail`]. `nano_cpus` and `memory_bytes` become the
+//! container's `NanoCpus` and `Memory`; `stop_timeout` its `StopTimeout`.
 //!
 //! Container names are `warren-{service}-{slot}-{last 8 chars of node}`
 //! ([`TaskSpec::container_name`]); a stale container holding the name is force-removed and
@@ -58,7 +68,8 @@
 //!     command: vec![],
 //!     env: Default::default(),
 //!     ports: vec![PortMapping { container_port: 80, host_port: None }],
-//!     secrets_dir: None,
+//!     memory_bytes: Some(64 << 20),
+//!     ..Default::default()
 //! };
 //! let id = rt.create_and_start(&spec).await?;
 //! for task in rt.list_tasks(&spec.node).await? {
@@ -78,11 +89,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use docker::DockerRuntime;
+pub use docker::MAX_STOP_TIMEOUT_SECS;
 pub use error::RuntimeError;
 pub use image_ref::validate_image_reference;
 pub use types::{
-    container_name, ContainerInfo, ContainerState, EngineInfo, PortMapping, PublishedPort,
-    TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, SECRETS_MOUNT,
+    container_name, truncate_text, ContainerInfo, ContainerState, EngineInfo, HealthCheck,
+    HealthStatus, HealthTest, PortMapping, PublishedPort, TaskSpec, LABEL_EPOCH, LABEL_GENERATION,
+    LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, MAX_DETAIL_BYTES, SECRETS_MOUNT,
 };
 
 /// The container runtime a node drives. Implemented by [`DockerRuntime`]; a simulator can
@@ -131,9 +144,19 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// [`RuntimeError::status_code`]) or [`RuntimeError::Unavailable`].
     fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
-    /// Stops the container (SIGTERM, 10 s grace, then SIGKILL — Docker's stop with `t=10`)
-    /// and removes it with its anonymous volumes. Idempotent: a container that is already
-    /// gone (or already being removed) is `Ok(())`.
+    /// Stops the container and keeps it (its logs and exit code stay readable): SIGTERM,
+    /// then SIGKILL once the container's stop timeout ([`TaskSpec::stop_timeout`], the
+    /// engine's 10 s if none was set) has passed. Returns when the container has stopped.
+    /// Stopping a stopped or missing container is `Ok(())`.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unavailable`] or [`RuntimeError::Engine`].
+    fn stop(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Stops the container (SIGTERM, then SIGKILL after its stop timeout as in
+    /// [`stop`](ContainerRuntime::stop)) and removes it with its anonymous volumes.
+    /// Idempotent: a container that is already gone (or already being removed) is `Ok(())`.
     ///
     /// # Errors
     ///
@@ -158,6 +181,10 @@ impl<R: ContainerRuntime> ContainerRuntime for Arc<R> {
 
     fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
         (**self).start(id)
+    }
+
+    fn stop(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).stop(id)
     }
 
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {

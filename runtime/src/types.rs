@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 /// Label holding the full PeerId string of the node that owns the container. Every
 /// container Warren creates carries it; [`ContainerRuntime::list_tasks`](crate::ContainerRuntime::list_tasks)
@@ -27,11 +28,101 @@ pub struct PortMapping {
     pub host_port: Option<u16>,
 }
 
+/// What a health check runs inside the container (Docker's native healthcheck: the probe
+/// runs in the container's own namespaces, so `127.0.0.1` is the container's loopback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthTest {
+    /// A shell command run with the image's `/bin/sh -c` (Docker's `CMD-SHELL`); exit 0 is
+    /// healthy.
+    Shell(String),
+    /// `wget -q -O /dev/null http://127.0.0.1:<port><path>` (exec form, no shell): the image
+    /// needs `wget` (busybox has it). `path` must start with `/`.
+    Http {
+        /// TCP port inside the container.
+        port: u16,
+        /// Request path, e.g. `/healthz`.
+        path: String,
+    },
+    /// A TCP connect to `127.0.0.1:<port>`: `nc -z` where the image's `nc` has it, otherwise
+    /// busybox's `nc ... -e true` (Debian's busybox `nc` has no `-z`). The image needs `nc`.
+    Tcp {
+        /// TCP port inside the container.
+        port: u16,
+    },
+}
+
+/// A container health check: what to run and how often. The engine runs it; its verdict is
+/// read back as [`ContainerInfo::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The probe.
+    pub test: HealthTest,
+    /// Time between probes (at least 1 ms; the engine's granularity is 1 ms).
+    pub interval: Duration,
+    /// A probe running longer is killed and counts as failed.
+    pub timeout: Duration,
+    /// Consecutive failures before the container is `unhealthy` (at least 1).
+    pub retries: u32,
+    /// Failures within this time after the start do not count.
+    pub start_period: Duration,
+}
+
+impl HealthCheck {
+    /// The engine's `Healthcheck.Test` for this probe: `["CMD-SHELL", cmd]` or
+    /// `["CMD", "wget", ...]`. The timeout in whole seconds (at least 1) goes to `nc -w`; the
+    /// engine enforces the exact timeout on every probe anyway. (`wget -T` is not used:
+    /// Debian's busybox 1.35 `wget` crashes with it.)
+    pub fn docker_test(&self) -> Vec<String> {
+        let secs = self.timeout.as_millis().div_ceil(1000).max(1);
+        match &self.test {
+            HealthTest::Shell(cmd) => vec!["CMD-SHELL".into(), cmd.clone()],
+            HealthTest::Http { port, path } => vec![
+                "CMD".into(),
+                "wget".into(),
+                "-q".into(),
+                "-O".into(),
+                "/dev/null".into(),
+                format!("http://127.0.0.1:{port}{path}"),
+            ],
+            HealthTest::Tcp { port } => vec![
+                "CMD-SHELL".into(),
+                format!(
+                    "nc -z -w {secs} 127.0.0.1 {port} 2>/dev/null || nc -w {secs} 127.0.0.1 {port} -e true"
+                ),
+            ],
+        }
+    }
+}
+
+/// A container's health as the engine judges it from its [`HealthCheck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Within the start period or before the first verdict.
+    Starting,
+    /// The last probe passed.
+    Healthy,
+    /// `retries` probes in a row failed.
+    Unhealthy,
+}
+
+impl HealthStatus {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Starting => "starting",
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
 /// Everything needed to run one replica ("task") of a service on this node.
 ///
 /// The identity fields become the container's labels ([`LABEL_NODE`] … [`LABEL_GENERATION`])
-/// and its name (see [`TaskSpec::container_name`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// and its name (see [`TaskSpec::container_name`]). `Default` gives an empty spec to fill
+/// with struct update syntax.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskSpec {
     /// Full PeerId string of the node that runs the task (value of [`LABEL_NODE`]).
     pub node: String,
@@ -55,6 +146,18 @@ pub struct TaskSpec {
     /// A host directory (on a tmpfs) bind-mounted read-only at [`SECRETS_MOUNT`]; `None` for
     /// a task without secrets. Only its path appears in `docker inspect`, never its files.
     pub secrets_dir: Option<String>,
+    /// The health check the engine runs; `None` for none (the image's own `HEALTHCHECK`, if
+    /// any, is then disabled too, so health is always what the spec says).
+    pub health: Option<HealthCheck>,
+    /// CPU limit in billionths of a CPU (Docker `NanoCpus`); `None`: no limit.
+    pub nano_cpus: Option<u64>,
+    /// Memory limit in bytes (Docker `Memory`; swap is not limited separately); `None`: no
+    /// limit.
+    pub memory_bytes: Option<u64>,
+    /// Time between SIGTERM and SIGKILL when the container is stopped or removed, stored in
+    /// the container (Docker `StopTimeout`, whole seconds, rounded up) so it also holds for a
+    /// container adopted after a node restart; `None`: the engine's default, 10 s.
+    pub stop_timeout: Option<Duration>,
 }
 
 /// Where a task's secrets appear inside its container.
@@ -180,6 +283,31 @@ pub struct ContainerInfo {
     pub status: String,
     /// Published TCP ports, sorted by container port then host port.
     pub ports: Vec<PublishedPort>,
+    /// Exit code of the last run, for an `exited` or `dead` container; `None` for one that
+    /// runs or never ran.
+    pub exit_code: Option<i64>,
+    /// The engine's health verdict; `None` for a container without a health check.
+    pub health: Option<HealthStatus>,
+    /// What the engine says went wrong, for people: the last failed probe's output when
+    /// unhealthy, `OOM killed`, or the engine's error for a failed start; empty otherwise. At
+    /// most [`MAX_DETAIL_BYTES`] bytes.
+    pub detail: String,
+}
+
+/// Longest [`ContainerInfo::detail`], in bytes.
+pub const MAX_DETAIL_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes on a character boundary, with `…` appended when cut.
+pub fn truncate_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let ellipsis = if max >= '…'.len_utf8() { "…" } else { "" };
+    let mut end = max - ellipsis.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &text[..end])
 }
 
 /// Version of the engine a [`DockerRuntime`](crate::DockerRuntime) talks to.
@@ -203,6 +331,52 @@ mod tests {
         );
         assert_eq!(container_name("web", 0, "short"), "warren-web-0-short");
         assert_eq!(container_name("a b/c", 1, "n"), "warren-a-b-c-1-n");
+    }
+
+    #[test]
+    fn health_tests_for_each_probe() {
+        let check = |test| HealthCheck {
+            test,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(1_500),
+            retries: 3,
+            start_period: Duration::ZERO,
+        };
+        assert_eq!(
+            check(HealthTest::Shell("test -f /ok".into())).docker_test(),
+            vec!["CMD-SHELL", "test -f /ok"]
+        );
+        assert_eq!(
+            check(HealthTest::Http {
+                port: 8080,
+                path: "/healthz".into()
+            })
+            .docker_test(),
+            vec![
+                "CMD",
+                "wget",
+                "-q",
+                "-O",
+                "/dev/null",
+                "http://127.0.0.1:8080/healthz"
+            ]
+        );
+        assert_eq!(
+            check(HealthTest::Tcp { port: 6379 }).docker_test(),
+            vec![
+                "CMD-SHELL",
+                "nc -z -w 2 127.0.0.1 6379 2>/dev/null || nc -w 2 127.0.0.1 6379 -e true"
+            ]
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_char_boundaries() {
+        assert_eq!(truncate_text("short", 10), "short");
+        let cut = truncate_text("ééééééé", 8);
+        assert!(cut.len() <= 8, "{cut}");
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate_text("abcdef", 4), "a…");
     }
 
     #[test]

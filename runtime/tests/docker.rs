@@ -12,8 +12,8 @@ use bollard::query_parameters::{KillContainerOptions, RemoveContainerOptionsBuil
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren_runtime::{
-    ContainerInfo, ContainerRuntime, ContainerState, DockerRuntime, PortMapping, RuntimeError,
-    TaskSpec,
+    ContainerInfo, ContainerRuntime, ContainerState, DockerRuntime, HealthCheck, HealthStatus,
+    HealthTest, PortMapping, RuntimeError, TaskSpec,
 };
 
 const IMAGE: &str = "warren/busybox:latest";
@@ -44,7 +44,7 @@ fn spec(node: &str, service: &str, image: &str, ports: Vec<PortMapping>) -> Task
         command: vec![],
         env: BTreeMap::from([("WARREN_TEST".to_string(), "1".to_string())]),
         ports,
-        secrets_dir: None,
+        ..Default::default()
     }
 }
 
@@ -349,4 +349,259 @@ async fn unlabelled_containers_are_skipped() {
         .expect("create unlabelled container");
     assert!(rt.list_tasks(&node).await.expect("list").is_empty());
     rt.remove(&name).await.expect("remove by name");
+}
+
+/// A health check probing every 500 ms, unhealthy after 2 failures.
+fn quick_check(test: HealthTest) -> HealthCheck {
+    HealthCheck {
+        test,
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_secs(2),
+        retries: 2,
+        start_period: Duration::ZERO,
+    }
+}
+
+/// busybox httpd on port 80 that exits on SIGTERM.
+fn web_command() -> Vec<String> {
+    [
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[tokio::test]
+async fn limits_health_check_and_stop_timeout_are_in_docker_inspect() {
+    let rt = connect().await;
+    let node = unique_node();
+    let _cleanup = Cleanup { node: node.clone() };
+    let limited = TaskSpec {
+        command: web_command(),
+        nano_cpus: Some(500_000_000),
+        memory_bytes: Some(64 * 1024 * 1024),
+        stop_timeout: Some(Duration::from_millis(2_500)),
+        health: Some(HealthCheck {
+            start_period: Duration::from_secs(3),
+            ..quick_check(HealthTest::Http {
+                port: 80,
+                path: "/index.html".into(),
+            })
+        }),
+        ..spec(&node, "limited", IMAGE, vec![])
+    };
+    let id = rt.create_and_start(&limited).await.expect("create limited");
+    let inspected = rt
+        .docker()
+        .inspect_container(&id, None)
+        .await
+        .expect("inspect");
+    let host = inspected.host_config.expect("host config");
+    assert_eq!(host.memory, Some(64 * 1024 * 1024));
+    assert_eq!(host.nano_cpus, Some(500_000_000));
+    assert!(
+        host.restart_policy
+            .and_then(|p| p.name)
+            .is_none_or(|n| n.to_string() == "no" || n.to_string().is_empty()),
+        "Warren restarts tasks itself; the engine must not"
+    );
+    let config = inspected.config.expect("config");
+    // 2.5 s rounds up to the engine's whole seconds.
+    assert_eq!(config.stop_timeout, Some(3));
+    let check = config.healthcheck.expect("healthcheck");
+    assert_eq!(
+        check.test,
+        Some(
+            [
+                "CMD",
+                "wget",
+                "-q",
+                "-O",
+                "/dev/null",
+                "http://127.0.0.1:80/index.html"
+            ]
+            .map(String::from)
+            .to_vec()
+        )
+    );
+    assert_eq!(check.interval, Some(500_000_000));
+    assert_eq!(check.timeout, Some(2_000_000_000));
+    assert_eq!(check.retries, Some(2));
+    assert_eq!(check.start_period, Some(3_000_000_000));
+
+    // Without a health check in the spec, an image's own is switched off.
+    let plain = TaskSpec {
+        command: web_command(),
+        ..spec(&node, "plain", IMAGE, vec![])
+    };
+    let id = rt.create_and_start(&plain).await.expect("create plain");
+    let inspected = rt
+        .docker()
+        .inspect_container(&id, None)
+        .await
+        .expect("inspect");
+    let config = inspected.config.expect("config");
+    assert_eq!(
+        config.healthcheck.and_then(|h| h.test),
+        Some(vec!["NONE".to_string()])
+    );
+    assert_eq!(config.stop_timeout, None);
+    let host = inspected.host_config.expect("host config");
+    assert!(host.memory.unwrap_or(0) == 0 && host.nano_cpus.unwrap_or(0) == 0);
+}
+
+#[tokio::test]
+async fn health_verdicts_of_each_probe_kind_reach_list_tasks() {
+    let rt = connect().await;
+    let node = unique_node();
+    let _cleanup = Cleanup { node: node.clone() };
+    let cases = [
+        (
+            "http-ok",
+            HealthTest::Http {
+                port: 80,
+                path: "/".into(),
+            },
+            HealthStatus::Healthy,
+        ),
+        (
+            "http-404",
+            HealthTest::Http {
+                port: 80,
+                path: "/missing".into(),
+            },
+            HealthStatus::Unhealthy,
+        ),
+        (
+            "tcp-ok",
+            HealthTest::Tcp { port: 80 },
+            HealthStatus::Healthy,
+        ),
+        (
+            "tcp-closed",
+            HealthTest::Tcp { port: 81 },
+            HealthStatus::Unhealthy,
+        ),
+        (
+            "cmd-ok",
+            HealthTest::Shell("test -f /www/index.html".into()),
+            HealthStatus::Healthy,
+        ),
+        (
+            "cmd-fail",
+            HealthTest::Shell("echo probe says no; exit 1".into()),
+            HealthStatus::Unhealthy,
+        ),
+    ];
+    for (service, test, _) in &cases {
+        let task = TaskSpec {
+            command: web_command(),
+            health: Some(quick_check(test.clone())),
+            ..spec(&node, service, IMAGE, vec![])
+        };
+        rt.create_and_start(&task).await.expect("create");
+    }
+    let tasks = wait_for_tasks(&rt, &node, "every health verdict", |tasks| {
+        cases.iter().all(|(service, _, want)| {
+            tasks
+                .iter()
+                .any(|t| t.service == *service && t.health == Some(*want))
+        })
+    })
+    .await;
+    for t in &tasks {
+        assert_eq!(t.state, ContainerState::Running, "{t:#?}");
+        match t.health {
+            Some(HealthStatus::Unhealthy) => {
+                assert!(!t.detail.is_empty(), "an unhealthy task says why: {t:#?}")
+            }
+            _ => assert!(t.detail.is_empty(), "{t:#?}"),
+        }
+    }
+    let cmd_fail = tasks
+        .iter()
+        .find(|t| t.service == "cmd-fail")
+        .expect("cmd-fail");
+    assert!(cmd_fail.detail.contains("probe says no"), "{cmd_fail:#?}");
+}
+
+#[tokio::test]
+async fn stop_waits_the_stop_timeout_only_for_a_task_that_ignores_sigterm() {
+    let rt = connect().await;
+    let node = unique_node();
+    let _cleanup = Cleanup { node: node.clone() };
+    let stubborn = TaskSpec {
+        command: [
+            "sh",
+            "-c",
+            "trap 'echo ignoring TERM' TERM; while true; do sleep 0.2; done",
+        ]
+        .map(String::from)
+        .to_vec(),
+        stop_timeout: Some(Duration::from_secs(3)),
+        ..spec(&node, "stubborn", IMAGE, vec![])
+    };
+    let polite = TaskSpec {
+        command: ["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"]
+            .map(String::from)
+            .to_vec(),
+        stop_timeout: Some(Duration::from_secs(30)),
+        ..spec(&node, "polite", IMAGE, vec![])
+    };
+    let stubborn_id = rt.create_and_start(&stubborn).await.expect("create");
+    let polite_id = rt.create_and_start(&polite).await.expect("create");
+    wait_for_tasks(&rt, &node, "both running", |t| {
+        t.len() == 2 && t.iter().all(|t| t.state == ContainerState::Running)
+    })
+    .await;
+
+    let started = Instant::now();
+    rt.stop(&stubborn_id).await.expect("stop stubborn");
+    let stubborn_took = started.elapsed();
+    let started = Instant::now();
+    rt.stop(&polite_id).await.expect("stop polite");
+    let polite_took = started.elapsed();
+
+    let tasks = rt.list_tasks(&node).await.expect("list");
+    let exit = |service: &str| {
+        tasks
+            .iter()
+            .find(|t| t.service == service)
+            .map(|t| (t.state, t.exit_code))
+    };
+    // SIGKILL after the timeout: 128 + 9.
+    assert_eq!(exit("stubborn"), Some((ContainerState::Exited, Some(137))));
+    assert!(
+        stubborn_took >= Duration::from_millis(2_500),
+        "SIGKILL came after {stubborn_took:?}, before the 3 s stop timeout"
+    );
+    // It left on SIGTERM, long before its 30 s timeout.
+    assert_eq!(exit("polite"), Some((ContainerState::Exited, Some(0))));
+    assert!(
+        polite_took < Duration::from_secs(15),
+        "a task that exits on SIGTERM took {polite_took:?} to stop"
+    );
+    // Stopping a stopped container is fine; the container stays for its logs.
+    rt.stop(&polite_id).await.expect("stop again");
+    assert_eq!(rt.list_tasks(&node).await.expect("list").len(), 2);
+}
+
+#[tokio::test]
+async fn exit_codes_of_stopped_tasks_are_listed() {
+    let rt = connect().await;
+    let node = unique_node();
+    let _cleanup = Cleanup { node: node.clone() };
+    let crash = TaskSpec {
+        command: ["sh", "-c", "exit 3"].map(String::from).to_vec(),
+        ..spec(&node, "crash", IMAGE, vec![])
+    };
+    rt.create_and_start(&crash).await.expect("create");
+    let tasks = wait_for_tasks(&rt, &node, "the task to exit", |t| {
+        t.len() == 1 && t[0].state == ContainerState::Exited
+    })
+    .await;
+    assert_eq!(one_task(&tasks).exit_code, Some(3));
+    assert_eq!(one_task(&tasks).health, None);
 }

@@ -10,7 +10,7 @@ use warren_crdt::{
     ClusterInfo, DesiredState, Lease, Member, MemberState, NodeId, ServiceName, ServiceSpec, SlotId,
 };
 use warren_node::core::{
-    reconcile, ActualTask, ActualTaskState, LeaseDecision, Millis, RuntimeAction,
+    ActualTask, ActualTaskState, LeaseDecision, Millis, RuntimeAction, Supervisor, TaskHealth,
 };
 use warren_node::machine::{Channel, NodeMachine, Output, Write};
 use warren_node::protocol::TaskStatus;
@@ -153,6 +153,8 @@ struct SimNode {
     disrupted_at: u64,
     chunks: Vec<Vec<u8>>,
     containers: BTreeMap<u64, Container>,
+    /// The daemon's reconcile decisions and restart counts (in memory: a restart forgets them).
+    supervisor: Supervisor,
     next_container: u64,
     seen: HashSet<u64>,
     reconciled_heads: Vec<String>,
@@ -335,6 +337,7 @@ impl Simulation {
                 disrupted_at: 0,
                 chunks: vec![snapshot.clone()],
                 containers: BTreeMap::new(),
+                supervisor: Supervisor::new(),
                 next_container: 0,
                 seen: HashSet::new(),
                 reconciled_heads: Vec::new(),
@@ -422,6 +425,7 @@ impl Simulation {
         node.origin_us = self.now;
         node.busy_until = self.now;
         node.seen.clear();
+        node.supervisor = Supervisor::new();
         node.reconciled_heads.clear();
         node.pending_ack.clear();
         node.hash_for = None;
@@ -880,6 +884,7 @@ impl Simulation {
         };
         let desired = m.desired_tasks();
         let heads = m.state_mut().heads();
+        let now = self.local_now(i);
         let node = &mut self.nodes[i];
         node.reconciled_heads = heads;
         let actual: Vec<ActualTask> = node
@@ -894,10 +899,14 @@ impl Simulation {
                 } else {
                     ActualTaskState::Stopped
                 },
+                // A simulated container stops only when killed (SIGKILL's 137).
+                exit_code: (!c.running).then_some(137),
+                health: TaskHealth::None,
+                detail: String::new(),
             })
             .collect();
-        let actions = reconcile(&desired, &actual);
-        for action in actions {
+        let round = node.supervisor.round(&desired, &actual, now);
+        for action in round.actions {
             match action {
                 RuntimeAction::Create(task) => {
                     let node = &mut self.nodes[i];
@@ -920,6 +929,16 @@ impl Simulation {
                         c.running = true;
                         self.started += 1;
                         self.record(14, i, id);
+                    }
+                }
+                RuntimeAction::Stop { id, slot, reason } => {
+                    let Ok(id) = id.parse::<u64>() else { continue };
+                    if let Some(c) = self.nodes[i].containers.get_mut(&id) {
+                        if c.running {
+                            c.running = false;
+                            self.stopped += 1;
+                            self.check_autonomy(i, &slot, reason);
+                        }
                     }
                 }
                 RuntimeAction::Remove { id, slot, reason } => {
@@ -952,7 +971,8 @@ impl Simulation {
                     },
                     status: String::new(),
                     container: c.map(|(id, _)| format!("c{id}")).unwrap_or_default(),
-                    ports: vec![],
+                    restarts: round.tasks.get(&d.slot).map_or(0, |r| r.restarts),
+                    ..TaskStatus::default()
                 }
             })
             .collect();
@@ -1200,8 +1220,13 @@ impl Simulation {
                     env: Default::default(),
                     ports: vec![],
                     secrets: Vec::new(),
+                    ..Default::default()
                 };
-                (Write::CreateService(name.clone(), spec), "create", name)
+                (
+                    Write::CreateService(name.clone(), Box::new(spec)),
+                    "create",
+                    name,
+                )
             }
             WriteKind::Scale(replicas) => {
                 let Some(name) = pick_live(self) else { return };

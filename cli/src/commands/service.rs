@@ -1,10 +1,11 @@
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
-use crate::args::{CreateService, Format, ServiceCommand};
+use crate::args::{CreateService, Format, ServiceCommand, SpecFlags, UpdateService};
 use crate::client::Client;
 use crate::commands::cluster::short;
 use crate::output::{cell, print};
+use crate::units::{parse_cpus, parse_duration_ms, parse_size};
 
 pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> Result<()> {
     match command {
@@ -12,6 +13,14 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
             let body = create_body(&args)?;
             let answer = client.post("/v1/services", &body)?;
             done(format, &answer, &format!("service {} created", args.name));
+        }
+        ServiceCommand::Update(args) => {
+            let body = update_body(&args)?;
+            if body.as_object().is_some_and(|o| o.is_empty()) {
+                bail!("nothing to change: give at least one flag (see --help)");
+            }
+            let answer = client.patch(&format!("/v1/services/{}", path(&args.name)?), &body)?;
+            done(format, &answer, &format!("service {} updated", args.name));
         }
         ServiceCommand::Ls => {
             let services = client.get("/v1/services")?;
@@ -51,14 +60,29 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                             .join(",")
                     })
                     .unwrap_or_default();
+                let next = t
+                    .get("next_restart_ms")
+                    .and_then(Value::as_u64)
+                    .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                    .unwrap_or_default();
+                let error = cell(t.get("error"));
+                let status = cell(t.get("status"));
                 vec![
                     format!("{}.{}", cell(t.get("service")), cell(t.get("slot"))),
                     cell(t.get("node_name")),
                     short(&cell(t.get("node"))),
                     cell(t.get("state")),
+                    cell(t.get("health")),
+                    cell(t.get("exit_code")),
+                    cell(t.get("restarts")),
+                    next,
                     cell(t.get("container")),
                     ports,
-                    cell(t.get("status")),
+                    if error.is_empty() || status.contains(&error) {
+                        status
+                    } else {
+                        format!("{status} (last error: {error})")
+                    },
                 ]
             });
             print(
@@ -69,6 +93,10 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                     "NODE",
                     "NODE_ID",
                     "STATE",
+                    "HEALTH",
+                    "EXIT",
+                    "RESTARTS",
+                    "NEXT_RESTART",
                     "CONTAINER",
                     "PORTS",
                     "STATUS",
@@ -116,21 +144,19 @@ pub(crate) fn path(name: &str) -> Result<&str> {
     Ok(name)
 }
 
-fn create_body(args: &CreateService) -> Result<Value> {
+fn parse_env(pairs: &[String]) -> Result<Value> {
     let mut env = serde_json::Map::new();
-    for pair in &args.env {
+    for pair in pairs {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| anyhow!("--env {pair:?} is not of the form K=V"))?;
         env.insert(k.to_string(), json!(v));
     }
-    let ports = args
-        .publish
-        .iter()
-        .map(|p| parse_publish(p))
-        .collect::<Result<Vec<_>>>()?;
-    let secrets = args
-        .secret
+    Ok(Value::Object(env))
+}
+
+fn parse_secrets(mounts: &[String]) -> Result<Vec<Value>> {
+    mounts
         .iter()
         .map(|s| {
             let (name, target) = s.split_once(':').unwrap_or((s, s));
@@ -139,16 +165,161 @@ fn create_body(args: &CreateService) -> Result<Value> {
             }
             Ok(json!({ "name": name, "target": target }))
         })
+        .collect()
+}
+
+fn create_body(args: &CreateService) -> Result<Value> {
+    let ports = args
+        .publish
+        .iter()
+        .map(|p| parse_publish(p))
         .collect::<Result<Vec<_>>>()?;
-    Ok(json!({
-        "secrets": secrets,
+    let mut body = json!({
+        "secrets": parse_secrets(&args.secret)?,
         "name": args.name,
         "image": args.image,
         "replicas": args.replicas,
-        "env": env,
+        "env": parse_env(&args.env)?,
         "ports": ports,
         "command": args.command,
-    }))
+    });
+    let flags = spec_fields(&args.spec)?;
+    if let (Some(out), Value::Object(fields)) = (body.as_object_mut(), flags) {
+        if let Some(health) = fields.get("health") {
+            if health.get("probe").is_none() {
+                bail!("--health-interval, --health-timeout, --health-retries and --health-start-period need a probe: --health-cmd, --health-http or --health-tcp");
+            }
+            out.insert("health".into(), health.clone());
+        }
+        let mut restart = serde_json::Map::new();
+        for (flag, key) in [
+            ("restart_condition", "condition"),
+            ("restart_delay_ms", "delay_ms"),
+        ] {
+            if let Some(v) = fields.get(flag) {
+                restart.insert(key.into(), v.clone());
+            }
+        }
+        if let Some(max) = fields.get("restart_max_attempts").and_then(Value::as_u64) {
+            // 0: no limit.
+            restart.insert(
+                "max_attempts".into(),
+                if max == 0 { Value::Null } else { json!(max) },
+            );
+        }
+        if !restart.is_empty() {
+            out.insert("restart".into(), Value::Object(restart));
+        }
+        let mut resources = serde_json::Map::new();
+        for key in ["nano_cpus", "memory_bytes"] {
+            if let Some(v) = fields.get(key).and_then(Value::as_u64).filter(|v| *v > 0) {
+                resources.insert(key.into(), json!(v));
+            }
+        }
+        if !resources.is_empty() {
+            out.insert("resources".into(), Value::Object(resources));
+        }
+        if let Some(v) = fields.get("stop_timeout_ms") {
+            out.insert("stop_timeout_ms".into(), v.clone());
+        }
+    }
+    Ok(body)
+}
+
+/// The body of `PATCH /v1/services/NAME`: only what the flags give.
+fn update_body(args: &UpdateService) -> Result<Value> {
+    let Value::Object(mut body) = spec_fields(&args.spec)? else {
+        bail!("internal: spec flags are not an object");
+    };
+    if let Some(image) = &args.image {
+        body.insert("image".into(), json!(image));
+    }
+    if let Some(replicas) = args.replicas {
+        body.insert("replicas".into(), json!(replicas));
+    }
+    if !args.env.is_empty() {
+        body.insert("env".into(), parse_env(&args.env)?);
+    }
+    if !args.publish.is_empty() {
+        let ports = args
+            .publish
+            .iter()
+            .map(|p| parse_publish(p))
+            .collect::<Result<Vec<_>>>()?;
+        body.insert("ports".into(), json!(ports));
+    }
+    if !args.secret.is_empty() {
+        body.insert("secrets".into(), json!(parse_secrets(&args.secret)?));
+    }
+    if !args.command.is_empty() {
+        body.insert("command".into(), json!(args.command));
+    }
+    if args.no_health {
+        body.insert("no_health".into(), json!(true));
+    }
+    Ok(Value::Object(body))
+}
+
+/// The health, restart, resource and stop-timeout flags as the update API's flat fields
+/// (`health` holds a partial check: its `probe` only if one was given).
+fn spec_fields(f: &SpecFlags) -> Result<Value> {
+    let mut out = serde_json::Map::new();
+    let mut health = serde_json::Map::new();
+    let probe = match (&f.health_cmd, &f.health_http, f.health_port, f.health_tcp) {
+        (Some(cmd), _, _, _) => Some(json!({ "kind": "cmd", "command": cmd })),
+        (_, Some(path), Some(port), _) => {
+            Some(json!({ "kind": "http", "port": port, "path": path }))
+        }
+        (_, Some(_), None, _) => bail!("--health-http needs --health-port"),
+        (_, _, _, Some(port)) => Some(json!({ "kind": "tcp", "port": port })),
+        _ => None,
+    };
+    if let Some(probe) = probe {
+        health.insert("probe".into(), probe);
+    }
+    for (key, flag, text) in [
+        ("interval_ms", "--health-interval", &f.health_interval),
+        ("timeout_ms", "--health-timeout", &f.health_timeout),
+        (
+            "start_period_ms",
+            "--health-start-period",
+            &f.health_start_period,
+        ),
+    ] {
+        if let Some(text) = text {
+            let ms = parse_duration_ms(text).map_err(|e| anyhow!("{flag}: {e}"))?;
+            health.insert(key.into(), json!(ms));
+        }
+    }
+    if let Some(retries) = f.health_retries {
+        health.insert("retries".into(), json!(retries));
+    }
+    if !health.is_empty() {
+        out.insert("health".into(), Value::Object(health));
+    }
+    if let Some(restart) = f.restart {
+        out.insert("restart_condition".into(), json!(restart.as_str()));
+    }
+    if let Some(max) = f.restart_max_attempts {
+        out.insert("restart_max_attempts".into(), json!(max));
+    }
+    if let Some(text) = &f.restart_delay {
+        let ms = parse_duration_ms(text).map_err(|e| anyhow!("--restart-delay: {e}"))?;
+        out.insert("restart_delay_ms".into(), json!(ms));
+    }
+    if let Some(text) = &f.cpus {
+        let nano = parse_cpus(text).map_err(|e| anyhow!("--cpus: {e}"))?;
+        out.insert("nano_cpus".into(), json!(nano));
+    }
+    if let Some(text) = &f.memory {
+        let bytes = parse_size(text).map_err(|e| anyhow!("--memory: {e}"))?;
+        out.insert("memory_bytes".into(), json!(bytes));
+    }
+    if let Some(text) = &f.stop_timeout {
+        let ms = parse_duration_ms(text).map_err(|e| anyhow!("--stop-timeout: {e}"))?;
+        out.insert("stop_timeout_ms".into(), json!(ms));
+    }
+    Ok(Value::Object(out))
 }
 
 /// `CONTAINER` or `HOST:CONTAINER` (host side always 127.0.0.1).
@@ -171,6 +342,152 @@ fn parse_publish(p: &str) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::{Cli, Command};
+    use clap::Parser;
+
+    fn parsed(args: &[&str]) -> ServiceCommand {
+        let cli = Cli::try_parse_from(args).expect("parse");
+        match cli.command {
+            Command::Service(command) => command,
+            other => panic!("not a service command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_flags_become_spec_objects() {
+        let ServiceCommand::Create(args) = parsed(&[
+            "warren-cli",
+            "service",
+            "create",
+            "web",
+            "--image",
+            "img",
+            "--health-http",
+            "/ok",
+            "--health-port",
+            "8080",
+            "--health-interval",
+            "2s",
+            "--health-retries",
+            "2",
+            "--restart",
+            "on-failure",
+            "--restart-max-attempts",
+            "3",
+            "--restart-delay",
+            "500ms",
+            "--cpus",
+            "0.5",
+            "--memory",
+            "256M",
+            "--stop-timeout",
+            "3s",
+        ]) else {
+            panic!("create");
+        };
+        let body = create_body(&args).expect("body");
+        assert_eq!(
+            body["health"],
+            json!({"probe": {"kind": "http", "port": 8080, "path": "/ok"},
+                   "interval_ms": 2000, "retries": 2})
+        );
+        assert_eq!(
+            body["restart"],
+            json!({"condition": "on-failure", "max_attempts": 3, "delay_ms": 500})
+        );
+        assert_eq!(
+            body["resources"],
+            json!({"nano_cpus": 500_000_000u64, "memory_bytes": 268_435_456u64})
+        );
+        assert_eq!(body["stop_timeout_ms"], json!(3000));
+        // Timing without a probe is an error, not a silent no-op.
+        let ServiceCommand::Create(args) = parsed(&[
+            "warren-cli",
+            "service",
+            "create",
+            "web",
+            "--image",
+            "img",
+            "--health-interval",
+            "2s",
+        ]) else {
+            panic!("create");
+        };
+        assert!(create_body(&args).is_err());
+        assert!(Cli::try_parse_from([
+            "warren-cli",
+            "service",
+            "create",
+            "web",
+            "--image",
+            "img",
+            "--health-http",
+            "/x"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from([
+            "warren-cli",
+            "service",
+            "create",
+            "web",
+            "--image",
+            "img",
+            "--restart",
+            "sometimes"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn update_sends_only_the_flags_given() {
+        let ServiceCommand::Update(args) = parsed(&[
+            "warren-cli",
+            "service",
+            "update",
+            "web",
+            "--memory",
+            "64m",
+            "--restart",
+            "never",
+        ]) else {
+            panic!("update");
+        };
+        assert_eq!(
+            update_body(&args).expect("body"),
+            json!({"memory_bytes": 67_108_864u64, "restart_condition": "never"})
+        );
+        let ServiceCommand::Update(args) = parsed(&[
+            "warren-cli",
+            "service",
+            "update",
+            "web",
+            "--health-timeout",
+            "1s",
+            "--replicas",
+            "4",
+        ]) else {
+            panic!("update");
+        };
+        assert_eq!(
+            update_body(&args).expect("body"),
+            json!({"health": {"timeout_ms": 1000}, "replicas": 4})
+        );
+        let ServiceCommand::Update(args) = parsed(&["warren-cli", "service", "update", "web"])
+        else {
+            panic!("update");
+        };
+        assert_eq!(update_body(&args).expect("body"), json!({}));
+        let ServiceCommand::Update(args) =
+            parsed(&["warren-cli", "service", "update", "web", "--memory", "lots"])
+        else {
+            panic!("update");
+        };
+        let err = update_body(&args).expect_err("bad size").to_string();
+        assert!(
+            err.contains("--memory") && err.contains("\"lots\""),
+            "{err}"
+        );
+    }
 
     #[test]
     fn publish_forms() {

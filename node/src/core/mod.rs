@@ -34,11 +34,14 @@ use warren_crdt::{
     ServiceName, SlotId,
 };
 
-pub use backoff::{BackoffConfig, RestartBackoff};
+pub use backoff::{Backoff, BackoffConfig, MAX_BACKOFF_MS, STABLE_AFTER_MS};
 pub use lease::{LeaseDecision, LeaseTracker};
 pub use membership::{Liveness, MembershipView};
-pub use reconcile::{reconcile, ActualTask, ActualTaskState, DesiredTask, RuntimeAction};
-pub use scheduler::{plan, Plan};
+pub use reconcile::{
+    ActualTask, ActualTaskState, DesiredTask, RestartPhase, Round, RuntimeAction, Supervisor,
+    TaskHealth, TaskRestartStatus, MAX_ERROR_BYTES,
+};
+pub use scheduler::{format_bytes, format_cpus, plan, plan_with_capacity, Capacity, Plan};
 
 /// A point on a node's monotonic clock, in milliseconds from an arbitrary origin.
 /// Never a wall-clock time: edge devices' wall clocks are not trusted (DESIGN §5).
@@ -135,7 +138,8 @@ impl ClusterView {
         view
     }
 
-    /// The tasks assigned to `me`, each with what it should run: the input of [`reconcile`].
+    /// The tasks assigned to `me`, each with what it should run: the input of
+    /// [`Supervisor::round`].
     /// Slots of deleted services and slots beyond the replica count are not desired.
     pub fn desired_tasks(&self, me: &NodeId) -> Vec<DesiredTask> {
         self.assignments
@@ -184,6 +188,8 @@ pub struct Core {
     membership: MembershipView,
     lease: LeaseTracker,
     last_decision: Option<LeaseDecision>,
+    /// Members' capacities as their heartbeats (or this node itself) last said.
+    capacity: BTreeMap<NodeId, Capacity>,
 }
 
 impl Core {
@@ -195,6 +201,7 @@ impl Core {
             me,
             config,
             last_decision: None,
+            capacity: BTreeMap::new(),
         }
     }
 
@@ -202,6 +209,46 @@ impl Core {
     /// believes it holds the lease (and schedules) or follows one. `None` before the first tick.
     pub fn last_decision(&self) -> Option<&LeaseDecision> {
         self.last_decision.as_ref()
+    }
+
+    /// What `node` offers to reservations, from its heartbeat (or this node's own reading);
+    /// `None` forgets it (the scheduler then puts no limit on the node).
+    pub fn set_capacity(&mut self, node: &NodeId, capacity: Option<Capacity>) {
+        match capacity {
+            Some(c) => {
+                self.capacity.insert(node.clone(), c);
+            }
+            None => {
+                self.capacity.remove(node);
+            }
+        }
+    }
+
+    /// The capacities known, by node.
+    pub fn capacities(&self) -> &BTreeMap<NodeId, Capacity> {
+        &self.capacity
+    }
+
+    /// Why each unassigned slot of a live service waits, as the scheduler would say it at
+    /// `now` with what this node knows (any node can answer, not only the lease holder).
+    pub fn pending_reasons(&self, view: &ClusterView, now: Millis) -> BTreeMap<SlotId, String> {
+        let live = self.live_members(view, now);
+        let lease = view.lease.clone().unwrap_or(Lease {
+            epoch: Epoch(0),
+            holder: self.me.clone(),
+        });
+        plan_with_capacity(
+            &view.services,
+            &view.members,
+            &live,
+            &view.assignments,
+            &lease,
+            &self.capacity,
+        )
+        .pending
+        .into_iter()
+        .filter(|(slot, _)| !view.assignments.contains_key(slot))
+        .collect()
     }
 
     /// This node's id.
@@ -260,12 +307,13 @@ impl Core {
             }
             LeaseDecision::Holder(lease) => {
                 let live = self.live_members(view, now);
-                let plan = plan(
+                let plan = plan_with_capacity(
                     &view.services,
                     &view.members,
                     &live,
                     &view.assignments,
                     &lease,
+                    &self.capacity,
                 );
                 if plan.is_empty() {
                     vec![]

@@ -1,10 +1,35 @@
 //! Reconcile decisions: what a node must do to its containers so that its actual state matches
-//! the assignments it holds. Pure: the daemon lists containers and carries out the actions.
+//! the assignments it holds, and when a stopped or unhealthy task is started again under its
+//! service's restart policy. Pure: the daemon (and the simulator) lists containers, passes
+//! the time, and carries out the actions.
+//!
+//! The rules, per slot assigned to this node:
+//! - no container: create one (unless the task has `failed`: it stays failed until the
+//!   service's spec changes);
+//! - a container of an older generation, or a dead one: remove it (a new one is created the
+//!   round after);
+//! - duplicates of one slot: keep one (right generation first, then running), remove the rest;
+//! - a running container the engine calls `unhealthy`: stop it (SIGTERM, its stop timeout,
+//!   SIGKILL); its exit then counts as a failure whatever its exit code;
+//! - a stopped container: start it again when the policy says so — `always`: any exit;
+//!   `on-failure`: a non-zero exit or a failed health check; `never`: no exit — after the
+//!   backoff of [`BackoffConfig::for_policy`]. A task that needs a restart when
+//!   `max_attempts` restarts in a row have already been made is `failed`: it is left stopped
+//!   with its last exit code and error. The count starts over once a task has kept running
+//!   for 30 s, and whenever the service's generation or restart policy changes.
+//!
+//! Containers of slots not assigned here are removed.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use warren_crdt::{Epoch, ServiceSpec, SlotId};
+use warren_crdt::{Epoch, RestartCondition, RestartPolicy, ServiceSpec, SlotId};
+
+use super::backoff::{Backoff, BackoffConfig};
+use super::Millis;
+
+/// Longest error text a [`TaskRestartStatus`] keeps, in bytes (it travels in heartbeats).
+pub const MAX_ERROR_BYTES: usize = 256;
 
 /// A slot assigned to this node, with what it should run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,12 +50,39 @@ pub struct DesiredTask {
 pub enum ActualTaskState {
     /// Running.
     Running,
-    /// Created or exited: start it again.
+    /// Created or exited: maybe start it again.
     Stopped,
     /// Dead or otherwise unusable: replace it.
     Broken,
     /// In transition (restarting, removing, paused): leave it alone this round.
     Transient,
+}
+
+/// A container's health as the engine judges it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskHealth {
+    /// The service has no health check.
+    #[default]
+    None,
+    /// Within its start period, or no verdict yet.
+    Starting,
+    /// The last probe passed.
+    Healthy,
+    /// Its probes failed `retries` times in a row.
+    Unhealthy,
+}
+
+impl TaskHealth {
+    /// `none`, `starting`, `healthy` or `unhealthy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskHealth::None => "none",
+            TaskHealth::Starting => "starting",
+            TaskHealth::Healthy => "healthy",
+            TaskHealth::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 /// A container this node owns, as listed by the runtime.
@@ -44,19 +96,35 @@ pub struct ActualTask {
     pub generation: u64,
     /// Its state.
     pub state: ActualTaskState,
+    /// Exit code of its last run when stopped; `None` when it never ran (or runs).
+    pub exit_code: Option<i64>,
+    /// Its health.
+    pub health: TaskHealth,
+    /// The engine's word on what went wrong (last failed probe, OOM kill), for people; may
+    /// be empty.
+    pub detail: String,
 }
 
 /// What the daemon must do to its runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeAction {
-    /// Create and start a container for this task.
-    Create(DesiredTask),
+    /// Create and start a container for this task (boxed: a spec is large).
+    Create(Box<DesiredTask>),
     /// Start this stopped container again (restart).
     Start {
         /// Container id.
         id: String,
         /// Its slot.
         slot: SlotId,
+    },
+    /// Stop this container and keep it (SIGTERM, its stop timeout, SIGKILL).
+    Stop {
+        /// Container id.
+        id: String,
+        /// Its slot.
+        slot: SlotId,
+        /// Why, for logs.
+        reason: &'static str,
     },
     /// Stop and remove this container.
     Remove {
@@ -69,76 +137,259 @@ pub enum RuntimeAction {
     },
 }
 
-/// Decides the actions that bring `actual` to `desired`.
-///
-/// - no container for a desired slot: create one;
-/// - a stopped one: start it; a broken one or one of an older generation: remove it (it is
-///   re-created next round);
-/// - containers of slots not assigned here, and duplicates of one slot: remove (a running
-///   duplicate is kept over a stopped one).
-pub fn reconcile(desired: &[DesiredTask], actual: &[ActualTask]) -> Vec<RuntimeAction> {
-    let wanted: BTreeMap<&SlotId, &DesiredTask> = desired.iter().map(|d| (&d.slot, d)).collect();
-    let mut by_slot: BTreeMap<&SlotId, Vec<&ActualTask>> = BTreeMap::new();
-    for task in actual {
-        by_slot.entry(&task.slot).or_default().push(task);
-    }
-    let mut actions = Vec::new();
-    for (slot, mut tasks) in by_slot {
-        let Some(want) = wanted.get(slot) else {
-            for t in tasks {
-                actions.push(RuntimeAction::Remove {
-                    id: t.id.clone(),
-                    slot: slot.clone(),
-                    reason: "slot not assigned to this node",
-                });
-            }
-            continue;
-        };
-        // Keep the best container: right generation first, then running.
-        tasks.sort_by_key(|t| {
-            (
-                t.generation != want.generation,
-                t.state != ActualTaskState::Running,
-                t.id.clone(),
-            )
-        });
-        let (keep, extra) = tasks.split_at(1);
-        for t in extra {
-            actions.push(RuntimeAction::Remove {
-                id: t.id.clone(),
-                slot: slot.clone(),
-                reason: "duplicate container for slot",
-            });
+impl RuntimeAction {
+    /// The slot the action is for.
+    pub fn slot(&self) -> &SlotId {
+        match self {
+            RuntimeAction::Create(task) => &task.slot,
+            RuntimeAction::Start { slot, .. }
+            | RuntimeAction::Stop { slot, .. }
+            | RuntimeAction::Remove { slot, .. } => slot,
         }
-        if let Some(t) = keep.first() {
-            if t.generation != want.generation {
-                actions.push(RuntimeAction::Remove {
-                    id: t.id.clone(),
-                    slot: slot.clone(),
-                    reason: "container of an older service generation",
-                });
-            } else {
-                match t.state {
-                    ActualTaskState::Running | ActualTaskState::Transient => {}
-                    ActualTaskState::Stopped => actions.push(RuntimeAction::Start {
+    }
+}
+
+/// Where a task stands with its restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPhase {
+    /// Running, being started, or nothing to decide.
+    Active,
+    /// Stopped; it will be started again after the backoff.
+    BackingOff,
+    /// Stopped, and its policy leaves it so (`never`, or `on-failure` after exit 0).
+    Exited,
+    /// It needed more restarts than `max_attempts` allows: left stopped until the spec changes.
+    Failed,
+}
+
+/// A task's restart bookkeeping, for `service ps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskRestartStatus {
+    /// Where it stands.
+    pub phase: RestartPhase,
+    /// Restarts in a row so far (since it last ran for 30 s or its spec changed).
+    pub restarts: u32,
+    /// Milliseconds until the next restart, while [`RestartPhase::BackingOff`].
+    pub next_restart_in_ms: Option<u64>,
+    /// Exit code of the task's last run, if it stopped.
+    pub last_exit_code: Option<i64>,
+    /// Why its last run ended, if not cleanly: `exited with code 3`, `unhealthy: ...`
+    /// (at most [`MAX_ERROR_BYTES`] bytes).
+    pub last_error: Option<String>,
+}
+
+/// One round's decisions: what to do, and where each desired task stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Runtime actions, in no particular order (each for a different container).
+    pub actions: Vec<RuntimeAction>,
+    /// Restart bookkeeping of every desired slot.
+    pub tasks: BTreeMap<SlotId, TaskRestartStatus>,
+}
+
+#[derive(Debug, Clone)]
+struct SlotRecord {
+    generation: u64,
+    policy: RestartPolicy,
+    backoff: Backoff,
+    /// Set when this node stopped the container for being unhealthy (with the engine's
+    /// detail): its exit counts as a failure whatever its code.
+    stopped_unhealthy: Option<String>,
+    last_exit_code: Option<i64>,
+    last_error: Option<String>,
+    failed: bool,
+}
+
+impl SlotRecord {
+    fn new(task: &DesiredTask) -> Self {
+        Self {
+            generation: task.generation,
+            policy: task.spec.restart,
+            backoff: Backoff::default(),
+            stopped_unhealthy: None,
+            last_exit_code: None,
+            last_error: None,
+            failed: false,
+        }
+    }
+
+    fn status(&self, phase: RestartPhase, next: Option<u64>) -> TaskRestartStatus {
+        TaskRestartStatus {
+            phase,
+            restarts: self.backoff.restarts(),
+            next_restart_in_ms: next,
+            last_exit_code: self.last_exit_code,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// The reconcile decision maker of one node: the rules of the module doc, with the restart
+/// counts it must remember between rounds. The daemon and the simulator each keep one per
+/// node and call [`Supervisor::round`] with what they listed.
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    slots: BTreeMap<SlotId, SlotRecord>,
+}
+
+impl Supervisor {
+    /// A supervisor that remembers nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decides the actions that bring `actual` to `desired` at `now`, and reports where each
+    /// desired task stands.
+    pub fn round(&mut self, desired: &[DesiredTask], actual: &[ActualTask], now: Millis) -> Round {
+        let wanted: BTreeMap<&SlotId, &DesiredTask> =
+            desired.iter().map(|d| (&d.slot, d)).collect();
+        self.slots.retain(|slot, _| wanted.contains_key(slot));
+        let mut by_slot: BTreeMap<&SlotId, Vec<&ActualTask>> = BTreeMap::new();
+        for task in actual {
+            by_slot.entry(&task.slot).or_default().push(task);
+        }
+        let mut round = Round::default();
+        for (slot, tasks) in &by_slot {
+            if !wanted.contains_key(slot) {
+                for t in tasks {
+                    round.actions.push(RuntimeAction::Remove {
                         id: t.id.clone(),
-                        slot: slot.clone(),
-                    }),
-                    ActualTaskState::Broken => actions.push(RuntimeAction::Remove {
-                        id: t.id.clone(),
-                        slot: slot.clone(),
-                        reason: "container is dead",
-                    }),
+                        slot: (*slot).clone(),
+                        reason: "slot not assigned to this node",
+                    });
                 }
             }
         }
-    }
-    for d in desired {
-        if !actual.iter().any(|t| t.slot == d.slot) {
-            actions.push(RuntimeAction::Create(d.clone()));
+        for (slot, want) in wanted {
+            let record = self
+                .slots
+                .entry(slot.clone())
+                .or_insert_with(|| SlotRecord::new(want));
+            if record.generation != want.generation || record.policy != want.spec.restart {
+                // A new spec: the task gets a fresh start, failed or not.
+                *record = SlotRecord::new(want);
+            }
+            let mut tasks = by_slot.remove(slot).unwrap_or_default();
+            // Keep the best container: right generation first, then running.
+            tasks.sort_by_key(|t| {
+                (
+                    t.generation != want.generation,
+                    t.state != ActualTaskState::Running,
+                    t.id.clone(),
+                )
+            });
+            for t in tasks.iter().skip(1) {
+                round.actions.push(RuntimeAction::Remove {
+                    id: t.id.clone(),
+                    slot: slot.clone(),
+                    reason: "duplicate container for slot",
+                });
+            }
+            let status = match tasks.first() {
+                None if record.failed => record.status(RestartPhase::Failed, None),
+                None => {
+                    round
+                        .actions
+                        .push(RuntimeAction::Create(Box::new(want.clone())));
+                    record.status(RestartPhase::Active, None)
+                }
+                Some(t) if t.generation != want.generation => {
+                    round.actions.push(RuntimeAction::Remove {
+                        id: t.id.clone(),
+                        slot: slot.clone(),
+                        reason: "container of an older service generation",
+                    });
+                    record.status(RestartPhase::Active, None)
+                }
+                Some(t) => match t.state {
+                    ActualTaskState::Transient => record.status(RestartPhase::Active, None),
+                    ActualTaskState::Broken => {
+                        round.actions.push(RuntimeAction::Remove {
+                            id: t.id.clone(),
+                            slot: slot.clone(),
+                            reason: "container is dead",
+                        });
+                        record.status(RestartPhase::Active, None)
+                    }
+                    ActualTaskState::Running if t.health == TaskHealth::Unhealthy => {
+                        record.stopped_unhealthy = Some(t.detail.clone());
+                        round.actions.push(RuntimeAction::Stop {
+                            id: t.id.clone(),
+                            slot: slot.clone(),
+                            reason: "unhealthy",
+                        });
+                        record.status(RestartPhase::Active, None)
+                    }
+                    ActualTaskState::Running => {
+                        let config = BackoffConfig::for_policy(&record.policy);
+                        record.backoff.running(&config, now);
+                        // Started by hand, perhaps: running is not failed.
+                        record.failed = false;
+                        record.status(RestartPhase::Active, None)
+                    }
+                    ActualTaskState::Stopped => {
+                        let (phase, next) = stopped(record, t, now);
+                        if phase == RestartPhase::Active {
+                            round.actions.push(RuntimeAction::Start {
+                                id: t.id.clone(),
+                                slot: slot.clone(),
+                            });
+                        }
+                        record.status(phase, next)
+                    }
+                },
+            };
+            round.tasks.insert(slot.clone(), status);
         }
+        round
     }
-    actions
+}
+
+/// The decision for a stopped container `t`: start it now ([`RestartPhase::Active`]), later,
+/// or never.
+fn stopped(record: &mut SlotRecord, t: &ActualTask, now: Millis) -> (RestartPhase, Option<u64>) {
+    let Some(code) = t.exit_code else {
+        // Created but never started (a start that failed half-way): start it, uncounted.
+        return (RestartPhase::Active, None);
+    };
+    let failure = record.stopped_unhealthy.is_some() || code != 0;
+    record.last_exit_code = Some(code);
+    record.last_error = match &record.stopped_unhealthy {
+        Some(detail) if detail.is_empty() => Some("unhealthy".to_string()),
+        Some(detail) => Some(format!("unhealthy: {detail}")),
+        None if code != 0 && t.detail.is_empty() => Some(format!("exited with code {code}")),
+        None if code != 0 => Some(format!("exited with code {code}: {}", t.detail)),
+        None => None,
+    }
+    .map(|e| warren_runtime::truncate_text(&e, MAX_ERROR_BYTES));
+    let restart = match record.policy.condition {
+        RestartCondition::Always => true,
+        RestartCondition::OnFailure => failure,
+        RestartCondition::Never => false,
+    };
+    if !restart {
+        return (RestartPhase::Exited, None);
+    }
+    if record.failed {
+        return (RestartPhase::Failed, None);
+    }
+    if record
+        .policy
+        .max_attempts
+        .is_some_and(|max| record.backoff.restarts() >= max)
+    {
+        record.failed = true;
+        return (RestartPhase::Failed, None);
+    }
+    let config = BackoffConfig::for_policy(&record.policy);
+    match record.backoff.try_restart(&config, now) {
+        Ok(()) => {
+            record.stopped_unhealthy = None;
+            (RestartPhase::Active, None)
+        }
+        Err(wait_ms) => (RestartPhase::BackingOff, Some(wait_ms)),
+    }
 }
 
 #[cfg(test)]
@@ -153,7 +404,7 @@ mod tests {
         }
     }
 
-    fn desired(i: u32) -> DesiredTask {
+    fn desired_with(i: u32, restart: RestartPolicy) -> DesiredTask {
         DesiredTask {
             slot: slot(i),
             epoch: Epoch(1),
@@ -161,12 +412,14 @@ mod tests {
             spec: ServiceSpec {
                 image: "img".into(),
                 replicas: 3,
-                command: vec![],
-                env: Default::default(),
-                ports: vec![],
-                secrets: Vec::new(),
+                restart,
+                ..Default::default()
             },
         }
+    }
+
+    fn desired(i: u32) -> DesiredTask {
+        desired_with(i, RestartPolicy::default())
     }
 
     fn actual(id: &str, i: u32, generation: u64, state: ActualTaskState) -> ActualTask {
@@ -175,40 +428,63 @@ mod tests {
             slot: slot(i),
             generation,
             state,
+            exit_code: (state == ActualTaskState::Stopped).then_some(0),
+            health: TaskHealth::None,
+            detail: String::new(),
+        }
+    }
+
+    fn exited(id: &str, code: i64) -> ActualTask {
+        ActualTask {
+            exit_code: Some(code),
+            ..actual(id, 0, 1, ActualTaskState::Stopped)
+        }
+    }
+
+    fn start(id: &str) -> RuntimeAction {
+        RuntimeAction::Start {
+            id: id.into(),
+            slot: slot(0),
         }
     }
 
     #[test]
     fn creates_restarts_and_removes() {
-        let actions = reconcile(
+        let round = Supervisor::new().round(
             &[desired(0), desired(1), desired(2)],
             &[
                 actual("run", 0, 1, ActualTaskState::Running),
                 actual("exited", 1, 1, ActualTaskState::Stopped),
                 actual("stray", 5, 1, ActualTaskState::Running),
             ],
+            Millis(0),
         );
+        let actions = round.actions;
         assert!(actions.contains(&RuntimeAction::Start {
             id: "exited".into(),
             slot: slot(1)
         }));
-        assert!(actions.contains(&RuntimeAction::Create(desired(2))));
+        assert!(actions.contains(&RuntimeAction::Create(Box::new(desired(2)))));
         assert!(actions
             .iter()
             .any(|a| matches!(a, RuntimeAction::Remove { id, .. } if id == "stray")));
         assert_eq!(actions.len(), 3, "{actions:?}");
+        assert_eq!(round.tasks.len(), 3);
     }
 
     #[test]
     fn keeps_the_running_duplicate_and_replaces_old_generations() {
-        let actions = reconcile(
-            &[desired(0), desired(1)],
-            &[
-                actual("stopped", 0, 1, ActualTaskState::Stopped),
-                actual("running", 0, 1, ActualTaskState::Running),
-                actual("old", 1, 0, ActualTaskState::Running),
-            ],
-        );
+        let actions = Supervisor::new()
+            .round(
+                &[desired(0), desired(1)],
+                &[
+                    actual("stopped", 0, 1, ActualTaskState::Stopped),
+                    actual("running", 0, 1, ActualTaskState::Running),
+                    actual("old", 1, 0, ActualTaskState::Running),
+                ],
+                Millis(0),
+            )
+            .actions;
         assert_eq!(
             actions,
             vec![
@@ -224,10 +500,195 @@ mod tests {
                 },
             ]
         );
-        assert!(reconcile(
-            &[desired(0)],
-            &[actual("r", 0, 1, ActualTaskState::Running)]
-        )
-        .is_empty());
+        assert!(Supervisor::new()
+            .round(
+                &[desired(0)],
+                &[actual("r", 0, 1, ActualTaskState::Running)],
+                Millis(0)
+            )
+            .actions
+            .is_empty());
+    }
+
+    #[test]
+    fn a_crash_loop_backs_off_then_fails_after_max_attempts() {
+        let policy = RestartPolicy {
+            condition: RestartCondition::OnFailure,
+            max_attempts: Some(3),
+            delay_ms: 1_000,
+        };
+        let want = [desired_with(0, policy)];
+        let mut s = Supervisor::new();
+        let crashed = [exited("c", 3)];
+        // Restart 1 at once, 2 after 1 s, 3 after 2 s more.
+        assert_eq!(
+            s.round(&want, &crashed, Millis(0)).actions,
+            vec![start("c")]
+        );
+        let waiting = s.round(&want, &crashed, Millis(400));
+        assert!(waiting.actions.is_empty());
+        let status = &waiting.tasks[&slot(0)];
+        assert_eq!(status.phase, RestartPhase::BackingOff);
+        assert_eq!(status.next_restart_in_ms, Some(600));
+        assert_eq!(status.restarts, 1);
+        assert_eq!(status.last_exit_code, Some(3));
+        assert_eq!(status.last_error.as_deref(), Some("exited with code 3"));
+        assert_eq!(
+            s.round(&want, &crashed, Millis(1_000)).actions,
+            vec![start("c")]
+        );
+        assert!(s.round(&want, &crashed, Millis(2_999)).actions.is_empty());
+        assert_eq!(
+            s.round(&want, &crashed, Millis(3_000)).actions,
+            vec![start("c")]
+        );
+        // The third restart failed too: no fourth.
+        for now in [7_000, 60_000, 600_000] {
+            let round = s.round(&want, &crashed, Millis(now));
+            assert!(round.actions.is_empty(), "{round:?}");
+            let status = &round.tasks[&slot(0)];
+            assert_eq!(status.phase, RestartPhase::Failed);
+            assert_eq!(status.restarts, 3);
+            assert_eq!(status.last_exit_code, Some(3));
+        }
+        // Failed stays failed even if the container is gone...
+        let gone = s.round(&want, &[], Millis(600_001));
+        assert!(gone.actions.is_empty());
+        assert_eq!(gone.tasks[&slot(0)].phase, RestartPhase::Failed);
+        // ...until the spec changes: a new policy gives a fresh start.
+        let relaxed = [desired_with(
+            0,
+            RestartPolicy {
+                max_attempts: Some(5),
+                ..policy
+            },
+        )];
+        assert_eq!(
+            s.round(&relaxed, &crashed, Millis(600_002)).actions,
+            vec![start("c")]
+        );
+    }
+
+    #[test]
+    fn conditions_decide_which_exits_restart() {
+        let with = |condition| {
+            [desired_with(
+                0,
+                RestartPolicy {
+                    condition,
+                    ..RestartPolicy::default()
+                },
+            )]
+        };
+        let decide = |condition, code| {
+            let round = Supervisor::new().round(&with(condition), &[exited("c", code)], Millis(0));
+            (round.actions.len(), round.tasks[&slot(0)].phase)
+        };
+        assert_eq!(
+            decide(RestartCondition::Always, 0),
+            (1, RestartPhase::Active)
+        );
+        assert_eq!(
+            decide(RestartCondition::Always, 1),
+            (1, RestartPhase::Active)
+        );
+        assert_eq!(
+            decide(RestartCondition::OnFailure, 1),
+            (1, RestartPhase::Active)
+        );
+        assert_eq!(
+            decide(RestartCondition::OnFailure, 0),
+            (0, RestartPhase::Exited)
+        );
+        assert_eq!(
+            decide(RestartCondition::Never, 1),
+            (0, RestartPhase::Exited)
+        );
+        assert_eq!(
+            decide(RestartCondition::Never, 0),
+            (0, RestartPhase::Exited)
+        );
+        // A container that never ran is started under any policy.
+        let never_ran = ActualTask {
+            exit_code: None,
+            ..exited("c", 0)
+        };
+        let round =
+            Supervisor::new().round(&with(RestartCondition::Never), &[never_ran], Millis(0));
+        assert_eq!(round.actions, vec![start("c")]);
+    }
+
+    #[test]
+    fn an_unhealthy_task_is_stopped_and_its_exit_counts_as_a_failure() {
+        let policy = RestartPolicy {
+            condition: RestartCondition::OnFailure,
+            max_attempts: Some(1),
+            delay_ms: 1_000,
+        };
+        let want = [desired_with(0, policy)];
+        let mut s = Supervisor::new();
+        let unhealthy = ActualTask {
+            health: TaskHealth::Unhealthy,
+            detail: "health probe exited 1".into(),
+            ..actual("c", 0, 1, ActualTaskState::Running)
+        };
+        assert_eq!(
+            s.round(&want, std::slice::from_ref(&unhealthy), Millis(0))
+                .actions,
+            vec![RuntimeAction::Stop {
+                id: "c".into(),
+                slot: slot(0),
+                reason: "unhealthy"
+            }]
+        );
+        // It exited 0 on SIGTERM, yet on-failure restarts it: it failed its health check.
+        let round = s.round(&want, &[exited("c", 0)], Millis(100));
+        assert_eq!(round.actions, vec![start("c")]);
+        assert_eq!(
+            round.tasks[&slot(0)].last_error.as_deref(),
+            Some("unhealthy: health probe exited 1")
+        );
+        // Unhealthy again: stopped again, and with max_attempts 1 it now fails.
+        assert_eq!(s.round(&want, &[unhealthy], Millis(5_000)).actions.len(), 1);
+        let round = s.round(&want, &[exited("c", 143)], Millis(6_000));
+        assert!(round.actions.is_empty());
+        assert_eq!(round.tasks[&slot(0)].phase, RestartPhase::Failed);
+        // A healthy or starting task is left alone.
+        for health in [TaskHealth::Healthy, TaskHealth::Starting, TaskHealth::None] {
+            let ok = ActualTask {
+                health,
+                ..actual("d", 1, 1, ActualTaskState::Running)
+            };
+            assert!(Supervisor::new()
+                .round(&[desired(1)], &[ok], Millis(0))
+                .actions
+                .is_empty());
+        }
+    }
+
+    #[test]
+    fn a_stable_run_starts_the_count_over() {
+        let policy = RestartPolicy {
+            max_attempts: Some(2),
+            ..RestartPolicy::default()
+        };
+        let want = [desired_with(0, policy)];
+        let mut s = Supervisor::new();
+        let running = [actual("c", 0, 1, ActualTaskState::Running)];
+        let mut now = 0;
+        for _ in 0..5 {
+            // Crash, restart, then run for 30 s: never fails however often it happens.
+            assert_eq!(
+                s.round(&want, &[exited("c", 1)], Millis(now)).actions,
+                vec![start("c")]
+            );
+            s.round(&want, &running, Millis(now + 1));
+            s.round(&want, &running, Millis(now + 31_000));
+            assert_eq!(
+                s.round(&want, &running, Millis(now + 31_001)).tasks[&slot(0)].restarts,
+                0
+            );
+            now += 40_000;
+        }
     }
 }

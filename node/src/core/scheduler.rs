@@ -3,22 +3,68 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use warren_crdt::{Assignment, Lease, Member, MemberState, NodeId, Service, ServiceName, SlotId};
 
-/// One scheduling round: assignments to write and slots to clear.
+/// What a node offers to reservations: its CPUs and memory, read from the system and
+/// reported in its heartbeats (soft state).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Capacity {
+    /// CPUs in billionths (2 CPUs = 2,000,000,000), as Docker's `NanoCpus`.
+    pub nano_cpus: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+}
+
+/// One scheduling round: assignments to write and slots to clear, and why the slots that got
+/// no node are pending.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     /// New or moved assignments, each made under the holder's lease.
     pub put: Vec<(SlotId, Assignment)>,
     /// Slots of deleted services or beyond the replica count.
     pub remove: Vec<SlotId>,
+    /// Slots left without a node this round, with the reason in words (e.g. `no node with
+    /// 2 GiB free memory`). Nothing is written for them.
+    pub pending: Vec<(SlotId, String)>,
 }
 
 impl Plan {
-    /// Nothing to write.
+    /// Nothing to write (pending slots write nothing).
     pub fn is_empty(&self) -> bool {
         self.put.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// `bytes` for people: `2 GiB`, `1.5 GiB`, `256 MiB`, `512 KiB`, `100 B`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            let tenths = (u128::from(bytes) * 10 / u128::from(size)) as u64;
+            return if tenths % 10 == 0 {
+                format!("{} {unit}", tenths / 10)
+            } else {
+                format!("{}.{} {unit}", tenths / 10, tenths % 10)
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// Nano-CPUs for people: `2 CPUs`, `0.5 CPUs`, `1 CPU`.
+pub fn format_cpus(nano: u64) -> String {
+    let text = format!("{:.3}", nano as f64 / 1e9);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "1" {
+        "1 CPU".to_string()
+    } else {
+        format!("{text} CPUs")
     }
 }
 
@@ -30,12 +76,46 @@ impl Plan {
 ///   service, then the fewest slots overall, then the lowest id (spread, deterministic).
 /// - Slots of deleted services and slots `>= replicas` are removed.
 /// - With no eligible node a slot stays unassigned (pending) until one appears.
+///
+/// No capacity is known, so nothing limits reservations: [`plan_with_capacity`] with an empty
+/// map.
 pub fn plan(
     services: &BTreeMap<ServiceName, Service>,
     members: &BTreeMap<NodeId, Member>,
     live: &BTreeSet<NodeId>,
     assignments: &BTreeMap<SlotId, Assignment>,
     lease: &Lease,
+) -> Plan {
+    plan_with_capacity(
+        services,
+        members,
+        live,
+        assignments,
+        lease,
+        &BTreeMap::new(),
+    )
+}
+
+/// A slot's reservation: its service's CPU and memory limits (0 where none).
+fn reservation(service: &Service) -> Capacity {
+    Capacity {
+        nano_cpus: service.spec.resources.nano_cpus.unwrap_or(0),
+        memory_bytes: service.spec.resources.memory_bytes.unwrap_or(0),
+    }
+}
+
+/// Plans one round as [`plan`] does, and never over-commits a node: a task reserves its
+/// service's `--cpus` and `--memory`, and a slot goes only to a node whose `capacity` minus
+/// the reservations of the slots it keeps or gets this round still holds it. A node whose
+/// capacity is unknown (an older peer, no heartbeat yet) takes any reservation. A slot no node
+/// can hold stays pending, with the reason in [`Plan::pending`].
+pub fn plan_with_capacity(
+    services: &BTreeMap<ServiceName, Service>,
+    members: &BTreeMap<NodeId, Member>,
+    live: &BTreeSet<NodeId>,
+    assignments: &BTreeMap<SlotId, Assignment>,
+    lease: &Lease,
+    capacity: &BTreeMap<NodeId, Capacity>,
 ) -> Plan {
     let eligible: Vec<&NodeId> = members
         .values()
@@ -55,10 +135,23 @@ pub fn plan(
                 && eligible.contains(&&a.node)
         })
     };
+    let mut reserved: BTreeMap<&NodeId, Capacity> = BTreeMap::new();
+    fn reserve<'a>(
+        reserved: &mut BTreeMap<&'a NodeId, Capacity>,
+        node: &'a NodeId,
+        want: Capacity,
+    ) {
+        let r = reserved.entry(node).or_default();
+        r.nano_cpus = r.nano_cpus.saturating_add(want.nano_cpus);
+        r.memory_bytes = r.memory_bytes.saturating_add(want.memory_bytes);
+    }
     for (slot, a) in assignments {
         if keeps(slot, a) {
             *total.entry(&a.node).or_default() += 1;
             *per_service.entry((&slot.service, &a.node)).or_default() += 1;
+            if let Some(s) = services.get(&slot.service) {
+                reserve(&mut reserved, &a.node, reservation(s));
+            }
         }
     }
 
@@ -80,17 +173,68 @@ pub fn plan(
             if assignments.get(&slot).is_some_and(|a| keeps(&slot, a)) {
                 continue;
             }
-            let Some(node) = eligible.iter().copied().min_by_key(|n| {
-                (
-                    per_service.get(&(name, *n)).copied().unwrap_or(0),
-                    total.get(*n).copied().unwrap_or(0),
-                    *n,
-                )
-            }) else {
+            let want = reservation(service);
+            let free = |n: &NodeId| -> Option<Capacity> {
+                let cap = capacity.get(n)?;
+                let used = reserved.get(n).copied().unwrap_or_default();
+                Some(Capacity {
+                    nano_cpus: cap.nano_cpus.saturating_sub(used.nano_cpus),
+                    memory_bytes: cap.memory_bytes.saturating_sub(used.memory_bytes),
+                })
+            };
+            let fits = |n: &NodeId| {
+                free(n).is_none_or(|f| {
+                    f.nano_cpus >= want.nano_cpus && f.memory_bytes >= want.memory_bytes
+                })
+            };
+            let Some(node) = eligible
+                .iter()
+                .copied()
+                .filter(|n| fits(n))
+                .min_by_key(|n| {
+                    (
+                        per_service.get(&(name, *n)).copied().unwrap_or(0),
+                        total.get(*n).copied().unwrap_or(0),
+                        *n,
+                    )
+                })
+            else {
+                let reason = if eligible.is_empty() {
+                    "no live member to run it".to_string()
+                } else {
+                    let frees: Vec<Capacity> = eligible.iter().filter_map(|n| free(n)).collect();
+                    let memory_short = frees.iter().all(|f| f.memory_bytes < want.memory_bytes);
+                    let cpu_short = frees.iter().all(|f| f.nano_cpus < want.nano_cpus);
+                    match (memory_short, cpu_short) {
+                        (true, false) => format!(
+                            "no node with {} free memory",
+                            format_bytes(want.memory_bytes)
+                        ),
+                        (false, true) => {
+                            format!("no node with {} free", format_cpus(want.nano_cpus))
+                        }
+                        _ => format!(
+                            "no node with {} free memory and {} free",
+                            format_bytes(want.memory_bytes),
+                            format_cpus(want.nano_cpus)
+                        ),
+                    }
+                };
+                // An assignment made for an older spec must not run the new one on a node
+                // that cannot hold it: clear it (the slot waits, visibly).
+                if assignments
+                    .get(&slot)
+                    .is_some_and(|a| a.spec_generation != service.generation)
+                    && !eligible.is_empty()
+                {
+                    plan.remove.push(slot.clone());
+                }
+                plan.pending.push((slot, reason));
                 continue;
             };
             *total.entry(node).or_default() += 1;
             *per_service.entry((name, node)).or_default() += 1;
+            reserve(&mut reserved, node, want);
             plan.put.push((
                 slot,
                 Assignment {
@@ -145,6 +289,7 @@ mod tests {
                     env: Default::default(),
                     ports: vec![],
                     secrets: Vec::new(),
+                    ..Default::default()
                 },
             },
         )
@@ -206,6 +351,126 @@ mod tests {
         }
         let p = plan(&services, &members, &all, &assignments, &lease());
         assert_eq!(p.remove.len(), 1);
+    }
+
+    fn limited(
+        name: &str,
+        replicas: u32,
+        cpus: Option<u64>,
+        memory: Option<u64>,
+    ) -> (ServiceName, Service) {
+        let (n, mut s) = service(name, replicas);
+        s.spec.resources = warren_crdt::Resources {
+            nano_cpus: cpus,
+            memory_bytes: memory,
+        };
+        (n, s)
+    }
+
+    #[test]
+    fn reservations_never_over_commit_a_node_and_say_why_a_slot_waits() {
+        const GIB: u64 = 1 << 30;
+        let members: BTreeMap<_, _> = [member("a"), member("b")].into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let capacity: BTreeMap<_, _> = [
+            (
+                id("a"),
+                Capacity {
+                    nano_cpus: 2_000_000_000,
+                    memory_bytes: 4 * GIB,
+                },
+            ),
+            (
+                id("b"),
+                Capacity {
+                    nano_cpus: 4_000_000_000,
+                    memory_bytes: 2 * GIB,
+                },
+            ),
+        ]
+        .into();
+        // 3 × 2 GiB: a takes two, b one; nothing is left for a fourth.
+        let services: BTreeMap<_, _> = [limited("db", 4, None, Some(2 * GIB))].into();
+        let mut assignments = BTreeMap::new();
+        let p = plan_with_capacity(&services, &members, &all, &assignments, &lease(), &capacity);
+        let on = |node: &str| p.put.iter().filter(|(_, a)| a.node == id(node)).count();
+        assert_eq!((on("a"), on("b")), (2, 1), "{p:?}");
+        assert_eq!(p.pending.len(), 1);
+        assert_eq!(p.pending[0].1, "no node with 2 GiB free memory");
+        apply(&mut assignments, &p);
+        // Next round: the placed slots keep their reservations, the fourth still waits.
+        let p = plan_with_capacity(&services, &members, &all, &assignments, &lease(), &capacity);
+        assert!(p.is_empty());
+        assert_eq!(p.pending.len(), 1);
+
+        // CPUs: 3 CPUs fit only on b; a second such task fits nowhere.
+        let services: BTreeMap<_, _> = [limited("calc", 2, Some(3_000_000_000), None)].into();
+        let p = plan_with_capacity(
+            &services,
+            &members,
+            &all,
+            &BTreeMap::new(),
+            &lease(),
+            &capacity,
+        );
+        assert_eq!(p.put.len(), 1);
+        assert_eq!(p.put[0].1.node, id("b"));
+        assert_eq!(p.pending[0].1, "no node with 3 CPUs free");
+
+        // A spec change that no longer fits clears the old assignment: the slot waits.
+        let small: BTreeMap<_, _> = [limited("calc", 1, Some(1_000_000_000), None)].into();
+        let mut placed = BTreeMap::new();
+        apply(
+            &mut placed,
+            &plan_with_capacity(
+                &small,
+                &members,
+                &all,
+                &BTreeMap::new(),
+                &lease(),
+                &capacity,
+            ),
+        );
+        let mut big: BTreeMap<_, _> = [limited("calc", 1, Some(8_000_000_000), None)].into();
+        if let Some(s) = big.values_mut().next() {
+            s.generation = 2;
+        }
+        let p = plan_with_capacity(&big, &members, &all, &placed, &lease(), &capacity);
+        assert_eq!(p.remove.len(), 1, "{p:?}");
+        assert_eq!(p.pending[0].1, "no node with 8 CPUs free");
+
+        // Without a known capacity a node takes anything (an older peer).
+        let p = plan_with_capacity(
+            &services,
+            &members,
+            &all,
+            &BTreeMap::new(),
+            &lease(),
+            &BTreeMap::new(),
+        );
+        assert_eq!((p.put.len(), p.pending.len()), (2, 0));
+        // Without a limit, a service reserves nothing.
+        let services: BTreeMap<_, _> = [service("web", 10)].into();
+        let p = plan_with_capacity(
+            &services,
+            &members,
+            &all,
+            &BTreeMap::new(),
+            &lease(),
+            &capacity,
+        );
+        assert_eq!((p.put.len(), p.pending.len()), (10, 0));
+    }
+
+    #[test]
+    fn sizes_and_cpus_read_well() {
+        assert_eq!(format_bytes(2 << 30), "2 GiB");
+        assert_eq!(format_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(format_bytes(256 << 20), "256 MiB");
+        assert_eq!(format_bytes(100), "100 B");
+        assert_eq!(format_cpus(500_000_000), "0.5 CPUs");
+        assert_eq!(format_cpus(1_000_000_000), "1 CPU");
+        assert_eq!(format_cpus(2_000_000_000), "2 CPUs");
     }
 
     #[test]

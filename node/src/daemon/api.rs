@@ -13,6 +13,7 @@
 //! | `POST /v1/services` [`CreateService`] | creates a service |
 //! | `GET /v1/services/{name}` | one service |
 //! | `GET /v1/services/{name}/tasks` | its tasks: slot, node, actual state, ports |
+//! | `PATCH /v1/services/{name}` [`ServicePatch`](crate::patch::ServicePatch) | changes only the fields given |
 //! | `POST /v1/services/{name}/scale` `{replicas}` | sets its replica count |
 //! | `DELETE /v1/services/{name}` | removes it |
 //! | `POST /v1/secrets` `{name, value_base64}` | creates a secret sealed to every member |
@@ -48,7 +49,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
-use warren_crdt::{PortSpec, SecretMount, Service, ServiceName, ServiceSpec};
+use warren_crdt::{
+    HealthCheck, PortSpec, Resources, RestartPolicy, SecretMount, Service, ServiceName, ServiceSpec,
+};
 
 use super::actor::Command;
 use super::tls::ClientAddr;
@@ -274,7 +277,9 @@ fn routes(state: ApiState) -> Router {
         .route("/v1/services", get(list_services).post(create_service))
         .route(
             "/v1/services/{name}",
-            get(inspect_service).delete(delete_service),
+            get(inspect_service)
+                .delete(delete_service)
+                .patch(update_service),
         )
         .route("/v1/services/{name}/tasks", get(service_tasks))
         .route("/v1/services/{name}/scale", post(scale_service))
@@ -569,6 +574,18 @@ pub(crate) struct CreateService {
     ports: Vec<PortSpec>,
     #[serde(default)]
     secrets: Vec<SecretMount>,
+    /// The health check; none by default.
+    #[serde(default)]
+    health: Option<HealthCheck>,
+    /// The restart policy; `always` with a 1 s base delay and no limit by default.
+    #[serde(default)]
+    restart: RestartPolicy,
+    /// CPU and memory limits; none by default.
+    #[serde(default)]
+    resources: Resources,
+    /// Milliseconds between SIGTERM and SIGKILL; the engine's 10 s by default.
+    #[serde(default)]
+    stop_timeout_ms: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -598,11 +615,36 @@ async fn create_service(
     Json(body): Json<CreateService>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let name = parse_name(&body.name)?;
-    warren_runtime::validate_image_reference(&body.image)
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    validate_image(&body.image)?;
     validate_replicas(body.replicas)?;
-    if let Some(bad) = body
-        .env
+    validate_env(&body.env)?;
+    validate_ports(&body.ports)?;
+    validate_secret_mounts(&body.secrets)?;
+    // The node checks the health, restart, resources and stop-timeout limits
+    // (`ServiceSpec::validate`) before it writes.
+    let spec = ServiceSpec {
+        image: body.image,
+        replicas: body.replicas,
+        command: body.command,
+        env: body.env,
+        ports: body.ports,
+        secrets: body.secrets,
+        health: body.health,
+        restart: body.restart,
+        resources: body.resources,
+        stop_timeout_ms: body.stop_timeout_ms,
+    };
+    let reply_name = name.clone();
+    write(&state, Write::CreateService(name, Box::new(spec))).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "name": reply_name }))))
+}
+
+fn validate_image(image: &str) -> Result<(), ApiError> {
+    warren_runtime::validate_image_reference(image).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if let Some(bad) = env
         .keys()
         .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
     {
@@ -610,10 +652,18 @@ async fn create_service(
             "invalid environment variable name {bad:?}"
         )));
     }
-    if body.ports.iter().any(|p| p.container_port == 0) {
+    Ok(())
+}
+
+fn validate_ports(ports: &[PortSpec]) -> Result<(), ApiError> {
+    if ports.iter().any(|p| p.container_port == 0) {
         return Err(ApiError::invalid("container port must be 1-65535"));
     }
-    for mount in &body.secrets {
+    Ok(())
+}
+
+fn validate_secret_mounts(mounts: &[SecretMount]) -> Result<(), ApiError> {
+    for mount in mounts {
         parse_secret_name(&mount.name)?;
         let t = &mount.target;
         if t.is_empty()
@@ -628,17 +678,36 @@ async fn create_service(
             )));
         }
     }
-    let spec = ServiceSpec {
-        image: body.image,
-        replicas: body.replicas,
-        command: body.command,
-        env: body.env,
-        ports: body.ports,
-        secrets: body.secrets,
-    };
+    Ok(())
+}
+
+/// `PATCH /v1/services/{name}`: changes only the fields the body gives (see
+/// [`ServicePatch`](crate::patch::ServicePatch)); the node applies them to the spec it holds
+/// and checks the result before it writes.
+async fn update_service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Json(patch): Json<crate::patch::ServicePatch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_name(&name)?;
+    if let Some(image) = &patch.image {
+        validate_image(image)?;
+    }
+    if let Some(replicas) = patch.replicas {
+        validate_replicas(replicas)?;
+    }
+    if let Some(env) = &patch.env {
+        validate_env(env)?;
+    }
+    if let Some(ports) = &patch.ports {
+        validate_ports(ports)?;
+    }
+    if let Some(secrets) = &patch.secrets {
+        validate_secret_mounts(secrets)?;
+    }
     let reply_name = name.clone();
-    write(&state, Write::CreateService(name, spec)).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "name": reply_name }))))
+    write(&state, Write::UpdateService(name, Box::new(patch))).await?;
+    Ok(Json(json!({ "name": reply_name, "updated": true })))
 }
 
 async fn list_services(State(state): State<ApiState>) -> Json<Vec<ServiceSummary>> {
@@ -698,13 +767,19 @@ async fn service_tasks(
         .filter(|t| t.service == name)
         .map(|t| json!(t))
         .collect();
-    // Slots the scheduler has not placed yet are pending, not invisible.
+    // Slots the scheduler has not placed yet are pending, not invisible, and say why.
     for slot in 0..service.spec.replicas {
         if !s.tasks.iter().any(|t| t.service == name && t.slot == slot) {
+            let why = s
+                .pending
+                .iter()
+                .find(|(p, _)| p.service == name && p.slot == slot)
+                .map_or("not assigned to a node yet", |(_, why)| why.as_str());
             tasks.push(json!({
                 "service": name, "slot": slot, "node": null, "node_name": "",
-                "state": "pending", "status": "not assigned to a node yet",
-                "container": "", "ports": [],
+                "state": "pending", "status": why,
+                "container": "", "ports": [], "health": "", "exit_code": null,
+                "restarts": 0, "next_restart_ms": null, "error": "",
             }));
         }
     }

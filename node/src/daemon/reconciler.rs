@@ -1,4 +1,4 @@
-//! The reconcile loop: lists this node's containers, asks [`crate::core::reconcile`] what to do,
+//! The reconcile loop: lists this node's containers, asks [`crate::core::Supervisor`] what to do,
 //! does it through the runtime, and reports the actual state of its tasks.
 
 use std::collections::BTreeMap;
@@ -10,13 +10,16 @@ use futures::future::join_all;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use warren_crdt::{NodeId, SecretRecord, ServiceName, SlotId};
-use warren_runtime::{ContainerInfo, ContainerRuntime, ContainerState, PortMapping, TaskSpec};
+use warren_crdt::{HealthProbe, NodeId, SecretRecord, ServiceName, SlotId};
+use warren_runtime::{
+    ContainerInfo, ContainerRuntime, ContainerState, HealthCheck, HealthStatus, HealthTest,
+    PortMapping, TaskSpec,
+};
 
 use super::secret_files;
 use crate::core::{
-    reconcile, ActualTask, ActualTaskState, BackoffConfig, DesiredTask, Millis, RestartBackoff,
-    RuntimeAction,
+    ActualTask, ActualTaskState, DesiredTask, Millis, RestartPhase, RuntimeAction, Supervisor,
+    TaskHealth, TaskRestartStatus,
 };
 use crate::protocol::TaskStatus;
 use crate::secrets::SecretKeys;
@@ -30,6 +33,15 @@ fn actual_state(state: ContainerState) -> ActualTaskState {
     }
 }
 
+fn task_health(health: Option<HealthStatus>) -> TaskHealth {
+    match health {
+        None => TaskHealth::None,
+        Some(HealthStatus::Starting) => TaskHealth::Starting,
+        Some(HealthStatus::Healthy) => TaskHealth::Healthy,
+        Some(HealthStatus::Unhealthy) => TaskHealth::Unhealthy,
+    }
+}
+
 fn actual_task(c: &ContainerInfo) -> Option<ActualTask> {
     Some(ActualTask {
         id: c.id.clone(),
@@ -39,6 +51,9 @@ fn actual_task(c: &ContainerInfo) -> Option<ActualTask> {
         },
         generation: c.generation,
         state: actual_state(c.state),
+        exit_code: c.exit_code,
+        health: task_health(c.health),
+        detail: c.detail.clone(),
     })
 }
 
@@ -50,6 +65,23 @@ pub(crate) struct SecretContext {
     pub(crate) records: watch::Receiver<Arc<BTreeMap<String, SecretRecord>>>,
     /// Where the secret files go (a tmpfs).
     pub(crate) root: PathBuf,
+}
+
+fn health_check(h: &warren_crdt::HealthCheck) -> HealthCheck {
+    HealthCheck {
+        test: match &h.probe {
+            HealthProbe::Cmd { command } => HealthTest::Shell(command.clone()),
+            HealthProbe::Http { port, path } => HealthTest::Http {
+                port: *port,
+                path: path.clone(),
+            },
+            HealthProbe::Tcp { port } => HealthTest::Tcp { port: *port },
+        },
+        interval: Duration::from_millis(h.interval_ms),
+        timeout: Duration::from_millis(h.timeout_ms),
+        retries: h.retries,
+        start_period: Duration::from_millis(h.start_period_ms),
+    }
 }
 
 fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
@@ -72,11 +104,16 @@ fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
             })
             .collect(),
         secrets_dir: None,
+        health: task.spec.health.as_ref().map(health_check),
+        nano_cpus: task.spec.resources.nano_cpus,
+        memory_bytes: task.spec.resources.memory_bytes,
+        stop_timeout: task.spec.stop_timeout_ms.map(Duration::from_millis),
     }
 }
 
 /// Runs reconcile rounds every `interval` and whenever the desired tasks change, until
-/// `cancel`. Does nothing until the first desired set arrives. Containers keep running when the loop stops: a node's restart adopts them.
+/// `cancel`. Does nothing until the first desired set arrives. Containers keep running when
+/// the loop stops: a node's restart adopts them.
 pub(crate) async fn run<R: ContainerRuntime>(
     runtime: R,
     node: NodeId,
@@ -88,7 +125,7 @@ pub(crate) async fn run<R: ContainerRuntime>(
 ) {
     let mut errors: BTreeMap<SlotId, String> = BTreeMap::new();
     let mut last_list_error: Option<String> = None;
-    let mut backoff = RestartBackoff::new(BackoffConfig::default());
+    let mut supervisor = Supervisor::new();
     let origin = std::time::Instant::now();
     loop {
         // `None` until the actor has read the document once: reconciling against "nothing
@@ -106,15 +143,15 @@ pub(crate) async fn run<R: ContainerRuntime>(
             &node,
             &want,
             &secrets,
-            &mut backoff,
+            &mut supervisor,
             now,
             &mut errors,
         )
         .await
         {
-            Ok(containers) => {
+            Ok((containers, restarts)) => {
                 last_list_error = None;
-                status_tx.send_replace(statuses(&want, &containers, &errors));
+                status_tx.send_replace(statuses(&want, &containers, &restarts, &errors));
             }
             Err(e) => {
                 let text = e.to_string();
@@ -124,7 +161,7 @@ pub(crate) async fn run<R: ContainerRuntime>(
                 last_list_error = Some(text.clone());
                 let unknown = want
                     .iter()
-                    .map(|t| status_of(t, None, Some(&text), "unknown"))
+                    .map(|t| status_of(t, None, None, Some(&text), "unknown"))
                     .collect();
                 status_tx.send_replace(unknown);
             }
@@ -138,53 +175,35 @@ pub(crate) async fn run<R: ContainerRuntime>(
     }
 }
 
-/// One round: list, decide, act (actions run concurrently: a removal waits for the container's
-/// stop grace period), list again if anything was done.
+type Listed = (Vec<ContainerInfo>, BTreeMap<SlotId, TaskRestartStatus>);
+
+/// One round: list, decide, act (actions run concurrently: a stop or removal waits for the
+/// container's stop timeout), list again if anything was done.
 #[allow(clippy::too_many_arguments)]
 async fn round<R: ContainerRuntime>(
     runtime: &R,
     node: &NodeId,
     want: &[DesiredTask],
     secrets: &SecretContext,
-    backoff: &mut RestartBackoff,
+    supervisor: &mut Supervisor,
     now: Millis,
     errors: &mut BTreeMap<SlotId, String>,
-) -> Result<Vec<ContainerInfo>, warren_runtime::RuntimeError> {
+) -> Result<Listed, warren_runtime::RuntimeError> {
     let containers = runtime.list_tasks(node.as_str()).await?;
     let actual: Vec<ActualTask> = containers.iter().filter_map(actual_task).collect();
-    for task in actual
-        .iter()
-        .filter(|t| t.state == ActualTaskState::Running)
-    {
-        backoff.running(&task.slot, now);
-    }
-    backoff.retain(|slot| want.iter().any(|t| t.slot == *slot));
-    // A container that keeps exiting is restarted after a growing delay, not every round.
-    let actions: Vec<RuntimeAction> = reconcile(want, &actual)
-        .into_iter()
-        .filter(|action| match action {
-            RuntimeAction::Start { slot, .. } => match backoff.try_restart(slot, now) {
-                Ok(()) => true,
-                Err(wait_ms) => {
-                    errors.insert(
-                        slot.clone(),
-                        format!(
-                            "exited; restart {} in {:.1} s (backing off)",
-                            backoff.restarts(slot) + 1,
-                            wait_ms as f64 / 1000.0
-                        ),
-                    );
-                    false
-                }
-            },
-            _ => true,
-        })
-        .collect();
-    if actions.is_empty() {
-        return Ok(containers);
+    // An error of an earlier action is over once the slot's container runs.
+    errors.retain(|slot, _| {
+        want.iter().any(|t| t.slot == *slot)
+            && !actual
+                .iter()
+                .any(|t| t.slot == *slot && t.state == ActualTaskState::Running)
+    });
+    let decided = supervisor.round(want, &actual, now);
+    if decided.actions.is_empty() {
+        return Ok((containers, decided.tasks));
     }
     let records = secrets.records.borrow().clone();
-    let results = join_all(actions.iter().map(|action| {
+    let results = join_all(decided.actions.iter().map(|action| {
         let records = records.clone();
         async move {
             let result = match action {
@@ -214,6 +233,10 @@ async fn round<R: ContainerRuntime>(
                     info!(%slot, container = %short(id), "restarting stopped container");
                     runtime.start(id).await.map_err(|e| e.to_string())
                 }
+                RuntimeAction::Stop { id, slot, reason } => {
+                    info!(%slot, container = %short(id), reason, "stopping container");
+                    runtime.stop(id).await.map_err(|e| e.to_string())
+                }
                 RuntimeAction::Remove { id, slot, reason } => {
                     info!(%slot, container = %short(id), reason, "removing container");
                     runtime.remove(id).await.map_err(|e| e.to_string())
@@ -224,10 +247,7 @@ async fn round<R: ContainerRuntime>(
     }))
     .await;
     for (action, result) in results {
-        let slot = match action {
-            RuntimeAction::Create(task) => &task.slot,
-            RuntimeAction::Start { slot, .. } | RuntimeAction::Remove { slot, .. } => slot,
-        };
+        let slot = action.slot();
         match result {
             Ok(()) => {
                 errors.remove(slot);
@@ -242,7 +262,7 @@ async fn round<R: ContainerRuntime>(
     let containers = runtime.list_tasks(node.as_str()).await?;
     let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
     secret_files::sweep(&secrets.root, &names);
-    Ok(containers)
+    Ok((containers, decided.tasks))
 }
 
 fn short(id: &str) -> &str {
@@ -252,34 +272,67 @@ fn short(id: &str) -> &str {
 fn status_of(
     task: &DesiredTask,
     container: Option<&ContainerInfo>,
+    restart: Option<&TaskRestartStatus>,
     error: Option<&String>,
     fallback_state: &str,
 ) -> TaskStatus {
+    let running = container.is_some_and(|c| c.state == ContainerState::Running);
+    let phase = restart.map(|r| r.phase);
+    let last_error = restart.and_then(|r| r.last_error.clone());
+    let (state, status) = if running {
+        ("running".to_string(), container.map(|c| c.status.clone()))
+    } else if let Some(e) = error {
+        ("failed".to_string(), Some(e.clone()))
+    } else {
+        match (phase, restart) {
+            (Some(RestartPhase::Failed), Some(r)) => (
+                "failed".to_string(),
+                Some(format!(
+                    "gave up after {} restarts: {}",
+                    r.restarts,
+                    last_error.clone().unwrap_or_default()
+                )),
+            ),
+            (Some(RestartPhase::BackingOff), Some(r)) => (
+                "restarting".to_string(),
+                Some(format!(
+                    "restart {} in {:.1} s (backing off)",
+                    r.restarts.saturating_add(1),
+                    r.next_restart_in_ms.unwrap_or(0) as f64 / 1000.0
+                )),
+            ),
+            _ => match container {
+                Some(c) => (c.state.as_str().to_string(), Some(c.status.clone())),
+                None => (fallback_state.to_string(), None),
+            },
+        }
+    };
     TaskStatus {
         service: task.slot.service.to_string(),
         slot: task.slot.slot,
-        state: match (container, error) {
-            (Some(c), _) if c.state == ContainerState::Running => "running".into(),
-            (_, Some(_)) => "failed".into(),
-            (Some(c), None) => c.state.as_str().to_string(),
-            (None, None) => fallback_state.into(),
-        },
-        status: match (container, error) {
-            (Some(c), _) if c.state == ContainerState::Running => c.status.clone(),
-            (_, Some(e)) => e.clone(),
-            (Some(c), None) => c.status.clone(),
-            (None, None) => String::new(),
-        },
+        state,
+        status: status.unwrap_or_default(),
         container: container
             .map(|c| short(&c.id).to_string())
             .unwrap_or_default(),
         ports: container.map(|c| c.ports.clone()).unwrap_or_default(),
+        health: container
+            .map(|c| task_health(c.health).as_str().to_string())
+            .unwrap_or_default(),
+        exit_code: container
+            .and_then(|c| c.exit_code)
+            .or_else(|| restart.and_then(|r| r.last_exit_code)),
+        restarts: restart.map_or(0, |r| r.restarts),
+        next_restart_ms: restart.and_then(|r| r.next_restart_in_ms),
+        error: error.cloned().or(last_error).unwrap_or_default(),
     }
+    .bounded()
 }
 
 fn statuses(
     want: &[DesiredTask],
     containers: &[ContainerInfo],
+    restarts: &BTreeMap<SlotId, TaskRestartStatus>,
     errors: &BTreeMap<SlotId, String>,
 ) -> Vec<TaskStatus> {
     want.iter()
@@ -287,8 +340,19 @@ fn statuses(
             let container = containers
                 .iter()
                 .filter(|c| c.service == task.slot.service.as_str() && c.slot == task.slot.slot)
-                .max_by_key(|c| c.state == ContainerState::Running);
-            status_of(task, container, errors.get(&task.slot), "pending")
+                .max_by_key(|c| {
+                    (
+                        c.generation == task.generation,
+                        c.state == ContainerState::Running,
+                    )
+                });
+            status_of(
+                task,
+                container,
+                restarts.get(&task.slot),
+                errors.get(&task.slot),
+                "pending",
+            )
         })
         .collect()
 }

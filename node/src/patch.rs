@@ -1,0 +1,271 @@
+//! A partial change of a service spec, as `warren-cli service update NAME --flag ...` sends it:
+//! only the fields given change. The node that takes the write applies it to the spec its
+//! replica holds and writes the result with the field-wise
+//! [`DesiredState::update_service`](warren_crdt::DesiredState::update_service), so concurrent
+//! updates of other fields on other peers survive the merge.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use warren_crdt::{HealthCheck, HealthProbe, PortSpec, RestartCondition, SecretMount, ServiceSpec};
+
+/// Changes to a health check. With no check in the spec, `probe` is required; the other
+/// fields keep their value (or the default of [`HealthCheck::new`]) unless given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthPatch {
+    /// A new probe.
+    #[serde(default)]
+    pub probe: Option<HealthProbe>,
+    /// Milliseconds between probes.
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+    /// Milliseconds before a probe counts as failed.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Consecutive failures that make a task unhealthy.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Milliseconds after a start in which failures do not count.
+    #[serde(default)]
+    pub start_period_ms: Option<u64>,
+}
+
+impl HealthPatch {
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == HealthPatch::default()
+    }
+}
+
+/// The body of `PATCH /v1/services/{name}`: every field optional; absent fields keep their
+/// value. For limits, `0` means "no limit" (`restart_max_attempts`, `nano_cpus`,
+/// `memory_bytes`), as with Docker's own flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePatch {
+    /// New image reference.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// New replica count.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// New command (replaces the whole command).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// New environment (replaces the whole map).
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    /// New published ports (replace the list).
+    #[serde(default)]
+    pub ports: Option<Vec<PortSpec>>,
+    /// New secret mounts (replace the list).
+    #[serde(default)]
+    pub secrets: Option<Vec<SecretMount>>,
+    /// Changes to the health check.
+    #[serde(default)]
+    pub health: Option<HealthPatch>,
+    /// Remove the health check (cannot be combined with `health`).
+    #[serde(default)]
+    pub no_health: bool,
+    /// New restart condition.
+    #[serde(default)]
+    pub restart_condition: Option<RestartCondition>,
+    /// New restart limit; `0`: no limit.
+    #[serde(default)]
+    pub restart_max_attempts: Option<u32>,
+    /// New base restart delay, milliseconds.
+    #[serde(default)]
+    pub restart_delay_ms: Option<u64>,
+    /// New CPU limit in nano-CPUs; `0`: no limit.
+    #[serde(default)]
+    pub nano_cpus: Option<u64>,
+    /// New memory limit in bytes; `0`: no limit.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// New stop timeout, milliseconds.
+    #[serde(default)]
+    pub stop_timeout_ms: Option<u64>,
+}
+
+impl ServicePatch {
+    /// `spec` with the patch's fields applied. It is not validated here: check the result
+    /// with [`ServiceSpec::validate`].
+    ///
+    /// Errors: a message when the patch contradicts itself (`no_health` with `health`) or
+    /// changes a health check's timing while the spec has no check and the patch no probe.
+    pub fn apply(&self, spec: &ServiceSpec) -> Result<ServiceSpec, String> {
+        let mut out = spec.clone();
+        if let Some(image) = &self.image {
+            out.image = image.clone();
+        }
+        if let Some(replicas) = self.replicas {
+            out.replicas = replicas;
+        }
+        if let Some(command) = &self.command {
+            out.command = command.clone();
+        }
+        if let Some(env) = &self.env {
+            out.env = env.clone();
+        }
+        if let Some(ports) = &self.ports {
+            out.ports = ports.clone();
+        }
+        if let Some(secrets) = &self.secrets {
+            out.secrets = secrets.clone();
+        }
+        match (&self.health, self.no_health) {
+            (Some(h), true) if !h.is_empty() => {
+                return Err("a health check cannot be changed and removed at once".into())
+            }
+            (_, true) => out.health = None,
+            (Some(h), false) if !h.is_empty() => {
+                let mut check = match (out.health.take(), &h.probe) {
+                    (_, Some(probe)) => HealthCheck {
+                        probe: probe.clone(),
+                        ..spec
+                            .health
+                            .clone()
+                            .unwrap_or_else(|| HealthCheck::new(probe.clone()))
+                    },
+                    (Some(existing), None) => existing,
+                    (None, None) => {
+                        return Err("the service has no health check to change: give a probe \
+                                    (--health-cmd, --health-http or --health-tcp)"
+                            .into())
+                    }
+                };
+                if let Some(v) = h.interval_ms {
+                    check.interval_ms = v;
+                }
+                if let Some(v) = h.timeout_ms {
+                    check.timeout_ms = v;
+                }
+                if let Some(v) = h.retries {
+                    check.retries = v;
+                }
+                if let Some(v) = h.start_period_ms {
+                    check.start_period_ms = v;
+                }
+                out.health = Some(check);
+            }
+            (_, false) => {}
+        }
+        if let Some(condition) = self.restart_condition {
+            out.restart.condition = condition;
+        }
+        if let Some(max) = self.restart_max_attempts {
+            out.restart.max_attempts = (max > 0).then_some(max);
+        }
+        if let Some(delay) = self.restart_delay_ms {
+            out.restart.delay_ms = delay;
+        }
+        if let Some(n) = self.nano_cpus {
+            out.resources.nano_cpus = (n > 0).then_some(n);
+        }
+        if let Some(m) = self.memory_bytes {
+            out.resources.memory_bytes = (m > 0).then_some(m);
+        }
+        if let Some(ms) = self.stop_timeout_ms {
+            out.stop_timeout_ms = Some(ms);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_crdt::RestartPolicy;
+
+    fn base() -> ServiceSpec {
+        ServiceSpec {
+            image: "warren/busybox:latest".into(),
+            replicas: 2,
+            command: vec!["httpd".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_given_fields_change() {
+        let patch = ServicePatch {
+            restart_condition: Some(RestartCondition::OnFailure),
+            restart_max_attempts: Some(3),
+            memory_bytes: Some(64 << 20),
+            ..Default::default()
+        };
+        let out = patch.apply(&base()).expect("apply");
+        assert_eq!(
+            out.restart,
+            RestartPolicy {
+                condition: RestartCondition::OnFailure,
+                max_attempts: Some(3),
+                delay_ms: 1_000
+            }
+        );
+        assert_eq!(out.resources.memory_bytes, Some(64 << 20));
+        assert_eq!(
+            ServiceSpec {
+                restart: RestartPolicy::default(),
+                resources: Default::default(),
+                ..out.clone()
+            },
+            base()
+        );
+        // Zero lifts a limit.
+        let lifted = ServicePatch {
+            restart_max_attempts: Some(0),
+            memory_bytes: Some(0),
+            ..Default::default()
+        }
+        .apply(&out)
+        .expect("apply");
+        assert_eq!(lifted.restart.max_attempts, None);
+        assert_eq!(lifted.resources.memory_bytes, None);
+        assert_eq!(ServicePatch::default().apply(&out), Ok(out));
+    }
+
+    #[test]
+    fn health_timing_needs_a_probe_and_keeps_the_rest() {
+        let timing = ServicePatch {
+            health: Some(HealthPatch {
+                interval_ms: Some(2_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(timing.apply(&base()).is_err());
+        let with_probe = ServicePatch {
+            health: Some(HealthPatch {
+                probe: Some(HealthProbe::Tcp { port: 80 }),
+                retries: Some(5),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .apply(&base())
+        .expect("apply");
+        let check = with_probe.health.clone().expect("check");
+        assert_eq!((check.retries, check.interval_ms), (5, 10_000));
+        let retimed = timing.apply(&with_probe).expect("apply");
+        let check = retimed.health.clone().expect("check");
+        assert_eq!(
+            (check.probe, check.retries, check.interval_ms),
+            (HealthProbe::Tcp { port: 80 }, 5, 2_000)
+        );
+        let removed = ServicePatch {
+            no_health: true,
+            ..Default::default()
+        }
+        .apply(&retimed)
+        .expect("apply");
+        assert_eq!(removed.health, None);
+        assert!(ServicePatch {
+            no_health: true,
+            ..timing
+        }
+        .apply(&retimed)
+        .is_err());
+    }
+}
