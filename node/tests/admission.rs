@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
@@ -36,18 +36,6 @@ fn node_fails(dir: &std::path::Path, extra: &[&str]) -> String {
         .expect("run warren-node");
     assert!(!out.status.success(), "warren-node {extra:?} should fail");
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A failed CLI call: non-zero, one line on stderr, no panic; returns that line.
-fn one_line_error(out: Output) -> String {
-    assert!(!out.status.success(), "expected a failure");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.trim_end().lines().count(), 1, "one line, got: {err}");
-    assert!(
-        err.starts_with("error: ") && !err.contains("panicked"),
-        "{err}"
-    );
-    err
 }
 
 fn member_count(node: &Node) -> usize {
@@ -207,21 +195,21 @@ fn operator_errors_are_one_line_and_actionable() {
             .output()
             .expect("cli")
     };
-    let err = one_line_error(cli(&["--peer", "http://127.0.0.1:9", "cluster", "status"]));
+    let err = one_line_error(&cli(&["--peer", "http://127.0.0.1:9", "cluster", "status"]));
     assert!(err.contains("cannot reach peer"), "{err}");
 
     let n1 = Node::start("n1", &dir.path().join("n1"), &["--init", "errs"]);
-    let err = one_line_error(n1.cli(&["service", "scale", "nope", "2"]));
+    let err = one_line_error(&n1.cli(&["service", "scale", "nope", "2"]));
     assert!(err.contains("no service named nope"), "{err}");
-    let err = one_line_error(n1.cli(&["service", "ps", "nope"]));
+    let err = one_line_error(&n1.cli(&["service", "ps", "nope"]));
     assert!(err.contains("no service named nope"), "{err}");
-    let err = one_line_error(n1.cli(&["service", "rm", "nope"]));
+    let err = one_line_error(&n1.cli(&["service", "rm", "nope"]));
     assert!(err.contains("no service named nope"), "{err}");
-    let err = one_line_error(n1.cli(&["service", "create", "bad", "--image", "Not An Image"]));
+    let err = one_line_error(&n1.cli(&["service", "create", "bad", "--image", "Not An Image"]));
     assert!(err.contains("invalid image reference"), "{err}");
-    let err = one_line_error(n1.cli(&["service", "create", "Bad_Name", "--image", IMAGE]));
+    let err = one_line_error(&n1.cli(&["service", "create", "Bad_Name", "--image", IMAGE]));
     assert!(err.contains("invalid"), "{err}");
-    let err = one_line_error(n1.cli(&[
+    let err = one_line_error(&n1.cli(&[
         "service",
         "create",
         "web",
@@ -248,7 +236,7 @@ fn operator_errors_are_one_line_and_actionable() {
     // The peer that took the write reads it at once (read-your-writes).
     let listed = n1.cli_json(&["service", "ls"]).expect("service ls");
     assert!(listed.to_string().contains("\"twice\""), "{listed}");
-    let err = one_line_error(n1.cli(&["service", "create", "twice", "--image", IMAGE]));
+    let err = one_line_error(&n1.cli(&["service", "create", "twice", "--image", IMAGE]));
     assert!(err.contains("already exists"), "{err}");
 
     // A container that keeps exiting is restarted with a growing delay, and `service ps`
@@ -405,7 +393,7 @@ fn tokens_expire_and_revoke_and_removed_members_are_cut_off_for_good() {
         let now = n1.status()?["dropped_non_member"].as_u64()?;
         (now > dropped_before).then_some(())
     });
-    let err = one_line_error(n2.cli(&["node", "rm", "n2"]));
+    let err = one_line_error(&n2.cli(&["node", "rm", "n2"]));
     assert!(err.contains("cannot remove itself"), "{err}");
 
     // Its identity can never come back, not even with a valid token.

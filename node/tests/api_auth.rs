@@ -130,18 +130,6 @@ fn cli(peer: &str, token: Option<&str>, ca: Option<&Path>, args: &[&str]) -> Out
         .expect("run warren-cli")
 }
 
-/// A failed CLI call: non-zero, one line on stderr, no panic; returns that line.
-fn one_line_error(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failure");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.trim_end().lines().count(), 1, "one line, got: {err}");
-    assert!(
-        err.starts_with("error: ") && !err.contains("panicked"),
-        "{err}"
-    );
-    err
-}
-
 /// `api-token create ARGS` at `node`'s loopback API; the token's text.
 fn create_token(node: &Node, args: &[&str]) -> String {
     let mut all = vec!["api-token", "create"];

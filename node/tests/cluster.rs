@@ -30,12 +30,7 @@ fn running_web(nodes: &[&str]) -> Vec<Container> {
 fn three_peers_schedule_restart_fail_over_scale_and_remove() {
     require_docker();
     let dir = tempfile::tempdir().expect("tempdir");
-    let n1 = Node::start("n1", &dir.path().join("n1"), &["--init", "e2e"]);
-    let token = n1.join_token();
-    let n2 = Node::start("n2", &dir.path().join("n2"), &["--join", &token]);
-    let token = n1.join_token();
-    let n3 = Node::start("n3", &dir.path().join("n3"), &["--join", &token]);
-    let mut nodes = [n1, n2, n3];
+    let mut nodes = cluster_of_three(dir.path(), "e2e");
     let ids: Vec<String> = nodes.iter().map(|n| n.peer_id.clone()).collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
 

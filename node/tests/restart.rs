@@ -50,12 +50,7 @@ fn nobody_down_for(nodes: &[Node], window: Duration) {
 fn a_peer_restarted_at_once_is_heard_by_every_peer() {
     require_docker();
     let dir = tempfile::tempdir().expect("tempdir");
-    let n1 = Node::start("n1", &dir.path().join("n1"), &["--init", "restart"]);
-    let token = n1.join_token();
-    let n2 = Node::start("n2", &dir.path().join("n2"), &["--join", &token]);
-    let token = n1.join_token();
-    let n3 = Node::start("n3", &dir.path().join("n3"), &["--join", &token]);
-    let mut nodes = [n1, n2, n3];
+    let mut nodes = cluster_of_three(dir.path(), "restart");
     for node in &nodes {
         all_alive(node, 3);
     }

@@ -1,6 +1,7 @@
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
 
+use super::tokens;
 use crate::args::{ApiTokenCommand, Format};
 use crate::client::Client;
 use crate::output::{cell, print};
@@ -22,14 +23,7 @@ fn when(v: Option<&Value>) -> String {
 pub(crate) fn run(client: &Client, format: Format, command: ApiTokenCommand) -> Result<()> {
     match command {
         ApiTokenCommand::Create { ttl, label } => {
-            let mut labels = serde_json::Map::new();
-            for pair in &label {
-                let (k, v) = pair
-                    .split_once('=')
-                    .filter(|(k, _)| !k.is_empty())
-                    .ok_or_else(|| anyhow!("--label {pair:?} is not of the form K=V"))?;
-                labels.insert(k.to_string(), json!(v));
-            }
+            let labels = tokens::labels_body(&label)?;
             let body = json!({ "ttl_secs": ttl, "labels": labels });
             let answer = client.post("/v1/api-tokens", &body)?;
             if format == Format::Json {
@@ -57,23 +51,8 @@ pub(crate) fn run(client: &Client, format: Format, command: ApiTokenCommand) -> 
                 .map(|ts| {
                     ts.iter()
                         .map(|t| {
-                            let state = if t.get("revoked").and_then(Value::as_bool) == Some(true) {
-                                "revoked"
-                            } else if t.get("expired").and_then(Value::as_bool) == Some(true) {
-                                "expired"
-                            } else {
-                                "valid"
-                            };
-                            let labels = t
-                                .get("labels")
-                                .and_then(Value::as_object)
-                                .map(|m| {
-                                    m.iter()
-                                        .map(|(k, v)| format!("{k}={}", cell(Some(v))))
-                                        .collect::<Vec<_>>()
-                                        .join(",")
-                                })
-                                .unwrap_or_default();
+                            let state = tokens::state(t);
+                            let labels = tokens::labels_cell(t);
                             vec![
                                 cell(t.get("id")),
                                 state.to_string(),
@@ -93,9 +72,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ApiTokenCommand) -> 
             );
         }
         ApiTokenCommand::Revoke { id } => {
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(anyhow!("invalid API token id {id:?} (see api-token ls)"));
-            }
+            tokens::check_id(&id, "API token", "api-token ls")?;
             let answer = client.delete(&format!("/v1/api-tokens/{id}"))?;
             match format {
                 Format::Json => println!("{answer}"),

@@ -1,6 +1,7 @@
 use anyhow::{anyhow, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::tokens;
 use crate::args::{Format, JoinTokenCommand};
 use crate::client::Client;
 use crate::output::{cell, print};
@@ -8,14 +9,7 @@ use crate::output::{cell, print};
 pub(crate) fn run(client: &Client, format: Format, command: JoinTokenCommand) -> Result<()> {
     match command {
         JoinTokenCommand::Create { ttl, uses, label } => {
-            let mut labels = serde_json::Map::new();
-            for pair in &label {
-                let (k, v) = pair
-                    .split_once('=')
-                    .filter(|(k, _)| !k.is_empty())
-                    .ok_or_else(|| anyhow!("--label {pair:?} is not of the form K=V"))?;
-                labels.insert(k.to_string(), json!(v));
-            }
+            let labels = tokens::labels_body(&label)?;
             let body = json!({ "ttl_secs": ttl, "uses": uses, "labels": labels });
             let answer = client.post("/v1/join-tokens", &body)?;
             if format == Format::Json {
@@ -42,25 +36,8 @@ pub(crate) fn run(client: &Client, format: Format, command: JoinTokenCommand) ->
                 .map(|ts| {
                     ts.iter()
                         .map(|t| {
-                            let state = if t.get("revoked").and_then(Value::as_bool) == Some(true) {
-                                "revoked"
-                            } else if t.get("expired").and_then(Value::as_bool) == Some(true) {
-                                "expired"
-                            } else if t.get("uses_left").and_then(Value::as_u64) == Some(0) {
-                                "used"
-                            } else {
-                                "valid"
-                            };
-                            let labels = t
-                                .get("labels")
-                                .and_then(Value::as_object)
-                                .map(|m| {
-                                    m.iter()
-                                        .map(|(k, v)| format!("{k}={}", cell(Some(v))))
-                                        .collect::<Vec<_>>()
-                                        .join(",")
-                                })
-                                .unwrap_or_default();
+                            let state = tokens::state(t);
+                            let labels = tokens::labels_cell(t);
                             vec![
                                 cell(t.get("id")),
                                 state.to_string(),
@@ -80,9 +57,7 @@ pub(crate) fn run(client: &Client, format: Format, command: JoinTokenCommand) ->
             );
         }
         JoinTokenCommand::Revoke { id } => {
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(anyhow!("invalid join token id {id:?} (see join-token ls)"));
-            }
+            tokens::check_id(&id, "join token", "join-token ls")?;
             let answer = client.delete(&format!("/v1/join-tokens/{id}"))?;
             match format {
                 Format::Json => println!("{answer}"),

@@ -6,6 +6,7 @@ mod join_token;
 mod node;
 mod secret;
 mod service;
+mod tokens;
 
 use anyhow::Result;
 

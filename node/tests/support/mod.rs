@@ -330,3 +330,27 @@ pub fn host_port(ports: &str) -> Option<u16> {
     let after = ports.split("127.0.0.1:").nth(1)?;
     after.split("->").next()?.parse().ok()
 }
+
+/// Starts a cluster `name` of three nodes `n1` (the founder), `n2` and `n3` under `dir`, each
+/// admitted with its own join token.
+pub fn cluster_of_three(dir: &Path, name: &str) -> [Node; 3] {
+    let n1 = Node::start("n1", &dir.join("n1"), &["--init", name]);
+    let token = n1.join_token();
+    let n2 = Node::start("n2", &dir.join("n2"), &["--join", &token]);
+    let token = n1.join_token();
+    let n3 = Node::start("n3", &dir.join("n3"), &["--join", &token]);
+    [n1, n2, n3]
+}
+
+/// A failed CLI call: non-zero, one line on stderr starting `error: `, no panic; returns that
+/// line.
+pub fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line, got: {err}");
+    assert!(
+        err.starts_with("error: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    err
+}
