@@ -122,6 +122,11 @@ pub(crate) enum ClusterCommand {
 pub(crate) enum NodeCommand {
     /// List members.
     Ls,
+    /// One member: liveness, capacity, what its tasks reserve, its usage and GPUs.
+    Inspect {
+        /// The member's name or id (or the last 8 characters of its id).
+        node: String,
+    },
     /// Remove a member: it is cut off, its tasks move, its identity can never rejoin.
     Rm {
         /// The member's name or id (or the last 8 characters of its id).

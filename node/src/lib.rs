@@ -18,4 +18,5 @@ pub mod machine;
 pub mod patch;
 pub mod protocol;
 pub mod secrets;
+pub mod system;
 pub mod token;

@@ -26,10 +26,12 @@ use warren_crdt::{
 
 use crate::api_token::{ApiToken, ApiTokenGrant};
 use crate::core::{
-    Action, Capacity, ClusterView, Core, CoreConfig, DesiredTask, LeaseDecision, Liveness, Millis,
+    reservation, Action, Capacity, ClusterView, Core, CoreConfig, DesiredTask, LeaseDecision,
+    Liveness, Millis,
 };
 use crate::protocol::{self, Heartbeat, JoinRequest, TaskStatus, MAX_HEARTBEAT_TASKS};
 use crate::secrets::{self, SecretKeys};
+use crate::system::{Gpu, Usage, MAX_GPUS};
 use crate::token::{JoinToken, TokenGrant};
 use zeroize::Zeroizing;
 
@@ -222,6 +224,12 @@ pub struct MemberStatus {
     pub tasks: usize,
     /// What it offers to reservations, as it last said; `None` when unknown.
     pub capacity: Option<Capacity>,
+    /// What the tasks assigned to it reserve (their services' `--cpus` and `--memory`).
+    pub reserved: Capacity,
+    /// Its load and memory in use, as it last said; `None` when unknown.
+    pub usage: Option<Usage>,
+    /// Its GPUs, as it last said.
+    pub gpus: Vec<Gpu>,
 }
 
 /// The lease as one node sees it.
@@ -342,6 +350,10 @@ pub struct NodeMachine {
     /// The public key this node last saw published in its member record (checked again
     /// whenever the document changes).
     published_key: Option<String>,
+    /// This node's usage at its last reading (reported in heartbeats).
+    usage: Option<Usage>,
+    /// This node's GPUs (reported in heartbeats).
+    gpus: Vec<Gpu>,
 }
 
 impl std::fmt::Debug for NodeMachine {
@@ -386,6 +398,8 @@ impl NodeMachine {
             view_cache: None,
             secret_keys: None,
             published_key: None,
+            usage: None,
+            gpus: Vec::new(),
         }
     }
 
@@ -394,6 +408,17 @@ impl NodeMachine {
     pub fn set_capacity(&mut self, capacity: Option<Capacity>) {
         let me = self.me.clone();
         self.core.set_capacity(&me, capacity);
+    }
+
+    /// This node's usage now (load, memory in use), to report in its next heartbeats.
+    pub fn set_usage(&mut self, usage: Option<Usage>) {
+        self.usage = usage;
+    }
+
+    /// This node's GPUs, to report in its heartbeats (at most [`MAX_GPUS`]).
+    pub fn set_gpus(&mut self, mut gpus: Vec<Gpu>) {
+        gpus.truncate(MAX_GPUS);
+        self.gpus = gpus.into_iter().map(Gpu::bounded).collect();
     }
 
     /// Gives the machine this node's X25519 keys: it publishes the public key in its member
@@ -536,6 +561,8 @@ impl NodeMachine {
             api: self.api.clone(),
             tasks,
             capacity: self.core.capacities().get(&self.me).copied(),
+            usage: self.usage,
+            gpus: self.gpus.clone(),
         };
         match serde_json::to_vec(&heartbeat) {
             Ok(data) => self.outputs.push_back(Output::Publish {
@@ -705,6 +732,8 @@ impl NodeMachine {
                     self.core
                         .handle_heartbeat(from, hb.held_lease.map(Epoch), now);
                     self.core.set_capacity(from, hb.capacity);
+                    hb.gpus.truncate(MAX_GPUS);
+                    hb.gpus = hb.gpus.into_iter().map(Gpu::bounded).collect();
                     self.heartbeats.insert(from.clone(), hb);
                 }
                 Err(e) => debug!(%from, error = %e, "dropping a malformed heartbeat"),
@@ -1023,6 +1052,20 @@ impl NodeMachine {
         for a in view.assignments.values() {
             *per_node.entry(&a.node).or_default() += 1;
         }
+        let mut reserved: HashMap<&NodeId, Capacity> = HashMap::new();
+        for (slot, a) in &view.assignments {
+            let Some(service) = view
+                .services
+                .get(&slot.service)
+                .filter(|s| !s.deleted && slot.slot < s.spec.replicas)
+            else {
+                continue;
+            };
+            let want = reservation(service);
+            let r = reserved.entry(&a.node).or_default();
+            r.nano_cpus = r.nano_cpus.saturating_add(want.nano_cpus);
+            r.memory_bytes = r.memory_bytes.saturating_add(want.memory_bytes);
+        }
         let members = view
             .members
             .values()
@@ -1044,6 +1087,20 @@ impl NodeMachine {
                 is_self: m.id == self.me,
                 tasks: per_node.get(&m.id).copied().unwrap_or(0),
                 capacity: self.core.capacities().get(&m.id).copied(),
+                reserved: reserved.get(&m.id).copied().unwrap_or_default(),
+                usage: if m.id == self.me {
+                    self.usage
+                } else {
+                    self.heartbeats.get(&m.id).and_then(|h| h.usage)
+                },
+                gpus: if m.id == self.me {
+                    self.gpus.clone()
+                } else {
+                    self.heartbeats
+                        .get(&m.id)
+                        .map(|h| h.gpus.clone())
+                        .unwrap_or_default()
+                },
             })
             .collect();
         let tasks = view

@@ -27,6 +27,13 @@ pub struct Heartbeat {
     /// one that could not read it.
     #[serde(default)]
     pub capacity: Option<crate::core::Capacity>,
+    /// The sender's load and memory in use at its last reading; `None` from an older peer or
+    /// one that could not read it.
+    #[serde(default)]
+    pub usage: Option<crate::system::Usage>,
+    /// The sender's GPUs (at most [`crate::system::MAX_GPUS`]); empty without any.
+    #[serde(default)]
+    pub gpus: Vec<crate::system::Gpu>,
 }
 
 /// Longest text field of a [`TaskStatus`] (`status`, `error`), in bytes: a heartbeat carries

@@ -41,7 +41,9 @@ pub use reconcile::{
     ActualTask, ActualTaskState, DesiredTask, RestartPhase, Round, RuntimeAction, Supervisor,
     TaskHealth, TaskRestartStatus, MAX_ERROR_BYTES,
 };
-pub use scheduler::{format_bytes, format_cpus, plan, plan_with_capacity, Capacity, Plan};
+pub use scheduler::{
+    format_bytes, format_cpus, plan, plan_with_capacity, reservation, Capacity, Plan,
+};
 
 /// A point on a node's monotonic clock, in milliseconds from an arbitrary origin.
 /// Never a wall-clock time: edge devices' wall clocks are not trusted (DESIGN §5).

@@ -97,7 +97,7 @@ pub fn plan(
 }
 
 /// A slot's reservation: its service's CPU and memory limits (0 where none).
-fn reservation(service: &Service) -> Capacity {
+pub fn reservation(service: &Service) -> Capacity {
     Capacity {
         nano_cpus: service.spec.resources.nano_cpus.unwrap_or(0),
         memory_bytes: service.spec.resources.memory_bytes.unwrap_or(0),

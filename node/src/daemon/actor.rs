@@ -58,7 +58,12 @@ pub(crate) struct NodeActor {
     sync_rx: mpsc::Receiver<SyncReply>,
     dropped_non_member: u64,
     connected_peers: usize,
+    /// When this node's usage was last read from `/proc`.
+    usage_read_at: Millis,
 }
+
+/// How often the node reads its usage (load, memory in use) for its heartbeats, in ms.
+const USAGE_EVERY_MS: u64 = 5_000;
 
 fn topic(channel: Channel) -> Topic {
     match channel {
@@ -88,6 +93,7 @@ impl NodeActor {
             sync_rx,
             dropped_non_member: 0,
             connected_peers: 0,
+            usage_read_at: Millis(0),
         }
     }
 
@@ -272,6 +278,10 @@ impl NodeActor {
 
     async fn tick(&mut self, wiring: &Wiring) {
         let now = self.now();
+        if now.since(self.usage_read_at) >= USAGE_EVERY_MS {
+            self.usage_read_at = now;
+            self.machine.set_usage(crate::system::read_usage());
+        }
         self.machine
             .set_local_status(wiring.local_status.borrow().clone());
         self.machine.handle_tick(now);

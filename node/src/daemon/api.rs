@@ -8,6 +8,7 @@
 //! | `POST /v1/join-tokens` `{ttl_secs?, uses?, labels?}` | mints a join token (single use by default) |
 //! | `GET /v1/join-tokens` | tokens: id, expiry, uses left, labels, revoked (never secrets) |
 //! | `DELETE /v1/join-tokens/{id}` | revokes a token |
+//! | `GET /v1/nodes/{node}` | one member: liveness, capacity, reserved, usage, GPUs |
 //! | `DELETE /v1/nodes/{node}` | removes a member (by name or id) |
 //! | `GET /v1/services` | live services with desired and running replica counts |
 //! | `POST /v1/services` [`CreateService`] | creates a service |
@@ -273,7 +274,7 @@ fn routes(state: ApiState) -> Router {
             "/v1/join-tokens/{id}",
             axum::routing::delete(revoke_join_token),
         )
-        .route("/v1/nodes/{node}", axum::routing::delete(remove_node))
+        .route("/v1/nodes/{node}", get(inspect_node).delete(remove_node))
         .route("/v1/services", get(list_services).post(create_service))
         .route(
             "/v1/services/{name}",
@@ -528,32 +529,65 @@ async fn revoke_api_token(
     Ok(Json(json!({ "id": id, "revoked": true })))
 }
 
+/// The member `node` names in `snapshot`: its name or id (or its id's last 8 characters).
+///
+/// Errors: `not_found` when none matches, `invalid` when several do.
+fn find_member(
+    snapshot: &crate::machine::Snapshot,
+    node: &str,
+) -> Result<crate::machine::MemberStatus, ApiError> {
+    let matches: Vec<&crate::machine::MemberStatus> = snapshot
+        .members
+        .iter()
+        .filter(|m| m.name == node || m.id.as_str() == node || m.id.short() == node)
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no member named {node}"),
+        )),
+        _ => Err(ApiError::invalid(format!(
+            "{node} names several members; use its id"
+        ))),
+    }
+}
+
+/// `GET /v1/nodes/{node}`: one member as this peer sees it, with its capacity, what its tasks
+/// reserve, its usage and GPUs; `display` holds the same figures written for people (`2 CPUs`,
+/// `23.4 GiB`), so that every client shows them alike.
+async fn inspect_node(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::core::{format_bytes, format_cpus};
+    let s = state.snapshot.borrow().clone();
+    let m = find_member(&s, &node)?;
+    let unknown = || "unknown".to_string();
+    let display = json!({
+        "cpus": m.capacity.map_or_else(unknown, |c| format_cpus(c.nano_cpus)),
+        "memory": m.capacity.map_or_else(unknown, |c| format_bytes(c.memory_bytes)),
+        "reserved_cpus": format_cpus(m.reserved.nano_cpus),
+        "reserved_memory": format_bytes(m.reserved.memory_bytes),
+        "memory_used": m.usage.map_or_else(unknown, |u| format_bytes(u.memory_used_bytes)),
+        "load_1m": m.usage.map_or_else(unknown, |u| format!("{:.2}", u.load_1m_milli as f64 / 1000.0)),
+        "gpus": m.gpus.iter().map(|g| format!("{} ({})", g.name, format_bytes(g.memory_bytes))).collect::<Vec<_>>(),
+    });
+    let mut out = json!(m);
+    if let Some(obj) = out.as_object_mut() {
+        obj.insert("display".into(), display);
+    }
+    Ok(Json(out))
+}
+
 /// `DELETE /v1/nodes/{node}`: `node` is a member's name or id (or its last 8 characters).
 async fn remove_node(
     State(state): State<ApiState>,
     Path(node): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let s = state.snapshot.borrow().clone();
-    let matches: Vec<&crate::machine::MemberStatus> = s
-        .members
-        .iter()
-        .filter(|m| m.name == node || m.id.as_str() == node || m.id.short() == node)
-        .collect();
-    let member = match matches.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no member named {node}"),
-            ))
-        }
-        _ => {
-            return Err(ApiError::invalid(format!(
-                "{node} names several members; use its id"
-            )))
-        }
-    };
+    let member = find_member(&s, &node)?;
     let (id, name) = (member.id.clone(), member.name.clone());
     write(&state, Write::RemoveMember(id.clone())).await?;
     Ok(Json(json!({ "id": id, "name": name, "removed": true })))

@@ -389,7 +389,7 @@ async fn run_node(
         machine.handle_listen_addr(addr.to_string());
     }
     machine.set_secret_keys(secret_keys);
-    let capacity = system_capacity();
+    let capacity = crate::system::read_capacity();
     match capacity {
         Some(c) => info!(
             cpus = %crate::core::format_cpus(c.nano_cpus),
@@ -401,6 +401,14 @@ async fn run_node(
         }
     }
     machine.set_capacity(capacity);
+    machine.set_usage(crate::system::read_usage());
+    let gpus = tokio::task::spawn_blocking(crate::system::read_gpus)
+        .await
+        .unwrap_or_default();
+    if !gpus.is_empty() {
+        info!(count = gpus.len(), first = %gpus[0].name, "GPUs found (nvidia-smi)");
+    }
+    machine.set_gpus(gpus);
     let actor = actor::NodeActor::new(machine, store, origin, mesh);
     let wiring = actor::Wiring {
         commands: command_rx,
@@ -502,25 +510,6 @@ async fn serve_remote(
         .in_current_span(),
     );
     Ok((task, bound))
-}
-
-/// This machine's CPUs (the threads this process may run on) and memory (`MemTotal` of
-/// `/proc/meminfo`); `None` when either cannot be read.
-fn system_capacity() -> Option<crate::core::Capacity> {
-    let cpus = std::thread::available_parallelism().ok()?.get() as u64;
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(crate::core::Capacity {
-        nano_cpus: cpus.saturating_mul(1_000_000_000),
-        memory_bytes: kib.saturating_mul(1024),
-    })
 }
 
 /// The wall clock in Unix milliseconds: for records people read (admission time, token
