@@ -238,6 +238,8 @@ impl NodeActor {
                         let now_secs = super::wall_ms() / 1000;
                         self.machine.handle_join(&from, &body, now_secs)
                     }
+                    // Not served yet: refused.
+                    RequestKind::Logs => Err("logs are not served yet".into()),
                 };
                 // Persist (and, for an admission, flush) before answering.
                 let answer = match self.drive().await {
