@@ -6,7 +6,7 @@
 //! exactly once. A node that does not answer is reported once per outage on stderr; the
 //! command goes on with the others.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
@@ -24,8 +24,8 @@ pub(crate) fn run(client: &Client, format: Format, args: &ServiceLogs) -> Result
     let name = path(&args.name)?;
     let since = args.since.as_deref().map(resolve_since).transpose()?;
     let mut cursor = String::new();
-    // Nodes not answering now, id -> name: warned about once per outage.
-    let mut down: BTreeMap<String, String> = BTreeMap::new();
+    // Nodes not answering now: warned about once per outage.
+    let mut down = BTreeSet::new();
     let mut peer_down = false;
     let mut first = true;
     loop {
@@ -73,9 +73,11 @@ pub(crate) fn run(client: &Client, format: Format, args: &ServiceLogs) -> Result
     }
 }
 
-/// One warning line per node that stopped answering, one note when it answers again.
-fn report_outages(page: &Value, down: &mut BTreeMap<String, String>) {
-    let mut now: BTreeMap<String, String> = BTreeMap::new();
+/// One warning line per node that stopped answering. A node that is no longer listed (it
+/// answers again, or runs no task of the service any more) is forgotten, so its next outage
+/// is reported again.
+fn report_outages(page: &Value, down: &mut BTreeSet<String>) {
+    let mut now = BTreeSet::new();
     for u in page
         .get("unreachable")
         .and_then(Value::as_array)
@@ -84,18 +86,13 @@ fn report_outages(page: &Value, down: &mut BTreeMap<String, String>) {
     {
         let text = |k: &str| u.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let (node, node_name, error) = (text("node"), text("node_name"), text("error"));
-        if !down.contains_key(&node) {
+        if !down.contains(&node) {
             eprintln!(
                 "warning: node {node_name} ({}) does not answer, its tasks' logs are missing: {error}",
                 crate::commands::cluster::short(&node)
             );
         }
-        now.insert(node, node_name);
-    }
-    for (node, node_name) in down.iter() {
-        if !now.contains_key(node) {
-            eprintln!("warning: node {node_name} answers again");
-        }
+        now.insert(node);
     }
     *down = now;
 }
