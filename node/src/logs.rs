@@ -21,6 +21,10 @@
 //! and the answer says [`more`](Page::more): its cursors point just after the last line
 //! given, so asking again continues exactly there. When one node's answer is cut at time T,
 //! the page keeps only lines up to T from every node, so pages stay in time order.
+//!
+//! A peer asking n nodes gives each a share of a page's bounds ([`LogsRequest::share`]:
+//! never below 100 lines and one longest line), so the answers it holds at once stay near one
+//! page however many nodes run the service.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -97,6 +101,14 @@ pub struct LogsRequest {
     /// Where to continue, per slot; at most [`MAX_CURSORS`] are heeded.
     #[serde(default)]
     pub cursors: Vec<SlotCursor>,
+    /// Most lines to answer (at most [`MAX_LINES`], the default): a peer asking many nodes at
+    /// once gives each a share, so a page's answers together stay small.
+    #[serde(default)]
+    pub max_lines: Option<u32>,
+    /// Most bytes of text to answer (at most [`MAX_BYTES`], the default; at least one
+    /// longest line, so every answer makes progress).
+    #[serde(default)]
+    pub max_bytes: Option<u32>,
 }
 
 impl LogsRequest {
@@ -108,7 +120,36 @@ impl LogsRequest {
             .find(|c| c.slot == slot)
             .map(|c| c.cursor)
     }
+
+    /// The line limit of the answer: `max_lines` within 1..=[`MAX_LINES`].
+    pub fn line_limit(&self) -> usize {
+        self.max_lines
+            .map_or(MAX_LINES, |n| (n as usize).clamp(1, MAX_LINES))
+    }
+
+    /// The byte limit of the answer: `max_bytes` within one longest line..=[`MAX_BYTES`].
+    pub fn byte_limit(&self) -> usize {
+        self.max_bytes
+            .map_or(MAX_BYTES, |n| (n as usize).clamp(MIN_BYTES, MAX_BYTES))
+    }
+
+    /// The share of a page each of `nodes` nodes answers: the page's bounds divided among
+    /// them, never below one longest line or 100 lines.
+    pub fn share(nodes: usize) -> (u32, u32) {
+        let n = nodes.max(1);
+        let lines = (MAX_LINES / n).clamp(100, MAX_LINES);
+        let bytes = (MAX_BYTES / n).max(MIN_BYTES);
+        (
+            u32::try_from(lines).unwrap_or(u32::MAX),
+            u32::try_from(bytes).unwrap_or(u32::MAX),
+        )
+    }
 }
+
+/// The smallest byte limit of an answer: one longest line with its fields.
+const MIN_BYTES: usize = MAX_LINE_BYTES + LINE_OVERHEAD;
+/// What a line's fields count against a byte limit besides its text.
+const LINE_OVERHEAD: usize = 32;
 
 /// One line of a node's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,15 +238,15 @@ pub fn engine_query(request: &LogsRequest, slot: u32) -> warren_runtime::LogQuer
     warren_runtime::LogQuery {
         since_secs,
         tail,
-        max_lines: MAX_LINES,
-        max_bytes: MAX_BYTES,
+        max_lines: request.line_limit(),
+        max_bytes: request.byte_limit(),
         max_line_bytes: MAX_LINE_BYTES,
     }
 }
 
 /// Bytes a line counts against [`MAX_BYTES`]: its text and a little for its fields.
 fn weight(text: &str) -> usize {
-    text.len() + 32
+    text.len() + LINE_OVERHEAD
 }
 
 /// A node's answer from what it read of its tasks: every task's lines merged in time order,
@@ -235,7 +276,7 @@ pub fn answer(request: &LogsRequest, node_name: &str, tasks: Vec<TaskLog>) -> Lo
     }
     // Stable: lines of one task keep their order.
     all.sort_by_key(|l| l.ts);
-    let (lines, cut) = take_bounded(all, |l| &l.text);
+    let (lines, cut) = take_bounded(all, |l| &l.text, request.line_limit(), request.byte_limit());
     more |= cut;
 
     let mut cursors = Vec::new();
@@ -271,15 +312,20 @@ pub fn answer(request: &LogsRequest, node_name: &str, tasks: Vec<TaskLog>) -> Lo
     }
 }
 
-/// The oldest items of `items` that fit in [`MAX_LINES`] and [`MAX_BYTES`], and whether any
-/// were left out.
-fn take_bounded<T>(items: Vec<T>, text: impl Fn(&T) -> &str) -> (Vec<T>, bool) {
+/// The oldest items of `items` that fit in `max_lines` and `max_bytes`, and whether any were
+/// left out.
+fn take_bounded<T>(
+    items: Vec<T>,
+    text: impl Fn(&T) -> &str,
+    max_lines: usize,
+    max_bytes: usize,
+) -> (Vec<T>, bool) {
     let mut bytes = 0usize;
     let total = items.len();
     let mut out = Vec::new();
     for item in items {
         let w = weight(text(&item));
-        if out.len() >= MAX_LINES || bytes.saturating_add(w) > MAX_BYTES {
+        if out.len() >= max_lines || bytes.saturating_add(w) > max_bytes {
             break;
         }
         bytes += w;
@@ -453,7 +499,7 @@ pub fn merge(
         }
     }
     all.sort_by(|(a, _), (b, _)| (a.ts, &a.node, a.slot).cmp(&(b.ts, &b.node, b.slot)));
-    let (kept, cut) = take_bounded(all, |(l, _)| &l.text);
+    let (kept, cut) = take_bounded(all, |(l, _)| &l.text, MAX_LINES, MAX_BYTES);
     more |= cut;
 
     let mut cursors = CursorSet(
@@ -526,6 +572,8 @@ mod tests {
             service: "web".into(),
             since: None,
             tail: None,
+            max_lines: None,
+            max_bytes: None,
             cursors: cursors
                 .iter()
                 .map(|&(slot, ts, skip)| SlotCursor {
@@ -722,6 +770,31 @@ mod tests {
         assert!(r.more);
         let bytes: usize = r.lines.iter().map(|l| l.text.len()).sum();
         assert!(bytes <= MAX_BYTES && r.lines.len() == MAX_BYTES / (MAX_LINE_BYTES + 32));
+    }
+
+    #[test]
+    fn a_node_answers_its_share_of_a_page() {
+        assert_eq!(LogsRequest::share(1), (MAX_LINES as u32, MAX_BYTES as u32));
+        assert_eq!(LogsRequest::share(4), (500, (MAX_BYTES / 4) as u32));
+        // Many nodes: never less than one longest line, so every answer makes progress.
+        assert_eq!(LogsRequest::share(1000), (100, MIN_BYTES as u32));
+        let mut req = request(&[]);
+        (req.max_lines, req.max_bytes) = (Some(3), Some(1));
+        assert_eq!((req.line_limit(), req.byte_limit()), (3, MIN_BYTES));
+        let r = answer(
+            &req,
+            "n",
+            vec![TaskLog {
+                slot: 0,
+                lines: (0..10).map(|i| line(i, "l")).collect(),
+                cut: false,
+            }],
+        );
+        assert_eq!(r.lines.len(), 3);
+        assert!(r.more);
+        assert_eq!(r.cursors[0].cursor, Cursor { ts: 2, skip: 1 });
+        (req.max_lines, req.max_bytes) = (Some(u32::MAX), Some(u32::MAX));
+        assert_eq!((req.line_limit(), req.byte_limit()), (MAX_LINES, MAX_BYTES));
     }
 
     #[test]

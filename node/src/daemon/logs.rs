@@ -169,12 +169,16 @@ impl LogService {
         nodes: &BTreeMap<NodeId, String>,
         assigned: &BTreeSet<(String, u32)>,
     ) -> Page {
+        // Each node answers its share of a page, so the answers held at once stay small.
+        let (max_lines, max_bytes) = LogsRequest::share(nodes.len());
         let asks = nodes.iter().map(|(node, node_name)| async move {
             let request = LogsRequest {
                 service: service.to_string(),
                 since,
                 tail,
                 cursors: prior.for_node(node.as_str()),
+                max_lines: Some(max_lines),
+                max_bytes: Some(max_bytes),
             };
             let result = if *node == self.me {
                 self.read_local_bounded(&request).await
