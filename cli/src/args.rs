@@ -221,6 +221,9 @@ pub(crate) enum ServiceCommand {
         /// Service name.
         name: String,
     },
+    /// Show the logs of every task of a service, from whichever node runs it: each line as
+    /// `SERVICE.SLOT@NODE | TEXT`, in time order.
+    Logs(ServiceLogs),
     /// Set a service's replica count.
     Scale {
         /// Service name.
@@ -233,6 +236,25 @@ pub(crate) enum ServiceCommand {
         /// Service name.
         name: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceLogs {
+    /// Service name.
+    pub(crate) name: String,
+    /// Keep printing new lines as they come (polls every second) until Ctrl-C.
+    #[arg(short, long)]
+    pub(crate) follow: bool,
+    /// Only the last N lines of each task.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub(crate) tail: Option<u32>,
+    /// Only lines since a time: RFC 3339 (2026-11-22T02:52:31Z), Unix seconds, or a duration
+    /// ago (10s, 5m, 2h).
+    #[arg(long, value_name = "T")]
+    pub(crate) since: Option<String>,
+    /// Show each line's timestamp (RFC 3339, the engine's clock of the node that runs it).
+    #[arg(short, long)]
+    pub(crate) timestamps: bool,
 }
 
 #[derive(Debug, Args)]

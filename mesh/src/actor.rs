@@ -723,9 +723,10 @@ impl Actor {
         request: wire::WireRequest,
         channel: ResponseChannel<Response>,
     ) {
-        if request.kind == RequestKind::Sync && !self.is_member(&peer) {
+        // Join is the one request a non-member may send.
+        if request.kind != RequestKind::Join && !self.is_member(&peer) {
             self.dropped_non_member += 1;
-            debug!(%peer, "refusing sync request from non-member");
+            debug!(%peer, kind = ?request.kind, "refusing request from non-member");
             self.respond(channel, Response::Refused("not a member".into()));
             return;
         }

@@ -18,7 +18,7 @@
 //! |---|---|---|
 //! | transport | QUIC (`/udp/N/quic-v1`), TCP + noise + yamux fallback | everything |
 //! | gossip | gossipsub, topics `warren/{cluster_id}/changes` and `warren/{cluster_id}/heartbeat` | fast path: change bytes, heartbeats |
-//! | request-response | CBOR on [`REQUEST_PROTOCOL`] (`/warren/req/1`) | [`RequestKind::Sync`] (Automerge sync dialogue, repair), [`RequestKind::Join`] |
+//! | request-response | CBOR on [`REQUEST_PROTOCOL`] (`/warren/req/1`) | [`RequestKind::Sync`] (Automerge sync dialogue, repair), [`RequestKind::Join`], [`RequestKind::Logs`] (a service's container logs) |
 //! | identify | [`IDENTIFY_PROTOCOL`] (`/warren/id/1`) | learning the listen addresses of peers |
 //!
 //! Gossip messages are signed by their author (gossipsub `Strict` validation); the
@@ -31,8 +31,9 @@
 //!
 //! * gossip authored by a non-member is rejected (gossipsub validation) and counted in
 //!   [`MeshStats::dropped_non_member`]; it never reaches the event channel;
-//! * a [`RequestKind::Sync`] request from a non-member is answered
-//!   `Response::Refused("not a member")` by the mesh itself and counted;
+//! * a [`RequestKind::Sync`] or [`RequestKind::Logs`] request (any kind but `Join`) from a
+//!   non-member is answered `Response::Refused("not a member")` by the mesh itself and
+//!   counted;
 //! * a [`RequestKind::Join`] request is the one thing a non-member may send: it reaches the
 //!   node, which checks the token;
 //! * non-members get a negative gossipsub application score: the mesh never publishes or
@@ -93,7 +94,7 @@ pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
 
 pub use actor::spawn;
 
-/// Protocol name of the request-response protocol (Sync and Join requests).
+/// Protocol name of the request-response protocol (Sync, Join and Logs requests).
 pub const REQUEST_PROTOCOL: &str = "/warren/req/1";
 
 /// Protocol version string announced by identify.
@@ -141,6 +142,9 @@ pub enum RequestKind {
     Sync,
     /// A join request carrying a join token. Anyone may send it.
     Join,
+    /// A question for the container logs of a service's tasks on the receiving node. Only
+    /// members may send it; the node bounds its answer (see `warren_node::logs`).
+    Logs,
 }
 
 /// Response to a request: sent by the node, or by the mesh itself (`Refused` to non-members,
@@ -206,14 +210,14 @@ pub enum MeshEvent {
         /// Opaque payload.
         data: Vec<u8>,
     },
-    /// An inbound request. Sync requests arrive only from members; Join from anyone.
+    /// An inbound request. Sync and Logs requests arrive only from members; Join from anyone.
     ///
     /// The node must answer with [`ReplyHandle::send`] or [`MeshHandle::respond`]; dropping the
     /// `reply` answers `Refused("no response")`.
     Request {
         /// The peer that sent it (authenticated by the transport).
         peer: PeerId,
-        /// Sync or Join.
+        /// Sync, Join or Logs.
         kind: RequestKind,
         /// Opaque payload.
         body: Vec<u8>,
@@ -488,7 +492,7 @@ pub struct MeshStats {
     /// Addresses the mesh listens on (without `/p2p` suffix).
     #[serde(serialize_with = "serialize_display")]
     pub listen_addrs: Vec<Multiaddr>,
-    /// Gossip messages and Sync requests rejected because their author is not a member.
+    /// Gossip messages and Sync/Logs requests rejected because their author is not a member.
     pub dropped_non_member: u64,
     /// Gossip messages and inbound requests dropped (requests: answered `Refused("overloaded")`)
     /// because the event channel was full.

@@ -254,7 +254,7 @@ fn answer_sync(_: PeerId, kind: RequestKind, body: &[u8]) -> Option<Response> {
             Some(Response::Ok(out))
         }
         // Dropped unanswered: the mesh answers Refused("no response").
-        RequestKind::Join => None,
+        RequestKind::Join | RequestKind::Logs => None,
     }
 }
 
@@ -365,6 +365,7 @@ fn answer_join(_: PeerId, kind: RequestKind, body: &[u8]) -> Option<Response> {
         RequestKind::Join if body == b"token" => Some(Response::Ok(b"welcome".to_vec())),
         RequestKind::Join => Some(Response::Refused("bad token".into())),
         RequestKind::Sync => Some(Response::Ok(b"synced".to_vec())),
+        RequestKind::Logs => Some(Response::Ok(b"logs".to_vec())),
     }
 }
 
@@ -453,6 +454,15 @@ async fn non_member_is_not_heard_but_may_join() {
     assert_eq!(resp, Response::Refused("not a member".into()));
     assert_eq!(a.mesh.stats().await.unwrap().dropped_non_member, before + 1);
 
+    // So is its Logs request: container logs are for members only.
+    let resp = d
+        .mesh
+        .request(a.id, RequestKind::Logs, b"web".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(resp, Response::Refused("not a member".into()));
+    assert_eq!(a.mesh.stats().await.unwrap().dropped_non_member, before + 2);
+
     // D's Join reaches A's node.
     let resp = d
         .mesh
@@ -486,6 +496,12 @@ async fn non_member_is_not_heard_but_may_join() {
         .await
         .unwrap();
     assert_eq!(resp, Response::Ok(b"synced".to_vec()));
+    let resp = d
+        .mesh
+        .request(a.id, RequestKind::Logs, b"web".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(resp, Response::Ok(b"logs".to_vec()));
     let deadline = Instant::now() + DEADLINE;
     let mut i = 0u32;
     loop {

@@ -10,10 +10,13 @@
 //!   (`warren-crdt`), the libp2p mesh (`warren-mesh`), the container runtime
 //!   (`warren-runtime`) and the HTTP API every peer serves.
 //! - [`api_token`]: operator tokens for the remote API, stored as digests; the pure check.
+//! - [`logs`]: `service logs` across nodes, the pure part: requests, answers, cursors and
+//!   the merge of many nodes' answers into pages in time order.
 
 pub mod api_token;
 pub mod core;
 pub mod daemon;
+pub mod logs;
 pub mod machine;
 pub mod patch;
 pub mod protocol;

@@ -113,7 +113,7 @@ impl DockerRuntime {
 
     /// Maps a bollard error from operation `op` to [`RuntimeError`]: connection-level
     /// failures become `Unavailable`, everything else `Engine`.
-    fn err(&self, op: &'static str, e: bollard::errors::Error) -> RuntimeError {
+    pub(crate) fn err(&self, op: &'static str, e: bollard::errors::Error) -> RuntimeError {
         if is_connection_error(&e) {
             RuntimeError::Unavailable {
                 endpoint: self.endpoint.clone(),

@@ -43,6 +43,12 @@
 //! is [`RuntimeError::ImageUnavailable`] with the engine's reason, and the image has to be
 //! loaded onto the node by other means.
 //!
+//! # Logs
+//!
+//! [`DockerRuntime::read_logs`] reads a container's stdout and stderr as timestamped
+//! [`LogLine`]s (lossy UTF-8, each line bounded), keeping what the caller's filter keeps and
+//! stopping at the limits of a [`LogQuery`]: the node serves `warren-cli service logs` with it.
+//!
 //! # Engine compatibility
 //!
 //! [`DockerRuntime::connect`] negotiates the API version (bollard 0.21 defaults to 1.53;
@@ -83,6 +89,7 @@
 mod docker;
 mod error;
 mod image_ref;
+mod logs;
 mod types;
 
 use std::future::Future;
@@ -92,6 +99,7 @@ pub use docker::DockerRuntime;
 pub use docker::MAX_STOP_TIMEOUT_SECS;
 pub use error::RuntimeError;
 pub use image_ref::validate_image_reference;
+pub use logs::{parse_rfc3339_nanos, LogLine, LogQuery, LogRead, LogStream};
 pub use types::{
     container_name, truncate_text, ContainerInfo, ContainerState, EngineInfo, HealthCheck,
     HealthStatus, HealthTest, PortMapping, PublishedPort, TaskSpec, LABEL_EPOCH, LABEL_GENERATION,

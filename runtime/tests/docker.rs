@@ -605,3 +605,112 @@ async fn exit_codes_of_stopped_tasks_are_listed() {
     assert_eq!(one_task(&tasks).exit_code, Some(3));
     assert_eq!(one_task(&tasks).health, None);
 }
+
+#[tokio::test]
+async fn logs_are_read_as_bounded_timestamped_lines() {
+    use warren_runtime::{LogQuery, LogStream};
+    let rt = connect().await;
+    let node = unique_node();
+    let _cleanup = Cleanup { node: node.clone() };
+    let script = "for i in $(seq 0 29); do echo out $i; done; echo problem >&2; \
+                  head -c 20000 /dev/zero | tr '\\0' x; echo";
+    let chatty = TaskSpec {
+        command: ["sh", "-c", script].map(String::from).to_vec(),
+        ..spec(&node, "chatty", IMAGE, vec![])
+    };
+    let id = rt.create_and_start(&chatty).await.expect("create");
+    wait_for_tasks(&rt, &node, "the task to exit", |t| {
+        t.len() == 1 && t[0].state == ContainerState::Exited
+    })
+    .await;
+    let query = LogQuery {
+        since_secs: 0,
+        tail: None,
+        max_lines: 1_000,
+        max_bytes: 1 << 20,
+        max_line_bytes: 1_024,
+    };
+
+    let all = rt.read_logs(&id, &query, |_| true).await.expect("logs");
+    assert!(!all.cut);
+    let out: Vec<&str> = all
+        .lines
+        .iter()
+        .filter(|l| l.stream == LogStream::Stdout && l.text.starts_with("out "))
+        .map(|l| l.text.as_str())
+        .collect();
+    let expected: Vec<String> = (0..30).map(|i| format!("out {i}")).collect();
+    assert_eq!(out, expected);
+    assert!(all
+        .lines
+        .iter()
+        .any(|l| l.stream == LogStream::Stderr && l.text == "problem"));
+    let long = all.lines.last().expect("the long line");
+    assert!(
+        long.text.len() <= 1_024 && long.text.ends_with('…'),
+        "{}",
+        long.text.len()
+    );
+    assert!(all.lines.windows(2).all(|w| w[0].ts <= w[1].ts));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64;
+    assert!(
+        (now - all.lines[0].ts).abs() < 120_000_000_000,
+        "engine timestamp far off"
+    );
+
+    // The line limit cuts and says so.
+    let few = rt
+        .read_logs(
+            &id,
+            &LogQuery {
+                max_lines: 10,
+                ..query.clone()
+            },
+            |_| true,
+        )
+        .await
+        .expect("logs");
+    assert_eq!(few.lines.len(), 10);
+    assert!(few.cut);
+    assert_eq!(few.lines, all.lines[..10]);
+
+    // The caller's filter decides; the limit counts kept lines only.
+    let after = all.lines[4].ts;
+    let kept = rt
+        .read_logs(
+            &id,
+            &LogQuery {
+                max_lines: 3,
+                ..query.clone()
+            },
+            |l| l.ts > after,
+        )
+        .await
+        .expect("logs");
+    assert!(kept.lines.iter().all(|l| l.ts > after));
+    assert_eq!(kept.lines.len(), 3);
+
+    // The engine's tail.
+    let tail = rt
+        .read_logs(
+            &id,
+            &LogQuery {
+                tail: Some(2),
+                ..query.clone()
+            },
+            |_| true,
+        )
+        .await
+        .expect("logs");
+    assert_eq!(tail.lines, all.lines[all.lines.len() - 2..]);
+
+    // An unknown container is the engine's 404.
+    let err = rt
+        .read_logs("warren-no-such-container", &query, |_| true)
+        .await
+        .expect_err("unknown container");
+    assert_eq!(err.status_code(), Some(404), "{err}");
+}

@@ -3,6 +3,7 @@
 mod api_token;
 mod cluster;
 mod join_token;
+mod logs;
 mod node;
 mod secret;
 mod service;

@@ -104,6 +104,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                 rows,
             );
         }
+        ServiceCommand::Logs(args) => super::logs::run(client, format, &args)?,
         ServiceCommand::Scale { name, replicas } => {
             let answer = client.post(
                 &format!("/v1/services/{}/scale", path(&name)?),

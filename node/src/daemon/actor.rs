@@ -46,6 +46,8 @@ pub(crate) struct Wiring {
     pub(crate) secrets_tx: watch::Sender<Arc<BTreeMap<String, SecretRecord>>>,
     pub(crate) local_status: watch::Receiver<Vec<TaskStatus>>,
     pub(crate) snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    /// Serves peers' `Logs` requests (in tasks of its own: the engine is slow to answer).
+    pub(crate) logs: Arc<super::logs::LogService>,
 }
 
 /// The driver. See the module doc.
@@ -116,6 +118,9 @@ impl NodeActor {
                 _ = cancel.cancelled() => break Ok(()),
                 Some(command) = wiring.commands.recv() => self.handle_command(command, &wiring).await,
                 event = wiring.events.recv() => match event {
+                    Some(MeshEvent::Request { peer, kind: RequestKind::Logs, body, reply }) => {
+                        wiring.logs.serve(peer, body, reply);
+                    }
                     Some(event) => self.handle_mesh_event(event).await,
                     None => break Err(NodeError::MeshStopped),
                 },
@@ -244,6 +249,8 @@ impl NodeActor {
                         let now_secs = super::wall_ms() / 1000;
                         self.machine.handle_join(&from, &body, now_secs)
                     }
+                    // Served by the log service before it gets here (see `run`).
+                    RequestKind::Logs => Err("logs are served elsewhere".into()),
                 };
                 // Persist (and, for an admission, flush) before answering.
                 let answer = match self.drive().await {

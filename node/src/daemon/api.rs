@@ -14,6 +14,7 @@
 //! | `POST /v1/services` [`CreateService`] | creates a service |
 //! | `GET /v1/services/{name}` | one service |
 //! | `GET /v1/services/{name}/tasks` | its tasks: slot, node, actual state, ports |
+//! | `GET /v1/services/{name}/logs?tail=N&since=T&cursor=C` | one page of the logs of all its tasks, from every node that runs one (see [`crate::logs`]) |
 //! | `PATCH /v1/services/{name}` [`ServicePatch`](crate::patch::ServicePatch) | changes only the fields given |
 //! | `POST /v1/services/{name}/scale` `{replicas}` | sets its replica count |
 //! | `DELETE /v1/services/{name}` | removes it |
@@ -69,6 +70,8 @@ const MAX_REPLICAS: u32 = 1_000;
 pub(crate) struct ApiState {
     pub(crate) snapshot: watch::Receiver<Arc<Snapshot>>,
     pub(crate) commands: mpsc::Sender<Command>,
+    /// Reads this node's logs and asks peers for theirs.
+    pub(crate) logs: Arc<super::logs::LogService>,
 }
 
 /// An error response: status, stable code, message.
@@ -88,7 +91,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
     }
 }
@@ -283,6 +286,7 @@ fn routes(state: ApiState) -> Router {
                 .patch(update_service),
         )
         .route("/v1/services/{name}/tasks", get(service_tasks))
+        .route("/v1/services/{name}/logs", get(super::logs::service_logs))
         .route("/v1/services/{name}/scale", post(scale_service))
         .route("/v1/history", get(history))
         .route("/v1/secrets", get(list_secrets).post(create_secret))
@@ -328,7 +332,7 @@ async fn write(state: &ApiState, write: Write) -> Result<WriteAck, ApiError> {
     Ok(ask(state, |reply| Command::Write { write, reply }).await??)
 }
 
-fn parse_name(name: &str) -> Result<ServiceName, ApiError> {
+pub(super) fn parse_name(name: &str) -> Result<ServiceName, ApiError> {
     ServiceName::new(name).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
@@ -765,7 +769,10 @@ async fn list_services(State(state): State<ApiState>) -> Json<Vec<ServiceSummary
 }
 
 /// The live service `name` in `snapshot`. Errors: 404 `not_found`.
-fn find_service<'a>(snapshot: &'a Snapshot, name: &ServiceName) -> Result<&'a Service, ApiError> {
+pub(super) fn find_service<'a>(
+    snapshot: &'a Snapshot,
+    name: &ServiceName,
+) -> Result<&'a Service, ApiError> {
     snapshot
         .services
         .iter()

@@ -4,6 +4,7 @@
 mod actor;
 mod api;
 mod identity;
+mod logs;
 mod reconciler;
 mod secret_files;
 mod tls;
@@ -327,9 +328,16 @@ async fn run_node(
             reason: e.to_string(),
         })?;
     let api_addr = listener.local_addr().unwrap_or(config.api);
+    let log_service = Arc::new(logs::LogService::new(
+        runtime.clone(),
+        me.clone(),
+        config.name.clone(),
+        mesh.clone(),
+    ));
     let api_state = api::ApiState {
         snapshot: snapshot_rx,
         commands: command_tx,
+        logs: Arc::clone(&log_service),
     };
     let remote_task = match config.api_remote {
         Some(addr) => {
@@ -417,6 +425,7 @@ async fn run_node(
         secrets_tx,
         local_status: status_rx,
         snapshot_tx,
+        logs: log_service,
     };
     let result = actor
         .run(wiring, Duration::from_millis(250), cancel.clone())
