@@ -61,14 +61,7 @@ impl DockerRuntime {
     /// not exist, the scheme is unsupported, the connection fails, or the version/ping
     /// exchange fails.
     pub async fn connect(docker_host: Option<&str>) -> Result<Self, RuntimeError> {
-        let endpoint = match docker_host {
-            Some(h) if h.starts_with('/') => format!("unix://{h}"),
-            Some(h) => h.to_string(),
-            None => std::env::var("DOCKER_HOST")
-                .ok()
-                .filter(|h| !h.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
-        };
+        let endpoint = Self::resolve_endpoint(docker_host)?;
         let unavailable = |e: bollard::errors::Error| RuntimeError::Unavailable {
             endpoint: endpoint.clone(),
             reason: error_chain(&e),
@@ -79,6 +72,37 @@ impl DockerRuntime {
         let version = docker.client_version();
         tracing::debug!(%endpoint, api = %version, "connected to Docker engine");
         Ok(DockerRuntime { docker, endpoint })
+    }
+
+    /// The endpoint [`connect`](Self::connect) would use for `docker_host` (same rules),
+    /// checked without any I/O: a node validates its `--docker-host` at start this way and
+    /// connects later, when the engine is there.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unavailable`] for a scheme other than `unix://`, `tcp://` or
+    /// `http://` (a typo will not become reachable by waiting).
+    pub fn resolve_endpoint(docker_host: Option<&str>) -> Result<String, RuntimeError> {
+        let endpoint = match docker_host {
+            Some(h) if h.starts_with('/') => format!("unix://{h}"),
+            Some(h) => h.to_string(),
+            None => std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
+        };
+        let supported = ["unix:///", "tcp://", "http://"]
+            .iter()
+            .any(|scheme| endpoint.starts_with(scheme));
+        if !supported {
+            return Err(RuntimeError::Unavailable {
+                endpoint,
+                reason: "unsupported endpoint: use unix:///PATH, tcp://HOST:PORT or \
+                         http://HOST:PORT"
+                    .to_string(),
+            });
+        }
+        Ok(endpoint)
     }
 
     /// The engine's version and API version (`GET /version`).

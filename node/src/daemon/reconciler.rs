@@ -9,11 +9,11 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use warren_crdt::{HealthProbe, NodeId, SecretRecord, ServiceName, SlotId};
 use warren_runtime::{
-    ContainerInfo, ContainerRuntime, ContainerState, HealthCheck, HealthStatus, HealthTest,
-    PortMapping, TaskSpec,
+    ContainerInfo, ContainerRuntime, ContainerState, DockerRuntime, HealthCheck, HealthStatus,
+    HealthTest, PortMapping, RuntimeError, TaskSpec,
 };
 
 use super::secret_files;
@@ -21,7 +21,7 @@ use crate::core::{
     ActualTask, ActualTaskState, DesiredTask, Millis, RestartPhase, RuntimeAction, Supervisor,
     TaskHealth, TaskRestartStatus,
 };
-use crate::protocol::TaskStatus;
+use crate::protocol::{EngineStatus, TaskStatus};
 use crate::secrets::SecretKeys;
 
 fn actual_state(state: ContainerState) -> ActualTaskState {
@@ -111,14 +111,142 @@ fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
     }
 }
 
+/// How the reconcile loop reaches its container engine: a fresh connection (version
+/// handshake included) at start and after every outage.
+pub(crate) trait Connector: Send + Sync + 'static {
+    /// The runtime a connection gives.
+    type Runtime: ContainerRuntime;
+    /// The endpoint, for reports (e.g. `unix:///var/run/docker.sock`).
+    fn endpoint(&self) -> String;
+    /// Connects and returns the runtime with the engine's version (`""` if unknown).
+    fn connect(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(Self::Runtime, String), RuntimeError>> + Send;
+}
+
+/// The Docker engine at `--docker-host`.
+pub(crate) struct DockerConnector {
+    pub(crate) host: Option<String>,
+    pub(crate) endpoint: String,
+}
+
+impl Connector for DockerConnector {
+    type Runtime = DockerRuntime;
+
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    async fn connect(&self) -> Result<(DockerRuntime, String), RuntimeError> {
+        let runtime = DockerRuntime::connect(self.host.as_deref()).await?;
+        let version = runtime
+            .engine_info()
+            .await
+            .map(|i| i.version)
+            .unwrap_or_default();
+        Ok((runtime, version))
+    }
+}
+
+/// First wait before connecting again to an engine that does not answer; doubles up to
+/// [`ENGINE_RETRY_MAX`].
+const ENGINE_RETRY_MIN: Duration = Duration::from_millis(250);
+/// Longest wait between two attempts to reach the engine.
+const ENGINE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The engine's reachability as the loop tracks and reports it.
+struct EngineTracker {
+    status: EngineStatus,
+    /// Whether the current outage has been logged.
+    logged: bool,
+    retry: Duration,
+}
+
+impl EngineTracker {
+    fn new(endpoint: String) -> Self {
+        Self {
+            status: EngineStatus {
+                reachable: false,
+                since_ms: super::wall_ms(),
+                endpoint,
+                version: String::new(),
+                error: "not connected yet".into(),
+            },
+            logged: false,
+            retry: ENGINE_RETRY_MIN,
+        }
+    }
+
+    /// The engine answered.
+    fn up(&mut self, version: String) {
+        if !self.status.reachable {
+            let down_ms = super::wall_ms().saturating_sub(self.status.since_ms);
+            if self.logged {
+                info!(
+                    endpoint = %self.status.endpoint,
+                    %version,
+                    down_for = %format!("{:.1}s", down_ms as f64 / 1000.0),
+                    "container engine reachable again; reconciling"
+                );
+            } else {
+                info!(endpoint = %self.status.endpoint, %version, "connected to the container engine");
+            }
+            self.status.reachable = true;
+            self.status.since_ms = super::wall_ms();
+            self.status.error.clear();
+        }
+        self.status.version = version;
+        self.logged = false;
+        self.retry = ENGINE_RETRY_MIN;
+    }
+
+    /// The engine did not answer; returns how long to wait before the next attempt.
+    fn down(&mut self, error: &RuntimeError) -> Duration {
+        let text = error.to_string();
+        if self.status.reachable {
+            self.status.reachable = false;
+            self.status.since_ms = super::wall_ms();
+        }
+        if !self.logged {
+            warn!(
+                endpoint = %self.status.endpoint,
+                error = %text,
+                "container engine unreachable; keeping the desired state and retrying with \
+                 backoff (tasks resume when it is back)"
+            );
+            self.logged = true;
+        } else if self.status.error != text {
+            debug!(error = %text, "container engine still unreachable");
+        }
+        self.status.error = text;
+        let wait = self.retry;
+        self.retry = (self.retry * 2).min(ENGINE_RETRY_MAX);
+        wait
+    }
+}
+
+/// Channels the reconcile loop reports on.
+pub(crate) struct Reports {
+    /// Actual state of the desired tasks.
+    pub(crate) tasks: watch::Sender<Vec<TaskStatus>>,
+    /// Whether the engine is reachable.
+    pub(crate) engine: watch::Sender<Option<EngineStatus>>,
+}
+
 /// Runs reconcile rounds every `interval` and whenever the desired tasks change, until
 /// `cancel`. Does nothing until the first desired set arrives. Containers keep running when
 /// the loop stops: a node's restart adopts them.
-pub(crate) async fn run<R: ContainerRuntime>(
-    runtime: R,
+///
+/// The engine may be missing at start or go away at any time: the loop then reports it
+/// unreachable (with the time and the error), reports every task `unknown`, and connects
+/// again with backoff (250 ms doubling to 5 s); once the engine answers it lists the
+/// node's containers again, adopting what it finds, and starts the tasks the outage
+/// stopped (see [`Supervisor::engine_lost`]).
+pub(crate) async fn run<C: Connector>(
+    connector: C,
     node: NodeId,
     mut desired: watch::Receiver<Option<Vec<DesiredTask>>>,
-    status_tx: watch::Sender<Vec<TaskStatus>>,
+    reports: Reports,
     secrets: SecretContext,
     interval: Duration,
     cancel: CancellationToken,
@@ -127,7 +255,35 @@ pub(crate) async fn run<R: ContainerRuntime>(
     let mut last_list_error: Option<String> = None;
     let mut supervisor = Supervisor::new();
     let origin = std::time::Instant::now();
+    let mut engine = EngineTracker::new(connector.endpoint());
+    let mut runtime: Option<C::Runtime> = None;
+    // Containers running at the last successful listing: an outage stops them.
+    let mut last_running: Vec<String> = Vec::new();
     loop {
+        let Some(rt) = runtime.as_ref() else {
+            match connector.connect().await {
+                Ok((rt, version)) => {
+                    engine.up(version);
+                    reports.engine.send_replace(Some(engine.status.clone()));
+                    runtime = Some(rt);
+                    continue;
+                }
+                Err(e) => {
+                    let wait = engine.down(&e);
+                    reports.engine.send_replace(Some(engine.status.clone()));
+                    if let Some(want) = desired.borrow().as_ref() {
+                        reports
+                            .tasks
+                            .send_replace(engine_down(want, &engine.status));
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            }
+        };
         // `None` until the actor has read the document once: reconciling against "nothing
         // assigned" would remove every container a restarted node still runs.
         let Some(want) = desired.borrow_and_update().clone() else {
@@ -139,7 +295,7 @@ pub(crate) async fn run<R: ContainerRuntime>(
         };
         let now = Millis(origin.elapsed().as_millis() as u64);
         match round(
-            &runtime,
+            rt,
             &node,
             &want,
             &secrets,
@@ -151,19 +307,41 @@ pub(crate) async fn run<R: ContainerRuntime>(
         {
             Ok((containers, restarts)) => {
                 last_list_error = None;
-                status_tx.send_replace(statuses(&want, &containers, &restarts, &errors));
+                last_running = containers
+                    .iter()
+                    .filter(|c| c.state == ContainerState::Running)
+                    .map(|c| c.id.clone())
+                    .collect();
+                reports
+                    .tasks
+                    .send_replace(statuses(&want, &containers, &restarts, &errors));
+            }
+            Err(e @ RuntimeError::Unavailable { .. }) => {
+                // The engine went away (or restarts): connect again, with backoff.
+                supervisor.engine_lost(std::mem::take(&mut last_running));
+                let wait = engine.down(&e);
+                reports.engine.send_replace(Some(engine.status.clone()));
+                reports
+                    .tasks
+                    .send_replace(engine_down(&want, &engine.status));
+                runtime = None;
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
             }
             Err(e) => {
                 let text = e.to_string();
                 if last_list_error.as_deref() != Some(text.as_str()) {
-                    warn!(error = %text, "reconcile cannot reach the container runtime");
+                    warn!(error = %text, "the container engine refused to list this node's containers");
                 }
                 last_list_error = Some(text.clone());
                 let unknown = want
                     .iter()
                     .map(|t| status_of(t, None, None, Some(&text), "unknown"))
                     .collect();
-                status_tx.send_replace(unknown);
+                reports.tasks.send_replace(unknown);
             }
         }
         tokio::select! {
@@ -173,6 +351,23 @@ pub(crate) async fn run<R: ContainerRuntime>(
             _ = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+/// Every desired task as `unknown`, with the engine's outage as the reason.
+fn engine_down(want: &[DesiredTask], engine: &EngineStatus) -> Vec<TaskStatus> {
+    want.iter()
+        .map(|t| {
+            TaskStatus {
+                service: t.slot.service.to_string(),
+                slot: t.slot.slot,
+                state: "unknown".into(),
+                status: "container engine unreachable; the task resumes when it is back".into(),
+                error: engine.error.clone(),
+                ..Default::default()
+            }
+            .bounded()
+        })
+        .collect()
 }
 
 type Listed = (Vec<ContainerInfo>, BTreeMap<SlotId, TaskRestartStatus>);
