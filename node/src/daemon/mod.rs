@@ -333,6 +333,7 @@ async fn run_node(
     let api_state = api::ApiState {
         snapshot: snapshot_rx,
         commands: command_tx,
+        docker_host: config.docker_host.clone(),
     };
     let remote_task = match config.api_remote {
         Some(addr) => {

@@ -9,11 +9,12 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use tracing::{debug, info, warn};
 use warren_crdt::{HealthProbe, NodeId, SecretRecord, ServiceName, SlotId};
 use warren_runtime::{
     ContainerInfo, ContainerRuntime, ContainerState, DockerRuntime, HealthCheck, HealthStatus,
-    HealthTest, PortMapping, RuntimeError, TaskSpec,
+    HealthTest, PortMapping, PullProgress, RuntimeError, TaskSpec,
 };
 
 use super::secret_files;
@@ -114,8 +115,8 @@ fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
 /// How the reconcile loop reaches its container engine: a fresh connection (version
 /// handshake included) at start and after every outage.
 pub(crate) trait Connector: Send + Sync + 'static {
-    /// The runtime a connection gives.
-    type Runtime: ContainerRuntime;
+    /// The runtime a connection gives (cloned into background image pulls).
+    type Runtime: ContainerRuntime + Clone;
     /// The endpoint, for reports (e.g. `unix:///var/run/docker.sock`).
     fn endpoint(&self) -> String;
     /// Connects and returns the runtime with the engine's version (`""` if unknown).
@@ -225,6 +226,132 @@ impl EngineTracker {
     }
 }
 
+/// First wait before pulling an image again after a failed pull; doubles per failure up to
+/// [`PULL_RETRY_MAX`].
+const PULL_RETRY_MIN: Duration = Duration::from_secs(2);
+/// Longest wait between two pulls of one image.
+const PULL_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Progress of a running pull is logged at most this often.
+const PULL_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the pull of one image stands.
+#[derive(Debug, Clone)]
+enum PullState {
+    /// Running in the background; the task's container is created once it is done.
+    Pulling(PullProgress),
+    /// The last pull failed; the next one starts at `retry_at`.
+    Failed {
+        error: String,
+        attempts: u32,
+        retry_at: std::time::Instant,
+    },
+}
+
+/// Image pulls in flight or failed, by image reference: one background pull per image
+/// however many tasks wait for it. Bounded by the images of the desired tasks (failed
+/// entries of images no longer wanted are dropped every round).
+#[derive(Debug, Clone, Default)]
+struct Pulls(Arc<std::sync::Mutex<BTreeMap<String, PullState>>>);
+
+impl Pulls {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PullState>> {
+        // A panic while holding this lock leaves only plain data behind: go on with it.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, PullState> {
+        self.lock().clone()
+    }
+
+    fn keep_only(&self, images: &[&str]) {
+        self.lock().retain(|image, state| {
+            matches!(state, PullState::Pulling(_)) || images.contains(&image.as_str())
+        });
+    }
+
+    /// `image` is there (loaded by hand, perhaps): forget an earlier failed pull of it.
+    fn present(&self, image: &str) {
+        let mut map = self.lock();
+        if matches!(map.get(image), Some(PullState::Failed { .. })) {
+            map.remove(image);
+        }
+    }
+
+    /// Starts pulling `image` in the background unless a pull runs or the last failure's
+    /// backoff has not passed yet.
+    fn begin<R: ContainerRuntime + Clone>(&self, runtime: &R, image: &str) {
+        let now = std::time::Instant::now();
+        let attempts = {
+            let mut map = self.lock();
+            let attempts = match map.get(image) {
+                Some(PullState::Pulling(_)) => return,
+                Some(PullState::Failed { retry_at, .. }) if now < *retry_at => return,
+                Some(PullState::Failed { attempts, .. }) => *attempts,
+                None => 0,
+            };
+            map.insert(
+                image.to_string(),
+                PullState::Pulling(PullProgress::default()),
+            );
+            attempts
+        };
+        info!(%image, "image missing on this node; pulling it");
+        let runtime = runtime.clone();
+        let image = image.to_string();
+        let pulls = self.clone();
+        tokio::spawn(
+            async move {
+                let started = std::time::Instant::now();
+                let last_log = std::sync::Mutex::new(started);
+                let (report, name) = (pulls.clone(), image.clone());
+                let result = runtime
+                    .pull_image(&image, move |progress| {
+                        report
+                            .lock()
+                            .insert(name.clone(), PullState::Pulling(progress.clone()));
+                        let mut last = last_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if last.elapsed() >= PULL_LOG_EVERY {
+                            *last = std::time::Instant::now();
+                            info!(image = %name, %progress, "pulling image");
+                        }
+                    })
+                    .await;
+                match result {
+                    Ok(()) => {
+                        pulls.lock().remove(&image);
+                        info!(%image, took = ?started.elapsed(), "image pulled");
+                    }
+                    Err(e) => {
+                        let attempts = attempts.saturating_add(1);
+                        let wait = PULL_RETRY_MIN
+                            .saturating_mul(1 << attempts.saturating_sub(1).min(8))
+                            .min(PULL_RETRY_MAX);
+                        let error = warren_runtime::truncate_text(
+                            &format!(
+                                "{e}; load it with `warren-cli image load FILE` or make a \
+                                 registry reachable"
+                            ),
+                            crate::protocol::MAX_STATUS_TEXT_BYTES,
+                        );
+                        warn!(%image, error = %e, attempt = attempts, retry_in = ?wait, "image pull failed");
+                        pulls.lock().insert(
+                            image,
+                            PullState::Failed {
+                                error,
+                                attempts,
+                                retry_at: std::time::Instant::now() + wait,
+                            },
+                        );
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
 /// Channels the reconcile loop reports on.
 pub(crate) struct Reports {
     /// Actual state of the desired tasks.
@@ -254,6 +381,7 @@ pub(crate) async fn run<C: Connector>(
     let mut errors: BTreeMap<SlotId, String> = BTreeMap::new();
     let mut last_list_error: Option<String> = None;
     let mut supervisor = Supervisor::new();
+    let pulls = Pulls::default();
     let origin = std::time::Instant::now();
     let mut engine = EngineTracker::new(connector.endpoint());
     let mut runtime: Option<C::Runtime> = None;
@@ -294,12 +422,15 @@ pub(crate) async fn run<C: Connector>(
             }
         };
         let now = Millis(origin.elapsed().as_millis() as u64);
+        let images: Vec<&str> = want.iter().map(|t| t.spec.image.as_str()).collect();
+        pulls.keep_only(&images);
         match round(
             rt,
             &node,
             &want,
             &secrets,
             &mut supervisor,
+            &pulls,
             now,
             &mut errors,
         )
@@ -312,9 +443,13 @@ pub(crate) async fn run<C: Connector>(
                     .filter(|c| c.state == ContainerState::Running)
                     .map(|c| c.id.clone())
                     .collect();
-                reports
-                    .tasks
-                    .send_replace(statuses(&want, &containers, &restarts, &errors));
+                reports.tasks.send_replace(statuses(
+                    &want,
+                    &containers,
+                    &restarts,
+                    &errors,
+                    &pulls.snapshot(),
+                ));
             }
             Err(e @ RuntimeError::Unavailable { .. }) => {
                 // The engine went away (or restarts): connect again, with backoff.
@@ -375,12 +510,13 @@ type Listed = (Vec<ContainerInfo>, BTreeMap<SlotId, TaskRestartStatus>);
 /// One round: list, decide, act (actions run concurrently: a stop or removal waits for the
 /// container's stop timeout), list again if anything was done.
 #[allow(clippy::too_many_arguments)]
-async fn round<R: ContainerRuntime>(
+async fn round<R: ContainerRuntime + Clone>(
     runtime: &R,
     node: &NodeId,
     want: &[DesiredTask],
     secrets: &SecretContext,
     supervisor: &mut Supervisor,
+    pulls: &Pulls,
     now: Millis,
     errors: &mut BTreeMap<SlotId, String>,
 ) -> Result<Listed, warren_runtime::RuntimeError> {
@@ -403,6 +539,16 @@ async fn round<R: ContainerRuntime>(
         async move {
             let result = match action {
                 RuntimeAction::Create(task) => {
+                    // A missing image is pulled in the background (with progress in
+                    // `service ps`); the container is created in a round after it is done.
+                    match runtime.has_image(&task.spec.image).await {
+                        Ok(true) => pulls.present(&task.spec.image),
+                        Ok(false) => {
+                            pulls.begin(runtime, &task.spec.image);
+                            return (action, Ok(()));
+                        }
+                        Err(e) => return (action, Err(e.to_string())),
+                    }
                     info!(slot = %task.slot, image = %task.spec.image, "creating container");
                     let mut spec = task_spec(node, task);
                     if !task.spec.secrets.is_empty() {
@@ -529,7 +675,9 @@ fn statuses(
     containers: &[ContainerInfo],
     restarts: &BTreeMap<SlotId, TaskRestartStatus>,
     errors: &BTreeMap<SlotId, String>,
+    pulls: &BTreeMap<String, PullState>,
 ) -> Vec<TaskStatus> {
+    let now = std::time::Instant::now();
     want.iter()
         .map(|task| {
             let container = containers
@@ -541,13 +689,45 @@ fn statuses(
                         c.state == ContainerState::Running,
                     )
                 });
-            status_of(
-                task,
-                container,
-                restarts.get(&task.slot),
-                errors.get(&task.slot),
-                "pending",
-            )
+            let current = container.is_some_and(|c| c.generation == task.generation);
+            match pulls.get(&task.spec.image).filter(|_| !current) {
+                Some(PullState::Pulling(progress)) => TaskStatus {
+                    service: task.slot.service.to_string(),
+                    slot: task.slot.slot,
+                    state: "pulling".into(),
+                    status: format!("pulling {}: {progress}", task.spec.image),
+                    ..Default::default()
+                }
+                .bounded(),
+                Some(PullState::Failed {
+                    error,
+                    attempts,
+                    retry_at,
+                }) => TaskStatus {
+                    service: task.slot.service.to_string(),
+                    slot: task.slot.slot,
+                    state: "pending".into(),
+                    status: format!(
+                        "image pull failed ({attempts} {}); next try in {:.0} s",
+                        if *attempts == 1 {
+                            "attempt"
+                        } else {
+                            "attempts"
+                        },
+                        retry_at.saturating_duration_since(now).as_secs_f64().ceil()
+                    ),
+                    error: error.clone(),
+                    ..Default::default()
+                }
+                .bounded(),
+                None => status_of(
+                    task,
+                    container,
+                    restarts.get(&task.slot),
+                    errors.get(&task.slot),
+                    "pending",
+                ),
+            }
         })
         .collect()
 }
