@@ -139,7 +139,16 @@ impl Connector for DockerConnector {
     }
 
     async fn connect(&self) -> Result<(DockerRuntime, String), RuntimeError> {
-        let runtime = DockerRuntime::connect(self.host.as_deref()).await?;
+        // A hung engine (stopped, overloaded) would hold the handshake for bollard's 2 min.
+        let runtime = tokio::time::timeout(
+            ENGINE_CONNECT_TIMEOUT,
+            DockerRuntime::connect(self.host.as_deref()),
+        )
+        .await
+        .map_err(|_| RuntimeError::Unavailable {
+            endpoint: self.endpoint.clone(),
+            reason: format!("no answer within {ENGINE_CONNECT_TIMEOUT:?}"),
+        })??;
         let version = runtime
             .engine_info()
             .await
@@ -152,6 +161,8 @@ impl Connector for DockerConnector {
 /// First wait before connecting again to an engine that does not answer; doubles up to
 /// [`ENGINE_RETRY_MAX`].
 const ENGINE_RETRY_MIN: Duration = Duration::from_millis(250);
+/// How long one connection attempt (version handshake and ping) may take.
+const ENGINE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait between two attempts to reach the engine.
 const ENGINE_RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -730,4 +741,85 @@ fn statuses(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_crdt::{Epoch, ServiceSpec};
+
+    fn task(image: &str) -> DesiredTask {
+        DesiredTask {
+            slot: SlotId {
+                service: ServiceName::new("app").expect("name"),
+                slot: 0,
+            },
+            epoch: Epoch(1),
+            generation: 1,
+            spec: ServiceSpec {
+                image: image.into(),
+                replicas: 1,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn pulls_show_as_pulling_then_as_pending_with_the_error() {
+        let want = [task("app:1")];
+        let mut pulls = BTreeMap::new();
+        pulls.insert(
+            "app:1".to_string(),
+            PullState::Pulling(PullProgress {
+                layers: 2,
+                layers_done: 1,
+                bytes_done: 1 << 20,
+                bytes_total: 2 << 20,
+            }),
+        );
+        let s = statuses(&want, &[], &BTreeMap::new(), &BTreeMap::new(), &pulls);
+        assert_eq!(s[0].state, "pulling");
+        assert_eq!(
+            s[0].status,
+            "pulling app:1: 1/2 layers, 1.0 MiB of 2.0 MiB (50%)"
+        );
+        pulls.insert(
+            "app:1".to_string(),
+            PullState::Failed {
+                error: "image app:1 is not present on this node and could not be pulled: no route"
+                    .into(),
+                attempts: 2,
+                retry_at: std::time::Instant::now() + Duration::from_secs(4),
+            },
+        );
+        let s = statuses(&want, &[], &BTreeMap::new(), &BTreeMap::new(), &pulls);
+        assert_eq!(s[0].state, "pending");
+        assert!(s[0]
+            .status
+            .starts_with("image pull failed (2 attempts); next try in"));
+        assert!(s[0].error.contains("could not be pulled"));
+        // Another image's pull says nothing about this task.
+        let s = statuses(
+            &[task("other:1")],
+            &[],
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &pulls,
+        );
+        assert_eq!(s[0].state, "pending");
+        assert_eq!(s[0].error, "");
+    }
+
+    #[test]
+    fn an_engine_outage_makes_every_task_unknown_with_the_reason() {
+        let engine = EngineStatus {
+            reachable: false,
+            error: "Docker engine not reachable at unix:///x.sock".into(),
+            ..Default::default()
+        };
+        let s = engine_down(&[task("app:1")], &engine);
+        assert_eq!(s[0].state, "unknown");
+        assert!(s[0].status.contains("engine unreachable"));
+        assert_eq!(s[0].error, engine.error);
+    }
 }
