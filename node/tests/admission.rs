@@ -261,7 +261,8 @@ fn operator_errors_are_one_line_and_actionable() {
     assert_eq!(status["state"], "restarting", "{status}");
     assert!(n1.cli(&["service", "rm", "crashy"]).status.success());
 
-    // An image that is valid but absent (no registry here): the task says why it cannot run.
+    // An image that is valid but absent (no registry here): the task says why it cannot run
+    // while the node keeps trying to pull it.
     assert!(n1
         .cli(&["service", "create", "ghost", "--image", "warren/not-here:1"])
         .status
@@ -269,10 +270,11 @@ fn operator_errors_are_one_line_and_actionable() {
     let status = wait_for("the missing image reported in service ps", T, || {
         let ps = n1.cli_json(&["service", "ps", "ghost"])?;
         let t = ps.as_array()?.first()?.clone();
-        (t["state"] == "failed").then_some(t)
+        (t["state"] == "pending" && t["error"].as_str()?.contains("could not be pulled"))
+            .then_some(t)
     });
     assert!(
-        status["status"]
+        status["error"]
             .as_str()
             .is_some_and(|s| s.contains("warren/not-here:1")),
         "{status}"
