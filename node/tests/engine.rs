@@ -472,3 +472,46 @@ fn an_engine_killed_and_restarted_under_a_running_node_gets_every_replica_back_o
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+#[test]
+fn other_members_see_a_node_s_engine_outage_through_its_heartbeats() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No engine ever answers here: a directory of ours with no socket in it.
+    let nowhere = tempfile::tempdir().expect("tempdir");
+    let socket = format!("unix://{}/docker.sock", nowhere.path().display());
+    let blind = Node::start(
+        "blind",
+        &dir.path().join("blind"),
+        &["--init", "engine", "--docker-host", &socket],
+    );
+    let token = blind.join_token();
+    let seer = Node::start("seer", &dir.path().join("seer"), &["--join", &token]);
+
+    let engine_of = |name: &str| {
+        let nodes = seer.cli_json(&["node", "ls"])?;
+        nodes
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["engine"].clone())
+            .filter(|e| !e.is_null())
+    };
+    let down = wait_for("seer to see blind's engine down", T, || {
+        engine_of("blind").filter(|e| e["reachable"] == Value::Bool(false))
+    });
+    assert!(
+        down["error"].as_str().unwrap_or("").contains("docker.sock"),
+        "{down}"
+    );
+    wait_for("seer's own engine up", T, || {
+        engine_of("seer").filter(|e| e["reachable"] == Value::Bool(true))
+    });
+    let table = seer.cli(&["node", "ls"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    let blind_row = table
+        .lines()
+        .find(|l| l.starts_with("blind"))
+        .unwrap_or_default();
+    assert!(blind_row.contains("unreachable since"), "{table}");
+}
