@@ -66,6 +66,20 @@ pub(crate) enum Command {
     /// Secrets: sealed to every member, readable only inside containers.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Container images on a node's engine.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Load the images of a `docker save` tarball (at most 2 GiB) into the engine of the
+    /// node --peer points at, for sites without a registry. Load it on each node that runs
+    /// the service (point --peer at each in turn).
+    Load {
+        /// The tarball, as written by `docker save IMAGE -o FILE`.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -119,6 +119,24 @@ impl Client {
         self.finish(request.call(), &url)
     }
 
+    /// POSTs the file `file` (`application/x-tar`) to `path`. No overall timeout: a large
+    /// tarball takes as long as it takes; connecting still times out.
+    pub(crate) fn post_file(&self, path: &str, file: std::fs::File) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/x-tar")
+            .config()
+            .timeout_global(None)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .build();
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        self.finish(request.send(file), &url)
+    }
+
     /// One line for a failed TLS handshake with the peer.
     fn tls_error(&self, e: &dyn std::fmt::Display) -> anyhow::Error {
         anyhow!(

@@ -29,7 +29,9 @@ use crate::core::{
     reservation, Action, Capacity, ClusterView, Core, CoreConfig, DesiredTask, LeaseDecision,
     Liveness, Millis,
 };
-use crate::protocol::{self, Heartbeat, JoinRequest, TaskStatus, MAX_HEARTBEAT_TASKS};
+use crate::protocol::{
+    self, EngineStatus, Heartbeat, JoinRequest, TaskStatus, MAX_HEARTBEAT_TASKS,
+};
 use crate::secrets::{self, SecretKeys};
 use crate::system::{Gpu, Usage, MAX_GPUS};
 use crate::token::{JoinToken, TokenGrant};
@@ -230,6 +232,8 @@ pub struct MemberStatus {
     pub usage: Option<Usage>,
     /// Its GPUs, as it last said.
     pub gpus: Vec<Gpu>,
+    /// Whether it reaches its container engine, as it last said; `None` when unknown.
+    pub engine: Option<EngineStatus>,
 }
 
 /// The lease as one node sees it.
@@ -339,6 +343,8 @@ pub struct NodeMachine {
     outbound_sync: HashMap<NodeId, (SyncState, u32)>,
     inbound_sync: HashMap<NodeId, SyncState>,
     local_status: Vec<TaskStatus>,
+    /// This node's container engine, as its reconcile loop last saw it.
+    local_engine: Option<EngineStatus>,
     heartbeat_seq: u64,
     next_heartbeat: Millis,
     next_anti_entropy: Millis,
@@ -392,6 +398,7 @@ impl NodeMachine {
             outbound_sync: HashMap::new(),
             inbound_sync: HashMap::new(),
             local_status: Vec::new(),
+            local_engine: None,
             heartbeat_seq: 0,
             next_heartbeat: now,
             next_anti_entropy: now,
@@ -563,6 +570,7 @@ impl NodeMachine {
             capacity: self.core.capacities().get(&self.me).copied(),
             usage: self.usage,
             gpus: self.gpus.clone(),
+            engine: self.local_engine.clone(),
         };
         match serde_json::to_vec(&heartbeat) {
             Ok(data) => self.outputs.push_back(Output::Publish {
@@ -729,6 +737,7 @@ impl NodeMachine {
                 Ok(mut hb) => {
                     hb.tasks.truncate(MAX_HEARTBEAT_TASKS);
                     hb.tasks = hb.tasks.into_iter().map(TaskStatus::bounded).collect();
+                    hb.engine = hb.engine.map(EngineStatus::bounded);
                     self.core
                         .handle_heartbeat(from, hb.held_lease.map(Epoch), now);
                     self.core.set_capacity(from, hb.capacity);
@@ -890,6 +899,12 @@ impl NodeMachine {
     pub fn set_local_status(&mut self, mut tasks: Vec<TaskStatus>) {
         tasks.truncate(MAX_HEARTBEAT_TASKS);
         self.local_status = tasks.into_iter().map(TaskStatus::bounded).collect();
+    }
+
+    /// The reconcile loop's latest word on this node's container engine (reachable or not,
+    /// since when): announced in heartbeats and shown in `cluster status` / `node ls`.
+    pub fn set_engine_status(&mut self, engine: Option<EngineStatus>) {
+        self.local_engine = engine.map(EngineStatus::bounded);
     }
 
     /// An operator's write. On success the machine has queued a flushing persist and the
@@ -1100,6 +1115,11 @@ impl NodeMachine {
                         .get(&m.id)
                         .map(|h| h.gpus.clone())
                         .unwrap_or_default()
+                },
+                engine: if m.id == self.me {
+                    self.local_engine.clone()
+                } else {
+                    self.heartbeats.get(&m.id).and_then(|h| h.engine.clone())
                 },
             })
             .collect();

@@ -34,6 +34,45 @@ pub struct Heartbeat {
     /// The sender's GPUs (at most [`crate::system::MAX_GPUS`]); empty without any.
     #[serde(default)]
     pub gpus: Vec<crate::system::Gpu>,
+    /// Whether the sender reaches its container engine; `None` from an older peer.
+    #[serde(default)]
+    pub engine: Option<EngineStatus>,
+}
+
+/// Longest text field of an [`EngineStatus`], in bytes.
+pub const MAX_ENGINE_TEXT_BYTES: usize = 256;
+
+/// A node's word on its container engine (soft state, carried in heartbeats): whether it is
+/// reachable, since when, and the last error when not. The node keeps its desired state and
+/// serves its API and gossip either way; its tasks resume once the engine answers again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStatus {
+    /// `true` when the last call to the engine got an answer.
+    pub reachable: bool,
+    /// When the engine became reachable or unreachable, in Unix milliseconds by the
+    /// sender's own clock (for people to read, never for decisions); 0 when unknown.
+    pub since_ms: i64,
+    /// The endpoint the node talks to, e.g. `unix:///var/run/docker.sock`.
+    pub endpoint: String,
+    /// The engine's version while reachable, e.g. `20.10.24+dfsg1`; may be empty.
+    #[serde(default)]
+    pub version: String,
+    /// Why it is unreachable (the last connection error); empty while reachable.
+    #[serde(default)]
+    pub error: String,
+}
+
+impl EngineStatus {
+    /// The status with its texts cut to [`MAX_ENGINE_TEXT_BYTES`]: applied before sending and
+    /// after receiving.
+    pub fn bounded(mut self) -> Self {
+        for text in [&mut self.endpoint, &mut self.version, &mut self.error] {
+            if text.len() > MAX_ENGINE_TEXT_BYTES {
+                *text = warren_runtime::truncate_text(text, MAX_ENGINE_TEXT_BYTES);
+            }
+        }
+        self
+    }
 }
 
 /// Longest text field of a [`TaskStatus`] (`status`, `error`), in bytes: a heartbeat carries

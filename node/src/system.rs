@@ -40,11 +40,7 @@ impl Gpu {
     /// heartbeat is not trusted to be short).
     pub fn bounded(mut self) -> Self {
         if self.name.len() > MAX_GPU_NAME_BYTES {
-            let mut end = MAX_GPU_NAME_BYTES;
-            while !self.name.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.name.truncate(end);
+            self.name = warren_runtime::truncate_text(&self.name, MAX_GPU_NAME_BYTES);
         }
         self
     }

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, HealthConfig, HealthStatusEnum, HostConfig, PortBinding,
-    PortSummaryTypeEnum,
+    ContainerCreateBody, ContainerSummary, CreateImageInfo, HealthConfig, HealthStatusEnum,
+    HostConfig, PortBinding, PortSummaryTypeEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StartContainerOptions, StopContainerOptions,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions,
+    StopContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -19,8 +20,8 @@ use crate::error::{error_chain, is_connection_error, status_code};
 use crate::image_ref::parse_image_reference;
 use crate::types::{truncate_text, HealthStatus, MAX_DETAIL_BYTES};
 use crate::{
-    ContainerInfo, ContainerRuntime, ContainerState, EngineInfo, PublishedPort, RuntimeError,
-    TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
+    ContainerInfo, ContainerRuntime, ContainerState, EngineInfo, PublishedPort, PullProgress,
+    RuntimeError, TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
 };
 
 /// Endpoint used when neither an explicit host nor `DOCKER_HOST` is given.
@@ -61,14 +62,7 @@ impl DockerRuntime {
     /// not exist, the scheme is unsupported, the connection fails, or the version/ping
     /// exchange fails.
     pub async fn connect(docker_host: Option<&str>) -> Result<Self, RuntimeError> {
-        let endpoint = match docker_host {
-            Some(h) if h.starts_with('/') => format!("unix://{h}"),
-            Some(h) => h.to_string(),
-            None => std::env::var("DOCKER_HOST")
-                .ok()
-                .filter(|h| !h.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
-        };
+        let endpoint = Self::resolve_endpoint(docker_host)?;
         let unavailable = |e: bollard::errors::Error| RuntimeError::Unavailable {
             endpoint: endpoint.clone(),
             reason: error_chain(&e),
@@ -79,6 +73,37 @@ impl DockerRuntime {
         let version = docker.client_version();
         tracing::debug!(%endpoint, api = %version, "connected to Docker engine");
         Ok(DockerRuntime { docker, endpoint })
+    }
+
+    /// The endpoint [`connect`](Self::connect) would use for `docker_host` (same rules),
+    /// checked without any I/O: a node validates its `--docker-host` at start this way and
+    /// connects later, when the engine is there.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unavailable`] for a scheme other than `unix://`, `tcp://` or
+    /// `http://` (a typo will not become reachable by waiting).
+    pub fn resolve_endpoint(docker_host: Option<&str>) -> Result<String, RuntimeError> {
+        let endpoint = match docker_host {
+            Some(h) if h.starts_with('/') => format!("unix://{h}"),
+            Some(h) => h.to_string(),
+            None => std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
+        };
+        let supported = ["unix:///", "tcp://", "http://"]
+            .iter()
+            .any(|scheme| endpoint.starts_with(scheme));
+        if !supported {
+            return Err(RuntimeError::Unavailable {
+                endpoint,
+                reason: "unsupported endpoint: use unix:///PATH, tcp://HOST:PORT or \
+                         http://HOST:PORT"
+                    .to_string(),
+            });
+        }
+        Ok(endpoint)
     }
 
     /// The engine's version and API version (`GET /version`).
@@ -126,11 +151,27 @@ impl DockerRuntime {
 
     /// Makes sure `image` is in the local store, pulling it once if it is not.
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) if status_code(&e) == Some(404) => {}
-            Err(e) => return Err(self.err("inspect_image", e)),
+        if self.image_present(image).await? {
+            return Ok(());
         }
+        self.pull(image, |_| {}).await
+    }
+
+    /// Whether `image` is in the local store.
+    async fn image_present(&self, image: &str) -> Result<bool, RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if status_code(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.err("inspect_image", e)),
+        }
+    }
+
+    /// Pulls `image`, reporting running totals to `progress`.
+    async fn pull(
+        &self,
+        image: &str,
+        progress: impl Fn(&PullProgress) + Send + Sync,
+    ) -> Result<(), RuntimeError> {
         let parsed = parse_image_reference(image)?;
         // A name without tag or digest would make the engine pull every tag.
         let tag = match (parsed.tag, parsed.digest) {
@@ -143,25 +184,62 @@ impl DockerRuntime {
             .from_image(parsed.name)
             .tag(tag)
             .build();
-        let mut progress = self.docker.create_image(Some(options), None, None);
-        while let Some(item) = progress.next().await {
-            if let Err(e) = item {
-                if is_connection_error(&e) {
-                    return Err(self.err("create_image", e));
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        let mut tally = PullTally::default();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if tally.update(&info) {
+                        progress(&tally.progress());
+                    }
                 }
-                let reason = match e {
-                    bollard::errors::Error::DockerResponseServerError { message, .. } => message,
-                    bollard::errors::Error::DockerStreamError { error } => error,
-                    other => error_chain(&other),
-                };
-                return Err(RuntimeError::ImageUnavailable {
-                    image: image.to_string(),
-                    reason,
-                });
+                Err(e) if is_connection_error(&e) => return Err(self.err("create_image", e)),
+                Err(e) => {
+                    let reason = match e {
+                        bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                            message
+                        }
+                        bollard::errors::Error::DockerStreamError { error } => error,
+                        other => error_chain(&other),
+                    };
+                    return Err(RuntimeError::ImageUnavailable {
+                        image: image.to_string(),
+                        reason,
+                    });
+                }
             }
         }
-        tracing::info!(%image, "image pulled");
+        tracing::info!(%image, progress = %tally.progress(), "image pulled");
         Ok(())
+    }
+
+    /// Loads the images of a `docker save` tarball (`POST /images/load`), streamed from
+    /// `tarball` without holding it in memory; returns what the engine loaded, e.g.
+    /// `["Loaded image: warren/app:1"]`.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Engine`] (`op = "import_image"`) when the engine refuses the
+    /// tarball (not an image archive, truncated) or the stream fails,
+    /// [`RuntimeError::Unavailable`] when the engine cannot be reached.
+    pub async fn load_image<S, E>(&self, tarball: S) -> Result<Vec<String>, RuntimeError>
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let options = ImportImageOptionsBuilder::new().quiet(true).build();
+        let mut stream = self.docker.import_image_stream(options, tarball, None);
+        let mut loaded = Vec::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| self.err("import_image", e))?;
+            if let Some(line) = info.stream.as_deref().map(str::trim) {
+                // Bounded: one line per image in the tarball, each cut to 256 bytes.
+                if !line.is_empty() && loaded.len() < 1_000 {
+                    loaded.push(truncate_text(line, MAX_DETAIL_BYTES));
+                }
+            }
+        }
+        Ok(loaded)
     }
 
     /// Stops container `id_or_name`: SIGTERM, then SIGKILL after the container's own stop
@@ -529,6 +607,75 @@ impl ContainerRuntime for DockerRuntime {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.stop_and_remove(id).await
     }
+
+    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
+        parse_image_reference(image)?;
+        self.image_present(image).await
+    }
+
+    async fn pull_image<F>(&self, image: &str, progress: F) -> Result<(), RuntimeError>
+    where
+        F: Fn(&PullProgress) + Send + Sync + 'static,
+    {
+        self.pull(image, progress).await
+    }
+}
+
+/// Running totals of a pull, from the engine's per-layer progress messages.
+#[derive(Debug, Default)]
+struct PullTally {
+    /// Per layer id: (downloaded, size, complete). Bounded by the image's layer count.
+    layers: std::collections::BTreeMap<String, (u64, u64, bool)>,
+}
+
+impl PullTally {
+    /// Most layers tracked (an image has at most 127 in practice).
+    const MAX_LAYERS: usize = 1_024;
+
+    /// Takes one message; `true` when the totals changed.
+    fn update(&mut self, info: &CreateImageInfo) -> bool {
+        let (Some(id), Some(status)) = (info.id.as_deref(), info.status.as_deref()) else {
+            return false;
+        };
+        // Messages with an id are per layer, except the first ("Pulling from repo", id = tag).
+        if status.starts_with("Pulling from") || status.starts_with("Digest") {
+            return false;
+        }
+        if !self.layers.contains_key(id) && self.layers.len() >= Self::MAX_LAYERS {
+            return false;
+        }
+        let layer = self.layers.entry(id.to_string()).or_default();
+        let before = *layer;
+        match status {
+            "Pull complete" | "Already exists" | "Download complete" => {
+                if layer.1 > 0 {
+                    layer.0 = layer.1;
+                }
+                if status != "Download complete" {
+                    layer.2 = true;
+                }
+            }
+            "Downloading" => {
+                if let Some(detail) = &info.progress_detail {
+                    let current = detail.current.unwrap_or(0).max(0) as u64;
+                    let total = detail.total.unwrap_or(0).max(0) as u64;
+                    layer.0 = current;
+                    layer.1 = layer.1.max(total);
+                }
+            }
+            _ => {}
+        }
+        *layer != before || before == (0, 0, false)
+    }
+
+    fn progress(&self) -> PullProgress {
+        PullProgress {
+            layers: self.layers.len() as u32,
+            layers_done: self.layers.values().filter(|l| l.2).count() as u32,
+            bytes_done: self.layers.values().map(|l| l.0).sum(),
+            bytes_total: self.layers.values().map(|l| l.1).sum(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -586,6 +733,33 @@ mod tests {
         assert!(bindings
             .iter()
             .all(|b| b.host_ip.as_deref() == Some("127.0.0.1")));
+    }
+
+    #[test]
+    fn pull_progress_sums_the_layers() {
+        let msg = |id: &str, status: &str, current: i64, total: i64| CreateImageInfo {
+            id: Some(id.into()),
+            status: Some(status.into()),
+            progress_detail: Some(bollard::models::ProgressDetail {
+                current: Some(current),
+                total: Some(total),
+            }),
+            ..Default::default()
+        };
+        let mut tally = PullTally::default();
+        assert!(!tally.update(&msg("latest", "Pulling from library/x", 0, 0)));
+        assert!(tally.update(&msg("a", "Pulling fs layer", 0, 0)));
+        assert!(tally.update(&msg("b", "Already exists", 0, 0)));
+        assert!(tally.update(&msg("a", "Downloading", 1 << 20, 4 << 20)));
+        let p = tally.progress();
+        assert_eq!((p.layers, p.layers_done), (2, 1));
+        assert_eq!((p.bytes_done, p.bytes_total), (1 << 20, 4 << 20));
+        assert_eq!(p.percent(), Some(25));
+        assert_eq!(p.to_string(), "1/2 layers, 1.0 MiB of 4.0 MiB (25%)");
+        assert!(tally.update(&msg("a", "Pull complete", 0, 0)));
+        let p = tally.progress();
+        assert_eq!((p.layers_done, p.percent()), (2, Some(100)));
+        assert_eq!(PullProgress::default().to_string(), "starting");
     }
 
     #[test]

@@ -38,10 +38,13 @@
 //! # Images
 //!
 //! Image references are checked offline with [`validate_image_reference`] (Docker's
-//! reference grammar) before anything reaches the engine. A missing image is pulled once;
-//! when that fails — the normal case on an edge node without registry access — the error
-//! is [`RuntimeError::ImageUnavailable`] with the engine's reason, and the image has to be
-//! loaded onto the node by other means.
+//! reference grammar) before anything reaches the engine.
+//! [`pull_image`](ContainerRuntime::pull_image) pulls with progress ([`PullProgress`],
+//! summed over layers); [`create_and_start`](ContainerRuntime::create_and_start) pulls a
+//! missing image once itself. When a pull fails — the normal case on an edge node without
+//! registry access — the error is [`RuntimeError::ImageUnavailable`] with the engine's
+//! reason, and the image has to be loaded onto the node by other means:
+//! [`DockerRuntime::load_image`] streams a `docker save` tarball into the engine.
 //!
 //! # Logs
 //!
@@ -102,8 +105,8 @@ pub use image_ref::validate_image_reference;
 pub use logs::{parse_rfc3339_nanos, LogLine, LogQuery, LogRead, LogStream};
 pub use types::{
     container_name, truncate_text, ContainerInfo, ContainerState, EngineInfo, HealthCheck,
-    HealthStatus, HealthTest, PortMapping, PublishedPort, TaskSpec, LABEL_EPOCH, LABEL_GENERATION,
-    LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, MAX_DETAIL_BYTES, SECRETS_MOUNT,
+    HealthStatus, HealthTest, PortMapping, PublishedPort, PullProgress, TaskSpec, LABEL_EPOCH,
+    LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, MAX_DETAIL_BYTES, SECRETS_MOUNT,
 };
 
 /// The container runtime a node drives. Implemented by [`DockerRuntime`]; a simulator can
@@ -170,6 +173,31 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ///
     /// [`RuntimeError::Unavailable`] or [`RuntimeError::Engine`] when removal fails.
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Whether `image` (a reference as in [`TaskSpec::image`]) is in the engine's local
+    /// store.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unavailable`] or [`RuntimeError::Engine`].
+    fn has_image(&self, image: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+
+    /// Pulls `image` from its registry (a name without tag or digest pulls `latest`),
+    /// calling `progress` with the running totals after every update the engine sends.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::InvalidImage`] for a malformed reference,
+    /// [`RuntimeError::ImageUnavailable`] with the engine's reason when the pull fails (no
+    /// registry reachable, unknown repository, access denied),
+    /// [`RuntimeError::Unavailable`] when the engine goes away.
+    fn pull_image<F>(
+        &self,
+        image: &str,
+        progress: F,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send
+    where
+        F: Fn(&PullProgress) + Send + Sync + 'static;
 }
 
 impl<R: ContainerRuntime> ContainerRuntime for Arc<R> {
@@ -197,5 +225,20 @@ impl<R: ContainerRuntime> ContainerRuntime for Arc<R> {
 
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
         (**self).remove(id)
+    }
+
+    fn has_image(&self, image: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send {
+        (**self).has_image(image)
+    }
+
+    fn pull_image<F>(
+        &self,
+        image: &str,
+        progress: F,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send
+    where
+        F: Fn(&PullProgress) + Send + Sync + 'static,
+    {
+        (**self).pull_image(image, progress)
     }
 }

@@ -310,6 +310,47 @@ pub fn truncate_text(text: &str, max: usize) -> String {
     format!("{}{ellipsis}", &text[..end])
 }
 
+/// How far an image pull has got, summed over its layers as the engine reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PullProgress {
+    /// Layers the engine has announced so far.
+    pub layers: u32,
+    /// Layers complete (downloaded and extracted, or already present).
+    pub layers_done: u32,
+    /// Bytes downloaded so far, over the layers whose size is known.
+    pub bytes_done: u64,
+    /// Size of the layers whose size is known so far, in bytes (grows as layers start).
+    pub bytes_total: u64,
+}
+
+impl PullProgress {
+    /// Downloaded share of the known bytes, 0–100; `None` before any size is known.
+    pub fn percent(&self) -> Option<u8> {
+        (self.bytes_total > 0)
+            .then(|| (self.bytes_done.min(self.bytes_total) * 100 / self.bytes_total) as u8)
+    }
+}
+
+impl fmt::Display for PullProgress {
+    /// `2/5 layers, 3.1 MiB of 12.0 MiB (25%)`, or `starting` before the first layer.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.layers == 0 {
+            return f.write_str("starting");
+        }
+        write!(f, "{}/{} layers", self.layers_done, self.layers)?;
+        if let Some(percent) = self.percent() {
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            write!(
+                f,
+                ", {:.1} MiB of {:.1} MiB ({percent}%)",
+                mib(self.bytes_done),
+                mib(self.bytes_total)
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Version of the engine a [`DockerRuntime`](crate::DockerRuntime) talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineInfo {

@@ -60,7 +60,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ClusterCommand) -> R
     Ok(())
 }
 
-pub(crate) const HEADERS: [&str; 6] = ["NAME", "ID", "LIVENESS", "STATE", "TASKS", "API"];
+pub(crate) const HEADERS: [&str; 7] = ["NAME", "ID", "LIVENESS", "STATE", "TASKS", "ENGINE", "API"];
 
 pub(crate) fn member_rows(members: &Value) -> Vec<Vec<String>> {
     members
@@ -78,12 +78,28 @@ pub(crate) fn member_rows(members: &Value) -> Vec<Vec<String>> {
                         cell(m.get("liveness")),
                         cell(m.get("state")),
                         cell(m.get("tasks")),
+                        engine_cell(m.get("engine")),
                         cell(m.get("api")),
                     ]
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A member's container engine as its heartbeats say: `ok`, `unreachable since HH:MM:SS`
+/// (UTC, by the member's clock), or empty when it has not said.
+pub(crate) fn engine_cell(engine: Option<&Value>) -> String {
+    let Some(engine) = engine.filter(|e| !e.is_null()) else {
+        return String::new();
+    };
+    if engine.get("reachable").and_then(Value::as_bool) == Some(true) {
+        return "ok".into();
+    }
+    let since = time_of(engine.get("since_ms"));
+    let time = since.split_once(' ').map_or(since.as_str(), |(_, t)| t);
+    let time = time.split_once('.').map_or(time, |(t, _)| t);
+    format!("unreachable since {time}")
 }
 
 /// Last 8 characters of a peer id.
@@ -108,6 +124,22 @@ fn time_of(v: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_cells() {
+        assert_eq!(engine_cell(None), "");
+        assert_eq!(
+            engine_cell(Some(&serde_json::json!({"reachable": true}))),
+            "ok"
+        );
+        assert_eq!(
+            engine_cell(Some(&serde_json::json!({
+                "reachable": false,
+                "since_ms": 1_795_303_972_756_i64
+            }))),
+            "unreachable since 23:32:52"
+        );
+    }
 
     #[test]
     fn times_read_as_utc() {

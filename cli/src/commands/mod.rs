@@ -2,6 +2,7 @@
 
 mod api_token;
 mod cluster;
+mod image;
 mod join_token;
 mod logs;
 mod node;
@@ -23,5 +24,6 @@ pub(crate) fn dispatch(cli: Cli) -> Result<()> {
         Command::ApiToken(c) => api_token::run(&client, cli.output, c),
         Command::Service(c) => service::run(&client, cli.output, c),
         Command::Secret(c) => secret::run(&client, cli.output, c),
+        Command::Image(c) => image::run(&client, cli.output, c),
     }
 }

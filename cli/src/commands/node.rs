@@ -1,7 +1,7 @@
 use anyhow::{bail, Result};
 use serde_json::Value;
 
-use super::cluster::{member_rows, HEADERS};
+use super::cluster::{engine_cell, member_rows, HEADERS};
 use crate::args::{Format, NodeCommand};
 use crate::client::Client;
 use crate::output::{cell, print};
@@ -45,6 +45,7 @@ fn inspect_text(m: &Value) -> String {
         ("NAME", cell(m.get("name"))),
         ("LIVENESS", cell(m.get("liveness"))),
         ("STATE", cell(m.get("state"))),
+        ("ENGINE", engine_cell(m.get("engine"))),
         ("TASKS", cell(m.get("tasks"))),
         (
             "CPUS",

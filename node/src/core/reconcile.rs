@@ -19,6 +19,11 @@
 //!   for 30 s, and whenever the service's generation or restart policy changes.
 //!
 //! Containers of slots not assigned here are removed.
+//!
+//! An engine outage is not a task's failure: the daemon tells [`Supervisor::engine_lost`]
+//! which containers were running when its engine stopped answering, and the first round
+//! after the engine is back starts those it finds stopped at once, without counting a
+//! restart or consulting the restart policy.
 
 use std::collections::BTreeMap;
 
@@ -231,12 +236,23 @@ impl SlotRecord {
 #[derive(Debug, Default)]
 pub struct Supervisor {
     slots: BTreeMap<SlotId, SlotRecord>,
+    /// Containers that ran when the engine went away (see [`Supervisor::engine_lost`]);
+    /// emptied by the next round.
+    interrupted: std::collections::BTreeSet<String>,
 }
 
 impl Supervisor {
     /// A supervisor that remembers nothing yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The engine stopped answering while the containers `running` (their ids) ran. The
+    /// next round starts those of them it finds stopped at once, uncounted, whatever their
+    /// exit code and restart policy: their exit was the engine's doing. Containers not
+    /// found stopped in that round are forgotten.
+    pub fn engine_lost(&mut self, running: impl IntoIterator<Item = String>) {
+        self.interrupted.extend(running);
     }
 
     /// Decides the actions that bring `actual` to `desired` at `now`, and reports where each
@@ -328,6 +344,13 @@ impl Supervisor {
                         record.failed = false;
                         record.status(RestartPhase::Active, None)
                     }
+                    ActualTaskState::Stopped if self.interrupted.contains(&t.id) => {
+                        round.actions.push(RuntimeAction::Start {
+                            id: t.id.clone(),
+                            slot: slot.clone(),
+                        });
+                        record.status(RestartPhase::Active, None)
+                    }
                     ActualTaskState::Stopped => {
                         let (phase, next) = stopped(record, t, now);
                         if phase == RestartPhase::Active {
@@ -342,6 +365,7 @@ impl Supervisor {
             };
             round.tasks.insert(slot.clone(), status);
         }
+        self.interrupted.clear();
         round
     }
 }
@@ -690,5 +714,31 @@ mod tests {
             );
             now += 40_000;
         }
+    }
+
+    #[test]
+    fn tasks_stopped_by_an_engine_outage_start_again_uncounted_whatever_their_policy() {
+        let never = RestartPolicy {
+            condition: RestartCondition::Never,
+            ..Default::default()
+        };
+        let mut supervisor = Supervisor::new();
+        let want = [desired_with(0, never)];
+        let round = supervisor.round(
+            &want,
+            &[actual("c", 0, 1, ActualTaskState::Running)],
+            Millis(0),
+        );
+        assert!(round.actions.is_empty());
+        supervisor.engine_lost(["c".to_string()]);
+        // Back: the engine stopped it (SIGTERM, exit 143); `never` would leave it stopped.
+        let round = supervisor.round(&want, &[exited("c", 143)], Millis(1_000));
+        assert_eq!(round.actions, vec![start("c")]);
+        assert_eq!(round.tasks[&slot(0)].restarts, 0);
+        assert_eq!(round.tasks[&slot(0)].phase, RestartPhase::Active);
+        // Only once: a later exit follows the policy again.
+        let round = supervisor.round(&want, &[exited("c", 143)], Millis(2_000));
+        assert!(round.actions.is_empty(), "{:?}", round.actions);
+        assert_eq!(round.tasks[&slot(0)].phase, RestartPhase::Exited);
     }
 }

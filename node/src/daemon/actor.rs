@@ -15,7 +15,7 @@ use warren_mesh::{MeshEvent, MeshHandle, Multiaddr, PeerId, RequestKind, Respons
 use super::NodeError;
 use crate::core::{DesiredTask, Millis};
 use crate::machine::{Channel, NodeMachine, Output, Snapshot, Write, WriteAck, WriteError};
-use crate::protocol::TaskStatus;
+use crate::protocol::{EngineStatus, TaskStatus};
 
 /// A write or a question from the API. Each carries its reply channel.
 #[derive(Debug)]
@@ -45,6 +45,7 @@ pub(crate) struct Wiring {
     pub(crate) desired_tx: watch::Sender<Option<Vec<DesiredTask>>>,
     pub(crate) secrets_tx: watch::Sender<Arc<BTreeMap<String, SecretRecord>>>,
     pub(crate) local_status: watch::Receiver<Vec<TaskStatus>>,
+    pub(crate) engine_status: watch::Receiver<Option<EngineStatus>>,
     pub(crate) snapshot_tx: watch::Sender<Arc<Snapshot>>,
     /// Serves peers' `Logs` requests (in tasks of its own: the engine is slow to answer).
     pub(crate) logs: Arc<super::logs::LogService>,
@@ -291,6 +292,8 @@ impl NodeActor {
         }
         self.machine
             .set_local_status(wiring.local_status.borrow().clone());
+        self.machine
+            .set_engine_status(wiring.engine_status.borrow().clone());
         self.machine.handle_tick(now);
         let _ = self.drive().await;
         let desired = self.machine.desired_tasks();

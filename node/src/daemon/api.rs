@@ -26,6 +26,7 @@
 //! | `POST /v1/api-tokens` `{ttl_secs?, labels?}` | mints an operator token (90 days by default); the only time its text is shown |
 //! | `GET /v1/api-tokens` | operator tokens: id, labels, created, expiry, revoked (never secrets or digests) |
 //! | `DELETE /v1/api-tokens/{id}` | revokes an operator token at every peer the change reaches |
+//! | `POST /v1/images/load` (body: a `docker save` tarball, at most 2 GiB) | loads its images into this node's engine |
 //!
 //! The same routes are served twice: on the loopback listener ([`router`]) without a
 //! credential, and on the remote TLS listener ([`remote_router`]) only with
@@ -72,6 +73,8 @@ pub(crate) struct ApiState {
     pub(crate) commands: mpsc::Sender<Command>,
     /// Reads this node's logs and asks peers for theirs.
     pub(crate) logs: Arc<super::logs::LogService>,
+    /// This node's Docker endpoint (`--docker-host`), for requests that need the engine.
+    pub(crate) docker_host: Option<String>,
 }
 
 /// An error response: status, stable code, message.
@@ -303,8 +306,79 @@ fn routes(state: ApiState) -> Router {
             "/v1/api-tokens/{id}",
             axum::routing::delete(revoke_api_token),
         )
+        .route("/v1/images/load", post(load_image))
         .fallback(unknown_route)
         .with_state(state)
+}
+
+/// Largest image tarball `POST /v1/images/load` accepts, in bytes (2 GiB).
+const MAX_IMAGE_BYTES: u64 = 2 << 30;
+
+/// Streams a `docker save` tarball into this node's engine, counting bytes as they pass:
+/// 413 past [`MAX_IMAGE_BYTES`] (at once when `Content-Length` says so), 503 when the engine
+/// is unreachable, 400 when the engine refuses the tarball.
+async fn load_image(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("image tarballs are limited to {MAX_IMAGE_BYTES} bytes (2 GiB)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_IMAGE_BYTES) {
+        return Err(too_large());
+    }
+    let runtime = warren_runtime::DockerRuntime::connect(state.docker_host.as_deref())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?;
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    let stream = futures::StreamExt::map(body.into_data_stream(), move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        let total = counter.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+        if total > MAX_IMAGE_BYTES {
+            return Err(std::io::Error::other("image tarball larger than 2 GiB"));
+        }
+        Ok(chunk)
+    });
+    let node = state.snapshot.borrow().name.clone();
+    match runtime.load_image(stream).await {
+        Ok(loaded) => {
+            let bytes = seen.load(Ordering::Relaxed);
+            tracing::info!(%node, bytes, images = ?loaded, "loaded an image tarball");
+            Ok(Json(
+                json!({ "node": node, "bytes": bytes, "loaded": loaded }),
+            ))
+        }
+        Err(_) if seen.load(Ordering::Relaxed) > MAX_IMAGE_BYTES => Err(too_large()),
+        Err(e @ warren_runtime::RuntimeError::Unavailable { .. }) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )),
+        Err(e) => {
+            tracing::warn!(%node, error = %e, "image tarball refused");
+            Err(ApiError::invalid(format!(
+                "the engine refused the tarball: {e}"
+            )))
+        }
+    }
 }
 
 async fn ask<T>(

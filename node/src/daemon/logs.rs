@@ -38,7 +38,10 @@ const MAX_ERROR_BYTES: usize = 256;
 /// Reads this node's logs and asks peers for theirs. Shared by the API and the node actor.
 #[derive(Debug)]
 pub(crate) struct LogService {
-    runtime: DockerRuntime,
+    /// `--docker-host`: the engine is connected at the first read and again after an outage
+    /// (the node starts and runs without its engine).
+    docker_host: Option<String>,
+    runtime: tokio::sync::Mutex<Option<DockerRuntime>>,
     me: NodeId,
     name: String,
     mesh: MeshHandle,
@@ -46,14 +49,39 @@ pub(crate) struct LogService {
 }
 
 impl LogService {
-    pub(crate) fn new(runtime: DockerRuntime, me: NodeId, name: String, mesh: MeshHandle) -> Self {
+    pub(crate) fn new(
+        docker_host: Option<String>,
+        me: NodeId,
+        name: String,
+        mesh: MeshHandle,
+    ) -> Self {
         Self {
-            runtime,
+            docker_host,
+            runtime: tokio::sync::Mutex::new(None),
             me,
             name,
             mesh,
             reads: Arc::new(Semaphore::new(MAX_CONCURRENT_READS)),
         }
+    }
+
+    /// The engine, connected now if it was not (within 10 s).
+    ///
+    /// Errors: the engine cannot be reached, as text.
+    async fn engine(&self) -> Result<DockerRuntime, String> {
+        let mut cached = self.runtime.lock().await;
+        if let Some(runtime) = cached.as_ref() {
+            return Ok(runtime.clone());
+        }
+        let runtime = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            DockerRuntime::connect(self.docker_host.as_deref()),
+        )
+        .await
+        .map_err(|_| "the container engine did not answer within 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+        *cached = Some(runtime.clone());
+        Ok(runtime)
     }
 
     /// Reads the logs of this node's tasks of `request.service` (one engine read per
@@ -62,16 +90,21 @@ impl LogService {
     ///
     /// Errors: the engine's, as text.
     async fn read_local(&self, request: &LogsRequest) -> Result<LogsResponse, String> {
-        let containers = self
-            .runtime
-            .list_tasks(self.me.as_str())
-            .await
-            .map_err(|e| e.to_string())?;
+        let runtime = self.engine().await?;
+        let containers = match runtime.list_tasks(self.me.as_str()).await {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(e, warren_runtime::RuntimeError::Unavailable { .. }) {
+                    *self.runtime.lock().await = None;
+                }
+                return Err(e.to_string());
+            }
+        };
         let mut tasks = Vec::new();
         for container in containers.iter().filter(|c| c.service == request.service) {
             let query = engine_query(request, container.slot);
             let keep = keeps(request, container.slot);
-            match self.runtime.read_logs(&container.id, &query, keep).await {
+            match runtime.read_logs(&container.id, &query, keep).await {
                 Ok(read) => tasks.push(TaskLog {
                     slot: container.slot,
                     lines: read.lines,

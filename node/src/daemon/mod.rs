@@ -24,7 +24,7 @@ use warren_runtime::DockerRuntime;
 
 use crate::machine::{MachineConfig, NodeMachine};
 use crate::protocol;
-pub use crate::protocol::{Heartbeat, TaskStatus};
+pub use crate::protocol::{EngineStatus, Heartbeat, TaskStatus};
 pub use crate::token::JoinToken;
 pub use tls::TlsFiles;
 
@@ -205,7 +205,9 @@ async fn run_node(
 ) -> Result<(), NodeError> {
     let peer_id = keypair.public().to_peer_id();
 
-    let runtime = DockerRuntime::connect(config.docker_host.as_deref()).await?;
+    // Only the endpoint is checked here: the engine may come later (or go and come back);
+    // the reconcile loop connects, reports and retries.
+    let engine_endpoint = DockerRuntime::resolve_endpoint(config.docker_host.as_deref())?;
     let mut store = Store::open(&data_dir)?;
     let loaded = store.load(&me)?;
     if loaded.skipped_chunks > 0 {
@@ -318,6 +320,7 @@ async fn run_node(
             }
         })?;
     let (status_tx, status_rx) = watch::channel(Vec::new());
+    let (engine_tx, engine_rx) = watch::channel(None);
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(crate::machine::Snapshot::default()));
 
     let mut remote_line = String::new();
@@ -329,7 +332,7 @@ async fn run_node(
         })?;
     let api_addr = listener.local_addr().unwrap_or(config.api);
     let log_service = Arc::new(logs::LogService::new(
-        runtime.clone(),
+        config.docker_host.clone(),
         me.clone(),
         config.name.clone(),
         mesh.clone(),
@@ -338,6 +341,7 @@ async fn run_node(
         snapshot: snapshot_rx,
         commands: command_tx,
         logs: Arc::clone(&log_service),
+        docker_host: config.docker_host.clone(),
     };
     let remote_task = match config.api_remote {
         Some(addr) => {
@@ -363,10 +367,16 @@ async fn run_node(
     );
     let reconciler = tokio::spawn(
         reconciler::run(
-            runtime,
+            reconciler::DockerConnector {
+                host: config.docker_host.clone(),
+                endpoint: engine_endpoint,
+            },
             me.clone(),
             desired_rx,
-            status_tx,
+            reconciler::Reports {
+                tasks: status_tx,
+                engine: engine_tx,
+            },
             reconciler::SecretContext {
                 keys: reconciler_keys,
                 records: secrets_rx,
@@ -424,6 +434,7 @@ async fn run_node(
         desired_tx,
         secrets_tx,
         local_status: status_rx,
+        engine_status: engine_rx,
         snapshot_tx,
         logs: log_service,
     };

@@ -9,11 +9,12 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::Instrument;
+use tracing::{debug, info, warn};
 use warren_crdt::{HealthProbe, NodeId, SecretRecord, ServiceName, SlotId};
 use warren_runtime::{
-    ContainerInfo, ContainerRuntime, ContainerState, HealthCheck, HealthStatus, HealthTest,
-    PortMapping, TaskSpec,
+    ContainerInfo, ContainerRuntime, ContainerState, DockerRuntime, HealthCheck, HealthStatus,
+    HealthTest, PortMapping, PullProgress, RuntimeError, TaskSpec,
 };
 
 use super::secret_files;
@@ -21,7 +22,7 @@ use crate::core::{
     ActualTask, ActualTaskState, DesiredTask, Millis, RestartPhase, RuntimeAction, Supervisor,
     TaskHealth, TaskRestartStatus,
 };
-use crate::protocol::TaskStatus;
+use crate::protocol::{EngineStatus, TaskStatus};
 use crate::secrets::SecretKeys;
 
 fn actual_state(state: ContainerState) -> ActualTaskState {
@@ -111,14 +112,279 @@ fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
     }
 }
 
+/// How the reconcile loop reaches its container engine: a fresh connection (version
+/// handshake included) at start and after every outage.
+pub(crate) trait Connector: Send + Sync + 'static {
+    /// The runtime a connection gives (cloned into background image pulls).
+    type Runtime: ContainerRuntime + Clone;
+    /// The endpoint, for reports (e.g. `unix:///var/run/docker.sock`).
+    fn endpoint(&self) -> String;
+    /// Connects and returns the runtime with the engine's version (`""` if unknown).
+    fn connect(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(Self::Runtime, String), RuntimeError>> + Send;
+}
+
+/// The Docker engine at `--docker-host`.
+pub(crate) struct DockerConnector {
+    pub(crate) host: Option<String>,
+    pub(crate) endpoint: String,
+}
+
+impl Connector for DockerConnector {
+    type Runtime = DockerRuntime;
+
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    async fn connect(&self) -> Result<(DockerRuntime, String), RuntimeError> {
+        // A hung engine (stopped, overloaded) would hold the handshake for bollard's 2 min.
+        let runtime = tokio::time::timeout(
+            ENGINE_CONNECT_TIMEOUT,
+            DockerRuntime::connect(self.host.as_deref()),
+        )
+        .await
+        .map_err(|_| RuntimeError::Unavailable {
+            endpoint: self.endpoint.clone(),
+            reason: format!("no answer within {ENGINE_CONNECT_TIMEOUT:?}"),
+        })??;
+        let version = runtime
+            .engine_info()
+            .await
+            .map(|i| i.version)
+            .unwrap_or_default();
+        Ok((runtime, version))
+    }
+}
+
+/// First wait before connecting again to an engine that does not answer; doubles up to
+/// [`ENGINE_RETRY_MAX`].
+const ENGINE_RETRY_MIN: Duration = Duration::from_millis(250);
+/// How long one connection attempt (version handshake and ping) may take.
+const ENGINE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait between two attempts to reach the engine.
+const ENGINE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The engine's reachability as the loop tracks and reports it.
+struct EngineTracker {
+    status: EngineStatus,
+    /// Whether the current outage has been logged.
+    logged: bool,
+    retry: Duration,
+}
+
+impl EngineTracker {
+    fn new(endpoint: String) -> Self {
+        Self {
+            status: EngineStatus {
+                reachable: false,
+                since_ms: super::wall_ms(),
+                endpoint,
+                version: String::new(),
+                error: "not connected yet".into(),
+            },
+            logged: false,
+            retry: ENGINE_RETRY_MIN,
+        }
+    }
+
+    /// The engine answered.
+    fn up(&mut self, version: String) {
+        if !self.status.reachable {
+            let down_ms = super::wall_ms().saturating_sub(self.status.since_ms);
+            if self.logged {
+                info!(
+                    endpoint = %self.status.endpoint,
+                    %version,
+                    down_for = %format!("{:.1}s", down_ms as f64 / 1000.0),
+                    "container engine reachable again; reconciling"
+                );
+            } else {
+                info!(endpoint = %self.status.endpoint, %version, "connected to the container engine");
+            }
+            self.status.reachable = true;
+            self.status.since_ms = super::wall_ms();
+            self.status.error.clear();
+        }
+        self.status.version = version;
+        self.logged = false;
+        self.retry = ENGINE_RETRY_MIN;
+    }
+
+    /// The engine did not answer; returns how long to wait before the next attempt.
+    fn down(&mut self, error: &RuntimeError) -> Duration {
+        let text = error.to_string();
+        if self.status.reachable {
+            self.status.reachable = false;
+            self.status.since_ms = super::wall_ms();
+        }
+        if !self.logged {
+            warn!(
+                endpoint = %self.status.endpoint,
+                error = %text,
+                "container engine unreachable; keeping the desired state and retrying with \
+                 backoff (tasks resume when it is back)"
+            );
+            self.logged = true;
+        } else if self.status.error != text {
+            debug!(error = %text, "container engine still unreachable");
+        }
+        self.status.error = text;
+        let wait = self.retry;
+        self.retry = (self.retry * 2).min(ENGINE_RETRY_MAX);
+        wait
+    }
+}
+
+/// First wait before pulling an image again after a failed pull; doubles per failure up to
+/// [`PULL_RETRY_MAX`].
+const PULL_RETRY_MIN: Duration = Duration::from_secs(2);
+/// Longest wait between two pulls of one image.
+const PULL_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Progress of a running pull is logged at most this often.
+const PULL_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the pull of one image stands.
+#[derive(Debug, Clone)]
+enum PullState {
+    /// Running in the background; the task's container is created once it is done.
+    Pulling(PullProgress),
+    /// The last pull failed; the next one starts at `retry_at`.
+    Failed {
+        error: String,
+        attempts: u32,
+        retry_at: std::time::Instant,
+    },
+}
+
+/// Image pulls in flight or failed, by image reference: one background pull per image
+/// however many tasks wait for it. Bounded by the images of the desired tasks (failed
+/// entries of images no longer wanted are dropped every round).
+#[derive(Debug, Clone, Default)]
+struct Pulls(Arc<std::sync::Mutex<BTreeMap<String, PullState>>>);
+
+impl Pulls {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PullState>> {
+        // A panic while holding this lock leaves only plain data behind: go on with it.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, PullState> {
+        self.lock().clone()
+    }
+
+    fn keep_only(&self, images: &[&str]) {
+        self.lock().retain(|image, state| {
+            matches!(state, PullState::Pulling(_)) || images.contains(&image.as_str())
+        });
+    }
+
+    /// `image` is there (loaded by hand, perhaps): forget an earlier failed pull of it.
+    fn present(&self, image: &str) {
+        let mut map = self.lock();
+        if matches!(map.get(image), Some(PullState::Failed { .. })) {
+            map.remove(image);
+        }
+    }
+
+    /// Starts pulling `image` in the background unless a pull runs or the last failure's
+    /// backoff has not passed yet.
+    fn begin<R: ContainerRuntime + Clone>(&self, runtime: &R, image: &str) {
+        let now = std::time::Instant::now();
+        let attempts = {
+            let mut map = self.lock();
+            let attempts = match map.get(image) {
+                Some(PullState::Pulling(_)) => return,
+                Some(PullState::Failed { retry_at, .. }) if now < *retry_at => return,
+                Some(PullState::Failed { attempts, .. }) => *attempts,
+                None => 0,
+            };
+            map.insert(
+                image.to_string(),
+                PullState::Pulling(PullProgress::default()),
+            );
+            attempts
+        };
+        info!(%image, "image missing on this node; pulling it");
+        let runtime = runtime.clone();
+        let image = image.to_string();
+        let pulls = self.clone();
+        tokio::spawn(
+            async move {
+                let started = std::time::Instant::now();
+                let last_log = std::sync::Mutex::new(started);
+                let (report, name) = (pulls.clone(), image.clone());
+                let result = runtime
+                    .pull_image(&image, move |progress| {
+                        report
+                            .lock()
+                            .insert(name.clone(), PullState::Pulling(progress.clone()));
+                        let mut last = last_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if last.elapsed() >= PULL_LOG_EVERY {
+                            *last = std::time::Instant::now();
+                            info!(image = %name, %progress, "pulling image");
+                        }
+                    })
+                    .await;
+                match result {
+                    Ok(()) => {
+                        pulls.lock().remove(&image);
+                        info!(%image, took = ?started.elapsed(), "image pulled");
+                    }
+                    Err(e) => {
+                        let attempts = attempts.saturating_add(1);
+                        let wait = PULL_RETRY_MIN
+                            .saturating_mul(1 << attempts.saturating_sub(1).min(8))
+                            .min(PULL_RETRY_MAX);
+                        let error = warren_runtime::truncate_text(
+                            &format!(
+                                "{e}; load it with `warren-cli image load FILE` or make a \
+                                 registry reachable"
+                            ),
+                            crate::protocol::MAX_STATUS_TEXT_BYTES,
+                        );
+                        warn!(%image, error = %e, attempt = attempts, retry_in = ?wait, "image pull failed");
+                        pulls.lock().insert(
+                            image,
+                            PullState::Failed {
+                                error,
+                                attempts,
+                                retry_at: std::time::Instant::now() + wait,
+                            },
+                        );
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Channels the reconcile loop reports on.
+pub(crate) struct Reports {
+    /// Actual state of the desired tasks.
+    pub(crate) tasks: watch::Sender<Vec<TaskStatus>>,
+    /// Whether the engine is reachable.
+    pub(crate) engine: watch::Sender<Option<EngineStatus>>,
+}
+
 /// Runs reconcile rounds every `interval` and whenever the desired tasks change, until
 /// `cancel`. Does nothing until the first desired set arrives. Containers keep running when
 /// the loop stops: a node's restart adopts them.
-pub(crate) async fn run<R: ContainerRuntime>(
-    runtime: R,
+///
+/// The engine may be missing at start or go away at any time: the loop then reports it
+/// unreachable (with the time and the error), reports every task `unknown`, and connects
+/// again with backoff (250 ms doubling to 5 s); once the engine answers it lists the
+/// node's containers again, adopting what it finds, and starts the tasks the outage
+/// stopped (see [`Supervisor::engine_lost`]).
+pub(crate) async fn run<C: Connector>(
+    connector: C,
     node: NodeId,
     mut desired: watch::Receiver<Option<Vec<DesiredTask>>>,
-    status_tx: watch::Sender<Vec<TaskStatus>>,
+    reports: Reports,
     secrets: SecretContext,
     interval: Duration,
     cancel: CancellationToken,
@@ -126,8 +392,37 @@ pub(crate) async fn run<R: ContainerRuntime>(
     let mut errors: BTreeMap<SlotId, String> = BTreeMap::new();
     let mut last_list_error: Option<String> = None;
     let mut supervisor = Supervisor::new();
+    let pulls = Pulls::default();
     let origin = std::time::Instant::now();
+    let mut engine = EngineTracker::new(connector.endpoint());
+    let mut runtime: Option<C::Runtime> = None;
+    // Containers running at the last successful listing: an outage stops them.
+    let mut last_running: Vec<String> = Vec::new();
     loop {
+        let Some(rt) = runtime.as_ref() else {
+            match connector.connect().await {
+                Ok((rt, version)) => {
+                    engine.up(version);
+                    reports.engine.send_replace(Some(engine.status.clone()));
+                    runtime = Some(rt);
+                    continue;
+                }
+                Err(e) => {
+                    let wait = engine.down(&e);
+                    reports.engine.send_replace(Some(engine.status.clone()));
+                    if let Some(want) = desired.borrow().as_ref() {
+                        reports
+                            .tasks
+                            .send_replace(engine_down(want, &engine.status));
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            }
+        };
         // `None` until the actor has read the document once: reconciling against "nothing
         // assigned" would remove every container a restarted node still runs.
         let Some(want) = desired.borrow_and_update().clone() else {
@@ -138,12 +433,15 @@ pub(crate) async fn run<R: ContainerRuntime>(
             }
         };
         let now = Millis(origin.elapsed().as_millis() as u64);
+        let images: Vec<&str> = want.iter().map(|t| t.spec.image.as_str()).collect();
+        pulls.keep_only(&images);
         match round(
-            &runtime,
+            rt,
             &node,
             &want,
             &secrets,
             &mut supervisor,
+            &pulls,
             now,
             &mut errors,
         )
@@ -151,19 +449,45 @@ pub(crate) async fn run<R: ContainerRuntime>(
         {
             Ok((containers, restarts)) => {
                 last_list_error = None;
-                status_tx.send_replace(statuses(&want, &containers, &restarts, &errors));
+                last_running = containers
+                    .iter()
+                    .filter(|c| c.state == ContainerState::Running)
+                    .map(|c| c.id.clone())
+                    .collect();
+                reports.tasks.send_replace(statuses(
+                    &want,
+                    &containers,
+                    &restarts,
+                    &errors,
+                    &pulls.snapshot(),
+                ));
+            }
+            Err(e @ RuntimeError::Unavailable { .. }) => {
+                // The engine went away (or restarts): connect again, with backoff.
+                supervisor.engine_lost(std::mem::take(&mut last_running));
+                let wait = engine.down(&e);
+                reports.engine.send_replace(Some(engine.status.clone()));
+                reports
+                    .tasks
+                    .send_replace(engine_down(&want, &engine.status));
+                runtime = None;
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
             }
             Err(e) => {
                 let text = e.to_string();
                 if last_list_error.as_deref() != Some(text.as_str()) {
-                    warn!(error = %text, "reconcile cannot reach the container runtime");
+                    warn!(error = %text, "the container engine refused to list this node's containers");
                 }
                 last_list_error = Some(text.clone());
                 let unknown = want
                     .iter()
                     .map(|t| status_of(t, None, None, Some(&text), "unknown"))
                     .collect();
-                status_tx.send_replace(unknown);
+                reports.tasks.send_replace(unknown);
             }
         }
         tokio::select! {
@@ -175,17 +499,35 @@ pub(crate) async fn run<R: ContainerRuntime>(
     }
 }
 
+/// Every desired task as `unknown`, with the engine's outage as the reason.
+fn engine_down(want: &[DesiredTask], engine: &EngineStatus) -> Vec<TaskStatus> {
+    want.iter()
+        .map(|t| {
+            TaskStatus {
+                service: t.slot.service.to_string(),
+                slot: t.slot.slot,
+                state: "unknown".into(),
+                status: "container engine unreachable; the task resumes when it is back".into(),
+                error: engine.error.clone(),
+                ..Default::default()
+            }
+            .bounded()
+        })
+        .collect()
+}
+
 type Listed = (Vec<ContainerInfo>, BTreeMap<SlotId, TaskRestartStatus>);
 
 /// One round: list, decide, act (actions run concurrently: a stop or removal waits for the
 /// container's stop timeout), list again if anything was done.
 #[allow(clippy::too_many_arguments)]
-async fn round<R: ContainerRuntime>(
+async fn round<R: ContainerRuntime + Clone>(
     runtime: &R,
     node: &NodeId,
     want: &[DesiredTask],
     secrets: &SecretContext,
     supervisor: &mut Supervisor,
+    pulls: &Pulls,
     now: Millis,
     errors: &mut BTreeMap<SlotId, String>,
 ) -> Result<Listed, warren_runtime::RuntimeError> {
@@ -208,6 +550,16 @@ async fn round<R: ContainerRuntime>(
         async move {
             let result = match action {
                 RuntimeAction::Create(task) => {
+                    // A missing image is pulled in the background (with progress in
+                    // `service ps`); the container is created in a round after it is done.
+                    match runtime.has_image(&task.spec.image).await {
+                        Ok(true) => pulls.present(&task.spec.image),
+                        Ok(false) => {
+                            pulls.begin(runtime, &task.spec.image);
+                            return (action, Ok(()));
+                        }
+                        Err(e) => return (action, Err(e.to_string())),
+                    }
                     info!(slot = %task.slot, image = %task.spec.image, "creating container");
                     let mut spec = task_spec(node, task);
                     if !task.spec.secrets.is_empty() {
@@ -334,7 +686,9 @@ fn statuses(
     containers: &[ContainerInfo],
     restarts: &BTreeMap<SlotId, TaskRestartStatus>,
     errors: &BTreeMap<SlotId, String>,
+    pulls: &BTreeMap<String, PullState>,
 ) -> Vec<TaskStatus> {
+    let now = std::time::Instant::now();
     want.iter()
         .map(|task| {
             let container = containers
@@ -346,13 +700,126 @@ fn statuses(
                         c.state == ContainerState::Running,
                     )
                 });
-            status_of(
-                task,
-                container,
-                restarts.get(&task.slot),
-                errors.get(&task.slot),
-                "pending",
-            )
+            let current = container.is_some_and(|c| c.generation == task.generation);
+            match pulls.get(&task.spec.image).filter(|_| !current) {
+                Some(PullState::Pulling(progress)) => TaskStatus {
+                    service: task.slot.service.to_string(),
+                    slot: task.slot.slot,
+                    state: "pulling".into(),
+                    status: format!("pulling {}: {progress}", task.spec.image),
+                    ..Default::default()
+                }
+                .bounded(),
+                Some(PullState::Failed {
+                    error,
+                    attempts,
+                    retry_at,
+                }) => TaskStatus {
+                    service: task.slot.service.to_string(),
+                    slot: task.slot.slot,
+                    state: "pending".into(),
+                    status: format!(
+                        "image pull failed ({attempts} {}); next try in {:.0} s",
+                        if *attempts == 1 {
+                            "attempt"
+                        } else {
+                            "attempts"
+                        },
+                        retry_at.saturating_duration_since(now).as_secs_f64().ceil()
+                    ),
+                    error: error.clone(),
+                    ..Default::default()
+                }
+                .bounded(),
+                None => status_of(
+                    task,
+                    container,
+                    restarts.get(&task.slot),
+                    errors.get(&task.slot),
+                    "pending",
+                ),
+            }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_crdt::{Epoch, ServiceSpec};
+
+    fn task(image: &str) -> DesiredTask {
+        DesiredTask {
+            slot: SlotId {
+                service: ServiceName::new("app").expect("name"),
+                slot: 0,
+            },
+            epoch: Epoch(1),
+            generation: 1,
+            spec: ServiceSpec {
+                image: image.into(),
+                replicas: 1,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn pulls_show_as_pulling_then_as_pending_with_the_error() {
+        let want = [task("app:1")];
+        let mut pulls = BTreeMap::new();
+        pulls.insert(
+            "app:1".to_string(),
+            PullState::Pulling(PullProgress {
+                layers: 2,
+                layers_done: 1,
+                bytes_done: 1 << 20,
+                bytes_total: 2 << 20,
+            }),
+        );
+        let s = statuses(&want, &[], &BTreeMap::new(), &BTreeMap::new(), &pulls);
+        assert_eq!(s[0].state, "pulling");
+        assert_eq!(
+            s[0].status,
+            "pulling app:1: 1/2 layers, 1.0 MiB of 2.0 MiB (50%)"
+        );
+        pulls.insert(
+            "app:1".to_string(),
+            PullState::Failed {
+                error: "image app:1 is not present on this node and could not be pulled: no route"
+                    .into(),
+                attempts: 2,
+                retry_at: std::time::Instant::now() + Duration::from_secs(4),
+            },
+        );
+        let s = statuses(&want, &[], &BTreeMap::new(), &BTreeMap::new(), &pulls);
+        assert_eq!(s[0].state, "pending");
+        assert!(s[0]
+            .status
+            .starts_with("image pull failed (2 attempts); next try in"));
+        assert!(s[0].error.contains("could not be pulled"));
+        // Another image's pull says nothing about this task.
+        let s = statuses(
+            &[task("other:1")],
+            &[],
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &pulls,
+        );
+        assert_eq!(s[0].state, "pending");
+        assert_eq!(s[0].error, "");
+    }
+
+    #[test]
+    fn an_engine_outage_makes_every_task_unknown_with_the_reason() {
+        let engine = EngineStatus {
+            reachable: false,
+            error: "Docker engine not reachable at unix:///x.sock".into(),
+            ..Default::default()
+        };
+        let s = engine_down(&[task("app:1")], &engine);
+        assert_eq!(s[0].state, "unknown");
+        assert!(s[0].status.contains("engine unreachable"));
+        assert_eq!(s[0].error, engine.error);
+    }
 }
