@@ -36,15 +36,7 @@ fn three_peers_schedule_restart_fail_over_scale_and_remove() {
 
     // Every peer lists all three members as alive.
     for node in &nodes {
-        wait_for(&format!("3 alive members at {}", node.name), T, || {
-            let s = node.status()?;
-            let alive = s["members"]
-                .as_array()?
-                .iter()
-                .filter(|m| m["liveness"] == "alive")
-                .count();
-            (alive == 3).then_some(())
-        });
+        wait_all_alive(node, 3, T);
     }
 
     // Create through one peer; the others list it.

@@ -29,22 +29,9 @@ fn counter_command() -> Vec<&'static str> {
 
 /// A three-node cluster, every member alive at every peer.
 fn cluster(dir: &std::path::Path) -> Vec<Node> {
-    let n1 = Node::start("n1", &dir.join("n1"), &["--init", "logs"]);
-    let token = n1.join_token();
-    let n2 = Node::start("n2", &dir.join("n2"), &["--join", &token]);
-    let token = n1.join_token();
-    let n3 = Node::start("n3", &dir.join("n3"), &["--join", &token]);
-    let nodes = vec![n1, n2, n3];
+    let nodes = Vec::from(cluster_of_three(dir, "logs"));
     for node in &nodes {
-        wait_for(&format!("3 alive members at {}", node.name), T, || {
-            let s = node.status()?;
-            let alive = s["members"]
-                .as_array()?
-                .iter()
-                .filter(|m| m["liveness"] == "alive")
-                .count();
-            (alive == 3).then_some(())
-        });
+        wait_all_alive(node, 3, T);
     }
     nodes
 }

@@ -9,19 +9,6 @@ use support::*;
 
 const T: Duration = Duration::from_secs(20);
 
-/// Waits until `node` lists all `n` members as alive.
-fn all_alive(node: &Node, n: usize) {
-    wait_for(&format!("{n} alive members at {}", node.name), T, || {
-        let s = node.status()?;
-        let alive = s["members"]
-            .as_array()?
-            .iter()
-            .filter(|m| m["liveness"] == "alive")
-            .count();
-        (alive == n).then_some(())
-    });
-}
-
 /// Asserts that for `window` no node sees any member as `down` (3 s without a heartbeat): the
 /// restarted peer's heartbeats reach everyone, and everyone's reach it.
 fn nobody_down_for(nodes: &[Node], window: Duration) {
@@ -52,7 +39,7 @@ fn a_peer_restarted_at_once_is_heard_by_every_peer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut nodes = cluster_of_three(dir.path(), "restart");
     for node in &nodes {
-        all_alive(node, 3);
+        wait_all_alive(node, 3, T);
     }
     for round in 0..3 {
         let victim = round % 3;
@@ -78,7 +65,7 @@ fn a_peer_restarted_at_once_is_heard_by_every_peer() {
         }
         nodes[victim].restart(&[]);
         for node in &nodes {
-            all_alive(node, 3);
+            wait_all_alive(node, 3, T);
         }
         // Twice the down detection: a peer that does not hear the restarted one marks it down.
         nobody_down_for(&nodes, Duration::from_secs(6));

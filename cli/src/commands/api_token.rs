@@ -46,24 +46,9 @@ pub(crate) fn run(client: &Client, format: Format, command: ApiTokenCommand) -> 
         }
         ApiTokenCommand::Ls => {
             let tokens = client.get("/v1/api-tokens")?;
-            let rows = tokens
-                .as_array()
-                .map(|ts| {
-                    ts.iter()
-                        .map(|t| {
-                            let state = tokens::state(t);
-                            let labels = tokens::labels_cell(t);
-                            vec![
-                                cell(t.get("id")),
-                                state.to_string(),
-                                when(t.get("created_at")),
-                                when(t.get("expires_at")),
-                                labels,
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let rows = tokens::rows(&tokens, |t| {
+                [when(t.get("created_at")), when(t.get("expires_at"))]
+            });
             print(
                 format,
                 &tokens,
@@ -72,12 +57,14 @@ pub(crate) fn run(client: &Client, format: Format, command: ApiTokenCommand) -> 
             );
         }
         ApiTokenCommand::Revoke { id } => {
-            tokens::check_id(&id, "API token", "api-token ls")?;
-            let answer = client.delete(&format!("/v1/api-tokens/{id}"))?;
-            match format {
-                Format::Json => println!("{answer}"),
-                Format::Table => println!("API token {id} revoked"),
-            }
+            tokens::revoke(
+                client,
+                format,
+                &id,
+                "API token",
+                "api-token ls",
+                "/v1/api-tokens",
+            )?;
         }
     }
     Ok(())

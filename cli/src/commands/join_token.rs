@@ -31,24 +31,9 @@ pub(crate) fn run(client: &Client, format: Format, command: JoinTokenCommand) ->
         }
         JoinTokenCommand::Ls => {
             let tokens = client.get("/v1/join-tokens")?;
-            let rows = tokens
-                .as_array()
-                .map(|ts| {
-                    ts.iter()
-                        .map(|t| {
-                            let state = tokens::state(t);
-                            let labels = tokens::labels_cell(t);
-                            vec![
-                                cell(t.get("id")),
-                                state.to_string(),
-                                cell(t.get("uses_left")),
-                                cell(t.get("expires_at")),
-                                labels,
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let rows = tokens::rows(&tokens, |t| {
+                [cell(t.get("uses_left")), cell(t.get("expires_at"))]
+            });
             print(
                 format,
                 &tokens,
@@ -57,12 +42,14 @@ pub(crate) fn run(client: &Client, format: Format, command: JoinTokenCommand) ->
             );
         }
         JoinTokenCommand::Revoke { id } => {
-            tokens::check_id(&id, "join token", "join-token ls")?;
-            let answer = client.delete(&format!("/v1/join-tokens/{id}"))?;
-            match format {
-                Format::Json => println!("{answer}"),
-                Format::Table => println!("join token {id} revoked"),
-            }
+            tokens::revoke(
+                client,
+                format,
+                &id,
+                "join token",
+                "join-token ls",
+                "/v1/join-tokens",
+            )?;
         }
     }
     Ok(())

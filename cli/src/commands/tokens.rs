@@ -4,6 +4,8 @@
 use anyhow::{anyhow, Result};
 use serde_json::{json, Map, Value};
 
+use crate::args::Format;
+use crate::client::Client;
 use crate::output::cell;
 
 /// `--label K=V` flags as the JSON object the API takes.
@@ -53,6 +55,48 @@ pub(crate) fn labels_cell(t: &Value) -> String {
 pub(crate) fn check_id(id: &str, kind: &str, ls: &str) -> Result<()> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(anyhow!("invalid {kind} id {id:?} (see {ls})"));
+    }
+    Ok(())
+}
+
+/// The rows of `ls`: id, state, the two columns `middle` gives for a record, labels.
+pub(crate) fn rows(tokens: &Value, middle: impl Fn(&Value) -> [String; 2]) -> Vec<Vec<String>> {
+    tokens
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    let [a, b] = middle(t);
+                    vec![
+                        cell(t.get("id")),
+                        state(t).to_string(),
+                        a,
+                        b,
+                        labels_cell(t),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `revoke ID` of a token `kind` (`join token`) at `path` (`/v1/join-tokens`), with `ls` the
+/// command that lists the ids.
+///
+/// Errors: an id that is not hex digits; the peer's refusal.
+pub(crate) fn revoke(
+    client: &Client,
+    format: Format,
+    id: &str,
+    kind: &str,
+    ls: &str,
+    path: &str,
+) -> Result<()> {
+    check_id(id, kind, ls)?;
+    let answer = client.delete(&format!("{path}/{id}"))?;
+    match format {
+        Format::Json => println!("{answer}"),
+        Format::Table => println!("{kind} {id} revoked"),
     }
     Ok(())
 }

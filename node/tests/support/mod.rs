@@ -354,3 +354,20 @@ pub fn one_line_error(out: &Output) -> String {
     );
     err
 }
+
+/// Waits (up to `timeout`) until `node` lists `n` members as alive.
+pub fn wait_all_alive(node: &Node, n: usize, timeout: Duration) {
+    wait_for(
+        &format!("{n} alive members at {}", node.name),
+        timeout,
+        || {
+            let s = node.status()?;
+            let alive = s["members"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["liveness"] == "alive")
+                .count();
+            (alive == n).then_some(())
+        },
+    );
+}
