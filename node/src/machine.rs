@@ -741,12 +741,36 @@ impl NodeMachine {
                     self.core
                         .handle_heartbeat(from, hb.held_lease.map(Epoch), now);
                     self.core.set_capacity(from, hb.capacity);
+                    self.note_task_reports(from, &hb.tasks);
                     hb.gpus.truncate(MAX_GPUS);
                     hb.gpus = hb.gpus.into_iter().map(Gpu::bounded).collect();
                     self.heartbeats.insert(from.clone(), hb);
                 }
                 Err(e) => debug!(%from, error = %e, "dropping a malformed heartbeat"),
             },
+        }
+    }
+
+    /// Tells the core which of `from`'s tasks are `failed` (out of restart attempts) under
+    /// their service's current generation, so the scheduler moves them to another node.
+    fn note_task_reports(&mut self, from: &NodeId, tasks: &[TaskStatus]) {
+        let reports: Vec<(SlotId, u64, bool)> = {
+            let view = self.view();
+            tasks
+                .iter()
+                .filter_map(|t| {
+                    let service = ServiceName::new(t.service.clone()).ok()?;
+                    let generation = view.services.get(&service)?.generation;
+                    let slot = SlotId {
+                        service,
+                        slot: t.slot,
+                    };
+                    Some((slot, generation, t.state == "failed"))
+                })
+                .collect()
+        };
+        for (slot, generation, failed) in reports {
+            self.core.task_reported(from, &slot, generation, failed);
         }
     }
 
@@ -898,7 +922,10 @@ impl NodeMachine {
     /// [`MAX_HEARTBEAT_TASKS`] are kept, each [`TaskStatus::bounded`]).
     pub fn set_local_status(&mut self, mut tasks: Vec<TaskStatus>) {
         tasks.truncate(MAX_HEARTBEAT_TASKS);
-        self.local_status = tasks.into_iter().map(TaskStatus::bounded).collect();
+        let tasks: Vec<TaskStatus> = tasks.into_iter().map(TaskStatus::bounded).collect();
+        let me = self.me.clone();
+        self.note_task_reports(&me, &tasks);
+        self.local_status = tasks;
     }
 
     /// The reconcile loop's latest word on this node's container engine (reachable or not,

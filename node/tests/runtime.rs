@@ -375,3 +375,80 @@ fn reservations_never_over_commit_a_node_and_ps_says_why_a_task_waits() {
         "{waiting}"
     );
 }
+
+/// A task its node cannot run (it fails there until it is out of restart attempts) is moved
+/// by the scheduler to a node it has not failed on. The command fails on n1 and n2 only (each
+/// task knows its node from `WARREN_NODE_ID`); three replicas spread one per node, so two
+/// start where they cannot run, and all three must end up running on n3, with no container
+/// left on n1 and n2.
+#[test]
+fn a_task_that_fails_on_its_node_is_moved_to_one_that_runs_it() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = cluster_of_three(dir.path(), "replace");
+    for node in &nodes {
+        wait_all_alive(node, 3, T);
+    }
+    let (n1, n2, n3) = (&nodes[0].peer_id, &nodes[1].peer_id, &nodes[2].peer_id);
+    let script = format!(
+        "case \"$WARREN_NODE_ID\" in {n1}|{n2}) echo cannot run here; exit 3;; esac; \
+         trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait"
+    );
+    create(
+        &nodes[0],
+        &[
+            "picky",
+            "--image",
+            IMAGE,
+            "--replicas",
+            "3",
+            "--restart-max-attempts",
+            "1",
+            "--restart-delay",
+            "200ms",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let on_n3 = |node: &Node| -> Option<usize> {
+        let ps = node.cli_json(&["service", "ps", "picky"])?;
+        let tasks = ps.as_array()?;
+        Some(
+            tasks
+                .iter()
+                .filter(|t| t["state"] == "running" && t["node_name"] == "n3")
+                .count(),
+        )
+    };
+    wait_for(
+        "all 3 replicas running on n3",
+        Duration::from_secs(60),
+        || (on_n3(&nodes[1])? == 3).then_some(()),
+    );
+    // Nothing of it is left on n1 and n2; on n3 it runs three times and knows its node.
+    wait_for("no container of picky left on n1 and n2", T, || {
+        let left: Vec<Container> = containers(&[n1.as_str(), n2.as_str()])
+            .into_iter()
+            .filter(|c| c.service == "picky")
+            .collect();
+        left.is_empty().then_some(())
+    });
+    let mine: Vec<Container> = containers(&[n3.as_str()])
+        .into_iter()
+        .filter(|c| c.service == "picky" && c.running)
+        .collect();
+    assert_eq!(mine.len(), 3, "{mine:?}");
+    let env = inspect(&mine[0].id, "{{range .Config.Env}}{{println .}}{{end}}").expect("env");
+    assert!(
+        env.lines().any(|l| l == format!("WARREN_NODE_ID={n3}")),
+        "the task knows its node: {env}"
+    );
+    // And they stay there.
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        assert_eq!(on_n3(&nodes[0]), Some(3), "picky left n3");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

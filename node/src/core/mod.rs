@@ -192,6 +192,9 @@ pub struct Core {
     last_decision: Option<LeaseDecision>,
     /// Members' capacities as their heartbeats (or this node itself) last said.
     capacity: BTreeMap<NodeId, Capacity>,
+    /// Per slot, the nodes whose heartbeats said its task `failed` (out of restart attempts),
+    /// each with the service generation in force when it said so.
+    failed_on: BTreeMap<SlotId, BTreeMap<NodeId, u64>>,
 }
 
 impl Core {
@@ -204,7 +207,44 @@ impl Core {
             config,
             last_decision: None,
             capacity: BTreeMap::new(),
+            failed_on: BTreeMap::new(),
         }
+    }
+
+    /// `node` reported the task of `slot`: `failed` (out of restart attempts) or not, under
+    /// the service generation `generation` as this node's view has it. A failed report makes
+    /// the scheduler move the slot to another node (see [`plan_with_capacity`]); any other
+    /// report from that node, or a new generation, forgets it.
+    pub fn task_reported(&mut self, node: &NodeId, slot: &SlotId, generation: u64, failed: bool) {
+        if failed {
+            self.failed_on
+                .entry(slot.clone())
+                .or_default()
+                .insert(node.clone(), generation);
+        } else if let Some(nodes) = self.failed_on.get_mut(slot) {
+            nodes.remove(node);
+            if nodes.is_empty() {
+                self.failed_on.remove(slot);
+            }
+        }
+    }
+
+    /// The nodes each slot failed on under its service's current generation; drops reports
+    /// of older generations and of services gone.
+    fn unrunnable(&mut self, view: &ClusterView) -> BTreeMap<SlotId, BTreeSet<NodeId>> {
+        self.failed_on.retain(|slot, nodes| {
+            let current = view
+                .services
+                .get(&slot.service)
+                .filter(|s| !s.deleted)
+                .map(|s| s.generation);
+            nodes.retain(|_, generation| Some(*generation) == current);
+            !nodes.is_empty()
+        });
+        self.failed_on
+            .iter()
+            .map(|(slot, nodes)| (slot.clone(), nodes.keys().cloned().collect()))
+            .collect()
     }
 
     /// What the lease looked like from here at the last [`Core::tick`]: whether this node
@@ -233,8 +273,9 @@ impl Core {
 
     /// Why each unassigned slot of a live service waits, as the scheduler would say it at
     /// `now` with what this node knows (any node can answer, not only the lease holder).
-    pub fn pending_reasons(&self, view: &ClusterView, now: Millis) -> BTreeMap<SlotId, String> {
+    pub fn pending_reasons(&mut self, view: &ClusterView, now: Millis) -> BTreeMap<SlotId, String> {
         let live = self.live_members(view, now);
+        let unrunnable = self.unrunnable(view);
         let lease = view.lease.clone().unwrap_or(Lease {
             epoch: Epoch(0),
             holder: self.me.clone(),
@@ -246,6 +287,7 @@ impl Core {
             &view.assignments,
             &lease,
             &self.capacity,
+            &unrunnable,
         )
         .pending
         .into_iter()
@@ -309,6 +351,7 @@ impl Core {
             }
             LeaseDecision::Holder(lease) => {
                 let live = self.live_members(view, now);
+                let unrunnable = self.unrunnable(view);
                 let plan = plan_with_capacity(
                     &view.services,
                     &view.members,
@@ -316,6 +359,7 @@ impl Core {
                     &view.assignments,
                     &lease,
                     &self.capacity,
+                    &unrunnable,
                 );
                 if plan.is_empty() {
                     vec![]

@@ -93,6 +93,7 @@ pub fn plan(
         assignments,
         lease,
         &BTreeMap::new(),
+        &BTreeMap::new(),
     )
 }
 
@@ -109,6 +110,11 @@ pub fn reservation(service: &Service) -> Capacity {
 /// the reservations of the slots it keeps or gets this round still holds it. A node whose
 /// capacity is unknown (an older peer, no heartbeat yet) takes any reservation. A slot no node
 /// can hold stays pending, with the reason in [`Plan::pending`].
+///
+/// `unrunnable` holds, per slot, the nodes that reported the slot's task `failed` (out of
+/// restart attempts) for the service's current spec: such a slot moves to another eligible
+/// node, and is never placed on one of those nodes while another is eligible. With no other
+/// node it stays where it is (moving it back and forth would gain nothing).
 pub fn plan_with_capacity(
     services: &BTreeMap<ServiceName, Service>,
     members: &BTreeMap<NodeId, Member>,
@@ -116,12 +122,15 @@ pub fn plan_with_capacity(
     assignments: &BTreeMap<SlotId, Assignment>,
     lease: &Lease,
     capacity: &BTreeMap<NodeId, Capacity>,
+    unrunnable: &BTreeMap<SlotId, BTreeSet<NodeId>>,
 ) -> Plan {
     let eligible: Vec<&NodeId> = members
         .values()
         .filter(|m| m.state == MemberState::Active && live.contains(&m.id))
         .map(|m| &m.id)
         .collect();
+    let avoided = |slot: &SlotId, n: &NodeId| unrunnable.get(slot).is_some_and(|s| s.contains(n));
+    let elsewhere = |slot: &SlotId| eligible.iter().any(|n| !avoided(slot, n));
     let mut plan = Plan::default();
 
     // Slots that stay where they are count towards each node's load.
@@ -133,6 +142,7 @@ pub fn plan_with_capacity(
                 && slot.slot < s.spec.replicas
                 && a.spec_generation == s.generation
                 && eligible.contains(&&a.node)
+                && !(avoided(slot, &a.node) && elsewhere(slot))
         })
     };
     let mut reserved: BTreeMap<&NodeId, Capacity> = BTreeMap::new();
@@ -190,7 +200,7 @@ pub fn plan_with_capacity(
             let Some(node) = eligible
                 .iter()
                 .copied()
-                .filter(|n| fits(n))
+                .filter(|n| fits(n) && !(avoided(&slot, n) && elsewhere(&slot)))
                 .min_by_key(|n| {
                     (
                         per_service.get(&(name, *n)).copied().unwrap_or(0),
@@ -312,6 +322,54 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_that_failed_on_its_node_moves_unless_it_failed_everywhere() {
+        let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
+        let services: BTreeMap<_, _> = [service("web", 1)].into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let mut assignments = BTreeMap::new();
+        let first_round = plan(&services, &members, &all, &assignments, &lease());
+        apply(&mut assignments, &first_round);
+        let slot = assignments.keys().next().expect("placed").clone();
+        let first = assignments[&slot].node.clone();
+        let failed = |nodes: &[&NodeId]| -> BTreeMap<SlotId, BTreeSet<NodeId>> {
+            [(slot.clone(), nodes.iter().map(|n| (*n).clone()).collect())].into()
+        };
+        let none = BTreeMap::new();
+        let p = |unrunnable: &BTreeMap<SlotId, BTreeSet<NodeId>>,
+                 assignments: &BTreeMap<SlotId, Assignment>| {
+            plan_with_capacity(
+                &services,
+                &members,
+                &all,
+                assignments,
+                &lease(),
+                &none,
+                unrunnable,
+            )
+        };
+        // Failed on its node: it moves, to a node it has not failed on.
+        let moved = p(&failed(&[&first]), &assignments);
+        assert_eq!(moved.put.len(), 1, "{moved:?}");
+        let second = moved.put[0].1.node.clone();
+        assert_ne!(second, first);
+        apply(&mut assignments, &moved);
+        // Failed there too: the third node.
+        let moved = p(&failed(&[&first, &second]), &assignments);
+        let third = moved.put[0].1.node.clone();
+        assert!(third != first && third != second, "{moved:?}");
+        apply(&mut assignments, &moved);
+        // Failed everywhere: it stays where it is rather than bounce.
+        assert!(p(&failed(&[&first, &second, &third]), &assignments).is_empty());
+        // A report of another slot changes nothing.
+        let other = SlotId {
+            service: slot.service.clone(),
+            slot: 7,
+        };
+        let unrelated: BTreeMap<_, _> = [(other, [third.clone()].into())].into();
+        assert!(p(&unrelated, &assignments).is_empty());
+    }
+
+    #[test]
     fn spreads_replicas_then_keeps_them_and_moves_only_lost_ones() {
         let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
         let services: BTreeMap<_, _> = [service("web", 3)].into();
@@ -392,14 +450,30 @@ mod tests {
         // 3 × 2 GiB: a takes two, b one; nothing is left for a fourth.
         let services: BTreeMap<_, _> = [limited("db", 4, None, Some(2 * GIB))].into();
         let mut assignments = BTreeMap::new();
-        let p = plan_with_capacity(&services, &members, &all, &assignments, &lease(), &capacity);
+        let p = plan_with_capacity(
+            &services,
+            &members,
+            &all,
+            &assignments,
+            &lease(),
+            &capacity,
+            &BTreeMap::new(),
+        );
         let on = |node: &str| p.put.iter().filter(|(_, a)| a.node == id(node)).count();
         assert_eq!((on("a"), on("b")), (2, 1), "{p:?}");
         assert_eq!(p.pending.len(), 1);
         assert_eq!(p.pending[0].1, "no node with 2 GiB free memory");
         apply(&mut assignments, &p);
         // Next round: the placed slots keep their reservations, the fourth still waits.
-        let p = plan_with_capacity(&services, &members, &all, &assignments, &lease(), &capacity);
+        let p = plan_with_capacity(
+            &services,
+            &members,
+            &all,
+            &assignments,
+            &lease(),
+            &capacity,
+            &BTreeMap::new(),
+        );
         assert!(p.is_empty());
         assert_eq!(p.pending.len(), 1);
 
@@ -412,6 +486,7 @@ mod tests {
             &BTreeMap::new(),
             &lease(),
             &capacity,
+            &BTreeMap::new(),
         );
         assert_eq!(p.put.len(), 1);
         assert_eq!(p.put[0].1.node, id("b"));
@@ -429,13 +504,22 @@ mod tests {
                 &BTreeMap::new(),
                 &lease(),
                 &capacity,
+                &BTreeMap::new(),
             ),
         );
         let mut big: BTreeMap<_, _> = [limited("calc", 1, Some(8_000_000_000), None)].into();
         if let Some(s) = big.values_mut().next() {
             s.generation = 2;
         }
-        let p = plan_with_capacity(&big, &members, &all, &placed, &lease(), &capacity);
+        let p = plan_with_capacity(
+            &big,
+            &members,
+            &all,
+            &placed,
+            &lease(),
+            &capacity,
+            &BTreeMap::new(),
+        );
         assert_eq!(p.remove.len(), 1, "{p:?}");
         assert_eq!(p.pending[0].1, "no node with 8 CPUs free");
 
@@ -446,6 +530,7 @@ mod tests {
             &all,
             &BTreeMap::new(),
             &lease(),
+            &BTreeMap::new(),
             &BTreeMap::new(),
         );
         assert_eq!((p.put.len(), p.pending.len()), (2, 0));
@@ -458,6 +543,7 @@ mod tests {
             &BTreeMap::new(),
             &lease(),
             &capacity,
+            &BTreeMap::new(),
         );
         assert_eq!((p.put.len(), p.pending.len()), (10, 0));
     }

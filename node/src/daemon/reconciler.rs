@@ -85,6 +85,17 @@ fn health_check(h: &warren_crdt::HealthCheck) -> HealthCheck {
     }
 }
 
+/// The service's environment plus what Warren tells every task about itself (these win over
+/// the service's own): `WARREN_NODE_ID` (the node running it), `WARREN_SERVICE`,
+/// `WARREN_SLOT`.
+fn task_env(node: &NodeId, task: &DesiredTask) -> std::collections::BTreeMap<String, String> {
+    let mut env = task.spec.env.clone();
+    env.insert("WARREN_NODE_ID".into(), node.to_string());
+    env.insert("WARREN_SERVICE".into(), task.slot.service.to_string());
+    env.insert("WARREN_SLOT".into(), task.slot.slot.to_string());
+    env
+}
+
 fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
     TaskSpec {
         node: node.to_string(),
@@ -94,7 +105,7 @@ fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
         generation: task.generation,
         image: task.spec.image.clone(),
         command: task.spec.command.clone(),
-        env: task.spec.env.clone(),
+        env: task_env(node, task),
         ports: task
             .spec
             .ports
