@@ -271,28 +271,34 @@ impl Core {
         &self.capacity
     }
 
-    /// Why each unassigned slot of a live service waits, as the scheduler would say it at
-    /// `now` with what this node knows (any node can answer, not only the lease holder).
-    pub fn pending_reasons(&mut self, view: &ClusterView, now: Millis) -> BTreeMap<SlotId, String> {
+    /// One scheduling round under `lease` at `now`, with what this node knows: live members,
+    /// their capacities, and where slots failed.
+    fn plan(&mut self, view: &ClusterView, lease: &Lease, now: Millis) -> Plan {
         let live = self.live_members(view, now);
         let unrunnable = self.unrunnable(view);
-        let lease = view.lease.clone().unwrap_or(Lease {
-            epoch: Epoch(0),
-            holder: self.me.clone(),
-        });
         plan_with_capacity(
             &view.services,
             &view.members,
             &live,
             &view.assignments,
-            &lease,
+            lease,
             &self.capacity,
             &unrunnable,
         )
-        .pending
-        .into_iter()
-        .filter(|(slot, _)| !view.assignments.contains_key(slot))
-        .collect()
+    }
+
+    /// Why each unassigned slot of a live service waits, as the scheduler would say it at
+    /// `now` with what this node knows (any node can answer, not only the lease holder).
+    pub fn pending_reasons(&mut self, view: &ClusterView, now: Millis) -> BTreeMap<SlotId, String> {
+        let lease = view.lease.clone().unwrap_or(Lease {
+            epoch: Epoch(0),
+            holder: self.me.clone(),
+        });
+        self.plan(view, &lease, now)
+            .pending
+            .into_iter()
+            .filter(|(slot, _)| !view.assignments.contains_key(slot))
+            .collect()
     }
 
     /// This node's id.
@@ -350,17 +356,7 @@ impl Core {
                 vec![Action::ClaimLease(lease)]
             }
             LeaseDecision::Holder(lease) => {
-                let live = self.live_members(view, now);
-                let unrunnable = self.unrunnable(view);
-                let plan = plan_with_capacity(
-                    &view.services,
-                    &view.members,
-                    &live,
-                    &view.assignments,
-                    &lease,
-                    &self.capacity,
-                    &unrunnable,
-                );
+                let plan = self.plan(view, &lease, now);
                 if plan.is_empty() {
                     vec![]
                 } else {
