@@ -253,12 +253,17 @@ impl Drop for PrivateEngine {
         }
         self.kill();
         // Whatever survived (a containerd orphaned by a SIGKILL, shims): by pid, ours only.
-        for pid in self.own_processes() {
+        let survivors = self.own_processes();
+        for pid in &survivors {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
-        std::thread::sleep(Duration::from_millis(200));
+        // Their mounts can be released once they are gone: wait for that, bounded.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while survivors.iter().any(|pid| process_alive(*pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for point in mounts_under(&self.dir) {
             let _ = Command::new("umount").args(["-l", &point]).status();
         }
