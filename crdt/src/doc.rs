@@ -574,6 +574,11 @@ impl DesiredState {
                             epoch: Epoch(self.uint(&obj, "epoch")?),
                             holder: NodeId(self.string(&obj, "holder").unwrap_or_default()),
                             spec_generation: self.uint(&obj, "spec_generation").unwrap_or_default(),
+                            displaced: self
+                                .json::<Vec<String>>(&obj, "displaced")
+                                .into_iter()
+                                .map(NodeId)
+                                .collect(),
                         })
                     })
                     .max_by(|a, b| a.rank().cmp(&b.rank()))?;
@@ -957,17 +962,28 @@ impl DesiredState {
     }
 
     /// Applies one scheduling round in a single change: `put` writes assignments, `remove`
-    /// deletes them. Returns `None` when both are empty.
+    /// deletes them. Returns `None` when nothing was left to write.
+    ///
+    /// Fencing (DESIGN §5): a put made under a lower `(epoch, holder)` than the assignment
+    /// standing for its slot is dropped, whatever the causal order of the two writes: a
+    /// holder that has not yet learned it was superseded cannot overwrite its successor's
+    /// decisions. (Concurrent writes are fenced on read: [`DesiredState::assignments`] keeps
+    /// the greatest rank.)
     pub fn write_assignments(
         &mut self,
         put: &[(SlotId, Assignment)],
         remove: &[SlotId],
     ) -> Result<Option<ChangeBytes>, CrdtError> {
+        let standing = self.assignments();
+        let put: Vec<&(SlotId, Assignment)> = put
+            .iter()
+            .filter(|(slot, a)| standing.get(slot).is_none_or(|s| a.rank() >= s.rank()))
+            .collect();
         if put.is_empty() && remove.is_empty() {
             return Ok(None);
         }
         let assignments = self.ensure_map(&ROOT, ASSIGNMENTS)?;
-        for (slot, a) in put {
+        for (slot, a) in put.iter().copied() {
             let obj = self
                 .doc
                 .put_object(&assignments, slot.key(), ObjType::Map)?;
@@ -975,6 +991,11 @@ impl DesiredState {
             self.doc.put(&obj, "epoch", a.epoch.0)?;
             self.doc.put(&obj, "holder", a.holder.as_str())?;
             self.doc.put(&obj, "spec_generation", a.spec_generation)?;
+            if !a.displaced.is_empty() {
+                let displaced: Vec<&str> = a.displaced.iter().map(NodeId::as_str).collect();
+                self.doc
+                    .put(&obj, "displaced", serde_json::to_string(&displaced)?)?;
+            }
         }
         for slot in remove {
             self.doc.delete(&assignments, slot.key())?;

@@ -560,6 +560,13 @@ pub struct Assignment {
     pub holder: NodeId,
     /// The service generation it was made for.
     pub spec_generation: u64,
+    /// Nodes whose running copies of the slot the holder saw and decided to stop: the losers
+    /// of a heal's dispute, or the node a rebalancing move leaves. Each stops its copy only
+    /// once `node` reports the slot running (make before break, DESIGN §5). A copy on a node
+    /// not listed here was not judged yet and keeps running until the holder decides.
+    /// Empty in documents written before the heal rules (the field is absent).
+    #[serde(default)]
+    pub displaced: Vec<NodeId>,
 }
 
 impl Assignment {

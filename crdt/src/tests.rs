@@ -83,6 +83,7 @@ fn typed_round_trip_of_every_section() {
         epoch: Epoch(1),
         holder: NodeId("A".into()),
         spec_generation: 1,
+        displaced: Vec::new(),
     };
     a.write_assignments(&[(slot.clone(), assignment.clone())], &[])
         .expect("assign");
@@ -217,6 +218,7 @@ fn two_assignments_of_one_slot_the_greater_epoch_stands() {
         epoch: Epoch(epoch),
         holder: NodeId(holder.into()),
         spec_generation: 1,
+        displaced: Vec::new(),
     };
     a.write_assignments(&[(slot.clone(), by("A", 7, "A"))], &[])
         .expect("a");
@@ -225,6 +227,41 @@ fn two_assignments_of_one_slot_the_greater_epoch_stands() {
     sync_pair(&mut a, &mut b);
     assert_eq!(a.assignments()[&slot], by("A", 7, "A"));
     assert_eq!(b.assignments()[&slot], by("A", 7, "A"));
+}
+
+#[test]
+fn a_lower_rank_never_replaces_a_higher_one_even_causally_after() {
+    let (mut a, mut b) = pair();
+    let slot = SlotId {
+        service: name("web"),
+        slot: 0,
+    };
+    let by = |node: &str, epoch, holder: &str, displaced: &[&str]| Assignment {
+        node: NodeId(node.into()),
+        epoch: Epoch(epoch),
+        holder: NodeId(holder.into()),
+        spec_generation: 1,
+        displaced: displaced.iter().map(|d| NodeId((*d).into())).collect(),
+    };
+    // B (epoch 7) decides; A, a holder at epoch 6 that has heard it, writes after it.
+    b.write_assignments(&[(slot.clone(), by("B", 7, "B", &["A"]))], &[])
+        .expect("b");
+    sync_pair(&mut a, &mut b);
+    let stale = a
+        .write_assignments(&[(slot.clone(), by("A", 6, "A", &[]))], &[])
+        .expect("a");
+    assert!(stale.is_none(), "a fenced write writes nothing");
+    sync_pair(&mut a, &mut b);
+    for doc in [&a, &b] {
+        assert_eq!(doc.assignments()[&slot], by("B", 7, "B", &["A"]));
+    }
+    // The same rank (the holder's next round) and a greater one do replace it.
+    a.write_assignments(&[(slot.clone(), by("C", 7, "B", &[]))], &[])
+        .expect("same rank");
+    assert_eq!(a.assignments()[&slot].node, NodeId("C".into()));
+    a.write_assignments(&[(slot.clone(), by("A", 8, "A", &[]))], &[])
+        .expect("greater");
+    assert_eq!(a.assignments()[&slot], by("A", 8, "A", &[]));
 }
 
 #[test]
@@ -312,6 +349,7 @@ fn service_history_lists_only_changes_that_touched_the_service() {
         epoch: Epoch(1),
         holder: NodeId("A".into()),
         spec_generation: 1,
+        displaced: Vec::new(),
     };
     a.write_assignments(&[(slot, assignment)], &[])
         .expect("assign");

@@ -667,6 +667,7 @@ fn run_op(
                             epoch: Epoch(*epoch),
                             holder: node(me),
                             spec_generation: *generation,
+                            displaced: Vec::new(),
                         },
                     )
                 })

@@ -26,11 +26,11 @@ use warren_crdt::{
 
 use crate::api_token::{ApiToken, ApiTokenGrant};
 use crate::core::{
-    reservation, Action, Capacity, ClusterView, Core, CoreConfig, DesiredTask, LeaseDecision,
-    Liveness, Millis,
+    reservation, Action, Capacity, ClusterView, Core, CoreConfig, Desired, DesiredTask, HeldSlot,
+    LeaseDecision, Liveness, Millis, RuleBreak, RunningCopy, TaskHealth,
 };
 use crate::protocol::{
-    self, EngineStatus, Heartbeat, JoinRequest, TaskStatus, MAX_HEARTBEAT_TASKS,
+    self, EngineStatus, Heartbeat, JoinRequest, TaskState, TaskStatus, MAX_HEARTBEAT_TASKS,
 };
 use crate::secrets::{self, SecretKeys};
 use crate::system::{Gpu, Usage, MAX_GPUS};
@@ -260,16 +260,16 @@ pub struct TaskView {
     pub node_name: String,
     /// Epoch of the assignment.
     pub epoch: Epoch,
-    /// `running`, `exited`, `restarting` (backing off), `failed`, `pending`, `unknown`, ...
-    pub state: String,
+    /// Where it stands (`running`, `restarting`, `failed`, `pending`, `unknown`, ...).
+    pub state: TaskState,
     /// Docker's status text or the last error.
     pub status: String,
     /// Short container id.
     pub container: String,
     /// Published ports.
     pub ports: Vec<warren_runtime::PublishedPort>,
-    /// `none`, `starting`, `healthy`, `unhealthy`; empty when its node has not said.
-    pub health: String,
+    /// `none` (no health check, or its node has not said), `starting`, `healthy`, `unhealthy`.
+    pub health: TaskHealth,
     /// Exit code of its last run, once it stopped.
     pub exit_code: Option<i64>,
     /// Restarts in a row.
@@ -340,6 +340,11 @@ pub struct NodeMachine {
     listen_addrs: Vec<String>,
     members: BTreeMap<NodeId, Vec<String>>,
     heartbeats: HashMap<NodeId, Heartbeat>,
+    /// When each member's last heartbeat arrived, by this node's clock.
+    heartbeat_at: HashMap<NodeId, Millis>,
+    /// Per slot, the greatest assignment rank `(epoch, holder)` this node has seen: it never
+    /// starts a container for an older one (fencing, DESIGN §5).
+    seen_rank: HashMap<SlotId, (Epoch, NodeId)>,
     outbound_sync: HashMap<NodeId, (SyncState, u32)>,
     inbound_sync: HashMap<NodeId, SyncState>,
     local_status: Vec<TaskStatus>,
@@ -395,6 +400,8 @@ impl NodeMachine {
             listen_addrs: Vec::new(),
             members: BTreeMap::new(),
             heartbeats: HashMap::new(),
+            heartbeat_at: HashMap::new(),
+            seen_rank: HashMap::new(),
             outbound_sync: HashMap::new(),
             inbound_sync: HashMap::new(),
             local_status: Vec::new(),
@@ -462,17 +469,161 @@ impl NodeMachine {
 
     /// The tasks assigned to this node: the input of the reconcile loop.
     /// A removed member runs nothing.
+    ///
+    /// Fencing (DESIGN §5): a task whose assignment ranks below the greatest `(epoch,
+    /// holder)` this node has seen for its slot is left out, and logged.
     pub fn desired_tasks(&mut self) -> Vec<DesiredTask> {
         let me = self.me.clone();
-        let view = self.view();
+        let view = self.view_cache.get_or_insert_with(|| {
+            ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
+        });
         let removed = view
             .members
             .get(&me)
             .is_some_and(|m| m.state == MemberState::Removed);
+        for (slot, a) in &view.assignments {
+            let rank = (a.epoch, a.holder.clone());
+            let seen = self.seen_rank.entry(slot.clone()).or_insert(rank.clone());
+            if rank > *seen {
+                *seen = rank;
+            }
+        }
+        let services = &view.services;
+        self.seen_rank
+            .retain(|slot, _| services.get(&slot.service).is_some_and(|s| !s.deleted));
         if removed {
             return Vec::new();
         }
+        let seen_rank = &self.seen_rank;
         view.desired_tasks(&me)
+            .into_iter()
+            .filter(|task| {
+                let Some(a) = view.assignments.get(&task.slot) else {
+                    return true;
+                };
+                match seen_rank.get(&task.slot) {
+                    Some(seen) if (a.epoch, &a.holder) < (seen.0, &seen.1) => {
+                        warn!(
+                            slot = %task.slot,
+                            epoch = %a.epoch,
+                            seen_epoch = %seen.0,
+                            "not running a task: its assignment is older than one seen for its slot"
+                        );
+                        false
+                    }
+                    _ => true,
+                }
+            })
+            .collect()
+    }
+
+    /// What the reconcile loop works towards at `now`: [`NodeMachine::desired_tasks`] and
+    /// [`NodeMachine::held_slots`].
+    pub fn desired(&mut self, now: Millis) -> Desired {
+        Desired {
+            tasks: self.desired_tasks(),
+            held: self.held_slots(now),
+        }
+    }
+
+    /// The slots of live services assigned to another node whose running copies this node
+    /// keeps for now (make before break, DESIGN §5), each with what releases it: the
+    /// assigned node's report of the slot running ([`TaskStatus::confirms_running`]) and
+    /// whether the holder listed this node as displaced. A removed member holds nothing.
+    pub fn held_slots(&mut self, now: Millis) -> BTreeMap<SlotId, HeldSlot> {
+        if self.config.core.rule_break == RuleBreak::StopAtOnce {
+            return BTreeMap::new();
+        }
+        let me = self.me.clone();
+        let view = self.view_cache.get_or_insert_with(|| {
+            ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
+        });
+        if view
+            .members
+            .get(&me)
+            .is_none_or(|m| m.state == MemberState::Removed)
+        {
+            return BTreeMap::new();
+        }
+        let heartbeats = &self.heartbeats;
+        let heartbeat_at = &self.heartbeat_at;
+        let fresh_ms = self.config.heartbeat_ms.saturating_mul(3);
+        view.assignments
+            .iter()
+            .filter(|(_, a)| a.node != me)
+            .filter_map(|(slot, a)| {
+                let service = view
+                    .services
+                    .get(&slot.service)
+                    .filter(|s| !s.deleted && slot.slot < s.spec.replicas)?;
+                // Only a fresh report counts: one heard before a split says nothing of now.
+                let fresh = heartbeat_at
+                    .get(&a.node)
+                    .is_some_and(|at| now.since(*at) <= fresh_ms);
+                let confirmed_elsewhere = fresh
+                    && heartbeats.get(&a.node).is_some_and(|hb| {
+                        hb.tasks.iter().any(|t| {
+                            t.service == slot.service.as_str()
+                                && t.slot == slot.slot
+                                && t.confirms_running(
+                                    service.generation,
+                                    a.epoch.0,
+                                    a.holder.as_str(),
+                                )
+                        })
+                    });
+                Some((
+                    slot.clone(),
+                    HeldSlot {
+                        generation: service.generation,
+                        confirmed_elsewhere,
+                        displaced: a.displaced.contains(&me),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Tells the core what runs where, from the fresh reports of live members and this
+    /// node's own (see [`Core::set_running_copies`]). A report is fresh for three heartbeat
+    /// periods; a copy's age is advanced by the time since its report arrived.
+    fn observe_running_copies(&mut self, now: Millis) {
+        let fresh_ms = self.config.heartbeat_ms.saturating_mul(3);
+        let mut copies: BTreeMap<SlotId, Vec<RunningCopy>> = BTreeMap::new();
+        let mut reported = std::collections::BTreeSet::new();
+        let mut add = |node: &NodeId, tasks: &[TaskStatus], since_ms: u64| {
+            for t in tasks.iter().filter(|t| t.state == TaskState::Running) {
+                let Ok(service) = ServiceName::new(t.service.clone()) else {
+                    continue;
+                };
+                copies
+                    .entry(SlotId {
+                        service,
+                        slot: t.slot,
+                    })
+                    .or_default()
+                    .push(RunningCopy {
+                        node: node.clone(),
+                        generation: t.generation,
+                        age_ms: t.age_ms.unwrap_or(0).saturating_add(since_ms),
+                        health: t.health,
+                    });
+            }
+        };
+        add(&self.me, &self.local_status, 0);
+        reported.insert(self.me.clone());
+        for (node, hb) in &self.heartbeats {
+            let Some(at) = self.heartbeat_at.get(node) else {
+                continue;
+            };
+            let since = now.since(*at);
+            if since > fresh_ms || self.core.liveness(node, now) == Liveness::Down {
+                continue;
+            }
+            add(node, &hb.tasks, since);
+            reported.insert(node.clone());
+        }
+        self.core.set_running_copies(copies, reported);
     }
 
     /// The machine's current view of the lease, members, services, read from the replica
@@ -515,6 +666,7 @@ impl NodeMachine {
     /// Time passed: decide (lease, schedule), heartbeat and anti-entropy when due, keep the
     /// member set and this member's addresses current.
     pub fn handle_tick(&mut self, now: Millis) {
+        self.observe_running_copies(now);
         let view = self.view_cache.get_or_insert_with(|| {
             ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
         });
@@ -714,9 +866,12 @@ impl NodeMachine {
         }
     }
 
-    /// A connection to `peer` opened: sync with it if it is a member.
-    pub fn handle_connected(&mut self, peer: &NodeId) {
+    /// A connection to member `peer` opened at `now`: it counts as hearing from it (after a
+    /// heal the merged document may arrive before its first heartbeat, and its slots must not
+    /// look like a down member's), and a sync starts.
+    pub fn handle_connected(&mut self, peer: &NodeId, now: Millis) {
         if self.members.contains_key(peer) && *peer != self.me {
+            self.core.handle_heartbeat(peer, None, now);
             self.start_sync(peer.clone());
         }
     }
@@ -742,6 +897,7 @@ impl NodeMachine {
                         .handle_heartbeat(from, hb.held_lease.map(Epoch), now);
                     self.core.set_capacity(from, hb.capacity);
                     self.note_task_reports(from, &hb.tasks);
+                    self.heartbeat_at.insert(from.clone(), now);
                     hb.gpus.truncate(MAX_GPUS);
                     hb.gpus = hb.gpus.into_iter().map(Gpu::bounded).collect();
                     self.heartbeats.insert(from.clone(), hb);
@@ -765,7 +921,7 @@ impl NodeMachine {
                         service,
                         slot: t.slot,
                     };
-                    Some((slot, generation, t.state == "failed"))
+                    Some((slot, generation, t.state == TaskState::Failed))
                 })
                 .collect()
         };
@@ -1194,7 +1350,9 @@ impl NodeMachine {
     }
 
     fn task_view(&self, slot: &SlotId, a: &Assignment, node_name: &str) -> TaskView {
-        let matches = |t: &&TaskStatus| t.service == slot.service.as_str() && t.slot == slot.slot;
+        let matches = |t: &&TaskStatus| {
+            t.service == slot.service.as_str() && t.slot == slot.slot && !t.unassigned
+        };
         let reported: Option<&TaskStatus> = if a.node == self.me {
             self.local_status.iter().find(matches)
         } else {
@@ -1208,14 +1366,14 @@ impl NodeMachine {
             node: a.node.clone(),
             node_name: node_name.to_string(),
             epoch: a.epoch,
-            state: reported.map_or_else(|| "unknown".into(), |t| t.state.clone()),
+            state: reported.map_or(TaskState::Unknown, |t| t.state),
             status: reported.map_or_else(
                 || "no report from its node yet".into(),
                 |t| t.status.clone(),
             ),
             container: reported.map(|t| t.container.clone()).unwrap_or_default(),
             ports: reported.map(|t| t.ports.clone()).unwrap_or_default(),
-            health: reported.map(|t| t.health.clone()).unwrap_or_default(),
+            health: reported.map(|t| t.health).unwrap_or_default(),
             exit_code: reported.and_then(|t| t.exit_code),
             restarts: reported.map_or(0, |t| t.restarts),
             next_restart_ms: reported.and_then(|t| t.next_restart_ms),

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use warren_runtime::PublishedPort;
 
+use crate::core::TaskHealth;
+
 /// Most task statuses one heartbeat carries; more are cut (the heartbeat stays under gossip's
 /// size limit).
 pub const MAX_HEARTBEAT_TASKS: usize = 1024;
@@ -81,27 +83,93 @@ pub const MAX_STATUS_TEXT_BYTES: usize = 256;
 /// Most published ports one [`TaskStatus`] carries.
 pub const MAX_STATUS_PORTS: usize = 16;
 
+/// Where a task stands on the node that runs it: the `state` of a [`TaskStatus`].
+///
+/// Wire-compatible with the strings earlier peers sent (`"running"`, `"exited"`, ...): the
+/// JSON is the same lowercase word, and a word this version does not know (from a newer peer)
+/// reads as [`TaskState::Unknown`], so a mixed-version cluster keeps working.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Assigned, no container yet (or its image is missing and no pull runs).
+    Pending,
+    /// Its image is being pulled.
+    Pulling,
+    /// Created by the engine, never started.
+    Created,
+    /// Its main process runs.
+    Running,
+    /// Frozen with `docker pause`.
+    Paused,
+    /// Stopped; it is started again after its restart backoff.
+    Restarting,
+    /// Being removed by the engine.
+    Removing,
+    /// Stopped, and its restart policy leaves it so.
+    Exited,
+    /// The engine could not remove it cleanly.
+    Dead,
+    /// Out of restart attempts (or its last action failed): left stopped.
+    Failed,
+    /// Its spec failed validation on this node: it is never run.
+    Rejected,
+    /// Not known: no report, the engine unreachable, or a word from a newer peer.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl TaskState {
+    /// The lowercase word, as on the wire and in `service ps`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Pulling => "pulling",
+            TaskState::Created => "created",
+            TaskState::Running => "running",
+            TaskState::Paused => "paused",
+            TaskState::Restarting => "restarting",
+            TaskState::Removing => "removing",
+            TaskState::Exited => "exited",
+            TaskState::Dead => "dead",
+            TaskState::Failed => "failed",
+            TaskState::Rejected => "rejected",
+            TaskState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The actual state of one task on the node that runs it.
 ///
-/// Fields after `ports` came with issue 6; they default when an older peer leaves them out.
+/// Fields after `ports` came with issue 6 and those after `error` with the heal rules
+/// (issue 12); they default when an older peer leaves them out. `state` and `health` are
+/// typed but keep the wire words of earlier versions (see [`TaskState`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskStatus {
     /// Service name.
     pub service: String,
     /// Slot index.
     pub slot: u32,
-    /// `running`, `exited`, `restarting` (backing off), `failed`, `pending`, `unknown`, ...
-    pub state: String,
+    /// Where the task stands.
+    pub state: TaskState,
     /// Docker's status text or the last error.
     pub status: String,
     /// Short container id, empty when there is none.
     pub container: String,
     /// Ports published on 127.0.0.1.
     pub ports: Vec<PublishedPort>,
-    /// `none` (no health check), `starting`, `healthy` or `unhealthy`; empty from an older
-    /// peer.
+    /// The container's health (`none` without a health check); `none` from an older peer
+    /// that sent nothing.
     #[serde(default)]
-    pub health: String,
+    pub health: TaskHealth,
     /// Exit code of the task's last run, once it stopped.
     #[serde(default)]
     pub exit_code: Option<i64>,
@@ -114,6 +182,43 @@ pub struct TaskStatus {
     /// Why the last run ended or the last action failed; empty when nothing went wrong.
     #[serde(default)]
     pub error: String,
+    /// Service generation of the container reported; 0 when there is none (or from an older
+    /// peer).
+    #[serde(default)]
+    pub generation: u64,
+    /// How long the container has been this node's, in milliseconds as of the report (from
+    /// its creation: restarts keep it); `None` without a container. The heal keeps the copy
+    /// of a slot that has run longest (DESIGN §5).
+    #[serde(default)]
+    pub age_ms: Option<u64>,
+    /// `true` for a copy of a slot this node runs without holding its assignment (after a
+    /// heal, or while a move is made start-first): kept running, never restarted, until the
+    /// lease holder decides which copy stays and the kept one is confirmed running.
+    #[serde(default)]
+    pub unassigned: bool,
+    /// The rank `(epoch, holder)` of the assignment the node runs the task under, as its
+    /// replica has it; 0 and empty for an unassigned copy (or from an older peer). Another
+    /// node releases its copy only on a report that ranks at least as high as the assignment
+    /// it acts on: proof the assigned node knows it is the one to keep the slot.
+    #[serde(default)]
+    pub assignment_epoch: u64,
+    /// See `assignment_epoch` (a node id, at most [`MAX_STATUS_TEXT_BYTES`] bytes).
+    #[serde(default)]
+    pub assignment_holder: String,
+}
+
+impl TaskStatus {
+    /// Whether this report confirms a running copy of generation `generation` that stands
+    /// for its slot under an assignment of rank `(epoch, holder)` or greater: assigned to the
+    /// reporting node, running, of that generation, and not failing (healthy, or with no
+    /// health check). Make-before-break waits for this before stopping another copy.
+    pub fn confirms_running(&self, generation: u64, epoch: u64, holder: &str) -> bool {
+        !self.unassigned
+            && self.state == TaskState::Running
+            && self.generation == generation
+            && matches!(self.health, TaskHealth::None | TaskHealth::Healthy)
+            && (self.assignment_epoch, self.assignment_holder.as_str()) >= (epoch, holder)
+    }
 }
 
 impl TaskStatus {
@@ -123,10 +228,9 @@ impl TaskStatus {
     pub fn bounded(mut self) -> Self {
         for text in [
             &mut self.service,
-            &mut self.state,
+            &mut self.assignment_holder,
             &mut self.status,
             &mut self.container,
-            &mut self.health,
             &mut self.error,
         ] {
             if text.len() > MAX_STATUS_TEXT_BYTES {

@@ -510,6 +510,7 @@ fn container_info(summary: ContainerSummary) -> Option<ContainerInfo> {
         exit_code: None,
         health: None,
         detail: String::new(),
+        created_secs: summary.created.unwrap_or_default(),
     })
 }
 

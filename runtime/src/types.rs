@@ -292,6 +292,10 @@ pub struct ContainerInfo {
     /// unhealthy, `OOM killed`, or the engine's error for a failed start; empty otherwise. At
     /// most [`MAX_DETAIL_BYTES`] bytes.
     pub detail: String,
+    /// When the engine created the container, in Unix seconds by the engine's (this host's)
+    /// clock; 0 when unknown. A restart keeps it: it says how long the task has been this
+    /// node's, which is what the heal's keep rule compares (DESIGN §5).
+    pub created_secs: i64,
 }
 
 /// Longest [`ContainerInfo::detail`], in bytes.

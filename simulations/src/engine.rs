@@ -10,10 +10,11 @@ use warren_crdt::{
     ClusterInfo, DesiredState, Lease, Member, MemberState, NodeId, ServiceName, ServiceSpec, SlotId,
 };
 use warren_node::core::{
-    ActualTask, ActualTaskState, LeaseDecision, Millis, RuntimeAction, Supervisor, TaskHealth,
+    round_statuses, ActualTask, ActualTaskState, LeaseDecision, Millis, RuntimeAction, Supervisor,
+    TaskHealth,
 };
 use warren_node::machine::{Channel, NodeMachine, Output, Write};
-use warren_node::protocol::TaskStatus;
+use warren_node::protocol::TaskState;
 
 use crate::net::{mix, Network};
 use crate::report::{HealFigures, Report};
@@ -138,6 +139,8 @@ struct Container {
     slot: SlotId,
     generation: u64,
     running: bool,
+    /// When it was created, in the node's local milliseconds.
+    created_ms: u64,
 }
 
 struct SimNode {
@@ -200,6 +203,19 @@ struct HealTrack {
     starts0: u64,
     stops0: u64,
     final_heal: bool,
+    /// When the split this heal ends began.
+    split_at: u64,
+    /// Slots with a running copy on some up node at the heal, with the generation it ran.
+    running: BTreeMap<SlotId, u64>,
+    /// Per service, running copies beyond one per slot at the heal.
+    duplicates: BTreeMap<ServiceName, u64>,
+    /// Per service, containers started and running containers stopped in the window.
+    starts: BTreeMap<ServiceName, u64>,
+    stops: BTreeMap<ServiceName, u64>,
+    /// Slots seen with no running copy in the window (invariant 6a).
+    zero_windows: u64,
+    /// A partition (or another heal) came before the settle window ended.
+    interrupted: bool,
 }
 
 #[derive(Debug)]
@@ -239,6 +255,10 @@ pub struct Simulation {
     stopped: u64,
     /// Services an operator scaled or deleted: their stops are not the partition's doing.
     operator_touched: BTreeSet<ServiceName>,
+    /// When each service was last written by an operator.
+    written_at: BTreeMap<ServiceName, u64>,
+    /// When the current (or last) split began.
+    split_at: u64,
     violations: Vec<String>,
     events: u64,
     messages: u64,
@@ -310,6 +330,8 @@ impl Simulation {
             started: 0,
             stopped: 0,
             operator_touched: BTreeSet::new(),
+            written_at: BTreeMap::new(),
+            split_at: 0,
             violations: Vec::new(),
             events: 0,
             messages: 0,
@@ -591,9 +613,10 @@ impl Simulation {
             Ev::Connected { node, peer, .. } => {
                 self.record(9, node, peer as u64);
                 let peer_id = self.nodes[peer].id.clone();
+                let now = self.local_now(node);
                 let m = self.machine(node);
                 m.handle_disconnected(&peer_id);
-                m.handle_connected(&peer_id);
+                m.handle_connected(&peer_id, now);
                 self.drain(node);
             }
             Ev::Probe => {
@@ -879,55 +902,46 @@ impl Simulation {
     // ---- containers ------------------------------------------------------------------------
 
     fn reconcile(&mut self, i: usize) {
+        let now = self.local_now(i);
         let Some(m) = self.nodes[i].machine.as_mut() else {
             return;
         };
-        let desired = m.desired_tasks();
+        let desired = m.desired(now);
         let heads = m.state_mut().heads();
-        let now = self.local_now(i);
         let node = &mut self.nodes[i];
         node.reconciled_heads = heads;
-        let actual: Vec<ActualTask> = node
-            .containers
-            .iter()
-            .map(|(id, c)| ActualTask {
-                id: id.to_string(),
-                slot: c.slot.clone(),
-                generation: c.generation,
-                state: if c.running {
-                    ActualTaskState::Running
-                } else {
-                    ActualTaskState::Stopped
-                },
-                // A simulated container stops only when killed (SIGKILL's 137).
-                exit_code: (!c.running).then_some(137),
-                health: TaskHealth::None,
-                detail: String::new(),
-            })
-            .collect();
-        let round = node.supervisor.round(&desired, &actual, now);
-        for action in round.actions {
+        let actual = actual_tasks(&node.containers, now);
+        node.supervisor.set_held(desired.held.clone());
+        let round = node.supervisor.round(&desired.tasks, &actual, now);
+        for action in round.actions.clone() {
             match action {
                 RuntimeAction::Create(task) => {
                     let node = &mut self.nodes[i];
                     let id = node.next_container;
                     node.next_container += 1;
+                    if let Some(h) = self.heal.as_mut() {
+                        *h.starts.entry(task.slot.service.clone()).or_default() += 1;
+                    }
                     node.containers.insert(
                         id,
                         Container {
                             slot: task.slot,
                             generation: task.generation,
                             running: true,
+                            created_ms: now.0,
                         },
                     );
                     self.started += 1;
                     self.record(13, i, id);
                 }
-                RuntimeAction::Start { id, .. } => {
+                RuntimeAction::Start { id, slot } => {
                     let Ok(id) = id.parse::<u64>() else { continue };
                     if let Some(c) = self.nodes[i].containers.get_mut(&id) {
                         c.running = true;
                         self.started += 1;
+                        if let Some(h) = self.heal.as_mut() {
+                            *h.starts.entry(slot.service.clone()).or_default() += 1;
+                        }
                         self.record(14, i, id);
                     }
                 }
@@ -938,6 +952,7 @@ impl Simulation {
                             c.running = false;
                             self.stopped += 1;
                             self.check_autonomy(i, &slot, reason);
+                            self.heal_stop(i, &slot, reason);
                         }
                     }
                 }
@@ -947,36 +962,55 @@ impl Simulation {
                         if c.running {
                             self.stopped += 1;
                             self.check_autonomy(i, &slot, reason);
+                            self.heal_stop(i, &slot, reason);
                         }
                         self.record(15, i, id);
                     }
                 }
             }
         }
-        let node = &self.nodes[i];
-        let statuses = desired
-            .iter()
-            .map(|d| {
-                let c = node
-                    .containers
-                    .iter()
-                    .find(|(_, c)| c.slot == d.slot && c.generation == d.generation);
-                TaskStatus {
-                    service: d.slot.service.to_string(),
-                    slot: d.slot.slot,
-                    state: match c {
-                        Some((_, c)) if c.running => "running".into(),
-                        Some(_) => "exited".into(),
-                        None => "pending".into(),
-                    },
-                    status: String::new(),
-                    container: c.map(|(id, _)| format!("c{id}")).unwrap_or_default(),
-                    restarts: round.tasks.get(&d.slot).map_or(0, |r| r.restarts),
-                    ..TaskStatus::default()
-                }
-            })
-            .collect();
+        let actual = actual_tasks(&self.nodes[i].containers, now);
+        let statuses = round_statuses(
+            &desired.tasks,
+            &actual,
+            &round,
+            &BTreeMap::new(),
+            TaskState::Pending,
+        );
         self.machine(i).set_local_status(statuses);
+    }
+
+    /// Node `i` stopped a running copy of `slot` (`reason`) while a heal is watched: counts
+    /// the stop, and checks invariant 6a: a slot that ran at the heal, still desired at the
+    /// same generation, is never left without a running copy on an up node.
+    fn heal_stop(&mut self, i: usize, slot: &SlotId, reason: &str) {
+        let Some(h) = self.heal.as_mut() else { return };
+        *h.stops.entry(slot.service.clone()).or_default() += 1;
+        let Some(generation) = h.running.get(slot).copied() else {
+            return;
+        };
+        let still_desired = self.nodes[i].machine.as_ref().is_some_and(|m| {
+            m.state().services().get(&slot.service).is_some_and(|s| {
+                !s.deleted && slot.slot < s.spec.replicas && s.generation == generation
+            })
+        });
+        if !still_desired {
+            return;
+        }
+        let running = self
+            .nodes
+            .iter()
+            .filter(|n| n.up())
+            .flat_map(|n| n.containers.values())
+            .any(|c| c.running && c.slot == *slot);
+        if !running {
+            if let Some(h) = self.heal.as_mut() {
+                h.zero_windows += 1;
+            }
+            self.violate(format!(
+                "heal: {slot} has no running copy after node {i} stopped its own ({reason})"
+            ));
+        }
     }
 
     /// Invariant 6: while partitioned, no running container stops by itself. Exempt: the churn
@@ -1109,7 +1143,10 @@ impl Simulation {
     fn apply_step(&mut self, step: Step, final_heal: bool) {
         match step {
             Step::Partition(groups) => {
-                self.heal = None;
+                self.interrupt_heal();
+                if self.net.components() <= 1 {
+                    self.split_at = self.now;
+                }
                 self.set_components(groups);
             }
             Step::Heal => {
@@ -1117,7 +1154,20 @@ impl Simulation {
                 let n = self.nodes.len();
                 self.set_components(vec![(0..n).collect()]);
                 if was_split {
+                    self.interrupt_heal();
                     self.last_heal = Some(self.now);
+                    let mut running: BTreeMap<SlotId, u64> = BTreeMap::new();
+                    let mut copies: BTreeMap<SlotId, u64> = BTreeMap::new();
+                    for node in self.nodes.iter().filter(|n| n.up()) {
+                        for c in node.containers.values().filter(|c| c.running) {
+                            running.insert(c.slot.clone(), c.generation);
+                            *copies.entry(c.slot.clone()).or_default() += 1;
+                        }
+                    }
+                    let mut duplicates: BTreeMap<ServiceName, u64> = BTreeMap::new();
+                    for (slot, n) in copies {
+                        *duplicates.entry(slot.service).or_default() += n - 1;
+                    }
                     self.heal = Some(HealTrack {
                         at: self.now,
                         leader: None,
@@ -1126,6 +1176,13 @@ impl Simulation {
                         starts0: self.started,
                         stops0: self.stopped,
                         final_heal,
+                        split_at: self.split_at,
+                        running,
+                        duplicates,
+                        starts: BTreeMap::new(),
+                        stops: BTreeMap::new(),
+                        zero_windows: 0,
+                        interrupted: false,
                     });
                 }
             }
@@ -1240,6 +1297,7 @@ impl Simulation {
         if label != "create" {
             self.operator_touched.insert(service.clone());
         }
+        self.written_at.insert(service.clone(), self.now);
         self.record(23, i, digest(service.as_str().as_bytes()));
         if self.machine(i).write(write).is_err() {
             return;
@@ -1431,6 +1489,15 @@ impl Simulation {
         }
     }
 
+    /// A new partition (or heal) came before the settle window of the last heal ended: its
+    /// figures are kept, but nothing is judged on an incomplete window.
+    fn interrupt_heal(&mut self) {
+        if let Some(h) = self.heal.as_mut() {
+            h.interrupted = true;
+        }
+        self.close_heal();
+    }
+
     fn close_heal(&mut self) {
         let Some(h) = self.heal.take() else { return };
         let live: u64 = self
@@ -1454,10 +1521,13 @@ impl Simulation {
             started: self.started - h.starts0,
             stopped: self.stopped - h.stops0,
             replicas_total: live,
+            duplicates: 0,
+            zero_windows: 0,
         };
-        if fig
-            .leader_ms
-            .is_none_or(|l| l > self.params.heal_leader_bound_ms)
+        if !h.interrupted
+            && fig
+                .leader_ms
+                .is_none_or(|l| l > self.params.heal_leader_bound_ms)
         {
             self.violate(format!(
                 "heal at {}: no single lease holder within {} ms",
@@ -1475,8 +1545,41 @@ impl Simulation {
                 fig.stopped
             ));
         }
+        // Per heal, for services no operator wrote since the split began: starts = 0 and
+        // stops ≤ the duplicates at the heal. Judged only for a split that lasted the
+        // stability window (both sides settled: what the split decided was carried out
+        // before the heal), a full settle window after it, and no node crashed, restarted
+        // or paused since the split began (their restarts are theirs, not the heal's).
+        let undisturbed = self.nodes.iter().all(|n| n.disrupted_at < h.split_at);
+        let settled_split = h.at >= h.split_at + self.params.stability_ms * MS;
+        if undisturbed && settled_split && !h.interrupted {
+            let services: BTreeSet<&ServiceName> = h.starts.keys().chain(h.stops.keys()).collect();
+            for service in services {
+                if self
+                    .written_at
+                    .get(service)
+                    .is_some_and(|t| *t >= h.split_at)
+                {
+                    continue;
+                }
+                let starts = h.starts.get(service).copied().unwrap_or(0);
+                let stops = h.stops.get(service).copied().unwrap_or(0);
+                let duplicates = h.duplicates.get(service).copied().unwrap_or(0);
+                if starts > 0 || stops > duplicates {
+                    self.violate(format!(
+                        "heal at {}: {service}, unchanged during the split, had {starts} starts and \
+                         {stops} stops for {duplicates} duplicates",
+                        fmt_t(h.at)
+                    ));
+                }
+            }
+        }
         let _ = h.final_heal;
-        self.heals.push(fig);
+        self.heals.push(HealFigures {
+            duplicates: h.duplicates.values().sum(),
+            zero_windows: h.zero_windows,
+            ..fig
+        });
     }
 
     fn final_checks(&mut self) {
@@ -1597,6 +1700,35 @@ fn change_hash(bytes: &[u8]) -> Option<String> {
 }
 
 /// Virtual microseconds as `12.345s`.
+/// A simulated node's containers as the core sees them (the daemon's Docker listing, here).
+fn actual_tasks(containers: &BTreeMap<u64, Container>, now: Millis) -> Vec<ActualTask> {
+    containers
+        .iter()
+        .map(|(id, c)| ActualTask {
+            id: id.to_string(),
+            slot: c.slot.clone(),
+            generation: c.generation,
+            state: if c.running {
+                ActualTaskState::Running
+            } else {
+                ActualTaskState::Stopped
+            },
+            // A simulated container stops only when killed (SIGKILL's 137).
+            exit_code: (!c.running).then_some(137),
+            health: TaskHealth::None,
+            detail: String::new(),
+            engine_state: if c.running {
+                TaskState::Running
+            } else {
+                TaskState::Exited
+            },
+            status: String::new(),
+            ports: Vec::new(),
+            age_ms: Some(now.0.saturating_sub(c.created_ms)),
+        })
+        .collect()
+}
+
 pub(crate) fn fmt_t(us: u64) -> String {
     format!("{}.{:03}s", us / 1_000_000, us / 1_000 % 1_000)
 }

@@ -19,6 +19,10 @@ pub struct HealFigures {
     pub stopped: u64,
     /// Desired replicas of live services at the end of the window.
     pub replicas_total: u64,
+    /// Running copies beyond one per slot at the heal.
+    pub duplicates: u64,
+    /// Slots seen without a running copy during the window (invariant 6a: 0).
+    pub zero_windows: u64,
 }
 
 /// The outcome of one run.
@@ -137,13 +141,15 @@ impl Report {
             let o = |v: Option<u64>| v.map_or_else(|| "never".into(), |v| format!("{v} ms"));
             let _ = writeln!(
                 s,
-                "  heal at {} ms: one leader {} · converged {} · replicas right {} · churn {} started, {} stopped ({} replicas)",
+                "  heal at {} ms: one leader {} · converged {} · replicas right {} · churn {} started, {} stopped for {} duplicates, {} zero-replica windows ({} replicas)",
                 h.at_ms,
                 o(h.leader_ms),
                 o(h.converged_ms),
                 o(h.replicas_ms),
                 h.started,
                 h.stopped,
+                h.duplicates,
+                h.zero_windows,
                 h.replicas_total
             );
         }

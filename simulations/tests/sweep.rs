@@ -151,15 +151,29 @@ fn dropping_sync_is_caught() {
 /// Runs `name` on the first seed of the sweep with `rule_break` and asserts a lease violation
 /// is caught; the same seed passes with the rules as designed.
 fn caught(name: &str, rule_break: RuleBreak) {
+    caught_as(name, rule_break, "believe they hold the lease");
+}
+
+/// Runs `name` on the first seed of the sweep with `rule_break` and asserts a violation
+/// containing `what` is caught; the same seed passes with the rules as designed.
+fn caught_as(name: &str, rule_break: RuleBreak, what: &str) {
     let r = run_with_rule(name, SEEDS[0], Fault::None, rule_break);
     assert!(
-        r.violations
-            .iter()
-            .any(|v| v.contains("believe they hold the lease")),
+        r.violations.iter().any(|v| v.contains(what)),
         "{}",
         r.summary()
     );
     assert!(run(name, SEEDS[0], Fault::None).passed());
+}
+
+/// The heal's keep rule broken: a node stops its copy of a slot as soon as the merged
+/// document assigns the slot elsewhere, without the holder's judgement or the kept copy's
+/// confirmation (the behaviour before the heal rules). The first seed of `split` catches a
+/// slot left with no running copy during the heal (invariant 6a); the same seed passes with
+/// the rule as designed.
+#[test]
+fn stopping_a_copy_before_the_heal_decides_is_caught() {
+    caught_as("split", RuleBreak::StopAtOnce, "has no running copy");
 }
 
 /// The lease rule broken in the node's core: a node that claimed the lease never steps down

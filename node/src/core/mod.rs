@@ -38,11 +38,13 @@ pub use backoff::{Backoff, BackoffConfig, MAX_BACKOFF_MS, STABLE_AFTER_MS};
 pub use lease::{LeaseDecision, LeaseTracker};
 pub use membership::{Liveness, MembershipView};
 pub use reconcile::{
-    ActualTask, ActualTaskState, DesiredTask, RestartPhase, Round, RuntimeAction, Supervisor,
-    TaskHealth, TaskRestartStatus, MAX_ERROR_BYTES,
+    container_for, held_status, round_statuses, short_id, task_status, ActualTask, ActualTaskState,
+    Desired, DesiredTask, HeldSlot, RestartPhase, Round, RuntimeAction, Supervisor, TaskHealth,
+    TaskRestartStatus, MAX_ERROR_BYTES,
 };
 pub use scheduler::{
-    format_bytes, format_cpus, plan, plan_with_capacity, reservation, Capacity, Plan,
+    format_bytes, format_cpus, plan, plan_observed, plan_with_capacity, reservation, Capacity,
+    Observations, Plan, RunningCopy,
 };
 
 /// A point on a node's monotonic clock, in milliseconds from an arbitrary origin.
@@ -69,6 +71,9 @@ pub struct CoreConfig {
     /// A rule broken on purpose; [`RuleBreak::None`] (the default) everywhere but in the tests
     /// that show the simulator catches a broken rule.
     pub rule_break: RuleBreak,
+    /// Restore spread after a heal or a join by moving replicas start-first, one per service
+    /// at a time (default on; see [`plan_observed`]).
+    pub rebalance: bool,
 }
 
 impl Default for CoreConfig {
@@ -78,6 +83,7 @@ impl Default for CoreConfig {
             down_after_ms: 3_000,
             lease_ttl_ms: 3_000,
             rule_break: RuleBreak::None,
+            rebalance: true,
         }
     }
 }
@@ -97,6 +103,10 @@ pub enum RuleBreak {
     /// The lease merge rule broken: of concurrent claims, each replica keeps the one naming
     /// itself instead of the greatest `(epoch, holder)` ([`DesiredState::lease`]).
     OwnClaimWins,
+    /// The heal's keep rule broken: nodes stop a copy of a slot assigned elsewhere at once,
+    /// without waiting for the holder's judgement or the kept copy's confirmation, as before
+    /// the heal rules.
+    StopAtOnce,
 }
 
 /// The parts of the desired state the core decides on, read by the caller from its replica.
@@ -152,6 +162,7 @@ impl ClusterView {
                 (slot.slot < service.spec.replicas).then(|| DesiredTask {
                     slot: slot.clone(),
                     epoch: a.epoch,
+                    holder: a.holder.clone(),
                     generation: service.generation,
                     spec: service.spec.clone(),
                 })
@@ -195,6 +206,10 @@ pub struct Core {
     /// Per slot, the nodes whose heartbeats said its task `failed` (out of restart attempts),
     /// each with the service generation in force when it said so.
     failed_on: BTreeMap<SlotId, BTreeMap<NodeId, u64>>,
+    /// Running copies per slot and the nodes with fresh reports, as last given by
+    /// [`Core::set_running_copies`].
+    copies: BTreeMap<SlotId, Vec<RunningCopy>>,
+    reported: BTreeSet<NodeId>,
 }
 
 impl Core {
@@ -208,7 +223,21 @@ impl Core {
             last_decision: None,
             capacity: BTreeMap::new(),
             failed_on: BTreeMap::new(),
+            copies: BTreeMap::new(),
+            reported: BTreeSet::new(),
         }
+    }
+
+    /// What the nodes with fresh reports (`reported`, this node included) say runs: per slot,
+    /// each running copy, assigned to its node or not. The next scheduling rounds judge
+    /// disputes and keep what runs from it ([`plan_observed`]); replaces the previous set.
+    pub fn set_running_copies(
+        &mut self,
+        copies: BTreeMap<SlotId, Vec<RunningCopy>>,
+        reported: BTreeSet<NodeId>,
+    ) {
+        self.copies = copies;
+        self.reported = reported;
     }
 
     /// `node` reported the task of `slot`: `failed` (out of restart attempts) or not, under
@@ -275,15 +304,20 @@ impl Core {
     /// their capacities, and where slots failed.
     fn plan(&mut self, view: &ClusterView, lease: &Lease, now: Millis) -> Plan {
         let live = self.live_members(view, now);
-        let unrunnable = self.unrunnable(view);
-        plan_with_capacity(
+        let observed = Observations {
+            capacity: self.capacity.clone(),
+            unrunnable: self.unrunnable(view),
+            copies: self.copies.clone(),
+            reported: self.reported.clone(),
+            rebalance: self.config.rebalance,
+        };
+        plan_observed(
             &view.services,
             &view.members,
             &live,
             &view.assignments,
             lease,
-            &self.capacity,
-            &unrunnable,
+            &observed,
         )
     }
 

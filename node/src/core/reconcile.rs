@@ -28,7 +28,10 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use warren_crdt::{Epoch, RestartCondition, RestartPolicy, ServiceSpec, SlotId};
+use warren_crdt::{Epoch, NodeId, RestartCondition, RestartPolicy, ServiceSpec, SlotId};
+use warren_runtime::PublishedPort;
+
+use crate::protocol::{TaskState, TaskStatus};
 
 use super::backoff::{Backoff, BackoffConfig};
 use super::Millis;
@@ -43,6 +46,8 @@ pub struct DesiredTask {
     pub slot: SlotId,
     /// Epoch of the assignment (labels the container).
     pub epoch: Epoch,
+    /// The lease holder that made the assignment: with `epoch`, its rank.
+    pub holder: NodeId,
     /// Service generation the container must have.
     pub generation: u64,
     /// What to run.
@@ -50,7 +55,7 @@ pub struct DesiredTask {
 }
 
 /// The state of a container as far as reconcile cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActualTaskState {
     /// Running.
@@ -60,14 +65,16 @@ pub enum ActualTaskState {
     /// Dead or otherwise unusable: replace it.
     Broken,
     /// In transition (restarting, removing, paused): leave it alone this round.
+    #[default]
     Transient,
 }
 
-/// A container's health as the engine judges it.
+/// A container's health as the engine judges it. On the wire (heartbeats) it is the
+/// lowercase word; an empty or unknown word (an older or newer peer) reads as `none`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskHealth {
-    /// The service has no health check.
+    /// The service has no health check (or nothing is known of it).
     #[default]
     None,
     /// Within its start period, or no verdict yet.
@@ -76,6 +83,18 @@ pub enum TaskHealth {
     Healthy,
     /// Its probes failed `retries` times in a row.
     Unhealthy,
+}
+
+impl<'de> serde::Deserialize<'de> for TaskHealth {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let word = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(match word.as_ref() {
+            "starting" => TaskHealth::Starting,
+            "healthy" => TaskHealth::Healthy,
+            "unhealthy" => TaskHealth::Unhealthy,
+            _ => TaskHealth::None,
+        })
+    }
 }
 
 impl TaskHealth {
@@ -90,7 +109,8 @@ impl TaskHealth {
     }
 }
 
-/// A container this node owns, as listed by the runtime.
+/// A container this node owns, as listed by the runtime (the daemon's Docker listing or the
+/// simulator's model): the one input both hand to [`Supervisor::round`] and [`task_status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActualTask {
     /// Runtime's container id.
@@ -108,6 +128,47 @@ pub struct ActualTask {
     /// The engine's word on what went wrong (last failed probe, OOM kill), for people; may
     /// be empty.
     pub detail: String,
+    /// What the engine calls its state (`created`, `exited`, `paused`, ...), for reports.
+    pub engine_state: TaskState,
+    /// The engine's status text for people (`Up 3 minutes`); may be empty.
+    pub status: String,
+    /// Ports it publishes.
+    pub ports: Vec<PublishedPort>,
+    /// How long ago it was created, in milliseconds; `None` when unknown.
+    pub age_ms: Option<u64>,
+}
+
+/// What a node's reconcile loop works towards: the tasks assigned to it and the slots assigned
+/// elsewhere whose running copies it keeps for now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Tasks assigned to this node ([`Supervisor::round`]'s `desired`).
+    pub tasks: Vec<DesiredTask>,
+    /// Copies held ([`Supervisor::set_held`]).
+    pub held: BTreeMap<SlotId, HeldSlot>,
+}
+
+/// A slot this node holds a copy of without being assigned it (see [`Supervisor::set_held`]):
+/// after a heal, or while a start-first move is made. Its running copy is kept (never
+/// restarted) until the holder's decision and its assigned node's confirmation release it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldSlot {
+    /// The service's current generation.
+    pub generation: u64,
+    /// The assigned node reports the slot running at `generation` (healthy, or without a
+    /// health check).
+    pub confirmed_elsewhere: bool,
+    /// The assignment lists this node among those whose copies the holder decided to stop.
+    pub displaced: bool,
+}
+
+impl HeldSlot {
+    /// Whether a running copy of generation `generation` may stop now: only once the
+    /// assigned node confirmed its own copy running, and only if the holder judged this
+    /// copy (or it is of an older generation, which no holder keeps).
+    pub fn releases(&self, generation: u64) -> bool {
+        self.confirmed_elsewhere && (self.displaced || generation != self.generation)
+    }
 }
 
 /// What the daemon must do to its runtime.
@@ -191,6 +252,9 @@ pub struct Round {
     pub actions: Vec<RuntimeAction>,
     /// Restart bookkeeping of every desired slot.
     pub tasks: BTreeMap<SlotId, TaskRestartStatus>,
+    /// Ids of the running copies of held slots this round keeps (see [`HeldSlot`]): to be
+    /// reported as `unassigned` so the lease holder can judge them.
+    pub held: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +303,8 @@ pub struct Supervisor {
     /// Containers that ran when the engine went away (see [`Supervisor::engine_lost`]);
     /// emptied by the next round.
     interrupted: std::collections::BTreeSet<String>,
+    /// Slots assigned elsewhere whose running copies here are kept (see [`HeldSlot`]).
+    held: BTreeMap<SlotId, HeldSlot>,
 }
 
 impl Supervisor {
@@ -255,6 +321,14 @@ impl Supervisor {
         self.interrupted.extend(running);
     }
 
+    /// The slots assigned to other nodes whose running copies on this node the next rounds
+    /// keep (make before break, DESIGN §5), replacing the previous set. A copy of a slot that
+    /// is neither desired here nor held is removed; a held copy that stops is removed, never
+    /// restarted; one is removed once its [`HeldSlot::releases`] says so.
+    pub fn set_held(&mut self, held: BTreeMap<SlotId, HeldSlot>) {
+        self.held = held;
+    }
+
     /// Decides the actions that bring `actual` to `desired` at `now`, and reports where each
     /// desired task stands.
     pub fn round(&mut self, desired: &[DesiredTask], actual: &[ActualTask], now: Millis) -> Round {
@@ -267,7 +341,34 @@ impl Supervisor {
         }
         let mut round = Round::default();
         for (slot, tasks) in &by_slot {
-            if !wanted.contains_key(slot) {
+            if wanted.contains_key(slot) {
+                continue;
+            }
+            if let Some(hold) = self.held.get(*slot) {
+                // Keep the copy that has been here longest, while it runs and is not released.
+                let keep = tasks
+                    .iter()
+                    .filter(|t| t.state == ActualTaskState::Running && !hold.releases(t.generation))
+                    .max_by_key(|t| (t.age_ms, std::cmp::Reverse(t.id.clone())));
+                for t in tasks {
+                    if keep.is_some_and(|k| k.id == t.id) {
+                        round.held.push(t.id.clone());
+                        continue;
+                    }
+                    let reason = if t.state != ActualTaskState::Running {
+                        "stopped copy of a slot assigned to another node"
+                    } else if hold.releases(t.generation) {
+                        "the slot runs on its assigned node"
+                    } else {
+                        "duplicate container for slot"
+                    };
+                    round.actions.push(RuntimeAction::Remove {
+                        id: t.id.clone(),
+                        slot: (*slot).clone(),
+                        reason,
+                    });
+                }
+            } else {
                 for t in tasks {
                     round.actions.push(RuntimeAction::Remove {
                         id: t.id.clone(),
@@ -416,6 +517,141 @@ fn stopped(record: &mut SlotRecord, t: &ActualTask, now: Millis) -> (RestartPhas
     }
 }
 
+/// The container that stands for `task` among this node's `actual` ones: of its slot, the
+/// right generation first, then a running one.
+pub fn container_for<'a>(task: &DesiredTask, actual: &'a [ActualTask]) -> Option<&'a ActualTask> {
+    actual
+        .iter()
+        .filter(|c| c.slot == task.slot)
+        .max_by_key(|c| {
+            (
+                c.generation == task.generation,
+                c.state == ActualTaskState::Running,
+            )
+        })
+}
+
+/// The report of one desired task, from what the runtime observed of its container (if
+/// any), its restart bookkeeping, the error of the last action on it, and the state to say
+/// when there is neither a container nor anything else to tell (`fallback`, e.g.
+/// [`TaskState::Pending`]). The one rule that turns an observation into a [`TaskStatus`]: the
+/// daemon and the simulator both call it. The result is [`TaskStatus::bounded`].
+pub fn task_status(
+    task: &DesiredTask,
+    container: Option<&ActualTask>,
+    restart: Option<&TaskRestartStatus>,
+    error: Option<&str>,
+    fallback: TaskState,
+) -> TaskStatus {
+    let running = container.is_some_and(|c| c.state == ActualTaskState::Running);
+    let last_error = restart.and_then(|r| r.last_error.clone());
+    let (state, status) = if running {
+        (TaskState::Running, container.map(|c| c.status.clone()))
+    } else if let Some(e) = error {
+        (TaskState::Failed, Some(e.to_string()))
+    } else {
+        match restart.map(|r| (r.phase, r)) {
+            Some((RestartPhase::Failed, r)) => (
+                TaskState::Failed,
+                Some(format!(
+                    "gave up after {} restarts: {}",
+                    r.restarts,
+                    last_error.clone().unwrap_or_default()
+                )),
+            ),
+            Some((RestartPhase::BackingOff, r)) => (
+                TaskState::Restarting,
+                Some(format!(
+                    "restart {} in {:.1} s (backing off)",
+                    r.restarts.saturating_add(1),
+                    r.next_restart_in_ms.unwrap_or(0) as f64 / 1000.0
+                )),
+            ),
+            _ => match container {
+                Some(c) => (c.engine_state, Some(c.status.clone())),
+                None => (fallback, None),
+            },
+        }
+    };
+    TaskStatus {
+        service: task.slot.service.to_string(),
+        slot: task.slot.slot,
+        state,
+        status: status.unwrap_or_default(),
+        container: container
+            .map(|c| short_id(&c.id).to_string())
+            .unwrap_or_default(),
+        ports: container.map(|c| c.ports.clone()).unwrap_or_default(),
+        health: container.map(|c| c.health).unwrap_or_default(),
+        exit_code: container
+            .and_then(|c| c.exit_code)
+            .or_else(|| restart.and_then(|r| r.last_exit_code)),
+        restarts: restart.map_or(0, |r| r.restarts),
+        next_restart_ms: restart.and_then(|r| r.next_restart_in_ms),
+        error: error.map(str::to_string).or(last_error).unwrap_or_default(),
+        generation: container.map_or(0, |c| c.generation),
+        age_ms: container.and_then(|c| c.age_ms),
+        unassigned: false,
+        assignment_epoch: task.epoch.0,
+        assignment_holder: task.holder.to_string(),
+    }
+    .bounded()
+}
+
+/// The report of a running copy this node keeps of a slot assigned elsewhere (see
+/// [`HeldSlot`]): `unassigned`, so the lease holder judges it.
+pub fn held_status(copy: &ActualTask) -> TaskStatus {
+    TaskStatus {
+        service: copy.slot.service.to_string(),
+        slot: copy.slot.slot,
+        state: TaskState::Running,
+        status: copy.status.clone(),
+        container: short_id(&copy.id).to_string(),
+        ports: copy.ports.clone(),
+        health: copy.health,
+        generation: copy.generation,
+        age_ms: copy.age_ms,
+        unassigned: true,
+        ..TaskStatus::default()
+    }
+    .bounded()
+}
+
+/// The reports of a round: one per desired task ([`task_status`] with `fallback` and the
+/// round's `errors`), then one per held copy ([`held_status`]).
+pub fn round_statuses(
+    desired: &[DesiredTask],
+    actual: &[ActualTask],
+    round: &Round,
+    errors: &BTreeMap<SlotId, String>,
+    fallback: TaskState,
+) -> Vec<TaskStatus> {
+    let mut out: Vec<TaskStatus> = desired
+        .iter()
+        .map(|task| {
+            task_status(
+                task,
+                container_for(task, actual),
+                round.tasks.get(&task.slot),
+                errors.get(&task.slot).map(String::as_str),
+                fallback,
+            )
+        })
+        .collect();
+    out.extend(
+        actual
+            .iter()
+            .filter(|c| round.held.contains(&c.id))
+            .map(held_status),
+    );
+    out
+}
+
+/// A container id as people see it: its first 12 characters.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,6 +668,7 @@ mod tests {
         DesiredTask {
             slot: slot(i),
             epoch: Epoch(1),
+            holder: NodeId("a".into()),
             generation: 1,
             spec: ServiceSpec {
                 image: "img".into(),
@@ -455,7 +692,46 @@ mod tests {
             exit_code: (state == ActualTaskState::Stopped).then_some(0),
             health: TaskHealth::None,
             detail: String::new(),
+            engine_state: TaskState::Unknown,
+            status: String::new(),
+            ports: Vec::new(),
+            age_ms: None,
         }
+    }
+
+    #[test]
+    fn a_held_copy_runs_until_the_kept_one_is_confirmed_and_is_never_restarted() {
+        let mut s = Supervisor::new();
+        let running = actual("c", 0, 1, ActualTaskState::Running);
+        let hold = |confirmed_elsewhere, displaced| {
+            [(
+                slot(0),
+                HeldSlot {
+                    generation: 1,
+                    confirmed_elsewhere,
+                    displaced,
+                },
+            )]
+            .into()
+        };
+        // Assigned elsewhere, not yet judged or not yet confirmed: kept and reported.
+        for (confirmed, displaced) in [(false, false), (true, false), (false, true)] {
+            s.set_held(hold(confirmed, displaced));
+            let round = s.round(&[], std::slice::from_ref(&running), Millis(0));
+            assert!(round.actions.is_empty(), "{round:?}");
+            assert_eq!(round.held, vec!["c".to_string()]);
+        }
+        // Judged and the kept copy confirmed: it goes.
+        s.set_held(hold(true, true));
+        let round = s.round(&[], std::slice::from_ref(&running), Millis(0));
+        assert!(matches!(&round.actions[..], [RuntimeAction::Remove { id, .. }] if id == "c"));
+        // A held copy that stopped is removed, not restarted; not held at all: removed.
+        s.set_held(hold(false, false));
+        let round = s.round(&[], &[exited("c", 1)], Millis(0));
+        assert!(matches!(&round.actions[..], [RuntimeAction::Remove { .. }]));
+        s.set_held(BTreeMap::new());
+        let round = s.round(&[], std::slice::from_ref(&running), Millis(0));
+        assert!(matches!(&round.actions[..], [RuntimeAction::Remove { .. }]));
     }
 
     fn exited(id: &str, code: i64) -> ActualTask {

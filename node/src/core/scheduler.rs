@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use warren_crdt::{Assignment, Lease, Member, MemberState, NodeId, Service, ServiceName, SlotId};
 
+use super::TaskHealth;
+
 /// What a node offers to reservations: its CPUs and memory, read from the system and
 /// reported in its heartbeats (soft state).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,6 +107,38 @@ pub fn reservation(service: &Service) -> Capacity {
     }
 }
 
+/// One running copy of a slot as its node last reported it (soft state, from heartbeats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningCopy {
+    /// The node that runs it.
+    pub node: NodeId,
+    /// The service generation it runs.
+    pub generation: u64,
+    /// How long it has been that node's, in milliseconds (from its creation), as of now.
+    pub age_ms: u64,
+    /// Its health.
+    pub health: TaskHealth,
+}
+
+/// What the lease holder knows beyond the document, from the nodes' heartbeats: the input of
+/// [`plan_observed`] besides the desired state.
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    /// What each node offers to reservations; a node missing here takes any reservation.
+    pub capacity: BTreeMap<NodeId, Capacity>,
+    /// Per slot, the nodes its task failed on (out of restart attempts) under the service's
+    /// current generation.
+    pub unrunnable: BTreeMap<SlotId, BTreeSet<NodeId>>,
+    /// Per slot, the running copies reported by live nodes with a fresh report, whether
+    /// assigned to them or not.
+    pub copies: BTreeMap<SlotId, Vec<RunningCopy>>,
+    /// Nodes whose reports are fresh: a dispute is judged only once the assigned node's
+    /// own report is in.
+    pub reported: BTreeSet<NodeId>,
+    /// Restore spread by moving replicas, one per service at a time, start-first.
+    pub rebalance: bool,
+}
+
 /// Plans one round as [`plan`] does, and never over-commits a node: a task reserves its
 /// service's `--cpus` and `--memory`, and a slot goes only to a node whose `capacity` minus
 /// the reservations of the slots it keeps or gets this round still holds it. A node whose
@@ -115,6 +149,8 @@ pub fn reservation(service: &Service) -> Capacity {
 /// restart attempts) for the service's current spec: such a slot moves to another eligible
 /// node, and is never placed on one of those nodes while another is eligible. With no other
 /// node it stays where it is (moving it back and forth would gain nothing).
+///
+/// Knows no running copies: [`plan_observed`] with only these observations.
 pub fn plan_with_capacity(
     services: &BTreeMap<ServiceName, Service>,
     members: &BTreeMap<NodeId, Member>,
@@ -124,6 +160,104 @@ pub fn plan_with_capacity(
     capacity: &BTreeMap<NodeId, Capacity>,
     unrunnable: &BTreeMap<SlotId, BTreeSet<NodeId>>,
 ) -> Plan {
+    let observed = Observations {
+        capacity: capacity.clone(),
+        unrunnable: unrunnable.clone(),
+        ..Observations::default()
+    };
+    plan_observed(services, members, live, assignments, lease, &observed)
+}
+
+/// How a copy's health ranks in a heal's dispute: healthy (or unchecked) first.
+fn health_rank(health: TaskHealth) -> u8 {
+    match health {
+        TaskHealth::None | TaskHealth::Healthy => 0,
+        TaskHealth::Starting => 1,
+        TaskHealth::Unhealthy => 2,
+    }
+}
+
+/// The heal's keep rule (DESIGN §5) for one slot of `service`: when live nodes report
+/// running copies of the slot's current generation that the standing assignment `standing`
+/// has not judged (on a node other than its own and not in its `displaced`), keep exactly
+/// one: healthy before unhealthy, then the one that has run longest (compared in whole
+/// seconds: reports are up to a heartbeat old), then the lowest node id. Returns the
+/// assignment that names the kept copy's node and lists the others as displaced; they stop
+/// only once the kept copy's node confirms it running. `None` when there is nothing to
+/// decide, or while the assigned node is live but its report is not in yet.
+fn judge_copies(
+    service: &Service,
+    standing: Option<&Assignment>,
+    copies: &[RunningCopy],
+    eligible: &[&NodeId],
+    observed: &Observations,
+    lease: &Lease,
+) -> Option<Assignment> {
+    let candidates: Vec<&RunningCopy> = copies
+        .iter()
+        .filter(|c| c.generation == service.generation && eligible.contains(&&c.node))
+        .collect();
+    let assigned = standing.map(|a| &a.node);
+    if let Some(node) = assigned {
+        if eligible.contains(&node) && !observed.reported.contains(node) {
+            return None;
+        }
+    }
+    let judged = |n: &NodeId| standing.is_some_and(|a| a.displaced.contains(n));
+    let undecided = candidates
+        .iter()
+        .any(|c| Some(&c.node) != assigned && !judged(&c.node));
+    if !undecided {
+        return None;
+    }
+    let keeper = candidates.iter().min_by_key(|c| {
+        (
+            health_rank(c.health),
+            std::cmp::Reverse(c.age_ms / 1000),
+            &c.node,
+        )
+    })?;
+    let mut displaced: Vec<NodeId> = copies
+        .iter()
+        .map(|c| c.node.clone())
+        .filter(|n| *n != keeper.node)
+        .collect();
+    displaced.sort();
+    displaced.dedup();
+    Some(Assignment {
+        node: keeper.node.clone(),
+        epoch: lease.epoch,
+        holder: lease.holder.clone(),
+        spec_generation: service.generation,
+        displaced,
+    })
+}
+
+/// Plans one round: [`plan_with_capacity`]'s rules, with what the holder knows of the copies
+/// that run (DESIGN §5):
+///
+/// 1. **The heal keeps what runs.** Where live nodes report more than one running copy of a
+///    slot, or a copy the standing assignment has not judged, one is kept by
+///    [`judge_copies`]'s rule and the slot is assigned to its node (the others listed as
+///    displaced: they stop only once the kept one is confirmed running). Undisputed slots
+///    are not touched.
+/// 2. A slot that must move (its node is down or gone) goes, when a live node reports a
+///    running copy of it, to that node rather than to a new one: nothing starts.
+/// 3. **Rebalance** (when `observed.rebalance`): once every slot of a service runs as one
+///    confirmed copy on its node and nothing of the service moves this round, if a node holds
+///    at least two more of its replicas than another eligible node that has room, one
+///    replica moves there, start-first (the old copy is listed as displaced and stops once
+///    the new one is confirmed running): at most one replica of a service at a time.
+pub fn plan_observed(
+    services: &BTreeMap<ServiceName, Service>,
+    members: &BTreeMap<NodeId, Member>,
+    live: &BTreeSet<NodeId>,
+    assignments: &BTreeMap<SlotId, Assignment>,
+    lease: &Lease,
+    observed: &Observations,
+) -> Plan {
+    let capacity = &observed.capacity;
+    let unrunnable = &observed.unrunnable;
     let eligible: Vec<&NodeId> = members
         .values()
         .filter(|m| m.state == MemberState::Active && live.contains(&m.id))
@@ -132,6 +266,27 @@ pub fn plan_with_capacity(
     let avoided = |slot: &SlotId, n: &NodeId| unrunnable.get(slot).is_some_and(|s| s.contains(n));
     let elsewhere = |slot: &SlotId| eligible.iter().any(|n| !avoided(slot, n));
     let mut plan = Plan::default();
+
+    // 1. Disputes over running copies, judged first: their slots stay where the kept copy is.
+    let mut judged: BTreeMap<&SlotId, Assignment> = BTreeMap::new();
+    for (slot, copies) in &observed.copies {
+        let Some(service) = services
+            .get(&slot.service)
+            .filter(|s| !s.deleted && slot.slot < s.spec.replicas)
+        else {
+            continue;
+        };
+        if let Some(a) = judge_copies(
+            service,
+            assignments.get(slot),
+            copies,
+            &eligible,
+            observed,
+            lease,
+        ) {
+            judged.insert(slot, a);
+        }
+    }
 
     // Slots that stay where they are count towards each node's load.
     let mut total: BTreeMap<&NodeId, usize> = eligible.iter().map(|n| (*n, 0)).collect();
@@ -156,7 +311,17 @@ pub fn plan_with_capacity(
         r.memory_bytes = r.memory_bytes.saturating_add(want.memory_bytes);
     }
     for (slot, a) in assignments {
-        if keeps(slot, a) {
+        let a = judged.get(slot).unwrap_or(a);
+        if judged.contains_key(slot) || keeps(slot, a) {
+            *total.entry(&a.node).or_default() += 1;
+            *per_service.entry((&slot.service, &a.node)).or_default() += 1;
+            if let Some(s) = services.get(&slot.service) {
+                reserve(&mut reserved, &a.node, reservation(s));
+            }
+        }
+    }
+    for (slot, a) in &judged {
+        if !assignments.contains_key(*slot) {
             *total.entry(&a.node).or_default() += 1;
             *per_service.entry((&slot.service, &a.node)).or_default() += 1;
             if let Some(s) = services.get(&slot.service) {
@@ -174,35 +339,51 @@ pub fn plan_with_capacity(
         }
     }
 
+    let free = |reserved: &BTreeMap<&NodeId, Capacity>, n: &NodeId| -> Option<Capacity> {
+        let cap = capacity.get(n)?;
+        let used = reserved.get(n).copied().unwrap_or_default();
+        Some(Capacity {
+            nano_cpus: cap.nano_cpus.saturating_sub(used.nano_cpus),
+            memory_bytes: cap.memory_bytes.saturating_sub(used.memory_bytes),
+        })
+    };
+    let fits = |reserved: &BTreeMap<&NodeId, Capacity>, n: &NodeId, want: Capacity| {
+        free(reserved, n)
+            .is_none_or(|f| f.nano_cpus >= want.nano_cpus && f.memory_bytes >= want.memory_bytes)
+    };
+    let mut moving: BTreeSet<&ServiceName> = BTreeSet::new();
     for (name, service) in services.iter().filter(|(_, s)| !s.deleted) {
         for index in 0..service.spec.replicas {
             let slot = SlotId {
                 service: name.clone(),
                 slot: index,
             };
+            if let Some(a) = judged.get(&&slot).cloned() {
+                moving.insert(name);
+                plan.put.push((slot, a));
+                continue;
+            }
             if assignments.get(&slot).is_some_and(|a| keeps(&slot, a)) {
                 continue;
             }
+            moving.insert(name);
             let want = reservation(service);
-            let free = |n: &NodeId| -> Option<Capacity> {
-                let cap = capacity.get(n)?;
-                let used = reserved.get(n).copied().unwrap_or_default();
-                Some(Capacity {
-                    nano_cpus: cap.nano_cpus.saturating_sub(used.nano_cpus),
-                    memory_bytes: cap.memory_bytes.saturating_sub(used.memory_bytes),
-                })
-            };
-            let fits = |n: &NodeId| {
-                free(n).is_none_or(|f| {
-                    f.nano_cpus >= want.nano_cpus && f.memory_bytes >= want.memory_bytes
-                })
-            };
+            // Keep what runs: a live node that reports a running copy of this slot's
+            // current generation takes it before any other.
+            let running_on = observed.copies.get(&slot).and_then(|copies| {
+                copies
+                    .iter()
+                    .filter(|c| c.generation == service.generation)
+                    .map(|c| &c.node)
+                    .find(|n| eligible.contains(n))
+            });
             let Some(node) = eligible
                 .iter()
                 .copied()
-                .filter(|n| fits(n) && !(avoided(&slot, n) && elsewhere(&slot)))
+                .filter(|n| fits(&reserved, n, want) && !(avoided(&slot, n) && elsewhere(&slot)))
                 .min_by_key(|n| {
                     (
+                        Some(*n) != running_on,
                         per_service.get(&(name, *n)).copied().unwrap_or(0),
                         total.get(*n).copied().unwrap_or(0),
                         *n,
@@ -212,7 +393,8 @@ pub fn plan_with_capacity(
                 let reason = if eligible.is_empty() {
                     "no live member to run it".to_string()
                 } else {
-                    let frees: Vec<Capacity> = eligible.iter().filter_map(|n| free(n)).collect();
+                    let frees: Vec<Capacity> =
+                        eligible.iter().filter_map(|n| free(&reserved, n)).collect();
                     let memory_short = frees.iter().all(|f| f.memory_bytes < want.memory_bytes);
                     let cpu_short = frees.iter().all(|f| f.nano_cpus < want.nano_cpus);
                     match (memory_short, cpu_short) {
@@ -252,6 +434,73 @@ pub fn plan_with_capacity(
                     epoch: lease.epoch,
                     holder: lease.holder.clone(),
                     spec_generation: service.generation,
+                    displaced: Vec::new(),
+                },
+            ));
+        }
+    }
+
+    if observed.rebalance {
+        for (name, service) in services.iter().filter(|(_, s)| !s.deleted) {
+            if moving.contains(name) || service.spec.replicas < 2 {
+                continue;
+            }
+            let mut on: BTreeMap<&NodeId, Vec<u32>> =
+                eligible.iter().map(|n| (*n, vec![])).collect();
+            let settled = (0..service.spec.replicas).all(|index| {
+                let slot = SlotId {
+                    service: name.clone(),
+                    slot: index,
+                };
+                let Some(a) = assignments.get(&slot) else {
+                    return false;
+                };
+                let confirmed = observed.copies.get(&slot).is_some_and(|copies| {
+                    copies.len() == 1
+                        && copies[0].node == a.node
+                        && copies[0].generation == service.generation
+                        && health_rank(copies[0].health) == 0
+                });
+                if let Some(slots) = on.get_mut(&a.node) {
+                    slots.push(index);
+                }
+                confirmed && eligible.contains(&&a.node)
+            });
+            if !settled {
+                continue;
+            }
+            let Some((from, slots)) = on
+                .iter()
+                .max_by_key(|(n, s)| (s.len(), std::cmp::Reverse(**n)))
+            else {
+                continue;
+            };
+            let want = reservation(service);
+            let Some(index) = slots.iter().max().copied() else {
+                continue;
+            };
+            let slot = SlotId {
+                service: name.clone(),
+                slot: index,
+            };
+            let to = on
+                .iter()
+                .filter(|(n, s)| {
+                    s.len() + 2 <= slots.len() && fits(&reserved, n, want) && !avoided(&slot, n)
+                })
+                .min_by_key(|(n, s)| (s.len(), total.get(*n).copied().unwrap_or(0), **n))
+                .map(|(n, _)| *n);
+            let Some(to) = to else { continue };
+            reserve(&mut reserved, to, want);
+            *total.entry(to).or_default() += 1;
+            plan.put.push((
+                slot,
+                Assignment {
+                    node: to.clone(),
+                    epoch: lease.epoch,
+                    holder: lease.holder.clone(),
+                    spec_generation: service.generation,
+                    displaced: vec![(*from).clone()],
                 },
             ));
         }
@@ -546,6 +795,169 @@ mod tests {
             &BTreeMap::new(),
         );
         assert_eq!((p.put.len(), p.pending.len()), (10, 0));
+    }
+
+    fn copy(node: &str, age_s: u64, health: TaskHealth) -> RunningCopy {
+        RunningCopy {
+            node: id(node),
+            generation: 1,
+            age_ms: age_s * 1000,
+            health,
+        }
+    }
+
+    fn observed(copies: &[(u32, RunningCopy)], rebalance: bool) -> Observations {
+        let mut o = Observations {
+            reported: [id("a"), id("b"), id("c")].into(),
+            rebalance,
+            ..Observations::default()
+        };
+        for (slot, c) in copies {
+            o.copies
+                .entry(SlotId {
+                    service: ServiceName::new("web").expect("name"),
+                    slot: *slot,
+                })
+                .or_default()
+                .push(c.clone());
+        }
+        o
+    }
+
+    #[test]
+    fn a_heal_keeps_the_oldest_healthy_copy_and_leaves_undisputed_slots() {
+        let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
+        let services: BTreeMap<_, _> = [service("web", 2)].into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let mut assignments = BTreeMap::new();
+        let first = plan(&services, &members, &all, &assignments, &lease());
+        apply(&mut assignments, &first);
+        let slot0 = SlotId {
+            service: ServiceName::new("web").expect("name"),
+            slot: 0,
+        };
+        let on0 = assignments[&slot0].node.clone();
+        let on1 = assignments[&SlotId {
+            slot: 1,
+            ..slot0.clone()
+        }]
+            .node
+            .clone();
+        let other = ["a", "b", "c"]
+            .into_iter()
+            .map(id)
+            .find(|n| *n != on0 && *n != on1)
+            .expect("a third node");
+        // Slot 0 runs on its node (young) and on another (older): the older copy stays,
+        // the assigned one is displaced; slot 1 is undisputed and untouched.
+        let copies = observed(
+            &[
+                (0, copy(on0.as_str(), 5, TaskHealth::None)),
+                (0, copy(other.as_str(), 60, TaskHealth::None)),
+                (1, copy(on1.as_str(), 60, TaskHealth::None)),
+            ],
+            false,
+        );
+        let p = plan_observed(&services, &members, &all, &assignments, &lease(), &copies);
+        assert_eq!(p.put.len(), 1, "{p:?}");
+        assert_eq!(p.put[0].0, slot0);
+        assert_eq!(p.put[0].1.node, other);
+        assert_eq!(p.put[0].1.displaced, vec![on0.clone()]);
+        assert!(p.remove.is_empty());
+        apply(&mut assignments, &p);
+        // Judged: the same reports decide nothing more (no flip-flop).
+        let p = plan_observed(&services, &members, &all, &assignments, &lease(), &copies);
+        assert!(p.is_empty(), "{p:?}");
+        // Healthy beats unhealthy whatever the age; equal health and age: lowest node id.
+        let mut fresh = BTreeMap::new();
+        let first = plan(&services, &members, &all, &fresh, &lease());
+        apply(&mut fresh, &first);
+        let sick = observed(
+            &[
+                (0, copy("a", 90, TaskHealth::Unhealthy)),
+                (0, copy("b", 5, TaskHealth::Healthy)),
+                (0, copy("c", 5, TaskHealth::None)),
+            ],
+            false,
+        );
+        let p = plan_observed(&services, &members, &all, &fresh, &lease(), &sick);
+        let kept = p.put.iter().find(|(s, _)| *s == slot0).expect("judged");
+        assert_eq!(kept.1.node, id("b"), "{p:?}");
+        // The assigned node's own report is not in yet: wait for it.
+        let mut waiting = copies.clone();
+        waiting.reported.remove(&on0);
+        let p = plan_observed(&services, &members, &all, &fresh, &lease(), &waiting);
+        assert!(p.put.iter().all(|(s, _)| *s != slot0), "{p:?}");
+    }
+
+    #[test]
+    fn a_slot_whose_node_is_down_goes_where_a_copy_runs() {
+        let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
+        let services: BTreeMap<_, _> = [service("web", 1)].into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let mut assignments = BTreeMap::new();
+        let first = plan(&services, &members, &all, &assignments, &lease());
+        apply(&mut assignments, &first);
+        let was = assignments.values().next().expect("placed").node.clone();
+        let runs = if was == id("c") { "b" } else { "c" };
+        let live: BTreeSet<_> = all.iter().filter(|n| **n != was).cloned().collect();
+        let copies = observed(&[(0, copy(runs, 30, TaskHealth::None))], false);
+        let p = plan_observed(&services, &members, &live, &assignments, &lease(), &copies);
+        assert_eq!(p.put.len(), 1);
+        assert_eq!(p.put[0].1.node, id(runs), "{p:?}");
+    }
+
+    #[test]
+    fn rebalance_moves_one_replica_start_first_while_the_gap_is_two() {
+        let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
+        let services: BTreeMap<_, _> = [service("web", 4)].into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        // All four on "a" (the node that was cut off held them all).
+        let mut assignments = BTreeMap::new();
+        let mut copies = Vec::new();
+        for i in 0..4 {
+            assignments.insert(
+                SlotId {
+                    service: ServiceName::new("web").expect("name"),
+                    slot: i,
+                },
+                Assignment {
+                    node: id("a"),
+                    epoch: Epoch(2),
+                    holder: id("a"),
+                    spec_generation: 1,
+                    displaced: vec![],
+                },
+            );
+            copies.push((i, copy("a", 60, TaskHealth::None)));
+        }
+        let off = observed(&copies, false);
+        assert!(plan_observed(&services, &members, &all, &assignments, &lease(), &off).is_empty());
+        let on = observed(&copies, true);
+        let p = plan_observed(&services, &members, &all, &assignments, &lease(), &on);
+        assert_eq!(p.put.len(), 1, "one replica at a time: {p:?}");
+        assert_eq!(p.put[0].1.node, id("b"));
+        assert_eq!(p.put[0].1.displaced, vec![id("a")]);
+        // While the move is under way (the new copy not confirmed), nothing else moves.
+        apply(&mut assignments, &p);
+        let p = plan_observed(&services, &members, &all, &assignments, &lease(), &on);
+        assert!(p.is_empty(), "{p:?}");
+        // A gap of one is spread enough.
+        let mut spread = copies.clone();
+        spread[3] = (3, copy("b", 1, TaskHealth::None));
+        spread[2] = (2, copy("c", 1, TaskHealth::None));
+        let mut placed = assignments.clone();
+        for (slot, node) in [(2, "c"), (3, "b")] {
+            if let Some(a) = placed.get_mut(&SlotId {
+                service: ServiceName::new("web").expect("name"),
+                slot,
+            }) {
+                a.node = id(node);
+                a.displaced.clear();
+            }
+        }
+        let on = observed(&spread, true);
+        assert!(plan_observed(&services, &members, &all, &placed, &lease(), &on).is_empty());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use warren_crdt::{HistoryEntry, NodeId, SecretRecord, ServiceName, Store};
 use warren_mesh::{MeshEvent, MeshHandle, Multiaddr, PeerId, RequestKind, Response, Topic};
 
 use super::NodeError;
-use crate::core::{DesiredTask, Millis};
+use crate::core::{Desired, Millis};
 use crate::machine::{Channel, NodeMachine, Output, Snapshot, Write, WriteAck, WriteError};
 use crate::protocol::{EngineStatus, TaskStatus};
 
@@ -42,7 +42,7 @@ struct SyncReply {
 pub(crate) struct Wiring {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: mpsc::Receiver<MeshEvent>,
-    pub(crate) desired_tx: watch::Sender<Option<Vec<DesiredTask>>>,
+    pub(crate) desired_tx: watch::Sender<Option<Desired>>,
     pub(crate) secrets_tx: watch::Sender<Arc<BTreeMap<String, SecretRecord>>>,
     pub(crate) local_status: watch::Receiver<Vec<TaskStatus>>,
     pub(crate) engine_status: watch::Receiver<Option<EngineStatus>>,
@@ -272,7 +272,8 @@ impl NodeActor {
                 }
             }
             MeshEvent::ConnectionEstablished { peer, .. } => {
-                self.machine.handle_connected(&node_id(&peer));
+                let now = self.now();
+                self.machine.handle_connected(&node_id(&peer), now);
             }
             MeshEvent::ConnectionClosed { peer } => {
                 self.machine.handle_disconnected(&node_id(&peer));
@@ -296,7 +297,7 @@ impl NodeActor {
             .set_engine_status(wiring.engine_status.borrow().clone());
         self.machine.handle_tick(now);
         let _ = self.drive().await;
-        let desired = self.machine.desired_tasks();
+        let desired = self.machine.desired(now);
         let records = self.machine.state().secrets();
         wiring.secrets_tx.send_if_modified(|current| {
             if **current == records {

@@ -834,7 +834,9 @@ async fn list_services(State(state): State<ApiState>) -> Json<Vec<ServiceSummary
                 running: s
                     .tasks
                     .iter()
-                    .filter(|t| t.service == svc.name && t.state == "running")
+                    .filter(|t| {
+                        t.service == svc.name && t.state == crate::protocol::TaskState::Running
+                    })
                     .count(),
                 generation: svc.generation,
             })

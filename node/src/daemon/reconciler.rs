@@ -19,10 +19,10 @@ use warren_runtime::{
 
 use super::secret_files;
 use crate::core::{
-    ActualTask, ActualTaskState, DesiredTask, Millis, RestartPhase, RuntimeAction, Supervisor,
-    TaskHealth, TaskRestartStatus,
+    container_for, round_statuses, short_id, task_status, ActualTask, ActualTaskState, Desired,
+    DesiredTask, Millis, Round, RuntimeAction, Supervisor, TaskHealth,
 };
-use crate::protocol::{EngineStatus, TaskStatus};
+use crate::protocol::{EngineStatus, TaskState, TaskStatus};
 use crate::secrets::SecretKeys;
 
 fn actual_state(state: ContainerState) -> ActualTaskState {
@@ -43,7 +43,9 @@ fn task_health(health: Option<HealthStatus>) -> TaskHealth {
     }
 }
 
-fn actual_task(c: &ContainerInfo) -> Option<ActualTask> {
+/// A container as the core sees it; `now_secs` is this host's Unix time (the engine's clock
+/// is this host's, so the age needs no trust in other devices' clocks).
+fn actual_task(c: &ContainerInfo, now_secs: i64) -> Option<ActualTask> {
     Some(ActualTask {
         id: c.id.clone(),
         slot: SlotId {
@@ -55,7 +57,34 @@ fn actual_task(c: &ContainerInfo) -> Option<ActualTask> {
         exit_code: c.exit_code,
         health: task_health(c.health),
         detail: c.detail.clone(),
+        engine_state: engine_state(c.state),
+        status: c.status.clone(),
+        ports: c.ports.clone(),
+        age_ms: (c.created_secs > 0).then(|| {
+            u64::try_from(now_secs.saturating_sub(c.created_secs))
+                .unwrap_or(0)
+                .saturating_mul(1000)
+        }),
     })
+}
+
+fn engine_state(state: ContainerState) -> TaskState {
+    match state {
+        ContainerState::Created => TaskState::Created,
+        ContainerState::Running => TaskState::Running,
+        ContainerState::Paused => TaskState::Paused,
+        ContainerState::Restarting => TaskState::Restarting,
+        ContainerState::Removing => TaskState::Removing,
+        ContainerState::Exited => TaskState::Exited,
+        ContainerState::Dead => TaskState::Dead,
+        ContainerState::Unknown => TaskState::Unknown,
+    }
+}
+
+fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// What the reconciler needs to hand secrets to containers.
@@ -394,7 +423,7 @@ pub(crate) struct Reports {
 pub(crate) async fn run<C: Connector>(
     connector: C,
     node: NodeId,
-    mut desired: watch::Receiver<Option<Vec<DesiredTask>>>,
+    mut desired: watch::Receiver<Option<Desired>>,
     reports: Reports,
     secrets: SecretContext,
     interval: Duration,
@@ -424,7 +453,7 @@ pub(crate) async fn run<C: Connector>(
                     if let Some(want) = desired.borrow().as_ref() {
                         reports
                             .tasks
-                            .send_replace(engine_down(want, &engine.status));
+                            .send_replace(engine_down(&want.tasks, &engine.status));
                     }
                     tokio::select! {
                         biased;
@@ -436,7 +465,7 @@ pub(crate) async fn run<C: Connector>(
         };
         // `None` until the actor has read the document once: reconciling against "nothing
         // assigned" would remove every container a restarted node still runs.
-        let Some(want) = desired.borrow_and_update().clone() else {
+        let Some(Desired { tasks: want, held }) = desired.borrow_and_update().clone() else {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
@@ -444,6 +473,7 @@ pub(crate) async fn run<C: Connector>(
             }
         };
         let now = Millis(origin.elapsed().as_millis() as u64);
+        supervisor.set_held(held);
         let images: Vec<&str> = want.iter().map(|t| t.spec.image.as_str()).collect();
         pulls.keep_only(&images);
         match round(
@@ -458,17 +488,17 @@ pub(crate) async fn run<C: Connector>(
         )
         .await
         {
-            Ok((containers, restarts)) => {
+            Ok((actual, decided)) => {
                 last_list_error = None;
-                last_running = containers
+                last_running = actual
                     .iter()
-                    .filter(|c| c.state == ContainerState::Running)
+                    .filter(|c| c.state == ActualTaskState::Running)
                     .map(|c| c.id.clone())
                     .collect();
                 reports.tasks.send_replace(statuses(
                     &want,
-                    &containers,
-                    &restarts,
+                    &actual,
+                    &decided,
                     &errors,
                     &pulls.snapshot(),
                 ));
@@ -496,7 +526,7 @@ pub(crate) async fn run<C: Connector>(
                 last_list_error = Some(text.clone());
                 let unknown = want
                     .iter()
-                    .map(|t| status_of(t, None, None, Some(&text), "unknown"))
+                    .map(|t| task_status(t, None, None, Some(&text), TaskState::Unknown))
                     .collect();
                 reports.tasks.send_replace(unknown);
             }
@@ -517,7 +547,7 @@ fn engine_down(want: &[DesiredTask], engine: &EngineStatus) -> Vec<TaskStatus> {
             TaskStatus {
                 service: t.slot.service.to_string(),
                 slot: t.slot.slot,
-                state: "unknown".into(),
+                state: TaskState::Unknown,
                 status: "container engine unreachable; the task resumes when it is back".into(),
                 error: engine.error.clone(),
                 ..Default::default()
@@ -527,7 +557,9 @@ fn engine_down(want: &[DesiredTask], engine: &EngineStatus) -> Vec<TaskStatus> {
         .collect()
 }
 
-type Listed = (Vec<ContainerInfo>, BTreeMap<SlotId, TaskRestartStatus>);
+/// A round's result: the containers listed after its actions, as the core sees them, and
+/// its decisions.
+type Listed = (Vec<ActualTask>, Round);
 
 /// One round: list, decide, act (actions run concurrently: a stop or removal waits for the
 /// container's stop timeout), list again if anything was done.
@@ -543,7 +575,11 @@ async fn round<R: ContainerRuntime + Clone>(
     errors: &mut BTreeMap<SlotId, String>,
 ) -> Result<Listed, warren_runtime::RuntimeError> {
     let containers = runtime.list_tasks(node.as_str()).await?;
-    let actual: Vec<ActualTask> = containers.iter().filter_map(actual_task).collect();
+    let now_secs = unix_now_secs();
+    let actual: Vec<ActualTask> = containers
+        .iter()
+        .filter_map(|c| actual_task(c, now_secs))
+        .collect();
     // An error of an earlier action is over once the slot's container runs.
     errors.retain(|slot, _| {
         want.iter().any(|t| t.slot == *slot)
@@ -553,7 +589,7 @@ async fn round<R: ContainerRuntime + Clone>(
     });
     let decided = supervisor.round(want, &actual, now);
     if decided.actions.is_empty() {
-        return Ok((containers, decided.tasks));
+        return Ok((actual, decided));
     }
     let records = secrets.records.borrow().clone();
     let results = join_all(decided.actions.iter().map(|action| {
@@ -625,110 +661,51 @@ async fn round<R: ContainerRuntime + Clone>(
     let containers = runtime.list_tasks(node.as_str()).await?;
     let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
     secret_files::sweep(&secrets.root, &names);
-    Ok((containers, decided.tasks))
+    let now_secs = unix_now_secs();
+    let actual = containers
+        .iter()
+        .filter_map(|c| actual_task(c, now_secs))
+        .collect();
+    Ok((actual, decided))
 }
 
 fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
+    short_id(id)
 }
 
-fn status_of(
-    task: &DesiredTask,
-    container: Option<&ContainerInfo>,
-    restart: Option<&TaskRestartStatus>,
-    error: Option<&String>,
-    fallback_state: &str,
-) -> TaskStatus {
-    let running = container.is_some_and(|c| c.state == ContainerState::Running);
-    let phase = restart.map(|r| r.phase);
-    let last_error = restart.and_then(|r| r.last_error.clone());
-    let (state, status) = if running {
-        ("running".to_string(), container.map(|c| c.status.clone()))
-    } else if let Some(e) = error {
-        ("failed".to_string(), Some(e.clone()))
-    } else {
-        match (phase, restart) {
-            (Some(RestartPhase::Failed), Some(r)) => (
-                "failed".to_string(),
-                Some(format!(
-                    "gave up after {} restarts: {}",
-                    r.restarts,
-                    last_error.clone().unwrap_or_default()
-                )),
-            ),
-            (Some(RestartPhase::BackingOff), Some(r)) => (
-                "restarting".to_string(),
-                Some(format!(
-                    "restart {} in {:.1} s (backing off)",
-                    r.restarts.saturating_add(1),
-                    r.next_restart_in_ms.unwrap_or(0) as f64 / 1000.0
-                )),
-            ),
-            _ => match container {
-                Some(c) => (c.state.as_str().to_string(), Some(c.status.clone())),
-                None => (fallback_state.to_string(), None),
-            },
-        }
-    };
-    TaskStatus {
-        service: task.slot.service.to_string(),
-        slot: task.slot.slot,
-        state,
-        status: status.unwrap_or_default(),
-        container: container
-            .map(|c| short(&c.id).to_string())
-            .unwrap_or_default(),
-        ports: container.map(|c| c.ports.clone()).unwrap_or_default(),
-        health: container
-            .map(|c| task_health(c.health).as_str().to_string())
-            .unwrap_or_default(),
-        exit_code: container
-            .and_then(|c| c.exit_code)
-            .or_else(|| restart.and_then(|r| r.last_exit_code)),
-        restarts: restart.map_or(0, |r| r.restarts),
-        next_restart_ms: restart.and_then(|r| r.next_restart_in_ms),
-        error: error.cloned().or(last_error).unwrap_or_default(),
-    }
-    .bounded()
-}
-
+/// The reports of a round ([`round_statuses`]), with what the pulls in the background say
+/// of tasks whose container of the current generation does not exist yet.
 fn statuses(
     want: &[DesiredTask],
-    containers: &[ContainerInfo],
-    restarts: &BTreeMap<SlotId, TaskRestartStatus>,
+    actual: &[ActualTask],
+    decided: &Round,
     errors: &BTreeMap<SlotId, String>,
     pulls: &BTreeMap<String, PullState>,
 ) -> Vec<TaskStatus> {
     let now = std::time::Instant::now();
-    want.iter()
-        .map(|task| {
-            let container = containers
-                .iter()
-                .filter(|c| c.service == task.slot.service.as_str() && c.slot == task.slot.slot)
-                .max_by_key(|c| {
-                    (
-                        c.generation == task.generation,
-                        c.state == ContainerState::Running,
-                    )
-                });
-            let current = container.is_some_and(|c| c.generation == task.generation);
-            match pulls.get(&task.spec.image).filter(|_| !current) {
-                Some(PullState::Pulling(progress)) => TaskStatus {
+    let mut out = round_statuses(want, actual, decided, errors, TaskState::Pending);
+    for (task, status) in want.iter().zip(out.iter_mut()) {
+        let current = container_for(task, actual).is_some_and(|c| c.generation == task.generation);
+        match pulls.get(&task.spec.image).filter(|_| !current) {
+            Some(PullState::Pulling(progress)) => {
+                *status = TaskStatus {
                     service: task.slot.service.to_string(),
                     slot: task.slot.slot,
-                    state: "pulling".into(),
+                    state: TaskState::Pulling,
                     status: format!("pulling {}: {progress}", task.spec.image),
                     ..Default::default()
                 }
-                .bounded(),
-                Some(PullState::Failed {
-                    error,
-                    attempts,
-                    retry_at,
-                }) => TaskStatus {
+                .bounded();
+            }
+            Some(PullState::Failed {
+                error,
+                attempts,
+                retry_at,
+            }) => {
+                *status = TaskStatus {
                     service: task.slot.service.to_string(),
                     slot: task.slot.slot,
-                    state: "pending".into(),
+                    state: TaskState::Pending,
                     status: format!(
                         "image pull failed ({attempts} {}); next try in {:.0} s",
                         if *attempts == 1 {
@@ -741,17 +718,12 @@ fn statuses(
                     error: error.clone(),
                     ..Default::default()
                 }
-                .bounded(),
-                None => status_of(
-                    task,
-                    container,
-                    restarts.get(&task.slot),
-                    errors.get(&task.slot),
-                    "pending",
-                ),
+                .bounded();
             }
-        })
-        .collect()
+            None => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -766,6 +738,7 @@ mod tests {
                 slot: 0,
             },
             epoch: Epoch(1),
+            holder: NodeId("a".into()),
             generation: 1,
             spec: ServiceSpec {
                 image: image.into(),
@@ -788,8 +761,8 @@ mod tests {
                 bytes_total: 2 << 20,
             }),
         );
-        let s = statuses(&want, &[], &BTreeMap::new(), &BTreeMap::new(), &pulls);
-        assert_eq!(s[0].state, "pulling");
+        let s = statuses(&want, &[], &Round::default(), &BTreeMap::new(), &pulls);
+        assert_eq!(s[0].state, TaskState::Pulling);
         assert_eq!(
             s[0].status,
             "pulling app:1: 1/2 layers, 1.0 MiB of 2.0 MiB (50%)"
@@ -803,8 +776,8 @@ mod tests {
                 retry_at: std::time::Instant::now() + Duration::from_secs(4),
             },
         );
-        let s = statuses(&want, &[], &BTreeMap::new(), &BTreeMap::new(), &pulls);
-        assert_eq!(s[0].state, "pending");
+        let s = statuses(&want, &[], &Round::default(), &BTreeMap::new(), &pulls);
+        assert_eq!(s[0].state, TaskState::Pending);
         assert!(s[0]
             .status
             .starts_with("image pull failed (2 attempts); next try in"));
@@ -813,11 +786,11 @@ mod tests {
         let s = statuses(
             &[task("other:1")],
             &[],
-            &BTreeMap::new(),
+            &Round::default(),
             &BTreeMap::new(),
             &pulls,
         );
-        assert_eq!(s[0].state, "pending");
+        assert_eq!(s[0].state, TaskState::Pending);
         assert_eq!(s[0].error, "");
     }
 
@@ -829,7 +802,7 @@ mod tests {
             ..Default::default()
         };
         let s = engine_down(&[task("app:1")], &engine);
-        assert_eq!(s[0].state, "unknown");
+        assert_eq!(s[0].state, TaskState::Unknown);
         assert!(s[0].status.contains("engine unreachable"));
         assert_eq!(s[0].error, engine.error);
     }

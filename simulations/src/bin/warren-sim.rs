@@ -63,6 +63,8 @@ enum BrokenRule {
     HolderNeverStepsDown,
     /// The lease merge rule: each replica keeps its own concurrent claim.
     OwnClaimWins,
+    /// The heal's keep rule: a copy of a slot assigned elsewhere stops at once.
+    StopAtOnce,
 }
 
 impl BrokenRule {
@@ -71,6 +73,7 @@ impl BrokenRule {
             None => RuleBreak::None,
             Some(BrokenRule::HolderNeverStepsDown) => RuleBreak::HolderNeverStepsDown,
             Some(BrokenRule::OwnClaimWins) => RuleBreak::OwnClaimWins,
+            Some(BrokenRule::StopAtOnce) => RuleBreak::StopAtOnce,
         }
     }
 }
