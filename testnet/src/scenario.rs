@@ -18,13 +18,20 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::cluster::{
-    lease, liveness, Bins, CliHandle, Cluster, Error, FaultRecord, UpOptions, HTTPD, IMAGE,
+    lease, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions, HTTPD,
+    IMAGE,
 };
 
 /// Pause between two polls of one node in `convergence` (polling flat out starves the nodes
 /// of CPU on a small machine).
 const POLL_GAP: Duration = Duration::from_millis(20);
-const SPLIT_SERVICES: [&str; 4] = ["sb", "sb2", "left-svc", "right-svc"];
+const SPLIT_SERVICES: [&str; 5] = ["sb", "sb2", "sb-still", "left-svc", "right-svc"];
+/// The service of `split-brain` that no write touches during the split.
+const STILL: &str = "sb-still";
+/// Period of the engine samples that look for zero-replica windows.
+const SAMPLE_PERIOD: Duration = Duration::from_millis(150);
+/// Time the gradual rebalance gets, after settling, to bring the spread to max − min ≤ 1.
+const SPREAD_DEADLINE: Duration = Duration::from_secs(60);
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(10);
 const PLACE_DEADLINE: Duration = Duration::from_secs(60);
 const LEASE_DEADLINE: Duration = Duration::from_secs(30);
@@ -548,8 +555,9 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
     let n = c.len();
     create(&h, 0, "sb", n as u32, true)?;
     create(&h, 0, "sb2", 2, true)?;
+    create(&h, 0, STILL, 3, true)?;
     c.wait_for("services placed and running", PLACE_DEADLINE, |c| {
-        c.check_replicas(0, &["sb", "sb2"])
+        c.check_replicas(0, &["sb", "sb2", STILL])
     })?;
     let a: Vec<usize> = vec![0, 1];
     let b: Vec<usize> = (2..n).collect();
@@ -584,7 +592,11 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
         check_group_running(c, a[0], &a)?;
         check_group_running(c, b[0], &b)
     })?;
-    let before = running_ids(c)?;
+    // The containers at the moment of the heal, and the engine sampled from just before it
+    // until the spread is restored.
+    let sampler = c.sample_containers(SAMPLE_PERIOD, HEAL_DEADLINE + SPREAD_DEADLINE);
+    let at_heal = c.containers()?;
+    let before: BTreeSet<String> = running(&at_heal).map(|x| x.id.clone()).collect();
     fig.add("containers running at the heal", before.len().to_string());
     c.heal()?;
     let healed = Instant::now();
@@ -592,7 +604,7 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
     let mut one_doc = None;
     let mut one_leader = None;
     let mut replicas = None;
-    c.wait_for(
+    let settled = c.wait_for(
         "one document, one leader, right replicas",
         HEAL_DEADLINE,
         |c| {
@@ -617,33 +629,243 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
             c.check_converged(&nodes)?;
             c.check_replicas(0, &SPLIT_SERVICES)
         },
-    )?;
-    let done = healed.elapsed();
+    );
+    let settled = match settled {
+        Ok(()) => healed.elapsed(),
+        Err(e) => {
+            let _ = sampler.stop();
+            return Err(e);
+        }
+    };
+    // What the heal itself did: judged once the counts are right, before any rebalance move.
     let after = running_ids(c)?;
+    let services = c.services(0)?;
+    let spread = c.wait_for("spread restored", SPREAD_DEADLINE, |c| check_spread(c, 0));
+    let spread_at = spread.as_ref().ok().map(|()| healed.elapsed());
+    let samples = sampler.stop();
     let show = |d: Option<Duration>| d.map_or("-".to_string(), ms);
     fig.add("heal -> one document (equal heads)", show(one_doc));
     fig.add("heal -> one leader", show(one_leader));
     fig.add("heal -> right replica counts", show(replicas));
-    fig.add("heal -> all of it at once", ms(done));
+    fig.add("heal -> all of it at once", ms(settled));
+    fig.add("heal -> spread restored (max - min <= 1)", show(spread_at));
+    let parsed: Vec<Vec<Container>> = samples
+        .iter()
+        .map(|(_, out)| c.parse_containers(out))
+        .collect();
+    let judged = judge_heal(&at_heal, &after, &services, &parsed);
+    fig.add("duplicates at the heal", judged.duplicates.to_string());
     fig.add(
-        "containers stopped by the heal",
-        before.difference(&after).count().to_string(),
+        "slots beyond the merged counts at the heal",
+        judged.surplus.to_string(),
+    );
+    fig.add("slots missing at the heal", judged.missing.to_string());
+    fig.add("containers stopped by the heal", judged.stops.to_string());
+    fig.add("containers started by the heal", judged.starts.to_string());
+    fig.add(
+        "stopped / started, unchanged service sb-still",
+        format!(
+            "{} / {} (duplicates {})",
+            judged.still_stops, judged.still_starts, judged.still_duplicates
+        ),
     );
     fig.add(
-        "containers started by the heal",
-        after.difference(&before).count().to_string(),
+        "engine samples after the heal",
+        format!("{} (every {})", samples.len(), ms(SAMPLE_PERIOD)),
     );
-    let services = c.services(0)?;
+    fig.add(
+        "zero-replica windows",
+        format!("{} {:?}", judged.zero_windows.len(), judged.zero_windows),
+    );
     fig.add(
         "replicas after merge (sb, sb2)",
         format!("{:?}, {:?}", services.get("sb"), services.get("sb2")),
     );
+    let mut failures = judged.failures;
+    if let Err(e) = spread {
+        failures.push(format!("spread not restored: {e}"));
+    }
     let missing = missing_writes(c, &acked)?;
     fig.add("acknowledged writes lost", missing.len().to_string());
     if !missing.is_empty() {
-        return Err(failed(format!("acknowledged writes lost: {missing:?}")));
+        failures.push(format!("acknowledged writes lost: {missing:?}"));
+    }
+    let mut scales = BTreeMap::new();
+    // Concurrent scales of sb on both sides: either last acknowledged value may win.
+    scales.insert("sb".to_string(), vec![3, n as u64 + 1]);
+    scales.insert("sb2".to_string(), vec![3]);
+    let wrong = wrong_scales(c, &scales)?;
+    fig.add(
+        "acknowledged scales not visible (or superseded)",
+        wrong.len().to_string(),
+    );
+    if !wrong.is_empty() {
+        failures.push(format!("acknowledged scales lost: {wrong:?}"));
+    }
+    if !failures.is_empty() {
+        return Err(failed(failures.join("; ")));
     }
     Ok(())
+}
+
+fn running(list: &[Container]) -> impl Iterator<Item = &Container> {
+    list.iter().filter(|x| x.state == "running")
+}
+
+/// What a heal did, from the containers at the heal, once settled, and the samples between.
+#[derive(Debug, Default)]
+struct HealJudgement {
+    /// Σ over slots (wanted after the merge) of running copies − 1 at the heal.
+    duplicates: usize,
+    /// Running containers at the heal whose slot is ≥ the merged replica count.
+    surplus: usize,
+    /// Slots < the merged replica count with no running copy at the heal.
+    missing: usize,
+    stops: usize,
+    starts: usize,
+    still_duplicates: usize,
+    still_stops: usize,
+    still_starts: usize,
+    /// Slots (wanted after the merge) that ran at the heal and were seen with no running copy.
+    zero_windows: BTreeSet<(String, u32)>,
+    failures: Vec<String>,
+}
+
+/// Judges a heal by the DESIGN §5 rules: it stops at most the duplicates (plus the slots the
+/// merged counts drop), starts at most the slots no side ran (none for the unchanged service
+/// `sb-still`), and a wanted slot that ran at the heal is never seen with no running copy.
+fn judge_heal(
+    at_heal: &[Container],
+    after: &BTreeSet<String>,
+    services: &BTreeMap<String, u64>,
+    samples: &[Vec<Container>],
+) -> HealJudgement {
+    let mut j = HealJudgement::default();
+    let wanted = |x: &Container| {
+        services
+            .get(&x.service)
+            .is_some_and(|&r| u64::from(x.slot) < r)
+    };
+    let mut copies: BTreeMap<(String, u32), usize> = BTreeMap::new();
+    for x in running(at_heal) {
+        if wanted(x) {
+            *copies.entry((x.service.clone(), x.slot)).or_default() += 1;
+        } else {
+            j.surplus += 1;
+        }
+    }
+    for ((service, _), &k) in &copies {
+        j.duplicates += k - 1;
+        if service == STILL {
+            j.still_duplicates += k - 1;
+        }
+    }
+    for (name, &r) in services {
+        j.missing += (0..r as u32)
+            .filter(|&slot| !copies.contains_key(&(name.clone(), slot)))
+            .count();
+    }
+    let before: BTreeMap<&str, &Container> = running(at_heal).map(|x| (x.id.as_str(), x)).collect();
+    for (id, x) in &before {
+        if !after.contains(*id) {
+            j.stops += 1;
+            if x.service == STILL {
+                j.still_stops += 1;
+            }
+        }
+    }
+    // Containers started by the heal: running once settled, not at the heal; their service
+    // is known from the samples (the last one holds them).
+    let last: BTreeMap<&str, &Container> = samples
+        .iter()
+        .flatten()
+        .map(|x| (x.id.as_str(), x))
+        .collect();
+    for id in after.iter().filter(|id| !before.contains_key(id.as_str())) {
+        j.starts += 1;
+        if last.get(id.as_str()).is_some_and(|x| x.service == STILL) {
+            j.still_starts += 1;
+        }
+    }
+    for sample in samples {
+        let mut seen: BTreeSet<(String, u32)> = BTreeSet::new();
+        for x in running(sample) {
+            seen.insert((x.service.clone(), x.slot));
+        }
+        for slot in copies.keys() {
+            if !seen.contains(slot) {
+                j.zero_windows.insert(slot.clone());
+            }
+        }
+    }
+    if j.stops > j.duplicates + j.surplus {
+        j.failures.push(format!(
+            "the heal stopped {} containers, more than the {} duplicates and {} slots beyond the merged counts",
+            j.stops, j.duplicates, j.surplus
+        ));
+    }
+    if j.starts > j.missing {
+        j.failures.push(format!(
+            "the heal started {} containers, more than the {} slots no side ran",
+            j.starts, j.missing
+        ));
+    }
+    if j.still_stops > j.still_duplicates || j.still_starts > 0 {
+        j.failures.push(format!(
+            "unchanged service {STILL}: {} stopped (duplicates {}), {} started (must be 0)",
+            j.still_stops, j.still_duplicates, j.still_starts
+        ));
+    }
+    if !j.zero_windows.is_empty() {
+        j.failures.push(format!(
+            "{} slots that ran at the heal were seen with no running copy: {:?}",
+            j.zero_windows.len(),
+            j.zero_windows
+        ));
+    }
+    j
+}
+
+/// Ok when, for every service node `at` knows, the running replicas per node of the cluster
+/// differ by at most 1 between the nodes (every node counts, those with none too).
+fn check_spread(c: &Cluster, at: usize) -> Result<(), String> {
+    let services = c.services(at).map_err(|e| e.to_string())?;
+    let containers = c.containers().map_err(|e| e.to_string())?;
+    for name in services.keys() {
+        let mut per_node = vec![0usize; c.len()];
+        for x in running(&containers).filter(|x| &x.service == name) {
+            per_node[x.node] += 1;
+        }
+        let (lo, hi) = (
+            per_node.iter().min().copied().unwrap_or(0),
+            per_node.iter().max().copied().unwrap_or(0),
+        );
+        if hi - lo > 1 {
+            return Err(format!("service {name}: replicas per node {per_node:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Acknowledged scales not visible at some node. `scales` maps a service to the values that
+/// may win: the last value acknowledged on each side of a split (concurrent writes: one of
+/// them is kept by the merge). Returns (service, node, value seen) for every node whose value
+/// is none of them.
+fn wrong_scales(
+    c: &Cluster,
+    scales: &BTreeMap<String, Vec<u64>>,
+) -> Result<Vec<(String, usize, Option<u64>)>, Error> {
+    let mut wrong = Vec::new();
+    for i in 0..c.len() {
+        let known = c.services(i)?;
+        for (name, ok) in scales {
+            let seen = known.get(name).copied();
+            if !seen.is_some_and(|v| ok.contains(&v)) {
+                wrong.push((name.clone(), i, seen));
+            }
+        }
+    }
+    Ok(wrong)
 }
 
 // ----- autonomy -----
