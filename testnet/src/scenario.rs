@@ -577,9 +577,20 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
         create(&h, b[k % b.len()], &right, 0, false)?;
         acked.push(right);
     }
-    h.run(a[0], &["service", "scale", "sb", "3"])?;
-    h.run(b[0], &["service", "scale", "sb", &(n + 1).to_string()])?;
-    h.run(b[1], &["service", "scale", "sb2", "3"])?;
+    let mut scales = Vec::new();
+    for (at, service, value) in [
+        (a[0], "sb", 3),
+        (b[0], "sb", n as u64 + 1),
+        (b[1], "sb2", 3),
+    ] {
+        h.run(at, &["service", "scale", service, &value.to_string()])?;
+        scales.push(ScaleWrite {
+            service: service.to_string(),
+            node: at,
+            value,
+            acked: true,
+        });
+    }
     create(&h, a[1], "left-svc", 1, true)?;
     create(&h, b[2 % b.len()], "right-svc", 1, true)?;
     acked.push("left-svc".into());
@@ -690,11 +701,9 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
     if !missing.is_empty() {
         failures.push(format!("acknowledged writes lost: {missing:?}"));
     }
-    let mut scales = BTreeMap::new();
-    // Concurrent scales of sb on both sides: either last acknowledged value may win.
-    scales.insert("sb".to_string(), vec![3, n as u64 + 1]);
-    scales.insert("sb2".to_string(), vec![3]);
-    let wrong = wrong_scales(c, &scales)?;
+    // Concurrent scales of sb on both sides: either may win; sb2's one scale must hold.
+    let initial = BTreeMap::from([("sb".to_string(), n as u64), ("sb2".to_string(), 2)]);
+    let wrong = wrong_scales(c, &scale_candidates(&initial, &scales))?;
     fig.add(
         "acknowledged scales not visible (or superseded)",
         wrong.len().to_string(),
@@ -706,6 +715,25 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
         return Err(failed(failures.join("; ")));
     }
     Ok(())
+}
+
+/// Containers running in `before` that some sample shows not running (or gone), except those
+/// in `allowed`: (id, node, service, slot), each once.
+fn stopped_in_samples(
+    before: &[Container],
+    samples: &[Vec<Container>],
+    allowed: &[&str],
+) -> Vec<(String, usize, String, u32)> {
+    let mut stopped = Vec::new();
+    for x in running(before).filter(|x| !allowed.contains(&x.id.as_str())) {
+        let gone = samples
+            .iter()
+            .any(|sample| !running(sample).any(|y| y.id == x.id));
+        if gone {
+            stopped.push((x.id.clone(), x.node, x.service.clone(), x.slot));
+        }
+    }
+    stopped
 }
 
 fn running(list: &[Container]) -> impl Iterator<Item = &Container> {
@@ -847,6 +875,46 @@ fn check_spread(c: &Cluster, at: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// One `service scale` a scenario sent.
+#[derive(Debug, Clone)]
+struct ScaleWrite {
+    service: String,
+    /// The node it was sent to.
+    node: usize,
+    value: u64,
+    /// `warren-cli` exited 0.
+    acked: bool,
+}
+
+/// The replica counts each scaled service may end with after every heal: what an acknowledged
+/// scale must leave visible, unless a later or concurrent write superseded it. A node's later
+/// write follows its earlier one causally, so of each node's writes only the last acknowledged
+/// one can win, or one sent after it and not acknowledged (it may have been applied anyway).
+/// A service no acknowledged scale touched may also keep its `initial` count.
+fn scale_candidates(
+    initial: &BTreeMap<String, u64>,
+    scales: &[ScaleWrite],
+) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut per_node: BTreeMap<(&str, usize), Vec<&ScaleWrite>> = BTreeMap::new();
+    for w in scales {
+        per_node.entry((&w.service, w.node)).or_default().push(w);
+    }
+    for ((service, _), writes) in &per_node {
+        let last_acked = writes.iter().rposition(|w| w.acked);
+        let from = last_acked.unwrap_or(0);
+        let values = out.entry(service.to_string()).or_default();
+        values.extend(writes[from..].iter().map(|w| w.value));
+    }
+    for (service, &value) in initial {
+        let any_acked = scales.iter().any(|w| &w.service == service && w.acked);
+        if !any_acked {
+            out.entry(service.clone()).or_default().push(value);
+        }
+    }
+    out
+}
+
 /// Acknowledged scales not visible at some node. `scales` maps a service to the values that
 /// may win: the last value acknowledged on each side of a split (concurrent writes: one of
 /// them is kept by the merge). Returns (service, node, value seen) for every node whose value
@@ -898,7 +966,14 @@ fn autonomy(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
         format!("node {k}, running {} containers", mine.len()),
     );
     let others: Vec<usize> = (0..n).filter(|&i| i != k).collect();
-    c.isolate(k)?;
+    // Every task of either side, watched for the whole partition.
+    let sampler = c.sample_containers(SAMPLE_PERIOD, HEAL_DEADLINE + SETTLE_DEADLINE);
+    let at_cut = c.containers()?;
+    let isolated = c.isolate(k);
+    if let Err(e) = isolated {
+        let _ = sampler.stop();
+        return Err(e);
+    }
     let cut = Instant::now();
     let dead = c.peer(k).to_string();
     c.wait_for(
@@ -975,6 +1050,31 @@ fn autonomy(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
         },
     )?;
     fig.add("docker kill -> restarted locally", ms(killed.elapsed()));
+    let samples = sampler.stop();
+    let parsed: Vec<Vec<Container>> = samples
+        .iter()
+        .map(|(_, out)| c.parse_containers(out))
+        .collect();
+    // The container killed on purpose is the only one allowed to stop.
+    let stopped = stopped_in_samples(&at_cut, &parsed, &[victim.id.as_str()]);
+    fig.add(
+        "partition watched",
+        format!(
+            "{} engine samples every {} over {}",
+            parsed.len(),
+            ms(SAMPLE_PERIOD),
+            ms(cut.elapsed())
+        ),
+    );
+    fig.add(
+        "tasks stopped by the partition (either side)",
+        format!("{} {stopped:?}", stopped.len()),
+    );
+    if !stopped.is_empty() {
+        return Err(failed(format!(
+            "the partition stopped tasks (id, node, service, slot): {stopped:?}"
+        )));
+    }
     c.heal()?;
     let healed = Instant::now();
     c.wait_for("one document after the heal", HEAL_DEADLINE, |c| {
@@ -1009,6 +1109,7 @@ struct WriterReport {
     attempts: usize,
     acked: Vec<String>,
     scales_acked: usize,
+    scales: Vec<ScaleWrite>,
 }
 
 fn writer(
@@ -1043,9 +1144,14 @@ fn writer(
         } else {
             let service = if rng.gen_bool(0.5) { "ch-a" } else { "ch-b" };
             let replicas = rng.gen_range(1..=3u32).to_string();
-            if h.run(at, &["service", "scale", service, &replicas]).is_ok() {
-                report.scales_acked += 1;
-            }
+            let acked = h.run(at, &["service", "scale", service, &replicas]).is_ok();
+            report.scales_acked += usize::from(acked);
+            report.scales.push(ScaleWrite {
+                service: service.to_string(),
+                node: at,
+                value: replicas.parse().unwrap_or(0),
+                acked,
+            });
         }
         std::thread::sleep(Duration::from_millis(rng.gen_range(50..250)));
     }
@@ -1201,11 +1307,23 @@ fn chaos(c: &mut Cluster, duration: Duration, seed: u64, fig: &mut Figures) -> R
     fig.add("heal -> settled", ms(settling.elapsed()));
     let missing = missing_writes(c, &report.acked)?;
     fig.add("writes lost", missing.len().to_string());
+    let initial = BTreeMap::from([("ch-a".to_string(), 2), ("ch-b".to_string(), 1)]);
+    let wrong = wrong_scales(c, &scale_candidates(&initial, &report.scales))?;
+    fig.add("acknowledged scales lost", wrong.len().to_string());
+    let mut failures = Vec::new();
     if !missing.is_empty() {
-        return Err(failed(format!(
+        failures.push(format!(
             "{} acknowledged writes lost: {missing:?}",
             missing.len()
-        )));
+        ));
+    }
+    if !wrong.is_empty() {
+        failures.push(format!(
+            "replica counts no acknowledged scale explains (service, node, value): {wrong:?}"
+        ));
+    }
+    if !failures.is_empty() {
+        return Err(failed(failures.join("; ")));
     }
     Ok(())
 }
@@ -1250,6 +1368,83 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ctr(id: &str, node: usize, service: &str, slot: u32) -> Container {
+        Container {
+            id: id.to_string(),
+            node,
+            service: service.to_string(),
+            slot,
+            state: "running".to_string(),
+        }
+    }
+
+    /// `sb-still` slot 0 ran on both sides (one duplicate); `web` slot 0 on one side only.
+    fn split() -> (Vec<Container>, BTreeMap<String, u64>) {
+        let at_heal = vec![
+            ctr("a", 0, STILL, 0),
+            ctr("b", 3, STILL, 0),
+            ctr("c", 1, "web", 0),
+        ];
+        let services = BTreeMap::from([(STILL.to_string(), 1), ("web".to_string(), 1)]);
+        (at_heal, services)
+    }
+
+    #[test]
+    fn a_heal_that_stops_only_the_duplicate_passes() {
+        let (at_heal, services) = split();
+        let after = BTreeSet::from(["a".to_string(), "c".to_string()]);
+        let samples = vec![
+            at_heal.clone(),
+            vec![ctr("a", 0, STILL, 0), ctr("c", 1, "web", 0)],
+        ];
+        let j = judge_heal(&at_heal, &after, &services, &samples);
+        assert!(j.failures.is_empty(), "{:?}", j.failures);
+        assert_eq!((j.duplicates, j.stops, j.starts), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_heal_that_replaces_or_breaks_before_making_fails() {
+        let (at_heal, services) = split();
+        // Both copies of sb-still stopped, a new one started; web moved; a window with no web.
+        let after = BTreeSet::from(["d".to_string(), "e".to_string()]);
+        let samples = vec![
+            at_heal.clone(),
+            vec![],
+            vec![ctr("d", 2, STILL, 0), ctr("e", 2, "web", 0)],
+        ];
+        let j = judge_heal(&at_heal, &after, &services, &samples);
+        assert_eq!((j.stops, j.starts, j.still_starts), (3, 2, 1));
+        assert_eq!(j.zero_windows.len(), 2);
+        assert_eq!(j.failures.len(), 4, "{:?}", j.failures);
+    }
+
+    #[test]
+    fn only_each_nodes_last_acknowledged_scale_can_win() {
+        let w = |node, value, acked| ScaleWrite {
+            service: "s".to_string(),
+            node,
+            value,
+            acked,
+        };
+        let initial = BTreeMap::from([("s".to_string(), 1), ("t".to_string(), 4)]);
+        let scales = [w(0, 2, true), w(0, 3, true), w(1, 5, true), w(1, 6, false)];
+        let c = scale_candidates(&initial, &scales);
+        assert_eq!(c["s"], vec![3, 5, 6]);
+        assert_eq!(c["t"], vec![4]);
+    }
+
+    #[test]
+    fn a_task_seen_stopped_once_is_reported() {
+        let before = vec![
+            ctr("a", 0, "au", 0),
+            ctr("b", 1, "au", 1),
+            ctr("k", 1, "au", 2),
+        ];
+        let samples = vec![before.clone(), vec![ctr("b", 1, "au", 1)], before.clone()];
+        let stopped = stopped_in_samples(&before, &samples, &["k"]);
+        assert_eq!(stopped, vec![("a".to_string(), 0, "au".to_string(), 0)]);
+    }
 
     #[test]
     fn durations_parse() {
