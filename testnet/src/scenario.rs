@@ -18,8 +18,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::cluster::{
-    lease, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions, HTTPD,
-    IMAGE,
+    docker, lease, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions,
+    HTTPD, IMAGE,
 };
 
 /// Pause between two polls of one node in `convergence` (polling flat out starves the nodes
@@ -55,6 +55,10 @@ pub enum Scenario {
     /// Isolate a node: its containers keep running, a killed one is restarted locally, and it
     /// rejoins without duplicates.
     Autonomy,
+    /// Isolate a member, kill its process and remove its containers (a reboot), restart it with
+    /// no peer reachable: time until its tasks run again, a `docker kill` restarted by
+    /// `--restart always`, writes at it while isolated merged at the heal.
+    OfflineReboot,
     /// Random faults while a writer writes at random peers; nothing acknowledged is lost.
     Chaos {
         /// How long faults and writes go on.
@@ -72,6 +76,7 @@ impl Scenario {
             Self::Failover => "failover",
             Self::SplitBrain => "split-brain",
             Self::Autonomy => "autonomy",
+            Self::OfflineReboot => "offline-reboot",
             Self::Chaos { .. } => "chaos",
         }
     }
@@ -80,7 +85,7 @@ impl Scenario {
     pub fn min_nodes(&self) -> usize {
         match self {
             Self::Convergence { .. } => 2,
-            Self::Failover | Self::Autonomy => 3,
+            Self::Failover | Self::Autonomy | Self::OfflineReboot => 3,
             Self::SplitBrain => 5,
             Self::Chaos { .. } => 3,
         }
@@ -236,6 +241,7 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
                 Scenario::Failover => failover(&mut c, &mut figures),
                 Scenario::SplitBrain => split_brain(&mut c, &mut figures),
                 Scenario::Autonomy => autonomy(&mut c, &mut figures),
+                Scenario::OfflineReboot => offline_reboot(&mut c, &mut figures),
                 Scenario::Chaos { duration, seed } => chaos(&mut c, *duration, *seed, &mut figures),
             };
             verdict.faults = c.faults().to_vec();
@@ -1020,36 +1026,8 @@ fn autonomy(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
     create(&h, k, "au-local", 0, false)?;
     fig.add("write at the isolated node", "acknowledged");
     let victim = mine[0].clone();
-    let started_before = docker_started_at(&victim.id)?;
-    c.docker_kill(&victim.id)?;
-    let killed = Instant::now();
-    c.wait_for(
-        "the killed container running again on its node",
-        LEASE_DEADLINE,
-        |c| {
-            let running = c
-                .containers()
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .find(|x| {
-                    x.node == k
-                        && x.service == "au"
-                        && x.slot == victim.slot
-                        && x.state == "running"
-                })
-                .ok_or("not running")?;
-            if running.id != victim.id {
-                return Ok(());
-            }
-            let started = docker_started_at(&running.id).map_err(|e| e.to_string())?;
-            if started != started_before {
-                Ok(())
-            } else {
-                Err("not restarted yet".into())
-            }
-        },
-    )?;
-    fig.add("docker kill -> restarted locally", ms(killed.elapsed()));
+    let restarted = kill_and_wait_restart(c, &victim)?;
+    fig.add("docker kill -> restarted locally", ms(restarted));
     let samples = sampler.stop();
     let parsed: Vec<Vec<Container>> = samples
         .iter()
@@ -1091,6 +1069,186 @@ fn autonomy(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
         )));
     }
     fig.add("isolated node's write present everywhere", "yes");
+    Ok(())
+}
+
+/// `docker kill` of `victim`, then waits until its node runs its slot again (the same container
+/// restarted, or a new one): the time that took.
+fn kill_and_wait_restart(c: &mut Cluster, victim: &Container) -> Result<Duration, Error> {
+    let started_before = docker_started_at(&victim.id)?;
+    c.docker_kill(&victim.id)?;
+    let killed = Instant::now();
+    c.wait_for(
+        "the killed container running again on its node",
+        LEASE_DEADLINE,
+        |c| {
+            let running = c
+                .containers()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|x| {
+                    x.node == victim.node
+                        && x.service == victim.service
+                        && x.slot == victim.slot
+                        && x.state == "running"
+                })
+                .ok_or("not running")?;
+            if running.id != victim.id {
+                return Ok(());
+            }
+            let started = docker_started_at(&running.id).map_err(|e| e.to_string())?;
+            if started != started_before {
+                Ok(())
+            } else {
+                Err("not restarted yet".into())
+            }
+        },
+    )?;
+    Ok(killed.elapsed())
+}
+
+// ----- offline-reboot -----
+
+/// DESIGN §8: a node rebooted with no peer reachable runs its assigned tasks again within 10 s.
+const REBOOT_TARGET: Duration = Duration::from_secs(10);
+
+fn offline_reboot(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
+    let h = c.cli_handle();
+    let n = c.len();
+    h.run(
+        0,
+        &[
+            "service",
+            "create",
+            "or",
+            "--image",
+            IMAGE,
+            "--replicas",
+            &n.to_string(),
+            "--restart",
+            "always",
+            "--",
+        ]
+        .into_iter()
+        .chain(HTTPD)
+        .collect::<Vec<_>>(),
+    )?;
+    c.wait_for("or placed and running", PLACE_DEADLINE, |c| {
+        c.check_replicas(0, &["or"])
+    })?;
+    let holder = lease(&c.status(0)?)
+        .and_then(|l| c.index_of_peer(&l.holder))
+        .ok_or_else(|| failed("no lease"))?;
+    let containers = c.containers()?;
+    let has_task = |k: usize| running(&containers).any(|x| x.node == k);
+    let k = (1..n)
+        .map(|d| (holder + d) % n)
+        .find(|&k| has_task(k))
+        .ok_or_else(|| failed("no node but the holder runs a task"))?;
+    let assigned: BTreeSet<(String, u32)> = running(&containers)
+        .filter(|x| x.node == k)
+        .map(|x| (x.service.clone(), x.slot))
+        .collect();
+    fig.add("rebooted node", format!("node {k}, assigned {assigned:?}"));
+    c.isolate(k)?;
+    // The reboot: the process dies, its containers go with the machine.
+    c.kill(k)?;
+    let ids: Vec<String> = c
+        .containers()?
+        .into_iter()
+        .filter(|x| x.node == k)
+        .map(|x| x.id)
+        .collect();
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(ids.iter().map(String::as_str));
+    if !ids.is_empty() {
+        docker(&rm)?;
+    }
+    fig.add("containers removed with the reboot", ids.len().to_string());
+    c.restart(k)?;
+    let booted = Instant::now();
+    c.wait_for("its assigned tasks running again", REBOOT_TARGET * 6, |c| {
+        let containers = c.containers().map_err(|e| e.to_string())?;
+        let mine: BTreeSet<(String, u32)> = running(&containers)
+            .filter(|x| x.node == k)
+            .map(|x| (x.service.clone(), x.slot))
+            .collect();
+        // New containers only: the old ones were removed with the reboot.
+        let fresh = running(&containers).all(|x| !ids.contains(&x.id));
+        if assigned.is_subset(&mine) && fresh {
+            Ok(())
+        } else {
+            Err(format!("node {k} runs {mine:?} of {assigned:?}"))
+        }
+    })?;
+    let back = booted.elapsed();
+    fig.add("restart (no peer) -> assigned tasks running", ms(back));
+    let mut failures = Vec::new();
+    if back > REBOOT_TARGET {
+        failures.push(format!(
+            "assigned tasks ran again {} after the restart (target {})",
+            ms(back),
+            ms(REBOOT_TARGET)
+        ));
+    }
+    // It came back alone: no connection to any peer.
+    let connected = c.status(k)?.get("connected_peers").and_then(Value::as_u64);
+    fig.add(
+        "its connected peers once its tasks ran",
+        format!("{connected:?}"),
+    );
+    if connected != Some(0) {
+        failures.push(format!(
+            "node {k} was not alone after its restart: connected_peers {connected:?}"
+        ));
+    }
+    let victim = running(&c.containers()?)
+        .find(|x| x.node == k)
+        .cloned()
+        .ok_or_else(|| failed("its task vanished"))?;
+    fig.add(
+        "docker kill -> restarted (--restart always)",
+        ms(kill_and_wait_restart(c, &victim)?),
+    );
+    // Writes while isolated: a create and a scale, both acknowledged by the rebooted node.
+    create(&h, k, "or-local", 0, false)?;
+    let scaled = n as u64 + 1;
+    h.run(k, &["service", "scale", "or", &scaled.to_string()])?;
+    let scales = [ScaleWrite {
+        service: "or".to_string(),
+        node: k,
+        value: scaled,
+        acked: true,
+    }];
+    fig.add(
+        "writes at the isolated node",
+        "create or-local, scale or: acknowledged",
+    );
+    c.heal()?;
+    let healed = Instant::now();
+    c.wait_for("one document after the heal", HEAL_DEADLINE, |c| {
+        c.check_converged(&all(c))
+    })?;
+    c.wait_for("right replicas after the heal", HEAL_DEADLINE, |c| {
+        c.check_replicas(0, &["or", "or-local"])
+    })?;
+    fig.add("heal -> one document, right replicas", ms(healed.elapsed()));
+    let missing = missing_writes(c, &["or-local".to_string()])?;
+    let initial = BTreeMap::from([("or".to_string(), n as u64)]);
+    let wrong = wrong_scales(c, &scale_candidates(&initial, &scales))?;
+    fig.add(
+        "isolated writes lost (create, scale)",
+        format!("{}, {}", missing.len(), wrong.len()),
+    );
+    if !missing.is_empty() {
+        failures.push(format!("the isolated node's create was lost: {missing:?}"));
+    }
+    if !wrong.is_empty() {
+        failures.push(format!("the isolated node's scale was lost: {wrong:?}"));
+    }
+    if !failures.is_empty() {
+        return Err(failed(failures.join("; ")));
+    }
     Ok(())
 }
 
