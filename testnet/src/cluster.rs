@@ -254,6 +254,33 @@ impl UpOptions {
     }
 }
 
+/// The `docker` arguments that list every Warren container (any state) with the labels
+/// [`Cluster::parse_containers`] reads.
+pub const CONTAINER_PS: [&str; 7] = [
+    "ps",
+    "-a",
+    "--no-trunc",
+    "--filter",
+    "label=warren.node",
+    "--format",
+    "{{.ID}}\t{{.Label \"warren.node\"}}\t{{.Label \"warren.service\"}}\t{{.Label \"warren.slot\"}}\t{{.State}}",
+];
+
+/// A running container listing: see [`Cluster::sample_containers`].
+#[derive(Debug)]
+pub struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Instant, String)>>,
+}
+
+impl Sampler {
+    /// Stops sampling and returns the raw samples in order: (when taken, `docker ps` output).
+    pub fn stop(self) -> Vec<(Instant, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
 /// A container of one of the cluster's nodes, as Docker reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
@@ -865,17 +892,13 @@ impl Cluster {
 
     /// Every container (any state) labelled with one of this cluster's peer ids.
     pub fn containers(&self) -> Result<Vec<Container>, Error> {
-        let out = docker(&[
-            "ps",
-            "-a",
-            "--no-trunc",
-            "--filter",
-            "label=warren.node",
-            "--format",
-            "{{.ID}}\t{{.Label \"warren.node\"}}\t{{.Label \"warren.service\"}}\t{{.Label \"warren.slot\"}}\t{{.State}}",
-        ])?;
-        Ok(out
-            .lines()
+        Ok(self.parse_containers(&docker(&CONTAINER_PS)?))
+    }
+
+    /// Parses the output of `docker` [`CONTAINER_PS`] into this cluster's containers (lines of
+    /// other clusters' or malformed labels are left out).
+    pub fn parse_containers(&self, out: &str) -> Vec<Container> {
+        out.lines()
             .filter_map(|line| {
                 let f: Vec<&str> = line.split('\t').collect();
                 let [id, peer, service, slot, state] = f[..] else {
@@ -889,7 +912,32 @@ impl Cluster {
                     state: state.to_string(),
                 })
             })
-            .collect())
+            .collect()
+    }
+
+    /// Starts sampling the engine's Warren containers (one `docker ps` every `period`) on a
+    /// thread, for at most `max` (the window is bounded even if [`Sampler::stop`] is never
+    /// called). Each sample is parsed by [`parse_containers`](Self::parse_containers).
+    pub fn sample_containers(&self, period: Duration, max: Duration) -> Sampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut raw = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed() < max {
+                let at = Instant::now();
+                if let Ok(out) = docker(&CONTAINER_PS) {
+                    raw.push((at, out));
+                }
+                let next = at + period;
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+            }
+            raw
+        });
+        Sampler { stop, thread }
     }
 
     /// Ok if, for every service node `at` knows, the running containers of the cluster hold

@@ -18,13 +18,20 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::cluster::{
-    lease, liveness, Bins, CliHandle, Cluster, Error, FaultRecord, UpOptions, HTTPD, IMAGE,
+    docker, lease, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions,
+    HTTPD, IMAGE,
 };
 
 /// Pause between two polls of one node in `convergence` (polling flat out starves the nodes
 /// of CPU on a small machine).
 const POLL_GAP: Duration = Duration::from_millis(20);
-const SPLIT_SERVICES: [&str; 4] = ["sb", "sb2", "left-svc", "right-svc"];
+const SPLIT_SERVICES: [&str; 5] = ["sb", "sb2", "sb-still", "left-svc", "right-svc"];
+/// The service of `split-brain` that no write touches during the split.
+const STILL: &str = "sb-still";
+/// Period of the engine samples that look for zero-replica windows.
+const SAMPLE_PERIOD: Duration = Duration::from_millis(150);
+/// Time the gradual rebalance gets, after settling, to bring the spread to max − min ≤ 1.
+const SPREAD_DEADLINE: Duration = Duration::from_secs(60);
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(10);
 const PLACE_DEADLINE: Duration = Duration::from_secs(60);
 const LEASE_DEADLINE: Duration = Duration::from_secs(30);
@@ -48,6 +55,10 @@ pub enum Scenario {
     /// Isolate a node: its containers keep running, a killed one is restarted locally, and it
     /// rejoins without duplicates.
     Autonomy,
+    /// Isolate a member, kill its process and remove its containers (a reboot), restart it with
+    /// no peer reachable: time until its tasks run again, a `docker kill` restarted by
+    /// `--restart always`, writes at it while isolated merged at the heal.
+    OfflineReboot,
     /// Random faults while a writer writes at random peers; nothing acknowledged is lost.
     Chaos {
         /// How long faults and writes go on.
@@ -65,6 +76,7 @@ impl Scenario {
             Self::Failover => "failover",
             Self::SplitBrain => "split-brain",
             Self::Autonomy => "autonomy",
+            Self::OfflineReboot => "offline-reboot",
             Self::Chaos { .. } => "chaos",
         }
     }
@@ -73,7 +85,7 @@ impl Scenario {
     pub fn min_nodes(&self) -> usize {
         match self {
             Self::Convergence { .. } => 2,
-            Self::Failover | Self::Autonomy => 3,
+            Self::Failover | Self::Autonomy | Self::OfflineReboot => 3,
             Self::SplitBrain => 5,
             Self::Chaos { .. } => 3,
         }
@@ -229,6 +241,7 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
                 Scenario::Failover => failover(&mut c, &mut figures),
                 Scenario::SplitBrain => split_brain(&mut c, &mut figures),
                 Scenario::Autonomy => autonomy(&mut c, &mut figures),
+                Scenario::OfflineReboot => offline_reboot(&mut c, &mut figures),
                 Scenario::Chaos { duration, seed } => chaos(&mut c, *duration, *seed, &mut figures),
             };
             verdict.faults = c.faults().to_vec();
@@ -548,8 +561,9 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
     let n = c.len();
     create(&h, 0, "sb", n as u32, true)?;
     create(&h, 0, "sb2", 2, true)?;
+    create(&h, 0, STILL, 3, true)?;
     c.wait_for("services placed and running", PLACE_DEADLINE, |c| {
-        c.check_replicas(0, &["sb", "sb2"])
+        c.check_replicas(0, &["sb", "sb2", STILL])
     })?;
     let a: Vec<usize> = vec![0, 1];
     let b: Vec<usize> = (2..n).collect();
@@ -569,9 +583,20 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
         create(&h, b[k % b.len()], &right, 0, false)?;
         acked.push(right);
     }
-    h.run(a[0], &["service", "scale", "sb", "3"])?;
-    h.run(b[0], &["service", "scale", "sb", &(n + 1).to_string()])?;
-    h.run(b[1], &["service", "scale", "sb2", "3"])?;
+    let mut scales = Vec::new();
+    for (at, service, value) in [
+        (a[0], "sb", 3),
+        (b[0], "sb", n as u64 + 1),
+        (b[1], "sb2", 3),
+    ] {
+        h.run(at, &["service", "scale", service, &value.to_string()])?;
+        scales.push(ScaleWrite {
+            service: service.to_string(),
+            node: at,
+            value,
+            acked: true,
+        });
+    }
     create(&h, a[1], "left-svc", 1, true)?;
     create(&h, b[2 % b.len()], "right-svc", 1, true)?;
     acked.push("left-svc".into());
@@ -584,7 +609,11 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
         check_group_running(c, a[0], &a)?;
         check_group_running(c, b[0], &b)
     })?;
-    let before = running_ids(c)?;
+    // The containers at the moment of the heal, and the engine sampled from just before it
+    // until the spread is restored.
+    let sampler = c.sample_containers(SAMPLE_PERIOD, HEAL_DEADLINE + SPREAD_DEADLINE);
+    let at_heal = c.containers()?;
+    let before: BTreeSet<String> = running(&at_heal).map(|x| x.id.clone()).collect();
     fig.add("containers running at the heal", before.len().to_string());
     c.heal()?;
     let healed = Instant::now();
@@ -592,7 +621,7 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
     let mut one_doc = None;
     let mut one_leader = None;
     let mut replicas = None;
-    c.wait_for(
+    let settled = c.wait_for(
         "one document, one leader, right replicas",
         HEAL_DEADLINE,
         |c| {
@@ -617,33 +646,300 @@ fn split_brain(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
             c.check_converged(&nodes)?;
             c.check_replicas(0, &SPLIT_SERVICES)
         },
-    )?;
-    let done = healed.elapsed();
+    );
+    let settled = match settled {
+        Ok(()) => healed.elapsed(),
+        Err(e) => {
+            let _ = sampler.stop();
+            return Err(e);
+        }
+    };
+    // What the heal itself did: judged once the counts are right, before any rebalance move.
     let after = running_ids(c)?;
+    let services = c.services(0)?;
+    let spread = c.wait_for("spread restored", SPREAD_DEADLINE, |c| check_spread(c, 0));
+    let spread_at = spread.as_ref().ok().map(|()| healed.elapsed());
+    let samples = sampler.stop();
     let show = |d: Option<Duration>| d.map_or("-".to_string(), ms);
     fig.add("heal -> one document (equal heads)", show(one_doc));
     fig.add("heal -> one leader", show(one_leader));
     fig.add("heal -> right replica counts", show(replicas));
-    fig.add("heal -> all of it at once", ms(done));
+    fig.add("heal -> all of it at once", ms(settled));
+    fig.add("heal -> spread restored (max - min <= 1)", show(spread_at));
+    let parsed: Vec<Vec<Container>> = samples
+        .iter()
+        .map(|(_, out)| c.parse_containers(out))
+        .collect();
+    let judged = judge_heal(&at_heal, &after, &services, &parsed);
+    fig.add("duplicates at the heal", judged.duplicates.to_string());
     fig.add(
-        "containers stopped by the heal",
-        before.difference(&after).count().to_string(),
+        "slots beyond the merged counts at the heal",
+        judged.surplus.to_string(),
+    );
+    fig.add("slots missing at the heal", judged.missing.to_string());
+    fig.add("containers stopped by the heal", judged.stops.to_string());
+    fig.add("containers started by the heal", judged.starts.to_string());
+    fig.add(
+        "stopped / started, unchanged service sb-still",
+        format!(
+            "{} / {} (duplicates {})",
+            judged.still_stops, judged.still_starts, judged.still_duplicates
+        ),
     );
     fig.add(
-        "containers started by the heal",
-        after.difference(&before).count().to_string(),
+        "engine samples after the heal",
+        format!("{} (every {})", samples.len(), ms(SAMPLE_PERIOD)),
     );
-    let services = c.services(0)?;
+    fig.add(
+        "zero-replica windows",
+        format!("{} {:?}", judged.zero_windows.len(), judged.zero_windows),
+    );
     fig.add(
         "replicas after merge (sb, sb2)",
         format!("{:?}, {:?}", services.get("sb"), services.get("sb2")),
     );
+    let mut failures = judged.failures;
+    if let Err(e) = spread {
+        failures.push(format!("spread not restored: {e}"));
+    }
     let missing = missing_writes(c, &acked)?;
     fig.add("acknowledged writes lost", missing.len().to_string());
     if !missing.is_empty() {
-        return Err(failed(format!("acknowledged writes lost: {missing:?}")));
+        failures.push(format!("acknowledged writes lost: {missing:?}"));
+    }
+    // Concurrent scales of sb on both sides: either may win; sb2's one scale must hold.
+    let initial = BTreeMap::from([("sb".to_string(), n as u64), ("sb2".to_string(), 2)]);
+    let wrong = wrong_scales(c, &scale_candidates(&initial, &scales))?;
+    fig.add(
+        "acknowledged scales not visible (or superseded)",
+        wrong.len().to_string(),
+    );
+    if !wrong.is_empty() {
+        failures.push(format!("acknowledged scales lost: {wrong:?}"));
+    }
+    if !failures.is_empty() {
+        return Err(failed(failures.join("; ")));
     }
     Ok(())
+}
+
+/// Containers running in `before` that some sample shows not running (or gone), except those
+/// in `allowed`: (id, node, service, slot), each once.
+fn stopped_in_samples(
+    before: &[Container],
+    samples: &[Vec<Container>],
+    allowed: &[&str],
+) -> Vec<(String, usize, String, u32)> {
+    let mut stopped = Vec::new();
+    for x in running(before).filter(|x| !allowed.contains(&x.id.as_str())) {
+        let gone = samples
+            .iter()
+            .any(|sample| !running(sample).any(|y| y.id == x.id));
+        if gone {
+            stopped.push((x.id.clone(), x.node, x.service.clone(), x.slot));
+        }
+    }
+    stopped
+}
+
+fn running(list: &[Container]) -> impl Iterator<Item = &Container> {
+    list.iter().filter(|x| x.state == "running")
+}
+
+/// What a heal did, from the containers at the heal, once settled, and the samples between.
+#[derive(Debug, Default)]
+struct HealJudgement {
+    /// Σ over slots (wanted after the merge) of running copies − 1 at the heal.
+    duplicates: usize,
+    /// Running containers at the heal whose slot is ≥ the merged replica count.
+    surplus: usize,
+    /// Slots < the merged replica count with no running copy at the heal.
+    missing: usize,
+    stops: usize,
+    starts: usize,
+    still_duplicates: usize,
+    still_stops: usize,
+    still_starts: usize,
+    /// Slots (wanted after the merge) that ran at the heal and were seen with no running copy.
+    zero_windows: BTreeSet<(String, u32)>,
+    failures: Vec<String>,
+}
+
+/// Judges a heal by the DESIGN §5 rules: it stops at most the duplicates (plus the slots the
+/// merged counts drop), starts at most the slots no side ran (none for the unchanged service
+/// `sb-still`), and a wanted slot that ran at the heal is never seen with no running copy.
+fn judge_heal(
+    at_heal: &[Container],
+    after: &BTreeSet<String>,
+    services: &BTreeMap<String, u64>,
+    samples: &[Vec<Container>],
+) -> HealJudgement {
+    let mut j = HealJudgement::default();
+    let wanted = |x: &Container| {
+        services
+            .get(&x.service)
+            .is_some_and(|&r| u64::from(x.slot) < r)
+    };
+    let mut copies: BTreeMap<(String, u32), usize> = BTreeMap::new();
+    for x in running(at_heal) {
+        if wanted(x) {
+            *copies.entry((x.service.clone(), x.slot)).or_default() += 1;
+        } else {
+            j.surplus += 1;
+        }
+    }
+    for ((service, _), &k) in &copies {
+        j.duplicates += k - 1;
+        if service == STILL {
+            j.still_duplicates += k - 1;
+        }
+    }
+    for (name, &r) in services {
+        j.missing += (0..r as u32)
+            .filter(|&slot| !copies.contains_key(&(name.clone(), slot)))
+            .count();
+    }
+    let before: BTreeMap<&str, &Container> = running(at_heal).map(|x| (x.id.as_str(), x)).collect();
+    for (id, x) in &before {
+        if !after.contains(*id) {
+            j.stops += 1;
+            if x.service == STILL {
+                j.still_stops += 1;
+            }
+        }
+    }
+    // Containers started by the heal: running once settled, not at the heal; their service
+    // is known from the samples (the last one holds them).
+    let last: BTreeMap<&str, &Container> = samples
+        .iter()
+        .flatten()
+        .map(|x| (x.id.as_str(), x))
+        .collect();
+    for id in after.iter().filter(|id| !before.contains_key(id.as_str())) {
+        j.starts += 1;
+        if last.get(id.as_str()).is_some_and(|x| x.service == STILL) {
+            j.still_starts += 1;
+        }
+    }
+    for sample in samples {
+        let mut seen: BTreeSet<(String, u32)> = BTreeSet::new();
+        for x in running(sample) {
+            seen.insert((x.service.clone(), x.slot));
+        }
+        for slot in copies.keys() {
+            if !seen.contains(slot) {
+                j.zero_windows.insert(slot.clone());
+            }
+        }
+    }
+    if j.stops > j.duplicates + j.surplus {
+        j.failures.push(format!(
+            "the heal stopped {} containers, more than the {} duplicates and {} slots beyond the merged counts",
+            j.stops, j.duplicates, j.surplus
+        ));
+    }
+    if j.starts > j.missing {
+        j.failures.push(format!(
+            "the heal started {} containers, more than the {} slots no side ran",
+            j.starts, j.missing
+        ));
+    }
+    if j.still_stops > j.still_duplicates || j.still_starts > 0 {
+        j.failures.push(format!(
+            "unchanged service {STILL}: {} stopped (duplicates {}), {} started (must be 0)",
+            j.still_stops, j.still_duplicates, j.still_starts
+        ));
+    }
+    if !j.zero_windows.is_empty() {
+        j.failures.push(format!(
+            "{} slots that ran at the heal were seen with no running copy: {:?}",
+            j.zero_windows.len(),
+            j.zero_windows
+        ));
+    }
+    j
+}
+
+/// Ok when, for every service node `at` knows, the running replicas per node of the cluster
+/// differ by at most 1 between the nodes (every node counts, those with none too).
+fn check_spread(c: &Cluster, at: usize) -> Result<(), String> {
+    let services = c.services(at).map_err(|e| e.to_string())?;
+    let containers = c.containers().map_err(|e| e.to_string())?;
+    for name in services.keys() {
+        let mut per_node = vec![0usize; c.len()];
+        for x in running(&containers).filter(|x| &x.service == name) {
+            per_node[x.node] += 1;
+        }
+        let (lo, hi) = (
+            per_node.iter().min().copied().unwrap_or(0),
+            per_node.iter().max().copied().unwrap_or(0),
+        );
+        if hi - lo > 1 {
+            return Err(format!("service {name}: replicas per node {per_node:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// One `service scale` a scenario sent.
+#[derive(Debug, Clone)]
+struct ScaleWrite {
+    service: String,
+    /// The node it was sent to.
+    node: usize,
+    value: u64,
+    /// `warren-cli` exited 0.
+    acked: bool,
+}
+
+/// The replica counts each scaled service may end with after every heal: what an acknowledged
+/// scale must leave visible, unless a later or concurrent write superseded it. A node's later
+/// write follows its earlier one causally, so of each node's writes only the last acknowledged
+/// one can win, or one sent after it and not acknowledged (it may have been applied anyway).
+/// A service no acknowledged scale touched may also keep its `initial` count.
+fn scale_candidates(
+    initial: &BTreeMap<String, u64>,
+    scales: &[ScaleWrite],
+) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut per_node: BTreeMap<(&str, usize), Vec<&ScaleWrite>> = BTreeMap::new();
+    for w in scales {
+        per_node.entry((&w.service, w.node)).or_default().push(w);
+    }
+    for ((service, _), writes) in &per_node {
+        let last_acked = writes.iter().rposition(|w| w.acked);
+        let from = last_acked.unwrap_or(0);
+        let values = out.entry(service.to_string()).or_default();
+        values.extend(writes[from..].iter().map(|w| w.value));
+    }
+    for (service, &value) in initial {
+        let any_acked = scales.iter().any(|w| &w.service == service && w.acked);
+        if !any_acked {
+            out.entry(service.clone()).or_default().push(value);
+        }
+    }
+    out
+}
+
+/// Acknowledged scales not visible at some node. `scales` maps a service to the values that
+/// may win: the last value acknowledged on each side of a split (concurrent writes: one of
+/// them is kept by the merge). Returns (service, node, value seen) for every node whose value
+/// is none of them.
+fn wrong_scales(
+    c: &Cluster,
+    scales: &BTreeMap<String, Vec<u64>>,
+) -> Result<Vec<(String, usize, Option<u64>)>, Error> {
+    let mut wrong = Vec::new();
+    for i in 0..c.len() {
+        let known = c.services(i)?;
+        for (name, ok) in scales {
+            let seen = known.get(name).copied();
+            if !seen.is_some_and(|v| ok.contains(&v)) {
+                wrong.push((name.clone(), i, seen));
+            }
+        }
+    }
+    Ok(wrong)
 }
 
 // ----- autonomy -----
@@ -676,7 +972,14 @@ fn autonomy(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
         format!("node {k}, running {} containers", mine.len()),
     );
     let others: Vec<usize> = (0..n).filter(|&i| i != k).collect();
-    c.isolate(k)?;
+    // Every task of either side, watched for the whole partition.
+    let sampler = c.sample_containers(SAMPLE_PERIOD, HEAL_DEADLINE + SETTLE_DEADLINE);
+    let at_cut = c.containers()?;
+    let isolated = c.isolate(k);
+    if let Err(e) = isolated {
+        let _ = sampler.stop();
+        return Err(e);
+    }
     let cut = Instant::now();
     let dead = c.peer(k).to_string();
     c.wait_for(
@@ -723,36 +1026,33 @@ fn autonomy(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
     create(&h, k, "au-local", 0, false)?;
     fig.add("write at the isolated node", "acknowledged");
     let victim = mine[0].clone();
-    let started_before = docker_started_at(&victim.id)?;
-    c.docker_kill(&victim.id)?;
-    let killed = Instant::now();
-    c.wait_for(
-        "the killed container running again on its node",
-        LEASE_DEADLINE,
-        |c| {
-            let running = c
-                .containers()
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .find(|x| {
-                    x.node == k
-                        && x.service == "au"
-                        && x.slot == victim.slot
-                        && x.state == "running"
-                })
-                .ok_or("not running")?;
-            if running.id != victim.id {
-                return Ok(());
-            }
-            let started = docker_started_at(&running.id).map_err(|e| e.to_string())?;
-            if started != started_before {
-                Ok(())
-            } else {
-                Err("not restarted yet".into())
-            }
-        },
-    )?;
-    fig.add("docker kill -> restarted locally", ms(killed.elapsed()));
+    let restarted = kill_and_wait_restart(c, &victim)?;
+    fig.add("docker kill -> restarted locally", ms(restarted));
+    let samples = sampler.stop();
+    let parsed: Vec<Vec<Container>> = samples
+        .iter()
+        .map(|(_, out)| c.parse_containers(out))
+        .collect();
+    // The container killed on purpose is the only one allowed to stop.
+    let stopped = stopped_in_samples(&at_cut, &parsed, &[victim.id.as_str()]);
+    fig.add(
+        "partition watched",
+        format!(
+            "{} engine samples every {} over {}",
+            parsed.len(),
+            ms(SAMPLE_PERIOD),
+            ms(cut.elapsed())
+        ),
+    );
+    fig.add(
+        "tasks stopped by the partition (either side)",
+        format!("{} {stopped:?}", stopped.len()),
+    );
+    if !stopped.is_empty() {
+        return Err(failed(format!(
+            "the partition stopped tasks (id, node, service, slot): {stopped:?}"
+        )));
+    }
     c.heal()?;
     let healed = Instant::now();
     c.wait_for("one document after the heal", HEAL_DEADLINE, |c| {
@@ -772,6 +1072,186 @@ fn autonomy(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
     Ok(())
 }
 
+/// `docker kill` of `victim`, then waits until its node runs its slot again (the same container
+/// restarted, or a new one): the time that took.
+fn kill_and_wait_restart(c: &mut Cluster, victim: &Container) -> Result<Duration, Error> {
+    let started_before = docker_started_at(&victim.id)?;
+    c.docker_kill(&victim.id)?;
+    let killed = Instant::now();
+    c.wait_for(
+        "the killed container running again on its node",
+        LEASE_DEADLINE,
+        |c| {
+            let running = c
+                .containers()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|x| {
+                    x.node == victim.node
+                        && x.service == victim.service
+                        && x.slot == victim.slot
+                        && x.state == "running"
+                })
+                .ok_or("not running")?;
+            if running.id != victim.id {
+                return Ok(());
+            }
+            let started = docker_started_at(&running.id).map_err(|e| e.to_string())?;
+            if started != started_before {
+                Ok(())
+            } else {
+                Err("not restarted yet".into())
+            }
+        },
+    )?;
+    Ok(killed.elapsed())
+}
+
+// ----- offline-reboot -----
+
+/// DESIGN §8: a node rebooted with no peer reachable runs its assigned tasks again within 10 s.
+const REBOOT_TARGET: Duration = Duration::from_secs(10);
+
+fn offline_reboot(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
+    let h = c.cli_handle();
+    let n = c.len();
+    h.run(
+        0,
+        &[
+            "service",
+            "create",
+            "or",
+            "--image",
+            IMAGE,
+            "--replicas",
+            &n.to_string(),
+            "--restart",
+            "always",
+            "--",
+        ]
+        .into_iter()
+        .chain(HTTPD)
+        .collect::<Vec<_>>(),
+    )?;
+    c.wait_for("or placed and running", PLACE_DEADLINE, |c| {
+        c.check_replicas(0, &["or"])
+    })?;
+    let holder = lease(&c.status(0)?)
+        .and_then(|l| c.index_of_peer(&l.holder))
+        .ok_or_else(|| failed("no lease"))?;
+    let containers = c.containers()?;
+    let has_task = |k: usize| running(&containers).any(|x| x.node == k);
+    let k = (1..n)
+        .map(|d| (holder + d) % n)
+        .find(|&k| has_task(k))
+        .ok_or_else(|| failed("no node but the holder runs a task"))?;
+    let assigned: BTreeSet<(String, u32)> = running(&containers)
+        .filter(|x| x.node == k)
+        .map(|x| (x.service.clone(), x.slot))
+        .collect();
+    fig.add("rebooted node", format!("node {k}, assigned {assigned:?}"));
+    c.isolate(k)?;
+    // The reboot: the process dies, its containers go with the machine.
+    c.kill(k)?;
+    let ids: Vec<String> = c
+        .containers()?
+        .into_iter()
+        .filter(|x| x.node == k)
+        .map(|x| x.id)
+        .collect();
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(ids.iter().map(String::as_str));
+    if !ids.is_empty() {
+        docker(&rm)?;
+    }
+    fig.add("containers removed with the reboot", ids.len().to_string());
+    c.restart(k)?;
+    let booted = Instant::now();
+    c.wait_for("its assigned tasks running again", REBOOT_TARGET * 6, |c| {
+        let containers = c.containers().map_err(|e| e.to_string())?;
+        let mine: BTreeSet<(String, u32)> = running(&containers)
+            .filter(|x| x.node == k)
+            .map(|x| (x.service.clone(), x.slot))
+            .collect();
+        // New containers only: the old ones were removed with the reboot.
+        let fresh = running(&containers).all(|x| !ids.contains(&x.id));
+        if assigned.is_subset(&mine) && fresh {
+            Ok(())
+        } else {
+            Err(format!("node {k} runs {mine:?} of {assigned:?}"))
+        }
+    })?;
+    let back = booted.elapsed();
+    fig.add("restart (no peer) -> assigned tasks running", ms(back));
+    let mut failures = Vec::new();
+    if back > REBOOT_TARGET {
+        failures.push(format!(
+            "assigned tasks ran again {} after the restart (target {})",
+            ms(back),
+            ms(REBOOT_TARGET)
+        ));
+    }
+    // It came back alone: no connection to any peer.
+    let connected = c.status(k)?.get("connected_peers").and_then(Value::as_u64);
+    fig.add(
+        "its connected peers once its tasks ran",
+        format!("{connected:?}"),
+    );
+    if connected != Some(0) {
+        failures.push(format!(
+            "node {k} was not alone after its restart: connected_peers {connected:?}"
+        ));
+    }
+    let victim = running(&c.containers()?)
+        .find(|x| x.node == k)
+        .cloned()
+        .ok_or_else(|| failed("its task vanished"))?;
+    fig.add(
+        "docker kill -> restarted (--restart always)",
+        ms(kill_and_wait_restart(c, &victim)?),
+    );
+    // Writes while isolated: a create and a scale, both acknowledged by the rebooted node.
+    create(&h, k, "or-local", 0, false)?;
+    let scaled = n as u64 + 1;
+    h.run(k, &["service", "scale", "or", &scaled.to_string()])?;
+    let scales = [ScaleWrite {
+        service: "or".to_string(),
+        node: k,
+        value: scaled,
+        acked: true,
+    }];
+    fig.add(
+        "writes at the isolated node",
+        "create or-local, scale or: acknowledged",
+    );
+    c.heal()?;
+    let healed = Instant::now();
+    c.wait_for("one document after the heal", HEAL_DEADLINE, |c| {
+        c.check_converged(&all(c))
+    })?;
+    c.wait_for("right replicas after the heal", HEAL_DEADLINE, |c| {
+        c.check_replicas(0, &["or", "or-local"])
+    })?;
+    fig.add("heal -> one document, right replicas", ms(healed.elapsed()));
+    let missing = missing_writes(c, &["or-local".to_string()])?;
+    let initial = BTreeMap::from([("or".to_string(), n as u64)]);
+    let wrong = wrong_scales(c, &scale_candidates(&initial, &scales))?;
+    fig.add(
+        "isolated writes lost (create, scale)",
+        format!("{}, {}", missing.len(), wrong.len()),
+    );
+    if !missing.is_empty() {
+        failures.push(format!("the isolated node's create was lost: {missing:?}"));
+    }
+    if !wrong.is_empty() {
+        failures.push(format!("the isolated node's scale was lost: {wrong:?}"));
+    }
+    if !failures.is_empty() {
+        return Err(failed(failures.join("; ")));
+    }
+    Ok(())
+}
+
 fn docker_started_at(id: &str) -> Result<String, Error> {
     Ok(
         crate::cluster::docker(&["inspect", "-f", "{{.State.StartedAt}}", id])?
@@ -787,6 +1267,7 @@ struct WriterReport {
     attempts: usize,
     acked: Vec<String>,
     scales_acked: usize,
+    scales: Vec<ScaleWrite>,
 }
 
 fn writer(
@@ -821,9 +1302,14 @@ fn writer(
         } else {
             let service = if rng.gen_bool(0.5) { "ch-a" } else { "ch-b" };
             let replicas = rng.gen_range(1..=3u32).to_string();
-            if h.run(at, &["service", "scale", service, &replicas]).is_ok() {
-                report.scales_acked += 1;
-            }
+            let acked = h.run(at, &["service", "scale", service, &replicas]).is_ok();
+            report.scales_acked += usize::from(acked);
+            report.scales.push(ScaleWrite {
+                service: service.to_string(),
+                node: at,
+                value: replicas.parse().unwrap_or(0),
+                acked,
+            });
         }
         std::thread::sleep(Duration::from_millis(rng.gen_range(50..250)));
     }
@@ -979,11 +1465,23 @@ fn chaos(c: &mut Cluster, duration: Duration, seed: u64, fig: &mut Figures) -> R
     fig.add("heal -> settled", ms(settling.elapsed()));
     let missing = missing_writes(c, &report.acked)?;
     fig.add("writes lost", missing.len().to_string());
+    let initial = BTreeMap::from([("ch-a".to_string(), 2), ("ch-b".to_string(), 1)]);
+    let wrong = wrong_scales(c, &scale_candidates(&initial, &report.scales))?;
+    fig.add("acknowledged scales lost", wrong.len().to_string());
+    let mut failures = Vec::new();
     if !missing.is_empty() {
-        return Err(failed(format!(
+        failures.push(format!(
             "{} acknowledged writes lost: {missing:?}",
             missing.len()
-        )));
+        ));
+    }
+    if !wrong.is_empty() {
+        failures.push(format!(
+            "replica counts no acknowledged scale explains (service, node, value): {wrong:?}"
+        ));
+    }
+    if !failures.is_empty() {
+        return Err(failed(failures.join("; ")));
     }
     Ok(())
 }
@@ -1028,6 +1526,83 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ctr(id: &str, node: usize, service: &str, slot: u32) -> Container {
+        Container {
+            id: id.to_string(),
+            node,
+            service: service.to_string(),
+            slot,
+            state: "running".to_string(),
+        }
+    }
+
+    /// `sb-still` slot 0 ran on both sides (one duplicate); `web` slot 0 on one side only.
+    fn split() -> (Vec<Container>, BTreeMap<String, u64>) {
+        let at_heal = vec![
+            ctr("a", 0, STILL, 0),
+            ctr("b", 3, STILL, 0),
+            ctr("c", 1, "web", 0),
+        ];
+        let services = BTreeMap::from([(STILL.to_string(), 1), ("web".to_string(), 1)]);
+        (at_heal, services)
+    }
+
+    #[test]
+    fn a_heal_that_stops_only_the_duplicate_passes() {
+        let (at_heal, services) = split();
+        let after = BTreeSet::from(["a".to_string(), "c".to_string()]);
+        let samples = vec![
+            at_heal.clone(),
+            vec![ctr("a", 0, STILL, 0), ctr("c", 1, "web", 0)],
+        ];
+        let j = judge_heal(&at_heal, &after, &services, &samples);
+        assert!(j.failures.is_empty(), "{:?}", j.failures);
+        assert_eq!((j.duplicates, j.stops, j.starts), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_heal_that_replaces_or_breaks_before_making_fails() {
+        let (at_heal, services) = split();
+        // Both copies of sb-still stopped, a new one started; web moved; a window with no web.
+        let after = BTreeSet::from(["d".to_string(), "e".to_string()]);
+        let samples = vec![
+            at_heal.clone(),
+            vec![],
+            vec![ctr("d", 2, STILL, 0), ctr("e", 2, "web", 0)],
+        ];
+        let j = judge_heal(&at_heal, &after, &services, &samples);
+        assert_eq!((j.stops, j.starts, j.still_starts), (3, 2, 1));
+        assert_eq!(j.zero_windows.len(), 2);
+        assert_eq!(j.failures.len(), 4, "{:?}", j.failures);
+    }
+
+    #[test]
+    fn only_each_nodes_last_acknowledged_scale_can_win() {
+        let w = |node, value, acked| ScaleWrite {
+            service: "s".to_string(),
+            node,
+            value,
+            acked,
+        };
+        let initial = BTreeMap::from([("s".to_string(), 1), ("t".to_string(), 4)]);
+        let scales = [w(0, 2, true), w(0, 3, true), w(1, 5, true), w(1, 6, false)];
+        let c = scale_candidates(&initial, &scales);
+        assert_eq!(c["s"], vec![3, 5, 6]);
+        assert_eq!(c["t"], vec![4]);
+    }
+
+    #[test]
+    fn a_task_seen_stopped_once_is_reported() {
+        let before = vec![
+            ctr("a", 0, "au", 0),
+            ctr("b", 1, "au", 1),
+            ctr("k", 1, "au", 2),
+        ];
+        let samples = vec![before.clone(), vec![ctr("b", 1, "au", 1)], before.clone()];
+        let stopped = stopped_in_samples(&before, &samples, &["k"]);
+        assert_eq!(stopped, vec![("a".to_string(), 0, "au".to_string(), 0)]);
+    }
 
     #[test]
     fn durations_parse() {

@@ -1,4 +1,4 @@
-//! The five scenarios, short, on real `warren-node` processes in network namespaces: each test
+//! The six scenarios, short, on real `warren-node` processes in network namespaces: each test
 //! calls the library (up → run → verdict → down) and asserts the verdict. Each builds its own
 //! testnet (its own run id, names and /24 of 198.18.0.0/15), so they run in parallel with each
 //! other and with the rest of the workspace; each tears everything down, pass or fail.
@@ -100,6 +100,14 @@ fn split_brain() {
 #[test]
 fn autonomy() {
     check(Scenario::Autonomy, NODES);
+}
+
+/// A member isolated, its process killed and its containers removed, restarted alone, on the
+/// 3 nodes the brief asks for: its tasks back within 10 s, a restart policy applied, its writes
+/// merged at the heal.
+#[test]
+fn offline_reboot() {
+    check(Scenario::OfflineReboot, 3);
 }
 
 /// One minute of random partitions, losses, kills and restarts with writes at random peers;

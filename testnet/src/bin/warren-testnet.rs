@@ -89,7 +89,7 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a scenario on a fresh testnet: convergence, failover, split-brain, autonomy, chaos.
+    /// Run a scenario on a fresh testnet: convergence, failover, split-brain, autonomy, offline-reboot, chaos.
     Scenario {
         /// Scenario name.
         name: String,
@@ -241,13 +241,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "failover" => Scenario::Failover,
                 "split-brain" => Scenario::SplitBrain,
                 "autonomy" => Scenario::Autonomy,
+                "offline-reboot" => Scenario::OfflineReboot,
                 "chaos" => Scenario::Chaos {
                     duration: parse_duration(&duration)
                         .ok_or_else(|| anyhow!("`{duration}` is not a duration"))?,
                     seed: seed.unwrap_or_else(rand::random),
                 },
                 other => bail!(
-                    "unknown scenario `{other}` (convergence, failover, split-brain, autonomy, chaos)"
+                    "unknown scenario `{other}` (convergence, failover, split-brain, autonomy, offline-reboot, chaos)"
                 ),
             };
             let opts = ScenarioOptions {
