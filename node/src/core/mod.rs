@@ -210,7 +210,17 @@ pub struct Core {
     /// [`Core::set_running_copies`].
     copies: BTreeMap<SlotId, Vec<RunningCopy>>,
     reported: BTreeSet<NodeId>,
+    /// The live members at the last round, and when the cluster last changed (live members,
+    /// or a round that placed, moved or removed anything): rebalancing waits for
+    /// [`REBALANCE_QUIET_MS`] of calm, so a heal settles before spread is restored.
+    last_live: BTreeSet<NodeId>,
+    last_change: Millis,
 }
+
+/// How long the cluster must be calm (no member coming or going, no slot placed, moved or
+/// removed) before the holder rebalances, in milliseconds: a heal's disputes are settled
+/// first, and spread is restored after, one replica of a service at a time.
+pub const REBALANCE_QUIET_MS: u64 = 10_000;
 
 impl Core {
     /// A core for node `me`, started at `now`.
@@ -225,6 +235,8 @@ impl Core {
             failed_on: BTreeMap::new(),
             copies: BTreeMap::new(),
             reported: BTreeSet::new(),
+            last_live: BTreeSet::new(),
+            last_change: now,
         }
     }
 
@@ -304,13 +316,33 @@ impl Core {
     /// their capacities, and where slots failed.
     fn plan(&mut self, view: &ClusterView, lease: &Lease, now: Millis) -> Plan {
         let live = self.live_members(view, now);
-        let observed = Observations {
+        if live != self.last_live {
+            self.last_live = live.clone();
+            self.last_change = now;
+        }
+        let mut observed = Observations {
             capacity: self.capacity.clone(),
             unrunnable: self.unrunnable(view),
             copies: self.copies.clone(),
             reported: self.reported.clone(),
-            rebalance: self.config.rebalance,
+            rebalance: false,
         };
+        let plan = plan_observed(
+            &view.services,
+            &view.members,
+            &live,
+            &view.assignments,
+            lease,
+            &observed,
+        );
+        if !plan.is_empty() {
+            self.last_change = now;
+            return plan;
+        }
+        if !self.config.rebalance || now.since(self.last_change) < REBALANCE_QUIET_MS {
+            return plan;
+        }
+        observed.rebalance = true;
         plan_observed(
             &view.services,
             &view.members,
