@@ -232,7 +232,8 @@ async fn json_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let (code, default_message) = code_for(status);
+    let (mut code, default_message) = code_for(status);
+    let mut status = status;
     let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
         format!("request body larger than {MAX_BODY} bytes")
     } else {
@@ -247,6 +248,12 @@ async fn json_errors(request: Request, next: Next) -> Response {
             text
         }
     };
+    // serde's `deny_unknown_fields` error names the field: a 400 with its own code, so a
+    // client can tell a misspelt field from a value of the wrong type (422).
+    if status == StatusCode::UNPROCESSABLE_ENTITY && message.contains("unknown field") {
+        status = StatusCode::BAD_REQUEST;
+        code = "unknown_field";
+    }
     let mut out = ApiError::new(status, code, message).into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
@@ -428,6 +435,7 @@ async fn nodes(State(state): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct JoinTokenRequest {
     #[serde(default)]
     ttl_secs: Option<u64>,
@@ -527,6 +535,7 @@ async fn revoke_join_token(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ApiTokenRequest {
     #[serde(default)]
     ttl_secs: Option<u64>,
@@ -669,8 +678,10 @@ async fn remove_node(
     Ok(Json(json!({ "id": id, "name": name, "removed": true })))
 }
 
-/// Body of `POST /v1/services`.
+/// Body of `POST /v1/services`. Unknown fields are refused (a misspelt `replica` must not
+/// silently start the default replica count).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CreateService {
     name: String,
     image: String,
@@ -840,6 +851,7 @@ async fn service_tasks(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Scale {
     replicas: u32,
 }
@@ -896,6 +908,7 @@ fn parse_secret_name(name: &str) -> Result<String, ApiError> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CreateSecret {
     name: String,
     value_base64: String,
