@@ -862,3 +862,136 @@ pub struct Volume {
     /// Driver options.
     pub options: BTreeMap<String, String>,
 }
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    fn ok_spec() -> ServiceSpec {
+        ServiceSpec {
+            image: "warren/busybox:latest".into(),
+            replicas: 1,
+            ..ServiceSpec::default()
+        }
+    }
+
+    fn field_of(spec: &ServiceSpec) -> &'static str {
+        match spec.validate() {
+            Err(CrdtError::InvalidSpec { field, .. }) => field,
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_spec_is_valid() {
+        assert!(ok_spec().validate().is_ok());
+    }
+
+    #[test]
+    fn image_must_be_present() {
+        let mut s = ok_spec();
+        s.image = String::new();
+        assert_eq!(field_of(&s), "image");
+        s.image = "a\0b".into();
+        assert_eq!(field_of(&s), "image");
+    }
+
+    #[test]
+    fn replicas_are_bounded() {
+        let mut s = ok_spec();
+        s.replicas = MAX_REPLICAS;
+        assert!(s.validate().is_ok());
+        s.replicas = MAX_REPLICAS + 1;
+        assert_eq!(field_of(&s), "replicas");
+    }
+
+    #[test]
+    fn env_keys_are_checked() {
+        for key in ["", "A=B", "A\0", &"K".repeat(MAX_ENV_KEY_BYTES + 1)] {
+            let mut s = ok_spec();
+            s.env.insert(key.to_string(), "v".into());
+            assert_eq!(field_of(&s), "env", "{key:?}");
+        }
+        let mut s = ok_spec();
+        s.env.insert("GOOD".into(), "v\0".into());
+        assert_eq!(field_of(&s), "env");
+    }
+
+    #[test]
+    fn command_is_bounded() {
+        let mut s = ok_spec();
+        s.command = vec!["x".into(); MAX_ARGS + 1];
+        assert_eq!(field_of(&s), "command");
+        s.command = vec!["x".repeat(MAX_ARG_BYTES + 1)];
+        assert_eq!(field_of(&s), "command");
+    }
+
+    #[test]
+    fn ports_are_checked() {
+        let mut s = ok_spec();
+        s.ports = vec![PortSpec {
+            container_port: 0,
+            host_port: None,
+        }];
+        assert_eq!(field_of(&s), "ports");
+        s.ports = vec![PortSpec {
+            container_port: 80,
+            host_port: Some(0),
+        }];
+        assert_eq!(field_of(&s), "ports");
+        s.ports = vec![
+            PortSpec {
+                container_port: 80,
+                host_port: None,
+            };
+            MAX_PORTS + 1
+        ];
+        assert_eq!(field_of(&s), "ports");
+    }
+
+    #[test]
+    fn secret_targets_stay_in_the_secrets_directory() {
+        for target in [
+            "/etc/warren-pwned",
+            "../x",
+            "a/b",
+            "..",
+            ".",
+            "",
+            "a\0",
+            "a\\b",
+        ] {
+            let mut s = ok_spec();
+            s.secrets = vec![SecretMount {
+                name: "db".into(),
+                target: target.into(),
+            }];
+            assert_eq!(field_of(&s), "secrets.target", "{target:?}");
+        }
+        let mut s = ok_spec();
+        s.secrets = vec![SecretMount {
+            name: "../db".into(),
+            target: "db".into(),
+        }];
+        assert_eq!(field_of(&s), "secrets.name");
+    }
+
+    #[test]
+    fn stop_timeout_is_bounded() {
+        let mut s = ok_spec();
+        s.stop_timeout_ms = Some(MAX_STOP_TIMEOUT_MS + 1);
+        assert_eq!(field_of(&s), "stop_timeout_ms");
+    }
+
+    #[test]
+    fn the_message_names_the_field() {
+        let mut s = ok_spec();
+        s.env.insert("A=B".into(), "v".into());
+        let text = s
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(text.starts_with("invalid env:"), "{text}");
+    }
+}
