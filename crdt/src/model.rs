@@ -228,6 +228,72 @@ impl ServiceSpec {
     ///
     /// Errors: [`CrdtError::InvalidSpec`] naming the field and the rule it breaks.
     pub fn validate(&self) -> Result<(), CrdtError> {
+        if self.image.is_empty() || self.image.len() > 255 || self.image.contains('\0') {
+            return Err(invalid("image", "must be 1 to 255 bytes without NUL"));
+        }
+        if self.replicas > MAX_REPLICAS {
+            return Err(invalid(
+                "replicas",
+                format!("must be at most {MAX_REPLICAS}"),
+            ));
+        }
+        if self.command.len() > MAX_ARGS
+            || self
+                .command
+                .iter()
+                .any(|a| a.len() > MAX_ARG_BYTES || a.contains('\0'))
+        {
+            return Err(invalid(
+                "command",
+                format!(
+                    "at most {MAX_ARGS} arguments of at most {MAX_ARG_BYTES} bytes, without NUL"
+                ),
+            ));
+        }
+        if self.env.len() > MAX_ENV {
+            return Err(invalid("env", format!("at most {MAX_ENV} variables")));
+        }
+        for (key, value) in &self.env {
+            if key.is_empty()
+                || key.len() > MAX_ENV_KEY_BYTES
+                || key.contains('=')
+                || key.contains('\0')
+            {
+                return Err(invalid(
+                    "env",
+                    format!(
+                        "invalid environment variable name {key:?}: 1 to {MAX_ENV_KEY_BYTES} \
+                         bytes without '=' or NUL"
+                    ),
+                ));
+            }
+            if value.len() > MAX_ARG_BYTES || value.contains('\0') {
+                return Err(invalid(
+                    "env",
+                    format!("value of {key:?} must be at most {MAX_ARG_BYTES} bytes without NUL"),
+                ));
+            }
+        }
+        if self.ports.len() > MAX_PORTS {
+            return Err(invalid("ports", format!("at most {MAX_PORTS} ports")));
+        }
+        if self
+            .ports
+            .iter()
+            .any(|p| p.container_port == 0 || p.host_port == Some(0))
+        {
+            return Err(invalid("ports", "container and host ports must be 1-65535"));
+        }
+        if self.secrets.len() > MAX_SECRET_MOUNTS {
+            return Err(invalid(
+                "secrets",
+                format!("at most {MAX_SECRET_MOUNTS} mounts"),
+            ));
+        }
+        for mount in &self.secrets {
+            validate_secret_name(&mount.name)?;
+            validate_secret_target(&mount.target)?;
+        }
         if let Some(health) = &self.health {
             health.validate()?;
         }
@@ -243,6 +309,67 @@ impl ServiceSpec {
         }
         Ok(())
     }
+}
+
+/// Most replicas a service may ask for.
+pub const MAX_REPLICAS: u32 = 10_000;
+/// Most command arguments in a spec.
+pub const MAX_ARGS: usize = 1_024;
+/// Longest command argument or environment value, in bytes.
+pub const MAX_ARG_BYTES: usize = 65_536;
+/// Most environment variables in a spec.
+pub const MAX_ENV: usize = 1_024;
+/// Longest environment variable name, in bytes.
+pub const MAX_ENV_KEY_BYTES: usize = 256;
+/// Most published ports in a spec.
+pub const MAX_PORTS: usize = 256;
+/// Most secret mounts in a spec.
+pub const MAX_SECRET_MOUNTS: usize = 64;
+/// Longest secret name or secret mount target, in bytes.
+pub const MAX_SECRET_NAME_BYTES: usize = 63;
+
+/// Checks a secret's name: 1 to 63 bytes of ASCII letters, digits, `.`, `_`, `-`, not
+/// starting with `.`.
+///
+/// Errors: [`CrdtError::InvalidSpec`] on field `secrets.name`.
+pub fn validate_secret_name(name: &str) -> Result<(), CrdtError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SECRET_NAME_BYTES
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "secrets.name",
+            format!(
+                "invalid secret name {name:?}: 1-63 characters of letters, digits, '.', '_', '-'"
+            ),
+        ))
+    }
+}
+
+/// Checks a secret mount's target: one relative file name under `/run/secrets`, 1 to 63
+/// bytes, no `/`, no NUL, not `.` or `..` (so it can never leave the secrets directory).
+///
+/// Errors: [`CrdtError::InvalidSpec`] on field `secrets.target`.
+pub fn validate_secret_target(target: &str) -> Result<(), CrdtError> {
+    if target.is_empty()
+        || target.len() > MAX_SECRET_NAME_BYTES
+        || target == "."
+        || target == ".."
+        || target.contains('/')
+        || target.contains('\\')
+        || target.contains('\0')
+    {
+        return Err(invalid(
+            "secrets.target",
+            format!("invalid secret target {target:?}: a file name under /run/secrets"),
+        ));
+    }
+    Ok(())
 }
 
 /// Longest stop timeout a spec may ask for: 1 hour, in milliseconds.
@@ -741,4 +868,137 @@ pub struct Volume {
     pub node: NodeId,
     /// Driver options.
     pub options: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    fn ok_spec() -> ServiceSpec {
+        ServiceSpec {
+            image: "warren/busybox:latest".into(),
+            replicas: 1,
+            ..ServiceSpec::default()
+        }
+    }
+
+    fn field_of(spec: &ServiceSpec) -> &'static str {
+        match spec.validate() {
+            Err(CrdtError::InvalidSpec { field, .. }) => field,
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_spec_is_valid() {
+        assert!(ok_spec().validate().is_ok());
+    }
+
+    #[test]
+    fn image_must_be_present() {
+        let mut s = ok_spec();
+        s.image = String::new();
+        assert_eq!(field_of(&s), "image");
+        s.image = "a\0b".into();
+        assert_eq!(field_of(&s), "image");
+    }
+
+    #[test]
+    fn replicas_are_bounded() {
+        let mut s = ok_spec();
+        s.replicas = MAX_REPLICAS;
+        assert!(s.validate().is_ok());
+        s.replicas = MAX_REPLICAS + 1;
+        assert_eq!(field_of(&s), "replicas");
+    }
+
+    #[test]
+    fn env_keys_are_checked() {
+        for key in ["", "A=B", "A\0", &"K".repeat(MAX_ENV_KEY_BYTES + 1)] {
+            let mut s = ok_spec();
+            s.env.insert(key.to_string(), "v".into());
+            assert_eq!(field_of(&s), "env", "{key:?}");
+        }
+        let mut s = ok_spec();
+        s.env.insert("GOOD".into(), "v\0".into());
+        assert_eq!(field_of(&s), "env");
+    }
+
+    #[test]
+    fn command_is_bounded() {
+        let mut s = ok_spec();
+        s.command = vec!["x".into(); MAX_ARGS + 1];
+        assert_eq!(field_of(&s), "command");
+        s.command = vec!["x".repeat(MAX_ARG_BYTES + 1)];
+        assert_eq!(field_of(&s), "command");
+    }
+
+    #[test]
+    fn ports_are_checked() {
+        let mut s = ok_spec();
+        s.ports = vec![PortSpec {
+            container_port: 0,
+            host_port: None,
+        }];
+        assert_eq!(field_of(&s), "ports");
+        s.ports = vec![PortSpec {
+            container_port: 80,
+            host_port: Some(0),
+        }];
+        assert_eq!(field_of(&s), "ports");
+        s.ports = vec![
+            PortSpec {
+                container_port: 80,
+                host_port: None,
+            };
+            MAX_PORTS + 1
+        ];
+        assert_eq!(field_of(&s), "ports");
+    }
+
+    #[test]
+    fn secret_targets_stay_in_the_secrets_directory() {
+        for target in [
+            "/etc/warren-pwned",
+            "../x",
+            "a/b",
+            "..",
+            ".",
+            "",
+            "a\0",
+            "a\\b",
+        ] {
+            let mut s = ok_spec();
+            s.secrets = vec![SecretMount {
+                name: "db".into(),
+                target: target.into(),
+            }];
+            assert_eq!(field_of(&s), "secrets.target", "{target:?}");
+        }
+        let mut s = ok_spec();
+        s.secrets = vec![SecretMount {
+            name: "../db".into(),
+            target: "db".into(),
+        }];
+        assert_eq!(field_of(&s), "secrets.name");
+    }
+
+    #[test]
+    fn stop_timeout_is_bounded() {
+        let mut s = ok_spec();
+        s.stop_timeout_ms = Some(MAX_STOP_TIMEOUT_MS + 1);
+        assert_eq!(field_of(&s), "stop_timeout_ms");
+    }
+
+    #[test]
+    fn the_message_names_the_field() {
+        let mut s = ok_spec();
+        s.env.insert("A=B".into(), "v".into());
+        let text = s
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(text.starts_with("invalid env:"), "{text}");
+    }
 }

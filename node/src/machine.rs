@@ -356,6 +356,9 @@ pub struct NodeMachine {
     /// The typed view of `state`, read once per change of the document rather than per tick;
     /// `None` when the document changed since.
     view_cache: Option<ClusterView>,
+    /// (service, generation) pairs whose invalid spec was already logged, so a rejected
+    /// spec is logged once per generation, not every tick.
+    rejected_logged: std::collections::BTreeSet<(ServiceName, u64)>,
     /// This node's X25519 keys: secrets are sealed to its public key. `None` in simulations.
     secret_keys: Option<SecretKeys>,
     /// The public key this node last saw published in its member record (checked again
@@ -410,6 +413,7 @@ impl NodeMachine {
             next_heartbeat: now,
             next_anti_entropy: now,
             view_cache: None,
+            rejected_logged: std::collections::BTreeSet::new(),
             secret_keys: None,
             published_key: None,
             usage: None,
@@ -495,7 +499,9 @@ impl NodeMachine {
             return Vec::new();
         }
         let seen_rank = &self.seen_rank;
-        view.desired_tasks(&me)
+        let rejected = rejected_services(view);
+        let tasks: Vec<DesiredTask> = view
+            .desired_tasks(&me)
             .into_iter()
             .filter(|task| {
                 let Some(a) = view.assignments.get(&task.slot) else {
@@ -514,7 +520,8 @@ impl NodeMachine {
                     _ => true,
                 }
             })
-            .collect()
+            .collect();
+        self.filter_rejected(tasks, &rejected)
     }
 
     /// What the reconcile loop works towards at `now`: [`NodeMachine::desired_tasks`] and
@@ -624,6 +631,36 @@ impl NodeMachine {
             reported.insert(node.clone());
         }
         self.core.set_running_copies(copies, reported);
+    }
+
+    /// Drops the tasks of services whose spec fails [`ServiceSpec::validate`] (a spec written
+    /// into the document without the API's check, e.g. by another member): no container is
+    /// ever created for them. Logs each rejected service once per generation.
+    fn filter_rejected(
+        &mut self,
+        tasks: Vec<DesiredTask>,
+        rejected: &BTreeMap<ServiceName, String>,
+    ) -> Vec<DesiredTask> {
+        tasks
+            .into_iter()
+            .filter(|t| {
+                let Some(reason) = rejected.get(&t.slot.service) else {
+                    return true;
+                };
+                if self
+                    .rejected_logged
+                    .insert((t.slot.service.clone(), t.generation))
+                {
+                    tracing::warn!(
+                        service = %t.slot.service,
+                        generation = t.generation,
+                        %reason,
+                        "refusing to run a service whose spec is invalid"
+                    );
+                }
+                false
+            })
+            .collect()
     }
 
     /// The machine's current view of the lease, members, services, read from the replica
@@ -1360,6 +1397,29 @@ impl NodeMachine {
                 .get(&a.node)
                 .and_then(|h| h.tasks.iter().find(matches))
         };
+        let rejected = self
+            .view_cache
+            .as_ref()
+            .and_then(|v| v.services.get(&slot.service))
+            .and_then(|svc| svc.spec.validate().err());
+        if let Some(err) = rejected {
+            return TaskView {
+                service: slot.service.clone(),
+                slot: slot.slot,
+                node: a.node.clone(),
+                node_name: node_name.to_string(),
+                epoch: a.epoch,
+                state: TaskState::Rejected,
+                status: format!("rejected: {err}"),
+                container: String::new(),
+                ports: Default::default(),
+                health: Default::default(),
+                exit_code: None,
+                restarts: 0,
+                next_restart_ms: None,
+                error: err.to_string(),
+            };
+        }
         TaskView {
             service: slot.service.clone(),
             slot: slot.slot,
@@ -1380,4 +1440,19 @@ impl NodeMachine {
             error: reported.map(|t| t.error.clone()).unwrap_or_default(),
         }
     }
+}
+
+/// The live services whose spec fails [`ServiceSpec::validate`], with the reason. A node never
+/// runs these (see [`NodeMachine::desired_tasks`]); `service ps` shows their tasks `rejected`.
+pub fn rejected_services(view: &ClusterView) -> BTreeMap<ServiceName, String> {
+    view.services
+        .iter()
+        .filter(|(_, svc)| !svc.deleted)
+        .filter_map(|(name, svc)| {
+            svc.spec
+                .validate()
+                .err()
+                .map(|e| (name.clone(), e.to_string()))
+        })
+        .collect()
 }

@@ -474,6 +474,22 @@ fn every_api_error_is_json_with_a_stable_code() {
             "invalid_argument",
         ),
         ("GET", "/v1/services/absent", None, 404, "not_found"),
+        (
+            "POST",
+            "/v1/services",
+            Some(r#"{"name":"typo","image":"warren/busybox:latest","replica":0}"#),
+            400,
+            "unknown_field",
+        ),
+        (
+            "POST",
+            "/v1/services",
+            Some(
+                r#"{"name":"abs","image":"warren/busybox:latest","secrets":[{"name":"s","target":"/etc/warren-pwned"}]}"#,
+            ),
+            400,
+            "invalid_argument",
+        ),
         ("GET", "/v1/history?limit=x", None, 400, "invalid_argument"),
     ];
     let bases = [
@@ -500,6 +516,17 @@ fn every_api_error_is_json_with_a_stable_code() {
                 message.is_some_and(|n| n > 0 && n < 1024),
                 "{base} {method} {path}: a short message: {answer:?}"
             );
+            // The message names the offending field.
+            let text = answer.json()["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if *code == "unknown_field" {
+                assert!(text.contains("`replica`"), "names the field: {text}");
+            }
+            if body.is_some_and(|b| b.contains("warren-pwned")) {
+                assert!(text.contains("secrets.target"), "names the field: {text}");
+            }
         }
         // A body without a JSON content type.
         let request = ureq::http::Request::builder()

@@ -64,8 +64,6 @@ use crate::token::TokenGrant;
 
 /// Largest request body accepted, in bytes.
 const MAX_BODY: usize = 128 * 1024;
-/// Most replicas one service may ask for.
-const MAX_REPLICAS: u32 = 1_000;
 
 #[derive(Clone)]
 pub(crate) struct ApiState {
@@ -234,7 +232,8 @@ async fn json_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let (code, default_message) = code_for(status);
+    let (mut code, default_message) = code_for(status);
+    let mut status = status;
     let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
         format!("request body larger than {MAX_BODY} bytes")
     } else {
@@ -249,6 +248,12 @@ async fn json_errors(request: Request, next: Next) -> Response {
             text
         }
     };
+    // serde's `deny_unknown_fields` error names the field: a 400 with its own code, so a
+    // client can tell a misspelt field from a value of the wrong type (422).
+    if status == StatusCode::UNPROCESSABLE_ENTITY && message.contains("unknown field") {
+        status = StatusCode::BAD_REQUEST;
+        code = "unknown_field";
+    }
     let mut out = ApiError::new(status, code, message).into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
@@ -430,6 +435,7 @@ async fn nodes(State(state): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct JoinTokenRequest {
     #[serde(default)]
     ttl_secs: Option<u64>,
@@ -529,6 +535,7 @@ async fn revoke_join_token(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ApiTokenRequest {
     #[serde(default)]
     ttl_secs: Option<u64>,
@@ -671,8 +678,10 @@ async fn remove_node(
     Ok(Json(json!({ "id": id, "name": name, "removed": true })))
 }
 
-/// Body of `POST /v1/services`.
+/// Body of `POST /v1/services`. Unknown fields are refused (a misspelt `replica` must not
+/// silently start the default replica count).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CreateService {
     name: String,
     image: String,
@@ -713,27 +722,12 @@ struct ServiceSummary {
     generation: u64,
 }
 
-fn validate_replicas(replicas: u32) -> Result<(), ApiError> {
-    if replicas > MAX_REPLICAS {
-        return Err(ApiError::invalid(format!(
-            "replicas must be at most {MAX_REPLICAS}"
-        )));
-    }
-    Ok(())
-}
-
 async fn create_service(
     State(state): State<ApiState>,
     Json(body): Json<CreateService>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let name = parse_name(&body.name)?;
     validate_image(&body.image)?;
-    validate_replicas(body.replicas)?;
-    validate_env(&body.env)?;
-    validate_ports(&body.ports)?;
-    validate_secret_mounts(&body.secrets)?;
-    // The node checks the health, restart, resources and stop-timeout limits
-    // (`ServiceSpec::validate`) before it writes.
     let spec = ServiceSpec {
         image: body.image,
         replicas: body.replicas,
@@ -746,6 +740,10 @@ async fn create_service(
         resources: body.resources,
         stop_timeout_ms: body.stop_timeout_ms,
     };
+    // One rule set for every way a spec enters: the same check runs on update and when a
+    // node reads a spec from the document.
+    spec.validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let reply_name = name.clone();
     write(&state, Write::CreateService(name, Box::new(spec))).await?;
     Ok((StatusCode::CREATED, Json(json!({ "name": reply_name }))))
@@ -753,44 +751,6 @@ async fn create_service(
 
 fn validate_image(image: &str) -> Result<(), ApiError> {
     warren_runtime::validate_image_reference(image).map_err(|e| ApiError::invalid(e.to_string()))
-}
-
-fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if let Some(bad) = env
-        .keys()
-        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
-    {
-        return Err(ApiError::invalid(format!(
-            "invalid environment variable name {bad:?}"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_ports(ports: &[PortSpec]) -> Result<(), ApiError> {
-    if ports.iter().any(|p| p.container_port == 0) {
-        return Err(ApiError::invalid("container port must be 1-65535"));
-    }
-    Ok(())
-}
-
-fn validate_secret_mounts(mounts: &[SecretMount]) -> Result<(), ApiError> {
-    for mount in mounts {
-        parse_secret_name(&mount.name)?;
-        let t = &mount.target;
-        if t.is_empty()
-            || t.len() > 63
-            || t == "."
-            || t == ".."
-            || t.contains('/')
-            || t.contains('\0')
-        {
-            return Err(ApiError::invalid(format!(
-                "invalid secret target {t:?}: a file name under /run/secrets"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// `PATCH /v1/services/{name}`: changes only the fields the body gives (see
@@ -805,18 +765,7 @@ async fn update_service(
     if let Some(image) = &patch.image {
         validate_image(image)?;
     }
-    if let Some(replicas) = patch.replicas {
-        validate_replicas(replicas)?;
-    }
-    if let Some(env) = &patch.env {
-        validate_env(env)?;
-    }
-    if let Some(ports) = &patch.ports {
-        validate_ports(ports)?;
-    }
-    if let Some(secrets) = &patch.secrets {
-        validate_secret_mounts(secrets)?;
-    }
+    // The node applies the patch and runs `ServiceSpec::validate` on the result.
     let reply_name = name.clone();
     write(&state, Write::UpdateService(name, Box::new(patch))).await?;
     Ok(Json(json!({ "name": reply_name, "updated": true })))
@@ -904,6 +853,7 @@ async fn service_tasks(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Scale {
     replicas: u32,
 }
@@ -914,7 +864,6 @@ async fn scale_service(
     Json(body): Json<Scale>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
-    validate_replicas(body.replicas)?;
     let replicas = body.replicas;
     let reply_name = name.clone();
     write(&state, Write::ScaleService(name, replicas)).await?;
@@ -956,22 +905,12 @@ async fn history(
 /// A secret name: 1-63 characters of `[A-Za-z0-9._-]`, not starting with `.` (it becomes a
 /// file name under `/run/secrets`).
 fn parse_secret_name(name: &str) -> Result<String, ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if ok {
-        Ok(name.to_string())
-    } else {
-        Err(ApiError::invalid(format!(
-            "invalid secret name {name:?}: 1-63 characters of letters, digits, '.', '_', '-'"
-        )))
-    }
+    warren_crdt::validate_secret_name(name).map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(name.to_string())
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CreateSecret {
     name: String,
     value_base64: String,

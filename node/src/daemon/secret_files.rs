@@ -94,7 +94,7 @@ pub(crate) fn prepare(
             .get(&mount.name)
             .ok_or_else(|| format!("secret {} does not exist", mount.name))?;
         let value = secrets::open(record, me, keys).map_err(|e| e.to_string())?;
-        let path = dir.join(&mount.target);
+        let path = secret_path(&dir, &mount.target)?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -105,6 +105,23 @@ pub(crate) fn prepare(
             .map_err(|e| format!("cannot write secret {}: {e}", mount.target))?;
     }
     Ok(dir)
+}
+
+/// `dir/target` if `target` is exactly one normal path component (no root, no `..`, no
+/// `.`, no separator), so the joined path can never leave `dir`. Defense in depth: the spec's
+/// validation already refuses such targets, but a spec read from the document is checked
+/// here again before anything is written as root.
+///
+/// Errors: a message naming the refused target.
+fn secret_path(dir: &Path, target: &str) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let mut components = Path::new(target).components();
+    match (components.next(), components.next()) {
+        (Some(Component::Normal(name)), None) if !target.contains('\0') => Ok(dir.join(name)),
+        _ => Err(format!(
+            "refused secret target {target:?}: it must be one file name under /run/secrets"
+        )),
+    }
 }
 
 /// Removes the secret directories of containers not in `keep` (removed or never started).
@@ -118,6 +135,30 @@ pub(crate) fn sweep(root: &Path, keep: &[String]) {
             if let Err(e) = std::fs::remove_dir_all(entry.path()) {
                 tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove old secret files");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::secret_path;
+    use std::path::Path;
+
+    #[test]
+    fn secret_path_stays_in_dir() {
+        let dir = Path::new("/run/x/secrets/c1");
+        assert_eq!(secret_path(dir, "db"), Ok(dir.join("db")));
+        for bad in [
+            "/etc/warren-pwned",
+            "../x",
+            "a/b",
+            "..",
+            ".",
+            "",
+            "a/../../b",
+            "a\0b",
+        ] {
+            assert!(secret_path(dir, bad).is_err(), "{bad:?} accepted");
         }
     }
 }
