@@ -607,6 +607,7 @@ impl DesiredState {
                         created_at: self.int(&obj, "created_at").unwrap_or_default(),
                         labels: self.string_map(&obj, "labels"),
                         revoked: self.boolean(&obj, "revoked").unwrap_or(false),
+                        minted_by: self.string(&obj, "minted_by").unwrap_or_default(),
                     },
                 ))
             })
@@ -1023,6 +1024,9 @@ impl DesiredState {
             self.doc.put(&labels, k.as_str(), v.as_str())?;
         }
         self.doc.put(&obj, "revoked", token.revoked)?;
+        if !token.minted_by.is_empty() {
+            self.doc.put(&obj, "minted_by", token.minted_by.as_str())?;
+        }
         Ok(self.commit(format!("{} create {}", token_kind(token), token.id)))
     }
 

@@ -737,6 +737,12 @@ pub struct TokenRecord {
     /// Revoked tokens are refused.
     #[serde(default)]
     pub revoked: bool,
+    /// Node id of the member that minted a join token: only that member admits with it, so
+    /// its `uses_left` (a last-writer-wins counter) cannot be spent twice on the two sides of
+    /// a split. Empty for operator tokens and for join tokens minted by a version without the
+    /// field: any member still admits with those (the old, split-unsafe rule).
+    #[serde(default)]
+    pub minted_by: String,
 }
 
 impl TokenRecord {

@@ -96,6 +96,7 @@ fn typed_round_trip_of_every_section() {
         created_at: 7,
         labels: Default::default(),
         revoked: false,
+        minted_by: String::new(),
     };
     a.add_token(&token).expect("token");
     sync_pair(&mut a, &mut b);

@@ -748,6 +748,7 @@ fn run_op(
                 created_at: 0,
                 labels: Default::default(),
                 revoked: false,
+                minted_by: String::new(),
             };
             let mut plan = Plan::new(format!("add token t{id} #{uid} uses {uses}"));
             plan.writes

@@ -65,6 +65,7 @@ impl ApiToken {
             created_at: now_secs,
             labels: grant.labels.clone(),
             revoked: false,
+            minted_by: String::new(),
         };
         (token, record)
     }

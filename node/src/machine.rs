@@ -1065,6 +1065,35 @@ impl NodeMachine {
         if known.is_none() {
             let record = self.state.tokens().remove(&token.token_id);
             token.check(record.as_ref(), now_secs)?;
+            // Only the minting member admits with a token, so that its uses hold across a
+            // split (see `crate::token`); an empty `minted_by` is an older version's token.
+            if let Some(minter) = record
+                .as_ref()
+                .map(|r| r.minted_by.as_str())
+                .filter(|m| !m.is_empty() && *m != self.me.to_string())
+            {
+                let name = self
+                    .state
+                    .members()
+                    .into_iter()
+                    .find(|(id, _)| id.to_string() == minter)
+                    .map(|(_, m)| m.name)
+                    .unwrap_or_else(|| "?".into());
+                let short: String = minter
+                    .chars()
+                    .rev()
+                    .take(8)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                return Err(format!(
+                    "join token {} was minted by member {name} ({short}) and only it can admit \
+                     with it; make sure {name} is reachable, or mint a token at a reachable \
+                     member with `warren-cli join-token create`",
+                    token.token_id
+                ));
+            }
             if request.name.is_empty() || request.name.len() > 63 || request.labels.len() > 64 {
                 return Err("name must be 1-63 characters and labels at most 64".into());
             }
@@ -1222,7 +1251,13 @@ impl NodeMachine {
                         "this node is not listening on any address yet".into(),
                     ));
                 }
-                let (token, record) = JoinToken::mint(&cluster.id, bootstrap, now_secs, &grant);
+                let (token, record) = JoinToken::mint(
+                    &cluster.id,
+                    &self.me.to_string(),
+                    bootstrap,
+                    now_secs,
+                    &grant,
+                );
                 (
                     self.state.add_token(&record)?,
                     WriteAck::JoinToken(token.encode()),

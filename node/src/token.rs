@@ -2,6 +2,13 @@
 //!
 //! The document stores only the SHA-256 digest of the secret, so every member can check a
 //! token and none can mint one from what it reads.
+//!
+//! A join token admits only at the member that minted it (`TokenRecord::minted_by`; the
+//! token's `bootstrap` addresses are that member's). Its uses left are a last-writer-wins
+//! counter in the replicated document, so if any member could admit, the two sides of a
+//! split would each spend their own copy and a single-use token would admit two nodes. A
+//! token minted by an older version has no `minted_by`; any member admits with it, as before
+//! (split-unsafe: mint a new token to get the guarantee).
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -53,8 +60,11 @@ impl JoinToken {
     /// A fresh token for `cluster_id`, valid for `ttl_secs` from `now_secs` and for `uses`
     /// admissions, giving `labels` to the nodes it admits; and the record to store in the
     /// document (the secret's digest, never the secret).
+    ///
+    /// `minted_by` is the minting member's node id: only it admits with the token.
     pub fn mint(
         cluster_id: &str,
+        minted_by: &str,
         bootstrap: Vec<String>,
         now_secs: i64,
         grant: &TokenGrant,
@@ -75,6 +85,7 @@ impl JoinToken {
             created_at: now_secs,
             labels: grant.labels.clone(),
             revoked: false,
+            minted_by: minted_by.to_string(),
         };
         (token, record)
     }
@@ -148,6 +159,7 @@ mod tests {
     fn round_trip_and_every_refusal() {
         let (token, record) = JoinToken::mint(
             "c1",
+            "me",
             vec!["/ip4/127.0.0.1".into()],
             100,
             &TokenGrant::single_use(60),

@@ -275,6 +275,7 @@ async fn run_node(
             let mut state = DesiredState::new_cluster(&info, &founder)?;
             let (token, record) = JoinToken::mint(
                 &cluster_id,
+                &founder.id.to_string(),
                 my_addrs.clone(),
                 now_ms / 1000,
                 &crate::token::TokenGrant::single_use(3_600),
