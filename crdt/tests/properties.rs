@@ -684,6 +684,13 @@ fn run_op(
                     .collect::<Vec<_>>(),
                 remove.iter().map(ToString::to_string).collect::<Vec<_>>()
             ));
+            // Fencing: a put ranked below the assignment standing for its slot on this
+            // replica is dropped (DESIGN §5), whatever the causal order.
+            let standing = doc.assignments();
+            let put: BTreeMap<SlotId, Assignment> = put
+                .into_iter()
+                .filter(|(s, a)| standing.get(s).is_none_or(|x| a.rank() >= x.rank()))
+                .collect();
             // Removing an absent slot is no change; putting always is (a new object).
             plan.must_change = !put.is_empty();
             for (s, a) in &put {

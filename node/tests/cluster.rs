@@ -127,6 +127,7 @@ fn three_peers_schedule_restart_fail_over_scale_and_remove() {
         .iter()
         .position(|n| n.peer_id == holder)
         .expect("holder is one of ours");
+    let originals: BTreeSet<String> = running_web(&[&holder]).into_iter().map(|c| c.id).collect();
     nodes[h].kill();
     let survivors: Vec<usize> = (0..3).filter(|i| *i != h).collect();
     for &i in &survivors {
@@ -146,8 +147,10 @@ fn three_peers_schedule_restart_fail_over_scale_and_remove() {
     });
     assert!(moved.iter().all(|c| c.node != holder));
 
-    // The killed node comes back with its identity and its state, and gives up the slot that
-    // moved while it was away.
+    // The killed node comes back with its identity and its state. Its containers ran on
+    // while its process was down, so the slot that moved runs twice: the heal rule (DESIGN
+    // §5) keeps the copy that has run longest — the original on the restarted node — and
+    // stops the one started on the survivor, once the original is confirmed running.
     let old_id = nodes[h].peer_id.clone();
     nodes[h].restart(&[]);
     let status = nodes[h].status().expect("status");
@@ -156,10 +159,16 @@ fn three_peers_schedule_restart_fail_over_scale_and_remove() {
         Some(old_id.as_str()),
         "same PeerId after restart"
     );
-    wait_for("the restarted node's stale container removed", T, || {
-        let r = running_web(&ids);
-        (r.len() == 3 && containers(&[&holder]).iter().all(|c| c.service != "web")).then_some(())
-    });
+    wait_for(
+        "one copy per slot, the restarted node's originals kept",
+        T,
+        || {
+            let r = running_web(&ids);
+            let slots: BTreeSet<&String> = r.iter().map(|c| &c.slot).collect();
+            let kept = originals.iter().all(|id| r.iter().any(|c| c.id == *id));
+            (r.len() == 3 && slots.len() == 3 && kept).then_some(())
+        },
+    );
 
     // Scale to one: exactly one container is left, anywhere.
     let out = nodes[survivors[0]].cli(&["service", "scale", "web", "1"]);
