@@ -407,6 +407,34 @@ pub(crate) struct SpecFlags {
     /// rounded up).
     #[arg(long, value_name = "DURATION")]
     pub(crate) stop_timeout: Option<String>,
+    /// What happens to the tasks of a member that cannot be reached: `reschedule` them on
+    /// reachable members after the down timeout (the default), or `wait` for it (its tasks
+    /// keep running where they are; `service ps` shows them `unreachable (waiting)`).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub(crate) on_partition: Option<OnPartitionArg>,
+    /// Re-place an unreachable member's tasks only after it has been silent this long, under
+    /// either policy, e.g. 10m (0: the policy's default).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) reschedule_after: Option<String>,
+}
+
+/// `--on-partition` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OnPartitionArg {
+    /// Re-place the slots on reachable members.
+    Reschedule,
+    /// Keep the slots where they are.
+    Wait,
+}
+
+impl OnPartitionArg {
+    /// The API's word.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            OnPartitionArg::Reschedule => "reschedule",
+            OnPartitionArg::Wait => "wait",
+        }
+    }
 }
 
 #[cfg(test)]

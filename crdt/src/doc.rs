@@ -517,6 +517,7 @@ impl DesiredState {
             restart: self.json(spec, "restart"),
             resources: self.json(spec, "resources"),
             stop_timeout_ms: self.json(spec, "stop_timeout_ms"),
+            partition: self.json(spec, "partition"),
         }
     }
 
@@ -914,6 +915,13 @@ impl DesiredState {
                 spec_obj,
                 "stop_timeout_ms",
                 serde_json::to_string(&spec.stop_timeout_ms)?,
+            )?;
+        }
+        if old.is_none_or(|o| o.partition != spec.partition) {
+            self.doc.put(
+                spec_obj,
+                "partition",
+                serde_json::to_string(&spec.partition)?,
             )?;
         }
         Ok(())

@@ -220,6 +220,10 @@ pub struct ServiceSpec {
     /// default (10 s). The engine counts whole seconds: the value is rounded up.
     #[serde(default)]
     pub stop_timeout_ms: Option<u64>,
+    /// What happens to the slots of a member that cannot be reached (`--on-partition`,
+    /// `--reschedule-after`); `reschedule` after the down timeout by default.
+    #[serde(default)]
+    pub partition: PartitionPolicy,
 }
 
 impl ServiceSpec {
@@ -307,6 +311,19 @@ impl ServiceSpec {
                 ));
             }
         }
+        if self
+            .partition
+            .reschedule_after_ms
+            .is_some_and(|ms| ms > MAX_RESCHEDULE_AFTER_MS)
+        {
+            return Err(invalid(
+                "partition.reschedule_after_ms",
+                format!(
+                    "must be at most {} days",
+                    MAX_RESCHEDULE_AFTER_MS / 86_400_000
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -370,6 +387,57 @@ pub fn validate_secret_target(target: &str) -> Result<(), CrdtError> {
         ));
     }
     Ok(())
+}
+
+/// Longest `--reschedule-after` a spec may ask for: 30 days, in milliseconds.
+pub const MAX_RESCHEDULE_AFTER_MS: u64 = 30 * 86_400_000;
+
+/// What the scheduler does with the slots of a member it cannot reach (Nomad's `disconnect`
+/// block; DESIGN §5). The same rule applies on every side of a split.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPartition {
+    /// Re-place the slots once the member is down (after `reschedule_after_ms` if set).
+    #[default]
+    Reschedule,
+    /// Never re-place them while the member is a member (or only after
+    /// `reschedule_after_ms`): its containers keep running where they are.
+    Wait,
+}
+
+impl OnPartition {
+    /// `reschedule` or `wait`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnPartition::Reschedule => "reschedule",
+            OnPartition::Wait => "wait",
+        }
+    }
+}
+
+/// A service's partition policy: `--on-partition` and `--reschedule-after`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PartitionPolicy {
+    /// What happens to an unreachable member's slots.
+    #[serde(default)]
+    pub on_partition: OnPartition,
+    /// Milliseconds a member must have been silent before its slots are re-placed; `None`:
+    /// the down timeout for `reschedule`, never for `wait`. At most
+    /// [`MAX_RESCHEDULE_AFTER_MS`].
+    #[serde(default)]
+    pub reschedule_after_ms: Option<u64>,
+}
+
+impl PartitionPolicy {
+    /// Whether the slots of a member silent for `silent_ms` (and judged down) stay where
+    /// they are.
+    pub fn waits(&self, silent_ms: u64) -> bool {
+        match (self.on_partition, self.reschedule_after_ms) {
+            (OnPartition::Wait, None) => true,
+            (_, Some(after)) => silent_ms < after,
+            (OnPartition::Reschedule, None) => false,
+        }
+    }
 }
 
 /// Longest stop timeout a spec may ask for: 1 hour, in milliseconds.

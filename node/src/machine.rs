@@ -1382,7 +1382,22 @@ impl NodeMachine {
             .assignments
             .iter()
             .filter(|(slot, _)| view.services.get(&slot.service).is_some_and(|s| !s.deleted))
-            .map(|(slot, a)| self.task_view(slot, a, &name_of(&a.node)))
+            .map(|(slot, a)| {
+                let mut task = self.task_view(slot, a, &name_of(&a.node));
+                // An unreachable member's slot that its service's policy keeps there.
+                let waiting = view
+                    .services
+                    .get(&slot.service)
+                    .is_some_and(|s| s.spec.partition.waits(self.core.silent_ms(&a.node, now)));
+                if a.node != self.me
+                    && self.core.liveness(&a.node, now) == Liveness::Down
+                    && waiting
+                {
+                    task.state = TaskState::Unknown;
+                    task.status = "unreachable (waiting)".into();
+                }
+                task
+            })
             .collect();
         Snapshot {
             node: Some(self.me.clone()),

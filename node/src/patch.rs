@@ -86,6 +86,12 @@ pub struct ServicePatch {
     /// New stop timeout, milliseconds.
     #[serde(default)]
     pub stop_timeout_ms: Option<u64>,
+    /// New partition policy (`--on-partition`).
+    #[serde(default)]
+    pub on_partition: Option<warren_crdt::OnPartition>,
+    /// New `--reschedule-after`, milliseconds; `0`: none (the policy's default).
+    #[serde(default)]
+    pub reschedule_after_ms: Option<u64>,
 }
 
 impl ServicePatch {
@@ -168,6 +174,12 @@ impl ServicePatch {
         }
         if let Some(ms) = self.stop_timeout_ms {
             out.stop_timeout_ms = Some(ms);
+        }
+        if let Some(policy) = self.on_partition {
+            out.partition.on_partition = policy;
+        }
+        if let Some(ms) = self.reschedule_after_ms {
+            out.partition.reschedule_after_ms = (ms > 0).then_some(ms);
         }
         Ok(out)
     }

@@ -223,6 +223,19 @@ fn create_body(args: &CreateService) -> Result<Value> {
         if let Some(v) = fields.get("stop_timeout_ms") {
             out.insert("stop_timeout_ms".into(), v.clone());
         }
+        let mut partition = serde_json::Map::new();
+        if let Some(v) = fields.get("on_partition") {
+            partition.insert("on_partition".into(), v.clone());
+        }
+        if let Some(ms) = fields.get("reschedule_after_ms").and_then(Value::as_u64) {
+            partition.insert(
+                "reschedule_after_ms".into(),
+                if ms == 0 { Value::Null } else { json!(ms) },
+            );
+        }
+        if !partition.is_empty() {
+            out.insert("partition".into(), Value::Object(partition));
+        }
     }
     Ok(body)
 }
@@ -319,6 +332,13 @@ fn spec_fields(f: &SpecFlags) -> Result<Value> {
     if let Some(text) = &f.stop_timeout {
         let ms = parse_duration_ms(text).map_err(|e| anyhow!("--stop-timeout: {e}"))?;
         out.insert("stop_timeout_ms".into(), json!(ms));
+    }
+    if let Some(policy) = f.on_partition {
+        out.insert("on_partition".into(), json!(policy.as_str()));
+    }
+    if let Some(text) = &f.reschedule_after {
+        let ms = parse_duration_ms(text).map_err(|e| anyhow!("--reschedule-after: {e}"))?;
+        out.insert("reschedule_after_ms".into(), json!(ms));
     }
     Ok(Value::Object(out))
 }

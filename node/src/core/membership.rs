@@ -64,6 +64,15 @@ impl MembershipView {
         }
     }
 
+    /// Milliseconds `peer` has been silent at `now` (from this view's start if never heard);
+    /// 0 for this node.
+    pub fn silent_ms(&self, peer: &NodeId, now: Millis) -> u64 {
+        if *peer == self.me {
+            return 0;
+        }
+        now.since(self.last_heard.get(peer).copied().unwrap_or(self.started))
+    }
+
     /// Active members of `members` that are not down at `now`.
     pub fn live<'a>(
         &self,

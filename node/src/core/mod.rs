@@ -326,6 +326,12 @@ impl Core {
             copies: self.copies.clone(),
             reported: self.reported.clone(),
             rebalance: false,
+            silent_ms: view
+                .members
+                .keys()
+                .filter(|n| !live.contains(*n))
+                .map(|n| (n.clone(), self.membership.silent_ms(n, now)))
+                .collect(),
         };
         let plan = plan_observed(
             &view.services,
@@ -384,6 +390,11 @@ impl Core {
         if let Some(epoch) = held_lease {
             self.lease.on_renewal(from, epoch, now);
         }
+    }
+
+    /// Milliseconds `peer` has been silent at `now`, by this node's clock.
+    pub fn silent_ms(&self, peer: &NodeId, now: Millis) -> u64 {
+        self.membership.silent_ms(peer, now)
     }
 
     /// How `peer` looks from here at `now`.

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use warren_crdt::{Assignment, Lease, Member, MemberState, NodeId, Service, ServiceName, SlotId};
+use warren_crdt::{
+    Assignment, Lease, Member, MemberState, NodeId, OnPartition, Service, ServiceName, SlotId,
+};
 
 use super::TaskHealth;
 
@@ -137,6 +139,9 @@ pub struct Observations {
     pub reported: BTreeSet<NodeId>,
     /// Restore spread by moving replicas, one per service at a time, start-first.
     pub rebalance: bool,
+    /// Milliseconds since each member that is not live was last heard from (a member missing
+    /// here counts as just gone silent): the input of each service's partition policy.
+    pub silent_ms: BTreeMap<NodeId, u64>,
 }
 
 /// Plans one round as [`plan`] does, and never over-commits a node: a task reserves its
@@ -265,6 +270,19 @@ pub fn plan_observed(
         .collect();
     let avoided = |slot: &SlotId, n: &NodeId| unrunnable.get(slot).is_some_and(|s| s.contains(n));
     let elsewhere = |slot: &SlotId| eligible.iter().any(|n| !avoided(slot, n));
+    // The partition policy (DESIGN §5): an active member that is down keeps the slots of a
+    // service whose policy waits for it (`--on-partition wait`, or `--reschedule-after` not
+    // reached yet). The same rule on every side of a split.
+    let waits_for = |service: &Service, n: &NodeId| {
+        !live.contains(n)
+            && members
+                .get(n)
+                .is_some_and(|m| m.state == MemberState::Active)
+            && service
+                .spec
+                .partition
+                .waits(observed.silent_ms.get(n).copied().unwrap_or(0))
+    };
     let mut plan = Plan::default();
 
     // 1. Disputes over running copies, judged first: their slots stay where the kept copy is.
@@ -296,7 +314,7 @@ pub fn plan_observed(
             !s.deleted
                 && slot.slot < s.spec.replicas
                 && a.spec_generation == s.generation
-                && eligible.contains(&&a.node)
+                && (eligible.contains(&&a.node) || waits_for(s, &a.node))
                 && !(avoided(slot, &a.node) && elsewhere(slot))
         })
     };
@@ -442,7 +460,10 @@ pub fn plan_observed(
 
     if observed.rebalance {
         for (name, service) in services.iter().filter(|(_, s)| !s.deleted) {
-            if moving.contains(name) || service.spec.replicas < 2 {
+            if moving.contains(name)
+                || service.spec.replicas < 2
+                || service.spec.partition.on_partition == OnPartition::Wait
+            {
                 continue;
             }
             let mut on: BTreeMap<&NodeId, Vec<u32>> =
@@ -958,6 +979,82 @@ mod tests {
         }
         let on = observed(&spread, true);
         assert!(plan_observed(&services, &members, &all, &placed, &lease(), &on).is_empty());
+    }
+
+    #[test]
+    fn wait_keeps_an_unreachable_members_slots_and_reschedule_after_waits_that_long() {
+        use warren_crdt::{OnPartition, PartitionPolicy};
+        let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let with = |policy: PartitionPolicy| {
+            let (n, mut s) = service("web", 3);
+            s.spec.partition = policy;
+            BTreeMap::from([(n, s)])
+        };
+        let wait = with(PartitionPolicy {
+            on_partition: OnPartition::Wait,
+            reschedule_after_ms: None,
+        });
+        let mut assignments = BTreeMap::new();
+        let first = plan(&wait, &members, &all, &assignments, &lease());
+        apply(&mut assignments, &first);
+        // "c" is down for an hour: a waiting service keeps its slot there...
+        let live: BTreeSet<_> = [id("a"), id("b")].into();
+        let silent = |ms: u64| Observations {
+            silent_ms: [(id("c"), ms)].into(),
+            ..Observations::default()
+        };
+        let p = plan_observed(
+            &wait,
+            &members,
+            &live,
+            &assignments,
+            &lease(),
+            &silent(3_600_000),
+        );
+        assert!(p.is_empty(), "{p:?}");
+        // ...unless it was removed from the cluster.
+        let mut gone = members.clone();
+        if let Some(m) = gone.get_mut(&id("c")) {
+            m.state = MemberState::Removed;
+        }
+        let p = plan_observed(&wait, &gone, &live, &assignments, &lease(), &silent(0));
+        assert_eq!(p.put.len(), 1);
+        // `--reschedule-after 10m`: kept for ten minutes, then re-placed.
+        let after = with(PartitionPolicy {
+            on_partition: OnPartition::Reschedule,
+            reschedule_after_ms: Some(600_000),
+        });
+        let p = plan_observed(
+            &after,
+            &members,
+            &live,
+            &assignments,
+            &lease(),
+            &silent(599_999),
+        );
+        assert!(p.is_empty(), "{p:?}");
+        let p = plan_observed(
+            &after,
+            &members,
+            &live,
+            &assignments,
+            &lease(),
+            &silent(600_000),
+        );
+        assert_eq!(p.put.len(), 1);
+        assert_ne!(p.put[0].1.node, id("c"));
+        // The default re-places at once (the member is down).
+        let default = with(PartitionPolicy::default());
+        let p = plan_observed(
+            &default,
+            &members,
+            &live,
+            &assignments,
+            &lease(),
+            &silent(3_001),
+        );
+        assert_eq!(p.put.len(), 1);
     }
 
     #[test]

@@ -707,6 +707,9 @@ pub(crate) struct CreateService {
     /// Milliseconds between SIGTERM and SIGKILL; the engine's 10 s by default.
     #[serde(default)]
     stop_timeout_ms: Option<u64>,
+    /// What happens to an unreachable member's slots; `reschedule` by default.
+    #[serde(default)]
+    partition: warren_crdt::PartitionPolicy,
 }
 
 fn one() -> u32 {
@@ -739,6 +742,7 @@ async fn create_service(
         restart: body.restart,
         resources: body.resources,
         stop_timeout_ms: body.stop_timeout_ms,
+        partition: body.partition,
     };
     // One rule set for every way a spec enters: the same check runs on update and when a
     // node reads a spec from the document.
