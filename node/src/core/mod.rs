@@ -333,14 +333,17 @@ impl Core {
                 .map(|n| (n.clone(), self.membership.silent_ms(n, now)))
                 .collect(),
         };
-        let plan = plan_observed(
-            &view.services,
-            &view.members,
-            &live,
-            &view.assignments,
-            lease,
-            &observed,
-        );
+        let round = |observed: &Observations| {
+            plan_observed(
+                &view.services,
+                &view.members,
+                &live,
+                &view.assignments,
+                lease,
+                observed,
+            )
+        };
+        let plan = round(&observed);
         if !plan.is_empty() {
             self.last_change = now;
             return plan;
@@ -349,14 +352,7 @@ impl Core {
             return plan;
         }
         observed.rebalance = true;
-        plan_observed(
-            &view.services,
-            &view.members,
-            &live,
-            &view.assignments,
-            lease,
-            &observed,
-        )
+        round(&observed)
     }
 
     /// Why each unassigned slot of a live service waits, as the scheduler would say it at
