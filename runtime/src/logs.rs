@@ -52,7 +52,8 @@ pub struct LogQuery {
 /// What [`DockerRuntime::read_logs`] read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogRead {
-    /// Kept lines, oldest first (the engine's order).
+    /// Kept lines, oldest first: sorted by timestamp, stably (the engine stamps each pipe as
+    /// it reads it, and may store a stderr line after a later stdout line, or the reverse).
     pub lines: Vec<LogLine>,
     /// The read stopped at a limit: there may be more lines after the last one.
     pub cut: bool,
@@ -116,12 +117,14 @@ impl DockerRuntime {
                     || bytes.saturating_add(line.text.len()) > query.max_bytes
                 {
                     read.cut = true;
+                    read.lines.sort_by_key(|l| l.ts);
                     return Ok(read);
                 }
                 bytes += line.text.len();
                 read.lines.push(line);
             }
         }
+        read.lines.sort_by_key(|l| l.ts);
         Ok(read)
     }
 }
