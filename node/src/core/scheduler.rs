@@ -507,7 +507,18 @@ pub fn plan_observed(
             let to = on
                 .iter()
                 .filter(|(n, s)| {
-                    s.len() + 2 <= slots.len() && fits(&reserved, n, want) && !avoided(&slot, n)
+                    // Never onto a node where any task of the service failed: a move there
+                    // would crash-loop and be moved back.
+                    let failed_there = (0..service.spec.replicas).any(|index| {
+                        avoided(
+                            &SlotId {
+                                service: name.clone(),
+                                slot: index,
+                            },
+                            n,
+                        )
+                    });
+                    s.len() + 2 <= slots.len() && fits(&reserved, n, want) && !failed_there
                 })
                 .min_by_key(|(n, s)| (s.len(), total.get(*n).copied().unwrap_or(0), **n))
                 .map(|(n, _)| *n);
@@ -952,6 +963,19 @@ mod tests {
             );
             copies.push((i, copy("a", 60, TaskHealth::None)));
         }
+        // A node where a task of the service failed is never a target.
+        let mut failed = observed(&copies, true);
+        failed.unrunnable = [(
+            SlotId {
+                service: ServiceName::new("web").expect("name"),
+                slot: 0,
+            },
+            [id("b"), id("c")].into(),
+        )]
+        .into();
+        assert!(
+            plan_observed(&services, &members, &all, &assignments, &lease(), &failed).is_empty()
+        );
         let off = observed(&copies, false);
         assert!(plan_observed(&services, &members, &all, &assignments, &lease(), &off).is_empty());
         let on = observed(&copies, true);
