@@ -52,12 +52,14 @@ fn create(node: &Node, args: &[&str]) {
 /// For `window`, checks every 200 ms that `holds` is still true of the task; panics at the
 /// first time it is not.
 fn stays(node: &Node, service: &str, what: &str, window: Duration, holds: impl Fn(&Value) -> bool) {
-    let end = Instant::now() + window;
-    while Instant::now() < end {
+    holds_for(what, window, || {
         let t = task(node, service).expect("service ps");
-        assert!(holds(&t), "{what} no longer holds: {t}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        if holds(&t) {
+            Ok(())
+        } else {
+            Err(t.to_string())
+        }
+    });
 }
 
 #[test]

@@ -82,6 +82,18 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The counterpart of [`wait_for`] for "nothing changes": for `window`, checks `f` every
+/// 200 ms and panics with `what` and `f`'s message the first time it fails.
+pub fn holds_for(what: &str, window: Duration, mut f: impl FnMut() -> Result<(), String>) {
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        if let Err(e) = f() {
+            panic!("{what} no longer holds: {e}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// One `warren-node` process with its own data dir and ports.
 pub struct Node {
     pub name: String,
