@@ -102,7 +102,10 @@ pub use docker::DockerRuntime;
 pub use docker::MAX_STOP_TIMEOUT_SECS;
 pub use error::RuntimeError;
 pub use image_ref::validate_image_reference;
-pub use logs::{parse_rfc3339_nanos, LogLine, LogQuery, LogRead, LogStream};
+pub use logs::{
+    parse_rfc3339_nanos, LogLine, LogQuery, LogRead, LogStream, REORDER_LOOKAHEAD_LINES,
+    REORDER_WINDOW_NS,
+};
 pub use types::{
     container_name, truncate_text, ContainerInfo, ContainerState, EngineInfo, HealthCheck,
     HealthStatus, HealthTest, PortMapping, PublishedPort, PullProgress, TaskSpec, LABEL_EPOCH,

@@ -2,7 +2,7 @@
 //!
 //! [`DockerRuntime::read_logs`] asks the engine for a container's stdout and stderr with
 //! timestamps (`GET /containers/{id}/logs?timestamps=1`), splits what comes back into
-//! [`LogLine`]s and stops reading as soon as a limit of [`LogQuery`] is reached, so a chatty
+//! [`LogLine`]s and stops reading shortly after a limit of [`LogQuery`] is reached, so a chatty
 //! container never makes the node hold more than the caller allowed. Which lines to keep
 //! (cursors, `since` to the nanosecond) is the caller's decision, passed in as a filter.
 
@@ -61,8 +61,11 @@ pub struct LogRead {
 
 impl DockerRuntime {
     /// Reads the logs of container `id` (stdout and stderr, not following), keeping the
-    /// lines for which `keep` returns true, until the log ends or a limit of `query` is
-    /// reached (then [`LogRead::cut`] is set and the rest of the stream is dropped unread).
+    /// lines for which `keep` returns true. The answer is the oldest kept lines by timestamp
+    /// that fit the limits of `query`; when a limit cuts, [`LogRead::cut`] is set, the read
+    /// goes on for at most [`REORDER_WINDOW_NS`] of log time (and
+    /// [`REORDER_LOOKAHEAD_LINES`] lines) to place lines the engine stored out of order, and
+    /// the rest of the stream is dropped unread.
     ///
     /// A line whose timestamp does not parse (not expected from the engine) gets the
     /// timestamp of the line before it.
@@ -90,10 +93,9 @@ impl DockerRuntime {
             .tail(&tail)
             .build();
         let mut stream = self.docker().logs(id, Some(options));
-        let mut read = LogRead::default();
-        let mut bytes = 0usize;
+        let mut gather = Gather::new(query);
         let mut last_ts = 0i64;
-        while let Some(frame) = stream.next().await {
+        'frames: while let Some(frame) = stream.next().await {
             let frame = frame.map_err(|e| self.err("logs", e))?;
             let (stream_kind, message) = match frame {
                 bollard::container::LogOutput::StdErr { message } => (LogStream::Stderr, message),
@@ -110,24 +112,82 @@ impl DockerRuntime {
                     stream: stream_kind,
                     text: truncate_text(&text, query.max_line_bytes),
                 };
-                if !keep(&line) {
-                    continue;
+                if !gather.offer(line, &mut keep) {
+                    break 'frames;
                 }
-                if read.lines.len() >= query.max_lines
-                    || bytes.saturating_add(line.text.len()) > query.max_bytes
-                {
-                    read.cut = true;
-                    read.lines.sort_by_key(|l| l.ts);
-                    return Ok(read);
-                }
-                bytes += line.text.len();
-                read.lines.push(line);
             }
         }
-        read.lines.sort_by_key(|l| l.ts);
-        Ok(read)
+        Ok(gather.read)
     }
 }
+
+/// The lines of one read as they arrive in the engine's stored order: keeps the oldest by
+/// timestamp within the limits, and says when reading on cannot change the answer.
+struct Gather<'q> {
+    query: &'q LogQuery,
+    read: LogRead,
+    /// Bytes of text in `read.lines`.
+    bytes: usize,
+    /// Set at the first cut: a line stamped after it ends the read.
+    horizon: Option<i64>,
+    /// Lines offered since the first cut.
+    lookahead: usize,
+}
+
+impl<'q> Gather<'q> {
+    fn new(query: &'q LogQuery) -> Self {
+        Gather {
+            query,
+            read: LogRead::default(),
+            bytes: 0,
+            horizon: None,
+            lookahead: 0,
+        }
+    }
+
+    /// Takes the next stored line. Returns false when the read should stop: a limit has cut
+    /// and this line lies past the reorder window or the lookahead budget (the line itself
+    /// is not kept then).
+    fn offer(&mut self, line: LogLine, keep: &mut impl FnMut(&LogLine) -> bool) -> bool {
+        if let Some(horizon) = self.horizon {
+            self.lookahead += 1;
+            if line.ts > horizon || self.lookahead > REORDER_LOOKAHEAD_LINES {
+                return false;
+            }
+        }
+        if !keep(&line) {
+            return true;
+        }
+        self.bytes = self.bytes.saturating_add(line.text.len());
+        // After every line with the same timestamp: stored order breaks ties.
+        let at = self.read.lines.partition_point(|l| l.ts <= line.ts);
+        self.read.lines.insert(at, line);
+        while self.read.lines.len() > self.query.max_lines || self.bytes > self.query.max_bytes {
+            let Some(dropped) = self.read.lines.pop() else {
+                break;
+            };
+            self.bytes -= dropped.text.len();
+            self.read.cut = true;
+            if self.horizon.is_none() {
+                let newest = self.read.lines.last().map_or(dropped.ts, |l| l.ts);
+                self.horizon = Some(newest.saturating_add(REORDER_WINDOW_NS));
+            }
+        }
+        true
+    }
+}
+
+/// How far out of timestamp order the engine may store a line (ns). The engine stamps each
+/// pipe as it reads it and writes the two pipes' lines to its log in whatever order its
+/// copiers run, so a stderr line can sit after stdout lines stamped later than it (seen:
+/// a few lines, well under a millisecond apart). After a limit cuts a read,
+/// [`DockerRuntime::read_logs`] reads on until a line stamped this much after the newest kept
+/// line, so a late-stored line is never skipped by the next page's cursor.
+pub const REORDER_WINDOW_NS: i64 = 1_000_000_000;
+
+/// At most this many lines are read past a cut while looking for late-stored lines, so a
+/// chatty container's burst within [`REORDER_WINDOW_NS`] cannot make one read unbounded.
+pub const REORDER_LOOKAHEAD_LINES: usize = 10_000;
 
 /// Splits one frame of a timestamped log stream into `(timestamp, text)` lines.
 ///
@@ -264,6 +324,94 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn line(ts: i64, stream: LogStream, text: &str) -> LogLine {
+        LogLine {
+            ts,
+            stream,
+            text: text.to_string(),
+        }
+    }
+
+    fn limits(max_lines: usize, max_bytes: usize) -> LogQuery {
+        LogQuery {
+            since_secs: 0,
+            tail: None,
+            max_lines,
+            max_bytes,
+            max_line_bytes: 1_024,
+        }
+    }
+
+    /// Offers lines in stored order; returns what was kept and how many were offered.
+    fn gather(query: &LogQuery, stored: &[LogLine]) -> (LogRead, usize) {
+        let mut g = Gather::new(query);
+        let mut offered = 0;
+        for l in stored {
+            offered += 1;
+            if !g.offer(l.clone(), &mut |_| true) {
+                break;
+            }
+        }
+        (g.read, offered)
+    }
+
+    /// The CI failure of 2026-11-28: the engine stored a stderr line after ten stdout lines
+    /// stamped later than it. A read cut at ten lines must still hold it, in its place.
+    #[test]
+    fn a_line_stored_late_still_takes_its_place_in_a_cut_read() {
+        let mut stored: Vec<LogLine> = (0..30)
+            .map(|i| line(1_000 + i * 100, LogStream::Stdout, &format!("out {i}")))
+            .collect();
+        stored.insert(10, line(1_150, LogStream::Stderr, "problem"));
+        let (read, _) = gather(&limits(10, 1 << 20), &stored);
+        assert!(read.cut);
+        let texts: Vec<&str> = read.lines.iter().map(|l| l.text.as_str()).collect();
+        let mut expected: Vec<String> = (0..9).map(|i| format!("out {i}")).collect();
+        expected.insert(2, "problem".into());
+        assert_eq!(texts, expected);
+        // The uncut read has the same order.
+        let (all, _) = gather(&limits(1_000, 1 << 20), &stored);
+        assert!(!all.cut);
+        assert_eq!(all.lines[..10], read.lines[..]);
+    }
+
+    #[test]
+    fn a_cut_read_stops_at_the_reorder_horizon_and_the_lookahead_budget() {
+        // One line a second: the first line past newest-kept + window ends the read.
+        let stored: Vec<LogLine> = (0..100)
+            .map(|i| line(i * REORDER_WINDOW_NS / 2, LogStream::Stdout, "x"))
+            .collect();
+        let (read, offered) = gather(&limits(3, 1 << 20), &stored);
+        assert_eq!(read.lines, stored[..3]);
+        // Kept 0..3; 3 cuts (horizon = ts[2] + window = ts[4]); 4 is within, 5 is past.
+        assert_eq!(offered, 6);
+
+        // Everything stamped alike: the lookahead budget ends it.
+        let same: Vec<LogLine> = (0..REORDER_LOOKAHEAD_LINES + 100)
+            .map(|i| line(7, LogStream::Stdout, &i.to_string()))
+            .collect();
+        let (read, offered) = gather(&limits(2, 1 << 20), &same);
+        assert_eq!(read.lines, same[..2], "ties keep stored order");
+        // Two kept, one cuts, the budget, then the line that ends it.
+        assert_eq!(offered, 2 + 1 + REORDER_LOOKAHEAD_LINES + 1);
+    }
+
+    #[test]
+    fn the_byte_limit_keeps_the_oldest_lines_that_fit() {
+        let stored = vec![
+            line(30, LogStream::Stdout, "cccc"),
+            line(10, LogStream::Stderr, "aaaa"),
+            line(20, LogStream::Stdout, "bbbb"),
+        ];
+        let (read, _) = gather(&limits(100, 9), &stored);
+        assert!(read.cut);
+        let texts: Vec<&str> = read.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["aaaa", "bbbb"]);
+        // Nothing fits: empty, cut.
+        let (read, _) = gather(&limits(0, 9), &stored);
+        assert!(read.cut && read.lines.is_empty());
+    }
 
     #[test]
     fn engine_timestamps_parse_to_unix_nanos() {
