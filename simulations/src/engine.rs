@@ -92,12 +92,18 @@ enum Ev {
         inc: u32,
     },
     Probe,
+    /// The failover check, every [`FAILOVER_PROBE_MS`] while a leader crash is tracked.
+    FailoverProbe,
 }
+
+/// Resolution of the failover figure (virtual ms): finer than the invariant probe, and only
+/// while a leader crash is being followed, so it costs nothing otherwise.
+pub(crate) const FAILOVER_PROBE_MS: u64 = 50;
 
 impl Ev {
     fn target(&self) -> Option<usize> {
         match self {
-            Ev::Step(_) | Ev::Probe => None,
+            Ev::Step(_) | Ev::Probe | Ev::FailoverProbe => None,
             Ev::Tick { node, .. } | Ev::Reconcile { node, .. } | Ev::Connected { node, .. } => {
                 Some(*node)
             }
@@ -452,12 +458,14 @@ impl Simulation {
         node.pending_ack.clear();
         node.hash_for = None;
         node.deferred = false;
+        let mut config = self.params.machine;
+        config.core.tick_ms = self.params.tick_ms;
         let machine = NodeMachine::new(
             node.id.clone(),
             node.id.to_string(),
             format!("sim://{}", node.id),
             state,
-            self.params.machine,
+            config,
             Millis(local_origin_ms),
             mix(suffix ^ 0xAB),
         );
@@ -622,6 +630,12 @@ impl Simulation {
             Ev::Probe => {
                 self.probe();
                 self.push(self.now + self.params.probe_ms * MS, Ev::Probe);
+            }
+            Ev::FailoverProbe => {
+                self.check_failover();
+                if self.failover.is_some() {
+                    self.push(self.now + FAILOVER_PROBE_MS * MS, Ev::FailoverProbe);
+                }
             }
         }
     }
@@ -1196,6 +1210,7 @@ impl Simulation {
                         at: self.now,
                         old: self.nodes[i].id.clone(),
                     });
+                    self.push(self.now + FAILOVER_PROBE_MS * MS, Ev::FailoverProbe);
                 }
                 let node = &mut self.nodes[i];
                 node.machine = None;
@@ -1425,18 +1440,9 @@ impl Simulation {
         Ok(())
     }
 
-    fn probe(&mut self) {
-        // Lease safety per component after stability.
-        let stable = self.now >= self.last_topology + self.params.stability_ms * MS;
-        if stable && self.now > self.params.stability_ms * MS {
-            for (_, members) in self.live_components() {
-                if let Err(e) = self.leases_ok(&members) {
-                    self.violate(format!("lease: component of {members:?}: {e}"));
-                    break;
-                }
-            }
-        }
-        // Failover after a leader crash.
+    /// Failover after a leader crash: a new holder in one component and every replica
+    /// running, timed from the crash (resolution [`FAILOVER_PROBE_MS`]); given up after 60 s.
+    fn check_failover(&mut self) {
         if let Some(f) = &self.failover {
             let (at, old) = (f.at, f.old.clone());
             let comps = self.live_components();
@@ -1452,6 +1458,19 @@ impl Simulation {
                 self.failover = None;
             } else if self.now - at > 60_000 * MS {
                 self.failover = None;
+            }
+        }
+    }
+
+    fn probe(&mut self) {
+        // Lease safety per component after stability.
+        let stable = self.now >= self.last_topology + self.params.stability_ms * MS;
+        if stable && self.now > self.params.stability_ms * MS {
+            for (_, members) in self.live_components() {
+                if let Err(e) = self.leases_ok(&members) {
+                    self.violate(format!("lease: component of {members:?}: {e}"));
+                    break;
+                }
             }
         }
         // After a heal: one leader, one document, right replicas; churn in the window.

@@ -89,7 +89,7 @@ fn convergence_short() {
 
 #[test]
 fn failover() {
-    check(Scenario::Failover, NODES);
+    check(Scenario::Failover { kills: 1 }, NODES);
 }
 
 #[test]

@@ -81,6 +81,17 @@ impl LeaseTracker {
         }
     }
 
+    /// This node was not running for `ms` milliseconds before `now` (see
+    /// [`super::Core::tick`]): the lease in force counts as renewed `ms` later than heard,
+    /// and this tracker as started `ms` later (never later than `now`).
+    pub fn credit(&mut self, ms: u64, now: Millis) {
+        let later = |t: Millis| Millis(t.0.saturating_add(ms).min(now.0.max(t.0)));
+        if let Some((_, renewed)) = &mut self.observed {
+            *renewed = later(*renewed);
+        }
+        self.started = later(self.started);
+    }
+
     /// Decides for node `me` at `now`, given the lease in force and the live members.
     pub fn decide(
         &self,

@@ -48,6 +48,21 @@ impl MembershipView {
         *entry = (*entry).max(now);
     }
 
+    /// This node was not running for `ms` milliseconds before `now` (see
+    /// [`super::Core::tick`]): every peer's silence, and the time since this view started,
+    /// count `ms` less (never less than none).
+    pub fn credit(&mut self, ms: u64, now: Millis) {
+        for last in self.last_heard.values_mut() {
+            *last = Millis(last.0.saturating_add(ms).min(now.0.max(last.0)));
+        }
+        self.started = Millis(
+            self.started
+                .0
+                .saturating_add(ms)
+                .min(now.0.max(self.started.0)),
+        );
+    }
+
     /// `peer`'s liveness at `now`. This node is always alive to itself.
     pub fn liveness(&self, peer: &NodeId, now: Millis) -> Liveness {
         if *peer == self.me {

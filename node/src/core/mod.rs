@@ -74,16 +74,22 @@ pub struct CoreConfig {
     /// Restore spread after a heal or a join by moving replicas start-first, one per service
     /// at a time (default on; see [`plan_observed`]).
     pub rebalance: bool,
+    /// The period at which the driver calls [`Core::tick`] (default 250, the daemon's). A gap
+    /// between two ticks longer than twice this means this node itself was not running (a
+    /// starved or paused process): that much silence is not held against its peers or the
+    /// lease (see [`Core::tick`]).
+    pub tick_ms: u64,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
         Self {
-            suspect_after_ms: 1_500,
-            down_after_ms: 3_000,
-            lease_ttl_ms: 3_000,
+            suspect_after_ms: 1_000,
+            down_after_ms: 2_000,
+            lease_ttl_ms: 2_000,
             rule_break: RuleBreak::None,
             rebalance: true,
+            tick_ms: 250,
         }
     }
 }
@@ -215,6 +221,8 @@ pub struct Core {
     /// [`REBALANCE_QUIET_MS`] of calm, so a heal settles before spread is restored.
     last_live: BTreeSet<NodeId>,
     last_change: Millis,
+    /// When [`Core::tick`] last ran.
+    last_tick: Option<Millis>,
 }
 
 /// How long the cluster must be calm (no member coming or going, no slot placed, moved or
@@ -237,6 +245,7 @@ impl Core {
             reported: BTreeSet::new(),
             last_live: BTreeSet::new(),
             last_change: now,
+            last_tick: None,
         }
     }
 
@@ -419,14 +428,37 @@ impl Core {
     }
 
     /// One round of decisions at `now`: claim the lease if it expired and this node is the
-    /// candidate; schedule if this node holds it.
+    /// candidate, and schedule under the claim at once; schedule if this node holds it.
+    ///
+    /// A round that comes more than two tick periods ([`CoreConfig::tick_ms`]) after the
+    /// previous one found this node not running for the excess (a starved or paused process):
+    /// first, that excess is credited to every peer's silence and to the lease's renewal, so
+    /// a node that could not listen does not write its peers off or claim the lease for it.
+    /// This is Lifeguard's local-health idea (Dadgar et al., "Lifeguard: Local Health
+    /// Awareness for More Accurate Failure Detection", 2018) in its simplest form.
     pub fn tick(&mut self, view: &ClusterView, now: Millis) -> Vec<Action> {
+        if let Some(last) = self.last_tick {
+            let stalled = now
+                .since(last)
+                .saturating_sub(self.config.tick_ms.saturating_mul(2));
+            if stalled > 0 {
+                self.membership.credit(stalled, now);
+                self.lease.credit(stalled, now);
+            }
+        }
+        self.last_tick = Some(now);
         let decision = self.lease_decision(view, now);
         self.last_decision = Some(decision.clone());
         match decision {
             LeaseDecision::Claim(lease) => {
                 self.lease.claimed(&lease);
-                vec![Action::ClaimLease(lease)]
+                // The claim is this node's to act on now: a failover waits no extra round.
+                let plan = self.plan(view, &lease, now);
+                let mut actions = vec![Action::ClaimLease(lease)];
+                if !plan.is_empty() {
+                    actions.push(Action::WriteAssignments(plan));
+                }
+                actions
             }
             LeaseDecision::Holder(lease) => {
                 let plan = self.plan(view, &lease, now);
@@ -438,5 +470,151 @@ impl Core {
             }
             LeaseDecision::Follower { .. } | LeaseDecision::Vacant { .. } => vec![],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_crdt::{MemberState, Service, ServiceSpec};
+
+    fn id(s: &str) -> NodeId {
+        NodeId(s.into())
+    }
+
+    /// Members `a`, `b`, `c`; lease held by `c` at epoch 1; service `web` of two replicas,
+    /// slot 0 on `b`, slot 1 on `c`.
+    fn view() -> ClusterView {
+        let member = |s: &str| {
+            (
+                id(s),
+                Member {
+                    id: id(s),
+                    name: s.into(),
+                    addrs: Vec::new(),
+                    labels: BTreeMap::new(),
+                    admitted_by: id("a"),
+                    admitted_at: 0,
+                    state: MemberState::Active,
+                },
+            )
+        };
+        let name = ServiceName::new("web").expect("name");
+        let service = Service {
+            name: name.clone(),
+            generation: 1,
+            deleted: false,
+            previous_spec: None,
+            spec: ServiceSpec {
+                image: "img".into(),
+                replicas: 2,
+                ..Default::default()
+            },
+        };
+        let lease = Lease {
+            epoch: Epoch(1),
+            holder: id("c"),
+        };
+        let assign = |slot: u32, node: &str| {
+            (
+                SlotId {
+                    service: name.clone(),
+                    slot,
+                },
+                Assignment {
+                    node: id(node),
+                    epoch: Epoch(1),
+                    holder: id("c"),
+                    spec_generation: 1,
+                    displaced: Vec::new(),
+                },
+            )
+        };
+        let assignments = [assign(0, "b"), assign(1, "c")].into();
+        ClusterView {
+            members: [member("a"), member("b"), member("c")].into(),
+            services: [(name, service)].into(),
+            assignments,
+            lease: Some(lease),
+        }
+    }
+
+    /// Ticks `core` every tick period from `from` to `to` (excluded), hearing `b` at each
+    /// and `c` (renewing its lease) until `c_dies`; returns the actions of each round.
+    fn run(
+        core: &mut Core,
+        view: &ClusterView,
+        from: u64,
+        to: u64,
+        c_dies: u64,
+    ) -> Vec<(u64, Vec<Action>)> {
+        let mut rounds = Vec::new();
+        let mut t = from;
+        while t < to {
+            core.handle_heartbeat(&id("b"), None, Millis(t));
+            if t < c_dies {
+                core.handle_heartbeat(&id("c"), Some(Epoch(1)), Millis(t));
+            }
+            rounds.push((t, core.tick(view, Millis(t))));
+            t += core.config().tick_ms;
+        }
+        rounds
+    }
+
+    #[test]
+    fn the_candidate_claims_and_schedules_the_dead_holders_slots_in_one_round() {
+        let view = view();
+        let mut core = Core::new(id("a"), CoreConfig::default(), Millis(0));
+        let rounds = run(&mut core, &view, 0, 5_000, 1_000);
+        let (at, actions) = rounds
+            .iter()
+            .find(|(_, a)| !a.is_empty())
+            .expect("a claim within 4 s of the holder's death");
+        // Silent for more than the TTL and the down timeout (2 s) after the last renewal.
+        assert!((3_000..=3_500).contains(at), "claimed at {at}");
+        let [Action::ClaimLease(lease), Action::WriteAssignments(plan)] = actions.as_slice() else {
+            panic!("a claim and a schedule in one round: {actions:?}");
+        };
+        assert_eq!((lease.epoch, &lease.holder), (Epoch(2), &id("a")));
+        let moved = plan.put.iter().filter(|(_, a)| a.node != id("c")).count();
+        assert_eq!(moved, 1, "c's slot moves: {plan:?}");
+    }
+
+    #[test]
+    fn a_stalled_node_does_not_write_its_peers_off_for_its_own_stall() {
+        let view = view();
+        let mut core = Core::new(id("a"), CoreConfig::default(), Millis(0));
+        run(&mut core, &view, 0, 1_000, u64::MAX);
+        // This process does not run for 5 s (its last tick and heartbeats were at 750).
+        let actions = core.tick(&view, Millis(5_750));
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(core.liveness(&id("c"), Millis(5_750)), Liveness::Alive);
+        assert!(matches!(
+            core.last_decision(),
+            Some(LeaseDecision::Follower { .. })
+        ));
+        // The credit is for the stall only: silence after it counts again.
+        let rounds = run(&mut core, &view, 6_000, 9_000, 0);
+        let (at, _) = rounds
+            .iter()
+            .find(|(_, a)| !a.is_empty())
+            .expect("a claim once c is silent after the stall");
+        assert!((7_500..=8_500).contains(at), "claimed at {at}");
+        // Without the stall credit the same silence would have been 5 s long at once.
+        let never_stalled = CoreConfig {
+            tick_ms: 10_000,
+            ..CoreConfig::default()
+        };
+        let mut blind = Core::new(id("a"), never_stalled, Millis(0));
+        for t in [0, 250, 500, 750] {
+            blind.handle_heartbeat(&id("b"), None, Millis(t));
+            blind.handle_heartbeat(&id("c"), Some(Epoch(1)), Millis(t));
+            blind.tick(&view, Millis(t));
+        }
+        let actions = blind.tick(&view, Millis(5_750));
+        assert!(
+            matches!(actions.first(), Some(Action::ClaimLease(_))),
+            "{actions:?}"
+        );
     }
 }

@@ -440,7 +440,11 @@ async fn run_node(
         logs: log_service,
     };
     let result = actor
-        .run(wiring, Duration::from_millis(250), cancel.clone())
+        .run(
+            wiring,
+            Duration::from_millis(machine_config.core.tick_ms.max(1)),
+            cancel.clone(),
+        )
         .await;
     cancel.cancel();
     let _ = api_task.await;

@@ -105,6 +105,9 @@ enum Command {
         /// chaos: seed (random when absent; printed either way).
         #[arg(long)]
         seed: Option<u64>,
+        /// failover: how many lease holders to kill, one after another (p50/p99 over them).
+        #[arg(long, default_value_t = 1)]
+        kills: u32,
     },
 }
 
@@ -235,10 +238,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             writes,
             duration,
             seed,
+            kills,
         } => {
             let scenario = match name.as_str() {
                 "convergence" => Scenario::Convergence { writes },
-                "failover" => Scenario::Failover,
+                "failover" => Scenario::Failover { kills },
                 "split-brain" => Scenario::SplitBrain,
                 "autonomy" => Scenario::Autonomy,
                 "offline-reboot" => Scenario::OfflineReboot,
