@@ -530,7 +530,55 @@ impl NodeMachine {
         Desired {
             tasks: self.desired_tasks(),
             held: self.held_slots(now),
+            awaiting: self.awaiting_slots(now),
         }
+    }
+
+    /// The slots assigned to this node that another live member reports running (a fresh
+    /// report, the service's current generation) although the assignment does not list that
+    /// member as displaced: the holder that wrote it did not know of that copy — typically
+    /// the other side's writes at a heal. This node starts nothing for them until the holder
+    /// judges (DESIGN §5: a heal starts nothing for a slot that runs); see
+    /// [`Supervisor::set_awaiting`](crate::core::Supervisor::set_awaiting). Empty under
+    /// [`RuleBreak::StopAtOnce`], the rules from before the heal's.
+    pub fn awaiting_slots(&mut self, now: Millis) -> BTreeMap<SlotId, NodeId> {
+        if self.config.core.rule_break == RuleBreak::StopAtOnce {
+            return BTreeMap::new();
+        }
+        let me = self.me.clone();
+        let view = self.view_cache.get_or_insert_with(|| {
+            ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
+        });
+        let fresh_ms = self.config.heartbeat_ms.saturating_mul(3);
+        let mut awaiting = BTreeMap::new();
+        for (slot, a) in view.assignments.iter().filter(|(_, a)| a.node == me) {
+            let Some(service) = view
+                .services
+                .get(&slot.service)
+                .filter(|s| !s.deleted && slot.slot < s.spec.replicas)
+            else {
+                continue;
+            };
+            // The lowest such node: the heartbeats map has no order of its own.
+            let elsewhere = self.heartbeats.iter().filter(|(node, hb)| {
+                **node != me
+                    && !a.displaced.contains(node)
+                    && self
+                        .heartbeat_at
+                        .get(*node)
+                        .is_some_and(|at| now.since(*at) <= fresh_ms)
+                    && hb.tasks.iter().any(|t| {
+                        t.service == slot.service.as_str()
+                            && t.slot == slot.slot
+                            && t.state == TaskState::Running
+                            && t.generation == service.generation
+                    })
+            });
+            if let Some((node, _)) = elsewhere.min_by(|x, y| x.0.cmp(y.0)) {
+                awaiting.insert(slot.clone(), node.clone());
+            }
+        }
+        awaiting
     }
 
     /// The slots of live services assigned to another node whose running copies this node

@@ -9,7 +9,7 @@ use support::*;
 
 const T: Duration = Duration::from_secs(20);
 
-/// Asserts that for `window` no node sees any member as `down` (3 s without a heartbeat): the
+/// Asserts that for `window` no node sees any member as `down` (2 s without a heartbeat): the
 /// restarted peer's heartbeats reach everyone, and everyone's reach it.
 fn nobody_down_for(nodes: &[Node], window: Duration) {
     let end = std::time::Instant::now() + window;

@@ -926,6 +926,7 @@ impl Simulation {
         node.reconciled_heads = heads;
         let actual = actual_tasks(&node.containers, now);
         node.supervisor.set_held(desired.held.clone());
+        node.supervisor.set_awaiting(desired.awaiting.clone());
         let round = node.supervisor.round(&desired.tasks, &actual, now);
         for action in round.actions.clone() {
             match action {

@@ -62,11 +62,11 @@ impl Millis {
 /// Timing of failure detection and the lease. All values in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoreConfig {
-    /// A member not heard from for this long is `suspect` (default 1,500).
+    /// A member not heard from for this long is `suspect` (default 1,000).
     pub suspect_after_ms: u64,
-    /// A member not heard from for this long is `down`: its slots are rescheduled (default 3,000).
+    /// A member not heard from for this long is `down`: its slots are rescheduled (default 2,000).
     pub down_after_ms: u64,
-    /// A lease not renewed for this long, by the receiver's own clock, has expired (default 3,000).
+    /// A lease not renewed for this long, by the receiver's own clock, has expired (default 2,000).
     pub lease_ttl_ms: u64,
     /// A rule broken on purpose; [`RuleBreak::None`] (the default) everywhere but in the tests
     /// that show the simulator catches a broken rule.

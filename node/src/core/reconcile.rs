@@ -146,6 +146,9 @@ pub struct Desired {
     pub tasks: Vec<DesiredTask>,
     /// Copies held ([`Supervisor::set_held`]).
     pub held: BTreeMap<SlotId, HeldSlot>,
+    /// Slots assigned here that another node runs a copy of, which the assignment has not
+    /// judged: each with that node ([`Supervisor::set_awaiting`]).
+    pub awaiting: BTreeMap<SlotId, NodeId>,
 }
 
 /// A slot this node holds a copy of without being assigned it (see [`Supervisor::set_held`]):
@@ -305,6 +308,8 @@ pub struct Supervisor {
     interrupted: std::collections::BTreeSet<String>,
     /// Slots assigned elsewhere whose running copies here are kept (see [`HeldSlot`]).
     held: BTreeMap<SlotId, HeldSlot>,
+    /// Slots assigned here not to be started yet (see [`Supervisor::set_awaiting`]).
+    awaiting: BTreeMap<SlotId, NodeId>,
 }
 
 impl Supervisor {
@@ -327,6 +332,17 @@ impl Supervisor {
     /// restarted; one is removed once its [`HeldSlot::releases`] says so.
     pub fn set_held(&mut self, held: BTreeMap<SlotId, HeldSlot>) {
         self.held = held;
+    }
+
+    /// The slots assigned to this node that another node (the value) runs a copy of, of the
+    /// same generation, that the assignment did not judge (that node is not among its
+    /// `displaced`): the assignment was made without knowing of that copy. The next rounds
+    /// start no container for them — the lease holder will judge the copies and may keep
+    /// the one that runs — but keep and restart one this node already has. Replaces the
+    /// previous set (make before break, DESIGN §5: a heal starts nothing for a slot that
+    /// runs).
+    pub fn set_awaiting(&mut self, awaiting: BTreeMap<SlotId, NodeId>) {
+        self.awaiting = awaiting;
     }
 
     /// Decides the actions that bring `actual` to `desired` at `now`, and reports where each
@@ -405,6 +421,9 @@ impl Supervisor {
             }
             let status = match tasks.first() {
                 None if record.failed => record.status(RestartPhase::Failed, None),
+                None if self.awaiting.contains_key(slot) => {
+                    record.status(RestartPhase::Active, None)
+                }
                 None => {
                     round
                         .actions
@@ -732,6 +751,35 @@ mod tests {
         s.set_held(BTreeMap::new());
         let round = s.round(&[], std::slice::from_ref(&running), Millis(0));
         assert!(matches!(&round.actions[..], [RuntimeAction::Remove { .. }]));
+    }
+
+    /// The 30-node three-way heal of `warren-sim run --nodes 30 --seed 1 --scenario
+    /// three-way-split`: a node whose copy a stale judgement had stopped was then assigned
+    /// the slot by the winning side's older view and started it again, though another node
+    /// ran it. Awaiting the holder's judgement, it starts nothing; a copy it has is kept.
+    #[test]
+    fn a_slot_that_runs_elsewhere_unjudged_is_not_started_here() {
+        let mut s = Supervisor::new();
+        s.set_awaiting([(slot(0), NodeId("n7".into()))].into());
+        let round = s.round(&[desired(0)], &[], Millis(0));
+        assert!(round.actions.is_empty(), "{round:?}");
+        assert_eq!(round.tasks[&slot(0)].phase, RestartPhase::Active);
+        // A copy already here runs on, and one that exits is restarted as usual.
+        let running = actual("c", 0, 1, ActualTaskState::Running);
+        let round = s.round(&[desired(0)], &[running], Millis(0));
+        assert!(round.actions.is_empty(), "{round:?}");
+        let round = s.round(&[desired(0)], &[exited("c", 1)], Millis(0));
+        assert!(
+            matches!(&round.actions[..], [RuntimeAction::Start { .. }]),
+            "{round:?}"
+        );
+        // Judged (or the other copy gone): created.
+        s.set_awaiting(BTreeMap::new());
+        let round = s.round(&[desired(0)], &[], Millis(0));
+        assert!(
+            matches!(&round.actions[..], [RuntimeAction::Create(_)]),
+            "{round:?}"
+        );
     }
 
     fn exited(id: &str, code: i64) -> ActualTask {

@@ -465,7 +465,12 @@ pub(crate) async fn run<C: Connector>(
         };
         // `None` until the actor has read the document once: reconciling against "nothing
         // assigned" would remove every container a restarted node still runs.
-        let Some(Desired { tasks: want, held }) = desired.borrow_and_update().clone() else {
+        let Some(Desired {
+            tasks: want,
+            held,
+            awaiting,
+        }) = desired.borrow_and_update().clone()
+        else {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
@@ -474,6 +479,7 @@ pub(crate) async fn run<C: Connector>(
         };
         let now = Millis(origin.elapsed().as_millis() as u64);
         supervisor.set_held(held);
+        supervisor.set_awaiting(awaiting);
         let images: Vec<&str> = want.iter().map(|t| t.spec.image.as_str()).collect();
         pulls.keep_only(&images);
         match round(

@@ -1,0 +1,134 @@
+//! The heal starts nothing for a slot that runs (DESIGN §5): a node assigned a slot that
+//! another live member reports running, by an assignment that did not judge that copy (it
+//! does not list the member as displaced), starts nothing until the lease holder judges.
+//! Found by `warren-sim run --nodes 30 --seed 1 --scenario three-way-split`: a stale
+//! assignment from the winning side made a node start a third copy of a slot that ran.
+
+use std::collections::BTreeMap;
+
+use warren_crdt::{
+    Assignment, ClusterInfo, DesiredState, Epoch, Lease, Member, MemberState, NodeId, ServiceName,
+    ServiceSpec, SlotId,
+};
+use warren_node::core::Millis;
+use warren_node::machine::{Channel, MachineConfig, NodeMachine};
+use warren_node::protocol::{Heartbeat, TaskState, TaskStatus};
+
+fn id(s: &str) -> NodeId {
+    NodeId(s.into())
+}
+
+fn member(s: &str) -> Member {
+    Member {
+        id: id(s),
+        name: s.into(),
+        addrs: Vec::new(),
+        labels: BTreeMap::new(),
+        admitted_by: id("n00"),
+        admitted_at: 0,
+        state: MemberState::Active,
+    }
+}
+
+fn slot() -> SlotId {
+    SlotId {
+        service: ServiceName::new("svc1").expect("name"),
+        slot: 2,
+    }
+}
+
+/// Node `n18`'s machine: `svc1` (3 replicas) with slot 2 assigned to `n18` by holder `n02`
+/// at epoch 2, with `displaced` as given.
+fn machine(displaced: &[&str]) -> NodeMachine {
+    let info = ClusterInfo {
+        id: "c1".into(),
+        name: "lab".into(),
+        created_at: 0,
+    };
+    let mut state = DesiredState::new_cluster(&info, &member("n00")).expect("cluster");
+    for m in ["n02", "n07", "n18", "n26"] {
+        state.add_member(&member(m)).expect("member");
+    }
+    let spec = ServiceSpec {
+        image: "img".into(),
+        replicas: 3,
+        ..Default::default()
+    };
+    state
+        .create_service(&slot().service, &spec)
+        .expect("service");
+    let lease = Lease {
+        epoch: Epoch(2),
+        holder: id("n02"),
+    };
+    state.claim_lease(&lease).expect("lease");
+    let generation = state.services()[&slot().service].generation;
+    let assignment = Assignment {
+        node: id("n18"),
+        epoch: Epoch(2),
+        holder: id("n02"),
+        spec_generation: generation,
+        displaced: displaced.iter().map(|d| id(d)).collect(),
+    };
+    state
+        .write_assignments(&[(slot(), assignment)], &[])
+        .expect("assign");
+    let bytes = state.save();
+    let state = DesiredState::load(id("n18"), &bytes).expect("load");
+    NodeMachine::new(
+        id("n18"),
+        "n18",
+        "test://api",
+        state,
+        MachineConfig::default(),
+        Millis(0),
+        7,
+    )
+}
+
+/// A heartbeat of `from` reporting slot 2 of `svc1` in `state` at the service's generation.
+fn report(m: &mut NodeMachine, from: &str, state: TaskState, now: u64) {
+    let generation = m.state().services()[&slot().service].generation;
+    let hb = Heartbeat {
+        seq: now,
+        name: from.into(),
+        tasks: vec![TaskStatus {
+            service: "svc1".into(),
+            slot: 2,
+            state,
+            generation,
+            unassigned: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let bytes = serde_json::to_vec(&hb).expect("encode");
+    m.handle_gossip(Channel::Heartbeat, &id(from), &bytes, Millis(now));
+}
+
+#[test]
+fn a_copy_running_elsewhere_unjudged_holds_back_the_start() {
+    let mut m = machine(&["n26"]);
+    assert!(
+        m.desired(Millis(100)).awaiting.is_empty(),
+        "nothing reported yet"
+    );
+    report(&mut m, "n07", TaskState::Running, 100);
+    let desired = m.desired(Millis(200));
+    assert_eq!(desired.tasks.len(), 1, "the slot is still assigned here");
+    assert_eq!(desired.awaiting, [(slot(), id("n07"))].into());
+    // A report goes stale after three heartbeat periods (1.5 s): then it says nothing.
+    assert!(m.desired(Millis(100 + 1_501)).awaiting.is_empty());
+    // A copy that stopped holds nothing back.
+    report(&mut m, "n07", TaskState::Exited, 2_000);
+    assert!(m.desired(Millis(2_100)).awaiting.is_empty());
+}
+
+#[test]
+fn a_copy_the_holder_judged_does_not_hold_back_the_start() {
+    // The holder listed n07 as displaced: it chose this node's copy, to be started here
+    // (a start-first move, or the heal's keeper): n07 stops once this one runs.
+    let mut m = machine(&["n07", "n26"]);
+    report(&mut m, "n07", TaskState::Running, 100);
+    assert!(m.desired(Millis(200)).awaiting.is_empty());
+}
