@@ -861,3 +861,91 @@ fn concurrent_writes_of_a_setting_merge_to_one_value_on_both_replicas() {
     assert!(!b.cluster_settings().rebalance);
     assert!(a.service(&name("web")).is_some());
 }
+
+/// Any interleaving of writes of the rebalance setting and syncs among three replicas ends,
+/// after a full sync, with one value on every replica: the value of a write that no other
+/// write had seen (last writer wins), or the default when nobody wrote it.
+mod setting_merge_law {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Set(usize, bool),
+        Sync(usize, usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..3usize, any::<bool>()).prop_map(|(r, on)| Step::Set(r, on)),
+            (0..3usize, 0..3usize).prop_map(|(a, b)| Step::Sync(a, b)),
+        ]
+    }
+
+    /// Syncs replicas `a` and `b` (distinct) of `docs`.
+    fn sync_two(docs: &mut [DesiredState], a: usize, b: usize) {
+        let (lo, hi) = (a.min(b), a.max(b));
+        let (left, right) = docs.split_at_mut(hi);
+        sync_pair(&mut left[lo], &mut right[0]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn concurrent_setting_writes_converge_to_a_surviving_write(
+            steps in proptest::collection::vec(step(), 0..24)
+        ) {
+            let (a, b) = pair();
+            let mut c = DesiredState::empty(NodeId("C".into()));
+            let mut docs = vec![a, b];
+            sync_pair(&mut docs[0], &mut c);
+            docs.push(c);
+            // The model: each write's value and the writes its author had seen.
+            let mut writes: Vec<(bool, BTreeSet<usize>)> = Vec::new();
+            let mut seen: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); 3];
+            for s in &steps {
+                match *s {
+                    Step::Set(r, on) => {
+                        docs[r]
+                            .set_cluster_settings(&[ClusterSetting::Rebalance(on)])
+                            .expect("set");
+                        writes.push((on, seen[r].clone()));
+                        seen[r].insert(writes.len() - 1);
+                    }
+                    Step::Sync(x, y) if x != y => {
+                        sync_two(&mut docs, x, y);
+                        let union: BTreeSet<usize> = seen[x].union(&seen[y]).copied().collect();
+                        seen[x] = union.clone();
+                        seen[y] = union;
+                    }
+                    Step::Sync(..) => {}
+                }
+            }
+            for (x, y) in [(0, 1), (1, 2), (0, 2)] {
+                sync_two(&mut docs, x, y);
+            }
+            let heads = docs[0].heads();
+            let value = docs[0].cluster_settings();
+            for doc in &mut docs[1..] {
+                prop_assert_eq!(doc.heads(), heads.clone());
+                prop_assert_eq!(doc.cluster_settings(), value);
+            }
+            let surviving: BTreeSet<bool> = writes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !writes.iter().any(|(_, past)| past.contains(i)))
+                .map(|(_, (on, _))| *on)
+                .collect();
+            if surviving.is_empty() {
+                prop_assert_eq!(value, ClusterSettings::default());
+            } else {
+                prop_assert!(
+                    surviving.contains(&value.rebalance),
+                    "reads {:?}; surviving writes {:?}", value, surviving
+                );
+            }
+        }
+    }
+}
