@@ -130,6 +130,23 @@ pub(crate) enum ClusterCommand {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// The cluster-wide settings, as this peer has them. Every peer obeys them once it has
+    /// merged them.
+    Settings,
+    /// Change a cluster-wide setting, e.g. `cluster set rebalance off`.
+    ///
+    /// Settings: `rebalance on|off` — whether the lease holder moves replicas to restore
+    /// spread after a heal or when a node joins (default on). Off, nothing is moved for
+    /// balance; slots are still placed and re-placed off unreachable members.
+    ///
+    /// The change is written at this peer and reaches the others by gossip; concurrent
+    /// changes of one setting at two peers resolve to one of them everywhere.
+    Set {
+        /// The setting: `rebalance`.
+        key: String,
+        /// Its new value: `on` or `off` (`true` and `false` are accepted too).
+        value: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -107,7 +107,11 @@ impl Client {
 
     pub(crate) fn patch(&self, path: &str, body: &Value) -> Result<Value> {
         let url = format!("{}{path}", self.base);
-        self.finish(self.agent.patch(&url).send_json(body), &url)
+        let mut request = self.agent.patch(&url);
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        self.finish(request.send_json(body), &url)
     }
 
     pub(crate) fn delete(&self, path: &str) -> Result<Value> {

@@ -7,9 +7,9 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, Change, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 
 use crate::model::{
-    Assignment, ClusterInfo, Epoch, HistoryEntry, Job, JobAttempt, JobSpec, JobState, Lease,
-    Member, MemberState, NodeId, PortSpec, SecretRecord, Service, ServiceName, ServiceSpec, SlotId,
-    TokenRecord, Volume,
+    Assignment, ClusterInfo, ClusterSetting, ClusterSettings, Epoch, HistoryEntry, Job, JobAttempt,
+    JobSpec, JobState, Lease, Member, MemberState, NodeId, PortSpec, SecretRecord, Service,
+    ServiceName, ServiceSpec, SlotId, TokenRecord, Volume,
 };
 use crate::CrdtError;
 
@@ -22,6 +22,8 @@ const TOKENS: &str = "tokens";
 const JOBS: &str = "jobs";
 const SECRETS: &str = "secrets";
 const VOLUMES: &str = "volumes";
+/// Key of [`ClusterSettings::rebalance`] in the `cluster` map.
+const SETTING_REBALANCE: &str = "rebalance";
 
 /// Separates the node id from the per-start random suffix in an actor id.
 const ACTOR_SEPARATOR: u8 = b'#';
@@ -437,6 +439,21 @@ impl DesiredState {
             name: self.string(&obj, "name").unwrap_or_default(),
             created_at: self.int(&obj, "created_at").unwrap_or_default(),
         })
+    }
+
+    /// The cluster settings in force on this replica. A setting the document does not hold,
+    /// or holds as a value this version cannot read, reads as its default; an empty document
+    /// reads as all defaults. See [`ClusterSettings`] for the merge rule.
+    pub fn cluster_settings(&self) -> ClusterSettings {
+        let defaults = ClusterSettings::default();
+        let Some(obj) = self.map(&ROOT, CLUSTER) else {
+            return defaults;
+        };
+        ClusterSettings {
+            rebalance: self
+                .boolean(&obj, SETTING_REBALANCE)
+                .unwrap_or(defaults.rebalance),
+        }
     }
 
     /// Every member, by id.
@@ -1014,6 +1031,30 @@ impl DesiredState {
             put.len(),
             remove.len()
         ))))
+    }
+
+    /// Sets the cluster settings given, and only those, in one change (message `cluster set
+    /// rebalance=off`). Writing a setting's current value still writes (the history shows who
+    /// confirmed it); an empty `settings` writes nothing and returns empty bytes.
+    ///
+    /// Errors: [`CrdtError::NoCluster`] when the document holds no cluster record yet.
+    pub fn set_cluster_settings(
+        &mut self,
+        settings: &[ClusterSetting],
+    ) -> Result<ChangeBytes, CrdtError> {
+        // The `cluster` map is made once, at init: writing into it never creates a second,
+        // conflicting map (which would hide one side's settings after a merge).
+        let obj = self.map(&ROOT, CLUSTER).ok_or(CrdtError::NoCluster)?;
+        if settings.is_empty() {
+            return Ok(ChangeBytes::new());
+        }
+        for setting in settings {
+            match *setting {
+                ClusterSetting::Rebalance(on) => self.doc.put(&obj, SETTING_REBALANCE, on)?,
+            }
+        }
+        let what: Vec<String> = settings.iter().map(ToString::to_string).collect();
+        Ok(self.commit(format!("cluster set {}", what.join(" "))))
     }
 
     /// Stores a token record: a join token or an operator's API token (by its `role`).

@@ -44,6 +44,10 @@ pub enum CrdtError {
     /// No join token has that id.
     #[error("no join token {0}")]
     UnknownToken(String),
+    /// The document holds no cluster record yet (a joining node before it received the
+    /// cluster's document), so there is nothing to change the settings of.
+    #[error("this replica holds no cluster yet")]
+    NoCluster,
     /// Bytes from a peer or from disk that do not decode.
     #[error("malformed document data: {0}")]
     Decode(String),

@@ -22,6 +22,10 @@
 //! - Lease: concurrent claims are kept as conflicting values and [`DesiredState::lease`] returns
 //!   the greatest `(epoch, holder)`: the higher epoch wins, ties by peer id.
 //! - Assignments of one slot: the one made under the greatest `(epoch, holder)` stands.
+//! - Cluster settings ([`ClusterSettings`]): last writer wins per setting. Each setting is its
+//!   own key of the `cluster` map; concurrent writes of one setting resolve to the same value
+//!   on every replica, of different settings both survive. An absent or unreadable setting
+//!   reads as its default.
 //!
 //! ## Persistence
 //!
@@ -71,13 +75,13 @@ mod store;
 pub use doc::{ChangeBytes, DesiredState, SyncState};
 pub use error::CrdtError;
 pub use model::{
-    validate_secret_name, validate_secret_target, Assignment, ClusterInfo, Epoch, HealthCheck,
-    HealthProbe, HistoryEntry, Job, JobAttempt, JobSpec, JobState, Lease, Member, MemberState,
-    NodeId, OnPartition, PartitionPolicy, PortSpec, Resources, RestartCondition, RestartPolicy,
-    SecretMount, SecretRecord, Service, ServiceName, ServiceSpec, SlotId, TokenRecord, Volume,
-    MAX_ARGS, MAX_ARG_BYTES, MAX_ENV, MAX_ENV_KEY_BYTES, MAX_PERIOD_MS, MAX_PORTS, MAX_REPLICAS,
-    MAX_RESCHEDULE_AFTER_MS, MAX_SECRET_MOUNTS, MAX_SECRET_NAME_BYTES, MAX_STOP_TIMEOUT_MS,
-    MIN_MEMORY_BYTES, MIN_NANO_CPUS,
+    validate_secret_name, validate_secret_target, Assignment, ClusterInfo, ClusterSetting,
+    ClusterSettings, Epoch, HealthCheck, HealthProbe, HistoryEntry, Job, JobAttempt, JobSpec,
+    JobState, Lease, Member, MemberState, NodeId, OnPartition, PartitionPolicy, PortSpec,
+    Resources, RestartCondition, RestartPolicy, SecretMount, SecretRecord, Service, ServiceName,
+    ServiceSpec, SlotId, TokenRecord, Volume, MAX_ARGS, MAX_ARG_BYTES, MAX_ENV, MAX_ENV_KEY_BYTES,
+    MAX_PERIOD_MS, MAX_PORTS, MAX_REPLICAS, MAX_RESCHEDULE_AFTER_MS, MAX_SECRET_MOUNTS,
+    MAX_SECRET_NAME_BYTES, MAX_STOP_TIMEOUT_MS, MIN_MEMORY_BYTES, MIN_NANO_CPUS,
 };
 pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
 

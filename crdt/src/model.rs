@@ -125,6 +125,65 @@ pub struct ClusterInfo {
     pub created_at: i64,
 }
 
+/// Cluster-wide settings an operator changes at run time (`warren-cli cluster set`), stored
+/// as scalar keys of the document's `cluster` map so that every peer, on any side of a
+/// partition, obeys the same value once it has merged it.
+///
+/// Each setting is its own key with a default that applies while the key is absent (a cluster
+/// made before the setting existed) or holds a value this version cannot read (one written by
+/// a newer version): old documents and mixed versions keep working.
+///
+/// Merge: last writer wins per key. A value set after seeing another replaces it; of two
+/// concurrent writes of one setting, every replica keeps the same one (Automerge's
+/// deterministic choice: the greater Lamport counter, then the greater actor id), which is
+/// not necessarily the later by wall clock. Concurrent writes of *different* settings both
+/// survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// Whether the lease holder restores spread after a heal or a join by moving replicas
+    /// start-first, one per service at a time (DESIGN §5). Default `true`. With `false` no
+    /// replica is ever moved for balance; slots are still placed, re-placed off unreachable
+    /// members and judged after a heal.
+    pub rebalance: bool,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self { rebalance: true }
+    }
+}
+
+/// One cluster setting with its new value: the unit [`DesiredState::set_cluster_settings`]
+/// writes (only the settings named are written, so concurrent changes of others survive).
+///
+/// [`DesiredState::set_cluster_settings`]: crate::DesiredState::set_cluster_settings
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterSetting {
+    /// [`ClusterSettings::rebalance`].
+    Rebalance(bool),
+}
+
+impl ClusterSetting {
+    /// The setting's name, as the document, the API and the CLI spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClusterSetting::Rebalance(_) => "rebalance",
+        }
+    }
+}
+
+impl fmt::Display for ClusterSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterSetting::Rebalance(on) => {
+                write!(f, "{}={}", self.name(), if *on { "on" } else { "off" })
+            }
+        }
+    }
+}
+
 /// A member's admission state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

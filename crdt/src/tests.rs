@@ -772,3 +772,180 @@ fn spec_limits_are_checked_with_the_field_named() {
     };
     assert_eq!(field_of(&no_delay), Some("restart.delay_ms"));
 }
+
+#[test]
+fn cluster_settings_round_trip_through_gossip_and_the_store() {
+    let (mut a, mut b) = pair();
+    assert_eq!(a.cluster_settings(), ClusterSettings::default());
+    assert!(a.cluster_settings().rebalance, "rebalance is on by default");
+    let change = a
+        .set_cluster_settings(&[ClusterSetting::Rebalance(false)])
+        .expect("set");
+    assert!(!a.cluster_settings().rebalance);
+    b.apply_change(&change).expect("gossip");
+    assert!(!b.cluster_settings().rebalance);
+    // Survives save and load; the history names the change.
+    let reloaded = DesiredState::load(NodeId("C".into()), &a.save()).expect("load");
+    assert!(!reloaded.cluster_settings().rebalance);
+    assert!(a
+        .history()
+        .iter()
+        .any(|e| e.message == "cluster set rebalance=off"));
+    // Back on; nothing given writes nothing.
+    a.set_cluster_settings(&[ClusterSetting::Rebalance(true)])
+        .expect("set");
+    assert!(a.cluster_settings().rebalance);
+    let heads = a.heads();
+    assert!(a.set_cluster_settings(&[]).expect("empty").is_empty());
+    assert_eq!(a.heads(), heads);
+}
+
+#[test]
+fn absent_or_unreadable_settings_read_as_defaults() {
+    use automerge::transaction::Transactable;
+    // A document made before settings existed: a cluster record without them.
+    let mut raw = automerge::AutoCommit::new();
+    let cluster = raw
+        .put_object(automerge::ROOT, "cluster", automerge::ObjType::Map)
+        .expect("cluster");
+    raw.put(&cluster, "id", "c1").expect("id");
+    let old = DesiredState::load(NodeId("A".into()), &raw.save()).expect("load");
+    assert_eq!(old.cluster_settings(), ClusterSettings::default());
+    // A value this version cannot read (say, a newer node's "auto"), and unknown keys.
+    raw.put(&cluster, "rebalance", "auto").expect("rebalance");
+    raw.put(&cluster, "some_future_setting", 7u64)
+        .expect("future");
+    let newer = DesiredState::load(NodeId("A".into()), &raw.save()).expect("load");
+    assert_eq!(newer.cluster_settings(), ClusterSettings::default());
+    // An empty replica (a joining node) reads defaults and refuses to write.
+    let mut empty = DesiredState::empty(NodeId("B".into()));
+    assert_eq!(empty.cluster_settings(), ClusterSettings::default());
+    assert!(matches!(
+        empty.set_cluster_settings(&[ClusterSetting::Rebalance(false)]),
+        Err(CrdtError::NoCluster)
+    ));
+    // The API's JSON of old or newer nodes reads with defaults too.
+    let partial: ClusterSettings = serde_json::from_str("{}").expect("json");
+    assert_eq!(partial, ClusterSettings::default());
+    let wider: ClusterSettings =
+        serde_json::from_str(r#"{"rebalance":false,"later":1}"#).expect("json");
+    assert!(!wider.rebalance);
+}
+
+#[test]
+fn concurrent_writes_of_a_setting_merge_to_one_value_on_both_replicas() {
+    for (on_a, on_b) in [(false, true), (true, false), (false, false)] {
+        let (mut a, mut b) = pair();
+        a.set_cluster_settings(&[ClusterSetting::Rebalance(on_a)])
+            .expect("set a");
+        b.set_cluster_settings(&[ClusterSetting::Rebalance(on_b)])
+            .expect("set b");
+        sync_pair(&mut a, &mut b);
+        assert_eq!(a.heads(), b.heads());
+        let (ra, rb) = (a.cluster_settings(), b.cluster_settings());
+        assert_eq!(ra, rb, "one value on both replicas");
+        assert!(ra.rebalance == on_a || ra.rebalance == on_b);
+        // A write made after seeing the conflict wins everywhere.
+        b.set_cluster_settings(&[ClusterSetting::Rebalance(!ra.rebalance)])
+            .expect("set after merge");
+        sync_pair(&mut a, &mut b);
+        assert_eq!(a.cluster_settings().rebalance, !ra.rebalance);
+        assert_eq!(b.cluster_settings().rebalance, !ra.rebalance);
+    }
+    // A setting change concurrent with a service change: both survive.
+    let (mut a, mut b) = pair();
+    a.set_cluster_settings(&[ClusterSetting::Rebalance(false)])
+        .expect("set");
+    b.create_service(&name("web"), &spec(2)).expect("create");
+    sync_pair(&mut a, &mut b);
+    assert!(!b.cluster_settings().rebalance);
+    assert!(a.service(&name("web")).is_some());
+}
+
+/// Any interleaving of writes of the rebalance setting and syncs among three replicas ends,
+/// after a full sync, with one value on every replica: the value of a write that no other
+/// write had seen (last writer wins), or the default when nobody wrote it.
+mod setting_merge_law {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Set(usize, bool),
+        Sync(usize, usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..3usize, any::<bool>()).prop_map(|(r, on)| Step::Set(r, on)),
+            (0..3usize, 0..3usize).prop_map(|(a, b)| Step::Sync(a, b)),
+        ]
+    }
+
+    /// Syncs replicas `a` and `b` (distinct) of `docs`.
+    fn sync_two(docs: &mut [DesiredState], a: usize, b: usize) {
+        let (lo, hi) = (a.min(b), a.max(b));
+        let (left, right) = docs.split_at_mut(hi);
+        sync_pair(&mut left[lo], &mut right[0]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn concurrent_setting_writes_converge_to_a_surviving_write(
+            steps in proptest::collection::vec(step(), 0..24)
+        ) {
+            let (a, b) = pair();
+            let mut c = DesiredState::empty(NodeId("C".into()));
+            let mut docs = vec![a, b];
+            sync_pair(&mut docs[0], &mut c);
+            docs.push(c);
+            // The model: each write's value and the writes its author had seen.
+            let mut writes: Vec<(bool, BTreeSet<usize>)> = Vec::new();
+            let mut seen: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); 3];
+            for s in &steps {
+                match *s {
+                    Step::Set(r, on) => {
+                        docs[r]
+                            .set_cluster_settings(&[ClusterSetting::Rebalance(on)])
+                            .expect("set");
+                        writes.push((on, seen[r].clone()));
+                        seen[r].insert(writes.len() - 1);
+                    }
+                    Step::Sync(x, y) if x != y => {
+                        sync_two(&mut docs, x, y);
+                        let union: BTreeSet<usize> = seen[x].union(&seen[y]).copied().collect();
+                        seen[x] = union.clone();
+                        seen[y] = union;
+                    }
+                    Step::Sync(..) => {}
+                }
+            }
+            for (x, y) in [(0, 1), (1, 2), (0, 2)] {
+                sync_two(&mut docs, x, y);
+            }
+            let heads = docs[0].heads();
+            let value = docs[0].cluster_settings();
+            for doc in &mut docs[1..] {
+                prop_assert_eq!(doc.heads(), heads.clone());
+                prop_assert_eq!(doc.cluster_settings(), value);
+            }
+            let surviving: BTreeSet<bool> = writes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !writes.iter().any(|(_, past)| past.contains(i)))
+                .map(|(_, (on, _))| *on)
+                .collect();
+            if surviving.is_empty() {
+                prop_assert_eq!(value, ClusterSettings::default());
+            } else {
+                prop_assert!(
+                    surviving.contains(&value.rebalance),
+                    "reads {:?}; surviving writes {:?}", value, surviving
+                );
+            }
+        }
+    }
+}

@@ -5,7 +5,8 @@
 //! - [`machine`]: the sans-IO node above the core: sync dialogues, gossip, heartbeats,
 //!   admission and operator writes, with the time as a value and outputs as values. The
 //!   daemon and the simulator both drive it.
-//! - [`patch`]: partial service updates (`service update NAME --flag ...`).
+//! - [`patch`]: partial service updates (`service update NAME --flag ...`) and cluster
+//!   settings changes (`cluster set KEY VALUE`).
 //! - [`daemon`]: `warren-node up`. Wires the core to the desired-state document
 //!   (`warren-crdt`), the libp2p mesh (`warren-mesh`), the container runtime
 //!   (`warren-runtime`) and the HTTP API every peer serves.

@@ -139,6 +139,8 @@ pub enum Write {
     RemoveSecret(String),
     /// Remove a member: cut off, its tasks rescheduled, its identity never admitted again.
     RemoveMember(NodeId),
+    /// Change the cluster settings named (others keep their values), in one change.
+    SetClusterSettings(Vec<warren_crdt::ClusterSetting>),
 }
 
 /// A secret's plaintext on its way in: zeroed when dropped, never printed by `Debug`.
@@ -312,6 +314,8 @@ pub struct Snapshot {
     /// Why each unassigned slot of a live service waits (e.g. `no node with 2 GiB free
     /// memory`).
     pub pending: Vec<(SlotId, String)>,
+    /// The cluster settings in force on this replica.
+    pub settings: warren_crdt::ClusterSettings,
 }
 
 /// What may be shown of a secret: never its value or keys.
@@ -1229,6 +1233,9 @@ impl NodeMachine {
                 (self.state.scale_service(&name, replicas)?, WriteAck::Done)
             }
             Write::DeleteService(name) => (self.state.delete_service(&name)?, WriteAck::Done),
+            Write::SetClusterSettings(settings) => {
+                (self.state.set_cluster_settings(&settings)?, WriteAck::Done)
+            }
             Write::RevokeJoinToken(id) => {
                 // Each kind of token is revoked through its own command: an id from
                 // `join-token ls` never names an operator token.
@@ -1465,6 +1472,7 @@ impl NodeMachine {
                 .collect(),
             tasks,
             pending: self.core.pending_reasons(&view, now).into_iter().collect(),
+            settings: view.settings,
             dropped_non_member,
             connected_peers,
             heads: self.state.heads(),

@@ -1,5 +1,7 @@
-//! A partial change of a service spec, as `warren-cli service update NAME --flag ...` sends it:
-//! only the fields given change. The node that takes the write applies it to the spec its
+//! Partial changes sent by operators: [`ServicePatch`] and [`ClusterSettingsPatch`].
+//!
+//! A service patch is what `warren-cli service update NAME --flag ...` sends: only the fields
+//! given change. The node that takes the write applies it to the spec its
 //! replica holds and writes the result with the field-wise
 //! [`DesiredState::update_service`](warren_crdt::DesiredState::update_service), so concurrent
 //! updates of other fields on other peers survive the merge.
@@ -7,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use warren_crdt::{HealthCheck, HealthProbe, PortSpec, RestartCondition, SecretMount, ServiceSpec};
+use warren_crdt::{
+    ClusterSetting, HealthCheck, HealthProbe, PortSpec, RestartCondition, SecretMount, ServiceSpec,
+};
 
 /// Changes to a health check. With no check in the spec, `probe` is required; the other
 /// fields keep their value (or the default of [`HealthCheck::new`]) unless given.
@@ -182,6 +186,27 @@ impl ServicePatch {
             out.partition.reschedule_after_ms = (ms > 0).then_some(ms);
         }
         Ok(out)
+    }
+}
+
+/// The body of `PATCH /v1/cluster/settings`, as `warren-cli cluster set KEY VALUE` sends
+/// it: every setting optional; only those given are written, so a concurrent change of
+/// another setting on another peer survives the merge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettingsPatch {
+    /// [`ClusterSettings::rebalance`](warren_crdt::ClusterSettings::rebalance).
+    #[serde(default)]
+    pub rebalance: Option<bool>,
+}
+
+impl ClusterSettingsPatch {
+    /// The settings the patch writes, in a fixed order; empty when it names none.
+    pub fn settings(&self) -> Vec<ClusterSetting> {
+        self.rebalance
+            .map(ClusterSetting::Rebalance)
+            .into_iter()
+            .collect()
     }
 }
 

@@ -285,6 +285,22 @@ fn remote_api_needs_a_valid_operator_token() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A PATCH carries the token like every other method (it once went without: 401).
+    let out = cli(
+        &remote,
+        Some(&good),
+        Some(&ca),
+        &["-o", "json", "cluster", "set", "rebalance", "off"],
+    );
+    assert!(
+        out.status.success(),
+        "cluster set through the remote API: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        a.cli_json(&["cluster", "settings"]),
+        Some(serde_json::json!({"rebalance": false}))
+    );
     // An authenticated unknown route is a JSON 404.
     let answer = call(
         &https,

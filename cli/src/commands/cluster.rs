@@ -1,5 +1,5 @@
-use anyhow::Result;
-use serde_json::Value;
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
 
 use crate::args::{ClusterCommand, Format};
 use crate::client::Client;
@@ -56,8 +56,56 @@ pub(crate) fn run(client: &Client, format: Format, command: ClusterCommand) -> R
                 .unwrap_or_default();
             print(format, &history, &["TIME (UTC)", "NODE", "CHANGE"], rows);
         }
+        ClusterCommand::Settings => {
+            let settings = client.get("/v1/cluster/settings")?;
+            print_settings(format, &settings);
+        }
+        ClusterCommand::Set { key, value } => {
+            let body = setting_body(&key, &value)?;
+            let settings = client.patch("/v1/cluster/settings", &body)?;
+            print_settings(format, &settings);
+        }
     }
     Ok(())
+}
+
+/// The cluster settings the CLI knows, for error messages.
+const SETTINGS: &str = "rebalance";
+
+/// The `PATCH /v1/cluster/settings` body for `cluster set KEY VALUE`.
+///
+/// Errors: one line naming the unknown setting or the value it takes.
+fn setting_body(key: &str, value: &str) -> Result<Value> {
+    match key {
+        "rebalance" => {
+            let on = match value.to_ascii_lowercase().as_str() {
+                "on" | "true" => true,
+                "off" | "false" => false,
+                _ => bail!("rebalance takes on or off, not {value:?}"),
+            };
+            Ok(json!({ "rebalance": on }))
+        }
+        _ => bail!("no cluster setting {key:?} (the settings are: {SETTINGS})"),
+    }
+}
+
+fn print_settings(format: Format, settings: &Value) {
+    let rows = settings
+        .as_object()
+        .map(|all| {
+            all.iter()
+                .map(|(key, value)| {
+                    let shown = match value.as_bool() {
+                        Some(true) => "on".to_string(),
+                        Some(false) => "off".to_string(),
+                        None => cell(Some(value)),
+                    };
+                    vec![key.clone(), shown]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    print(format, settings, &["SETTING", "VALUE"], rows);
 }
 
 pub(crate) const HEADERS: [&str; 7] = ["NAME", "ID", "LIVENESS", "STATE", "TASKS", "ENGINE", "API"];
@@ -138,6 +186,29 @@ mod tests {
                 "since_ms": 1_795_303_972_756_i64
             }))),
             "unreachable since 23:32:52"
+        );
+    }
+
+    #[test]
+    fn settings_take_on_or_off_and_unknown_ones_are_named() {
+        assert_eq!(
+            setting_body("rebalance", "off").expect("off"),
+            json!({"rebalance": false})
+        );
+        assert_eq!(
+            setting_body("rebalance", "ON").expect("on"),
+            json!({"rebalance": true})
+        );
+        assert_eq!(
+            setting_body("rebalance", "true").expect("true"),
+            json!({"rebalance": true})
+        );
+        let bad = setting_body("rebalance", "maybe").expect_err("bad value");
+        assert_eq!(bad.to_string(), "rebalance takes on or off, not \"maybe\"");
+        let unknown = setting_body("spread", "on").expect_err("unknown setting");
+        assert_eq!(
+            unknown.to_string(),
+            "no cluster setting \"spread\" (the settings are: rebalance)"
         );
     }
 

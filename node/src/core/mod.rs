@@ -30,8 +30,8 @@ mod scheduler;
 use std::collections::{BTreeMap, BTreeSet};
 
 use warren_crdt::{
-    Assignment, ChangeBytes, CrdtError, DesiredState, Epoch, Lease, Member, NodeId, Service,
-    ServiceName, SlotId,
+    Assignment, ChangeBytes, ClusterSettings, CrdtError, DesiredState, Epoch, Lease, Member,
+    NodeId, Service, ServiceName, SlotId,
 };
 
 pub use backoff::{Backoff, BackoffConfig, MAX_BACKOFF_MS, STABLE_AFTER_MS};
@@ -71,8 +71,11 @@ pub struct CoreConfig {
     /// A rule broken on purpose; [`RuleBreak::None`] (the default) everywhere but in the tests
     /// that show the simulator catches a broken rule.
     pub rule_break: RuleBreak,
-    /// Restore spread after a heal or a join by moving replicas start-first, one per service
-    /// at a time (default on; see [`plan_observed`]).
+    /// Whether this process may restore spread after a heal or a join by moving replicas
+    /// start-first, one per service at a time (default on; see [`plan_observed`]). The
+    /// operator's switch is the cluster setting [`ClusterSettings::rebalance`] in the
+    /// document, which every peer obeys: the holder rebalances only when both allow it
+    /// ([`Core::rebalances`]). Only tests and simulations turn this off; the daemon cannot.
     pub rebalance: bool,
     /// The period at which the driver calls [`Core::tick`] (default 250, the daemon's). A gap
     /// between two ticks longer than twice this means this node itself was not running (a
@@ -126,6 +129,8 @@ pub struct ClusterView {
     pub assignments: BTreeMap<SlotId, Assignment>,
     /// The lease in force, if any.
     pub lease: Option<Lease>,
+    /// The cluster settings in force (defaults when the document holds none).
+    pub settings: ClusterSettings,
 }
 
 impl ClusterView {
@@ -136,6 +141,7 @@ impl ClusterView {
             services: state.services(),
             assignments: state.assignments(),
             lease: state.lease(),
+            settings: state.cluster_settings(),
         }
     }
 
@@ -357,11 +363,18 @@ impl Core {
             self.last_change = now;
             return plan;
         }
-        if !self.config.rebalance || now.since(self.last_change) < REBALANCE_QUIET_MS {
+        if !self.rebalances(view) || now.since(self.last_change) < REBALANCE_QUIET_MS {
             return plan;
         }
         observed.rebalance = true;
         round(&observed)
+    }
+
+    /// Whether the holder may move replicas for spread under `view`: the cluster setting
+    /// (the document's, the same on every peer that merged it) and this process's
+    /// [`CoreConfig::rebalance`] both allow it. The one place the rule is decided.
+    pub fn rebalances(&self, view: &ClusterView) -> bool {
+        self.config.rebalance && view.settings.rebalance
     }
 
     /// Why each unassigned slot of a live service waits, as the scheduler would say it at
@@ -536,6 +549,7 @@ mod tests {
             services: [(name, service)].into(),
             assignments,
             lease: Some(lease),
+            settings: ClusterSettings::default(),
         }
     }
 
@@ -616,5 +630,126 @@ mod tests {
             matches!(actions.first(), Some(Action::ClaimLease(_))),
             "{actions:?}"
         );
+    }
+
+    /// Three live members and a service of four replicas all on "a", which holds the lease:
+    /// the picture after a heal or a join that the rebalance would spread.
+    fn lopsided(settings: ClusterSettings) -> ClusterView {
+        let web = ServiceName::new("web").expect("name");
+        let lease = Lease {
+            epoch: Epoch(1),
+            holder: id("a"),
+        };
+        let members = ["a", "b", "c"]
+            .map(|n| {
+                let member = Member {
+                    id: id(n),
+                    name: n.into(),
+                    addrs: vec![],
+                    labels: Default::default(),
+                    admitted_by: id("a"),
+                    admitted_at: 0,
+                    state: MemberState::Active,
+                };
+                (id(n), member)
+            })
+            .into();
+        let service = Service {
+            name: web.clone(),
+            generation: 1,
+            deleted: false,
+            previous_spec: None,
+            spec: ServiceSpec {
+                image: "img".into(),
+                replicas: 4,
+                ..Default::default()
+            },
+        };
+        let assignments = (0..4)
+            .map(|slot| {
+                let a = Assignment {
+                    node: id("a"),
+                    epoch: lease.epoch,
+                    holder: lease.holder.clone(),
+                    spec_generation: 1,
+                    displaced: vec![],
+                };
+                (
+                    SlotId {
+                        service: web.clone(),
+                        slot,
+                    },
+                    a,
+                )
+            })
+            .collect();
+        ClusterView {
+            members,
+            services: [(web, service)].into(),
+            assignments,
+            lease: Some(lease),
+            settings,
+        }
+    }
+
+    /// Runs holder "a" through a calm cluster for twice the quiet period (the view is not
+    /// updated with what it writes); returns every assignment plan it wrote.
+    fn rounds(view: &ClusterView) -> Vec<Plan> {
+        let config = CoreConfig::default();
+        let mut core = Core::new(id("a"), config, Millis(0));
+        let copies = view
+            .assignments
+            .iter()
+            .map(|(slot, a)| {
+                let copy = RunningCopy {
+                    node: a.node.clone(),
+                    generation: 1,
+                    age_ms: 60_000,
+                    health: TaskHealth::None,
+                };
+                (slot.clone(), vec![copy])
+            })
+            .collect();
+        core.set_running_copies(copies, view.members.keys().cloned().collect());
+        let step = (config.suspect_after_ms / 2).max(1);
+        let end = config.lease_ttl_ms + 2 * REBALANCE_QUIET_MS;
+        let mut plans = Vec::new();
+        let mut now = 0;
+        while now <= end {
+            for peer in ["b", "c"] {
+                core.handle_heartbeat(&id(peer), None, Millis(now));
+            }
+            for action in core.tick(view, Millis(now)) {
+                if let Action::WriteAssignments(plan) = action {
+                    plans.push(plan);
+                }
+            }
+            now += step;
+        }
+        plans
+    }
+
+    #[test]
+    fn the_cluster_setting_switches_the_rebalance_off() {
+        // On (the default): after the quiet period the holder moves one replica off "a".
+        // (The view here never takes the plan in, so later rounds propose the same move.)
+        let on = rounds(&lopsided(ClusterSettings::default()));
+        let first = on.first().expect("a rebalance move");
+        assert_eq!(first.put.len(), 1, "{on:?}");
+        assert_ne!(first.put[0].1.node, id("a"));
+        assert_eq!(first.put[0].1.displaced, vec![id("a")]);
+        // Off in the document: the very same cluster plans no move at all.
+        let off = rounds(&lopsided(ClusterSettings { rebalance: false }));
+        assert!(off.is_empty(), "{off:?}");
+        // The process switch alone turns it off as well (tests and simulations).
+        let core = Core::new(
+            id("a"),
+            CoreConfig {
+                rebalance: false,
+                ..CoreConfig::default()
+            },
+            Millis(0),
+        );
+        assert!(!core.rebalances(&lopsided(ClusterSettings::default())));
     }
 }

@@ -22,6 +22,8 @@
 //! | `GET /v1/secrets`, `GET /v1/secrets/{name}` | metadata only: version, size, recipients |
 //! | `POST /v1/secrets/{name}/rotate` | re-keys it for the current members |
 //! | `DELETE /v1/secrets/{name}` | removes it |
+//! | `GET /v1/cluster/settings` | the cluster settings in force here, e.g. `{"rebalance": true}` |
+//! | `PATCH /v1/cluster/settings` [`ClusterSettingsPatch`](crate::patch::ClusterSettingsPatch) | changes the settings given (`{"rebalance": false}`); answers with all of them |
 //! | `GET /v1/history?service=NAME&limit=N` | the newest changes (100 by default), oldest first: who, when, what |
 //! | `POST /v1/api-tokens` `{ttl_secs?, labels?}` | mints an operator token (90 days by default); the only time its text is shown |
 //! | `GET /v1/api-tokens` | operator tokens: id, labels, created, expiry, revoked (never secrets or digests) |
@@ -53,7 +55,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use warren_crdt::{
-    HealthCheck, PortSpec, Resources, RestartPolicy, SecretMount, Service, ServiceName, ServiceSpec,
+    ClusterSettings, HealthCheck, PortSpec, Resources, RestartPolicy, SecretMount, Service,
+    ServiceName, ServiceSpec,
 };
 
 use super::actor::Command;
@@ -296,6 +299,10 @@ fn routes(state: ApiState) -> Router {
         .route("/v1/services/{name}/tasks", get(service_tasks))
         .route("/v1/services/{name}/logs", get(super::logs::service_logs))
         .route("/v1/services/{name}/scale", post(scale_service))
+        .route(
+            "/v1/cluster/settings",
+            get(cluster_settings).patch(update_cluster_settings),
+        )
         .route("/v1/history", get(history))
         .route("/v1/secrets", get(list_secrets).post(create_secret))
         .route(
@@ -882,6 +889,27 @@ async fn delete_service(
     let reply_name = name.clone();
     write(&state, Write::DeleteService(name)).await?;
     Ok(Json(json!({ "name": reply_name, "deleted": true })))
+}
+
+async fn cluster_settings(State(state): State<ApiState>) -> Json<ClusterSettings> {
+    Json(state.snapshot.borrow().settings)
+}
+
+/// Writes the settings given; 400 `invalid_argument` when the body names none, 400
+/// `unknown_field` for a setting this node does not know.
+async fn update_cluster_settings(
+    State(state): State<ApiState>,
+    Json(patch): Json<crate::patch::ClusterSettingsPatch>,
+) -> Result<Json<ClusterSettings>, ApiError> {
+    let settings = patch.settings();
+    if settings.is_empty() {
+        return Err(ApiError::invalid(
+            "no setting given; the cluster settings are: rebalance",
+        ));
+    }
+    write(&state, Write::SetClusterSettings(settings)).await?;
+    // The actor published its snapshot before acknowledging: it holds this write.
+    Ok(Json(state.snapshot.borrow().settings))
 }
 
 /// Query of `GET /v1/history`.
