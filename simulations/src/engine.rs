@@ -220,6 +220,9 @@ struct HealTrack {
     stops: BTreeMap<ServiceName, u64>,
     /// Slots seen with no running copy in the window (invariant 6a).
     zero_windows: u64,
+    /// Slots left with no running copy in the window, judged when the heal closes: `(slot,
+    /// generation, node that stopped the last copy, what was seen)`.
+    zero_pending: Vec<(SlotId, u64, usize, String)>,
     /// A partition (or another heal) came before the settle window ended.
     interrupted: bool,
 }
@@ -1019,12 +1022,16 @@ impl Simulation {
             .flat_map(|n| n.containers.values())
             .any(|c| c.running && c.slot == *slot);
         if !running {
+            // Judged when the heal closes: while the sides' writes are still merging, this
+            // node's view may keep a slot that the merged document scales away (a scale on
+            // one side) — then no copy is the right outcome, not a zero-replica window.
+            let seen = format!(
+                "t={}: {slot} has no running copy after node {i} stopped its own ({reason})",
+                fmt_t(self.now)
+            );
             if let Some(h) = self.heal.as_mut() {
-                h.zero_windows += 1;
+                h.zero_pending.push((slot.clone(), generation, i, seen));
             }
-            self.violate(format!(
-                "heal: {slot} has no running copy after node {i} stopped its own ({reason})"
-            ));
         }
     }
 
@@ -1197,6 +1204,7 @@ impl Simulation {
                         starts: BTreeMap::new(),
                         stops: BTreeMap::new(),
                         zero_windows: 0,
+                        zero_pending: Vec::new(),
                         interrupted: false,
                     });
                 }
@@ -1519,7 +1527,22 @@ impl Simulation {
     }
 
     fn close_heal(&mut self) {
-        let Some(h) = self.heal.take() else { return };
+        let Some(mut h) = self.heal.take() else {
+            return;
+        };
+        // Invariant 6a, judged against the document as the heal left it: a slot still
+        // desired at the generation it ran at the heal never had no running copy.
+        for (slot, generation, i, seen) in std::mem::take(&mut h.zero_pending) {
+            let still_desired = self.nodes[i].machine.as_ref().is_some_and(|m| {
+                m.state().services().get(&slot.service).is_some_and(|s| {
+                    !s.deleted && slot.slot < s.spec.replicas && s.generation == generation
+                })
+            });
+            if still_desired {
+                h.zero_windows += 1;
+                self.violate(format!("heal at {}: {seen}", fmt_t(h.at)));
+            }
+        }
         let live: u64 = self
             .nodes
             .iter()
