@@ -69,11 +69,13 @@
 
 mod doc;
 mod error;
+mod image_ref;
 mod model;
 mod store;
 
 pub use doc::{ChangeBytes, DesiredState, SyncState};
 pub use error::CrdtError;
+pub use image_ref::{parse_image_reference, ImageReference};
 pub use model::{
     validate_secret_name, validate_secret_target, Assignment, ClusterInfo, ClusterSetting,
     ClusterSettings, Epoch, HealthCheck, HealthProbe, HistoryEntry, Job, JobAttempt, JobSpec,

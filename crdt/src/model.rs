@@ -286,13 +286,14 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
-    /// Checks the fields that have limits beyond their types: the health check, restart
-    /// policy, resources and stop timeout (see each type's `validate`).
+    /// Checks the fields that have limits beyond their types: the image reference (Docker's
+    /// grammar, [`crate::parse_image_reference`]), the health check, restart policy,
+    /// resources and stop timeout (see each type's `validate`).
     ///
     /// Errors: [`CrdtError::InvalidSpec`] naming the field and the rule it breaks.
     pub fn validate(&self) -> Result<(), CrdtError> {
-        if self.image.is_empty() || self.image.len() > 255 || self.image.contains('\0') {
-            return Err(invalid("image", "must be 1 to 255 bytes without NUL"));
+        if let Err(reason) = crate::image_ref::parse_image_reference(&self.image) {
+            return Err(invalid("image", reason));
         }
         if self.replicas > MAX_REPLICAS {
             return Err(invalid(
@@ -1028,12 +1029,23 @@ mod validate_tests {
     }
 
     #[test]
-    fn image_must_be_present() {
+    fn image_must_be_a_reference_by_dockers_grammar() {
         let mut s = ok_spec();
-        s.image = String::new();
-        assert_eq!(field_of(&s), "image");
-        s.image = "a\0b".into();
-        assert_eq!(field_of(&s), "image");
+        for bad in [
+            "",
+            "a\0b",
+            "Warren/Busybox",
+            "busybox:",
+            "a b",
+            "a@sha256:12",
+        ] {
+            s.image = bad.into();
+            assert_eq!(field_of(&s), "image", "{bad:?}");
+        }
+        for good in ["busybox", "localhost:5000/a/b:1.0", "ghcr.io/o/r:v1"] {
+            s.image = good.into();
+            assert!(s.validate().is_ok(), "{good:?}");
+        }
     }
 
     #[test]

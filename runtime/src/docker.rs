@@ -17,12 +17,32 @@ use bollard::Docker;
 use futures::StreamExt;
 
 use crate::error::{error_chain, is_connection_error, status_code};
-use crate::image_ref::parse_image_reference;
 use crate::types::{truncate_text, HealthStatus, MAX_DETAIL_BYTES};
 use crate::{
     ContainerInfo, ContainerRuntime, ContainerState, EngineInfo, PublishedPort, PullProgress,
     RuntimeError, TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
 };
+
+/// Validates a Docker image reference offline against Docker's reference grammar
+/// (`distribution/reference`; the rule is [`warren_crdt::parse_image_reference`], the same
+/// one [`warren_crdt::ServiceSpec::validate`] applies). Examples of valid references:
+/// `busybox`, `warren/busybox:latest`, `localhost:5000/a/b:1.0`, `a@sha256:<64 hex>`.
+///
+/// # Errors
+///
+/// [`RuntimeError::InvalidImage`] with `image` set to the input and a `reason` that says
+/// which part is wrong and what is allowed there.
+pub fn validate_image_reference(image: &str) -> Result<(), RuntimeError> {
+    parse_image_reference(image).map(|_| ())
+}
+
+/// Parses `image` into its parts, or says why it is not a valid reference.
+fn parse_image_reference(image: &str) -> Result<warren_crdt::ImageReference<'_>, RuntimeError> {
+    warren_crdt::parse_image_reference(image).map_err(|reason| RuntimeError::InvalidImage {
+        image: image.to_string(),
+        reason,
+    })
+}
 
 /// Endpoint used when neither an explicit host nor `DOCKER_HOST` is given.
 const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";

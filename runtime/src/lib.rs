@@ -91,17 +91,16 @@
 
 mod docker;
 mod error;
-mod image_ref;
 mod logs;
 mod types;
 
 use std::future::Future;
 use std::sync::Arc;
 
+pub use docker::validate_image_reference;
 pub use docker::DockerRuntime;
 pub use docker::MAX_STOP_TIMEOUT_SECS;
 pub use error::RuntimeError;
-pub use image_ref::validate_image_reference;
 pub use logs::{
     parse_rfc3339_nanos, LogLine, LogQuery, LogRead, LogStream, REORDER_LOOKAHEAD_LINES,
     REORDER_WINDOW_NS,

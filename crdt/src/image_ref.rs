@@ -1,6 +1,6 @@
-//! Docker image reference validation (the grammar of `distribution/reference`).
-
-use crate::RuntimeError;
+//! Docker image reference validation (the grammar of `distribution/reference`): one rule
+//! for every place a spec enters — [`crate::ServiceSpec::validate`] (the API, patches, and
+//! a node reading a spec from the document) and the runtime before it asks an engine.
 
 /// Longest repository name (domain and path, without tag or digest) Docker accepts.
 const NAME_TOTAL_LENGTH_MAX: usize = 255;
@@ -9,16 +9,16 @@ const TAG_LENGTH_MAX: usize = 128;
 
 /// A syntactically valid reference split into its parts (all borrowed from the input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ImageReference<'a> {
+pub struct ImageReference<'a> {
     /// `[domain/]path`, e.g. `localhost:5000/a/b` or `busybox`.
-    pub(crate) name: &'a str,
+    pub name: &'a str,
     /// The tag after `:`, if any.
-    pub(crate) tag: Option<&'a str>,
+    pub tag: Option<&'a str>,
     /// The digest after `@` (`algorithm:hex`), if any.
-    pub(crate) digest: Option<&'a str>,
+    pub digest: Option<&'a str>,
 }
 
-/// Validates a Docker image reference against Docker's reference grammar
+/// Parses a Docker image reference by Docker's reference grammar
 /// (`distribution/reference`):
 ///
 /// ```text
@@ -39,19 +39,10 @@ pub(crate) struct ImageReference<'a> {
 ///
 /// # Errors
 ///
-/// [`RuntimeError::InvalidImage`] with `image` set to the input and a `reason` that says
-/// which part is wrong and what is allowed there (e.g. "repository name must be
-/// lowercase", "tag is 129 characters long; at most 128 are allowed").
-pub fn validate_image_reference(image: &str) -> Result<(), RuntimeError> {
-    parse_image_reference(image).map(|_| ())
-}
-
-/// Parses `image` into its parts, or says why it is not a valid reference.
-pub(crate) fn parse_image_reference(image: &str) -> Result<ImageReference<'_>, RuntimeError> {
-    parse(image).map_err(|reason| RuntimeError::InvalidImage {
-        image: image.to_string(),
-        reason,
-    })
+/// A reason that says which part is wrong and what is allowed there (e.g. "repository name
+/// must be lowercase", "tag is 129 characters long; at most 128 are allowed").
+pub fn parse_image_reference(image: &str) -> Result<ImageReference<'_>, String> {
+    parse(image)
 }
 
 fn parse(image: &str) -> Result<ImageReference<'_>, String> {
@@ -309,12 +300,9 @@ mod tests {
     use super::*;
 
     fn reason(image: &str) -> String {
-        match validate_image_reference(image) {
-            Err(RuntimeError::InvalidImage { image: i, reason }) => {
-                assert_eq!(i, image);
-                reason
-            }
-            other => panic!("{image:?}: expected InvalidImage, got {other:?}"),
+        match parse_image_reference(image) {
+            Err(reason) => reason,
+            Ok(r) => panic!("{image:?}: expected an error, got {r:?}"),
         }
     }
 
@@ -338,13 +326,13 @@ mod tests {
             "a:_tag",
         ] {
             assert!(
-                validate_image_reference(image).is_ok(),
+                parse_image_reference(image).is_ok(),
                 "{image:?} should be valid: {:?}",
-                validate_image_reference(image)
+                parse_image_reference(image)
             );
         }
         let tag128 = format!("a:{}", "t".repeat(128));
-        assert!(validate_image_reference(&tag128).is_ok());
+        assert!(parse_image_reference(&tag128).is_ok());
     }
 
     #[test]
