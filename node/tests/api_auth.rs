@@ -469,6 +469,7 @@ fn every_api_error_is_json_with_a_stable_code() {
         r#"{{"name":"big","image":"warren/busybox:latest","command":["{}"]}}"#,
         "x".repeat(200 * 1024)
     );
+    let long_path = format!("/v1/services/{}", "a".repeat(9 * 1024));
     let cases: Vec<(&str, &str, Option<&str>, u16, &str)> = vec![
         ("GET", "/v1/no-such-route", None, 404, "not_found"),
         ("GET", "/", None, 404, "not_found"),
@@ -507,6 +508,7 @@ fn every_api_error_is_json_with_a_stable_code() {
             "invalid_argument",
         ),
         ("GET", "/v1/history?limit=x", None, 400, "invalid_argument"),
+        ("GET", &long_path, None, 414, "uri_too_long"),
     ];
     let bases = [
         (format!("http://127.0.0.1:{}", node.api_port), &local, None),

@@ -37,10 +37,12 @@
 //! node's log.
 //!
 //! Every error, the framework's own included (unknown route 404, 405, 413 for a body over
-//! 128 KiB, malformed JSON), is `{"error": {"code": "...", "message": "..."}}` with a fitting
-//! status and a stable code: `invalid_argument`, `unauthorized`, `not_found`,
-//! `method_not_allowed`, `already_exists`, `payload_too_large`, `unsupported_media_type`,
-//! `internal`, `unavailable`.
+//! 128 KiB, 414 for a path and query over [`MAX_URI_BYTES`], malformed JSON), is
+//! `{"error": {"code": "...", "message": "..."}}` with a fitting status and a stable code:
+//! `invalid_argument`, `unknown_field`, `unauthorized`, `not_found`, `method_not_allowed`,
+//! `already_exists`, `payload_too_large`, `uri_too_long`, `unsupported_media_type`,
+//! `internal`, `unavailable`. (A request line beyond hyper's own limit, 64 KiB, is refused
+//! by hyper before any of this runs, with an empty 414.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -123,10 +125,32 @@ impl From<WriteError> for ApiError {
     }
 }
 
+/// Longest request target (path and query) the API reads, in bytes; a longer one gets 414
+/// `uri_too_long`. No route needs more than a few hundred.
+pub(crate) const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Refuses a request whose path and query exceed [`MAX_URI_BYTES`] with a JSON 414.
+async fn limit_uri(request: Request, next: Next) -> Response {
+    let len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if len > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request path and query are {len} bytes; at most {MAX_URI_BYTES} are read"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 /// The API for the loopback listener: no credential (whoever reaches loopback is on the node).
 pub(crate) fn router(state: ApiState) -> Router {
     routes(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(limit_uri))
         .layer(axum::middleware::from_fn(json_errors))
 }
 
@@ -135,6 +159,7 @@ pub(crate) fn router(state: ApiState) -> Router {
 pub(crate) fn remote_router(state: ApiState) -> Router {
     routes(state.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(limit_uri))
         .layer(axum::middleware::from_fn_with_state(
             state,
             require_operator_token,
@@ -210,6 +235,7 @@ fn code_for(status: StatusCode) -> (&'static str, &'static str) {
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
         StatusCode::CONFLICT => ("already_exists", "conflict"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
+        StatusCode::URI_TOO_LONG => ("uri_too_long", "request path too long"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
             "unsupported_media_type",
             "expected a body of type application/json",
