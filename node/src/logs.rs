@@ -340,17 +340,29 @@ fn take_bounded<T>(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CursorSet(pub BTreeMap<(String, u32), Cursor>);
 
+/// Why a cursor text does not parse ([`CursorSet::decode`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CursorError {
+    /// More than [`MAX_CURSORS`] entries.
+    #[error("more than {MAX_CURSORS} cursors")]
+    TooMany,
+    /// An entry that is not `SLOT@NODE:TS:SKIP` (the entry, cut short).
+    #[error("bad cursor entry {0:?}")]
+    BadEntry(String),
+}
+
 impl CursorSet {
     /// Parses [`CursorSet::encode`]'s form; empty text is the empty set.
     ///
-    /// Errors: a malformed entry, or more than [`MAX_CURSORS`] entries.
-    pub fn decode(text: &str) -> Result<Self, String> {
+    /// Errors: [`CursorError`]: a malformed entry, or more than [`MAX_CURSORS`] entries.
+    pub fn decode(text: &str) -> Result<Self, CursorError> {
         let mut set = BTreeMap::new();
         for (i, entry) in text.split(',').filter(|e| !e.is_empty()).enumerate() {
             if i >= MAX_CURSORS {
-                return Err(format!("more than {MAX_CURSORS} cursors"));
+                return Err(CursorError::TooMany);
             }
-            let bad = || format!("bad cursor entry {:?}", truncate(entry));
+            let bad = || CursorError::BadEntry(truncate(entry).to_string());
             let (slot, rest) = entry.split_once('@').ok_or_else(bad)?;
             let mut parts = rest.split(':');
             let (Some(node), Some(ts), Some(skip), None) =

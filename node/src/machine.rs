@@ -169,40 +169,142 @@ pub enum WriteAck {
     },
 }
 
-/// Why a write was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a write was refused. [`WriteError::kind`] sorts them for a caller that only needs
+/// the class (the API's status code).
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WriteError {
-    /// The thing to change does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// The thing to create exists.
-    #[error("{0}")]
-    Conflict(String),
-    /// The request is malformed.
-    #[error("{0}")]
-    Invalid(String),
-    /// This node cannot do it now (not persisted, not listening, no cluster).
-    #[error("{0}")]
-    Internal(String),
+    /// The document refused it: an unknown service, member, secret or token, a service that
+    /// exists, an invalid name or spec, or a store or encoding failure.
+    #[error(transparent)]
+    Document(#[from] CrdtError),
+    /// `service update`'s patch does not apply to the spec.
+    #[error(transparent)]
+    Patch(#[from] crate::patch::PatchError),
+    /// No API token (`operator`) or join token has this id.
+    #[error("no {} {id}", if *.operator { "API token" } else { "join token" })]
+    NoSuchToken {
+        /// The id asked for.
+        id: String,
+        /// Whether an API token was asked for (else a join token).
+        operator: bool,
+    },
+    /// A secret of that name exists.
+    #[error("secret {0} already exists")]
+    SecretExists(String),
+    /// A value could not be sealed to the members, or this node could not open the secret
+    /// to re-seal it.
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    /// This node holds no key to open secrets with.
+    #[error("this node has no key to open secrets")]
+    NoSecretKey,
+    /// A member asked to remove itself.
+    #[error("a node cannot remove itself; ask another member")]
+    RemoveSelf,
+    /// A join token needs this node's addresses, and it listens on none yet.
+    #[error("this node is not listening on any address yet")]
+    NotListening,
+    /// The change was made but could not be persisted: it is not acknowledged.
+    #[error("write not persisted: {0}")]
+    NotPersisted(String),
 }
 
-impl From<CrdtError> for WriteError {
-    fn from(e: CrdtError) -> Self {
-        match e {
-            CrdtError::UnknownService(_) | CrdtError::UnknownMember(_) => {
-                WriteError::NotFound(e.to_string())
-            }
-            CrdtError::UnknownSecret(_) | CrdtError::UnknownToken(_) => {
-                WriteError::NotFound(e.to_string())
-            }
-            CrdtError::ServiceExists(_) => WriteError::Conflict(e.to_string()),
-            CrdtError::InvalidName { .. } | CrdtError::InvalidSpec { .. } => {
-                WriteError::Invalid(e.to_string())
-            }
-            other => WriteError::Internal(other.to_string()),
+/// The class of a [`WriteError`]: what the caller can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteErrorKind {
+    /// The thing to change does not exist.
+    NotFound,
+    /// The thing to create exists.
+    Conflict,
+    /// The request is malformed: fix it and ask again.
+    Invalid,
+    /// This node cannot do it now (not persisted, not listening, no cluster, no key).
+    Internal,
+}
+
+impl WriteError {
+    /// The class of this error.
+    pub fn kind(&self) -> WriteErrorKind {
+        match self {
+            WriteError::Document(e) => match e {
+                CrdtError::UnknownService(_)
+                | CrdtError::UnknownMember(_)
+                | CrdtError::UnknownSecret(_)
+                | CrdtError::UnknownToken(_) => WriteErrorKind::NotFound,
+                CrdtError::ServiceExists(_) => WriteErrorKind::Conflict,
+                CrdtError::InvalidName { .. } | CrdtError::InvalidSpec { .. } => {
+                    WriteErrorKind::Invalid
+                }
+                _ => WriteErrorKind::Internal,
+            },
+            WriteError::NoSuchToken { .. } => WriteErrorKind::NotFound,
+            WriteError::SecretExists(_) => WriteErrorKind::Conflict,
+            WriteError::Patch(_) | WriteError::RemoveSelf => WriteErrorKind::Invalid,
+            WriteError::Secret(crate::secrets::SecretError::Invalid(_)) => WriteErrorKind::Invalid,
+            WriteError::Secret(_)
+            | WriteError::NoSecretKey
+            | WriteError::NotListening
+            | WriteError::NotPersisted(_) => WriteErrorKind::Internal,
         }
     }
+}
+
+/// Why a peer's sync request was refused ([`NodeMachine::handle_sync_request`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The body holds no sync frame.
+    #[error("empty sync request")]
+    Empty,
+    /// The Automerge sync message does not decode or apply; the dialogue is reset.
+    #[error("bad sync message: {0}")]
+    BadMessage(CrdtError),
+}
+
+/// Why a join request was refused ([`NodeMachine::handle_join`]); the text goes back to the
+/// joining node, so each says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The request is not a JSON [`JoinRequest`].
+    #[error("malformed join request")]
+    MalformedRequest,
+    /// The token does not parse.
+    #[error("{0}")]
+    MalformedToken(String),
+    /// This peer holds no cluster yet.
+    #[error("this peer holds no cluster")]
+    NoCluster,
+    /// The token is another cluster's.
+    #[error("join token is for another cluster")]
+    OtherCluster,
+    /// The joining identity was removed from the cluster for good.
+    #[error("this node was removed from the cluster; its identity cannot rejoin")]
+    Removed,
+    /// The token does not admit (unknown, wrong secret, revoked, expired, used).
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenRefusal),
+    /// Another member minted the token, and only it admits with it.
+    #[error(
+        "join token {token} was minted by member {name} ({short}) and only it can admit with \
+         it; make sure {name} is reachable, or mint a token at a reachable member with \
+         `warren-cli join-token create`"
+    )]
+    MintedElsewhere {
+        /// The token's id.
+        token: String,
+        /// The minting member's name (`?` if unknown here).
+        name: String,
+        /// The last 8 characters of the minting member's id.
+        short: String,
+    },
+    /// The joining node's name or labels are out of bounds.
+    #[error("name must be 1-63 characters and labels at most 64")]
+    BadName,
+    /// Writing the admission failed (the token was used up concurrently, or the store).
+    #[error(transparent)]
+    Document(#[from] CrdtError),
 }
 
 /// A member as one node sees it.
@@ -1034,9 +1136,15 @@ impl NodeMachine {
     }
 
     /// A sync request from member `from`: returns the response body, or why it is refused.
-    pub fn handle_sync_request(&mut self, from: &NodeId, body: &[u8]) -> Result<Vec<u8>, String> {
+    ///
+    /// Errors: [`SyncError`] (its text goes back to the peer).
+    pub fn handle_sync_request(
+        &mut self,
+        from: &NodeId,
+        body: &[u8],
+    ) -> Result<Vec<u8>, SyncError> {
         let Some((reset, message)) = protocol::decode_sync(body) else {
-            return Err("empty sync request".into());
+            return Err(SyncError::Empty);
         };
         if reset {
             self.inbound_sync.insert(from.clone(), SyncState::new());
@@ -1046,7 +1154,7 @@ impl NodeMachine {
             if let Err(e) = self.state.receive_sync_message(state, message) {
                 debug!(%from, error = %e, "bad sync message");
                 self.inbound_sync.remove(from);
-                return Err(format!("bad sync message: {e}"));
+                return Err(SyncError::BadMessage(e));
             }
             self.changed(false);
         }
@@ -1092,27 +1200,25 @@ impl NodeMachine {
 
     /// A join request from `from` (its authenticated id) at wall time `now_secs`: checks the
     /// token and admits it. Returns the whole document to send back, or why it is refused.
+    ///
+    /// Errors: [`JoinError`] (its text goes back to the joining node).
     pub fn handle_join(
         &mut self,
         from: &NodeId,
         body: &[u8],
         now_secs: i64,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, JoinError> {
         let request: JoinRequest =
-            serde_json::from_slice(body).map_err(|_| "malformed join request".to_string())?;
-        let token = JoinToken::decode(&request.token).map_err(|e| e.to_string())?;
-        let cluster = self
-            .state
-            .cluster()
-            .ok_or_else(|| "this peer holds no cluster".to_string())?;
+            serde_json::from_slice(body).map_err(|_| JoinError::MalformedRequest)?;
+        let token = JoinToken::decode(&request.token)
+            .map_err(|e| JoinError::MalformedToken(e.to_string()))?;
+        let cluster = self.state.cluster().ok_or(JoinError::NoCluster)?;
         if token.cluster_id != cluster.id {
-            return Err("join token is for another cluster".into());
+            return Err(JoinError::OtherCluster);
         }
         let known = self.state.members().get(from).map(|m| m.state);
         if known == Some(MemberState::Removed) {
-            return Err(
-                "this node was removed from the cluster; its identity cannot rejoin".into(),
-            );
+            return Err(JoinError::Removed);
         }
         if known.is_none() {
             let record = self.state.tokens().remove(&token.token_id);
@@ -1139,15 +1245,14 @@ impl NodeMachine {
                     .into_iter()
                     .rev()
                     .collect();
-                return Err(format!(
-                    "join token {} was minted by member {name} ({short}) and only it can admit \
-                     with it; make sure {name} is reachable, or mint a token at a reachable \
-                     member with `warren-cli join-token create`",
-                    token.token_id
-                ));
+                return Err(JoinError::MintedElsewhere {
+                    token: token.token_id.clone(),
+                    name,
+                    short,
+                });
             }
             if request.name.is_empty() || request.name.len() > 63 || request.labels.len() > 64 {
-                return Err("name must be 1-63 characters and labels at most 64".into());
+                return Err(JoinError::BadName);
             }
             let suffix = format!("/p2p/{from}");
             let addrs: Vec<String> = request
@@ -1168,10 +1273,7 @@ impl NodeMachine {
                 admitted_at: now_secs.saturating_mul(1000),
                 state: MemberState::Active,
             };
-            let change = self
-                .state
-                .admit_with_token(&token.token_id, &member)
-                .map_err(|e| e.to_string())?;
+            let change = self.state.admit_with_token(&token.token_id, &member)?;
             self.changed(true);
             self.publish_change(change);
             info!(node = %member.name, peer = %from, "admitted a new member");
@@ -1179,8 +1281,7 @@ impl NodeMachine {
             if key_ok {
                 let change = self
                     .state
-                    .set_member_key(from, &request.x25519_public_key)
-                    .map_err(|e| e.to_string())?;
+                    .set_member_key(from, &request.x25519_public_key)?;
                 self.changed(true);
                 self.publish_change(change);
                 self.rekey_secrets();
@@ -1224,8 +1325,8 @@ impl NodeMachine {
                     .services()
                     .remove(&name)
                     .filter(|s| !s.deleted)
-                    .ok_or_else(|| WriteError::NotFound(format!("no service named {name}")))?;
-                let spec = patch.apply(&current.spec).map_err(WriteError::Invalid)?;
+                    .ok_or_else(|| CrdtError::UnknownService(name.clone()))?;
+                let spec = patch.apply(&current.spec)?;
                 spec.validate()?;
                 (self.state.update_service(&name, &spec)?, WriteAck::Done)
             }
@@ -1258,9 +1359,7 @@ impl NodeMachine {
             }
             Write::RemoveMember(id) => {
                 if id == self.me {
-                    return Err(WriteError::Invalid(
-                        "a node cannot remove itself; ask another member".into(),
-                    ));
+                    return Err(WriteError::RemoveSelf);
                 }
                 let change = self.state.remove_member(&id)?;
                 self.changed(true);
@@ -1271,13 +1370,10 @@ impl NodeMachine {
             }
             Write::CreateSecret { name, value } => {
                 if self.state.secrets().contains_key(&name) {
-                    return Err(WriteError::Conflict(format!(
-                        "secret {name} already exists"
-                    )));
+                    return Err(WriteError::SecretExists(name));
                 }
                 let recipients = self.recipients();
-                let record = secrets::seal(&name, 1, &value.0, &recipients)
-                    .map_err(|e| WriteError::Invalid(e.to_string()))?;
+                let record = secrets::seal(&name, 1, &value.0, &recipients)?;
                 (self.state.put_secret(&record)?, WriteAck::Done)
             }
             Write::RotateSecret(name) => {
@@ -1285,26 +1381,18 @@ impl NodeMachine {
                     .state
                     .secrets()
                     .remove(&name)
-                    .ok_or_else(|| WriteError::NotFound(format!("no secret named {name}")))?;
+                    .ok_or_else(|| CrdtError::UnknownSecret(name.to_string()))?;
                 let recipients = self.recipients();
-                let keys = self.secret_keys.as_ref().ok_or_else(|| {
-                    WriteError::Internal("this node has no key to open secrets".into())
-                })?;
-                let rotated = secrets::reseal(&record, &self.me, keys, &recipients)
-                    .map_err(|e| WriteError::Internal(e.to_string()))?;
+                let keys = self.secret_keys.as_ref().ok_or(WriteError::NoSecretKey)?;
+                let rotated = secrets::reseal(&record, &self.me, keys, &recipients)?;
                 (self.state.put_secret(&rotated)?, WriteAck::Done)
             }
             Write::RemoveSecret(name) => (self.state.remove_secret(&name)?, WriteAck::Done),
             Write::CreateJoinToken { grant, now_secs } => {
-                let cluster = self
-                    .state
-                    .cluster()
-                    .ok_or_else(|| WriteError::Internal("this node holds no cluster".into()))?;
+                let cluster = self.state.cluster().ok_or(CrdtError::NoCluster)?;
                 let bootstrap = self.my_addrs();
                 if bootstrap.is_empty() {
-                    return Err(WriteError::Internal(
-                        "this node is not listening on any address yet".into(),
-                    ));
+                    return Err(WriteError::NotListening);
                 }
                 let (token, record) = JoinToken::mint(
                     &cluster.id,
@@ -1327,7 +1415,7 @@ impl NodeMachine {
     /// Checks that `id` names a token of the kind asked for (`operator`: an API token, else a
     /// join token).
     ///
-    /// Errors: [`WriteError::NotFound`] naming the kind.
+    /// Errors: [`WriteError::NoSuchToken`].
     fn token_of_role(&self, id: &str, operator: bool) -> Result<(), WriteError> {
         let found = self
             .state
@@ -1336,10 +1424,11 @@ impl NodeMachine {
             .is_some_and(|r| r.is_operator() == operator);
         if found {
             Ok(())
-        } else if operator {
-            Err(WriteError::NotFound(format!("no API token {id}")))
         } else {
-            Err(WriteError::NotFound(format!("no join token {id}")))
+            Err(WriteError::NoSuchToken {
+                id: id.to_string(),
+                operator,
+            })
         }
     }
 

@@ -98,13 +98,30 @@ pub struct ServicePatch {
     pub reschedule_after_ms: Option<u64>,
 }
 
+/// Why a patch cannot be applied to a spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PatchError {
+    /// The patch both changes and removes the health check.
+    #[error("a health check cannot be changed and removed at once")]
+    HealthChangedAndRemoved,
+    /// The patch changes a health check's timing, the spec has no check and the patch gives
+    /// no probe.
+    #[error(
+        "the service has no health check to change: give a probe \
+         (--health-cmd, --health-http or --health-tcp)"
+    )]
+    NoHealthCheckToChange,
+}
+
 impl ServicePatch {
     /// `spec` with the patch's fields applied. It is not validated here: check the result
     /// with [`ServiceSpec::validate`].
     ///
-    /// Errors: a message when the patch contradicts itself (`no_health` with `health`) or
-    /// changes a health check's timing while the spec has no check and the patch no probe.
-    pub fn apply(&self, spec: &ServiceSpec) -> Result<ServiceSpec, String> {
+    /// Errors: [`PatchError::HealthChangedAndRemoved`] when the patch contradicts itself
+    /// (`no_health` with `health`); [`PatchError::NoHealthCheckToChange`] when it changes a
+    /// health check's timing while the spec has no check and the patch no probe.
+    pub fn apply(&self, spec: &ServiceSpec) -> Result<ServiceSpec, PatchError> {
         let mut out = spec.clone();
         if let Some(image) = &self.image {
             out.image = image.clone();
@@ -125,9 +142,7 @@ impl ServicePatch {
             out.secrets = secrets.clone();
         }
         match (&self.health, self.no_health) {
-            (Some(h), true) if !h.is_empty() => {
-                return Err("a health check cannot be changed and removed at once".into())
-            }
+            (Some(h), true) if !h.is_empty() => return Err(PatchError::HealthChangedAndRemoved),
             (_, true) => out.health = None,
             (Some(h), false) if !h.is_empty() => {
                 let mut check = match (out.health.take(), &h.probe) {
@@ -139,11 +154,7 @@ impl ServicePatch {
                             .unwrap_or_else(|| HealthCheck::new(probe.clone()))
                     },
                     (Some(existing), None) => existing,
-                    (None, None) => {
-                        return Err("the service has no health check to change: give a probe \
-                                    (--health-cmd, --health-http or --health-tcp)"
-                            .into())
-                    }
+                    (None, None) => return Err(PatchError::NoHealthCheckToChange),
                 };
                 if let Some(v) = h.interval_ms {
                     check.interval_ms = v;

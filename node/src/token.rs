@@ -56,6 +56,27 @@ pub struct JoinToken {
     pub bootstrap: Vec<String>,
 }
 
+/// Why a join token does not admit ([`JoinToken::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenRefusal {
+    /// No join token with this id (an operator's API token never admits a node).
+    #[error("unknown join token")]
+    Unknown,
+    /// The token's secret is not the one minted.
+    #[error("join token secret does not match")]
+    SecretMismatch,
+    /// Revoked by an operator.
+    #[error("join token revoked")]
+    Revoked,
+    /// Past its expiry.
+    #[error("join token expired")]
+    Expired,
+    /// No uses left.
+    #[error("join token already used")]
+    Used,
+}
+
 impl JoinToken {
     /// A fresh token for `cluster_id`, valid for `ttl_secs` from `now_secs` and for `uses`
     /// admissions, giving `labels` to the nodes it admits; and the record to store in the
@@ -114,23 +135,23 @@ impl JoinToken {
 
     /// Checks this token against the document's record at `now_secs`.
     ///
-    /// Errors: a reason to send back to the joining node.
-    pub fn check(&self, record: Option<&TokenRecord>, now_secs: i64) -> Result<(), String> {
+    /// Errors: [`TokenRefusal`], whose text is sent back to the joining node.
+    pub fn check(&self, record: Option<&TokenRecord>, now_secs: i64) -> Result<(), TokenRefusal> {
         // An operator's API token is no join token, whatever its secret.
         let record = record
             .filter(|r| r.role == TokenRecord::ROLE_MEMBER)
-            .ok_or("unknown join token")?;
+            .ok_or(TokenRefusal::Unknown)?;
         if !digest_matches(&self.secret, &record.digest) {
-            return Err("join token secret does not match".into());
+            return Err(TokenRefusal::SecretMismatch);
         }
         if record.revoked {
-            return Err("join token revoked".into());
+            return Err(TokenRefusal::Revoked);
         }
         if record.expires_at <= now_secs {
-            return Err("join token expired".into());
+            return Err(TokenRefusal::Expired);
         }
         if record.uses_left == 0 {
-            return Err("join token already used".into());
+            return Err(TokenRefusal::Used);
         }
         Ok(())
     }
@@ -180,10 +201,7 @@ mod tests {
             revoked: true,
             ..record
         };
-        assert_eq!(
-            token.check(Some(&revoked), 120),
-            Err("join token revoked".to_string())
-        );
+        assert_eq!(token.check(Some(&revoked), 120), Err(TokenRefusal::Revoked));
         let operator = TokenRecord {
             role: TokenRecord::ROLE_OPERATOR.into(),
             ..used.clone()
@@ -196,7 +214,7 @@ mod tests {
                 }),
                 120
             ),
-            Err("unknown join token".to_string()),
+            Err(TokenRefusal::Unknown),
             "an operator token never admits a node"
         );
         assert!(JoinToken::decode("nonsense").is_err());

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use warren_crdt::{ClusterInfo, DesiredState, Member, MemberState, NodeId};
 use warren_node::core::Millis;
-use warren_node::machine::{MachineConfig, NodeMachine};
+use warren_node::machine::{JoinError, MachineConfig, NodeMachine};
 use warren_node::protocol::JoinRequest;
-use warren_node::token::{JoinToken, TokenGrant};
+use warren_node::token::{JoinToken, TokenGrant, TokenRefusal};
 
 fn member(id: &str, name: &str) -> Member {
     Member {
@@ -81,15 +81,24 @@ fn single_use_token_admits_one_node_across_a_split() {
         .handle_join(&y, &request(&token, "y"), 200)
         .expect_err("a member that did not mint the token refuses it");
     assert!(
-        refused.contains("was minted by member alpha")
-            && refused.contains("warren-cli join-token create"),
-        "{refused}"
+        matches!(&refused, JoinError::MintedElsewhere { name, .. } if name == "alpha"),
+        "{refused:?}"
+    );
+    // What the joining node reads names the minter and what to do.
+    let text = refused.to_string();
+    assert!(
+        text.contains("was minted by member alpha")
+            && text.contains("warren-cli join-token create"),
+        "{text}"
     );
     assert!(a.state().members().contains_key(&x));
     assert!(!b.state().members().contains_key(&y));
     // The minter spent its single use.
     let z = NodeId("z-joiner3".into());
-    assert!(a.handle_join(&z, &request(&token, "z"), 200).is_err());
+    assert!(matches!(
+        a.handle_join(&z, &request(&token, "z"), 200),
+        Err(JoinError::Token(TokenRefusal::Used))
+    ));
 }
 
 #[test]

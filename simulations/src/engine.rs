@@ -589,7 +589,10 @@ impl Simulation {
                 let cost = self.params.cost_sync_us + body.len() as u64 / 100;
                 self.nodes[to].busy_until = self.now + cost;
                 let from_id = self.nodes[from].id.clone();
-                let result = self.machine(to).handle_sync_request(&from_id, &body);
+                let result = self
+                    .machine(to)
+                    .handle_sync_request(&from_id, &body)
+                    .map_err(|e| e.to_string());
                 self.drain(to);
                 let t = self.now + cost + self.reliable_delay(to, from);
                 let _ = sent;

@@ -202,7 +202,7 @@ impl NodeActor {
                 let result = match self.machine.write(write) {
                     Ok(ack) => match self.drive().await {
                         Ok(()) => Ok(ack),
-                        Err(e) => Err(WriteError::Internal(e)),
+                        Err(e) => Err(WriteError::NotPersisted(e)),
                     },
                     Err(e) => Err(e),
                 };
@@ -245,10 +245,15 @@ impl NodeActor {
             } => {
                 let from = node_id(&peer);
                 let answer = match kind {
-                    RequestKind::Sync => self.machine.handle_sync_request(&from, &body),
+                    RequestKind::Sync => self
+                        .machine
+                        .handle_sync_request(&from, &body)
+                        .map_err(|e| e.to_string()),
                     RequestKind::Join => {
                         let now_secs = super::wall_ms() / 1000;
-                        self.machine.handle_join(&from, &body, now_secs)
+                        self.machine
+                            .handle_join(&from, &body, now_secs)
+                            .map_err(|e| e.to_string())
                     }
                     // Served by the log service before it gets here (see `run`).
                     RequestKind::Logs => Err("logs are served elsewhere".into()),

@@ -64,7 +64,7 @@ use warren_crdt::{
 use super::actor::Command;
 use super::tls::ClientAddr;
 use crate::api_token::{self, ApiTokenGrant, Refusal};
-use crate::machine::{Snapshot, Write, WriteAck, WriteError};
+use crate::machine::{Snapshot, Write, WriteAck, WriteError, WriteErrorKind};
 use crate::token::TokenGrant;
 
 /// Largest request body accepted, in bytes.
@@ -114,12 +114,15 @@ impl IntoResponse for ApiError {
 
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
-        match e {
-            WriteError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
-            WriteError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "already_exists", m),
-            WriteError::Invalid(m) => ApiError::invalid(m),
-            WriteError::Internal(m) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+        let message = e.to_string();
+        match e.kind() {
+            WriteErrorKind::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            WriteErrorKind::Conflict => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", message)
+            }
+            WriteErrorKind::Invalid => ApiError::invalid(message),
+            WriteErrorKind::Internal => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
             }
         }
     }
