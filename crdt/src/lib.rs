@@ -68,7 +68,7 @@ mod error;
 mod model;
 mod store;
 
-pub use doc::{ChangeBytes, DesiredState, SyncState};
+pub use doc::{ChangeBytes, DesiredState, Fencing, SyncState};
 pub use error::CrdtError;
 pub use model::{
     validate_secret_name, validate_secret_target, Assignment, ClusterInfo, Epoch, HealthCheck,
