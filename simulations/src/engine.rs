@@ -7,8 +7,7 @@ use std::rc::Rc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use warren_crdt::{
-    ClusterInfo, DesiredState, Epoch, Lease, Member, MemberState, NodeId, ServiceName, ServiceSpec,
-    SlotId,
+    ClusterInfo, DesiredState, Lease, Member, MemberState, NodeId, ServiceName, ServiceSpec, SlotId,
 };
 use warren_node::core::{
     round_statuses, ActualTask, ActualTaskState, LeaseDecision, Millis, RuntimeAction, Supervisor,
@@ -168,10 +167,6 @@ struct SimNode {
     deferred: bool,
     /// The write whose change the next `Changes` publish carries.
     hash_for: Option<usize>,
-    /// Per slot, the greatest assignment rank `(epoch, holder)` this process has seen in its
-    /// replica since the slot was last unassigned (every value, concurrent ones included):
-    /// the fencing check (invariant 6b).
-    seen_rank: BTreeMap<SlotId, (Epoch, NodeId)>,
     /// The heads at the last fencing check.
     fencing_heads: Vec<String>,
 }
@@ -426,7 +421,6 @@ impl Simulation {
                 pending_ack: Vec::new(),
                 deferred: false,
                 hash_for: None,
-                seen_rank: BTreeMap::new(),
                 fencing_heads: Vec::new(),
             });
         }
@@ -514,7 +508,6 @@ impl Simulation {
         node.pending_ack.clear();
         node.hash_for = None;
         node.deferred = false;
-        node.seen_rank.clear();
         node.fencing_heads.clear();
         let machine = NodeMachine::new(
             node.id.clone(),
@@ -1147,39 +1140,26 @@ impl Simulation {
         }
     }
 
-    /// Invariant 6b, fencing (DESIGN §5): the assignment node `i`'s machine acts on for a
-    /// slot (its view's) never ranks below the greatest `(epoch, holder)` the node's replica
-    /// has held for that slot since the slot was last unassigned — any value, concurrent ones
-    /// merged in included: an assignment made under a lower rank never replaces one made under
-    /// a higher one, whatever the causal order of the writes. Checked at each reconcile after
-    /// the replica changed.
+    /// Invariant 6b, fencing (DESIGN §5), on node `i`'s replica, checked at each reconcile
+    /// after it changed: the assignment the node's machine acts on for a slot (its view's)
+    /// ranks no lower than any value its replica holds for that slot — of concurrent writes
+    /// merged in, one made under a lower `(epoch, holder)` never stands over one made under a
+    /// higher one, so no container runs for an assignment older than one its node holds.
     fn check_fencing(&mut self, i: usize) {
         let Some(m) = self.nodes[i].machine.as_mut() else {
             return;
         };
         let values = m.state().assignment_values();
-        let acting: BTreeMap<SlotId, (Epoch, NodeId)> = m
-            .view()
-            .assignments
-            .iter()
-            .map(|(slot, a)| (slot.clone(), (a.epoch, a.holder.clone())))
-            .collect();
-        let seen_rank = &mut self.nodes[i].seen_rank;
-        seen_rank.retain(|slot, _| values.contains_key(slot));
         let mut broken = Vec::new();
-        for (slot, vs) in values {
-            let Some(greatest) = vs.into_iter().map(|a| (a.epoch, a.holder)).max() else {
-                continue;
-            };
-            let seen = seen_rank.entry(slot.clone()).or_insert(greatest.clone());
-            if greatest > *seen {
-                *seen = greatest;
-            }
-            if let Some(rank) = acting.get(&slot).filter(|r| *r < seen) {
+        for (slot, a) in &m.view().assignments {
+            let greatest = values
+                .get(slot)
+                .and_then(|vs| vs.iter().map(|v| (v.epoch, &v.holder)).max());
+            if let Some((epoch, holder)) = greatest.filter(|g| *g > (a.epoch, &a.holder)) {
                 broken.push(format!(
-                    "fencing: node {i} acts on {slot} assigned under epoch {} by {}, below epoch \
-                     {} by {} that its replica held",
-                    rank.0, rank.1, seen.0, seen.1
+                    "fencing: node {i} acts on {slot} assigned under epoch {} by {} while its \
+                     replica holds one under epoch {epoch} by {holder}",
+                    a.epoch, a.holder
                 ));
             }
         }
