@@ -45,6 +45,21 @@ impl SyncState {
 /// Change bytes of one local write, ready to gossip. Apply with [`DesiredState::apply_change`].
 pub type ChangeBytes = Vec<u8>;
 
+/// Whether assignments are fenced (DESIGN §5): an assignment made under a lower `(epoch,
+/// holder)` never replaces one made under a higher one, neither by a later write
+/// ([`DesiredState::write_assignments`]) nor by a concurrent one merged in
+/// ([`DesiredState::assignments`]). [`Fencing::On`] everywhere but in the simulator's test
+/// that removes fencing on purpose to show its checks catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fencing {
+    /// The rule as designed.
+    #[default]
+    On,
+    /// No fencing: a later write of a slot replaces the standing one whatever their ranks, and
+    /// of concurrent writes Automerge's own conflict winner stands.
+    Off,
+}
+
 /// One cluster's desired state: an Automerge document with a typed API.
 ///
 /// Every write is one Automerge change committed with a message (`service create web`) and the
@@ -323,6 +338,13 @@ impl DesiredState {
         heads
     }
 
+    /// Whether the document holds the change whose hex hash is `hash` (as [`HistoryEntry::hash`]
+    /// and [`DesiredState::heads`] print it); `false` for a malformed hash.
+    pub fn has_change(&mut self, hash: &str) -> bool {
+        hash.parse::<automerge::ChangeHash>()
+            .is_ok_and(|h| self.doc.get_change_by_hash(&h).is_some())
+    }
+
     /// The audit trail: every change with its author node, time and message, oldest first.
     pub fn history(&mut self) -> Vec<HistoryEntry> {
         self.doc
@@ -574,8 +596,16 @@ impl DesiredState {
     }
 
     /// The assignment that stands for every slot: of concurrent writes of one slot, the one made
-    /// under the greatest `(epoch, holder)`.
+    /// under the greatest `(epoch, holder)` (fencing on read, DESIGN §5).
     pub fn assignments(&self) -> BTreeMap<SlotId, Assignment> {
+        self.assignments_with(Fencing::On)
+    }
+
+    /// [`DesiredState::assignments`] with the fencing rule on, or off on purpose: with
+    /// [`Fencing::Off`], of concurrent writes of one slot the one Automerge's own conflict
+    /// resolution picks stands (the greatest operation id), whatever its `(epoch, holder)`.
+    /// `Off` exists only for the simulator's test that shows removing fencing is caught.
+    pub fn assignments_with(&self, fencing: Fencing) -> BTreeMap<SlotId, Assignment> {
         let Some(assignments) = self.map(&ROOT, ASSIGNMENTS) else {
             return BTreeMap::new();
         };
@@ -583,26 +613,53 @@ impl DesiredState {
             .keys(&assignments)
             .filter_map(|key| {
                 let slot = SlotId::parse(&key)?;
-                let best = self
-                    .all_maps(&assignments, &key)
-                    .into_iter()
-                    .filter_map(|obj| {
-                        Some(Assignment {
-                            node: NodeId(self.string(&obj, "node")?),
-                            epoch: Epoch(self.uint(&obj, "epoch")?),
-                            holder: NodeId(self.string(&obj, "holder").unwrap_or_default()),
-                            spec_generation: self.uint(&obj, "spec_generation").unwrap_or_default(),
-                            displaced: self
-                                .json::<Vec<String>>(&obj, "displaced")
-                                .into_iter()
-                                .map(NodeId)
-                                .collect(),
-                        })
-                    })
-                    .max_by(|a, b| a.rank().cmp(&b.rank()))?;
+                let best = match fencing {
+                    Fencing::On => self
+                        .all_maps(&assignments, &key)
+                        .into_iter()
+                        .filter_map(|obj| self.assignment(&obj))
+                        .max_by(|a, b| a.rank().cmp(&b.rank()))?,
+                    Fencing::Off => self.assignment(&self.map(&assignments, &key)?)?,
+                };
                 Some((slot, best))
             })
             .collect()
+    }
+
+    /// Every value standing for each slot's assignment: one, or several after concurrent
+    /// writes merged (until the next write of the slot overwrites them all). Unordered within
+    /// a slot. Use [`DesiredState::assignments`] for the one that stands.
+    pub fn assignment_values(&self) -> BTreeMap<SlotId, Vec<Assignment>> {
+        let Some(assignments) = self.map(&ROOT, ASSIGNMENTS) else {
+            return BTreeMap::new();
+        };
+        self.doc
+            .keys(&assignments)
+            .filter_map(|key| {
+                let slot = SlotId::parse(&key)?;
+                let values: Vec<Assignment> = self
+                    .all_maps(&assignments, &key)
+                    .into_iter()
+                    .filter_map(|obj| self.assignment(&obj))
+                    .collect();
+                (!values.is_empty()).then_some((slot, values))
+            })
+            .collect()
+    }
+
+    /// One assignment object; `None` when it has no node or epoch.
+    fn assignment(&self, obj: &ObjId) -> Option<Assignment> {
+        Some(Assignment {
+            node: NodeId(self.string(obj, "node")?),
+            epoch: Epoch(self.uint(obj, "epoch")?),
+            holder: NodeId(self.string(obj, "holder").unwrap_or_default()),
+            spec_generation: self.uint(obj, "spec_generation").unwrap_or_default(),
+            displaced: self
+                .json::<Vec<String>>(obj, "displaced")
+                .into_iter()
+                .map(NodeId)
+                .collect(),
+        })
     }
 
     /// Join tokens and operator (API) tokens by id; [`TokenRecord::role`] tells them apart.
@@ -1000,7 +1057,25 @@ impl DesiredState {
         put: &[(SlotId, Assignment)],
         remove: &[SlotId],
     ) -> Result<Option<ChangeBytes>, CrdtError> {
-        let standing = self.assignments();
+        self.write_assignments_with(put, remove, Fencing::On)
+    }
+
+    /// [`DesiredState::write_assignments`] with the fencing rule on, or off on purpose: with
+    /// [`Fencing::Off`] every put is written, whatever the rank of the assignment standing
+    /// for its slot. `Off` exists only for the simulator's test that shows removing fencing
+    /// is caught.
+    ///
+    /// Errors: [`CrdtError`] from the document.
+    pub fn write_assignments_with(
+        &mut self,
+        put: &[(SlotId, Assignment)],
+        remove: &[SlotId],
+        fencing: Fencing,
+    ) -> Result<Option<ChangeBytes>, CrdtError> {
+        let standing = match fencing {
+            Fencing::On => self.assignments(),
+            Fencing::Off => BTreeMap::new(),
+        };
         let put: Vec<&(SlotId, Assignment)> = put
             .iter()
             .filter(|(slot, a)| standing.get(slot).is_none_or(|s| a.rank() >= s.rank()))

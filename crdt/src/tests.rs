@@ -266,6 +266,54 @@ fn a_lower_rank_never_replaces_a_higher_one_even_causally_after() {
 }
 
 #[test]
+fn without_fencing_the_conflict_winner_stands_and_a_lower_write_replaces_a_higher() {
+    let (mut a, mut b) = pair();
+    let slot = SlotId {
+        service: name("web"),
+        slot: 0,
+    };
+    let by = |node: &str, epoch, holder: &str| Assignment {
+        node: NodeId(node.into()),
+        epoch: Epoch(epoch),
+        holder: NodeId(holder.into()),
+        spec_generation: 1,
+        displaced: Vec::new(),
+    };
+    // Concurrent writes: both values stand; fenced, the greater rank is read; unfenced,
+    // Automerge's own winner is, the same on both replicas whatever its rank.
+    a.write_assignments(&[(slot.clone(), by("A", 7, "A"))], &[])
+        .expect("a");
+    b.write_assignments(&[(slot.clone(), by("B", 6, "B"))], &[])
+        .expect("b");
+    sync_pair(&mut a, &mut b);
+    let mut values = a.assignment_values()[&slot].clone();
+    values.sort_by(|x, y| x.rank().cmp(&y.rank()));
+    assert_eq!(values, vec![by("B", 6, "B"), by("A", 7, "A")]);
+    let winner = a.assignments_with(Fencing::Off)[&slot].clone();
+    assert_eq!(b.assignments_with(Fencing::Off)[&slot], winner);
+    assert_eq!(a.assignments_with(Fencing::On)[&slot], by("A", 7, "A"));
+    // A lower rank written causally after a higher one replaces it without fencing.
+    let lower = a
+        .write_assignments_with(&[(slot.clone(), by("C", 5, "C"))], &[], Fencing::Off)
+        .expect("unfenced");
+    assert!(lower.is_some());
+    assert_eq!(a.assignments()[&slot], by("C", 5, "C"));
+    assert_eq!(a.assignment_values()[&slot], vec![by("C", 5, "C")]);
+}
+
+#[test]
+fn has_change_finds_a_change_by_its_hash() {
+    let (mut a, mut b) = pair();
+    b.create_service(&name("web"), &spec(1)).expect("create");
+    let hash = b.history().pop().expect("a change").hash;
+    assert!(b.has_change(&hash));
+    assert!(!a.has_change(&hash));
+    sync_pair(&mut a, &mut b);
+    assert!(a.has_change(&hash));
+    assert!(!a.has_change("not a hash"));
+}
+
+#[test]
 fn history_names_the_author_node() {
     let (mut a, mut b) = pair();
     b.create_service(&name("web"), &spec(1)).expect("create");

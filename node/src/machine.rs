@@ -605,12 +605,13 @@ impl NodeMachine {
             return Vec::new();
         }
         let seen_rank = &self.seen_rank;
+        let fenced = self.config.core.rule_break != RuleBreak::NoFencing;
         let rejected = rejected_services(view);
         let tasks: Vec<DesiredTask> = view
             .desired_tasks(&me)
             .into_iter()
             .filter(|task| {
-                let Some(a) = view.assignments.get(&task.slot) else {
+                let Some(a) = view.assignments.get(&task.slot).filter(|_| fenced) else {
                     return true;
                 };
                 match seen_rank.get(&task.slot) {
@@ -874,7 +875,7 @@ impl NodeMachine {
                     );
                 }
             }
-            match action.apply(&mut self.state) {
+            match action.apply(&mut self.state, self.config.core.rule_break.fencing()) {
                 Ok(Some(change)) => {
                     self.changed(true);
                     self.publish_change(change);

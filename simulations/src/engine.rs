@@ -145,8 +145,8 @@ struct Container {
     slot: SlotId,
     generation: u64,
     running: bool,
-    /// When it was created, in the node's local milliseconds.
-    created_ms: u64,
+    /// When it was created, in virtual microseconds (its age is read on its node's clock).
+    created_us: u64,
 }
 
 struct SimNode {
@@ -173,6 +173,8 @@ struct SimNode {
     deferred: bool,
     /// The write whose change the next `Changes` publish carries.
     hash_for: Option<usize>,
+    /// The heads at the last fencing check.
+    fencing_heads: Vec<String>,
 }
 
 impl SimNode {
@@ -225,6 +227,55 @@ struct HealTrack {
     zero_pending: Vec<(SlotId, u64, usize, String)>,
     /// A partition (or another heal) came before the settle window ended.
     interrupted: bool,
+    /// Slots with more than one running copy at the heal: the keep rule's disputes.
+    disputes: BTreeMap<SlotId, Dispute>,
+}
+
+/// The running copies of one slot at a heal, when there was more than one: which one
+/// survives is the heal's keep rule (invariant 6a, DESIGN §5).
+#[derive(Debug)]
+struct Dispute {
+    copies: Vec<DisputedCopy>,
+    /// A copy stopped by a crash (of the container or its node), or its node was paused: the
+    /// rule no longer decides alone which copy survives, so the slot is not judged.
+    void: bool,
+    /// The survivor was checked.
+    done: bool,
+}
+
+/// One running copy of a disputed slot at a heal.
+#[derive(Debug)]
+struct DisputedCopy {
+    node: usize,
+    container: u64,
+    generation: u64,
+    /// Virtual µs it was created (its age is read on its node's clock, as its node reports it).
+    created_us: u64,
+    running: bool,
+}
+
+/// How much older (by its node's clock, in ms) a stopped copy of a disputed slot may be than
+/// the copy that survives before the keep rule counts as broken. The rule compares whole
+/// seconds (1 s), of ages the holder reads from reports up to a reconcile period (1 s) plus
+/// a heartbeat period and a network delay (< 1 s) old: 3 s covers what the rule cannot see.
+const KEEP_TOLERANCE_MS: u64 = 3_000;
+
+/// An operator's write that makes running slots undesired: a scale down (the slots from the
+/// new count up) or a delete (every slot); an update of the spec would touch every slot.
+/// Invariant 6 exempts a node's stops of those slots from the moment the write's change is
+/// in the node's replica until the end of the node's first reconcile with it: that reconcile
+/// carries the change out (it stops what is no longer desired at once). Not the whole
+/// service, not the whole run: a stop of another slot, or a later stop of a touched slot,
+/// is the partition's doing and a violation.
+#[derive(Debug)]
+struct Touch {
+    service: ServiceName,
+    /// The first slot touched: slots `from_slot..` of `service`.
+    from_slot: u32,
+    /// The write (its change hash, once published).
+    write: usize,
+    /// Per node: it finished a reconcile with the change in its replica.
+    rolled_out: Vec<bool>,
 }
 
 #[derive(Debug)]
@@ -262,8 +313,11 @@ pub struct Simulation {
     failovers_ms: Vec<u64>,
     started: u64,
     stopped: u64,
-    /// Services an operator scaled or deleted: their stops are not the partition's doing.
-    operator_touched: BTreeSet<ServiceName>,
+    /// Operators' writes that make running slots undesired, while they roll out: their stops
+    /// are not the partition's doing (invariant 6).
+    touches: Vec<Touch>,
+    /// Probes at which the lease check (invariant 3) ran while the network was split.
+    lease_checks_split: u64,
     /// When each service was last written by an operator.
     written_at: BTreeMap<ServiceName, u64>,
     /// When the current (or last) split began.
@@ -338,7 +392,8 @@ impl Simulation {
             failovers_ms: Vec::new(),
             started: 0,
             stopped: 0,
-            operator_touched: BTreeSet::new(),
+            touches: Vec::new(),
+            lease_checks_split: 0,
             written_at: BTreeMap::new(),
             split_at: 0,
             violations: Vec::new(),
@@ -375,6 +430,7 @@ impl Simulation {
                 pending_ack: Vec::new(),
                 deferred: false,
                 hash_for: None,
+                fencing_heads: Vec::new(),
             });
         }
         for i in 0..n {
@@ -461,6 +517,7 @@ impl Simulation {
         node.pending_ack.clear();
         node.hash_for = None;
         node.deferred = false;
+        node.fencing_heads.clear();
         let mut config = self.params.machine;
         config.core.tick_ms = self.params.tick_ms;
         let machine = NodeMachine::new(
@@ -928,9 +985,13 @@ impl Simulation {
         };
         let desired = m.desired(now);
         let heads = m.state_mut().heads();
+        if heads != self.nodes[i].fencing_heads {
+            self.check_fencing(i);
+            self.nodes[i].fencing_heads.clone_from(&heads);
+        }
         let node = &mut self.nodes[i];
         node.reconciled_heads = heads;
-        let actual = actual_tasks(&node.containers, now);
+        let actual = actual_tasks(&node.containers, self.now, node.rate_ppm);
         node.supervisor.set_held(desired.held.clone());
         node.supervisor.set_awaiting(desired.awaiting.clone());
         let round = node.supervisor.round(&desired.tasks, &actual, now);
@@ -949,7 +1010,7 @@ impl Simulation {
                             slot: task.slot,
                             generation: task.generation,
                             running: true,
-                            created_ms: now.0,
+                            created_us: self.now,
                         },
                     );
                     self.started += 1;
@@ -974,6 +1035,7 @@ impl Simulation {
                             self.stopped += 1;
                             self.check_autonomy(i, &slot, reason);
                             self.heal_stop(i, &slot, reason);
+                            self.heal_keep(i, id, &slot);
                         }
                     }
                 }
@@ -984,13 +1046,15 @@ impl Simulation {
                             self.stopped += 1;
                             self.check_autonomy(i, &slot, reason);
                             self.heal_stop(i, &slot, reason);
+                            self.heal_keep(i, id, &slot);
                         }
                         self.record(15, i, id);
                     }
                 }
             }
         }
-        let actual = actual_tasks(&self.nodes[i].containers, now);
+        self.rolled_out(i);
+        let actual = actual_tasks(&self.nodes[i].containers, self.now, self.nodes[i].rate_ppm);
         let statuses = round_statuses(
             &desired.tasks,
             &actual,
@@ -1003,7 +1067,8 @@ impl Simulation {
 
     /// Node `i` stopped a running copy of `slot` (`reason`) while a heal is watched: counts
     /// the stop, and checks invariant 6a: a slot that ran at the heal, still desired at the
-    /// same generation, is never left without a running copy on an up node.
+    /// same generation (in node `i`'s view, and not made undesired by an operator's write since
+    /// the split began: [`Touch`]), is never left without a running copy on an up node.
     fn heal_stop(&mut self, i: usize, slot: &SlotId, reason: &str) {
         let Some(h) = self.heal.as_mut() else { return };
         *h.stops.entry(slot.service.clone()).or_default() += 1;
@@ -1039,8 +1104,8 @@ impl Simulation {
     }
 
     /// Invariant 6: while partitioned, no running container stops by itself. Exempt: the churn
-    /// window after a heal, nodes recently crashed, restarted or paused, and services an
-    /// operator scaled or deleted.
+    /// window after a heal, nodes recently crashed, restarted or paused, and the slots an
+    /// operator's write touches on a node while the write rolls out there ([`Touch`]).
     fn check_autonomy(&mut self, i: usize, slot: &SlotId, reason: &str) {
         if self.net.components() <= 1 {
             return;
@@ -1052,12 +1117,142 @@ impl Simulation {
         if self.now < self.nodes[i].disrupted_at + self.params.stability_ms * MS {
             return;
         }
-        if self.operator_touched.contains(&slot.service) {
+        if self.rolling_out(i, slot) {
             return;
         }
         self.violate(format!(
             "autonomy: node {i} stopped running {slot} during a partition ({reason})"
         ));
+    }
+
+    /// Whether an operator's write that touches `slot` is in node `i`'s replica and node `i`
+    /// has not finished a reconcile with it yet ([`Touch`]).
+    fn rolling_out(&mut self, i: usize, slot: &SlotId) -> bool {
+        let hashes: Vec<String> = self
+            .touches
+            .iter()
+            .filter(|t| !t.rolled_out[i] && t.service == slot.service && slot.slot >= t.from_slot)
+            .filter_map(|t| self.writes[t.write].hash.clone())
+            .collect();
+        let Some(m) = self.nodes[i].machine.as_mut() else {
+            return false;
+        };
+        hashes.iter().any(|h| m.state_mut().has_change(h))
+    }
+
+    /// The end of a reconcile of node `i`: every operator's write whose change is in its
+    /// replica has rolled out there ([`Touch`]).
+    fn rolled_out(&mut self, i: usize) {
+        let Some(m) = self.nodes[i].machine.as_mut() else {
+            return;
+        };
+        for t in self.touches.iter_mut().filter(|t| !t.rolled_out[i]) {
+            let hash = self.writes[t.write].hash.as_ref();
+            if hash.is_some_and(|h| m.state_mut().has_change(h)) {
+                t.rolled_out[i] = true;
+            }
+        }
+    }
+
+    /// Invariant 6b, fencing (DESIGN §5), on node `i`'s replica, checked at each reconcile
+    /// after it changed: the assignment the node's machine acts on for a slot (its view's)
+    /// ranks no lower than any value its replica holds for that slot — of concurrent writes
+    /// merged in, one made under a lower `(epoch, holder)` never stands over one made under a
+    /// higher one, so no container runs for an assignment older than one its node holds.
+    fn check_fencing(&mut self, i: usize) {
+        let Some(m) = self.nodes[i].machine.as_mut() else {
+            return;
+        };
+        let values = m.state().assignment_values();
+        let mut broken = Vec::new();
+        for (slot, a) in &m.view().assignments {
+            let greatest = values
+                .get(slot)
+                .and_then(|vs| vs.iter().map(|v| (v.epoch, &v.holder)).max());
+            if let Some((epoch, holder)) = greatest.filter(|g| *g > (a.epoch, &a.holder)) {
+                broken.push(format!(
+                    "fencing: node {i} acts on {slot} assigned under epoch {} by {} while its \
+                     replica holds one under epoch {epoch} by {holder}",
+                    a.epoch, a.holder
+                ));
+            }
+        }
+        for b in broken {
+            self.violate(b);
+        }
+    }
+
+    /// Node `i` stopped its running copy `id` of `slot` by reconcile while a heal is watched.
+    /// Invariant 6a's keep rule: when one copy of a slot disputed at the heal is left, it is
+    /// the rule's pick — no copy stopped was older than it, by their nodes' clocks (as the
+    /// nodes report ages), by [`KEEP_TOLERANCE_MS`] or more. Every simulated copy is equally
+    /// healthy, so age decides. Not judged: slots of a service an operator wrote since the
+    /// split began, and disputes a crash or a pause interfered with ([`Dispute::void`]).
+    fn heal_keep(&mut self, i: usize, id: u64, slot: &SlotId) {
+        let Some(h) = self.heal.as_mut() else { return };
+        let split_at = h.split_at;
+        let Some(d) = h.disputes.get_mut(slot) else {
+            return;
+        };
+        let Some(c) = d
+            .copies
+            .iter_mut()
+            .find(|c| c.node == i && c.container == id)
+        else {
+            return;
+        };
+        c.running = false;
+        if d.void || d.done || d.copies.iter().filter(|c| c.running).count() != 1 {
+            return;
+        }
+        d.done = true;
+        let copies: Vec<(usize, u64, u64, bool)> = d
+            .copies
+            .iter()
+            .map(|c| (c.node, c.generation, c.created_us, c.running))
+            .collect();
+        if self
+            .written_at
+            .get(&slot.service)
+            .is_some_and(|t| *t >= split_at)
+        {
+            return;
+        }
+        let age = |s: &Self, node: usize, created_us: u64| {
+            local_age_ms(s.now, created_us, s.nodes[node].rate_ppm)
+        };
+        let Some(&(kept, generation, created, _)) = copies.iter().find(|c| c.3) else {
+            return;
+        };
+        let kept_age = age(self, kept, created);
+        let older: Vec<(usize, u64)> = copies
+            .iter()
+            .filter(|c| !c.3 && c.1 == generation)
+            .map(|c| (c.0, age(self, c.0, c.2)))
+            .filter(|(_, a)| *a >= kept_age + KEEP_TOLERANCE_MS)
+            .collect();
+        for (node, a) in older {
+            self.violate(format!(
+                "heal keep: {slot} kept node {kept}'s copy ({} s old) and stopped node {node}'s \
+                 ({} s old): the rule keeps the oldest",
+                kept_age / 1000,
+                a / 1000
+            ));
+        }
+    }
+
+    /// Node `i` crashed or paused, or its container `id` crashed (`None`: all of them): the
+    /// disputes of the heal being watched over its copies are no longer the rule's alone.
+    fn void_disputes(&mut self, i: usize, id: Option<u64>) {
+        let Some(h) = self.heal.as_mut() else { return };
+        for d in h.disputes.values_mut() {
+            if d.copies
+                .iter()
+                .any(|c| c.node == i && id.is_none_or(|id| c.container == id))
+            {
+                d.void = true;
+            }
+        }
     }
 
     fn violate(&mut self, what: String) {
@@ -1182,17 +1377,38 @@ impl Simulation {
                     self.interrupt_heal();
                     self.last_heal = Some(self.now);
                     let mut running: BTreeMap<SlotId, u64> = BTreeMap::new();
-                    let mut copies: BTreeMap<SlotId, u64> = BTreeMap::new();
-                    for node in self.nodes.iter().filter(|n| n.up()) {
-                        for c in node.containers.values().filter(|c| c.running) {
+                    let mut copies: BTreeMap<SlotId, Vec<DisputedCopy>> = BTreeMap::new();
+                    for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.up()) {
+                        for (id, c) in node.containers.iter().filter(|(_, c)| c.running) {
                             running.insert(c.slot.clone(), c.generation);
-                            *copies.entry(c.slot.clone()).or_default() += 1;
+                            copies
+                                .entry(c.slot.clone())
+                                .or_default()
+                                .push(DisputedCopy {
+                                    node: i,
+                                    container: *id,
+                                    generation: c.generation,
+                                    created_us: c.created_us,
+                                    running: true,
+                                });
                         }
                     }
                     let mut duplicates: BTreeMap<ServiceName, u64> = BTreeMap::new();
-                    for (slot, n) in copies {
-                        *duplicates.entry(slot.service).or_default() += n - 1;
+                    for (slot, c) in &copies {
+                        *duplicates.entry(slot.service.clone()).or_default() += c.len() as u64 - 1;
                     }
+                    let disputes = copies
+                        .into_iter()
+                        .filter(|(_, c)| c.len() > 1)
+                        .map(|(slot, copies)| {
+                            let dispute = Dispute {
+                                copies,
+                                void: false,
+                                done: false,
+                            };
+                            (slot, dispute)
+                        })
+                        .collect();
                     self.heal = Some(HealTrack {
                         at: self.now,
                         leader: None,
@@ -1209,6 +1425,7 @@ impl Simulation {
                         zero_windows: 0,
                         zero_pending: Vec::new(),
                         interrupted: false,
+                        disputes,
                     });
                 }
             }
@@ -1224,6 +1441,7 @@ impl Simulation {
                     });
                     self.push(self.now + FAILOVER_PROBE_MS * MS, Ev::FailoverProbe);
                 }
+                self.void_disputes(i, None);
                 let node = &mut self.nodes[i];
                 node.machine = None;
                 node.disrupted_at = self.now;
@@ -1248,6 +1466,7 @@ impl Simulation {
             Step::Pause(target, ms) => {
                 let Some(i) = self.pick(&target) else { return };
                 let until = self.now + ms * MS;
+                self.void_disputes(i, None);
                 let node = &mut self.nodes[i];
                 node.paused_until = node.paused_until.max(until);
                 node.disrupted_at = until;
@@ -1266,6 +1485,7 @@ impl Simulation {
                     return;
                 }
                 let id = running[self.rng.gen_range(0..running.len())];
+                self.void_disputes(i, Some(id));
                 if let Some(c) = self.nodes[i].containers.get_mut(&id) {
                     c.running = false;
                 }
@@ -1321,15 +1541,25 @@ impl Simulation {
                 (Write::DeleteService(name.clone()), "delete", name)
             }
         };
-        if label != "create" {
-            self.operator_touched.insert(service.clone());
-        }
         self.written_at.insert(service.clone(), self.now);
         self.record(23, i, digest(service.as_str().as_bytes()));
         if self.machine(i).write(write).is_err() {
             return;
         }
         let w = self.writes.len();
+        let from_slot = match kind {
+            WriteKind::Create(_) => None,
+            WriteKind::Scale(replicas) => Some(replicas),
+            WriteKind::Delete => Some(0),
+        };
+        if let Some(from_slot) = from_slot {
+            self.touches.push(Touch {
+                service: service.clone(),
+                from_slot,
+                write: w,
+                rolled_out: vec![false; self.nodes.len()],
+            });
+        }
         self.writes.push(WriteRecord {
             t: self.now,
             node: i,
@@ -1478,6 +1708,9 @@ impl Simulation {
         // Lease safety per component after stability.
         let stable = self.now >= self.last_topology + self.params.stability_ms * MS;
         if stable && self.now > self.params.stability_ms * MS {
+            if self.net.components() > 1 {
+                self.lease_checks_split += 1;
+            }
             for (_, members) in self.live_components() {
                 if let Err(e) = self.leases_ok(&members) {
                     self.violate(format!("lease: component of {members:?}: {e}"));
@@ -1725,6 +1958,7 @@ impl Simulation {
             heals: self.heals,
             containers_started: self.started,
             containers_stopped: self.stopped,
+            lease_checks_split: self.lease_checks_split,
         }
     }
 }
@@ -1745,9 +1979,19 @@ fn change_hash(bytes: &[u8]) -> Option<String> {
         .map(|c| c.hash().to_string())
 }
 
-/// Virtual microseconds as `12.345s`.
+/// Milliseconds on a clock running at `rate_ppm` from virtual µs `since_us` to `now_us`.
+fn local_age_ms(now_us: u64, since_us: u64, rate_ppm: u64) -> u64 {
+    now_us.saturating_sub(since_us) * rate_ppm / 1_000_000 / MS
+}
+
 /// A simulated node's containers as the core sees them (the daemon's Docker listing, here).
-fn actual_tasks(containers: &BTreeMap<u64, Container>, now: Millis) -> Vec<ActualTask> {
+/// `now_us` is virtual time, `rate_ppm` the node's clock rate: a container's age is read on
+/// its node's clock, as the daemon reads Docker's creation time.
+fn actual_tasks(
+    containers: &BTreeMap<u64, Container>,
+    now_us: u64,
+    rate_ppm: u64,
+) -> Vec<ActualTask> {
     containers
         .iter()
         .map(|(id, c)| ActualTask {
@@ -1770,11 +2014,12 @@ fn actual_tasks(containers: &BTreeMap<u64, Container>, now: Millis) -> Vec<Actua
             },
             status: String::new(),
             ports: Vec::new(),
-            age_ms: Some(now.0.saturating_sub(c.created_ms)),
+            age_ms: Some(local_age_ms(now_us, c.created_us, rate_ppm)),
         })
         .collect()
 }
 
+/// Virtual microseconds as `12.345s`.
 pub(crate) fn fmt_t(us: u64) -> String {
     format!("{}.{:03}s", us / 1_000_000, us / 1_000 % 1_000)
 }

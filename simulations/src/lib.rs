@@ -46,8 +46,8 @@ pub fn run(name: &str, nodes: usize, seed: u64, duration_ms: Option<u64>) -> Opt
 }
 
 /// [`run`] with one of the node's rules swapped for a deliberately wrong one (see
-/// [`RuleBreak`]): the experiment that shows the invariant checks catch a broken lease or
-/// merge rule. `RuleBreak::None` is [`run`].
+/// [`RuleBreak`]): the experiment that shows the invariant checks catch a broken lease, lease
+/// merge, heal keep or fencing rule. `RuleBreak::None` is [`run`].
 pub fn run_breaking(
     name: &str,
     nodes: usize,

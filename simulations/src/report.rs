@@ -67,6 +67,9 @@ pub struct Report {
     pub containers_started: u64,
     /// Running containers stopped by reconcile in the whole run.
     pub containers_stopped: u64,
+    /// Probes at which the lease check (invariant 3: one holder per component) ran while the
+    /// network was split into more than one component.
+    pub lease_checks_split: u64,
 }
 
 /// The `p`-th percentile (0–100) of `values`, nearest rank; `None` when empty.

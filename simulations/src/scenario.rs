@@ -263,29 +263,49 @@ fn writes_in_groups(s: &mut Scenario, groups: usize, from: u64, to: u64, every: 
     }
 }
 
+/// How long a split of [`split`] or [`three_way_split`] lasts beyond the stability window, at
+/// least, in milliseconds: the lease check (one holder per component, run once the topology
+/// has been stable for [`Params::stability_ms`]) then runs at ten probes during the split.
+pub const SPLIT_BEYOND_STABILITY_MS: u64 = 5_000;
+
+/// When the split of a split scenario of duration `d` begins and ends (ms): from `d / 5`,
+/// for two fifths of `d` but at least the stability window plus
+/// [`SPLIT_BEYOND_STABILITY_MS`], so that the lease check runs in each component during the
+/// split; and the scenario's duration, stretched to hold the split and 5 s after it.
+fn split_window(params: &Params, d: u64) -> (u64, u64, u64) {
+    let start = d / 5;
+    let len = (d * 2 / 5).max(params.stability_ms + SPLIT_BEYOND_STABILITY_MS);
+    (start, start + len, d.max(start + len + 5_000))
+}
+
 /// Minority/majority split (the minority holds node 0, the first lease holder) with writes on
-/// both sides, then a heal.
+/// both sides, then a heal. The split outlasts the stability window ([`split_window`]).
 pub fn split(nodes: usize, d: u64) -> Scenario {
     let mut s = Scenario::new("split", nodes, d);
+    let (start, end, d) = split_window(&s.params, d);
+    s.duration_ms = d;
     s.base_services(2_000);
     let minority = (nodes * 2 / 5).max(1);
     let groups = vec![(0..minority).collect(), (minority..nodes).collect()];
-    s.at(d / 5, Step::Partition(groups));
-    writes_in_groups(&mut s, 2, d / 5 + 1_000, d * 3 / 5, 3_000);
-    s.at(d * 3 / 5, Step::Heal);
+    s.at(start, Step::Partition(groups));
+    writes_in_groups(&mut s, 2, start + 1_000, end, 3_000);
+    s.at(end, Step::Heal);
     s.sorted()
 }
 
-/// Three components with writes in each, then a heal.
+/// Three components with writes in each, then a heal. The split outlasts the stability
+/// window ([`split_window`]).
 pub fn three_way_split(nodes: usize, d: u64) -> Scenario {
     let mut s = Scenario::new("three-way-split", nodes, d);
+    let (start, end, d) = split_window(&s.params, d);
+    s.duration_ms = d;
     s.base_services(2_000);
     let groups: Vec<Vec<usize>> = (0..3)
         .map(|g| (0..nodes).filter(|i| i % 3 == g).collect())
         .collect();
-    s.at(d / 5, Step::Partition(groups));
-    writes_in_groups(&mut s, 3, d / 5 + 1_000, d * 3 / 5, 4_000);
-    s.at(d * 3 / 5, Step::Heal);
+    s.at(start, Step::Partition(groups));
+    writes_in_groups(&mut s, 3, start + 1_000, end, 4_000);
+    s.at(end, Step::Heal);
     s.sorted()
 }
 

@@ -30,8 +30,8 @@ mod scheduler;
 use std::collections::{BTreeMap, BTreeSet};
 
 use warren_crdt::{
-    Assignment, ChangeBytes, ClusterSettings, CrdtError, DesiredState, Epoch, Lease, Member,
-    NodeId, Service, ServiceName, SlotId,
+    Assignment, ChangeBytes, ClusterSettings, CrdtError, DesiredState, Epoch, Fencing, Lease,
+    Member, NodeId, Service, ServiceName, SlotId,
 };
 
 pub use backoff::{Backoff, BackoffConfig, MAX_BACKOFF_MS, STABLE_AFTER_MS};
@@ -116,6 +116,27 @@ pub enum RuleBreak {
     /// without waiting for the holder's judgement or the kept copy's confirmation, as before
     /// the heal rules.
     StopAtOnce,
+    /// The heal's keep rule broken the other way round: of the running copies of a disputed
+    /// slot the holder keeps the youngest (healthy still before unhealthy, then the lowest
+    /// node id) instead of the one that has run longest.
+    KeepNewest,
+    /// Fencing removed (DESIGN §5), on every side at once: the document writes every
+    /// assignment whatever the rank of the standing one, reads Automerge's own winner of
+    /// concurrent writes instead of the greatest `(epoch, holder)` ([`Fencing::Off`]), and the
+    /// machine starts containers for assignments older than one it has seen.
+    NoFencing,
+}
+
+impl RuleBreak {
+    /// Whether the document's assignments are fenced under this rule break: [`Fencing::On`]
+    /// unless fencing is removed on purpose ([`RuleBreak::NoFencing`]).
+    pub fn fencing(self) -> Fencing {
+        if self == RuleBreak::NoFencing {
+            Fencing::Off
+        } else {
+            Fencing::On
+        }
+    }
 }
 
 /// The parts of the desired state the core decides on, read by the caller from its replica.
@@ -136,10 +157,14 @@ pub struct ClusterView {
 impl ClusterView {
     /// Reads the view from a replica of the desired state.
     pub fn read(state: &DesiredState) -> Self {
+        Self::read_fenced(state, Fencing::On)
+    }
+
+    fn read_fenced(state: &DesiredState, fencing: Fencing) -> Self {
         Self {
             members: state.members(),
             services: state.services(),
-            assignments: state.assignments(),
+            assignments: state.assignments_with(fencing),
             lease: state.lease(),
             settings: state.cluster_settings(),
         }
@@ -148,7 +173,7 @@ impl ClusterView {
     /// Reads the view as node `me` sees it under `rule_break` ([`ClusterView::read`] unless
     /// the lease merge rule is broken on purpose).
     pub fn read_as(state: &DesiredState, me: &NodeId, rule_break: RuleBreak) -> Self {
-        let mut view = Self::read(state);
+        let mut view = Self::read_fenced(state, rule_break.fencing());
         if rule_break == RuleBreak::OwnClaimWins {
             if let Some(own) = state
                 .lease_claims()
@@ -193,14 +218,21 @@ pub enum Action {
 }
 
 impl Action {
-    /// Writes this decision into `state`; returns the change to persist and gossip (`None`
-    /// when there was nothing to write).
+    /// Writes this decision into `state`, assignments fenced as `fencing` says ([`Fencing::On`]
+    /// but in the test that removes fencing on purpose); returns the change to persist and
+    /// gossip (`None` when there was nothing to write).
     ///
     /// Errors: [`CrdtError`] from the document.
-    pub fn apply(&self, state: &mut DesiredState) -> Result<Option<ChangeBytes>, CrdtError> {
+    pub fn apply(
+        &self,
+        state: &mut DesiredState,
+        fencing: Fencing,
+    ) -> Result<Option<ChangeBytes>, CrdtError> {
         match self {
             Action::ClaimLease(lease) => state.claim_lease(lease).map(Some),
-            Action::WriteAssignments(plan) => state.write_assignments(&plan.put, &plan.remove),
+            Action::WriteAssignments(plan) => {
+                state.write_assignments_with(&plan.put, &plan.remove, fencing)
+            }
         }
     }
 }
@@ -341,6 +373,7 @@ impl Core {
             copies: self.copies.clone(),
             reported: self.reported.clone(),
             rebalance: false,
+            rule_break: self.config.rule_break,
             silent_ms: view
                 .members
                 .keys()

@@ -8,7 +8,7 @@ use warren_crdt::{
     Assignment, Lease, Member, MemberState, NodeId, OnPartition, Service, ServiceName, SlotId,
 };
 
-use super::TaskHealth;
+use super::{RuleBreak, TaskHealth};
 
 /// What a node offers to reservations: its CPUs and memory, read from the system and
 /// reported in its heartbeats (soft state).
@@ -142,6 +142,9 @@ pub struct Observations {
     /// Milliseconds since each member that is not live was last heard from (a member missing
     /// here counts as just gone silent): the input of each service's partition policy.
     pub silent_ms: BTreeMap<NodeId, u64>,
+    /// A rule broken on purpose: [`RuleBreak::None`] (the default) but in the simulator's
+    /// tests; [`RuleBreak::KeepNewest`] swaps the heal's keep rule for a wrong one.
+    pub rule_break: RuleBreak,
 }
 
 /// Plans one round as [`plan`] does, and never over-commits a node: a task reserves its
@@ -215,10 +218,14 @@ fn judge_copies(
     if !undecided {
         return None;
     }
+    // Whole seconds of age, negated so that the oldest sorts first (the youngest with the
+    // keep rule broken on purpose).
+    let newest_first = observed.rule_break == RuleBreak::KeepNewest;
     let keeper = candidates.iter().min_by_key(|c| {
+        let seconds = i128::from(c.age_ms / 1000);
         (
             health_rank(c.health),
-            std::cmp::Reverse(c.age_ms / 1000),
+            if newest_first { seconds } else { -seconds },
             &c.node,
         )
     })?;
@@ -854,6 +861,36 @@ mod tests {
                 .push(c.clone());
         }
         o
+    }
+
+    /// [`RuleBreak::KeepNewest`], the keep rule broken for the simulator's test: the youngest
+    /// copy is kept instead of the oldest.
+    #[test]
+    fn the_broken_keep_rule_keeps_the_youngest_copy() {
+        let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
+        let services: BTreeMap<_, _> = [service("web", 1)].into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let mut assignments = BTreeMap::new();
+        let first = plan(&services, &members, &all, &assignments, &lease());
+        apply(&mut assignments, &first);
+        let on0 = assignments.values().next().expect("assigned").node.clone();
+        let (young, old) = if on0 == id("a") {
+            ("b", "c")
+        } else {
+            ("a", on0.as_str())
+        };
+        let mut copies = observed(
+            &[
+                (0, copy(young, 5, TaskHealth::None)),
+                (0, copy(old, 60, TaskHealth::None)),
+            ],
+            false,
+        );
+        let p = plan_observed(&services, &members, &all, &assignments, &lease(), &copies);
+        assert_eq!(p.put[0].1.node, id(old), "{p:?}");
+        copies.rule_break = RuleBreak::KeepNewest;
+        let p = plan_observed(&services, &members, &all, &assignments, &lease(), &copies);
+        assert_eq!(p.put[0].1.node, id(young), "{p:?}");
     }
 
     #[test]

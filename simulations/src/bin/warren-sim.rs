@@ -80,6 +80,10 @@ enum BrokenRule {
     OwnClaimWins,
     /// The heal's keep rule: a copy of a slot assigned elsewhere stops at once.
     StopAtOnce,
+    /// The heal's keep rule: of a disputed slot's copies the youngest is kept.
+    KeepNewest,
+    /// Fencing: assignments are written, read and run whatever their `(epoch, holder)`.
+    NoFencing,
 }
 
 impl BrokenRule {
@@ -89,6 +93,8 @@ impl BrokenRule {
             Some(BrokenRule::HolderNeverStepsDown) => RuleBreak::HolderNeverStepsDown,
             Some(BrokenRule::OwnClaimWins) => RuleBreak::OwnClaimWins,
             Some(BrokenRule::StopAtOnce) => RuleBreak::StopAtOnce,
+            Some(BrokenRule::KeepNewest) => RuleBreak::KeepNewest,
+            Some(BrokenRule::NoFencing) => RuleBreak::NoFencing,
         }
     }
 }
