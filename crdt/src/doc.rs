@@ -286,6 +286,13 @@ impl DesiredState {
         Ok(())
     }
 
+    /// Whether changes received are waiting for changes this replica lacks (Automerge holds a
+    /// change back until its dependencies arrive): a sign that a whole history is missing,
+    /// which the sync protocol fetches and gossip never will.
+    pub fn has_missing_deps(&mut self) -> bool {
+        !self.doc.get_missing_deps(&[]).is_empty()
+    }
+
     /// The next message of the sync protocol for the peer behind `state`, or `None` when it has
     /// nothing to send (in sync, or waiting for the peer's answer).
     pub fn generate_sync_message(&mut self, state: &mut SyncState) -> Option<Vec<u8>> {

@@ -1077,7 +1077,14 @@ impl NodeMachine {
     pub fn handle_gossip(&mut self, channel: Channel, from: &NodeId, data: &[u8], now: Millis) {
         match channel {
             Channel::Changes => match self.state.apply_change(data) {
-                Ok(()) => self.changed(false),
+                Ok(()) => {
+                    self.changed(false);
+                    // A change whose history this replica lacks (the other side of a heal):
+                    // sync with its sender now rather than at the next anti-entropy round.
+                    if *from != self.me && self.state.has_missing_deps() {
+                        self.start_sync(from.clone());
+                    }
+                }
                 Err(e) => debug!(%from, error = %e, "dropping a malformed change"),
             },
             Channel::Heartbeat => match serde_json::from_slice::<Heartbeat>(data) {

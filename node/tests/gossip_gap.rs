@@ -1,0 +1,112 @@
+//! A gossiped change whose history the receiver lacks starts a sync with its sender at once
+//! (not at the next anti-entropy round): after a heal, the other side's changes arrive by
+//! gossip before their history does. Found by `warren-sim run --nodes 30 --seed 7
+//! --scenario flapping-link` (one leader 15.2 s after the heal, over the 15 s bound).
+
+use std::collections::BTreeMap;
+
+use warren_crdt::{
+    ClusterInfo, DesiredState, Member, MemberState, NodeId, ServiceName, ServiceSpec,
+};
+use warren_node::core::Millis;
+use warren_node::machine::{Channel, MachineConfig, NodeMachine, Output, Write};
+
+fn member(id: &str) -> Member {
+    Member {
+        id: NodeId(id.into()),
+        name: id.into(),
+        addrs: Vec::new(),
+        labels: BTreeMap::new(),
+        admitted_by: NodeId("a-founder".into()),
+        admitted_at: 0,
+        state: MemberState::Active,
+    }
+}
+
+/// Machines `a-founder`, `b-second0` and a second replica of `b` (`c`), of one document.
+fn trio() -> (NodeMachine, NodeMachine, NodeMachine) {
+    let info = ClusterInfo {
+        id: "c1".into(),
+        name: "lab".into(),
+        created_at: 0,
+    };
+    let mut state = DesiredState::new_cluster(&info, &member("a-founder")).expect("cluster");
+    state.add_member(&member("b-second0")).expect("b");
+    let bytes = state.save();
+    let machine = |id: &str| {
+        let state = DesiredState::load(NodeId(id.into()), &bytes).expect("load");
+        NodeMachine::new(
+            NodeId(id.into()),
+            id,
+            "test://api",
+            state,
+            MachineConfig::default(),
+            Millis(0),
+            7,
+        )
+    };
+    (
+        machine("a-founder"),
+        machine("b-second0"),
+        machine("b-second0"),
+    )
+}
+
+/// Creates service `name` at `m` and returns the changes it gossips, in order.
+fn create(m: &mut NodeMachine, name: &str) -> Vec<Vec<u8>> {
+    let spec = ServiceSpec {
+        image: "warren/busybox:latest".into(),
+        ..Default::default()
+    };
+    m.write(Write::CreateService(
+        ServiceName::new(name).expect("name"),
+        Box::new(spec),
+    ))
+    .expect("write");
+    let mut changes = Vec::new();
+    while let Some(out) = m.poll_output() {
+        if let Output::Publish {
+            channel: Channel::Changes,
+            data,
+        } = out
+        {
+            changes.push(data);
+        }
+    }
+    assert!(!changes.is_empty(), "a gossiped change");
+    changes
+}
+
+fn sync_requests_to(m: &mut NodeMachine, peer: &str) -> usize {
+    let mut n = 0;
+    while let Some(out) = m.poll_output() {
+        if matches!(&out, Output::SyncRequest { to, .. } if to.as_str() == peer) {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn a_change_with_a_missing_history_starts_a_sync_with_its_sender() {
+    let (mut a, mut b, mut c) = trio();
+    let a_id = NodeId("a-founder".into());
+    sync_requests_to(&mut b, "a-founder");
+    let first = create(&mut a, "one");
+    let second = create(&mut a, "two");
+    // In order: nothing is missing, no sync.
+    sync_requests_to(&mut c, "a-founder");
+    for change in first.iter().chain(&second) {
+        c.handle_gossip(Channel::Changes, &a_id, change, Millis(10));
+    }
+    assert_eq!(sync_requests_to(&mut c, "a-founder"), 0);
+    assert_eq!(c.state().services().len(), 2);
+    // The second without the first: held back, and a sync with the sender starts.
+    let last = second.last().expect("a change");
+    b.handle_gossip(Channel::Changes, &a_id, last, Millis(10));
+    assert!(!b
+        .state()
+        .services()
+        .contains_key(&ServiceName::new("two").expect("name")));
+    assert_eq!(sync_requests_to(&mut b, "a-founder"), 1);
+}
