@@ -1,6 +1,6 @@
 //! The desired-state document: typed reads and named writes over one Automerge document.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
@@ -74,6 +74,35 @@ pub struct DesiredState {
     /// `AutoCommit::save` moves: a full save sent to a joining peer must never make the next
     /// incremental save skip changes that are not on disk yet.
     persisted: Vec<automerge::ChangeHash>,
+    /// Whether Automerge's diff cursor is on ([`DesiredState::take_touched`]).
+    diff_cursor_on: bool,
+}
+
+/// What changed in a document since the last [`DesiredState::take_touched`]: the keys of the
+/// services and assignments touched, and which small parts changed. A reader that keeps a
+/// materialized view re-reads only these (issue 11: a write's cost independent of the
+/// document's size).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Read everything again (the first call, or a change of a whole collection).
+    pub all: bool,
+    /// Names of the services touched (created, changed, deleted).
+    pub services: BTreeSet<String>,
+    /// Keys of the assignments touched (as [`SlotId`]'s text form).
+    pub assignments: BTreeSet<String>,
+    /// The member set changed.
+    pub members: bool,
+    /// The lease changed.
+    pub lease: bool,
+    /// The cluster record changed (its settings included).
+    pub cluster: bool,
+}
+
+impl Touched {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        *self == Touched::default()
+    }
 }
 
 impl std::fmt::Debug for DesiredState {
@@ -207,6 +236,7 @@ impl DesiredState {
             node,
             clock: system_clock_ms,
             persisted: Vec::new(),
+            diff_cursor_on: false,
         }
     }
 
@@ -224,6 +254,7 @@ impl DesiredState {
             node,
             clock: system_clock_ms,
             persisted: Vec::new(),
+            diff_cursor_on: false,
         })
     }
 
@@ -284,6 +315,72 @@ impl DesiredState {
             Change::from_bytes(bytes.to_vec()).map_err(|e| CrdtError::Decode(e.to_string()))?;
         self.doc.apply_changes([change])?;
         Ok(())
+    }
+
+    /// What changed since the last call (the first call says everything): from Automerge's
+    /// diff cursor, whose patch log records each operation as it is applied, so the cost is
+    /// that of the changes, not of the document. Local writes, gossiped changes, sync and
+    /// loads all count.
+    pub fn take_touched(&mut self) -> Touched {
+        if !self.diff_cursor_on {
+            self.doc.update_diff_cursor();
+            // An empty document has no heads to set the cursor to: stay off until it has.
+            self.diff_cursor_on = !self.doc.get_heads().is_empty();
+            return Touched {
+                all: true,
+                ..Touched::default()
+            };
+        }
+        let mut touched = Touched::default();
+        for patch in self.doc.diff_incremental() {
+            let action_key = match &patch.action {
+                automerge::PatchAction::PutMap { key, .. }
+                | automerge::PatchAction::DeleteMap { key } => Some(key.clone()),
+                automerge::PatchAction::Conflict {
+                    prop: automerge::Prop::Map(key),
+                } => Some(key.clone()),
+                _ => None,
+            };
+            let key_at = |i: usize| match patch.path.get(i) {
+                Some((_, automerge::Prop::Map(k))) => Some(k.clone()),
+                Some(_) => None,
+                None => action_key.clone(),
+            };
+            let (Some(top), second) = (key_at(0), key_at(1)) else {
+                touched.all = true;
+                continue;
+            };
+            // A patch on the root itself (`path` empty) names a whole collection.
+            let second = if patch.path.is_empty() { None } else { second };
+            match (top.as_str(), second) {
+                (SERVICES, Some(name)) => {
+                    touched.services.insert(name);
+                }
+                (ASSIGNMENTS, Some(key)) => {
+                    touched.assignments.insert(key);
+                }
+                (SERVICES | ASSIGNMENTS, None) => touched.all = true,
+                (MEMBERS, _) => touched.members = true,
+                (LEASE, _) => touched.lease = true,
+                (CLUSTER, _) => touched.cluster = true,
+                _ => {}
+            }
+        }
+        touched
+    }
+
+    /// The assignment that stands for `slot` (see [`DesiredState::assignments_with`]).
+    pub fn assignment_of(&self, slot: &SlotId, fencing: Fencing) -> Option<Assignment> {
+        let assignments = self.map(&ROOT, ASSIGNMENTS)?;
+        let key = slot.key();
+        match fencing {
+            Fencing::On => self
+                .all_maps(&assignments, &key)
+                .into_iter()
+                .filter_map(|obj| self.assignment(&obj))
+                .max_by(|a, b| a.rank().cmp(&b.rank())),
+            Fencing::Off => self.assignment(&self.map(&assignments, &key)?),
+        }
     }
 
     /// Whether changes received are waiting for changes this replica lacks (Automerge holds a
@@ -528,8 +625,13 @@ impl DesiredState {
 
     /// One live (not deleted) service.
     pub fn service(&self, name: &ServiceName) -> Option<Service> {
+        self.service_record(name).filter(|s| !s.deleted)
+    }
+
+    /// One service as [`DesiredState::services`] has it: a tombstone included.
+    pub fn service_record(&self, name: &ServiceName) -> Option<Service> {
         let services = self.map(&ROOT, SERVICES)?;
-        self.read_service(&services, name).filter(|s| !s.deleted)
+        self.read_service(&services, name)
     }
 
     /// The object of service `name` that stands: of concurrent (re-)creations, a live one over a

@@ -838,8 +838,31 @@ impl NodeMachine {
         self.core.liveness(peer, now)
     }
 
+    /// This node changed the document (an operator's write, a scheduling decision, an
+    /// admission): the cached view is brought up to date from what the change touched,
+    /// O(change) and not O(document) ([`DesiredState::take_touched`]), and the change is
+    /// persisted, flushed before it is acknowledged.
     fn changed(&mut self, flush: bool) {
+        let touched = self.state.take_touched();
+        if let Some(view) = self.view_cache.as_mut() {
+            view.refresh(&self.state, &touched, &self.me, self.config.core.rule_break);
+        }
+        self.after_change(flush);
+    }
+
+    /// Changes from a peer merged in (gossip, sync): the cached view is read again in full
+    /// at its next use. Automerge names in its patches only the values that win its own
+    /// order of concurrent writes, and a peer's value that loses that order can still win
+    /// ours (the greatest `(epoch, holder)` of an assignment or lease), so no patch would
+    /// name it (seen in `warren-sim run --nodes 5 --seed 1 --scenario three-way-split`).
+    fn merged(&mut self) {
+        // Moves the cursor, so the patch log holds nothing the full read already covers.
+        self.state.take_touched();
         self.view_cache = None;
+        self.after_change(false);
+    }
+
+    fn after_change(&mut self, flush: bool) {
         self.published_key = None;
         self.outputs.push_back(Output::Persist { flush });
     }
@@ -1078,7 +1101,7 @@ impl NodeMachine {
         match channel {
             Channel::Changes => match self.state.apply_change(data) {
                 Ok(()) => {
-                    self.changed(false);
+                    self.merged();
                     // A change whose history this replica lacks (the other side of a heal):
                     // sync with its sender now rather than at the next anti-entropy round.
                     if *from != self.me && self.state.has_missing_deps() {
@@ -1164,7 +1187,7 @@ impl NodeMachine {
                 self.inbound_sync.remove(from);
                 return Err(SyncError::BadMessage(e));
             }
-            self.changed(false);
+            self.merged();
         }
         let state = self.inbound_sync.entry(from.clone()).or_default();
         let reply = self.state.generate_sync_message(state);
@@ -1193,7 +1216,7 @@ impl NodeMachine {
                 debug!(%from, error = %e, "bad sync reply");
                 return;
             }
-            self.changed(false);
+            self.merged();
         }
         let next = self.state.generate_sync_message(&mut state);
         if (next.is_none() && !got_message) || rounds >= MAX_SYNC_ROUNDS {

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use warren_crdt::{
     Assignment, ChangeBytes, ClusterSettings, CrdtError, DesiredState, Epoch, Fencing, Lease,
-    Member, NodeId, Service, ServiceName, SlotId,
+    Member, NodeId, Service, ServiceName, SlotId, Touched,
 };
 
 pub use backoff::{Backoff, BackoffConfig, MAX_BACKOFF_MS, STABLE_AFTER_MS};
@@ -140,7 +140,7 @@ impl RuleBreak {
 }
 
 /// The parts of the desired state the core decides on, read by the caller from its replica.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterView {
     /// Admitted members.
     pub members: BTreeMap<NodeId, Member>,
@@ -185,6 +185,67 @@ impl ClusterView {
             }
         }
         view
+    }
+
+    /// Brings a view read by [`ClusterView::read_as`] from `state` up to date with the
+    /// changes since, `touched` ([`DesiredState::take_touched`]): re-reads only the services,
+    /// assignments and small parts they name, so the result is what `read_as` would give now.
+    pub fn refresh(
+        &mut self,
+        state: &DesiredState,
+        touched: &Touched,
+        me: &NodeId,
+        rule_break: RuleBreak,
+    ) {
+        if touched.all {
+            *self = Self::read_as(state, me, rule_break);
+            return;
+        }
+        for name in &touched.services {
+            let Ok(name) = ServiceName::new(name.clone()) else {
+                continue;
+            };
+            match state.service_record(&name) {
+                Some(service) => {
+                    self.services.insert(name, service);
+                }
+                None => {
+                    self.services.remove(&name);
+                }
+            }
+        }
+        for key in &touched.assignments {
+            let Some(slot) = SlotId::parse(key) else {
+                continue;
+            };
+            match state.assignment_of(&slot, rule_break.fencing()) {
+                Some(a) => {
+                    self.assignments.insert(slot, a);
+                }
+                None => {
+                    self.assignments.remove(&slot);
+                }
+            }
+        }
+        if touched.members {
+            self.members = state.members();
+        }
+        if touched.cluster {
+            self.settings = state.cluster_settings();
+        }
+        if touched.lease {
+            self.lease = state.lease();
+            if rule_break == RuleBreak::OwnClaimWins {
+                if let Some(own) = state
+                    .lease_claims()
+                    .into_iter()
+                    .filter(|l| l.holder == *me)
+                    .max()
+                {
+                    self.lease = Some(own);
+                }
+            }
+        }
     }
 
     /// The tasks assigned to `me`, each with what it should run: the input of
@@ -784,5 +845,118 @@ mod tests {
             Millis(0),
         );
         assert!(!core.rebalances(&lopsided(ClusterSettings::default())));
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+    use warren_crdt::{ClusterInfo, ClusterSetting, MemberState, ServiceSpec};
+
+    /// A view kept by [`ClusterView::refresh`] after each local write equals one read afresh,
+    /// on replicas whose documents hold concurrent writes of the same services and slots
+    /// (merged in late and out of order). After a merge the view is read in full, as the
+    /// machine does: a merged value that loses Automerge's order but wins ours is named by no
+    /// patch.
+    #[test]
+    fn a_refreshed_view_equals_a_fresh_read() {
+        let me = |s: &str| NodeId(s.into());
+        let member = |s: &str| Member {
+            id: me(s),
+            name: s.into(),
+            addrs: Vec::new(),
+            labels: BTreeMap::new(),
+            admitted_by: me("a"),
+            admitted_at: 0,
+            state: MemberState::Active,
+        };
+        let info = ClusterInfo {
+            id: "c".into(),
+            name: "c".into(),
+            created_at: 0,
+        };
+        let mut founder = DesiredState::new_cluster(&info, &member("a")).expect("cluster");
+        let bytes = founder.save();
+        let mut replicas = [
+            DesiredState::load(me("a"), &bytes).expect("a"),
+            DesiredState::load(me("b"), &bytes).expect("b"),
+        ];
+        let mut views: Vec<ClusterView> = replicas
+            .iter()
+            .map(|r| ClusterView::read_as(r, &me("a"), RuleBreak::None))
+            .collect();
+        // In flight to the other replica: (to, change).
+        let mut held: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for step in 0..400u64 {
+            let i = next(2) as usize;
+            let r = &mut replicas[i];
+            let name = ServiceName::new(format!("s{}", next(6))).expect("name");
+            let change = match next(9) {
+                0 | 1 => {
+                    let spec = ServiceSpec {
+                        image: "img".into(),
+                        replicas: next(4) as u32,
+                        ..Default::default()
+                    };
+                    r.create_service(&name, &spec).ok()
+                }
+                2 => r.scale_service(&name, next(5) as u32).ok(),
+                3 => r.delete_service(&name).ok(),
+                4 | 5 => {
+                    let slot = SlotId {
+                        service: name.clone(),
+                        slot: next(3) as u32,
+                    };
+                    let a = Assignment {
+                        node: me(["a", "b", "c"][next(3) as usize]),
+                        epoch: Epoch(1 + next(3)),
+                        holder: me(["a", "b"][i]),
+                        spec_generation: 1,
+                        displaced: Vec::new(),
+                    };
+                    if next(4) == 0 {
+                        r.write_assignments(&[], &[slot]).ok().flatten()
+                    } else {
+                        r.write_assignments(&[(slot, a)], &[]).ok().flatten()
+                    }
+                }
+                6 => r
+                    .claim_lease(&Lease {
+                        epoch: Epoch(1 + next(4)),
+                        holder: me(["a", "b"][i]),
+                    })
+                    .ok(),
+                7 => r.add_member(&member(&format!("m{}", next(4)))).ok(),
+                _ => r
+                    .set_cluster_settings(&[ClusterSetting::Rebalance(next(2) == 0)])
+                    .ok(),
+            };
+            if let Some(change) = change.filter(|c| !c.is_empty()) {
+                held.push((1 - i, change));
+            }
+            let touched = replicas[i].take_touched();
+            views[i].refresh(&replicas[i], &touched, &me("a"), RuleBreak::None);
+            assert_eq!(
+                views[i],
+                ClusterView::read_as(&replicas[i], &me("a"), RuleBreak::None),
+                "step {step}: {touched:?}"
+            );
+            // Deliver some held changes, in any order; the receiver reads its view again.
+            while !held.is_empty() && next(3) != 0 {
+                let k = next(held.len() as u64) as usize;
+                let (to, change) = held.swap_remove(k);
+                replicas[to].apply_change(&change).expect("apply");
+                replicas[to].take_touched();
+                views[to] = ClusterView::read_as(&replicas[to], &me("a"), RuleBreak::None);
+            }
+        }
+        assert!(held.len() < 400, "changes were delivered");
     }
 }
