@@ -207,16 +207,29 @@ pub struct TaskStatus {
     pub assignment_holder: String,
 }
 
+/// How old a copy without a health check must be before its report confirms it (see
+/// [`TaskStatus::confirms_running`]), in milliseconds.
+pub const CONFIRM_AFTER_MS: u64 = 2_000;
+
 impl TaskStatus {
     /// Whether this report confirms a running copy of generation `generation` that stands
     /// for its slot under an assignment of rank `(epoch, holder)` or greater: assigned to the
-    /// reporting node, running, of that generation, and not failing (healthy, or with no
-    /// health check). Make-before-break waits for this before stopping another copy.
+    /// reporting node, running, of that generation, and not failing: healthy, or with no
+    /// health check and created at least [`CONFIRM_AFTER_MS`] ago (a copy that starts and
+    /// exits at once — it cannot run on that node — must not release the copy that runs).
+    /// Make-before-break waits for this before stopping another copy. A report without an
+    /// age (an older peer) counts as old enough. (The age is the container's, not its
+    /// current run's: a copy that crash-loops slower than that can still be caught running.)
     pub fn confirms_running(&self, generation: u64, epoch: u64, holder: &str) -> bool {
+        let proven = match self.health {
+            TaskHealth::Healthy => true,
+            TaskHealth::None => self.age_ms.is_none_or(|age| age >= CONFIRM_AFTER_MS),
+            _ => false,
+        };
         !self.unassigned
             && self.state == TaskState::Running
             && self.generation == generation
-            && matches!(self.health, TaskHealth::None | TaskHealth::Healthy)
+            && proven
             && (self.assignment_epoch, self.assignment_holder.as_str()) >= (epoch, holder)
     }
 }
@@ -274,4 +287,55 @@ pub fn encode_sync(reset: bool, message: Option<Vec<u8>>) -> Vec<u8> {
 pub fn decode_sync(body: &[u8]) -> Option<(bool, Option<&[u8]>)> {
     let (flag, rest) = body.split_first()?;
     Some((*flag == 1, (!rest.is_empty()).then_some(rest)))
+}
+
+#[cfg(test)]
+mod confirm_tests {
+    use super::*;
+
+    fn running(age_ms: Option<u64>, restarts: u32, health: TaskHealth) -> TaskStatus {
+        TaskStatus {
+            service: "web".into(),
+            slot: 0,
+            state: TaskState::Running,
+            generation: 2,
+            age_ms,
+            restarts,
+            health,
+            assignment_epoch: 3,
+            assignment_holder: "n1".into(),
+            ..Default::default()
+        }
+    }
+
+    /// The flake of `a_task_that_fails_on_its_node_is_moved_to_one_that_runs_it`: a
+    /// rebalance's new copy that starts and exits at once was seen running for an instant
+    /// and released the copy that ran. Only a proven copy confirms.
+    #[test]
+    fn only_a_copy_proven_running_confirms() {
+        let ok = |t: &TaskStatus| t.confirms_running(2, 3, "n1");
+        assert!(ok(&running(Some(CONFIRM_AFTER_MS), 0, TaskHealth::None)));
+        assert!(
+            ok(&running(None, 0, TaskHealth::None)),
+            "an older peer's report"
+        );
+        assert!(
+            ok(&running(Some(10), 0, TaskHealth::Healthy)),
+            "its check passed"
+        );
+        assert!(
+            !ok(&running(Some(CONFIRM_AFTER_MS - 1), 0, TaskHealth::None)),
+            "too young"
+        );
+        assert!(!ok(&running(Some(60_000), 0, TaskHealth::Unhealthy)));
+        assert!(!ok(&running(Some(60_000), 0, TaskHealth::Starting)));
+        // Not its generation, not its assignment, or below the rank acted on.
+        assert!(!running(Some(60_000), 0, TaskHealth::None).confirms_running(3, 3, "n1"));
+        assert!(!running(Some(60_000), 0, TaskHealth::None).confirms_running(2, 4, "n1"));
+        let unassigned = TaskStatus {
+            unassigned: true,
+            ..running(Some(60_000), 0, TaskHealth::None)
+        };
+        assert!(!ok(&unassigned));
+    }
 }
