@@ -5,7 +5,7 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -450,9 +450,12 @@ fn a_task_that_fails_on_its_node_is_moved_to_one_that_runs_it() {
         "the task knows its node: {env}"
     );
     // And they stay there.
-    let end = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < end {
-        assert_eq!(on_n3(&nodes[0]), Some(3), "picky left n3");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    holds_for(
+        "all 3 replicas on n3",
+        Duration::from_secs(3),
+        || match on_n3(&nodes[0]) {
+            Some(3) => Ok(()),
+            other => Err(format!("picky left n3: {other:?} running there")),
+        },
+    );
 }
