@@ -372,14 +372,24 @@ impl DesiredState {
     /// The assignment that stands for `slot` (see [`DesiredState::assignments_with`]).
     pub fn assignment_of(&self, slot: &SlotId, fencing: Fencing) -> Option<Assignment> {
         let assignments = self.map(&ROOT, ASSIGNMENTS)?;
-        let key = slot.key();
+        self.standing_assignment(&assignments, &slot.key(), fencing)
+    }
+
+    /// The fencing read rule for the assignment under `key` of the `assignments` map: with
+    /// [`Fencing::On`], of all its concurrent values the greatest `(epoch, holder)`.
+    fn standing_assignment(
+        &self,
+        assignments: &ObjId,
+        key: &str,
+        fencing: Fencing,
+    ) -> Option<Assignment> {
         match fencing {
             Fencing::On => self
-                .all_maps(&assignments, &key)
+                .all_maps(assignments, key)
                 .into_iter()
                 .filter_map(|obj| self.assignment(&obj))
                 .max_by(|a, b| a.rank().cmp(&b.rank())),
-            Fencing::Off => self.assignment(&self.map(&assignments, &key)?),
+            Fencing::Off => self.assignment(&self.map(assignments, key)?),
         }
     }
 
@@ -722,14 +732,7 @@ impl DesiredState {
             .keys(&assignments)
             .filter_map(|key| {
                 let slot = SlotId::parse(&key)?;
-                let best = match fencing {
-                    Fencing::On => self
-                        .all_maps(&assignments, &key)
-                        .into_iter()
-                        .filter_map(|obj| self.assignment(&obj))
-                        .max_by(|a, b| a.rank().cmp(&b.rank()))?,
-                    Fencing::Off => self.assignment(&self.map(&assignments, &key)?)?,
-                };
+                let best = self.standing_assignment(&assignments, &key, fencing)?;
                 Some((slot, best))
             })
             .collect()

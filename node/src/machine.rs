@@ -656,7 +656,7 @@ impl NodeMachine {
         let view = self.view_cache.get_or_insert_with(|| {
             ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
         });
-        let fresh_ms = self.config.heartbeat_ms.saturating_mul(3);
+        let heartbeat_ms = self.config.heartbeat_ms;
         let mut awaiting = BTreeMap::new();
         for (slot, a) in view.assignments.iter().filter(|(_, a)| a.node == me) {
             let Some(service) = view
@@ -670,10 +670,7 @@ impl NodeMachine {
             let elsewhere = self.heartbeats.iter().filter(|(node, hb)| {
                 **node != me
                     && !a.displaced.contains(node)
-                    && self
-                        .heartbeat_at
-                        .get(*node)
-                        .is_some_and(|at| now.since(*at) <= fresh_ms)
+                    && is_fresh(&self.heartbeat_at, node, now, heartbeat_ms)
                     && hb.tasks.iter().any(|t| {
                         t.service == slot.service.as_str()
                             && t.slot == slot.slot
@@ -709,7 +706,7 @@ impl NodeMachine {
         }
         let heartbeats = &self.heartbeats;
         let heartbeat_at = &self.heartbeat_at;
-        let fresh_ms = self.config.heartbeat_ms.saturating_mul(3);
+        let heartbeat_ms = self.config.heartbeat_ms;
         view.assignments
             .iter()
             .filter(|(_, a)| a.node != me)
@@ -718,11 +715,7 @@ impl NodeMachine {
                     .services
                     .get(&slot.service)
                     .filter(|s| !s.deleted && slot.slot < s.spec.replicas)?;
-                // Only a fresh report counts: one heard before a split says nothing of now.
-                let fresh = heartbeat_at
-                    .get(&a.node)
-                    .is_some_and(|at| now.since(*at) <= fresh_ms);
-                let confirmed_elsewhere = fresh
+                let confirmed_elsewhere = is_fresh(heartbeat_at, &a.node, now, heartbeat_ms)
                     && heartbeats.get(&a.node).is_some_and(|hb| {
                         hb.tasks.iter().any(|t| {
                             t.service == slot.service.as_str()
@@ -750,7 +743,6 @@ impl NodeMachine {
     /// node's own (see [`Core::set_running_copies`]). A report is fresh for three heartbeat
     /// periods; a copy's age is advanced by the time since its report arrived.
     fn observe_running_copies(&mut self, now: Millis) {
-        let fresh_ms = self.config.heartbeat_ms.saturating_mul(3);
         let mut copies: BTreeMap<SlotId, Vec<RunningCopy>> = BTreeMap::new();
         let mut reported = std::collections::BTreeSet::new();
         let mut add = |node: &NodeId, tasks: &[TaskStatus], since_ms: u64| {
@@ -779,7 +771,9 @@ impl NodeMachine {
                 continue;
             };
             let since = now.since(*at);
-            if since > fresh_ms || self.core.liveness(node, now) == Liveness::Down {
+            if !is_fresh(&self.heartbeat_at, node, now, self.config.heartbeat_ms)
+                || self.core.liveness(node, now) == Liveness::Down
+            {
                 continue;
             }
             add(node, &hb.tasks, since);
@@ -1666,6 +1660,20 @@ impl NodeMachine {
             error: reported.map(|t| t.error.clone()).unwrap_or_default(),
         }
     }
+}
+
+/// Whether the last report heard from `node` is fresh at `now`: heard within three
+/// heartbeat periods (`heartbeat_ms` each). Only a fresh report says anything of now; one
+/// heard before a split does not.
+fn is_fresh(
+    heard_at: &HashMap<NodeId, Millis>,
+    node: &NodeId,
+    now: Millis,
+    heartbeat_ms: u64,
+) -> bool {
+    heard_at
+        .get(node)
+        .is_some_and(|at| now.since(*at) <= heartbeat_ms.saturating_mul(3))
 }
 
 /// The live services whose spec fails [`ServiceSpec::validate`], with the reason. A node never

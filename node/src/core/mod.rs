@@ -174,17 +174,23 @@ impl ClusterView {
     /// the lease merge rule is broken on purpose).
     pub fn read_as(state: &DesiredState, me: &NodeId, rule_break: RuleBreak) -> Self {
         let mut view = Self::read_fenced(state, rule_break.fencing());
-        if rule_break == RuleBreak::OwnClaimWins {
-            if let Some(own) = state
-                .lease_claims()
-                .into_iter()
-                .filter(|l| l.holder == *me)
-                .max()
-            {
-                view.lease = Some(own);
-            }
-        }
+        view.lease = Self::lease_as(state, me, rule_break);
         view
+    }
+
+    /// The lease in force as `me` sees it: the document's (greatest `(epoch, holder)`), or
+    /// under [`RuleBreak::OwnClaimWins`] its own greatest claim if it made one.
+    fn lease_as(state: &DesiredState, me: &NodeId, rule_break: RuleBreak) -> Option<Lease> {
+        let own = (rule_break == RuleBreak::OwnClaimWins)
+            .then(|| {
+                state
+                    .lease_claims()
+                    .into_iter()
+                    .filter(|l| l.holder == *me)
+                    .max()
+            })
+            .flatten();
+        own.or_else(|| state.lease())
     }
 
     /// Brings a view read by [`ClusterView::read_as`] from `state` up to date with the
@@ -234,17 +240,7 @@ impl ClusterView {
             self.settings = state.cluster_settings();
         }
         if touched.lease {
-            self.lease = state.lease();
-            if rule_break == RuleBreak::OwnClaimWins {
-                if let Some(own) = state
-                    .lease_claims()
-                    .into_iter()
-                    .filter(|l| l.holder == *me)
-                    .max()
-                {
-                    self.lease = Some(own);
-                }
-            }
+            self.lease = Self::lease_as(state, me, rule_break);
         }
     }
 
