@@ -41,6 +41,11 @@ use zeroize::Zeroizing;
 /// anti-entropy round.
 pub const MAX_SYNC_ROUNDS: u32 = 32;
 
+/// Longest a lease holder defers removing the slots of a scale down while its replica holds a
+/// partial merge (changes waiting for history it lacks), in milliseconds: a heal's sync
+/// completes well within it, and history that never arrives holds nothing back for good.
+pub const MERGE_WAIT_MS: u64 = 10_000;
+
 /// Timing of the machine. All values in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MachineConfig {
@@ -459,6 +464,9 @@ pub struct NodeMachine {
     heartbeat_seq: u64,
     next_heartbeat: Millis,
     next_anti_entropy: Millis,
+    /// Since when this replica has held changes waiting for history it lacks (`None`: none
+    /// wait).
+    missing_deps_since: Option<Millis>,
     /// The typed view of `state`, read once per change of the document rather than per tick;
     /// `None` when the document changed since.
     view_cache: Option<ClusterView>,
@@ -518,6 +526,7 @@ impl NodeMachine {
             heartbeat_seq: 0,
             next_heartbeat: now,
             next_anti_entropy: now,
+            missing_deps_since: None,
             view_cache: None,
             rejected_logged: std::collections::BTreeSet::new(),
             secret_keys: None,
@@ -689,6 +698,14 @@ impl NodeMachine {
     /// keeps for now (make before break, DESIGN §5), each with what releases it: the
     /// assigned node's report of the slot running ([`TaskStatus::confirms_running`]) and
     /// whether the holder listed this node as displaced. A removed member holds nothing.
+    ///
+    /// Also every slot at or beyond its service's replica count whose assignment still
+    /// stands, wherever assigned: a scale down stops a copy when the lease holder removes
+    /// the slot, not when a node first reads the lower count. At a heal a node's view can be
+    /// a partial merge of the other side's scales (a causal prefix of its history) whose
+    /// count the rest of the merge raises again; stopping on it would leave the slot with no
+    /// running copy until it restarts. Such a hold never releases by itself
+    /// ([`HeldSlot::releases`] stays false): the holder's removal ends it.
     pub fn held_slots(&mut self, now: Millis) -> BTreeMap<SlotId, HeldSlot> {
         if self.config.core.rule_break == RuleBreak::StopAtOnce {
             return BTreeMap::new();
@@ -709,12 +726,24 @@ impl NodeMachine {
         let heartbeat_ms = self.config.heartbeat_ms;
         view.assignments
             .iter()
-            .filter(|(_, a)| a.node != me)
             .filter_map(|(slot, a)| {
-                let service = view
-                    .services
-                    .get(&slot.service)
-                    .filter(|s| !s.deleted && slot.slot < s.spec.replicas)?;
+                let service = view.services.get(&slot.service).filter(|s| !s.deleted)?;
+                if slot.slot >= service.spec.replicas {
+                    // Scaled away in this view, but the holder has not removed the slot yet:
+                    // keep its copy until it does. At a heal this view can be a partial
+                    // merge whose replica count the rest of the merge raises again.
+                    return Some((
+                        slot.clone(),
+                        HeldSlot {
+                            generation: service.generation,
+                            confirmed_elsewhere: false,
+                            displaced: false,
+                        },
+                    ));
+                }
+                if a.node == me {
+                    return None;
+                }
                 let confirmed_elsewhere = is_fresh(heartbeat_at, &a.node, now, heartbeat_ms)
                     && heartbeats.get(&a.node).is_some_and(|hb| {
                         hb.tasks.iter().any(|t| {
@@ -873,9 +902,20 @@ impl NodeMachine {
     // ---- time ----------------------------------------------------------------------------
 
     /// Time passed: decide (lease, schedule), heartbeat and anti-entropy when due, keep the
-    /// member set and this member's addresses current.
+    /// member set and this member's addresses current. While changes received wait for
+    /// history this replica lacks (for at most [`MERGE_WAIT_MS`]), the scheduler removes no
+    /// slot of a scale down ([`Core::set_merge_incomplete`]).
     pub fn handle_tick(&mut self, now: Millis) {
         self.observe_running_copies(now);
+        self.missing_deps_since = if self.state.has_missing_deps() {
+            self.missing_deps_since.or(Some(now))
+        } else {
+            None
+        };
+        self.core.set_merge_incomplete(
+            self.missing_deps_since
+                .is_some_and(|since| now.since(since) < MERGE_WAIT_MS),
+        );
         let view = self.view_cache.get_or_insert_with(|| {
             ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
         });

@@ -10,8 +10,8 @@ use warren_crdt::{
     ClusterInfo, DesiredState, Lease, Member, MemberState, NodeId, ServiceName, ServiceSpec, SlotId,
 };
 use warren_node::core::{
-    round_statuses, ActualTask, ActualTaskState, LeaseDecision, Millis, RuntimeAction, Supervisor,
-    TaskHealth,
+    round_statuses, ActualTask, ActualTaskState, ClusterView, LeaseDecision, Millis, RuntimeAction,
+    Supervisor, TaskHealth,
 };
 use warren_node::machine::{Channel, NodeMachine, Output, Write};
 use warren_node::protocol::TaskState;
@@ -263,8 +263,9 @@ const KEEP_TOLERANCE_MS: u64 = 3_000;
 /// An operator's write that makes running slots undesired: a scale down (the slots from the
 /// new count up) or a delete (every slot); an update of the spec would touch every slot.
 /// Invariant 6 exempts a node's stops of those slots from the moment the write's change is
-/// in the node's replica until the end of the node's first reconcile with it: that reconcile
-/// carries the change out (it stops what is no longer desired at once). Not the whole
+/// in the node's replica until the end of the node's first reconcile with it and with no
+/// scaled-away slot of the service still assigned in its view: that reconcile carries the
+/// change out (a delete stops at once, a scale down once the holder removed the slots). Not the whole
 /// service, not the whole run: a stop of another slot, or a later stop of a touched slot,
 /// is the partition's doing and a violation.
 #[derive(Debug)]
@@ -1141,14 +1142,18 @@ impl Simulation {
     }
 
     /// The end of a reconcile of node `i`: every operator's write whose change is in its
-    /// replica has rolled out there ([`Touch`]).
+    /// replica has rolled out there ([`Touch`]), unless a slot its service scaled away
+    /// still has an assignment in the node's view: its copy stops when the lease holder
+    /// removes the slot ([`NodeMachine::held_slots`]).
     fn rolled_out(&mut self, i: usize) {
         let Some(m) = self.nodes[i].machine.as_mut() else {
             return;
         };
         for t in self.touches.iter_mut().filter(|t| !t.rolled_out[i]) {
             let hash = self.writes[t.write].hash.as_ref();
-            if hash.is_some_and(|h| m.state_mut().has_change(h)) {
+            if hash.is_some_and(|h| m.state_mut().has_change(h))
+                && !scaled_away_standing(m.view(), &t.service)
+            {
                 t.rolled_out[i] = true;
             }
         }
@@ -1973,6 +1978,25 @@ fn deterministic_founder(info: &ClusterInfo, founder: &Member, suffix: u64) -> D
 }
 
 /// The hash of one Automerge change, as history prints it.
+/// Whether `view` still assigns a slot of `service` at or beyond its replica count (a scale
+/// down the lease holder has not carried out yet). A deleted or unknown service: no.
+fn scaled_away_standing(view: &ClusterView, service: &ServiceName) -> bool {
+    view.services
+        .get(service)
+        .filter(|s| !s.deleted)
+        .is_some_and(|s| {
+            view.assignments
+                .range(
+                    SlotId {
+                        service: service.clone(),
+                        slot: s.spec.replicas,
+                    }..,
+                )
+                .next()
+                .is_some_and(|(slot, _)| slot.service == *service)
+        })
+}
+
 fn change_hash(bytes: &[u8]) -> Option<String> {
     automerge::Change::from_bytes(bytes.to_vec())
         .ok()

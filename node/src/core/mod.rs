@@ -318,6 +318,8 @@ pub struct Core {
     last_change: Millis,
     /// When [`Core::tick`] last ran.
     last_tick: Option<Millis>,
+    /// See [`Core::set_merge_incomplete`].
+    merge_incomplete: bool,
 }
 
 /// How long the cluster must be calm (no member coming or going, no slot placed, moved or
@@ -341,6 +343,7 @@ impl Core {
             last_live: BTreeSet::new(),
             last_change: now,
             last_tick: None,
+            merge_incomplete: false,
         }
     }
 
@@ -431,6 +434,7 @@ impl Core {
             reported: self.reported.clone(),
             rebalance: false,
             rule_break: self.config.rule_break,
+            merge_incomplete: self.merge_incomplete,
             silent_ms: view
                 .members
                 .keys()
@@ -528,6 +532,15 @@ impl Core {
         self.lease.observe(view.lease.as_ref(), now);
         let live = self.live_members(view, now);
         self.lease.decide(&self.me, view.lease.as_ref(), &live, now)
+    }
+
+    /// Tells the scheduler whether this node's replica holds a partial merge (see
+    /// [`Observations::merge_incomplete`]): while it does, a scale down's slots are not
+    /// removed, for the rest of the merge may raise the count again. The caller bounds how
+    /// long it says so (the machine: [`crate::machine::MERGE_WAIT_MS`]), so history that
+    /// never arrives cannot hold scale downs back for good.
+    pub fn set_merge_incomplete(&mut self, incomplete: bool) {
+        self.merge_incomplete = incomplete;
     }
 
     /// One round of decisions at `now`: claim the lease if it expired and this node is the

@@ -145,6 +145,11 @@ pub struct Observations {
     /// A rule broken on purpose: [`RuleBreak::None`] (the default) but in the simulator's
     /// tests; [`RuleBreak::KeepNewest`] swaps the heal's keep rule for a wrong one.
     pub rule_break: RuleBreak,
+    /// The holder's replica is known to hold a partial merge (changes received wait for
+    /// history it lacks: the middle of a heal's sync). Its replica counts may be ones the
+    /// rest of the merge raises again, so slots beyond them are not removed this round;
+    /// slots of deleted services are.
+    pub merge_incomplete: bool,
 }
 
 /// Plans one round as [`plan`] does, and never over-commits a node: a task reserves its
@@ -356,10 +361,9 @@ pub fn plan_observed(
     }
 
     for slot in assignments.keys() {
-        let live_service = services
-            .get(&slot.service)
-            .filter(|s| !s.deleted && slot.slot < s.spec.replicas);
-        if live_service.is_none() {
+        let service = services.get(&slot.service).filter(|s| !s.deleted);
+        let scaled_away = service.is_some_and(|s| slot.slot >= s.spec.replicas);
+        if service.is_none() || (scaled_away && !observed.merge_incomplete) {
             plan.remove.push(slot.clone());
         }
     }
@@ -697,6 +701,38 @@ mod tests {
         }
         let p = plan(&services, &members, &all, &assignments, &lease());
         assert_eq!(p.remove.len(), 1);
+    }
+
+    /// A holder in the middle of a heal's merge may read a replica count the rest of the
+    /// merge raises again: it removes a scale down's slots only once its merge is complete.
+    /// A delete is final whatever the merge brings (its tombstone wins), so it goes at once.
+    #[test]
+    fn a_partial_merge_defers_a_scale_down_but_not_a_delete() {
+        let members: BTreeMap<_, _> = [member("a"), member("b")].into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let mut services: BTreeMap<_, _> = [service("web", 3), service("api", 1)].into();
+        let mut assignments = BTreeMap::new();
+        let first = plan(&services, &members, &all, &assignments, &lease());
+        apply(&mut assignments, &first);
+        services.insert(service("web", 1).0, service("web", 1).1);
+        if let Some(api) = services.get_mut(&ServiceName::new("api").expect("name")) {
+            api.deleted = true;
+        }
+        let partial = Observations {
+            merge_incomplete: true,
+            ..Observations::default()
+        };
+        let p = plan_observed(&services, &members, &all, &assignments, &lease(), &partial);
+        assert_eq!(
+            p.remove
+                .iter()
+                .map(|s| s.service.as_str())
+                .collect::<Vec<_>>(),
+            ["api"],
+            "{p:?}"
+        );
+        let p = plan(&services, &members, &all, &assignments, &lease());
+        assert_eq!(p.remove.len(), 3, "{p:?}");
     }
 
     fn limited(
