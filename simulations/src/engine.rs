@@ -7,18 +7,19 @@ use std::rc::Rc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use warren_crdt::{
-    ClusterInfo, DesiredState, Lease, Member, MemberState, NodeId, ServiceName, ServiceSpec, SlotId,
+    ClusterInfo, DesiredState, HealthCheck, HealthProbe, Lease, Member, MemberState, NodeId,
+    RestartCondition, RestartPolicy, ServiceName, ServiceSpec, SlotId,
 };
 use warren_node::core::{
-    round_statuses, ActualTask, ActualTaskState, ClusterView, LeaseDecision, Millis, RuntimeAction,
-    Supervisor, TaskHealth,
+    round_statuses, ActualTask, ActualTaskState, ClusterView, DesiredTask, LeaseDecision, Millis,
+    RuntimeAction, Supervisor, TaskHealth,
 };
 use warren_node::machine::{Channel, NodeMachine, Output, Write};
 use warren_node::protocol::TaskState;
 
 use crate::net::{mix, Network};
 use crate::report::{HealFigures, Report};
-use crate::scenario::{Params, Scenario, Step, Target, WriteKind};
+use crate::scenario::{Failure, Params, Scenario, Step, Target, WriteKind};
 
 /// A rule of the simulator broken on purpose, to show that the invariants catch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -147,7 +148,73 @@ struct Container {
     running: bool,
     /// When it was created, in virtual microseconds (its age is read on its node's clock).
     created_us: u64,
+    /// When its current (or last) run began, in virtual microseconds: a health check's start
+    /// period counts from here.
+    started_us: u64,
+    /// Its service has a health check: `starting` for [`HEALTH_START_US`] after each start,
+    /// then `healthy` (or `unhealthy` on a failing node).
+    checked: bool,
+    /// Its service has a restart limit (`max_attempts`): the kind of service a failing node
+    /// cannot run ([`Step::FailingNode`]).
+    fragile: bool,
+    /// On a failing node: when the current run fails (virtual µs), as the node's failure says.
+    fails_at: Option<(u64, Failure)>,
+    /// The engine's health verdict is `unhealthy` (its probes failed).
+    unhealthy: bool,
+    /// Exit code of its last run once it stopped: 137 when killed, 1 when it failed.
+    exit_code: i64,
 }
+
+impl Container {
+    /// A container of `task` started at `now_us` on a node that fails fragile containers as
+    /// `failing` says.
+    fn new(task: &DesiredTask, now_us: u64, failing: Option<Failure>) -> Self {
+        let mut c = Container {
+            slot: task.slot.clone(),
+            generation: task.generation,
+            running: true,
+            created_us: now_us,
+            started_us: now_us,
+            checked: task.spec.health.is_some(),
+            fragile: task.spec.restart.max_attempts.is_some(),
+            fails_at: None,
+            unhealthy: false,
+            exit_code: 0,
+        };
+        c.start(now_us, failing);
+        c
+    }
+
+    /// (Re)starts the container at `now_us`.
+    fn start(&mut self, now_us: u64, failing: Option<Failure>) {
+        self.running = true;
+        self.started_us = now_us;
+        self.unhealthy = false;
+        self.fails_at = failing
+            .filter(|_| self.fragile)
+            .map(|f| (now_us + FAIL_AFTER_US, f));
+    }
+
+    /// Its health as the engine would report it at `now_us`.
+    fn health(&self, now_us: u64) -> TaskHealth {
+        if !self.checked {
+            TaskHealth::None
+        } else if self.unhealthy {
+            TaskHealth::Unhealthy
+        } else if now_us < self.started_us + HEALTH_START_US {
+            TaskHealth::Starting
+        } else {
+            TaskHealth::Healthy
+        }
+    }
+}
+
+/// How long a container with a health check reports `starting` after each start (virtual
+/// µs): its check's start period and first probe.
+const HEALTH_START_US: u64 = 1_000 * MS;
+
+/// How long a fragile container runs on a failing node before it fails (virtual µs).
+const FAIL_AFTER_US: u64 = 1_000 * MS;
 
 struct SimNode {
     id: NodeId,
@@ -162,6 +229,8 @@ struct SimNode {
     disrupted_at: u64,
     chunks: Vec<Vec<u8>>,
     containers: BTreeMap<u64, Container>,
+    /// Since [`Step::FailingNode`] picked it: how its fragile containers fail.
+    failing: Option<Failure>,
     /// The daemon's reconcile decisions and restart counts (in memory: a restart forgets them).
     supervisor: Supervisor,
     next_container: u64,
@@ -237,7 +306,8 @@ struct HealTrack {
 struct Dispute {
     copies: Vec<DisputedCopy>,
     /// A copy stopped by a crash (of the container or its node), or its node was paused: the
-    /// rule no longer decides alone which copy survives, so the slot is not judged.
+    /// rule no longer decides alone which copy survives, so the slot is not judged. Also set
+    /// when the copies' health differed at the heal (health decides before age).
     void: bool,
     /// The survivor was checked.
     done: bool,
@@ -251,6 +321,8 @@ struct DisputedCopy {
     generation: u64,
     /// Virtual µs it was created (its age is read on its node's clock, as its node reports it).
     created_us: u64,
+    /// Its health at the heal.
+    health: TaskHealth,
     running: bool,
 }
 
@@ -314,6 +386,8 @@ pub struct Simulation {
     failovers_ms: Vec<u64>,
     started: u64,
     stopped: u64,
+    /// Container runs failed on a failing node (see [`Report::containers_failed`]).
+    failed: u64,
     /// Operators' writes that make running slots undesired, while they roll out: their stops
     /// are not the partition's doing (invariant 6).
     touches: Vec<Touch>,
@@ -393,6 +467,7 @@ impl Simulation {
             failovers_ms: Vec::new(),
             started: 0,
             stopped: 0,
+            failed: 0,
             touches: Vec::new(),
             lease_checks_split: 0,
             written_at: BTreeMap::new(),
@@ -424,6 +499,7 @@ impl Simulation {
                 disrupted_at: 0,
                 chunks: vec![snapshot.clone()],
                 containers: BTreeMap::new(),
+                failing: None,
                 supervisor: Supervisor::new(),
                 next_container: 0,
                 seen: HashSet::new(),
@@ -980,6 +1056,7 @@ impl Simulation {
     // ---- containers ------------------------------------------------------------------------
 
     fn reconcile(&mut self, i: usize) {
+        self.fail_containers(i);
         let now = self.local_now(i);
         let Some(m) = self.nodes[i].machine.as_mut() else {
             return;
@@ -1005,22 +1082,16 @@ impl Simulation {
                     if let Some(h) = self.heal.as_mut() {
                         *h.starts.entry(task.slot.service.clone()).or_default() += 1;
                     }
-                    node.containers.insert(
-                        id,
-                        Container {
-                            slot: task.slot,
-                            generation: task.generation,
-                            running: true,
-                            created_us: self.now,
-                        },
-                    );
+                    let container = Container::new(&task, self.now, node.failing);
+                    node.containers.insert(id, container);
                     self.started += 1;
                     self.record(13, i, id);
                 }
                 RuntimeAction::Start { id, slot } => {
                     let Ok(id) = id.parse::<u64>() else { continue };
+                    let failing = self.nodes[i].failing;
                     if let Some(c) = self.nodes[i].containers.get_mut(&id) {
-                        c.running = true;
+                        c.start(self.now, failing);
                         self.started += 1;
                         if let Some(h) = self.heal.as_mut() {
                             *h.starts.entry(slot.service.clone()).or_default() += 1;
@@ -1064,6 +1135,31 @@ impl Simulation {
             TaskState::Pending,
         );
         self.machine(i).set_local_status(statuses);
+    }
+
+    /// The fragile containers of a failing node ([`Step::FailingNode`]) whose run is over by
+    /// now: they exit with code 1, or their health check turns `unhealthy` (the node's
+    /// reconcile then stops them).
+    fn fail_containers(&mut self, i: usize) {
+        let now = self.now;
+        let mut exited = Vec::new();
+        for (id, c) in self.nodes[i].containers.iter_mut() {
+            let Some((_, failure)) = c.fails_at.filter(|(at, _)| c.running && *at <= now) else {
+                continue;
+            };
+            c.fails_at = None;
+            self.failed += 1;
+            if failure == Failure::Unhealthy && c.checked {
+                c.unhealthy = true;
+            } else {
+                c.running = false;
+                c.exit_code = 1;
+                exited.push(*id);
+            }
+        }
+        for id in exited {
+            self.record(24, i, id);
+        }
     }
 
     /// Node `i` stopped a running copy of `slot` (`reason`) while a heal is watched: counts
@@ -1394,6 +1490,7 @@ impl Simulation {
                                     container: *id,
                                     generation: c.generation,
                                     created_us: c.created_us,
+                                    health: c.health(self.now),
                                     running: true,
                                 });
                         }
@@ -1406,9 +1503,12 @@ impl Simulation {
                         .into_iter()
                         .filter(|(_, c)| c.len() > 1)
                         .map(|(slot, copies)| {
+                            // Health ranks before age in the rule: copies of unequal health
+                            // at the heal are not judged by age.
+                            let void = copies.iter().any(|c| c.health != copies[0].health);
                             let dispute = Dispute {
                                 copies,
-                                void: false,
+                                void,
                                 done: false,
                             };
                             (slot, dispute)
@@ -1493,8 +1593,33 @@ impl Simulation {
                 self.void_disputes(i, Some(id));
                 if let Some(c) = self.nodes[i].containers.get_mut(&id) {
                     c.running = false;
+                    c.exit_code = 137;
                 }
                 self.record(22, i, id);
+            }
+            Step::FailingNode(failure) => {
+                // The up node running the most fragile containers (the lowest index on a
+                // tie), so the failure has slots to move.
+                let fragile = |n: &SimNode| {
+                    n.containers
+                        .values()
+                        .filter(|c| c.running && c.fragile)
+                        .count()
+                };
+                let Some(i) = (0..self.nodes.len())
+                    .filter(|&i| self.nodes[i].up())
+                    .max_by_key(|&i| (fragile(&self.nodes[i]), std::cmp::Reverse(i)))
+                else {
+                    return;
+                };
+                self.nodes[i].failing = Some(failure);
+                let now = self.now;
+                for c in self.nodes[i].containers.values_mut() {
+                    if c.running && c.fragile {
+                        c.fails_at = Some((now + FAIL_AFTER_US, failure));
+                    }
+                }
+                self.record(25, i, failure as u64);
             }
             Step::Write(target, kind) => {
                 let Some(i) = self.pick(&target) else { return };
@@ -1520,7 +1645,8 @@ impl Simulation {
         };
         let (write, label, service) = match kind {
             WriteKind::Create(replicas) => {
-                let name = ServiceName::new(format!("svc{}", self.next_service)).expect("name");
+                let n = self.next_service;
+                let name = ServiceName::new(format!("svc{n}")).expect("name");
                 self.next_service += 1;
                 let spec = ServiceSpec {
                     image: "warren/busybox:latest".into(),
@@ -1529,6 +1655,26 @@ impl Simulation {
                     env: Default::default(),
                     ports: vec![],
                     secrets: Vec::new(),
+                    // Two of every three services have a health check; every second one a
+                    // restart limit, so a failing node's tasks end `failed` and move.
+                    health: (n % 3 != 2).then(|| HealthCheck {
+                        probe: HealthProbe::Cmd {
+                            command: "true".into(),
+                        },
+                        interval_ms: 1_000,
+                        timeout_ms: 1_000,
+                        retries: 1,
+                        start_period_ms: 0,
+                    }),
+                    restart: if n % 2 == 0 {
+                        RestartPolicy {
+                            condition: RestartCondition::OnFailure,
+                            max_attempts: Some(2),
+                            delay_ms: 500,
+                        }
+                    } else {
+                        RestartPolicy::default()
+                    },
                     ..Default::default()
                 };
                 (
@@ -1963,6 +2109,7 @@ impl Simulation {
             heals: self.heals,
             containers_started: self.started,
             containers_stopped: self.stopped,
+            containers_failed: self.failed,
             lease_checks_split: self.lease_checks_split,
         }
     }
@@ -2027,10 +2174,13 @@ fn actual_tasks(
             } else {
                 ActualTaskState::Stopped
             },
-            // A simulated container stops only when killed (SIGKILL's 137).
-            exit_code: (!c.running).then_some(137),
-            health: TaskHealth::None,
-            detail: String::new(),
+            exit_code: (!c.running).then_some(c.exit_code),
+            health: c.health(now_us),
+            detail: if c.unhealthy {
+                "probe failed".into()
+            } else {
+                String::new()
+            },
             engine_state: if c.running {
                 TaskState::Running
             } else {

@@ -67,6 +67,9 @@ pub struct Report {
     pub containers_started: u64,
     /// Running containers stopped by reconcile in the whole run.
     pub containers_stopped: u64,
+    /// Runs of containers that failed on a failing node ([`crate::Step::FailingNode`]): exited
+    /// with code 1 or turned unhealthy.
+    pub containers_failed: u64,
     /// Probes at which the lease check (invariant 3: one holder per component) ran while the
     /// network was split into more than one component.
     pub lease_checks_split: u64,
@@ -158,8 +161,8 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  containers started {} · stopped {}",
-            self.containers_started, self.containers_stopped
+            "  containers started {} · stopped {} · failed on a failing node {}",
+            self.containers_started, self.containers_stopped, self.containers_failed
         );
         if self.violations.is_empty() {
             let _ = writeln!(s, "  invariants: all held");

@@ -54,6 +54,22 @@ pub enum Step {
     ContainerCrash(Target),
     /// An operator's write at the node.
     Write(Target, WriteKind),
+    /// From now on, the up node running the most containers of services with a restart
+    /// limit (`max_attempts`) cannot run such services: each of their containers there fails
+    /// a second after it starts, as [`Failure`] says (an image that needs a device the node
+    /// lacks). Their restarts run out, the tasks end `failed`, and the lease holder moves
+    /// them to other nodes (DESIGN §5's failed-task move).
+    FailingNode(Failure),
+}
+
+/// How a failing node's containers fail ([`Step::FailingNode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The process exits with code 1.
+    Exit,
+    /// The health check fails: the engine says `unhealthy` and the node stops it (a service
+    /// without a health check exits instead).
+    Unhealthy,
 }
 
 /// Everything that shapes one run besides the schedule. Times in milliseconds.
@@ -211,7 +227,8 @@ pub fn by_name(name: &str, nodes: usize, duration_ms: Option<u64>, seed: u64) ->
     })
 }
 
-/// Steady state: services, a write every 5 s, a container crash every 7 s.
+/// Steady state: services, a write every 5 s, a container crash every 7 s, and from a sixth
+/// of the way a node whose fragile containers exit ([`Step::FailingNode`]).
 pub fn steady(nodes: usize, d: u64, rng: &mut StdRng) -> Scenario {
     let mut s = Scenario::new("steady", nodes, d);
     s.base_services(2_000);
@@ -230,6 +247,7 @@ pub fn steady(nodes: usize, d: u64, rng: &mut StdRng) -> Scenario {
         s.at(t, Step::ContainerCrash(Target::Any));
         t += 7_000;
     }
+    s.at(d / 6, Step::FailingNode(Failure::Exit));
     s.sorted()
 }
 
@@ -363,7 +381,8 @@ pub fn long_partition(nodes: usize, d: u64) -> Scenario {
     s.sorted()
 }
 
-/// Message loss of `loss` on every gossip message, with writes and a leader crash.
+/// Message loss of `loss` on every gossip message, with writes, a node whose fragile
+/// containers turn unhealthy ([`Step::FailingNode`]) and a leader crash.
 pub fn lossy(name: &str, nodes: usize, d: u64, loss: f64) -> Scenario {
     let mut s = Scenario::new(name, nodes, d);
     s.params.net.loss = loss;
@@ -374,6 +393,7 @@ pub fn lossy(name: &str, nodes: usize, d: u64, loss: f64) -> Scenario {
         s.at(t, Step::Write(Target::Any, WriteKind::Create(1)));
         t += 3_000;
     }
+    s.at(d / 5, Step::FailingNode(Failure::Unhealthy));
     s.at(d / 2, Step::Crash(Target::Leader));
     s.at(d * 3 / 4, Step::RestartAll);
     s.sorted()

@@ -52,9 +52,13 @@ fn sweep(name: &str) -> Vec<Report> {
     reports
 }
 
+/// Steady state, with a failing node: its fragile tasks fail, run out of restarts and move
+/// (every replica runs at the end, checked by the sweep).
 #[test]
 fn steady() {
-    sweep("steady");
+    for r in sweep("steady") {
+        assert!(r.containers_failed >= 3, "{}", r.summary());
+    }
 }
 
 /// The lease holder crashes: a new holder runs its tasks elsewhere within a few seconds.
@@ -105,9 +109,13 @@ fn long_partition() {
     sweep("long-partition");
 }
 
+/// Gossip loss, with a node whose fragile containers turn unhealthy: the nodes stop them,
+/// their restarts run out and the tasks move.
 #[test]
 fn loss_1() {
-    sweep("loss-1");
+    for r in sweep("loss-1") {
+        assert!(r.containers_failed >= 3, "{}", r.summary());
+    }
 }
 
 #[test]
@@ -219,4 +227,19 @@ fn keeping_the_newest_copy_is_caught() {
 #[test]
 fn removing_fencing_is_caught() {
     caught_as("three-way-split", RuleBreak::NoFencing, "fencing:");
+}
+
+/// The failed-task move (DESIGN §5): `steady` has a node whose fragile containers exit a
+/// second after each start; their tasks run out of restarts and must move. With the move
+/// removed they stay `failed` where they are, and the final replica check catches it.
+#[test]
+fn removing_the_failed_task_move_is_caught() {
+    let r = run_with_rule("steady", SEEDS[0], Fault::None, RuleBreak::NoFailedMove);
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.contains("replica correctness")),
+        "{}",
+        r.summary()
+    );
 }

@@ -125,6 +125,9 @@ pub enum RuleBreak {
     /// concurrent writes instead of the greatest `(epoch, holder)` ([`Fencing::Off`]), and the
     /// machine starts containers for assignments older than one it has seen.
     NoFencing,
+    /// The failed-task move removed: the holder ignores the nodes' reports of tasks `failed`
+    /// (out of restart attempts), so such a task stays assigned where it failed.
+    NoFailedMove,
 }
 
 impl RuleBreak {
@@ -389,6 +392,9 @@ impl Core {
             nodes.retain(|_, generation| Some(*generation) == current);
             !nodes.is_empty()
         });
+        if self.config.rule_break == RuleBreak::NoFailedMove {
+            return BTreeMap::new();
+        }
         self.failed_on
             .iter()
             .map(|(slot, nodes)| (slot.clone(), nodes.keys().cloned().collect()))

@@ -84,6 +84,8 @@ enum BrokenRule {
     KeepNewest,
     /// Fencing: assignments are written, read and run whatever their `(epoch, holder)`.
     NoFencing,
+    /// The failed-task move: a task out of restarts stays on the node it failed on.
+    NoFailedMove,
 }
 
 impl BrokenRule {
@@ -95,6 +97,7 @@ impl BrokenRule {
             Some(BrokenRule::StopAtOnce) => RuleBreak::StopAtOnce,
             Some(BrokenRule::KeepNewest) => RuleBreak::KeepNewest,
             Some(BrokenRule::NoFencing) => RuleBreak::NoFencing,
+            Some(BrokenRule::NoFailedMove) => RuleBreak::NoFailedMove,
         }
     }
 }
