@@ -706,6 +706,11 @@ impl NodeMachine {
     /// count the rest of the merge raises again; stopping on it would leave the slot with no
     /// running copy until it restarts. Such a hold never releases by itself
     /// ([`HeldSlot::releases`] stays false): the holder's removal ends it.
+    ///
+    /// And every slot a live service wants (below its replica count) that no assignment
+    /// names, until the holder places it: at a heal, one side's holder may have removed a
+    /// slot (its scale down) that the merged count keeps, while a node of the other side runs
+    /// it. The holder's keep rule then gives the slot to a node that runs a copy.
     pub fn held_slots(&mut self, now: Millis) -> BTreeMap<SlotId, HeldSlot> {
         if self.config.core.rule_break == RuleBreak::StopAtOnce {
             return BTreeMap::new();
@@ -724,6 +729,31 @@ impl NodeMachine {
         let heartbeats = &self.heartbeats;
         let heartbeat_at = &self.heartbeat_at;
         let heartbeat_ms = self.config.heartbeat_ms;
+        let never_released = |service: &warren_crdt::Service| HeldSlot {
+            generation: service.generation,
+            confirmed_elsewhere: false,
+            displaced: false,
+        };
+        // Slots a live service wants that no assignment names: the holder places them next,
+        // on a node that runs a copy first (its keep rule).
+        let unassigned = view
+            .services
+            .iter()
+            .filter(|(_, s)| !s.deleted)
+            .flat_map(|(name, s)| {
+                (0..s.spec.replicas).map(move |index| {
+                    (
+                        SlotId {
+                            service: name.clone(),
+                            slot: index,
+                        },
+                        s,
+                    )
+                })
+            })
+            .filter(|(slot, _)| !view.assignments.contains_key(slot))
+            .map(|(slot, s)| (slot, never_released(s)))
+            .collect::<Vec<_>>();
         view.assignments
             .iter()
             .filter_map(|(slot, a)| {
@@ -732,14 +762,7 @@ impl NodeMachine {
                     // Scaled away in this view, but the holder has not removed the slot yet:
                     // keep its copy until it does. At a heal this view can be a partial
                     // merge whose replica count the rest of the merge raises again.
-                    return Some((
-                        slot.clone(),
-                        HeldSlot {
-                            generation: service.generation,
-                            confirmed_elsewhere: false,
-                            displaced: false,
-                        },
-                    ));
+                    return Some((slot.clone(), never_released(service)));
                 }
                 if a.node == me {
                     return None;
@@ -765,6 +788,7 @@ impl NodeMachine {
                     },
                 ))
             })
+            .chain(unassigned)
             .collect()
     }
 

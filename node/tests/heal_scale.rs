@@ -175,6 +175,46 @@ fn a_partial_merge_of_the_other_sides_scales_stops_nothing() {
     );
 }
 
+/// The other side's holder scaled down and removed slot 5 during the split; the merged count
+/// keeps slot 5 (here: that side scaled up again before placing it). This node runs slot 5:
+/// it keeps its copy until the holder places the slot — on this node, by the keep rule.
+/// Seen on the testnet's `split-brain`: the copy was removed at the heal and the slot started
+/// afresh on another node 2 s later.
+#[test]
+fn a_slot_the_other_side_unassigned_is_held_until_placed() {
+    let bytes = before_split();
+    let mut a = DesiredState::load(id("n00"), &bytes).expect("load a");
+    let down = a.scale_service(&svc(), 4).expect("scale down");
+    let removal = a
+        .write_assignments(&[], &[slot(4), slot(5)])
+        .expect("remove")
+        .expect("a change");
+    let up = a.scale_service(&svc(), 7).expect("scale up");
+    let b = DesiredState::load(id("n02"), &bytes).expect("load b");
+    let mut m = NodeMachine::new(
+        id("n02"),
+        "n02",
+        "test://api",
+        b,
+        MachineConfig::default(),
+        Millis(0),
+        7,
+    );
+    let mut sup = Supervisor::new();
+    for change in [&down, &removal, &up] {
+        m.handle_gossip(Channel::Changes, &id("n00"), change, Millis(100));
+    }
+    assert!(!m.view().assignments.contains_key(&slot(5)));
+    let desired = m.desired(Millis(100));
+    assert!(desired.held.contains_key(&slot(5)), "{:?}", desired.held);
+    assert!(
+        desired.held.contains_key(&slot(6)),
+        "a new slot is held too: there is nothing of it to keep, and nothing is started"
+    );
+    let actions = round(&mut m, &mut sup, 100);
+    assert!(actions.is_empty(), "slot 5's copy is kept: {actions:?}");
+}
+
 #[test]
 fn a_scale_down_stops_the_copy_once_the_holder_removes_the_slot() {
     let bytes = before_split();
