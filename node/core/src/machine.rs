@@ -376,7 +376,7 @@ pub struct TaskView {
     /// Short container id.
     pub container: String,
     /// Published ports.
-    pub ports: Vec<warren_runtime::PublishedPort>,
+    pub ports: Vec<crate::engine::PublishedPort>,
     /// `none` (no health check, or its node has not said), `starting`, `healthy`, `unhealthy`.
     pub health: TaskHealth,
     /// Exit code of its last run, once it stopped.

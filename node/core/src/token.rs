@@ -15,9 +15,24 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use warren_crdt::TokenRecord;
 
-use crate::daemon::NodeError;
-
 const PREFIX: &str = "WRN1-";
+
+/// Why a join token's text does not parse ([`JoinToken::decode`]). The text says what is
+/// wrong with it, for the operator who pasted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The text does not start with `WRN1-`: not a join token (an operator token starts
+    /// with `WRNA1-`).
+    #[error("a join token starts with {PREFIX}")]
+    MissingPrefix,
+    /// What follows the prefix is not base64url without padding (cut when copied?).
+    #[error("the token is not valid base64url")]
+    NotBase64,
+    /// The decoded bytes are not a join token's JSON.
+    #[error("the token's content is malformed")]
+    Malformed,
+}
 
 /// What a new join token allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,17 +135,18 @@ impl JoinToken {
         )
     }
 
-    /// Parses the text form. Errors: [`NodeError::BadToken`] saying what is wrong.
-    pub fn decode(text: &str) -> Result<JoinToken, NodeError> {
+    /// Parses the text form (surrounding whitespace is ignored).
+    ///
+    /// Errors: [`TokenError`] saying what is wrong with the text.
+    pub fn decode(text: &str) -> Result<JoinToken, TokenError> {
         let body = text
             .trim()
             .strip_prefix(PREFIX)
-            .ok_or_else(|| NodeError::BadToken(format!("a join token starts with {PREFIX}")))?;
+            .ok_or(TokenError::MissingPrefix)?;
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
-            .map_err(|_| NodeError::BadToken("the token is not valid base64url".into()))?;
-        serde_json::from_slice(&json)
-            .map_err(|_| NodeError::BadToken("the token's content is malformed".into()))
+            .map_err(|_| TokenError::NotBase64)?;
+        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
     }
 
     /// Checks this token against the document's record at `now_secs`.
