@@ -6,15 +6,15 @@ use std::rc::Rc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use warren_crdt::{
-    ClusterInfo, DesiredState, Lease, Member, MemberState, NodeId, ServiceName, ServiceSpec, SlotId,
-};
-use warren_node::core::{
+use warren_core::core::{
     round_statuses, ActualTask, ActualTaskState, ClusterView, LeaseDecision, Millis, RuntimeAction,
     Supervisor, TaskHealth,
 };
-use warren_node::machine::{Channel, NodeMachine, Output, Write};
-use warren_node::protocol::TaskState;
+use warren_core::machine::{Channel, NodeMachine, Output, Write};
+use warren_core::protocol::TaskState;
+use warren_crdt::{
+    ClusterInfo, DesiredState, Lease, Member, MemberState, NodeId, ServiceName, ServiceSpec, SlotId,
+};
 
 use crate::net::{mix, Network};
 use crate::report::{HealFigures, Report};
