@@ -521,7 +521,7 @@ impl Simulation {
         node.fencing_heads.clear();
         let mut config = self.params.machine;
         config.core.tick_ms = self.params.tick_ms;
-        let machine = NodeMachine::new(
+        let mut machine = NodeMachine::new(
             node.id.clone(),
             node.id.to_string(),
             format!("sim://{}", node.id),
@@ -530,6 +530,9 @@ impl Simulation {
             Millis(local_origin_ms),
             mix(suffix ^ 0xAB),
         );
+        // Token secrets and data keys from the seed too, so a run replays exactly whatever
+        // it writes (never a daemon's choice: a known seed makes every secret guessable).
+        machine.set_secure_rng(Box::new(StdRng::seed_from_u64(mix(suffix ^ 0x5EC))));
         node.machine = Some(machine);
         let inc = node.inc;
         let first_tick = self.rng.gen_range(0..self.params.tick_ms * MS);

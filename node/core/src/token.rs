@@ -11,6 +11,7 @@
 //! (split-unsafe: mint a new token to get the guarantee).
 
 use base64::Engine;
+use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use warren_crdt::TokenRecord;
@@ -97,8 +98,11 @@ impl JoinToken {
     /// admissions, giving `labels` to the nodes it admits; and the record to store in the
     /// document (the secret's digest, never the secret).
     ///
-    /// `minted_by` is the minting member's node id: only it admits with the token.
+    /// `minted_by` is the minting member's node id: only it admits with the token. The id (8
+    /// bytes) and the secret (32 bytes) are drawn from `rng`, a cryptographically secure
+    /// generator seeded from real entropy (the daemon's is the OS's).
     pub fn mint(
+        rng: &mut (impl RngCore + CryptoRng),
         cluster_id: &str,
         minted_by: &str,
         bootstrap: Vec<String>,
@@ -107,8 +111,8 @@ impl JoinToken {
     ) -> (JoinToken, TokenRecord) {
         let token = JoinToken {
             cluster_id: cluster_id.to_string(),
-            token_id: hex::encode(rand::random::<[u8; 8]>()),
-            secret: hex::encode(rand::random::<[u8; 32]>()),
+            token_id: random_hex::<8>(rng),
+            secret: random_hex::<32>(rng),
             expires_at: now_secs.saturating_add(i64::try_from(grant.ttl_secs).unwrap_or(i64::MAX)),
             bootstrap,
         };
@@ -173,6 +177,13 @@ impl JoinToken {
     }
 }
 
+/// `N` bytes from `rng` as `2 * N` lowercase hex characters: a token's id or secret.
+pub(crate) fn random_hex<const N: usize>(rng: &mut (impl RngCore + CryptoRng)) -> String {
+    let mut bytes = [0u8; N];
+    rng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 /// Lowercase hex SHA-256 of a token secret: what the document stores instead of the secret.
 pub(crate) fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -195,6 +206,7 @@ mod tests {
     #[test]
     fn round_trip_and_every_refusal() {
         let (token, record) = JoinToken::mint(
+            &mut rand::rngs::OsRng,
             "c1",
             "me",
             vec!["/ip4/127.0.0.1".into()],

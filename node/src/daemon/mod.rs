@@ -278,6 +278,7 @@ async fn run_node(
             };
             let mut state = DesiredState::new_cluster(&info, &founder)?;
             let (token, record) = JoinToken::mint(
+                &mut rand::rngs::OsRng,
                 &cluster_id,
                 &founder.id.to_string(),
                 my_addrs.clone(),
