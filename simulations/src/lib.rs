@@ -2,7 +2,7 @@
 //!
 //! A [`Simulation`] runs N nodes, each a [`warren_core::machine::NodeMachine`] — the sans-IO
 //! node `warren-node` itself drives — over a simulated network, a simulated container runtime
-//! reconciled with [`warren_core::core::reconcile`], and a discrete-event virtual clock
+//! reconciled by [`warren_core::Supervisor`], and a discrete-event virtual clock
 //! (microseconds, a priority queue of `(time, sequence)` events). Nothing of the node's logic
 //! is copied here: the simulator only delivers inputs and carries out outputs (DESIGN §2).
 //!
