@@ -45,6 +45,7 @@ fn split_pair(minted_by: &str) -> (NodeMachine, NodeMachine, String) {
     let mut state = DesiredState::new_cluster(&info, &a).expect("cluster");
     state.add_member(&b).expect("add b");
     let (token, record) = JoinToken::mint(
+        &mut rand::rngs::OsRng,
         "c1",
         minted_by,
         Vec::new(),

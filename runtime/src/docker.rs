@@ -17,10 +17,11 @@ use bollard::Docker;
 use futures::StreamExt;
 
 use crate::error::{error_chain, is_connection_error, status_code};
-use crate::types::{truncate_text, HealthStatus, MAX_DETAIL_BYTES};
+use crate::types::{HealthStatus, MAX_DETAIL_BYTES};
 use crate::{
-    ContainerInfo, ContainerRuntime, ContainerState, EngineInfo, PublishedPort, PullProgress,
-    RuntimeError, TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
+    truncate_text, ContainerInfo, ContainerRuntime, ContainerState, EngineInfo, PublishedPort,
+    PullProgress, RuntimeError, TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE,
+    LABEL_SLOT,
 };
 
 /// Validates a Docker image reference offline against Docker's reference grammar

@@ -101,15 +101,15 @@ pub use docker::validate_image_reference;
 pub use docker::DockerRuntime;
 pub use docker::MAX_STOP_TIMEOUT_SECS;
 pub use error::RuntimeError;
-pub use logs::{
-    parse_rfc3339_nanos, LogLine, LogQuery, LogRead, LogStream, REORDER_LOOKAHEAD_LINES,
-    REORDER_WINDOW_NS,
-};
+pub use logs::{parse_rfc3339_nanos, LogRead, REORDER_LOOKAHEAD_LINES, REORDER_WINDOW_NS};
 pub use types::{
-    container_name, truncate_text, ContainerInfo, ContainerState, EngineInfo, HealthCheck,
-    HealthStatus, HealthTest, PortMapping, PublishedPort, PullProgress, TaskSpec, LABEL_EPOCH,
-    LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, MAX_DETAIL_BYTES, SECRETS_MOUNT,
+    container_name, ContainerInfo, ContainerState, EngineInfo, HealthCheck, HealthStatus,
+    HealthTest, PortMapping, PullProgress, TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE,
+    LABEL_SERVICE, LABEL_SLOT, MAX_DETAIL_BYTES, SECRETS_MOUNT,
 };
+/// The plain data the engine and the node's core share, defined in `warren-core` (which
+/// links no engine client) and named here as they always were.
+pub use warren_core::engine::{truncate_text, LogLine, LogQuery, LogStream, PublishedPort};
 
 /// The container runtime a node drives. Implemented by [`DockerRuntime`]; a simulator can
 /// provide its own. Also implemented for `Arc<R>` so one runtime can be shared.

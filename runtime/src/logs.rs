@@ -7,47 +7,9 @@
 //! (cursors, `since` to the nanosecond) is the caller's decision, passed in as a filter.
 
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use warren_core::engine::{truncate_text, LogLine, LogQuery, LogStream};
 
-use crate::{docker::DockerRuntime, truncate_text, RuntimeError};
-
-/// Which output stream of the container a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogStream {
-    /// Standard output (also a TTY's console).
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
-/// One line of a container's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    /// When the engine received the line, in nanoseconds since the Unix epoch (the engine's
-    /// clock).
-    pub ts: i64,
-    /// stdout or stderr.
-    pub stream: LogStream,
-    /// The line without its line break, lossy UTF-8, at most [`LogQuery::max_line_bytes`].
-    pub text: String,
-}
-
-/// What to read and how much at most.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogQuery {
-    /// Ask the engine only for lines from this second on (Unix seconds; `0`: from the
-    /// start). The engine's filter is per second: finer filtering is the caller's `keep`.
-    pub since_secs: i64,
-    /// Ask the engine only for the last N lines (before `since_secs` applies), `None`: all.
-    pub tail: Option<u32>,
-    /// Stop after this many kept lines.
-    pub max_lines: usize,
-    /// Stop once the kept lines' text reaches this many bytes.
-    pub max_bytes: usize,
-    /// Cut longer lines to this many bytes (with `…`).
-    pub max_line_bytes: usize,
-}
+use crate::{docker::DockerRuntime, RuntimeError};
 
 /// What [`DockerRuntime::read_logs`] read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use warren_core::engine::PublishedPort;
+
 /// Label holding the full PeerId string of the node that owns the container. Every
 /// container Warren creates carries it; [`ContainerRuntime::list_tasks`](crate::ContainerRuntime::list_tasks)
 /// filters on it.
@@ -250,18 +252,6 @@ impl fmt::Display for ContainerState {
     }
 }
 
-/// A TCP port the engine actually published: `host_ip:host_port` on the host forwards to
-/// `container_port` in the container.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PublishedPort {
-    /// Port inside the container.
-    pub container_port: u16,
-    /// Host address the port is bound on, e.g. `"127.0.0.1"` (empty if the engine did not say).
-    pub host_ip: String,
-    /// Host port, chosen by the engine when the mapping's `host_port` was `None`.
-    pub host_port: u16,
-}
-
 /// One Warren container as the engine reports it, identity parsed from its labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
@@ -300,19 +290,6 @@ pub struct ContainerInfo {
 
 /// Longest [`ContainerInfo::detail`], in bytes.
 pub const MAX_DETAIL_BYTES: usize = 256;
-
-/// `text` cut to at most `max` bytes on a character boundary, with `…` appended when cut.
-pub fn truncate_text(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let ellipsis = if max >= '…'.len_utf8() { "…" } else { "" };
-    let mut end = max - ellipsis.len();
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{ellipsis}", &text[..end])
-}
 
 /// How far an image pull has got, summed over its layers as the engine reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -413,15 +390,6 @@ mod tests {
                 "nc -z -w 2 127.0.0.1 6379 2>/dev/null || nc -w 2 127.0.0.1 6379 -e true"
             ]
         );
-    }
-
-    #[test]
-    fn truncation_keeps_char_boundaries() {
-        assert_eq!(truncate_text("short", 10), "short");
-        let cut = truncate_text("ééééééé", 8);
-        assert!(cut.len() <= 8, "{cut}");
-        assert!(cut.ends_with('…'));
-        assert_eq!(truncate_text("abcdef", 4), "a…");
     }
 
     #[test]

@@ -6,16 +6,16 @@ use std::rc::Rc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use warren_core::core::{
+    round_statuses, ActualTask, ActualTaskState, ClusterView, DesiredTask, LeaseDecision, Millis,
+    RuntimeAction, Supervisor, TaskHealth,
+};
+use warren_core::machine::{Channel, NodeMachine, Output, Write};
+use warren_core::protocol::TaskState;
 use warren_crdt::{
     ClusterInfo, DesiredState, HealthCheck, HealthProbe, Lease, Member, MemberState, NodeId,
     RestartCondition, RestartPolicy, ServiceName, ServiceSpec, SlotId,
 };
-use warren_node::core::{
-    round_statuses, ActualTask, ActualTaskState, ClusterView, DesiredTask, LeaseDecision, Millis,
-    RuntimeAction, Supervisor, TaskHealth,
-};
-use warren_node::machine::{Channel, NodeMachine, Output, Write};
-use warren_node::protocol::TaskState;
 
 use crate::net::{mix, Network};
 use crate::report::{HealFigures, Report};
@@ -597,7 +597,7 @@ impl Simulation {
         node.fencing_heads.clear();
         let mut config = self.params.machine;
         config.core.tick_ms = self.params.tick_ms;
-        let machine = NodeMachine::new(
+        let mut machine = NodeMachine::new(
             node.id.clone(),
             node.id.to_string(),
             format!("sim://{}", node.id),
@@ -606,6 +606,9 @@ impl Simulation {
             Millis(local_origin_ms),
             mix(suffix ^ 0xAB),
         );
+        // Token secrets and data keys from the seed too, so a run replays exactly whatever
+        // it writes (never a daemon's choice: a known seed makes every secret guessable).
+        machine.set_secure_rng(Box::new(StdRng::seed_from_u64(mix(suffix ^ 0x5EC))));
         node.machine = Some(machine);
         let inc = node.inc;
         let first_tick = self.rng.gen_range(0..self.params.tick_ms * MS);

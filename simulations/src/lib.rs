@@ -1,8 +1,8 @@
 //! # warren-simulations: many peers, one process, virtual time
 //!
-//! A [`Simulation`] runs N nodes, each a [`warren_node::machine::NodeMachine`] — the sans-IO
+//! A [`Simulation`] runs N nodes, each a [`warren_core::machine::NodeMachine`] — the sans-IO
 //! node `warren-node` itself drives — over a simulated network, a simulated container runtime
-//! reconciled with [`warren_node::core::reconcile`], and a discrete-event virtual clock
+//! reconciled by [`warren_core::Supervisor`], and a discrete-event virtual clock
 //! (microseconds, a priority queue of `(time, sequence)` events). Nothing of the node's logic
 //! is copied here: the simulator only delivers inputs and carries out outputs (DESIGN §2).
 //!
@@ -37,7 +37,7 @@ pub use engine::{Fault, Simulation};
 pub use net::NetConfig;
 pub use report::{percentile, HealFigures, Report};
 pub use scenario::{Failure, Params, Scenario, Step, Target, WriteKind};
-pub use warren_node::core::RuleBreak;
+pub use warren_core::core::RuleBreak;
 
 /// Runs scenario `name` over `nodes` nodes with `seed` (duration: its default unless given).
 /// `None` for an unknown scenario name.

@@ -7,7 +7,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use warren_node::machine::MachineConfig;
+use warren_core::machine::MachineConfig;
 
 use crate::net::NetConfig;
 

@@ -2,7 +2,7 @@
 //! invariants of DESIGN §7 and determinism (a seed run twice gives the same trace hash).
 //! And proof that the checks bite: rules of the simulator broken on purpose are caught.
 
-use warren_node::core::RuleBreak;
+use warren_core::core::RuleBreak;
 use warren_simulations::{scenario, Fault, Report, Simulation};
 
 const NODES: usize = 5;

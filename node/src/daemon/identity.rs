@@ -86,7 +86,10 @@ pub(crate) fn load_or_create_x25519(data_dir: &Path) -> Result<SecretKeys, NodeE
         path: path.clone(),
         reason,
     };
-    let bytes = read_or_create(&path, || Ok(SecretKeys::generate().to_bytes())).map_err(fail)?;
+    let bytes = read_or_create(&path, || {
+        Ok(SecretKeys::generate(&mut rand::rngs::OsRng).to_bytes())
+    })
+    .map_err(fail)?;
     SecretKeys::from_bytes(&bytes).map_err(|e| fail(e.to_string()))
 }
 

@@ -224,7 +224,11 @@ async fn run_node(
             return Err(NodeError::Unreadable(store.path().to_path_buf()));
         }
     }
-    let join_token = config.join.as_deref().map(JoinToken::decode).transpose()?;
+    let join_token = config
+        .join
+        .as_deref()
+        .map(|text| JoinToken::decode(text).map_err(|e| NodeError::BadToken(e.to_string())))
+        .transpose()?;
     let cluster_id = match (&loaded.state, &config.init, &join_token) {
         (Some(state), _, _) => {
             if config.init.is_some() || join_token.is_some() {
@@ -274,6 +278,7 @@ async fn run_node(
             };
             let mut state = DesiredState::new_cluster(&info, &founder)?;
             let (token, record) = JoinToken::mint(
+                &mut rand::rngs::OsRng,
                 &cluster_id,
                 &founder.id.to_string(),
                 my_addrs.clone(),

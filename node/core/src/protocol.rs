@@ -2,9 +2,10 @@
 //! Every decoder here reads bytes from a peer: each bounds what it keeps and never panics.
 
 use serde::{Deserialize, Serialize};
-use warren_runtime::PublishedPort;
 
 use crate::core::TaskHealth;
+use crate::engine::PublishedPort;
+use crate::system::{Gpu, Usage};
 
 /// Most task statuses one heartbeat carries; more are cut (the heartbeat stays under gossip's
 /// size limit).
@@ -32,10 +33,10 @@ pub struct Heartbeat {
     /// The sender's load and memory in use at its last reading; `None` from an older peer or
     /// one that could not read it.
     #[serde(default)]
-    pub usage: Option<crate::system::Usage>,
+    pub usage: Option<Usage>,
     /// The sender's GPUs (at most [`crate::system::MAX_GPUS`]); empty without any.
     #[serde(default)]
-    pub gpus: Vec<crate::system::Gpu>,
+    pub gpus: Vec<Gpu>,
     /// Whether the sender reaches its container engine; `None` from an older peer.
     #[serde(default)]
     pub engine: Option<EngineStatus>,
@@ -70,7 +71,7 @@ impl EngineStatus {
     pub fn bounded(mut self) -> Self {
         for text in [&mut self.endpoint, &mut self.version, &mut self.error] {
             if text.len() > MAX_ENGINE_TEXT_BYTES {
-                *text = warren_runtime::truncate_text(text, MAX_ENGINE_TEXT_BYTES);
+                *text = crate::engine::truncate_text(text, MAX_ENGINE_TEXT_BYTES);
             }
         }
         self
@@ -247,12 +248,12 @@ impl TaskStatus {
             &mut self.error,
         ] {
             if text.len() > MAX_STATUS_TEXT_BYTES {
-                *text = warren_runtime::truncate_text(text, MAX_STATUS_TEXT_BYTES);
+                *text = crate::engine::truncate_text(text, MAX_STATUS_TEXT_BYTES);
             }
         }
         self.ports.truncate(MAX_STATUS_PORTS);
         for p in &mut self.ports {
-            p.host_ip = warren_runtime::truncate_text(&p.host_ip, 64);
+            p.host_ip = crate::engine::truncate_text(&p.host_ip, 64);
         }
         self
     }

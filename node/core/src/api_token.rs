@@ -9,9 +9,10 @@
 
 use std::collections::BTreeMap;
 
+use rand::{CryptoRng, RngCore};
 use warren_crdt::TokenRecord;
 
-use crate::token::{digest, digest_matches};
+use crate::token::{digest, digest_matches, random_hex};
 
 const PREFIX: &str = "WRNA1-";
 /// Hex characters of a token id (8 random bytes).
@@ -49,11 +50,17 @@ impl std::fmt::Debug for ApiToken {
 
 impl ApiToken {
     /// A fresh token valid for `grant.ttl_secs` from `now_secs` (Unix seconds), and the record
-    /// to store in the document: the digest of its secret, never the secret.
-    pub fn mint(now_secs: i64, grant: &ApiTokenGrant) -> (ApiToken, TokenRecord) {
+    /// to store in the document: the digest of its secret, never the secret. The id (8 bytes)
+    /// and the secret (32 bytes) are drawn from `rng`, a cryptographically secure generator
+    /// seeded from real entropy (the daemon's is the OS's).
+    pub fn mint(
+        rng: &mut (impl RngCore + CryptoRng),
+        now_secs: i64,
+        grant: &ApiTokenGrant,
+    ) -> (ApiToken, TokenRecord) {
         let token = ApiToken {
-            id: hex::encode(rand::random::<[u8; 8]>()),
-            secret: zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 32]>())),
+            id: random_hex::<8>(rng),
+            secret: zeroize::Zeroizing::new(random_hex::<32>(rng)),
         };
         let ttl = grant.ttl_secs.clamp(1, MAX_TTL_SECS);
         let record = TokenRecord {
@@ -170,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_minted_token_opens_the_api_until_revoked_or_expired() {
-        let (token, record) = ApiToken::mint(1_000, &grant(60));
+        let (token, record) = ApiToken::mint(&mut rand::rngs::OsRng, 1_000, &grant(60));
         assert_eq!(record.role, TokenRecord::ROLE_OPERATOR);
         assert_eq!(record.created_at, 1_000);
         assert_eq!(record.expires_at, 1_060);
@@ -203,7 +210,7 @@ mod tests {
 
     #[test]
     fn every_bad_credential_is_refused_with_its_reason() {
-        let (token, record) = ApiToken::mint(1_000, &grant(60));
+        let (token, record) = ApiToken::mint(&mut rand::rngs::OsRng, 1_000, &grant(60));
         let records = [record.clone()];
         let text = token.encode();
         assert_eq!(verify(None, &records, 1_001), Err(Refusal::Missing));
@@ -221,7 +228,7 @@ mod tests {
                 "{bad}"
             );
         }
-        let (other, _) = ApiToken::mint(1_000, &grant(60));
+        let (other, _) = ApiToken::mint(&mut rand::rngs::OsRng, 1_000, &grant(60));
         assert_eq!(
             verify(Some(&format!("Bearer {}", other.encode())), &records, 1_001),
             Err(Refusal::Unknown)
@@ -244,7 +251,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_secret() {
-        let (token, _) = ApiToken::mint(0, &grant(60));
+        let (token, _) = ApiToken::mint(&mut rand::rngs::OsRng, 0, &grant(60));
         let shown = format!("{token:?}");
         let secret = token.encode();
         let secret = secret.rsplit('.').next().unwrap_or_default();

@@ -29,8 +29,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use warren_crdt::{Epoch, NodeId, RestartCondition, RestartPolicy, ServiceSpec, SlotId};
-use warren_runtime::PublishedPort;
 
+use crate::engine::PublishedPort;
 use crate::protocol::{TaskState, TaskStatus};
 
 use super::backoff::{Backoff, BackoffConfig};
@@ -506,7 +506,7 @@ fn stopped(record: &mut SlotRecord, t: &ActualTask, now: Millis) -> (RestartPhas
         None if code != 0 => Some(format!("exited with code {code}: {}", t.detail)),
         None => None,
     }
-    .map(|e| warren_runtime::truncate_text(&e, MAX_ERROR_BYTES));
+    .map(|e| crate::engine::truncate_text(&e, MAX_ERROR_BYTES));
     let restart = match record.policy.condition {
         RestartCondition::Always => true,
         RestartCondition::OnFailure => failure,

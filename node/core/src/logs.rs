@@ -29,7 +29,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use warren_runtime::{LogLine, LogStream};
+
+use crate::engine::{LogLine, LogStream};
 
 /// Most lines in one node's answer and in one page.
 pub const MAX_LINES: usize = 2_000;
@@ -183,14 +184,14 @@ impl LogsResponse {
     /// dropped, `more` set), [`MAX_LINE_BYTES`] per line, [`MAX_CURSORS`] cursors, a 64-byte
     /// node name. Applied to every answer that comes from a peer.
     pub fn bounded(mut self) -> Self {
-        self.node_name = warren_runtime::truncate_text(&self.node_name, 64);
+        self.node_name = crate::engine::truncate_text(&self.node_name, 64);
         if self.lines.len() > MAX_LINES {
             self.lines.truncate(MAX_LINES);
             self.more = true;
         }
         for line in &mut self.lines {
             if line.text.len() > MAX_LINE_BYTES {
-                line.text = warren_runtime::truncate_text(&line.text, MAX_LINE_BYTES);
+                line.text = crate::engine::truncate_text(&line.text, MAX_LINE_BYTES);
             }
         }
         self.cursors.truncate(MAX_CURSORS);
@@ -229,13 +230,13 @@ pub fn keeps(request: &LogsRequest, slot: u32) -> impl FnMut(&LogLine) -> bool +
 
 /// The engine query for one task: from the cursor's second (the engine filters by whole
 /// seconds), or from `since` with `tail` when there is no cursor.
-pub fn engine_query(request: &LogsRequest, slot: u32) -> warren_runtime::LogQuery {
+pub fn engine_query(request: &LogsRequest, slot: u32) -> crate::engine::LogQuery {
     let nanos_to_secs = |ns: i64| ns.div_euclid(1_000_000_000);
     let (since_secs, tail) = match request.cursor(slot) {
         Some(c) => (nanos_to_secs(c.ts), None),
         None => (request.since.map_or(0, nanos_to_secs), request.tail),
     };
-    warren_runtime::LogQuery {
+    crate::engine::LogQuery {
         since_secs,
         tail,
         max_lines: request.line_limit(),
@@ -404,7 +405,7 @@ impl CursorSet {
 }
 
 fn truncate(text: &str) -> String {
-    warren_runtime::truncate_text(text, 64)
+    crate::engine::truncate_text(text, 64)
 }
 
 /// One line of a [`Page`].

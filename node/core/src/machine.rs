@@ -7,16 +7,19 @@
 //! that the driver drains with [`NodeMachine::poll_output`], as in quinn-proto.
 //!
 //! The daemon drives it with tokio, libp2p and Docker; `warren-simulations` drives the very
-//! same machine over a simulated network. Randomness (the anti-entropy peer) comes from a
-//! seeded generator, so a simulation replays exactly.
+//! same machine over a simulated network. Randomness comes from two generators the machine
+//! holds: its choices (the anti-entropy peer) from one seeded at [`NodeMachine::new`], so a
+//! simulation replays exactly; token secrets, data keys and nonces from a cryptographically
+//! secure one, the operating system's unless [`NodeMachine::set_secure_rng`] gives another.
 //!
 //! Writes: an operator's write is acknowledged only after the driver has carried out the
 //! [`Output::Persist`] with `flush: true` that the write queued before its gossip.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use rand::rngs::StdRng;
+use rand::rngs::{OsRng, StdRng};
 use rand::{Rng, SeedableRng};
+use rand_core::CryptoRngCore;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 use warren_crdt::{
@@ -376,7 +379,7 @@ pub struct TaskView {
     /// Short container id.
     pub container: String,
     /// Published ports.
-    pub ports: Vec<warren_runtime::PublishedPort>,
+    pub ports: Vec<crate::engine::PublishedPort>,
     /// `none` (no health check, or its node has not said), `starting`, `healthy`, `unhealthy`.
     pub health: TaskHealth,
     /// Exit code of its last run, once it stopped.
@@ -447,6 +450,8 @@ pub struct NodeMachine {
     state: DesiredState,
     core: Core,
     rng: StdRng,
+    /// Where token secrets, data keys and nonces come from.
+    secure_rng: Box<dyn CryptoRngCore + Send>,
     outputs: VecDeque<Output>,
     listen_addrs: Vec<String>,
     members: BTreeMap<NodeId, Vec<String>>,
@@ -495,7 +500,8 @@ impl std::fmt::Debug for NodeMachine {
 
 impl NodeMachine {
     /// A machine for node `me` (`name`, serving its API at `api`) over `state`, started at
-    /// `now`. `seed` seeds its random choices.
+    /// `now`. `seed` seeds its random choices (not its secrets: those come from the operating
+    /// system's generator, see [`NodeMachine::set_secure_rng`]).
     pub fn new(
         me: NodeId,
         name: impl Into<String>,
@@ -513,6 +519,7 @@ impl NodeMachine {
             config,
             state,
             rng: StdRng::seed_from_u64(seed),
+            secure_rng: Box::new(OsRng),
             outputs: VecDeque::new(),
             listen_addrs: Vec::new(),
             members: BTreeMap::new(),
@@ -552,6 +559,14 @@ impl NodeMachine {
     pub fn set_gpus(&mut self, mut gpus: Vec<Gpu>) {
         gpus.truncate(MAX_GPUS);
         self.gpus = gpus.into_iter().map(Gpu::bounded).collect();
+    }
+
+    /// Replaces the generator that token secrets, secret data keys and nonces are drawn from
+    /// (by default the operating system's, `rand::rngs::OsRng`). A simulation gives a seeded
+    /// one so that a run that mints tokens or seals secrets replays exactly; a daemon never
+    /// should: a generator seeded from a known value makes every secret guessable.
+    pub fn set_secure_rng(&mut self, rng: Box<dyn CryptoRngCore + Send>) {
+        self.secure_rng = rng;
     }
 
     /// Gives the machine this node's X25519 keys: it publishes the public key in its member
@@ -1113,7 +1128,7 @@ impl NodeMachine {
             if record.recipients.keys().eq(recipients.keys()) {
                 continue;
             }
-            match secrets::reseal(&record, &self.me, keys, &recipients) {
+            match secrets::reseal(&mut self.secure_rng, &record, &self.me, keys, &recipients) {
                 Ok(new) => records.push(new),
                 Err(e) => warn!(secret = %record.name, error = %e, "could not re-key a secret"),
             }
@@ -1437,7 +1452,7 @@ impl NodeMachine {
                 (self.state.revoke_token(&id)?, WriteAck::Done)
             }
             Write::CreateApiToken { grant, now_secs } => {
-                let (token, record) = ApiToken::mint(now_secs, &grant);
+                let (token, record) = ApiToken::mint(&mut self.secure_rng, now_secs, &grant);
                 (
                     self.state.add_token(&record)?,
                     WriteAck::ApiToken {
@@ -1462,7 +1477,7 @@ impl NodeMachine {
                     return Err(WriteError::SecretExists(name));
                 }
                 let recipients = self.recipients();
-                let record = secrets::seal(&name, 1, &value.0, &recipients)?;
+                let record = secrets::seal(&mut self.secure_rng, &name, 1, &value.0, &recipients)?;
                 (self.state.put_secret(&record)?, WriteAck::Done)
             }
             Write::RotateSecret(name) => {
@@ -1473,7 +1488,8 @@ impl NodeMachine {
                     .ok_or_else(|| CrdtError::UnknownSecret(name.to_string()))?;
                 let recipients = self.recipients();
                 let keys = self.secret_keys.as_ref().ok_or(WriteError::NoSecretKey)?;
-                let rotated = secrets::reseal(&record, &self.me, keys, &recipients)?;
+                let rotated =
+                    secrets::reseal(&mut self.secure_rng, &record, &self.me, keys, &recipients)?;
                 (self.state.put_secret(&rotated)?, WriteAck::Done)
             }
             Write::RemoveSecret(name) => (self.state.remove_secret(&name)?, WriteAck::Done),
@@ -1484,6 +1500,7 @@ impl NodeMachine {
                     return Err(WriteError::NotListening);
                 }
                 let (token, record) = JoinToken::mint(
+                    &mut self.secure_rng,
                     &cluster.id,
                     &self.me.to_string(),
                     bootstrap,

@@ -15,8 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::{CryptoRng, RngCore};
 use warren_crdt::{NodeId, SecretRecord};
 use zeroize::Zeroizing;
 
@@ -56,10 +57,11 @@ impl std::fmt::Debug for SecretKeys {
 }
 
 impl SecretKeys {
-    /// A fresh key pair from the OS's random source.
-    pub fn generate() -> Self {
+    /// A fresh key pair drawn from `rng` (the daemon passes the OS's generator,
+    /// `rand::rngs::OsRng`).
+    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
         Self {
-            secret: crypto_box::SecretKey::generate(&mut OsRng),
+            secret: crypto_box::SecretKey::generate(rng),
         }
     }
 
@@ -97,11 +99,15 @@ fn aad(name: &str, version: u64) -> Vec<u8> {
 }
 
 /// Encrypts `value` as version `version` of secret `name`, sealed to every recipient
-/// (member id → X25519 public key in hex).
+/// (member id → X25519 public key in hex). The data key, the nonce and each sealed box's
+/// ephemeral key are drawn from `rng`, which must be a cryptographically secure generator
+/// seeded from real entropy (the machine's, see
+/// [`NodeMachine::set_secure_rng`](crate::machine::NodeMachine::set_secure_rng)).
 ///
 /// Errors: [`SecretError::Invalid`] for a value over [`MAX_SECRET_BYTES`] or no recipient;
 /// [`SecretError::InvalidKey`] for a malformed public key.
 pub fn seal(
+    rng: &mut (impl RngCore + CryptoRng),
     name: &str,
     version: u64,
     value: &[u8],
@@ -117,8 +123,8 @@ pub fn seal(
             "no member to seal the secret to".into(),
         ));
     }
-    let data_key = XChaCha20Poly1305::generate_key(&mut OsRng);
-    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let data_key = XChaCha20Poly1305::generate_key(&mut *rng);
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut *rng);
     let aad = aad(name, version);
     let ciphertext = XChaCha20Poly1305::new(&data_key)
         .encrypt(
@@ -133,7 +139,7 @@ pub fn seal(
     for (member, key) in recipients {
         let key = public_key(key)?;
         let box_ = key
-            .seal(&mut OsRng, data_key.as_slice())
+            .seal(rng, data_key.as_slice())
             .map_err(|_| SecretError::Invalid("sealing failed".into()))?;
         sealed.insert(member.clone(), box_);
     }
@@ -177,22 +183,27 @@ pub fn open(
         .map_err(|_| tampered())
 }
 
-/// Re-keys `record` for `recipients`: a fresh data key and nonce, version + 1. Used when
-/// a member joins (it gets a sealed key) or is removed (it must not read what comes next).
+/// Re-keys `record` for `recipients`: a fresh data key and nonce drawn from `rng` (as in
+/// [`seal`]), version + 1. Used when a member joins (it gets a sealed key) or is removed (it
+/// must not read what comes next).
 ///
 /// Errors: those of [`open`] and [`seal`].
 pub fn reseal(
+    rng: &mut (impl RngCore + CryptoRng),
     record: &SecretRecord,
     me: &NodeId,
     keys: &SecretKeys,
     recipients: &BTreeMap<NodeId, String>,
 ) -> Result<SecretRecord, SecretError> {
     let value = open(record, me, keys)?;
-    seal(&record.name, record.version + 1, &value, recipients)
+    seal(rng, &record.name, record.version + 1, &value, recipients)
 }
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::{OsRng, StdRng};
+    use rand::SeedableRng;
+
     use super::*;
 
     fn id(s: &str) -> NodeId {
@@ -202,13 +213,13 @@ mod tests {
     #[test]
     fn sealed_to_each_member_and_only_to_them() {
         let (a, b, c) = (
-            SecretKeys::generate(),
-            SecretKeys::generate(),
-            SecretKeys::generate(),
+            SecretKeys::generate(&mut OsRng),
+            SecretKeys::generate(&mut OsRng),
+            SecretKeys::generate(&mut OsRng),
         );
         let recipients: BTreeMap<NodeId, String> =
             [(id("a"), a.public_hex()), (id("b"), b.public_hex())].into();
-        let record = seal("db", 1, b"hunter2", &recipients).expect("seal");
+        let record = seal(&mut OsRng, "db", 1, b"hunter2", &recipients).expect("seal");
         assert!(!record.ciphertext.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(&*open(&record, &id("a"), &a).expect("a"), b"hunter2");
         assert_eq!(&*open(&record, &id("b"), &b).expect("b"), b"hunter2");
@@ -225,9 +236,9 @@ mod tests {
 
     #[test]
     fn tampering_and_moving_are_detected() {
-        let a = SecretKeys::generate();
+        let a = SecretKeys::generate(&mut OsRng);
         let recipients: BTreeMap<NodeId, String> = [(id("a"), a.public_hex())].into();
-        let record = seal("db", 1, b"hunter2", &recipients).expect("seal");
+        let record = seal(&mut OsRng, "db", 1, b"hunter2", &recipients).expect("seal");
         let mut flipped = record.clone();
         flipped.ciphertext[0] ^= 1;
         assert!(matches!(
@@ -260,19 +271,36 @@ mod tests {
 
     #[test]
     fn reseal_drops_a_removed_member() {
-        let (a, b) = (SecretKeys::generate(), SecretKeys::generate());
+        let (a, b) = (
+            SecretKeys::generate(&mut OsRng),
+            SecretKeys::generate(&mut OsRng),
+        );
         let both: BTreeMap<NodeId, String> =
             [(id("a"), a.public_hex()), (id("b"), b.public_hex())].into();
-        let record = seal("db", 1, b"v", &both).expect("seal");
+        let record = seal(&mut OsRng, "db", 1, b"v", &both).expect("seal");
         let only_a: BTreeMap<NodeId, String> = [(id("a"), a.public_hex())].into();
-        let rekeyed = reseal(&record, &id("a"), &a, &only_a).expect("reseal");
+        let rekeyed = reseal(&mut OsRng, &record, &id("a"), &a, &only_a).expect("reseal");
         assert_eq!(rekeyed.version, 2);
         assert_ne!(rekeyed.ciphertext, record.ciphertext);
         assert!(matches!(
             open(&rekeyed, &id("b"), &b),
             Err(SecretError::NotARecipient(_))
         ));
-        assert!(seal("db", 1, &vec![0; MAX_SECRET_BYTES + 1], &only_a).is_err());
-        assert!(seal("db", 1, b"v", &BTreeMap::new()).is_err());
+        assert!(seal(&mut OsRng, "db", 1, &vec![0; MAX_SECRET_BYTES + 1], &only_a).is_err());
+        assert!(seal(&mut OsRng, "db", 1, b"v", &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn the_generator_given_is_the_only_source_of_randomness() {
+        let keys = SecretKeys::generate(&mut StdRng::seed_from_u64(1));
+        let again = SecretKeys::generate(&mut StdRng::seed_from_u64(1));
+        assert_eq!(keys.public_hex(), again.public_hex());
+        let recipients: BTreeMap<NodeId, String> = [(id("a"), keys.public_hex())].into();
+        let sealed = |seed| {
+            seal(&mut StdRng::seed_from_u64(seed), "db", 1, b"v", &recipients).expect("seal")
+        };
+        assert_eq!(sealed(7), sealed(7), "a seeded generator replays exactly");
+        assert_ne!(sealed(7).ciphertext, sealed(8).ciphertext);
+        assert_eq!(&*open(&sealed(7), &id("a"), &keys).expect("open"), b"v");
     }
 }

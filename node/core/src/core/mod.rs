@@ -6,7 +6,7 @@
 //! code with a virtual clock and a simulated network (DESIGN §2).
 //!
 //! ```
-//! use warren_node::core::{Core, CoreConfig, Millis, ClusterView, Action};
+//! use warren_core::core::{Core, CoreConfig, Millis, ClusterView, Action};
 //! use warren_crdt::{Member, MemberState, NodeId};
 //!
 //! let me = NodeId("A".into());

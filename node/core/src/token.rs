@@ -11,13 +11,29 @@
 //! (split-unsafe: mint a new token to get the guarantee).
 
 use base64::Engine;
+use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use warren_crdt::TokenRecord;
 
-use crate::daemon::NodeError;
-
 const PREFIX: &str = "WRN1-";
+
+/// Why a join token's text does not parse ([`JoinToken::decode`]). The text says what is
+/// wrong with it, for the operator who pasted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The text does not start with `WRN1-`: not a join token (an operator token starts
+    /// with `WRNA1-`).
+    #[error("a join token starts with {PREFIX}")]
+    MissingPrefix,
+    /// What follows the prefix is not base64url without padding (cut when copied?).
+    #[error("the token is not valid base64url")]
+    NotBase64,
+    /// The decoded bytes are not a join token's JSON.
+    #[error("the token's content is malformed")]
+    Malformed,
+}
 
 /// What a new join token allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +98,11 @@ impl JoinToken {
     /// admissions, giving `labels` to the nodes it admits; and the record to store in the
     /// document (the secret's digest, never the secret).
     ///
-    /// `minted_by` is the minting member's node id: only it admits with the token.
+    /// `minted_by` is the minting member's node id: only it admits with the token. The id (8
+    /// bytes) and the secret (32 bytes) are drawn from `rng`, a cryptographically secure
+    /// generator seeded from real entropy (the daemon's is the OS's).
     pub fn mint(
+        rng: &mut (impl RngCore + CryptoRng),
         cluster_id: &str,
         minted_by: &str,
         bootstrap: Vec<String>,
@@ -92,8 +111,8 @@ impl JoinToken {
     ) -> (JoinToken, TokenRecord) {
         let token = JoinToken {
             cluster_id: cluster_id.to_string(),
-            token_id: hex::encode(rand::random::<[u8; 8]>()),
-            secret: hex::encode(rand::random::<[u8; 32]>()),
+            token_id: random_hex::<8>(rng),
+            secret: random_hex::<32>(rng),
             expires_at: now_secs.saturating_add(i64::try_from(grant.ttl_secs).unwrap_or(i64::MAX)),
             bootstrap,
         };
@@ -120,17 +139,18 @@ impl JoinToken {
         )
     }
 
-    /// Parses the text form. Errors: [`NodeError::BadToken`] saying what is wrong.
-    pub fn decode(text: &str) -> Result<JoinToken, NodeError> {
+    /// Parses the text form (surrounding whitespace is ignored).
+    ///
+    /// Errors: [`TokenError`] saying what is wrong with the text.
+    pub fn decode(text: &str) -> Result<JoinToken, TokenError> {
         let body = text
             .trim()
             .strip_prefix(PREFIX)
-            .ok_or_else(|| NodeError::BadToken(format!("a join token starts with {PREFIX}")))?;
+            .ok_or(TokenError::MissingPrefix)?;
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
-            .map_err(|_| NodeError::BadToken("the token is not valid base64url".into()))?;
-        serde_json::from_slice(&json)
-            .map_err(|_| NodeError::BadToken("the token's content is malformed".into()))
+            .map_err(|_| TokenError::NotBase64)?;
+        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
     }
 
     /// Checks this token against the document's record at `now_secs`.
@@ -157,6 +177,13 @@ impl JoinToken {
     }
 }
 
+/// `N` bytes from `rng` as `2 * N` lowercase hex characters: a token's id or secret.
+pub(crate) fn random_hex<const N: usize>(rng: &mut (impl RngCore + CryptoRng)) -> String {
+    let mut bytes = [0u8; N];
+    rng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 /// Lowercase hex SHA-256 of a token secret: what the document stores instead of the secret.
 pub(crate) fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -179,6 +206,7 @@ mod tests {
     #[test]
     fn round_trip_and_every_refusal() {
         let (token, record) = JoinToken::mint(
+            &mut rand::rngs::OsRng,
             "c1",
             "me",
             vec!["/ip4/127.0.0.1".into()],
