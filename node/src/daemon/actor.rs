@@ -117,17 +117,28 @@ impl NodeActor {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break Ok(()),
-                Some(command) = wiring.commands.recv() => self.handle_command(command, &wiring).await,
+                Some(command) = wiring.commands.recv() => {
+                    if self.handle_command(command, &wiring).await {
+                        // Decide on a write at once, not at the next tick: the holder
+                        // schedules it and the reconciler hears of it without waiting.
+                        tick.reset_immediately();
+                    }
+                }
                 event = wiring.events.recv() => match event {
                     Some(MeshEvent::Request { peer, kind: RequestKind::Logs, body, reply }) => {
                         wiring.logs.serve(peer, body, reply);
                     }
-                    Some(event) => self.handle_mesh_event(event).await,
+                    Some(event) => {
+                        if self.handle_mesh_event(event).await {
+                            tick.reset_immediately();
+                        }
+                    }
                     None => break Err(NodeError::MeshStopped),
                 },
                 Some(reply) = self.sync_rx.recv() => {
                     self.machine.handle_sync_response(&reply.peer, reply.result);
                     let _ = self.drive().await;
+                    tick.reset_immediately();
                 }
                 _ = tick.tick() => self.tick(&wiring).await,
             }
@@ -196,7 +207,9 @@ impl NodeActor {
         );
     }
 
-    async fn handle_command(&mut self, command: Command, wiring: &Wiring) {
+    /// Carries out an API command. Returns whether it changed the document (an acknowledged
+    /// write), so the caller decides on it at once.
+    async fn handle_command(&mut self, command: Command, wiring: &Wiring) -> bool {
         match command {
             Command::Write { write, reply } => {
                 let result = match self.machine.write(write) {
@@ -206,11 +219,13 @@ impl NodeActor {
                     },
                     Err(e) => Err(e),
                 };
-                if result.is_ok() {
+                let written = result.is_ok();
+                if written {
                     // Read your writes: the next read at this peer already shows it.
                     self.publish_snapshot(wiring);
                 }
                 let _ = reply.send(result);
+                written
             }
             Command::History {
                 service,
@@ -218,12 +233,25 @@ impl NodeActor {
                 reply,
             } => {
                 let _ = reply.send(self.machine.history(service.as_ref(), limit));
+                false
             }
         }
     }
 
-    async fn handle_mesh_event(&mut self, event: MeshEvent) {
+    /// Hands a mesh event to the machine. Returns whether it may have changed the document (a
+    /// gossiped change, a sync or join request), so the caller decides on it at once.
+    async fn handle_mesh_event(&mut self, event: MeshEvent) -> bool {
         let now = self.now();
+        let changes = matches!(
+            event,
+            MeshEvent::Gossip {
+                topic: Topic::Changes,
+                ..
+            } | MeshEvent::Request {
+                kind: RequestKind::Sync | RequestKind::Join,
+                ..
+            }
+        );
         match event {
             MeshEvent::Gossip {
                 topic,
@@ -288,6 +316,7 @@ impl NodeActor {
             }
         }
         let _ = self.drive().await;
+        changes
     }
 
     async fn tick(&mut self, wiring: &Wiring) {
