@@ -4,31 +4,15 @@
 //! Found by `warren-sim run --nodes 30 --seed 1 --scenario three-way-split`: a stale
 //! assignment from the winning side made a node start a third copy of a slot that ran.
 
-use std::collections::BTreeMap;
+mod support;
 
+use support::doc::{id, member};
 use warren_crdt::{
-    Assignment, ClusterInfo, DesiredState, Epoch, Lease, Member, MemberState, NodeId, ServiceName,
-    ServiceSpec, SlotId,
+    Assignment, ClusterInfo, DesiredState, Epoch, Lease, ServiceName, ServiceSpec, SlotId,
 };
 use warren_node::core::Millis;
 use warren_node::machine::{Channel, MachineConfig, NodeMachine};
 use warren_node::protocol::{Heartbeat, TaskState, TaskStatus};
-
-fn id(s: &str) -> NodeId {
-    NodeId(s.into())
-}
-
-fn member(s: &str) -> Member {
-    Member {
-        id: id(s),
-        name: s.into(),
-        addrs: Vec::new(),
-        labels: BTreeMap::new(),
-        admitted_by: id("n00"),
-        admitted_at: 0,
-        state: MemberState::Active,
-    }
-}
 
 fn slot() -> SlotId {
     SlotId {

@@ -8,33 +8,17 @@
 //! The rule: a node keeps the copy of a slot beyond the replica count while the slot's
 //! assignment stands; the lease holder's removal of the slot stops it.
 
-use std::collections::BTreeMap;
+mod support;
 
+use support::doc::{id, member};
 use warren_crdt::{
-    Assignment, ClusterInfo, DesiredState, Epoch, Lease, Member, MemberState, NodeId, ServiceName,
-    ServiceSpec, SlotId,
+    Assignment, ClusterInfo, DesiredState, Epoch, Lease, ServiceName, ServiceSpec, SlotId,
 };
 use warren_node::core::{
     ActualTask, ActualTaskState, Millis, RuntimeAction, Supervisor, TaskHealth,
 };
 use warren_node::machine::{Channel, MachineConfig, NodeMachine};
 use warren_node::protocol::TaskState;
-
-fn id(s: &str) -> NodeId {
-    NodeId(s.into())
-}
-
-fn member(s: &str) -> Member {
-    Member {
-        id: id(s),
-        name: s.into(),
-        addrs: Vec::new(),
-        labels: BTreeMap::new(),
-        admitted_by: id("n00"),
-        admitted_at: 0,
-        state: MemberState::Active,
-    }
-}
 
 fn svc() -> ServiceName {
     ServiceName::new("web").expect("name")
@@ -96,6 +80,20 @@ fn before_split() -> Vec<u8> {
     state.save()
 }
 
+/// Node `node`'s machine on its replica loaded from `bytes`, started at time 0.
+fn machine_of(node: &str, bytes: &[u8]) -> NodeMachine {
+    let state = DesiredState::load(id(node), bytes).expect("load");
+    NodeMachine::new(
+        id(node),
+        node,
+        "test://api",
+        state,
+        MachineConfig::default(),
+        Millis(0),
+        7,
+    )
+}
+
 /// The running container of slot 5 on `n02`, at `generation`.
 fn copy_of_slot_5(generation: u64) -> ActualTask {
     ActualTask {
@@ -131,16 +129,7 @@ fn a_partial_merge_of_the_other_sides_scales_stops_nothing() {
     let down = a.scale_service(&svc(), 4).expect("scale down");
     let up = a.scale_service(&svc(), 7).expect("scale up");
     // Side B: n02, which runs slot 5.
-    let b = DesiredState::load(id("n02"), &bytes).expect("load b");
-    let mut m = NodeMachine::new(
-        id("n02"),
-        "n02",
-        "test://api",
-        b,
-        MachineConfig::default(),
-        Millis(0),
-        7,
-    );
+    let mut m = machine_of("n02", &bytes);
     let mut sup = Supervisor::new();
     assert!(
         round(&mut m, &mut sup, 0).is_empty(),
@@ -190,16 +179,7 @@ fn a_slot_the_other_side_unassigned_is_held_until_placed() {
         .expect("remove")
         .expect("a change");
     let up = a.scale_service(&svc(), 7).expect("scale up");
-    let b = DesiredState::load(id("n02"), &bytes).expect("load b");
-    let mut m = NodeMachine::new(
-        id("n02"),
-        "n02",
-        "test://api",
-        b,
-        MachineConfig::default(),
-        Millis(0),
-        7,
-    );
+    let mut m = machine_of("n02", &bytes);
     let mut sup = Supervisor::new();
     for change in [&down, &removal, &up] {
         m.handle_gossip(Channel::Changes, &id("n00"), change, Millis(100));
@@ -220,16 +200,7 @@ fn a_scale_down_stops_the_copy_once_the_holder_removes_the_slot() {
     let bytes = before_split();
     let mut holder = DesiredState::load(id("n00"), &bytes).expect("load holder");
     let down = holder.scale_service(&svc(), 4).expect("scale down");
-    let m_state = DesiredState::load(id("n02"), &bytes).expect("load n02");
-    let mut m = NodeMachine::new(
-        id("n02"),
-        "n02",
-        "test://api",
-        m_state,
-        MachineConfig::default(),
-        Millis(0),
-        7,
-    );
+    let mut m = machine_of("n02", &bytes);
     let mut sup = Supervisor::new();
     m.handle_gossip(Channel::Changes, &id("n00"), &down, Millis(100));
     assert!(
@@ -256,16 +227,7 @@ fn a_deleted_service_stops_at_once() {
     let bytes = before_split();
     let mut a = DesiredState::load(id("n00"), &bytes).expect("load a");
     let delete = a.delete_service(&svc()).expect("delete");
-    let b = DesiredState::load(id("n02"), &bytes).expect("load b");
-    let mut m = NodeMachine::new(
-        id("n02"),
-        "n02",
-        "test://api",
-        b,
-        MachineConfig::default(),
-        Millis(0),
-        7,
-    );
+    let mut m = machine_of("n02", &bytes);
     let mut sup = Supervisor::new();
     m.handle_gossip(Channel::Changes, &id("n00"), &delete, Millis(100));
     let actions = round(&mut m, &mut sup, 100);
@@ -301,16 +263,7 @@ fn run(m: &mut NodeMachine, from: u64, to: u64) {
 
 /// The holder `n00`'s machine, past its first lease TTL: it schedules under its lease.
 fn holder(bytes: &[u8]) -> NodeMachine {
-    let state = DesiredState::load(id("n00"), bytes).expect("load holder");
-    let mut m = NodeMachine::new(
-        id("n00"),
-        "n00",
-        "test://api",
-        state,
-        MachineConfig::default(),
-        Millis(0),
-        7,
-    );
+    let mut m = machine_of("n00", bytes);
     run(&mut m, 0, 3_000);
     assert_eq!(
         m.view().assignments.len(),

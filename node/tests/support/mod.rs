@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod doc;
 pub mod private_engine;
 
 use std::net::{TcpListener, UdpSocket};
