@@ -8,7 +8,9 @@ use warren_core::core::Liveness;
 use warren_core::machine::SecretValue;
 use warren_core::secrets::{self, SecretError};
 use warren_core::token::{TokenGrant, TokenRefusal};
-use warren_core::{JoinError, NodeMachine, SyncError, Write, WriteAck};
+use warren_core::{
+    Channel, JoinError, MachineConfig, Millis, NodeMachine, Output, SyncError, Write, WriteAck,
+};
 use warren_crdt::{NodeId, ServiceName, ServiceSpec};
 use zeroize::Zeroizing;
 
@@ -287,4 +289,59 @@ fn a_key_published_after_admission_is_sealed_to_at_the_next_rotation() {
         .expect("rotate");
     cluster.drive();
     assert_eq!(open(&cluster, b, "db").expect("b opens it"), b"hunter2");
+}
+
+// ---- time ------------------------------------------------------------------------------
+
+fn heartbeats(machine: &mut NodeMachine) -> usize {
+    std::iter::from_fn(|| machine.poll_output())
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Publish {
+                    channel: Channel::Heartbeat,
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+#[test]
+fn poll_timeout_names_the_next_heartbeat_anti_entropy_or_core_tick() {
+    let mut config = MachineConfig::default();
+    config.core.tick_ms = 1_000;
+    config.heartbeat_ms = 400;
+    config.anti_entropy_ms = 700;
+    let mut cluster = Cluster::founded_with("a", false, config);
+    let machine = cluster.machine(0);
+
+    // A new machine owes its first heartbeat now.
+    assert_eq!(machine.poll_timeout(), Millis(0));
+    machine.handle_tick(Millis(0));
+    assert_eq!(heartbeats(machine), 1);
+    // Next: the heartbeat (400) before anti-entropy (700) and the core's tick (1,000).
+    assert_eq!(machine.poll_timeout(), Millis(400));
+    machine.handle_tick(Millis(300));
+    assert_eq!(heartbeats(machine), 0, "nothing due before the timeout");
+    assert_eq!(machine.poll_timeout(), Millis(400));
+    machine.handle_tick(Millis(400));
+    assert_eq!(heartbeats(machine), 1);
+    // Heartbeat at 800, anti-entropy at 700.
+    assert_eq!(machine.poll_timeout(), Millis(700));
+}
+
+#[test]
+fn poll_timeout_is_at_most_one_core_tick_away() {
+    let mut config = MachineConfig::default();
+    config.core.tick_ms = 1_000;
+    config.heartbeat_ms = 60_000;
+    config.anti_entropy_ms = 60_000;
+    let mut cluster = Cluster::founded_with("a", false, config);
+    let machine = cluster.machine(0);
+    machine.handle_tick(Millis(0));
+    assert_eq!(machine.poll_timeout(), Millis(1_000));
+    // A late tick counts from when it came.
+    machine.handle_tick(Millis(1_500));
+    assert_eq!(machine.poll_timeout(), Millis(2_500));
 }

@@ -139,6 +139,8 @@ pub struct NodeMachine {
     heartbeat_seq: u64,
     next_heartbeat: Millis,
     next_anti_entropy: Millis,
+    /// When [`NodeMachine::handle_tick`] last ran (construction counts as one).
+    last_tick: Millis,
     /// Since when this replica has held changes waiting for history it lacks (`None`: none
     /// wait).
     missing_deps_since: Option<Millis>,
@@ -203,6 +205,7 @@ impl NodeMachine {
             heartbeat_seq: 0,
             next_heartbeat: now,
             next_anti_entropy: now,
+            last_tick: now,
             missing_deps_since: None,
             view_cache: None,
             rejected_logged: std::collections::BTreeSet::new(),

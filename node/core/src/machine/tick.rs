@@ -24,6 +24,7 @@ impl NodeMachine {
     /// slot of a scale down
     /// ([`Core::set_merge_incomplete`](crate::core::Core::set_merge_incomplete)).
     pub fn handle_tick(&mut self, now: Millis) {
+        self.last_tick = now;
         self.observe_running_copies(now);
         self.missing_deps_since = if self.state.has_missing_deps() {
             self.missing_deps_since.or(Some(now))
@@ -70,6 +71,26 @@ impl NodeMachine {
             self.next_anti_entropy = Millis(now.0 + self.config.anti_entropy_ms);
             self.anti_entropy();
         }
+    }
+
+    /// The latest instant at which the driver should next call
+    /// [`handle_tick`](NodeMachine::handle_tick): the earliest of the next heartbeat, the next
+    /// anti-entropy round, and one core tick period ([`CoreConfig::tick_ms`]) after the last
+    /// tick, since the core's lease and membership timers and its stall detection expect a
+    /// tick at least that often. At or before now when something is due already (a new
+    /// machine's first heartbeat).
+    ///
+    /// A driver may tick earlier (a tick after other inputs decides on them sooner). Ticking
+    /// later delays heartbeats and decisions; more than two tick periods late, the core takes
+    /// the excess for a stall of its own and credits it to its peers' silence
+    /// ([`Core::tick`](crate::core::Core::tick)).
+    ///
+    /// [`CoreConfig::tick_ms`]: crate::core::CoreConfig::tick_ms
+    pub fn poll_timeout(&self) -> Millis {
+        let core_due = Millis(self.last_tick.0.saturating_add(self.config.core.tick_ms));
+        self.next_heartbeat
+            .min(self.next_anti_entropy)
+            .min(core_due)
     }
 
     fn send_heartbeat(&mut self) {

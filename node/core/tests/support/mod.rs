@@ -77,6 +77,11 @@ impl Cluster {
     /// A one-member cluster: `founder`, as `warren-node up --init` founds it, with X25519
     /// keys when `keys`.
     pub(crate) fn founded(founder: &str, keys: bool) -> Self {
+        Self::founded_with(founder, keys, MachineConfig::default())
+    }
+
+    /// As [`Cluster::founded`], every machine with `config`.
+    pub(crate) fn founded_with(founder: &str, keys: bool, config: MachineConfig) -> Self {
         let mut cluster = Self {
             nodes: Vec::new(),
             now: Millis(0),
@@ -84,7 +89,7 @@ impl Cluster {
             dropped: 0,
             sync_requests: 0,
             cut: BTreeSet::new(),
-            config: MachineConfig::default(),
+            config,
             seed: 1,
         };
         let id = node_id(founder);
@@ -234,14 +239,31 @@ impl Cluster {
         self.drive();
     }
 
-    /// Moves the clock `ms` forward in steps of the core's tick period, ticking every machine
-    /// and driving after each, as the daemon's timer does.
+    /// Moves the clock `ms` forward as the daemon's timer would: to the earliest
+    /// [`NodeMachine::poll_timeout`] of the machines, ticking those that are due and driving,
+    /// until the clock reaches `now + ms`.
     pub(crate) fn advance(&mut self, ms: u64) {
-        let end = self.now.0 + ms;
-        while self.now.0 < end {
-            self.now = Millis((self.now.0 + self.config.core.tick_ms).min(end));
-            self.tick();
+        let end = Millis(self.now.0 + ms);
+        loop {
+            let next = self
+                .nodes
+                .iter()
+                .map(|n| n.machine.poll_timeout())
+                .min()
+                .unwrap_or(end)
+                .max(self.now);
+            if next > end {
+                break;
+            }
+            self.now = next;
+            for node in &mut self.nodes {
+                if node.machine.poll_timeout() <= next {
+                    node.machine.handle_tick(next);
+                }
+            }
+            self.drive();
         }
+        self.now = end;
     }
 
     /// Carries out every machine's outputs, and those they cause, until none is left.
