@@ -307,13 +307,20 @@ fn heartbeats(machine: &mut NodeMachine) -> usize {
         .count()
 }
 
+/// A machine's timing: the core's tick period, the heartbeat and anti-entropy periods.
+fn timing(tick_ms: u64, heartbeat_ms: u64, anti_entropy_ms: u64) -> MachineConfig {
+    let mut config = MachineConfig {
+        heartbeat_ms,
+        anti_entropy_ms,
+        ..MachineConfig::default()
+    };
+    config.core.tick_ms = tick_ms;
+    config
+}
+
 #[test]
 fn poll_timeout_names_the_next_heartbeat_anti_entropy_or_core_tick() {
-    let mut config = MachineConfig::default();
-    config.core.tick_ms = 1_000;
-    config.heartbeat_ms = 400;
-    config.anti_entropy_ms = 700;
-    let mut cluster = Cluster::founded_with("a", false, config);
+    let mut cluster = Cluster::founded_with("a", false, timing(1_000, 400, 700));
     let machine = cluster.machine(0);
 
     // A new machine owes its first heartbeat now.
@@ -333,11 +340,7 @@ fn poll_timeout_names_the_next_heartbeat_anti_entropy_or_core_tick() {
 
 #[test]
 fn poll_timeout_is_at_most_one_core_tick_away() {
-    let mut config = MachineConfig::default();
-    config.core.tick_ms = 1_000;
-    config.heartbeat_ms = 60_000;
-    config.anti_entropy_ms = 60_000;
-    let mut cluster = Cluster::founded_with("a", false, config);
+    let mut cluster = Cluster::founded_with("a", false, timing(1_000, 60_000, 60_000));
     let machine = cluster.machine(0);
     machine.handle_tick(Millis(0));
     assert_eq!(machine.poll_timeout(), Millis(1_000));
