@@ -20,7 +20,7 @@
 //!
 //! | input | when |
 //! |---|---|
-//! | [`handle_tick`](NodeMachine::handle_tick) | periodically ([`CoreConfig::tick_ms`], 250 ms in the daemon): decide (claim or follow the lease, schedule), heartbeat and anti-entropy when due |
+//! | [`handle_tick`](NodeMachine::handle_tick) | periodically ([`CoreConfig::tick_ms`], 250 ms in the daemon), or by [`poll_timeout`](NodeMachine::poll_timeout) at the latest: decide (claim or follow the lease, schedule), heartbeat and anti-entropy when due |
 //! | [`handle_gossip`](NodeMachine::handle_gossip) | a message on a gossip [`Channel`]: a change (merged into the replica) or a heartbeat (liveness, lease renewal, task reports) |
 //! | [`handle_sync_request`](NodeMachine::handle_sync_request) | a member's sync request; returns the answer to send back |
 //! | [`handle_sync_response`](NodeMachine::handle_sync_response) | the answer (or failure) of a request the machine asked for with [`Output::SyncRequest`] |

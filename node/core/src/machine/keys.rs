@@ -1,0 +1,77 @@
+//! Re-keying: this node's X25519 public key in its member record, and secrets re-sealed to
+//! the current members when the membership changes.
+
+use std::collections::BTreeMap;
+
+use tracing::{info, warn};
+use warren_crdt::{MemberState, NodeId};
+
+use crate::secrets::{self, SecretKeys};
+
+use super::NodeMachine;
+
+impl NodeMachine {
+    /// Publishes this node's X25519 public key in its member record when it is not there.
+    pub(super) fn refresh_own_key(&mut self) {
+        let Some(mine) = self.secret_keys.as_ref().map(SecretKeys::public_hex) else {
+            return;
+        };
+        let me = self.me.clone();
+        if !self.view().members.contains_key(&me) || self.published_key.as_ref() == Some(&mine) {
+            return;
+        }
+        if self.state.member_keys().get(&self.me) == Some(&mine) {
+            // Read the document once; after that, only when the view changed.
+            self.published_key = Some(mine);
+            return;
+        }
+        match self.state.set_member_key(&self.me, &mine) {
+            Ok(change) => {
+                self.changed(true);
+                self.publish_change(change);
+            }
+            Err(e) => warn!(error = %e, "could not publish this node's key"),
+        }
+    }
+
+    /// Active members with a published key: who secrets are sealed to.
+    pub(super) fn recipients(&mut self) -> BTreeMap<NodeId, String> {
+        let keys = self.state.member_keys();
+        self.view()
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Active)
+            .filter_map(|m| keys.get(&m.id).map(|k| (m.id.clone(), k.clone())))
+            .collect()
+    }
+
+    /// Re-keys every secret this node can open for the current recipients (after an admission
+    /// or a removal). Secrets it cannot open are left alone and logged: another member re-keys
+    /// them when it next changes the membership.
+    pub(super) fn rekey_secrets(&mut self) {
+        let recipients = self.recipients();
+        let Some(keys) = self.secret_keys.as_ref() else {
+            return;
+        };
+        let mut records = Vec::new();
+        for record in self.state.secrets().into_values() {
+            if record.recipients.keys().eq(recipients.keys()) {
+                continue;
+            }
+            match secrets::reseal(&mut self.secure_rng, &record, &self.me, keys, &recipients) {
+                Ok(new) => records.push(new),
+                Err(e) => warn!(secret = %record.name, error = %e, "could not re-key a secret"),
+            }
+        }
+        for record in records {
+            match self.state.put_secret(&record) {
+                Ok(change) => {
+                    info!(secret = %record.name, version = record.version, "re-keyed a secret");
+                    self.changed(true);
+                    self.publish_change(change);
+                }
+                Err(e) => warn!(error = %e, "could not write a re-keyed secret"),
+            }
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The sans-IO node: one peer's whole behaviour above the network and the runtime.
+//!
+//! A [`NodeMachine`] owns the replica of the desired state and the decision [`Core`]. It takes
+//! inputs — ticks, gossip, sync requests and responses, join requests, connections, local task
+//! status, operator writes — each with the current time as a value, and queues [`Output`]s
+//! (publish this gossip, send this sync request, persist now, tell the mesh the members)
+//! that the driver drains with [`NodeMachine::poll_output`], as in quinn-proto.
+//!
+//! The daemon drives it with tokio, libp2p and Docker; `warren-simulations` drives the very
+//! same machine over a simulated network. Randomness comes from two generators the machine
+//! holds: its choices (the anti-entropy peer) from one seeded at [`NodeMachine::new`], so a
+//! simulation replays exactly; token secrets, data keys and nonces from a cryptographically
+//! secure one, the operating system's unless [`NodeMachine::set_secure_rng`] gives another.
+//!
+//! Writes: an operator's write is acknowledged only after the driver has carried out the
+//! [`Output::Persist`] with `flush: true` that the write queued before its gossip.
+//!
+//! The machine's concerns, one file each, all `impl NodeMachine`:
+//!
+//! - this module: the machine, its [`MachineConfig`], its [`Output`]s and what the node tells
+//!   it of itself (its keys, capacity, usage, GPUs, tasks, engine);
+//! - `tick`: time ([`NodeMachine::handle_tick`]): the core's decisions, heartbeats,
+//!   anti-entropy, the member set and this member's addresses;
+//! - `sync`: what comes from peers: connections, gossip, sync dialogues ([`SyncError`]);
+//! - `admission`: join requests ([`NodeMachine::handle_join`], [`JoinError`]);
+//! - `keys`: this member's published key and re-keying secrets when the membership changes;
+//! - `writes`: operator writes ([`Write`], [`WriteError`]);
+//! - `desired`: what the node should run ([`NodeMachine::desired`]);
+//! - `read_model`: the API's [`Snapshot`] and the document's history.
+
+mod admission;
+mod desired;
+mod keys;
+mod read_model;
+mod sync;
+mod tick;
+mod writes;
+
+pub use admission::JoinError;
+pub use desired::rejected_services;
+pub use read_model::{LeaseStatus, MemberStatus, SecretMeta, Snapshot, TaskView};
+pub use sync::{SyncError, MAX_SYNC_ROUNDS};
+pub use tick::MERGE_WAIT_MS;
+pub use writes::{SecretValue, Write, WriteAck, WriteError, WriteErrorKind};
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use rand::rngs::{OsRng, StdRng};
+use rand::SeedableRng;
+use rand_core::CryptoRngCore;
+use warren_crdt::{DesiredState, Epoch, NodeId, ServiceName, SlotId, SyncState};
+
+use crate::core::{Capacity, ClusterView, Core, CoreConfig, LeaseDecision, Liveness, Millis};
+use crate::protocol::{EngineStatus, Heartbeat, TaskStatus, MAX_HEARTBEAT_TASKS};
+use crate::secrets::SecretKeys;
+use crate::system::{Gpu, Usage, MAX_GPUS};
+
+/// Timing of the machine. All values in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineConfig {
+    /// Failure detection and lease timing.
+    pub core: CoreConfig,
+    /// Heartbeat period (default 500).
+    pub heartbeat_ms: u64,
+    /// Anti-entropy period: one sync dialogue with a random member (default 3,000).
+    pub anti_entropy_ms: u64,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        Self {
+            core: CoreConfig::default(),
+            heartbeat_ms: 500,
+            anti_entropy_ms: 3_000,
+        }
+    }
+}
+
+/// The two gossip channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Automerge change bytes of one write (the fast path).
+    Changes,
+    /// Heartbeats: liveness, lease renewal, task status (soft state).
+    Heartbeat,
+}
+
+/// What the driver must do for the machine, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Persist what changed in [`NodeMachine::state_mut`]; with `flush`, wait for the disk.
+    Persist {
+        /// Flush before going on (a write is about to be acknowledged).
+        flush: bool,
+    },
+    /// Gossip `data` on `channel` to the members.
+    Publish {
+        /// The channel.
+        channel: Channel,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// Send a sync request to `to`; feed the answer to [`NodeMachine::handle_sync_response`].
+    SyncRequest {
+        /// The member to sync with.
+        to: NodeId,
+        /// The request body.
+        body: Vec<u8>,
+    },
+    /// The members changed: only these may be heard (addresses as multiaddr text).
+    SetMembers(BTreeMap<NodeId, Vec<String>>),
+}
+
+/// One peer's behaviour, sans IO. See the module doc.
+pub struct NodeMachine {
+    me: NodeId,
+    name: String,
+    api: String,
+    config: MachineConfig,
+    state: DesiredState,
+    core: Core,
+    rng: StdRng,
+    /// Where token secrets, data keys and nonces come from.
+    secure_rng: Box<dyn CryptoRngCore + Send>,
+    outputs: VecDeque<Output>,
+    listen_addrs: Vec<String>,
+    members: BTreeMap<NodeId, Vec<String>>,
+    heartbeats: HashMap<NodeId, Heartbeat>,
+    /// When each member's last heartbeat arrived, by this node's clock.
+    heartbeat_at: HashMap<NodeId, Millis>,
+    /// Per slot, the greatest assignment rank `(epoch, holder)` this node has seen: it never
+    /// starts a container for an older one (fencing, DESIGN §5).
+    seen_rank: HashMap<SlotId, (Epoch, NodeId)>,
+    outbound_sync: HashMap<NodeId, (SyncState, u32)>,
+    inbound_sync: HashMap<NodeId, SyncState>,
+    local_status: Vec<TaskStatus>,
+    /// This node's container engine, as its reconcile loop last saw it.
+    local_engine: Option<EngineStatus>,
+    heartbeat_seq: u64,
+    next_heartbeat: Millis,
+    next_anti_entropy: Millis,
+    /// When [`NodeMachine::handle_tick`] last ran (construction counts as one).
+    last_tick: Millis,
+    /// Since when this replica has held changes waiting for history it lacks (`None`: none
+    /// wait).
+    missing_deps_since: Option<Millis>,
+    /// The typed view of `state`, read once per change of the document rather than per tick;
+    /// `None` when the document changed since.
+    view_cache: Option<ClusterView>,
+    /// (service, generation) pairs whose invalid spec was already logged, so a rejected
+    /// spec is logged once per generation, not every tick.
+    rejected_logged: std::collections::BTreeSet<(ServiceName, u64)>,
+    /// This node's X25519 keys: secrets are sealed to its public key. `None` in simulations.
+    secret_keys: Option<SecretKeys>,
+    /// The public key this node last saw published in its member record (checked again
+    /// whenever the document changes).
+    published_key: Option<String>,
+    /// This node's usage at its last reading (reported in heartbeats).
+    usage: Option<Usage>,
+    /// This node's GPUs (reported in heartbeats).
+    gpus: Vec<Gpu>,
+}
+
+impl std::fmt::Debug for NodeMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeMachine")
+            .field("me", &self.me)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeMachine {
+    /// A machine for node `me` (`name`, serving its API at `api`) over `state`, started at
+    /// `now`. `seed` seeds its random choices (not its secrets: those come from the operating
+    /// system's generator, see [`NodeMachine::set_secure_rng`]).
+    pub fn new(
+        me: NodeId,
+        name: impl Into<String>,
+        api: impl Into<String>,
+        state: DesiredState,
+        config: MachineConfig,
+        now: Millis,
+        seed: u64,
+    ) -> Self {
+        Self {
+            core: Core::new(me.clone(), config.core, now),
+            me,
+            name: name.into(),
+            api: api.into(),
+            config,
+            state,
+            rng: StdRng::seed_from_u64(seed),
+            secure_rng: Box::new(OsRng),
+            outputs: VecDeque::new(),
+            listen_addrs: Vec::new(),
+            members: BTreeMap::new(),
+            heartbeats: HashMap::new(),
+            heartbeat_at: HashMap::new(),
+            seen_rank: HashMap::new(),
+            outbound_sync: HashMap::new(),
+            inbound_sync: HashMap::new(),
+            local_status: Vec::new(),
+            local_engine: None,
+            heartbeat_seq: 0,
+            next_heartbeat: now,
+            next_anti_entropy: now,
+            last_tick: now,
+            missing_deps_since: None,
+            view_cache: None,
+            rejected_logged: std::collections::BTreeSet::new(),
+            secret_keys: None,
+            published_key: None,
+            usage: None,
+            gpus: Vec::new(),
+        }
+    }
+
+    /// What this node offers to reservations, announced in its heartbeats and used by its
+    /// own scheduler; `None` when it could not be read (no limit is then put on it).
+    pub fn set_capacity(&mut self, capacity: Option<Capacity>) {
+        let me = self.me.clone();
+        self.core.set_capacity(&me, capacity);
+    }
+
+    /// This node's usage now (load, memory in use), to report in its next heartbeats.
+    pub fn set_usage(&mut self, usage: Option<Usage>) {
+        self.usage = usage;
+    }
+
+    /// This node's GPUs, to report in its heartbeats (at most [`MAX_GPUS`]).
+    pub fn set_gpus(&mut self, mut gpus: Vec<Gpu>) {
+        gpus.truncate(MAX_GPUS);
+        self.gpus = gpus.into_iter().map(Gpu::bounded).collect();
+    }
+
+    /// Replaces the generator that token secrets, secret data keys and nonces are drawn from
+    /// (by default the operating system's, `rand::rngs::OsRng`). A simulation gives a seeded
+    /// one so that a run that mints tokens or seals secrets replays exactly; a daemon never
+    /// should: a generator seeded from a known value makes every secret guessable.
+    pub fn set_secure_rng(&mut self, rng: Box<dyn CryptoRngCore + Send>) {
+        self.secure_rng = rng;
+    }
+
+    /// Gives the machine this node's X25519 keys: it publishes the public key in its member
+    /// record and can then create, open and re-key secrets.
+    pub fn set_secret_keys(&mut self, keys: SecretKeys) {
+        self.secret_keys = Some(keys);
+    }
+
+    /// This node's secret keys, if it has them.
+    pub fn secret_keys(&self) -> Option<&SecretKeys> {
+        self.secret_keys.as_ref()
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The replica (read-only).
+    pub fn state(&self) -> &DesiredState {
+        &self.state
+    }
+
+    /// The replica, for the driver's persistence (`Store::persist`). The driver must not
+    /// change the document's content through it: the machine caches what it reads.
+    pub fn state_mut(&mut self) -> &mut DesiredState {
+        &mut self.state
+    }
+
+    /// The next thing the driver must do, in order; `None` when there is nothing.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The reconcile loop's latest report of this node's tasks (at most
+    /// [`MAX_HEARTBEAT_TASKS`] are kept, each [`TaskStatus::bounded`]).
+    pub fn set_local_status(&mut self, mut tasks: Vec<TaskStatus>) {
+        tasks.truncate(MAX_HEARTBEAT_TASKS);
+        let tasks: Vec<TaskStatus> = tasks.into_iter().map(TaskStatus::bounded).collect();
+        let me = self.me.clone();
+        self.note_task_reports(&me, &tasks);
+        self.local_status = tasks;
+    }
+
+    /// The reconcile loop's latest word on this node's container engine (reachable or not,
+    /// since when): announced in heartbeats and shown in `cluster status` / `node ls`.
+    pub fn set_engine_status(&mut self, engine: Option<EngineStatus>) {
+        self.local_engine = engine.map(EngineStatus::bounded);
+    }
+
+    /// The machine's current view of the lease, members, services, read from the replica
+    /// (once per change of the document).
+    pub fn view(&mut self) -> &ClusterView {
+        self.view_cache.get_or_insert_with(|| {
+            ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
+        })
+    }
+
+    /// What the lease looked like from here at the last tick: `Holder` if this node believes
+    /// it holds the lease (and schedules), `Follower` with the lease it follows, `None` before
+    /// the first tick.
+    pub fn lease_decision(&self) -> Option<&LeaseDecision> {
+        self.core.last_decision()
+    }
+
+    /// How `peer` looks from here at `now`.
+    pub fn liveness(&self, peer: &NodeId, now: Millis) -> Liveness {
+        self.core.liveness(peer, now)
+    }
+
+    /// This node changed the document (an operator's write, a scheduling decision, an
+    /// admission): the cached view is brought up to date from what the change touched,
+    /// O(change) and not O(document) ([`DesiredState::take_touched`]), and the change is
+    /// persisted, flushed before it is acknowledged.
+    fn changed(&mut self, flush: bool) {
+        let touched = self.state.take_touched();
+        if let Some(view) = self.view_cache.as_mut() {
+            view.refresh(&self.state, &touched, &self.me, self.config.core.rule_break);
+        }
+        self.after_change(flush);
+    }
+
+    /// Changes from a peer merged in (gossip, sync): the cached view is read again in full
+    /// at its next use. Automerge names in its patches only the values that win its own
+    /// order of concurrent writes, and a peer's value that loses that order can still win
+    /// ours (the greatest `(epoch, holder)` of an assignment or lease), so no patch would
+    /// name it (seen in `warren-sim run --nodes 5 --seed 1 --scenario three-way-split`).
+    fn merged(&mut self) {
+        // Moves the cursor, so the patch log holds nothing the full read already covers.
+        self.state.take_touched();
+        self.view_cache = None;
+        self.after_change(false);
+    }
+
+    fn after_change(&mut self, flush: bool) {
+        self.published_key = None;
+        self.outputs.push_back(Output::Persist { flush });
+    }
+
+    fn publish_change(&mut self, change: Vec<u8>) {
+        if !change.is_empty() {
+            self.outputs.push_back(Output::Publish {
+                channel: Channel::Changes,
+                data: change,
+            });
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The API's read model: a [`Snapshot`] of this node's view, and the document's history.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use warren_crdt::{
+    Assignment, ClusterInfo, Epoch, HistoryEntry, MemberState, NodeId, Service, ServiceName, SlotId,
+};
+
+use crate::core::{reservation, Capacity, Liveness, Millis, TaskHealth};
+use crate::protocol::{EngineStatus, TaskState, TaskStatus};
+use crate::system::{Gpu, Usage};
+
+use super::NodeMachine;
+
+/// A member as one node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// Its id.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// How it looks from here.
+    pub liveness: Liveness,
+    /// Admission state.
+    pub state: MemberState,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its addresses.
+    pub addrs: Vec<String>,
+    /// Its API address, from its heartbeats (empty until one arrived).
+    pub api: String,
+    /// Whether this is the node answering.
+    pub is_self: bool,
+    /// Slots assigned to it.
+    pub tasks: usize,
+    /// What it offers to reservations, as it last said; `None` when unknown.
+    pub capacity: Option<Capacity>,
+    /// What the tasks assigned to it reserve (their services' `--cpus` and `--memory`).
+    pub reserved: Capacity,
+    /// Its load and memory in use, as it last said; `None` when unknown.
+    pub usage: Option<Usage>,
+    /// Its GPUs, as it last said.
+    pub gpus: Vec<Gpu>,
+    /// Whether it reaches its container engine, as it last said; `None` when unknown.
+    pub engine: Option<EngineStatus>,
+}
+
+/// The lease as one node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseStatus {
+    /// The holder.
+    pub holder: NodeId,
+    /// The holder's name.
+    pub holder_name: String,
+    /// Its epoch.
+    pub epoch: Epoch,
+}
+
+/// One task: its assignment and the actual state its node last reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    /// Service.
+    pub service: ServiceName,
+    /// Slot.
+    pub slot: u32,
+    /// Assigned node.
+    pub node: NodeId,
+    /// Its name.
+    pub node_name: String,
+    /// Epoch of the assignment.
+    pub epoch: Epoch,
+    /// Where it stands (`running`, `restarting`, `failed`, `pending`, `unknown`, ...).
+    pub state: TaskState,
+    /// Docker's status text or the last error.
+    pub status: String,
+    /// Short container id.
+    pub container: String,
+    /// Published ports.
+    pub ports: Vec<crate::engine::PublishedPort>,
+    /// `none` (no health check, or its node has not said), `starting`, `healthy`, `unhealthy`.
+    pub health: TaskHealth,
+    /// Exit code of its last run, once it stopped.
+    pub exit_code: Option<i64>,
+    /// Restarts in a row.
+    pub restarts: u32,
+    /// Milliseconds until its next restart (as of its node's last report), while backing off.
+    pub next_restart_ms: Option<u64>,
+    /// Why its last run ended or its last action failed; empty when nothing went wrong.
+    pub error: String,
+}
+
+/// A consistent picture of one node's view, for the API.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Snapshot {
+    /// This node.
+    pub node: Option<NodeId>,
+    /// Its name.
+    pub name: String,
+    /// The cluster record.
+    pub cluster: Option<ClusterInfo>,
+    /// The lease in force.
+    pub lease: Option<LeaseStatus>,
+    /// Members with liveness.
+    pub members: Vec<MemberStatus>,
+    /// Live services.
+    pub services: Vec<Service>,
+    /// Tasks of live services.
+    pub tasks: Vec<TaskView>,
+    /// Messages from non-members dropped by the mesh.
+    pub dropped_non_member: u64,
+    /// Peers connected now.
+    pub connected_peers: usize,
+    /// Heads of the document.
+    pub heads: Vec<String>,
+    /// Join and operator tokens (digests included: never serialize this field to a client as
+    /// is). The remote API checks credentials against it.
+    #[serde(skip)]
+    pub tokens: Vec<warren_crdt::TokenRecord>,
+    /// Secrets, metadata only.
+    pub secrets: Vec<SecretMeta>,
+    /// Why each unassigned slot of a live service waits (e.g. `no node with 2 GiB free
+    /// memory`).
+    pub pending: Vec<(SlotId, String)>,
+    /// The cluster settings in force on this replica.
+    pub settings: warren_crdt::ClusterSettings,
+}
+
+/// What may be shown of a secret: never its value or keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretMeta {
+    /// Its name.
+    pub name: String,
+    /// Its version (increases with every rotation and re-keying).
+    pub version: u64,
+    /// Size of the value in bytes.
+    pub bytes: usize,
+    /// Names of the members it is sealed to.
+    pub recipients: Vec<String>,
+}
+
+impl NodeMachine {
+    /// The newest `limit` changes, oldest first; only those that touched `service` if given.
+    pub fn history(&mut self, service: Option<&ServiceName>, limit: usize) -> Vec<HistoryEntry> {
+        let mut entries = match service {
+            Some(service) => self.state.service_history(service, limit),
+            None => {
+                let mut all = self.state.history();
+                all.reverse();
+                all.truncate(limit);
+                all
+            }
+        };
+        entries.reverse();
+        entries
+    }
+
+    /// This node's view at `now`, for the API. `dropped_non_member` and `connected_peers`
+    /// come from the transport.
+    pub fn snapshot(
+        &mut self,
+        now: Millis,
+        dropped_non_member: u64,
+        connected_peers: usize,
+    ) -> Snapshot {
+        let view = self.view().clone();
+        let name_of = |id: &NodeId| {
+            view.members
+                .get(id)
+                .map(|m| m.name.clone())
+                .unwrap_or_else(|| id.short().to_string())
+        };
+        let mut per_node: HashMap<&NodeId, usize> = HashMap::new();
+        for a in view.assignments.values() {
+            *per_node.entry(&a.node).or_default() += 1;
+        }
+        let mut reserved: HashMap<&NodeId, Capacity> = HashMap::new();
+        for (slot, a) in &view.assignments {
+            let Some(service) = view
+                .services
+                .get(&slot.service)
+                .filter(|s| !s.deleted && slot.slot < s.spec.replicas)
+            else {
+                continue;
+            };
+            let want = reservation(service);
+            let r = reserved.entry(&a.node).or_default();
+            r.nano_cpus = r.nano_cpus.saturating_add(want.nano_cpus);
+            r.memory_bytes = r.memory_bytes.saturating_add(want.memory_bytes);
+        }
+        let members = view
+            .members
+            .values()
+            .map(|m| MemberStatus {
+                id: m.id.clone(),
+                name: m.name.clone(),
+                liveness: self.core.liveness(&m.id, now),
+                state: m.state,
+                labels: m.labels.clone(),
+                addrs: m.addrs.clone(),
+                api: if m.id == self.me {
+                    self.api.clone()
+                } else {
+                    self.heartbeats
+                        .get(&m.id)
+                        .map(|h| h.api.clone())
+                        .unwrap_or_default()
+                },
+                is_self: m.id == self.me,
+                tasks: per_node.get(&m.id).copied().unwrap_or(0),
+                capacity: self.core.capacities().get(&m.id).copied(),
+                reserved: reserved.get(&m.id).copied().unwrap_or_default(),
+                usage: if m.id == self.me {
+                    self.usage
+                } else {
+                    self.heartbeats.get(&m.id).and_then(|h| h.usage)
+                },
+                gpus: if m.id == self.me {
+                    self.gpus.clone()
+                } else {
+                    self.heartbeats
+                        .get(&m.id)
+                        .map(|h| h.gpus.clone())
+                        .unwrap_or_default()
+                },
+                engine: if m.id == self.me {
+                    self.local_engine.clone()
+                } else {
+                    self.heartbeats.get(&m.id).and_then(|h| h.engine.clone())
+                },
+            })
+            .collect();
+        let tasks = view
+            .assignments
+            .iter()
+            .filter(|(slot, _)| view.services.get(&slot.service).is_some_and(|s| !s.deleted))
+            .map(|(slot, a)| {
+                let mut task = self.task_view(slot, a, &name_of(&a.node));
+                // An unreachable member's slot that its service's policy keeps there.
+                let waiting = view
+                    .services
+                    .get(&slot.service)
+                    .is_some_and(|s| s.spec.partition.waits(self.core.silent_ms(&a.node, now)));
+                if a.node != self.me
+                    && self.core.liveness(&a.node, now) == Liveness::Down
+                    && waiting
+                {
+                    task.state = TaskState::Unknown;
+                    task.status = "unreachable (waiting)".into();
+                }
+                task
+            })
+            .collect();
+        Snapshot {
+            node: Some(self.me.clone()),
+            name: self.name.clone(),
+            cluster: self.state.cluster(),
+            lease: view.lease.as_ref().map(|l| LeaseStatus {
+                holder: l.holder.clone(),
+                holder_name: name_of(&l.holder),
+                epoch: l.epoch,
+            }),
+            members,
+            services: view
+                .services
+                .values()
+                .filter(|s| !s.deleted)
+                .cloned()
+                .collect(),
+            tasks,
+            pending: self.core.pending_reasons(&view, now).into_iter().collect(),
+            settings: view.settings,
+            dropped_non_member,
+            connected_peers,
+            heads: self.state.heads(),
+            tokens: self.state.tokens().into_values().collect(),
+            secrets: self
+                .state
+                .secrets()
+                .into_values()
+                .map(|r| SecretMeta {
+                    // XChaCha20-Poly1305 adds a 16-byte tag.
+                    bytes: r.ciphertext.len().saturating_sub(16),
+                    recipients: r.recipients.keys().map(&name_of).collect(),
+                    name: r.name,
+                    version: r.version,
+                })
+                .collect(),
+        }
+    }
+
+    fn task_view(&self, slot: &SlotId, a: &Assignment, node_name: &str) -> TaskView {
+        let matches = |t: &&TaskStatus| {
+            t.service == slot.service.as_str() && t.slot == slot.slot && !t.unassigned
+        };
+        let reported: Option<&TaskStatus> = if a.node == self.me {
+            self.local_status.iter().find(matches)
+        } else {
+            self.heartbeats
+                .get(&a.node)
+                .and_then(|h| h.tasks.iter().find(matches))
+        };
+        let rejected = self
+            .view_cache
+            .as_ref()
+            .and_then(|v| v.services.get(&slot.service))
+            .and_then(|svc| svc.spec.validate().err());
+        if let Some(err) = rejected {
+            return TaskView {
+                service: slot.service.clone(),
+                slot: slot.slot,
+                node: a.node.clone(),
+                node_name: node_name.to_string(),
+                epoch: a.epoch,
+                state: TaskState::Rejected,
+                status: format!("rejected: {err}"),
+                container: String::new(),
+                ports: Default::default(),
+                health: Default::default(),
+                exit_code: None,
+                restarts: 0,
+                next_restart_ms: None,
+                error: err.to_string(),
+            };
+        }
+        TaskView {
+            service: slot.service.clone(),
+            slot: slot.slot,
+            node: a.node.clone(),
+            node_name: node_name.to_string(),
+            epoch: a.epoch,
+            state: reported.map_or(TaskState::Unknown, |t| t.state),
+            status: reported.map_or_else(
+                || "no report from its node yet".into(),
+                |t| t.status.clone(),
+            ),
+            container: reported.map(|t| t.container.clone()).unwrap_or_default(),
+            ports: reported.map(|t| t.ports.clone()).unwrap_or_default(),
+            health: reported.map(|t| t.health).unwrap_or_default(),
+            exit_code: reported.and_then(|t| t.exit_code),
+            restarts: reported.map_or(0, |t| t.restarts),
+            next_restart_ms: reported.and_then(|t| t.next_restart_ms),
+            error: reported.map(|t| t.error.clone()).unwrap_or_default(),
+        }
+    }
+}

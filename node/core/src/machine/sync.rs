@@ -1,0 +1,177 @@
+//! What comes from peers: connections, gossip (changes and heartbeats) and the sync
+//! dialogues that bring two replicas to the same heads.
+
+use tracing::debug;
+use warren_crdt::{CrdtError, Epoch, NodeId, ServiceName, SlotId, SyncState};
+
+use crate::core::Millis;
+use crate::protocol::{self, EngineStatus, Heartbeat, TaskState, TaskStatus, MAX_HEARTBEAT_TASKS};
+use crate::system::{Gpu, MAX_GPUS};
+
+use super::{Channel, NodeMachine, Output};
+
+/// Most rounds of one sync dialogue; a dialogue that needs more resumes at the next
+/// anti-entropy round.
+pub const MAX_SYNC_ROUNDS: u32 = 32;
+
+/// Why a peer's sync request was refused ([`NodeMachine::handle_sync_request`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The body holds no sync frame.
+    #[error("empty sync request")]
+    Empty,
+    /// The Automerge sync message does not decode or apply; the dialogue is reset.
+    #[error("bad sync message: {0}")]
+    BadMessage(CrdtError),
+}
+
+impl NodeMachine {
+    /// A connection to member `peer` opened at `now`: it counts as hearing from it (after a
+    /// heal the merged document may arrive before its first heartbeat, and its slots must not
+    /// look like a down member's), and a sync starts.
+    pub fn handle_connected(&mut self, peer: &NodeId, now: Millis) {
+        if self.members.contains_key(peer) && *peer != self.me {
+            self.core.handle_heartbeat(peer, None, now);
+            self.start_sync(peer.clone());
+        }
+    }
+
+    /// The last connection to `peer` closed.
+    pub fn handle_disconnected(&mut self, peer: &NodeId) {
+        self.inbound_sync.remove(peer);
+    }
+
+    /// Gossip from member `from` arrived at `now`. Malformed payloads are dropped and logged.
+    pub fn handle_gossip(&mut self, channel: Channel, from: &NodeId, data: &[u8], now: Millis) {
+        match channel {
+            Channel::Changes => match self.state.apply_change(data) {
+                Ok(()) => {
+                    self.merged();
+                    // A change whose history this replica lacks (the other side of a heal):
+                    // sync with its sender now rather than at the next anti-entropy round.
+                    if *from != self.me && self.state.has_missing_deps() {
+                        self.start_sync(from.clone());
+                    }
+                }
+                Err(e) => debug!(%from, error = %e, "dropping a malformed change"),
+            },
+            Channel::Heartbeat => match serde_json::from_slice::<Heartbeat>(data) {
+                Ok(mut hb) => {
+                    hb.tasks.truncate(MAX_HEARTBEAT_TASKS);
+                    hb.tasks = hb.tasks.into_iter().map(TaskStatus::bounded).collect();
+                    hb.engine = hb.engine.map(EngineStatus::bounded);
+                    self.core
+                        .handle_heartbeat(from, hb.held_lease.map(Epoch), now);
+                    self.core.set_capacity(from, hb.capacity);
+                    self.note_task_reports(from, &hb.tasks);
+                    self.heartbeat_at.insert(from.clone(), now);
+                    hb.gpus.truncate(MAX_GPUS);
+                    hb.gpus = hb.gpus.into_iter().map(Gpu::bounded).collect();
+                    self.heartbeats.insert(from.clone(), hb);
+                }
+                Err(e) => debug!(%from, error = %e, "dropping a malformed heartbeat"),
+            },
+        }
+    }
+
+    /// Tells the core which of `from`'s tasks are `failed` (out of restart attempts) under
+    /// their service's current generation, so the scheduler moves them to another node.
+    pub(super) fn note_task_reports(&mut self, from: &NodeId, tasks: &[TaskStatus]) {
+        let reports: Vec<(SlotId, u64, bool)> = {
+            let view = self.view();
+            tasks
+                .iter()
+                .filter_map(|t| {
+                    let service = ServiceName::new(t.service.clone()).ok()?;
+                    let generation = view.services.get(&service)?.generation;
+                    let slot = SlotId {
+                        service,
+                        slot: t.slot,
+                    };
+                    Some((slot, generation, t.state == TaskState::Failed))
+                })
+                .collect()
+        };
+        for (slot, generation, failed) in reports {
+            self.core.task_reported(from, &slot, generation, failed);
+        }
+    }
+
+    /// Starts a sync dialogue with `peer` unless one is running.
+    pub(super) fn start_sync(&mut self, peer: NodeId) {
+        if self.outbound_sync.contains_key(&peer) {
+            return;
+        }
+        let mut state = SyncState::new();
+        let message = self.state.generate_sync_message(&mut state);
+        self.outbound_sync.insert(peer.clone(), (state, 1));
+        self.outputs.push_back(Output::SyncRequest {
+            to: peer,
+            body: protocol::encode_sync(true, message),
+        });
+    }
+
+    /// A sync request from member `from`: returns the response body, or why it is refused.
+    ///
+    /// Errors: [`SyncError`] (its text goes back to the peer).
+    pub fn handle_sync_request(
+        &mut self,
+        from: &NodeId,
+        body: &[u8],
+    ) -> Result<Vec<u8>, SyncError> {
+        let Some((reset, message)) = protocol::decode_sync(body) else {
+            return Err(SyncError::Empty);
+        };
+        if reset {
+            self.inbound_sync.insert(from.clone(), SyncState::new());
+        }
+        let state = self.inbound_sync.entry(from.clone()).or_default();
+        if let Some(message) = message {
+            if let Err(e) = self.state.receive_sync_message(state, message) {
+                debug!(%from, error = %e, "bad sync message");
+                self.inbound_sync.remove(from);
+                return Err(SyncError::BadMessage(e));
+            }
+            self.merged();
+        }
+        let state = self.inbound_sync.entry(from.clone()).or_default();
+        let reply = self.state.generate_sync_message(state);
+        Ok(protocol::encode_sync(false, reply))
+    }
+
+    /// The answer to our sync request to `from` (or why there is none): continue or end the
+    /// dialogue.
+    pub fn handle_sync_response(&mut self, from: &NodeId, result: Result<Vec<u8>, String>) {
+        let Some((mut state, rounds)) = self.outbound_sync.remove(from) else {
+            return;
+        };
+        let body = match result {
+            Ok(body) => body,
+            Err(reason) => {
+                debug!(%from, %reason, "sync ended");
+                return;
+            }
+        };
+        let Some((_, message)) = protocol::decode_sync(&body) else {
+            return;
+        };
+        let got_message = message.is_some();
+        if let Some(message) = message {
+            if let Err(e) = self.state.receive_sync_message(&mut state, message) {
+                debug!(%from, error = %e, "bad sync reply");
+                return;
+            }
+            self.merged();
+        }
+        let next = self.state.generate_sync_message(&mut state);
+        if (next.is_none() && !got_message) || rounds >= MAX_SYNC_ROUNDS {
+            return;
+        }
+        self.outbound_sync.insert(from.clone(), (state, rounds + 1));
+        self.outputs.push_back(Output::SyncRequest {
+            to: from.clone(),
+            body: protocol::encode_sync(false, next),
+        });
+    }
+}

@@ -1,0 +1,350 @@
+//! The [`NodeMachine`] driven directly, several at once, on the in-memory harness of
+//! `support`: admission, sync dialogues, re-keying of secrets.
+
+mod support;
+
+use support::{node_id, Cluster};
+use warren_core::core::Liveness;
+use warren_core::machine::SecretValue;
+use warren_core::secrets::{self, SecretError};
+use warren_core::token::{TokenGrant, TokenRefusal};
+use warren_core::{
+    Channel, JoinError, MachineConfig, Millis, NodeMachine, Output, SyncError, Write, WriteAck,
+};
+use warren_crdt::{NodeId, ServiceName, ServiceSpec};
+use zeroize::Zeroizing;
+
+/// A join token minted by node `i` of `cluster` (single use, valid an hour).
+fn mint_token(cluster: &mut Cluster, i: usize) -> String {
+    let now_secs = cluster.now_secs();
+    let ack = cluster
+        .machine(i)
+        .write(Write::CreateJoinToken {
+            grant: TokenGrant::single_use(3_600),
+            now_secs,
+        })
+        .expect("mint a join token");
+    cluster.drive();
+    match ack {
+        WriteAck::JoinToken(token) => token,
+        other => panic!("a join token write acknowledged with {other:?}"),
+    }
+}
+
+/// A founder `a` and a member `b` it admitted, both ticking; X25519 keys on both when
+/// `keys`.
+fn pair(keys: bool) -> Cluster {
+    let mut cluster = Cluster::founded("a", keys);
+    cluster.tick();
+    let token = mint_token(&mut cluster, 0);
+    let b = cluster.join(0, "b", &token, keys).expect("b is admitted");
+    assert_eq!(b, 1);
+    cluster.advance(1_000);
+    cluster
+}
+
+fn service(name: &str) -> (ServiceName, Box<ServiceSpec>) {
+    let spec = ServiceSpec {
+        image: "nginx".into(),
+        replicas: 1,
+        ..Default::default()
+    };
+    (
+        ServiceName::new(name).expect("a service name"),
+        Box::new(spec),
+    )
+}
+
+fn secret(machine: &NodeMachine, name: &str) -> warren_crdt::SecretRecord {
+    machine
+        .state()
+        .secrets()
+        .remove(name)
+        .unwrap_or_else(|| panic!("no secret {name}"))
+}
+
+// ---- admission -------------------------------------------------------------------------
+
+#[test]
+fn a_node_joins_with_a_token_and_both_documents_list_both_members() {
+    let mut cluster = pair(false);
+    let (a, b) = (cluster.id(0), cluster.id(1));
+    for i in 0..2 {
+        let members = cluster.machine(i).state().members();
+        assert!(
+            members.contains_key(&a) && members.contains_key(&b),
+            "node {i} lists {:?}",
+            members.keys().collect::<Vec<_>>()
+        );
+        // Each names the other to its mesh: only members are heard.
+        assert!(cluster.nodes[i].members.contains(&a) && cluster.nodes[i].members.contains(&b));
+    }
+    // The admission was flushed before the answer went out.
+    assert!(cluster.nodes[0].flushes >= 2, "token and admission");
+    // Heartbeats flow both ways once both tick.
+    let now = cluster.now;
+    assert_eq!(cluster.machine(0).liveness(&b, now), Liveness::Alive);
+    assert_eq!(cluster.machine(1).liveness(&a, now), Liveness::Alive);
+    assert_eq!(cluster.heads(0), cluster.heads(1));
+}
+
+#[test]
+fn a_used_single_use_token_is_refused() {
+    let mut cluster = Cluster::founded("a", false);
+    cluster.tick();
+    let token = mint_token(&mut cluster, 0);
+    cluster
+        .join(0, "b", &token, false)
+        .expect("first use admits");
+    let refused = cluster
+        .join(0, "c", &token, false)
+        .expect_err("the single use is spent");
+    assert!(
+        matches!(refused, JoinError::Token(TokenRefusal::Used)),
+        "{refused:?}"
+    );
+    assert!(!cluster
+        .machine(0)
+        .state()
+        .members()
+        .contains_key(&node_id("c")));
+    assert_eq!(cluster.nodes.len(), 2, "no machine started for c");
+}
+
+#[test]
+fn a_token_of_another_member_or_a_malformed_request_is_refused() {
+    let mut cluster = pair(false);
+    // Only the minting member admits with its token.
+    let token = mint_token(&mut cluster, 0);
+    cluster.advance(1_000);
+    let refused = cluster
+        .join(1, "c", &token, false)
+        .expect_err("b did not mint it");
+    assert!(
+        matches!(&refused, JoinError::MintedElsewhere { name, .. } if name == "a"),
+        "{refused:?}"
+    );
+    let c = node_id("c");
+    let refused = cluster.machine(0).handle_join(&c, b"{", 0);
+    assert!(matches!(refused, Err(JoinError::MalformedRequest)));
+    // The token still admits at its minter.
+    cluster.join(0, "c", &token, false).expect("a admits");
+}
+
+// ---- sync ------------------------------------------------------------------------------
+
+#[test]
+fn divergent_replicas_converge_through_the_sync_dialogue_alone() {
+    let mut cluster = pair(false);
+    cluster.gossip = false;
+    cluster.cut(0, 1);
+    let (web, web_spec) = service("web");
+    let (db, db_spec) = service("db");
+    cluster
+        .machine(0)
+        .write(Write::CreateService(web.clone(), web_spec))
+        .expect("a writes web");
+    cluster
+        .machine(1)
+        .write(Write::CreateService(db.clone(), db_spec))
+        .expect("b writes db");
+    cluster.advance(1_000);
+    assert_ne!(cluster.heads(0), cluster.heads(1), "the replicas diverged");
+
+    let dropped = cluster.dropped;
+    cluster.connect(0, 1);
+    cluster.drive();
+    assert_eq!(cluster.dropped, dropped, "no gossip was sent by the sync");
+    assert!(cluster.sync_requests > 0);
+    assert_eq!(cluster.heads(0), cluster.heads(1));
+    for i in 0..2 {
+        let services = cluster.machine(i).state().services();
+        assert!(services.contains_key(&web) && services.contains_key(&db));
+    }
+}
+
+#[test]
+fn a_malformed_sync_body_is_refused_with_a_typed_error() {
+    let mut cluster = pair(false);
+    let b = cluster.id(1);
+    let empty = cluster.machine(0).handle_sync_request(&b, &[]);
+    assert!(matches!(empty, Err(SyncError::Empty)), "{empty:?}");
+    // A reset flag and bytes that are no Automerge sync message.
+    let garbage = cluster
+        .machine(0)
+        .handle_sync_request(&b, &[1, 0xde, 0xad, 0xbe, 0xef]);
+    assert!(
+        matches!(garbage, Err(SyncError::BadMessage(_))),
+        "{garbage:?}"
+    );
+    // The dialogue was reset, not broken: the next one converges.
+    cluster.connect(0, 1);
+    cluster.drive();
+    assert_eq!(cluster.heads(0), cluster.heads(1));
+}
+
+// ---- re-keying -------------------------------------------------------------------------
+
+fn create_secret(cluster: &mut Cluster, i: usize, name: &str, value: &[u8]) {
+    cluster
+        .machine(i)
+        .write(Write::CreateSecret {
+            name: name.into(),
+            value: SecretValue(Zeroizing::new(value.to_vec())),
+        })
+        .expect("create a secret");
+    cluster.drive();
+}
+
+fn open(cluster: &Cluster, i: usize, name: &str) -> Result<Vec<u8>, SecretError> {
+    let node = &cluster.nodes[i];
+    let keys = node.keys.as_ref().expect("node has keys");
+    secrets::open(&secret(&node.machine, name), node.machine.id(), keys).map(|v| v.to_vec())
+}
+
+#[test]
+fn a_member_that_joins_later_can_open_a_secret_once_it_is_rekeyed() {
+    let mut cluster = Cluster::founded("a", true);
+    cluster.tick(); // publishes a's key in its member record
+    create_secret(&mut cluster, 0, "db", b"hunter2");
+    let before = secret(&cluster.nodes[0].machine, "db");
+    assert_eq!(before.version, 1);
+    assert_eq!(
+        before.recipients.keys().collect::<Vec<_>>(),
+        [&cluster.id(0)]
+    );
+
+    let token = mint_token(&mut cluster, 0);
+    let b = cluster.join(0, "b", &token, true).expect("b joins");
+    // The admission re-sealed the secret to b's key, and the document b received holds it.
+    let rekeyed = secret(&cluster.nodes[b].machine, "db");
+    assert_eq!(rekeyed.version, 2);
+    let recipients: Vec<&NodeId> = rekeyed.recipients.keys().collect();
+    assert_eq!(recipients.len(), 2);
+    assert_eq!(open(&cluster, b, "db").expect("b opens it"), b"hunter2");
+    assert_eq!(
+        open(&cluster, 0, "db").expect("a still opens it"),
+        b"hunter2"
+    );
+    cluster.advance(1_000);
+    assert_eq!(cluster.heads(0), cluster.heads(b));
+}
+
+#[test]
+fn removing_a_member_rekeys_secrets_without_it() {
+    let mut cluster = pair(true);
+    create_secret(&mut cluster, 0, "db", b"hunter2");
+    cluster.advance(1_000);
+    assert_eq!(open(&cluster, 1, "db").expect("b opens it"), b"hunter2");
+    assert_eq!(secret(&cluster.nodes[0].machine, "db").version, 1);
+
+    let b = cluster.id(1);
+    cluster
+        .machine(0)
+        .write(Write::RemoveMember(b.clone()))
+        .expect("remove b");
+    cluster.drive();
+    let record = secret(&cluster.nodes[0].machine, "db");
+    assert!(!record.recipients.contains_key(&b));
+    assert_eq!(
+        record.version, 2,
+        "sealed to a and b, then re-keyed without b"
+    );
+    assert_eq!(open(&cluster, 0, "db").expect("a opens it"), b"hunter2");
+    // The re-keyed record reached b's replica, and b cannot open it.
+    assert_eq!(secret(&cluster.nodes[1].machine, "db").version, 2);
+    assert!(matches!(
+        open(&cluster, 1, "db"),
+        Err(SecretError::NotARecipient(_))
+    ));
+}
+
+#[test]
+fn a_key_published_after_admission_is_sealed_to_at_the_next_rotation() {
+    let mut cluster = Cluster::founded("a", true);
+    cluster.tick();
+    create_secret(&mut cluster, 0, "db", b"hunter2");
+    let token = mint_token(&mut cluster, 0);
+    // b joins without a key: nothing is sealed to it.
+    let b = cluster.join(0, "b", &token, false).expect("b joins");
+    let b_id = cluster.id(b);
+    assert!(!secret(&cluster.nodes[0].machine, "db")
+        .recipients
+        .contains_key(&b_id));
+
+    // b gets keys later and publishes its public key at its next tick; that alone re-keys
+    // nothing (only a change of membership does).
+    cluster.give_keys(b);
+    cluster.advance(1_000);
+    assert!(cluster.machine(0).state().member_keys().contains_key(&b_id));
+    assert!(matches!(
+        open(&cluster, b, "db"),
+        Err(SecretError::NotARecipient(_))
+    ));
+
+    // A rotation seals the secret to every member with a published key.
+    cluster
+        .machine(0)
+        .write(Write::RotateSecret("db".into()))
+        .expect("rotate");
+    cluster.drive();
+    assert_eq!(open(&cluster, b, "db").expect("b opens it"), b"hunter2");
+}
+
+// ---- time ------------------------------------------------------------------------------
+
+fn heartbeats(machine: &mut NodeMachine) -> usize {
+    std::iter::from_fn(|| machine.poll_output())
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Publish {
+                    channel: Channel::Heartbeat,
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+/// A machine's timing: the core's tick period, the heartbeat and anti-entropy periods.
+fn timing(tick_ms: u64, heartbeat_ms: u64, anti_entropy_ms: u64) -> MachineConfig {
+    let mut config = MachineConfig {
+        heartbeat_ms,
+        anti_entropy_ms,
+        ..MachineConfig::default()
+    };
+    config.core.tick_ms = tick_ms;
+    config
+}
+
+#[test]
+fn poll_timeout_names_the_next_heartbeat_anti_entropy_or_core_tick() {
+    let mut cluster = Cluster::founded_with("a", false, timing(1_000, 400, 700));
+    let machine = cluster.machine(0);
+
+    // A new machine owes its first heartbeat now.
+    assert_eq!(machine.poll_timeout(), Millis(0));
+    machine.handle_tick(Millis(0));
+    assert_eq!(heartbeats(machine), 1);
+    // Next: the heartbeat (400) before anti-entropy (700) and the core's tick (1,000).
+    assert_eq!(machine.poll_timeout(), Millis(400));
+    machine.handle_tick(Millis(300));
+    assert_eq!(heartbeats(machine), 0, "nothing due before the timeout");
+    assert_eq!(machine.poll_timeout(), Millis(400));
+    machine.handle_tick(Millis(400));
+    assert_eq!(heartbeats(machine), 1);
+    // Heartbeat at 800, anti-entropy at 700.
+    assert_eq!(machine.poll_timeout(), Millis(700));
+}
+
+#[test]
+fn poll_timeout_is_at_most_one_core_tick_away() {
+    let mut cluster = Cluster::founded_with("a", false, timing(1_000, 60_000, 60_000));
+    let machine = cluster.machine(0);
+    machine.handle_tick(Millis(0));
+    assert_eq!(machine.poll_timeout(), Millis(1_000));
+    // A late tick counts from when it came.
+    machine.handle_tick(Millis(1_500));
+    assert_eq!(machine.poll_timeout(), Millis(2_500));
+}

@@ -1,0 +1,347 @@
+//! An in-memory cluster of [`NodeMachine`]s for unit tests, after quinn-proto's test `Pair`:
+//! the machines, a simulated clock and a [`Cluster::drive`] that carries every [`Output`]
+//! out — gossip to the other members, sync requests to their target and the answers back —
+//! until none is left. No network, no disk, no sleeps: a test is a sequence of inputs and
+//! assertions, and it replays exactly (seeded generators, a fixed document clock).
+//!
+//! It models the daemon's driver only as far as a test needs: a member hears gossip only from
+//! the members its machine last named ([`Output::SetMembers`], as the mesh filters), persists
+//! are counted, and links can be cut. `warren-simulations` is the full simulator (latency,
+//! loss, crashes, containers); this is the small deterministic helper.
+
+#![allow(dead_code)] // Each test file uses its own part of the harness.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use warren_core::protocol::JoinRequest;
+use warren_core::secrets::SecretKeys;
+use warren_core::{JoinError, MachineConfig, Millis, NodeMachine, Output};
+use warren_crdt::{ClusterInfo, DesiredState, Member, MemberState, NodeId};
+
+/// Most rounds of [`Cluster::drive`] before it gives up: a machine that never falls quiet is
+/// a bug the test should see, not a hang.
+const MAX_ROUNDS: usize = 1_000;
+
+/// The wall clock (Unix seconds) at simulated time zero: tokens are minted and checked
+/// against it.
+pub(crate) const WALL_EPOCH_SECS: i64 = 1_700_000_000;
+
+/// The document clock: every change is stamped 0, so histories replay exactly.
+fn zero_clock() -> i64 {
+    0
+}
+
+/// One member of the cluster and what the harness saw it do.
+pub(crate) struct Node {
+    /// The machine.
+    pub(crate) machine: NodeMachine,
+    /// Its X25519 keys, when it was given some.
+    pub(crate) keys: Option<SecretKeys>,
+    /// The members it last named: it hears gossip from these only.
+    pub(crate) members: BTreeSet<NodeId>,
+    /// Persists it asked for, and how many of them flushed.
+    pub(crate) persists: usize,
+    /// Flushing persists it asked for.
+    pub(crate) flushes: usize,
+}
+
+impl Node {
+    /// Its id.
+    pub(crate) fn id(&self) -> NodeId {
+        self.machine.id().clone()
+    }
+}
+
+/// N machines, a clock and the links between them.
+pub(crate) struct Cluster {
+    /// The members, in the order they were made.
+    pub(crate) nodes: Vec<Node>,
+    /// Simulated time.
+    pub(crate) now: Millis,
+    /// Whether gossip ([`Output::Publish`]) is delivered; when not, it is counted and dropped
+    /// and only sync dialogues move changes.
+    pub(crate) gossip: bool,
+    /// Gossip messages dropped (gossip off, a cut link, or a receiver not hearing the sender).
+    pub(crate) dropped: usize,
+    /// Sync requests carried out.
+    pub(crate) sync_requests: usize,
+    /// Links that carry nothing, as (lower index, higher index).
+    cut: BTreeSet<(usize, usize)>,
+    config: MachineConfig,
+    seed: u64,
+}
+
+impl Cluster {
+    /// A one-member cluster: `founder`, as `warren-node up --init` founds it, with X25519
+    /// keys when `keys`.
+    pub(crate) fn founded(founder: &str, keys: bool) -> Self {
+        Self::founded_with(founder, keys, MachineConfig::default())
+    }
+
+    /// As [`Cluster::founded`], every machine with `config`.
+    pub(crate) fn founded_with(founder: &str, keys: bool, config: MachineConfig) -> Self {
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            now: Millis(0),
+            gossip: true,
+            dropped: 0,
+            sync_requests: 0,
+            cut: BTreeSet::new(),
+            config,
+            seed: 1,
+        };
+        let id = node_id(founder);
+        let member = Member {
+            id: id.clone(),
+            name: founder.into(),
+            addrs: Vec::new(),
+            labels: BTreeMap::new(),
+            admitted_by: id.clone(),
+            admitted_at: 0,
+            state: MemberState::Active,
+        };
+        let info = ClusterInfo {
+            id: "c1".into(),
+            name: "lab".into(),
+            created_at: 0,
+        };
+        let state = DesiredState::new_cluster_seeded(&info, &member, [0; 8], zero_clock)
+            .expect("a new cluster");
+        cluster.add(founder, state, keys);
+        cluster
+    }
+
+    /// The wall clock now, in Unix seconds.
+    pub(crate) fn now_secs(&self) -> i64 {
+        WALL_EPOCH_SECS + (self.now.0 / 1000) as i64
+    }
+
+    /// Node `i`'s machine.
+    pub(crate) fn machine(&mut self, i: usize) -> &mut NodeMachine {
+        &mut self.nodes[i].machine
+    }
+
+    /// Node `i`'s id.
+    pub(crate) fn id(&self, i: usize) -> NodeId {
+        self.nodes[i].id()
+    }
+
+    /// A machine for `name` over `state`, listening on an in-memory address, with X25519
+    /// keys when `keys`; returns its index.
+    fn add(&mut self, name: &str, mut state: DesiredState, keys: bool) -> usize {
+        let index = self.nodes.len();
+        state.set_clock(zero_clock);
+        state.set_actor_suffix((index as u64 + 1).to_le_bytes());
+        let id = node_id(name);
+        self.seed += 1;
+        let mut machine = NodeMachine::new(
+            id,
+            name,
+            format!("test://{name}"),
+            state,
+            self.config,
+            self.now,
+            self.seed,
+        );
+        machine.set_secure_rng(Box::new(StdRng::seed_from_u64(self.seed ^ 0x5EC)));
+        machine.handle_listen_addr(format!("/memory/{index}"));
+        self.nodes.push(Node {
+            machine,
+            keys: None,
+            members: BTreeSet::new(),
+            persists: 0,
+            flushes: 0,
+        });
+        if keys {
+            self.give_keys(index);
+        }
+        index
+    }
+
+    /// Gives node `i` its X25519 keys (the same for an index on every run); it publishes the
+    /// public one in its member record at its next tick.
+    pub(crate) fn give_keys(&mut self, i: usize) {
+        self.nodes[i].machine.set_secret_keys(secret_keys(i));
+        self.nodes[i].keys = Some(secret_keys(i));
+    }
+
+    /// `name` joins through member `admitter` with `token`, as the daemon's `join` does: it
+    /// sends a [`JoinRequest`] (with an X25519 key when `keys`), loads the document the
+    /// admitter answers with, checks it is listed, and starts its machine over it. Returns
+    /// the new member's index, or the admitter's refusal.
+    pub(crate) fn join(
+        &mut self,
+        admitter: usize,
+        name: &str,
+        token: &str,
+        keys: bool,
+    ) -> Result<usize, JoinError> {
+        let id = node_id(name);
+        let public = if keys {
+            secret_keys(self.nodes.len()).public_hex()
+        } else {
+            String::new()
+        };
+        let request = serde_json::to_vec(&JoinRequest {
+            token: token.into(),
+            name: name.into(),
+            addrs: vec![format!("/memory/{}/p2p/{id}", self.nodes.len())],
+            labels: BTreeMap::new(),
+            x25519_public_key: public,
+        })
+        .expect("encode a join request");
+        let now_secs = self.now_secs();
+        let answer = self.nodes[admitter]
+            .machine
+            .handle_join(&id, &request, now_secs);
+        // The daemon carries out the admission's outputs (a flushed persist) before answering.
+        self.drive();
+        let document = answer?;
+        let state = DesiredState::load(id.clone(), &document).expect("the answer is a document");
+        assert!(
+            state.members().contains_key(&id),
+            "the admitter answered with a document that does not list {name}"
+        );
+        Ok(self.add(name, state, keys))
+    }
+
+    /// Cuts the link between `a` and `b`: neither gossip nor sync crosses it.
+    pub(crate) fn cut(&mut self, a: usize, b: usize) {
+        self.cut.insert((a.min(b), a.max(b)));
+    }
+
+    /// Heals the link between `a` and `b` and tells both machines, as the transport does on a
+    /// new connection ([`NodeMachine::handle_connected`]): each starts a sync dialogue.
+    pub(crate) fn connect(&mut self, a: usize, b: usize) {
+        self.cut.remove(&(a.min(b), a.max(b)));
+        let (ida, idb) = (self.id(a), self.id(b));
+        let now = self.now;
+        self.nodes[a].machine.handle_connected(&idb, now);
+        self.nodes[b].machine.handle_connected(&ida, now);
+    }
+
+    fn linked(&self, a: usize, b: usize) -> bool {
+        !self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.machine.id() == id)
+    }
+
+    /// Ticks every machine at the current time, then drives.
+    pub(crate) fn tick(&mut self) {
+        let now = self.now;
+        for node in &mut self.nodes {
+            node.machine.handle_tick(now);
+        }
+        self.drive();
+    }
+
+    /// Moves the clock `ms` forward as the daemon's timer would: to the earliest
+    /// [`NodeMachine::poll_timeout`] of the machines, ticking those that are due and driving,
+    /// until the clock reaches `now + ms`.
+    pub(crate) fn advance(&mut self, ms: u64) {
+        let end = Millis(self.now.0 + ms);
+        loop {
+            let next = self
+                .nodes
+                .iter()
+                .map(|n| n.machine.poll_timeout())
+                .min()
+                .unwrap_or(end)
+                .max(self.now);
+            if next > end {
+                break;
+            }
+            self.now = next;
+            for node in &mut self.nodes {
+                if node.machine.poll_timeout() <= next {
+                    node.machine.handle_tick(next);
+                }
+            }
+            self.drive();
+        }
+        self.now = end;
+    }
+
+    /// Carries out every machine's outputs, and those they cause, until none is left.
+    ///
+    /// Panics after [`MAX_ROUNDS`] rounds that each had something to do.
+    pub(crate) fn drive(&mut self) {
+        for _ in 0..MAX_ROUNDS {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("the machines did not fall quiet in {MAX_ROUNDS} rounds");
+    }
+
+    /// One round: each machine's queued outputs, in order. Returns whether there were any.
+    fn step(&mut self) -> bool {
+        let mut busy = false;
+        for i in 0..self.nodes.len() {
+            while let Some(output) = self.nodes[i].machine.poll_output() {
+                busy = true;
+                self.carry_out(i, output);
+            }
+        }
+        busy
+    }
+
+    fn carry_out(&mut self, from: usize, output: Output) {
+        let sender = self.id(from);
+        let now = self.now;
+        match output {
+            Output::Persist { flush } => {
+                self.nodes[from].persists += 1;
+                self.nodes[from].flushes += usize::from(flush);
+            }
+            Output::SetMembers(members) => {
+                self.nodes[from].members = members.into_keys().collect();
+            }
+            Output::Publish { channel, data } => {
+                for to in (0..self.nodes.len()).filter(|&to| to != from) {
+                    if !self.gossip
+                        || !self.linked(from, to)
+                        || !self.nodes[to].members.contains(&sender)
+                    {
+                        self.dropped += 1;
+                        continue;
+                    }
+                    self.nodes[to]
+                        .machine
+                        .handle_gossip(channel, &sender, &data, now);
+                }
+            }
+            Output::SyncRequest { to, body } => {
+                self.sync_requests += 1;
+                let answer = match self.index_of(&to) {
+                    Some(target) if self.linked(from, target) => self.nodes[target]
+                        .machine
+                        .handle_sync_request(&sender, &body)
+                        .map_err(|e| e.to_string()),
+                    _ => Err("unreachable".into()),
+                };
+                self.nodes[from].machine.handle_sync_response(&to, answer);
+            }
+        }
+    }
+
+    /// Node `i`'s document heads.
+    pub(crate) fn heads(&mut self, i: usize) -> Vec<String> {
+        self.nodes[i].machine.state_mut().heads()
+    }
+}
+
+/// A node id for `name` (ids are opaque to the machine; the daemon's are libp2p peer ids).
+pub(crate) fn node_id(name: &str) -> NodeId {
+    NodeId(format!("12D3KooW{name}"))
+}
+
+/// The X25519 keys of the `index`th member to be made (drawn from a seeded generator: tests
+/// replay exactly).
+fn secret_keys(index: usize) -> SecretKeys {
+    SecretKeys::generate(&mut StdRng::seed_from_u64(0x4E7 + index as u64))
+}
