@@ -297,7 +297,7 @@ fn split_window(params: &Params, d: u64) -> (u64, u64, u64) {
 }
 
 /// Minority/majority split (the minority holds node 0, the first lease holder) with writes on
-/// both sides, then a heal. The split outlasts the stability window ([`split_window`]).
+/// both sides, then a heal. The split outlasts the stability window (`split_window`).
 pub fn split(nodes: usize, d: u64) -> Scenario {
     let mut s = Scenario::new("split", nodes, d);
     let (start, end, d) = split_window(&s.params, d);
@@ -312,7 +312,7 @@ pub fn split(nodes: usize, d: u64) -> Scenario {
 }
 
 /// Three components with writes in each, then a heal. The split outlasts the stability
-/// window ([`split_window`]).
+/// window (`split_window`).
 pub fn three_way_split(nodes: usize, d: u64) -> Scenario {
     let mut s = Scenario::new("three-way-split", nodes, d);
     let (start, end, d) = split_window(&s.params, d);

@@ -255,7 +255,7 @@ fn judge_copies(
 ///
 /// 1. **The heal keeps what runs.** Where live nodes report more than one running copy of a
 ///    slot, or a copy the standing assignment has not judged, one is kept by
-///    [`judge_copies`]'s rule and the slot is assigned to its node (the others listed as
+///    the heal's keep rule (`judge_copies`) and the slot is assigned to its node (the others listed as
 ///    displaced: they stop only once the kept one is confirmed running). Undisputed slots
 ///    are not touched.
 /// 2. A slot that must move (its node is down or gone) goes, when a live node reports a
