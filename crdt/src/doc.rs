@@ -95,6 +95,14 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, CrdtError>) -> Result<T,
     })
 }
 
+/// Reads every change of `doc` once. Automerge 0.12 may accept bytes without an error and then
+/// panic when their history is read (the fuzz target `store_chunks` found an assertion in
+/// the change collector under [`DesiredState::history`]); run inside [`guarded`] right after a
+/// load, this refuses such bytes while the document can still be thrown away.
+fn walk_history(doc: &mut AutoCommit) {
+    let _ = doc.get_changes(&[]);
+}
+
 fn actor_for(node: &NodeId) -> ActorId {
     let mut bytes = node.as_str().as_bytes().to_vec();
     bytes.push(ACTOR_SEPARATOR);
@@ -221,8 +229,12 @@ impl DesiredState {
     /// Errors: [`CrdtError::Automerge`] when the bytes are not a valid document,
     /// [`CrdtError::Decode`] when Automerge panicked on them (see [`guarded`]).
     pub fn load(node: NodeId, bytes: &[u8]) -> Result<Self, CrdtError> {
-        let doc = guarded("a saved document", || Ok(AutoCommit::load(bytes)?))?
-            .with_actor(actor_for(&node));
+        let doc = guarded("a saved document", || {
+            let mut doc = AutoCommit::load(bytes)?;
+            walk_history(&mut doc);
+            Ok(doc)
+        })?
+        .with_actor(actor_for(&node));
         Ok(Self {
             doc,
             node,
@@ -264,6 +276,7 @@ impl DesiredState {
         let mut doc = self.doc.clone();
         self.doc = guarded("incremental bytes", move || {
             doc.load_incremental(bytes)?;
+            walk_history(&mut doc);
             Ok(doc)
         })?;
         Ok(())

@@ -843,3 +843,18 @@ mod fuzz_regressions {
         still_works(&mut state, &heads);
     }
 }
+
+/// store_chunks (second run): a snapshot and log that load without an error, after which
+/// `history()` (which `Store::load` calls when it skipped a chunk) hit the change collector's
+/// assertion. Loading must refuse such bytes instead.
+#[test]
+fn a_store_whose_history_automerge_panics_on_does_not_load() {
+    let snapshot = include_bytes!("../tests/data/fuzz/history-collector-assert.snapshot");
+    let log = include_bytes!("../tests/data/fuzz/history-collector-assert.log");
+    let Ok(mut state) = DesiredState::load(NodeId("n".into()), snapshot) else {
+        return;
+    };
+    let _ = state.load_incremental(log);
+    let _ = state.history();
+    let _ = state.heads();
+}
