@@ -2,8 +2,10 @@
 //! (`warren_crdt::fuzzing::snapshot_payload` and `log_payload`, the same functions `load`
 //! calls), then `DesiredState::load` of the snapshot and `DesiredState::load_incremental` of
 //! the log chunks that passed, all at once and, when Automerge refuses the batch, one by one,
-//! as `load` does. A loaded state must save to bytes that load back (`Store::compact` and the
-//! repair rely on it).
+//! as `load` does. A loaded state's save is loaded back as `Store::compact` and the repair do
+//! before they replace anything; that it may fail (Automerge accepts some bytes whose save
+//! does not load: `open/store_chunks-save-does-not-load-back.bin`, see README.md) is an
+//! error there, not a panic, so it is not asserted here.
 //!
 //! Input: one flag byte (bit 0: make frame and chunk checksums right), then the snapshot value
 //! (empty: none) and up to seven log values, separated by `SPLT`.
@@ -54,6 +56,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = state.members();
     let _ = state.assignments();
     let saved = state.save();
-    let mut back = DesiredState::load(node, &saved).expect("a loaded state's save loads back");
-    assert_eq!(back.heads(), heads, "a save holds the same heads");
+    if let Ok(mut back) = DesiredState::load(node, &saved) {
+        assert_eq!(
+            back.heads(),
+            heads,
+            "a save that loads holds the same heads"
+        );
+    }
 });

@@ -197,14 +197,21 @@ pub fn founder_machine_with_outputs() -> (NodeMachine, Vec<Output>) {
     (machine, outputs)
 }
 
-/// Call at the start of every input: puts back Rust's default panic hook in place of
-/// libfuzzer-sys's, which aborts on *any* panic, also one that Warren catches on purpose
-/// (`warren-crdt` turns Automerge's panics on malformed input into errors). A panic that
-/// escapes the target still aborts: libfuzzer-sys catches it around each input.
+/// Call at the start of every input: replaces libfuzzer-sys's panic hook, which aborts on
+/// *any* panic, also one that Warren catches on purpose (`warren-crdt` turns Automerge's
+/// panics on malformed input into errors), by one that prints the message only (a backtrace
+/// per caught panic would cost more than the input). A panic that escapes the target still
+/// aborts: libfuzzer-sys catches it around each input. Replay a crash file with
+/// `RUST_BACKTRACE=1` for Rust's default hook and a backtrace.
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _libfuzzer_hook = std::panic::take_hook();
+        // With RUST_BACKTRACE set (replaying a crash), Rust's default hook and its backtraces.
+        if std::env::var_os("RUST_BACKTRACE").is_none() {
+            std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
+        } else {
+            let _libfuzzer_hook = std::panic::take_hook();
+        }
     });
 }
 
