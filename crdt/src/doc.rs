@@ -122,6 +122,33 @@ fn system_clock_ms() -> i64 {
 
 /// Actor id = node id text, `#`, 8 random bytes: history still names the node, and a node that
 /// crashed after gossiping an unpersisted change never reuses its (actor, seq) (DESIGN §3).
+/// Runs Automerge over bytes from a peer or a file and turns a panic inside it into
+/// [`CrdtError::Decode`] naming `what`.
+///
+/// Automerge 0.12 panics on some malformed input instead of returning an error; the fuzz
+/// targets in `fuzz/` found it in `AutoCommit::load` and `load_incremental` (hexane's
+/// "RawColumnIter::take would cross slab boundary", an assertion in the change collector),
+/// in `apply_changes` (an `unwrap` on `None` in `import_ops`) and in `generate_sync_message`
+/// after a peer's sync message with an empty Bloom filter (a remainder by zero). No panic on
+/// anything a peer or a file controls: callers run mutating calls on a clone and keep it only
+/// when the call returned, so a panic half-way leaves the replica as it was. The clone costs
+/// one copy of the document per received change or sync message.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, CrdtError>) -> Result<T, CrdtError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(CrdtError::Decode(format!(
+            "{what} made the Automerge library panic (malformed input)"
+        )))
+    })
+}
+
+/// Reads every change of `doc` once. Automerge 0.12 may accept bytes without an error and then
+/// panic when their history is read (the fuzz target `store_chunks` found an assertion in
+/// the change collector under [`DesiredState::history`]); run inside [`guarded`] right after a
+/// load, this refuses such bytes while the document can still be thrown away.
+fn walk_history(doc: &mut AutoCommit) {
+    let _ = doc.get_changes(&[]);
+}
+
 fn actor_for(node: &NodeId) -> ActorId {
     let mut bytes = node.as_str().as_bytes().to_vec();
     bytes.push(ACTOR_SEPARATOR);
@@ -246,9 +273,15 @@ impl DesiredState {
     /// received from a peer must reach the disk); [`DesiredState::mark_persisted`] says
     /// otherwise for bytes that came from the disk.
     ///
-    /// Errors: [`CrdtError::Automerge`] when the bytes are not a valid document.
+    /// Errors: [`CrdtError::Automerge`] when the bytes are not a valid document,
+    /// [`CrdtError::Decode`] when Automerge panicked on them (see [`guarded`]).
     pub fn load(node: NodeId, bytes: &[u8]) -> Result<Self, CrdtError> {
-        let doc = AutoCommit::load(bytes)?.with_actor(actor_for(&node));
+        let doc = guarded("a saved document", || {
+            let mut doc = AutoCommit::load(bytes)?;
+            walk_history(&mut doc);
+            Ok(doc)
+        })?
+        .with_actor(actor_for(&node));
         Ok(Self {
             doc,
             node,
@@ -285,8 +318,15 @@ impl DesiredState {
     /// Errors: [`CrdtError::Automerge`] for some malformed input. Automerge 0.12 does not
     /// report every corrupt or truncated chunk (it keeps what parsed and returns `Ok`): the
     /// [`Store`](crate::Store) checks each chunk's checksum before it gets here.
+    /// [`CrdtError::Decode`] when Automerge panicked on them (see [`guarded`]); the document
+    /// is then unchanged.
     pub fn load_incremental(&mut self, bytes: &[u8]) -> Result<(), CrdtError> {
-        self.doc.load_incremental(bytes)?;
+        let mut doc = self.doc.clone();
+        self.doc = guarded("incremental bytes", move || {
+            doc.load_incremental(bytes)?;
+            walk_history(&mut doc);
+            Ok(doc)
+        })?;
         Ok(())
     }
 
@@ -309,11 +349,16 @@ impl DesiredState {
     /// Applies one change received by gossip. Changes whose dependencies are missing are held
     /// by Automerge until they arrive (anti-entropy fills the gap).
     ///
-    /// Errors: [`CrdtError::Decode`] for bytes that are not a change.
+    /// Errors: [`CrdtError::Decode`] for bytes that are not a change, or that Automerge
+    /// panicked on (see [`guarded`]; the document is then unchanged).
     pub fn apply_change(&mut self, bytes: &[u8]) -> Result<(), CrdtError> {
         let change =
             Change::from_bytes(bytes.to_vec()).map_err(|e| CrdtError::Decode(e.to_string()))?;
-        self.doc.apply_changes([change])?;
+        let mut doc = self.doc.clone();
+        self.doc = guarded("a change", move || {
+            doc.apply_changes([change])?;
+            Ok(doc)
+        })?;
         Ok(())
     }
 
@@ -402,26 +447,48 @@ impl DesiredState {
 
     /// The next message of the sync protocol for the peer behind `state`, or `None` when it has
     /// nothing to send (in sync, or waiting for the peer's answer).
+    ///
+    /// Should Automerge panic on what the peer told it before (see [`guarded`]), `state` is
+    /// reset (the dialogue starts over) and there is no message.
     pub fn generate_sync_message(&mut self, state: &mut SyncState) -> Option<Vec<u8>> {
-        self.doc
-            .sync()
-            .generate_sync_message(&mut state.0)
-            .map(|m| m.encode())
+        let doc = &mut self.doc;
+        let sync = &mut state.0;
+        guarded("the peer's sync state", || {
+            Ok(doc.sync().generate_sync_message(sync).map(|m| m.encode()))
+        })
+        .unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "resetting a sync state");
+            *sync = sync::State::new();
+            None
+        })
     }
 
     /// Receives one sync-protocol message from the peer behind `state`.
     ///
-    /// Errors: [`CrdtError::Decode`] for malformed bytes, [`CrdtError::Automerge`] for bad changes.
+    /// Errors: [`CrdtError::Decode`] for malformed bytes, [`CrdtError::Automerge`] for bad
+    /// changes, [`CrdtError::Decode`] when Automerge panicked on the message (see [`guarded`]:
+    /// the document is then unchanged and `state` reset).
     pub fn receive_sync_message(
         &mut self,
         state: &mut SyncState,
         bytes: &[u8],
     ) -> Result<(), CrdtError> {
         let message = sync::Message::decode(bytes).map_err(|e| CrdtError::Decode(e.to_string()))?;
-        self.doc
-            .sync()
-            .receive_sync_message(&mut state.0, message)?;
-        Ok(())
+        let (mut doc, mut sync) = (self.doc.clone(), state.0.clone());
+        match guarded("a sync message", move || {
+            doc.sync().receive_sync_message(&mut sync, message)?;
+            Ok((doc, sync))
+        }) {
+            Ok((doc, sync)) => {
+                self.doc = doc;
+                state.0 = sync;
+                Ok(())
+            }
+            Err(e) => {
+                state.0 = sync::State::new();
+                Err(e)
+            }
+        }
     }
 
     /// The whole document, compacted: for a snapshot or for a joining peer. Does not change
