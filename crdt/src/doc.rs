@@ -76,6 +76,8 @@ pub struct DesiredState {
     persisted: Vec<automerge::ChangeHash>,
     /// Whether Automerge's diff cursor is on ([`DesiredState::take_touched`]).
     diff_cursor_on: bool,
+    /// How to rebuild `doc` should Automerge panic while it changes ([`Recovery`]).
+    recovery: Recovery,
 }
 
 /// What changed in a document since the last [`DesiredState::take_touched`]: the keys of the
@@ -120,8 +122,6 @@ fn system_clock_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Actor id = node id text, `#`, 8 random bytes: history still names the node, and a node that
-/// crashed after gossiping an unpersisted change never reuses its (actor, seq) (DESIGN §3).
 /// Runs Automerge over bytes from a peer or a file and turns a panic inside it into
 /// [`CrdtError::Decode`] naming `what`.
 ///
@@ -130,9 +130,9 @@ fn system_clock_ms() -> i64 {
 /// "RawColumnIter::take would cross slab boundary", an assertion in the change collector),
 /// in `apply_changes` (an `unwrap` on `None` in `import_ops`) and in `generate_sync_message`
 /// after a peer's sync message with an empty Bloom filter (a remainder by zero). No panic on
-/// anything a peer or a file controls: callers run mutating calls on a clone and keep it only
-/// when the call returned, so a panic half-way leaves the replica as it was. The clone costs
-/// one copy of the document per received change or sync message.
+/// anything a peer or a file controls. A call that mutates the replica's document runs through
+/// [`DesiredState::guarded_mut`], which rebuilds the document after such a panic (see
+/// [`Recovery`]).
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, CrdtError>) -> Result<T, CrdtError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         Err(CrdtError::Decode(format!(
@@ -149,6 +149,82 @@ fn walk_history(doc: &mut AutoCommit) {
     let _ = doc.get_changes(&[]);
 }
 
+/// Below this many bytes, [`Recovery::since`] is never folded into a new base.
+const RECOVERY_MIN_COMPACT: usize = 1 << 20;
+
+/// What rebuilds a replica's document after Automerge panicked half-way through a call that
+/// mutates it (after such a panic the document in memory may be inconsistent): a saved document
+/// and what the document took in since, in order. Keeping it costs one copy of the bytes taken
+/// in (local writes, gossip, sync, loads), not a copy of the document per received change; a
+/// rebuild costs a load of the whole document, paid only after a panic.
+/// [`DesiredState::save`] (the store's compaction, a join) starts it over from the saved bytes,
+/// and so does [`Recovery::remember`] once what came since outgrows the base.
+#[derive(Default)]
+struct Recovery {
+    /// A saved document; empty for the empty document.
+    base: Vec<u8>,
+    /// What came after `base`, in segments each loaded by one `load_incremental`. Changes known
+    /// to parse whole (local commits, gossiped changes) share a segment; other bytes (a store's
+    /// chunk, a sync message's changes) get their own, since Automerge may keep part of such
+    /// bytes without an error and would then drop whatever followed them in the same call.
+    since: Vec<Segment>,
+    /// Bytes in `since`.
+    since_len: usize,
+}
+
+struct Segment {
+    bytes: Vec<u8>,
+    /// Only whole, checked changes: more may be appended.
+    changes_only: bool,
+}
+
+impl Recovery {
+    fn from_saved(bytes: Vec<u8>) -> Self {
+        Self {
+            base: bytes,
+            ..Self::default()
+        }
+    }
+
+    /// Remembers bytes the document took in without an error: `change` when they are one
+    /// whole change that parsed.
+    fn push(&mut self, bytes: &[u8], change: bool) {
+        self.since_len += bytes.len();
+        match self.since.last_mut() {
+            Some(last) if change && last.changes_only => last.bytes.extend_from_slice(bytes),
+            _ => self.since.push(Segment {
+                bytes: bytes.to_vec(),
+                changes_only: change,
+            }),
+        }
+    }
+
+    /// Whether what came since the base is worth folding into a new base (a save of the
+    /// document: its cost is then spread over at least as many bytes taken in as it writes).
+    fn wants_new_base(&self) -> bool {
+        self.since_len > self.base.len().max(RECOVERY_MIN_COMPACT)
+    }
+
+    /// The document as it was before the call that panicked.
+    fn rebuild(&self) -> Result<AutoCommit, CrdtError> {
+        guarded("rebuilding the document", || {
+            let mut doc = if self.base.is_empty() {
+                AutoCommit::new()
+            } else {
+                AutoCommit::load(&self.base)?
+            };
+            // The same calls on the same bytes as when they came: those Automerge refused
+            // then (having maybe kept part of them) it refuses again.
+            for segment in &self.since {
+                let _ = doc.load_incremental(&segment.bytes);
+            }
+            Ok(doc)
+        })
+    }
+}
+
+/// Actor id = node id text, `#`, 8 random bytes: history still names the node, and a node that
+/// crashed after gossiping an unpersisted change never reuses its (actor, seq) (DESIGN §3).
 fn actor_for(node: &NodeId) -> ActorId {
     let mut bytes = node.as_str().as_bytes().to_vec();
     bytes.push(ACTOR_SEPARATOR);
@@ -264,6 +340,7 @@ impl DesiredState {
             clock: system_clock_ms,
             persisted: Vec::new(),
             diff_cursor_on: false,
+            recovery: Recovery::default(),
         }
     }
 
@@ -288,6 +365,7 @@ impl DesiredState {
             clock: system_clock_ms,
             persisted: Vec::new(),
             diff_cursor_on: false,
+            recovery: Recovery::from_saved(bytes.to_vec()),
         })
     }
 
@@ -321,12 +399,14 @@ impl DesiredState {
     /// [`CrdtError::Decode`] when Automerge panicked on them (see [`guarded`]); the document
     /// is then unchanged.
     pub fn load_incremental(&mut self, bytes: &[u8]) -> Result<(), CrdtError> {
-        let mut doc = self.doc.clone();
-        self.doc = guarded("incremental bytes", move || {
-            doc.load_incremental(bytes)?;
-            walk_history(&mut doc);
-            Ok(doc)
+        let loaded = self.guarded_mut("incremental bytes", |doc| {
+            let loaded = doc.load_incremental(bytes);
+            walk_history(doc);
+            loaded
         })?;
+        // Bytes Automerge refused may still have left part of them in the document.
+        self.remember(bytes, false);
+        loaded?;
         Ok(())
     }
 
@@ -339,9 +419,68 @@ impl DesiredState {
                 .with_message(message)
                 .with_time(time),
         );
-        hash.and_then(|h| self.doc.get_change_by_hash(&h))
+        let bytes = hash
+            .and_then(|h| self.doc.get_change_by_hash(&h))
             .map(|c| c.raw_bytes().to_vec())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.remember(&bytes, true);
+        bytes
+    }
+
+    /// Keeps bytes the document took in for a rebuild ([`Recovery`]); `change` when they are
+    /// whole changes that parsed.
+    fn remember(&mut self, bytes: &[u8], change: bool) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.recovery.push(bytes, change);
+        if self.recovery.wants_new_base() {
+            self.recovery = Recovery::from_saved(self.doc.save());
+        }
+    }
+
+    /// Runs `f`, which changes the document with bytes a peer or a file controls; a panic
+    /// inside Automerge becomes `Err(`[`CrdtError::Decode`]`)` naming `what` (see [`guarded`]),
+    /// and only a panic. After one, the document is rebuilt as it was before the call
+    /// ([`Recovery`]), and the next [`DesiredState::take_touched`] says everything changed.
+    /// Runs on the document itself: nothing is copied unless Automerge panics. The caller
+    /// [`remember`](Self::remember)s what `f` fed the document when it returned.
+    fn guarded_mut<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut AutoCommit) -> T,
+    ) -> Result<T, CrdtError> {
+        // Automerge commits pending operations (without a message) before it takes anything
+        // in; committing them here the same way lets a rebuild keep them.
+        if self.doc.pending_ops() > 0 {
+            if let Some(bytes) = self
+                .doc
+                .commit()
+                .and_then(|h| self.doc.get_change_by_hash(&h))
+                .map(|c| c.raw_bytes().to_vec())
+            {
+                self.remember(&bytes, true);
+            }
+        }
+        let actor = self.doc.get_actor().clone();
+        let doc = &mut self.doc;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(doc))) {
+            Ok(result) => Ok(result),
+            Err(_) => {
+                match self.recovery.rebuild() {
+                    Ok(doc) => {
+                        self.doc = doc.with_actor(actor);
+                        self.diff_cursor_on = false;
+                    }
+                    // Bytes that loaded once do not panic the second time; should they, the
+                    // document stays as the panic left it.
+                    Err(e) => tracing::error!(error = %e, "could not rebuild the document"),
+                }
+                Err(CrdtError::Decode(format!(
+                    "{what} made the Automerge library panic (malformed input)"
+                )))
+            }
+        }
     }
 
     // ---- sync and persistence ----------------------------------------------------------
@@ -349,17 +488,24 @@ impl DesiredState {
     /// Applies one change received by gossip. Changes whose dependencies are missing are held
     /// by Automerge until they arrive (anti-entropy fills the gap).
     ///
-    /// Errors: [`CrdtError::Decode`] for bytes that are not a change, or that Automerge
-    /// panicked on (see [`guarded`]; the document is then unchanged).
+    /// Errors: [`CrdtError::Decode`] for bytes that are not a change, whose header checksum is
+    /// wrong, or that Automerge panicked on (see [`DesiredState::guarded_mut`]; the document is
+    /// then as it was).
     pub fn apply_change(&mut self, bytes: &[u8]) -> Result<(), CrdtError> {
         let change =
             Change::from_bytes(bytes.to_vec()).map_err(|e| CrdtError::Decode(e.to_string()))?;
-        let mut doc = self.doc.clone();
-        self.doc = guarded("a change", move || {
-            doc.apply_changes([change])?;
-            Ok(doc)
-        })?;
-        Ok(())
+        // Automerge's load (the store's, a rebuild's) refuses a change whose header checksum is
+        // wrong, and `apply_changes` does not check it: refused here too, so that what the
+        // document holds always loads back.
+        let raw = change.raw_bytes().to_vec();
+        if raw.get(4..8) != Some(&change.hash().0[..4]) {
+            return Err(CrdtError::Decode(
+                "the change fails its checksum".to_string(),
+            ));
+        }
+        let applied = self.guarded_mut("a change", |doc| doc.apply_changes([change]))?;
+        self.remember(&raw, applied.is_ok());
+        Ok(applied?)
     }
 
     /// What changed since the last call (the first call says everything): from Automerge's
@@ -451,10 +597,9 @@ impl DesiredState {
     /// Should Automerge panic on what the peer told it before (see [`guarded`]), `state` is
     /// reset (the dialogue starts over) and there is no message.
     pub fn generate_sync_message(&mut self, state: &mut SyncState) -> Option<Vec<u8>> {
-        let doc = &mut self.doc;
         let sync = &mut state.0;
-        guarded("the peer's sync state", || {
-            Ok(doc.sync().generate_sync_message(sync).map(|m| m.encode()))
+        self.guarded_mut("the peer's sync state", |doc| {
+            doc.sync().generate_sync_message(sync).map(|m| m.encode())
         })
         .unwrap_or_else(|e| {
             tracing::debug!(error = %e, "resetting a sync state");
@@ -474,19 +619,19 @@ impl DesiredState {
         bytes: &[u8],
     ) -> Result<(), CrdtError> {
         let message = sync::Message::decode(bytes).map_err(|e| CrdtError::Decode(e.to_string()))?;
-        let (mut doc, mut sync) = (self.doc.clone(), state.0.clone());
-        match guarded("a sync message", move || {
-            doc.sync().receive_sync_message(&mut sync, message)?;
-            Ok((doc, sync))
+        // What Automerge hands to `load_incremental` for this message, kept for a rebuild.
+        let changes: Vec<u8> = message.changes.iter().flatten().copied().collect();
+        let sync = &mut state.0;
+        match self.guarded_mut("a sync message", |doc| {
+            doc.sync().receive_sync_message(sync, message)
         }) {
-            Ok((doc, sync)) => {
-                self.doc = doc;
-                state.0 = sync;
-                Ok(())
+            Ok(received) => {
+                self.remember(&changes, false);
+                Ok(received?)
             }
-            Err(e) => {
-                state.0 = sync::State::new();
-                Err(e)
+            Err(panicked) => {
+                *sync = sync::State::new();
+                Err(panicked)
             }
         }
     }
@@ -494,7 +639,9 @@ impl DesiredState {
     /// The whole document, compacted: for a snapshot or for a joining peer. Does not change
     /// what [`DesiredState::save_incremental`] returns next.
     pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save()
+        let bytes = self.doc.save();
+        self.recovery = Recovery::from_saved(bytes.clone());
+        bytes
     }
 
     /// Every change not yet handed to storage (since the last `save_incremental` or

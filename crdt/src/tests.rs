@@ -1031,6 +1031,82 @@ mod fuzz_regressions {
         still_works(&mut state, &heads);
     }
 
+    /// Exchanges sync messages from `from` to `to` until neither has more to say.
+    fn sync_into(from: &mut DesiredState, to: &mut DesiredState) {
+        let (mut a, mut b) = (SyncState::new(), SyncState::new());
+        for _ in 0..10 {
+            let there = from.generate_sync_message(&mut a);
+            if let Some(m) = &there {
+                to.receive_sync_message(&mut b, m).expect("sync in");
+            }
+            let back = to.generate_sync_message(&mut b);
+            if let Some(m) = &back {
+                from.receive_sync_message(&mut a, m).expect("sync back");
+            }
+            if there.is_none() && back.is_none() {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn a_panic_rebuilds_the_document_with_all_it_took_in() {
+        // The guard runs Automerge on the document itself and, only after a panic, rebuilds it
+        // from the last save and what came since: local writes, gossip, sync, before and after
+        // a save.
+        let change = include_bytes!("../tests/data/fuzz/gossip_change-batch-unwrap.change");
+        let mut state = fixture();
+        let mut peer = fixture();
+        let w1 = state.create_service(&name("api"), &spec(1)).expect("write");
+        let gossip = peer.create_service(&name("db"), &spec(2)).expect("peer");
+        state.apply_change(&gossip).expect("gossip");
+        let _ = state.save();
+        let w2 = state.scale_service(&name("api"), 4).expect("write");
+        peer.scale_service(&name("db"), 5).expect("peer");
+        sync_into(&mut peer, &mut state);
+        assert_eq!(state.service(&name("db")).map(|s| s.spec.replicas), Some(5));
+        let heads = state.heads();
+        let _ = state.take_touched();
+        let _ = state.take_touched();
+
+        assert!(state.apply_change(change).is_err());
+        assert!(
+            state.take_touched().all,
+            "the change panicked and the document was rebuilt"
+        );
+        assert_eq!(state.heads(), heads, "nothing lost, nothing added");
+        assert_eq!(
+            state.service(&name("api")).map(|s| s.spec.replicas),
+            Some(4)
+        );
+
+        // The replica writes on as the same actor, its sequence numbers continuing: a peer
+        // that has its earlier changes takes the next one with nothing missing.
+        let w3 = state.scale_service(&name("api"), 6).expect("write after");
+        for c in [&w1, &w2, &w3] {
+            peer.apply_change(c).expect("peer applies");
+        }
+        assert!(!peer.has_missing_deps());
+        assert_eq!(peer.heads(), state.heads());
+        still_works(&mut state, &peer.heads());
+    }
+
+    #[test]
+    fn a_change_whose_checksum_is_wrong_is_refused() {
+        // Automerge's `apply_changes` does not check it but its load does: a document holding
+        // such a change would not load back from the store.
+        let mut state = fixture();
+        let mut peer = fixture();
+        let mut change = peer.create_service(&name("db"), &spec(2)).expect("peer");
+        change[4] ^= 0xff;
+        let heads = state.heads();
+        assert!(matches!(
+            state.apply_change(&change),
+            Err(CrdtError::Decode(_))
+        ));
+        still_works(&mut state, &heads);
+    }
+
     #[test]
     fn documents_automerge_panics_on_do_not_load() {
         // join_response: "RawColumnIter::take would cross slab boundary" in hexane;
