@@ -149,6 +149,33 @@ fn walk_history(doc: &mut AutoCommit) {
     let _ = doc.get_changes(&[]);
 }
 
+/// Refuses a change whose first op is not the one a load would give it. Automerge's document
+/// format does not store a change's first op: loading derives it from the change's
+/// dependencies (one past the greatest of their last ops; 1 without any), and every change
+/// Automerge makes agrees. `apply_changes` does not check that a received change does, and a
+/// document holding one that does not saves into bytes that no longer load ("max_op is lower
+/// than start_op"; the fuzz target `store_chunks` found it): such a replica could never
+/// compact its store nor answer a join, nor could any replica the change spread to. Checked
+/// when every dependency is at hand (their metadata only, no op is read); a change whose
+/// dependencies are missing is held by Automerge and applied later unchecked.
+fn start_op_fits(doc: &mut AutoCommit, change: &Change) -> Result<(), CrdtError> {
+    let mut deps_max_op = 0;
+    for dep in change.deps() {
+        match doc.get_change_meta_by_hash(dep) {
+            Some(meta) => deps_max_op = deps_max_op.max(meta.max_op),
+            None => return Ok(()),
+        }
+    }
+    let start_op = change.start_op().get();
+    if Some(start_op) == deps_max_op.checked_add(1) {
+        Ok(())
+    } else {
+        Err(CrdtError::Decode(format!(
+            "the change starts at op {start_op}, its dependencies end at op {deps_max_op}"
+        )))
+    }
+}
+
 /// Below this many bytes, [`Recovery::since`] is never folded into a new base.
 const RECOVERY_MIN_COMPACT: usize = 1 << 20;
 
@@ -503,6 +530,7 @@ impl DesiredState {
                 "the change fails its checksum".to_string(),
             ));
         }
+        start_op_fits(&mut self.doc, &change)?;
         let applied = self.guarded_mut("a change", |doc| doc.apply_changes([change]))?;
         self.remember(&raw, applied.is_ok());
         Ok(applied?)

@@ -1108,6 +1108,22 @@ mod fuzz_regressions {
     }
 
     #[test]
+    fn a_change_whose_first_op_its_dependencies_contradict_is_refused() {
+        // store_chunks: a change starting at op 37 on dependencies that end at op 73. Automerge
+        // applied it, and the document's save then failed to load ("max_op is lower than
+        // start_op"), on every replica the change reached.
+        let change = include_bytes!("../tests/data/fuzz/store_chunks-start-op-below-deps.change");
+        let mut state = fixture();
+        let heads = state.heads();
+        let refused = state.apply_change(change);
+        assert!(
+            matches!(&refused, Err(CrdtError::Decode(e)) if e.contains("starts at op 37")),
+            "{refused:?}"
+        );
+        still_works(&mut state, &heads);
+    }
+
+    #[test]
     fn documents_automerge_panics_on_do_not_load() {
         // join_response: "RawColumnIter::take would cross slab boundary" in hexane;
         // store_chunks: `assertion failed: self.data[index].is_none()` in change/collector.rs.
