@@ -1031,24 +1031,6 @@ mod fuzz_regressions {
         still_works(&mut state, &heads);
     }
 
-    /// Exchanges sync messages from `from` to `to` until neither has more to say.
-    fn sync_into(from: &mut DesiredState, to: &mut DesiredState) {
-        let (mut a, mut b) = (SyncState::new(), SyncState::new());
-        for _ in 0..10 {
-            let there = from.generate_sync_message(&mut a);
-            if let Some(m) = &there {
-                to.receive_sync_message(&mut b, m).expect("sync in");
-            }
-            let back = to.generate_sync_message(&mut b);
-            if let Some(m) = &back {
-                from.receive_sync_message(&mut a, m).expect("sync back");
-            }
-            if there.is_none() && back.is_none() {
-                return;
-            }
-        }
-    }
-
     #[test]
     fn a_panic_rebuilds_the_document_with_all_it_took_in() {
         // The guard runs Automerge on the document itself and, only after a panic, rebuilds it
@@ -1063,7 +1045,7 @@ mod fuzz_regressions {
         let _ = state.save();
         let w2 = state.scale_service(&name("api"), 4).expect("write");
         peer.scale_service(&name("db"), 5).expect("peer");
-        sync_into(&mut peer, &mut state);
+        sync_pair(&mut peer, &mut state);
         assert_eq!(state.service(&name("db")).map(|s| s.spec.replicas), Some(5));
         let heads = state.heads();
         let _ = state.take_touched();
