@@ -76,6 +76,8 @@ pub struct DesiredState {
     persisted: Vec<automerge::ChangeHash>,
     /// Whether Automerge's diff cursor is on ([`DesiredState::take_touched`]).
     diff_cursor_on: bool,
+    /// How to rebuild `doc` should Automerge panic while it changes ([`Recovery`]).
+    recovery: Recovery,
 }
 
 /// What changed in a document since the last [`DesiredState::take_touched`]: the keys of the
@@ -118,6 +120,134 @@ fn system_clock_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Runs Automerge over bytes from a peer or a file and turns a panic inside it into
+/// [`CrdtError::Decode`] naming `what`.
+///
+/// Automerge 0.12 panics on some malformed input instead of returning an error; the fuzz
+/// targets in `fuzz/` found it in `AutoCommit::load` and `load_incremental` (hexane's
+/// "RawColumnIter::take would cross slab boundary", an assertion in the change collector),
+/// in `apply_changes` (an `unwrap` on `None` in `import_ops`) and in `generate_sync_message`
+/// after a peer's sync message with an empty Bloom filter (a remainder by zero). No panic on
+/// anything a peer or a file controls. A call that mutates the replica's document runs through
+/// [`DesiredState::guarded_mut`], which rebuilds the document after such a panic (see
+/// [`Recovery`]).
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, CrdtError>) -> Result<T, CrdtError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(CrdtError::Decode(format!(
+            "{what} made the Automerge library panic (malformed input)"
+        )))
+    })
+}
+
+/// Reads every change of `doc` once. Automerge 0.12 may accept bytes without an error and then
+/// panic when their history is read (the fuzz target `store_chunks` found an assertion in
+/// the change collector under [`DesiredState::history`]); run inside [`guarded`] right after a
+/// load, this refuses such bytes while the document can still be thrown away.
+fn walk_history(doc: &mut AutoCommit) {
+    let _ = doc.get_changes(&[]);
+}
+
+/// Refuses a change whose first op is not the one a load would give it. Automerge's document
+/// format does not store a change's first op: loading derives it from the change's
+/// dependencies (one past the greatest of their last ops; 1 without any), and every change
+/// Automerge makes agrees. `apply_changes` does not check that a received change does, and a
+/// document holding one that does not saves into bytes that no longer load ("max_op is lower
+/// than start_op"; the fuzz target `store_chunks` found it): such a replica could never
+/// compact its store nor answer a join, nor could any replica the change spread to. Checked
+/// when every dependency is at hand (their metadata only, no op is read); a change whose
+/// dependencies are missing is held by Automerge and applied later unchecked.
+fn start_op_fits(doc: &mut AutoCommit, change: &Change) -> Result<(), CrdtError> {
+    let mut deps_max_op = 0;
+    for dep in change.deps() {
+        match doc.get_change_meta_by_hash(dep) {
+            Some(meta) => deps_max_op = deps_max_op.max(meta.max_op),
+            None => return Ok(()),
+        }
+    }
+    let start_op = change.start_op().get();
+    if Some(start_op) == deps_max_op.checked_add(1) {
+        Ok(())
+    } else {
+        Err(CrdtError::Decode(format!(
+            "the change starts at op {start_op}, its dependencies end at op {deps_max_op}"
+        )))
+    }
+}
+
+/// Below this many bytes, [`Recovery::since`] is never folded into a new base.
+const RECOVERY_MIN_COMPACT: usize = 1 << 20;
+
+/// What rebuilds a replica's document after Automerge panicked half-way through a call that
+/// mutates it (after such a panic the document in memory may be inconsistent): a saved document
+/// and what the document took in since, in order. Keeping it costs one copy of the bytes taken
+/// in (local writes, gossip, sync, loads), not a copy of the document per received change; a
+/// rebuild costs a load of the whole document, paid only after a panic.
+/// [`DesiredState::save`] (the store's compaction, a join) starts it over from the saved bytes,
+/// and so does [`Recovery::remember`] once what came since outgrows the base.
+#[derive(Default)]
+struct Recovery {
+    /// A saved document; empty for the empty document.
+    base: Vec<u8>,
+    /// What came after `base`, in segments each loaded by one `load_incremental`. Changes known
+    /// to parse whole (local commits, gossiped changes) share a segment; other bytes (a store's
+    /// chunk, a sync message's changes) get their own, since Automerge may keep part of such
+    /// bytes without an error and would then drop whatever followed them in the same call.
+    since: Vec<Segment>,
+    /// Bytes in `since`.
+    since_len: usize,
+}
+
+struct Segment {
+    bytes: Vec<u8>,
+    /// Only whole, checked changes: more may be appended.
+    changes_only: bool,
+}
+
+impl Recovery {
+    fn from_saved(bytes: Vec<u8>) -> Self {
+        Self {
+            base: bytes,
+            ..Self::default()
+        }
+    }
+
+    /// Remembers bytes the document took in without an error: `change` when they are one
+    /// whole change that parsed.
+    fn push(&mut self, bytes: &[u8], change: bool) {
+        self.since_len += bytes.len();
+        match self.since.last_mut() {
+            Some(last) if change && last.changes_only => last.bytes.extend_from_slice(bytes),
+            _ => self.since.push(Segment {
+                bytes: bytes.to_vec(),
+                changes_only: change,
+            }),
+        }
+    }
+
+    /// Whether what came since the base is worth folding into a new base (a save of the
+    /// document: its cost is then spread over at least as many bytes taken in as it writes).
+    fn wants_new_base(&self) -> bool {
+        self.since_len > self.base.len().max(RECOVERY_MIN_COMPACT)
+    }
+
+    /// The document as it was before the call that panicked.
+    fn rebuild(&self) -> Result<AutoCommit, CrdtError> {
+        guarded("rebuilding the document", || {
+            let mut doc = if self.base.is_empty() {
+                AutoCommit::new()
+            } else {
+                AutoCommit::load(&self.base)?
+            };
+            // The same calls on the same bytes as when they came: those Automerge refused
+            // then (having maybe kept part of them) it refuses again.
+            for segment in &self.since {
+                let _ = doc.load_incremental(&segment.bytes);
+            }
+            Ok(doc)
+        })
+    }
 }
 
 /// Actor id = node id text, `#`, 8 random bytes: history still names the node, and a node that
@@ -237,6 +367,7 @@ impl DesiredState {
             clock: system_clock_ms,
             persisted: Vec::new(),
             diff_cursor_on: false,
+            recovery: Recovery::default(),
         }
     }
 
@@ -246,15 +377,22 @@ impl DesiredState {
     /// received from a peer must reach the disk); [`DesiredState::mark_persisted`] says
     /// otherwise for bytes that came from the disk.
     ///
-    /// Errors: [`CrdtError::Automerge`] when the bytes are not a valid document.
+    /// Errors: [`CrdtError::Automerge`] when the bytes are not a valid document,
+    /// [`CrdtError::Decode`] when Automerge panicked on them (see [`guarded`]).
     pub fn load(node: NodeId, bytes: &[u8]) -> Result<Self, CrdtError> {
-        let doc = AutoCommit::load(bytes)?.with_actor(actor_for(&node));
+        let doc = guarded("a saved document", || {
+            let mut doc = AutoCommit::load(bytes)?;
+            walk_history(&mut doc);
+            Ok(doc)
+        })?
+        .with_actor(actor_for(&node));
         Ok(Self {
             doc,
             node,
             clock: system_clock_ms,
             persisted: Vec::new(),
             diff_cursor_on: false,
+            recovery: Recovery::from_saved(bytes.to_vec()),
         })
     }
 
@@ -285,8 +423,17 @@ impl DesiredState {
     /// Errors: [`CrdtError::Automerge`] for some malformed input. Automerge 0.12 does not
     /// report every corrupt or truncated chunk (it keeps what parsed and returns `Ok`): the
     /// [`Store`](crate::Store) checks each chunk's checksum before it gets here.
+    /// [`CrdtError::Decode`] when Automerge panicked on them (see [`guarded`]); the document
+    /// is then unchanged.
     pub fn load_incremental(&mut self, bytes: &[u8]) -> Result<(), CrdtError> {
-        self.doc.load_incremental(bytes)?;
+        let loaded = self.guarded_mut("incremental bytes", |doc| {
+            let loaded = doc.load_incremental(bytes);
+            walk_history(doc);
+            loaded
+        })?;
+        // Bytes Automerge refused may still have left part of them in the document.
+        self.remember(bytes, false);
+        loaded?;
         Ok(())
     }
 
@@ -299,9 +446,68 @@ impl DesiredState {
                 .with_message(message)
                 .with_time(time),
         );
-        hash.and_then(|h| self.doc.get_change_by_hash(&h))
+        let bytes = hash
+            .and_then(|h| self.doc.get_change_by_hash(&h))
             .map(|c| c.raw_bytes().to_vec())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.remember(&bytes, true);
+        bytes
+    }
+
+    /// Keeps bytes the document took in for a rebuild ([`Recovery`]); `change` when they are
+    /// whole changes that parsed.
+    fn remember(&mut self, bytes: &[u8], change: bool) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.recovery.push(bytes, change);
+        if self.recovery.wants_new_base() {
+            self.recovery = Recovery::from_saved(self.doc.save());
+        }
+    }
+
+    /// Runs `f`, which changes the document with bytes a peer or a file controls; a panic
+    /// inside Automerge becomes `Err(`[`CrdtError::Decode`]`)` naming `what` (see [`guarded`]),
+    /// and only a panic. After one, the document is rebuilt as it was before the call
+    /// ([`Recovery`]), and the next [`DesiredState::take_touched`] says everything changed.
+    /// Runs on the document itself: nothing is copied unless Automerge panics. The caller
+    /// [`remember`](Self::remember)s what `f` fed the document when it returned.
+    fn guarded_mut<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut AutoCommit) -> T,
+    ) -> Result<T, CrdtError> {
+        // Automerge commits pending operations (without a message) before it takes anything
+        // in; committing them here the same way lets a rebuild keep them.
+        if self.doc.pending_ops() > 0 {
+            if let Some(bytes) = self
+                .doc
+                .commit()
+                .and_then(|h| self.doc.get_change_by_hash(&h))
+                .map(|c| c.raw_bytes().to_vec())
+            {
+                self.remember(&bytes, true);
+            }
+        }
+        let actor = self.doc.get_actor().clone();
+        let doc = &mut self.doc;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(doc))) {
+            Ok(result) => Ok(result),
+            Err(_) => {
+                match self.recovery.rebuild() {
+                    Ok(doc) => {
+                        self.doc = doc.with_actor(actor);
+                        self.diff_cursor_on = false;
+                    }
+                    // Bytes that loaded once do not panic the second time; should they, the
+                    // document stays as the panic left it.
+                    Err(e) => tracing::error!(error = %e, "could not rebuild the document"),
+                }
+                Err(CrdtError::Decode(format!(
+                    "{what} made the Automerge library panic (malformed input)"
+                )))
+            }
+        }
     }
 
     // ---- sync and persistence ----------------------------------------------------------
@@ -309,12 +515,25 @@ impl DesiredState {
     /// Applies one change received by gossip. Changes whose dependencies are missing are held
     /// by Automerge until they arrive (anti-entropy fills the gap).
     ///
-    /// Errors: [`CrdtError::Decode`] for bytes that are not a change.
+    /// Errors: [`CrdtError::Decode`] for bytes that are not a change, whose header checksum is
+    /// wrong, or that Automerge panicked on (see [`DesiredState::guarded_mut`]; the document is
+    /// then as it was).
     pub fn apply_change(&mut self, bytes: &[u8]) -> Result<(), CrdtError> {
         let change =
             Change::from_bytes(bytes.to_vec()).map_err(|e| CrdtError::Decode(e.to_string()))?;
-        self.doc.apply_changes([change])?;
-        Ok(())
+        // Automerge's load (the store's, a rebuild's) refuses a change whose header checksum is
+        // wrong, and `apply_changes` does not check it: refused here too, so that what the
+        // document holds always loads back.
+        let raw = change.raw_bytes().to_vec();
+        if raw.get(4..8) != Some(&change.hash().0[..4]) {
+            return Err(CrdtError::Decode(
+                "the change fails its checksum".to_string(),
+            ));
+        }
+        start_op_fits(&mut self.doc, &change)?;
+        let applied = self.guarded_mut("a change", |doc| doc.apply_changes([change]))?;
+        self.remember(&raw, applied.is_ok());
+        Ok(applied?)
     }
 
     /// What changed since the last call (the first call says everything): from Automerge's
@@ -402,32 +621,55 @@ impl DesiredState {
 
     /// The next message of the sync protocol for the peer behind `state`, or `None` when it has
     /// nothing to send (in sync, or waiting for the peer's answer).
+    ///
+    /// Should Automerge panic on what the peer told it before (see [`guarded`]), `state` is
+    /// reset (the dialogue starts over) and there is no message.
     pub fn generate_sync_message(&mut self, state: &mut SyncState) -> Option<Vec<u8>> {
-        self.doc
-            .sync()
-            .generate_sync_message(&mut state.0)
-            .map(|m| m.encode())
+        let sync = &mut state.0;
+        self.guarded_mut("the peer's sync state", |doc| {
+            doc.sync().generate_sync_message(sync).map(|m| m.encode())
+        })
+        .unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "resetting a sync state");
+            *sync = sync::State::new();
+            None
+        })
     }
 
     /// Receives one sync-protocol message from the peer behind `state`.
     ///
-    /// Errors: [`CrdtError::Decode`] for malformed bytes, [`CrdtError::Automerge`] for bad changes.
+    /// Errors: [`CrdtError::Decode`] for malformed bytes, [`CrdtError::Automerge`] for bad
+    /// changes, [`CrdtError::Decode`] when Automerge panicked on the message (see [`guarded`]:
+    /// the document is then unchanged and `state` reset).
     pub fn receive_sync_message(
         &mut self,
         state: &mut SyncState,
         bytes: &[u8],
     ) -> Result<(), CrdtError> {
         let message = sync::Message::decode(bytes).map_err(|e| CrdtError::Decode(e.to_string()))?;
-        self.doc
-            .sync()
-            .receive_sync_message(&mut state.0, message)?;
-        Ok(())
+        // What Automerge hands to `load_incremental` for this message, kept for a rebuild.
+        let changes: Vec<u8> = message.changes.iter().flatten().copied().collect();
+        let sync = &mut state.0;
+        match self.guarded_mut("a sync message", |doc| {
+            doc.sync().receive_sync_message(sync, message)
+        }) {
+            Ok(received) => {
+                self.remember(&changes, false);
+                Ok(received?)
+            }
+            Err(panicked) => {
+                *sync = sync::State::new();
+                Err(panicked)
+            }
+        }
     }
 
     /// The whole document, compacted: for a snapshot or for a joining peer. Does not change
     /// what [`DesiredState::save_incremental`] returns next.
     pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save()
+        let bytes = self.doc.save();
+        self.recovery = Recovery::from_saved(bytes.clone());
+        bytes
     }
 
     /// Every change not yet handed to storage (since the last `save_incremental` or

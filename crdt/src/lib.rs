@@ -87,5 +87,8 @@ pub use model::{
 };
 pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
 
+#[doc(hidden)]
+pub use store::fuzzing;
+
 #[cfg(test)]
 mod tests;

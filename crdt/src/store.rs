@@ -248,9 +248,11 @@ impl Store {
                 expected_seq = Some(seq.saturating_add(1));
             }
             let checked = match seq {
-                Some(_) => unframe(&value).and_then(|payload| {
-                    let hashes: Vec<_> = split_changes(payload)?.into_iter().map(|c| c.1).collect();
-                    Ok((value.len() - payload.len(), hashes))
+                Some(_) => check_log_value(&value).map(|(payload, hashes)| {
+                    (
+                        value.len() - payload.len(),
+                        hashes.into_iter().map(|c| c.1).collect::<Vec<_>>(),
+                    )
                 }),
                 None => Err("malformed key (not log/ and a 64-bit sequence number)".to_string()),
             };
@@ -527,6 +529,33 @@ fn unframe(value: &[u8]) -> Result<&[u8], String> {
             "not a desired-state value (unknown format, {} bytes)",
             value.len()
         ))
+    }
+}
+
+/// The payload of a stored log value and its changes: the frame checked ([`unframe`]), then
+/// every change in it ([`split_changes`]).
+fn check_log_value(value: &[u8]) -> Result<(&[u8], GoodChunk<'_>), String> {
+    let payload = unframe(value)?;
+    Ok((payload, split_changes(payload)?))
+}
+
+/// The checks [`Store::load`] runs on each stored value before Automerge sees it, for the fuzz
+/// targets in `fuzz/` (not part of the API).
+pub mod fuzzing {
+    /// The payload of a stored snapshot value (frame checked), as [`super::Store::load`] hands
+    /// it to [`crate::DesiredState::load`].
+    ///
+    /// Errors: why the value is refused (unknown format, truncated frame, checksum mismatch).
+    pub fn snapshot_payload(value: &[u8]) -> Result<&[u8], String> {
+        super::unframe(value)
+    }
+
+    /// The payload of a stored log value (frame and every change's header checked), as
+    /// [`super::Store::load`] hands it to [`crate::DesiredState::load_incremental`].
+    ///
+    /// Errors: why the value is refused, as `Store::load` reports it.
+    pub fn log_payload(value: &[u8]) -> Result<&[u8], String> {
+        super::check_log_value(value).map(|(payload, _)| payload)
     }
 }
 

@@ -94,6 +94,28 @@ pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
 
 pub use actor::spawn;
 
+/// The decoders of what a peer sends on [`REQUEST_PROTOCOL`], for the fuzz targets in `fuzz/`
+/// (not part of the API: the swarm calls the same code on every inbound stream).
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::{wire, RequestKind, Response};
+
+    /// Decodes one inbound request stream's bytes with the swarm's codec: the request's kind
+    /// and body.
+    ///
+    /// Errors: the codec's I/O error (over 1 MiB, not CBOR, not a request envelope).
+    pub fn decode_request(bytes: &[u8]) -> std::io::Result<(RequestKind, Vec<u8>)> {
+        wire::decode_request(bytes).map(|r| (r.kind, r.body))
+    }
+
+    /// Decodes one response stream's bytes with the swarm's codec.
+    ///
+    /// Errors: the codec's I/O error (over 10 MiB, not CBOR, not a [`Response`]).
+    pub fn decode_response(bytes: &[u8]) -> std::io::Result<Response> {
+        wire::decode_response(bytes)
+    }
+}
+
 /// Protocol name of the request-response protocol (Sync, Join and Logs requests).
 pub const REQUEST_PROTOCOL: &str = "/warren/req/1";
 

@@ -1,11 +1,11 @@
 //! What goes over the wire besides gossipsub's own framing: the request envelope, CBOR
 //! byte-string encoding for payloads, and the gossip message id.
 
-use libp2p::gossipsub;
+use libp2p::{gossipsub, StreamProtocol};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::RequestKind;
+use crate::{RequestKind, Response};
 
 /// Request envelope on `/warren/req/1`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +13,33 @@ pub(crate) struct WireRequest {
     pub(crate) kind: RequestKind,
     #[serde(with = "bytes")]
     pub(crate) body: Vec<u8>,
+}
+
+/// The codec of `/warren/req/1`: libp2p's CBOR codec with its default size limits (1 MiB per
+/// request, 10 MiB per response), as the swarm's `cbor::Behaviour` builds it.
+type Codec = libp2p::request_response::cbor::codec::Codec<WireRequest, Response>;
+
+/// Decodes the bytes of one inbound request stream exactly as the swarm does (the real codec,
+/// reading to the end of the stream).
+///
+/// Errors: the codec's I/O error (too large, not CBOR, not a request envelope).
+pub(crate) fn decode_request(bytes: &[u8]) -> std::io::Result<WireRequest> {
+    use libp2p::request_response::Codec as _;
+    let protocol = StreamProtocol::new(crate::REQUEST_PROTOCOL);
+    futures::executor::block_on(
+        Codec::default().read_request(&protocol, &mut futures::io::Cursor::new(bytes)),
+    )
+}
+
+/// Decodes the bytes of one response stream exactly as the swarm does.
+///
+/// Errors: the codec's I/O error (too large, not CBOR, not a [`Response`]).
+pub(crate) fn decode_response(bytes: &[u8]) -> std::io::Result<Response> {
+    use libp2p::request_response::Codec as _;
+    let protocol = StreamProtocol::new(crate::REQUEST_PROTOCOL);
+    futures::executor::block_on(
+        Codec::default().read_response(&protocol, &mut futures::io::Cursor::new(bytes)),
+    )
 }
 
 /// Gossip message id: SHA-256 over (author, the author's sequence number, topic, data), each
@@ -87,7 +114,6 @@ pub(crate) mod bytes {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::Response;
 
     #[test]
     fn payloads_are_cbor_byte_strings_through_the_real_codec() {
