@@ -286,6 +286,14 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// The number of slots Warren considers for this service: `replicas`, at most
+    /// [`MAX_REPLICAS`]. A spec above the bound fails [`ServiceSpec::validate`] and never runs,
+    /// but one can arrive from a peer's document; every loop over a service's slots uses this
+    /// count so that such a spec cannot make a node iterate billions of slots.
+    pub fn slot_count(&self) -> u32 {
+        self.replicas.min(MAX_REPLICAS)
+    }
+
     /// Checks the fields that have limits beyond their types: the image reference (Docker's
     /// grammar, [`crate::parse_image_reference`]), the health check, restart policy,
     /// resources and stop timeout (see each type's `validate`).

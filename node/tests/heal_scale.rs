@@ -346,3 +346,18 @@ fn history_that_never_arrives_holds_a_scale_down_back_for_a_bounded_time() {
     run(&mut m, 3_000, 3_500);
     assert_eq!(m.view().assignments.len(), 4);
 }
+
+/// A replica count far beyond the bound, written into a peer's document (bypassing the API's
+/// validation): the node holds at most `MAX_REPLICAS` unassigned slots, promptly, and runs
+/// none of them (the spec is rejected).
+#[test]
+fn an_absurd_replica_count_from_a_peer_holds_a_bounded_number_of_slots() {
+    let bytes = before_split();
+    let mut peer = DesiredState::load(id("n01"), &bytes).expect("load peer");
+    let absurd = peer.scale_service(&svc(), u32::MAX).expect("scale");
+    let mut m = machine_of("n02", &bytes);
+    m.handle_gossip(Channel::Changes, &id("n01"), &absurd, Millis(100));
+    let desired = m.desired(Millis(100));
+    assert!(desired.tasks.is_empty(), "a rejected spec runs nothing");
+    assert!(desired.held.len() <= warren_crdt::MAX_REPLICAS as usize);
+}

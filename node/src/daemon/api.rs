@@ -874,7 +874,7 @@ async fn service_tasks(
         .map(|t| json!(t))
         .collect();
     // Slots the scheduler has not placed yet are pending, not invisible, and say why.
-    for slot in 0..service.spec.replicas {
+    for slot in 0..service.spec.slot_count() {
         if !s.tasks.iter().any(|t| t.service == name && t.slot == slot) {
             let why = s
                 .pending

@@ -382,7 +382,7 @@ pub fn plan_observed(
     };
     let mut moving: BTreeSet<&ServiceName> = BTreeSet::new();
     for (name, service) in services.iter().filter(|(_, s)| !s.deleted) {
-        for index in 0..service.spec.replicas {
+        for index in 0..service.spec.slot_count() {
             let slot = SlotId {
                 service: name.clone(),
                 slot: index,
@@ -479,7 +479,7 @@ pub fn plan_observed(
             }
             let mut on: BTreeMap<&NodeId, Vec<u32>> =
                 eligible.iter().map(|n| (*n, vec![])).collect();
-            let settled = (0..service.spec.replicas).all(|index| {
+            let settled = (0..service.spec.slot_count()).all(|index| {
                 let slot = SlotId {
                     service: name.clone(),
                     slot: index,
@@ -520,7 +520,7 @@ pub fn plan_observed(
                 .filter(|(n, s)| {
                     // Never onto a node where any task of the service failed: a move there
                     // would crash-loop and be moved back.
-                    let failed_there = (0..service.spec.replicas).any(|index| {
+                    let failed_there = (0..service.spec.slot_count()).any(|index| {
                         avoided(
                             &SlotId {
                                 service: name.clone(),
@@ -701,6 +701,17 @@ mod tests {
         }
         let p = plan(&services, &members, &all, &assignments, &lease());
         assert_eq!(p.remove.len(), 1);
+    }
+
+    /// A replica count far beyond `MAX_REPLICAS` can arrive from a peer's document: the round
+    /// stays bounded (it considers `MAX_REPLICAS` slots), it does not iterate billions.
+    #[test]
+    fn an_absurd_replica_count_from_a_peer_keeps_the_round_bounded() {
+        let members: BTreeMap<_, _> = [member("a"), member("b")].into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let services: BTreeMap<_, _> = [service("web", u32::MAX)].into();
+        let p = plan(&services, &members, &all, &BTreeMap::new(), &lease());
+        assert_eq!(p.put.len(), warren_crdt::MAX_REPLICAS as usize);
     }
 
     /// A holder in the middle of a heal's merge may read a replica count the rest of the

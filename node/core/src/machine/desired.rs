@@ -169,7 +169,7 @@ impl NodeMachine {
             .iter()
             .filter(|(_, s)| !s.deleted)
             .flat_map(|(name, s)| {
-                (0..s.spec.replicas).map(move |index| {
+                (0..s.spec.slot_count()).map(move |index| {
                     (
                         SlotId {
                             service: name.clone(),
