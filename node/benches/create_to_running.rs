@@ -195,17 +195,13 @@ impl Engine {
         what: &str,
         done: impl Fn(usize) -> bool,
     ) -> Result<(), String> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            // A failed listing is retried like a short one: the engine is busy, not gone.
-            if self.count(rt, labels, running_only).is_ok_and(&done) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{what} not within {PATIENCE:?}"));
-            }
-            std::thread::sleep(every);
-        }
+        // A failed listing is retried like a short one: the engine is busy, not gone.
+        private_engine::poll::poll_until(PATIENCE, every, || {
+            self.count(rt, labels, running_only)
+                .is_ok_and(&done)
+                .then_some(())
+        })
+        .ok_or_else(|| format!("{what} not within {PATIENCE:?}"))
     }
 }
 

@@ -7,7 +7,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+#[path = "poll.rs"]
+pub mod poll;
+use poll::poll_until;
 
 /// The image the project's scripts build (`scripts/ensure-docker.sh`), loaded into the
 /// private engine from the shared one.
@@ -111,21 +115,28 @@ impl PrivateEngine {
                 format!("spawn dockerd (is docker.io installed? scripts/ensure-docker.sh): {e}")
             })?;
         self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !self.answers() {
+        let mut exited = None;
+        let answered = poll_until(START_TIMEOUT, Duration::from_millis(100), || {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                exited = Some(status);
+                return Some(false);
+            }
+            self.answers().then_some(true)
+        });
+        match (answered, exited) {
+            (Some(true), _) => {}
+            (_, Some(status)) => {
                 return Err(format!(
                     "private dockerd exited ({status}):\n{}",
                     self.log_tail()
-                ));
+                ))
             }
-            if Instant::now() > deadline {
+            _ => {
                 return Err(format!(
                     "the private dockerd did not answer within {START_TIMEOUT:?}:\n{}",
                     self.log_tail()
-                ));
+                ))
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
         if !self.docker(&["image", "inspect", IMAGE]).status.success() {
             let mut save = Command::new("docker")
@@ -183,10 +194,9 @@ impl PrivateEngine {
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok())
         {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while process_alive(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+                (!process_alive(pid)).then_some(())
+            });
             if process_alive(pid) {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
@@ -276,13 +286,14 @@ impl Drop for PrivateEngine {
         if let Some(child) = self.child.as_ref() {
             // SIGTERM: dockerd stops its containerd on the way out.
             let _ = Command::new("kill").arg(child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            poll_until(
+                Duration::from_secs(15),
+                Duration::from_millis(100),
+                || match self.child.as_mut().map(|c| c.try_wait()) {
+                    Some(Ok(Some(_))) => Some(()),
+                    _ => None,
+                },
+            );
         }
         self.kill();
         // Whatever survived (a containerd orphaned by a SIGKILL, shims): by pid, ours only.
@@ -293,10 +304,9 @@ impl Drop for PrivateEngine {
                 .status();
         }
         // Their mounts can be released once they are gone: wait for that, bounded.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while survivors.iter().any(|pid| process_alive(*pid)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            (!survivors.iter().any(|pid| process_alive(*pid))).then_some(())
+        });
         for point in mounts_under(&self.dir) {
             let _ = Command::new("umount").args(["-l", &point]).status();
         }
