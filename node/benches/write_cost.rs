@@ -85,9 +85,9 @@ fn drive(machine: &mut NodeMachine, store: &mut Store) {
 fn main() {
     let o = options();
     println!(
-        "| services | write p50 | write p99 | p50 of: document write / persist / snapshot | tick p50 | tick p99 |"
+        "| services | write p50 | write p99 | p50 of: document write / persist / snapshot | tick p50 | tick p99 | p50 of: handle_tick / desired / snapshot |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for &size in &o.sizes {
         let dir = tempfile::tempdir().expect("tempdir");
         let me = NodeId("n1".into());
@@ -130,6 +130,7 @@ fn main() {
         let mut writes = Vec::with_capacity(o.writes);
         let mut ticks = Vec::with_capacity(o.writes);
         let mut phases = Vec::with_capacity(o.writes);
+        let mut tick_phases = Vec::with_capacity(o.writes);
         for k in 0..o.writes {
             let name = ServiceName::new(format!("new{k}")).expect("name");
             let started = Instant::now();
@@ -145,28 +146,36 @@ fn main() {
             now += 250;
             let started = Instant::now();
             machine.handle_tick(Millis(now));
+            let t1 = started.elapsed();
             let _ = machine.desired(Millis(now));
+            let t2 = started.elapsed();
             let _ = machine.snapshot(Millis(now), 0, 0);
+            let t3 = started.elapsed();
             drive(&mut machine, &mut store);
             ticks.push(started.elapsed());
+            tick_phases.push((t1, t2 - t1, t3 - t2));
         }
         writes.sort();
         ticks.sort();
         let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
-        let median = |pick: fn(&(Duration, Duration, Duration)) -> Duration| {
-            let mut v: Vec<Duration> = phases.iter().map(pick).collect();
+        type Phases = (Duration, Duration, Duration);
+        let median = |of: &[Phases], pick: fn(&Phases) -> Duration| {
+            let mut v: Vec<Duration> = of.iter().map(pick).collect();
             v.sort();
             ms(pct(&v, 50.0))
         };
         println!(
-            "| {size} | {} | {} | {} / {} / {} | {} | {} |",
+            "| {size} | {} | {} | {} / {} / {} | {} | {} | {} / {} / {} |",
             ms(pct(&writes, 50.0)),
             ms(pct(&writes, 99.0)),
-            median(|p| p.0),
-            median(|p| p.1),
-            median(|p| p.2),
+            median(&phases, |p| p.0),
+            median(&phases, |p| p.1),
+            median(&phases, |p| p.2),
             ms(pct(&ticks, 50.0)),
             ms(pct(&ticks, 99.0)),
+            median(&tick_phases, |p| p.0),
+            median(&tick_phases, |p| p.1),
+            median(&tick_phases, |p| p.2),
         );
     }
 }

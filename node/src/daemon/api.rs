@@ -44,7 +44,7 @@
 //! `internal`, `unavailable`. (A request line beyond hyper's own limit, 64 KiB, is refused
 //! by hyper before any of this runs, with an empty 414.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
@@ -813,20 +813,21 @@ async fn update_service(
 
 async fn list_services(State(state): State<ApiState>) -> Json<Vec<ServiceSummary>> {
     let s = state.snapshot.borrow().clone();
+    let mut running: HashMap<&ServiceName, usize> = HashMap::new();
+    for t in s
+        .tasks
+        .iter()
+        .filter(|t| t.state == crate::protocol::TaskState::Running)
+    {
+        *running.entry(&t.service).or_default() += 1;
+    }
     Json(
-        s.services
-            .iter()
+        s.live_services()
             .map(|svc| ServiceSummary {
                 name: svc.name.clone(),
                 image: svc.spec.image.clone(),
                 replicas: svc.spec.replicas,
-                running: s
-                    .tasks
-                    .iter()
-                    .filter(|t| {
-                        t.service == svc.name && t.state == crate::protocol::TaskState::Running
-                    })
-                    .count(),
+                running: running.get(&svc.name).copied().unwrap_or(0),
                 generation: svc.generation,
             })
             .collect(),
@@ -838,17 +839,13 @@ pub(super) fn find_service<'a>(
     snapshot: &'a Snapshot,
     name: &ServiceName,
 ) -> Result<&'a Service, ApiError> {
-    snapshot
-        .services
-        .iter()
-        .find(|svc| svc.name == *name)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no service named {name}"),
-            )
-        })
+    snapshot.live_service(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no service named {name}"),
+        )
+    })
 }
 
 async fn inspect_service(

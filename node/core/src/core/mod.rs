@@ -44,7 +44,7 @@ pub use reconcile::{
 };
 pub use scheduler::{
     format_bytes, format_cpus, plan, plan_observed, plan_with_capacity, reservation, Capacity,
-    Observations, Plan, RunningCopy,
+    Observations, Plan, RunningCopy, Services,
 };
 
 /// A point on a node's monotonic clock, in milliseconds from an arbitrary origin.
@@ -147,14 +147,29 @@ impl RuleBreak {
 pub struct ClusterView {
     /// Admitted members.
     pub members: BTreeMap<NodeId, Member>,
-    /// Services, tombstones included.
-    pub services: BTreeMap<ServiceName, Service>,
+    /// Services, tombstones included. A persistent map: a clone shares the table (O(1)),
+    /// so the API snapshot and the cached view hold one copy of every service.
+    pub services: Services,
     /// Standing assignments.
     pub assignments: BTreeMap<SlotId, Assignment>,
     /// The lease in force, if any.
     pub lease: Option<Lease>,
     /// The cluster settings in force (defaults when the document holds none).
     pub settings: ClusterSettings,
+    /// The live services whose spec fails
+    /// [`ServiceSpec::validate`](warren_crdt::ServiceSpec::validate), with the reason: kept
+    /// by [`ClusterView::read`] and [`ClusterView::refresh`] so that a tick does not validate
+    /// every service again. A view built by hand sets it with [`ClusterView::revalidate`].
+    pub rejected: BTreeMap<ServiceName, String>,
+}
+
+/// Why a live service is never run (its spec fails validation), or `None`: a deleted
+/// service is not judged.
+fn rejection(service: &Service) -> Option<String> {
+    if service.deleted {
+        return None;
+    }
+    service.spec.validate().err().map(|e| e.to_string())
 }
 
 impl ClusterView {
@@ -164,13 +179,25 @@ impl ClusterView {
     }
 
     fn read_fenced(state: &DesiredState, fencing: Fencing) -> Self {
-        Self {
+        let mut view = Self {
             members: state.members(),
-            services: state.services(),
+            services: state.services().into(),
             assignments: state.assignments_with(fencing),
             lease: state.lease(),
             settings: state.cluster_settings(),
-        }
+            rejected: BTreeMap::new(),
+        };
+        view.revalidate();
+        view
+    }
+
+    /// Validates every live service again into [`ClusterView::rejected`]: O(services).
+    pub fn revalidate(&mut self) {
+        self.rejected = self
+            .services
+            .iter()
+            .filter_map(|(name, service)| Some((name.clone(), rejection(service)?)))
+            .collect();
     }
 
     /// Reads the view as node `me` sees it under `rule_break` ([`ClusterView::read`] unless
@@ -216,9 +243,14 @@ impl ClusterView {
             };
             match state.service_record(&name) {
                 Some(service) => {
+                    match rejection(&service) {
+                        Some(reason) => self.rejected.insert(name.clone(), reason),
+                        None => self.rejected.remove(&name),
+                    };
                     self.services.insert(name, service);
                 }
                 None => {
+                    self.rejected.remove(&name);
                     self.services.remove(&name);
                 }
             }
@@ -655,10 +687,11 @@ mod tests {
         let assignments = [assign(0, "b"), assign(1, "c")].into();
         ClusterView {
             members: [member("a"), member("b"), member("c")].into(),
-            services: [(name, service)].into(),
+            services: Services::from(vec![(name, service)]),
             assignments,
             lease: Some(lease),
             settings: ClusterSettings::default(),
+            rejected: BTreeMap::new(),
         }
     }
 
@@ -794,10 +827,11 @@ mod tests {
             .collect();
         ClusterView {
             members,
-            services: [(web, service)].into(),
+            services: Services::from(vec![(web, service)]),
             assignments,
             lease: Some(lease),
             settings,
+            rejected: BTreeMap::new(),
         }
     }
 

@@ -10,6 +10,10 @@ use warren_crdt::{
 
 use super::{RuleBreak, TaskHealth};
 
+/// The services a plan reads, tombstones included, by name: a persistent map (`imbl`), so
+/// that a view and the snapshots taken of it share one table.
+pub type Services = imbl::OrdMap<ServiceName, Service>;
+
 /// What a node offers to reservations: its CPUs and memory, read from the system and
 /// reported in its heartbeats (soft state).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,7 +88,7 @@ pub fn format_cpus(nano: u64) -> String {
 /// No capacity is known, so nothing limits reservations: [`plan_with_capacity`] with an empty
 /// map.
 pub fn plan(
-    services: &BTreeMap<ServiceName, Service>,
+    services: &Services,
     members: &BTreeMap<NodeId, Member>,
     live: &BTreeSet<NodeId>,
     assignments: &BTreeMap<SlotId, Assignment>,
@@ -165,7 +169,7 @@ pub struct Observations {
 ///
 /// Knows no running copies: [`plan_observed`] with only these observations.
 pub fn plan_with_capacity(
-    services: &BTreeMap<ServiceName, Service>,
+    services: &Services,
     members: &BTreeMap<NodeId, Member>,
     live: &BTreeSet<NodeId>,
     assignments: &BTreeMap<SlotId, Assignment>,
@@ -266,7 +270,7 @@ fn judge_copies(
 ///    replica moves there, start-first (the old copy is listed as displaced and stops once
 ///    the new one is confirmed running): at most one replica of a service at a time.
 pub fn plan_observed(
-    services: &BTreeMap<ServiceName, Service>,
+    services: &Services,
     members: &BTreeMap<NodeId, Member>,
     live: &BTreeSet<NodeId>,
     assignments: &BTreeMap<SlotId, Assignment>,
@@ -616,7 +620,7 @@ mod tests {
     #[test]
     fn a_slot_that_failed_on_its_node_moves_unless_it_failed_everywhere() {
         let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
-        let services: BTreeMap<_, _> = [service("web", 1)].into();
+        let services = Services::from(vec![service("web", 1)]);
         let all: BTreeSet<_> = members.keys().cloned().collect();
         let mut assignments = BTreeMap::new();
         let first_round = plan(&services, &members, &all, &assignments, &lease());
@@ -664,7 +668,7 @@ mod tests {
     #[test]
     fn spreads_replicas_then_keeps_them_and_moves_only_lost_ones() {
         let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
-        let services: BTreeMap<_, _> = [service("web", 3)].into();
+        let services = Services::from(vec![service("web", 3)]);
         let all: BTreeSet<_> = members.keys().cloned().collect();
         let mut assignments = BTreeMap::new();
         let p = plan(&services, &members, &all, &assignments, &lease());
@@ -686,7 +690,7 @@ mod tests {
     fn scale_down_and_delete_remove_slots() {
         let members: BTreeMap<_, _> = [member("a"), member("b")].into();
         let all: BTreeSet<_> = members.keys().cloned().collect();
-        let mut services: BTreeMap<_, _> = [service("web", 3)].into();
+        let mut services = Services::from(vec![service("web", 3)]);
         let mut assignments = BTreeMap::new();
         let p = plan(&services, &members, &all, &assignments, &lease());
         apply(&mut assignments, &p);
@@ -696,7 +700,7 @@ mod tests {
         assert_eq!(p.remove.len(), 2);
         apply(&mut assignments, &p);
         assert_eq!(assignments.len(), 1);
-        if let Some(s) = services.values_mut().next() {
+        if let Some(s) = services.get_mut(&ServiceName::new("web").expect("name")) {
             s.deleted = true;
         }
         let p = plan(&services, &members, &all, &assignments, &lease());
@@ -709,7 +713,7 @@ mod tests {
     fn an_absurd_replica_count_from_a_peer_keeps_the_round_bounded() {
         let members: BTreeMap<_, _> = [member("a"), member("b")].into();
         let all: BTreeSet<_> = members.keys().cloned().collect();
-        let services: BTreeMap<_, _> = [service("web", u32::MAX)].into();
+        let services = Services::from(vec![service("web", u32::MAX)]);
         let p = plan(&services, &members, &all, &BTreeMap::new(), &lease());
         assert_eq!(p.put.len(), warren_crdt::MAX_REPLICAS as usize);
     }
@@ -721,7 +725,7 @@ mod tests {
     fn a_partial_merge_defers_a_scale_down_but_not_a_delete() {
         let members: BTreeMap<_, _> = [member("a"), member("b")].into();
         let all: BTreeSet<_> = members.keys().cloned().collect();
-        let mut services: BTreeMap<_, _> = [service("web", 3), service("api", 1)].into();
+        let mut services = Services::from(vec![service("web", 3), service("api", 1)]);
         let mut assignments = BTreeMap::new();
         let first = plan(&services, &members, &all, &assignments, &lease());
         apply(&mut assignments, &first);
@@ -783,7 +787,7 @@ mod tests {
         ]
         .into();
         // 3 × 2 GiB: a takes two, b one; nothing is left for a fourth.
-        let services: BTreeMap<_, _> = [limited("db", 4, None, Some(2 * GIB))].into();
+        let services = Services::from(vec![limited("db", 4, None, Some(2 * GIB))]);
         let mut assignments = BTreeMap::new();
         let p = plan_with_capacity(
             &services,
@@ -813,7 +817,7 @@ mod tests {
         assert_eq!(p.pending.len(), 1);
 
         // CPUs: 3 CPUs fit only on b; a second such task fits nowhere.
-        let services: BTreeMap<_, _> = [limited("calc", 2, Some(3_000_000_000), None)].into();
+        let services = Services::from(vec![limited("calc", 2, Some(3_000_000_000), None)]);
         let p = plan_with_capacity(
             &services,
             &members,
@@ -828,7 +832,7 @@ mod tests {
         assert_eq!(p.pending[0].1, "no node with 3 CPUs free");
 
         // A spec change that no longer fits clears the old assignment: the slot waits.
-        let small: BTreeMap<_, _> = [limited("calc", 1, Some(1_000_000_000), None)].into();
+        let small = Services::from(vec![limited("calc", 1, Some(1_000_000_000), None)]);
         let mut placed = BTreeMap::new();
         apply(
             &mut placed,
@@ -842,8 +846,8 @@ mod tests {
                 &BTreeMap::new(),
             ),
         );
-        let mut big: BTreeMap<_, _> = [limited("calc", 1, Some(8_000_000_000), None)].into();
-        if let Some(s) = big.values_mut().next() {
+        let mut big = Services::from(vec![limited("calc", 1, Some(8_000_000_000), None)]);
+        if let Some(s) = big.get_mut(&ServiceName::new("calc").expect("name")) {
             s.generation = 2;
         }
         let p = plan_with_capacity(
@@ -870,7 +874,7 @@ mod tests {
         );
         assert_eq!((p.put.len(), p.pending.len()), (2, 0));
         // Without a limit, a service reserves nothing.
-        let services: BTreeMap<_, _> = [service("web", 10)].into();
+        let services = Services::from(vec![service("web", 10)]);
         let p = plan_with_capacity(
             &services,
             &members,
@@ -915,7 +919,7 @@ mod tests {
     #[test]
     fn the_broken_keep_rule_keeps_the_youngest_copy() {
         let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
-        let services: BTreeMap<_, _> = [service("web", 1)].into();
+        let services = Services::from(vec![service("web", 1)]);
         let all: BTreeSet<_> = members.keys().cloned().collect();
         let mut assignments = BTreeMap::new();
         let first = plan(&services, &members, &all, &assignments, &lease());
@@ -943,7 +947,7 @@ mod tests {
     #[test]
     fn a_heal_keeps_the_oldest_healthy_copy_and_leaves_undisputed_slots() {
         let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
-        let services: BTreeMap<_, _> = [service("web", 2)].into();
+        let services = Services::from(vec![service("web", 2)]);
         let all: BTreeSet<_> = members.keys().cloned().collect();
         let mut assignments = BTreeMap::new();
         let first = plan(&services, &members, &all, &assignments, &lease());
@@ -1009,7 +1013,7 @@ mod tests {
     #[test]
     fn a_slot_whose_node_is_down_goes_where_a_copy_runs() {
         let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
-        let services: BTreeMap<_, _> = [service("web", 1)].into();
+        let services = Services::from(vec![service("web", 1)]);
         let all: BTreeSet<_> = members.keys().cloned().collect();
         let mut assignments = BTreeMap::new();
         let first = plan(&services, &members, &all, &assignments, &lease());
@@ -1026,7 +1030,7 @@ mod tests {
     #[test]
     fn rebalance_moves_one_replica_start_first_while_the_gap_is_two() {
         let members: BTreeMap<_, _> = [member("a"), member("b"), member("c")].into();
-        let services: BTreeMap<_, _> = [service("web", 4)].into();
+        let services = Services::from(vec![service("web", 4)]);
         let all: BTreeSet<_> = members.keys().cloned().collect();
         // All four on "a" (the node that was cut off held them all).
         let mut assignments = BTreeMap::new();
@@ -1097,7 +1101,7 @@ mod tests {
         let with = |policy: PartitionPolicy| {
             let (n, mut s) = service("web", 3);
             s.spec.partition = policy;
-            BTreeMap::from([(n, s)])
+            Services::from(vec![(n, s)])
         };
         let wait = with(PartitionPolicy {
             on_partition: OnPartition::Wait,
@@ -1179,7 +1183,7 @@ mod tests {
     #[test]
     fn no_live_node_leaves_slots_pending() {
         let members: BTreeMap<_, _> = [member("a")].into();
-        let services: BTreeMap<_, _> = [service("web", 2)].into();
+        let services = Services::from(vec![service("web", 2)]);
         let p = plan(
             &services,
             &members,

@@ -313,16 +313,7 @@ fn is_fresh(
 /// The live services whose spec fails
 /// [`ServiceSpec::validate`](warren_crdt::ServiceSpec::validate), with the reason. A node
 /// never runs these (see [`NodeMachine::desired_tasks`]); `service ps` shows their tasks
-/// `rejected`.
+/// `rejected`. Kept by the view ([`ClusterView::rejected`]): no validation here.
 pub fn rejected_services(view: &ClusterView) -> BTreeMap<ServiceName, String> {
-    view.services
-        .iter()
-        .filter(|(_, svc)| !svc.deleted)
-        .filter_map(|(name, svc)| {
-            svc.spec
-                .validate()
-                .err()
-                .map(|e| (name.clone(), e.to_string()))
-        })
-        .collect()
+    view.rejected.clone()
 }

@@ -103,8 +103,9 @@ pub struct Snapshot {
     pub lease: Option<LeaseStatus>,
     /// Members with liveness.
     pub members: Vec<MemberStatus>,
-    /// Live services.
-    pub services: Vec<Service>,
+    /// Services by name, tombstones included ([`Snapshot::live_services`] leaves them out):
+    /// the cached view's own table, shared (taking a snapshot copies no service).
+    pub services: crate::core::Services,
     /// Tasks of live services.
     pub tasks: Vec<TaskView>,
     /// Messages from non-members dropped by the mesh.
@@ -124,6 +125,18 @@ pub struct Snapshot {
     pub pending: Vec<(SlotId, String)>,
     /// The cluster settings in force on this replica.
     pub settings: warren_crdt::ClusterSettings,
+}
+
+impl Snapshot {
+    /// The live services (not deleted), by name.
+    pub fn live_services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values().filter(|s| !s.deleted)
+    }
+
+    /// The live service `name`, if any: O(log services).
+    pub fn live_service(&self, name: &ServiceName) -> Option<&Service> {
+        self.services.get(name).filter(|s| !s.deleted)
+    }
 }
 
 /// What may be shown of a secret: never its value or keys.
@@ -163,7 +176,11 @@ impl NodeMachine {
         dropped_non_member: u64,
         connected_peers: usize,
     ) -> Snapshot {
-        let view = self.view().clone();
+        // The view is taken out of its cache for the walk and put back after: no copy.
+        self.view();
+        let Some(view) = self.view_cache.take() else {
+            return Snapshot::default();
+        };
         let name_of = |id: &NodeId| {
             view.members
                 .get(id)
@@ -230,12 +247,32 @@ impl NodeMachine {
                 },
             })
             .collect();
+        // Every task report by (node, slot), so each task finds its own in O(log n).
+        // The first report of a slot in a node's list wins, as a linear search would find it.
+        let mut reports: HashMap<(&NodeId, &str, u32), &TaskStatus> = HashMap::new();
+        let reported_by = std::iter::once((&self.me, &self.local_status)).chain(
+            self.heartbeats
+                .iter()
+                .filter(|(node, _)| **node != self.me)
+                .map(|(node, hb)| (node, &hb.tasks)),
+        );
+        for (node, tasks) in reported_by {
+            for t in tasks.iter().filter(|t| !t.unassigned) {
+                reports
+                    .entry((node, t.service.as_str(), t.slot))
+                    .or_insert(t);
+            }
+        }
         let tasks = view
             .assignments
             .iter()
             .filter(|(slot, _)| view.services.get(&slot.service).is_some_and(|s| !s.deleted))
             .map(|(slot, a)| {
-                let mut task = self.task_view(slot, a, &name_of(&a.node));
+                let reported = reports
+                    .get(&(&a.node, slot.service.as_str(), slot.slot))
+                    .copied();
+                let rejected = view.rejected.get(&slot.service);
+                let mut task = self.task_view(slot, a, &name_of(&a.node), reported, rejected);
                 // An unreachable member's slot that its service's policy keeps there.
                 let waiting = view
                     .services
@@ -251,7 +288,7 @@ impl NodeMachine {
                 task
             })
             .collect();
-        Snapshot {
+        let snapshot = Snapshot {
             node: Some(self.me.clone()),
             name: self.name.clone(),
             cluster: self.state.cluster(),
@@ -261,12 +298,7 @@ impl NodeMachine {
                 epoch: l.epoch,
             }),
             members,
-            services: view
-                .services
-                .values()
-                .filter(|s| !s.deleted)
-                .cloned()
-                .collect(),
+            services: view.services.clone(),
             tasks,
             pending: self.core.pending_reasons(&view, now).into_iter().collect(),
             settings: view.settings,
@@ -286,25 +318,21 @@ impl NodeMachine {
                     version: r.version,
                 })
                 .collect(),
-        }
+        };
+        self.view_cache = Some(view);
+        snapshot
     }
 
-    fn task_view(&self, slot: &SlotId, a: &Assignment, node_name: &str) -> TaskView {
-        let matches = |t: &&TaskStatus| {
-            t.service == slot.service.as_str() && t.slot == slot.slot && !t.unassigned
-        };
-        let reported: Option<&TaskStatus> = if a.node == self.me {
-            self.local_status.iter().find(matches)
-        } else {
-            self.heartbeats
-                .get(&a.node)
-                .and_then(|h| h.tasks.iter().find(matches))
-        };
-        let rejected = self
-            .view_cache
-            .as_ref()
-            .and_then(|v| v.services.get(&slot.service))
-            .and_then(|svc| svc.spec.validate().err());
+    /// One task: `reported` is its node's latest report of the slot, `rejected` why its
+    /// service's spec is refused ([`ClusterView::rejected`](crate::core::ClusterView)).
+    fn task_view(
+        &self,
+        slot: &SlotId,
+        a: &Assignment,
+        node_name: &str,
+        reported: Option<&TaskStatus>,
+        rejected: Option<&String>,
+    ) -> TaskView {
         if let Some(err) = rejected {
             return TaskView {
                 service: slot.service.clone(),
