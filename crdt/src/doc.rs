@@ -74,8 +74,9 @@ pub struct DesiredState {
     /// `AutoCommit::save` moves: a full save sent to a joining peer must never make the next
     /// incremental save skip changes that are not on disk yet.
     persisted: Vec<automerge::ChangeHash>,
-    /// Whether Automerge's diff cursor is on ([`DesiredState::take_touched`]).
-    diff_cursor_on: bool,
+    /// The heads at the last [`DesiredState::take_touched`]; `None` until the first call and
+    /// after a rebuild or load (the next call then says everything).
+    touched_heads: Option<Vec<automerge::ChangeHash>>,
     /// How to rebuild `doc` should Automerge panic while it changes ([`Recovery`]).
     recovery: Recovery,
 }
@@ -270,6 +271,81 @@ fn node_of_actor(actor: &ActorId) -> Option<NodeId> {
     Some(NodeId(text.to_string()))
 }
 
+/// Above this many operations, [`DesiredState::take_touched`] says everything changed rather
+/// than resolve each operation's path.
+pub const TOUCHED_MAX_OPS: usize = 20_000;
+
+/// What the changes after `since` touched ([`DesiredState::take_touched`]), or `None` when
+/// they are too many or an object of theirs cannot be resolved.
+fn touched_since(doc: &mut AutoCommit, since: &[automerge::ChangeHash]) -> Option<Touched> {
+    let changes = doc.get_changes(since);
+    if changes.iter().map(Change::len).sum::<usize>() > TOUCHED_MAX_OPS {
+        return None;
+    }
+    let mut touched = Touched::default();
+    // Each object's first two map keys from the root, once per object.
+    let mut paths: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
+    for change in &changes {
+        for op in change.decode().operations {
+            let obj = op.obj.to_string();
+            let path = match paths.get(&obj) {
+                Some(path) => path,
+                None => {
+                    let path = top_keys(doc, &obj)?;
+                    paths.entry(obj).or_insert(path)
+                }
+            };
+            let key = match &op.key {
+                automerge::legacy::Key::Map(k) => Some(k.to_string()),
+                automerge::legacy::Key::Seq(_) => None,
+            };
+            let mut keys = path.iter().cloned().map(Some).chain([key]);
+            let (Some(top), second) = (keys.next().flatten(), keys.next().flatten()) else {
+                touched.all = true;
+                continue;
+            };
+            // An operation on the root itself names a whole collection.
+            let second = if path.is_empty() { None } else { second };
+            match (top.as_str(), second) {
+                (SERVICES, Some(name)) => {
+                    touched.services.insert(name);
+                }
+                (ASSIGNMENTS, Some(key)) => {
+                    touched.assignments.insert(key);
+                }
+                (SERVICES | ASSIGNMENTS, None) => touched.all = true,
+                (MEMBERS, _) => touched.members = true,
+                (LEASE, _) => touched.lease = true,
+                (CLUSTER, _) => touched.cluster = true,
+                _ => {}
+            }
+        }
+    }
+    Some(touched)
+}
+
+/// The first two map keys on the way from the root to the object `obj` (Automerge's text
+/// form of an object id, `_root` or `<counter>@<actor>`): empty for the root, one key for a
+/// collection (`services`), two below it (`services`, `web`). `None` when Automerge does not
+/// know the object; a list index among the two reads as an unknown key (everything).
+fn top_keys(doc: &AutoCommit, obj: &str) -> Option<Vec<String>> {
+    let (id, _) = doc.import(obj).ok()?;
+    if id == ROOT {
+        return Some(Vec::new());
+    }
+    let mut props: Vec<automerge::Prop> = doc.parents(&id).ok()?.map(|p| p.prop).collect();
+    props.reverse();
+    props.truncate(2);
+    props
+        .into_iter()
+        .map(|p| match p {
+            automerge::Prop::Map(k) => Some(k),
+            automerge::Prop::Seq(_) => None,
+        })
+        .collect()
+}
+
 /// Whether an Automerge patch changes something of `service`: a key under
 /// `services.<service>`, the `services.<service>` entry itself, or an `assignments` key
 /// `<service>/<slot>`.
@@ -366,7 +442,7 @@ impl DesiredState {
             node,
             clock: system_clock_ms,
             persisted: Vec::new(),
-            diff_cursor_on: false,
+            touched_heads: None,
             recovery: Recovery::default(),
         }
     }
@@ -391,7 +467,7 @@ impl DesiredState {
             node,
             clock: system_clock_ms,
             persisted: Vec::new(),
-            diff_cursor_on: false,
+            touched_heads: None,
             recovery: Recovery::from_saved(bytes.to_vec()),
         })
     }
@@ -497,7 +573,7 @@ impl DesiredState {
                 match self.recovery.rebuild() {
                     Ok(doc) => {
                         self.doc = doc.with_actor(actor);
-                        self.diff_cursor_on = false;
+                        self.touched_heads = None;
                     }
                     // Bytes that loaded once do not panic the second time; should they, the
                     // document stays as the panic left it.
@@ -536,56 +612,37 @@ impl DesiredState {
         Ok(applied?)
     }
 
-    /// What changed since the last call (the first call says everything): from Automerge's
-    /// diff cursor, whose patch log records each operation as it is applied, so the cost is
-    /// that of the changes, not of the document. Local writes, gossiped changes, sync and
-    /// loads all count.
+    /// What changed since the last call (the first call says everything): the keys named by
+    /// every operation of every change the document took in since (local writes, gossiped
+    /// changes, sync and loads alike), so the cost is that of the changes, not of the
+    /// document.
+    ///
+    /// Operations, not Automerge's patches: a patch names only the values that win
+    /// Automerge's own order of concurrent writes, and a merged value that loses that order
+    /// can still win Warren's (the greatest `(epoch, holder)` of an assignment or lease), so
+    /// no patch would name it (seen in `warren-sim run --nodes 5 --seed 1 --scenario
+    /// three-way-split`). An operation names its key whether it wins or not.
+    ///
+    /// Says everything (`all`) after more than [`TOUCHED_MAX_OPS`] operations (a heal after
+    /// a long partition: reading everything is then cheaper), and should Automerge fail or
+    /// panic while the changes are read.
     pub fn take_touched(&mut self) -> Touched {
-        if !self.diff_cursor_on {
-            self.doc.update_diff_cursor();
-            // An empty document has no heads to set the cursor to: stay off until it has.
-            self.diff_cursor_on = !self.doc.get_heads().is_empty();
-            return Touched {
-                all: true,
-                ..Touched::default()
-            };
+        let heads = self.doc.get_heads();
+        let everything = Touched {
+            all: true,
+            ..Touched::default()
+        };
+        let Some(since) = self.touched_heads.replace(heads.clone()) else {
+            return everything;
+        };
+        if since == heads {
+            return Touched::default();
         }
-        let mut touched = Touched::default();
-        for patch in self.doc.diff_incremental() {
-            let action_key = match &patch.action {
-                automerge::PatchAction::PutMap { key, .. }
-                | automerge::PatchAction::DeleteMap { key } => Some(key.clone()),
-                automerge::PatchAction::Conflict {
-                    prop: automerge::Prop::Map(key),
-                } => Some(key.clone()),
-                _ => None,
-            };
-            let key_at = |i: usize| match patch.path.get(i) {
-                Some((_, automerge::Prop::Map(k))) => Some(k.clone()),
-                Some(_) => None,
-                None => action_key.clone(),
-            };
-            let (Some(top), second) = (key_at(0), key_at(1)) else {
-                touched.all = true;
-                continue;
-            };
-            // A patch on the root itself (`path` empty) names a whole collection.
-            let second = if patch.path.is_empty() { None } else { second };
-            match (top.as_str(), second) {
-                (SERVICES, Some(name)) => {
-                    touched.services.insert(name);
-                }
-                (ASSIGNMENTS, Some(key)) => {
-                    touched.assignments.insert(key);
-                }
-                (SERVICES | ASSIGNMENTS, None) => touched.all = true,
-                (MEMBERS, _) => touched.members = true,
-                (LEASE, _) => touched.lease = true,
-                (CLUSTER, _) => touched.cluster = true,
-                _ => {}
-            }
-        }
-        touched
+        let doc = &mut self.doc;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| touched_since(doc, &since)))
+            .ok()
+            .flatten()
+            .unwrap_or(everything)
     }
 
     /// The assignment that stands for `slot` (see [`DesiredState::assignments_with`]).

@@ -73,7 +73,7 @@ mod image_ref;
 mod model;
 mod store;
 
-pub use doc::{ChangeBytes, DesiredState, Fencing, SyncState, Touched};
+pub use doc::{ChangeBytes, DesiredState, Fencing, SyncState, Touched, TOUCHED_MAX_OPS};
 pub use error::CrdtError;
 pub use image_ref::{parse_image_reference, ImageReference};
 pub use model::{

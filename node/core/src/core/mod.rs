@@ -902,11 +902,10 @@ mod view_tests {
     use super::*;
     use warren_crdt::{ClusterInfo, ClusterSetting, MemberState, ServiceSpec};
 
-    /// A view kept by [`ClusterView::refresh`] after each local write equals one read afresh,
-    /// on replicas whose documents hold concurrent writes of the same services and slots
-    /// (merged in late and out of order). After a merge the view is read in full, as the
-    /// machine does: a merged value that loses Automerge's order but wins ours is named by no
-    /// patch.
+    /// A view kept by [`ClusterView::refresh`] after each local write and each merge equals
+    /// one read afresh, on replicas whose documents hold concurrent writes of the same
+    /// services, slots and lease (merged in late and out of order): a merged value that loses
+    /// Automerge's order but wins ours must be named by [`DesiredState::take_touched`].
     #[test]
     fn a_refreshed_view_equals_a_fresh_read() {
         let me = |s: &str| NodeId(s.into());
@@ -943,7 +942,7 @@ mod view_tests {
             seed ^= seed << 17;
             seed % n
         };
-        for step in 0..400u64 {
+        for step in 0..1_000u64 {
             let i = next(2) as usize;
             let r = &mut replicas[i];
             let name = ServiceName::new(format!("s{}", next(6))).expect("name");
@@ -997,15 +996,24 @@ mod view_tests {
                 ClusterView::read_as(&replicas[i], &me("a"), RuleBreak::None),
                 "step {step}: {touched:?}"
             );
-            // Deliver some held changes, in any order; the receiver reads its view again.
+            // Deliver some held changes, in any order; the receiver refreshes its view.
             while !held.is_empty() && next(3) != 0 {
                 let k = next(held.len() as u64) as usize;
                 let (to, change) = held.swap_remove(k);
                 replicas[to].apply_change(&change).expect("apply");
-                replicas[to].take_touched();
-                views[to] = ClusterView::read_as(&replicas[to], &me("a"), RuleBreak::None);
+                let touched = replicas[to].take_touched();
+                assert!(
+                    !touched.all,
+                    "step {step}: a small merge re-reads everything"
+                );
+                views[to].refresh(&replicas[to], &touched, &me("a"), RuleBreak::None);
+                assert_eq!(
+                    views[to],
+                    ClusterView::read_as(&replicas[to], &me("a"), RuleBreak::None),
+                    "step {step}, merge: {touched:?}"
+                );
             }
         }
-        assert!(held.len() < 400, "changes were delivered");
+        assert!(held.len() < 1_000, "changes were delivered");
     }
 }

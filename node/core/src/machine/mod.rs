@@ -311,27 +311,29 @@ impl NodeMachine {
     }
 
     /// This node changed the document (an operator's write, a scheduling decision, an
-    /// admission): the cached view is brought up to date from what the change touched,
-    /// O(change) and not O(document) ([`DesiredState::take_touched`]), and the change is
-    /// persisted, flushed before it is acknowledged.
+    /// admission): the cached view is brought up to date ([`NodeMachine::refresh_view`]),
+    /// and the change is persisted, flushed before it is acknowledged.
     fn changed(&mut self, flush: bool) {
+        self.refresh_view();
+        self.after_change(flush);
+    }
+
+    /// Changes from a peer merged in (gossip, sync): the cached view is brought up to date
+    /// the same way, and the changes persisted (not flushed: the peer still holds them).
+    fn merged(&mut self) {
+        self.refresh_view();
+        self.after_change(false);
+    }
+
+    /// Brings the cached view up to date from what the changes since the last refresh
+    /// touched, O(changes) and not O(document) ([`DesiredState::take_touched`]: from the
+    /// changes' operations, so a merged value that loses Automerge's order of concurrent
+    /// writes but wins Warren's is named too).
+    fn refresh_view(&mut self) {
         let touched = self.state.take_touched();
         if let Some(view) = self.view_cache.as_mut() {
             view.refresh(&self.state, &touched, &self.me, self.config.core.rule_break);
         }
-        self.after_change(flush);
-    }
-
-    /// Changes from a peer merged in (gossip, sync): the cached view is read again in full
-    /// at its next use. Automerge names in its patches only the values that win its own
-    /// order of concurrent writes, and a peer's value that loses that order can still win
-    /// ours (the greatest `(epoch, holder)` of an assignment or lease), so no patch would
-    /// name it (seen in `warren-sim run --nodes 5 --seed 1 --scenario three-way-split`).
-    fn merged(&mut self) {
-        // Moves the cursor, so the patch log holds nothing the full read already covers.
-        self.state.take_touched();
-        self.view_cache = None;
-        self.after_change(false);
     }
 
     fn after_change(&mut self, flush: bool) {
