@@ -2,6 +2,8 @@
 # Runs every fuzz target in turn for SECONDS each (default 240), one at a time, niced, and
 # prints one line per target: executions, exec/s, wall seconds, crash files.
 # Usage: fuzz/run_all.sh [SECONDS] [TARGET...]   (from anywhere; needs `cargo install cargo-fuzz`)
+# Environment: RUNS=N also stops a target after N executions (libFuzzer's -runs), whichever
+# comes first; NICE=N sets the niceness (default 15; 19 lets other work on the machine go first).
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-240}
@@ -18,8 +20,8 @@ fi
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     start=$(date +%s)
-    nice -n 15 cargo +nightly fuzz run "$t" "corpus/$t" -- \
-        -max_total_time="$secs" -rss_limit_mb=2048 -timeout=25 -print_final_stats=1 \
+    nice -n "${NICE:-15}" cargo +nightly fuzz run "$t" "corpus/$t" -- \
+        -max_total_time="$secs" ${RUNS:+-runs="$RUNS"} -rss_limit_mb=2048 -timeout=25 -print_final_stats=1 \
         >"logs/$t.log" 2>&1 || true
     wall=$(( $(date +%s) - start ))
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo "?")
