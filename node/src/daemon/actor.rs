@@ -68,6 +68,9 @@ pub(crate) struct NodeActor {
 /// How often the node reads its usage (load, memory in use) for its heartbeats, in ms.
 const USAGE_EVERY_MS: u64 = 5_000;
 
+/// The least time between two ticks when the machine's deadline is already due.
+const MIN_TICK_GAP: Duration = Duration::from_millis(10);
+
 fn topic(channel: Channel) -> Topic {
     match channel {
         Channel::Changes => Topic::Changes,
@@ -104,15 +107,28 @@ impl NodeActor {
         Millis(self.origin.elapsed().as_millis() as u64)
     }
 
+    /// When the machine wants its next tick ([`NodeMachine::poll_timeout`]), on the tokio
+    /// clock; no earlier than `MIN_TICK_GAP` after now, so a deadline already due cannot
+    /// spin the loop.
+    fn next_tick(&self) -> tokio::time::Instant {
+        let due = self.origin + Duration::from_millis(self.machine.poll_timeout().0);
+        let soonest = Instant::now() + MIN_TICK_GAP;
+        tokio::time::Instant::from_std(due.max(soonest))
+    }
+
     /// Runs until `cancel` fires or the mesh stops. Persists and flushes on the way out.
+    ///
+    /// Sleeps until the machine's next deadline ([`NodeMachine::poll_timeout`]), not on a
+    /// period of its own; an input the machine decides on (a write, changes or a sync
+    /// message from a peer) brings the tick forward to now.
     pub(crate) async fn run(
         mut self,
         mut wiring: Wiring,
-        tick_every: Duration,
         cancel: CancellationToken,
     ) -> Result<(), NodeError> {
-        let mut tick = tokio::time::interval(tick_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tick = tokio::time::sleep_until(self.next_tick());
+        tokio::pin!(tick);
+        let now = || tokio::time::Instant::now();
         let result = loop {
             tokio::select! {
                 biased;
@@ -121,7 +137,7 @@ impl NodeActor {
                     if self.handle_command(command, &wiring).await {
                         // Decide on a write at once, not at the next tick: the holder
                         // schedules it and the reconciler hears of it without waiting.
-                        tick.reset_immediately();
+                        tick.as_mut().reset(now());
                     }
                 }
                 event = wiring.events.recv() => match event {
@@ -130,7 +146,7 @@ impl NodeActor {
                     }
                     Some(event) => {
                         if self.handle_mesh_event(event).await {
-                            tick.reset_immediately();
+                            tick.as_mut().reset(now());
                         }
                     }
                     None => break Err(NodeError::MeshStopped),
@@ -138,9 +154,12 @@ impl NodeActor {
                 Some(reply) = self.sync_rx.recv() => {
                     self.machine.handle_sync_response(&reply.peer, reply.result);
                     let _ = self.drive().await;
-                    tick.reset_immediately();
+                    tick.as_mut().reset(now());
                 }
-                _ = tick.tick() => self.tick(&wiring).await,
+                _ = &mut tick => {
+                    self.tick(&wiring).await;
+                    tick.as_mut().reset(self.next_tick());
+                }
             }
         };
         if let Err(e) = self.store.persist(self.machine.state_mut(), true) {

@@ -444,13 +444,7 @@ async fn run_node(
         snapshot_tx,
         logs: log_service,
     };
-    let result = actor
-        .run(
-            wiring,
-            Duration::from_millis(machine_config.core.tick_ms.max(1)),
-            cancel.clone(),
-        )
-        .await;
+    let result = actor.run(wiring, cancel.clone()).await;
     cancel.cancel();
     let _ = api_task.await;
     if let Some(task) = remote_task {
