@@ -160,12 +160,26 @@ fn walk_history(doc: &mut AutoCommit) {
 /// when every dependency is at hand (their metadata only, no op is read); a change whose
 /// dependencies are missing is held by Automerge and applied later unchecked.
 fn start_op_fits(doc: &mut AutoCommit, change: &Change) -> Result<(), CrdtError> {
+    start_op_fits_among(doc, change, &std::collections::HashMap::new())
+}
+
+/// [`start_op_fits`] for a change that may depend on `earlier` changes arriving with it (a
+/// sync message's), given by hash with their last op.
+fn start_op_fits_among(
+    doc: &mut AutoCommit,
+    change: &Change,
+    earlier: &std::collections::HashMap<automerge::ChangeHash, u64>,
+) -> Result<(), CrdtError> {
     let mut deps_max_op = 0;
     for dep in change.deps() {
-        match doc.get_change_meta_by_hash(dep) {
-            Some(meta) => deps_max_op = deps_max_op.max(meta.max_op),
-            None => return Ok(()),
-        }
+        let max_op = match earlier.get(dep) {
+            Some(max_op) => *max_op,
+            None => match doc.get_change_meta_by_hash(dep) {
+                Some(meta) => meta.max_op,
+                None => return Ok(()),
+            },
+        };
+        deps_max_op = deps_max_op.max(max_op);
     }
     let start_op = change.start_op().get();
     if Some(start_op) == deps_max_op.checked_add(1) {
@@ -704,6 +718,16 @@ impl DesiredState {
         bytes: &[u8],
     ) -> Result<(), CrdtError> {
         let message = sync::Message::decode(bytes).map_err(|e| CrdtError::Decode(e.to_string()))?;
+        // The first-op check of a gossiped change ([`start_op_fits`]), on each change chunk of
+        // the message, in order (a later one may depend on an earlier one). A document chunk
+        // (a version-2 message may carry one) stores no first ops: its load derives them.
+        let mut earlier = std::collections::HashMap::new();
+        for chunk in message.changes.iter() {
+            if let Ok(change) = Change::from_bytes(chunk.to_vec()) {
+                start_op_fits_among(&mut self.doc, &change, &earlier)?;
+                earlier.insert(change.hash(), change.max_op());
+            }
+        }
         // What Automerge hands to `load_incremental` for this message, kept for a rebuild.
         let changes: Vec<u8> = message.changes.iter().flatten().copied().collect();
         let sync = &mut state.0;

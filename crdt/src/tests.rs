@@ -1106,6 +1106,31 @@ mod fuzz_regressions {
     }
 
     #[test]
+    fn a_sync_message_carrying_a_change_whose_first_op_is_contradicted_is_refused() {
+        // The same change as above, inside a sync message (version 1: one chunk per change),
+        // as a peer's anti-entropy would send it.
+        let bytes = include_bytes!("../tests/data/fuzz/store_chunks-start-op-below-deps.change");
+        let change = automerge::Change::from_bytes(bytes.to_vec()).expect("a change");
+        let message = automerge::sync::Message {
+            heads: vec![change.hash()],
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: vec![bytes.to_vec()].into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V1,
+        }
+        .encode();
+        let mut state = fixture();
+        let heads = state.heads();
+        let refused = state.receive_sync_message(&mut SyncState::new(), &message);
+        assert!(
+            matches!(&refused, Err(CrdtError::Decode(e)) if e.contains("starts at op 37")),
+            "{refused:?}"
+        );
+        still_works(&mut state, &heads);
+    }
+
+    #[test]
     fn documents_automerge_panics_on_do_not_load() {
         // join_response: "RawColumnIter::take would cross slab boundary" in hexane;
         // store_chunks: `assertion failed: self.data[index].is_none()` in change/collector.rs.
