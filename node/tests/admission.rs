@@ -342,7 +342,7 @@ fn tokens_expire_and_revoke_and_removed_members_are_cut_off_for_good() {
         "3",
         "--",
     ];
-    create.extend(web_command());
+    create.extend(WEB_COMMAND);
     assert!(n1.cli(&create).status.success());
     let ids = [
         n1.peer_id.as_str(),
@@ -350,7 +350,10 @@ fn tokens_expire_and_revoke_and_removed_members_are_cut_off_for_good() {
         n3.peer_id.as_str(),
     ];
     wait_for("3 running replicas on 3 nodes", T, || {
-        let running: Vec<Container> = containers(&ids).into_iter().filter(|c| c.running).collect();
+        let running: Vec<Container> = containers(&ids)
+            .into_iter()
+            .filter(|c| c.running())
+            .collect();
         let on: std::collections::BTreeSet<&str> =
             running.iter().map(|c| c.node.as_str()).collect();
         (running.len() == 3 && on.len() == 3).then_some(())
@@ -380,9 +383,9 @@ fn tokens_expire_and_revoke_and_removed_members_are_cut_off_for_good() {
     }
     let survivors = [n1.peer_id.as_str(), n2.peer_id.as_str()];
     wait_for("3 replicas on n1 and n2", T, || {
-        let slots: std::collections::BTreeSet<String> = containers(&survivors)
+        let slots: std::collections::BTreeSet<u32> = containers(&survivors)
             .into_iter()
-            .filter(|c| c.running && c.service == "gate-web")
+            .filter(|c| c.running() && c.service == "gate-web")
             .map(|c| c.slot)
             .collect();
         (slots.len() == 3).then_some(())
