@@ -17,9 +17,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
+use warren_testkit::{docker, IMAGE, WEB_COMMAND};
+
 use crate::cluster::{
-    docker, lease, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions,
-    HTTPD, IMAGE,
+    lease, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions,
 };
 
 /// Pause between two polls of one node in `convergence` (polling flat out starves the nodes
@@ -306,7 +307,7 @@ fn create(
     ];
     if httpd {
         args.push("--");
-        args.extend(HTTPD);
+        args.extend(WEB_COMMAND);
     }
     h.run(at, &args)
 }
@@ -553,7 +554,7 @@ fn kill_the_holder(
         }
     })?;
     let t_lease = killed.elapsed();
-    let all_elsewhere = |containers: &[crate::cluster::Container]| {
+    let all_elsewhere = |containers: &[Container]| {
         let slots: BTreeSet<u32> = containers
             .iter()
             .filter(|x| x.service == "fo" && x.node != holder && x.state == "running")
@@ -1178,7 +1179,7 @@ fn offline_reboot(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
             "--",
         ]
         .into_iter()
-        .chain(HTTPD)
+        .chain(WEB_COMMAND)
         .collect::<Vec<_>>(),
     )?;
     c.wait_for("or placed and running", PLACE_DEADLINE, |c| {
@@ -1301,11 +1302,9 @@ fn offline_reboot(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
 }
 
 fn docker_started_at(id: &str) -> Result<String, Error> {
-    Ok(
-        crate::cluster::docker(&["inspect", "-f", "{{.State.StartedAt}}", id])?
-            .trim()
-            .to_string(),
-    )
+    Ok(docker(&["inspect", "-f", "{{.State.StartedAt}}", id])?
+        .trim()
+        .to_string())
 }
 
 // ----- chaos -----
@@ -1581,7 +1580,9 @@ mod tests {
             node,
             service: service.to_string(),
             slot,
+            epoch: Some(1),
             state: "running".to_string(),
+            ports: String::new(),
         }
     }
 
