@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use warren_core::invariants::{one_lease, replicas_exact, LeaseSeen, RunningCopy};
 use warren_testkit::{
     docker, log_tail, pid_runs, poll_until, ps_args, Launch, NodeProcess, Stopped,
 };
@@ -797,18 +798,12 @@ impl Cluster {
                 }
             }
             heads.push(status.get("heads").cloned().unwrap_or(Value::Null));
-            leases.push(lease(&status).ok_or_else(|| format!("node {i}: no lease"))?);
+            leases.push(lease_seen(i, self.peer(i), &status));
         }
         if heads.iter().any(|h| *h != heads[0]) {
             return Err("heads differ".to_string());
         }
-        if leases.iter().any(|l| *l != leases[0]) {
-            return Err(format!("leases differ: {leases:?}"));
-        }
-        match self.index_of_peer(&leases[0].holder) {
-            Some(h) if nodes.contains(&h) => Ok(leases[0].clone()),
-            _ => Err(format!("lease {:?} held outside {nodes:?}", leases[0])),
-        }
+        one_lease(&leases).map_err(|e| format!("{nodes:?}: {e}"))
     }
 
     /// The services node `i` knows: name → replicas.
@@ -878,26 +873,20 @@ impl Cluster {
             return Err(format!("node {at} does not list service {missing} yet"));
         }
         let containers = self.containers().map_err(|e| e.to_string())?;
-        let mut running: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        for c in containers.iter().filter(|c| c.running()) {
-            running.entry(&c.service).or_default().push(c.slot);
-        }
-        for (name, &replicas) in &services {
-            let mut slots = running.remove(name.as_str()).unwrap_or_default();
-            slots.sort_unstable();
-            let want: Vec<u32> = (0..replicas as u32).collect();
-            if slots != want {
-                return Err(format!(
-                    "service {name}: {replicas} replicas wanted, running slots {slots:?}"
-                ));
-            }
-        }
-        if let Some((name, slots)) = running.into_iter().next() {
-            return Err(format!(
-                "containers of unknown service {name} still run (slots {slots:?})"
-            ));
-        }
-        Ok(())
+        let desired: BTreeMap<&str, u32> = services
+            .iter()
+            .map(|(name, &r)| (name.as_str(), u32::try_from(r).unwrap_or(u32::MAX)))
+            .collect();
+        let running = containers
+            .iter()
+            .filter(|c| c.running())
+            .map(|c| RunningCopy {
+                service: c.service.as_str(),
+                slot: c.slot,
+                // The listing does not carry the spec's generation.
+                current: true,
+            });
+        replicas_exact(&desired, running).map_err(|e| e.to_string())
     }
 
     /// The last `lines` lines of every node's log.
@@ -1057,6 +1046,14 @@ pub struct Lease {
     pub holder: String,
     /// Epoch.
     pub epoch: u64,
+}
+
+/// Node `node` (PeerId `peer`) as invariant 3 judges it ([`one_lease`]): the lease its
+/// `cluster status` reports, and whether it holds it (the lease's holder is `peer`).
+pub fn lease_seen<N>(node: N, peer: &str, status: &Value) -> LeaseSeen<N, Lease> {
+    let lease = lease(status);
+    let holds = lease.as_ref().is_some_and(|l| l.holder == peer);
+    LeaseSeen { node, lease, holds }
 }
 
 /// The lease in a `cluster status`.

@@ -19,8 +19,10 @@ use serde_json::Value;
 
 use warren_testkit::{docker, IMAGE, WEB_COMMAND};
 
+use warren_core::invariants;
+
 use crate::cluster::{
-    lease, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions,
+    lease, lease_seen, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions,
 };
 
 /// Pause between two polls of one node in `convergence` (polling flat out starves the nodes
@@ -348,7 +350,8 @@ fn check_group_running(c: &Cluster, at: usize, group: &[usize]) -> Result<(), St
     Ok(())
 }
 
-/// Ok when the nodes of `group` agree on a lease held among them, and see every other node down.
+/// Ok when the nodes of `group` see every other node down and hold one lease among them
+/// (invariant 3, [`warren_core::invariants::one_lease`]).
 fn check_side(c: &Cluster, group: &[usize]) -> Result<(), String> {
     let mut leases = Vec::new();
     for &i in group {
@@ -359,15 +362,11 @@ fn check_side(c: &Cluster, group: &[usize]) -> Result<(), String> {
                 return Err(format!("node {i} sees node {j} {live:?}"));
             }
         }
-        leases.push(lease(&status).ok_or_else(|| format!("node {i}: no lease"))?);
+        leases.push(lease_seen(i, c.peer(i), &status));
     }
-    if leases.iter().any(|l| *l != leases[0]) {
-        return Err(format!("{group:?}: leases differ: {leases:?}"));
-    }
-    match c.index_of_peer(&leases[0].holder) {
-        Some(h) if group.contains(&h) => Ok(()),
-        _ => Err(format!("{group:?}: lease held outside: {:?}", leases[0])),
-    }
+    invariants::one_lease(&leases)
+        .map(drop)
+        .map_err(|e| format!("{group:?}: {e}"))
 }
 
 /// Names of acknowledged writes missing at some node: (name, nodes where it is missing).
@@ -837,12 +836,13 @@ fn judge_heal(
             j.surplus += 1;
         }
     }
-    for ((service, _), &k) in &copies {
-        j.duplicates += k - 1;
-        if service == STILL {
-            j.still_duplicates += k - 1;
-        }
-    }
+    let duplicates = invariants::duplicates(
+        running(at_heal)
+            .filter(|x| wanted(x))
+            .map(|x| (&*x.service, x.slot)),
+    );
+    j.duplicates = duplicates.values().sum::<u64>() as usize;
+    j.still_duplicates = duplicates.get(STILL).copied().unwrap_or(0) as usize;
     for (name, &r) in services {
         j.missing += (0..r as u32)
             .filter(|&slot| !copies.contains_key(&(name.clone(), slot)))
@@ -893,11 +893,13 @@ fn judge_heal(
             j.starts, j.missing
         ));
     }
-    if j.still_stops > j.still_duplicates || j.still_starts > 0 {
-        j.failures.push(format!(
-            "unchanged service {STILL}: {} stopped (duplicates {}), {} started (must be 0)",
-            j.still_stops, j.still_duplicates, j.still_starts
-        ));
+    if let Err(e) = invariants::unchanged_heal_churn(
+        j.still_starts as u64,
+        j.still_stops as u64,
+        j.still_duplicates as u64,
+    ) {
+        j.failures
+            .push(format!("unchanged service {STILL}: the heal had {e}"));
     }
     if !j.zero_windows.is_empty() {
         j.failures.push(format!(

@@ -4,7 +4,8 @@
 //! Node 0 creates the cluster, nodes 1 and 2 join with tokens minted at node 0. Then the network
 //! is cut into {0} / {1,2}: nodes 1 and 2 must see node 0 `down` and agree on a lease held by
 //! one of them at a higher epoch, while node 0 keeps serving its API. After the heal all three
-//! must see three live members and report the same lease.
+//! must see three live members and report the same lease, held by one of them. The lease
+//! checks are invariant 3's shared implementation (`warren_core::invariants::one_lease`).
 //!
 //! Needs root, a Docker engine (each node talks to `/var/run/docker.sock`) and the binaries
 //! (`cargo build --workspace --bins`). Leaves nothing behind, pass or fail: the [`Cluster`]
@@ -15,8 +16,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use warren_core::invariants::one_lease;
 use warren_testkit::{log_tail, poll_until, Launch};
-use warren_testnet::cluster::{lease, liveness, CliHandle, API_LISTEN, P2P_PORT};
+use warren_testnet::cluster::{lease, lease_seen, liveness, CliHandle, API_LISTEN, P2P_PORT};
 use warren_testnet::{Bins, Testnet};
 
 const NODES: usize = 3;
@@ -263,21 +265,14 @@ fn partition_elects_a_new_lease_holder_and_heal_converges() {
                 if liveness(&status, &peer0) != Some("down") {
                     return Err(format!("node {i} does not see node 0 down: {status}"));
                 }
-                let lease = lease(&status).ok_or_else(|| format!("node {i}: no lease"))?;
-                if lease.holder != c.peer(1) && lease.holder != c.peer(2) {
-                    return Err(format!("node {i}: lease {lease:?} is not held in {{1,2}}"));
-                }
-                if lease.epoch <= before.epoch {
-                    return Err(format!(
-                        "node {i}: lease {lease:?} is not newer than {before:?}"
-                    ));
-                }
-                leases.push(lease);
+                leases.push(lease_seen(i, c.peer(i), &status));
             }
-            if leases[0] != leases[1] {
-                return Err(format!("nodes 1 and 2 disagree: {leases:?}"));
+            // Invariant 3 in {1,2}: one holder among them, one lease.
+            let lease = one_lease(&leases).map_err(|e| format!("{{1,2}}: {e}"))?;
+            if lease.epoch <= before.epoch {
+                return Err(format!("lease {lease:?} is not newer than {before:?}"));
             }
-            Ok(leases[0].clone())
+            Ok(lease)
         },
     );
     c.net.log(format_args!(
@@ -313,12 +308,10 @@ fn partition_elects_a_new_lease_holder_and_heal_converges() {
                 if alive_count(&status) != NODES {
                     return Err(format!("node {i} sees {status}"));
                 }
-                leases.push(lease(&status).ok_or_else(|| format!("node {i}: no lease"))?);
+                leases.push(lease_seen(i, c.peer(i), &status));
             }
-            if leases.iter().any(|l| *l != leases[0]) {
-                return Err(format!("leases differ: {leases:?}"));
-            }
-            Ok(leases[0].clone())
+            // Invariants 3 and 4: one holder, one lease on every node.
+            one_lease(&leases).map_err(|e| e.to_string())
         },
     );
     c.net.log(format_args!(
