@@ -7,8 +7,6 @@
 // Each test binary uses a part of it.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
-pub mod doc;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
