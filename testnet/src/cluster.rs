@@ -14,7 +14,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -1017,26 +1017,19 @@ impl CliHandle {
 }
 
 fn cli(bin: &Path, namespace: &str, i: usize, args: &[&str]) -> Result<String, Error> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", namespace])
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", namespace])
         .arg(bin)
         .args(["--peer", API])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Spawn {
-            command: format!("ip netns exec {namespace} warren-cli"),
-            source,
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Cli {
+        .args(args);
+    warren_testkit::run(&mut cmd).map_err(|e| match e {
+        warren_testkit::Error::Failed { stderr, .. } => Error::Cli {
             node: i,
             args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+            stderr,
+        },
+        other => other.into(),
+    })
 }
 
 /// The lease as one node reports it.

@@ -113,36 +113,43 @@ pub fn parse_containers(out: &str) -> Vec<Container> {
         .collect()
 }
 
+/// Runs `cmd` to its end with stdin from `/dev/null` and returns its stdout; a non-zero exit
+/// is [`Error::Failed`] with what it said on stderr, one that cannot start [`Error::Spawn`].
+pub fn run(cmd: &mut Command) -> Result<String, Error> {
+    let command = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(Error::Failed {
+            command,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
 /// Runs `docker [-H host] ARGS` and returns its stdout.
 pub(crate) fn run_docker<S: AsRef<str>>(host: Option<&str>, args: &[S]) -> Result<String, Error> {
     let mut cmd = Command::new("docker");
     if let Some(host) = host {
         cmd.args(["-H", host]);
     }
-    let out = cmd
-        .args(args.iter().map(AsRef::as_ref))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Spawn {
-            command: format!("docker {}", join(args)),
-            source,
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Docker {
-            args: join(args),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-}
-
-fn join<S: AsRef<str>>(args: &[S]) -> String {
-    args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" ")
+    run(cmd.args(args.iter().map(AsRef::as_ref)))
 }
 
 /// Runs `docker ARGS` on the machine's engine and returns its stdout; a non-zero exit is
-/// [`Error::Docker`] with what it said.
+/// [`Error::Failed`] with what it said.
 pub fn docker<S: AsRef<str>>(args: &[S]) -> Result<String, Error> {
     run_docker(None, args)
 }

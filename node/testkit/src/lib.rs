@@ -34,8 +34,8 @@ mod ports;
 mod private_engine;
 
 pub use engine::{
-    containers, docker, parse_containers, ps_args, remove_containers, require_docker, Container,
-    IMAGE, PS_FORMAT, WEB_COMMAND,
+    containers, docker, parse_containers, ps_args, remove_containers, require_docker, run,
+    Container, IMAGE, PS_FORMAT, WEB_COMMAND,
 };
 pub use launch::{
     log_tail, pid_runs, process_alive, signal, stop_pid, Launch, NodeProcess, Stopped,
@@ -59,11 +59,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A `docker` command ran and failed.
-    #[error("docker {args}: {stderr}")]
-    Docker {
-        /// Its arguments, joined by spaces.
-        args: String,
+    /// A command ran and failed (`docker ...`, `warren-cli ...`).
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        /// The command line, program name and arguments.
+        command: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
         /// What it said on stderr (trimmed).
         stderr: String,
     },
