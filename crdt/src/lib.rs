@@ -90,5 +90,8 @@ pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
 #[doc(hidden)]
 pub use store::fuzzing;
 
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
+
 #[cfg(test)]
 mod tests;

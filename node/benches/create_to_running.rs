@@ -20,7 +20,7 @@
 //! - `parallel`: N `docker run -d` spawned at once; the clock stops when all N have
 //!   returned. The engine is then asked (off the clock) whether it lists N running
 //!   containers of the run, and the run fails if not.
-//! - `swarm`: Docker Swarm on a private engine (`tests/support/private_engine.rs`: its own
+//! - `swarm`: Docker Swarm on a private engine (`warren_testkit::PrivateEngine`: its own
 //!   dockerd under `unshare --net`, no bridge, no iptables, the test image loaded from the
 //!   shared engine), in swarm mode with `swarm init --advertise-addr 127.0.0.1` (the
 //!   namespace's own loopback). The clock starts before `docker service create --detach
@@ -43,10 +43,7 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use warren_runtime::DockerRuntime;
 
-#[path = "../tests/support/private_engine.rs"]
-mod private_engine;
-
-use private_engine::PrivateEngine;
+use warren_testkit::PrivateEngine;
 
 const IMAGE: &str = "warren/busybox:latest";
 /// Exits on SIGTERM at once (busybox httpd as PID 1 would wait out the stop timeout).
@@ -196,7 +193,7 @@ impl Engine {
         done: impl Fn(usize) -> bool,
     ) -> Result<(), String> {
         // A failed listing is retried like a short one: the engine is busy, not gone.
-        private_engine::poll::poll_until(PATIENCE, every, || {
+        warren_testkit::poll_until(PATIENCE, every, || {
             self.count(rt, labels, running_only)
                 .is_ok_and(&done)
                 .then_some(())

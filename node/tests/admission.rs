@@ -7,9 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
-use warren_crdt::{
-    ClusterInfo, DesiredState, Member, MemberState, NodeId, ServiceName, ServiceSpec,
-};
+use warren_crdt::test_utils::{member, service_name, spec};
+use warren_crdt::{ClusterInfo, DesiredState, Member};
 use warren_mesh::{Keypair, MeshConfig, RequestKind, Response, Topic};
 use warren_node::daemon::JoinToken;
 
@@ -89,15 +88,10 @@ async fn strangers_are_refused_and_their_writes_never_reach_members() {
         .set_members([(n1_peer, vec![n1.quic_addr().parse().expect("addr")])].into())
         .await
         .expect("set members");
-    let rogue_id = NodeId(rogue.local_peer_id().to_string());
+    let rogue_id = rogue.local_peer_id().to_string();
     let founder = Member {
-        id: rogue_id.clone(),
         name: "rogue".into(),
-        addrs: vec![],
-        labels: Default::default(),
-        admitted_by: rogue_id,
-        admitted_at: 0,
-        state: MemberState::Active,
+        ..member(&rogue_id)
     };
     let info = ClusterInfo {
         id: cluster_id,
@@ -106,18 +100,7 @@ async fn strangers_are_refused_and_their_writes_never_reach_members() {
     };
     let mut evil = DesiredState::new_cluster(&info, &founder).expect("doc");
     let change = evil
-        .create_service(
-            &ServiceName::new("evil").expect("name"),
-            &ServiceSpec {
-                image: IMAGE.into(),
-                replicas: 1,
-                command: vec![],
-                env: Default::default(),
-                ports: vec![],
-                secrets: Vec::new(),
-                ..Default::default()
-            },
-        )
+        .create_service(&service_name("evil"), &spec(IMAGE, 1))
         .expect("change");
     let deadline = std::time::Instant::now() + T;
     let dropped = loop {
@@ -342,7 +325,7 @@ fn tokens_expire_and_revoke_and_removed_members_are_cut_off_for_good() {
         "3",
         "--",
     ];
-    create.extend(web_command());
+    create.extend(WEB_COMMAND);
     assert!(n1.cli(&create).status.success());
     let ids = [
         n1.peer_id.as_str(),
@@ -350,7 +333,10 @@ fn tokens_expire_and_revoke_and_removed_members_are_cut_off_for_good() {
         n3.peer_id.as_str(),
     ];
     wait_for("3 running replicas on 3 nodes", T, || {
-        let running: Vec<Container> = containers(&ids).into_iter().filter(|c| c.running).collect();
+        let running: Vec<Container> = containers(&ids)
+            .into_iter()
+            .filter(|c| c.running())
+            .collect();
         let on: std::collections::BTreeSet<&str> =
             running.iter().map(|c| c.node.as_str()).collect();
         (running.len() == 3 && on.len() == 3).then_some(())
@@ -380,9 +366,9 @@ fn tokens_expire_and_revoke_and_removed_members_are_cut_off_for_good() {
     }
     let survivors = [n1.peer_id.as_str(), n2.peer_id.as_str()];
     wait_for("3 replicas on n1 and n2", T, || {
-        let slots: std::collections::BTreeSet<String> = containers(&survivors)
+        let slots: std::collections::BTreeSet<u32> = containers(&survivors)
             .into_iter()
-            .filter(|c| c.running && c.service == "gate-web")
+            .filter(|c| c.running() && c.service == "gate-web")
             .map(|c| c.slot)
             .collect();
         (slots.len() == 3).then_some(())

@@ -22,7 +22,7 @@ fn lease_of(node: &Node) -> Option<(String, u64)> {
 fn running_web(nodes: &[&str]) -> Vec<Container> {
     containers(nodes)
         .into_iter()
-        .filter(|c| c.service == "web" && c.running)
+        .filter(|c| c.service == "web" && c.running())
         .collect()
 }
 
@@ -54,7 +54,7 @@ fn three_peers_schedule_restart_fail_over_scale_and_remove() {
         "GREETING=hi",
         "--",
     ];
-    create.extend(web_command());
+    create.extend(WEB_COMMAND);
     let out = nodes[0].cli(&create);
     assert!(
         out.status.success(),
@@ -82,12 +82,10 @@ fn three_peers_schedule_restart_fail_over_scale_and_remove() {
         3,
         "replicas spread over the three nodes: {running:?}"
     );
-    let slots: BTreeSet<&str> = running.iter().map(|c| c.slot.as_str()).collect();
-    assert_eq!(slots, ["0", "1", "2"].into());
-    assert!(running
-        .iter()
-        .all(|c| c.epoch.parse::<u64>().is_ok_and(|e| e >= 1)));
-    let port = host_port(&running[0].ports).expect("published port");
+    let slots: BTreeSet<u32> = running.iter().map(|c| c.slot).collect();
+    assert_eq!(slots, [0, 1, 2].into());
+    assert!(running.iter().all(|c| c.epoch.is_some_and(|e| e >= 1)));
+    let port = running[0].host_port().expect("published port");
     let body = wait_for("an answer on the published port", T, || http_get(port));
     assert_eq!(body.trim(), "hello from warren");
 
@@ -117,7 +115,7 @@ fn three_peers_schedule_restart_fail_over_scale_and_remove() {
     wait_for("the killed container restarted", T, || {
         containers(&[&victim.node])
             .into_iter()
-            .find(|c| c.id == victim.id && c.running)
+            .find(|c| c.id == victim.id && c.running())
     });
 
     // SIGKILL the lease holder: a survivor takes the lease with a higher epoch and the lost
@@ -142,7 +140,7 @@ fn three_peers_schedule_restart_fail_over_scale_and_remove() {
         .collect();
     let moved = wait_for("3 replicas on the two survivors", T, || {
         let r = running_web(&survivor_ids);
-        let slots: BTreeSet<String> = r.iter().map(|c| c.slot.clone()).collect();
+        let slots: BTreeSet<u32> = r.iter().map(|c| c.slot).collect();
         (r.len() == 3 && slots.len() == 3).then_some(r)
     });
     assert!(moved.iter().all(|c| c.node != holder));
@@ -164,7 +162,7 @@ fn three_peers_schedule_restart_fail_over_scale_and_remove() {
         T,
         || {
             let r = running_web(&ids);
-            let slots: BTreeSet<&String> = r.iter().map(|c| &c.slot).collect();
+            let slots: BTreeSet<u32> = r.iter().map(|c| c.slot).collect();
             let kept = originals.iter().all(|id| r.iter().any(|c| c.id == *id));
             (r.len() == 3 && slots.len() == 3 && kept).then_some(())
         },
@@ -182,7 +180,7 @@ fn three_peers_schedule_restart_fail_over_scale_and_remove() {
             .into_iter()
             .filter(|c| c.service == "web")
             .collect();
-        (all.len() == 1 && all[0].running).then_some(())
+        (all.len() == 1 && all[0].running()).then_some(())
     });
 
     // Any peer tells who changed the service and when: the create came from n1, the scale
@@ -254,13 +252,13 @@ fn a_restarted_node_resumes_its_state_and_work_with_no_peer() {
         "2",
         "--",
     ];
-    create.extend(web_command());
+    create.extend(WEB_COMMAND);
     assert!(solo.cli(&create).status.success());
     let id = solo.peer_id.clone();
     let first = wait_for("2 running containers", T, || {
         let r: Vec<Container> = containers(&[&id])
             .into_iter()
-            .filter(|c| c.running)
+            .filter(|c| c.running())
             .collect();
         (r.len() == 2).then_some(r)
     });

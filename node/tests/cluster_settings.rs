@@ -17,7 +17,7 @@ const T: Duration = Duration::from_secs(30);
 fn running_on(service: &str, node: &str) -> usize {
     containers(&[node])
         .iter()
-        .filter(|c| c.service == service && c.running)
+        .filter(|c| c.service == service && c.running())
         .count()
 }
 
@@ -120,7 +120,7 @@ fn rebalance_off_leaves_a_joining_node_empty_until_it_is_switched_on() {
         "4",
         "--",
     ];
-    create.extend(web_command());
+    create.extend(WEB_COMMAND);
     let out = n1.cli(&create);
     assert!(
         out.status.success(),

@@ -1,5 +1,5 @@
 //! End-to-end: Docker engine faults under a running `warren-node`. Each test runs its own
-//! private `dockerd` (`support/private_engine.rs`: own socket, data root, exec root and
+//! private `dockerd` (`warren_testkit::PrivateEngine`: own socket, data root, exec root and
 //! network namespace; no bridge, no iptables), so killing and restarting it never touches
 //! the machine's shared engine, which other tests use.
 //!
@@ -12,29 +12,24 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::private_engine::PrivateEngine;
 use support::*;
+use warren_testkit::PrivateEngine;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Containers labelled `warren.node=<node>` on `engine`: (service, slot, running).
-fn tasks(engine: &PrivateEngine, node: &str) -> Vec<(String, String, bool)> {
-    let out = engine.docker(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label=warren.node={node}"),
-        "--format",
-        "{{.Label \"warren.service\"}}\t{{.Label \"warren.slot\"}}\t{{.State}}",
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f.len() == 3).then(|| (f[0].to_string(), f[1].to_string(), f[2] == "running"))
+/// Containers labelled `warren.node=<node>` on `engine`: (service, slot, running); none while
+/// the engine does not answer.
+fn tasks(engine: &PrivateEngine, node: &str) -> Vec<(String, u32, bool)> {
+    engine
+        .containers(&format!("label=warren.node={node}"))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let running = c.running();
+            (c.service, c.slot, running)
         })
         .collect()
 }
@@ -72,7 +67,7 @@ fn create(node: &Node, name: &str, replicas: &str) {
         replicas,
         "--",
     ];
-    args.extend(web_command());
+    args.extend(WEB_COMMAND);
     let out = node.cli(&args);
     assert!(
         out.status.success(),
@@ -83,11 +78,11 @@ fn create(node: &Node, name: &str, replicas: &str) {
 
 /// Running containers per (service, slot), and whether any slot has more than one
 /// container (running or not).
-fn census(engine: &PrivateEngine, node: &str) -> (BTreeMap<(String, String), usize>, bool) {
-    let mut per_slot: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let mut running: BTreeMap<(String, String), usize> = BTreeMap::new();
+fn census(engine: &PrivateEngine, node: &str) -> (BTreeMap<(String, u32), usize>, bool) {
+    let mut per_slot: BTreeMap<(String, u32), usize> = BTreeMap::new();
+    let mut running: BTreeMap<(String, u32), usize> = BTreeMap::new();
     for (service, slot, up) in tasks(engine, node) {
-        *per_slot.entry((service.clone(), slot.clone())).or_default() += 1;
+        *per_slot.entry((service.clone(), slot)).or_default() += 1;
         if up {
             *running.entry((service, slot)).or_default() += 1;
         }
@@ -241,16 +236,20 @@ fn an_engine_killed_and_restarted_under_a_running_node_gets_every_replica_back_o
     wait_for("the strays removed", T, || {
         let listed = tasks(&engine, &node.peer_id);
         let web: Vec<_> = listed.iter().filter(|(s, _, _)| s == "web").collect();
-        (web.len() == 3 && web.iter().all(|(_, slot, up)| *up && slot != "7")).then_some(())
+        (web.len() == 3 && web.iter().all(|(_, slot, up)| *up && *slot != 7)).then_some(())
     });
     // And it stays so.
-    let end = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < end {
-        let (running, duplicated) = census(&engine, &node.peer_id);
-        assert!(!duplicated, "{running:?}");
-        assert_eq!(running.len(), 4, "{running:?}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    holds_for(
+        "one running container per slot",
+        Duration::from_secs(3),
+        || {
+            let (running, duplicated) = census(&engine, &node.peer_id);
+            if duplicated || running.len() != 4 {
+                return Err(format!("duplicated {duplicated}, {running:?}"));
+            }
+            Ok(())
+        },
+    );
 }
 
 #[test]

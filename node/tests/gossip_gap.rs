@@ -3,35 +3,17 @@
 //! gossip before their history does. Found by `warren-sim run --nodes 30 --seed 7
 //! --scenario flapping-link` (one leader 15.2 s after the heal, over the 15 s bound).
 
-use std::collections::BTreeMap;
-
-use warren_crdt::{
-    ClusterInfo, DesiredState, Member, MemberState, NodeId, ServiceName, ServiceSpec,
-};
+use warren_crdt::test_utils::{member_admitted_by, new_cluster, service_name, spec};
+use warren_crdt::{DesiredState, NodeId};
 use warren_node::core::Millis;
 use warren_node::machine::{Channel, MachineConfig, NodeMachine, Output, Write};
 
-fn member(id: &str) -> Member {
-    Member {
-        id: NodeId(id.into()),
-        name: id.into(),
-        addrs: Vec::new(),
-        labels: BTreeMap::new(),
-        admitted_by: NodeId("a-founder".into()),
-        admitted_at: 0,
-        state: MemberState::Active,
-    }
-}
-
 /// Machines `a-founder`, `b-second0` and a second replica of `b` (`c`), of one document.
 fn trio() -> (NodeMachine, NodeMachine, NodeMachine) {
-    let info = ClusterInfo {
-        id: "c1".into(),
-        name: "lab".into(),
-        created_at: 0,
-    };
-    let mut state = DesiredState::new_cluster(&info, &member("a-founder")).expect("cluster");
-    state.add_member(&member("b-second0")).expect("b");
+    let mut state = new_cluster("a-founder");
+    state
+        .add_member(&member_admitted_by("b-second0", "a-founder"))
+        .expect("b");
     let bytes = state.save();
     let machine = |id: &str| {
         let state = DesiredState::load(NodeId(id.into()), &bytes).expect("load");
@@ -54,13 +36,9 @@ fn trio() -> (NodeMachine, NodeMachine, NodeMachine) {
 
 /// Creates service `name` at `m` and returns the changes it gossips, in order.
 fn create(m: &mut NodeMachine, name: &str) -> Vec<Vec<u8>> {
-    let spec = ServiceSpec {
-        image: "warren/busybox:latest".into(),
-        ..Default::default()
-    };
     m.write(Write::CreateService(
-        ServiceName::new(name).expect("name"),
-        Box::new(spec),
+        service_name(name),
+        Box::new(spec("warren/busybox:latest", 0)),
     ))
     .expect("write");
     let mut changes = Vec::new();
@@ -104,9 +82,6 @@ fn a_change_with_a_missing_history_starts_a_sync_with_its_sender() {
     // The second without the first: held back, and a sync with the sender starts.
     let last = second.last().expect("a change");
     b.handle_gossip(Channel::Changes, &a_id, last, Millis(10));
-    assert!(!b
-        .state()
-        .services()
-        .contains_key(&ServiceName::new("two").expect("name")));
+    assert!(!b.state().services().contains_key(&service_name("two")));
     assert_eq!(sync_requests_to(&mut b, "a-founder"), 1);
 }

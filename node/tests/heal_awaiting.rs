@@ -4,19 +4,15 @@
 //! Found by `warren-sim run --nodes 30 --seed 1 --scenario three-way-split`: a stale
 //! assignment from the winning side made a node start a third copy of a slot that ran.
 
-mod support;
-
-use support::doc::{id, member};
-use warren_crdt::{
-    Assignment, ClusterInfo, DesiredState, Epoch, Lease, ServiceName, ServiceSpec, SlotId,
-};
+use warren_crdt::test_utils::{cluster_info, member, node_id as id, service_name, spec};
+use warren_crdt::{Assignment, DesiredState, Epoch, Lease, SlotId};
 use warren_node::core::Millis;
 use warren_node::machine::{Channel, MachineConfig, NodeMachine};
 use warren_node::protocol::{Heartbeat, TaskState, TaskStatus};
 
 fn slot() -> SlotId {
     SlotId {
-        service: ServiceName::new("svc1").expect("name"),
+        service: service_name("svc1"),
         slot: 2,
     }
 }
@@ -24,22 +20,12 @@ fn slot() -> SlotId {
 /// Node `n18`'s machine: `svc1` (3 replicas) with slot 2 assigned to `n18` by holder `n02`
 /// at epoch 2, with `displaced` as given.
 fn machine(displaced: &[&str]) -> NodeMachine {
-    let info = ClusterInfo {
-        id: "c1".into(),
-        name: "lab".into(),
-        created_at: 0,
-    };
-    let mut state = DesiredState::new_cluster(&info, &member("n00")).expect("cluster");
+    let mut state = DesiredState::new_cluster(&cluster_info(), &member("n00")).expect("cluster");
     for m in ["n02", "n07", "n18", "n26"] {
         state.add_member(&member(m)).expect("member");
     }
-    let spec = ServiceSpec {
-        image: "img".into(),
-        replicas: 3,
-        ..Default::default()
-    };
     state
-        .create_service(&slot().service, &spec)
+        .create_service(&slot().service, &spec("img", 3))
         .expect("service");
     let lease = Lease {
         epoch: Epoch(2),

@@ -8,12 +8,8 @@
 //! The rule: a node keeps the copy of a slot beyond the replica count while the slot's
 //! assignment stands; the lease holder's removal of the slot stops it.
 
-mod support;
-
-use support::doc::{id, member};
-use warren_crdt::{
-    Assignment, ClusterInfo, DesiredState, Epoch, Lease, ServiceName, ServiceSpec, SlotId,
-};
+use warren_crdt::test_utils::{cluster_info, member, node_id as id, service_name, spec};
+use warren_crdt::{Assignment, ClusterInfo, DesiredState, Epoch, Lease, ServiceName, SlotId};
 use warren_node::core::{
     ActualTask, ActualTaskState, Millis, RuntimeAction, Supervisor, TaskHealth,
 };
@@ -21,7 +17,7 @@ use warren_node::machine::{Channel, MachineConfig, NodeMachine};
 use warren_node::protocol::TaskState;
 
 fn svc() -> ServiceName {
-    ServiceName::new("web").expect("name")
+    service_name("web")
 }
 
 fn slot(n: u32) -> SlotId {
@@ -42,20 +38,16 @@ fn lease() -> Lease {
 /// `n02` and the others to `n00` and `n01`, by `n00` at epoch 1. Returned saved, for each side to load as its own replica.
 fn before_split() -> Vec<u8> {
     let info = ClusterInfo {
-        id: "c1".into(),
         name: "shop".into(),
-        created_at: 0,
+        ..cluster_info()
     };
     let mut state = DesiredState::new_cluster(&info, &member("n00")).expect("cluster");
     for m in ["n01", "n02"] {
         state.add_member(&member(m)).expect("member");
     }
-    let spec = ServiceSpec {
-        image: "img".into(),
-        replicas: 6,
-        ..Default::default()
-    };
-    state.create_service(&svc(), &spec).expect("service");
+    state
+        .create_service(&svc(), &spec("img", 6))
+        .expect("service");
     state.claim_lease(&lease()).expect("lease");
     let generation = state.services()[&svc()].generation;
     let assignments: Vec<(SlotId, Assignment)> = (0..6)

@@ -46,7 +46,7 @@ fn a_missing_image_is_reported_and_retried_until_image_load_brings_it() {
     let node = Node::start("i1", &dir.path().join("i1"), &["--init", "images"]);
 
     let mut args = vec!["service", "create", "airgap", "--image", &unique, "--"];
-    args.extend(web_command());
+    args.extend(WEB_COMMAND);
     let out = node.cli(&args);
     assert!(
         out.status.success(),
@@ -108,7 +108,7 @@ fn a_missing_image_is_reported_and_retried_until_image_load_brings_it() {
     wait_for("the service running from the loaded image", T, || {
         let running = containers(&[node.peer_id.as_str()])
             .into_iter()
-            .any(|c| c.service == "airgap" && c.running);
+            .any(|c| c.service == "airgap" && c.running());
         running.then_some(())
     });
     let t = wait_for("service ps to say running", T, || {

@@ -52,7 +52,7 @@ fn node_inspect_shows_capacity_reservations_usage_and_gpus_at_any_peer() {
         "64M",
         "--",
     ];
-    create.extend(web_command());
+    create.extend(WEB_COMMAND);
     let out = nodes[0].cli(&create);
     assert!(
         out.status.success(),

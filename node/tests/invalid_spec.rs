@@ -64,12 +64,12 @@ fn a_spec_written_past_the_api_is_never_run_and_says_why() {
     );
     // A running service still runs beside it; the rejected one never gets a container.
     let mut create = vec!["service", "create", "fine", "--image", IMAGE, "--"];
-    create.extend(web_command());
+    create.extend(WEB_COMMAND);
     assert!(solo.cli(&create).status.success());
     wait_for("the valid service running", T, || {
         containers(&[&id])
             .iter()
-            .any(|c| c.service == "fine" && c.running)
+            .any(|c| c.service == "fine" && c.running())
             .then_some(())
     });
     assert!(

@@ -31,7 +31,7 @@ fn wait_keeps_an_unreachable_members_slots_and_reschedule_moves_them() {
             policy,
             "--",
         ];
-        create.extend(web_command());
+        create.extend(WEB_COMMAND);
         let out = nodes[0].cli(&create);
         assert!(
             out.status.success(),
@@ -49,7 +49,7 @@ fn wait_keeps_an_unreachable_members_slots_and_reschedule_moves_them() {
     let running = |service: &str, on: &[&str]| -> usize {
         containers(on)
             .iter()
-            .filter(|c| c.service == service && c.running)
+            .filter(|c| c.service == service && c.running())
             .count()
     };
     wait_for("3 + 3 replicas running", T, || {
@@ -66,7 +66,7 @@ fn wait_keeps_an_unreachable_members_slots_and_reschedule_moves_them() {
     let cut_id = ids[cut].to_string();
     let on_cut = containers(&[&cut_id])
         .iter()
-        .filter(|c| c.service == "waits" && c.running)
+        .filter(|c| c.service == "waits" && c.running())
         .count();
     assert_eq!(on_cut, 1, "spread: one replica of waits per node");
     nodes[cut].kill();

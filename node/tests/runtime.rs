@@ -112,7 +112,7 @@ fn a_task_that_fails_its_health_check_is_restarted_and_ps_shows_its_health() {
     // The same container was stopped and started again, not replaced.
     let now = container_of(&node, "flaky").expect("container");
     assert_eq!(now.id, first.id);
-    assert!(now.running);
+    assert!(now.running());
     // The table shows health per task.
     let table = node.cli(&["service", "ps", "flaky"]);
     let text = String::from_utf8_lossy(&table.stdout);
@@ -170,7 +170,7 @@ fn a_crash_loop_backs_off_then_ends_failed_with_its_exit_code() {
     );
     // It is not started again: the container stays exited with the same start time.
     let c = container_of(&node, "crashy").expect("container kept for its logs");
-    assert!(!c.running);
+    assert!(!c.running());
     let started = inspect(&c.id, "{{.State.StartedAt}}").expect("inspect");
     stays(&node, "crashy", "failed", Duration::from_secs(4), |t| {
         t["state"] == "failed" && t["restarts"] == 3
@@ -249,10 +249,10 @@ fn limits_and_stop_timeout_reach_the_engine_and_update_changes_them() {
         "4s",
         "--",
     ];
-    args.extend(web_command());
+    args.extend(WEB_COMMAND);
     create(&node, &args);
     let c = wait_for("the running container", T, || {
-        container_of(&node, "capped").filter(|c| c.running)
+        container_of(&node, "capped").filter(|c| c.running())
     });
     assert_eq!(
         inspect(
@@ -289,7 +289,7 @@ fn limits_and_stop_timeout_reach_the_engine_and_update_changes_them() {
         String::from_utf8_lossy(&out.stderr)
     );
     let replaced = wait_for("a container with the new limit", T, || {
-        container_of(&node, "capped").filter(|n| n.id != c.id && n.running)
+        container_of(&node, "capped").filter(|n| n.id != c.id && n.running())
     });
     assert_eq!(
         inspect(
@@ -441,7 +441,7 @@ fn a_task_that_fails_on_its_node_is_moved_to_one_that_runs_it() {
     });
     let mine: Vec<Container> = containers(&[n3.as_str()])
         .into_iter()
-        .filter(|c| c.service == "picky" && c.running)
+        .filter(|c| c.service == "picky" && c.running())
         .collect();
     assert_eq!(mine.len(), 3, "{mine:?}");
     let env = inspect(&mine[0].id, "{{range .Config.Env}}{{println .}}{{end}}").expect("env");

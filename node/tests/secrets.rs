@@ -88,7 +88,7 @@ fn secrets_are_sealed_to_members_and_rekeyed_without_a_removed_one() {
         "db-password:db",
         "--",
     ];
-    create.extend(web_command());
+    create.extend(WEB_COMMAND);
     let out = n2.cli(&create);
     assert!(
         out.status.success(),
@@ -101,7 +101,10 @@ fn secrets_are_sealed_to_members_and_rekeyed_without_a_removed_one() {
         n3.peer_id.as_str(),
     ];
     let running = wait_for("3 containers with the secret", T, || {
-        let r: Vec<Container> = containers(&ids).into_iter().filter(|c| c.running).collect();
+        let r: Vec<Container> = containers(&ids)
+            .into_iter()
+            .filter(|c| c.running())
+            .collect();
         let on: std::collections::BTreeSet<&str> = r.iter().map(|c| c.node.as_str()).collect();
         (r.len() == 3 && on.len() == 3).then_some(r)
     });

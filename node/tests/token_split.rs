@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use warren_crdt::{ClusterInfo, DesiredState, Member, MemberState, NodeId};
+use warren_crdt::test_utils::{cluster_info, member_admitted_by};
+use warren_crdt::{DesiredState, Member, NodeId};
 use warren_node::core::Millis;
 use warren_node::machine::{JoinError, MachineConfig, NodeMachine};
 use warren_node::protocol::JoinRequest;
@@ -11,13 +12,8 @@ use warren_node::token::{JoinToken, TokenGrant, TokenRefusal};
 
 fn member(id: &str, name: &str) -> Member {
     Member {
-        id: NodeId(id.into()),
         name: name.into(),
-        addrs: Vec::new(),
-        labels: BTreeMap::new(),
-        admitted_by: NodeId("a-founder".into()),
-        admitted_at: 0,
-        state: MemberState::Active,
+        ..member_admitted_by(id, "a-founder")
     }
 }
 
@@ -35,14 +31,9 @@ fn request(token: &str, name: &str) -> Vec<u8> {
 /// Two machines of one cluster (`a` and `b`) holding the same document, which never sync
 /// again; the token record in it was minted by `a` when `minted_by` says so.
 fn split_pair(minted_by: &str) -> (NodeMachine, NodeMachine, String) {
-    let info = ClusterInfo {
-        id: "c1".into(),
-        name: "lab".into(),
-        created_at: 0,
-    };
     let a = member("a-founder", "alpha");
     let b = member("b-second0", "bravo");
-    let mut state = DesiredState::new_cluster(&info, &a).expect("cluster");
+    let mut state = DesiredState::new_cluster(&cluster_info(), &a).expect("cluster");
     state.add_member(&b).expect("add b");
     let (token, record) = JoinToken::mint(
         &mut rand::rngs::OsRng,

@@ -10,6 +10,7 @@ use warren_core::core::{
     round_statuses, ActualTask, ActualTaskState, ClusterView, DesiredTask, LeaseDecision, Millis,
     RuntimeAction, Supervisor, TaskHealth,
 };
+use warren_core::invariants::{self, LeaseSeen, RunningCopy};
 use warren_core::machine::{Channel, NodeMachine, Output, Write};
 use warren_core::protocol::TaskState;
 use warren_crdt::{
@@ -1498,10 +1499,10 @@ impl Simulation {
                                 });
                         }
                     }
-                    let mut duplicates: BTreeMap<ServiceName, u64> = BTreeMap::new();
-                    for (slot, c) in &copies {
-                        *duplicates.entry(slot.service.clone()).or_default() += c.len() as u64 - 1;
-                    }
+                    let duplicates =
+                        invariants::duplicates(copies.iter().flat_map(|(slot, c)| {
+                            c.iter().map(|_| (slot.service.clone(), slot.slot))
+                        }));
                     let disputes = copies
                         .into_iter()
                         .filter(|(_, c)| c.len() > 1)
@@ -1758,33 +1759,30 @@ impl Simulation {
     /// schedules as `Holder`), not the document's lease, so a node that schedules under a lease
     /// it lost is caught. `Err` says why not.
     fn leases_ok(&self, members: &[usize]) -> Result<(), String> {
-        let mut leases: BTreeSet<Option<Lease>> = BTreeSet::new();
-        let mut holders = Vec::new();
-        for &i in members {
-            let decision = self.nodes[i]
-                .machine
-                .as_ref()
-                .and_then(|m| m.lease_decision());
-            let lease = match decision {
-                Some(LeaseDecision::Holder(l)) => {
-                    holders.push(i);
-                    Some(l.clone())
+        let seen: Vec<LeaseSeen<usize, Lease>> = members
+            .iter()
+            .map(|&i| {
+                let decision = self.nodes[i]
+                    .machine
+                    .as_ref()
+                    .and_then(|m| m.lease_decision());
+                let (lease, holds) = match decision {
+                    Some(LeaseDecision::Holder(l)) => (Some(l.clone()), true),
+                    Some(LeaseDecision::Follower { lease, .. }) => (Some(lease.clone()), false),
+                    Some(LeaseDecision::Claim(_) | LeaseDecision::Vacant { .. }) | None => {
+                        (None, false)
+                    }
+                };
+                LeaseSeen {
+                    node: i,
+                    lease,
+                    holds,
                 }
-                Some(LeaseDecision::Follower { lease, .. }) => Some(lease.clone()),
-                Some(LeaseDecision::Claim(_) | LeaseDecision::Vacant { .. }) | None => None,
-            };
-            leases.insert(lease);
-        }
-        if holders.len() != 1 {
-            return Err(format!(
-                "{} nodes believe they hold the lease (want 1): {holders:?}",
-                holders.len()
-            ));
-        }
-        if leases.len() != 1 {
-            return Err(format!("nodes follow {} different leases", leases.len()));
-        }
-        Ok(())
+            })
+            .collect();
+        invariants::one_lease(&seen)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     fn converged(&mut self) -> bool {
@@ -1809,31 +1807,24 @@ impl Simulation {
             return Ok(());
         };
         let services = m.state().services();
-        let mut running: BTreeMap<&SlotId, usize> = BTreeMap::new();
-        for n in self.nodes.iter().filter(|n| n.up()) {
-            for c in n.containers.values().filter(|c| c.running) {
-                let ok = services.get(&c.slot.service).is_some_and(|s| {
-                    !s.deleted && c.slot.slot < s.spec.replicas && c.generation == s.generation
-                });
-                if !ok {
-                    return Err(format!("{} runs but is not desired", c.slot));
-                }
-                *running.entry(&c.slot).or_default() += 1;
-            }
-        }
-        if let Some((slot, k)) = running.iter().find(|(_, k)| **k > 1) {
-            return Err(format!("{slot} runs {k} times"));
-        }
-        for s in services.values().filter(|s| !s.deleted) {
-            let have = running.keys().filter(|slot| slot.service == s.name).count();
-            if have != s.spec.replicas as usize {
-                return Err(format!(
-                    "service {} runs {have} of {} replicas",
-                    s.name, s.spec.replicas
-                ));
-            }
-        }
-        Ok(())
+        let desired: BTreeMap<&ServiceName, u32> = services
+            .values()
+            .filter(|s| !s.deleted)
+            .map(|s| (&s.name, s.spec.replicas))
+            .collect();
+        let running = self
+            .nodes
+            .iter()
+            .filter(|n| n.up())
+            .flat_map(|n| n.containers.values().filter(|c| c.running))
+            .map(|c| RunningCopy {
+                service: &c.slot.service,
+                slot: c.slot.slot,
+                current: services
+                    .get(&c.slot.service)
+                    .is_some_and(|s| c.generation == s.generation),
+            });
+        invariants::replicas_exact(&desired, running).map_err(|e| e.to_string())
     }
 
     /// Failover after a leader crash: a new holder in one component and every replica
@@ -1998,10 +1989,9 @@ impl Simulation {
                 let starts = h.starts.get(service).copied().unwrap_or(0);
                 let stops = h.stops.get(service).copied().unwrap_or(0);
                 let duplicates = h.duplicates.get(service).copied().unwrap_or(0);
-                if starts > 0 || stops > duplicates {
+                if let Err(e) = invariants::unchanged_heal_churn(starts, stops, duplicates) {
                     self.violate(format!(
-                        "heal at {}: {service}, unchanged during the split, had {starts} starts and \
-                         {stops} stops for {duplicates} duplicates",
+                        "heal at {}: {service}, unchanged during the split, had {e}",
                         fmt_t(h.at)
                     ));
                 }

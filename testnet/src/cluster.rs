@@ -13,13 +13,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use warren_core::invariants::{one_lease, replicas_exact, LeaseSeen, RunningCopy};
+use warren_testkit::{
+    docker, log_tail, pid_runs, poll_until, ps_args, Launch, NodeProcess, Stopped,
+};
 
 use crate::netns::{self, utc_datetime, NetState, Testnet};
 
@@ -29,15 +32,8 @@ pub const API: &str = "http://127.0.0.1:7700";
 pub const API_LISTEN: &str = "127.0.0.1:7700";
 /// Every node's QUIC port on its namespace's address.
 pub const P2P_PORT: u16 = 7701;
-/// The image every scenario runs.
-pub const IMAGE: &str = "warren/busybox:latest";
-/// The command every scenario's containers run: busybox httpd that exits on SIGTERM (as PID 1
-/// it would ignore it and every removal would wait Docker's 10 s grace).
-pub const HTTPD: [&str; 3] = [
-    "sh",
-    "-c",
-    "trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait",
-];
+/// The `docker ps --filter` that lists every Warren container (see [`warren_testkit::ps_args`]).
+pub const WARREN_CONTAINERS: &str = "label=warren.node";
 /// The state file's name in the state dir.
 pub const STATE_FILE: &str = "state.json";
 /// The fault log's name in the state dir (one line per fault, UTC timestamp first).
@@ -56,6 +52,9 @@ pub enum Error {
     /// The network below.
     #[error(transparent)]
     Net(#[from] netns::Error),
+    /// The harness: starting a node, running `docker`.
+    #[error(transparent)]
+    Kit(#[from] warren_testkit::Error),
     /// A file of the state dir.
     #[error("{path}: {source}")]
     Io {
@@ -125,14 +124,6 @@ pub enum Error {
         timeout: Duration,
         /// The last reason it did not hold.
         last: String,
-    },
-    /// A `docker` command failed.
-    #[error("docker {args}: {stderr}")]
-    Docker {
-        /// The arguments.
-        args: String,
-        /// What it said.
-        stderr: String,
     },
 }
 
@@ -254,18 +245,6 @@ impl UpOptions {
     }
 }
 
-/// The `docker` arguments that list every Warren container (any state) with the labels
-/// [`Cluster::parse_containers`] reads.
-pub const CONTAINER_PS: [&str; 7] = [
-    "ps",
-    "-a",
-    "--no-trunc",
-    "--filter",
-    "label=warren.node",
-    "--format",
-    "{{.ID}}\t{{.Label \"warren.node\"}}\t{{.Label \"warren.service\"}}\t{{.Label \"warren.slot\"}}\t{{.State}}",
-];
-
 /// A running container listing: see [`Cluster::sample_containers`].
 #[derive(Debug)]
 pub struct Sampler {
@@ -281,20 +260,9 @@ impl Sampler {
     }
 }
 
-/// A container of one of the cluster's nodes, as Docker reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
-    /// Short id.
-    pub id: String,
-    /// Index of the node whose label it carries.
-    pub node: usize,
-    /// Service.
-    pub service: String,
-    /// Slot.
-    pub slot: u32,
-    /// `running`, `exited`, `created`, ...
-    pub state: String,
-}
+/// A container of one of the cluster's nodes, as the engine lists it (the harness's one
+/// listing), its node named by index.
+pub type Container = warren_testkit::Container<usize>;
 
 /// The warren cluster on its testnet. Dropping it tears everything down, unless it was
 /// [detached](Self::detach).
@@ -302,7 +270,7 @@ pub struct Container {
 pub struct Cluster {
     state: State,
     net: Testnet,
-    children: Vec<Option<Child>>,
+    children: Vec<Option<NodeProcess>>,
     detached: bool,
     down: bool,
 }
@@ -565,37 +533,16 @@ impl Cluster {
 
     fn start(&mut self, i: usize, role: &[&str]) -> Result<(), Error> {
         let node = self.state.nodes[i].clone();
-        create_dir(&node.data_dir)?;
-        let open = |path: &Path| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| Error::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })
-        };
-        let stderr = open(&node.log)?;
-        let stdout = open(&node.data_dir.with_extension("out"))?;
-        let listen = format!("/ip4/{}/udp/{P2P_PORT}/quic-v1", node.addr);
-        let mut cmd = self.net.exec(i, &self.state.bins.node);
-        cmd.arg("up")
-            .args(["--name", &node.name])
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .args(["--listen", &listen, "--api", API_LISTEN])
+        let child = Launch::new(&self.state.bins.node, &node.name, &node.data_dir)
+            .prefix(["ip", "netns", "exec", &node.namespace])
+            .listen(format!("/ip4/{}/udp/{P2P_PORT}/quic-v1", node.addr))
+            .api(API_LISTEN)
             .args(role)
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            // Its own process group: a Ctrl-C at the terminal that ran `up` does not reach it.
-            .process_group(0);
-        let child = cmd.spawn().map_err(|source| Error::Spawn {
-            command: format!("{} up", self.state.bins.node.display()),
-            source,
-        })?;
+            .log(&node.log)
+            .stdout(node.data_dir.with_extension("out"))
+            .own_process_group()
+            .spawn()?;
         let pid = child.id();
         self.log(format_args!("node {i} ({}) started: pid {pid}", node.name));
         self.children[i] = Some(child);
@@ -606,12 +553,11 @@ impl Cluster {
     /// Whether node `i`'s process runs.
     pub fn is_running(&mut self, i: usize) -> bool {
         if let Some(child) = self.children[i].as_mut() {
-            return matches!(child.try_wait(), Ok(None));
+            return child.is_running();
         }
-        match self.state.nodes[i].pid {
-            Some(pid) => pid_is_node(pid, &self.state.nodes[i].data_dir),
-            None => false,
-        }
+        let node = &self.state.nodes[i];
+        node.pid
+            .is_some_and(|pid| pid_runs(pid, &["warren-node", &node.data_dir.to_string_lossy()]))
     }
 
     /// Indexes of the nodes whose process runs.
@@ -623,29 +569,19 @@ impl Cluster {
         let Some(pid) = self.state.nodes[i].pid else {
             return Ok(());
         };
-        if self.is_running(i) {
-            let _ = Command::new("kill")
-                .args(["-s", signal, &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-            let deadline = Instant::now() + grace;
-            while self.is_running(i) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if self.is_running(i) {
-                self.log(format_args!("node {i} (pid {pid}) still runs: SIGKILL"));
-                let _ = Command::new("kill")
-                    .args(["-s", "KILL", &pid.to_string()])
-                    .stderr(Stdio::null())
-                    .status();
-                let deadline = Instant::now() + STOP_GRACE;
-                while self.is_running(i) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
+        match warren_testkit::stop_pid(pid, signal, grace, || self.is_running(i)) {
+            Stopped::Exited => {}
+            Stopped::Killed => self.log(format_args!(
+                "node {i} (pid {pid}) outlived SIG{signal} for {grace:?}: SIGKILLed"
+            )),
+            Stopped::Survived => self.log(format_args!(
+                "node {i} (pid {pid}) still runs after SIGKILL"
+            )),
         }
+        // Our child: reaped by `is_running` above once it exited; one that survived gets
+        // another SIGKILL here.
         if let Some(mut child) = self.children[i].take() {
-            let _ = child.wait();
+            child.stop("KILL", STOP_GRACE);
         }
         self.state.nodes[i].pid = None;
         self.save()
@@ -753,7 +689,8 @@ impl Cluster {
     /// `docker kill` of one container of the cluster (logged as a fault).
     pub fn docker_kill(&mut self, container: &str) -> Result<(), Error> {
         self.record(format!("docker kill {container}"))?;
-        docker(&["kill", container]).map(drop)
+        docker(&["kill", container])?;
+        Ok(())
     }
 
     // ----- observation -----
@@ -770,15 +707,14 @@ impl Cluster {
 
     /// A handle that runs `warren-cli` in the nodes' namespaces from any thread.
     pub fn cli_handle(&self) -> CliHandle {
-        CliHandle {
-            cli: self.state.bins.cli.clone(),
-            namespaces: self
-                .state
+        CliHandle::new(
+            self.state.bins.cli.clone(),
+            self.state
                 .nodes
                 .iter()
                 .map(|n| n.namespace.clone())
                 .collect(),
-        }
+        )
     }
 
     /// `cluster status` at node `i`, as JSON.
@@ -787,7 +723,7 @@ impl Cluster {
     }
 
     /// Polls `check` every [`POLL`] until it returns `Ok`, for at most `timeout`; fails early
-    /// if a node that should run has died.
+    /// if a node that should run has died. Logs why it still waits every [`REPORT_EVERY`].
     pub fn wait_for<T>(
         &mut self,
         what: &str,
@@ -796,34 +732,37 @@ impl Cluster {
     ) -> Result<T, Error> {
         let start = Instant::now();
         let mut next_report = start + REPORT_EVERY;
-        loop {
-            for i in 0..self.len() {
-                self.check_running(i)?;
+        let mut last = String::new();
+        let outcome = poll_until(timeout, POLL, || {
+            if let Err(died) = (0..self.len()).try_for_each(|i| self.check_running(i)) {
+                return Some(Err(died));
             }
-            let result = check(self);
-            if let Err(why) = &result {
-                if Instant::now() >= next_report {
-                    next_report += REPORT_EVERY;
-                    self.log(format_args!(
-                        "still waiting for {what} after {:.0?}: {why}",
-                        start.elapsed()
-                    ));
+            match check(self) {
+                Ok(value) => Some(Ok(value)),
+                Err(why) => {
+                    if Instant::now() >= next_report {
+                        next_report += REPORT_EVERY;
+                        self.log(format_args!(
+                            "still waiting for {what} after {:.0?}: {why}",
+                            start.elapsed()
+                        ));
+                    }
+                    last = why;
+                    None
                 }
             }
-            match result {
-                Ok(value) => {
-                    self.log(format_args!("{what}: after {:.2?}", start.elapsed()));
-                    return Ok(value);
-                }
-                Err(last) if start.elapsed() >= timeout => {
-                    return Err(Error::Timeout {
-                        what: what.to_string(),
-                        timeout,
-                        last,
-                    })
-                }
-                Err(_) => std::thread::sleep(POLL),
+        });
+        match outcome {
+            Some(Ok(value)) => {
+                self.log(format_args!("{what}: after {:.2?}", start.elapsed()));
+                Ok(value)
             }
+            Some(Err(died)) => Err(died),
+            None => Err(Error::Timeout {
+                what: what.to_string(),
+                timeout,
+                last,
+            }),
         }
     }
 
@@ -859,18 +798,12 @@ impl Cluster {
                 }
             }
             heads.push(status.get("heads").cloned().unwrap_or(Value::Null));
-            leases.push(lease(&status).ok_or_else(|| format!("node {i}: no lease"))?);
+            leases.push(lease_seen(i, self.peer(i), &status));
         }
         if heads.iter().any(|h| *h != heads[0]) {
             return Err("heads differ".to_string());
         }
-        if leases.iter().any(|l| *l != leases[0]) {
-            return Err(format!("leases differ: {leases:?}"));
-        }
-        match self.index_of_peer(&leases[0].holder) {
-            Some(h) if nodes.contains(&h) => Ok(leases[0].clone()),
-            _ => Err(format!("lease {:?} held outside {nodes:?}", leases[0])),
-        }
+        one_lease(&leases).map_err(|e| format!("{nodes:?}: {e}"))
     }
 
     /// The services node `i` knows: name → replicas.
@@ -892,26 +825,15 @@ impl Cluster {
 
     /// Every container (any state) labelled with one of this cluster's peer ids.
     pub fn containers(&self) -> Result<Vec<Container>, Error> {
-        Ok(self.parse_containers(&docker(&CONTAINER_PS)?))
+        Ok(self.parse_containers(&docker(&ps_args(WARREN_CONTAINERS))?))
     }
 
-    /// Parses the output of `docker` [`CONTAINER_PS`] into this cluster's containers (lines of
-    /// other clusters' or malformed labels are left out).
+    /// Parses the engine's listing ([`warren_testkit::parse_containers`]) into this
+    /// cluster's containers, each named by its node's index (other clusters' are left out).
     pub fn parse_containers(&self, out: &str) -> Vec<Container> {
-        out.lines()
-            .filter_map(|line| {
-                let f: Vec<&str> = line.split('\t').collect();
-                let [id, peer, service, slot, state] = f[..] else {
-                    return None;
-                };
-                Some(Container {
-                    id: id.chars().take(12).collect(),
-                    node: self.index_of_peer(peer)?,
-                    service: service.to_string(),
-                    slot: slot.parse().ok()?,
-                    state: state.to_string(),
-                })
-            })
+        warren_testkit::parse_containers(out)
+            .into_iter()
+            .filter_map(|x| x.with_node(|peer| self.index_of_peer(peer)))
             .collect()
     }
 
@@ -926,7 +848,7 @@ impl Cluster {
             let mut raw = Vec::new();
             while !flag.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed() < max {
                 let at = Instant::now();
-                if let Ok(out) = docker(&CONTAINER_PS) {
+                if let Ok(out) = docker(&ps_args(WARREN_CONTAINERS)) {
                     raw.push((at, out));
                 }
                 let next = at + period;
@@ -951,26 +873,20 @@ impl Cluster {
             return Err(format!("node {at} does not list service {missing} yet"));
         }
         let containers = self.containers().map_err(|e| e.to_string())?;
-        let mut running: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        for c in containers.iter().filter(|c| c.state == "running") {
-            running.entry(&c.service).or_default().push(c.slot);
-        }
-        for (name, &replicas) in &services {
-            let mut slots = running.remove(name.as_str()).unwrap_or_default();
-            slots.sort_unstable();
-            let want: Vec<u32> = (0..replicas as u32).collect();
-            if slots != want {
-                return Err(format!(
-                    "service {name}: {replicas} replicas wanted, running slots {slots:?}"
-                ));
-            }
-        }
-        if let Some((name, slots)) = running.into_iter().next() {
-            return Err(format!(
-                "containers of unknown service {name} still run (slots {slots:?})"
-            ));
-        }
-        Ok(())
+        let desired: BTreeMap<&str, u32> = services
+            .iter()
+            .map(|(name, &r)| (name.as_str(), u32::try_from(r).unwrap_or(u32::MAX)))
+            .collect();
+        let running = containers
+            .iter()
+            .filter(|c| c.running())
+            .map(|c| RunningCopy {
+                service: c.service.as_str(),
+                slot: c.slot,
+                // The listing does not carry the spec's generation.
+                current: true,
+            });
+        replicas_exact(&desired, running).map_err(|e| e.to_string())
     }
 
     /// The last `lines` lines of every node's log.
@@ -1001,12 +917,9 @@ impl Cluster {
         let mut first: Option<Error> = None;
         for i in 0..self.len() {
             if self.is_running(i) {
-                let _ = self.state.nodes[i].pid.map(|pid| {
-                    Command::new("kill")
-                        .args(["-s", "TERM", &pid.to_string()])
-                        .stderr(Stdio::null())
-                        .status()
-                });
+                if let Some(pid) = self.state.nodes[i].pid {
+                    warren_testkit::signal(pid, "TERM");
+                }
             }
         }
         for i in 0..self.len() {
@@ -1034,22 +947,11 @@ impl Cluster {
     fn remove_containers(&self) -> Result<(), Error> {
         let mut first = None;
         for peer in self.state.nodes.iter().filter_map(|n| n.peer.as_deref()) {
-            let filter = format!("label=warren.node={peer}");
-            match docker(&["ps", "-aq", "--filter", &filter]) {
-                Ok(out) => {
-                    let ids: Vec<&str> = out.split_whitespace().collect();
-                    if ids.is_empty() {
-                        continue;
-                    }
-                    self.log(format_args!("removing {} containers of {peer}", ids.len()));
-                    let mut args = vec!["rm", "-f"];
-                    args.extend(ids);
-                    if let Err(e) = docker(&args) {
-                        first.get_or_insert(e);
-                    }
-                }
+            match warren_testkit::remove_containers(&format!("label=warren.node={peer}")) {
+                Ok(0) => {}
+                Ok(n) => self.log(format_args!("removed {n} containers of {peer}")),
                 Err(e) => {
-                    first.get_or_insert(e);
+                    first.get_or_insert(e.into());
                 }
             }
         }
@@ -1076,6 +978,12 @@ pub struct CliHandle {
 }
 
 impl CliHandle {
+    /// A handle that runs `cli` (the `warren-cli` binary) in `namespaces`: node `i` is the one
+    /// in `namespaces[i]`, its API at [`API`].
+    pub fn new(cli: PathBuf, namespaces: Vec<String>) -> Self {
+        Self { cli, namespaces }
+    }
+
     /// `warren-cli --peer API ARGS` at node `i`: its stdout.
     pub fn run(&self, i: usize, args: &[&str]) -> Result<String, Error> {
         let ns = self
@@ -1109,46 +1017,19 @@ impl CliHandle {
 }
 
 fn cli(bin: &Path, namespace: &str, i: usize, args: &[&str]) -> Result<String, Error> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", namespace])
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", namespace])
         .arg(bin)
         .args(["--peer", API])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Spawn {
-            command: format!("ip netns exec {namespace} warren-cli"),
-            source,
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Cli {
+        .args(args);
+    warren_testkit::run(&mut cmd).map_err(|e| match e {
+        warren_testkit::Error::Failed { stderr, .. } => Error::Cli {
             node: i,
             args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-}
-
-/// Runs `docker ARGS`: its stdout.
-pub fn docker(args: &[&str]) -> Result<String, Error> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Spawn {
-            command: format!("docker {}", args.join(" ")),
-            source,
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Docker {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+            stderr,
+        },
+        other => other.into(),
+    })
 }
 
 /// The lease as one node reports it.
@@ -1158,6 +1039,14 @@ pub struct Lease {
     pub holder: String,
     /// Epoch.
     pub epoch: u64,
+}
+
+/// Node `node` (PeerId `peer`) as invariant 3 judges it ([`one_lease`]): the lease its
+/// `cluster status` reports, and whether it holds it (the lease's holder is `peer`).
+pub fn lease_seen<N>(node: N, peer: &str, status: &Value) -> LeaseSeen<N, Lease> {
+    let lease = lease(status);
+    let holds = lease.as_ref().is_some_and(|l| l.holder == peer);
+    LeaseSeen { node, lease, holds }
 }
 
 /// The lease in a `cluster status`.
@@ -1178,26 +1067,6 @@ pub fn liveness<'a>(status: &'a Value, peer: &str) -> Option<&'a str> {
         .find(|m| m.get("id").and_then(Value::as_str) == Some(peer))?
         .get("liveness")?
         .as_str()
-}
-
-/// Whether `pid` is a live (not zombie) `warren-node` on `data_dir`.
-fn pid_is_node(pid: u32, data_dir: &Path) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    if matches!(state, None | Some("Z") | Some("X")) {
-        return false;
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    cmdline.contains("warren-node") && cmdline.contains(&*data_dir.to_string_lossy())
-}
-
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn create_dir(path: &Path) -> Result<(), Error> {

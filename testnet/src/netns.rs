@@ -29,7 +29,7 @@ use std::ffi::OsStr;
 use std::fmt::Display;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -71,16 +71,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A command ran and failed.
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Its exit status.
-        status: ExitStatus,
-        /// What it wrote on stderr (trimmed).
-        stderr: String,
-    },
+    /// A short command (`ip`, `iptables`, ...) could not start, or ran and failed
+    /// ([`warren_testkit::run`]).
+    #[error(transparent)]
+    Command(#[from] warren_testkit::Error),
     /// Waiting for or signalling a started process failed.
     #[error("process {pid}: {source}")]
     Process {
@@ -854,24 +848,7 @@ impl Testnet {
 
     /// Runs a command without logging it; its stdout on success.
     fn run_quiet(&self, program: &str, args: &[&str]) -> Result<String, Error> {
-        let command = format!("{program} {}", args.join(" "));
-        let output = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| Error::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(Error::Command {
-                command,
-                status: output.status,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            })
-        }
+        Ok(warren_testkit::run(Command::new(program).args(args))?)
     }
 }
 

@@ -17,9 +17,12 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
+use warren_testkit::{docker, IMAGE, WEB_COMMAND};
+
+use warren_core::invariants;
+
 use crate::cluster::{
-    docker, lease, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions,
-    HTTPD, IMAGE,
+    lease, lease_seen, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions,
 };
 
 /// Pause between two polls of one node in `convergence` (polling flat out starves the nodes
@@ -306,7 +309,7 @@ fn create(
     ];
     if httpd {
         args.push("--");
-        args.extend(HTTPD);
+        args.extend(WEB_COMMAND);
     }
     h.run(at, &args)
 }
@@ -347,7 +350,8 @@ fn check_group_running(c: &Cluster, at: usize, group: &[usize]) -> Result<(), St
     Ok(())
 }
 
-/// Ok when the nodes of `group` agree on a lease held among them, and see every other node down.
+/// Ok when the nodes of `group` see every other node down and hold one lease among them
+/// (invariant 3, [`warren_core::invariants::one_lease`]).
 fn check_side(c: &Cluster, group: &[usize]) -> Result<(), String> {
     let mut leases = Vec::new();
     for &i in group {
@@ -358,15 +362,11 @@ fn check_side(c: &Cluster, group: &[usize]) -> Result<(), String> {
                 return Err(format!("node {i} sees node {j} {live:?}"));
             }
         }
-        leases.push(lease(&status).ok_or_else(|| format!("node {i}: no lease"))?);
+        leases.push(lease_seen(i, c.peer(i), &status));
     }
-    if leases.iter().any(|l| *l != leases[0]) {
-        return Err(format!("{group:?}: leases differ: {leases:?}"));
-    }
-    match c.index_of_peer(&leases[0].holder) {
-        Some(h) if group.contains(&h) => Ok(()),
-        _ => Err(format!("{group:?}: lease held outside: {:?}", leases[0])),
-    }
+    invariants::one_lease(&leases)
+        .map(drop)
+        .map_err(|e| format!("{group:?}: {e}"))
 }
 
 /// Names of acknowledged writes missing at some node: (name, nodes where it is missing).
@@ -553,7 +553,7 @@ fn kill_the_holder(
         }
     })?;
     let t_lease = killed.elapsed();
-    let all_elsewhere = |containers: &[crate::cluster::Container]| {
+    let all_elsewhere = |containers: &[Container]| {
         let slots: BTreeSet<u32> = containers
             .iter()
             .filter(|x| x.service == "fo" && x.node != holder && x.state == "running")
@@ -836,12 +836,13 @@ fn judge_heal(
             j.surplus += 1;
         }
     }
-    for ((service, _), &k) in &copies {
-        j.duplicates += k - 1;
-        if service == STILL {
-            j.still_duplicates += k - 1;
-        }
-    }
+    let duplicates = invariants::duplicates(
+        running(at_heal)
+            .filter(|x| wanted(x))
+            .map(|x| (&*x.service, x.slot)),
+    );
+    j.duplicates = duplicates.values().sum::<u64>() as usize;
+    j.still_duplicates = duplicates.get(STILL).copied().unwrap_or(0) as usize;
     for (name, &r) in services {
         j.missing += (0..r as u32)
             .filter(|&slot| !copies.contains_key(&(name.clone(), slot)))
@@ -892,11 +893,13 @@ fn judge_heal(
             j.starts, j.missing
         ));
     }
-    if j.still_stops > j.still_duplicates || j.still_starts > 0 {
-        j.failures.push(format!(
-            "unchanged service {STILL}: {} stopped (duplicates {}), {} started (must be 0)",
-            j.still_stops, j.still_duplicates, j.still_starts
-        ));
+    if let Err(e) = invariants::unchanged_heal_churn(
+        j.still_starts as u64,
+        j.still_stops as u64,
+        j.still_duplicates as u64,
+    ) {
+        j.failures
+            .push(format!("unchanged service {STILL}: the heal had {e}"));
     }
     if !j.zero_windows.is_empty() {
         j.failures.push(format!(
@@ -1178,7 +1181,7 @@ fn offline_reboot(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
             "--",
         ]
         .into_iter()
-        .chain(HTTPD)
+        .chain(WEB_COMMAND)
         .collect::<Vec<_>>(),
     )?;
     c.wait_for("or placed and running", PLACE_DEADLINE, |c| {
@@ -1301,11 +1304,9 @@ fn offline_reboot(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
 }
 
 fn docker_started_at(id: &str) -> Result<String, Error> {
-    Ok(
-        crate::cluster::docker(&["inspect", "-f", "{{.State.StartedAt}}", id])?
-            .trim()
-            .to_string(),
-    )
+    Ok(docker(&["inspect", "-f", "{{.State.StartedAt}}", id])?
+        .trim()
+        .to_string())
 }
 
 // ----- chaos -----
@@ -1581,7 +1582,9 @@ mod tests {
             node,
             service: service.to_string(),
             slot,
+            epoch: Some(1),
             state: "running".to_string(),
+            ports: String::new(),
         }
     }
 

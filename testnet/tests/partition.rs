@@ -4,87 +4,32 @@
 //! Node 0 creates the cluster, nodes 1 and 2 join with tokens minted at node 0. Then the network
 //! is cut into {0} / {1,2}: nodes 1 and 2 must see node 0 `down` and agree on a lease held by
 //! one of them at a higher epoch, while node 0 keeps serving its API. After the heal all three
-//! must see three live members and report the same lease.
+//! must see three live members and report the same lease, held by one of them. The lease
+//! checks are invariant 3's shared implementation (`warren_core::invariants::one_lease`).
 //!
 //! Needs root, a Docker engine (each node talks to `/var/run/docker.sock`) and the binaries
 //! (`cargo build --workspace --bins`). Leaves nothing behind, pass or fail: the [`Cluster`]
 //! guard stops the nodes, removes containers labelled with their peer ids and tears the testnet
 //! down in `Drop`; on failure it prints the tail of every node's log.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use warren_testnet::Testnet;
+use warren_core::invariants::one_lease;
+use warren_testkit::{log_tail, poll_until, Launch};
+use warren_testnet::cluster::{lease, lease_seen, liveness, CliHandle, API_LISTEN, P2P_PORT};
+use warren_testnet::{Bins, Testnet};
 
 const NODES: usize = 3;
-const API: &str = "http://127.0.0.1:7700";
-const P2P_PORT: u16 = 7701;
 const POLL: Duration = Duration::from_millis(250);
 const LOG_TAIL_LINES: usize = 40;
-
-/// The `warren-node` and `warren-cli` binaries of this workspace's debug build.
-struct Bins {
-    node: PathBuf,
-    cli: PathBuf,
-}
-
-fn find_bins() -> Bins {
-    let mut candidates = Vec::new();
-    // The test executable is target/debug/deps/partition-<hash>.
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
-    {
-        candidates.push(dir);
-    }
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(dir).join("debug"));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
-    for dir in &candidates {
-        let node = dir.join("warren-node");
-        let cli = dir.join("warren-cli");
-        if node.is_file() && cli.is_file() {
-            return Bins { node, cli };
-        }
-    }
-    panic!(
-        "warren-node and warren-cli not found in any of {candidates:?}: \
-         run `cargo build --workspace --bins` first"
-    );
-}
-
-/// The lease as one node reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Lease {
-    holder: String,
-    epoch: u64,
-}
-
-fn lease(status: &Value) -> Option<Lease> {
-    let lease = status.get("lease")?;
-    Some(Lease {
-        holder: lease.get("holder")?.as_str()?.to_string(),
-        epoch: lease.get("epoch")?.as_u64()?,
-    })
-}
 
 fn members(status: &Value) -> &[Value] {
     status
         .get("members")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice)
-}
-
-fn liveness<'a>(status: &'a Value, peer: &str) -> Option<&'a str> {
-    members(status)
-        .iter()
-        .find(|m| m.get("id").and_then(Value::as_str) == Some(peer))?
-        .get("liveness")?
-        .as_str()
 }
 
 fn alive_count(status: &Value) -> usize {
@@ -98,6 +43,7 @@ fn alive_count(status: &Value) -> usize {
 struct Cluster {
     net: Testnet,
     bins: Bins,
+    cli: CliHandle,
     dir: tempfile::TempDir,
     pids: Vec<Option<u32>>,
     peers: Vec<Option<String>>,
@@ -115,7 +61,9 @@ impl Cluster {
             Ok(dir) => dir,
             Err(e) => panic!("cannot create a temporary directory: {e}"),
         };
+        let namespaces = (0..NODES).map(|i| net.namespace(i)).collect();
         Self {
+            cli: CliHandle::new(bins.cli.clone(), namespaces),
             net,
             bins,
             dir,
@@ -130,25 +78,19 @@ impl Cluster {
 
     /// Starts `warren-node up` in namespace `i` with `role` (`--init NAME` or `--join TOKEN`).
     fn start(&mut self, i: usize, role: &[&str]) {
-        let data = self.dir.path().join(format!("n{i}"));
-        let stdout = self.dir.path().join(format!("n{i}.out"));
-        let (stdout, stderr) = match (File::create(&stdout), File::create(self.log_path(i))) {
-            (Ok(out), Ok(err)) => (out, err),
-            (Err(e), _) | (_, Err(e)) => panic!("cannot create node {i}'s log files: {e}"),
-        };
-        let listen = format!("/ip4/{}/udp/{P2P_PORT}/quic-v1", self.net.addr(i));
-        let mut cmd = self.net.exec(i, &self.bins.node);
-        cmd.arg("up")
-            .args(["--name", &format!("n{i}")])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen", &listen])
-            .args(["--api", "127.0.0.1:7700"])
+        let dir = self.dir.path();
+        let launch = Launch::new(&self.bins.node, &format!("n{i}"), dir.join(format!("n{i}")))
+            .prefix(["ip", "netns", "exec", &self.net.namespace(i)])
+            .listen(format!("/ip4/{}/udp/{P2P_PORT}/quic-v1", self.net.addr(i)))
+            .api(API_LISTEN)
             .args(role)
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
+            .log(self.log_path(i))
+            .stdout(dir.join(format!("n{i}.out")));
+        let cmd = match launch.command() {
+            Ok(cmd) => cmd,
+            Err(e) => panic!("cannot prepare node {i}: {e}"),
+        };
         match self.net.spawn(cmd) {
             Ok(pid) => self.pids[i] = Some(pid),
             Err(e) => panic!("cannot start node {i}: {e}"),
@@ -157,29 +99,13 @@ impl Cluster {
 
     /// `warren-cli --peer API ARGS` in namespace `i`: its stdout, or why it failed.
     fn cli(&self, i: usize, args: &[&str]) -> Result<String, String> {
-        let out = self
-            .net
-            .exec(i, &self.bins.cli)
-            .args(["--peer", API])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run warren-cli: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "node {i}: warren-cli {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        self.cli.run(i, args).map_err(|e| e.to_string())
     }
 
     fn status(&self, i: usize) -> Result<Value, String> {
-        let out = self.cli(i, &["-o", "json", "cluster", "status"])?;
-        serde_json::from_str(&out).map_err(|e| format!("node {i}: status is not JSON ({e}): {out}"))
+        self.cli
+            .json(i, &["cluster", "status"])
+            .map_err(|e| e.to_string())
     }
 
     fn peer(&self, i: usize) -> &str {
@@ -208,19 +134,18 @@ impl Cluster {
     ) -> T {
         let start = Instant::now();
         self.net.log(format_args!("waiting for {what}"));
-        loop {
+        let mut last = String::new();
+        let value = poll_until(timeout, POLL, || {
             self.assert_nodes_running();
-            match check(self) {
-                Ok(value) => {
-                    self.net
-                        .log(format_args!("{what}: after {:?}", start.elapsed()));
-                    return value;
-                }
-                Err(why) if start.elapsed() >= timeout => {
-                    panic!("no {what} within {timeout:?}; last: {why}")
-                }
-                Err(_) => std::thread::sleep(POLL),
+            check(self).map_err(|why| last = why).ok()
+        });
+        match value {
+            Some(value) => {
+                self.net
+                    .log(format_args!("{what}: after {:?}", start.elapsed()));
+                value
             }
+            None => panic!("no {what} within {timeout:?}; last: {last}"),
         }
     }
 
@@ -228,42 +153,14 @@ impl Cluster {
     fn remove_containers(&self) {
         for peer in self.peers.iter().flatten() {
             let filter = format!("label=warren.node={peer}");
-            let ids = match Command::new("docker")
-                .args(["ps", "-aq", "--filter", &filter])
-                .output()
-            {
-                Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect::<Vec<_>>(),
-                Ok(out) => {
-                    self.net.log(format_args!(
-                        "docker ps --filter {filter} failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    self.net.log(format_args!("cannot run docker: {e}"));
-                    continue;
-                }
-            };
-            if ids.is_empty() {
-                continue;
-            }
-            self.net
-                .log(format_args!("removing containers of {peer}: {ids:?}"));
-            match Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output()
-            {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => self.net.log(format_args!(
-                    "docker rm -f failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
-                Err(e) => self.net.log(format_args!("cannot run docker: {e}")),
+            match warren_testkit::remove_containers(&filter) {
+                Ok(0) => {}
+                Ok(n) => self
+                    .net
+                    .log(format_args!("removed {n} containers of {peer}")),
+                Err(e) => self
+                    .net
+                    .log(format_args!("removing containers of {peer}: {e}")),
             }
         }
     }
@@ -271,18 +168,12 @@ impl Cluster {
     fn print_log_tails(&self) {
         for i in 0..NODES {
             let path = self.log_path(i);
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
             eprintln!(
-                "----- node {i} ({}), last {} lines of {} -----",
+                "----- node {i} ({}), last {LOG_TAIL_LINES} lines of {} -----\n{}",
                 self.peer(i),
-                tail.len(),
-                path.display()
+                path.display(),
+                log_tail(&path, LOG_TAIL_LINES)
             );
-            for line in tail {
-                eprintln!("{line}");
-            }
         }
     }
 }
@@ -303,7 +194,7 @@ impl Drop for Cluster {
 
 #[test]
 fn partition_elects_a_new_lease_holder_and_heal_converges() {
-    let bins = find_bins();
+    let bins = Bins::find().unwrap_or_else(|e| panic!("{e}"));
     let mut c = Cluster::new(bins);
     let started = Instant::now();
 
@@ -374,21 +265,14 @@ fn partition_elects_a_new_lease_holder_and_heal_converges() {
                 if liveness(&status, &peer0) != Some("down") {
                     return Err(format!("node {i} does not see node 0 down: {status}"));
                 }
-                let lease = lease(&status).ok_or_else(|| format!("node {i}: no lease"))?;
-                if lease.holder != c.peer(1) && lease.holder != c.peer(2) {
-                    return Err(format!("node {i}: lease {lease:?} is not held in {{1,2}}"));
-                }
-                if lease.epoch <= before.epoch {
-                    return Err(format!(
-                        "node {i}: lease {lease:?} is not newer than {before:?}"
-                    ));
-                }
-                leases.push(lease);
+                leases.push(lease_seen(i, c.peer(i), &status));
             }
-            if leases[0] != leases[1] {
-                return Err(format!("nodes 1 and 2 disagree: {leases:?}"));
+            // Invariant 3 in {1,2}: one holder among them, one lease.
+            let lease = one_lease(&leases).map_err(|e| format!("{{1,2}}: {e}"))?;
+            if lease.epoch <= before.epoch {
+                return Err(format!("lease {lease:?} is not newer than {before:?}"));
             }
-            Ok(leases[0].clone())
+            Ok(lease)
         },
     );
     c.net.log(format_args!(
@@ -424,12 +308,10 @@ fn partition_elects_a_new_lease_holder_and_heal_converges() {
                 if alive_count(&status) != NODES {
                     return Err(format!("node {i} sees {status}"));
                 }
-                leases.push(lease(&status).ok_or_else(|| format!("node {i}: no lease"))?);
+                leases.push(lease_seen(i, c.peer(i), &status));
             }
-            if leases.iter().any(|l| *l != leases[0]) {
-                return Err(format!("leases differ: {leases:?}"));
-            }
-            Ok(leases[0].clone())
+            // Invariants 3 and 4: one holder, one lease on every node.
+            one_lease(&leases).map_err(|e| e.to_string())
         },
     );
     c.net.log(format_args!(

@@ -123,6 +123,7 @@
 pub mod api_token;
 pub mod core;
 pub mod engine;
+pub mod invariants;
 pub mod logs;
 pub mod machine;
 pub mod patch;

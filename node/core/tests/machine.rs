@@ -11,6 +11,7 @@ use warren_core::token::{TokenGrant, TokenRefusal};
 use warren_core::{
     Channel, JoinError, MachineConfig, Millis, NodeMachine, Output, SyncError, Write, WriteAck,
 };
+use warren_crdt::test_utils::{service_name, spec};
 use warren_crdt::{NodeId, ServiceName, ServiceSpec};
 use zeroize::Zeroizing;
 
@@ -44,15 +45,7 @@ fn pair(keys: bool) -> Cluster {
 }
 
 fn service(name: &str) -> (ServiceName, Box<ServiceSpec>) {
-    let spec = ServiceSpec {
-        image: "nginx".into(),
-        replicas: 1,
-        ..Default::default()
-    };
-    (
-        ServiceName::new(name).expect("a service name"),
-        Box::new(spec),
-    )
+    (service_name(name), Box::new(spec("nginx", 1)))
 }
 
 fn secret(machine: &NodeMachine, name: &str) -> warren_crdt::SecretRecord {

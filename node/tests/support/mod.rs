@@ -1,30 +1,20 @@
 //! Test harness: real `warren-node` processes on 127.0.0.1, driven through `warren-cli` and
-//! checked through the Docker engine, the way an operator would.
+//! checked through the Docker engine, the way an operator would. The launcher, the engine
+//! listing and the deadline polls are `warren-testkit`'s (shared with `warren-testnet`); this
+//! module adds what only these tests need: a [`Node`] on 127.0.0.1 ports with its CLI, and
+//! cluster helpers.
 
-#![allow(dead_code, unreachable_pub)]
+// Each test binary uses a part of it.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
-pub mod doc;
-pub mod private_engine;
-
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
+use warren_testkit::{Launch, NodeProcess};
 
-/// The image the project's scripts build (`scripts/ensure-docker.sh`).
-pub const IMAGE: &str = "warren/busybox:latest";
-
-/// A web server that exits on SIGTERM at once (busybox httpd as PID 1 ignores it, which
-/// would make every removal wait Docker's 10 s grace period).
-pub fn web_command() -> Vec<&'static str> {
-    vec![
-        "sh",
-        "-c",
-        "trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait",
-    ]
-}
+pub use warren_testkit::{holds_for, require_docker, wait_for, Container, IMAGE, WEB_COMMAND};
 
 pub fn node_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_warren-node"))
@@ -42,50 +32,9 @@ pub fn cli_bin() -> PathBuf {
     path
 }
 
-/// Panics with the fix when no Docker engine answers.
-pub fn require_docker() {
-    let ok = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "no Docker engine answers: run scripts/ensure-docker.sh (the README's test command does)"
-    );
-}
-
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free tcp port")
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free udp port")
-}
-
-/// Polls `f` every 200 ms until it returns `Some`, or panics after `timeout` with `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
-    private_engine::poll::poll_until(timeout, Duration::from_millis(200), f)
-        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
-}
-
-/// The counterpart of [`wait_for`] for "nothing changes": for `window`, checks `f` every
-/// 200 ms and panics with `what` and `f`'s message the first time it fails.
-pub fn holds_for(what: &str, window: Duration, mut f: impl FnMut() -> Result<(), String>) {
-    let end = Instant::now() + window;
-    while Instant::now() < end {
-        if let Err(e) = f() {
-            panic!("{what} no longer holds: {e}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    warren_testkit::free_tcp_port().expect("free tcp port")
 }
 
 /// One `warren-node` process with its own data dir and ports.
@@ -95,14 +44,15 @@ pub struct Node {
     pub api_port: u16,
     pub quic_port: u16,
     pub peer_id: String,
-    child: Option<Child>,
+    child: Option<NodeProcess>,
     log: PathBuf,
 }
 
 impl Node {
     /// Starts `warren-node up` with `extra` args and waits until its API answers.
     pub fn start(name: &str, data_dir: &Path, extra: &[&str]) -> Node {
-        Self::start_on(name, data_dir, free_tcp_port(), free_udp_port(), extra)
+        let quic_port = warren_testkit::free_udp_port().expect("free udp port");
+        Self::start_on(name, data_dir, free_tcp_port(), quic_port, extra)
     }
 
     pub fn start_on(
@@ -133,29 +83,13 @@ impl Node {
     }
 
     fn spawn(&mut self, extra: &[&str]) {
-        std::fs::create_dir_all(&self.data_dir).expect("data dir");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let child = Command::new(node_bin())
-            .args(["up", "--name", &self.name])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args([
-                "--listen",
-                &format!("/ip4/127.0.0.1/udp/{}/quic-v1", self.quic_port),
-            ])
-            .args(["--api", &format!("127.0.0.1:{}", self.api_port)])
+        let launch = Launch::new(node_bin(), &self.name, &self.data_dir)
+            .listen(format!("/ip4/127.0.0.1/udp/{}/quic-v1", self.quic_port))
+            .api(format!("127.0.0.1:{}", self.api_port))
             .args(extra)
             .env("RUST_LOG", "info,libp2p=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn warren-node");
-        self.child = Some(child);
+            .log(&self.log);
+        self.child = Some(launch.spawn().expect("spawn warren-node"));
     }
 
     /// Restarts the process with the same data dir and ports.
@@ -175,16 +109,13 @@ impl Node {
     }
 
     fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(NodeProcess::try_exit)
     }
 
     /// SIGKILL: the process dies without any cleanup, as on power loss.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
         }
     }
 
@@ -247,12 +178,8 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            let log = self.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
             eprintln!("---- last lines of {}'s log ----", self.name);
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
+            eprintln!("{}", warren_testkit::log_tail(&self.log, 40));
         }
         if !self.peer_id.is_empty() {
             remove_containers(&self.peer_id);
@@ -264,57 +191,20 @@ impl Drop for Node {
     }
 }
 
-/// A container of the engine, as `docker ps` shows it.
-#[derive(Debug, Clone)]
-pub struct Container {
-    pub id: String,
-    pub node: String,
-    pub service: String,
-    pub slot: String,
-    pub epoch: String,
-    pub running: bool,
-    pub ports: String,
-}
-
 /// Containers labelled with one of `nodes` (running or not).
 pub fn containers(nodes: &[&str]) -> Vec<Container> {
-    let mut all = Vec::new();
-    for node in nodes {
-        let out = Command::new("docker")
-            .args(["ps", "-a", "--no-trunc", "--filter"])
-            .arg(format!("label=warren.node={node}"))
-            .args([
-                "--format",
-                "{{.ID}}\t{{.Label \"warren.node\"}}\t{{.Label \"warren.service\"}}\t{{.Label \"warren.slot\"}}\t{{.Label \"warren.epoch\"}}\t{{.State}}\t{{.Ports}}",
-            ])
-            .output()
-            .expect("docker ps");
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let f: Vec<&str> = line.split('\t').collect();
-            if f.len() >= 6 {
-                all.push(Container {
-                    id: f[0].into(),
-                    node: f[1].into(),
-                    service: f[2].into(),
-                    slot: f[3].into(),
-                    epoch: f[4].into(),
-                    running: f[5] == "running",
-                    ports: f.get(6).copied().unwrap_or("").into(),
-                });
-            }
-        }
-    }
-    all
+    nodes
+        .iter()
+        .flat_map(|node| {
+            warren_testkit::containers(&format!("label=warren.node={node}")).expect("docker ps")
+        })
+        .collect()
 }
 
+/// Removes every container labelled with `node`, running or not (best effort: a test's
+/// cleanup).
 pub fn remove_containers(node: &str) {
-    let ids: Vec<String> = containers(&[node]).into_iter().map(|c| c.id).collect();
-    if !ids.is_empty() {
-        let _ = Command::new("docker")
-            .args(["rm", "-f"])
-            .args(&ids)
-            .output();
-    }
+    let _ = warren_testkit::remove_containers(&format!("label=warren.node={node}"));
 }
 
 /// GET / on 127.0.0.1:port with a plain HTTP/1.0 request; the body, if any answer came.
@@ -329,12 +219,6 @@ pub fn http_get(port: u16) -> Option<String> {
     stream.read_to_string(&mut text).ok()?;
     text.split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
-}
-
-/// The host port of the first `127.0.0.1:PORT->80/tcp` in a `docker ps` ports column.
-pub fn host_port(ports: &str) -> Option<u16> {
-    let after = ports.split("127.0.0.1:").nth(1)?;
-    after.split("->").next()?.parse().ok()
 }
 
 /// Starts a cluster `name` of three nodes `n1` (the founder), `n2` and `n3` under `dir`, each

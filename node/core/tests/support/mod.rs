@@ -18,7 +18,8 @@ use rand::SeedableRng;
 use warren_core::protocol::JoinRequest;
 use warren_core::secrets::SecretKeys;
 use warren_core::{JoinError, MachineConfig, Millis, NodeMachine, Output};
-use warren_crdt::{ClusterInfo, DesiredState, Member, MemberState, NodeId};
+use warren_crdt::test_utils::cluster_info;
+use warren_crdt::{DesiredState, Member, NodeId};
 
 /// Most rounds of [`Cluster::drive`] before it gives up: a machine that never falls quiet is
 /// a bug the test should see, not a hang.
@@ -92,22 +93,11 @@ impl Cluster {
             config,
             seed: 1,
         };
-        let id = node_id(founder);
         let member = Member {
-            id: id.clone(),
             name: founder.into(),
-            addrs: Vec::new(),
-            labels: BTreeMap::new(),
-            admitted_by: id.clone(),
-            admitted_at: 0,
-            state: MemberState::Active,
+            ..warren_crdt::test_utils::member(&node_id(founder).0)
         };
-        let info = ClusterInfo {
-            id: "c1".into(),
-            name: "lab".into(),
-            created_at: 0,
-        };
-        let state = DesiredState::new_cluster_seeded(&info, &member, [0; 8], zero_clock)
+        let state = DesiredState::new_cluster_seeded(&cluster_info(), &member, [0; 8], zero_clock)
             .expect("a new cluster");
         cluster.add(founder, state, keys);
         cluster

@@ -1,28 +1,24 @@
 //! A `dockerd` of a test's or a benchmark's own, in a network namespace of its own, so
 //! killing it, restarting it or putting it in swarm mode never touches the machine's shared
-//! engine, which other tests use. Shared by `tests/engine.rs` (through `support`) and
-//! `benches/create_to_running.rs` (through `#[path]`): it needs nothing from either.
-
-#![allow(dead_code, unreachable_pub)]
+//! engine, which other tests use. Used by `node/tests/engine.rs` and
+//! `node/benches/create_to_running.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-#[path = "poll.rs"]
-pub mod poll;
-use poll::poll_until;
-
-/// The image the project's scripts build (`scripts/ensure-docker.sh`), loaded into the
-/// private engine from the shared one.
-const IMAGE: &str = "warren/busybox:latest";
+use crate::engine::{parse_containers, ps_args, run_docker, Container, IMAGE};
+use crate::launch::process_alive;
+use crate::poll::poll_until;
+use crate::Error;
 
 /// How long the engine may take to answer after its start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A private `dockerd` under `/tmp/wpe-*` (own socket, data root, exec root; no bridge, no
 /// iptables). Everything it made (a swarm, containers, processes, mounts, directories) goes
-/// in `Drop`, on failure too.
+/// in `Drop`, on failure too. [`IMAGE`] is loaded into it from the shared engine.
+#[derive(Debug)]
 pub struct PrivateEngine {
     dir: PathBuf,
     child: Option<Child>,
@@ -32,6 +28,10 @@ pub struct PrivateEngine {
 
 impl PrivateEngine {
     /// A directory for the engine; nothing runs yet (its socket does not exist).
+    ///
+    /// # Panics
+    ///
+    /// When `/tmp` has no room for the directory: a test's precondition.
     pub fn new() -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -55,11 +55,16 @@ impl PrivateEngine {
         self
     }
 
+    /// The engine's socket, as `docker -H` takes it (`unix:///tmp/wpe-.../docker.sock`).
     pub fn socket(&self) -> String {
         format!("unix://{}/docker.sock", self.dir.display())
     }
 
-    /// `docker -H <this engine> args...`
+    /// `docker -H <this engine> args...`: its output, whatever its status.
+    ///
+    /// # Panics
+    ///
+    /// When `docker` cannot be run at all (not installed): a test's precondition.
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker")
             .arg("-H")
@@ -70,6 +75,15 @@ impl PrivateEngine {
             .expect("run docker")
     }
 
+    /// The Warren containers of this engine matching `filter` (see [`ps_args`]).
+    pub fn containers(&self, filter: &str) -> Result<Vec<Container>, Error> {
+        Ok(parse_containers(&run_docker(
+            Some(&self.socket()),
+            &ps_args(filter),
+        )?))
+    }
+
+    /// Whether the engine answers (`docker info`).
     pub fn answers(&self) -> bool {
         self.docker(&["info", "--format", "{{.ServerVersion}}"])
             .status
@@ -192,7 +206,7 @@ impl PrivateEngine {
         let pidfile = self.dir.join("exec/containerd/containerd.pid");
         if let Some(pid) = std::fs::read_to_string(&pidfile)
             .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
+            .and_then(|p| p.trim().parse::<u32>().ok())
         {
             poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
                 (!process_alive(pid)).then_some(())
@@ -206,6 +220,7 @@ impl PrivateEngine {
         }
     }
 
+    /// The last 30 lines of dockerd's log that say something (grpc chatter left out).
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
         // grpc's connectivity chatter says nothing a reader needs.
@@ -218,12 +233,12 @@ impl PrivateEngine {
 
     /// Pids of processes whose command line names this engine's directory (its dockerd,
     /// containerd and shims): only what this process started.
-    fn own_processes(&self) -> Vec<i32> {
+    fn own_processes(&self) -> Vec<u32> {
         let needle = self.dir.to_string_lossy().into_owned();
         let mut pids = Vec::new();
         if let Ok(entries) = std::fs::read_dir("/proc") {
             for entry in entries.flatten() {
-                let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
                     continue;
                 };
                 let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
@@ -234,17 +249,6 @@ impl PrivateEngine {
         }
         pids
     }
-}
-
-/// Whether process `pid` exists and is not a zombie.
-fn process_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
-            Some(state != 'Z' && state != 'X')
-        })
-        .unwrap_or(false)
 }
 
 /// Mount points at or under `dir`, deepest first.
@@ -260,6 +264,12 @@ fn mounts_under(dir: &Path) -> Vec<String> {
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     points.dedup();
     points
+}
+
+impl Default for PrivateEngine {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Drop for PrivateEngine {
