@@ -21,7 +21,7 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     start=$(date +%s)
     nice -n "${NICE:-15}" cargo +nightly fuzz run "$t" "corpus/$t" -- \
-        -max_total_time="$secs" ${RUNS:+-runs="$RUNS"} -rss_limit_mb=2048 -timeout=25 -print_final_stats=1 \
+        -max_total_time="$secs" ${RUNS:+-runs="$RUNS"} -rss_limit_mb=2048 -timeout=25 -print_final_stats=1 ${EXTRA:-} \
         >"logs/$t.log" 2>&1 || true
     wall=$(( $(date +%s) - start ))
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo "?")
