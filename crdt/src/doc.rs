@@ -602,6 +602,27 @@ impl DesiredState {
 
     // ---- sync and persistence ----------------------------------------------------------
 
+    /// The first-op check of [`DesiredState::apply_change`] on changes about to be loaded
+    /// from storage (a log value's change chunks, in order), against this document and the
+    /// changes checked before them (`earlier`, by hash with their last op; each change that
+    /// passes is added). Does not change the document.
+    ///
+    /// Errors: [`CrdtError::Decode`] naming the first change whose first op its dependencies
+    /// contradict. Bytes that are not a change are left to the load to judge.
+    pub(crate) fn check_first_ops<'a>(
+        &mut self,
+        changes: impl IntoIterator<Item = &'a [u8]>,
+        earlier: &mut std::collections::HashMap<automerge::ChangeHash, u64>,
+    ) -> Result<(), CrdtError> {
+        for bytes in changes {
+            if let Ok(change) = Change::from_bytes(bytes.to_vec()) {
+                start_op_fits_among(&mut self.doc, &change, earlier)?;
+                earlier.insert(change.hash(), change.max_op());
+            }
+        }
+        Ok(())
+    }
+
     /// Applies one change received by gossip. Changes whose dependencies are missing are held
     /// by Automerge until they arrive (anti-entropy fills the gap).
     ///

@@ -218,6 +218,8 @@ impl Store {
         // Values that passed their check: key, value, where the payload starts, change hashes.
         let mut good = Vec::new();
         let mut expected_seq = None;
+        // Last ops of the logged changes checked so far, for the first-op check of the next.
+        let mut first_ops = std::collections::HashMap::new();
         for item in self.tree.scan_prefix(LOG_PREFIX) {
             let (key, value) = item.map_err(|e| self.err(e))?;
             log_keys.push(key.clone());
@@ -248,11 +250,14 @@ impl Store {
                 expected_seq = Some(seq.saturating_add(1));
             }
             let checked = match seq {
-                Some(_) => check_log_value(&value).map(|(payload, hashes)| {
-                    (
+                Some(_) => check_log_value(&value).and_then(|(payload, chunk)| {
+                    state
+                        .check_first_ops(chunk.iter().map(|c| c.0), &mut first_ops)
+                        .map_err(|e| e.to_string())?;
+                    Ok((
                         value.len() - payload.len(),
-                        hashes.into_iter().map(|c| c.1).collect::<Vec<_>>(),
-                    )
+                        chunk.into_iter().map(|c| c.1).collect::<Vec<_>>(),
+                    ))
                 }),
                 None => Err("malformed key (not log/ and a 64-bit sequence number)".to_string()),
             };

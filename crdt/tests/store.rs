@@ -432,3 +432,40 @@ fn legacy_unframed_values_load() {
         vec!["s1".to_string()]
     );
 }
+
+/// A logged change whose first op its dependencies contradict (what the `store_chunks` fuzz
+/// target found Automerge accepts, after which the document's save no longer loads) is
+/// skipped like a corrupt chunk: the rest loads, the store is repaired, and the next start is
+/// clean.
+#[test]
+fn a_logged_change_whose_first_op_is_contradicted_is_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut state = store_with_services(dir.path(), 2);
+    // The next change, re-encoded with a first op five past the one its dependencies give.
+    let good = state.create_service(&name("bad"), &spec()).expect("create");
+    let mut expanded = automerge::Change::from_bytes(good)
+        .expect("a change")
+        .decode();
+    expanded.start_op = std::num::NonZeroU64::new(expanded.start_op.get() + 5).expect("nonzero");
+    let bad = automerge::Change::from(expanded);
+    // A bare Automerge value is read as a legacy (unframed) log value.
+    with_tree(dir.path(), |t| {
+        t.insert(log_key(3), bad.raw_bytes().to_vec())
+            .expect("insert")
+    });
+    let loaded = load(dir.path());
+    assert_eq!(loaded.skipped_chunks, 1, "{:?}", loaded.skipped);
+    assert!(
+        loaded.skipped.iter().any(|s| s.contains("starts at op")),
+        "{:?}",
+        loaded.skipped
+    );
+    assert!(loaded.repaired);
+    assert_eq!(
+        service_names(&loaded.state.expect("state")),
+        expected(1..=2)
+    );
+    let again = load(dir.path());
+    assert_eq!(again.skipped_chunks, 0);
+    assert_eq!(service_names(&again.state.expect("state")), expected(1..=2));
+}
