@@ -64,8 +64,8 @@ echo "== starting node1 (--init)"
 start 1 --init demo
 for n in 2 3; do
   token=$(cli 1 join-token create 2>/dev/null)
-  echo "== starting node$n (--join with a token minted at node1)"
-  start "$n" --join "$token"
+  echo "== starting node$n (WARREN_JOIN_TOKEN: a token minted at node1)"
+  WARREN_JOIN_TOKEN="$token" start "$n"
 done
 
 echo "== creating service web (3 replicas of busybox httpd) through node1"

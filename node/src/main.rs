@@ -30,9 +30,19 @@ struct Up {
     /// Create a new cluster with this name.
     #[arg(long, value_name = "CLUSTER_NAME", num_args = 0..=1, default_missing_value = "warren", conflicts_with = "join")]
     init: Option<String>,
-    /// Join a cluster with a token from `warren-cli join-token create`.
-    #[arg(long, value_name = "TOKEN", env = "WARREN_JOIN_TOKEN")]
+    /// Join a cluster with a token from `warren-cli join-token create`. Prefer
+    /// `WARREN_JOIN_TOKEN` or --join-file: an argument is visible to every local user in the
+    /// process list.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "WARREN_JOIN_TOKEN",
+        hide_env_values = true
+    )]
     join: Option<String>,
+    /// Join a cluster with the token in FILE (its first line; keep the file mode 0600).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["join", "init"])]
+    join_file: Option<PathBuf>,
     /// This node's name (default: the host name).
     #[arg(long)]
     name: Option<String>,
@@ -91,6 +101,21 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The join token in `path`: its first line, trimmed. Errors name the file: unreadable, or
+/// no token in it.
+fn read_join_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the join token file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(format!(
+            "the join token file {} is empty (expected the output of `warren-cli join-token create`)",
+            path.display()
+        ));
+    }
+    Ok(token.to_string())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Up(up) = cli.command;
@@ -113,9 +138,19 @@ fn main() -> ExitCode {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "node".into())
     });
+    let join = match &up.join_file {
+        Some(path) => match read_join_token(path) {
+            Ok(token) => Some(token),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => up.join,
+    };
     let mut config = NodeConfig::new(name, up.data_dir);
     config.init = up.init;
-    config.join = up.join;
+    config.join = join;
     config.listen = up.listen;
     config.api = up.api;
     config.api_remote = up.api_remote;

@@ -393,3 +393,34 @@ fn tokens_expire_and_revoke_and_removed_members_are_cut_off_for_good() {
     let err = node_fails(&again, &["--join", &fresh]);
     assert!(err.contains("removed"), "{err}");
 }
+
+/// `--join-file` keeps the token out of the process list: a node joins with the token read
+/// from a file, and a missing or empty file is a one-line error naming it.
+#[test]
+fn a_node_joins_with_the_token_in_a_file() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n1 = Node::start("n1", &dir.path().join("n1"), &["--init", "filed"]);
+    let token = n1.join_token();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).expect("write the token file");
+    let path = file.to_str().expect("utf-8 path");
+    let n2 = Node::start("n2", &dir.path().join("n2"), &["--join-file", path]);
+    wait_for("n2 admitted with the token from its file", T, || {
+        (member_count(&n1) == 2 && member_count(&n2) == 2).then_some(())
+    });
+
+    let err = node_fails(
+        &dir.path().join("missing"),
+        &["--join-file", &format!("{path}.missing")],
+    );
+    assert!(err.contains("cannot read the join token file"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").expect("write");
+    let err = node_fails(
+        &dir.path().join("empty-dir"),
+        &["--join-file", empty.to_str().expect("utf-8 path")],
+    );
+    assert!(err.contains("is empty"), "{err}");
+}
