@@ -9,6 +9,7 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
+    connection_limits,
     core::transport::ListenerId,
     gossipsub, identify,
     multiaddr::Protocol,
@@ -66,6 +67,8 @@ const UNSUBSCRIBED_STRIKES: u32 = 2;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// Bounds non-members' connections ([`crate::NonMemberLimits`]); members bypass it.
+    limits: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
     request_response: cbor::Behaviour<wire::WireRequest, Response>,
     identify: identify::Behaviour,
@@ -105,8 +108,11 @@ struct Actor {
     /// Connected members gossipsub does not know as subscribed, with the number of redial
     /// periods they have been so (see `reconnect_unsubscribed`).
     unsubscribed: HashMap<PeerId, u32>,
-    /// Every established connection: its peer and when it was established.
-    connections: HashMap<ConnectionId, (PeerId, Instant)>,
+    /// Every established connection: its peer, when it was established, and whether the peer
+    /// dialed it (inbound).
+    connections: HashMap<ConnectionId, (PeerId, Instant, bool)>,
+    /// How long a non-member's incoming connection may stay.
+    non_member_idle: Duration,
 }
 
 /// Builds the swarm, starts listening, spawns the actor on the current tokio runtime.
@@ -211,6 +217,7 @@ async fn start(config: MeshConfig, local: PeerId) -> Result<Started, MeshError> 
         dropped_overflow: 0,
         unsubscribed: HashMap::new(),
         connections: HashMap::new(),
+        non_member_idle: config.non_member.idle,
     };
     actor.await_listeners(listeners).await?;
     actor.redial();
@@ -268,7 +275,15 @@ fn build_behaviour(config: &MeshConfig) -> Result<Behaviour, MeshError> {
         IDENTIFY_PROTOCOL.to_string(),
         config.keypair.public(),
     ));
+    let bounds = config.non_member;
+    let limits = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(bounds.max_pending_incoming))
+            .with_max_established_incoming(Some(bounds.max_established_incoming))
+            .with_max_established_per_peer(Some(bounds.max_per_peer)),
+    );
     Ok(Behaviour {
+        limits,
         gossipsub,
         request_response,
         identify,
@@ -521,10 +536,11 @@ impl Actor {
                     }
                 }
                 let now = Instant::now();
-                let stale = self.connections.values().any(|(p, since)| {
+                let stale = self.connections.values().any(|(p, since, _)| {
                     *p == peer_id && now.duration_since(*since) > FRESH_CONNECTION
                 });
-                self.connections.insert(connection_id, (peer_id, now));
+                self.connections
+                    .insert(connection_id, (peer_id, now, endpoint.is_listener()));
                 if stale {
                     // The peer dialed us although we hold an older connection to it: it does
                     // not have that connection any more (it restarted, or closed it). gossipsub
@@ -919,6 +935,13 @@ impl Actor {
         debug!(count = members.len(), "member set replaced");
         let previous = std::mem::replace(&mut self.members, members);
         self.members.remove(&self.local);
+        let limits = &mut self.swarm.behaviour_mut().limits;
+        for peer in previous.keys().filter(|p| !self.members.contains_key(*p)) {
+            limits.remove_peer_id(peer);
+        }
+        for peer in self.members.keys() {
+            limits.bypass_peer_id(peer);
+        }
         // A member that was just removed is cut off now, not at its next message.
         for peer in previous.keys().filter(|p| !self.members.contains_key(*p)) {
             if self.swarm.is_connected(peer) {
@@ -972,9 +995,31 @@ impl Actor {
     }
 
     /// Dials disconnected members and bootstrap addresses; never two dials to one peer.
+    /// Closes every incoming connection of a non-member older than
+    /// [`NonMemberLimits::idle`](crate::NonMemberLimits::idle): a join takes less, and a
+    /// stranger holds none of this node's connections for long.
+    fn close_idle_non_members(&mut self) {
+        let now = Instant::now();
+        let idle: Vec<(ConnectionId, PeerId)> = self
+            .connections
+            .iter()
+            .filter(|(_, (peer, since, inbound))| {
+                *inbound
+                    && !self.members.contains_key(peer)
+                    && now.duration_since(*since) > self.non_member_idle
+            })
+            .map(|(id, (peer, _, _))| (*id, *peer))
+            .collect();
+        for (id, peer) in idle {
+            debug!(%peer, "closing an idle connection of a non-member");
+            self.swarm.close_connection(id);
+        }
+    }
+
     fn redial(&mut self) {
         // Requests whose caller gave up (timeout) no longer need their retry copy.
         self.pending.retain(|_, p| !p.reply.is_closed());
+        self.close_idle_non_members();
         self.reconnect_unsubscribed();
         let mut targets: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
         for peer in self.members.keys() {

@@ -38,7 +38,12 @@
 //!   node, which checks the token;
 //! * non-members get a negative gossipsub application score: the mesh never publishes or
 //!   forwards gossip to them (nor grafts them), so cluster state does not leak to a peer
-//!   that merely connected. Their own messages are still received, validated and counted.
+//!   that merely connected. Their own messages are still received, validated and counted;
+//! * non-members hold few of the node's connections ([`MeshConfig::non_member`],
+//!   [`NonMemberLimits`]): at most 128 incoming handshakes at once (anyone's), 64
+//!   established incoming connections of non-members all together and 2 per non-member, each
+//!   closed 30 s after it was established (a join takes less). Members are not counted. Not
+//!   yet: limits per IP address, and rate limits on members' gossip and requests.
 //!
 //! Membership is symmetric in effect: a node only publishes to, and accepts gossip and Sync
 //! requests from, peers in *its own* member set. A joining node therefore sends its Join
@@ -52,7 +57,7 @@
 //! what identify reported) are dialed at start and every [`MeshConfig::redial_interval`]
 //! while not connected; never two concurrent dials to the same peer. The mesh dials from a
 //! fresh local port (TCP port reuse makes two peers dialing each other at once fail).
-//! Connections stay open for an hour of idleness.
+//! Members' connections stay open for an hour of idleness.
 //!
 //! ## Backpressure
 //!
@@ -201,6 +206,36 @@ pub struct MeshConfig {
     pub max_gossip_bytes: usize,
     /// Capacity of the command channel and of the event channel (default 1024).
     pub channel_capacity: usize,
+    /// What a peer that is not a member may hold of this node's connections.
+    pub non_member: NonMemberLimits,
+}
+
+/// Bounds on the connections of peers that are not members (a joining node, or anyone who
+/// can reach the port). Members are never counted nor limited. Enforced by libp2p's
+/// `connection_limits` behaviour (members bypass it) and an idle sweep in the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonMemberLimits {
+    /// Incoming connections still in their handshake, whoever they are from (the peer is not
+    /// known yet), at most (default 128).
+    pub max_pending_incoming: u32,
+    /// Established incoming connections of non-members, all together, at most (default 64).
+    pub max_established_incoming: u32,
+    /// Established connections of one non-member peer, at most (default 2).
+    pub max_per_peer: u32,
+    /// An incoming connection of a non-member is closed this long after it was established
+    /// (default 30 s): time enough for a join, which makes it a member's.
+    pub idle: Duration,
+}
+
+impl Default for NonMemberLimits {
+    fn default() -> Self {
+        Self {
+            max_pending_incoming: 128,
+            max_established_incoming: 64,
+            max_per_peer: 2,
+            idle: Duration::from_secs(30),
+        }
+    }
 }
 
 impl MeshConfig {
@@ -215,6 +250,7 @@ impl MeshConfig {
             request_timeout: Duration::from_secs(10),
             max_gossip_bytes: 256 * 1024,
             channel_capacity: 1024,
+            non_member: NonMemberLimits::default(),
         }
     }
 }

@@ -6,8 +6,8 @@ use std::{collections::HashMap, time::Duration};
 
 use tokio::{sync::mpsc, time::Instant};
 use warren_mesh::{
-    spawn, Keypair, MeshConfig, MeshError, MeshEvent, MeshHandle, Multiaddr, PeerId, RequestKind,
-    Response, Topic, MAX_REQUEST_BODY,
+    spawn, Keypair, MeshConfig, MeshError, MeshEvent, MeshHandle, Multiaddr, NonMemberLimits,
+    PeerId, RequestKind, Response, Topic, MAX_REQUEST_BODY,
 };
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -683,4 +683,99 @@ async fn full_event_channel_drops_gossip_and_refuses_requests() {
     assert!(gossip > 0);
     a.shutdown().await;
     b.mesh.shutdown().await;
+}
+
+/// Issue 13, item 5: peers that are not members hold at most `max_established_incoming` of a
+/// node's incoming connections and lose each one `idle` after it was established; a member
+/// is neither counted nor limited nor closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_members_connections_are_bounded_and_closed_when_idle() {
+    init_tracing();
+    let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
+    config.listen = vec![quic()];
+    config.redial_interval = Duration::from_millis(300);
+    config.non_member = NonMemberLimits {
+        max_established_incoming: 3,
+        max_per_peer: 1,
+        idle: Duration::from_secs(1),
+        ..NonMemberLimits::default()
+    };
+    let (a, a_events) = spawn(config).await.unwrap();
+    let id_a = a.local_peer_id();
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    tokio::spawn(pump(a_events, no_requests, tx));
+    let addr_a = a.stats().await.unwrap().listen_addrs[0].clone();
+    let dialer = || {
+        let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
+        config.listen = vec![quic()];
+        config.redial_interval = Duration::from_millis(300);
+        config.bootstrap = vec![addr_a.clone()];
+        config
+    };
+    // Six strangers keep dialing A.
+    let mut strangers = Vec::new();
+    for _ in 0..6 {
+        let (mesh, events) = spawn(dialer()).await.unwrap();
+        let (tx, _seen) = mpsc::unbounded_channel();
+        tokio::spawn(pump(events, no_requests, tx));
+        strangers.push(mesh);
+    }
+    let stranger_ids: Vec<PeerId> = strangers.iter().map(|s| s.local_peer_id()).collect();
+    // A member, known to A as one.
+    let (m, m_events) = spawn(dialer()).await.unwrap();
+    let id_m = m.local_peer_id();
+    let (tx, _m_seen) = mpsc::unbounded_channel();
+    tokio::spawn(pump(m_events, no_requests, tx));
+    let addr_m = m.stats().await.unwrap().listen_addrs[0].clone();
+    a.set_members([(id_m, vec![addr_m])].into()).await.unwrap();
+    m.set_members([(id_a, vec![addr_a.clone()])].into())
+        .await
+        .unwrap();
+
+    // For three idle periods: never more than three strangers connected, some were, and the
+    // member connected throughout once it was.
+    let start = Instant::now();
+    let mut most = 0;
+    let mut member_since: Option<Instant> = None;
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    while start.elapsed() < Duration::from_secs(3) {
+        every.tick().await;
+        let connected = a.stats().await.unwrap().connected_peers;
+        let strangers_now = connected
+            .iter()
+            .filter(|p| stranger_ids.contains(p))
+            .count();
+        assert!(
+            strangers_now <= 3,
+            "{strangers_now} strangers connected at once"
+        );
+        most = most.max(strangers_now);
+        match (connected.contains(&id_m), member_since) {
+            (true, None) => member_since = Some(Instant::now()),
+            (false, Some(since)) => {
+                panic!("the member lost its connection after {:?}", since.elapsed())
+            }
+            _ => {}
+        }
+    }
+    assert!(most > 0, "no stranger ever connected");
+    assert!(member_since.is_some(), "the member never connected");
+    assert!(
+        member_since.is_some_and(|since| since.elapsed() > Duration::from_secs(1)),
+        "the member was not connected past the idle period"
+    );
+    // A stranger's connection was closed by A (a refused one is never established).
+    let (closed, _) = wait_for(
+        &mut seen,
+        Instant::now() + DEADLINE,
+        |s| matches!(s, Seen::Closed(p) if stranger_ids.contains(p)),
+    )
+    .await;
+    assert!(closed.is_some(), "no stranger's connection was closed");
+
+    for s in strangers {
+        s.shutdown().await;
+    }
+    m.shutdown().await;
+    a.shutdown().await;
 }
