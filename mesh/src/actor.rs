@@ -9,7 +9,6 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    connection_limits,
     core::transport::ListenerId,
     gossipsub, identify,
     multiaddr::Protocol,
@@ -67,8 +66,8 @@ const UNSUBSCRIBED_STRIKES: u32 = 2;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
-    /// Bounds non-members' connections ([`crate::NonMemberLimits`]); members bypass it.
-    limits: connection_limits::Behaviour,
+    /// Bounds non-members' connections ([`crate::NonMemberLimits`]).
+    limits: crate::guard::Guard,
     gossipsub: gossipsub::Behaviour,
     request_response: cbor::Behaviour<wire::WireRequest, Response>,
     identify: identify::Behaviour,
@@ -275,13 +274,7 @@ fn build_behaviour(config: &MeshConfig) -> Result<Behaviour, MeshError> {
         IDENTIFY_PROTOCOL.to_string(),
         config.keypair.public(),
     ));
-    let bounds = config.non_member;
-    let limits = connection_limits::Behaviour::new(
-        connection_limits::ConnectionLimits::default()
-            .with_max_pending_incoming(Some(bounds.max_pending_incoming))
-            .with_max_established_incoming(Some(bounds.max_established_incoming))
-            .with_max_established_per_peer(Some(bounds.max_per_peer)),
-    );
+    let limits = crate::guard::Guard::new(config.non_member);
     Ok(Behaviour {
         limits,
         gossipsub,
@@ -935,13 +928,8 @@ impl Actor {
         debug!(count = members.len(), "member set replaced");
         let previous = std::mem::replace(&mut self.members, members);
         self.members.remove(&self.local);
-        let limits = &mut self.swarm.behaviour_mut().limits;
-        for peer in previous.keys().filter(|p| !self.members.contains_key(*p)) {
-            limits.remove_peer_id(peer);
-        }
-        for peer in self.members.keys() {
-            limits.bypass_peer_id(peer);
-        }
+        let members: Vec<PeerId> = self.members.keys().copied().collect();
+        self.swarm.behaviour_mut().limits.set_members(members);
         // A member that was just removed is cut off now, not at its next message.
         for peer in previous.keys().filter(|p| !self.members.contains_key(*p)) {
             if self.swarm.is_connected(peer) {

@@ -41,9 +41,9 @@
 //!   that merely connected. Their own messages are still received, validated and counted;
 //! * non-members hold few of the node's connections ([`MeshConfig::non_member`],
 //!   [`NonMemberLimits`]): at most 128 incoming handshakes at once (anyone's), 64
-//!   established incoming connections of non-members all together and 2 per non-member, each
-//!   closed 30 s after it was established (a join takes less). Members are not counted. Not
-//!   yet: limits per IP address, and rate limits on members' gossip and requests.
+//!   established incoming connections of non-members all together, 2 per non-member and 8
+//!   per IP address, each closed 30 s after it was established (a join takes less). Members
+//!   are not counted. Not yet: rate limits on members' gossip and requests.
 //!
 //! Membership is symmetric in effect: a node only publishes to, and accepts gossip and Sync
 //! requests from, peers in *its own* member set. A joining node therefore sends its Join
@@ -93,6 +93,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use tokio::sync::{mpsc, oneshot};
 
 mod actor;
+mod guard;
 mod wire;
 
 pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
@@ -211,8 +212,8 @@ pub struct MeshConfig {
 }
 
 /// Bounds on the connections of peers that are not members (a joining node, or anyone who
-/// can reach the port). Members are never counted nor limited. Enforced by libp2p's
-/// `connection_limits` behaviour (members bypass it) and an idle sweep in the mesh.
+/// can reach the port). Members are never counted nor limited. Enforced by a behaviour of
+/// the mesh's swarm and an idle sweep in its actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NonMemberLimits {
     /// Incoming connections still in their handshake, whoever they are from (the peer is not
@@ -222,6 +223,9 @@ pub struct NonMemberLimits {
     pub max_established_incoming: u32,
     /// Established connections of one non-member peer, at most (default 2).
     pub max_per_peer: u32,
+    /// Established incoming connections of non-members from one IP address, at most
+    /// (default 8; a site behind NAT shares one).
+    pub max_per_ip: u32,
     /// An incoming connection of a non-member is closed this long after it was established
     /// (default 30 s): time enough for a join, which makes it a member's.
     pub idle: Duration,
@@ -233,6 +237,7 @@ impl Default for NonMemberLimits {
             max_pending_incoming: 128,
             max_established_incoming: 64,
             max_per_peer: 2,
+            max_per_ip: 8,
             idle: Duration::from_secs(30),
         }
     }

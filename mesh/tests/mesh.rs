@@ -690,16 +690,42 @@ async fn full_event_channel_drops_gossip_and_refuses_requests() {
 /// is neither counted nor limited nor closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_members_connections_are_bounded_and_closed_when_idle() {
+    strangers_are_bounded(
+        NonMemberLimits {
+            max_established_incoming: 3,
+            max_per_peer: 1,
+            idle: Duration::from_secs(1),
+            ..NonMemberLimits::default()
+        },
+        3,
+    )
+    .await;
+}
+
+/// The same with the bound per IP address binding (every test peer is on 127.0.0.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_members_connections_are_bounded_per_ip_address() {
+    strangers_are_bounded(
+        NonMemberLimits {
+            max_established_incoming: 100,
+            max_per_ip: 2,
+            idle: Duration::from_secs(1),
+            ..NonMemberLimits::default()
+        },
+        2,
+    )
+    .await;
+}
+
+/// Six strangers and one member dial a node with `limits`: at most `bound` strangers are
+/// connected at any time, some are, the member stays connected past the idle period, and a
+/// stranger's connection is closed by the node.
+async fn strangers_are_bounded(limits: NonMemberLimits, bound: usize) {
     init_tracing();
     let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
     config.listen = vec![quic()];
     config.redial_interval = Duration::from_millis(300);
-    config.non_member = NonMemberLimits {
-        max_established_incoming: 3,
-        max_per_peer: 1,
-        idle: Duration::from_secs(1),
-        ..NonMemberLimits::default()
-    };
+    config.non_member = limits;
     let (a, a_events) = spawn(config).await.unwrap();
     let id_a = a.local_peer_id();
     let (tx, mut seen) = mpsc::unbounded_channel();
@@ -732,8 +758,8 @@ async fn non_members_connections_are_bounded_and_closed_when_idle() {
         .await
         .unwrap();
 
-    // For three idle periods: never more than three strangers connected, some were, and the
-    // member connected throughout once it was.
+    // For three idle periods: never more than `bound` strangers connected, some were, and
+    // the member connected throughout once it was.
     let start = Instant::now();
     let mut most = 0;
     let mut member_since: Option<Instant> = None;
@@ -746,7 +772,7 @@ async fn non_members_connections_are_bounded_and_closed_when_idle() {
             .filter(|p| stranger_ids.contains(p))
             .count();
         assert!(
-            strangers_now <= 3,
+            strangers_now <= bound,
             "{strangers_now} strangers connected at once"
         );
         most = most.max(strangers_now);
