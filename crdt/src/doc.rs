@@ -142,6 +142,17 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, CrdtError>) -> Result<T,
     })
 }
 
+/// Parses one change chunk from a peer or a file. Automerge's parser panics on some: an
+/// operation on an object whose counter exceeds 32 bits (an `unwrap` in `OpId::new`, under
+/// `verify_ops`; found by the fuzz target `store_chunks`), so it runs [`guarded`].
+///
+/// Errors: [`CrdtError::Decode`] for bytes that are not a change, or that Automerge panicked on.
+pub(crate) fn parse_change(bytes: &[u8]) -> Result<Change, CrdtError> {
+    guarded("a change", || {
+        Change::from_bytes(bytes.to_vec()).map_err(|e| CrdtError::Decode(e.to_string()))
+    })
+}
+
 /// Reads every change of `doc` once. Automerge 0.12 may accept bytes without an error and then
 /// panic when their history is read (the fuzz target `store_chunks` found an assertion in
 /// the change collector under [`DesiredState::history`]); run inside [`guarded`] right after a
@@ -615,7 +626,7 @@ impl DesiredState {
         earlier: &mut std::collections::HashMap<automerge::ChangeHash, u64>,
     ) -> Result<(), CrdtError> {
         for bytes in changes {
-            if let Ok(change) = Change::from_bytes(bytes.to_vec()) {
+            if let Ok(change) = parse_change(bytes) {
                 start_op_fits_among(&mut self.doc, &change, earlier)?;
                 earlier.insert(change.hash(), change.max_op());
             }
@@ -630,8 +641,7 @@ impl DesiredState {
     /// wrong, or that Automerge panicked on (see [`DesiredState::guarded_mut`]; the document is
     /// then as it was).
     pub fn apply_change(&mut self, bytes: &[u8]) -> Result<(), CrdtError> {
-        let change =
-            Change::from_bytes(bytes.to_vec()).map_err(|e| CrdtError::Decode(e.to_string()))?;
+        let change = parse_change(bytes)?;
         // Automerge's load (the store's, a rebuild's) refuses a change whose header checksum is
         // wrong, and `apply_changes` does not check it: refused here too, so that what the
         // document holds always loads back.
@@ -744,7 +754,7 @@ impl DesiredState {
         // (a version-2 message may carry one) stores no first ops: its load derives them.
         let mut earlier = std::collections::HashMap::new();
         for chunk in message.changes.iter() {
-            if let Ok(change) = Change::from_bytes(chunk.to_vec()) {
+            if let Ok(change) = parse_change(chunk) {
                 start_op_fits_among(&mut self.doc, &change, &earlier)?;
                 earlier.insert(change.hash(), change.max_op());
             }

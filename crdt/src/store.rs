@@ -583,7 +583,7 @@ fn split_changes(payload: &[u8]) -> Result<GoodChunk<'_>, String> {
             .filter(|t| *t <= rest.len())
             .ok_or_else(|| format!("chunk at byte {at} is truncated"))?;
         let (bytes, tail) = rest.split_at(total);
-        let change = automerge::Change::try_from(bytes)
+        let change = crate::doc::parse_change(bytes)
             .map_err(|e| format!("chunk at byte {at} is not a valid change: {e}"))?;
         let hash = change.hash();
         if bytes[4..8] != hash.0[..4] {

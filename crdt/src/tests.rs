@@ -1131,6 +1131,40 @@ mod fuzz_regressions {
     }
 
     #[test]
+    fn a_change_automerge_panics_on_parsing_is_an_error() {
+        // store_chunks: an operation on an object whose counter exceeds 32 bits makes
+        // Automerge's change parser panic (`OpId::new`, under `verify_ops`), before any
+        // document sees the change: through gossip, a sync message and the store alike.
+        let mut peer = fixture();
+        let good = peer.create_service(&name("db"), &spec(2)).expect("peer");
+        let mut expanded = automerge::Change::from_bytes(good)
+            .expect("a change")
+            .decode();
+        let actor = expanded.actor_id.clone();
+        let op = expanded.operations.first_mut().expect("an operation");
+        op.obj = automerge::legacy::ObjectId::Id(automerge::legacy::OpId(1 << 33, actor));
+        let bad = automerge::Change::from(expanded).raw_bytes().to_vec();
+        let mut state = fixture();
+        let heads = state.heads();
+        let refused = state.apply_change(&bad);
+        assert!(
+            matches!(&refused, Err(CrdtError::Decode(e)) if e.contains("panic")),
+            "{refused:?}"
+        );
+        let message = automerge::sync::Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: vec![bad].into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V1,
+        }
+        .encode();
+        let _ = state.receive_sync_message(&mut SyncState::new(), &message);
+        still_works(&mut state, &heads);
+    }
+
+    #[test]
     fn documents_automerge_panics_on_do_not_load() {
         // join_response: "RawColumnIter::take would cross slab boundary" in hexane;
         // store_chunks: `assertion failed: self.data[index].is_none()` in change/collector.rs.
