@@ -43,8 +43,8 @@ pub use reconcile::{
     TaskRestartStatus, MAX_ERROR_BYTES,
 };
 pub use scheduler::{
-    format_bytes, format_cpus, plan, plan_observed, plan_with_capacity, reservation, Capacity,
-    Observations, Plan, RunningCopy, Services,
+    format_bytes, format_cpus, plan, plan_observed, plan_with_capacity, reservation,
+    service_wanting, Capacity, Observations, Plan, RunningCopy, Services,
 };
 
 /// A point on a node's monotonic clock, in milliseconds from an arbitrary origin.

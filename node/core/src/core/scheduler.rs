@@ -14,6 +14,14 @@ use super::{RuleBreak, TaskHealth};
 /// that a view and the snapshots taken of it share one table.
 pub type Services = imbl::OrdMap<ServiceName, Service>;
 
+/// The live service that wants `slot`: not deleted, and the slot below its replica count.
+/// `None` for a slot of a deleted service or one a scale down left beyond the count.
+pub fn service_wanting<'a>(services: &'a Services, slot: &SlotId) -> Option<&'a Service> {
+    services
+        .get(&slot.service)
+        .filter(|s| !s.deleted && slot.slot < s.spec.replicas)
+}
+
 /// What a node offers to reservations: its CPUs and memory, read from the system and
 /// reported in its heartbeats (soft state).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -304,10 +312,7 @@ pub fn plan_observed(
     // 1. Disputes over running copies, judged first: their slots stay where the kept copy is.
     let mut judged: BTreeMap<&SlotId, Assignment> = BTreeMap::new();
     for (slot, copies) in &observed.copies {
-        let Some(service) = services
-            .get(&slot.service)
-            .filter(|s| !s.deleted && slot.slot < s.spec.replicas)
-        else {
+        let Some(service) = service_wanting(services, slot) else {
             continue;
         };
         if let Some(a) = judge_copies(

@@ -96,11 +96,7 @@ impl NodeMachine {
         let heartbeat_ms = self.config.heartbeat_ms;
         let mut awaiting = BTreeMap::new();
         for (slot, a) in view.assignments.iter().filter(|(_, a)| a.node == me) {
-            let Some(service) = view
-                .services
-                .get(&slot.service)
-                .filter(|s| !s.deleted && slot.slot < s.spec.replicas)
-            else {
+            let Some(service) = crate::core::service_wanting(&view.services, slot) else {
                 continue;
             };
             // The lowest such node: the heartbeats map has no order of its own.

@@ -193,11 +193,7 @@ impl NodeMachine {
         }
         let mut reserved: HashMap<&NodeId, Capacity> = HashMap::new();
         for (slot, a) in &view.assignments {
-            let Some(service) = view
-                .services
-                .get(&slot.service)
-                .filter(|s| !s.deleted && slot.slot < s.spec.replicas)
-            else {
+            let Some(service) = crate::core::service_wanting(&view.services, slot) else {
                 continue;
             };
             let want = reservation(service);
