@@ -399,6 +399,9 @@ impl Actor {
             }
         };
         info!("mesh stopping");
+        // Closed before `shutdown` returns, so every command after it fails with `Stopped`
+        // (`send_direct`, which does not wait for a reply, included).
+        drop(commands);
         let bound: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
         // Pending requests fail with `Stopped` when their senders drop; the swarm closes its
         // connections and listeners when dropped.
