@@ -4,6 +4,10 @@ use std::{
     collections::{HashMap, HashSet},
     error::Error as StdError,
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -27,8 +31,10 @@ use tokio::sync::{
 use tracing::{debug, info, trace, warn, Instrument};
 
 use crate::{
+    limits::{RateLimits, Traffic},
     short_peer_id, wire, Command, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshStats,
-    ReplyHandle, RequestKind, Response, Topic, IDENTIFY_PROTOCOL, REQUEST_PROTOCOL,
+    ReplyHandle, RequestKind, Response, Topic, DIRECT_PROTOCOL, IDENTIFY_PROTOCOL,
+    MAX_DIRECT_IN_FLIGHT, REQUEST_PROTOCOL,
 };
 
 /// Room for gossipsub's envelope (author, sequence number, topic, signature, protobuf framing)
@@ -60,6 +66,10 @@ pub(crate) const QUIC_IDLE_TIMEOUT_MS: u32 = 5_000;
 /// older one.
 const FRESH_CONNECTION: Duration = Duration::from_secs(2);
 
+/// How long an outbound direct message may wait for its acknowledgement, dialing included.
+/// Short: a lost datagram is better than a slot held for the request timeout.
+const DIRECT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Redial periods a connected member may stay unknown to gossipsub as a subscriber before its
 /// connections are dropped and redialed.
 const UNSUBSCRIBED_STRIKES: u32 = 2;
@@ -70,6 +80,9 @@ struct Behaviour {
     limits: crate::guard::Guard,
     gossipsub: gossipsub::Behaviour,
     request_response: cbor::Behaviour<wire::WireRequest, Response>,
+    /// Direct messages: their own protocol, so that they never take the stream slots,
+    /// timeouts or size limits of Sync and Logs requests.
+    direct: request_response::Behaviour<wire::DirectCodec>,
     identify: identify::Behaviour,
 }
 
@@ -104,6 +117,15 @@ struct Actor {
     pending: HashMap<OutboundRequestId, PendingRequest>,
     dropped_non_member: u64,
     dropped_overflow: u64,
+    dropped_rate_limited: u64,
+    /// Direct messages dropped by handles because the command channel was full.
+    direct_queue_full: Arc<AtomicU64>,
+    dropped_direct_outbound: u64,
+    failed_direct_outbound: u64,
+    /// Outbound direct messages awaiting their acknowledgement, per peer (no entry at 0).
+    direct_in_flight: HashMap<PeerId, usize>,
+    /// Token buckets of members.
+    limits: RateLimits,
     /// Connected members gossipsub does not know as subscribed, with the number of redial
     /// periods they have been so (see `reconnect_unsubscribed`).
     unsubscribed: HashMap<PeerId, u32>,
@@ -144,6 +166,7 @@ type Started = (
 );
 
 async fn start(config: MeshConfig, local: PeerId) -> Result<Started, MeshError> {
+    config.member.validate()?;
     for addr in &config.listen {
         probe_tcp_port(addr)?;
     }
@@ -214,6 +237,12 @@ async fn start(config: MeshConfig, local: PeerId) -> Result<Started, MeshError> 
         pending: HashMap::new(),
         dropped_non_member: 0,
         dropped_overflow: 0,
+        dropped_rate_limited: 0,
+        direct_queue_full: Arc::new(AtomicU64::new(0)),
+        dropped_direct_outbound: 0,
+        failed_direct_outbound: 0,
+        direct_in_flight: HashMap::new(),
+        limits: RateLimits::new(config.member),
         unsubscribed: HashMap::new(),
         connections: HashMap::new(),
         non_member_idle: config.non_member.idle,
@@ -227,6 +256,7 @@ async fn start(config: MeshConfig, local: PeerId) -> Result<Started, MeshError> 
         local_peer_id: local,
         request_timeout: config.request_timeout,
         max_gossip_bytes: config.max_gossip_bytes,
+        direct_queue_full: actor.direct_queue_full.clone(),
     };
     let redial = config.redial_interval.max(Duration::from_millis(100));
     Ok((actor, commands_rx, handle, events_rx, redial))
@@ -270,6 +300,11 @@ fn build_behaviour(config: &MeshConfig) -> Result<Behaviour, MeshError> {
         [(StreamProtocol::new(REQUEST_PROTOCOL), ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(config.request_timeout),
     );
+    let direct = request_response::Behaviour::with_codec(
+        wire::direct_codec(),
+        [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(DIRECT_ACK_TIMEOUT),
+    );
     let identify = identify::Behaviour::new(identify::Config::new(
         IDENTIFY_PROTOCOL.to_string(),
         config.keypair.public(),
@@ -279,6 +314,7 @@ fn build_behaviour(config: &MeshConfig) -> Result<Behaviour, MeshError> {
         limits,
         gossipsub,
         request_response,
+        direct,
         identify,
     })
 }
@@ -515,6 +551,7 @@ impl Actor {
             SwarmEvent::Behaviour(BehaviourEvent::RequestResponse(event)) => {
                 self.on_request_response(event)
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(event)) => self.on_direct(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -642,6 +679,24 @@ impl Actor {
                         );
                     return;
                 };
+                if source != self.local
+                    && !self.limits.allow(source, Traffic::Gossip, Instant::now())
+                {
+                    // Ignore, not Reject: the message is valid, we only have no room for more
+                    // of its author's. Reject would penalise the forwarder and every peer that
+                    // brought a copy: honest members relaying a flood would be graylisted.
+                    self.dropped_rate_limited += 1;
+                    trace!(author = %source, via = %propagation_source, "gossip over its author's rate limit");
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            gossipsub::MessageAcceptance::Ignore,
+                        );
+                    return;
+                }
                 // Accept before delivering: the message is valid and worth forwarding even if
                 // the node is too busy to take it right now.
                 self.swarm
@@ -742,6 +797,12 @@ impl Actor {
             self.respond(channel, Response::Refused("not a member".into()));
             return;
         }
+        if self.is_member(&peer) && !self.limits.allow(peer, Traffic::Request, Instant::now()) {
+            self.dropped_rate_limited += 1;
+            debug!(%peer, kind = ?request.kind, "refusing request over the member's rate limit");
+            self.respond(channel, Response::Refused("rate limited".into()));
+            return;
+        }
         let Some(commands) = self.commands.upgrade() else {
             self.respond(channel, Response::Refused("shutting down".into()));
             return;
@@ -763,6 +824,80 @@ impl Actor {
                 self.respond(channel, Response::Refused("overloaded".into()));
             }
         }
+    }
+
+    fn on_direct(&mut self, event: request_response::Event<wire::WireDirect, ()>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    // Acknowledge at once, whatever becomes of it: the stream is done, and
+                    // the sender learns nothing of our admission or limits.
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .direct
+                        .send_response(channel, ())
+                        .is_err()
+                    {
+                        trace!(%peer, "direct message sender went away before the ack");
+                    }
+                    if !self.is_member(&peer) {
+                        self.dropped_non_member += 1;
+                        debug!(%peer, "dropping direct message from non-member");
+                    } else if !self.limits.allow(peer, Traffic::Direct, Instant::now()) {
+                        self.dropped_rate_limited += 1;
+                        trace!(%peer, "direct message over the member's rate limit");
+                    } else {
+                        let _ = self.emit(MeshEvent::Direct {
+                            from: peer,
+                            data: request.data,
+                        });
+                    }
+                }
+                request_response::Message::Response { .. } => self.direct_done(peer),
+            },
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                debug!(%peer, error = %error_chain(&error), "direct message failed");
+                self.failed_direct_outbound += 1;
+                self.direct_done(peer);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, error = %error_chain(&error), "inbound direct message failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// One outbound direct message to `peer` was acknowledged or failed.
+    fn direct_done(&mut self, peer: PeerId) {
+        if let Some(n) = self.direct_in_flight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.direct_in_flight.remove(&peer);
+            }
+        }
+    }
+
+    /// Sends one direct message unless [`MAX_DIRECT_IN_FLIGHT`] to `peer` are unacknowledged.
+    fn send_direct(&mut self, peer: PeerId, data: Vec<u8>) {
+        let in_flight = self.direct_in_flight.get(&peer).copied().unwrap_or(0);
+        if in_flight >= MAX_DIRECT_IN_FLIGHT {
+            self.dropped_direct_outbound += 1;
+            trace!(%peer, "too many direct messages in flight, dropping one");
+            return;
+        }
+        let addrs = self.known_addrs(&peer);
+        if !self.swarm.is_connected(&peer) && !addrs.is_empty() {
+            // As in `send_request`: our own dial, from a fresh port.
+            self.dial_peer(peer, addrs.clone());
+        }
+        self.swarm
+            .behaviour_mut()
+            .direct
+            .send_request_with_addresses(&peer, wire::WireDirect { data }, addrs);
+        self.direct_in_flight.insert(peer, in_flight + 1);
     }
 
     fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
@@ -818,6 +953,7 @@ impl Actor {
                 self.send_request(peer, request, reply, true);
             }
             Command::Respond { channel, response } => self.respond(channel, response),
+            Command::Direct { peer, data } => self.send_direct(peer, data),
             Command::SetMembers { members, done } => {
                 self.set_members(members);
                 let _ = done.send(());
@@ -834,6 +970,10 @@ impl Actor {
                     listen_addrs: self.swarm.listeners().cloned().map(without_p2p).collect(),
                     dropped_non_member: self.dropped_non_member,
                     dropped_overflow: self.dropped_overflow,
+                    dropped_rate_limited: self.dropped_rate_limited,
+                    dropped_direct_outbound: self.dropped_direct_outbound
+                        + self.direct_queue_full.load(Ordering::Relaxed),
+                    failed_direct_outbound: self.failed_direct_outbound,
                 });
             }
             Command::PeerAddrs { peer, reply } => {
@@ -933,6 +1073,8 @@ impl Actor {
         self.members.remove(&self.local);
         let members: Vec<PeerId> = self.members.keys().copied().collect();
         self.swarm.behaviour_mut().limits.set_members(members);
+        let kept = &self.members;
+        self.limits.retain(|peer| kept.contains_key(peer));
         // A member that was just removed is cut off now, not at its next message.
         for peer in previous.keys().filter(|p| !self.members.contains_key(*p)) {
             if self.swarm.is_connected(peer) {

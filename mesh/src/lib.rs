@@ -86,7 +86,15 @@
 //! # Ok(()) }
 //! ```
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use libp2p::request_response::ResponseChannel;
 use serde::{Deserialize, Serialize, Serializer};
@@ -94,6 +102,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod actor;
 mod guard;
+mod limits;
 mod wire;
 
 pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
@@ -120,10 +129,32 @@ pub mod fuzzing {
     pub fn decode_response(bytes: &[u8]) -> std::io::Result<Response> {
         wire::decode_response(bytes)
     }
+
+    /// Decodes one inbound stream's bytes on [`DIRECT_PROTOCOL`](crate::DIRECT_PROTOCOL) with
+    /// the swarm's codec: the direct message's payload.
+    ///
+    /// Errors: the codec's I/O error (over [`MAX_DIRECT_BYTES`](crate::MAX_DIRECT_BYTES) plus
+    /// the envelope, not CBOR, not a direct message envelope).
+    pub fn decode_direct(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+        wire::decode_direct(bytes).map(|d| d.data)
+    }
 }
 
 /// Protocol name of the request-response protocol (Sync, Join and Logs requests).
 pub const REQUEST_PROTOCOL: &str = "/warren/req/1";
+
+/// Protocol name of direct messages ([`MeshHandle::send_direct`], [`MeshEvent::Direct`]).
+pub const DIRECT_PROTOCOL: &str = "/warren/direct/1";
+
+/// Largest direct message payload, in bytes: [`MeshHandle::send_direct`] refuses a larger one
+/// with [`MeshError::TooLarge`], and the receiving codec reads no more than this plus a small
+/// envelope (a larger stream is an inbound failure, never delivered).
+pub const MAX_DIRECT_BYTES: usize = 64 * 1024;
+
+/// Outbound direct messages to one peer that may await their acknowledgement at once; one
+/// more is dropped and counted in [`MeshStats::dropped_direct_outbound`]. Below
+/// request-response's 100 streams per connection, so direct messages never exhaust them.
+pub const MAX_DIRECT_IN_FLIGHT: usize = 64;
 
 /// Protocol version string announced by identify.
 pub const IDENTIFY_PROTOCOL: &str = "/warren/id/1";
@@ -209,6 +240,9 @@ pub struct MeshConfig {
     pub channel_capacity: usize,
     /// What a peer that is not a member may hold of this node's connections.
     pub non_member: NonMemberLimits,
+    /// How much gossip, how many requests and how many direct messages one member may send
+    /// this node.
+    pub member: MemberLimits,
 }
 
 /// Bounds on the connections of peers that are not members (a joining node, or anyone who
@@ -243,6 +277,85 @@ impl Default for NonMemberLimits {
     }
 }
 
+/// A token bucket's rate: `per_second` tokens are added each second, up to `burst`; each
+/// message or request takes one. A peer idle for `burst / per_second` seconds may therefore
+/// send `burst` at once, then `per_second` each second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Sustained rate, in messages (or requests) per second. At least 1.
+    pub per_second: u32,
+    /// Largest burst, in messages (or requests); also what a fresh bucket holds. At least 1.
+    pub burst: u32,
+}
+
+impl Rate {
+    /// `per_second` sustained, bursts of `burst`.
+    pub const fn new(per_second: u32, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
+}
+
+/// Rate limits on what one member sends this node: one token bucket per member and per kind
+/// of traffic, kept while the peer is in the member set (memory: three buckets per member;
+/// dropped when [`MeshHandle::set_members`] removes it). Non-members are limited otherwise:
+/// their gossip and requests (but Join) are refused outright, their connections bounded by
+/// [`NonMemberLimits`].
+///
+/// What goes over a limit is dropped and counted in [`MeshStats::dropped_rate_limited`]. The
+/// defaults are far above what a node sends in normal operation (a heartbeat a second, a
+/// change per write, a sync dialogue per peer every few seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberLimits {
+    /// Gossip messages *authored* by one member, as this node receives them from whichever
+    /// peer forwards them (default 1,000/s, burst 2,000). Over the limit a message is
+    /// ignored in gossipsub validation (`MessageAcceptance::Ignore`): neither delivered nor
+    /// forwarded, and no forwarder penalised.
+    ///
+    /// Charged to the author, not the forwarder: gossipsub drops duplicates before
+    /// validation, so every message a forwarder brings is a new, validly signed message of
+    /// some member, counted once against that member wherever it comes from. An honest
+    /// member relaying a flood is not throttled for it, and the flooding author is throttled
+    /// at every node, on every path.
+    pub gossip: Rate,
+    /// Requests (Sync, Logs, and Join from a member) from one member (default 100/s, burst
+    /// 200). Over the limit the mesh answers `Response::Refused("rate limited")` itself.
+    pub requests: Rate,
+    /// Direct messages from one member (default 500/s, burst 1,000). Over the limit a
+    /// message is dropped (acknowledged at the transport level like any other; the sender
+    /// never learns of the drop).
+    pub direct: Rate,
+}
+
+impl Default for MemberLimits {
+    fn default() -> Self {
+        Self {
+            gossip: Rate::new(1_000, 2_000),
+            requests: Rate::new(100, 200),
+            direct: Rate::new(500, 1_000),
+        }
+    }
+}
+
+impl MemberLimits {
+    /// Checks every rate has `per_second` and `burst` of at least 1.
+    ///
+    /// Errors: [`MeshError::Config`] naming the first zero field.
+    pub fn validate(&self) -> Result<(), MeshError> {
+        for (name, rate) in [
+            ("gossip", self.gossip),
+            ("requests", self.requests),
+            ("direct", self.direct),
+        ] {
+            if rate.per_second == 0 || rate.burst == 0 {
+                return Err(MeshError::Config(format!(
+                    "member limit {name}: per_second and burst must be at least 1, got {rate:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl MeshConfig {
     /// Defaults, with empty `listen` and `bootstrap`.
     pub fn new(keypair: Keypair, cluster_id: impl Into<String>) -> Self {
@@ -256,6 +369,7 @@ impl MeshConfig {
             max_gossip_bytes: 256 * 1024,
             channel_capacity: 1024,
             non_member: NonMemberLimits::default(),
+            member: MemberLimits::default(),
         }
     }
 }
@@ -286,6 +400,14 @@ pub enum MeshEvent {
         body: Vec<u8>,
         /// Where the answer goes.
         reply: ReplyHandle,
+    },
+    /// A direct message ([`MeshHandle::send_direct`]) from a member. Delivered at most once,
+    /// with no answer expected: the mesh acknowledged it to the sender's mesh already.
+    Direct {
+        /// The peer that sent it (authenticated by the transport).
+        from: PeerId,
+        /// Opaque payload, at most [`MAX_DIRECT_BYTES`].
+        data: Vec<u8>,
     },
     /// The first connection to `peer` was established.
     ConnectionEstablished {
@@ -399,6 +521,10 @@ pub(crate) enum Command {
         channel: ResponseChannel<Response>,
         response: Response,
     },
+    Direct {
+        peer: PeerId,
+        data: Vec<u8>,
+    },
     SetMembers {
         members: HashMap<PeerId, Vec<Multiaddr>>,
         done: oneshot::Sender<()>,
@@ -424,6 +550,9 @@ pub struct MeshHandle {
     local_peer_id: PeerId,
     request_timeout: Duration,
     max_gossip_bytes: usize,
+    /// Direct messages dropped because the command channel was full: counted here, where
+    /// they are dropped, and reported by the actor in [`MeshStats::dropped_direct_outbound`].
+    direct_queue_full: Arc<AtomicU64>,
 }
 
 impl MeshHandle {
@@ -478,6 +607,44 @@ impl MeshHandle {
             Err(_) => Err(MeshError::Timeout),
             Ok(Err(_)) => Err(MeshError::Stopped),
             Ok(Ok(result)) => result,
+        }
+    }
+
+    /// Sends `data` to `peer` as one direct message, delivered there as
+    /// [`MeshEvent::Direct`]. Datagram-like: returns at once without waiting for anything
+    /// (not even for room in the command channel), the node gets no answer, and the message
+    /// may be lost.
+    ///
+    /// The mesh dials `peer` if needed (addresses from `set_members` and identify). `peer`
+    /// need not be in this node's member set, but the receiver delivers only what its own
+    /// members send. Lost, and counted, when: the command channel is full or
+    /// [`MAX_DIRECT_IN_FLIGHT`] messages to `peer` already await their acknowledgement
+    /// ([`MeshStats::dropped_direct_outbound`]); `peer` cannot be reached or did not
+    /// acknowledge within 5 s ([`MeshStats::failed_direct_outbound`]). The receiver drops,
+    /// after acknowledging, a message from a non-member, one over its
+    /// [`MemberLimits::direct`] and one that finds its event channel full.
+    ///
+    /// Carried by its own request-response protocol, [`DIRECT_PROTOCOL`] (see the crate
+    /// doc). Errors: [`MeshError::TooLarge`] above [`MAX_DIRECT_BYTES`];
+    /// [`MeshError::Request`] for a message to this node itself; [`MeshError::Stopped`] if
+    /// the mesh task has stopped.
+    pub fn send_direct(&self, peer: PeerId, data: Vec<u8>) -> Result<(), MeshError> {
+        if data.len() > MAX_DIRECT_BYTES {
+            return Err(MeshError::TooLarge {
+                size: data.len(),
+                max: MAX_DIRECT_BYTES,
+            });
+        }
+        if peer == self.local_peer_id {
+            return Err(MeshError::Request("direct message to self".into()));
+        }
+        match self.commands.try_send(Command::Direct { peer, data }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.direct_queue_full.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(MeshError::Stopped),
         }
     }
 
@@ -555,11 +722,21 @@ pub struct MeshStats {
     /// Addresses the mesh listens on (without `/p2p` suffix).
     #[serde(serialize_with = "serialize_display")]
     pub listen_addrs: Vec<Multiaddr>,
-    /// Gossip messages and Sync/Logs requests rejected because their author is not a member.
+    /// Gossip messages, Sync/Logs requests and direct messages rejected because their author
+    /// is not a member.
     pub dropped_non_member: u64,
-    /// Gossip messages and inbound requests dropped (requests: answered `Refused("overloaded")`)
-    /// because the event channel was full.
+    /// Gossip messages, direct messages and inbound requests dropped (requests: answered
+    /// `Refused("overloaded")`) because the event channel was full.
     pub dropped_overflow: u64,
+    /// Gossip messages (ignored in validation), requests (answered `Refused("rate limited")`)
+    /// and direct messages (dropped) of members over their [`MemberLimits`].
+    pub dropped_rate_limited: u64,
+    /// Outbound direct messages never sent: the command channel was full, or
+    /// [`MAX_DIRECT_IN_FLIGHT`] to the same peer awaited their acknowledgement.
+    pub dropped_direct_outbound: u64,
+    /// Outbound direct messages sent but not acknowledged: the peer could not be dialed, the
+    /// stream failed or timed out (5 s), the connection closed.
+    pub failed_direct_outbound: u64,
 }
 
 fn serialize_display<T: fmt::Display, S: Serializer>(
@@ -641,6 +818,7 @@ mod tests {
             listen_addrs: vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
             dropped_non_member: 1,
             dropped_overflow: 2,
+            ..MeshStats::default()
         };
         let v = serde_json::to_value(&stats).unwrap();
         assert_eq!(v["connected_peers"][0], p.to_base58());
@@ -656,5 +834,19 @@ mod tests {
         assert_eq!(c.max_gossip_bytes, 256 * 1024);
         assert_eq!(c.channel_capacity, 1024);
         assert!(c.listen.is_empty() && c.bootstrap.is_empty());
+        assert_eq!(c.member.gossip, Rate::new(1_000, 2_000));
+        assert_eq!(c.member.requests, Rate::new(100, 200));
+        assert_eq!(c.member.direct, Rate::new(500, 1_000));
+        assert!(c.member.validate().is_ok());
+    }
+
+    #[test]
+    fn zero_member_limits_are_refused() {
+        let mut limits = MemberLimits::default();
+        limits.requests.per_second = 0;
+        assert!(matches!(limits.validate(), Err(MeshError::Config(m)) if m.contains("requests")));
+        let mut limits = MemberLimits::default();
+        limits.direct.burst = 0;
+        assert!(matches!(limits.validate(), Err(MeshError::Config(m)) if m.contains("direct")));
     }
 }

@@ -15,6 +15,42 @@ pub(crate) struct WireRequest {
     pub(crate) body: Vec<u8>,
 }
 
+/// Envelope of a direct message on `/warren/direct/1`; the acknowledgement is CBOR `null`
+/// (`()`), sent by the receiving mesh as soon as the message is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireDirect {
+    #[serde(with = "bytes")]
+    pub(crate) data: Vec<u8>,
+}
+
+/// The CBOR envelope of a direct message of [`crate::MAX_DIRECT_BYTES`]: a map of one entry
+/// (1 byte), the key `"data"` (5), a byte string header with a 4-byte length (5). With it, the
+/// read limit admits every message up to the limit and none above (a test checks both).
+const DIRECT_ENVELOPE_OVERHEAD: u64 = 11;
+
+/// The codec of `/warren/direct/1`: CBOR, reading at most [`crate::MAX_DIRECT_BYTES`] and its
+/// envelope per message (a larger one fails to decode and is never delivered), and a few
+/// bytes per acknowledgement.
+pub(crate) type DirectCodec = libp2p::request_response::cbor::codec::Codec<WireDirect, ()>;
+
+/// The direct protocol's codec with its size limits.
+pub(crate) fn direct_codec() -> DirectCodec {
+    DirectCodec::default()
+        .set_request_size_maximum(crate::MAX_DIRECT_BYTES as u64 + DIRECT_ENVELOPE_OVERHEAD)
+        .set_response_size_maximum(16)
+}
+
+/// Decodes the bytes of one inbound direct message stream exactly as the swarm does.
+///
+/// Errors: the codec's I/O error (too large, not CBOR, not a direct message envelope).
+pub(crate) fn decode_direct(bytes: &[u8]) -> std::io::Result<WireDirect> {
+    use libp2p::request_response::Codec as _;
+    let protocol = StreamProtocol::new(crate::DIRECT_PROTOCOL);
+    futures::executor::block_on(
+        direct_codec().read_request(&protocol, &mut futures::io::Cursor::new(bytes)),
+    )
+}
+
 /// The codec of `/warren/req/1`: libp2p's CBOR codec with its default size limits (1 MiB per
 /// request, 10 MiB per response), as the swarm's `cbor::Behaviour` builds it.
 type Codec = libp2p::request_response::cbor::codec::Codec<WireRequest, Response>;
@@ -167,6 +203,43 @@ mod tests {
         let resp = Response::Ok(vec![1, 2, 3]);
         let json = serde_json::to_string(&resp).unwrap();
         assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), resp);
+    }
+
+    #[test]
+    fn direct_messages_up_to_the_limit_decode_and_larger_ones_do_not() {
+        use libp2p::request_response::Codec as _;
+
+        let encode = |data: Vec<u8>| {
+            futures::executor::block_on(async {
+                let protocol = StreamProtocol::new(crate::DIRECT_PROTOCOL);
+                let mut buf = futures::io::Cursor::new(Vec::new());
+                direct_codec()
+                    .write_request(&protocol, &mut buf, WireDirect { data })
+                    .await
+                    .unwrap();
+                buf.into_inner()
+            })
+        };
+        let max = vec![0xa5; crate::MAX_DIRECT_BYTES];
+        assert_eq!(decode_direct(&encode(max.clone())).unwrap().data, max);
+        // One byte more does not fit the codec's read limit.
+        assert!(decode_direct(&encode(vec![0xa5; crate::MAX_DIRECT_BYTES + 1])).is_err());
+        assert!(decode_direct(b"\xff\x00garbage").is_err());
+
+        // The acknowledgement round-trips within its limit.
+        futures::executor::block_on(async {
+            let protocol = StreamProtocol::new(crate::DIRECT_PROTOCOL);
+            let mut buf = futures::io::Cursor::new(Vec::new());
+            direct_codec()
+                .write_response(&protocol, &mut buf, ())
+                .await
+                .unwrap();
+            let bytes = buf.into_inner();
+            direct_codec()
+                .read_response(&protocol, &mut futures::io::Cursor::new(bytes))
+                .await
+                .unwrap();
+        });
     }
 
     #[test]

@@ -6,11 +6,15 @@ use std::{collections::HashMap, time::Duration};
 
 use tokio::{sync::mpsc, time::Instant};
 use warren_mesh::{
-    spawn, Keypair, MeshConfig, MeshError, MeshEvent, MeshHandle, Multiaddr, NonMemberLimits,
-    PeerId, RequestKind, Response, Topic, MAX_REQUEST_BODY,
+    spawn, Keypair, MemberLimits, MeshConfig, MeshError, MeshEvent, MeshHandle, Multiaddr,
+    NonMemberLimits, PeerId, Rate, RequestKind, Response, Topic, MAX_DIRECT_BYTES,
+    MAX_DIRECT_IN_FLIGHT, MAX_REQUEST_BODY,
 };
 
 const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Period of the polls that wait for a counter.
+const POLL: Duration = Duration::from_millis(20);
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -40,6 +44,10 @@ enum Seen {
         kind: RequestKind,
         body: Vec<u8>,
     },
+    Direct {
+        from: PeerId,
+        data: Vec<u8>,
+    },
     Connected(PeerId, Multiaddr),
     Closed(PeerId),
     Listen(Multiaddr),
@@ -56,11 +64,21 @@ struct Node {
 }
 
 async fn node(listen: Vec<Multiaddr>, responder: Responder) -> Node {
+    node_with(listen, responder, |_| {}).await
+}
+
+/// A node whose configuration `tweak` adjusts.
+async fn node_with(
+    listen: Vec<Multiaddr>,
+    responder: Responder,
+    tweak: impl FnOnce(&mut MeshConfig),
+) -> Node {
     init_tracing();
     let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
     config.listen = listen.clone();
     config.redial_interval = Duration::from_millis(500);
     config.request_timeout = Duration::from_secs(5);
+    tweak(&mut config);
     let (mesh, events) = spawn(config).await.expect("spawn");
     let addrs = mesh.stats().await.expect("stats").listen_addrs;
     assert_eq!(addrs.len(), listen.len(), "one address per listener");
@@ -109,6 +127,7 @@ async fn pump(
                 }
                 Seen::Request { peer, kind, body }
             }
+            MeshEvent::Direct { from, data } => Seen::Direct { from, data },
             MeshEvent::ConnectionEstablished { peer, addr } => Seen::Connected(peer, addr),
             MeshEvent::ConnectionClosed { peer } => Seen::Closed(peer),
             MeshEvent::NewListenAddr { addr } => Seen::Listen(addr),
@@ -804,4 +823,248 @@ async fn strangers_are_bounded(limits: NonMemberLimits, bound: usize) {
     }
     m.shutdown().await;
     a.shutdown().await;
+}
+
+fn direct_from(s: &Seen, peer: PeerId, data: &[u8]) -> bool {
+    matches!(s, Seen::Direct { from, data: d } if *from == peer && d == data)
+}
+
+/// Issue 13, item 1: direct messages reach members (dialing on demand), are refused locally
+/// when too large or addressed to oneself, and are dropped (counted) from non-members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_between_members_and_not_from_strangers() {
+    let mut a = node(vec![quic()], no_requests).await;
+    let mut b = node(vec![tcp()], no_requests).await;
+    let d = node(vec![quic()], no_requests).await;
+    let ab = members(&[&a, &b]);
+    a.mesh.set_members(ab.clone()).await.unwrap();
+    b.mesh.set_members(ab).await.unwrap();
+
+    // A to B, and B back to A; the largest payload too.
+    let deadline = Instant::now() + DEADLINE;
+    a.mesh.send_direct(b.id, b"ping".to_vec()).unwrap();
+    let (got, skipped) =
+        wait_for(&mut b.seen, deadline, |s| matches!(s, Seen::Direct { .. })).await;
+    assert!(
+        got.as_ref().is_some_and(|s| direct_from(s, a.id, b"ping")),
+        "{got:?} after {skipped:?}"
+    );
+    let big = vec![0x5a; MAX_DIRECT_BYTES];
+    b.mesh.send_direct(a.id, big.clone()).unwrap();
+    let (got, _) = wait_for(&mut a.seen, deadline, |s| matches!(s, Seen::Direct { .. })).await;
+    assert!(got.is_some_and(|s| direct_from(&s, b.id, &big)));
+    // In order, one after the other, when the peer keeps up.
+    for i in 0..20u8 {
+        a.mesh.send_direct(b.id, vec![i]).unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        match wait_for(&mut b.seen, deadline, |s| matches!(s, Seen::Direct { .. })).await {
+            (Some(Seen::Direct { from, data }), _) if from == a.id => got.push(data[0]),
+            other => panic!("{} of 20 direct messages, then {other:?}", got.len()),
+        }
+    }
+    got.sort();
+    assert_eq!(got, (0..20).collect::<Vec<u8>>());
+
+    // Refused before anything is sent.
+    let err = a
+        .mesh
+        .send_direct(b.id, vec![0; MAX_DIRECT_BYTES + 1])
+        .unwrap_err();
+    assert!(
+        matches!(err, MeshError::TooLarge { size, max } if size == MAX_DIRECT_BYTES + 1 && max == MAX_DIRECT_BYTES),
+        "{err:?}"
+    );
+    assert!(matches!(
+        a.mesh.send_direct(a.id, b"me".to_vec()),
+        Err(MeshError::Request(_))
+    ));
+
+    // D, not a member of A's, is acknowledged but never delivered; A counts it.
+    d.mesh.set_members(members(&[&a])).await.unwrap();
+    let before = a.mesh.stats().await.unwrap().dropped_non_member;
+    d.mesh.send_direct(a.id, b"let me in".to_vec()).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let mut every = tokio::time::interval(POLL);
+    loop {
+        every.tick().await;
+        if a.mesh.stats().await.unwrap().dropped_non_member > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A never saw (and dropped) D's direct message"
+        );
+    }
+    // Acknowledged: nothing counted as failed on D's side.
+    let stats = d.mesh.stats().await.unwrap();
+    assert_eq!(
+        (stats.failed_direct_outbound, stats.dropped_direct_outbound),
+        (0, 0)
+    );
+    let leaked: Vec<Seen> = drain(&mut a.seen)
+        .into_iter()
+        .filter(|s| matches!(s, Seen::Direct { .. }))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "non-member's direct delivered: {leaked:?}"
+    );
+
+    // The mesh stopped: an error, not a silent drop.
+    d.mesh.shutdown().await;
+    assert!(matches!(
+        d.mesh.send_direct(a.id, b"late".to_vec()),
+        Err(MeshError::Stopped)
+    ));
+    for n in [&a, &b] {
+        n.mesh.shutdown().await;
+    }
+}
+
+/// At most [`MAX_DIRECT_IN_FLIGHT`] direct messages to one peer await their acknowledgement;
+/// the rest are dropped, and those in flight to a peer that never answers fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_in_flight_are_bounded() {
+    let a = node(vec![quic()], no_requests).await;
+    // A "peer" whose address is a UDP socket that reads nothing: the QUIC handshake hangs
+    // until its timeout, so every message stays in flight until then.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    let ghost = Keypair::generate_ed25519().public().to_peer_id();
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+        .parse()
+        .unwrap();
+    a.mesh
+        .set_members(HashMap::from([(ghost, vec![addr])]))
+        .await
+        .unwrap();
+
+    let sent = 200;
+    for i in 0..sent {
+        a.mesh.send_direct(ghost, vec![i as u8]).unwrap();
+    }
+    let deadline = Instant::now() + DEADLINE;
+    let mut every = tokio::time::interval(POLL);
+    loop {
+        every.tick().await;
+        let stats = a.mesh.stats().await.unwrap();
+        if stats.failed_direct_outbound == MAX_DIRECT_IN_FLIGHT as u64 {
+            assert_eq!(
+                stats.dropped_direct_outbound,
+                (sent - MAX_DIRECT_IN_FLIGHT) as u64
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "in-flight direct messages did not fail: {stats:?}"
+        );
+        assert!(
+            stats.failed_direct_outbound < MAX_DIRECT_IN_FLIGHT as u64,
+            "{stats:?}"
+        );
+    }
+    a.mesh.shutdown().await;
+    drop(hole);
+}
+
+/// Issue 13, item 5: a member over its request or direct message rate limit is refused
+/// (requests) or dropped (direct messages), counted, and served again once it slows down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_over_their_rate_limits_are_refused_and_counted() {
+    let mut a = node_with(vec![quic()], answer_sync, |c| {
+        c.member = MemberLimits {
+            requests: Rate::new(2, 3),
+            direct: Rate::new(2, 5),
+            ..MemberLimits::default()
+        };
+    })
+    .await;
+    let b = node(vec![quic()], no_requests).await;
+    let ab = members(&[&a, &b]);
+    a.mesh.set_members(ab.clone()).await.unwrap();
+    b.mesh.set_members(ab).await.unwrap();
+
+    // A burst of 3 requests is served; more at once are refused by A's mesh.
+    let mut answers = Vec::new();
+    for i in 0..6u8 {
+        answers.push(
+            b.mesh
+                .request(a.id, RequestKind::Sync, vec![i])
+                .await
+                .unwrap(),
+        );
+    }
+    let served = answers
+        .iter()
+        .filter(|r| matches!(r, Response::Ok(_)))
+        .count();
+    let limited = answers
+        .iter()
+        .filter(|r| **r == Response::Refused("rate limited".into()))
+        .count();
+    assert_eq!(served + limited, 6, "{answers:?}");
+    // Three from the burst, and at most one refilled while the six took their round trips.
+    assert!((3..=4).contains(&served), "{answers:?}");
+    assert_eq!(
+        a.mesh.stats().await.unwrap().dropped_rate_limited,
+        limited as u64
+    );
+
+    // Direct messages: 5 at once get through, the rest of 40 are dropped (give or take what
+    // the bucket refills, 2/s, while they arrive).
+    for i in 0..40u8 {
+        b.mesh.send_direct(a.id, vec![i]).unwrap();
+    }
+    let deadline = Instant::now() + DEADLINE;
+    let mut every = tokio::time::interval(POLL);
+    let mut delivered = 0;
+    let dropped = loop {
+        every.tick().await;
+        delivered += drain(&mut a.seen)
+            .into_iter()
+            .filter(|s| matches!(s, Seen::Direct { from, .. } if *from == b.id))
+            .count() as u64;
+        let dropped = a.mesh.stats().await.unwrap().dropped_rate_limited - limited as u64;
+        if delivered + dropped == 40 {
+            break dropped;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{delivered} delivered and {dropped} dropped of 40 direct messages"
+        );
+    };
+    assert!(
+        (5..=7).contains(&delivered),
+        "{delivered} delivered, {dropped} dropped"
+    );
+
+    // Once the bucket refilled (2/s), B is served again.
+    let deadline = Instant::now() + DEADLINE;
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        every.tick().await;
+        let resp = b
+            .mesh
+            .request(a.id, RequestKind::Sync, b"again".to_vec())
+            .await
+            .unwrap();
+        if matches!(resp, Response::Ok(_)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never served again");
+    }
+    for n in [&a, &b] {
+        n.mesh.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_member_limits_are_a_config_error() {
+    let mut config = MeshConfig::new(Keypair::generate_ed25519(), "test");
+    config.listen = vec![quic()];
+    config.member.gossip.per_second = 0;
+    assert!(matches!(spawn(config).await, Err(MeshError::Config(_))));
 }
