@@ -1018,13 +1018,13 @@ impl Actor {
     /// dead connection timed out ([`QUIC_IDLE_TIMEOUT_MS`]) the fresh connection is a first
     /// one and both sides announce.
     fn reconnect_unsubscribed(&mut self) {
-        let heartbeat = self.topic_hash(Topic::Heartbeat);
+        let lease = self.topic_hash(Topic::Lease);
         let subscribed: HashSet<PeerId> = self
             .swarm
             .behaviour()
             .gossipsub
             .all_peers()
-            .filter(|(_, topics)| topics.contains(&&heartbeat))
+            .filter(|(_, topics)| topics.contains(&&lease))
             .map(|(peer, _)| *peer)
             .collect();
         let connected_members: Vec<PeerId> = self

@@ -75,7 +75,7 @@
 //! let mut config = MeshConfig::new(Keypair::generate_ed25519(), "prod");
 //! config.listen = vec!["/ip4/0.0.0.0/udp/7946/quic-v1".parse().expect("valid multiaddr")];
 //! let (mesh, mut events) = spawn(config).await?;
-//! mesh.publish(Topic::Heartbeat, b"alive".to_vec()).await?;
+//! mesh.publish(Topic::Lease, b"renewal".to_vec()).await?;
 //! while let Some(event) = events.recv().await {
 //!     match event {
 //!         MeshEvent::Gossip { topic, source, data } => { /* apply */ }
@@ -148,8 +148,10 @@ pub const DIRECT_PROTOCOL: &str = "/warren/direct/1";
 
 /// Largest direct message payload, in bytes: [`MeshHandle::send_direct`] refuses a larger one
 /// with [`MeshError::TooLarge`], and the receiving codec reads no more than this plus a small
-/// envelope (a larger stream is an inbound failure, never delivered).
-pub const MAX_DIRECT_BYTES: usize = 64 * 1024;
+/// envelope (a larger stream is an inbound failure, never delivered). Sized for a node's
+/// report of up to 1,024 tasks (the node's largest direct message); SWIM messages are under
+/// 2 KiB.
+pub const MAX_DIRECT_BYTES: usize = 512 * 1024;
 
 /// Outbound direct messages to one peer that may await their acknowledgement at once; one
 /// more is dropped and counted in [`MeshStats::dropped_direct_outbound`]. Below
@@ -171,24 +173,24 @@ pub const MAX_RESPONSE_BODY: usize = 10 * 1024 * 1024 - 1024;
 
 /// Which gossip topic.
 ///
-/// Topic strings: `warren/{cluster_id}/changes` and `warren/{cluster_id}/heartbeat`.
+/// Topic strings: `warren/{cluster_id}/changes` and `warren/{cluster_id}/lease`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
     /// Automerge change bytes of local writes.
     Changes,
-    /// Signed heartbeats (resources, task status).
-    Heartbeat,
+    /// The lease holder's signed renewals (one small message per renewal period).
+    Lease,
 }
 
 impl Topic {
     /// Both topics.
-    pub const ALL: [Topic; 2] = [Topic::Changes, Topic::Heartbeat];
+    pub const ALL: [Topic; 2] = [Topic::Changes, Topic::Lease];
 
     /// The gossipsub topic string for this topic in cluster `cluster_id`.
     pub fn name(self, cluster_id: &str) -> String {
         let suffix = match self {
             Topic::Changes => "changes",
-            Topic::Heartbeat => "heartbeat",
+            Topic::Lease => "lease",
         };
         format!("warren/{cluster_id}/{suffix}")
     }
@@ -799,7 +801,7 @@ mod tests {
     #[test]
     fn topic_names() {
         assert_eq!(Topic::Changes.name("c1"), "warren/c1/changes");
-        assert_eq!(Topic::Heartbeat.name("c1"), "warren/c1/heartbeat");
+        assert_eq!(Topic::Lease.name("c1"), "warren/c1/lease");
     }
 
     #[test]

@@ -529,13 +529,13 @@ async fn non_member_is_not_heard_but_may_join() {
             "admitted D's gossip not delivered"
         );
         d.mesh
-            .publish(Topic::Heartbeat, format!("member-d-{i}").into_bytes())
+            .publish(Topic::Lease, format!("member-d-{i}").into_bytes())
             .await
             .unwrap();
         i += 1;
         let tick = Instant::now() + Duration::from_millis(250);
         if wait_for(&mut a.seen, tick, |s| {
-            gossip_from(s, d.id, Topic::Heartbeat, b"member-d-")
+            gossip_from(s, d.id, Topic::Lease, b"member-d-")
         })
         .await
         .0
@@ -676,7 +676,7 @@ async fn full_event_channel_drops_gossip_and_refuses_requests() {
             "A's full channel never overflowed"
         );
         b.mesh
-            .publish(Topic::Heartbeat, format!("flood-{i}").into_bytes())
+            .publish(Topic::Lease, format!("flood-{i}").into_bytes())
             .await
             .unwrap();
         i += 1;

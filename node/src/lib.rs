@@ -5,7 +5,7 @@
 //!
 //! - [`core`]: the sans-IO decision core (membership view, lease, scheduler, reconcile).
 //!   Events and time in, actions out; no IO. The daemon and `warren-simulations` drive it.
-//! - [`machine`]: the sans-IO node above the core: sync dialogues, gossip, heartbeats,
+//! - [`machine`]: the sans-IO node above the core: sync dialogues, gossip, SWIM, reports,
 //!   admission and operator writes, with the time as a value and outputs as values. The
 //!   daemon and the simulator both drive it.
 //! - [`patch`]: partial service updates (`service update NAME --flag ...`) and cluster

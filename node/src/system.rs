@@ -1,5 +1,5 @@
 //! What a node reads of its own machine: capacity (CPUs, memory) offered to reservations,
-//! usage (load, memory in use) and GPUs, reported in its heartbeats (soft state). Readings
+//! usage (load, memory in use) and GPUs, reported to the members that need it (soft state). Readings
 //! come from `/proc` and, where it is installed, `nvidia-smi`; a reading that fails is `None`
 //! or empty, never an error: the node runs without it.
 //!

@@ -7,8 +7,8 @@
 use warren_crdt::test_utils::{cluster_info, member, node_id as id, service_name, spec};
 use warren_crdt::{Assignment, DesiredState, Epoch, Lease, SlotId};
 use warren_node::core::Millis;
-use warren_node::machine::{Channel, MachineConfig, NodeMachine};
-use warren_node::protocol::{Heartbeat, TaskState, TaskStatus};
+use warren_node::machine::{MachineConfig, NodeMachine};
+use warren_node::protocol::{Direct, Report, TaskState, TaskStatus};
 
 fn slot() -> SlotId {
     SlotId {
@@ -56,10 +56,10 @@ fn machine(displaced: &[&str]) -> NodeMachine {
     )
 }
 
-/// A heartbeat of `from` reporting slot 2 of `svc1` in `state` at the service's generation.
+/// A report of `from` on slot 2 of `svc1` in `state` at the service's generation.
 fn report(m: &mut NodeMachine, from: &str, state: TaskState, now: u64) {
     let generation = m.state().services()[&slot().service].generation;
-    let hb = Heartbeat {
+    let report = Report {
         seq: now,
         name: from.into(),
         tasks: vec![TaskStatus {
@@ -72,8 +72,8 @@ fn report(m: &mut NodeMachine, from: &str, state: TaskState, now: u64) {
         }],
         ..Default::default()
     };
-    let bytes = serde_json::to_vec(&hb).expect("encode");
-    m.handle_gossip(Channel::Heartbeat, &id(from), &bytes, Millis(now));
+    let bytes = serde_json::to_vec(&Direct::Report(report)).expect("encode");
+    m.handle_direct(&id(from), &bytes, Millis(now));
 }
 
 #[test]
@@ -87,11 +87,12 @@ fn a_copy_running_elsewhere_unjudged_holds_back_the_start() {
     let desired = m.desired(Millis(200));
     assert_eq!(desired.tasks.len(), 1, "the slot is still assigned here");
     assert_eq!(desired.awaiting, [(slot(), id("n07"))].into());
-    // A report goes stale after three heartbeat periods (1.5 s): then it says nothing.
-    assert!(m.desired(Millis(100 + 1_501)).awaiting.is_empty());
+    // A report goes stale after three digest periods (6 s): then it says nothing.
+    let stale = 3 * MachineConfig::default().report_ms + 1;
+    assert!(m.desired(Millis(100 + stale)).awaiting.is_empty());
     // A copy that stopped holds nothing back.
-    report(&mut m, "n07", TaskState::Exited, 2_000);
-    assert!(m.desired(Millis(2_100)).awaiting.is_empty());
+    report(&mut m, "n07", TaskState::Exited, 7_000);
+    assert!(m.desired(Millis(7_100)).awaiting.is_empty());
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! assignment stands; the lease holder's removal of the slot stops it.
 
 use warren_crdt::test_utils::{cluster_info, member, node_id as id, service_name, spec};
-use warren_crdt::{Assignment, ClusterInfo, DesiredState, Epoch, Lease, ServiceName, SlotId};
+use warren_crdt::{
+    Assignment, ClusterInfo, DesiredState, Epoch, Lease, NodeId, ServiceName, SlotId,
+};
 use warren_node::core::{
     ActualTask, ActualTaskState, Millis, RuntimeAction, Supervisor, TaskHealth,
 };
@@ -229,27 +231,16 @@ fn a_deleted_service_stops_at_once() {
     );
 }
 
-/// Ticks `m` every tick period from `from` to `to` (ms), with a heartbeat of every other
-/// member each heartbeat period, so the holder keeps its lease and its members live.
+/// Ticks `m` every tick period from `from` to `to` (ms); the other members answer its probes,
+/// so the holder keeps its lease and its members live.
 fn run(m: &mut NodeMachine, from: u64, to: u64) {
     let config = MachineConfig::default();
-    let mut seq = from;
+    let up = |n: &NodeId| ["n01", "n02"].iter().any(|p| id(p) == *n);
     let mut now = from;
     while now < to {
         now += config.core.tick_ms;
-        if now / config.heartbeat_ms != (now - config.core.tick_ms) / config.heartbeat_ms {
-            seq += 1;
-            for peer in ["n01", "n02"] {
-                let hb = warren_node::protocol::Heartbeat {
-                    seq,
-                    name: peer.into(),
-                    ..Default::default()
-                };
-                let data = serde_json::to_vec(&hb).expect("encode");
-                m.handle_gossip(Channel::Heartbeat, &id(peer), &data, Millis(now));
-            }
-        }
         m.handle_tick(Millis(now));
+        warren_node::machine::answer_probes(m, up, Millis(now));
     }
 }
 

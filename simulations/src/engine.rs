@@ -1,7 +1,7 @@
 //! The discrete-event engine: virtual clock, event queue, nodes, containers, checks.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::rc::Rc;
 
 use rand::rngs::StdRng;
@@ -65,6 +65,8 @@ enum Ev {
     Gossip {
         to: usize,
         from: usize,
+        /// The node that published it (gossipsub's verified source).
+        author: usize,
         channel: Channel,
         id: u64,
         data: Rc<[u8]>,
@@ -76,6 +78,13 @@ enum Ev {
         from_inc: u32,
         body: Vec<u8>,
         sent: u64,
+    },
+    /// A direct message (SWIM, a report, a request for reports): the mesh's unicast over a
+    /// reliable stream; lost when the peer is unreachable or down.
+    Direct {
+        to: usize,
+        from: usize,
+        data: Vec<u8>,
     },
     SyncResp {
         to: usize,
@@ -110,6 +119,7 @@ impl Ev {
                 Some(*node)
             }
             Ev::Gossip { to, .. }
+            | Ev::Direct { to, .. }
             | Ev::SyncReq { to, .. }
             | Ev::SyncResp { to, .. }
             | Ev::SyncFail { to, .. } => Some(*to),
@@ -236,6 +246,8 @@ struct SimNode {
     supervisor: Supervisor,
     next_container: u64,
     seen: HashSet<u64>,
+    /// Per publisher, the newest lease renewal seen (renewal ids increase per publisher).
+    lease_seen: HashMap<usize, u64>,
     reconciled_heads: Vec<String>,
     /// Acknowledgements waiting for the flushing persist: indexes into `writes`.
     pending_ack: Vec<usize>,
@@ -401,6 +413,11 @@ pub struct Simulation {
     violations: Vec<String>,
     events: u64,
     messages: u64,
+    /// Direct messages delivered (SWIM, reports, requests for reports) and their bytes.
+    direct_messages: u64,
+    direct_bytes: u64,
+    /// Lease renewals delivered (first copies: duplicates are dropped before).
+    lease_copies: u64,
     end_at: u64,
     done: bool,
 }
@@ -476,6 +493,9 @@ impl Simulation {
             violations: Vec::new(),
             events: 0,
             messages: 0,
+            direct_messages: 0,
+            direct_bytes: 0,
+            lease_copies: 0,
             end_at: scenario.duration_ms * MS,
             done: false,
             scenario,
@@ -504,6 +524,7 @@ impl Simulation {
                 supervisor: Supervisor::new(),
                 next_container: 0,
                 seen: HashSet::new(),
+                lease_seen: HashMap::new(),
                 reconciled_heads: Vec::new(),
                 pending_ack: Vec::new(),
                 deferred: false,
@@ -636,8 +657,59 @@ impl Simulation {
             self.handle(q);
         }
         self.final_checks();
+        if std::env::var_os("WARREN_SIM_DUMP").is_some() {
+            self.dump();
+        }
         let wall_secs = wall.elapsed().as_secs_f64();
         self.report(wall_secs)
+    }
+
+    /// Prints each node's view at the end (`WARREN_SIM_DUMP=1`): liveness of every peer, its
+    /// lease decision, what it runs. A debugging aid; nothing reads it.
+    fn dump(&mut self) {
+        for i in 0..self.nodes.len() {
+            let now = self.local_now(i);
+            let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id.clone()).collect();
+            let running = self.nodes[i]
+                .containers
+                .values()
+                .filter(|c| c.running)
+                .count();
+            let containers: Vec<String> = self.nodes[i]
+                .containers
+                .values()
+                .map(|c| {
+                    format!(
+                        "{}/{}@{} {}",
+                        c.slot.service, c.slot.slot, c.generation, c.running
+                    )
+                })
+                .collect();
+            eprintln!("n{i} containers {containers:?}");
+            let Some(m) = self.nodes[i].machine.as_mut() else {
+                eprintln!("n{i}: down");
+                continue;
+            };
+            let live: Vec<String> = ids
+                .iter()
+                .map(|p| format!("{:?}", m.liveness(p, now)))
+                .collect();
+            let decision = m.lease_decision().cloned();
+            let assigned = m.view().assignments.len();
+            let me = m.id().clone();
+            let mine: Vec<String> = m
+                .view()
+                .assignments
+                .iter()
+                .filter(|(_, a)| a.node == me)
+                .map(|(s, a)| format!("{}/{}@{}", s.service, s.slot, a.spec_generation))
+                .collect();
+            let awaiting = m.awaiting_slots(now);
+            let desired = m.desired(now);
+            eprintln!(
+                "n{i}: live {live:?} lease {decision:?} assignments {assigned} running {running}\n  mine {mine:?}\n  awaiting {awaiting:?}\n  desired {desired:?}"
+            );
+        }
     }
 
     fn final_heal(&mut self) {
@@ -676,6 +748,7 @@ impl Simulation {
             if !q.arrived {
                 let from = match &q.ev {
                     Ev::Gossip { from, .. }
+                    | Ev::Direct { from, .. }
                     | Ev::SyncReq { from, .. }
                     | Ev::SyncResp { from, .. } => Some(*from),
                     _ => None,
@@ -711,11 +784,22 @@ impl Simulation {
             Ev::Gossip {
                 to,
                 from,
+                author,
                 channel,
                 id,
                 data,
                 digest,
-            } => self.gossip_in(to, from, channel, id, data, digest),
+            } => self.gossip_in(to, from, author, channel, id, data, digest),
+            Ev::Direct { to, from, data } => {
+                self.record(4, to, digest(&data));
+                self.direct_messages += 1;
+                self.direct_bytes += data.len() as u64;
+                self.nodes[to].busy_until = self.now + self.params.cost_direct_us;
+                let now = self.local_now(to);
+                let from_id = self.nodes[from].id.clone();
+                self.machine(to).handle_direct(&from_id, &data, now);
+                self.drain(to);
+            }
             Ev::SyncReq {
                 to,
                 from,
@@ -872,6 +956,21 @@ impl Simulation {
                     }
                 }
                 Output::Publish { channel, data } => self.publish(i, channel, data),
+                Output::Send { to, data } => {
+                    let Some(j) = self.index_of(&to) else {
+                        continue;
+                    };
+                    self.messages += 1;
+                    let t = self.nodes[i].busy_until.max(self.now) + self.reliable_delay(i, j);
+                    self.push(
+                        t,
+                        Ev::Direct {
+                            to: j,
+                            from: i,
+                            data,
+                        },
+                    );
+                }
                 Output::SyncRequest { to, body } => {
                     let Some(j) = self.index_of(&to) else {
                         continue;
@@ -925,10 +1024,12 @@ impl Simulation {
     }
 
     /// Sends one gossip copy from `a` to `b`: loss, duplication, delay.
+    #[allow(clippy::too_many_arguments)]
     fn send_gossip(
         &mut self,
         a: usize,
         b: usize,
+        author: usize,
         channel: Channel,
         id: u64,
         data: &Rc<[u8]>,
@@ -952,6 +1053,7 @@ impl Simulation {
                 Ev::Gossip {
                     to: b,
                     from: a,
+                    author,
                     channel,
                     id,
                     data: Rc::clone(data),
@@ -968,11 +1070,13 @@ impl Simulation {
         let data: Rc<[u8]> = data.into();
         let n = self.nodes.len();
         match channel {
-            Channel::Heartbeat => {
+            Channel::Lease => {
                 self.record(11, i, d);
-                for j in 0..n {
-                    if j != i && self.net.same_component(i, j) && self.nodes[j].up() {
-                        self.send_gossip(i, j, channel, id, &data, d);
+                self.nodes[i].lease_seen.insert(i, id);
+                let targets: Vec<usize> = self.net.mesh[i].iter().map(|&p| p as usize).collect();
+                for j in targets {
+                    if self.net.same_component(i, j) {
+                        self.send_gossip(i, j, i, channel, id, &data, d);
                     }
                 }
             }
@@ -998,17 +1102,19 @@ impl Simulation {
                 };
                 for j in targets {
                     if self.net.same_component(i, j) {
-                        self.send_gossip(i, j, channel, id, &data, d);
+                        self.send_gossip(i, j, i, channel, id, &data, d);
                     }
                 }
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn gossip_in(
         &mut self,
         to: usize,
         from: usize,
+        author: usize,
         channel: Channel,
         id: u64,
         data: Rc<[u8]>,
@@ -1016,13 +1122,33 @@ impl Simulation {
     ) {
         let from_id = self.nodes[from].id.clone();
         match channel {
-            Channel::Heartbeat => {
-                self.record(4, to, d);
-                self.nodes[to].busy_until = self.now + self.params.cost_heartbeat_us;
+            Channel::Lease => {
+                // Renewals come from one publisher with increasing ids: one seen is dropped
+                // (gossipsub's seen cache), and so is an older one overtaken by a newer.
+                let publisher = author;
+                let seen = self.nodes[to].lease_seen.entry(publisher).or_insert(0);
+                if *seen >= id {
+                    return;
+                }
+                *seen = id;
+                self.record(13, to, d);
+                self.lease_copies += 1;
+                self.nodes[to].busy_until = self.now + self.params.cost_direct_us;
                 let now = self.local_now(to);
+                let author_id = self.nodes[publisher].id.clone();
                 self.machine(to)
-                    .handle_gossip(Channel::Heartbeat, &from_id, &data, now);
+                    .handle_gossip(Channel::Lease, &author_id, &data, now);
                 self.drain(to);
+                let peers: Vec<usize> = self.net.mesh[to]
+                    .iter()
+                    .map(|&p| p as usize)
+                    .filter(|&p| p != from)
+                    .collect();
+                for p in peers {
+                    if self.net.same_component(to, p) {
+                        self.send_gossip(to, p, author, channel, id, &data, d);
+                    }
+                }
             }
             Channel::Changes => {
                 self.record(5, to, d);
@@ -1050,7 +1176,7 @@ impl Simulation {
                     .collect();
                 for p in peers {
                     if self.net.same_component(to, p) {
-                        self.send_gossip(to, p, channel, id, &data, d);
+                        self.send_gossip(to, p, author, channel, id, &data, d);
                     }
                 }
             }
@@ -1556,8 +1682,12 @@ impl Simulation {
                 node.disrupted_at = self.now;
                 node.paused_until = 0;
                 node.busy_until = 0;
-                for c in node.containers.values_mut() {
+                // The engine reports a container killed with its host as exited with 255
+                // (Docker's code for a container that did not stop cleanly), so the restart
+                // policy `on-failure` starts it again after the reboot.
+                for c in node.containers.values_mut().filter(|c| c.running) {
                     c.running = false;
+                    c.exit_code = 255;
                 }
                 self.record(20, i, 0);
                 self.topology_changed();

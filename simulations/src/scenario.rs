@@ -88,8 +88,8 @@ pub struct Params {
     pub net: NetConfig,
     /// Virtual cost of handling one change gossip, in microseconds.
     pub cost_change_us: u64,
-    /// Virtual cost of handling one heartbeat, in microseconds.
-    pub cost_heartbeat_us: u64,
+    /// Virtual cost of handling one direct message or lease renewal, in microseconds.
+    pub cost_direct_us: u64,
     /// Virtual cost of one sync message, in microseconds, plus one per 100 bytes.
     pub cost_sync_us: u64,
     /// Virtual cost of one tick, in microseconds.
@@ -112,7 +112,6 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         let machine = MachineConfig::default();
-        let c = machine.core;
         Self {
             machine,
             tick_ms: 250,
@@ -120,18 +119,36 @@ impl Default for Params {
             reconcile_on_change: true,
             net: NetConfig::default(),
             cost_change_us: 500,
-            cost_heartbeat_us: 20,
+            cost_direct_us: 20,
             cost_sync_us: 1_000,
             cost_tick_us: 100,
             clock_drift: 1.0,
             settle_ms: 30_000,
-            // Down detection, then the lease TTL, then two anti-entropy rounds to spread the
-            // claim to anyone who missed its gossip, then a second of slack.
-            stability_ms: c.down_after_ms + c.lease_ttl_ms + 2 * machine.anti_entropy_ms + 1_000,
+            stability_ms: stability_ms(&machine, 5),
             heal_leader_bound_ms: 15_000,
             probe_ms: 500,
         }
     }
+}
+
+/// A bound on the time SWIM takes to hold every unreachable member down in a component of a
+/// cluster of `n`, the worst being a node alone: it probes the others one per period (`n`
+/// periods, each as long as its local health at worst makes it: all its probes fail), each
+/// suspicion runs its longest (nobody confirms it), and two more periods spread the verdict.
+pub fn down_detection_ms(c: &warren_core::core::CoreConfig, n: usize) -> u64 {
+    let swim = &c.swim;
+    let longest =
+        swim.suspicion_min_ms as f64 * (n as f64).log10().max(1.0) * swim.suspicion_max_mult as f64;
+    let period = swim.probe_interval_ms * (u64::from(swim.max_health) + 1);
+    (n as u64 + 2) * period + longest as u64
+}
+
+/// The stability window of a cluster of `n` (see [`Params::stability_ms`]): down detection
+/// ([`down_detection_ms`]), then the lease TTL, then two anti-entropy rounds to spread the
+/// claim to anyone who missed its gossip, then a second of slack.
+pub fn stability_ms(machine: &MachineConfig, n: usize) -> u64 {
+    let c = &machine.core;
+    down_detection_ms(c, n) + c.lease_ttl_ms + 2 * machine.anti_entropy_ms + 1_000
 }
 
 /// A named schedule over `nodes` nodes.
@@ -155,7 +172,10 @@ impl Scenario {
             name: name.into(),
             nodes,
             duration_ms,
-            params: Params::default(),
+            params: Params {
+                stability_ms: stability_ms(&MachineConfig::default(), nodes),
+                ..Params::default()
+            },
             steps: Vec::new(),
         }
     }
@@ -424,7 +444,6 @@ pub fn propagation(nodes: usize, d: u64) -> Scenario {
         // Every tick reads the whole member map twice (`NodeMachine::handle_tick`): at 1,000
         // members that is the simulation's cost, so tick, heartbeat and reconcile less often.
         s.params.tick_ms = 1_000;
-        s.params.machine.heartbeat_ms = 1_000;
         s.params.reconcile_ms = 5_000;
         s.params.reconcile_on_change = false;
         s.params.settle_ms = 8_000;

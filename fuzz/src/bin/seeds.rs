@@ -16,7 +16,7 @@ use warren_fuzz::{
 use warren_node::logs::{Cursor, LogsRequest, LogsResponse, SlotCursor, SlotLine};
 use warren_node::machine::Output;
 use warren_node::protocol::{
-    encode_sync, EngineStatus, Heartbeat, JoinRequest, TaskState, TaskStatus,
+    encode_sync, Direct, EngineStatus, JoinRequest, Report, TaskState, TaskStatus,
 };
 use warren_runtime::{LogStream, PublishedPort};
 
@@ -108,7 +108,7 @@ fn main() {
         write("gossip_change", &format!("change-{i}"), &flagged(change));
     }
 
-    // Heartbeats.
+    // Direct messages: reports, SWIM, a request for reports.
     let status = TaskStatus {
         service: "web".into(),
         slot: 1,
@@ -126,17 +126,16 @@ fn main() {
         assignment_holder: warren_fuzz::FOUNDER.into(),
         ..Default::default()
     };
-    let heartbeats = [
-        Heartbeat {
+    let reports = [
+        Report {
             seq: 1,
             name: "bravo".into(),
             api: "127.0.0.1:7947".into(),
             ..Default::default()
         },
-        Heartbeat {
+        Report {
             seq: 2,
             name: "bravo".into(),
-            held_lease: Some(3),
             api: "127.0.0.1:7947".into(),
             tasks: vec![
                 status.clone(),
@@ -168,11 +167,25 @@ fn main() {
             }),
         },
     ];
-    for (i, hb) in heartbeats.iter().enumerate() {
+    let mut directs: Vec<Direct> = reports.into_iter().map(Direct::Report).collect();
+    directs.push(Direct::Want { ms: 60_000 });
+    directs.push(Direct::Swim(warren_node::core::SwimMessage {
+        kind: warren_node::core::SwimKind::Ping,
+        seq: 7,
+        inc: 2,
+        target: None,
+        updates: vec![warren_node::core::SwimUpdate {
+            node: NodeId(warren_fuzz::FOUNDER.into()),
+            inc: 0,
+            state: warren_node::core::SwimUpdateState::Suspect,
+            by: Some(NodeId(warren_fuzz::PEER.into())),
+        }],
+    }));
+    for (i, direct) in directs.iter().enumerate() {
         write(
-            "heartbeat",
-            &format!("hb-{i}"),
-            &serde_json::to_vec(hb).expect("json"),
+            "direct",
+            &format!("direct-{i}"),
+            &serde_json::to_vec(direct).expect("json"),
         );
     }
 

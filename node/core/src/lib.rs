@@ -20,14 +20,15 @@
 //!
 //! | input | when |
 //! |---|---|
-//! | [`handle_tick`](NodeMachine::handle_tick) | periodically ([`CoreConfig::tick_ms`], 250 ms in the daemon), or by [`poll_timeout`](NodeMachine::poll_timeout) at the latest: decide (claim or follow the lease, schedule), heartbeat and anti-entropy when due |
-//! | [`handle_gossip`](NodeMachine::handle_gossip) | a message on a gossip [`Channel`]: a change (merged into the replica) or a heartbeat (liveness, lease renewal, task reports) |
+//! | [`handle_tick`](NodeMachine::handle_tick) | periodically ([`CoreConfig::tick_ms`], 250 ms in the daemon), or by [`poll_timeout`](NodeMachine::poll_timeout) at the latest: decide (claim or follow the lease, schedule), probe a member (SWIM), renew the lease, send reports and run anti-entropy when due |
+//! | [`handle_gossip`](NodeMachine::handle_gossip) | a message on a gossip [`Channel`]: a change (merged into the replica) or the holder's lease renewal |
+//! | [`handle_direct`](NodeMachine::handle_direct) | a member's direct message: SWIM (membership, failure detection), a report (its tasks, capacity, usage, engine), a request for reports |
 //! | [`handle_sync_request`](NodeMachine::handle_sync_request) | a member's sync request; returns the answer to send back |
 //! | [`handle_sync_response`](NodeMachine::handle_sync_response) | the answer (or failure) of a request the machine asked for with [`Output::SyncRequest`] |
 //! | [`handle_join`](NodeMachine::handle_join) | a joining node's request; returns the whole document to send back |
 //! | [`handle_connected`](NodeMachine::handle_connected), [`handle_disconnected`](NodeMachine::handle_disconnected), [`handle_listen_addr`](NodeMachine::handle_listen_addr) | the transport's connection and address events |
 //! | [`write`](NodeMachine::write) | an operator's [`Write`]; acknowledge it only after the outputs it queued are carried out |
-//! | [`set_local_status`](NodeMachine::set_local_status), [`set_engine_status`](NodeMachine::set_engine_status), [`set_usage`](NodeMachine::set_usage), [`set_capacity`](NodeMachine::set_capacity), [`set_gpus`](NodeMachine::set_gpus), [`set_secret_keys`](NodeMachine::set_secret_keys) | what the node knows of itself: its tasks (from its reconcile loop), its engine, its machine, its keys; reported in its next heartbeats |
+//! | [`set_local_status`](NodeMachine::set_local_status), [`set_engine_status`](NodeMachine::set_engine_status), [`set_usage`](NodeMachine::set_usage), [`set_capacity`](NodeMachine::set_capacity), [`set_gpus`](NodeMachine::set_gpus), [`set_secret_keys`](NodeMachine::set_secret_keys) | what the node knows of itself: its tasks (from its reconcile loop), its engine, its machine, its keys; reported to the members that need it |
 //!
 //! The outputs:
 //!
@@ -35,6 +36,7 @@
 //!   for the disk. A write queues a flushing persist *before* its gossip, so a driver that
 //!   carries outputs out in order never announces what it could lose.
 //! - [`Output::Publish`]: gossip the bytes on the channel to the members.
+//! - [`Output::Send`]: send the bytes to that member as a direct message (may be lost).
 //! - [`Output::SyncRequest`]: send the body to that member; feed the answer (or why there is
 //!   none) to [`handle_sync_response`](NodeMachine::handle_sync_response).
 //! - [`Output::SetMembers`]: the members changed; only they may be heard from now on.
@@ -78,12 +80,13 @@
 //!     outputs
 //! }
 //!
-//! // The first tick: alone, this node claims the scheduling lease and gossips the claim.
+//! // The first tick: alone, this node claims the scheduling lease, gossips the claim and
+//! // renews it.
 //! machine.handle_tick(Millis(0));
 //! let outputs = drain(&mut machine);
 //! assert!(outputs.contains(&Output::Persist { flush: true }));
-//! let heartbeat = |o: &Output| matches!(o, Output::Publish { channel: Channel::Heartbeat, .. });
-//! assert!(outputs.iter().any(heartbeat));
+//! let renewal = |o: &Output| matches!(o, Output::Publish { channel: Channel::Lease, .. });
+//! assert!(outputs.iter().any(renewal));
 //!
 //! // A write: persisted (flushed) first, gossiped second, acknowledged after both.
 //! let web = ServiceName::new("web").unwrap();
@@ -107,9 +110,10 @@
 //!
 //! ## Modules
 //!
-//! - [`core`]: the decision core (membership view, lease, scheduler, reconcile, backoff).
+//! - [`core`]: the decision core (SWIM membership, lease, scheduler, reconcile, backoff).
 //! - [`machine`]: the node above the core ([`NodeMachine`]).
-//! - [`protocol`]: messages between nodes (heartbeats, task status, sync framing); every
+//! - [`protocol`]: messages between nodes (reports, lease renewals, direct messages, sync
+//!   framing); every
 //!   decoder here reads a peer's bytes and bounds what it keeps.
 //! - [`token`], [`api_token`]: join tokens and operator tokens, stored as digests;
 //!   [`secrets`]: values sealed to members (XChaCha20-Poly1305, sealed boxes).

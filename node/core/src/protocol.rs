@@ -7,45 +7,96 @@ use crate::core::TaskHealth;
 use crate::engine::PublishedPort;
 use crate::system::{Gpu, Usage};
 
-/// Most task statuses one heartbeat carries; more are cut (the heartbeat stays under gossip's
-/// size limit).
-pub const MAX_HEARTBEAT_TASKS: usize = 1024;
+/// Most task statuses one report carries; more are cut (the report stays under the mesh's
+/// direct-message limit).
+pub const MAX_REPORT_TASKS: usize = 1024;
 
-/// The heartbeat every node gossips every `heartbeat_interval`: liveness, lease renewal and
-/// the actual state of its tasks (soft state: never written into the document).
+/// A node's soft state (never written into the document): who it is, what it offers and
+/// uses, its engine, and the actual state of its tasks. Sent as a direct message to the lease
+/// holder and its successor (which schedule from it), to the members with a stake in one of
+/// its slots (the heal's keep rule), and to members that asked
+/// ([`Direct::Want`]): on change, and as a digest every report period.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// Increases with every heartbeat of one process, so two heartbeats never have the same
-    /// bytes (gossip drops a message it has seen, which would silence a steady node).
+pub struct Report {
+    /// Increases with every report of one process.
     pub seq: u64,
     /// The sender's node name.
     pub name: String,
-    /// The lease epoch the sender holds (renewal), if it is the holder.
-    pub held_lease: Option<u64>,
     /// The sender's HTTP API address.
     pub api: String,
     /// Actual state of the sender's tasks.
     pub tasks: Vec<TaskStatus>,
-    /// What the sender offers to reservations (CPUs, memory); `None` from an older peer or
-    /// one that could not read it.
+    /// What the sender offers to reservations (CPUs, memory); `None` when it could not read
+    /// it.
     #[serde(default)]
     pub capacity: Option<crate::core::Capacity>,
-    /// The sender's load and memory in use at its last reading; `None` from an older peer or
-    /// one that could not read it.
+    /// The sender's load and memory in use at its last reading.
     #[serde(default)]
     pub usage: Option<Usage>,
     /// The sender's GPUs (at most [`crate::system::MAX_GPUS`]); empty without any.
     #[serde(default)]
     pub gpus: Vec<Gpu>,
-    /// Whether the sender reaches its container engine; `None` from an older peer.
+    /// Whether the sender reaches its container engine.
     #[serde(default)]
     pub engine: Option<EngineStatus>,
+}
+
+impl Report {
+    /// The report with every list and text cut to its bound ([`MAX_REPORT_TASKS`],
+    /// [`TaskStatus::bounded`], [`EngineStatus::bounded`], [`crate::system::MAX_GPUS`]):
+    /// applied after receiving, so no peer makes another hold more.
+    pub fn bounded(mut self) -> Self {
+        self.name = crate::engine::truncate_text(&self.name, MAX_STATUS_TEXT_BYTES);
+        self.api = crate::engine::truncate_text(&self.api, MAX_STATUS_TEXT_BYTES);
+        self.tasks.truncate(MAX_REPORT_TASKS);
+        self.tasks = self.tasks.into_iter().map(TaskStatus::bounded).collect();
+        self.engine = self.engine.map(EngineStatus::bounded);
+        self.gpus.truncate(crate::system::MAX_GPUS);
+        self.gpus = self.gpus.into_iter().map(Gpu::bounded).collect();
+        self
+    }
+}
+
+/// The lease holder's renewal, gossiped every renewal period on the lease channel: the one
+/// message every member hears from the holder (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRenewal {
+    /// The epoch the sender holds.
+    pub epoch: u64,
+    /// Increases with every renewal of one process (gossip drops a message it has seen).
+    pub seq: u64,
+}
+
+/// Longest a [`Direct::Want`] may ask reports for, in milliseconds.
+pub const MAX_WANT_MS: u64 = 120_000;
+
+/// A direct message between two members (the mesh's unicast), JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direct {
+    /// Membership and failure detection ([`crate::core::SwimMessage`]).
+    Swim(crate::core::SwimMessage),
+    /// The sender's soft state.
+    Report(Report),
+    /// "Send me your reports for `ms` milliseconds" (at most [`MAX_WANT_MS`]): a peer whose
+    /// operator reads tasks or members (`service ps`, `node inspect`, `cluster status`).
+    Want {
+        /// How long, in milliseconds.
+        ms: u64,
+    },
+}
+
+impl Direct {
+    /// Decodes a direct message from a peer. Errors: the JSON error (its text is for logs).
+    pub fn decode(bytes: &[u8]) -> Result<Direct, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 /// Longest text field of an [`EngineStatus`], in bytes.
 pub const MAX_ENGINE_TEXT_BYTES: usize = 256;
 
-/// A node's word on its container engine (soft state, carried in heartbeats): whether it is
+/// A node's word on its container engine (soft state, carried in reports): whether it is
 /// reachable, since when, and the last error when not. The node keeps its desired state and
 /// serves its API and gossip either way; its tasks resume once the engine answers again.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,8 +129,8 @@ impl EngineStatus {
     }
 }
 
-/// Longest text field of a [`TaskStatus`] (`status`, `error`), in bytes: a heartbeat carries
-/// up to [`MAX_HEARTBEAT_TASKS`] of them.
+/// Longest text field of a [`TaskStatus`] (`status`, `error`), in bytes: a report carries
+/// up to [`MAX_REPORT_TASKS`] of them.
 pub const MAX_STATUS_TEXT_BYTES: usize = 256;
 /// Most published ports one [`TaskStatus`] carries.
 pub const MAX_STATUS_PORTS: usize = 16;

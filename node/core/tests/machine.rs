@@ -74,7 +74,7 @@ fn a_node_joins_with_a_token_and_both_documents_list_both_members() {
     }
     // The admission was flushed before the answer went out.
     assert!(cluster.nodes[0].flushes >= 2, "token and admission");
-    // Heartbeats flow both ways once both tick.
+    // Probes and their acks flow both ways once both tick.
     let now = cluster.now;
     assert_eq!(cluster.machine(0).liveness(&b, now), Liveness::Alive);
     assert_eq!(cluster.machine(1).liveness(&a, now), Liveness::Alive);
@@ -286,13 +286,13 @@ fn a_key_published_after_admission_is_sealed_to_at_the_next_rotation() {
 
 // ---- time ------------------------------------------------------------------------------
 
-fn heartbeats(machine: &mut NodeMachine) -> usize {
+fn renewals(machine: &mut NodeMachine) -> usize {
     std::iter::from_fn(|| machine.poll_output())
         .filter(|o| {
             matches!(
                 o,
                 Output::Publish {
-                    channel: Channel::Heartbeat,
+                    channel: Channel::Lease,
                     ..
                 }
             )
@@ -300,35 +300,36 @@ fn heartbeats(machine: &mut NodeMachine) -> usize {
         .count()
 }
 
-/// A machine's timing: the core's tick period, the heartbeat and anti-entropy periods.
-fn timing(tick_ms: u64, heartbeat_ms: u64, anti_entropy_ms: u64) -> MachineConfig {
+/// A machine's timing: the core's tick period, the lease renewal and anti-entropy periods
+/// (and a probe period long enough to stay out of the way).
+fn timing(tick_ms: u64, renew_ms: u64, anti_entropy_ms: u64) -> MachineConfig {
     let mut config = MachineConfig {
-        heartbeat_ms,
+        renew_ms,
         anti_entropy_ms,
         ..MachineConfig::default()
     };
     config.core.tick_ms = tick_ms;
+    config.core.swim.probe_interval_ms = 60_000;
+    config.core.swim.down_probe_ms = 60_000;
     config
 }
 
 #[test]
-fn poll_timeout_names_the_next_heartbeat_anti_entropy_or_core_tick() {
+fn poll_timeout_names_the_next_renewal_anti_entropy_or_core_tick() {
     let mut cluster = Cluster::founded_with("a", false, timing(1_000, 400, 700));
+    // The founder holds the lease once its first TTL is over (a restart's wait).
+    cluster.advance(3_000);
     let machine = cluster.machine(0);
-
-    // A new machine owes its first heartbeat now.
-    assert_eq!(machine.poll_timeout(), Millis(0));
-    machine.handle_tick(Millis(0));
-    assert_eq!(heartbeats(machine), 1);
-    // Next: the heartbeat (400) before anti-entropy (700) and the core's tick (1,000).
-    assert_eq!(machine.poll_timeout(), Millis(400));
-    machine.handle_tick(Millis(300));
-    assert_eq!(heartbeats(machine), 0, "nothing due before the timeout");
-    assert_eq!(machine.poll_timeout(), Millis(400));
-    machine.handle_tick(Millis(400));
-    assert_eq!(heartbeats(machine), 1);
-    // Heartbeat at 800, anti-entropy at 700.
-    assert_eq!(machine.poll_timeout(), Millis(700));
+    let t = 3_000;
+    machine.handle_tick(Millis(t));
+    renewals(machine);
+    // Next: the renewal (400 after the last) before anti-entropy and the core's tick.
+    let next = machine.poll_timeout();
+    assert!(next.0 <= t + 400 && next.0 > t, "{next:?}");
+    machine.handle_tick(Millis(next.0 - 1));
+    assert_eq!(renewals(machine), 0, "nothing due before the timeout");
+    machine.handle_tick(next);
+    assert_eq!(renewals(machine), 1, "the holder renews its lease");
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub(crate) enum Command {
         write: Write,
         reply: oneshot::Sender<Result<WriteAck, WriteError>>,
     },
+    /// An operator reads tasks or members here: ask every member for its reports
+    /// ([`NodeMachine::want_reports`]); answered at once (the reports arrive after).
+    WantReports { reply: oneshot::Sender<()> },
     /// The newest `limit` changes, oldest first; only those touching `service` if given.
     History {
         service: Option<ServiceName>,
@@ -65,7 +68,7 @@ pub(crate) struct NodeActor {
     usage_read_at: Millis,
 }
 
-/// How often the node reads its usage (load, memory in use) for its heartbeats, in ms.
+/// How often the node reads its usage (load, memory in use) for its reports, in ms.
 const USAGE_EVERY_MS: u64 = 5_000;
 
 /// The least time between two ticks when the machine's deadline is already due.
@@ -74,7 +77,7 @@ const MIN_TICK_GAP: Duration = Duration::from_millis(10);
 fn topic(channel: Channel) -> Topic {
     match channel {
         Channel::Changes => Topic::Changes,
-        Channel::Heartbeat => Topic::Heartbeat,
+        Channel::Lease => Topic::Lease,
     }
 }
 
@@ -188,6 +191,14 @@ impl NodeActor {
                         debug!(error = %e, "gossip not sent; anti-entropy will carry it");
                     }
                 }
+                Output::Send { to, data } => match to.as_str().parse::<PeerId>() {
+                    Ok(peer) => {
+                        if let Err(e) = self.mesh.send_direct(peer, data) {
+                            debug!(%to, error = %e, "direct message not sent");
+                        }
+                    }
+                    Err(_) => debug!(%to, "not a peer id; direct message skipped"),
+                },
                 Output::SyncRequest { to, body } => self.send_sync(to, body),
                 Output::SetMembers(members) => {
                     let members: HashMap<PeerId, Vec<Multiaddr>> = members
@@ -246,6 +257,13 @@ impl NodeActor {
                 let _ = reply.send(result);
                 written
             }
+            Command::WantReports { reply } => {
+                let now = self.now();
+                self.machine.want_reports(now);
+                let _ = self.drive().await;
+                let _ = reply.send(());
+                false
+            }
             Command::History {
                 service,
                 limit,
@@ -279,7 +297,7 @@ impl NodeActor {
             } => {
                 let channel = match topic {
                     Topic::Changes => Channel::Changes,
-                    Topic::Heartbeat => Channel::Heartbeat,
+                    Topic::Lease => Channel::Lease,
                 };
                 self.machine
                     .handle_gossip(channel, &node_id(&source), &data, now);
@@ -322,6 +340,9 @@ impl NodeActor {
                 if let Err(e) = self.mesh.respond(reply, response).await {
                     debug!(%peer, error = %e, "could not respond");
                 }
+            }
+            MeshEvent::Direct { from, data } => {
+                self.machine.handle_direct(&node_id(&from), &data, now);
             }
             MeshEvent::ConnectionEstablished { peer, .. } => {
                 let now = self.now();

@@ -46,6 +46,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -451,8 +452,50 @@ pub(super) fn parse_name(name: &str) -> Result<ServiceName, ApiError> {
     ServiceName::new(name).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
+/// How long a read of tasks or members waits for the members' reports to come in (see
+/// [`with_reports`]).
+const REPORTS_WAIT: Duration = Duration::from_millis(1_500);
+
+/// The snapshot for a read that shows soft state (task states, usage, engines): soft state
+/// goes only where it is needed (DESIGN §4), so this peer first asks every member for its
+/// reports, unless it did within the last half minute, and waits at most [`REPORTS_WAIT`]
+/// for a snapshot that holds them all. A member that does not answer in time shows what
+/// this peer last heard (or `unknown`).
+async fn with_reports(state: &ApiState) -> Arc<Snapshot> {
+    let current = state.snapshot.borrow().clone();
+    if current.reports_complete {
+        // Keep the interest alive for the next read.
+        let (reply, _) = oneshot::channel();
+        let _ = state.commands.try_send(Command::WantReports { reply });
+        return current;
+    }
+    let (reply, answered) = oneshot::channel();
+    if state
+        .commands
+        .try_send(Command::WantReports { reply })
+        .is_err()
+    {
+        return current;
+    }
+    let mut snapshots = state.snapshot.clone();
+    let wait = async {
+        let _ = answered.await;
+        loop {
+            if snapshots.borrow_and_update().reports_complete {
+                return;
+            }
+            if snapshots.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REPORTS_WAIT, wait).await;
+    let latest = state.snapshot.borrow().clone();
+    latest
+}
+
 async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    let s = state.snapshot.borrow().clone();
+    let s = with_reports(&state).await;
     Json(json!({
         "cluster": s.cluster,
         "node": s.node,
@@ -466,7 +509,7 @@ async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 async fn nodes(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    let s = state.snapshot.borrow().clone();
+    let s = with_reports(&state).await;
     Json(json!(s.members))
 }
 
@@ -683,7 +726,7 @@ async fn inspect_node(
     Path(node): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use crate::core::{format_bytes, format_cpus};
-    let s = state.snapshot.borrow().clone();
+    let s = with_reports(&state).await;
     let m = find_member(&s, &node)?;
     let unknown = || "unknown".to_string();
     let display = json!({
@@ -812,7 +855,7 @@ async fn update_service(
 }
 
 async fn list_services(State(state): State<ApiState>) -> Json<Vec<ServiceSummary>> {
-    let s = state.snapshot.borrow().clone();
+    let s = with_reports(&state).await;
     let mut running: HashMap<&ServiceName, usize> = HashMap::new();
     for t in s
         .tasks
@@ -862,7 +905,7 @@ async fn service_tasks(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
-    let s = state.snapshot.borrow().clone();
+    let s = with_reports(&state).await;
     let service = find_service(&s, &name)?;
     let mut tasks: Vec<serde_json::Value> = s
         .tasks

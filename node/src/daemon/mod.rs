@@ -24,7 +24,7 @@ use warren_runtime::DockerRuntime;
 
 use crate::machine::{MachineConfig, NodeMachine};
 use crate::protocol;
-pub use crate::protocol::{EngineStatus, Heartbeat, TaskStatus};
+pub use crate::protocol::{EngineStatus, Report, TaskStatus};
 pub use crate::token::JoinToken;
 pub use tls::TlsFiles;
 
@@ -60,8 +60,10 @@ pub struct NodeConfig {
     pub join: Option<String>,
     /// Failure detection and lease timing.
     pub core: CoreConfig,
-    /// Heartbeat period (default 500 ms).
-    pub heartbeat_interval: Duration,
+    /// Lease renewal period (default 500 ms).
+    pub renew_interval: Duration,
+    /// Least period of the report digest (default 2 s; see [`MachineConfig::report_ms`]).
+    pub report_interval: Duration,
     /// Anti-entropy period (default 3 s).
     pub anti_entropy_interval: Duration,
     /// Reconcile period (default 1 s).
@@ -86,7 +88,8 @@ impl NodeConfig {
             init: None,
             join: None,
             core: CoreConfig::default(),
-            heartbeat_interval: Duration::from_millis(500),
+            renew_interval: Duration::from_millis(500),
+            report_interval: Duration::from_secs(2),
             anti_entropy_interval: Duration::from_secs(3),
             reconcile_interval: Duration::from_secs(1),
         }
@@ -312,7 +315,8 @@ async fn run_node(
     let origin = Instant::now();
     let machine_config = MachineConfig {
         core: config.core,
-        heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+        renew_ms: config.renew_interval.as_millis() as u64,
+        report_ms: config.report_interval.as_millis() as u64,
         anti_entropy_ms: config.anti_entropy_interval.as_millis() as u64,
     };
     let (command_tx, command_rx) = mpsc::channel(256);

@@ -26,6 +26,7 @@ mod lease;
 mod membership;
 mod reconcile;
 mod scheduler;
+mod swim;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,7 +37,7 @@ use warren_crdt::{
 
 pub use backoff::{Backoff, BackoffConfig, MAX_BACKOFF_MS, STABLE_AFTER_MS};
 pub use lease::{LeaseDecision, LeaseTracker};
-pub use membership::{Liveness, MembershipView};
+pub use membership::Liveness;
 pub use reconcile::{
     container_for, held_status, round_statuses, short_id, task_status, ActualTask, ActualTaskState,
     Desired, DesiredTask, HeldSlot, RestartPhase, Round, RuntimeAction, Supervisor, TaskHealth,
@@ -45,6 +46,11 @@ pub use reconcile::{
 pub use scheduler::{
     format_bytes, format_cpus, plan, plan_observed, plan_with_capacity, reservation,
     service_wanting, Capacity, Observations, Plan, RunningCopy, Services,
+};
+pub use swim::{
+    reply_of_live_member, Kind as SwimKind, Swim, SwimConfig, SwimMessage, SwimStats,
+    Update as SwimUpdate, UpdateState as SwimUpdateState, MAX_ID_BYTES, MAX_UPDATES_READ,
+    SUSPICION_CONFIRMATIONS,
 };
 
 /// A point on a node's monotonic clock, in milliseconds from an arbitrary origin.
@@ -62,10 +68,9 @@ impl Millis {
 /// Timing of failure detection and the lease. All values in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoreConfig {
-    /// A member not heard from for this long is `suspect` (default 1,000).
-    pub suspect_after_ms: u64,
-    /// A member not heard from for this long is `down`: its slots are rescheduled (default 2,000).
-    pub down_after_ms: u64,
+    /// Membership and failure detection (SWIM with Lifeguard's refinements): when a member
+    /// is `suspect`, then `down` (its slots are rescheduled).
+    pub swim: SwimConfig,
     /// A lease not renewed for this long, by the receiver's own clock, has expired (default 2,000).
     pub lease_ttl_ms: u64,
     /// A rule broken on purpose; [`RuleBreak::None`] (the default) everywhere but in the tests
@@ -87,8 +92,7 @@ pub struct CoreConfig {
 impl Default for CoreConfig {
     fn default() -> Self {
         Self {
-            suspect_after_ms: 1_000,
-            down_after_ms: 2_000,
+            swim: SwimConfig::default(),
             lease_ttl_ms: 2_000,
             rule_break: RuleBreak::None,
             rebalance: true,
@@ -329,12 +333,22 @@ impl Action {
     }
 }
 
-/// One node's decision core: membership view + lease tracker + scheduler.
+/// A seed for `me`'s random choices (whom to probe): derived from its id, so a simulation
+/// replays exactly and two nodes do not choose alike.
+fn seed_of(me: &NodeId) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same on every run and platform.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    me.hash(&mut h);
+    h.finish()
+}
+
+/// One node's decision core: membership (SWIM) + lease tracker + scheduler.
 #[derive(Debug)]
 pub struct Core {
     me: NodeId,
     config: CoreConfig,
-    membership: MembershipView,
+    membership: Swim,
     lease: LeaseTracker,
     last_decision: Option<LeaseDecision>,
     /// Members' capacities as their heartbeats (or this node itself) last said.
@@ -368,7 +382,7 @@ impl Core {
     /// A core for node `me`, started at `now`.
     pub fn new(me: NodeId, config: CoreConfig, now: Millis) -> Self {
         Self {
-            membership: MembershipView::new(me.clone(), config, now),
+            membership: Swim::new(me.clone(), config.swim, now, seed_of(&me)),
             lease: LeaseTracker::new(config.lease_ttl_ms, now, config.rule_break),
             me,
             config,
@@ -547,13 +561,41 @@ impl Core {
         self.config
     }
 
-    /// A heartbeat from `from` arrived at `now`; `held_lease` is the lease epoch the sender
-    /// says it holds (a renewal), if any.
-    pub fn handle_heartbeat(&mut self, from: &NodeId, held_lease: Option<Epoch>, now: Millis) {
-        self.membership.heard(from, now);
-        if let Some(epoch) = held_lease {
-            self.lease.on_renewal(from, epoch, now);
-        }
+    /// `from` renewed the lease of epoch `epoch` (its renewal arrived at `now`).
+    pub fn handle_renewal(&mut self, from: &NodeId, epoch: Epoch, now: Millis) {
+        self.lease.on_renewal(from, epoch, now);
+    }
+
+    /// A SWIM message from member `from` arrived at `now`; what it answers is queued
+    /// ([`Core::poll_swim`]).
+    pub fn handle_swim(&mut self, from: &NodeId, message: SwimMessage, now: Millis) {
+        self.membership.handle(from, message, now);
+    }
+
+    /// A connection to member `from` opened at `now`: direct evidence that it runs
+    /// ([`Swim::connected`]).
+    pub fn connected(&mut self, from: &NodeId, now: Millis) {
+        self.membership.connected(from, now);
+    }
+
+    /// The members failure detection watches: the desired state's, not removed.
+    pub fn set_members<'a>(&mut self, members: impl IntoIterator<Item = &'a NodeId>) {
+        self.membership.set_members(members);
+    }
+
+    /// The next SWIM message to send, `(to, message)`.
+    pub fn poll_swim(&mut self) -> Option<(NodeId, SwimMessage)> {
+        self.membership.poll_send()
+    }
+
+    /// The latest instant failure detection needs the next tick (see [`Swim::poll_timeout`]).
+    pub fn swim_timeout(&self, now: Millis) -> Millis {
+        self.membership.poll_timeout(now)
+    }
+
+    /// The failure detector (its incarnation, local health and counters).
+    pub fn swim(&self) -> &Swim {
+        &self.membership
     }
 
     /// Milliseconds `peer` has been silent at `now`, by this node's clock.
@@ -568,10 +610,15 @@ impl Core {
 
     /// Active members that are not down at `now`, this node included.
     pub fn live_members(&self, view: &ClusterView, now: Millis) -> BTreeSet<NodeId> {
-        self.membership.live(view.members.values(), now)
+        view.members
+            .values()
+            .filter(|m| m.state == warren_crdt::MemberState::Active)
+            .filter(|m| self.membership.liveness(&m.id, now) != Liveness::Down)
+            .map(|m| m.id.clone())
+            .collect()
     }
 
-    /// The lease epoch this node holds according to `view`, to announce in its heartbeat.
+    /// The lease epoch this node holds according to `view`, to renew.
     pub fn held_lease(&self, view: &ClusterView) -> Option<Epoch> {
         view.lease
             .as_ref()
@@ -615,6 +662,7 @@ impl Core {
             }
         }
         self.last_tick = Some(now);
+        self.membership.tick(now);
         let decision = self.lease_decision(view, now);
         self.last_decision = Some(decision.clone());
         match decision {
@@ -709,8 +757,26 @@ mod tests {
         }
     }
 
-    /// Ticks `core` every tick period from `from` to `to` (excluded), hearing `b` at each
-    /// and `c` (renewing its lease) until `c_dies`; returns the actions of each round.
+    /// Answers, as the peers in `up`, every SWIM message `core` queued at `now` (see
+    /// [`swim::reply_of_live_member`]); messages to anyone else are lost.
+    fn answer(core: &mut Core, up: &[&str], now: Millis) {
+        let is_up = |n: &NodeId| up.iter().any(|u| id(u) == *n);
+        let mut replies = Vec::new();
+        while let Some((to, message)) = core.poll_swim() {
+            if is_up(&to) {
+                if let Some(reply) = swim::reply_of_live_member(&to, &message, is_up) {
+                    replies.push((to, reply));
+                }
+            }
+        }
+        for (from, reply) in replies {
+            core.handle_swim(&from, reply, now);
+        }
+    }
+
+    /// Ticks `core` every tick period from `from` to `to` (excluded): `b` answers its probes
+    /// throughout, `c` answers and renews its lease until `c_dies`; returns the actions of
+    /// each round.
     fn run(
         core: &mut Core,
         view: &ClusterView,
@@ -718,36 +784,52 @@ mod tests {
         to: u64,
         c_dies: u64,
     ) -> Vec<(u64, Vec<Action>)> {
+        core.set_members(view.members.keys());
         let mut rounds = Vec::new();
         let mut t = from;
         while t < to {
-            core.handle_heartbeat(&id("b"), None, Millis(t));
+            let up: &[&str] = if t < c_dies { &["b", "c"] } else { &["b"] };
             if t < c_dies {
-                core.handle_heartbeat(&id("c"), Some(Epoch(1)), Millis(t));
+                core.handle_renewal(&id("c"), Epoch(1), Millis(t));
             }
             rounds.push((t, core.tick(view, Millis(t))));
+            answer(core, up, Millis(t));
             t += core.config().tick_ms;
         }
         rounds
     }
 
     #[test]
-    fn the_candidate_claims_and_schedules_the_dead_holders_slots_in_one_round() {
+    fn the_candidate_claims_the_lease_and_schedules_the_dead_holders_slots_once_it_is_down() {
         let view = view();
         let mut core = Core::new(id("a"), CoreConfig::default(), Millis(0));
-        let rounds = run(&mut core, &view, 0, 5_000, 1_000);
-        let (at, actions) = rounds
+        let rounds = run(&mut core, &view, 0, 12_000, 1_000);
+        let (claimed_at, actions) = rounds
             .iter()
             .find(|(_, a)| !a.is_empty())
-            .expect("a claim within 4 s of the holder's death");
-        // Silent for more than the TTL and the down timeout (2 s) after the last renewal.
-        assert!((3_000..=3_500).contains(at), "claimed at {at}");
-        let [Action::ClaimLease(lease), Action::WriteAssignments(plan)] = actions.as_slice() else {
-            panic!("a claim and a schedule in one round: {actions:?}");
+            .expect("a claim after the holder's death");
+        // The lease expires a TTL (2 s) after the last renewal, by this node's clock.
+        assert!(
+            (3_000..=3_500).contains(claimed_at),
+            "claimed at {claimed_at}"
+        );
+        let Some(Action::ClaimLease(lease)) = actions.first() else {
+            panic!("a claim first: {actions:?}");
         };
         assert_eq!((lease.epoch, &lease.holder), (Epoch(2), &id("a")));
+        // c's slot moves once SWIM has c down: probed, suspected, its suspicion run out.
+        let (moved_at, plan) = rounds
+            .iter()
+            .flat_map(|(t, actions)| actions.iter().map(move |a| (t, a)))
+            .find_map(|(t, a)| match a {
+                Action::WriteAssignments(plan) => Some((*t, plan)),
+                Action::ClaimLease(_) => None,
+            })
+            .expect("c's slot is rescheduled");
+        assert_eq!(core.liveness(&id("c"), Millis(moved_at)), Liveness::Down);
         let moved = plan.put.iter().filter(|(_, a)| a.node != id("c")).count();
         assert_eq!(moved, 1, "c's slot moves: {plan:?}");
+        assert_eq!(core.liveness(&id("b"), Millis(moved_at)), Liveness::Alive);
     }
 
     #[test]
@@ -755,7 +837,7 @@ mod tests {
         let view = view();
         let mut core = Core::new(id("a"), CoreConfig::default(), Millis(0));
         run(&mut core, &view, 0, 1_000, u64::MAX);
-        // This process does not run for 5 s (its last tick and heartbeats were at 750).
+        // This process does not run for 5 s (its last tick was at 750).
         let actions = core.tick(&view, Millis(5_750));
         assert!(actions.is_empty(), "{actions:?}");
         assert_eq!(core.liveness(&id("c"), Millis(5_750)), Liveness::Alive);
@@ -776,10 +858,11 @@ mod tests {
             ..CoreConfig::default()
         };
         let mut blind = Core::new(id("a"), never_stalled, Millis(0));
+        blind.set_members(view.members.keys());
         for t in [0, 250, 500, 750] {
-            blind.handle_heartbeat(&id("b"), None, Millis(t));
-            blind.handle_heartbeat(&id("c"), Some(Epoch(1)), Millis(t));
+            blind.handle_renewal(&id("c"), Epoch(1), Millis(t));
             blind.tick(&view, Millis(t));
+            answer(&mut blind, &["b", "c"], Millis(t));
         }
         let actions = blind.tick(&view, Millis(5_750));
         assert!(
@@ -868,25 +951,24 @@ mod tests {
             })
             .collect();
         core.set_running_copies(copies, view.members.keys().cloned().collect());
-        let step = (config.suspect_after_ms / 2).max(1);
+        core.set_members(view.members.keys());
+        let step = config.tick_ms;
         let end = config.lease_ttl_ms + 2 * REBALANCE_QUIET_MS;
         let mut plans = Vec::new();
         let mut now = 0;
         while now <= end {
-            for peer in ["b", "c"] {
-                core.handle_heartbeat(&id(peer), None, Millis(now));
-            }
             for action in core.tick(view, Millis(now)) {
                 if let Action::WriteAssignments(plan) = action {
                     plans.push(plan);
                 }
             }
+            answer(&mut core, &["b", "c"], Millis(now));
             now += step;
         }
         plans
     }
 
-    /// A partition: a fourth active member, "d", is never heard (down on this side). The
+    /// A partition: a fourth active member, "d", never answers (down on this side). The
     /// holder moves nothing for spread while it is down, though the same cluster without
     /// "d" is rebalanced (above); a move would stop a running copy during the partition.
     #[test]

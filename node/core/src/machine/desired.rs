@@ -1,7 +1,7 @@
 //! What this node should run: its tasks (fenced, valid), the copies it keeps for now, the
 //! slots it waits on, and what runs where for the core.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use tracing::warn;
 use warren_crdt::{MemberState, NodeId, ServiceName, SlotId};
@@ -90,21 +90,21 @@ impl NodeMachine {
             return BTreeMap::new();
         }
         let me = self.me.clone();
+        let fresh_ms = self.report_period().saturating_mul(3);
         let view = self.view_cache.get_or_insert_with(|| {
             ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
         });
-        let heartbeat_ms = self.config.heartbeat_ms;
         let mut awaiting = BTreeMap::new();
         for (slot, a) in view.assignments.iter().filter(|(_, a)| a.node == me) {
             let Some(service) = crate::core::service_wanting(&view.services, slot) else {
                 continue;
             };
-            // The lowest such node: the heartbeats map has no order of its own.
-            let elsewhere = self.heartbeats.iter().filter(|(node, hb)| {
+            // The lowest such node: the reports map has no order of its own.
+            let elsewhere = self.reports.received.iter().filter(|(node, (report, at))| {
                 **node != me
                     && !a.displaced.contains(node)
-                    && is_fresh(&self.heartbeat_at, node, now, heartbeat_ms)
-                    && hb.tasks.iter().any(|t| {
+                    && now.since(*at) <= fresh_ms
+                    && report.tasks.iter().any(|t| {
                         t.service == slot.service.as_str()
                             && t.slot == slot.slot
                             && t.state == TaskState::Running
@@ -140,6 +140,7 @@ impl NodeMachine {
             return BTreeMap::new();
         }
         let me = self.me.clone();
+        let fresh_ms = self.report_period().saturating_mul(3);
         let view = self.view_cache.get_or_insert_with(|| {
             ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
         });
@@ -150,9 +151,7 @@ impl NodeMachine {
         {
             return BTreeMap::new();
         }
-        let heartbeats = &self.heartbeats;
-        let heartbeat_at = &self.heartbeat_at;
-        let heartbeat_ms = self.config.heartbeat_ms;
+        let received = &self.reports.received;
         let never_released = |service: &warren_crdt::Service| HeldSlot {
             generation: service.generation,
             confirmed_elsewhere: false,
@@ -191,9 +190,9 @@ impl NodeMachine {
                 if a.node == me {
                     return None;
                 }
-                let confirmed_elsewhere = is_fresh(heartbeat_at, &a.node, now, heartbeat_ms)
-                    && heartbeats.get(&a.node).is_some_and(|hb| {
-                        hb.tasks.iter().any(|t| {
+                let confirmed_elsewhere = received.get(&a.node).is_some_and(|(report, at)| {
+                    now.since(*at) <= fresh_ms
+                        && report.tasks.iter().any(|t| {
                             t.service == slot.service.as_str()
                                 && t.slot == slot.slot
                                 && t.confirms_running(
@@ -202,7 +201,7 @@ impl NodeMachine {
                                     a.holder.as_str(),
                                 )
                         })
-                    });
+                });
                 Some((
                     slot.clone(),
                     HeldSlot {
@@ -218,8 +217,8 @@ impl NodeMachine {
 
     /// Tells the core what runs where, from the fresh reports of live members and this
     /// node's own (see [`Core::set_running_copies`](crate::core::Core::set_running_copies)).
-    /// A report is fresh for three heartbeat periods; a copy's age is advanced by the time
-    /// since its report arrived.
+    /// A report is fresh for three digest periods; a copy's age is advanced by the time since
+    /// its report arrived.
     pub(super) fn observe_running_copies(&mut self, now: Millis) {
         let mut copies: BTreeMap<SlotId, Vec<RunningCopy>> = BTreeMap::new();
         let mut reported = std::collections::BTreeSet::new();
@@ -244,17 +243,13 @@ impl NodeMachine {
         };
         add(&self.me, &self.local_status, 0);
         reported.insert(self.me.clone());
-        for (node, hb) in &self.heartbeats {
-            let Some(at) = self.heartbeat_at.get(node) else {
-                continue;
-            };
+        let fresh_ms = self.report_period().saturating_mul(3);
+        for (node, (report, at)) in &self.reports.received {
             let since = now.since(*at);
-            if !is_fresh(&self.heartbeat_at, node, now, self.config.heartbeat_ms)
-                || self.core.liveness(node, now) == Liveness::Down
-            {
+            if since > fresh_ms || self.core.liveness(node, now) == Liveness::Down {
                 continue;
             }
-            add(node, &hb.tasks, since);
+            add(node, &report.tasks, since);
             reported.insert(node.clone());
         }
         self.core.set_running_copies(copies, reported);
@@ -290,20 +285,6 @@ impl NodeMachine {
             })
             .collect()
     }
-}
-
-/// Whether the last report heard from `node` is fresh at `now`: heard within three
-/// heartbeat periods (`heartbeat_ms` each). Only a fresh report says anything of now; one
-/// heard before a split does not.
-fn is_fresh(
-    heard_at: &HashMap<NodeId, Millis>,
-    node: &NodeId,
-    now: Millis,
-    heartbeat_ms: u64,
-) -> bool {
-    heard_at
-        .get(node)
-        .is_some_and(|at| now.since(*at) <= heartbeat_ms.saturating_mul(3))
 }
 
 /// The live services whose spec fails

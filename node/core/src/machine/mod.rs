@@ -3,7 +3,8 @@
 //! A [`NodeMachine`] owns the replica of the desired state and the decision [`Core`]. It takes
 //! inputs — ticks, gossip, sync requests and responses, join requests, connections, local task
 //! status, operator writes — each with the current time as a value, and queues [`Output`]s
-//! (publish this gossip, send this sync request, persist now, tell the mesh the members)
+//! (publish this gossip, send this direct message or sync request, persist now, tell the mesh
+//! the members)
 //! that the driver drains with [`NodeMachine::poll_output`], as in quinn-proto.
 //!
 //! The daemon drives it with tokio, libp2p and Docker; `warren-simulations` drives the very
@@ -19,8 +20,10 @@
 //!
 //! - this module: the machine, its [`MachineConfig`], its [`Output`]s and what the node tells
 //!   it of itself (its keys, capacity, usage, GPUs, tasks, engine);
-//! - `tick`: time ([`NodeMachine::handle_tick`]): the core's decisions, heartbeats,
-//!   anti-entropy, the member set and this member's addresses;
+//! - `tick`: time ([`NodeMachine::handle_tick`]): the core's decisions, failure detection,
+//!   lease renewals, anti-entropy, the member set and this member's addresses;
+//! - `reports`: soft state (task status, capacity, usage, engine) sent to the members that
+//!   need it and received from them ([`NodeMachine::handle_direct`]);
 //! - `sync`: what comes from peers: connections, gossip, sync dialogues ([`SyncError`]);
 //! - `admission`: join requests ([`NodeMachine::handle_join`], [`JoinError`]);
 //! - `keys`: this member's published key and re-keying secrets when the membership changes;
@@ -32,6 +35,7 @@ mod admission;
 mod desired;
 mod keys;
 mod read_model;
+mod reports;
 mod sync;
 mod tick;
 mod writes;
@@ -39,6 +43,7 @@ mod writes;
 pub use admission::JoinError;
 pub use desired::rejected_services;
 pub use read_model::{LeaseStatus, MemberStatus, SecretMeta, Snapshot, TaskView};
+pub use reports::{answer_probes, WANT_MS};
 pub use sync::{SyncError, MAX_SYNC_ROUNDS};
 pub use tick::MERGE_WAIT_MS;
 pub use writes::{SecretValue, Write, WriteAck, WriteError, WriteErrorKind};
@@ -51,7 +56,7 @@ use rand_core::CryptoRngCore;
 use warren_crdt::{DesiredState, Epoch, NodeId, ServiceName, SlotId, SyncState};
 
 use crate::core::{Capacity, ClusterView, Core, CoreConfig, LeaseDecision, Liveness, Millis};
-use crate::protocol::{EngineStatus, Heartbeat, TaskStatus, MAX_HEARTBEAT_TASKS};
+use crate::protocol::{EngineStatus, TaskStatus, MAX_REPORT_TASKS};
 use crate::secrets::SecretKeys;
 use crate::system::{Gpu, Usage, MAX_GPUS};
 
@@ -60,8 +65,13 @@ use crate::system::{Gpu, Usage, MAX_GPUS};
 pub struct MachineConfig {
     /// Failure detection and lease timing.
     pub core: CoreConfig,
-    /// Heartbeat period (default 500).
-    pub heartbeat_ms: u64,
+    /// Period of the lease holder's renewal (default 500; the lease's TTL is four of them).
+    pub renew_ms: u64,
+    /// Least period of the report digest (default 2,000): a node sends its report to the
+    /// members that need it on every change and at least this often. In a cluster of more
+    /// than [`REPORTS_PER_SECOND`] · this / 1,000 members the period grows, so the holder
+    /// takes in at most that many reports a second. A report is fresh for three periods.
+    pub report_ms: u64,
     /// Anti-entropy period: one sync dialogue with a random member (default 3,000).
     pub anti_entropy_ms: u64,
 }
@@ -70,19 +80,23 @@ impl Default for MachineConfig {
     fn default() -> Self {
         Self {
             core: CoreConfig::default(),
-            heartbeat_ms: 500,
+            renew_ms: 500,
+            report_ms: 2_000,
             anti_entropy_ms: 3_000,
         }
     }
 }
+
+/// Most digests a second the lease holder takes in (see [`MachineConfig::report_ms`]).
+pub const REPORTS_PER_SECOND: u64 = 500;
 
 /// The two gossip channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
     /// Automerge change bytes of one write (the fast path).
     Changes,
-    /// Heartbeats: liveness, lease renewal, task status (soft state).
-    Heartbeat,
+    /// The lease holder's renewals ([`crate::protocol::LeaseRenewal`]).
+    Lease,
 }
 
 /// What the driver must do for the machine, in order.
@@ -98,6 +112,14 @@ pub enum Output {
         /// The channel.
         channel: Channel,
         /// The payload.
+        data: Vec<u8>,
+    },
+    /// Send `data` to member `to` as a direct message (may be lost; nothing answers it here:
+    /// feed what arrives from peers to [`NodeMachine::handle_direct`]).
+    Send {
+        /// The member.
+        to: NodeId,
+        /// A JSON [`crate::protocol::Direct`].
         data: Vec<u8>,
     },
     /// Send a sync request to `to`; feed the answer to [`NodeMachine::handle_sync_response`].
@@ -125,9 +147,8 @@ pub struct NodeMachine {
     outputs: VecDeque<Output>,
     listen_addrs: Vec<String>,
     members: BTreeMap<NodeId, Vec<String>>,
-    heartbeats: HashMap<NodeId, Heartbeat>,
-    /// When each member's last heartbeat arrived, by this node's clock.
-    heartbeat_at: HashMap<NodeId, Millis>,
+    /// Soft state this node sends and receives ([`reports::Reports`]).
+    reports: reports::Reports,
     /// Per slot, the greatest assignment rank `(epoch, holder)` this node has seen: it never
     /// starts a container for an older one (fencing, DESIGN §5).
     seen_rank: HashMap<SlotId, (Epoch, NodeId)>,
@@ -136,8 +157,8 @@ pub struct NodeMachine {
     local_status: Vec<TaskStatus>,
     /// This node's container engine, as its reconcile loop last saw it.
     local_engine: Option<EngineStatus>,
-    heartbeat_seq: u64,
-    next_heartbeat: Millis,
+    renewal_seq: u64,
+    next_renewal: Millis,
     next_anti_entropy: Millis,
     /// When [`NodeMachine::handle_tick`] last ran (construction counts as one).
     last_tick: Millis,
@@ -155,9 +176,9 @@ pub struct NodeMachine {
     /// The public key this node last saw published in its member record (checked again
     /// whenever the document changes).
     published_key: Option<String>,
-    /// This node's usage at its last reading (reported in heartbeats).
+    /// This node's usage at its last reading (reported in digests).
     usage: Option<Usage>,
-    /// This node's GPUs (reported in heartbeats).
+    /// This node's GPUs (reported).
     gpus: Vec<Gpu>,
 }
 
@@ -195,15 +216,14 @@ impl NodeMachine {
             outputs: VecDeque::new(),
             listen_addrs: Vec::new(),
             members: BTreeMap::new(),
-            heartbeats: HashMap::new(),
-            heartbeat_at: HashMap::new(),
+            reports: reports::Reports::new(now),
             seen_rank: HashMap::new(),
             outbound_sync: HashMap::new(),
             inbound_sync: HashMap::new(),
             local_status: Vec::new(),
             local_engine: None,
-            heartbeat_seq: 0,
-            next_heartbeat: now,
+            renewal_seq: 0,
+            next_renewal: now,
             next_anti_entropy: now,
             last_tick: now,
             missing_deps_since: None,
@@ -216,22 +236,29 @@ impl NodeMachine {
         }
     }
 
-    /// What this node offers to reservations, announced in its heartbeats and used by its
+    /// What this node offers to reservations, announced in its reports and used by its
     /// own scheduler; `None` when it could not be read (no limit is then put on it).
     pub fn set_capacity(&mut self, capacity: Option<Capacity>) {
         let me = self.me.clone();
+        if self.core.capacities().get(&me).copied() != capacity {
+            self.reports.local_changed();
+        }
         self.core.set_capacity(&me, capacity);
     }
 
-    /// This node's usage now (load, memory in use), to report in its next heartbeats.
+    /// This node's usage now (load, memory in use), to report in its next digest.
     pub fn set_usage(&mut self, usage: Option<Usage>) {
         self.usage = usage;
     }
 
-    /// This node's GPUs, to report in its heartbeats (at most [`MAX_GPUS`]).
+    /// This node's GPUs, to report (at most [`MAX_GPUS`]).
     pub fn set_gpus(&mut self, mut gpus: Vec<Gpu>) {
         gpus.truncate(MAX_GPUS);
-        self.gpus = gpus.into_iter().map(Gpu::bounded).collect();
+        let gpus: Vec<Gpu> = gpus.into_iter().map(Gpu::bounded).collect();
+        if gpus != self.gpus {
+            self.reports.local_changed();
+        }
+        self.gpus = gpus;
     }
 
     /// Replaces the generator that token secrets, secret data keys and nonces are drawn from
@@ -275,19 +302,28 @@ impl NodeMachine {
     }
 
     /// The reconcile loop's latest report of this node's tasks (at most
-    /// [`MAX_HEARTBEAT_TASKS`] are kept, each [`TaskStatus::bounded`]).
+    /// [`MAX_REPORT_TASKS`] are kept, each [`TaskStatus::bounded`]). A change that matters
+    /// (state, health, generation, assignment: not a copy's age) is reported at the next
+    /// tick.
     pub fn set_local_status(&mut self, mut tasks: Vec<TaskStatus>) {
-        tasks.truncate(MAX_HEARTBEAT_TASKS);
+        tasks.truncate(MAX_REPORT_TASKS);
         let tasks: Vec<TaskStatus> = tasks.into_iter().map(TaskStatus::bounded).collect();
         let me = self.me.clone();
         self.note_task_reports(&me, &tasks);
+        if reports::fingerprint(&tasks) != reports::fingerprint(&self.local_status) {
+            self.reports.local_changed();
+        }
         self.local_status = tasks;
     }
 
     /// The reconcile loop's latest word on this node's container engine (reachable or not,
-    /// since when): announced in heartbeats and shown in `cluster status` / `node ls`.
+    /// since when): reported and shown in `cluster status` / `node ls`.
     pub fn set_engine_status(&mut self, engine: Option<EngineStatus>) {
-        self.local_engine = engine.map(EngineStatus::bounded);
+        let engine = engine.map(EngineStatus::bounded);
+        if engine.as_ref().map(|e| e.reachable) != self.local_engine.as_ref().map(|e| e.reachable) {
+            self.reports.local_changed();
+        }
+        self.local_engine = engine;
     }
 
     /// The machine's current view of the lease, members, services, read from the replica
@@ -338,6 +374,7 @@ impl NodeMachine {
 
     fn after_change(&mut self, flush: bool) {
         self.published_key = None;
+        self.reports.view_changed();
         self.outputs.push_back(Output::Persist { flush });
     }
 

@@ -28,7 +28,7 @@ pub struct MemberStatus {
     pub labels: BTreeMap<String, String>,
     /// Its addresses.
     pub addrs: Vec<String>,
-    /// Its API address, from its heartbeats (empty until one arrived).
+    /// Its API address, from its reports (empty until one arrived).
     pub api: String,
     /// Whether this is the node answering.
     pub is_self: bool,
@@ -112,6 +112,9 @@ pub struct Snapshot {
     pub dropped_non_member: u64,
     /// Peers connected now.
     pub connected_peers: usize,
+    /// Whether this peer holds a fresh report from every active member not down here, so
+    /// task states, usage and engines shown are current ([`NodeMachine::want_reports`]).
+    pub reports_complete: bool,
     /// Heads of the document.
     pub heads: Vec<String>,
     /// Join and operator tokens (digests included: never serialize this field to a client as
@@ -176,6 +179,7 @@ impl NodeMachine {
         dropped_non_member: u64,
         connected_peers: usize,
     ) -> Snapshot {
+        let reports_complete = self.reports_complete(now);
         // The view is taken out of its cache for the walk and put back after: no copy.
         self.view();
         let Some(view) = self.view_cache.take() else {
@@ -214,9 +218,10 @@ impl NodeMachine {
                 api: if m.id == self.me {
                     self.api.clone()
                 } else {
-                    self.heartbeats
+                    self.reports
+                        .received
                         .get(&m.id)
-                        .map(|h| h.api.clone())
+                        .map(|(r, _)| r.api.clone())
                         .unwrap_or_default()
                 },
                 is_self: m.id == self.me,
@@ -226,20 +231,24 @@ impl NodeMachine {
                 usage: if m.id == self.me {
                     self.usage
                 } else {
-                    self.heartbeats.get(&m.id).and_then(|h| h.usage)
+                    self.reports.received.get(&m.id).and_then(|(r, _)| r.usage)
                 },
                 gpus: if m.id == self.me {
                     self.gpus.clone()
                 } else {
-                    self.heartbeats
+                    self.reports
+                        .received
                         .get(&m.id)
-                        .map(|h| h.gpus.clone())
+                        .map(|(r, _)| r.gpus.clone())
                         .unwrap_or_default()
                 },
                 engine: if m.id == self.me {
                     self.local_engine.clone()
                 } else {
-                    self.heartbeats.get(&m.id).and_then(|h| h.engine.clone())
+                    self.reports
+                        .received
+                        .get(&m.id)
+                        .and_then(|(r, _)| r.engine.clone())
                 },
             })
             .collect();
@@ -247,10 +256,11 @@ impl NodeMachine {
         // The first report of a slot in a node's list wins, as a linear search would find it.
         let mut reports: HashMap<(&NodeId, &str, u32), &TaskStatus> = HashMap::new();
         let reported_by = std::iter::once((&self.me, &self.local_status)).chain(
-            self.heartbeats
+            self.reports
+                .received
                 .iter()
                 .filter(|(node, _)| **node != self.me)
-                .map(|(node, hb)| (node, &hb.tasks)),
+                .map(|(node, (report, _))| (node, &report.tasks)),
         );
         for (node, tasks) in reported_by {
             for t in tasks.iter().filter(|t| !t.unassigned) {
@@ -300,6 +310,7 @@ impl NodeMachine {
             settings: view.settings,
             dropped_non_member,
             connected_peers,
+            reports_complete,
             heads: self.state.heads(),
             tokens: self.state.tokens().into_values().collect(),
             secrets: self

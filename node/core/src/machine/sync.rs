@@ -1,12 +1,11 @@
-//! What comes from peers: connections, gossip (changes and heartbeats) and the sync
+//! What comes from peers: connections, gossip (changes and lease renewals) and the sync
 //! dialogues that bring two replicas to the same heads.
 
 use tracing::debug;
 use warren_crdt::{CrdtError, Epoch, NodeId, ServiceName, SlotId, SyncState};
 
 use crate::core::Millis;
-use crate::protocol::{self, EngineStatus, Heartbeat, TaskState, TaskStatus, MAX_HEARTBEAT_TASKS};
-use crate::system::{Gpu, MAX_GPUS};
+use crate::protocol::{self, LeaseRenewal, TaskState, TaskStatus};
 
 use super::{Channel, NodeMachine, Output};
 
@@ -27,12 +26,14 @@ pub enum SyncError {
 }
 
 impl NodeMachine {
-    /// A connection to member `peer` opened at `now`: it counts as hearing from it (after a
-    /// heal the merged document may arrive before its first heartbeat, and its slots must not
-    /// look like a down member's), and a sync starts.
+    /// A connection to member `peer` opened at `now`: direct evidence that it runs (after a
+    /// heal the merged document may arrive before the peer's refutation of its suspicion, and
+    /// its slots must not look like a down member's; see [`crate::core::Swim::connected`]),
+    /// a probe goes out, and a sync starts.
     pub fn handle_connected(&mut self, peer: &NodeId, now: Millis) {
         if self.members.contains_key(peer) && *peer != self.me {
-            self.core.handle_heartbeat(peer, None, now);
+            self.core.connected(peer, now);
+            self.flush_swim();
             self.start_sync(peer.clone());
         }
     }
@@ -56,21 +57,9 @@ impl NodeMachine {
                 }
                 Err(e) => debug!(%from, error = %e, "dropping a malformed change"),
             },
-            Channel::Heartbeat => match serde_json::from_slice::<Heartbeat>(data) {
-                Ok(mut hb) => {
-                    hb.tasks.truncate(MAX_HEARTBEAT_TASKS);
-                    hb.tasks = hb.tasks.into_iter().map(TaskStatus::bounded).collect();
-                    hb.engine = hb.engine.map(EngineStatus::bounded);
-                    self.core
-                        .handle_heartbeat(from, hb.held_lease.map(Epoch), now);
-                    self.core.set_capacity(from, hb.capacity);
-                    self.note_task_reports(from, &hb.tasks);
-                    self.heartbeat_at.insert(from.clone(), now);
-                    hb.gpus.truncate(MAX_GPUS);
-                    hb.gpus = hb.gpus.into_iter().map(Gpu::bounded).collect();
-                    self.heartbeats.insert(from.clone(), hb);
-                }
-                Err(e) => debug!(%from, error = %e, "dropping a malformed heartbeat"),
+            Channel::Lease => match serde_json::from_slice::<LeaseRenewal>(data) {
+                Ok(renewal) => self.core.handle_renewal(from, Epoch(renewal.epoch), now),
+                Err(e) => debug!(%from, error = %e, "dropping a malformed lease renewal"),
             },
         }
     }

@@ -1,5 +1,5 @@
-//! Time: the tick that decides (lease, schedule), heartbeats, anti-entropy, and keeping the
-//! member set and this member's addresses current.
+//! Time: the tick that decides (lease, schedule), failure detection, lease renewals, reports,
+//! anti-entropy, and keeping the member set and this member's addresses current.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 use warren_crdt::{MemberState, NodeId};
 
 use crate::core::{Action, ClusterView, Millis};
-use crate::protocol::{Heartbeat, MAX_HEARTBEAT_TASKS};
+use crate::protocol::LeaseRenewal;
 
 use super::{Channel, NodeMachine, Output};
 
@@ -18,7 +18,8 @@ use super::{Channel, NodeMachine, Output};
 pub const MERGE_WAIT_MS: u64 = 10_000;
 
 impl NodeMachine {
-    /// Time passed: decide (lease, schedule), heartbeat and anti-entropy when due, keep the
+    /// Time passed: decide (lease, schedule), probe (SWIM), renew the lease when this node
+    /// holds it, send reports and run anti-entropy when due, keep the
     /// member set and this member's addresses current. While changes received wait for
     /// history this replica lacks (for at most [`MERGE_WAIT_MS`]), the scheduler removes no
     /// slot of a scale down
@@ -60,13 +61,15 @@ impl NodeMachine {
                 Err(e) => warn!(error = %e, "could not write a scheduling decision"),
             }
         }
+        self.flush_swim();
         self.refresh_members();
         self.refresh_own_addrs();
         self.refresh_own_key();
-        if now >= self.next_heartbeat {
-            self.next_heartbeat = Millis(now.0 + self.config.heartbeat_ms);
-            self.send_heartbeat();
+        if now >= self.next_renewal {
+            self.next_renewal = Millis(now.0 + self.config.renew_ms);
+            self.renew_lease();
         }
+        self.send_reports(now);
         if now >= self.next_anti_entropy {
             self.next_anti_entropy = Millis(now.0 + self.config.anti_entropy_ms);
             self.anti_entropy();
@@ -74,50 +77,45 @@ impl NodeMachine {
     }
 
     /// The latest instant at which the driver should next call
-    /// [`handle_tick`](NodeMachine::handle_tick): the earliest of the next heartbeat, the next
-    /// anti-entropy round, and one core tick period ([`CoreConfig::tick_ms`]) after the last
-    /// tick, since the core's lease and membership timers and its stall detection expect a
-    /// tick at least that often. At or before now when something is due already (a new
-    /// machine's first heartbeat).
+    /// [`handle_tick`](NodeMachine::handle_tick): the earliest of the next lease renewal, the
+    /// next anti-entropy round, failure detection's next deadline, and one core tick period
+    /// ([`CoreConfig::tick_ms`]) after the last tick, since the core's lease timer and its
+    /// stall detection expect a tick at least that often. At or before now when something is
+    /// due already (a new machine's first probe).
     ///
     /// A driver may tick earlier (a tick after other inputs decides on them sooner). Ticking
-    /// later delays heartbeats and decisions; more than two tick periods late, the core takes
+    /// later delays probes and decisions; more than two tick periods late, the core takes
     /// the excess for a stall of its own and credits it to its peers' silence
     /// ([`Core::tick`](crate::core::Core::tick)).
     ///
     /// [`CoreConfig::tick_ms`]: crate::core::CoreConfig::tick_ms
     pub fn poll_timeout(&self) -> Millis {
         let core_due = Millis(self.last_tick.0.saturating_add(self.config.core.tick_ms));
-        self.next_heartbeat
+        self.next_renewal
             .min(self.next_anti_entropy)
             .min(core_due)
+            .min(self.core.swim_timeout(self.last_tick))
     }
 
-    fn send_heartbeat(&mut self) {
-        self.heartbeat_seq += 1;
+    /// Gossips a renewal of the lease this node holds, if it holds one.
+    fn renew_lease(&mut self) {
         let view = self.view_cache.get_or_insert_with(|| {
             ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
         });
-        let held_lease = self.core.held_lease(view).map(|e| e.0);
-        let mut tasks = self.local_status.clone();
-        tasks.truncate(MAX_HEARTBEAT_TASKS);
-        let heartbeat = Heartbeat {
-            seq: self.heartbeat_seq,
-            name: self.name.clone(),
-            held_lease,
-            api: self.api.clone(),
-            tasks,
-            capacity: self.core.capacities().get(&self.me).copied(),
-            usage: self.usage,
-            gpus: self.gpus.clone(),
-            engine: self.local_engine.clone(),
+        let Some(epoch) = self.core.held_lease(view) else {
+            return;
         };
-        match serde_json::to_vec(&heartbeat) {
+        self.renewal_seq += 1;
+        let renewal = LeaseRenewal {
+            epoch: epoch.0,
+            seq: self.renewal_seq,
+        };
+        match serde_json::to_vec(&renewal) {
             Ok(data) => self.outputs.push_back(Output::Publish {
-                channel: Channel::Heartbeat,
+                channel: Channel::Lease,
                 data,
             }),
-            Err(e) => warn!(error = %e, "could not encode a heartbeat"),
+            Err(e) => warn!(error = %e, "could not encode a lease renewal"),
         }
     }
 
@@ -145,6 +143,8 @@ impl NodeMachine {
             .map(|m| (m.id.clone(), m.addrs.clone()))
             .collect();
         if members != self.members {
+            self.core.set_members(members.keys());
+            self.reports.retain_members(&members);
             self.members = members.clone();
             self.outputs.push_back(Output::SetMembers(members));
         }

@@ -1,11 +1,13 @@
 //! An in-memory cluster of [`NodeMachine`]s for unit tests, after quinn-proto's test `Pair`:
 //! the machines, a simulated clock and a [`Cluster::drive`] that carries every [`Output`]
-//! out — gossip to the other members, sync requests to their target and the answers back —
+//! out — gossip to the other members, direct messages and sync requests to their target and
+//! the answers back —
 //! until none is left. No network, no disk, no sleeps: a test is a sequence of inputs and
 //! assertions, and it replays exactly (seeded generators, a fixed document clock).
 //!
 //! It models the daemon's driver only as far as a test needs: a member hears gossip only from
-//! the members its machine last named ([`Output::SetMembers`], as the mesh filters), persists
+//! the members its machine last named ([`Output::SetMembers`], as the mesh filters; a direct
+//! message too), persists
 //! are counted, and links can be cut. `warren-simulations` is the full simulator (latency,
 //! loss, crashes, containers); this is the small deterministic helper.
 
@@ -68,6 +70,8 @@ pub(crate) struct Cluster {
     pub(crate) dropped: usize,
     /// Sync requests carried out.
     pub(crate) sync_requests: usize,
+    /// Direct messages sent (SWIM, reports), delivered or not.
+    pub(crate) direct: usize,
     /// Links that carry nothing, as (lower index, higher index).
     cut: BTreeSet<(usize, usize)>,
     config: MachineConfig,
@@ -89,6 +93,7 @@ impl Cluster {
             gossip: true,
             dropped: 0,
             sync_requests: 0,
+            direct: 0,
             cut: BTreeSet::new(),
             config,
             seed: 1,
@@ -303,6 +308,20 @@ impl Cluster {
                     self.nodes[to]
                         .machine
                         .handle_gossip(channel, &sender, &data, now);
+                }
+            }
+            Output::Send { to, data } => {
+                self.direct += 1;
+                match self.index_of(&to) {
+                    Some(target)
+                        if self.linked(from, target)
+                            && self.nodes[target].members.contains(&sender) =>
+                    {
+                        self.nodes[target]
+                            .machine
+                            .handle_direct(&sender, &data, now);
+                    }
+                    _ => self.dropped += 1,
                 }
             }
             Output::SyncRequest { to, body } => {
