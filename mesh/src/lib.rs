@@ -26,16 +26,16 @@
 //! Gossip messages are signed by their author (gossipsub `Strict` validation); the
 //! [`MeshEvent::Gossip`] `source` is that verified author, not the peer that forwarded it.
 //!
-//! Direct messages are datagrams: at most [`MAX_DIRECT_BYTES`] (64 KiB), no answer to the
-//! node, possibly lost (counted on both sides, see [`MeshStats`]), and
+//! Direct messages are datagrams: at most [`MAX_DIRECT_BYTES`], no answer to the node,
+//! possibly lost (counted on both sides, see [`MeshStats`]), and
 //! [`send_direct`](MeshHandle::send_direct) never waits. They have a protocol of their own
 //! rather than a fourth [`RequestKind`]: request-response bounds streams per connection and
 //! behaviour, so a burst of direct messages never takes the slots of Sync and Logs requests;
 //! they get a short acknowledgement timeout (5 s) and a codec that reads no more than
-//! 64 KiB, where requests have 10 s and 1 MiB; and the node's `RequestKind` keeps the kinds it
-//! answers. The receiving mesh acknowledges each message as soon as it is read, whatever it
-//! then does with it; at most [`MAX_DIRECT_IN_FLIGHT`] (64) to one peer await their
-//! acknowledgement at once.
+//! [`MAX_DIRECT_BYTES`], where requests have 10 s and 1 MiB; and the node's `RequestKind`
+//! keeps the kinds it answers. The receiving mesh acknowledges each message as soon as it is
+//! read, whatever it then does with it; at most [`MAX_DIRECT_IN_FLIGHT`] (64) to one peer
+//! await their acknowledgement at once.
 //!
 //! ## Admission
 //!
