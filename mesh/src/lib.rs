@@ -4,10 +4,11 @@
 //! task (an *actor*) and talks to the rest of the node through two bounded channels:
 //!
 //! * a [`MeshHandle`] (cheap to clone) sends commands: [`publish`](MeshHandle::publish) gossip,
-//!   send a [`request`](MeshHandle::request), [`set_members`](MeshHandle::set_members),
-//!   [`dial`](MeshHandle::dial), [`stats`](MeshHandle::stats), [`shutdown`](MeshHandle::shutdown);
+//!   send a [`request`](MeshHandle::request) or a [`direct`](MeshHandle::send_direct) message,
+//!   [`set_members`](MeshHandle::set_members), [`dial`](MeshHandle::dial),
+//!   [`stats`](MeshHandle::stats), [`shutdown`](MeshHandle::shutdown);
 //! * a `tokio::sync::mpsc::Receiver<`[`MeshEvent`]`>` delivers what the network says: gossip,
-//!   inbound requests, connections, listen addresses.
+//!   inbound requests and direct messages, connections, listen addresses.
 //!
 //! Payloads are opaque bytes here: the node decides what they mean (Automerge change bytes,
 //! heartbeats, sync messages, join tokens).
@@ -19,10 +20,22 @@
 //! | transport | QUIC (`/udp/N/quic-v1`), TCP + noise + yamux fallback | everything |
 //! | gossip | gossipsub, topics `warren/{cluster_id}/changes` and `warren/{cluster_id}/heartbeat` | fast path: change bytes, heartbeats |
 //! | request-response | CBOR on [`REQUEST_PROTOCOL`] (`/warren/req/1`) | [`RequestKind::Sync`] (Automerge sync dialogue, repair), [`RequestKind::Join`], [`RequestKind::Logs`] (a service's container logs) |
+//! | direct messages | CBOR request-response on [`DIRECT_PROTOCOL`] (`/warren/direct/1`), acknowledged by the receiving mesh | fire-and-forget unicast between members ([`MeshHandle::send_direct`], [`MeshEvent::Direct`]): SWIM probes and acks |
 //! | identify | [`IDENTIFY_PROTOCOL`] (`/warren/id/1`) | learning the listen addresses of peers |
 //!
 //! Gossip messages are signed by their author (gossipsub `Strict` validation); the
 //! [`MeshEvent::Gossip`] `source` is that verified author, not the peer that forwarded it.
+//!
+//! Direct messages are datagrams: at most [`MAX_DIRECT_BYTES`], no answer to the node,
+//! possibly lost (counted on both sides, see [`MeshStats`]), and
+//! [`send_direct`](MeshHandle::send_direct) never waits. They have a protocol of their own
+//! rather than a fourth [`RequestKind`]: request-response bounds streams per connection and
+//! behaviour, so a burst of direct messages never takes the slots of Sync and Logs requests;
+//! they get a short acknowledgement timeout (5 s) and a codec that reads no more than
+//! [`MAX_DIRECT_BYTES`], where requests have 10 s and 1 MiB; and the node's `RequestKind`
+//! keeps the kinds it answers. The receiving mesh acknowledges each message as soon as it is
+//! read, whatever it then does with it; at most [`MAX_DIRECT_IN_FLIGHT`] (64) to one peer
+//! await their acknowledgement at once.
 //!
 //! ## Admission
 //!
@@ -30,7 +43,8 @@
 //! always counts as a member. Then:
 //!
 //! * gossip authored by a non-member is rejected (gossipsub validation) and counted in
-//!   [`MeshStats::dropped_non_member`]; it never reaches the event channel;
+//!   [`MeshStats::dropped_non_member`]; it never reaches the event channel; so is a direct
+//!   message from a non-member (acknowledged, then dropped);
 //! * a [`RequestKind::Sync`] or [`RequestKind::Logs`] request (any kind but `Join`) from a
 //!   non-member is answered `Response::Refused("not a member")` by the mesh itself and
 //!   counted;
@@ -43,7 +57,18 @@
 //!   [`NonMemberLimits`]): at most 128 incoming handshakes at once (anyone's), 64
 //!   established incoming connections of non-members all together, 2 per non-member and 8
 //!   per IP address, each closed 30 s after it was established (a join takes less). Members
-//!   are not counted. Not yet: rate limits on members' gossip and requests.
+//!   are not counted;
+//! * members are rate-limited ([`MeshConfig::member`], [`MemberLimits`]): a token bucket per
+//!   member for the gossip it authored (1,000 messages/s, bursts of 2,000), its requests
+//!   (100/s, bursts of 200) and its direct messages (500/s, bursts of 1,000). Over the limit,
+//!   gossip is ignored in validation (not delivered, not forwarded, no forwarder penalised),
+//!   a request is answered `Response::Refused("rate limited")` by the mesh, a direct message
+//!   is dropped; all counted in [`MeshStats::dropped_rate_limited`]. The buckets of a peer
+//!   are dropped when it leaves the member set.
+//!
+//! gossipsub verifies a message's signature before the mesh sees it, so a member's flood
+//! costs a verification per message (some 30 µs optimised) before its rate limit applies;
+//! the limit bounds what is delivered and forwarded, hence the cost to every other node.
 //!
 //! Membership is symmetric in effect: a node only publishes to, and accepts gossip and Sync
 //! requests from, peers in *its own* member set. A joining node therefore sends its Join
@@ -62,9 +87,10 @@
 //! ## Backpressure
 //!
 //! All channels are bounded ([`MeshConfig::channel_capacity`]). The swarm never waits for the
-//! node: when the event channel is full, gossip is dropped (counted in
-//! [`MeshStats::dropped_overflow`]; anti-entropy repairs it) and inbound requests are
-//! answered `Refused("overloaded")`. Commands wait for room in the command channel.
+//! node: when the event channel is full, gossip and direct messages are dropped (counted in
+//! [`MeshStats::dropped_overflow`]; anti-entropy repairs gossip) and inbound requests are
+//! answered `Refused("overloaded")`. Commands wait for room in the command channel, except
+//! [`send_direct`](MeshHandle::send_direct), which drops the message when it is full.
 //!
 //! ## Example
 //!
@@ -80,6 +106,8 @@
 //!     match event {
 //!         MeshEvent::Gossip { topic, source, data } => { /* apply */ }
 //!         MeshEvent::Request { reply, .. } => reply.send(Response::Ok(vec![])).await?,
+//!         // A datagram from a member: answer it (or not) with a datagram of our own.
+//!         MeshEvent::Direct { from, data } => mesh.send_direct(from, data)?,
 //!         _ => {}
 //!     }
 //! }
