@@ -20,33 +20,17 @@
 //! [`RSS_BOUND_KB`].
 //!
 //! Run alone to see the figures: `cargo nextest run -p warren-mesh --test flood
-//! --run-ignored all --no-capture`.
+//! --no-capture`.
 //!
-//! ## Why it is ignored by default: debug-built ed25519
+//! ## Why the workspace optimises the crypto crates in its dev profile
 //!
 //! In the dev profile ed25519-dalek verifies one signature in about 7 ms (optimised: 27 µs;
 //! measured on this VM). Every gossip message is verified by gossipsub, before any rate limit
 //! can see it, so a debug build turns any gossip flood into CPU exhaustion of the whole
 //! process: measured, B's mesh saw 34 to 90 of M's messages a second (never reaching its
-//! 1,000/s limit) and 36 of A's 60 requests timed out. The test passes (and was measured) with
-//! the crypto crates optimised, which the workspace's root `Cargo.toml` should do beside
-//! automerge (its sole owner decides; until then pass it on the command line):
-//!
-//! ```toml
-//! [profile.dev.package.curve25519-dalek]
-//! opt-level = 3
-//! [profile.dev.package.ed25519-dalek]
-//! opt-level = 3
-//! [profile.dev.package.sha2]
-//! opt-level = 3
-//! ```
-//!
-//! ```sh
-//! cargo nextest run -p warren-mesh --test flood --run-ignored all --no-capture \
-//!   --config 'profile.dev.package.curve25519-dalek.opt-level=3' \
-//!   --config 'profile.dev.package.ed25519-dalek.opt-level=3' \
-//!   --config 'profile.dev.package.sha2.opt-level=3'
-//! ```
+//! 1,000/s limit) and 36 of A's 60 requests timed out. The root `Cargo.toml` therefore builds
+//! curve25519-dalek, ed25519-dalek and sha2 at `opt-level = 3` in dev too, as it does
+//! automerge: a debug build of the daemon then behaves under load like a release one.
 //!
 //! The attacker's direct messages share M's one connection with its own gossip flood, so
 //! most of them wait behind it: M's in-flight bound drops the rest at M.
@@ -342,7 +326,6 @@ async fn attack(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs ed25519 optimised in the dev profile: see the module doc"]
 async fn a_flooded_cluster_keeps_gossiping_and_answering() {
     init_tracing();
     let test_start = Instant::now();
