@@ -33,8 +33,8 @@ use tracing::{debug, info, trace, warn, Instrument};
 use crate::{
     limits::{RateLimits, Traffic},
     short_peer_id, wire, Command, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshStats,
-    ReplyHandle, RequestKind, Response, Topic, DIRECT_PROTOCOL, IDENTIFY_PROTOCOL,
-    MAX_DIRECT_IN_FLIGHT, REQUEST_PROTOCOL,
+    ReplyHandle, RequestKind, Response, Topic, DIRECT_PROTOCOL, MAX_DIRECT_IN_FLIGHT,
+    REQUEST_PROTOCOL,
 };
 
 /// Room for gossipsub's envelope (author, sequence number, topic, signature, protobuf framing)
@@ -54,6 +54,9 @@ const PORT_RELEASE_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Identify listen addresses kept per peer, at most.
 const MAX_ADDRS_PER_PEER: usize = 16;
+
+/// Most peers remembered as refused for their protocol version (one warning each).
+const MAX_INCOMPATIBLE: usize = 1_024;
 
 /// A QUIC connection that received nothing (not even a keep-alive, sent every fifth of this)
 /// for this many milliseconds is dead. libp2p's default is 10 s; a peer restarted within this
@@ -118,6 +121,11 @@ struct Actor {
     dropped_non_member: u64,
     dropped_overflow: u64,
     dropped_rate_limited: u64,
+    /// Peers refused for speaking another protocol version (at most [`MAX_INCOMPATIBLE`]
+    /// remembered).
+    incompatible: HashSet<PeerId>,
+    /// The version this node announces ([`MeshConfig::identify_version`]).
+    identify_version: String,
     /// Direct messages dropped by handles because the command channel was full.
     direct_queue_full: Arc<AtomicU64>,
     dropped_direct_outbound: u64,
@@ -238,6 +246,8 @@ async fn start(config: MeshConfig, local: PeerId) -> Result<Started, MeshError> 
         dropped_non_member: 0,
         dropped_overflow: 0,
         dropped_rate_limited: 0,
+        incompatible: HashSet::new(),
+        identify_version: config.identify_version.clone(),
         direct_queue_full: Arc::new(AtomicU64::new(0)),
         dropped_direct_outbound: 0,
         failed_direct_outbound: 0,
@@ -306,7 +316,7 @@ fn build_behaviour(config: &MeshConfig) -> Result<Behaviour, MeshError> {
         request_response::Config::default().with_request_timeout(DIRECT_ACK_TIMEOUT),
     );
     let identify = identify::Behaviour::new(identify::Config::new(
-        IDENTIFY_PROTOCOL.to_string(),
+        config.identify_version.clone(),
         config.keypair.public(),
     ));
     let limits = crate::guard::Guard::new(config.non_member);
@@ -914,6 +924,22 @@ impl Actor {
 
     fn on_identify(&mut self, event: identify::Event) {
         if let identify::Event::Received { peer_id, info, .. } = event {
+            if info.protocol_version != self.identify_version {
+                // Another Warren release (or not Warren at all): it could connect, but it
+                // speaks other messages. Say so once per peer and close, rather than leave
+                // it half-working.
+                if self.incompatible.len() < MAX_INCOMPATIBLE && self.incompatible.insert(peer_id) {
+                    warn!(
+                        peer = %peer_id,
+                        theirs = %info.protocol_version,
+                        ours = %self.identify_version,
+                        "refusing a peer on another Warren protocol version; run the same \
+                         Warren release on every node"
+                    );
+                }
+                let _ = self.swarm.disconnect_peer_id(peer_id);
+                return;
+            }
             trace!(peer = %peer_id, addrs = ?info.listen_addrs, "identified");
             let mut addrs: Vec<Multiaddr> = Vec::new();
             for addr in info.listen_addrs.into_iter().map(without_p2p) {
@@ -971,6 +997,7 @@ impl Actor {
                     dropped_non_member: self.dropped_non_member,
                     dropped_overflow: self.dropped_overflow,
                     dropped_rate_limited: self.dropped_rate_limited,
+                    incompatible_peers: self.incompatible.len() as u64,
                     dropped_direct_outbound: self.dropped_direct_outbound
                         + self.direct_queue_full.load(Ordering::Relaxed),
                     failed_direct_outbound: self.failed_direct_outbound,
@@ -1006,7 +1033,7 @@ impl Actor {
     }
 
     /// Drops every connection to a connected member that gossipsub has not known as
-    /// subscribed to our heartbeat topic for [`UNSUBSCRIBED_STRIKES`] redial periods, so that
+    /// subscribed to our lease topic for [`UNSUBSCRIBED_STRIKES`] redial periods, so that
     /// the redial opens one fresh connection.
     ///
     /// gossipsub (0.49) announces its subscriptions to a peer once, on the first connection,

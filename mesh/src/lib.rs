@@ -10,18 +10,21 @@
 //! * a `tokio::sync::mpsc::Receiver<`[`MeshEvent`]`>` delivers what the network says: gossip,
 //!   inbound requests and direct messages, connections, listen addresses.
 //!
-//! Payloads are opaque bytes here: the node decides what they mean (Automerge change bytes,
-//! heartbeats, sync messages, join tokens).
+//! Payloads are opaque bytes here: the node decides what they mean (SWIM messages, reports and
+//! the broadcast tree's messages as direct messages, lease renewals as gossip, sync messages,
+//! join tokens). How the node uses them — SWIM membership, the Plumtree broadcast of changes,
+//! soft state to the members that need it — is described in `warren-core` (`core::swim`,
+//! `core::plumtree`, `machine::reports`) and DESIGN §4.
 //!
 //! ## Protocols
 //!
 //! | What | libp2p protocol | Used for |
 //! |---|---|---|
 //! | transport | QUIC (`/udp/N/quic-v1`), TCP + noise + yamux fallback | everything |
-//! | gossip | gossipsub, topics `warren/{cluster_id}/changes` and `warren/{cluster_id}/heartbeat` | fast path: change bytes, heartbeats |
-//! | request-response | CBOR on [`REQUEST_PROTOCOL`] (`/warren/req/1`) | [`RequestKind::Sync`] (Automerge sync dialogue, repair), [`RequestKind::Join`], [`RequestKind::Logs`] (a service's container logs) |
-//! | direct messages | CBOR request-response on [`DIRECT_PROTOCOL`] (`/warren/direct/1`), acknowledged by the receiving mesh | fire-and-forget unicast between members ([`MeshHandle::send_direct`], [`MeshEvent::Direct`]): SWIM probes and acks |
-//! | identify | [`IDENTIFY_PROTOCOL`] (`/warren/id/1`) | learning the listen addresses of peers |
+//! | gossip | gossipsub, topics `warren/{cluster_id}/lease` (and `.../changes`, which the node no longer publishes on) | the lease holder's renewals: one small signed message per renewal period |
+//! | request-response | CBOR on [`REQUEST_PROTOCOL`] (`/warren/req/2`) | [`RequestKind::Sync`] (Automerge sync dialogue, repair), [`RequestKind::Join`], [`RequestKind::Logs`] (a service's container logs) |
+//! | direct messages | CBOR request-response on [`DIRECT_PROTOCOL`] (`/warren/direct/1`), acknowledged by the receiving mesh | fire-and-forget unicast between members ([`MeshHandle::send_direct`], [`MeshEvent::Direct`]): SWIM probes and acks, reports, the broadcast tree's messages (changes) |
+//! | identify | [`IDENTIFY_PROTOCOL`] (`/warren/id/2`) | learning the listen addresses of peers; a peer announcing another version is refused ([`MeshStats::incompatible_peers`]) |
 //!
 //! Gossip messages are signed by their author (gossipsub `Strict` validation); the
 //! [`MeshEvent::Gossip`] `source` is that verified author, not the peer that forwarded it.
@@ -169,7 +172,7 @@ pub mod fuzzing {
 }
 
 /// Protocol name of the request-response protocol (Sync, Join and Logs requests).
-pub const REQUEST_PROTOCOL: &str = "/warren/req/1";
+pub const REQUEST_PROTOCOL: &str = "/warren/req/2";
 
 /// Protocol name of direct messages ([`MeshHandle::send_direct`], [`MeshEvent::Direct`]).
 pub const DIRECT_PROTOCOL: &str = "/warren/direct/1";
@@ -186,8 +189,13 @@ pub const MAX_DIRECT_BYTES: usize = 512 * 1024;
 /// request-response's 100 streams per connection, so direct messages never exhaust them.
 pub const MAX_DIRECT_IN_FLIGHT: usize = 64;
 
-/// Protocol version string announced by identify.
-pub const IDENTIFY_PROTOCOL: &str = "/warren/id/1";
+/// Protocol version string announced by identify. Version 2 came with SWIM membership,
+/// direct messages and the broadcast tree (issue 13); a node of version 1 (all-to-all
+/// heartbeats) cannot take part. Each side refuses a peer that announces another version:
+/// it logs a warning naming both versions once per peer, counts it
+/// ([`MeshStats::incompatible_peers`]) and disconnects. The older side's requests also fail,
+/// on [`REQUEST_PROTOCOL`]'s new name.
+pub const IDENTIFY_PROTOCOL: &str = "/warren/id/2";
 
 /// Largest request body [`MeshHandle::request`] accepts.
 ///
@@ -273,6 +281,10 @@ pub struct MeshConfig {
     /// How much gossip, how many requests and how many direct messages one member may send
     /// this node.
     pub member: MemberLimits,
+    /// The protocol version this node announces in identify; always [`IDENTIFY_PROTOCOL`]
+    /// but in the test that plays an older release.
+    #[doc(hidden)]
+    pub identify_version: String,
 }
 
 /// Bounds on the connections of peers that are not members (a joining node, or anyone who
@@ -332,8 +344,9 @@ impl Rate {
 /// [`NonMemberLimits`].
 ///
 /// What goes over a limit is dropped and counted in [`MeshStats::dropped_rate_limited`]. The
-/// defaults are far above what a node sends in normal operation (a heartbeat a second, a
-/// change per write, a sync dialogue per peer every few seconds).
+/// defaults are far above what a node sends in normal operation (a lease renewal every
+/// 500 ms, a few SWIM messages and a report a second, a few broadcast messages per write, a
+/// sync dialogue per peer every few seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberLimits {
     /// Gossip messages *authored* by one member, as this node receives them from whichever
@@ -399,6 +412,7 @@ impl MeshConfig {
             max_gossip_bytes: 256 * 1024,
             channel_capacity: 1024,
             non_member: NonMemberLimits::default(),
+            identify_version: IDENTIFY_PROTOCOL.to_string(),
             member: MemberLimits::default(),
         }
     }
@@ -761,6 +775,9 @@ pub struct MeshStats {
     /// Gossip messages (ignored in validation), requests (answered `Refused("rate limited")`)
     /// and direct messages (dropped) of members over their [`MemberLimits`].
     pub dropped_rate_limited: u64,
+    /// Peers refused because identify showed another protocol version
+    /// ([`IDENTIFY_PROTOCOL`]): another Warren release. Each is logged once and disconnected.
+    pub incompatible_peers: u64,
     /// Outbound direct messages never sent: the command channel was full, or
     /// [`MAX_DIRECT_IN_FLIGHT`] to the same peer awaited their acknowledgement.
     pub dropped_direct_outbound: u64,

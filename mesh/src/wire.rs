@@ -83,8 +83,9 @@ pub(crate) fn decode_response(bytes: &[u8]) -> std::io::Result<Response> {
 ///
 /// A forwarded copy keeps its author's signed sequence number, so copies are duplicates; two
 /// publications are not, even with equal bytes. Hashing the data alone made a restarted node's
-/// first heartbeats (sequence 1, 2, ... and the same content as in its previous life) look like
-/// duplicates of messages still in gossipsub's cache, and peers dropped them.
+/// first heartbeats (now lease renewals: sequence 1, 2, ... and the same content as in its
+/// previous life) look like duplicates of messages still in gossipsub's cache, and peers
+/// dropped them.
 pub(crate) fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
     let source = message.source.map(|p| p.to_bytes()).unwrap_or_default();
     let sequence = message.sequence_number.unwrap_or_default().to_be_bytes();
@@ -259,7 +260,7 @@ mod tests {
         let base = message_id(&msg(a, "t", b"hb", 1));
         // A forwarded copy (same author, same sequence number) is the same message...
         assert_eq!(base, message_id(&msg(a, "t", b"hb", 1)));
-        // ...a new publication with the same bytes (a restarted node's heartbeat) is not.
+        // ...a new publication with the same bytes (a restarted node's renewal) is not.
         assert_ne!(base, message_id(&msg(a, "t", b"hb", 2)));
         assert_ne!(base, message_id(&msg(b, "t", b"hb", 1)));
         assert_ne!(base, message_id(&msg(a, "u", b"hb", 1)));

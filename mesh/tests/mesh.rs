@@ -1068,3 +1068,45 @@ async fn zero_member_limits_are_a_config_error() {
     config.member.gossip.per_second = 0;
     assert!(matches!(spawn(config).await, Err(MeshError::Config(_))));
 }
+
+/// A node of the previous release (identify `/warren/id/1`, all-to-all heartbeats) dials a
+/// current one: the current node refuses it (counted, disconnected, a warning naming both
+/// versions in its log), and the old node is refused the same way by its own check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_another_protocol_version_is_refused() {
+    let current = node(vec![quic()], no_requests).await;
+    let old = node_with(vec![quic()], no_requests, |c| {
+        c.identify_version = "/warren/id/1".into();
+    })
+    .await;
+    // Both name each other as members: the version alone keeps them apart.
+    current
+        .mesh
+        .set_members(members(&[&current, &old]))
+        .await
+        .unwrap();
+    old.mesh
+        .set_members(members(&[&current, &old]))
+        .await
+        .unwrap();
+    old.mesh.dial(current.addrs[0].clone()).await.unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let refused = loop {
+        let stats = current.mesh.stats().await.unwrap();
+        if stats.incompatible_peers == 1 || Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        refused.incompatible_peers, 1,
+        "the old node was not refused"
+    );
+    assert_eq!(
+        old.mesh.stats().await.unwrap().incompatible_peers,
+        1,
+        "the old node's side saw the other version too"
+    );
+    current.mesh.shutdown().await;
+    old.mesh.shutdown().await;
+}

@@ -8,11 +8,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use warren_core::core::{
     round_statuses, ActualTask, ActualTaskState, ClusterView, DesiredTask, LeaseDecision, Millis,
-    RuntimeAction, Supervisor, TaskHealth,
+    PlumMessage, RuntimeAction, Supervisor, TaskHealth,
 };
 use warren_core::invariants::{self, LeaseSeen, RunningCopy};
 use warren_core::machine::{Channel, NodeMachine, Output, Write};
-use warren_core::protocol::TaskState;
+use warren_core::protocol::{Direct, TaskState};
 use warren_crdt::{
     ClusterInfo, DesiredState, HealthCheck, HealthProbe, Lease, Member, MemberState, NodeId,
     RestartCondition, RestartPolicy, ServiceName, ServiceSpec, SlotId,
@@ -254,7 +254,6 @@ struct SimNode {
     /// Outputs deferred by [`Fault::AckBeforePersist`].
     deferred: bool,
     /// The write whose change the next `Changes` publish carries.
-    hash_for: Option<usize>,
     /// The heads at the last fencing check.
     fencing_heads: Vec<String>,
 }
@@ -528,7 +527,6 @@ impl Simulation {
                 reconciled_heads: Vec::new(),
                 pending_ack: Vec::new(),
                 deferred: false,
-                hash_for: None,
                 fencing_heads: Vec::new(),
             });
         }
@@ -614,7 +612,6 @@ impl Simulation {
         node.supervisor = Supervisor::new();
         node.reconciled_heads.clear();
         node.pending_ack.clear();
-        node.hash_for = None;
         node.deferred = false;
         node.fencing_heads.clear();
         let mut config = self.params.machine;
@@ -694,6 +691,13 @@ impl Simulation {
                 .iter()
                 .map(|p| format!("{:?}", m.liveness(p, now)))
                 .collect();
+            let (eager, lazy) = m.broadcast_tree().neighbours();
+            eprintln!(
+                "n{i} tree eager {} lazy {} {:?}",
+                eager.len(),
+                lazy.len(),
+                m.broadcast_tree().stats()
+            );
             let decision = m.lease_decision().cloned();
             let assigned = m.view().assignments.len();
             let me = m.id().clone();
@@ -705,6 +709,19 @@ impl Simulation {
                 .map(|(s, a)| format!("{}/{}@{}", s.service, s.slot, a.spec_generation))
                 .collect();
             let awaiting = m.awaiting_slots(now);
+            let held: Vec<String> = m
+                .held_slots(now)
+                .iter()
+                .map(|(s, h)| format!("{}/{} {:?}", s.service, s.slot, h))
+                .collect();
+            eprintln!("n{i} held {held:?}");
+            for j in 0..ids.len() {
+                if let Some((r, at)) = m.report_of(&ids[j]) {
+                    for t in r.tasks.iter().filter(|t| t.service == "svc29") {
+                        eprintln!("n{i} report of n{j} at {at:?} (now {now:?}): {t:?}");
+                    }
+                }
+            }
             let desired = m.desired(now);
             eprintln!(
                 "n{i}: live {live:?} lease {decision:?} assignments {assigned} running {running}\n  mine {mine:?}\n  awaiting {awaiting:?}\n  desired {desired:?}"
@@ -795,6 +812,26 @@ impl Simulation {
                 self.direct_messages += 1;
                 self.direct_bytes += data.len() as u64;
                 self.nodes[to].busy_until = self.now + self.params.cost_direct_us;
+                if let Some((id, round)) = plum_gossip(&data) {
+                    if let Some(c) = self.changes.get_mut(&id) {
+                        c.copies += 1;
+                    }
+                    if self.nodes[to].seen.insert(id) {
+                        if std::env::var_os("WARREN_SIM_DUMP").is_some() {
+                            let d = self.changes.get(&id).map_or(0, |c| (self.now - c.t0) / MS);
+                            eprintln!(
+                                "first {id:x} at n{to} round {round} after {d} ms from n{from}"
+                            );
+                        }
+                        let done = self.now + self.params.cost_change_us;
+                        self.nodes[to].busy_until = done;
+                        if let Some(c) = self.changes.get_mut(&id) {
+                            c.reached += 1;
+                            c.last = c.last.max(done);
+                            self.latencies_us.push(done - c.t0);
+                        }
+                    }
+                }
                 let now = self.local_now(to);
                 let from_id = self.nodes[from].id.clone();
                 self.machine(to).handle_direct(&from_id, &data, now);
@@ -960,6 +997,20 @@ impl Simulation {
                     let Some(j) = self.index_of(&to) else {
                         continue;
                     };
+                    if let Some((id, 0)) = plum_gossip(&data) {
+                        // A change leaves its origin along the broadcast tree.
+                        if !self.changes.contains_key(&id) {
+                            self.record(12, i, id);
+                            self.nodes[i].seen.insert(id);
+                            let track = ChangeTrack {
+                                t0: self.now,
+                                reached: 0,
+                                last: self.now,
+                                copies: 0,
+                            };
+                            self.changes.insert(id, track);
+                        }
+                    }
                     self.messages += 1;
                     let t = self.nodes[i].busy_until.max(self.now) + self.reliable_delay(i, j);
                     self.push(
@@ -1082,9 +1133,6 @@ impl Simulation {
             }
             Channel::Changes => {
                 self.record(12, i, d);
-                if let Some(w) = self.nodes[i].hash_for.take() {
-                    self.writes[w].hash = change_hash(&data);
-                }
                 self.nodes[i].seen.insert(id);
                 self.changes.insert(
                     id,
@@ -1828,9 +1876,16 @@ impl Simulation {
         };
         self.written_at.insert(service.clone(), self.now);
         self.record(23, i, digest(service.as_str().as_bytes()));
+        let heads_before = self.machine(i).state_mut().heads();
         if self.machine(i).write(write).is_err() {
             return;
         }
+        // The write's change, if it made one (scaling to the current count makes none).
+        let hash = if self.machine(i).state_mut().heads() != heads_before {
+            self.machine(i).history(None, 1).pop().map(|h| h.hash)
+        } else {
+            None
+        };
         let w = self.writes.len();
         let from_slot = match kind {
             WriteKind::Create(_) => None,
@@ -1850,25 +1905,18 @@ impl Simulation {
             node: i,
             kind: label,
             service,
-            hash: None,
+            hash,
             acked: false,
         });
         self.nodes[i].pending_ack.push(w);
-        self.nodes[i].hash_for = Some(w);
         if self.fault == Fault::AckBeforePersist {
             // The broken driver: acknowledge now, persist and gossip later.
             self.writes[w].acked = true;
-            // The change's hash, without carrying out any output.
             self.nodes[i].deferred = true;
             self.nodes[i].pending_ack.clear();
-            self.nodes[i].hash_for = None;
-            let hash = self.machine(i).history(None, 1).pop().map(|h| h.hash);
-            self.writes[w].hash = hash;
             return;
         }
         self.drain(i);
-        // A write that changed nothing (scaling to the current count) publishes no change.
-        self.nodes[i].hash_for = None;
     }
 
     // ---- checks ----------------------------------------------------------------------------
@@ -2212,6 +2260,15 @@ impl Simulation {
                 full.push(c.last - c.t0);
             }
         }
+        let mut swim = warren_core::core::SwimStats::default();
+        for m in self.nodes.iter().filter_map(|n| n.machine.as_ref()) {
+            let st = m.swim_stats();
+            swim.sent += st.sent;
+            swim.received += st.received;
+            swim.failed_probes += st.failed_probes;
+            swim.refutations += st.refutations;
+            swim.downs += st.downs;
+        }
         Report {
             scenario: self.scenario.name.clone(),
             nodes: self.nodes.len(),
@@ -2234,6 +2291,10 @@ impl Simulation {
             containers_stopped: self.stopped,
             containers_failed: self.failed,
             lease_checks_split: self.lease_checks_split,
+            direct_messages: self.direct_messages,
+            direct_bytes: self.direct_bytes,
+            lease_copies: self.lease_copies,
+            swim,
         }
     }
 }
@@ -2267,10 +2328,21 @@ fn scaled_away_standing(view: &ClusterView, service: &ServiceName) -> bool {
         })
 }
 
-fn change_hash(bytes: &[u8]) -> Option<String> {
-    automerge::Change::from_bytes(bytes.to_vec())
-        .ok()
-        .map(|c| c.hash().to_string())
+/// The id (first 8 bytes of its [`MessageId`]) and round of a direct message that carries a
+/// change along the broadcast tree; `None` for any other message. Only such a message is
+/// decoded in full (the measurement's cost, not the node's).
+fn plum_gossip(data: &[u8]) -> Option<(u64, u16)> {
+    if !data.starts_with(br#"{"plum":{"gossip""#) {
+        return None;
+    }
+    match Direct::decode(data).ok()? {
+        Direct::Plum(PlumMessage::Gossip { id, round, .. }) => {
+            let mut head = [0u8; 8];
+            head.copy_from_slice(&id.0[..8]);
+            Some((u64::from_le_bytes(head), round))
+        }
+        _ => None,
+    }
 }
 
 /// Milliseconds on a clock running at `rate_ppm` from virtual µs `since_us` to `now_us`.

@@ -15,10 +15,11 @@
 //!   and at the first tick after the document changed; container crashes; a crash of the node
 //!   stops its containers (the restart starts them again).
 //! - **Network** ([`NetConfig`]): geographic delays (regions), jitter (which reorders), loss and
-//!   duplication of gossip, partitions into any number of components over time. `Changes`
-//!   gossip follows a gossipsub-like mesh of degree D (receivers forward a message they have
-//!   not seen to their mesh peers); heartbeats go directly to every reachable member (one copy
-//!   each: cheaper than the mesh and the same all-to-all liveness semantics). Sync requests
+//!   duplication of gossip, partitions into any number of components over time. Direct
+//!   messages (SWIM, reports, the broadcast tree that carries changes: the node's own
+//!   protocols, run unchanged) go to their one target; lease renewals follow a gossipsub-like
+//!   mesh of degree D (receivers forward a renewal they have not seen to their mesh peers).
+//!   Direct messages and sync requests
 //!   travel a reliable stream (loss costs retransmissions) and time out when the peer is
 //!   unreachable. A pair of nodes cut for longer than the connection timeout reconnects when
 //!   it meets again, and each side's machine is told (`handle_connected`), so they sync at once.

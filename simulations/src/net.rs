@@ -1,5 +1,5 @@
 //! The simulated network: geographic link delays, jitter, loss, duplication, partitions into
-//! components, and a gossipsub-like mesh for the `Changes` channel.
+//! components, and a gossipsub-like mesh for the gossip channels (the lease renewals).
 
 use rand::rngs::StdRng;
 use rand::Rng;

@@ -73,6 +73,17 @@ pub struct Report {
     /// Probes at which the lease check (invariant 3: one holder per component) ran while the
     /// network was split into more than one component.
     pub lease_checks_split: u64,
+    /// Direct messages delivered (SWIM, reports, the broadcast tree) and their bytes, all
+    /// nodes together.
+    pub direct_messages: u64,
+    /// See `direct_messages`.
+    pub direct_bytes: u64,
+    /// Lease renewals delivered (first copies), all nodes together.
+    pub lease_copies: u64,
+    /// Failure detection summed over the machines up at the end (a restart starts a node's
+    /// counters again): probes that failed, members declared down by the node's own
+    /// suspicion, suspicions of itself refuted.
+    pub swim: warren_core::core::SwimStats,
 }
 
 /// The `p`-th percentile (0–100) of `values`, nearest rank; `None` when empty.
@@ -159,6 +170,17 @@ impl Report {
                 h.replicas_total
             );
         }
+        let node_secs = self.nodes as f64 * self.virtual_ms as f64 / 1000.0;
+        let _ = writeln!(
+            s,
+            "  per node: {:.1} direct messages/s, {:.2} KB/s; {:.1} lease renewals/s · SWIM: {} failed probes, {} down verdicts, {} refutations",
+            self.direct_messages as f64 / node_secs,
+            self.direct_bytes as f64 / node_secs / 1000.0,
+            self.lease_copies as f64 / node_secs,
+            self.swim.failed_probes,
+            self.swim.downs,
+            self.swim.refutations
+        );
         let _ = writeln!(
             s,
             "  containers started {} · stopped {} · failed on a failing node {}",

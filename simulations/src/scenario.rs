@@ -221,7 +221,7 @@ pub const NAMES: &[&str] = &[
 pub fn default_duration_ms(name: &str) -> u64 {
     match name {
         "long-partition" => 35 * 60_000,
-        "propagation" => 12_000,
+        "propagation" | "propagation-loss-1" | "propagation-loss-10" => 12_000,
         _ => 60_000,
     }
 }
@@ -243,6 +243,8 @@ pub fn by_name(name: &str, nodes: usize, duration_ms: Option<u64>, seed: u64) ->
         "loss-10" => lossy("loss-10", nodes, d, 0.10),
         "pause-drift" => pause_drift(nodes, d),
         "propagation" => propagation(nodes, d),
+        "propagation-loss-1" => propagation_lossy("propagation-loss-1", nodes, d, 0.01),
+        "propagation-loss-10" => propagation_lossy("propagation-loss-10", nodes, d, 0.10),
         _ => return None,
     })
 }
@@ -435,8 +437,20 @@ pub fn pause_drift(nodes: usize, d: u64) -> Scenario {
     s.sorted()
 }
 
+/// [`propagation`] over a lossy network: each message (gossip, direct, a packet of a sync
+/// stream) lost with probability `loss`, duplicated with half that. Nothing crashes or splits,
+/// so every down verdict of failure detection is a false one: the figure of false
+/// down-detections per node-hour.
+pub fn propagation_lossy(name: &str, nodes: usize, d: u64, loss: f64) -> Scenario {
+    let mut s = propagation(nodes, d);
+    s.name = name.into();
+    s.params.net.loss = loss;
+    s.params.net.duplicate = loss / 2.0;
+    s
+}
+
 /// For the latency figures: after the lease settles, a write every 500 ms at a random node;
-/// nothing fails. At 1,000 nodes the tick and heartbeat are slower (see the README).
+/// nothing fails. At 1,000 nodes the tick and reconcile are slower (see the README).
 pub fn propagation(nodes: usize, d: u64) -> Scenario {
     let mut s = Scenario::new("propagation", nodes, d);
     s.params.settle_ms = 10_000;

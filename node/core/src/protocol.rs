@@ -76,6 +76,8 @@ pub const MAX_WANT_MS: u64 = 120_000;
 pub enum Direct {
     /// Membership and failure detection ([`crate::core::SwimMessage`]).
     Swim(crate::core::SwimMessage),
+    /// The broadcast tree that carries changes ([`crate::core::PlumMessage`]).
+    Plum(crate::core::PlumMessage),
     /// The sender's soft state.
     Report(Report),
     /// "Send me your reports for `ms` milliseconds" (at most [`MAX_WANT_MS`]): a peer whose

@@ -318,6 +318,7 @@ async fn run_node(
         renew_ms: config.renew_interval.as_millis() as u64,
         report_ms: config.report_interval.as_millis() as u64,
         anti_entropy_ms: config.anti_entropy_interval.as_millis() as u64,
+        ..MachineConfig::default()
     };
     let (command_tx, command_rx) = mpsc::channel(256);
     let (desired_tx, desired_rx) = watch::channel(None);

@@ -210,6 +210,8 @@ pub struct SwimStats {
     pub failed_probes: u64,
     /// Suspicions of this node that it refuted.
     pub refutations: u64,
+    /// Members this node's own suspicion timed out on (it declared them down).
+    pub downs: u64,
 }
 
 /// One node's SWIM state machine. Feed it the members, messages and ticks; drain what it
@@ -234,6 +236,8 @@ pub struct Swim {
     outbox: VecDeque<(NodeId, SwimMessage)>,
     rng: StdRng,
     stats: SwimStats,
+    /// Raised on every change of a member's state or of the member set.
+    version: u64,
 }
 
 impl Swim {
@@ -258,6 +262,7 @@ impl Swim {
             outbox: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
             stats: SwimStats::default(),
+            version: 0,
         }
     }
 
@@ -276,6 +281,13 @@ impl Swim {
     /// Counters since start.
     pub fn stats(&self) -> SwimStats {
         self.stats
+    }
+
+    /// A number raised on every change of a member's state (alive, suspect, down) or of the
+    /// member set: a caller that keeps something derived from the states recomputes it when
+    /// this moved.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The members, this node included or not (it is skipped): the desired state's admitted,
@@ -683,6 +695,7 @@ impl Swim {
             })
             .collect();
         for (node, inc) in expired {
+            self.stats.downs += 1;
             if let Some(m) = self.members.get_mut(&node) {
                 m.state = State::Down { since: now };
             }
@@ -771,6 +784,7 @@ impl Swim {
     }
 
     fn enqueue(&mut self, update: Update) {
+        self.version += 1;
         self.queue
             .insert(update.node.clone(), Queued { update, sent: 0 });
     }

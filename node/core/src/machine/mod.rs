@@ -55,7 +55,9 @@ use rand::SeedableRng;
 use rand_core::CryptoRngCore;
 use warren_crdt::{DesiredState, Epoch, NodeId, ServiceName, SlotId, SyncState};
 
-use crate::core::{Capacity, ClusterView, Core, CoreConfig, LeaseDecision, Liveness, Millis};
+use crate::core::{
+    Capacity, ClusterView, Core, CoreConfig, LeaseDecision, Liveness, Millis, PlumConfig, Plumtree,
+};
 use crate::protocol::{EngineStatus, TaskStatus, MAX_REPORT_TASKS};
 use crate::secrets::SecretKeys;
 use crate::system::{Gpu, Usage, MAX_GPUS};
@@ -74,6 +76,8 @@ pub struct MachineConfig {
     pub report_ms: u64,
     /// Anti-entropy period: one sync dialogue with a random member (default 3,000).
     pub anti_entropy_ms: u64,
+    /// The broadcast tree that carries changes (Plumtree).
+    pub plum: PlumConfig,
 }
 
 impl Default for MachineConfig {
@@ -83,6 +87,7 @@ impl Default for MachineConfig {
             renew_ms: 500,
             report_ms: 2_000,
             anti_entropy_ms: 3_000,
+            plum: PlumConfig::default(),
         }
     }
 }
@@ -90,10 +95,16 @@ impl Default for MachineConfig {
 /// Most digests a second the lease holder takes in (see [`MachineConfig::report_ms`]).
 pub const REPORTS_PER_SECOND: u64 = 500;
 
-/// The two gossip channels.
+/// Largest change broadcast along the tree, in bytes; a larger one travels by anti-entropy
+/// only (its base64 form must fit a direct message).
+pub const MAX_BROADCAST_BYTES: usize = 256 * 1024;
+
+/// The gossip channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
-    /// Automerge change bytes of one write (the fast path).
+    /// Automerge change bytes of one write. The machine sends changes along its broadcast tree
+    /// ([`crate::core::Plumtree`], direct messages), not on this channel; a driver that
+    /// receives change bytes some other way feeds them here.
     Changes,
     /// The lease holder's renewals ([`crate::protocol::LeaseRenewal`]).
     Lease,
@@ -149,6 +160,10 @@ pub struct NodeMachine {
     members: BTreeMap<NodeId, Vec<String>>,
     /// Soft state this node sends and receives ([`reports::Reports`]).
     reports: reports::Reports,
+    /// The broadcast tree that carries changes.
+    plum: Plumtree,
+    /// Failure detection's change count when the tree last took the live members.
+    plum_members_at: Option<u64>,
     /// Per slot, the greatest assignment rank `(epoch, holder)` this node has seen: it never
     /// starts a container for an older one (fencing, DESIGN §5).
     seen_rank: HashMap<SlotId, (Epoch, NodeId)>,
@@ -204,6 +219,7 @@ impl NodeMachine {
         now: Millis,
         seed: u64,
     ) -> Self {
+        let plum = Plumtree::new(me.clone(), config.plum, seed ^ 0x9E37_79B9);
         Self {
             core: Core::new(me.clone(), config.core, now),
             me,
@@ -217,6 +233,8 @@ impl NodeMachine {
             listen_addrs: Vec::new(),
             members: BTreeMap::new(),
             reports: reports::Reports::new(now),
+            plum,
+            plum_members_at: None,
             seen_rank: HashMap::new(),
             outbound_sync: HashMap::new(),
             inbound_sync: HashMap::new(),
@@ -341,6 +359,16 @@ impl NodeMachine {
         self.core.last_decision()
     }
 
+    /// Failure detection's counters (messages, failed probes, refutations, down verdicts).
+    pub fn swim_stats(&self) -> crate::core::SwimStats {
+        self.core.swim().stats()
+    }
+
+    /// The broadcast tree that carries this node's changes (its neighbours and counters).
+    pub fn broadcast_tree(&self) -> &Plumtree {
+        &self.plum
+    }
+
     /// How `peer` looks from here at `now`.
     pub fn liveness(&self, peer: &NodeId, now: Millis) -> Liveness {
         self.core.liveness(peer, now)
@@ -378,12 +406,13 @@ impl NodeMachine {
         self.outputs.push_back(Output::Persist { flush });
     }
 
+    /// Broadcasts this node's change along the tree (one larger than
+    /// [`MAX_BROADCAST_BYTES`] travels by anti-entropy only).
     fn publish_change(&mut self, change: Vec<u8>) {
-        if !change.is_empty() {
-            self.outputs.push_back(Output::Publish {
-                channel: Channel::Changes,
-                data: change,
-            });
+        if !change.is_empty() && change.len() <= MAX_BROADCAST_BYTES {
+            let now = self.last_tick;
+            self.plum.broadcast(change, now);
+            self.flush_plum();
         }
     }
 }

@@ -120,11 +120,17 @@ impl Reports {
 }
 
 /// What of a task list is worth an immediate report: everything but a copy's age and the time
-/// to its next restart, which change on every reading.
+/// to its next restart, which change on every reading — except the moment a copy becomes old
+/// enough to confirm it runs ([`crate::protocol::CONFIRM_AFTER_MS`]): another node waits for
+/// that report to stop its own copy (make before break).
 pub(super) fn fingerprint(tasks: &[TaskStatus]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for t in tasks {
+        let proven = t
+            .age_ms
+            .is_some_and(|age| age >= crate::protocol::CONFIRM_AFTER_MS);
         (
+            proven,
             &t.service,
             t.slot,
             t.state,
@@ -160,6 +166,13 @@ impl NodeMachine {
                 self.core.handle_swim(from, message, now);
                 self.flush_swim();
             }
+            Ok(Direct::Plum(message)) => {
+                self.plum.handle(from, message, now);
+                while let Some((relay, change)) = self.plum.poll_deliver() {
+                    self.apply_remote_change(&relay, &change);
+                }
+                self.flush_plum();
+            }
             Ok(Direct::Report(report)) => {
                 let report = report.bounded();
                 self.core.set_capacity(from, report.capacity);
@@ -177,6 +190,11 @@ impl NodeMachine {
             }
             Err(e) => debug!(%from, error = %e, "dropping a malformed direct message"),
         }
+    }
+
+    /// The last report heard from `node` and when it arrived, by this node's clock.
+    pub fn report_of(&self, node: &NodeId) -> Option<(&Report, Millis)> {
+        self.reports.received.get(node).map(|(r, at)| (r, *at))
     }
 
     /// An operator reads tasks or members at this peer: unless it asked recently, it asks
@@ -363,6 +381,34 @@ impl NodeMachine {
         }
         stake.remove(&me);
         stake
+    }
+
+    /// Queues every message of the broadcast tree for sending.
+    pub(super) fn flush_plum(&mut self) {
+        while let Some((to, message)) = self.plum.poll_send() {
+            match serde_json::to_vec(&Direct::Plum(message)) {
+                Ok(data) => self.outputs.push_back(Output::Send { to, data }),
+                Err(e) => warn!(error = %e, "could not encode a broadcast message"),
+            }
+        }
+    }
+
+    /// Gives the broadcast tree the live members (not down here) when failure detection's
+    /// view changed since it last did.
+    pub(super) fn refresh_plum_members(&mut self, now: Millis) {
+        let version = self.core.swim().version();
+        if self.plum_members_at == Some(version) {
+            return;
+        }
+        self.plum_members_at = Some(version);
+        let core = &self.core;
+        let live: Vec<NodeId> = self
+            .members
+            .keys()
+            .filter(|id| core.liveness(id, now) != Liveness::Down)
+            .cloned()
+            .collect();
+        self.plum.set_members(&live);
     }
 
     /// Queues every SWIM message the core has for sending.

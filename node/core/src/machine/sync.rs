@@ -46,21 +46,26 @@ impl NodeMachine {
     /// Gossip from member `from` arrived at `now`. Malformed payloads are dropped and logged.
     pub fn handle_gossip(&mut self, channel: Channel, from: &NodeId, data: &[u8], now: Millis) {
         match channel {
-            Channel::Changes => match self.state.apply_change(data) {
-                Ok(()) => {
-                    self.merged();
-                    // A change whose history this replica lacks (the other side of a heal):
-                    // sync with its sender now rather than at the next anti-entropy round.
-                    if *from != self.me && self.state.has_missing_deps() {
-                        self.start_sync(from.clone());
-                    }
-                }
-                Err(e) => debug!(%from, error = %e, "dropping a malformed change"),
-            },
+            Channel::Changes => self.apply_remote_change(from, data),
             Channel::Lease => match serde_json::from_slice::<LeaseRenewal>(data) {
                 Ok(renewal) => self.core.handle_renewal(from, Epoch(renewal.epoch), now),
                 Err(e) => debug!(%from, error = %e, "dropping a malformed lease renewal"),
             },
+        }
+    }
+
+    /// A change's bytes from member `from` (delivered by the broadcast tree or a gossip
+    /// channel): merged; a change whose history this replica lacks (the other side of a heal)
+    /// starts a sync with `from` now rather than at the next anti-entropy round.
+    pub(super) fn apply_remote_change(&mut self, from: &NodeId, data: &[u8]) {
+        match self.state.apply_change(data) {
+            Ok(()) => {
+                self.merged();
+                if *from != self.me && self.state.has_missing_deps() {
+                    self.start_sync(from.clone());
+                }
+            }
+            Err(e) => debug!(%from, error = %e, "dropping a malformed change"),
         }
     }
 

@@ -36,6 +36,9 @@ impl NodeMachine {
             self.missing_deps_since
                 .is_some_and(|since| now.since(since) < MERGE_WAIT_MS),
         );
+        // The members first: a claim or an assignment this tick writes is broadcast to them.
+        self.refresh_members();
+        self.refresh_plum_members(now);
         let view = self.view_cache.get_or_insert_with(|| {
             ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
         });
@@ -63,6 +66,9 @@ impl NodeMachine {
         }
         self.flush_swim();
         self.refresh_members();
+        self.refresh_plum_members(now);
+        self.plum.tick(now);
+        self.flush_plum();
         self.refresh_own_addrs();
         self.refresh_own_key();
         if now >= self.next_renewal {
@@ -95,6 +101,7 @@ impl NodeMachine {
             .min(self.next_anti_entropy)
             .min(core_due)
             .min(self.core.swim_timeout(self.last_tick))
+            .min(self.plum.poll_timeout().unwrap_or(core_due))
     }
 
     /// Gossips a renewal of the lease this node holds, if it holds one.

@@ -1,0 +1,678 @@
+//! Broadcast of changes along an epidemic broadcast tree (Plumtree), sans IO.
+//!
+//! Source: Leitão, Pereira, Rodrigues, "Epidemic Broadcast Trees" (SRDS 2007). Each node keeps
+//! a few neighbours, *eager* or *lazy*. A message goes in full (`Gossip`) to the eager ones and
+//! as an announcement (`IHave`, batched) to the lazy ones. The first copy of a message is
+//! delivered and passed on; a duplicate prunes the link it came by (both ends make it lazy),
+//! so the eager links settle into a spanning tree and each node receives a message about
+//! once. A node that hears an announcement of a message it lacks waits a little for the
+//! tree to bring it, then grafts the announcer's link (makes it eager and asks for the
+//! message): the lazy links repair the tree when a node or link fails. The paper's
+//! optimisation re-shapes the tree towards fewer hops: an announcement that arrives with a
+//! round (hop count) well below the one the message came with grafts that link and prunes
+//! the one the message came by.
+//!
+//! Neighbours are drawn at random from the live members ([`Plumtree::set_members`], from
+//! SWIM's view) — `degree` chosen by each node, more when others choose it — in place of the
+//! paper's HyParView; a neighbour that goes down is replaced. Anti-entropy (the sync
+//! dialogue) stays the correctness path: what the tree loses, sync brings.
+//!
+//! What a peer can make this node hold is bounded: messages kept for grafts
+//! ([`PlumConfig::max_cache`]), ids remembered, announced ids waited for, ids per `IHave`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use rand::rngs::StdRng;
+use rand::seq::{IteratorRandom, SliceRandom};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use warren_crdt::NodeId;
+
+use super::Millis;
+
+/// Timing and bounds of the broadcast tree. Times in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlumConfig {
+    /// Neighbours each node chooses (default 3; others choosing it add more).
+    pub degree: usize,
+    /// Period of the batched announcements to lazy neighbours (default 50).
+    pub ihave_ms: u64,
+    /// How long a node waits, after the first announcement of a message it lacks, before it
+    /// grafts (default 500: above the slowest link's delay, so the tree's copy normally wins).
+    pub graft_timeout_ms: u64,
+    /// After a graft, how long before asking the next announcer (default 250).
+    pub graft_retry_ms: u64,
+    /// Hops an announcement must save to re-shape the tree (default 3; the paper's threshold).
+    pub optimize_hops: u16,
+    /// How long a neighbour that brought a first copy is kept pushing to this node whatever
+    /// duplicates it brings (default 10,000).
+    pub useful_ms: u64,
+    /// Most messages kept to answer grafts (default 1,024); each for at most `cache_ms`.
+    pub max_cache: usize,
+    /// How long a message is kept for grafts, and its id remembered (default 60,000).
+    pub cache_ms: u64,
+    /// Most ids one announcement carries (default 256).
+    pub max_ihave: usize,
+}
+
+impl Default for PlumConfig {
+    fn default() -> Self {
+        Self {
+            degree: 3,
+            ihave_ms: 50,
+            graft_timeout_ms: 500,
+            graft_retry_ms: 250,
+            optimize_hops: 3,
+            useful_ms: 10_000,
+            max_cache: 1_024,
+            cache_ms: 60_000,
+            max_ihave: 256,
+        }
+    }
+}
+
+/// Most ids remembered as received (the duplicate check), whatever `cache_ms` says.
+const MAX_SEEN: usize = 65_536;
+/// Most missing ids waited for at once.
+const MAX_MISSING: usize = 4_096;
+/// Most announcers remembered per missing id.
+const MAX_ANNOUNCERS: usize = 8;
+
+/// A message's id: the first 16 bytes of the SHA-256 of its bytes, hex on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub [u8; 16]);
+
+impl MessageId {
+    /// The id of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        let digest = Sha256::digest(data);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        Self(id)
+    }
+}
+
+impl Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(&text, &mut id).map_err(serde::de::Error::custom)?;
+        Ok(Self(id))
+    }
+}
+
+/// Bytes as base64 in JSON (a change's bytes as a JSON array of numbers would be 3-4 times
+/// their size).
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One message of the broadcast tree between two members (JSON, a direct message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlumMessage {
+    /// A message in full, `round` hops from its origin.
+    Gossip {
+        /// Its id (checked against the bytes on receipt).
+        id: MessageId,
+        /// Hops from the origin.
+        round: u16,
+        /// The bytes.
+        #[serde(with = "base64_bytes")]
+        data: Vec<u8>,
+    },
+    /// Announcements: these messages, each `round` hops from its origin at the sender.
+    IHave {
+        /// Ids and rounds (at most [`PlumConfig::max_ihave`] are read).
+        ids: Vec<(MessageId, u16)>,
+    },
+    /// Make this link eager; send message `id` if given.
+    Graft {
+        /// The message asked for, if any.
+        id: Option<MessageId>,
+    },
+    /// Make this link lazy.
+    Prune,
+}
+
+#[derive(Debug)]
+struct Missing {
+    announcers: VecDeque<(NodeId, u16)>,
+    deadline: Millis,
+}
+
+/// Counters of one node's broadcast traffic since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PlumStats {
+    /// Messages delivered (first copies, own broadcasts excluded).
+    pub delivered: u64,
+    /// Copies received that were already delivered.
+    pub duplicates: u64,
+    /// Grafts sent.
+    pub grafts: u64,
+    /// Prunes sent.
+    pub prunes: u64,
+}
+
+/// One node's broadcast tree. Feed it the live members, messages and ticks; drain what it
+/// sends with [`Plumtree::poll_send`] and what it delivers with [`Plumtree::poll_deliver`].
+#[derive(Debug)]
+pub struct Plumtree {
+    me: NodeId,
+    config: PlumConfig,
+    members: BTreeSet<NodeId>,
+    eager: BTreeSet<NodeId>,
+    lazy: BTreeSet<NodeId>,
+    /// Ids received, with the round they came at and from whom, in arrival order for expiry.
+    seen: HashMap<MessageId, (u16, Option<NodeId>)>,
+    seen_order: VecDeque<(MessageId, Millis)>,
+    cache: HashMap<MessageId, std::sync::Arc<Vec<u8>>>,
+    cache_order: VecDeque<(MessageId, Millis)>,
+    missing: BTreeMap<MessageId, Missing>,
+    lazy_queue: BTreeMap<NodeId, Vec<(MessageId, u16)>>,
+    next_ihave: Option<Millis>,
+    outbox: VecDeque<(NodeId, PlumMessage)>,
+    delivered: VecDeque<(NodeId, Vec<u8>)>,
+    rng: StdRng,
+    stats: PlumStats,
+    /// When each neighbour last brought a first copy.
+    first_from: BTreeMap<NodeId, Millis>,
+}
+
+impl Plumtree {
+    /// A tree for member `me`; `seed` seeds its choice of neighbours.
+    pub fn new(me: NodeId, config: PlumConfig, seed: u64) -> Self {
+        Self {
+            me,
+            config,
+            members: BTreeSet::new(),
+            eager: BTreeSet::new(),
+            lazy: BTreeSet::new(),
+            seen: HashMap::new(),
+            seen_order: VecDeque::new(),
+            cache: HashMap::new(),
+            cache_order: VecDeque::new(),
+            missing: BTreeMap::new(),
+            lazy_queue: BTreeMap::new(),
+            next_ihave: None,
+            outbox: VecDeque::new(),
+            delivered: VecDeque::new(),
+            rng: StdRng::seed_from_u64(seed),
+            stats: PlumStats::default(),
+            first_from: BTreeMap::new(),
+        }
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> PlumStats {
+        self.stats
+    }
+
+    /// The eager and lazy neighbours now.
+    pub fn neighbours(&self) -> (&BTreeSet<NodeId>, &BTreeSet<NodeId>) {
+        (&self.eager, &self.lazy)
+    }
+
+    /// The live members (this node skipped): neighbours that left are dropped, and new ones
+    /// drawn at random (eager, told with a graft) until this node has `degree`.
+    pub fn set_members<'a>(&mut self, live: impl IntoIterator<Item = &'a NodeId>) {
+        self.members = live
+            .into_iter()
+            .filter(|m| **m != self.me)
+            .cloned()
+            .collect();
+        let members = &self.members;
+        self.eager.retain(|n| members.contains(n));
+        self.lazy.retain(|n| members.contains(n));
+        self.lazy_queue.retain(|n, _| members.contains(n));
+        self.first_from.retain(|n, _| members.contains(n));
+        let have = self.eager.len() + self.lazy.len();
+        if have < self.config.degree {
+            let eager = &self.eager;
+            let lazy = &self.lazy;
+            let picks = self
+                .members
+                .iter()
+                .filter(|m| !eager.contains(*m) && !lazy.contains(*m))
+                .cloned()
+                .choose_multiple(&mut self.rng, self.config.degree - have);
+            for pick in picks {
+                // A graft without an id makes the link eager at the other end too: the
+                // neighbour relation is symmetric, as HyParView's is.
+                self.outbox
+                    .push_back((pick.clone(), PlumMessage::Graft { id: None }));
+                self.eager.insert(pick);
+            }
+        }
+    }
+
+    /// Broadcasts `data` from this node at `now`: in full to the eager neighbours, announced
+    /// to the lazy ones. Returns its id.
+    pub fn broadcast(&mut self, data: Vec<u8>, now: Millis) -> MessageId {
+        let id = MessageId::of(&data);
+        if self.seen.contains_key(&id) {
+            return id;
+        }
+        self.remember(id, 0, None, now);
+        let data = std::sync::Arc::new(data);
+        self.keep(id, data.clone(), now);
+        self.push(id, 0, &data, None, now);
+        id
+    }
+
+    /// A message from member `from` at `now`. The caller vouches that `from` is a member
+    /// (the machine takes direct messages from the desired state's members only); one not
+    /// among the live members yet (its first message may come before this node's next
+    /// [`Plumtree::set_members`]) is taken in.
+    pub fn handle(&mut self, from: &NodeId, message: PlumMessage, now: Millis) {
+        if *from == self.me {
+            return;
+        }
+        if !self.members.contains(from) {
+            self.members.insert(from.clone());
+        }
+        match message {
+            PlumMessage::Gossip { id, round, data } => {
+                if MessageId::of(&data) != id {
+                    return;
+                }
+                if self.seen.contains_key(&id) {
+                    self.stats.duplicates += 1;
+                    // A duplicate: `from` need not push to this node, unless it brought a
+                    // first copy lately (with several sources, one link can carry the
+                    // duplicates of one source and the first copies of another: pruning it
+                    // on the first duplicate cuts the tree).
+                    let useful = self
+                        .first_from
+                        .get(from)
+                        .is_some_and(|at| now.since(*at) < self.config.useful_ms);
+                    if !useful {
+                        self.stats.prunes += 1;
+                        self.outbox.push_back((from.clone(), PlumMessage::Prune));
+                    }
+                    return;
+                }
+                self.first_from.insert(from.clone(), now);
+                self.stats.delivered += 1;
+                self.missing.remove(&id);
+                self.lazy.remove(from);
+                self.eager.insert(from.clone());
+                let round = round.saturating_add(1);
+                self.remember(id, round, Some(from.clone()), now);
+                let data = std::sync::Arc::new(data);
+                self.keep(id, data.clone(), now);
+                self.delivered.push_back((from.clone(), (*data).clone()));
+                self.push(id, round, &data, Some(from), now);
+            }
+            PlumMessage::IHave { ids } => {
+                if !self.eager.contains(from) {
+                    self.lazy.insert(from.clone());
+                }
+                for (id, round) in ids.into_iter().take(self.config.max_ihave) {
+                    let round = round.saturating_add(1);
+                    if let Some((got, parent)) = self.seen.get(&id).cloned() {
+                        // The paper's optimisation: a path this much shorter replaces the
+                        // link the message came by.
+                        let shorter = round.saturating_add(self.config.optimize_hops) < got;
+                        if shorter && parent.as_ref().is_some_and(|p| p != from) {
+                            if let Some(parent) = parent {
+                                if self.eager.remove(&parent) {
+                                    self.lazy.insert(parent.clone());
+                                }
+                                self.stats.prunes += 1;
+                                self.outbox.push_back((parent, PlumMessage::Prune));
+                            }
+                            self.lazy.remove(from);
+                            self.eager.insert(from.clone());
+                            self.stats.grafts += 1;
+                            self.outbox
+                                .push_back((from.clone(), PlumMessage::Graft { id: None }));
+                            self.seen.insert(id, (round, Some(from.clone())));
+                        }
+                        continue;
+                    }
+                    if !self.missing.contains_key(&id) && self.missing.len() >= MAX_MISSING {
+                        continue;
+                    }
+                    let deadline = Millis(now.0 + self.config.graft_timeout_ms);
+                    let entry = self.missing.entry(id).or_insert_with(|| Missing {
+                        announcers: VecDeque::new(),
+                        deadline,
+                    });
+                    if entry.announcers.len() < MAX_ANNOUNCERS
+                        && !entry.announcers.iter().any(|(n, _)| n == from)
+                    {
+                        entry.announcers.push_back((from.clone(), round));
+                    }
+                }
+            }
+            PlumMessage::Graft { id } => {
+                self.lazy.remove(from);
+                self.eager.insert(from.clone());
+                if let Some(id) = id {
+                    if let (Some(data), Some((round, _))) =
+                        (self.cache.get(&id), self.seen.get(&id))
+                    {
+                        let message = PlumMessage::Gossip {
+                            id,
+                            round: *round,
+                            data: (**data).clone(),
+                        };
+                        self.outbox.push_back((from.clone(), message));
+                    }
+                }
+            }
+            PlumMessage::Prune => {
+                // `from` does not need this node's pushes: announce to it instead.
+                if self.eager.remove(from) {
+                    self.lazy.insert(from.clone());
+                }
+            }
+        }
+    }
+
+    /// Time passed: send the batched announcements when due, graft for messages announced
+    /// and not received in time, forget what expired.
+    pub fn tick(&mut self, now: Millis) {
+        if self.next_ihave.is_some_and(|t| now >= t) {
+            self.next_ihave = None;
+            for (to, mut ids) in std::mem::take(&mut self.lazy_queue) {
+                while !ids.is_empty() {
+                    let rest = ids.split_off(ids.len().min(self.config.max_ihave));
+                    self.outbox
+                        .push_back((to.clone(), PlumMessage::IHave { ids }));
+                    ids = rest;
+                }
+            }
+        }
+        let due: Vec<MessageId> = self
+            .missing
+            .iter()
+            .filter(|(_, m)| now >= m.deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(missing) = self.missing.get_mut(&id) else {
+                continue;
+            };
+            match missing.announcers.pop_front() {
+                Some((announcer, _)) => {
+                    missing.deadline = Millis(now.0 + self.config.graft_retry_ms);
+                    self.lazy.remove(&announcer);
+                    self.eager.insert(announcer.clone());
+                    self.stats.grafts += 1;
+                    self.outbox
+                        .push_back((announcer, PlumMessage::Graft { id: Some(id) }));
+                }
+                None => {
+                    // Nobody left to ask: anti-entropy brings it.
+                    self.missing.remove(&id);
+                }
+            }
+        }
+        let horizon = now.0.saturating_sub(self.config.cache_ms);
+        while let Some((id, at)) = self.cache_order.front().copied() {
+            if at.0 >= horizon && self.cache_order.len() <= self.config.max_cache {
+                break;
+            }
+            self.cache_order.pop_front();
+            self.cache.remove(&id);
+        }
+        while let Some((id, at)) = self.seen_order.front().copied() {
+            if at.0 >= horizon && self.seen_order.len() <= MAX_SEEN {
+                break;
+            }
+            self.seen_order.pop_front();
+            self.seen.remove(&id);
+        }
+    }
+
+    /// The latest instant the next [`Plumtree::tick`] is due; `None` when nothing waits.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let graft = self.missing.values().map(|m| m.deadline).min();
+        match (self.next_ihave, graft) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next message to send, `(to, message)`.
+    pub fn poll_send(&mut self) -> Option<(NodeId, PlumMessage)> {
+        self.outbox.pop_front()
+    }
+
+    /// The next message delivered here for the first time, `(from, bytes)`.
+    pub fn poll_deliver(&mut self) -> Option<(NodeId, Vec<u8>)> {
+        self.delivered.pop_front()
+    }
+
+    fn remember(&mut self, id: MessageId, round: u16, parent: Option<NodeId>, now: Millis) {
+        self.seen.insert(id, (round, parent));
+        self.seen_order.push_back((id, now));
+    }
+
+    fn keep(&mut self, id: MessageId, data: std::sync::Arc<Vec<u8>>, now: Millis) {
+        self.cache.insert(id, data);
+        self.cache_order.push_back((id, now));
+        while self.cache_order.len() > self.config.max_cache {
+            if let Some((old, _)) = self.cache_order.pop_front() {
+                self.cache.remove(&old);
+            }
+        }
+    }
+
+    /// Eager push to every eager neighbour but `from`, lazy push (queued) to the lazy ones.
+    fn push(
+        &mut self,
+        id: MessageId,
+        round: u16,
+        data: &std::sync::Arc<Vec<u8>>,
+        from: Option<&NodeId>,
+        now: Millis,
+    ) {
+        let mut eager: Vec<NodeId> = self
+            .eager
+            .iter()
+            .filter(|n| Some(*n) != from)
+            .cloned()
+            .collect();
+        eager.shuffle(&mut self.rng);
+        for to in eager {
+            let message = PlumMessage::Gossip {
+                id,
+                round,
+                data: (**data).clone(),
+            };
+            self.outbox.push_back((to, message));
+        }
+        let lazy: Vec<NodeId> = self
+            .lazy
+            .iter()
+            .filter(|n| Some(*n) != from)
+            .cloned()
+            .collect();
+        for to in lazy {
+            self.lazy_queue.entry(to).or_default().push((id, round));
+        }
+        if !self.lazy_queue.is_empty() && self.next_ihave.is_none() {
+            self.next_ihave = Some(Millis(now.0 + self.config.ihave_ms));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: usize) -> NodeId {
+        NodeId(format!("n{i:03}"))
+    }
+
+    /// `n` trees over a network where every message takes `delay(from, to)` ms; ticks every
+    /// 10 ms. Returns, per broadcast, the copies received by all nodes together.
+    struct Net {
+        trees: Vec<Plumtree>,
+        in_flight: Vec<(u64, usize, usize, PlumMessage)>,
+        now: u64,
+        down: Vec<bool>,
+        gossip_copies: u64,
+        delivered: Vec<usize>,
+    }
+
+    impl Net {
+        fn new(n: usize) -> Self {
+            let ids: Vec<NodeId> = (0..n).map(id).collect();
+            let trees = (0..n)
+                .map(|i| {
+                    let mut t = Plumtree::new(id(i), PlumConfig::default(), i as u64);
+                    t.set_members(&ids);
+                    t
+                })
+                .collect();
+            Self {
+                trees,
+                in_flight: Vec::new(),
+                now: 0,
+                down: vec![false; n],
+                gossip_copies: 0,
+                delivered: vec![0; n],
+            }
+        }
+
+        fn delay(from: usize, to: usize) -> u64 {
+            5 + ((from * 31 + to * 17) % 40) as u64
+        }
+
+        fn run(&mut self, ms: u64) {
+            let end = self.now + ms;
+            while self.now < end {
+                self.now += 10;
+                let now = self.now;
+                let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+                    .into_iter()
+                    .partition(|(at, ..)| *at <= now);
+                self.in_flight = later;
+                for (_, from, to, message) in due {
+                    if !self.down[to] {
+                        self.trees[to].handle(&id(from), message, Millis(now));
+                    }
+                }
+                for i in 0..self.trees.len() {
+                    if self.down[i] {
+                        continue;
+                    }
+                    self.trees[i].tick(Millis(now));
+                    while self.trees[i].poll_deliver().is_some() {
+                        self.delivered[i] += 1;
+                    }
+                    while let Some((to, message)) = self.trees[i].poll_send() {
+                        if matches!(message, PlumMessage::Gossip { .. }) {
+                            self.gossip_copies += 1;
+                        }
+                        let j: usize = to.0[1..].parse().expect("an id of this net");
+                        self.in_flight
+                            .push((now + Self::delay(i, j), i, j, message));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn broadcasts_reach_everyone_and_the_tree_settles_to_about_one_copy_each() {
+        let n = 100;
+        let mut net = Net::new(n);
+        let mut copies = Vec::new();
+        for k in 0..30 {
+            let before = net.gossip_copies;
+            let origin = (k * 7) % n;
+            net.trees[origin].broadcast(format!("change {k}").into_bytes(), Millis(net.now));
+            net.run(2_000);
+            copies.push((net.gossip_copies - before) as f64 / (n - 1) as f64);
+            let eager: usize = net.trees.iter().map(|t| t.eager.len()).sum();
+            let grafts: u64 = net.trees.iter().map(|t| t.stats.grafts).sum();
+            let prunes: u64 = net.trees.iter().map(|t| t.stats.prunes).sum();
+            eprintln!(
+                "broadcast {k}: {:.2} copies per peer, {eager} eager links, {grafts} grafts, \
+                 {prunes} prunes so far",
+                copies[k]
+            );
+        }
+        for (i, d) in net.delivered.iter().enumerate() {
+            // Everyone got the 30 broadcasts but their own.
+            let own = (0..30).filter(|k| (k * 7) % n == i).count();
+            assert_eq!(*d + own, 30, "node {i}");
+        }
+        let late: f64 = copies[20..].iter().sum::<f64>() / 10.0;
+        assert!(copies[0] > 2.0, "the first broadcast floods: {}", copies[0]);
+        assert!(late < 1.3, "once the tree settled: {late} copies per peer");
+    }
+
+    #[test]
+    fn the_tree_heals_around_dead_nodes() {
+        let n = 40;
+        let mut net = Net::new(n);
+        for k in 0..10 {
+            net.trees[0].broadcast(format!("warm {k}").into_bytes(), Millis(net.now));
+            net.run(1_000);
+        }
+        // Kill the nodes 0's messages go through first; failure detection tells the others.
+        let (eager, _) = net.trees[0].neighbours();
+        let victims: Vec<usize> = eager
+            .iter()
+            .map(|e| e.0[1..].parse().expect("id"))
+            .collect();
+        for v in &victims {
+            net.down[*v] = true;
+        }
+        let live: Vec<NodeId> = (0..n).filter(|i| !net.down[*i]).map(id).collect();
+        for t in &mut net.trees {
+            t.set_members(&live);
+        }
+        let before = net.delivered.clone();
+        net.trees[0].broadcast(b"after".to_vec(), Millis(net.now));
+        net.run(5_000);
+        for i in (1..n).filter(|i| !net.down[*i]) {
+            assert_eq!(net.delivered[i], before[i] + 1, "node {i} got it");
+        }
+    }
+
+    #[test]
+    fn a_gossip_whose_bytes_do_not_match_its_id_is_dropped() {
+        let mut t = Plumtree::new(id(0), PlumConfig::default(), 0);
+        t.set_members(&[id(0), id(1)]);
+        let message = PlumMessage::Gossip {
+            id: MessageId::of(b"one"),
+            round: 0,
+            data: b"two".to_vec(),
+        };
+        t.handle(&id(1), message, Millis(0));
+        assert!(t.poll_deliver().is_none());
+        let wire = serde_json::to_string(&PlumMessage::Gossip {
+            id: MessageId::of(b"x"),
+            round: 1,
+            data: vec![0, 255],
+        })
+        .expect("encode");
+        assert!(wire.contains("AP8="), "base64 on the wire: {wire}");
+    }
+}
