@@ -714,17 +714,9 @@ impl Simulation {
                 .iter()
                 .map(|(s, h)| format!("{}/{} {:?}", s.service, s.slot, h))
                 .collect();
-            eprintln!("n{i} held {held:?}");
-            for j in 0..ids.len() {
-                if let Some((r, at)) = m.report_of(&ids[j]) {
-                    for t in r.tasks.iter().filter(|t| t.service == "svc29") {
-                        eprintln!("n{i} report of n{j} at {at:?} (now {now:?}): {t:?}");
-                    }
-                }
-            }
             let desired = m.desired(now);
             eprintln!(
-                "n{i}: live {live:?} lease {decision:?} assignments {assigned} running {running}\n  mine {mine:?}\n  awaiting {awaiting:?}\n  desired {desired:?}"
+                "n{i}: live {live:?} lease {decision:?} assignments {assigned} running {running}\n  mine {mine:?}\n  awaiting {awaiting:?}\n  held {held:?}\n  desired {desired:?}"
             );
         }
     }
