@@ -804,17 +804,11 @@ impl Simulation {
                 self.direct_messages += 1;
                 self.direct_bytes += data.len() as u64;
                 self.nodes[to].busy_until = self.now + self.params.cost_direct_us;
-                if let Some((id, round)) = plum_gossip(&data) {
+                if let Some((id, _)) = plum_gossip(&data) {
                     if let Some(c) = self.changes.get_mut(&id) {
                         c.copies += 1;
                     }
                     if self.nodes[to].seen.insert(id) {
-                        if std::env::var_os("WARREN_SIM_DUMP").is_some() {
-                            let d = self.changes.get(&id).map_or(0, |c| (self.now - c.t0) / MS);
-                            eprintln!(
-                                "first {id:x} at n{to} round {round} after {d} ms from n{from}"
-                            );
-                        }
                         let done = self.now + self.params.cost_change_us;
                         self.nodes[to].busy_until = done;
                         if let Some(c) = self.changes.get_mut(&id) {
