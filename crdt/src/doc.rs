@@ -285,10 +285,12 @@ fn fit_message(mut message: sync::Message, sync: &mut sync::State, max: usize) -
         (0..all.len()).filter(|&i| waiting[i] == 0).collect();
     let mut budget = max.saturating_sub(skeleton + leb128_len(all.len()));
     let mut kept = Vec::new();
+    // A change that does not fit stays out with everything after it; smaller independent
+    // changes may still go.
     while let Some(i) = ready.pop_first() {
         let cost = leb128_len(all[i].len()) + all[i].len();
         if cost > budget {
-            break;
+            continue;
         }
         budget -= cost;
         kept.push(i);

@@ -148,7 +148,7 @@ pub enum NodeError {
     /// Admitted, but the cluster's desired state could not be fetched; starting again with
     /// the same token resumes (an admitted identity is answered again).
     #[error("admitted, but fetching the cluster's desired state failed: {0}; start again with the same token")]
-    CatchUp(#[from] warren_core::join::CatchUpError),
+    CatchUp(#[from] crate::join::CatchUpError),
     /// No bootstrap peer answered in time.
     #[error("could not reach any bootstrap peer of the join token within {0:?}")]
     JoinTimeout(Duration),
@@ -675,7 +675,7 @@ async fn catch_up(
         .map_err(|_| NodeError::MeshStopped)?;
     let started = Instant::now();
     let mut fetched = 0usize;
-    let mut catch_up = warren_core::join::CatchUp::new(me.clone(), answer);
+    let mut catch_up = crate::join::CatchUp::new(me.clone(), answer);
     while let Some(body) = catch_up.next_request()? {
         while let Ok(event) = events.try_recv() {
             if let MeshEvent::Request { reply, .. } = event {
