@@ -28,17 +28,48 @@ const SETTING_REBALANCE: &str = "rebalance";
 /// Separates the node id from the per-start random suffix in an actor id.
 const ACTOR_SEPARATOR: u8 = b'#';
 
-/// Per-peer state of the Automerge sync protocol (what we know the peer has).
+/// Default bound of one sync message, in bytes: [`SyncState::new`]'s. A libp2p
+/// request-response request carries at most 1 MiB with its envelope (the smaller of the
+/// mesh's two caps, so a message within it can travel either way); 64 KiB of that is left to
+/// the envelope.
+pub const DEFAULT_MAX_SYNC_MESSAGE: usize = 1024 * 1024 - 64 * 1024;
+
+/// Per-peer state of the Automerge sync protocol (what we know the peer has), and the most
+/// bytes one message to that peer may take.
 ///
 /// Keep one per remote peer for the life of a connection; a fresh one is always safe
 /// (the protocol then re-discovers what the peer has, at the cost of one more round trip).
-#[derive(Debug, Default)]
-pub struct SyncState(sync::State);
+#[derive(Debug)]
+pub struct SyncState {
+    inner: sync::State,
+    max_message: usize,
+}
+
+impl Default for SyncState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl SyncState {
-    /// A state for a peer we know nothing about.
+    /// A state for a peer we know nothing about, whose messages stay within
+    /// [`DEFAULT_MAX_SYNC_MESSAGE`] bytes.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_max_message(DEFAULT_MAX_SYNC_MESSAGE)
+    }
+
+    /// A state for a peer we know nothing about, whose messages stay within `max_message`
+    /// bytes (encoded): see [`DesiredState::generate_sync_message`].
+    pub fn with_max_message(max_message: usize) -> Self {
+        Self {
+            inner: sync::State::new(),
+            max_message,
+        }
+    }
+
+    /// The most bytes one message generated with this state takes.
+    pub fn max_message(&self) -> usize {
+        self.max_message
     }
 }
 
@@ -200,6 +231,95 @@ fn start_op_fits_among(
             "the change starts at op {start_op}, its dependencies end at op {deps_max_op}"
         )))
     }
+}
+
+/// Bytes of `n` as an unsigned LEB128 number (how sync messages prefix lengths and counts).
+fn leb128_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+/// Encodes `message`, keeping of its changes only a causal prefix that fits in `max` bytes
+/// ([`DesiredState::generate_sync_message`]), and tells `sync` that the changes left out were
+/// not sent, so that a later message of the dialogue carries them.
+fn fit_message(mut message: sync::Message, sync: &mut sync::State, max: usize) -> Vec<u8> {
+    let changes = std::mem::replace(&mut message.changes, sync::ChunkList::empty());
+    // The message without changes ends with a count of 0 (one byte).
+    let skeleton = message.clone().encode().len() - 1;
+    let size = |chunks: &[&[u8]]| {
+        skeleton
+            + leb128_len(chunks.len())
+            + chunks
+                .iter()
+                .map(|c| leb128_len(c.len()) + c.len())
+                .sum::<usize>()
+    };
+    let all: Vec<&[u8]> = changes.iter().collect();
+    if size(&all) <= max {
+        message.changes = changes;
+        return message.encode();
+    }
+    // Causal order: Automerge's list starts with the changes the peer asked for by hash, which
+    // may depend on later ones. Kahn's algorithm, stable in Automerge's order.
+    let parsed: Vec<Option<Change>> = all.iter().map(|c| parse_change(c).ok()).collect();
+    let index: std::collections::HashMap<automerge::ChangeHash, usize> = parsed
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.as_ref().map(|c| (c.hash(), i)))
+        .collect();
+    let mut waiting = vec![0usize; all.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); all.len()];
+    for (i, change) in parsed.iter().enumerate() {
+        for dep in change.iter().flat_map(|c| c.deps()) {
+            if let Some(&d) = index.get(dep) {
+                waiting[i] += 1;
+                dependents[d].push(i);
+            }
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..all.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut budget = max.saturating_sub(skeleton + leb128_len(all.len()));
+    let mut kept = Vec::new();
+    // A change that does not fit stays out with everything after it; smaller independent
+    // changes may still go.
+    while let Some(i) = ready.pop_first() {
+        let cost = leb128_len(all[i].len()) + all[i].len();
+        if cost > budget {
+            continue;
+        }
+        budget -= cost;
+        kept.push(i);
+        for &d in &dependents[i] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    if kept.is_empty() {
+        tracing::debug!(
+            first = all.first().map_or(0, |c| c.len()),
+            max,
+            "no change fits in this sync message"
+        );
+    }
+    let sent: std::collections::HashSet<usize> = kept.iter().copied().collect();
+    for (i, change) in parsed.iter().enumerate() {
+        if let (false, Some(change)) = (sent.contains(&i), change) {
+            sync.sent_hashes.remove(&change.hash());
+        }
+    }
+    message.changes = sync::ChunkList::from(
+        kept.iter()
+            .map(|&i| all[i].to_vec())
+            .collect::<Vec<Vec<u8>>>(),
+    );
+    message.encode()
 }
 
 /// Below this many bytes, [`Recovery::since`] is never folded into a new base.
@@ -724,18 +844,38 @@ impl DesiredState {
     /// The next message of the sync protocol for the peer behind `state`, or `None` when it has
     /// nothing to send (in sync, or waiting for the peer's answer).
     ///
+    /// The message takes at most [`SyncState::max_message`] bytes: when the changes the peer
+    /// lacks take more, it carries those that fit, in causal order (each after the changes it
+    /// depends on), and the rest go in the next rounds of the dialogue; the peer's answer
+    /// tells what it still lacks. Two things may still exceed the bound: the heads, needs and
+    /// Bloom filter alone (the message then carries no change; about 10 bits per change
+    /// since the last sync, so a first dialogue over more than about 800,000 changes), and a
+    /// single change larger than the bound, which is never sent in such messages (the peer
+    /// gets it when it asks in a dialogue whose messages to it may be larger, or by gossip).
+    /// Automerge's version-2 messages, which carry the whole document as one chunk when the
+    /// peer holds nothing or lacks a third of it, are never sent.
+    ///
     /// Should Automerge panic on what the peer told it before (see [`guarded`]), `state` is
     /// reset (the dialogue starts over) and there is no message.
     pub fn generate_sync_message(&mut self, state: &mut SyncState) -> Option<Vec<u8>> {
-        let sync = &mut state.0;
-        self.guarded_mut("the peer's sync state", |doc| {
-            doc.sync().generate_sync_message(sync).map(|m| m.encode())
-        })
-        .unwrap_or_else(|e| {
-            tracing::debug!(error = %e, "resetting a sync state");
-            *sync = sync::State::new();
-            None
-        })
+        let max = state.max_message;
+        let sync = &mut state.inner;
+        let generated = self.guarded_mut("the peer's sync state", |doc| {
+            // Without the peer's version-2 capability Automerge sends changes one by one,
+            // which a budget can split; a saved document cannot be.
+            if let Some(capabilities) = sync.their_capabilities.as_mut() {
+                capabilities.retain(|c| *c != sync::Capability::MessageV2);
+            }
+            doc.sync().generate_sync_message(sync)
+        });
+        match generated {
+            Ok(message) => Some(fit_message(message?, sync, max)),
+            Err(e) => {
+                tracing::debug!(error = %e, "resetting a sync state");
+                *sync = sync::State::new();
+                None
+            }
+        }
     }
 
     /// Receives one sync-protocol message from the peer behind `state`.
@@ -761,7 +901,7 @@ impl DesiredState {
         }
         // What Automerge hands to `load_incremental` for this message, kept for a rebuild.
         let changes: Vec<u8> = message.changes.iter().flatten().copied().collect();
-        let sync = &mut state.0;
+        let sync = &mut state.inner;
         match self.guarded_mut("a sync message", |doc| {
             doc.sync().receive_sync_message(sync, message)
         }) {

@@ -73,7 +73,10 @@ mod image_ref;
 mod model;
 mod store;
 
-pub use doc::{ChangeBytes, DesiredState, Fencing, SyncState, Touched, TOUCHED_MAX_OPS};
+pub use doc::{
+    ChangeBytes, DesiredState, Fencing, SyncState, Touched, DEFAULT_MAX_SYNC_MESSAGE,
+    TOUCHED_MAX_OPS,
+};
 pub use error::CrdtError;
 pub use image_ref::{parse_image_reference, ImageReference};
 pub use model::{
@@ -90,7 +93,7 @@ pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
 #[doc(hidden)]
 pub use store::fuzzing;
 
-#[cfg(feature = "test-utils")]
+#[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
 #[cfg(test)]

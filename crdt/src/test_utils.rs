@@ -80,3 +80,66 @@ pub fn spec(image: &str, replicas: u32) -> ServiceSpec {
         ..Default::default()
     }
 }
+
+/// Grows `state`'s history by at least `bytes` of changes, fast: updates of four services
+/// (`big-0` to `big-3`, created unless they exist), each replacing two environment values of
+/// [`MAX_ARG_BYTES`](crate::MAX_ARG_BYTES) with printable text drawn from a fixed seed (which
+/// Automerge's compression barely shrinks), each followed by a one-key change of the
+/// service's replica count. Returns the number of changes written.
+///
+/// # Panics
+///
+/// If a write fails, which valid specs never cause: a test's setup.
+pub fn grow_history(state: &mut DesiredState, bytes: usize) -> usize {
+    use rand::{Rng, SeedableRng};
+    // Values are windows of one pool of random text: far enough apart that no compressor
+    // window (32 KiB for DEFLATE) sees two of them, and drawn once, which keeps this fast in
+    // a debug build.
+    const POOL: usize = 4 << 20;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5EED);
+    let pool: Vec<u8> = (0..POOL + crate::MAX_ARG_BYTES)
+        .map(|_| rng.gen_range(0x21u8..0x7f))
+        .collect();
+    let text = |rng: &mut rand::rngs::StdRng| -> String {
+        let at = rng.gen_range(0..POOL);
+        String::from_utf8_lossy(&pool[at..at + crate::MAX_ARG_BYTES]).into_owned()
+    };
+    let names: Vec<ServiceName> = (0..4).map(|i| service_name(&format!("big-{i}"))).collect();
+    let mut specs: Vec<ServiceSpec> = Vec::new();
+    let (mut written, mut changes) = (0, 0);
+    for name in &names {
+        if let Some(existing) = state.service(name) {
+            specs.push(existing.spec);
+            continue;
+        }
+        let mut s = spec("warren/busybox:latest", 1);
+        s.env.insert("A".into(), text(&mut rng));
+        s.env.insert("B".into(), text(&mut rng));
+        written += state
+            .create_service(name, &s)
+            .unwrap_or_else(|e| panic!("create {name}: {e}"))
+            .len();
+        changes += 1;
+        specs.push(s);
+    }
+    let mut round = 0usize;
+    while written < bytes {
+        let i = round % names.len();
+        let s = &mut specs[i];
+        s.env.insert("A".into(), text(&mut rng));
+        s.env.insert("B".into(), text(&mut rng));
+        s.replicas = 1 + (round as u32 % 3);
+        written += state
+            .update_service(&names[i], s)
+            .unwrap_or_else(|e| panic!("update {}: {e}", names[i]))
+            .len();
+        s.replicas = 1 + ((round as u32 + 1) % 3);
+        written += state
+            .scale_service(&names[i], s.replicas)
+            .unwrap_or_else(|e| panic!("scale {}: {e}", names[i]))
+            .len();
+        changes += 2;
+        round += 1;
+    }
+    changes
+}

@@ -1216,3 +1216,89 @@ fn a_store_whose_history_automerge_panics_on_does_not_load() {
     let _ = state.history();
     let _ = state.heads();
 }
+
+// ---- a large history, synced in messages within a budget -------------------------------
+
+/// What [`sync_within`] saw: rounds (a message each way at most), messages, and the largest.
+#[derive(Debug, Default)]
+struct SyncFigures {
+    rounds: usize,
+    messages: usize,
+    largest: usize,
+}
+
+/// Runs the sync dialogue from `from` (which starts it) to `to`, every message of either side
+/// within `budget` bytes, until neither has anything to send; panics after 200 rounds.
+fn sync_within(from: &mut DesiredState, to: &mut DesiredState, budget: usize) -> SyncFigures {
+    let (mut s_from, mut s_to) = (
+        SyncState::with_max_message(budget),
+        SyncState::with_max_message(budget),
+    );
+    let mut figures = SyncFigures::default();
+    for _ in 0..200 {
+        figures.rounds += 1;
+        let m1 = from.generate_sync_message(&mut s_from);
+        if let Some(m) = &m1 {
+            figures.messages += 1;
+            figures.largest = figures.largest.max(m.len());
+            assert!(m.len() <= budget, "a message of {} bytes", m.len());
+            to.receive_sync_message(&mut s_to, m).expect("receive");
+        }
+        let m2 = to.generate_sync_message(&mut s_to);
+        if let Some(m) = &m2 {
+            figures.messages += 1;
+            figures.largest = figures.largest.max(m.len());
+            assert!(m.len() <= budget, "a message of {} bytes", m.len());
+            from.receive_sync_message(&mut s_from, m).expect("receive");
+        }
+        if m1.is_none() && m2.is_none() {
+            return figures;
+        }
+    }
+    panic!("no end to the dialogue in 200 rounds: {figures:?}");
+}
+
+#[test]
+fn a_history_of_50_mib_syncs_in_messages_within_the_budget() {
+    const BUDGET: usize = 4 << 20;
+    let started = std::time::Instant::now();
+    let mut big = crate::test_utils::new_cluster("12D3KooWbig");
+    let changes = crate::test_utils::grow_history(&mut big, 62 << 20);
+    let saved = big.save().len();
+    assert!(saved >= 50 << 20, "the document takes {saved} bytes");
+    let built = started.elapsed();
+
+    // A replica with nothing (a node just admitted) asks for everything.
+    let started = std::time::Instant::now();
+    let mut empty = DesiredState::empty(NodeId("12D3KooWnew".into()));
+    let figures = sync_within(&mut empty, &mut big, BUDGET);
+    assert_eq!(empty.heads(), big.heads());
+    assert!(
+        figures.rounds >= saved / BUDGET,
+        "{saved} bytes cannot travel in {figures:?}"
+    );
+    let first = started.elapsed();
+
+    // Both sides write, then the one that is behind starts: a budget as small as one change
+    // still gets everything across, both ways.
+    let fresh = empty.update_service(
+        &name("big-0"),
+        &ServiceSpec {
+            replicas: 7,
+            ..big.service(&name("big-0")).expect("big-0").spec
+        },
+    );
+    fresh.expect("an update on the new replica");
+    crate::test_utils::grow_history(&mut big, 2 << 20);
+    let again = sync_within(&mut empty, &mut big, DEFAULT_MAX_SYNC_MESSAGE);
+    assert_eq!(empty.heads(), big.heads());
+    assert_eq!(
+        big.service(&name("big-0")).map(|s| s.spec.replicas),
+        empty.service(&name("big-0")).map(|s| s.spec.replicas)
+    );
+    eprintln!(
+        "document {saved} bytes, {changes} changes, built in {built:?}; from nothing: \
+         {figures:?} in {first:?} (budget {BUDGET}); then 2 MiB more: {again:?} \
+         (budget {DEFAULT_MAX_SYNC_MESSAGE})"
+    );
+}

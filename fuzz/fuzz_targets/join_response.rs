@@ -1,5 +1,6 @@
-//! The answer to a join request, and any whole document a node loads: `DesiredState::load`
-//! as the joining node calls it, the admission check it makes, every typed reader of the
+//! The answer to a join request, and any whole document a node loads: `JoinAnswer::decode`
+//! (what a member answers now), then `DesiredState::load` as the joining node calls it (an
+//! older member's answer, a store's snapshot), the admission check it makes, every typed reader of the
 //! document, then a machine over it ticked once (what the node does next).
 //!
 //! Input: one flag byte (bit 0: make the Automerge chunk checksums right), then the document.
@@ -10,6 +11,8 @@ use warren_crdt::{DesiredState, NodeId};
 use warren_fuzz::{fix_automerge_checksums, CLUSTER_ID, JOINER};
 use warren_node::core::Millis;
 use warren_node::machine::{MachineConfig, NodeMachine};
+use warren_node::protocol::JoinAnswer;
+use warren_node::join::CatchUp;
 
 fuzz_target!(|data: &[u8]| {
     warren_fuzz::init();
@@ -19,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
     let mut doc = doc.to_vec();
     if flags & 1 == 1 {
         fix_automerge_checksums(&mut doc);
+    }
+    if let Some(answer) = JoinAnswer::decode(&doc) {
+        let _ = CatchUp::new(NodeId(JOINER.into()), &answer).next_request();
     }
     let me = NodeId(JOINER.into());
     let Ok(mut state) = DesiredState::load(me.clone(), &doc) else {

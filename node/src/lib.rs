@@ -8,6 +8,8 @@
 //! - [`machine`]: the sans-IO node above the core: sync dialogues, gossip, SWIM, reports,
 //!   admission and operator writes, with the time as a value and outputs as values. The
 //!   daemon and the simulator both drive it.
+//! - [`join`]: a new member catching up with the cluster's document after its admission,
+//!   in sync round trips, before its machine starts.
 //! - [`patch`]: partial service updates (`service update NAME --flag ...`) and cluster
 //!   settings changes (`cluster set KEY VALUE`).
 //! - [`api_token`]: operator tokens for the remote API, stored as digests; the pure check.
@@ -22,7 +24,7 @@
 //! - [`system`]: the probes of this machine (`/proc`, `nvidia-smi`), over the pure types
 //!   and parsers of [`warren_core::system`].
 
-pub use warren_core::{api_token, core, logs, machine, patch, protocol, secrets, token};
+pub use warren_core::{api_token, core, join, logs, machine, patch, protocol, secrets, token};
 
 pub mod daemon;
 pub mod system;

@@ -24,6 +24,7 @@ fn request(token: &str, name: &str) -> Vec<u8> {
         addrs: Vec::new(),
         labels: BTreeMap::new(),
         x25519_public_key: String::new(),
+        sync_after: false,
     })
     .expect("encode join request")
 }

@@ -249,6 +249,7 @@ fn main() {
         addrs: vec![format!("/ip4/127.0.0.1/udp/7946/quic-v1/p2p/{JOINER}")],
         labels: BTreeMap::from([("zone".into(), "b".into())]),
         x25519_public_key: "ab".repeat(32),
+        sync_after: false,
     };
     let request = serde_json::to_vec(&request).expect("json");
     write("join_request", "valid", &request);

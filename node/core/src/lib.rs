@@ -25,7 +25,7 @@
 //! | [`handle_direct`](NodeMachine::handle_direct) | a member's direct message: SWIM (membership, failure detection), a report (its tasks, capacity, usage, engine), a request for reports |
 //! | [`handle_sync_request`](NodeMachine::handle_sync_request) | a member's sync request; returns the answer to send back |
 //! | [`handle_sync_response`](NodeMachine::handle_sync_response) | the answer (or failure) of a request the machine asked for with [`Output::SyncRequest`] |
-//! | [`handle_join`](NodeMachine::handle_join) | a joining node's request; returns the whole document to send back |
+//! | [`handle_join`](NodeMachine::handle_join) | a joining node's request; returns the answer to send back (small: the new member then fetches the document by sync, see [`join`]) |
 //! | [`handle_connected`](NodeMachine::handle_connected), [`handle_disconnected`](NodeMachine::handle_disconnected), [`handle_listen_addr`](NodeMachine::handle_listen_addr) | the transport's connection and address events |
 //! | [`write`](NodeMachine::write) | an operator's [`Write`]; acknowledge it only after the outputs it queued are carried out |
 //! | [`set_local_status`](NodeMachine::set_local_status), [`set_engine_status`](NodeMachine::set_engine_status), [`set_usage`](NodeMachine::set_usage), [`set_capacity`](NodeMachine::set_capacity), [`set_gpus`](NodeMachine::set_gpus), [`set_secret_keys`](NodeMachine::set_secret_keys) | what the node knows of itself: its tasks (from its reconcile loop), its engine, its machine, its keys; reported to the members that need it |
@@ -128,6 +128,7 @@ pub mod api_token;
 pub mod core;
 pub mod engine;
 pub mod invariants;
+pub mod join;
 pub mod logs;
 pub mod machine;
 pub mod patch;

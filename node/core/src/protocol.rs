@@ -327,7 +327,71 @@ pub struct JoinRequest {
     /// Its X25519 public key (hex) for secrets; empty from a node that has none.
     #[serde(default)]
     pub x25519_public_key: String,
+    /// Whether the joining node takes a [`JoinAnswer`] and fetches the document through the
+    /// sync protocol. Absent (`false`) from nodes older than issue 13, which expect the whole
+    /// saved document as the answer.
+    #[serde(default)]
+    pub sync_after: bool,
 }
+
+/// Most members a [`JoinAnswer`] names.
+pub const MAX_ANSWER_MEMBERS: usize = 64;
+
+/// Most heads a [`JoinAnswer`] carries (a document has as many heads as concurrent latest
+/// changes: a handful).
+pub const MAX_ANSWER_HEADS: usize = 1024;
+
+/// The answer to a [`JoinRequest`] with `sync_after`: what the new member needs to start, not
+/// the document, which it then fetches through the sync protocol (any size, in messages within
+/// the mesh's limits; see [`crate::join::CatchUp`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinAnswer {
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// Hex hashes of the admitting member's heads right after the admission: the new member
+    /// holds the whole state it was admitted into (its own admission included) once it holds
+    /// these changes.
+    pub heads: Vec<String>,
+    /// Members with their addresses, the admitting member first, at most
+    /// [`MAX_ANSWER_MEMBERS`]: whom the new member's mesh hears while it catches up.
+    pub members: Vec<(String, Vec<String>)>,
+}
+
+impl JoinAnswer {
+    /// Reads an answer from the admitting member, bounded ([`MAX_ANSWER_HEADS`],
+    /// [`MAX_ANSWER_MEMBERS`], 16 addresses of at most 256 bytes each); `None` when the bytes
+    /// are not one (an older member answers with the whole saved document).
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut answer: Self = serde_json::from_slice(bytes).ok()?;
+        answer.heads.truncate(MAX_ANSWER_HEADS);
+        answer.members.truncate(MAX_ANSWER_MEMBERS);
+        for (_, addrs) in &mut answer.members {
+            addrs.retain(|a| a.len() <= 256);
+            addrs.truncate(16);
+        }
+        Some(answer)
+    }
+}
+
+/// Largest request body the mesh carries (`warren_mesh::MAX_REQUEST_BODY`: libp2p's 1 MiB
+/// less the envelope). warren-core does not depend on the mesh; the daemon checks at compile
+/// time that the two agree.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024 - 1024;
+
+/// Largest response body the mesh carries (`warren_mesh::MAX_RESPONSE_BODY`: libp2p's 10 MiB
+/// less the envelope).
+pub const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024 - 1024;
+
+/// Most bytes of the Automerge message in a sync request ([`encode_sync`] adds one): our
+/// changes for the peer, in a dialogue we started. [`warren_crdt::SyncState::new`]'s bound.
+pub const SYNC_REQUEST_BUDGET: usize = warren_crdt::DEFAULT_MAX_SYNC_MESSAGE;
+
+/// Most bytes of the Automerge message in a sync response: the changes a peer that started a
+/// dialogue lacks (a new member catching up takes a document in messages of this size).
+pub const SYNC_RESPONSE_BUDGET: usize = 8 * 1024 * 1024;
+
+const _: () = assert!(SYNC_REQUEST_BUDGET < MAX_REQUEST_BYTES);
+const _: () = assert!(SYNC_RESPONSE_BUDGET < MAX_RESPONSE_BYTES);
 
 /// Sync request/response body: one flag byte (1 = first message of a new session: the
 /// responder resets its state for this peer) then the Automerge sync message, if any.

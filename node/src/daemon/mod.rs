@@ -145,6 +145,10 @@ pub enum NodeError {
         /// Its reason.
         reason: String,
     },
+    /// Admitted, but the cluster's desired state could not be fetched; starting again with
+    /// the same token resumes (an admitted identity is answered again).
+    #[error("admitted, but fetching the cluster's desired state failed: {0}; start again with the same token")]
+    CatchUp(#[from] crate::join::CatchUpError),
     /// No bootstrap peer answered in time.
     #[error("could not reach any bootstrap peer of the join token within {0:?}")]
     JoinTimeout(Duration),
@@ -163,6 +167,11 @@ pub enum NodeError {
 
 /// How long a joining node keeps trying to reach a bootstrap peer.
 const JOIN_DEADLINE: Duration = Duration::from_secs(60);
+
+// The machine bounds what it sends by the mesh's limits, which it cannot see (warren-core
+// does not depend on the mesh): they must agree.
+const _: () = assert!(protocol::MAX_REQUEST_BYTES == warren_mesh::MAX_REQUEST_BODY);
+const _: () = assert!(protocol::MAX_RESPONSE_BYTES == warren_mesh::MAX_RESPONSE_BODY);
 
 /// Runs a node until `cancel` fires. Errors are the reasons it could not start or had to stop.
 pub async fn run(config: NodeConfig, cancel: CancellationToken) -> Result<(), NodeError> {
@@ -563,8 +572,11 @@ async fn wait_for_listen_addrs(mesh: &MeshHandle) -> Vec<Multiaddr> {
     }
 }
 
-/// Presents `token` to its bootstrap peers until one admits this node (returns the cluster's
-/// document) or refuses (an error: a refused token will not become valid by retrying).
+/// Presents `token` to its bootstrap peers until one admits this node or refuses (an error: a
+/// refused token will not become valid by retrying), then fetches the cluster's document from
+/// the admitting member ([`catch_up`]) and returns it whole: the machine starts only over the
+/// complete state. A member older than issue 13 answers with the whole document instead,
+/// which is loaded as before.
 async fn join(
     mesh: &MeshHandle,
     events: &mut mpsc::Receiver<MeshEvent>,
@@ -590,6 +602,7 @@ async fn join(
         addrs: my_addrs.to_vec(),
         labels: config.labels.clone(),
         x25519_public_key: x25519_public.to_string(),
+        sync_after: true,
     })
     .map_err(|e| NodeError::BadToken(e.to_string()))?;
     let deadline = Instant::now() + JOIN_DEADLINE;
@@ -603,8 +616,12 @@ async fn join(
                 .request(*peer, RequestKind::Join, request.clone())
                 .await
             {
-                Ok(Response::Ok(doc)) => {
-                    let state = DesiredState::load(me.clone(), &doc)?;
+                Ok(Response::Ok(answer)) => {
+                    if let Some(answer) = protocol::JoinAnswer::decode(&answer) {
+                        info!(%peer, "admitted to the cluster; fetching its desired state");
+                        return catch_up(mesh, events, me, *peer, &answer).await;
+                    }
+                    let state = DesiredState::load(me.clone(), &answer)?;
                     let admitted = state.cluster().is_some_and(|c| c.id == token.cluster_id)
                         && state.members().contains_key(me);
                     if !admitted {
@@ -629,4 +646,65 @@ async fn join(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(NodeError::JoinTimeout(JOIN_DEADLINE))
+}
+
+/// Fetches the cluster's document from `admitter` after an admission answered with `answer`,
+/// in sync round trips ([`warren_core::join::CatchUp`]), each message within the mesh's
+/// limits. The members the answer names become the mesh's member set first, so that the
+/// admitter's connection is not closed as a stranger's. Members' own requests are refused
+/// meanwhile (this node has no machine to answer them yet; their dialogues resume later).
+///
+/// Errors: [`NodeError::CatchUp`] after too many rounds or for a state that does not list
+/// this node, [`NodeError::MeshStopped`].
+async fn catch_up(
+    mesh: &MeshHandle,
+    events: &mut mpsc::Receiver<MeshEvent>,
+    me: &NodeId,
+    admitter: PeerId,
+    answer: &protocol::JoinAnswer,
+) -> Result<DesiredState, NodeError> {
+    let members: std::collections::HashMap<PeerId, Vec<Multiaddr>> = answer
+        .members
+        .iter()
+        .filter_map(|(id, addrs)| {
+            let addrs = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            Some((id.parse().ok()?, addrs))
+        })
+        .collect();
+    mesh.set_members(members)
+        .await
+        .map_err(|_| NodeError::MeshStopped)?;
+    let started = Instant::now();
+    let mut fetched = 0usize;
+    let mut catch_up = crate::join::CatchUp::new(me.clone(), answer);
+    while let Some(body) = catch_up.next_request()? {
+        while let Ok(event) = events.try_recv() {
+            if let MeshEvent::Request { reply, .. } = event {
+                let refusal = Response::Refused("catching up with the cluster's state".into());
+                let _ = mesh.respond(reply, refusal).await;
+            }
+        }
+        let response = match mesh.request(admitter, RequestKind::Sync, body).await {
+            Ok(Response::Ok(body)) => Ok(body),
+            Ok(Response::Refused(reason)) => Err(reason),
+            Err(e) => Err(e.to_string()),
+        };
+        match &response {
+            Ok(body) => fetched += body.len(),
+            Err(reason) => {
+                warn!(peer = %admitter, %reason, "a sync round failed while catching up; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        catch_up.handle_response(response.as_deref().map_err(Clone::clone));
+    }
+    let rounds = catch_up.rounds();
+    let state = catch_up.finish()?;
+    info!(
+        rounds,
+        bytes = fetched,
+        ms = started.elapsed().as_millis() as u64,
+        "caught up with the cluster's desired state"
+    );
+    Ok(state)
 }

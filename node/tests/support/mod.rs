@@ -62,6 +62,26 @@ impl Node {
         quic_port: u16,
         extra: &[&str],
     ) -> Node {
+        Self::start_within(
+            name,
+            data_dir,
+            api_port,
+            quic_port,
+            extra,
+            Duration::from_secs(30),
+        )
+    }
+
+    /// [`Node::start_on`], waiting up to `timeout` for the API (a join that fetches a large
+    /// document answers later).
+    pub fn start_within(
+        name: &str,
+        data_dir: &Path,
+        api_port: u16,
+        quic_port: u16,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> Node {
         let mut node = Node {
             name: name.to_string(),
             data_dir: data_dir.to_path_buf(),
@@ -72,7 +92,7 @@ impl Node {
             log: data_dir.with_extension("log"),
         };
         node.spawn(extra);
-        node.peer_id = wait_for(&format!("{name}'s API"), Duration::from_secs(30), || {
+        node.peer_id = wait_for(&format!("{name}'s API"), timeout, || {
             if let Some(status) = node.try_exit() {
                 panic!("{name} exited early ({status}); log:\n{}", node.log_text());
             }

@@ -3,7 +3,7 @@
 use tracing::info;
 use warren_crdt::{CrdtError, Member, MemberState, NodeId};
 
-use crate::protocol::JoinRequest;
+use crate::protocol::{JoinAnswer, JoinRequest, MAX_ANSWER_MEMBERS, MAX_RESPONSE_BYTES};
 use crate::token::JoinToken;
 
 use super::NodeMachine;
@@ -48,6 +48,19 @@ pub enum JoinError {
     /// The joining node's name or labels are out of bounds.
     #[error("name must be 1-63 characters and labels at most 64")]
     BadName,
+    /// The joining node expects the whole document as the answer (a version older than
+    /// issue 13, whose request lacks `sync_after`) and the document is larger than one answer
+    /// carries. Nothing was written: the node is not admitted.
+    #[error(
+        "the cluster's document takes {bytes} bytes, more than one join answer carries \
+         ({max}); upgrade this node: newer versions fetch the document by sync"
+    )]
+    DocumentTooLarge {
+        /// The saved document's size.
+        bytes: usize,
+        /// The most one answer carries.
+        max: usize,
+    },
     /// Writing the admission failed (the token was used up concurrently, or the store).
     #[error(transparent)]
     Document(#[from] CrdtError),
@@ -55,7 +68,20 @@ pub enum JoinError {
 
 impl NodeMachine {
     /// A join request from `from` (its authenticated id) at wall time `now_secs`: checks the
-    /// token and admits it. Returns the whole document to send back, or why it is refused.
+    /// token and admits it. Returns the answer to send back, or why it is refused.
+    ///
+    /// The answer is a [`JoinAnswer`] (JSON): the cluster id, this replica's heads right after
+    /// the admission, and members to hear (this one first). It stays small whatever the
+    /// document's size; the new member fetches the document through the sync protocol
+    /// ([`crate::join::CatchUp`]) and starts its machine only once it holds those heads.
+    /// An already admitted identity is answered again without a token use (a node that
+    /// stopped while catching up starts over with the same token).
+    ///
+    /// Mixed versions: a request without `sync_after` comes from a node older than this
+    /// (issue 13), which loads the answer as a whole saved document. It still gets one when
+    /// the document fits in a response ([`MAX_RESPONSE_BYTES`]); a larger one is refused
+    /// with [`JoinError::DocumentTooLarge`] before anything is written. (Before, such a node
+    /// was admitted and then never got an answer: the mesh refused to send it.)
     ///
     /// Errors: [`JoinError`] (its text goes back to the joining node).
     pub fn handle_join(
@@ -75,6 +101,15 @@ impl NodeMachine {
         let known = self.state.members().get(from).map(|m| m.state);
         if known == Some(MemberState::Removed) {
             return Err(JoinError::Removed);
+        }
+        if !request.sync_after {
+            let bytes = self.state.save().len();
+            if bytes > MAX_RESPONSE_BYTES {
+                return Err(JoinError::DocumentTooLarge {
+                    bytes,
+                    max: MAX_RESPONSE_BYTES,
+                });
+            }
         }
         if known.is_none() {
             let record = self.state.tokens().remove(&token.token_id);
@@ -144,6 +179,33 @@ impl NodeMachine {
             }
             self.refresh_members();
         }
-        Ok(self.state.save())
+        if !request.sync_after {
+            return Ok(self.state.save());
+        }
+        let answer = JoinAnswer {
+            cluster_id: cluster.id,
+            heads: self.state.heads(),
+            members: self.answer_members(from),
+        };
+        Ok(serde_json::to_vec(&answer).map_err(CrdtError::from)?)
+    }
+
+    /// The members a [`JoinAnswer`] names for `joining`: this one first, then others (not
+    /// `joining` itself), at most [`MAX_ANSWER_MEMBERS`] in all.
+    fn answer_members(&self, joining: &NodeId) -> Vec<(String, Vec<String>)> {
+        let mine = self
+            .members
+            .get(&self.me)
+            .cloned()
+            .unwrap_or_else(|| self.my_addrs());
+        let others = self
+            .members
+            .iter()
+            .filter(|(id, _)| **id != self.me && *id != joining)
+            .map(|(id, addrs)| (id.to_string(), addrs.clone()));
+        std::iter::once((self.me.to_string(), mine))
+            .chain(others)
+            .take(MAX_ANSWER_MEMBERS)
+            .collect()
     }
 }

@@ -10,7 +10,10 @@ use crate::protocol::{self, LeaseRenewal, TaskState, TaskStatus};
 use super::{Channel, NodeMachine, Output};
 
 /// Most rounds of one sync dialogue; a dialogue that needs more resumes at the next
-/// anti-entropy round.
+/// anti-entropy round. Each message is bounded ([`protocol::SYNC_REQUEST_BUDGET`] for what the
+/// starter sends, [`protocol::SYNC_RESPONSE_BUDGET`] for what it gets back): 32 rounds move
+/// 256 MiB towards the starter but only about 30 MiB from it; the peer's own dialogues, which
+/// pull from us in responses, take the rest.
 pub const MAX_SYNC_ROUNDS: u32 = 32;
 
 /// Why a peer's sync request was refused ([`NodeMachine::handle_sync_request`]).
@@ -118,9 +121,12 @@ impl NodeMachine {
             return Err(SyncError::Empty);
         };
         if reset {
-            self.inbound_sync.insert(from.clone(), SyncState::new());
+            self.inbound_sync.insert(from.clone(), responder_state());
         }
-        let state = self.inbound_sync.entry(from.clone()).or_default();
+        let state = self
+            .inbound_sync
+            .entry(from.clone())
+            .or_insert_with(responder_state);
         if let Some(message) = message {
             if let Err(e) = self.state.receive_sync_message(state, message) {
                 debug!(%from, error = %e, "bad sync message");
@@ -129,7 +135,10 @@ impl NodeMachine {
             }
             self.merged();
         }
-        let state = self.inbound_sync.entry(from.clone()).or_default();
+        let state = self
+            .inbound_sync
+            .entry(from.clone())
+            .or_insert_with(responder_state);
         let reply = self.state.generate_sync_message(state);
         Ok(protocol::encode_sync(false, reply))
     }
@@ -168,4 +177,10 @@ impl NodeMachine {
             body: protocol::encode_sync(false, next),
         });
     }
+}
+
+/// The sync state of a dialogue a peer started: our messages travel as responses, which the
+/// mesh lets be larger than requests.
+fn responder_state() -> SyncState {
+    SyncState::with_max_message(protocol::SYNC_RESPONSE_BUDGET)
 }

@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use warren_core::protocol::JoinRequest;
+use warren_core::join::CatchUp;
+use warren_core::protocol::{JoinAnswer, JoinRequest, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use warren_core::secrets::SecretKeys;
 use warren_core::{JoinError, MachineConfig, Millis, NodeMachine, Output};
 use warren_crdt::test_utils::cluster_info;
@@ -34,6 +35,20 @@ pub(crate) const WALL_EPOCH_SECS: i64 = 1_700_000_000;
 /// The document clock: every change is stamped 0, so histories replay exactly.
 fn zero_clock() -> i64 {
     0
+}
+
+/// What a join took ([`Cluster::join_measured`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct JoinFigures {
+    /// Bytes of the admitter's answer.
+    pub(crate) answer: usize,
+    /// Sync round trips to the whole state.
+    pub(crate) rounds: u32,
+    /// The largest sync request and response body.
+    pub(crate) largest_request: usize,
+    pub(crate) largest_response: usize,
+    /// Bytes of all sync responses.
+    pub(crate) bytes: usize,
 }
 
 /// One member of the cluster and what the harness saw it do.
@@ -85,8 +100,18 @@ impl Cluster {
         Self::founded_with(founder, keys, MachineConfig::default())
     }
 
+    /// As [`Cluster::founded`], the founder's document grown by at least `bytes` of changes
+    /// first ([`warren_crdt::test_utils::grow_history`]).
+    pub(crate) fn founded_with_history(founder: &str, bytes: usize) -> Self {
+        Self::founded_grown(founder, false, MachineConfig::default(), bytes)
+    }
+
     /// As [`Cluster::founded`], every machine with `config`.
     pub(crate) fn founded_with(founder: &str, keys: bool, config: MachineConfig) -> Self {
+        Self::founded_grown(founder, keys, config, 0)
+    }
+
+    fn founded_grown(founder: &str, keys: bool, config: MachineConfig, bytes: usize) -> Self {
         let mut cluster = Self {
             nodes: Vec::new(),
             now: Millis(0),
@@ -104,6 +129,10 @@ impl Cluster {
         };
         let state = DesiredState::new_cluster_seeded(&cluster_info(), &member, [0; 8], zero_clock)
             .expect("a new cluster");
+        let mut state = state;
+        if bytes > 0 {
+            warren_crdt::test_utils::grow_history(&mut state, bytes);
+        }
         cluster.add(founder, state, keys);
         cluster
     }
@@ -163,9 +192,10 @@ impl Cluster {
     }
 
     /// `name` joins through member `admitter` with `token`, as the daemon's `join` does: it
-    /// sends a [`JoinRequest`] (with an X25519 key when `keys`), loads the document the
-    /// admitter answers with, checks it is listed, and starts its machine over it. Returns
-    /// the new member's index, or the admitter's refusal.
+    /// sends a [`JoinRequest`] (with an X25519 key when `keys`), catches up from the
+    /// admitter's [`JoinAnswer`] by sync round trips ([`CatchUp`]), and starts its machine
+    /// over the whole state. Every message is checked against the mesh's limits. Returns the
+    /// new member's index, or the admitter's refusal.
     pub(crate) fn join(
         &mut self,
         admitter: usize,
@@ -173,6 +203,18 @@ impl Cluster {
         token: &str,
         keys: bool,
     ) -> Result<usize, JoinError> {
+        self.join_measured(admitter, name, token, keys)
+            .map(|(index, _)| index)
+    }
+
+    /// [`Cluster::join`], and what the join took.
+    pub(crate) fn join_measured(
+        &mut self,
+        admitter: usize,
+        name: &str,
+        token: &str,
+        keys: bool,
+    ) -> Result<(usize, JoinFigures), JoinError> {
         let id = node_id(name);
         let public = if keys {
             secret_keys(self.nodes.len()).public_hex()
@@ -185,6 +227,7 @@ impl Cluster {
             addrs: vec![format!("/memory/{}/p2p/{id}", self.nodes.len())],
             labels: BTreeMap::new(),
             x25519_public_key: public,
+            sync_after: true,
         })
         .expect("encode a join request");
         let now_secs = self.now_secs();
@@ -193,13 +236,51 @@ impl Cluster {
             .handle_join(&id, &request, now_secs);
         // The daemon carries out the admission's outputs (a flushed persist) before answering.
         self.drive();
-        let document = answer?;
-        let state = DesiredState::load(id.clone(), &document).expect("the answer is a document");
+        let answer = answer?;
+        let mut figures = JoinFigures {
+            answer: answer.len(),
+            ..JoinFigures::default()
+        };
         assert!(
-            state.members().contains_key(&id),
-            "the admitter answered with a document that does not list {name}"
+            answer.len() <= MAX_RESPONSE_BYTES,
+            "a join answer of {} bytes",
+            answer.len()
         );
-        Ok(self.add(name, state, keys))
+        let answer = JoinAnswer::decode(&answer).expect("the answer is a JoinAnswer");
+        assert_eq!(
+            answer.members.first().map(|(m, _)| m.clone()),
+            Some(self.id(admitter).to_string()),
+            "the admitter names itself first"
+        );
+        let mut catch_up = CatchUp::new(id.clone(), &answer);
+        while let Some(body) = catch_up.next_request().expect("no stall") {
+            assert!(
+                body.len() <= MAX_REQUEST_BYTES,
+                "a sync request of {} bytes",
+                body.len()
+            );
+            figures.largest_request = figures.largest_request.max(body.len());
+            let response = self.nodes[admitter]
+                .machine
+                .handle_sync_request(&id, &body)
+                .map_err(|e| e.to_string());
+            self.drive();
+            if let Ok(body) = &response {
+                assert!(
+                    body.len() <= MAX_RESPONSE_BYTES,
+                    "a sync response of {} bytes",
+                    body.len()
+                );
+                figures.largest_response = figures.largest_response.max(body.len());
+                figures.bytes += body.len();
+            }
+            catch_up.handle_response(response.as_deref().map_err(Clone::clone));
+        }
+        figures.rounds = catch_up.rounds();
+        let state = catch_up
+            .finish()
+            .expect("the whole state, listing the new member");
+        Ok((self.add(name, state, keys), figures))
     }
 
     /// Cuts the link between `a` and `b`: neither gossip nor sync crosses it.
