@@ -22,12 +22,20 @@ use warren_testkit::{docker, IMAGE, WEB_COMMAND};
 use warren_core::invariants;
 
 use crate::cluster::{
-    lease, lease_seen, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions,
+    self, lease, lease_seen, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord,
+    UpOptions,
 };
+use crate::measure::{self, LivenessWatch};
 
-/// Pause between two polls of one node in `convergence` (polling flat out starves the nodes
-/// of CPU on a small machine).
-const POLL_GAP: Duration = Duration::from_millis(20);
+/// Pause between two writes of `convergence` (their propagation overlaps; writing flat out
+/// would measure a burst, not one change at a time).
+const WRITE_GAP: Duration = Duration::from_millis(200);
+/// Time every node gets, after the last write, to have applied every write.
+const COLLECT_DEADLINE: Duration = Duration::from_secs(30);
+/// Period of the liveness samples (`GET /v1/status` at every node) during `convergence`.
+const LIVENESS_PERIOD: Duration = Duration::from_secs(3);
+/// Pause before the idle window of `convergence`, after the document settled.
+const IDLE_SETTLE: Duration = Duration::from_secs(5);
 const SPLIT_SERVICES: [&str; 5] = ["sb", "sb2", "sb-still", "left-svc", "right-svc"];
 /// The service of `split-brain` that no write touches during the split.
 const STILL: &str = "sb-still";
@@ -35,7 +43,6 @@ const STILL: &str = "sb-still";
 const SAMPLE_PERIOD: Duration = Duration::from_millis(150);
 /// Time the gradual rebalance gets, after settling, to bring the spread to max − min ≤ 1.
 const SPREAD_DEADLINE: Duration = Duration::from_secs(60);
-const CONVERGE_DEADLINE: Duration = Duration::from_secs(10);
 const PLACE_DEADLINE: Duration = Duration::from_secs(60);
 const LEASE_DEADLINE: Duration = Duration::from_secs(30);
 const HEAL_DEADLINE: Duration = Duration::from_secs(180);
@@ -45,10 +52,15 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
 /// A scripted scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scenario {
-    /// `writes` writes at node 0; time until every other node shows each.
+    /// `writes` writes, at node `k mod N` for write `k`; from each node's record of when it
+    /// applied each change (`GET /v1/debug/applied`), the time from a write's apply at its
+    /// origin to its apply at the last node. Then each node's CPU over `idle` with no write,
+    /// and its resident memory.
     Convergence {
         /// How many writes.
         writes: usize,
+        /// The idle window over which CPU is measured.
+        idle: Duration,
     },
     /// SIGKILL the lease holder; time until a new holder has its tasks running elsewhere.
     /// Repeated `kills` times (the killed node restarted and the cluster settled in between);
@@ -102,7 +114,9 @@ impl Scenario {
     /// The `warren-testnet` command that runs it again.
     pub fn replay_command(&self, nodes: usize) -> String {
         let extra = match self {
-            Self::Convergence { writes } => format!(" --writes {writes}"),
+            Self::Convergence { writes, idle } => {
+                format!(" --writes {writes} --idle {}s", idle.as_secs())
+            }
             Self::Chaos { duration, seed } => {
                 format!(" --duration {}s --seed {seed}", duration.as_secs())
             }
@@ -138,6 +152,8 @@ pub struct Verdict {
     pub failure: Option<String>,
     /// Measured figures, in order.
     pub figures: Vec<(String, String)>,
+    /// A table of figures per node, if the scenario makes one (printed after the figures).
+    pub table: Option<String>,
     /// The fault log.
     pub faults: Vec<FaultRecord>,
     /// The command that replays it.
@@ -163,6 +179,9 @@ impl fmt::Display for Verdict {
         for (k, v) in &self.figures {
             writeln!(f, "  {k:<width$}  {v}")?;
         }
+        if let Some(table) = &self.table {
+            write!(f, "{table}")?;
+        }
         if let Some(failure) = &self.failure {
             writeln!(f, "FAILURE: {failure}")?;
             writeln!(f, "replay: {}", self.replay)?;
@@ -185,7 +204,7 @@ impl fmt::Display for Verdict {
 
 /// Figures a scenario records as it goes.
 #[derive(Debug, Default)]
-struct Figures(Vec<(String, String)>);
+struct Figures(Vec<(String, String)>, Option<String>);
 
 impl Figures {
     fn add(&mut self, key: impl Into<String>, value: impl Into<String>) {
@@ -201,6 +220,7 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
         passed: false,
         failure: None,
         figures: Vec::new(),
+        table: None,
         faults: Vec::new(),
         replay: scenario.replay_command(opts.nodes),
         elapsed: Duration::ZERO,
@@ -246,7 +266,9 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
         Ok(mut c) => {
             figures.add("nodes", c.len().to_string());
             let result = match scenario {
-                Scenario::Convergence { writes } => convergence(&mut c, *writes, &mut figures),
+                Scenario::Convergence { writes, idle } => {
+                    convergence(&mut c, *writes, *idle, &mut figures)
+                }
                 Scenario::Failover { kills } => failover(&mut c, *kills, &mut figures),
                 Scenario::SplitBrain => split_brain(&mut c, &mut figures),
                 Scenario::Autonomy => autonomy(&mut c, &mut figures),
@@ -264,6 +286,7 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
         }
     }
     verdict.figures = figures.0;
+    verdict.table = figures.1;
     verdict.passed = failure.is_none();
     verdict.failure = failure;
     if !verdict.passed {
@@ -397,83 +420,269 @@ fn all(c: &Cluster) -> Vec<usize> {
 
 // ----- convergence -----
 
-fn convergence(c: &mut Cluster, writes: usize, fig: &mut Figures) -> Result<(), Error> {
+fn convergence(
+    c: &mut Cluster,
+    writes: usize,
+    idle: Duration,
+    fig: &mut Figures,
+) -> Result<(), Error> {
     let h = c.cli_handle();
     let n = c.len();
-    let mut samples = Vec::with_capacity(writes);
-    let mut polls: Vec<Duration> = Vec::new();
-    for k in 0..writes {
-        let name = format!("conv-{k}");
-        create(&h, 0, &name, 0, false)?;
-        let acked = Instant::now();
-        let results: Vec<Result<(Duration, Vec<Duration>), String>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (1..n)
-                .map(|i| {
-                    let (h, name) = (&h, &name);
-                    s.spawn(move || seen(h, i, name, acked))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|j| j.join().unwrap_or_else(|_| Err("poller panicked".into())))
-                .collect()
-        });
-        let mut worst = Duration::ZERO;
-        for r in results {
-            let (d, p) = r.map_err(failed)?;
-            worst = worst.max(d);
-            polls.extend(p);
-        }
-        samples.push(worst);
+    let peers: Vec<String> = (0..n).map(|i| c.peer(i).to_string()).collect();
+    let pids: Vec<u32> = c
+        .nodes()
+        .iter()
+        .map(|node| {
+            node.pid
+                .ok_or_else(|| failed(format!("{} has no pid", node.name)))
+        })
+        .collect::<Result<_, _>>()?;
+    // `ip netns exec` execs the node: its pid is warren-node's own.
+    if let Some((i, name)) = pids.iter().enumerate().find_map(|(i, &p)| {
+        measure::comm(p)
+            .filter(|c| c != "warren-node")
+            .map(|c| (i, c))
+    }) {
+        return Err(failed(format!(
+            "node {i}'s pid runs `{name}`, not warren-node"
+        )));
     }
-    samples.sort_unstable();
-    polls.sort_unstable();
-    fig.add("writes (service create at node 0)", writes.to_string());
-    fig.add("visible on all peers p50", ms(percentile(&samples, 50.0)));
-    fig.add("visible on all peers p99", ms(percentile(&samples, 99.0)));
+    let watch = LivenessWatch::start(
+        h.clone(),
+        peers.clone(),
+        LIVENESS_PERIOD,
+        COLLECT_DEADLINE + idle + Duration::from_secs(600),
+    );
+    let result = converge_and_idle(c, writes, idle, &pids, fig);
+    let seen = watch.stop();
+    let (suspect, down) = seen.pairs_not_alive();
     fig.add(
-        "visible on all peers max",
-        ms(samples.last().copied().unwrap_or_default()),
+        "liveness (every node's /v1/status every 3 s)",
+        format!(
+            "{} rounds; {} alive -> suspect/down transitions; ordered pairs ever suspect {suspect}, \
+             ever down {down} (of {}); {} unanswered",
+            seen.rounds,
+            seen.flaps(),
+            n * (n - 1),
+            seen.failed
+        ),
+    );
+    for (i, j, p) in seen.worst(5) {
+        fig.add(
+            format!("  n{i} saw n{j}"),
+            format!(
+                "{} flaps, suspect in {} samples, down in {}",
+                p.flaps, p.suspect, p.down
+            ),
+        );
+    }
+    // The summary line last, with the liveness flaps.
+    if let Some(at) = fig.0.iter().position(|(k, _)| k == "summary") {
+        let (k, v) = fig.0.remove(at);
+        fig.add(k, format!("{v}; {} liveness flaps", seen.flaps()));
+    }
+    result
+}
+
+/// One write of `convergence`: its service, the node it was written at and the wall clock
+/// (Unix ms) just before it was sent.
+struct Written {
+    name: String,
+    origin: usize,
+    sent_ms: i64,
+}
+
+fn converge_and_idle(
+    c: &mut Cluster,
+    writes: usize,
+    idle: Duration,
+    pids: &[u32],
+    fig: &mut Figures,
+) -> Result<(), Error> {
+    let h = c.cli_handle();
+    let n = c.len();
+    let since_ms = cluster::wall_ms();
+    let mut written = Vec::with_capacity(writes);
+    let mut write_calls = Vec::with_capacity(writes);
+    for k in 0..writes {
+        let origin = k % n;
+        let name = format!("conv-{k}");
+        let sent_ms = cluster::wall_ms();
+        let t = Instant::now();
+        create(&h, origin, &name, 0, false)?;
+        write_calls.push(t.elapsed());
+        written.push(Written {
+            name,
+            origin,
+            sent_ms,
+        });
+        std::thread::sleep(WRITE_GAP);
+    }
+    // Every node's record, once it holds every write (the times come from the records; this
+    // wait only decides when to read them).
+    let records = c.wait_for(
+        "every write in every node's applied record",
+        COLLECT_DEADLINE,
+        |c| {
+            let records = (0..n)
+                .map(|i| h.applied(i, since_ms).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let lags = apply_times(c, &written, &records)?;
+            Ok((records, lags))
+        },
+    )?;
+    let (records, lags) = records;
+    let hashes: BTreeSet<&str> = lags.iter().map(|(hash, _)| hash.as_str()).collect();
+    let lags: Vec<&Vec<Duration>> = lags.iter().map(|(_, row)| row).collect();
+    // Per change: origin apply -> last node's apply.
+    let mut to_last: Vec<Duration> = lags
+        .iter()
+        .map(|row| row.iter().copied().max().unwrap_or_default())
+        .collect();
+    to_last.sort_unstable();
+    write_calls.sort_unstable();
+    fig.add(
+        "writes",
+        format!("{writes} `service create conv-k --replicas 0`, write k at node k mod {n}, one every {} ms", WRITE_GAP.as_millis()),
+    );
+    let (p50, p99, max) = (
+        percentile(&to_last, 50.0),
+        percentile(&to_last, 99.0),
+        percentile(&to_last, 100.0),
     );
     fig.add(
-        "poll resolution (one warren-cli call, median)",
-        ms(percentile(&polls, 50.0)),
+        "applied at origin -> applied at the last node",
+        format!("p50 {}, p99 {}, max {}", ms(p50), ms(p99), ms(max)),
     );
-    let lease = c.wait_for("one document everywhere", CONVERGE_DEADLINE, |c| {
+    fig.add(
+        "write acknowledged (one warren-cli call, median)",
+        ms(percentile(&write_calls, 50.0)),
+    );
+    let lease = c.wait_for("one document everywhere", COLLECT_DEADLINE, |c| {
         c.check_converged(&all(c))
     })?;
     fig.add(
         "lease holder",
         format!("{} epoch {}", lease.holder, lease.epoch),
     );
+    std::thread::sleep(IDLE_SETTLE);
+    let cpu = measure::cpu_percent(pids, idle);
+    let rss: Vec<Option<u64>> = pids.iter().map(|&p| measure::rss_kib(p)).collect();
+    // The table: per node, its lag behind the origin over the changes, how they came, CPU, RSS.
+    let mut table = format!(
+        "  {:<5} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>10} {:>9}\n",
+        "node", "pid", "lag p50", "lag max", "gossip", "sync", "other", "idle CPU", "RSS"
+    );
+    for i in 0..n {
+        let mut lag: Vec<Duration> = lags
+            .iter()
+            .zip(&written)
+            .filter(|(_, w)| w.origin != i)
+            .map(|(row, _)| row[i])
+            .collect();
+        lag.sort_unstable();
+        let via = |v: &str| {
+            records[i]
+                .iter()
+                .filter(|e| e.via == v && hashes.contains(e.hash.as_str()))
+                .count()
+        };
+        table.push_str(&format!(
+            "  {:<5} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>10} {:>9}\n",
+            format!("n{i}"),
+            pids[i],
+            ms(percentile(&lag, 50.0)),
+            ms(percentile(&lag, 100.0)),
+            via("gossip"),
+            via("sync"),
+            via("other"),
+            cpu[i].map_or("gone".to_string(), |p| format!("{p:.1} %")),
+            rss[i].map_or("gone".to_string(), |k| format!("{} MiB", k / 1024)),
+        ));
+    }
+    let mut cpus: Vec<f64> = cpu.iter().flatten().copied().collect();
+    cpus.sort_by(f64::total_cmp);
+    let mut rsss: Vec<u64> = rss.iter().flatten().copied().collect();
+    rsss.sort_unstable();
+    let mid_cpu = cpus.get(cpus.len() / 2).copied().unwrap_or_default();
+    let max_cpu = cpus.last().copied().unwrap_or_default();
+    let mid_rss = rsss.get(rsss.len() / 2).copied().unwrap_or_default() / 1024;
+    let max_rss = rsss.last().copied().unwrap_or_default() / 1024;
+    fig.add(
+        format!(
+            "idle CPU per node over {} s (% of one core)",
+            idle.as_secs()
+        ),
+        format!(
+            "median {mid_cpu:.1} %, max {max_cpu:.1} %, sum {:.1} %",
+            cpus.iter().sum::<f64>()
+        ),
+    );
+    fig.add(
+        "RSS per node",
+        format!("median {mid_rss} MiB, max {max_rss} MiB"),
+    );
+    fig.add(
+        "summary",
+        format!(
+            "{n} nodes, {writes} changes: applied at origin -> at the last node p50 {}, p99 {}, \
+             max {}; idle CPU median {mid_cpu:.1} % (max {max_cpu:.1} %) of one core, RSS median \
+             {mid_rss} MiB (max {max_rss} MiB)",
+            ms(p50),
+            ms(p99),
+            ms(max)
+        ),
+    );
+    fig.1 = Some(table);
     Ok(())
 }
 
-/// Polls node `i` until it lists `name`: time since `acked`, and each poll's duration.
-fn seen(
-    h: &CliHandle,
-    i: usize,
-    name: &str,
-    acked: Instant,
-) -> Result<(Duration, Vec<Duration>), String> {
-    let mut polls = Vec::new();
-    for _ in 0..10_000 {
-        let t = Instant::now();
-        // `service inspect` answers for one service (exit 0 once the node knows it): cheaper
-        // for the node than listing every service at each poll.
-        let found = h.run(i, &["service", "inspect", name]).is_ok();
-        polls.push(t.elapsed());
-        if found {
-            return Ok((acked.elapsed(), polls));
+/// For each write, its change's hash and each node's apply time minus the apply time at its
+/// origin (zero at the origin), from the nodes' records. An error names what is missing (the caller waits for it)
+/// or what is wrong: a write applied at its origin before it was sent, or at a node before
+/// its origin.
+fn apply_times(
+    c: &Cluster,
+    written: &[Written],
+    records: &[Vec<cluster::Applied>],
+) -> Result<Vec<(String, Vec<Duration>)>, String> {
+    let mut lags = Vec::with_capacity(written.len());
+    for w in written {
+        let message = format!("service create {}", w.name);
+        let origin = records[w.origin]
+            .iter()
+            .find(|e| e.message == message && e.author.as_deref() == Some(c.peer(w.origin)))
+            .ok_or_else(|| format!("node {} has no record of its write {}", w.origin, w.name))?;
+        if origin.via != "local" {
+            return Err(format!(
+                "node {} recorded its own write {} as via {}",
+                w.origin, w.name, origin.via
+            ));
         }
-        if acked.elapsed() > CONVERGE_DEADLINE {
-            break;
+        if origin.at_ms < w.sent_ms {
+            return Err(format!(
+                "node {} applied {} at {} ms, before it was sent ({} ms)",
+                w.origin, w.name, origin.at_ms, w.sent_ms
+            ));
         }
-        std::thread::sleep(POLL_GAP);
+        let mut row = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            let e = record
+                .iter()
+                .find(|e| e.hash == origin.hash)
+                .ok_or_else(|| format!("node {i} has not applied {} yet", w.name))?;
+            let lag = e.at_ms - origin.at_ms;
+            if lag < 0 {
+                return Err(format!(
+                    "node {i} applied {} {} ms before its origin (node {})",
+                    w.name, -lag, w.origin
+                ));
+            }
+            row.push(Duration::from_millis(lag as u64));
+        }
+        lags.push((origin.hash.clone(), row));
     }
-    Err(format!(
-        "node {i} does not show {name} {CONVERGE_DEADLINE:?} after the write"
-    ))
+    Ok(lags)
 }
 
 // ----- failover -----
