@@ -130,8 +130,10 @@ impl LivenessSeen {
     }
 }
 
-/// Asks every node for its members' liveness (`GET /v1/status`) every `period` on a thread,
-/// until stopped or for at most `max`.
+/// Asks every node for its members' liveness (`GET /v1/status`, all nodes at once) every
+/// `period` on a thread, until stopped or for at most `max`. Each read makes the node ask
+/// every member for its reports for the next minute (`warren_core::machine::WANT_MS`), so a
+/// watch is not idle: stop it a minute before measuring idle CPU.
 #[derive(Debug)]
 pub struct LivenessWatch {
     stop: Arc<AtomicBool>,
@@ -152,10 +154,12 @@ impl LivenessWatch {
             };
             let mut last_alive = vec![vec![true; n]; n];
             let start = Instant::now();
+            let all: Vec<usize> = (0..n).collect();
             while !flag.load(Ordering::Relaxed) && start.elapsed() < max {
                 let at = Instant::now();
-                for (i, row) in last_alive.iter_mut().enumerate() {
-                    let Ok(status) = h.api_get(i, "/v1/status") else {
+                let statuses = h.statuses(&all);
+                for ((i, row), status) in last_alive.iter_mut().enumerate().zip(statuses) {
+                    let Ok(status) = status else {
                         seen.failed += 1;
                         continue;
                     };

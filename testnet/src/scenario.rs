@@ -34,8 +34,10 @@ const WRITE_GAP: Duration = Duration::from_millis(200);
 const COLLECT_DEADLINE: Duration = Duration::from_secs(30);
 /// Period of the liveness samples (`GET /v1/status` at every node) during `convergence`.
 const LIVENESS_PERIOD: Duration = Duration::from_secs(3);
-/// Pause before the idle window of `convergence`, after the document settled.
-const IDLE_SETTLE: Duration = Duration::from_secs(5);
+/// Quiet before the idle window of `convergence`: no write and no read, so that no node is
+/// still asking its members for reports (a read of `/v1/status` makes it ask for
+/// [`WANT_MS`](warren_core::machine::WANT_MS)).
+const IDLE_QUIET: Duration = Duration::from_millis(warren_core::machine::WANT_MS + 5_000);
 const SPLIT_SERVICES: [&str; 5] = ["sb", "sb2", "sb-still", "left-svc", "right-svc"];
 /// The service of `split-brain` that no write touches during the split.
 const STILL: &str = "sb-still";
@@ -59,7 +61,8 @@ pub enum Scenario {
     Convergence {
         /// How many writes.
         writes: usize,
-        /// The idle window over which CPU is measured.
+        /// The idle window over which CPU is measured (after a minute without reads); zero
+        /// for none.
         idle: Duration,
     },
     /// SIGKILL the lease holder; time until a new holder has its tasks running elsewhere.
@@ -426,7 +429,6 @@ fn convergence(
     idle: Duration,
     fig: &mut Figures,
 ) -> Result<(), Error> {
-    let h = c.cli_handle();
     let n = c.len();
     let peers: Vec<String> = (0..n).map(|i| c.peer(i).to_string()).collect();
     let pids: Vec<u32> = c
@@ -448,19 +450,19 @@ fn convergence(
         )));
     }
     let watch = LivenessWatch::start(
-        h.clone(),
-        peers.clone(),
+        c.cli_handle(),
+        peers,
         LIVENESS_PERIOD,
-        COLLECT_DEADLINE + idle + Duration::from_secs(600),
+        Duration::from_secs(1_800),
     );
-    let result = converge_and_idle(c, writes, idle, &pids, fig);
+    let spread = spread(c, writes, fig);
     let seen = watch.stop();
     let (suspect, down) = seen.pairs_not_alive();
     fig.add(
-        "liveness (every node's /v1/status every 3 s)",
+        "liveness during the writes (every node's /v1/status every 3 s)",
         format!(
-            "{} rounds; {} alive -> suspect/down transitions; ordered pairs ever suspect {suspect}, \
-             ever down {down} (of {}); {} unanswered",
+            "{} rounds; {} alive -> suspect/down transitions; ordered pairs ever suspect \
+             {suspect}, ever down {down} (of {}); {} unanswered",
             seen.rounds,
             seen.flaps(),
             n * (n - 1),
@@ -476,12 +478,128 @@ fn convergence(
             ),
         );
     }
-    // The summary line last, with the liveness flaps.
-    if let Some(at) = fig.0.iter().position(|(k, _)| k == "summary") {
-        let (k, v) = fig.0.remove(at);
-        fig.add(k, format!("{v}; {} liveness flaps", seen.flaps()));
+    let spread = spread?;
+
+    // Idle: no write and no read for a minute (a status read makes a node ask every member
+    // for reports for WANT_MS), then CPU over the window, then memory. No window: no CPU.
+    let cpu = if idle.is_zero() {
+        vec![None; n]
+    } else {
+        c.log(format_args!(
+            "idle: {} s without reads, then CPU over {} s",
+            IDLE_QUIET.as_secs(),
+            idle.as_secs()
+        ));
+        std::thread::sleep(IDLE_QUIET);
+        measure::cpu_percent(&pids, idle)
+    };
+    let rss: Vec<Option<u64>> = pids.iter().map(|&p| measure::rss_kib(p)).collect();
+    if let Some(i) = (0..n).find(|&i| rss[i].is_none()) {
+        c.check_running(i)?;
     }
-    result
+    // Liveness at the end of the idle window, one look.
+    let after: Vec<String> = c
+        .statuses(&all(c))
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            let s = s.ok();
+            (0..n)
+                .filter(|&j| j != i)
+                .filter_map(|j| {
+                    let live = s.as_ref().and_then(|s| liveness(s, c.peer(j)));
+                    (live != Some("alive")).then(|| format!("n{i} sees n{j} {live:?}"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    fig.add(
+        "liveness after the idle window",
+        if after.is_empty() {
+            "every node sees every other alive".to_string()
+        } else {
+            format!("{} pairs not alive: {}", after.len(), after.join(", "))
+        },
+    );
+
+    let mut table = format!(
+        "  {:<5} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>10} {:>9}\n",
+        "node", "pid", "lag p50", "lag max", "gossip", "sync", "other", "idle CPU", "RSS"
+    );
+    for i in 0..n {
+        let row = &spread.nodes[i];
+        table.push_str(&format!(
+            "  {:<5} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>10} {:>9}\n",
+            format!("n{i}"),
+            pids[i],
+            ms(percentile(&row.lag, 50.0)),
+            ms(percentile(&row.lag, 100.0)),
+            row.via[0],
+            row.via[1],
+            row.via[2],
+            cpu[i].map_or("-".to_string(), |p| format!("{p:.1} %")),
+            rss[i].map_or("gone".to_string(), |k| format!("{} MiB", k / 1024)),
+        ));
+    }
+    let mut cpus: Vec<f64> = cpu.iter().flatten().copied().collect();
+    cpus.sort_by(f64::total_cmp);
+    let mut rsss: Vec<u64> = rss.iter().flatten().copied().collect();
+    rsss.sort_unstable();
+    let mid_cpu = cpus.get(cpus.len() / 2).copied().unwrap_or_default();
+    let max_cpu = cpus.last().copied().unwrap_or_default();
+    let mid_rss = rsss.get(rsss.len() / 2).copied().unwrap_or_default() / 1024;
+    let max_rss = rsss.last().copied().unwrap_or_default() / 1024;
+    let cpu_line = if cpus.is_empty() {
+        "not measured (--idle 0s)".to_string()
+    } else {
+        format!("median {mid_cpu:.1} % (max {max_cpu:.1} %) of one core")
+    };
+    fig.add(
+        format!("idle CPU per node over {} s", idle.as_secs()),
+        if cpus.is_empty() {
+            cpu_line.clone()
+        } else {
+            format!(
+                "{cpu_line}; all nodes together {:.1} %",
+                cpus.iter().sum::<f64>()
+            )
+        },
+    );
+    fig.add(
+        "RSS per node",
+        format!("median {mid_rss} MiB, max {max_rss} MiB"),
+    );
+    let [p50, p99, max] = spread.to_last;
+    fig.add(
+        "summary",
+        format!(
+            "{n} nodes, {writes} changes: applied at origin -> at the last node p50 {}, p99 {}, \
+             max {}; idle CPU {cpu_line}; RSS median {mid_rss} MiB (max {max_rss} MiB); {} \
+             liveness flaps during the writes",
+            ms(p50),
+            ms(p99),
+            ms(max),
+            seen.flaps()
+        ),
+    );
+    fig.1 = Some(table);
+    Ok(())
+}
+
+/// How the writes of `convergence` spread.
+struct Spread {
+    /// Origin apply -> last node apply, over the changes: p50, p99, max.
+    to_last: [Duration; 3],
+    /// Per node.
+    nodes: Vec<NodeSpread>,
+}
+
+/// How the writes reached one node.
+struct NodeSpread {
+    /// Its apply minus the origin's, for each write it did not make, sorted.
+    lag: Vec<Duration>,
+    /// How those came: gossip, sync, other.
+    via: [usize; 3],
 }
 
 /// One write of `convergence`: its service, the node it was written at and the wall clock
@@ -492,13 +610,8 @@ struct Written {
     sent_ms: i64,
 }
 
-fn converge_and_idle(
-    c: &mut Cluster,
-    writes: usize,
-    idle: Duration,
-    pids: &[u32],
-    fig: &mut Figures,
-) -> Result<(), Error> {
+/// The writes of `convergence`, then the nodes' records of them.
+fn spread(c: &mut Cluster, writes: usize, fig: &mut Figures) -> Result<Spread, Error> {
     let h = c.cli_handle();
     let n = c.len();
     let since_ms = cluster::wall_ms();
@@ -520,7 +633,7 @@ fn converge_and_idle(
     }
     // Every node's record, once it holds every write (the times come from the records; this
     // wait only decides when to read them).
-    let records = c.wait_for(
+    let (records, lags) = c.wait_for(
         "every write in every node's applied record",
         COLLECT_DEADLINE,
         |c| {
@@ -531,33 +644,58 @@ fn converge_and_idle(
             Ok((records, lags))
         },
     )?;
-    let (records, lags) = records;
-    let hashes: BTreeSet<&str> = lags.iter().map(|(hash, _)| hash.as_str()).collect();
-    let lags: Vec<&Vec<Duration>> = lags.iter().map(|(_, row)| row).collect();
-    // Per change: origin apply -> last node's apply.
     let mut to_last: Vec<Duration> = lags
         .iter()
-        .map(|row| row.iter().copied().max().unwrap_or_default())
+        .map(|(_, row)| row.iter().copied().max().unwrap_or_default())
         .collect();
     to_last.sort_unstable();
     write_calls.sort_unstable();
-    fig.add(
-        "writes",
-        format!("{writes} `service create conv-k --replicas 0`, write k at node k mod {n}, one every {} ms", WRITE_GAP.as_millis()),
-    );
-    let (p50, p99, max) = (
+    let to_last = [
         percentile(&to_last, 50.0),
         percentile(&to_last, 99.0),
         percentile(&to_last, 100.0),
+    ];
+    fig.add(
+        "writes",
+        format!(
+            "{writes} `service create conv-k --replicas 0`, write k at node k mod {n}, one every \
+             {} ms",
+            WRITE_GAP.as_millis()
+        ),
     );
     fig.add(
         "applied at origin -> applied at the last node",
-        format!("p50 {}, p99 {}, max {}", ms(p50), ms(p99), ms(max)),
+        format!(
+            "p50 {}, p99 {}, max {}",
+            ms(to_last[0]),
+            ms(to_last[1]),
+            ms(to_last[2])
+        ),
     );
     fig.add(
         "write acknowledged (one warren-cli call, median)",
         ms(percentile(&write_calls, 50.0)),
     );
+    let nodes = (0..n)
+        .map(|i| {
+            let mut lag = Vec::new();
+            let mut via = [0; 3];
+            for ((hash, row), w) in lags.iter().zip(&written) {
+                if w.origin == i {
+                    continue;
+                }
+                lag.push(row[i]);
+                let how = records[i].iter().find(|e| &e.hash == hash);
+                match how.map(|e| e.via.as_str()) {
+                    Some("gossip") => via[0] += 1,
+                    Some("sync") => via[1] += 1,
+                    _ => via[2] += 1,
+                }
+            }
+            lag.sort_unstable();
+            NodeSpread { lag, via }
+        })
+        .collect();
     let lease = c.wait_for("one document everywhere", COLLECT_DEADLINE, |c| {
         c.check_converged(&all(c))
     })?;
@@ -565,76 +703,7 @@ fn converge_and_idle(
         "lease holder",
         format!("{} epoch {}", lease.holder, lease.epoch),
     );
-    std::thread::sleep(IDLE_SETTLE);
-    let cpu = measure::cpu_percent(pids, idle);
-    let rss: Vec<Option<u64>> = pids.iter().map(|&p| measure::rss_kib(p)).collect();
-    // The table: per node, its lag behind the origin over the changes, how they came, CPU, RSS.
-    let mut table = format!(
-        "  {:<5} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>10} {:>9}\n",
-        "node", "pid", "lag p50", "lag max", "gossip", "sync", "other", "idle CPU", "RSS"
-    );
-    for i in 0..n {
-        let mut lag: Vec<Duration> = lags
-            .iter()
-            .zip(&written)
-            .filter(|(_, w)| w.origin != i)
-            .map(|(row, _)| row[i])
-            .collect();
-        lag.sort_unstable();
-        let via = |v: &str| {
-            records[i]
-                .iter()
-                .filter(|e| e.via == v && hashes.contains(e.hash.as_str()))
-                .count()
-        };
-        table.push_str(&format!(
-            "  {:<5} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>10} {:>9}\n",
-            format!("n{i}"),
-            pids[i],
-            ms(percentile(&lag, 50.0)),
-            ms(percentile(&lag, 100.0)),
-            via("gossip"),
-            via("sync"),
-            via("other"),
-            cpu[i].map_or("gone".to_string(), |p| format!("{p:.1} %")),
-            rss[i].map_or("gone".to_string(), |k| format!("{} MiB", k / 1024)),
-        ));
-    }
-    let mut cpus: Vec<f64> = cpu.iter().flatten().copied().collect();
-    cpus.sort_by(f64::total_cmp);
-    let mut rsss: Vec<u64> = rss.iter().flatten().copied().collect();
-    rsss.sort_unstable();
-    let mid_cpu = cpus.get(cpus.len() / 2).copied().unwrap_or_default();
-    let max_cpu = cpus.last().copied().unwrap_or_default();
-    let mid_rss = rsss.get(rsss.len() / 2).copied().unwrap_or_default() / 1024;
-    let max_rss = rsss.last().copied().unwrap_or_default() / 1024;
-    fig.add(
-        format!(
-            "idle CPU per node over {} s (% of one core)",
-            idle.as_secs()
-        ),
-        format!(
-            "median {mid_cpu:.1} %, max {max_cpu:.1} %, sum {:.1} %",
-            cpus.iter().sum::<f64>()
-        ),
-    );
-    fig.add(
-        "RSS per node",
-        format!("median {mid_rss} MiB, max {max_rss} MiB"),
-    );
-    fig.add(
-        "summary",
-        format!(
-            "{n} nodes, {writes} changes: applied at origin -> at the last node p50 {}, p99 {}, \
-             max {}; idle CPU median {mid_cpu:.1} % (max {max_cpu:.1} %) of one core, RSS median \
-             {mid_rss} MiB (max {max_rss} MiB)",
-            ms(p50),
-            ms(p99),
-            ms(max)
-        ),
-    );
-    fig.1 = Some(table);
-    Ok(())
+    Ok(Spread { to_last, nodes })
 }
 
 /// For each write, its change's hash and each node's apply time minus the apply time at its

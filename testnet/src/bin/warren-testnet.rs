@@ -99,7 +99,8 @@ enum Command {
         /// convergence: number of writes.
         #[arg(long, default_value_t = 100)]
         writes: usize,
-        /// convergence: the idle window over which each node's CPU is measured (e.g. 30s).
+        /// convergence: the idle window over which each node's CPU is measured, after a minute
+        /// without reads (e.g. 30s; 0s for none).
         #[arg(long, default_value = "30s")]
         idle: String,
         /// chaos: how long (e.g. 60s, 10m).
