@@ -23,7 +23,7 @@ use warren_core::invariants;
 
 use crate::cluster::{
     self, lease, lease_seen, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord,
-    UpOptions,
+    Formed, UpOptions,
 };
 use crate::measure::{self, LivenessWatch};
 
@@ -262,6 +262,10 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
     };
     let mut up = UpOptions::new(opts.nodes, tmp.path(), opts.bins.clone());
     up.cluster = format!("wt-{}", scenario.name());
+    if let Scenario::Convergence { .. } = scenario {
+        // It measures how changes spread over the links, and counts liveness flaps itself.
+        up.formed = Formed::Connected;
+    }
     let mut figures = Figures::default();
     let mut failure = None;
     match Cluster::up(up) {
@@ -696,13 +700,29 @@ fn spread(c: &mut Cluster, writes: usize, fig: &mut Figures) -> Result<Spread, E
             NodeSpread { lag, via }
         })
         .collect();
-    let lease = c.wait_for("one document everywhere", COLLECT_DEADLINE, |c| {
-        c.check_converged(&all(c))
+    // The same heads everywhere (liveness is not judged here: the flaps are counted).
+    let status = c.wait_for("one document everywhere", COLLECT_DEADLINE, |c| {
+        let statuses = c
+            .statuses(&all(c))
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let heads = |s: &Value| s.get("heads").cloned().unwrap_or(Value::Null);
+        match statuses
+            .iter()
+            .position(|s| heads(s) != heads(&statuses[0]))
+        {
+            Some(i) => Err(format!("node {i}'s heads differ from node 0's")),
+            None => Ok(statuses.into_iter().next()),
+        }
     })?;
-    fig.add(
-        "lease holder",
-        format!("{} epoch {}", lease.holder, lease.epoch),
-    );
+    let holder = status
+        .as_ref()
+        .and_then(lease)
+        .map_or("none".to_string(), |l| {
+            format!("{} epoch {}", l.holder, l.epoch)
+        });
+    fig.add("lease holder (at node 0)", holder);
     Ok(Spread { to_last, nodes })
 }
 
