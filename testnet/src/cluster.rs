@@ -242,11 +242,13 @@ pub enum Formed {
     /// alive after a while are restarted, once.
     #[default]
     AllAlive,
-    /// Every node is connected to every other (`connected_peers` = N − 1) and lists all N
-    /// as members, whatever their liveness. For measurements that need the links, not SWIM's
-    /// agreement everywhere at one instant, which 20 debug nodes on two busy cores rarely
-    /// reach (see the README's findings); no node is restarted.
-    Connected,
+    /// Every node lists all N as members (every admission has spread), whatever its
+    /// connections and its liveness views. For measurements that take the cluster as it is:
+    /// on 20 debug nodes sharing two busy cores, SWIM's views flap and the mesh keeps
+    /// reconnecting, so neither "every member alive everywhere" nor "every node connected to
+    /// every other" holds at any one instant (see the README's findings). No node is
+    /// restarted.
+    Members,
 }
 
 impl UpOptions {
@@ -367,13 +369,13 @@ impl Cluster {
             self.wait_api(i)?;
         }
         let all: Vec<usize> = (0..n).collect();
-        if formed == Formed::Connected {
-            self.wait_for("every node connected to every other", FORM_TIMEOUT, |c| {
-                c.check_connected(&all)
+        if formed == Formed::Members {
+            self.wait_for("every node lists every member", FORM_TIMEOUT, |c| {
+                c.check_members(&all)
             })?;
             self.save()?;
             self.log(format_args!(
-                "cluster of {n} connected in {:.1?}",
+                "cluster of {n} admitted everywhere in {:.1?}",
                 started.elapsed()
             ));
             return Ok(());
@@ -807,18 +809,10 @@ impl Cluster {
         }
     }
 
-    /// Ok if every node of `nodes` is connected to as many peers as there are other nodes in
-    /// `nodes` and lists each of them as a member (any liveness).
-    pub fn check_connected(&self, nodes: &[usize]) -> Result<(), String> {
+    /// Ok if every node of `nodes` lists each of them as a member (any liveness).
+    pub fn check_members(&self, nodes: &[usize]) -> Result<(), String> {
         for (&i, status) in nodes.iter().zip(self.statuses(nodes)) {
             let status = status.map_err(|e| e.to_string())?;
-            let connected = status
-                .get("connected_peers")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            if connected + 1 < nodes.len() as u64 {
-                return Err(format!("node {i} is connected to {connected} peers"));
-            }
             if let Some(&j) = nodes
                 .iter()
                 .find(|&&j| liveness(&status, self.peer(j)).is_none())
@@ -1094,17 +1088,30 @@ impl CliHandle {
 
     /// `GET /v1/status` of each of `nodes`, one thread per node (see [`Cluster::statuses`]).
     pub fn statuses(&self, nodes: &[usize]) -> Vec<Result<Value, Error>> {
+        self.each(nodes, |i| self.api_get(i, "/v1/status"))
+    }
+
+    /// [`applied`](Self::applied) of each of `nodes`, one thread per node: on 20 nodes and
+    /// two cores at load 50, one read took 2.5 s, so reading them in turn outlasted the
+    /// scenario's deadline.
+    pub fn applied_all(&self, nodes: &[usize], since_ms: i64) -> Vec<Result<Vec<Applied>, Error>> {
+        self.each(nodes, |i| self.applied(i, since_ms))
+    }
+
+    /// `read(i)` for each of `nodes`, one thread per node, in the order of `nodes`.
+    fn each<T: Send>(
+        &self,
+        nodes: &[usize],
+        read: impl Fn(usize) -> Result<T, Error> + Sync,
+    ) -> Vec<Result<T, Error>> {
         std::thread::scope(|s| {
-            let reads: Vec<_> = nodes
-                .iter()
-                .map(|&i| s.spawn(move || self.api_get(i, "/v1/status")))
-                .collect();
+            let read = &read;
+            let reads: Vec<_> = nodes.iter().map(|&i| s.spawn(move || read(i))).collect();
             reads
                 .into_iter()
                 .map(|r| {
-                    r.join().unwrap_or_else(|_| {
-                        Err(Error::Unsupported("a status reader panicked".into()))
-                    })
+                    r.join()
+                        .unwrap_or_else(|_| Err(Error::Unsupported("a reader panicked".into())))
                 })
                 .collect()
         })
