@@ -946,6 +946,26 @@ impl DesiredState {
         heads
     }
 
+    /// The changes the document took in after `heads` (hex hashes, as [`DesiredState::heads`]
+    /// returned them earlier on this replica): hash, author, time and message of each, in
+    /// causal order. Reads the changes' metadata only (nothing is re-encoded), so it costs the
+    /// changes taken in since `heads`, not the document. A hash that is malformed or unknown
+    /// here is left out of `heads`: with none left, every change is returned.
+    pub fn changes_since(&mut self, heads: &[String]) -> Vec<HistoryEntry> {
+        let heads: Vec<automerge::ChangeHash> =
+            heads.iter().filter_map(|h| h.parse().ok()).collect();
+        self.doc
+            .get_changes_meta(&heads)
+            .into_iter()
+            .map(|c| HistoryEntry {
+                hash: c.hash.to_string(),
+                node: node_of_actor(&c.actor),
+                time: c.timestamp,
+                message: c.message.map(|m| m.into_owned()).unwrap_or_default(),
+            })
+            .collect()
+    }
+
     /// Whether the document holds the change whose hex hash is `hash` (as [`HistoryEntry::hash`]
     /// and [`DesiredState::heads`] print it); `false` for a malformed hash.
     pub fn has_change(&mut self, hash: &str) -> bool {

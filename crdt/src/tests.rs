@@ -314,6 +314,38 @@ fn has_change_finds_a_change_by_its_hash() {
 }
 
 #[test]
+fn changes_since_lists_exactly_the_changes_taken_in_after_the_heads() {
+    let (mut a, mut b) = pair();
+    let before = a.heads();
+    assert!(a.changes_since(&before).is_empty());
+    b.create_service(&name("web"), &spec(1)).expect("create");
+    b.create_service(&name("db"), &spec(1)).expect("create");
+    a.create_service(&name("own"), &spec(1)).expect("create");
+    sync_pair(&mut a, &mut b);
+    let new = a.changes_since(&before);
+    let messages: Vec<&str> = new.iter().map(|c| c.message.as_str()).collect();
+    assert_eq!(new.len(), 3, "{messages:?}");
+    for m in [
+        "service create web",
+        "service create db",
+        "service create own",
+    ] {
+        assert!(messages.contains(&m), "{m} missing from {messages:?}");
+    }
+    let web = new.iter().find(|c| c.message == "service create web");
+    assert_eq!(web.and_then(|c| c.node.clone()), Some(NodeId("B".into())));
+    assert!(new.iter().all(|c| a.has_change(&c.hash)));
+    // Nothing new after the current heads; every change when no head is known.
+    let heads = a.heads();
+    assert!(a.changes_since(&heads).is_empty());
+    assert_eq!(a.changes_since(&[]).len(), a.history().len());
+    assert_eq!(
+        a.changes_since(&["not a hash".to_string()]).len(),
+        a.history().len()
+    );
+}
+
+#[test]
 fn history_names_the_author_node() {
     let (mut a, mut b) = pair();
     b.create_service(&name("web"), &spec(1)).expect("create");

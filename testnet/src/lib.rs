@@ -12,6 +12,7 @@
 //! Everything here needs root (namespaces, links, iptables).
 
 pub mod cluster;
+pub mod measure;
 pub mod netns;
 pub mod scenario;
 pub mod topology;

@@ -22,12 +22,22 @@ use warren_testkit::{docker, IMAGE, WEB_COMMAND};
 use warren_core::invariants;
 
 use crate::cluster::{
-    lease, lease_seen, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord, UpOptions,
+    self, lease, lease_seen, liveness, Bins, CliHandle, Cluster, Container, Error, FaultRecord,
+    Formed, UpOptions,
 };
+use crate::measure::{self, LivenessWatch};
 
-/// Pause between two polls of one node in `convergence` (polling flat out starves the nodes
-/// of CPU on a small machine).
-const POLL_GAP: Duration = Duration::from_millis(20);
+/// Pause between two writes of `convergence` (their propagation overlaps; writing flat out
+/// would measure a burst, not one change at a time).
+const WRITE_GAP: Duration = Duration::from_millis(200);
+/// Time every node gets, after the last write, to have applied every write.
+const COLLECT_DEADLINE: Duration = Duration::from_secs(60);
+/// Period of the liveness samples (`GET /v1/status` at every node) during `convergence`.
+const LIVENESS_PERIOD: Duration = Duration::from_secs(3);
+/// Quiet before the idle window of `convergence`: no write and no read, so that no node is
+/// still asking its members for reports (a read of `/v1/status` makes it ask for
+/// [`WANT_MS`](warren_core::machine::WANT_MS)).
+const IDLE_QUIET: Duration = Duration::from_millis(warren_core::machine::WANT_MS + 5_000);
 const SPLIT_SERVICES: [&str; 5] = ["sb", "sb2", "sb-still", "left-svc", "right-svc"];
 /// The service of `split-brain` that no write touches during the split.
 const STILL: &str = "sb-still";
@@ -35,7 +45,6 @@ const STILL: &str = "sb-still";
 const SAMPLE_PERIOD: Duration = Duration::from_millis(150);
 /// Time the gradual rebalance gets, after settling, to bring the spread to max − min ≤ 1.
 const SPREAD_DEADLINE: Duration = Duration::from_secs(60);
-const CONVERGE_DEADLINE: Duration = Duration::from_secs(10);
 const PLACE_DEADLINE: Duration = Duration::from_secs(60);
 const LEASE_DEADLINE: Duration = Duration::from_secs(30);
 const HEAL_DEADLINE: Duration = Duration::from_secs(180);
@@ -45,10 +54,16 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
 /// A scripted scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scenario {
-    /// `writes` writes at node 0; time until every other node shows each.
+    /// `writes` writes, at node `k mod N` for write `k`; from each node's record of when it
+    /// applied each change (`GET /v1/debug/applied`), the time from a write's apply at its
+    /// origin to its apply at the last node. Then each node's CPU over `idle` with no write,
+    /// and its resident memory.
     Convergence {
         /// How many writes.
         writes: usize,
+        /// The idle window over which CPU is measured (after a minute without reads); zero
+        /// for none.
+        idle: Duration,
     },
     /// SIGKILL the lease holder; time until a new holder has its tasks running elsewhere.
     /// Repeated `kills` times (the killed node restarted and the cluster settled in between);
@@ -102,7 +117,9 @@ impl Scenario {
     /// The `warren-testnet` command that runs it again.
     pub fn replay_command(&self, nodes: usize) -> String {
         let extra = match self {
-            Self::Convergence { writes } => format!(" --writes {writes}"),
+            Self::Convergence { writes, idle } => {
+                format!(" --writes {writes} --idle {}s", idle.as_secs())
+            }
             Self::Chaos { duration, seed } => {
                 format!(" --duration {}s --seed {seed}", duration.as_secs())
             }
@@ -138,6 +155,8 @@ pub struct Verdict {
     pub failure: Option<String>,
     /// Measured figures, in order.
     pub figures: Vec<(String, String)>,
+    /// A table of figures per node, if the scenario makes one (printed after the figures).
+    pub table: Option<String>,
     /// The fault log.
     pub faults: Vec<FaultRecord>,
     /// The command that replays it.
@@ -163,6 +182,9 @@ impl fmt::Display for Verdict {
         for (k, v) in &self.figures {
             writeln!(f, "  {k:<width$}  {v}")?;
         }
+        if let Some(table) = &self.table {
+            write!(f, "{table}")?;
+        }
         if let Some(failure) = &self.failure {
             writeln!(f, "FAILURE: {failure}")?;
             writeln!(f, "replay: {}", self.replay)?;
@@ -185,7 +207,7 @@ impl fmt::Display for Verdict {
 
 /// Figures a scenario records as it goes.
 #[derive(Debug, Default)]
-struct Figures(Vec<(String, String)>);
+struct Figures(Vec<(String, String)>, Option<String>);
 
 impl Figures {
     fn add(&mut self, key: impl Into<String>, value: impl Into<String>) {
@@ -201,6 +223,7 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
         passed: false,
         failure: None,
         figures: Vec::new(),
+        table: None,
         faults: Vec::new(),
         replay: scenario.replay_command(opts.nodes),
         elapsed: Duration::ZERO,
@@ -239,6 +262,10 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
     };
     let mut up = UpOptions::new(opts.nodes, tmp.path(), opts.bins.clone());
     up.cluster = format!("wt-{}", scenario.name());
+    if let Scenario::Convergence { .. } = scenario {
+        // It measures how changes spread in the cluster as it is, and counts the flaps.
+        up.formed = Formed::Members;
+    }
     let mut figures = Figures::default();
     let mut failure = None;
     match Cluster::up(up) {
@@ -246,7 +273,9 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
         Ok(mut c) => {
             figures.add("nodes", c.len().to_string());
             let result = match scenario {
-                Scenario::Convergence { writes } => convergence(&mut c, *writes, &mut figures),
+                Scenario::Convergence { writes, idle } => {
+                    convergence(&mut c, *writes, *idle, &mut figures)
+                }
                 Scenario::Failover { kills } => failover(&mut c, *kills, &mut figures),
                 Scenario::SplitBrain => split_brain(&mut c, &mut figures),
                 Scenario::Autonomy => autonomy(&mut c, &mut figures),
@@ -264,6 +293,7 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
         }
     }
     verdict.figures = figures.0;
+    verdict.table = figures.1;
     verdict.passed = failure.is_none();
     verdict.failure = failure;
     if !verdict.passed {
@@ -397,83 +427,368 @@ fn all(c: &Cluster) -> Vec<usize> {
 
 // ----- convergence -----
 
-fn convergence(c: &mut Cluster, writes: usize, fig: &mut Figures) -> Result<(), Error> {
-    let h = c.cli_handle();
+fn convergence(
+    c: &mut Cluster,
+    writes: usize,
+    idle: Duration,
+    fig: &mut Figures,
+) -> Result<(), Error> {
     let n = c.len();
-    let mut samples = Vec::with_capacity(writes);
-    let mut polls: Vec<Duration> = Vec::new();
-    for k in 0..writes {
-        let name = format!("conv-{k}");
-        create(&h, 0, &name, 0, false)?;
-        let acked = Instant::now();
-        let results: Vec<Result<(Duration, Vec<Duration>), String>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (1..n)
-                .map(|i| {
-                    let (h, name) = (&h, &name);
-                    s.spawn(move || seen(h, i, name, acked))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|j| j.join().unwrap_or_else(|_| Err("poller panicked".into())))
-                .collect()
-        });
-        let mut worst = Duration::ZERO;
-        for r in results {
-            let (d, p) = r.map_err(failed)?;
-            worst = worst.max(d);
-            polls.extend(p);
-        }
-        samples.push(worst);
+    let peers: Vec<String> = (0..n).map(|i| c.peer(i).to_string()).collect();
+    let pids: Vec<u32> = c
+        .nodes()
+        .iter()
+        .map(|node| {
+            node.pid
+                .ok_or_else(|| failed(format!("{} has no pid", node.name)))
+        })
+        .collect::<Result<_, _>>()?;
+    // `ip netns exec` execs the node: its pid is warren-node's own.
+    if let Some((i, name)) = pids.iter().enumerate().find_map(|(i, &p)| {
+        measure::comm(p)
+            .filter(|c| c != "warren-node")
+            .map(|c| (i, c))
+    }) {
+        return Err(failed(format!(
+            "node {i}'s pid runs `{name}`, not warren-node"
+        )));
     }
-    samples.sort_unstable();
-    polls.sort_unstable();
-    fig.add("writes (service create at node 0)", writes.to_string());
-    fig.add("visible on all peers p50", ms(percentile(&samples, 50.0)));
-    fig.add("visible on all peers p99", ms(percentile(&samples, 99.0)));
+    let watch = LivenessWatch::start(
+        c.cli_handle(),
+        peers,
+        LIVENESS_PERIOD,
+        Duration::from_secs(1_800),
+    );
+    let spread = spread(c, writes, fig);
+    let seen = watch.stop();
+    let (suspect, down) = seen.pairs_not_alive();
     fig.add(
-        "visible on all peers max",
-        ms(samples.last().copied().unwrap_or_default()),
+        "liveness during the writes (every node's /v1/status every 3 s)",
+        format!(
+            "{} rounds; {} alive -> suspect/down transitions; ordered pairs ever suspect \
+             {suspect}, ever down {down} (of {}); {} unanswered",
+            seen.rounds,
+            seen.flaps(),
+            n * (n - 1),
+            seen.failed
+        ),
+    );
+    for (i, j, p) in seen.worst(5) {
+        fig.add(
+            format!("  n{i} saw n{j}"),
+            format!(
+                "{} flaps, suspect in {} samples, down in {}",
+                p.flaps, p.suspect, p.down
+            ),
+        );
+    }
+    let spread = spread?;
+
+    // Idle: no write and no read for a minute (a status read makes a node ask every member
+    // for reports for WANT_MS), then CPU over the window, then memory. No window: no CPU.
+    let cpu = if idle.is_zero() {
+        vec![None; n]
+    } else {
+        c.log(format_args!(
+            "idle: {} s without reads, then CPU over {} s",
+            IDLE_QUIET.as_secs(),
+            idle.as_secs()
+        ));
+        std::thread::sleep(IDLE_QUIET);
+        measure::cpu_percent(&pids, idle)
+    };
+    let rss: Vec<Option<u64>> = pids.iter().map(|&p| measure::rss_kib(p)).collect();
+    if let Some(i) = (0..n).find(|&i| rss[i].is_none()) {
+        c.check_running(i)?;
+    }
+    // Liveness at the end of the idle window, one look.
+    let after: Vec<String> = c
+        .statuses(&all(c))
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            let s = s.ok();
+            (0..n)
+                .filter(|&j| j != i)
+                .filter_map(|j| {
+                    let live = s.as_ref().and_then(|s| liveness(s, c.peer(j)));
+                    (live != Some("alive")).then(|| format!("n{i} sees n{j} {live:?}"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    fig.add(
+        "liveness after the idle window",
+        if after.is_empty() {
+            "every node sees every other alive".to_string()
+        } else {
+            format!("{} pairs not alive: {}", after.len(), after.join(", "))
+        },
+    );
+
+    let mut table = format!(
+        "  {:<5} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>10} {:>9}\n",
+        "node", "pid", "lag p50", "lag max", "gossip", "sync", "other", "idle CPU", "RSS"
+    );
+    for i in 0..n {
+        let row = &spread.nodes[i];
+        table.push_str(&format!(
+            "  {:<5} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>10} {:>9}\n",
+            format!("n{i}"),
+            pids[i],
+            ms(percentile(&row.lag, 50.0)),
+            ms(percentile(&row.lag, 100.0)),
+            row.via[0],
+            row.via[1],
+            row.via[2],
+            cpu[i].map_or("-".to_string(), |p| format!("{p:.1} %")),
+            rss[i].map_or("gone".to_string(), |k| format!("{} MiB", k / 1024)),
+        ));
+    }
+    let mut cpus: Vec<f64> = cpu.iter().flatten().copied().collect();
+    cpus.sort_by(f64::total_cmp);
+    let mut rsss: Vec<u64> = rss.iter().flatten().copied().collect();
+    rsss.sort_unstable();
+    let mid_cpu = cpus.get(cpus.len() / 2).copied().unwrap_or_default();
+    let max_cpu = cpus.last().copied().unwrap_or_default();
+    let mid_rss = rsss.get(rsss.len() / 2).copied().unwrap_or_default() / 1024;
+    let max_rss = rsss.last().copied().unwrap_or_default() / 1024;
+    let cpu_line = if cpus.is_empty() {
+        "not measured (--idle 0s)".to_string()
+    } else {
+        format!("median {mid_cpu:.1} % (max {max_cpu:.1} %) of one core")
+    };
+    fig.add(
+        format!("idle CPU per node over {} s", idle.as_secs()),
+        if cpus.is_empty() {
+            cpu_line.clone()
+        } else {
+            format!(
+                "{cpu_line}; all nodes together {:.1} %",
+                cpus.iter().sum::<f64>()
+            )
+        },
     );
     fig.add(
-        "poll resolution (one warren-cli call, median)",
-        ms(percentile(&polls, 50.0)),
+        "RSS per node",
+        format!("median {mid_rss} MiB, max {max_rss} MiB"),
     );
-    let lease = c.wait_for("one document everywhere", CONVERGE_DEADLINE, |c| {
-        c.check_converged(&all(c))
-    })?;
+    let [p50, p99, max] = spread.to_last;
     fig.add(
-        "lease holder",
-        format!("{} epoch {}", lease.holder, lease.epoch),
+        "summary",
+        format!(
+            "{n} nodes, {writes} changes: applied at origin -> at the last node p50 {}, p99 {}, \
+             max {}; idle CPU {cpu_line}; RSS median {mid_rss} MiB (max {max_rss} MiB); {} \
+             liveness flaps during the writes",
+            ms(p50),
+            ms(p99),
+            ms(max),
+            seen.flaps()
+        ),
     );
+    fig.1 = Some(table);
     Ok(())
 }
 
-/// Polls node `i` until it lists `name`: time since `acked`, and each poll's duration.
-fn seen(
-    h: &CliHandle,
-    i: usize,
-    name: &str,
-    acked: Instant,
-) -> Result<(Duration, Vec<Duration>), String> {
-    let mut polls = Vec::new();
-    for _ in 0..10_000 {
+/// How the writes of `convergence` spread.
+struct Spread {
+    /// Origin apply -> last node apply, over the changes: p50, p99, max.
+    to_last: [Duration; 3],
+    /// Per node.
+    nodes: Vec<NodeSpread>,
+}
+
+/// How the writes reached one node.
+struct NodeSpread {
+    /// Its apply minus the origin's, for each write it did not make, sorted.
+    lag: Vec<Duration>,
+    /// How those came: gossip, sync, other.
+    via: [usize; 3],
+}
+
+/// One write of `convergence`: its service, the node it was written at and the wall clock
+/// (Unix ms) just before it was sent.
+struct Written {
+    name: String,
+    origin: usize,
+    sent_ms: i64,
+}
+
+/// The writes of `convergence`, then the nodes' records of them.
+fn spread(c: &mut Cluster, writes: usize, fig: &mut Figures) -> Result<Spread, Error> {
+    let h = c.cli_handle();
+    let n = c.len();
+    let since_ms = cluster::wall_ms();
+    let mut written = Vec::with_capacity(writes);
+    let mut write_calls = Vec::with_capacity(writes);
+    for k in 0..writes {
+        let origin = k % n;
+        let name = format!("conv-{k}");
+        let sent_ms = cluster::wall_ms();
         let t = Instant::now();
-        // `service inspect` answers for one service (exit 0 once the node knows it): cheaper
-        // for the node than listing every service at each poll.
-        let found = h.run(i, &["service", "inspect", name]).is_ok();
-        polls.push(t.elapsed());
-        if found {
-            return Ok((acked.elapsed(), polls));
-        }
-        if acked.elapsed() > CONVERGE_DEADLINE {
-            break;
-        }
-        std::thread::sleep(POLL_GAP);
+        create(&h, origin, &name, 0, false)?;
+        write_calls.push(t.elapsed());
+        written.push(Written {
+            name,
+            origin,
+            sent_ms,
+        });
+        std::thread::sleep(WRITE_GAP);
     }
-    Err(format!(
-        "node {i} does not show {name} {CONVERGE_DEADLINE:?} after the write"
-    ))
+    // Every node's record, once it holds every write (the times come from the records; this
+    // wait only decides when to read them).
+    let (records, lags) = c.wait_for(
+        "every write in every node's applied record",
+        COLLECT_DEADLINE,
+        |c| {
+            let records = h
+                .applied_all(&all(c), since_ms)
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let lags = apply_times(c, &written, &records)?;
+            Ok((records, lags))
+        },
+    )?;
+    let mut to_last: Vec<Duration> = lags
+        .iter()
+        .map(|(_, row)| row.iter().copied().max().unwrap_or_default())
+        .collect();
+    to_last.sort_unstable();
+    write_calls.sort_unstable();
+    let to_last = [
+        percentile(&to_last, 50.0),
+        percentile(&to_last, 99.0),
+        percentile(&to_last, 100.0),
+    ];
+    fig.add(
+        "writes",
+        format!(
+            "{writes} `service create conv-k --replicas 0`, write k at node k mod {n}, one every \
+             {} ms",
+            WRITE_GAP.as_millis()
+        ),
+    );
+    fig.add(
+        "applied at origin -> applied at the last node",
+        format!(
+            "p50 {}, p99 {}, max {}",
+            ms(to_last[0]),
+            ms(to_last[1]),
+            ms(to_last[2])
+        ),
+    );
+    fig.add(
+        "write acknowledged (one warren-cli call, median)",
+        ms(percentile(&write_calls, 50.0)),
+    );
+    let nodes = (0..n)
+        .map(|i| {
+            let mut lag = Vec::new();
+            let mut via = [0; 3];
+            for ((hash, row), w) in lags.iter().zip(&written) {
+                if w.origin == i {
+                    continue;
+                }
+                lag.push(row[i]);
+                let how = records[i].iter().find(|e| &e.hash == hash);
+                match how.map(|e| e.via.as_str()) {
+                    Some("gossip") => via[0] += 1,
+                    Some("sync") => via[1] += 1,
+                    _ => via[2] += 1,
+                }
+            }
+            lag.sort_unstable();
+            NodeSpread { lag, via }
+        })
+        .collect();
+    // The same heads everywhere (liveness is not judged here: the flaps are counted).
+    let status = c.wait_for("one document everywhere", COLLECT_DEADLINE, |c| {
+        let statuses = c
+            .statuses(&all(c))
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let heads = |s: &Value| s.get("heads").cloned().unwrap_or(Value::Null);
+        match statuses
+            .iter()
+            .position(|s| heads(s) != heads(&statuses[0]))
+        {
+            Some(i) => Err(format!("node {i}'s heads differ from node 0's")),
+            None => Ok(statuses.into_iter().next()),
+        }
+    })?;
+    let holder = status
+        .as_ref()
+        .and_then(lease)
+        .map_or("none".to_string(), |l| {
+            format!("{} epoch {}", l.holder, l.epoch)
+        });
+    fig.add("lease holder (at node 0)", holder);
+    // The mesh logs each connection it drops to reconnect afresh (a member it does not know
+    // as subscribed, or a second connection): churn that costs gossip and SWIM messages.
+    let reconnects: usize = c
+        .nodes()
+        .iter()
+        .map(|node| {
+            std::fs::read_to_string(&node.log)
+                .map(|log| log.matches("reconnecting afresh").count())
+                .unwrap_or(0)
+        })
+        .sum();
+    fig.add(
+        "mesh reconnects so far (\"reconnecting afresh\" in the node logs)",
+        format!("{reconnects} over {} nodes", c.len()),
+    );
+    Ok(Spread { to_last, nodes })
+}
+
+/// For each write, its change's hash and each node's apply time minus the apply time at its
+/// origin (zero at the origin), from the nodes' records. An error names what is missing (the caller waits for it)
+/// or what is wrong: a write applied at its origin before it was sent, or at a node before
+/// its origin.
+fn apply_times(
+    c: &Cluster,
+    written: &[Written],
+    records: &[Vec<cluster::Applied>],
+) -> Result<Vec<(String, Vec<Duration>)>, String> {
+    let mut lags = Vec::with_capacity(written.len());
+    for w in written {
+        let message = format!("service create {}", w.name);
+        let origin = records[w.origin]
+            .iter()
+            .find(|e| e.message == message && e.author.as_deref() == Some(c.peer(w.origin)))
+            .ok_or_else(|| format!("node {} has no record of its write {}", w.origin, w.name))?;
+        if origin.via != "local" {
+            return Err(format!(
+                "node {} recorded its own write {} as via {}",
+                w.origin, w.name, origin.via
+            ));
+        }
+        if origin.at_ms < w.sent_ms {
+            return Err(format!(
+                "node {} applied {} at {} ms, before it was sent ({} ms)",
+                w.origin, w.name, origin.at_ms, w.sent_ms
+            ));
+        }
+        let mut row = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            let e = record
+                .iter()
+                .find(|e| e.hash == origin.hash)
+                .ok_or_else(|| format!("node {i} has not applied {} yet", w.name))?;
+            let lag = e.at_ms - origin.at_ms;
+            if lag < 0 {
+                return Err(format!(
+                    "node {i} applied {} {} ms before its origin (node {})",
+                    w.name, -lag, w.origin
+                ));
+            }
+            row.push(Duration::from_millis(lag as u64));
+        }
+        lags.push((origin.hash.clone(), row));
+    }
+    Ok(lags)
 }
 
 // ----- failover -----

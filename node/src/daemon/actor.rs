@@ -12,6 +12,7 @@ use tracing::{debug, warn, Instrument};
 use warren_crdt::{HistoryEntry, NodeId, SecretRecord, ServiceName, Store};
 use warren_mesh::{MeshEvent, MeshHandle, Multiaddr, PeerId, RequestKind, Response, Topic};
 
+use super::applied::{Applied, AppliedLog, Via};
 use super::NodeError;
 use crate::core::{Desired, Millis};
 use crate::machine::{Channel, NodeMachine, Output, Snapshot, Write, WriteAck, WriteError};
@@ -32,6 +33,12 @@ pub(crate) enum Command {
         service: Option<ServiceName>,
         limit: usize,
         reply: oneshot::Sender<Vec<HistoryEntry>>,
+    },
+    /// The changes this node applied at or after `since_ms` (wall-clock Unix ms), oldest
+    /// first ([`AppliedLog`]).
+    Applied {
+        since_ms: i64,
+        reply: oneshot::Sender<Vec<Applied>>,
     },
 }
 
@@ -66,6 +73,8 @@ pub(crate) struct NodeActor {
     connected_peers: usize,
     /// When this node's usage was last read from `/proc`.
     usage_read_at: Millis,
+    /// When each change reached the replica (for `GET /v1/debug/applied`).
+    applied: AppliedLog,
 }
 
 /// How often the node reads its usage (load, memory in use) for its reports, in ms.
@@ -87,12 +96,14 @@ fn node_id(peer: &PeerId) -> NodeId {
 
 impl NodeActor {
     pub(crate) fn new(
-        machine: NodeMachine,
+        mut machine: NodeMachine,
         store: Store,
         origin: Instant,
         mesh: MeshHandle,
     ) -> Self {
         let (sync_tx, sync_rx) = mpsc::channel(64);
+        let me = machine.id().clone();
+        let applied = AppliedLog::new(me, machine.state_mut());
         Self {
             machine,
             store,
@@ -103,6 +114,7 @@ impl NodeActor {
             dropped_non_member: 0,
             connected_peers: 0,
             usage_read_at: Millis(0),
+            applied,
         }
     }
 
@@ -156,7 +168,7 @@ impl NodeActor {
                 },
                 Some(reply) = self.sync_rx.recv() => {
                     self.machine.handle_sync_response(&reply.peer, reply.result);
-                    let _ = self.drive().await;
+                    let _ = self.drive(Via::Sync).await;
                     tick.as_mut().reset(now());
                 }
                 _ = &mut tick => {
@@ -172,9 +184,12 @@ impl NodeActor {
         result
     }
 
-    /// Carries out the machine's outputs in order. Returns the first persistence error: a
-    /// write must not be acknowledged after one.
-    async fn drive(&mut self) -> Result<(), String> {
+    /// Carries out the machine's outputs in order, after the input that came `via` (called
+    /// right after each input: the changes it merged are recorded first). Returns the first
+    /// persistence error: a write must not be acknowledged after one.
+    async fn drive(&mut self, via: Via) -> Result<(), String> {
+        self.applied
+            .note(self.machine.state_mut(), via, super::wall_ms());
         let mut persisted = Ok(());
         while let Some(output) = self.machine.poll_output() {
             match output {
@@ -243,7 +258,7 @@ impl NodeActor {
         match command {
             Command::Write { write, reply } => {
                 let result = match self.machine.write(write) {
-                    Ok(ack) => match self.drive().await {
+                    Ok(ack) => match self.drive(Via::Local).await {
                         Ok(()) => Ok(ack),
                         Err(e) => Err(WriteError::NotPersisted(e)),
                     },
@@ -260,7 +275,7 @@ impl NodeActor {
             Command::WantReports { reply } => {
                 let now = self.now();
                 self.machine.want_reports(now);
-                let _ = self.drive().await;
+                let _ = self.drive(Via::Other).await;
                 let _ = reply.send(());
                 false
             }
@@ -272,6 +287,10 @@ impl NodeActor {
                 let _ = reply.send(self.machine.history(service.as_ref(), limit));
                 false
             }
+            Command::Applied { since_ms, reply } => {
+                let _ = reply.send(self.applied.since(since_ms));
+                false
+            }
         }
     }
 
@@ -279,16 +298,18 @@ impl NodeActor {
     /// gossiped change, a sync or join request), so the caller decides on it at once.
     async fn handle_mesh_event(&mut self, event: MeshEvent) -> bool {
         let now = self.now();
-        let changes = matches!(
-            event,
+        let via = match &event {
             MeshEvent::Gossip {
                 topic: Topic::Changes,
                 ..
-            } | MeshEvent::Request {
+            } => Via::Gossip,
+            MeshEvent::Request {
                 kind: RequestKind::Sync | RequestKind::Join,
                 ..
-            }
-        );
+            } => Via::Sync,
+            _ => Via::Other,
+        };
+        let changes = via != Via::Other;
         match event {
             MeshEvent::Gossip {
                 topic,
@@ -324,7 +345,7 @@ impl NodeActor {
                     RequestKind::Logs => Err("logs are served elsewhere".into()),
                 };
                 // Persist (and, for an admission, flush) before answering.
-                let answer = match self.drive().await {
+                let answer = match self.drive(via).await {
                     Ok(()) => answer,
                     Err(e) => Err(e),
                 };
@@ -355,7 +376,7 @@ impl NodeActor {
                 self.machine.handle_listen_addr(addr.to_string());
             }
         }
-        let _ = self.drive().await;
+        let _ = self.drive(via).await;
         changes
     }
 
@@ -370,7 +391,7 @@ impl NodeActor {
         self.machine
             .set_engine_status(wiring.engine_status.borrow().clone());
         self.machine.handle_tick(now);
-        let _ = self.drive().await;
+        let _ = self.drive(Via::Other).await;
         let desired = self.machine.desired(now);
         let records = self.machine.state().secrets();
         wiring.secrets_tx.send_if_modified(|current| {

@@ -29,6 +29,7 @@
 //! | `GET /v1/api-tokens` | operator tokens: id, labels, created, expiry, revoked (never secrets or digests) |
 //! | `DELETE /v1/api-tokens/{id}` | revokes an operator token at every peer the change reaches |
 //! | `POST /v1/images/load` (body: a `docker save` tarball, at most 2 GiB) | loads its images into this node's engine |
+//! | `GET /v1/debug/applied?since=MS` | the changes this node applied at or after `MS` (wall-clock Unix ms; all it keeps if absent), oldest first: `[{hash, at_ms, via, author, message}]`, `via` one of `local`, `gossip`, `sync`, `other`; the newest 4,096 are kept (see `daemon/applied.rs`) |
 //!
 //! The same routes are served twice: on the loopback listener ([`router`]) without a
 //! credential, and on the remote TLS listener ([`remote_router`]) only with
@@ -334,6 +335,7 @@ fn routes(state: ApiState) -> Router {
             get(cluster_settings).patch(update_cluster_settings),
         )
         .route("/v1/history", get(history))
+        .route("/v1/debug/applied", get(applied))
         .route("/v1/secrets", get(list_secrets).post(create_secret))
         .route(
             "/v1/secrets/{name}",
@@ -1000,6 +1002,23 @@ async fn history(
         reply,
     })
     .await?;
+    Ok(Json(json!(entries)))
+}
+
+/// Query of `GET /v1/debug/applied`.
+#[derive(Debug, Deserialize)]
+struct AppliedQuery {
+    since: Option<i64>,
+}
+
+/// `GET /v1/debug/applied?since=MS`: when this node applied each change (read-only; for
+/// measurements such as the testnet's `convergence`).
+async fn applied(
+    State(state): State<ApiState>,
+    Query(query): Query<AppliedQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let since_ms = query.since.unwrap_or(i64::MIN);
+    let entries = ask(&state, |reply| Command::Applied { since_ms, reply }).await?;
     Ok(Json(json!(entries)))
 }
 

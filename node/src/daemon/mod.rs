@@ -3,6 +3,7 @@
 
 mod actor;
 mod api;
+mod applied;
 mod identity;
 mod logs;
 mod reconciler;

@@ -99,6 +99,10 @@ enum Command {
         /// convergence: number of writes.
         #[arg(long, default_value_t = 100)]
         writes: usize,
+        /// convergence: the idle window over which each node's CPU is measured, after a minute
+        /// without reads (e.g. 30s; 0s for none).
+        #[arg(long, default_value = "30s")]
+        idle: String,
         /// chaos: how long (e.g. 60s, 10m).
         #[arg(long, default_value = "60s")]
         duration: String,
@@ -236,12 +240,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             name,
             nodes,
             writes,
+            idle,
             duration,
             seed,
             kills,
         } => {
             let scenario = match name.as_str() {
-                "convergence" => Scenario::Convergence { writes },
+                "convergence" => Scenario::Convergence {
+                    writes,
+                    idle: parse_duration(&idle)
+                        .ok_or_else(|| anyhow!("`{idle}` is not a duration"))?,
+                },
                 "failover" => Scenario::Failover { kills },
                 "split-brain" => Scenario::SplitBrain,
                 "autonomy" => Scenario::Autonomy,
