@@ -666,6 +666,19 @@ impl Core {
         self.last_tick = Some(now);
         self.membership.tick(now);
         let decision = self.lease_decision(view, now);
+        // The holder's renewals stopped for a whole TTL: this node suspects it (a SWIM
+        // suspicion by this node, which the holder refutes if it is alive and hears of it).
+        // Every node sees the same silence at about the same time, so the suspicion is
+        // confirmed at once and runs its shortest: the dead holder's slots move about one
+        // suspicion after its lease expired, not a probe round and a lone suspicion later.
+        if matches!(
+            decision,
+            LeaseDecision::Claim(_) | LeaseDecision::Vacant { .. }
+        ) {
+            if let Some(lease) = view.lease.as_ref().filter(|l| l.holder != self.me) {
+                self.membership.suspect(&lease.holder, now);
+            }
+        }
         self.last_decision = Some(decision.clone());
         match decision {
             LeaseDecision::Claim(lease) => {

@@ -365,6 +365,34 @@ impl Swim {
         }
     }
 
+    /// This node has evidence of its own that `peer` does not run (its lease renewals
+    /// stopped): a suspicion by this node at the incarnation known, as a failed probe raises
+    /// one; nothing if `peer` is suspect or down already by this node's word, or was heard
+    /// from directly within one probe period.
+    pub fn suspect(&mut self, peer: &NodeId, now: Millis) {
+        let Some(m) = self.members.get(peer) else {
+            return;
+        };
+        if self.heard_recently(m, now) {
+            return;
+        }
+        let mine = match &m.state {
+            State::Alive => false,
+            State::Suspect { by, .. } => by.contains(&self.me),
+            State::Down { .. } => true,
+        };
+        if mine {
+            return;
+        }
+        let update = Update {
+            node: peer.clone(),
+            inc: m.inc,
+            state: UpdateState::Suspect,
+            by: Some(self.me.clone()),
+        };
+        self.apply(update, now);
+    }
+
     /// This node was not running for `ms` milliseconds before `now` (a starved or paused
     /// process): suspicions count that much later, the current probe is abandoned without
     /// blame, and the local health multiplier rises (Lifeguard: a node that misses its own
