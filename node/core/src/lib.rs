@@ -88,14 +88,16 @@
 //! let renewal = |o: &Output| matches!(o, Output::Publish { channel: Channel::Lease, .. });
 //! assert!(outputs.iter().any(renewal));
 //!
-//! // A write: persisted (flushed) first, gossiped second, acknowledged after both.
+//! // A write: persisted (flushed) first, broadcast second (along the broadcast tree, as
+//! // direct messages: `Output::Send`; alone, this node has no neighbour to send to),
+//! // acknowledged after both.
 //! let web = ServiceName::new("web").unwrap();
 //! let spec = ServiceSpec { image: "nginx".into(), replicas: 2, ..Default::default() };
 //! let ack = machine.write(Write::CreateService(web.clone(), Box::new(spec))).unwrap();
 //! assert_eq!(ack, WriteAck::Done);
 //! let outputs = drain(&mut machine);
 //! assert_eq!(outputs[0], Output::Persist { flush: true });
-//! assert!(matches!(outputs[1], Output::Publish { channel: Channel::Changes, .. }));
+//! assert!(outputs[1..].iter().all(|o| matches!(o, Output::Send { .. })));
 //!
 //! // The next tick schedules both replicas here; the reconcile loop is told to run them.
 //! machine.handle_tick(Millis(250));
