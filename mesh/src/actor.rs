@@ -73,9 +73,13 @@ const FRESH_CONNECTION: Duration = Duration::from_secs(2);
 /// Short: a lost datagram is better than a slot held for the request timeout.
 const DIRECT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Redial periods a connected member may stay unknown to gossipsub as a subscriber before its
-/// connections are dropped and redialed.
-const UNSUBSCRIBED_STRIKES: u32 = 2;
+/// How long a connected member may stay unknown to gossipsub as a subscriber before its
+/// connections are dropped and redialed: twice the QUIC idle timeout, by which the dead
+/// connection of a restarted peer has timed out. It was two redial periods (1 s in the flood
+/// test, 4 s in the daemon); under load a live peer's subscription can take that long to be
+/// read, and the drop failed a request in flight (the flood test in a CI run) and churned
+/// the 20-node testnet's connections.
+const UNSUBSCRIBED_GRACE: Duration = Duration::from_millis(2 * QUIC_IDLE_TIMEOUT_MS as u64);
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -134,9 +138,9 @@ struct Actor {
     direct_in_flight: HashMap<PeerId, usize>,
     /// Token buckets of members.
     limits: RateLimits,
-    /// Connected members gossipsub does not know as subscribed, with the number of redial
-    /// periods they have been so (see `reconnect_unsubscribed`).
-    unsubscribed: HashMap<PeerId, u32>,
+    /// Connected members gossipsub does not know as subscribed, with when this node first saw
+    /// them so (see `reconnect_unsubscribed`).
+    unsubscribed: HashMap<PeerId, Instant>,
     /// Every established connection: its peer, when it was established, and whether the peer
     /// dialed it (inbound).
     connections: HashMap<ConnectionId, (PeerId, Instant, bool)>,
@@ -1033,7 +1037,7 @@ impl Actor {
     }
 
     /// Drops every connection to a connected member that gossipsub has not known as
-    /// subscribed to our lease topic for [`UNSUBSCRIBED_STRIKES`] redial periods, so that
+    /// subscribed to our lease topic for [`UNSUBSCRIBED_GRACE`], so that
     /// the redial opens one fresh connection.
     ///
     /// gossipsub (0.49) announces its subscriptions to a peer once, on the first connection,
@@ -1066,9 +1070,8 @@ impl Actor {
             if subscribed.contains(&peer) {
                 continue;
             }
-            let strikes = self.unsubscribed.entry(peer).or_insert(0);
-            *strikes += 1;
-            if *strikes >= UNSUBSCRIBED_STRIKES {
+            let since = *self.unsubscribed.entry(peer).or_insert_with(Instant::now);
+            if since.elapsed() >= UNSUBSCRIBED_GRACE {
                 info!(%peer, "connected member not subscribed to our topics: reconnecting afresh");
                 self.unsubscribed.remove(&peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
