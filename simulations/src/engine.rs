@@ -246,8 +246,8 @@ struct SimNode {
     supervisor: Supervisor,
     next_container: u64,
     seen: HashSet<u64>,
-    /// Per publisher, the newest lease renewal seen (renewal ids increase per publisher).
-    lease_seen: HashMap<usize, u64>,
+    /// Per publisher, the newest gossip message seen (ids increase per publisher).
+    gossip_seen: HashMap<usize, u64>,
     reconciled_heads: Vec<String>,
     /// Acknowledgements waiting for the flushing persist: indexes into `writes`.
     pending_ack: Vec<usize>,
@@ -415,8 +415,8 @@ pub struct Simulation {
     /// Direct messages delivered (SWIM, reports, requests for reports) and their bytes.
     direct_messages: u64,
     direct_bytes: u64,
-    /// Lease renewals delivered (first copies: duplicates are dropped before).
-    lease_copies: u64,
+    /// Gossip messages delivered (first copies: duplicates are dropped before): lease renewals.
+    gossip_copies: u64,
     end_at: u64,
     done: bool,
 }
@@ -494,7 +494,7 @@ impl Simulation {
             messages: 0,
             direct_messages: 0,
             direct_bytes: 0,
-            lease_copies: 0,
+            gossip_copies: 0,
             end_at: scenario.duration_ms * MS,
             done: false,
             scenario,
@@ -523,7 +523,7 @@ impl Simulation {
                 supervisor: Supervisor::new(),
                 next_container: 0,
                 seen: HashSet::new(),
-                lease_seen: HashMap::new(),
+                gossip_seen: HashMap::new(),
                 reconciled_heads: Vec::new(),
                 pending_ack: Vec::new(),
                 deferred: false,
@@ -1100,49 +1100,28 @@ impl Simulation {
         }
     }
 
+    /// Gossips `data` from node `i` on `channel` over the gossip mesh. The machine gossips
+    /// only lease renewals (changes go along its broadcast tree, as direct messages); the
+    /// model is the same for any channel.
     fn publish(&mut self, i: usize, channel: Channel, data: Vec<u8>) {
         let d = digest(&data);
         let id = self.next_message;
         self.next_message += 1;
         let data: Rc<[u8]> = data.into();
-        let n = self.nodes.len();
-        match channel {
-            Channel::Lease => {
-                self.record(11, i, d);
-                self.nodes[i].lease_seen.insert(i, id);
-                let targets: Vec<usize> = self.net.mesh[i].iter().map(|&p| p as usize).collect();
-                for j in targets {
-                    if self.net.same_component(i, j) {
-                        self.send_gossip(i, j, i, channel, id, &data, d);
-                    }
-                }
-            }
-            Channel::Changes => {
-                self.record(12, i, d);
-                self.nodes[i].seen.insert(id);
-                self.changes.insert(
-                    id,
-                    ChangeTrack {
-                        t0: self.now,
-                        reached: 0,
-                        last: self.now,
-                        copies: 0,
-                    },
-                );
-                let targets: Vec<usize> = if self.params.net.flood_publish {
-                    (0..n).filter(|&j| j != i).collect()
-                } else {
-                    self.net.mesh[i].iter().map(|&p| p as usize).collect()
-                };
-                for j in targets {
-                    if self.net.same_component(i, j) {
-                        self.send_gossip(i, j, i, channel, id, &data, d);
-                    }
-                }
+        self.record(11, i, d);
+        self.nodes[i].gossip_seen.insert(i, id);
+        let targets: Vec<usize> = self.net.mesh[i].iter().map(|&p| p as usize).collect();
+        for j in targets {
+            if self.net.same_component(i, j) {
+                self.send_gossip(i, j, i, channel, id, &data, d);
             }
         }
     }
 
+    /// A gossip copy from `from`, published by `author`: handed to the machine unless seen
+    /// (message ids increase per publisher: a copy seen is dropped, as gossipsub's seen
+    /// cache does, and so is an older one overtaken by a newer), then forwarded once to the
+    /// mesh peers but the sender.
     #[allow(clippy::too_many_arguments)]
     fn gossip_in(
         &mut self,
@@ -1154,65 +1133,27 @@ impl Simulation {
         data: Rc<[u8]>,
         d: u64,
     ) {
-        let from_id = self.nodes[from].id.clone();
-        match channel {
-            Channel::Lease => {
-                // Renewals come from one publisher with increasing ids: one seen is dropped
-                // (gossipsub's seen cache), and so is an older one overtaken by a newer.
-                let publisher = author;
-                let seen = self.nodes[to].lease_seen.entry(publisher).or_insert(0);
-                if *seen >= id {
-                    return;
-                }
-                *seen = id;
-                self.record(13, to, d);
-                self.lease_copies += 1;
-                self.nodes[to].busy_until = self.now + self.params.cost_direct_us;
-                let now = self.local_now(to);
-                let author_id = self.nodes[publisher].id.clone();
-                self.machine(to)
-                    .handle_gossip(Channel::Lease, &author_id, &data, now);
-                self.drain(to);
-                let peers: Vec<usize> = self.net.mesh[to]
-                    .iter()
-                    .map(|&p| p as usize)
-                    .filter(|&p| p != from)
-                    .collect();
-                for p in peers {
-                    if self.net.same_component(to, p) {
-                        self.send_gossip(to, p, author, channel, id, &data, d);
-                    }
-                }
-            }
-            Channel::Changes => {
-                self.record(5, to, d);
-                if let Some(c) = self.changes.get_mut(&id) {
-                    c.copies += 1;
-                }
-                if !self.nodes[to].seen.insert(id) {
-                    return;
-                }
-                let done = self.now + self.params.cost_change_us;
-                self.nodes[to].busy_until = done;
-                if let Some(c) = self.changes.get_mut(&id) {
-                    c.reached += 1;
-                    c.last = c.last.max(done);
-                    self.latencies_us.push(done - c.t0);
-                }
-                let now = self.local_now(to);
-                self.machine(to)
-                    .handle_gossip(Channel::Changes, &from_id, &data, now);
-                self.drain(to);
-                let peers: Vec<usize> = self.net.mesh[to]
-                    .iter()
-                    .map(|&p| p as usize)
-                    .filter(|&p| p != from)
-                    .collect();
-                for p in peers {
-                    if self.net.same_component(to, p) {
-                        self.send_gossip(to, p, author, channel, id, &data, d);
-                    }
-                }
+        let seen = self.nodes[to].gossip_seen.entry(author).or_insert(0);
+        if *seen >= id {
+            return;
+        }
+        *seen = id;
+        self.record(13, to, d);
+        self.gossip_copies += 1;
+        self.nodes[to].busy_until = self.now + self.params.cost_direct_us;
+        let now = self.local_now(to);
+        let author_id = self.nodes[author].id.clone();
+        self.machine(to)
+            .handle_gossip(channel, &author_id, &data, now);
+        self.drain(to);
+        let peers: Vec<usize> = self.net.mesh[to]
+            .iter()
+            .map(|&p| p as usize)
+            .filter(|&p| p != from)
+            .collect();
+        for p in peers {
+            if self.net.same_component(to, p) {
+                self.send_gossip(to, p, author, channel, id, &data, d);
             }
         }
     }
@@ -2279,7 +2220,7 @@ impl Simulation {
             lease_checks_split: self.lease_checks_split,
             direct_messages: self.direct_messages,
             direct_bytes: self.direct_bytes,
-            lease_copies: self.lease_copies,
+            lease_copies: self.gossip_copies,
             swim,
         }
     }

@@ -23,9 +23,6 @@ pub struct NetConfig {
     pub duplicate: f64,
     /// Gossipsub mesh degree D: each node keeps about D mesh peers (random, symmetric).
     pub mesh_degree: usize,
-    /// Whether the publisher of a change sends it to every reachable peer (gossipsub's
-    /// `flood_publish`, on by default in libp2p) instead of only its mesh peers.
-    pub flood_publish: bool,
     /// A connection unreachable for this long is closed; when the peers meet again they
     /// reconnect (and sync at once, as the daemon does on a new connection). Default 5,000:
     /// the mesh's QUIC idle timeout.
@@ -49,7 +46,6 @@ impl Default for NetConfig {
             loss: 0.0,
             duplicate: 0.0,
             mesh_degree: 6,
-            flood_publish: false,
             conn_timeout_ms: 5_000,
             redial_ms: 2_000,
             rto_ms: 200,
