@@ -590,9 +590,27 @@ impl Core {
         self.membership.poll_send()
     }
 
-    /// The latest instant failure detection needs the next tick (see [`Swim::poll_timeout`]).
+    /// The latest instant failure detection or the lease needs the next tick: SWIM's next
+    /// deadline ([`Swim::poll_timeout`]) and, while another node holds the lease, the instant
+    /// its renewals will have been silent for half the TTL (the holder is suspected, see
+    /// [`Core::tick`]) and for the whole TTL (the lease expires), as of the last tick. Not
+    /// before `now`.
     pub fn swim_timeout(&self, now: Millis) -> Millis {
-        self.membership.poll_timeout(now)
+        let mut due = self.membership.poll_timeout(now);
+        if let (Some(LeaseDecision::Follower { expires_in_ms, .. }), Some(last)) =
+            (&self.last_decision, self.last_tick)
+        {
+            let half = self.config.lease_ttl_ms / 2;
+            let expiry = last.0.saturating_add(*expires_in_ms);
+            let suspicion = expiry.saturating_sub(half);
+            let next = if suspicion > last.0 {
+                suspicion
+            } else {
+                expiry
+            };
+            due = due.min(Millis(next.saturating_add(1)).max(now));
+        }
+        due
     }
 
     /// The failure detector (its incarnation, local health and counters).
@@ -666,15 +684,20 @@ impl Core {
         self.last_tick = Some(now);
         self.membership.tick(now);
         let decision = self.lease_decision(view, now);
-        // The holder's renewals stopped for a whole TTL: this node suspects it (a SWIM
-        // suspicion by this node, which the holder refutes if it is alive and hears of it).
-        // Every node sees the same silence at about the same time, so the suspicion is
-        // confirmed at once and runs its shortest: the dead holder's slots move about one
-        // suspicion after its lease expired, not a probe round and a lone suspicion later.
-        if matches!(
-            decision,
-            LeaseDecision::Claim(_) | LeaseDecision::Vacant { .. }
-        ) {
+        // The holder's renewals stopped for half the TTL: this node suspects it (a SWIM
+        // suspicion by this node, told at once to the holder, which refutes it if it runs
+        // and hears of it, and to a few others). Every node sees the same silence at about
+        // the same time, so the suspicion is confirmed at once and runs its shortest: the
+        // dead holder is down (its slots move) about when its lease expires, not a probe
+        // round and a lone suspicion later. The claim still waits for the whole TTL.
+        let half_silent = match &decision {
+            LeaseDecision::Claim(_) | LeaseDecision::Vacant { .. } => true,
+            LeaseDecision::Follower { expires_in_ms, .. } => {
+                expires_in_ms.saturating_mul(2) <= self.config.lease_ttl_ms
+            }
+            LeaseDecision::Holder(_) => false,
+        };
+        if half_silent {
             if let Some(lease) = view.lease.as_ref().filter(|l| l.holder != self.me) {
                 self.membership.suspect(&lease.holder, now);
             }

@@ -87,6 +87,12 @@ impl Default for SwimConfig {
     }
 }
 
+/// Members a node tells at once of its suspicion of a lease holder ([`Swim::suspect`]): with
+/// every node telling this many at random, each hears about this many others' suspicions,
+/// at least [`SUSPICION_CONFIRMATIONS`] of them 98 times in 100 (Poisson), so the suspicion
+/// runs its shortest.
+pub(crate) const SUSPICION_TELL: usize = 8;
+
 /// Independent suspicions after which a suspicion's timeout is at its shortest (Lifeguard's K).
 pub const SUSPICION_CONFIRMATIONS: usize = 3;
 
@@ -337,6 +343,15 @@ impl Swim {
         }
     }
 
+    /// `peer`'s smoothed round trip in ms as this node's probes measured it (RFC 6298's
+    /// estimator); `None` until a probe of it was answered directly.
+    pub fn rtt_ms(&self, peer: &NodeId) -> Option<u64> {
+        self.members
+            .get(peer)
+            .and_then(|m| m.rtt)
+            .map(|(srtt, _)| srtt)
+    }
+
     /// Milliseconds `peer` has not been alive here at `now` (since its suspicion began); 0
     /// while alive.
     pub fn silent_ms(&self, peer: &NodeId, now: Millis) -> u64 {
@@ -369,6 +384,12 @@ impl Swim {
     /// stopped): a suspicion by this node at the incarnation known, as a failed probe raises
     /// one; nothing if `peer` is suspect or down already by this node's word, or was heard
     /// from directly within one probe period.
+    ///
+    /// The suspicion is told at once, not only piggybacked on the next probes: in a ping to
+    /// `peer` (which refutes it if it runs) and in pings to `SUSPICION_TELL` (8) random alive
+    /// members. Every node that sees the same evidence does the same, so each hears the
+    /// others' suspicions within a network delay and Lifeguard's confirmations shorten the
+    /// suspicion to its least at once.
     pub fn suspect(&mut self, peer: &NodeId, now: Millis) {
         let Some(m) = self.members.get(peer) else {
             return;
@@ -391,6 +412,18 @@ impl Swim {
             by: Some(self.me.clone()),
         };
         self.apply(update, now);
+        let mut others: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(id, m)| *id != peer && matches!(m.state, State::Alive))
+            .map(|(id, _)| id.clone())
+            .collect();
+        others.shuffle(&mut self.rng);
+        others.truncate(SUSPICION_TELL);
+        for to in std::iter::once(peer.clone()).chain(others) {
+            let seq = self.next_seq();
+            self.send(to, Kind::Ping, seq, None);
+        }
     }
 
     /// This node was not running for `ms` milliseconds before `now` (a starved or paused
@@ -778,8 +811,9 @@ impl Swim {
                     _ if update.inc < m.inc => false,
                     State::Down { .. } => false,
                     State::Suspect { by: set, .. } if update.inc == m.inc => {
-                        // A confirmation: re-gossiped while it still shortens the timeout.
-                        set.len() < SUSPICION_CONFIRMATIONS && set.insert(by)
+                        // A confirmation: re-gossiped while it still shortens the timeout
+                        // (the first suspicion and K confirmations).
+                        set.len() <= SUSPICION_CONFIRMATIONS && set.insert(by)
                     }
                     _ if update.inc == m.inc && recent => false,
                     _ => {
@@ -1020,6 +1054,46 @@ mod tests {
         let down_at = down_at.expect("every live member holds the dead one down within 20 s");
         // Probe (one period), suspicion (1-4 s), dissemination: a few seconds, not 20.
         assert!(down_at <= 10_000, "{down_at} ms");
+        for i in (0..8).filter(|&i| i != 3) {
+            for j in (0..8).filter(|&j| j != 3) {
+                assert_eq!(net.view(i, j), Liveness::Alive, "{i} sees {j}");
+            }
+        }
+    }
+
+    /// Every live member suspects a dead lease holder at once (its renewals stopped): each
+    /// tells the others, so each suspicion is confirmed by `K` members within a network delay
+    /// and the holder is down one shortest suspicion later (1 s at 8 members), not after the
+    /// longer timeout of a suspicion fewer members confirm.
+    #[test]
+    fn a_suspicion_everyone_raises_is_confirmed_at_once_and_runs_its_shortest() {
+        let mut net = Net::new(8);
+        net.run(3_000);
+        net.dead[3] = true;
+        // As the lease rule does, a second (half the TTL) after its last renewal: a member
+        // heard from within one probe period is not suspected on this evidence.
+        net.run(1_000);
+        let at = net.now;
+        for i in (0..8).filter(|&i| i != 3) {
+            net.nodes[i].suspect(&id(3), at);
+        }
+        let mut down_at = None;
+        for _ in 0..100 {
+            net.run(50);
+            if (0..8)
+                .filter(|&i| i != 3)
+                .all(|i| net.view(i, 3) == Liveness::Down)
+            {
+                down_at = Some(net.now.since(at));
+                break;
+            }
+        }
+        let down_at = down_at.expect("down within 5 s");
+        // The shortest suspicion and a tick; with two confirmations it would be 1.62 s.
+        assert!(
+            (1_000..=1_100).contains(&down_at),
+            "down after {down_at} ms"
+        );
         for i in (0..8).filter(|&i| i != 3) {
             for j in (0..8).filter(|&j| j != 3) {
                 assert_eq!(net.view(i, j), Liveness::Alive, "{i} sees {j}");
