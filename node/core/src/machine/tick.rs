@@ -67,6 +67,8 @@ impl NodeMachine {
         self.flush_swim();
         self.refresh_members();
         self.refresh_plum_members(now);
+        let swim = self.core.swim();
+        self.plum.optimize(now, |member| swim.rtt_ms(member));
         self.plum.tick(now);
         self.flush_plum();
         self.refresh_own_addrs();
