@@ -57,6 +57,9 @@ enum Ev {
     Tick {
         node: usize,
         inc: u32,
+        /// Which arming of the node's timer this is: an earlier deadline re-arms it, and the
+        /// superseded tick is dropped.
+        seq: u64,
     },
     Reconcile {
         node: usize,
@@ -256,6 +259,9 @@ struct SimNode {
     /// The write whose change the next `Changes` publish carries.
     /// The heads at the last fencing check.
     fencing_heads: Vec<String>,
+    /// The armed tick: its sequence number and virtual time (µs).
+    tick_seq: u64,
+    next_tick_us: u64,
 }
 
 impl SimNode {
@@ -528,6 +534,8 @@ impl Simulation {
                 pending_ack: Vec::new(),
                 deferred: false,
                 fencing_heads: Vec::new(),
+                tick_seq: 0,
+                next_tick_us: u64::MAX,
             });
         }
         for i in 0..n {
@@ -630,8 +638,12 @@ impl Simulation {
         machine.set_secure_rng(Box::new(StdRng::seed_from_u64(mix(suffix ^ 0x5EC))));
         node.machine = Some(machine);
         let inc = node.inc;
-        let first_tick = self.rng.gen_range(0..self.params.tick_ms * MS);
-        self.push(self.now + first_tick, Ev::Tick { node: i, inc });
+        let first_tick = self.now + self.rng.gen_range(0..self.params.tick_ms * MS);
+        let node = &mut self.nodes[i];
+        node.tick_seq += 1;
+        node.next_tick_us = first_tick;
+        let seq = node.tick_seq;
+        self.push(first_tick, Ev::Tick { node: i, inc, seq });
         let first_rec = self.rng.gen_range(0..self.params.reconcile_ms * MS);
         self.push(self.now + first_rec, Ev::Reconcile { node: i, inc });
     }
@@ -651,7 +663,11 @@ impl Simulation {
                 break;
             }
             self.now = q.t;
+            let target = q.ev.target();
             self.handle(q);
+            if let Some(i) = target {
+                self.arm_tick(i);
+            }
         }
         self.final_checks();
         if std::env::var_os("WARREN_SIM_DUMP").is_some() {
@@ -744,8 +760,10 @@ impl Simulation {
                 return self.undeliverable(q.ev);
             }
             let stale = match &q.ev {
-                Ev::Tick { inc, .. }
-                | Ev::Reconcile { inc, .. }
+                Ev::Tick { inc, seq, .. } => {
+                    *inc != self.nodes[i].inc || *seq != self.nodes[i].tick_seq
+                }
+                Ev::Reconcile { inc, .. }
                 | Ev::Connected { inc, .. }
                 | Ev::SyncResp { to_inc: inc, .. }
                 | Ev::SyncFail { to_inc: inc, .. } => *inc != self.nodes[i].inc,
@@ -783,7 +801,7 @@ impl Simulation {
                 self.record(1, k, 0);
                 self.apply_step(step, false);
             }
-            Ev::Tick { node, inc } => self.tick(node, inc),
+            Ev::Tick { node, .. } => self.tick(node),
             Ev::Reconcile { node, inc } => {
                 self.record(3, node, 0);
                 self.reconcile(node);
@@ -820,7 +838,9 @@ impl Simulation {
                 }
                 let now = self.local_now(to);
                 let from_id = self.nodes[from].id.clone();
-                self.machine(to).handle_direct(&from_id, &data, now);
+                if self.machine(to).handle_direct(&from_id, &data, now) {
+                    self.tick_soon(to);
+                }
                 self.drain(to);
             }
             Ev::SyncReq {
@@ -839,6 +859,7 @@ impl Simulation {
                     .handle_sync_request(&from_id, &body)
                     .map_err(|e| e.to_string());
                 self.drain(to);
+                self.tick_soon(to);
                 let t = self.now + cost + self.reliable_delay(to, from);
                 let _ = sent;
                 self.messages += 1;
@@ -861,6 +882,7 @@ impl Simulation {
                 let from_id = self.nodes[from].id.clone();
                 self.machine(to).handle_sync_response(&from_id, result);
                 self.drain(to);
+                self.tick_soon(to);
             }
             Ev::SyncFail { to, peer, .. } => {
                 self.record(8, to, peer as u64);
@@ -937,7 +959,40 @@ impl Simulation {
             .expect("events for a down node are dropped before this")
     }
 
-    fn tick(&mut self, i: usize, inc: u32) {
+    /// Node `i`'s next tick where its machine wants it ([`NodeMachine::poll_timeout`], as the
+    /// daemon's actor sleeps until it), re-armed after every event of the node: an event
+    /// that brings a deadline forward (a broadcast's announcement, a probe's timeout) gets
+    /// its tick then, not at the next period. At least 1 ms after now.
+    fn arm_tick(&mut self, i: usize) {
+        let Some(machine) = self.nodes[i].machine.as_ref() else {
+            return;
+        };
+        let due = machine.poll_timeout();
+        let span_ms = due.0.saturating_sub(self.local_now(i).0).max(1);
+        let at = self.now + self.local_span_us(i, span_ms);
+        self.arm_tick_at(i, at);
+    }
+
+    /// Node `i` decides on an input at once (a write, changes merged, a sync message), as the
+    /// daemon's actor brings its tick forward to now after one.
+    fn tick_soon(&mut self, i: usize) {
+        if self.nodes[i].up() {
+            self.arm_tick_at(i, self.now + 1);
+        }
+    }
+
+    fn arm_tick_at(&mut self, i: usize, at: u64) {
+        let node = &mut self.nodes[i];
+        if at < node.next_tick_us {
+            node.tick_seq += 1;
+            node.next_tick_us = at;
+            let (inc, seq) = (node.inc, node.tick_seq);
+            self.push(at, Ev::Tick { node: i, inc, seq });
+        }
+    }
+
+    fn tick(&mut self, i: usize) {
+        self.nodes[i].next_tick_us = u64::MAX;
         self.record(2, i, 0);
         let now = self.local_now(i);
         self.nodes[i].busy_until = self.now + self.params.cost_tick_us;
@@ -947,8 +1002,6 @@ impl Simulation {
         if self.params.reconcile_on_change && heads != self.nodes[i].reconciled_heads {
             self.reconcile(i);
         }
-        let next = self.now + self.local_span_us(i, self.params.tick_ms);
-        self.push(next, Ev::Tick { node: i, inc });
     }
 
     /// Carries out node `i`'s outputs.
@@ -1146,6 +1199,9 @@ impl Simulation {
         self.machine(to)
             .handle_gossip(channel, &author_id, &data, now);
         self.drain(to);
+        if channel == Channel::Changes {
+            self.tick_soon(to);
+        }
         let peers: Vec<usize> = self.net.mesh[to]
             .iter()
             .map(|&p| p as usize)
@@ -1807,6 +1863,7 @@ impl Simulation {
         if self.machine(i).write(write).is_err() {
             return;
         }
+        self.tick_soon(i);
         // The write's change, if it made one (scaling to the current count makes none).
         let hash = if self.machine(i).state_mut().heads() != heads_before {
             self.machine(i).history(None, 1).pop().map(|h| h.hash)

@@ -298,7 +298,7 @@ impl NodeActor {
     /// gossiped change, a sync or join request), so the caller decides on it at once.
     async fn handle_mesh_event(&mut self, event: MeshEvent) -> bool {
         let now = self.now();
-        let via = match &event {
+        let mut via = match &event {
             MeshEvent::Gossip {
                 topic: Topic::Changes,
                 ..
@@ -309,7 +309,7 @@ impl NodeActor {
             } => Via::Sync,
             _ => Via::Other,
         };
-        let changes = via != Via::Other;
+        let mut changes = via != Via::Other;
         match event {
             MeshEvent::Gossip {
                 topic,
@@ -363,7 +363,11 @@ impl NodeActor {
                 }
             }
             MeshEvent::Direct { from, data } => {
-                self.machine.handle_direct(&node_id(&from), &data, now);
+                // Changes come along the broadcast tree as direct messages.
+                if self.machine.handle_direct(&node_id(&from), &data, now) {
+                    via = Via::Gossip;
+                    changes = true;
+                }
             }
             MeshEvent::ConnectionEstablished { peer, .. } => {
                 let now = self.now();

@@ -150,17 +150,20 @@ pub(super) fn fingerprint(tasks: &[TaskStatus]) -> u64 {
 }
 
 impl NodeMachine {
-    /// A direct message from member `from` arrived at `now` (the mesh's unicast: SWIM, a
-    /// report, a request for reports). Malformed ones are dropped and logged.
-    pub fn handle_direct(&mut self, from: &NodeId, data: &[u8], now: Millis) {
+    /// A direct message from member `from` arrived at `now` (the mesh's unicast: SWIM, the
+    /// broadcast tree, a report, a request for reports). Malformed ones are dropped and
+    /// logged. Returns whether it brought changes to merge (a broadcast's first copy): the
+    /// driver then decides on them at once, as after a write (the daemon ticks now).
+    pub fn handle_direct(&mut self, from: &NodeId, data: &[u8], now: Millis) -> bool {
         let member = self
             .view()
             .members
             .get(from)
             .is_some_and(|m| m.state != MemberState::Removed);
         if *from == self.me || !member {
-            return;
+            return false;
         }
+        let mut merged = false;
         match Direct::decode(data) {
             Ok(Direct::Swim(message)) => {
                 self.core.handle_swim(from, message, now);
@@ -170,6 +173,7 @@ impl NodeMachine {
                 self.plum.handle(from, message, now);
                 while let Some((relay, change)) = self.plum.poll_deliver() {
                     self.apply_remote_change(&relay, &change);
+                    merged = true;
                 }
                 self.flush_plum();
             }
@@ -190,6 +194,7 @@ impl NodeMachine {
             }
             Err(e) => debug!(%from, error = %e, "dropping a malformed direct message"),
         }
+        merged
     }
 
     /// The last report heard from `node` and when it arrived, by this node's clock.
