@@ -28,7 +28,11 @@
 //!
 //! Invariants (DESIGN §7) are checked by a periodic probe and at the end: see [`Report`].
 //! Everything random comes from the seed, so a seed replays exactly ([`Report::trace_hash`]).
+//!
+//! [`broadcast`] runs the node's broadcast tree alone over up to 10,000 peers, where the
+//! whole node is too slow to simulate.
 
+pub mod broadcast;
 mod engine;
 pub mod net;
 mod report;

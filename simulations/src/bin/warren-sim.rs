@@ -69,6 +69,25 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         duration: u64,
     },
+    /// The broadcast tree alone (the node's Plumtree, nothing else of the node) over many
+    /// peers: delivery latency, the share within 2 s, copies and messages per peer.
+    Broadcast {
+        /// Number of peers.
+        #[arg(long, default_value_t = 1_000)]
+        nodes: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Probability that a packet is lost (each loss costs a retransmission, 200 ms).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Seconds before the first broadcast (round trips are measured, one a second).
+        #[arg(long, default_value_t = 60)]
+        warm: u64,
+        /// Broadcasts measured, one every 500 ms from random peers.
+        #[arg(long, default_value_t = 30)]
+        broadcasts: usize,
+    },
 }
 
 /// The rules `--break-rule` can break.
@@ -210,6 +229,36 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             failover(nodes, from..to, duration * 1000)
+        }
+        Command::Broadcast {
+            nodes,
+            seed,
+            loss,
+            warm,
+            broadcasts,
+        } => {
+            if !(0.0..1.0).contains(&loss) {
+                eprintln!("--loss takes a probability below 1");
+                return ExitCode::from(2);
+            }
+            let params = warren_simulations::broadcast::BroadcastParams {
+                nodes,
+                seed,
+                net: warren_simulations::NetConfig {
+                    loss,
+                    ..Default::default()
+                },
+                warm_ms: warm * 1_000,
+                broadcasts,
+                ..Default::default()
+            };
+            let report = warren_simulations::broadcast::run(params);
+            print!("{}", report.summary());
+            if report.to_all_ms.is_some() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
