@@ -95,6 +95,28 @@ fn a_copy_running_elsewhere_unjudged_holds_back_the_start() {
     assert!(m.desired(Millis(7_100)).awaiting.is_empty());
 }
 
+/// Found by the 5-node testnet's failover (`warren-testnet scenario failover`): the dead
+/// holder's last report, still fresh, held its successor's start of a re-placed slot back
+/// about 4 s, until the report went stale.
+#[test]
+fn a_copy_reported_by_a_member_held_down_does_not_hold_back_the_start() {
+    use warren_node::core::Liveness;
+    let mut m = machine(&["n26"]);
+    // Nobody answers: SWIM finds every other member down in a few seconds.
+    let mut now = 0;
+    while m.liveness(&id("n07"), Millis(now)) != Liveness::Down {
+        now += 250;
+        assert!(now < 30_000, "n07 is down within 30 s");
+        m.handle_tick(Millis(now));
+        while m.poll_output().is_some() {}
+    }
+    report(&mut m, "n07", TaskState::Running, now);
+    assert!(
+        m.desired(Millis(now + 100)).awaiting.is_empty(),
+        "a down member's copy is not awaited"
+    );
+}
+
 #[test]
 fn a_copy_the_holder_judged_does_not_hold_back_the_start() {
     // The holder listed n07 as displaced: it chose this node's copy, to be started here

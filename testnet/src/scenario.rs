@@ -296,7 +296,8 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
     verdict.table = figures.1;
     verdict.passed = failure.is_none();
     verdict.failure = failure;
-    if !verdict.passed {
+    // On failure, or when asked (`WARREN_TESTNET_KEEP=1`: to read a passing run's node logs).
+    if !verdict.passed || std::env::var_os("WARREN_TESTNET_KEEP").is_some() {
         verdict.kept_dir = Some(tmp.keep());
     }
     verdict.elapsed = started.elapsed();

@@ -39,6 +39,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+use tracing::{debug, info};
 use warren_crdt::NodeId;
 
 use super::{Liveness, Millis};
@@ -395,6 +396,7 @@ impl Swim {
             return;
         };
         if self.heard_recently(m, now) {
+            debug!(member = %peer.short(), "not suspected: heard from within a probe period");
             return;
         }
         let mine = match &m.state {
@@ -411,6 +413,7 @@ impl Swim {
             state: UpdateState::Suspect,
             by: Some(self.me.clone()),
         };
+        debug!(member = %peer.short(), "suspected: its lease renewals stopped");
         self.apply(update, now);
         let mut others: Vec<NodeId> = self
             .members
@@ -743,19 +746,20 @@ impl Swim {
 
     fn expire_suspicions(&mut self, now: Millis) {
         let n = self.members.len() + 1;
-        let expired: Vec<(NodeId, u64)> = self
+        let expired: Vec<(NodeId, u64, u64, usize)> = self
             .members
             .iter()
             .filter_map(|(id, m)| match &m.state {
                 State::Suspect { since, by }
                     if now.since(*since) >= self.suspicion_ms(n, by.len()) =>
                 {
-                    Some((id.clone(), m.inc))
+                    Some((id.clone(), m.inc, now.since(*since), by.len()))
                 }
                 _ => None,
             })
             .collect();
-        for (node, inc) in expired {
+        for (node, inc, suspected_ms, suspectors) in expired {
+            info!(member = %node.short(), suspected_ms, suspectors, "member down: its suspicion was not refuted");
             self.stats.downs += 1;
             if let Some(m) = self.members.get_mut(&node) {
                 m.state = State::Down { since: now };

@@ -82,7 +82,10 @@ impl NodeMachine {
     /// report, the service's current generation) although the assignment does not list that
     /// member as displaced: the holder that wrote it did not know of that copy — typically
     /// the other side's writes at a heal. This node starts nothing for them until the holder
-    /// judges (DESIGN §5: a heal starts nothing for a slot that runs); see
+    /// judges (DESIGN §5: a heal starts nothing for a slot that runs). A member this node
+    /// holds down is not waited for, however fresh its last report: the holder judges no copy
+    /// of a down member (it re-placed the slot because that member is down), so waiting would
+    /// only hold a failover back until the report went stale (6 s); see
     /// [`Supervisor::set_awaiting`](crate::core::Supervisor::set_awaiting). Empty under
     /// [`RuleBreak::StopAtOnce`], the rules from before the heal's.
     pub fn awaiting_slots(&mut self, now: Millis) -> BTreeMap<SlotId, NodeId> {
@@ -100,10 +103,12 @@ impl NodeMachine {
                 continue;
             };
             // The lowest such node: the reports map has no order of its own.
+            let core = &self.core;
             let elsewhere = self.reports.received.iter().filter(|(node, (report, at))| {
                 **node != me
                     && !a.displaced.contains(node)
                     && now.since(*at) <= fresh_ms
+                    && core.liveness(node, now) != Liveness::Down
                     && report.tasks.iter().any(|t| {
                         t.service == slot.service.as_str()
                             && t.slot == slot.slot
