@@ -8,8 +8,8 @@ use automerge::{ActorId, AutoCommit, Change, ObjId, ObjType, ReadDoc, ScalarValu
 
 use crate::model::{
     Assignment, ClusterInfo, ClusterSetting, ClusterSettings, Epoch, HistoryEntry, Job, JobAttempt,
-    JobSpec, JobState, Lease, Member, MemberState, NodeId, PortSpec, SecretRecord, Service,
-    ServiceName, ServiceSpec, SlotId, TokenRecord, Volume,
+    JobSpec, JobState, Lease, Member, MemberOverlay, MemberState, NodeId, PortSpec, SecretRecord,
+    Service, ServiceName, ServiceSpec, SlotId, TokenRecord, Volume,
 };
 use crate::CrdtError;
 
@@ -1800,6 +1800,46 @@ impl DesiredState {
                 self.string(&obj, "x25519_public_key")
                     .filter(|k| !k.is_empty())
                     .map(|k| (NodeId(id), k))
+            })
+            .collect()
+    }
+
+    /// Publishes member `id`'s place on the overlay: its WireGuard key and the addresses
+    /// derived from it, in one change (a key rotation replaces all three).
+    ///
+    /// Errors: [`CrdtError::UnknownMember`].
+    pub fn set_member_overlay(
+        &mut self,
+        id: &NodeId,
+        overlay: &MemberOverlay,
+    ) -> Result<ChangeBytes, CrdtError> {
+        let unknown = || CrdtError::UnknownMember(id.clone());
+        let members = self.map(&ROOT, MEMBERS).ok_or_else(unknown)?;
+        let obj = self.map(&members, id.as_str()).ok_or_else(unknown)?;
+        self.doc
+            .put(&obj, "wg_public_key", overlay.wg_public_key.as_str())?;
+        self.doc
+            .put(&obj, "overlay_ip", overlay.overlay_ip.as_str())?;
+        self.doc
+            .put(&obj, "container_subnet", overlay.container_subnet.as_str())?;
+        Ok(self.commit(format!("member overlay {}", id.short())))
+    }
+
+    /// Every member's published place on the overlay, by id; members that published none (or
+    /// only part of one) are absent.
+    pub fn member_overlays(&self) -> BTreeMap<NodeId, MemberOverlay> {
+        self.entries(MEMBERS)
+            .into_iter()
+            .filter_map(|(id, obj)| {
+                let field = |key| self.string(&obj, key).filter(|v| !v.is_empty());
+                Some((
+                    NodeId(id),
+                    MemberOverlay {
+                        wg_public_key: field("wg_public_key")?,
+                        overlay_ip: field("overlay_ip")?,
+                        container_subnet: field("container_subnet")?,
+                    },
+                ))
             })
             .collect()
     }

@@ -233,6 +233,20 @@ pub struct Member {
     pub state: MemberState,
 }
 
+/// A member's place on the overlay (DESIGN §4): its WireGuard public key and the addresses
+/// the overlay's rule derives from it (`warren_core::overlay`). Written by the member itself,
+/// the three fields in one change, so they always come from the same key; stored beside the
+/// typed [`Member`] record (`members.<id>.{wg_public_key, overlay_ip, container_subnet}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberOverlay {
+    /// The WireGuard public key, base64 (as `wg show` prints it).
+    pub wg_public_key: String,
+    /// The member's own address on the overlay (IPv6, text).
+    pub overlay_ip: String,
+    /// The subnet its tasks get addresses from (IPv6 CIDR, text).
+    pub container_subnet: String,
+}
+
 /// A port a service publishes: container port, and a host port on 127.0.0.1 or `None` for one
 /// the engine picks (so several replicas on one engine never collide).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -654,6 +654,36 @@ fn member_keys_are_published_and_merge() {
 }
 
 #[test]
+fn member_overlays_are_published_replaced_whole_and_merge() {
+    let (mut a, mut b) = pair();
+    let first = MemberOverlay {
+        wg_public_key: "key-one".into(),
+        overlay_ip: "fd00::1".into(),
+        container_subnet: "fd00::8000:0/97".into(),
+    };
+    a.set_member_overlay(&NodeId("A".into()), &first)
+        .expect("overlay");
+    assert!(matches!(
+        a.set_member_overlay(&NodeId("Z".into()), &first),
+        Err(CrdtError::UnknownMember(_))
+    ));
+    sync_pair(&mut a, &mut b);
+    assert_eq!(b.member_overlays(), [(NodeId("A".into()), first)].into());
+    // A rotation (at the member's current replica) replaces the three fields together.
+    let second = MemberOverlay {
+        wg_public_key: "key-two".into(),
+        overlay_ip: "fd00::2:0:1".into(),
+        container_subnet: "fd00::2:8000:0/97".into(),
+    };
+    b.set_member_overlay(&NodeId("A".into()), &second)
+        .expect("rotate");
+    sync_pair(&mut a, &mut b);
+    assert_eq!(a.member_overlays()[&NodeId("A".into())], second);
+    // Not part of the typed member record.
+    assert_eq!(a.members()[&NodeId("A".into())], member("A"));
+}
+
+#[test]
 fn a_seeded_cluster_has_the_same_history_on_every_run() {
     fn zero() -> i64 {
         0

@@ -24,7 +24,9 @@
 //! - [`system`]: the probes of this machine (`/proc`, `nvidia-smi`), over the pure types
 //!   and parsers of [`warren_core::system`].
 
-pub use warren_core::{api_token, core, join, logs, machine, patch, protocol, secrets, token};
+pub use warren_core::{
+    api_token, core, join, logs, machine, overlay, patch, protocol, secrets, token,
+};
 
 pub mod daemon;
 pub mod system;

@@ -46,6 +46,9 @@ struct Up {
     /// This node's name (default: the host name).
     #[arg(long)]
     name: Option<String>,
+    /// Take no part in the overlay: no WireGuard key, no overlay addresses published.
+    #[arg(long)]
+    no_overlay: bool,
     /// Directory for the identity key and the desired-state store.
     #[arg(long, default_value = "/var/lib/warren")]
     data_dir: PathBuf,
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
     config.bootstrap = up.bootstrap;
     config.labels = up.label.into_iter().collect::<BTreeMap<_, _>>();
     config.docker_host = up.docker_host;
+    config.overlay = !up.no_overlay;
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

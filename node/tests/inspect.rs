@@ -36,6 +36,34 @@ fn node_inspect_shows_capacity_reservations_usage_and_gpus_at_any_peer() {
         assert_eq!(m["gpus"], serde_json::json!([]), "{m}");
     }
 
+    // n2's place on the overlay, published from its own key file (not its identity's nor
+    // its secrets' key), with the addresses the rule derives from that key.
+    let m = wait_for("n2's overlay record at n1", T, || {
+        let m = nodes[0].cli_json(&["node", "inspect", "n2"])?;
+        m["overlay"].is_object().then_some(m)
+    });
+    let key_text = std::fs::read_to_string(nodes[1].data_dir.join("wireguard.key"))
+        .expect("n2's wireguard.key");
+    let key = warren_node::overlay::WireguardKey::from_file_text(&key_text).expect("a key");
+    assert_eq!(
+        m["overlay"]["wg_public_key"],
+        key.public().to_base64(),
+        "{m}"
+    );
+    let status = nodes[0].cli_json(&["cluster", "status"]).expect("status");
+    let cluster_id = status["cluster"]["id"].as_str().expect("cluster id");
+    let record: warren_crdt::MemberOverlay =
+        serde_json::from_value(m["overlay"].clone()).expect("a record");
+    let addresses = warren_node::overlay::verify(cluster_id, &record).expect("follows the rule");
+    assert!(record.overlay_ip.starts_with("fd"), "{record:?}");
+    assert_eq!(addresses.overlay_ip.to_string(), record.overlay_ip);
+    let text = nodes[0].cli(&["node", "inspect", "n2"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("OVERLAY       {} (containers", record.overlay_ip)),
+        "{text}"
+    );
+
     // Three replicas spread one per node, each reserving a quarter CPU and 64 MiB: n2's
     // reservation shows at n3.
     let mut create = vec![

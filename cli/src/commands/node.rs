@@ -68,8 +68,22 @@ fn inspect_text(m: &Value) -> String {
         ("GPUS", gpus),
         ("LABELS", labels),
         ("API", cell(m.get("api"))),
+        ("OVERLAY", overlay_cell(m.get("overlay"))),
     ];
     rows.iter().map(|(k, v)| format!("{k:<13} {v}\n")).collect()
+}
+
+/// The member's overlay address and container subnet, or why it has none.
+fn overlay_cell(overlay: Option<&Value>) -> String {
+    match overlay {
+        Some(o) if o.is_object() => format!(
+            "{} (containers {}, key {})",
+            cell(o.get("overlay_ip")),
+            cell(o.get("container_subnet")),
+            cell(o.get("wg_public_key"))
+        ),
+        _ => "none published (--no-overlay, or not yet)".into(),
+    }
 }
 
 pub(crate) fn run(client: &Client, format: Format, command: NodeCommand) -> Result<()> {

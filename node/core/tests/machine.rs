@@ -224,6 +224,51 @@ fn a_member_that_joins_later_can_open_a_secret_once_it_is_rekeyed() {
 }
 
 #[test]
+fn members_publish_overlay_addresses_derived_from_their_wireguard_keys() {
+    use rand::SeedableRng;
+    use warren_core::overlay::{self, WireguardKey};
+    let mut cluster = pair(false);
+    let keys: Vec<WireguardKey> = (0..2)
+        .map(|i| WireguardKey::generate(&mut rand::rngs::StdRng::seed_from_u64(i)))
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        cluster.machine(i).set_wireguard_public(key.public());
+    }
+    cluster.advance(1_000);
+    let cluster_id = cluster.nodes[0]
+        .machine
+        .state()
+        .cluster()
+        .expect("cluster")
+        .id;
+    for node in 0..2 {
+        let records = cluster.nodes[node].machine.state().member_overlays();
+        assert_eq!(records.len(), 2, "node {node} holds both records");
+        for (i, key) in keys.iter().enumerate() {
+            let record = &records[&cluster.id(i)];
+            assert_eq!(record.wg_public_key, key.public().to_base64());
+            let addresses = overlay::verify(&cluster_id, record).expect("follows the rule");
+            assert_eq!(
+                Some(addresses),
+                cluster.nodes[i].machine.overlay_addresses()
+            );
+        }
+    }
+    // A rotated key is published with its new addresses.
+    let rotated = WireguardKey::generate(&mut rand::rngs::StdRng::seed_from_u64(9));
+    cluster.machine(1).set_wireguard_public(rotated.public());
+    cluster.advance(1_000);
+    let record = &cluster.nodes[0].machine.state().member_overlays()[&cluster.id(1)];
+    assert_eq!(record.wg_public_key, rotated.public().to_base64());
+    assert_eq!(
+        overlay::verify(&cluster_id, record)
+            .expect("valid")
+            .overlay_ip,
+        overlay::addresses(&cluster_id, &rotated.public()).overlay_ip
+    );
+}
+
+#[test]
 fn removing_a_member_rekeys_secrets_without_it() {
     let mut cluster = pair(true);
     create_secret(&mut cluster, 0, "db", b"hunter2");

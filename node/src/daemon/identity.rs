@@ -1,6 +1,7 @@
-//! The node's keys, persisted in the data dir with mode 0600: the ed25519 identity (its PeerId)
-//! and the X25519 key that secrets are sealed to. Two separate keys: a signing key is never
-//! reused for encryption (CRATES.md).
+//! The node's keys, persisted in the data dir with mode 0600: the ed25519 identity (its PeerId),
+//! the X25519 key that secrets are sealed to, and the WireGuard key of the overlay. Three
+//! separate keys: a signing key is never reused for encryption (CRATES.md), and the overlay's
+//! key can be rotated without touching the secrets.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -10,10 +11,12 @@ use warren_mesh::Keypair;
 use zeroize::Zeroizing;
 
 use super::NodeError;
+use crate::overlay::WireguardKey;
 use crate::secrets::SecretKeys;
 
 const IDENTITY_FILE: &str = "identity.key";
 const X25519_FILE: &str = "x25519.key";
+const WIREGUARD_FILE: &str = "wireguard.key";
 
 /// Reads the private key file `path`, or creates it from `make()` with mode 0600.
 ///
@@ -93,6 +96,26 @@ pub(crate) fn load_or_create_x25519(data_dir: &Path) -> Result<SecretKeys, NodeE
     SecretKeys::from_bytes(&bytes).map_err(|e| fail(e.to_string()))
 }
 
+/// Loads `<data_dir>/wireguard.key` (base64 text, as `wg genkey` writes it), or creates it
+/// with mode 0600.
+///
+/// Errors: [`NodeError::Identity`] as for the identity key, or when the file is not a
+/// WireGuard key.
+pub(crate) fn load_or_create_wireguard(data_dir: &Path) -> Result<WireguardKey, NodeError> {
+    let path = data_dir.join(WIREGUARD_FILE);
+    let fail = |reason: String| NodeError::Identity {
+        path: path.clone(),
+        reason,
+    };
+    let bytes = read_or_create(&path, || {
+        let key = WireguardKey::generate(&mut rand::rngs::OsRng);
+        Ok(Zeroizing::new(key.to_file_text().as_bytes().to_vec()))
+    })
+    .map_err(fail)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| fail(e.to_string()))?;
+    WireguardKey::from_file_text(text).map_err(|e| fail(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +145,23 @@ mod tests {
             load_or_create_x25519(dir.path()).is_err(),
             "a readable key is refused"
         );
+    }
+
+    #[test]
+    fn the_wireguard_key_persists_as_wg_tools_write_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = load_or_create_wireguard(dir.path()).expect("create");
+        let path = dir.path().join(WIREGUARD_FILE);
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.trim().len(), 44, "base64 of 32 bytes: {}", text.len());
+        let b = load_or_create_wireguard(dir.path()).expect("load");
+        assert_eq!(a.public(), b.public());
+        // Not the secrets' key: the two files hold different keys.
+        let x = load_or_create_x25519(dir.path()).expect("x25519");
+        assert_ne!(x.public_hex(), hex::encode(a.public().0));
+        std::fs::write(&path, "not a key\n").expect("write");
+        assert!(load_or_create_wireguard(dir.path()).is_err());
     }
 }

@@ -69,6 +69,10 @@ pub struct NodeConfig {
     pub anti_entropy_interval: Duration,
     /// Reconcile period (default 1 s).
     pub reconcile_interval: Duration,
+    /// Whether this node takes part in the overlay (default on; `--no-overlay` turns it
+    /// off): it keeps a WireGuard key (`wireguard.key` in the data dir, mode 0600) and
+    /// publishes the key and the overlay addresses derived from it in its member record.
+    pub overlay: bool,
 }
 
 impl NodeConfig {
@@ -93,6 +97,7 @@ impl NodeConfig {
             report_interval: Duration::from_secs(2),
             anti_entropy_interval: Duration::from_secs(3),
             reconcile_interval: Duration::from_secs(1),
+            overlay: true,
         }
     }
 }
@@ -428,6 +433,10 @@ async fn run_node(
         machine.handle_listen_addr(addr.to_string());
     }
     machine.set_secret_keys(secret_keys);
+    if config.overlay {
+        let key = identity::load_or_create_wireguard(&data_dir)?;
+        machine.set_wireguard_public(key.public());
+    }
     let capacity = crate::system::read_capacity();
     match capacity {
         Some(c) => info!(

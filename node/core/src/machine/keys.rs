@@ -1,5 +1,5 @@
-//! Re-keying: this node's X25519 public key in its member record, and secrets re-sealed to
-//! the current members when the membership changes.
+//! Keys in the member record: this node's X25519 public key (and secrets re-sealed to
+//! the current members when the membership changes), its WireGuard key and overlay addresses.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +31,35 @@ impl NodeMachine {
                 self.publish_change(change);
             }
             Err(e) => warn!(error = %e, "could not publish this node's key"),
+        }
+    }
+
+    /// Publishes this node's place on the overlay (its WireGuard key and the addresses
+    /// derived from it) when its member record lacks it or holds another (a rotated key).
+    pub(super) fn refresh_own_overlay(&mut self) {
+        if self.published_overlay {
+            return;
+        }
+        let (Some(key), Some(addresses)) = (self.wireguard, self.overlay_addresses()) else {
+            return;
+        };
+        let me = self.me.clone();
+        if !self.view().members.contains_key(&me) {
+            return;
+        }
+        let record = addresses.record(&key);
+        if self.state.member_overlays().get(&self.me) == Some(&record) {
+            self.published_overlay = true;
+            return;
+        }
+        match self.state.set_member_overlay(&self.me, &record) {
+            Ok(change) => {
+                info!(address = %record.overlay_ip, subnet = %record.container_subnet, "publishing this node's overlay addresses");
+                self.changed(true);
+                self.publish_change(change);
+                self.published_overlay = true;
+            }
+            Err(e) => warn!(error = %e, "could not publish this node's overlay addresses"),
         }
     }
 

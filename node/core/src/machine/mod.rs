@@ -191,6 +191,12 @@ pub struct NodeMachine {
     /// The public key this node last saw published in its member record (checked again
     /// whenever the document changes).
     published_key: Option<String>,
+    /// This node's WireGuard public key, when it has one (the daemon's key file); `None` in
+    /// simulations and with the overlay off.
+    wireguard: Option<crate::overlay::WireguardPublic>,
+    /// Whether its overlay record was seen published as it should be (checked again whenever
+    /// the document changes).
+    published_overlay: bool,
     /// This node's usage at its last reading (reported in digests).
     usage: Option<Usage>,
     /// This node's GPUs (reported).
@@ -249,6 +255,8 @@ impl NodeMachine {
             rejected_logged: std::collections::BTreeSet::new(),
             secret_keys: None,
             published_key: None,
+            wireguard: None,
+            published_overlay: false,
             usage: None,
             gpus: Vec::new(),
         }
@@ -296,6 +304,22 @@ impl NodeMachine {
     /// This node's secret keys, if it has them.
     pub fn secret_keys(&self) -> Option<&SecretKeys> {
         self.secret_keys.as_ref()
+    }
+
+    /// Gives the machine this node's WireGuard public key: it publishes the key and the
+    /// overlay addresses the rule derives from it ([`crate::overlay`]) in its member record,
+    /// and again after a rotation (a new key).
+    pub fn set_wireguard_public(&mut self, key: crate::overlay::WireguardPublic) {
+        self.wireguard = Some(key);
+        self.published_overlay = false;
+    }
+
+    /// This node's addresses on the overlay, from its WireGuard key and the cluster's id;
+    /// `None` without a key or before the document names the cluster.
+    pub fn overlay_addresses(&self) -> Option<crate::overlay::NodeAddresses> {
+        let key = self.wireguard.as_ref()?;
+        let cluster = self.state.cluster()?;
+        Some(crate::overlay::addresses(&cluster.id, key))
     }
 
     /// This node's id.
@@ -402,6 +426,7 @@ impl NodeMachine {
 
     fn after_change(&mut self, flush: bool) {
         self.published_key = None;
+        self.published_overlay = false;
         self.reports.view_changed();
         self.outputs.push_back(Output::Persist { flush });
     }

@@ -44,6 +44,9 @@ pub struct MemberStatus {
     pub gpus: Vec<Gpu>,
     /// Whether it reaches its container engine, as it last said; `None` when unknown.
     pub engine: Option<EngineStatus>,
+    /// Its place on the overlay as it published it (WireGuard key, overlay address,
+    /// container subnet); `None` when it published none (`--no-overlay`, or not yet).
+    pub overlay: Option<warren_crdt::MemberOverlay>,
 }
 
 /// The lease as one node sees it.
@@ -205,10 +208,12 @@ impl NodeMachine {
             r.nano_cpus = r.nano_cpus.saturating_add(want.nano_cpus);
             r.memory_bytes = r.memory_bytes.saturating_add(want.memory_bytes);
         }
+        let mut overlays = self.state.member_overlays();
         let members = view
             .members
             .values()
             .map(|m| MemberStatus {
+                overlay: overlays.remove(&m.id),
                 id: m.id.clone(),
                 name: m.name.clone(),
                 liveness: self.core.liveness(&m.id, now),

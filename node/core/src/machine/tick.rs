@@ -73,6 +73,7 @@ impl NodeMachine {
         self.flush_plum();
         self.refresh_own_addrs();
         self.refresh_own_key();
+        self.refresh_own_overlay();
         if now >= self.next_renewal {
             self.next_renewal = Millis(now.0 + self.config.renew_ms);
             self.renew_lease();
