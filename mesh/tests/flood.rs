@@ -363,7 +363,26 @@ async fn a_flooded_cluster_keeps_gossiping_and_answering() {
         if c.counts.gossip.load(Ordering::Relaxed) > 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "A's gossip never reached C");
+        if Instant::now() >= deadline {
+            // What each node saw, so a failure says where the mesh did not form.
+            let mut seen = String::new();
+            for (name, n) in [("A", &a), ("B", &b), ("C", &c)] {
+                let stats = n.mesh.stats().await.unwrap();
+                seen.push_str(&format!(
+                    "\n  {name}: connected to {} of 2 ({:?}), gossip received {}, dropped \
+                     non-member {}, incompatible {}",
+                    stats.connected_peers.len(),
+                    stats.connected_peers,
+                    n.counts.gossip.load(Ordering::Relaxed),
+                    stats.dropped_non_member,
+                    stats.incompatible_peers,
+                ));
+            }
+            panic!(
+                "A's gossip never reached C in {SETUP:?} ({warmup} published; A {}, B {}, C {}):{seen}",
+                a.id, b.id, c.id
+            );
+        }
     }
     let rss_before_kb = rss_kb();
 
