@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-docker.sh
+# wg (wireguard-tools): overlay/tests/two_namespaces.rs checks `wg show` with it. Without
+# recommends, which would pull in a kernel image.
+command -v wg >/dev/null 2>&1 || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wireguard-tools >/dev/null; }
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
