@@ -19,7 +19,7 @@
 //! a section for a peer that exists already, and stops reading a request at the first value
 //! it refuses (the rest of the request would then be read as further requests).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ use crate::peer::Peer;
 use crate::protocol::{
     check_set, errno, interpret_set, parse_state, peers_request, DeviceState, ReplyError,
 };
-use crate::uapi::{exchange, IO_TIMEOUT, SOCKET_DIR};
+use crate::uapi::{exchange, read_until, ReadCut, IO_TIMEOUT, SOCKET_DIR};
 use crate::OverlayError;
 
 /// The longest request the server reads from a client, in bytes (a peer section takes
@@ -269,45 +269,16 @@ fn apply_set(channel: &SharedChannel, lines: &[&str]) -> i32 {
 /// or the end of the stream) within [`IO_TIMEOUT`] and [`MAX_REQUEST`] bytes; `None` when it
 /// is cut short by the deadline or the bound, or is not UTF-8.
 fn read_request(stream: &mut UnixStream) -> std::io::Result<Option<Zeroizing<String>>> {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let mut request = Zeroizing::new(Vec::new());
-    let mut chunk = Zeroizing::new([0u8; 4096]);
-    // Where to look for the blank line next: just before the bytes of the last read.
-    let mut scan_from = 0;
-    loop {
-        if request.starts_with(b"get=1\n")
+    let complete = |request: &[u8]| {
+        request.starts_with(b"get=1\n")
             || request.starts_with(b"\n")
-            || request[scan_from..].windows(2).any(|w| w == b"\n\n")
-        {
-            break;
-        }
-        scan_from = request.len().saturating_sub(1);
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(None);
-        }
-        stream.set_read_timeout(Some(left))?;
-        let n = match stream.read(&mut chunk[..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            break;
-        }
-        if request.len() + n > MAX_REQUEST {
-            return Ok(None);
-        }
-        request.extend_from_slice(&chunk[..n]);
-    }
+            || request.windows(2).any(|w| w == b"\n\n")
+    };
+    let request = match read_until(stream, Instant::now() + IO_TIMEOUT, MAX_REQUEST, complete) {
+        Ok(request) => request,
+        Err(ReadCut::Deadline | ReadCut::TooLong) => return Ok(None),
+        Err(ReadCut::Io(e)) => return Err(e),
+    };
     Ok(std::str::from_utf8(&request)
         .ok()
         .map(|text| Zeroizing::new(text.to_string())))

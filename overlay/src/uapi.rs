@@ -145,16 +145,48 @@ pub(crate) fn exchange(
     stream
         .write_all(request)
         .map_err(|e| failed(format!("cannot send the request: {e}")))?;
-    let mut reply = Zeroizing::new(Vec::new());
+    let reply = read_until(stream, deadline, MAX_REPLY, reply_complete).map_err(|cut| {
+        failed(match cut {
+            ReadCut::Deadline => format!("no complete reply within {IO_TIMEOUT:?}"),
+            ReadCut::TooLong => format!("reply longer than {MAX_REPLY} bytes"),
+            ReadCut::Io(e) => format!("cannot read the reply: {e}"),
+        })
+    })?;
+    let text = std::str::from_utf8(&reply).map_err(|_| failed("reply is not UTF-8".to_string()))?;
+    Ok(Zeroizing::new(text.to_string()))
+}
+
+/// Why [`read_until`] stopped short.
+#[derive(Debug)]
+pub(crate) enum ReadCut {
+    /// The deadline passed first.
+    Deadline,
+    /// More than the bound came first.
+    TooLong,
+    /// The stream failed.
+    Io(std::io::Error),
+}
+
+/// Reads from `stream` until `complete` holds for the bytes so far or the stream ends, by
+/// `deadline` and within `max` bytes. Both ends of the UAPI socket read this way: the client
+/// a reply, the socket this crate serves a request. The bytes are zeroed when dropped (a
+/// request may carry a key).
+///
+/// Errors: [`ReadCut`].
+pub(crate) fn read_until(
+    stream: &mut UnixStream,
+    deadline: Instant,
+    max: usize,
+    complete: impl Fn(&[u8]) -> bool,
+) -> Result<Zeroizing<Vec<u8>>, ReadCut> {
+    let mut bytes = Zeroizing::new(Vec::new());
     let mut chunk = Zeroizing::new([0u8; 8192]);
-    loop {
+    while !complete(&bytes) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(failed(format!("no complete reply within {IO_TIMEOUT:?}")));
+            return Err(ReadCut::Deadline);
         }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| failed(format!("cannot set a timeout: {e}")))?;
+        stream.set_read_timeout(Some(left)).map_err(ReadCut::Io)?;
         let n = match stream.read(&mut chunk[..]) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -164,23 +196,19 @@ pub(crate) fn exchange(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(failed(format!("no complete reply within {IO_TIMEOUT:?}")))
+                return Err(ReadCut::Deadline)
             }
-            Err(e) => return Err(failed(format!("cannot read the reply: {e}"))),
+            Err(e) => return Err(ReadCut::Io(e)),
         };
         if n == 0 {
             break;
         }
-        if reply.len() + n > MAX_REPLY {
-            return Err(failed(format!("reply longer than {MAX_REPLY} bytes")));
+        if bytes.len() + n > max {
+            return Err(ReadCut::TooLong);
         }
-        reply.extend_from_slice(&chunk[..n]);
-        if reply_complete(&reply) {
-            break;
-        }
+        bytes.extend_from_slice(&chunk[..n]);
     }
-    let text = std::str::from_utf8(&reply).map_err(|_| failed("reply is not UTF-8".to_string()))?;
-    Ok(Zeroizing::new(text.to_string()))
+    Ok(bytes)
 }
 
 /// Checks an interface name: 1 to 15 bytes (the kernel's `IFNAMSIZ` less the NUL), an ASCII
