@@ -9,25 +9,7 @@ use std::time::Instant;
 
 use support::{node_id, Cluster};
 use warren_core::protocol::{JoinRequest, SYNC_RESPONSE_BUDGET};
-use warren_core::token::TokenGrant;
-use warren_core::{JoinError, Write, WriteAck};
-
-/// A join token minted by node `i` of `cluster` (single use, valid an hour).
-fn mint_token(cluster: &mut Cluster, i: usize) -> String {
-    let now_secs = cluster.now_secs();
-    let ack = cluster
-        .machine(i)
-        .write(Write::CreateJoinToken {
-            grant: TokenGrant::single_use(3_600),
-            now_secs,
-        })
-        .expect("mint a join token");
-    cluster.drive();
-    match ack {
-        WriteAck::JoinToken(token) => token,
-        other => panic!("a join token write acknowledged with {other:?}"),
-    }
-}
+use warren_core::JoinError;
 
 #[test]
 fn a_node_joins_a_50_mib_cluster_in_messages_within_the_mesh_limits() {
@@ -36,7 +18,7 @@ fn a_node_joins_a_50_mib_cluster_in_messages_within_the_mesh_limits() {
     let saved = cluster.machine(0).state_mut().save().len();
     assert!(saved >= 50 << 20, "the document takes {saved} bytes");
     cluster.tick();
-    let token = mint_token(&mut cluster, 0);
+    let token = cluster.mint_token(0);
     let built = started.elapsed();
 
     // A node older than issue 13 expects the whole document as the answer: refused, and

@@ -7,37 +7,20 @@ use support::{node_id, Cluster};
 use warren_core::core::Liveness;
 use warren_core::machine::SecretValue;
 use warren_core::secrets::{self, SecretError};
-use warren_core::token::{TokenGrant, TokenRefusal};
+use warren_core::token::TokenRefusal;
 use warren_core::{
-    Channel, JoinError, MachineConfig, Millis, NodeMachine, Output, SyncError, Write, WriteAck,
+    Channel, JoinError, MachineConfig, Millis, NodeMachine, Output, SyncError, Write,
 };
 use warren_crdt::test_utils::{service_name, spec};
 use warren_crdt::{NodeId, ServiceName, ServiceSpec};
 use zeroize::Zeroizing;
-
-/// A join token minted by node `i` of `cluster` (single use, valid an hour).
-fn mint_token(cluster: &mut Cluster, i: usize) -> String {
-    let now_secs = cluster.now_secs();
-    let ack = cluster
-        .machine(i)
-        .write(Write::CreateJoinToken {
-            grant: TokenGrant::single_use(3_600),
-            now_secs,
-        })
-        .expect("mint a join token");
-    cluster.drive();
-    match ack {
-        WriteAck::JoinToken(token) => token,
-        other => panic!("a join token write acknowledged with {other:?}"),
-    }
-}
 
 /// A founder `a` and a member `b` it admitted, both ticking; X25519 keys on both when
 /// `keys`.
 fn pair(keys: bool) -> Cluster {
     let mut cluster = Cluster::founded("a", keys);
     cluster.tick();
-    let token = mint_token(&mut cluster, 0);
+    let token = cluster.mint_token(0);
     let b = cluster.join(0, "b", &token, keys).expect("b is admitted");
     assert_eq!(b, 1);
     cluster.advance(1_000);
@@ -85,7 +68,7 @@ fn a_node_joins_with_a_token_and_both_documents_list_both_members() {
 fn a_used_single_use_token_is_refused() {
     let mut cluster = Cluster::founded("a", false);
     cluster.tick();
-    let token = mint_token(&mut cluster, 0);
+    let token = cluster.mint_token(0);
     cluster
         .join(0, "b", &token, false)
         .expect("first use admits");
@@ -108,7 +91,7 @@ fn a_used_single_use_token_is_refused() {
 fn a_token_of_another_member_or_a_malformed_request_is_refused() {
     let mut cluster = pair(false);
     // Only the minting member admits with its token.
-    let token = mint_token(&mut cluster, 0);
+    let token = cluster.mint_token(0);
     cluster.advance(1_000);
     let refused = cluster
         .join(1, "c", &token, false)
@@ -207,7 +190,7 @@ fn a_member_that_joins_later_can_open_a_secret_once_it_is_rekeyed() {
         [&cluster.id(0)]
     );
 
-    let token = mint_token(&mut cluster, 0);
+    let token = cluster.mint_token(0);
     let b = cluster.join(0, "b", &token, true).expect("b joins");
     // The admission re-sealed the secret to b's key, and the document b received holds it.
     let rekeyed = secret(&cluster.nodes[b].machine, "db");
@@ -302,7 +285,7 @@ fn a_key_published_after_admission_is_sealed_to_at_the_next_rotation() {
     let mut cluster = Cluster::founded("a", true);
     cluster.tick();
     create_secret(&mut cluster, 0, "db", b"hunter2");
-    let token = mint_token(&mut cluster, 0);
+    let token = cluster.mint_token(0);
     // b joins without a key: nothing is sealed to it.
     let b = cluster.join(0, "b", &token, false).expect("b joins");
     let b_id = cluster.id(b);

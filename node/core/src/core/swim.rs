@@ -1018,6 +1018,19 @@ mod tests {
         fn view(&self, of: usize, peer: usize) -> Liveness {
             self.nodes[of].liveness(&id(peer), self.now)
         }
+
+        /// Runs in 50 ms steps until `done` holds, at most `limit_ms`: the milliseconds it
+        /// took, `None` if it never held.
+        fn ms_until(&mut self, limit_ms: u64, done: impl Fn(&Self) -> bool) -> Option<u64> {
+            let start = self.now;
+            while self.now.since(start) < limit_ms {
+                self.run(50);
+                if done(self) {
+                    return Some(self.now.since(start));
+                }
+            }
+            None
+        }
     }
 
     #[test]
@@ -1050,19 +1063,13 @@ mod tests {
         let mut net = Net::new(8);
         net.run(5_000);
         net.dead[3] = true;
-        let died = net.now;
-        let mut down_at = None;
-        for _ in 0..400 {
-            net.run(50);
-            if (0..8)
-                .filter(|&i| i != 3)
-                .all(|i| net.view(i, 3) == Liveness::Down)
-            {
-                down_at = Some(net.now.since(died));
-                break;
-            }
-        }
-        let down_at = down_at.expect("every live member holds the dead one down within 20 s");
+        let down_at = net
+            .ms_until(20_000, |net| {
+                (0..8)
+                    .filter(|&i| i != 3)
+                    .all(|i| net.view(i, 3) == Liveness::Down)
+            })
+            .expect("every live member holds the dead one down within 20 s");
         // Probe (one period), suspicion (1-4 s), dissemination: a few seconds, not 20.
         assert!(down_at <= 10_000, "{down_at} ms");
         for i in (0..8).filter(|&i| i != 3) {
@@ -1088,18 +1095,13 @@ mod tests {
         for i in (0..8).filter(|&i| i != 3) {
             net.nodes[i].suspect(&id(3), at);
         }
-        let mut down_at = None;
-        for _ in 0..100 {
-            net.run(50);
-            if (0..8)
-                .filter(|&i| i != 3)
-                .all(|i| net.view(i, 3) == Liveness::Down)
-            {
-                down_at = Some(net.now.since(at));
-                break;
-            }
-        }
-        let down_at = down_at.expect("down within 5 s");
+        let down_at = net
+            .ms_until(5_000, |net| {
+                (0..8)
+                    .filter(|&i| i != 3)
+                    .all(|i| net.view(i, 3) == Liveness::Down)
+            })
+            .expect("down within 5 s");
         // The shortest suspicion and a tick; with two confirmations it would be 1.62 s.
         assert!(
             (1_000..=1_100).contains(&down_at),
@@ -1121,16 +1123,11 @@ mod tests {
         let mut net = Net::new(n);
         net.run(3_000);
         net.component[0] = 1;
-        let cut = net.now;
-        let mut all_down = None;
-        for _ in 0..1_200 {
-            net.run(50);
-            if (1..n).all(|j| net.view(0, j) == Liveness::Down) {
-                all_down = Some(net.now.since(cut));
-                break;
-            }
-        }
-        let all_down = all_down.expect("every peer down within 60 s");
+        let all_down = net
+            .ms_until(60_000, |net| {
+                (1..n).all(|j| net.view(0, j) == Liveness::Down)
+            })
+            .expect("every peer down within 60 s");
         eprintln!("cut off alone: {} peers down after {all_down} ms", n - 1);
         // Six probes at up to 4 s each (local health at its most), then the last suspicion
         // (4 s: nobody confirms it), with slack for the first periods at full speed.

@@ -20,7 +20,8 @@ use rand::SeedableRng;
 use warren_core::join::CatchUp;
 use warren_core::protocol::{JoinAnswer, JoinRequest, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use warren_core::secrets::SecretKeys;
-use warren_core::{JoinError, MachineConfig, Millis, NodeMachine, Output};
+use warren_core::token::TokenGrant;
+use warren_core::{JoinError, MachineConfig, Millis, NodeMachine, Output, Write, WriteAck};
 use warren_crdt::test_utils::cluster_info;
 use warren_crdt::{DesiredState, Member, NodeId};
 
@@ -140,6 +141,23 @@ impl Cluster {
     /// The wall clock now, in Unix seconds.
     pub(crate) fn now_secs(&self) -> i64 {
         WALL_EPOCH_SECS + (self.now.0 / 1000) as i64
+    }
+
+    /// A join token minted by node `i` (single use, valid an hour), the writes driven out.
+    pub(crate) fn mint_token(&mut self, i: usize) -> String {
+        let now_secs = self.now_secs();
+        let ack = self
+            .machine(i)
+            .write(Write::CreateJoinToken {
+                grant: TokenGrant::single_use(3_600),
+                now_secs,
+            })
+            .expect("mint a join token");
+        self.drive();
+        match ack {
+            WriteAck::JoinToken(token) => token,
+            other => panic!("a join token write acknowledged with {other:?}"),
+        }
     }
 
     /// Node `i`'s machine.
