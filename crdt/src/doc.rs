@@ -1830,18 +1830,25 @@ impl DesiredState {
     pub fn member_overlays(&self) -> BTreeMap<NodeId, MemberOverlay> {
         self.entries(MEMBERS)
             .into_iter()
-            .filter_map(|(id, obj)| {
-                let field = |key| self.string(&obj, key).filter(|v| !v.is_empty());
-                Some((
-                    NodeId(id),
-                    MemberOverlay {
-                        wg_public_key: field("wg_public_key")?,
-                        overlay_ip: field("overlay_ip")?,
-                        container_subnet: field("container_subnet")?,
-                    },
-                ))
-            })
+            .filter_map(|(id, obj)| Some((NodeId(id), self.overlay_of(&obj)?)))
             .collect()
+    }
+
+    /// Member `id`'s published place on the overlay, if it published one whole (one member's
+    /// record read, not every member's).
+    pub fn member_overlay(&self, id: &NodeId) -> Option<MemberOverlay> {
+        let members = self.map(&ROOT, MEMBERS)?;
+        let obj = self.map(&members, id.as_str())?;
+        self.overlay_of(&obj)
+    }
+
+    fn overlay_of(&self, obj: &ObjId) -> Option<MemberOverlay> {
+        let field = |key| self.string(obj, key).filter(|v| !v.is_empty());
+        Some(MemberOverlay {
+            wg_public_key: field("wg_public_key")?,
+            overlay_ip: field("overlay_ip")?,
+            container_subnet: field("container_subnet")?,
+        })
     }
 
     /// Revokes a token: a join token admits nobody from now on (a concurrent admission on the

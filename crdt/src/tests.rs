@@ -668,6 +668,8 @@ fn member_overlays_are_published_replaced_whole_and_merge() {
         Err(CrdtError::UnknownMember(_))
     ));
     sync_pair(&mut a, &mut b);
+    assert_eq!(b.member_overlay(&NodeId("A".into())), Some(first.clone()));
+    assert_eq!(b.member_overlay(&NodeId("Z".into())), None);
     assert_eq!(b.member_overlays(), [(NodeId("A".into()), first)].into());
     // A rotation (at the member's current replica) replaces the three fields together.
     let second = MemberOverlay {

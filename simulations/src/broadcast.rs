@@ -61,7 +61,7 @@ pub struct BroadcastParams {
     pub broadcasts: usize,
     /// Time between two broadcasts.
     pub every_ms: u64,
-    /// Bytes of each broadcast (a change of a service is a few hundred).
+    /// Bytes of each broadcast (a change of a service is a few hundred; at least 8, its index).
     pub payload: usize,
 }
 
@@ -317,7 +317,8 @@ impl Sim {
                     self.window_start = self.now;
                 }
                 let origin = self.rng.gen_range(0..self.peers.len());
-                let mut data = vec![0u8; self.params.payload];
+                // The first 8 bytes say which broadcast it is.
+                let mut data = vec![0u8; self.params.payload.max(8)];
                 self.rng.fill(&mut data[..]);
                 data[..8].copy_from_slice(&(k as u64).to_le_bytes());
                 self.started[k] = self.now;

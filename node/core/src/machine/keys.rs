@@ -48,7 +48,7 @@ impl NodeMachine {
             return;
         }
         let record = addresses.record(&key);
-        if self.state.member_overlays().get(&self.me) == Some(&record) {
+        if self.state.member_overlay(&me).as_ref() == Some(&record) {
             self.published_overlay = true;
             return;
         }
