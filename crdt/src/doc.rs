@@ -598,6 +598,11 @@ impl DesiredState {
     /// received from a peer must reach the disk); [`DesiredState::mark_persisted`] says
     /// otherwise for bytes that came from the disk.
     ///
+    /// Only for bytes this node trusts (its own store, whose frames carry a SHA-256, or a
+    /// test): a document of a few KB can make Automerge 0.12 allocate gigabytes and abort the
+    /// process (fuzz/README.md, "Open findings"), so a peer's document is never loaded; peers
+    /// exchange changes ([`DesiredState::receive_sync_message`] refuses anything else).
+    ///
     /// Errors: [`CrdtError::Automerge`] when the bytes are not a valid document,
     /// [`CrdtError::Decode`] when Automerge panicked on them (see [`guarded`]).
     pub fn load(node: NodeId, bytes: &[u8]) -> Result<Self, CrdtError> {
@@ -880,7 +885,8 @@ impl DesiredState {
 
     /// Receives one sync-protocol message from the peer behind `state`.
     ///
-    /// Errors: [`CrdtError::Decode`] for malformed bytes, [`CrdtError::Automerge`] for bad
+    /// Errors: [`CrdtError::Decode`] for malformed bytes and for a chunk that is not one
+    /// change (a whole document, which a peer's message never brings in), [`CrdtError::Automerge`] for bad
     /// changes, [`CrdtError::Decode`] when Automerge panicked on the message (see [`guarded`]:
     /// the document is then unchanged and `state` reset).
     pub fn receive_sync_message(
@@ -889,15 +895,23 @@ impl DesiredState {
         bytes: &[u8],
     ) -> Result<(), CrdtError> {
         let message = sync::Message::decode(bytes).map_err(|e| CrdtError::Decode(e.to_string()))?;
-        // The first-op check of a gossiped change ([`start_op_fits`]), on each change chunk of
-        // the message, in order (a later one may depend on an earlier one). A document chunk
-        // (a version-2 message may carry one) stores no first ops: its load derives them.
+        // Changes only: every chunk must parse as one change, which then passes the first-op
+        // check of a gossiped change ([`start_op_fits`]), in order (a later one may depend on
+        // an earlier one). A whole-document chunk (Automerge's version-2 messages carry one)
+        // is refused: loading a document is what Automerge cannot bound (a few KB can declare
+        // gigabytes of columns, fuzz/README.md "Open findings"), and Warren never sends one
+        // ([`DesiredState::generate_sync_message`] drops the version-2 capability).
         let mut earlier = std::collections::HashMap::new();
         for chunk in message.changes.iter() {
-            if let Ok(change) = parse_change(chunk) {
-                start_op_fits_among(&mut self.doc, &change, &earlier)?;
-                earlier.insert(change.hash(), change.max_op());
-            }
+            let change = parse_change(chunk).map_err(|e| {
+                CrdtError::Decode(format!(
+                    "a sync message carried a chunk that is not one change ({} bytes; a \
+                     whole document is never taken from a peer): {e}",
+                    chunk.len()
+                ))
+            })?;
+            start_op_fits_among(&mut self.doc, &change, &earlier)?;
+            earlier.insert(change.hash(), change.max_op());
         }
         // What Automerge hands to `load_incremental` for this message, kept for a rebuild.
         let changes: Vec<u8> = message.changes.iter().flatten().copied().collect();

@@ -1194,6 +1194,65 @@ mod fuzz_regressions {
         still_works(&mut state, &heads);
     }
 
+    /// A version-2 sync message whose changes are `chunk`, as a peer would send it.
+    fn sync_message_carrying(chunk: &[u8]) -> Vec<u8> {
+        automerge::sync::Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: vec![chunk.to_vec()].into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V2,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_sync_message_carrying_a_whole_document_is_refused() {
+        // Automerge's version-2 sync sends a peer that holds nothing its whole document as one
+        // chunk; Warren never does, and never loads one from a peer: a few KB of document can
+        // declare gigabytes of columns (fuzz/README.md, "Open findings").
+        let mut peer = fixture();
+        peer.create_service(&name("db"), &spec(2)).expect("peer");
+        let whole = peer.save();
+        let mut state = fixture();
+        let heads = state.heads();
+        let refused =
+            state.receive_sync_message(&mut SyncState::new(), &sync_message_carrying(&whole));
+        assert!(
+            matches!(&refused, Err(CrdtError::Decode(e)) if e.contains("not one change")),
+            "{refused:?}"
+        );
+        assert!(
+            state.service(&name("db")).is_none(),
+            "nothing of it was taken in"
+        );
+        still_works(&mut state, &heads);
+    }
+
+    #[test]
+    fn documents_that_make_automerge_allocate_gigabytes_never_reach_it_from_a_peer() {
+        // join_response found both (checksums made right): loading the first makes Automerge
+        // 0.12 allocate 2 GiB (change_graph.rs, an RLE column declaring hundreds of millions
+        // of changes), the second 4 GiB (bundle storage, decode_delta_int); the process
+        // aborts. `DesiredState::load` is never called on a peer's bytes, and a sync message
+        // carrying them is refused before Automerge decodes them.
+        for bytes in [
+            &include_bytes!("../tests/data/fuzz/load-oom-change-graph-rle.automerge")[..],
+            &include_bytes!("../tests/data/fuzz/load-oom-bundle-delta-int.automerge")[..],
+        ] {
+            let mut state = fixture();
+            let heads = state.heads();
+            let refused =
+                state.receive_sync_message(&mut SyncState::new(), &sync_message_carrying(bytes));
+            assert!(
+                matches!(&refused, Err(CrdtError::Decode(e)) if e.contains("not one change")),
+                "{refused:?}"
+            );
+            still_works(&mut state, &heads);
+        }
+    }
+
     #[test]
     fn a_change_automerge_panics_on_parsing_is_an_error() {
         // store_chunks: an operation on an object whose counter exceeds 32 bits makes

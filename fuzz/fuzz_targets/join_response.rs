@@ -1,6 +1,6 @@
 //! The answer to a join request, and any whole document a node loads: `JoinAnswer::decode`
-//! (what a member answers now), then `DesiredState::load` as the joining node calls it (an
-//! older member's answer, a store's snapshot), the admission check it makes, every typed reader of the
+//! (what a member answers now), then `DesiredState::load` as a node calls it on its own store
+//! (a peer's whole document is never loaded since 2026-11-29), the admission check, every typed reader of the
 //! document, then a machine over it ticked once (what the node does next).
 //!
 //! Input: one flag byte (bit 0: make the Automerge chunk checksums right), then the document.
