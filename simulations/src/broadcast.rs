@@ -90,6 +90,11 @@ pub struct BroadcastReport {
     /// Per broadcast, the time until the last peer had it (ms): p50, p99 (max when fewer than
     /// 100 broadcasts), max; `None` when a broadcast missed a peer.
     pub to_all_ms: Option<[u64; 3]>,
+    /// What no broadcast protocol beats in this delay model: per broadcast, the time until
+    /// the last peer is reached along shortest paths of base link delays from its origin
+    /// (every peer forwarding at once to every other, no jitter, no loss), ms: p50, p99, max.
+    /// Computed up to [`BOUND_MAX_NODES`] peers (`None` above: Dijkstra over every pair).
+    pub bound_to_all_ms: Option<[u64; 3]>,
     /// Share of (broadcast, peer) pairs delivered within 2 s, and delivered at all.
     pub within_2s: f64,
     /// Share of (broadcast, peer) pairs delivered by the end.
@@ -116,9 +121,15 @@ impl BroadcastReport {
             Some([a, b, c]) => format!("to all peers p50 {a} ms · p99 {b} ms · max {c} ms"),
             None => "some broadcast missed a peer".into(),
         };
+        let bound = match self.bound_to_all_ms {
+            Some([a, b, c]) => format!(
+                "\n  lower bound to all peers (shortest paths from the origin): p50 {a} ms · p99 {b} ms · max {c} ms"
+            ),
+            None => String::new(),
+        };
         format!(
             "broadcast tree · {} peers · seed {} · loss {:.0} % · {} broadcasts after {} s warm-up · {:.1} s wall\n  \
-             per peer: p50 {p50} ms · p99 {p99} ms · p99.99 {p9999} ms · max {max} ms; {to_all}\n  \
+             per peer: p50 {p50} ms · p99 {p99} ms · p99.99 {p9999} ms · max {max} ms; {to_all}{bound}\n  \
              within 2 s: {:.4} % of (broadcast, peer) pairs; delivered: {:.4} %\n  \
              copies per peer {:.2} · {:.1} messages and {:.0} bytes per peer per s · {:.1} swaps per peer\n",
             p.nodes,
@@ -158,6 +169,9 @@ enum Ev {
     },
 }
 
+/// Most peers for which a report computes [`BroadcastReport::bound_to_all_ms`].
+pub const BOUND_MAX_NODES: usize = 2_000;
+
 struct Peer {
     tree: Plumtree,
     rtt: BTreeMap<NodeId, u64>,
@@ -177,8 +191,9 @@ struct Sim {
     free: Vec<usize>,
     seq: u64,
     now: u64,
-    /// Per broadcast: start time and each peer's delivery time.
+    /// Per broadcast: start time, origin and each peer's delivery time.
     started: Vec<u64>,
+    origins: Vec<usize>,
     arrivals: Vec<Vec<Option<u64>>>,
     measuring: bool,
     messages: u64,
@@ -229,6 +244,7 @@ pub fn run(params: BroadcastParams) -> BroadcastReport {
         seq: 0,
         now: 0,
         started: vec![0; broadcasts],
+        origins: vec![0; broadcasts],
         arrivals: vec![vec![None; n]; broadcasts],
         measuring: false,
         messages: 0,
@@ -322,6 +338,7 @@ impl Sim {
                 self.rng.fill(&mut data[..]);
                 data[..8].copy_from_slice(&(k as u64).to_le_bytes());
                 self.started[k] = self.now;
+                self.origins[k] = origin;
                 self.arrivals[k][origin] = Some(self.now);
                 let now = self.local();
                 self.peers[origin].tree.broadcast(data, now);
@@ -401,6 +418,32 @@ impl Sim {
         }
     }
 
+    /// The longest of the shortest paths from `origin` to every peer over base link delays
+    /// (Dijkstra on the complete graph, O(n²)), µs.
+    fn shortest_to_all_us(&self, origin: usize) -> u64 {
+        let n = self.peers.len();
+        let mut dist = vec![u64::MAX; n];
+        let mut done = vec![false; n];
+        dist[origin] = 0;
+        let mut farthest = 0;
+        for _ in 0..n {
+            let Some(u) = (0..n).filter(|&i| !done[i]).min_by_key(|&i| dist[i]) else {
+                break;
+            };
+            done[u] = true;
+            farthest = farthest.max(dist[u]);
+            for v in 0..n {
+                if !done[v] {
+                    let via = dist[u].saturating_add(self.net.base_us(u, v));
+                    if via < dist[v] {
+                        dist[v] = via;
+                    }
+                }
+            }
+        }
+        farthest
+    }
+
     fn report(&self, wall_s: f64) -> BroadcastReport {
         let n = self.peers.len();
         let mut latencies = Vec::new();
@@ -445,6 +488,19 @@ impl Sim {
                     pct(&to_all, 50.0),
                     pct(&to_all, 99.0),
                     to_all.iter().copied().max().unwrap_or(0),
+                ]
+            }),
+            bound_to_all_ms: (n <= BOUND_MAX_NODES).then(|| {
+                let mut bound: Vec<u64> = self
+                    .origins
+                    .iter()
+                    .map(|&o| self.shortest_to_all_us(o) / MS)
+                    .collect();
+                bound.sort_unstable();
+                [
+                    pct(&bound, 50.0),
+                    pct(&bound, 99.0),
+                    bound.last().copied().unwrap_or(0),
                 ]
             }),
             within_2s: within as f64 / pairs.max(1) as f64,

@@ -24,6 +24,8 @@ pub struct PrivateEngine {
     child: Option<Child>,
     loopback: bool,
     swarm: bool,
+    /// A named network namespace (`ip netns`) to run in, as that host's own engine.
+    netns: Option<String>,
 }
 
 impl PrivateEngine {
@@ -45,7 +47,17 @@ impl PrivateEngine {
             child: None,
             loopback: false,
             swarm: false,
+            netns: None,
         }
+    }
+
+    /// In the named network namespace `netns` (made by `ip netns add`; its loopback already
+    /// up), as the engine of the host that namespace stands for (a testnet node): with its
+    /// default bridge and its iptables rules, which live in that namespace only. Without
+    /// this, the engine runs in a fresh namespace of its own with neither.
+    pub fn in_namespace(mut self, netns: &str) -> Self {
+        self.netns = Some(netns.to_string());
+        self
     }
 
     /// With the namespace's loopback up (`ip link set lo up` before dockerd starts): a fresh
@@ -104,14 +116,20 @@ impl PrivateEngine {
         // which breaks the shared engine every other test uses. `unshare` (and the shell,
         // when the loopback is brought up first) execs dockerd, so the child is dockerd
         // itself.
-        let mut command = Command::new("unshare");
-        command.args(["--net", "--"]);
-        if self.loopback {
-            command.args(["sh", "-c", "ip link set lo up && exec dockerd \"$@\"", "sh"]);
+        let mut command;
+        if let Some(netns) = &self.netns {
+            command = Command::new("ip");
+            command.args(["netns", "exec", netns, "dockerd"]);
         } else {
-            command.arg("dockerd");
+            command = Command::new("unshare");
+            command.args(["--net", "--"]);
+            if self.loopback {
+                command.args(["sh", "-c", "ip link set lo up && exec dockerd \"$@\"", "sh"]);
+            } else {
+                command.arg("dockerd");
+            }
         }
-        let child = command
+        command
             .arg("--host")
             .arg(self.socket())
             .arg("--data-root")
@@ -119,8 +137,11 @@ impl PrivateEngine {
             .arg("--exec-root")
             .arg(d.join("exec"))
             .arg("--pidfile")
-            .arg(d.join("docker.pid"))
-            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .arg(d.join("docker.pid"));
+        if self.netns.is_none() {
+            command.args(["--bridge", "none", "--iptables=false", "--ip6tables=false"]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

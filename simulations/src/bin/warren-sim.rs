@@ -87,6 +87,12 @@ enum Command {
         /// Broadcasts measured, one every 500 ms from random peers.
         #[arg(long, default_value_t = 30)]
         broadcasts: usize,
+        /// Neighbours each peer chooses (the tree's default when not given).
+        #[arg(long)]
+        degree: Option<usize>,
+        /// Of those, how many by round trip (the tree's default when not given).
+        #[arg(long)]
+        near: Option<usize>,
     },
 }
 
@@ -236,12 +242,25 @@ fn main() -> ExitCode {
             loss,
             warm,
             broadcasts,
+            degree,
+            near,
         } => {
             if !(0.0..1.0).contains(&loss) {
                 eprintln!("--loss takes a probability below 1");
                 return ExitCode::from(2);
             }
+            let defaults = warren_simulations::broadcast::BroadcastParams::default().plum;
+            let plum = warren_core::core::PlumConfig {
+                degree: degree.unwrap_or(defaults.degree),
+                near: near.unwrap_or(defaults.near),
+                ..defaults
+            };
+            if plum.near > plum.degree {
+                eprintln!("--near takes at most --degree neighbours");
+                return ExitCode::from(2);
+            }
             let params = warren_simulations::broadcast::BroadcastParams {
+                plum,
                 nodes,
                 seed,
                 net: warren_simulations::NetConfig {
