@@ -118,8 +118,13 @@ impl PrivateEngine {
         // itself.
         let mut command;
         if let Some(netns) = &self.netns {
-            command = Command::new("ip");
-            command.args(["netns", "exec", netns, "dockerd"]);
+            // `nsenter`, not `ip netns exec`: the latter enters a mount namespace of its own
+            // and remounts /sys, which hides the cgroup mounts dockerd needs ("Devices
+            // cgroup isn't mounted").
+            command = Command::new("nsenter");
+            command
+                .arg(format!("--net=/var/run/netns/{netns}"))
+                .args(["--", "dockerd"]);
         } else {
             command = Command::new("unshare");
             command.args(["--net", "--"]);
