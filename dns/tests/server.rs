@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use hickory_server::proto::op::Query;
-use hickory_server::proto::op::{Message, ResponseCode};
-use hickory_server::proto::rr::{Name, RData, RecordType};
+use hickory_server::proto::op::{Message, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::AAAA;
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::watch;
@@ -331,6 +332,52 @@ async fn silent_upstream_answers_servfail() -> Result<()> {
     let dns = Running::with_config(zone(), config).await?;
     let reply = udp_query(dns.addr(), "example.com.", RecordType::AAAA).await?;
     assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    dns.stop().await
+}
+
+#[tokio::test]
+async fn forwards_beyond_the_limit_are_servfail_at_once() -> Result<()> {
+    // An upstream the test answers by hand, so a forward stays in flight as long as it likes.
+    let upstream = UdpSocket::bind("127.0.0.1:0").await?;
+    let mut config = DnsConfig::new("127.0.0.1:0".parse()?);
+    config.upstreams = vec![upstream.local_addr()?];
+    config.max_forwards = 1;
+    config.forward_timeout = Duration::from_secs(60);
+    let dns = Running::with_config(zone(), config).await?;
+
+    let server = dns.addr();
+    let first =
+        tokio::spawn(async move { udp_query(server, "first.example.", RecordType::AAAA).await });
+    let mut buf = vec![0u8; 4096];
+    let (len, resolver) = tokio::time::timeout(ANSWER_DEADLINE, upstream.recv_from(&mut buf))
+        .await
+        .context("the first query never reached the upstream")??;
+    let held = Message::from_vec(&buf[..len])?;
+    assert_eq!(held.queries[0].name(), &Name::from_ascii("first.example.")?);
+
+    // The one forwarding slot is taken: the next outside name is refused service at once
+    // (were it forwarded, it would wait the 60 s timeout and the query would fail).
+    let reply = udp_query(dns.addr(), "second.example.", RecordType::AAAA).await?;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    // Zone names do not need a slot.
+    assert_eq!(
+        aaaa(&udp_query(dns.addr(), "web.", RecordType::AAAA).await?).len(),
+        3
+    );
+
+    // The upstream answers the held query; its answer reaches the client.
+    let mut answer = Message::response(held.metadata.id, OpCode::Query);
+    answer.metadata.recursion_available = true;
+    answer.add_queries(held.queries.clone());
+    answer.add_answer(Record::from_rdata(
+        held.queries[0].name().clone(),
+        60,
+        RData::AAAA(AAAA(addr(9, 9))),
+    ));
+    upstream.send_to(&answer.to_vec()?, resolver).await?;
+    let first = first.await??;
+    assert_eq!(first.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(aaaa(&first), vec![addr(9, 9)]);
     dns.stop().await
 }
 
