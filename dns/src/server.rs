@@ -44,6 +44,9 @@ pub const TTL_SECS: u32 = 5;
 /// UDP got already taken.
 const BIND_ATTEMPTS: usize = 16;
 
+/// How long the TCP loop waits after a failed `accept` before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Outbound responses queued per TCP connection.
 const TCP_RESPONSE_BUFFER: usize = 16;
 
@@ -149,6 +152,8 @@ impl DnsServer {
         cancel: CancellationToken,
     ) -> Result<Self, DnsError> {
         config.validate()?;
+        // Ours to cancel when the UDP loop dies, without cancelling the caller's token.
+        let cancel = cancel.child_token();
         let handler = Handler::new(&config, zone)?;
         let (udp, tcp) = bind(config.listen).await?;
         let local_addr = udp.local_addr().map_err(|source| DnsError::Bind {
@@ -240,8 +245,13 @@ async fn serve_tcp(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
                     warn!(error = %e, "DNS TCP accept failed");
-                    continue;
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                    }
                 }
             },
         };
