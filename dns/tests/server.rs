@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use hickory_server::proto::op::Query;
-use hickory_server::proto::op::{Message, OpCode, ResponseCode};
+use hickory_server::proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::AAAA;
-use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::watch;
@@ -378,6 +378,47 @@ async fn forwards_beyond_the_limit_are_servfail_at_once() -> Result<()> {
     let first = first.await??;
     assert_eq!(first.metadata.response_code, ResponseCode::NoError);
     assert_eq!(aaaa(&first), vec![addr(9, 9)]);
+    dns.stop().await
+}
+
+#[tokio::test]
+async fn other_classes_and_opcodes_are_not_served() -> Result<()> {
+    let dns = Running::start(zone(), vec![]).await?;
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let mut chaos = Message::query();
+    chaos.metadata.id = 11;
+    let mut query = Query::query(Name::from_ascii("web.warren.")?, RecordType::AAAA);
+    query.set_query_class(DNSClass::CH);
+    chaos.add_query(query);
+    let mut notify = Message::new(12, MessageType::Query, OpCode::Notify);
+    notify.add_query(Query::query(
+        Name::from_ascii("web.warren.")?,
+        RecordType::SOA,
+    ));
+    let mut two_questions = Message::query();
+    two_questions.metadata.id = 13;
+    for name in ["web.warren.", "alpha.node.warren."] {
+        two_questions.add_query(Query::query(Name::from_ascii(name)?, RecordType::AAAA));
+    }
+    for (message, expected) in [
+        (chaos, ResponseCode::Refused),
+        (notify, ResponseCode::NotImp),
+        (two_questions, ResponseCode::FormErr),
+    ] {
+        socket.send_to(&message.to_vec()?, dns.addr()).await?;
+        let mut buf = vec![0u8; 4096];
+        let (len, _) = tokio::time::timeout(ANSWER_DEADLINE, socket.recv_from(&mut buf))
+            .await
+            .context("no answer")??;
+        let reply = Message::from_vec(&buf[..len])?;
+        assert_eq!(reply.metadata.id, message.metadata.id);
+        assert_eq!(
+            reply.metadata.response_code, expected,
+            "{:?}",
+            message.metadata.op_code
+        );
+        assert!(reply.answers.is_empty());
+    }
     dns.stop().await
 }
 
