@@ -19,9 +19,9 @@ use futures::StreamExt;
 use crate::error::{error_chain, is_connection_error, status_code};
 use crate::types::{HealthStatus, MAX_DETAIL_BYTES};
 use crate::{
-    truncate_text, ContainerInfo, ContainerRuntime, ContainerState, EngineInfo, PublishedPort,
-    PullProgress, RuntimeError, TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE,
-    LABEL_SLOT,
+    truncate_text, ContainerInfo, ContainerRuntime, ContainerState, EngineInfo, NetworkInfo,
+    NetworkSpec, PublishedPort, PullProgress, RuntimeError, TaskSpec, LABEL_EPOCH,
+    LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
 };
 
 /// Validates a Docker image reference offline against Docker's reference grammar
@@ -449,6 +449,8 @@ fn create_body(spec: &TaskSpec) -> ContainerCreateBody {
             memory: spec
                 .memory_bytes
                 .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+            network_mode: spec.network.clone(),
+            dns: (!spec.dns.is_empty()).then(|| spec.dns.iter().map(ToString::to_string).collect()),
             ..Default::default()
         }),
         ..Default::default()
@@ -517,6 +519,16 @@ fn container_info(summary: ContainerSummary) -> Option<ContainerInfo> {
         ))
     });
     ports.dedup();
+    let ipv6 = summary
+        .network_settings
+        .and_then(|s| s.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, endpoint)| {
+            let addr = endpoint.global_ipv6_address?.parse().ok()?;
+            Some((name, addr))
+        })
+        .collect();
 
     Some(ContainerInfo {
         id,
@@ -532,6 +544,7 @@ fn container_info(summary: ContainerSummary) -> Option<ContainerInfo> {
         health: None,
         detail: String::new(),
         created_secs: summary.created.unwrap_or_default(),
+        ipv6,
     })
 }
 
@@ -640,6 +653,10 @@ impl ContainerRuntime for DockerRuntime {
         F: Fn(&PullProgress) + Send + Sync + 'static,
     {
         self.pull(image, progress).await
+    }
+
+    async fn ensure_network(&self, spec: &NetworkSpec) -> Result<NetworkInfo, RuntimeError> {
+        DockerRuntime::ensure_network(self, spec).await
     }
 }
 

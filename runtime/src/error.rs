@@ -45,6 +45,20 @@ pub enum RuntimeError {
         reason: String,
     },
 
+    /// A Docker network of the overlay network's name exists but does not match: another
+    /// IPv6 subnet (the node's WireGuard key changed, or a stranger's network took the
+    /// name), IPv6 off, or another driver. Warren never reuses it silently: remove it
+    /// (`docker network rm NAME`, after its containers) or free the name.
+    #[error("Docker network {name} exists with {have}, not the overlay subnet {want}; remove it (docker network rm {name}) to let Warren create its own")]
+    NetworkConflict {
+        /// The network's name.
+        name: String,
+        /// The subnet Warren wants, e.g. `fd12:3456:789a:1:2:3:8000:0/97`.
+        want: String,
+        /// What the existing network has instead.
+        have: String,
+    },
+
     /// The engine answered but refused or failed the request `op` (the bollard method
     /// name, e.g. `"create_container"`). For HTTP-level refusals the source is
     /// `bollard::errors::Error::DockerResponseServerError { status_code, message }`.

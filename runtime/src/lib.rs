@@ -91,7 +91,9 @@
 
 mod docker;
 mod error;
+pub mod forward;
 mod logs;
+mod network;
 mod types;
 
 use std::future::Future;
@@ -102,6 +104,9 @@ pub use docker::DockerRuntime;
 pub use docker::MAX_STOP_TIMEOUT_SECS;
 pub use error::RuntimeError;
 pub use logs::{parse_rfc3339_nanos, LogRead, REORDER_LOOKAHEAD_LINES, REORDER_WINDOW_NS};
+pub use network::{
+    overlay_bridge_name, overlay_network_name, NetworkInfo, NetworkSpec, LABEL_NETWORK,
+};
 pub use types::{
     container_name, ContainerInfo, ContainerState, EngineInfo, HealthCheck, HealthStatus,
     HealthTest, PortMapping, PullProgress, TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE,
@@ -200,6 +205,19 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send
     where
         F: Fn(&PullProgress) + Send + Sync + 'static;
+
+    /// Creates the IPv6 network `spec` describes or checks the existing one of that name
+    /// (see [`DockerRuntime::ensure_network`]); tasks join it through
+    /// [`TaskSpec::network`].
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::NetworkConflict`] for a network of that name with another subnet,
+    /// [`RuntimeError::Engine`] / [`RuntimeError::Unavailable`].
+    fn ensure_network(
+        &self,
+        spec: &NetworkSpec,
+    ) -> impl Future<Output = Result<NetworkInfo, RuntimeError>> + Send;
 }
 
 impl<R: ContainerRuntime> ContainerRuntime for Arc<R> {
@@ -242,5 +260,12 @@ impl<R: ContainerRuntime> ContainerRuntime for Arc<R> {
         F: Fn(&PullProgress) + Send + Sync + 'static,
     {
         (**self).pull_image(image, progress)
+    }
+
+    fn ensure_network(
+        &self,
+        spec: &NetworkSpec,
+    ) -> impl Future<Output = Result<NetworkInfo, RuntimeError>> + Send {
+        (**self).ensure_network(spec)
     }
 }

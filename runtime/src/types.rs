@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use warren_core::engine::PublishedPort;
@@ -160,6 +161,15 @@ pub struct TaskSpec {
     /// the container (Docker `StopTimeout`, whole seconds, rounded up) so it also holds for a
     /// container adopted after a node restart; `None`: the engine's default, 10 s.
     pub stop_timeout: Option<Duration>,
+    /// A Docker network (by name) to attach the container to instead of the engine's
+    /// default bridge, e.g. the node's overlay network
+    /// ([`DockerRuntime::ensure_network`](crate::DockerRuntime::ensure_network)); `None`:
+    /// the default bridge. Published ports work on either.
+    pub network: Option<String>,
+    /// DNS servers for the container (Docker `HostConfig.Dns`); empty: the engine's
+    /// default. On a user-defined network the container resolves through the engine's
+    /// embedded server at `127.0.0.11`, which forwards to these.
+    pub dns: Vec<IpAddr>,
 }
 
 /// Where a task's secrets appear inside its container.
@@ -286,6 +296,9 @@ pub struct ContainerInfo {
     /// clock; 0 when unknown. A restart keeps it: it says how long the task has been this
     /// node's, which is what the heal's keep rule compares (DESIGN §5).
     pub created_secs: i64,
+    /// The container's global IPv6 address on each network where it has one, by network
+    /// name (a running container on an IPv6-enabled network; empty otherwise).
+    pub ipv6: BTreeMap<String, Ipv6Addr>,
 }
 
 /// Longest [`ContainerInfo::detail`], in bytes.
