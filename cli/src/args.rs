@@ -247,7 +247,7 @@ pub(crate) enum ServiceCommand {
         /// Service name.
         name: String,
     },
-    /// List a service's tasks: node, container state, ports.
+    /// List a service's tasks: node, container state, ports, overlay address.
     Ps {
         /// Service name.
         name: String,

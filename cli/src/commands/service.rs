@@ -78,6 +78,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                     next,
                     cell(t.get("container")),
                     ports,
+                    cell(t.get("overlay_ip")),
                     if error.is_empty() || status.contains(&error) {
                         status
                     } else {
@@ -99,6 +100,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                     "NEXT_RESTART",
                     "CONTAINER",
                     "PORTS",
+                    "OVERLAY_IP",
                     "STATUS",
                 ],
                 rows,

@@ -259,6 +259,11 @@ pub struct TaskStatus {
     /// See `assignment_epoch` (a node id, at most [`MAX_STATUS_TEXT_BYTES`] bytes).
     #[serde(default)]
     pub assignment_holder: String,
+    /// The task's address on its node's overlay network (inside the node's container
+    /// subnet), while its container runs there; `None` without the overlay, for a task on
+    /// the default network (started before the overlay was on), or from an older peer.
+    #[serde(default)]
+    pub overlay_ip: Option<std::net::Ipv6Addr>,
 }
 
 /// How old a copy without a health check must be before its report confirms it (see

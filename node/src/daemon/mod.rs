@@ -391,6 +391,14 @@ async fn run_node(
         }
         .in_current_span(),
     );
+    let wireguard = config
+        .overlay
+        .then(|| identity::load_or_create_wireguard(&data_dir))
+        .transpose()?;
+    let overlay = wireguard.as_ref().map(|key| {
+        let interface = reconciler::OVERLAY_INTERFACE;
+        reconciler::OverlayConfig::new(&cluster_id, &key.public(), &me, interface)
+    });
     let reconciler = tokio::spawn(
         reconciler::run(
             reconciler::DockerConnector {
@@ -408,6 +416,7 @@ async fn run_node(
                 records: secrets_rx,
                 root: secret_files::root(&me),
             },
+            overlay,
             config.reconcile_interval,
             cancel.clone(),
         )
@@ -433,8 +442,7 @@ async fn run_node(
         machine.handle_listen_addr(addr.to_string());
     }
     machine.set_secret_keys(secret_keys);
-    if config.overlay {
-        let key = identity::load_or_create_wireguard(&data_dir)?;
+    if let Some(key) = &wireguard {
         machine.set_wireguard_public(key.public());
     }
     let capacity = crate::system::read_capacity();

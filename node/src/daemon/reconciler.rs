@@ -2,6 +2,7 @@
 //! does it through the runtime, and reports the actual state of its tasks.
 
 use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::{debug, info, warn};
 use warren_crdt::{HealthProbe, NodeId, SecretRecord, ServiceName, SlotId};
+use warren_runtime::forward;
 use warren_runtime::{
     ContainerInfo, ContainerRuntime, ContainerState, DockerRuntime, HealthCheck, HealthStatus,
-    HealthTest, PortMapping, PullProgress, RuntimeError, TaskSpec,
+    HealthTest, NetworkSpec, PortMapping, PullProgress, RuntimeError, TaskSpec,
 };
 
 use super::secret_files;
@@ -22,6 +24,7 @@ use crate::core::{
     container_for, round_statuses, short_id, task_status, ActualTask, ActualTaskState, Desired,
     DesiredTask, Millis, Round, RuntimeAction, Supervisor, TaskHealth,
 };
+use crate::overlay::{Prefix, WireguardPublic};
 use crate::protocol::{EngineStatus, TaskState, TaskStatus};
 use crate::secrets::SecretKeys;
 
@@ -125,7 +128,7 @@ fn task_env(node: &NodeId, task: &DesiredTask) -> std::collections::BTreeMap<Str
     env
 }
 
-fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
+fn task_spec(node: &NodeId, task: &DesiredTask, attach: Option<&Attach>) -> TaskSpec {
     TaskSpec {
         node: node.to_string(),
         service: task.slot.service.to_string(),
@@ -149,6 +152,151 @@ fn task_spec(node: &NodeId, task: &DesiredTask) -> TaskSpec {
         nano_cpus: task.spec.resources.nano_cpus,
         memory_bytes: task.spec.resources.memory_bytes,
         stop_timeout: task.spec.stop_timeout_ms.map(Duration::from_millis),
+        network: attach.map(|a| a.network.clone()),
+        dns: attach.map(|a| vec![a.dns.into()]).unwrap_or_default(),
+    }
+}
+
+/// The name of the overlay interface the node's WireGuard runs (DESIGN §4).
+pub(crate) const OVERLAY_INTERFACE: &str = "warren0";
+
+/// The node's place on the overlay, for its containers: computed from its WireGuard key
+/// ([`crate::overlay::addresses`]) before the loop starts.
+#[derive(Debug, Clone)]
+pub(crate) struct OverlayConfig {
+    /// The Docker network its tasks join: its name, the node's container subnet (a /97).
+    pub(crate) network: NetworkSpec,
+    /// The cluster's /48: forwarded between the network and the interface, never
+    /// masqueraded.
+    pub(crate) cluster: Prefix,
+    /// The overlay interface, e.g. `warren0`.
+    pub(crate) interface: String,
+    /// The node's own overlay address: its tasks' DNS server.
+    pub(crate) node_ip: Ipv6Addr,
+}
+
+impl OverlayConfig {
+    /// The config of node `node` with WireGuard key `key` in cluster `cluster_id`, on
+    /// interface `interface`.
+    pub(crate) fn new(
+        cluster_id: &str,
+        key: &WireguardPublic,
+        node: &NodeId,
+        interface: &str,
+    ) -> Self {
+        let addresses = crate::overlay::addresses(cluster_id, key);
+        Self {
+            network: NetworkSpec {
+                name: warren_runtime::overlay_network_name(node.as_str()),
+                subnet: addresses.container_subnet,
+                node: node.to_string(),
+            },
+            cluster: crate::overlay::cluster_prefix(cluster_id),
+            interface: interface.to_string(),
+            node_ip: addresses.overlay_ip,
+        }
+    }
+}
+
+/// Where new tasks go: the overlay network, with the node's address as their DNS server.
+#[derive(Debug, Clone)]
+struct Attach {
+    network: String,
+    dns: Ipv6Addr,
+}
+
+/// The overlay as the loop set it up: the network once it exists, the forwarding rules once
+/// installed (removed when the loop ends).
+struct OverlayState {
+    config: OverlayConfig,
+    attach: Option<Attach>,
+    rules: bool,
+    /// The last warning, so that a retry after an engine outage does not repeat it.
+    warned: Option<String>,
+}
+
+impl OverlayState {
+    fn new(config: OverlayConfig) -> Self {
+        Self {
+            config,
+            attach: None,
+            rules: false,
+            warned: None,
+        }
+    }
+
+    fn warn_once(&mut self, text: String) {
+        if self.warned.as_ref() != Some(&text) {
+            warn!("{text}");
+            self.warned = Some(text);
+        }
+    }
+
+    /// Ensures the network, IPv6 forwarding and the forwarding rules; run after every
+    /// (re)connection to the engine (an engine restart may rewrite its rules ahead of ours).
+    /// Without the network, new tasks go to the engine's default network as before;
+    /// without the rules, they still reach each other on this node.
+    async fn setup<R: ContainerRuntime>(&mut self, runtime: &R) {
+        let network = match runtime.ensure_network(&self.config.network).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.attach = None;
+                self.warn_once(format!(
+                    "the overlay network could not be set up, so new tasks run on the                      engine's default network: {e}"
+                ));
+                return;
+            }
+        };
+        if network.created || self.attach.is_none() {
+            info!(network = %network.name, subnet = %network.subnet, bridge = %network.bridge, "tasks join the overlay network");
+        }
+        self.attach = Some(Attach {
+            network: network.name.clone(),
+            dns: self.config.node_ip,
+        });
+        let rules = forward::ForwardRules {
+            node: self.config.network.node.clone(),
+            bridge: network.bridge,
+            interface: self.config.interface.clone(),
+            cluster: self.config.cluster,
+        };
+        let installed = tokio::task::spawn_blocking(move || {
+            forward::enable_ipv6_forwarding()?;
+            forward::install(&rules)
+        })
+        .await;
+        match installed {
+            Ok(Ok(at)) => {
+                self.rules = true;
+                debug!(
+                    chain = at.chain,
+                    nat = at.nat,
+                    "overlay forwarding rules installed"
+                );
+            }
+            Ok(Err(e)) => {
+                // Some may be in: remove them at the end.
+                self.rules = true;
+                self.warn_once(format!(
+                    "host forwarding for the overlay could not be set up, so tasks reach                      only this node's tasks: {e}"
+                ));
+            }
+            Err(e) => self.warn_once(format!("host forwarding setup stopped: {e}")),
+        }
+    }
+
+    /// Removes the forwarding rules (the network stays: its tasks outlive the daemon).
+    async fn teardown(&mut self) {
+        if !self.rules {
+            return;
+        }
+        let node = self.config.network.node.clone();
+        match tokio::task::spawn_blocking(move || forward::remove(&node)).await {
+            Ok(Ok(n)) => debug!(rules = n, "overlay forwarding rules removed"),
+            Ok(Err(e)) => warn!(error = %e, "could not remove the overlay forwarding rules"),
+            Err(e) => warn!(error = %e, "removing the overlay forwarding rules stopped"),
+        }
+        self.rules = false;
     }
 }
 
@@ -420,15 +568,24 @@ pub(crate) struct Reports {
 /// again with backoff (250 ms doubling to 5 s); once the engine answers it lists the
 /// node's containers again, adopting what it finds, and starts the tasks the outage
 /// stopped (see [`Supervisor::engine_lost`]).
+///
+/// With `overlay`, each connection to the engine first ensures the node's overlay network
+/// and the host's forwarding rules ([`OverlayState::setup`]); new tasks join that network,
+/// with the node's overlay address as their DNS server, and each task's address on it is
+/// reported ([`TaskStatus::overlay_ip`]). Tasks started before keep running where they are.
+/// When the loop ends the rules are removed; the network stays with its tasks.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<C: Connector>(
     connector: C,
     node: NodeId,
     mut desired: watch::Receiver<Option<Desired>>,
     reports: Reports,
     secrets: SecretContext,
+    overlay: Option<OverlayConfig>,
     interval: Duration,
     cancel: CancellationToken,
 ) {
+    let mut overlay = overlay.map(OverlayState::new);
     let mut errors: BTreeMap<SlotId, String> = BTreeMap::new();
     let mut last_list_error: Option<String> = None;
     let mut supervisor = Supervisor::new();
@@ -444,6 +601,9 @@ pub(crate) async fn run<C: Connector>(
                 Ok((rt, version)) => {
                     engine.up(version);
                     reports.engine.send_replace(Some(engine.status.clone()));
+                    if let Some(overlay) = overlay.as_mut() {
+                        overlay.setup(&rt).await;
+                    }
                     runtime = Some(rt);
                     continue;
                 }
@@ -457,7 +617,7 @@ pub(crate) async fn run<C: Connector>(
                     }
                     tokio::select! {
                         biased;
-                        _ = cancel.cancelled() => return,
+                        _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(wait) => continue,
                     }
                 }
@@ -473,7 +633,7 @@ pub(crate) async fn run<C: Connector>(
         else {
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => break,
                 _ = desired.changed() => continue,
             }
         };
@@ -482,11 +642,13 @@ pub(crate) async fn run<C: Connector>(
         supervisor.set_awaiting(awaiting);
         let images: Vec<&str> = want.iter().map(|t| t.spec.image.as_str()).collect();
         pulls.keep_only(&images);
+        let attach = overlay.as_ref().and_then(|o| o.attach.as_ref());
         match round(
             rt,
             &node,
             &want,
             &secrets,
+            attach,
             &mut supervisor,
             &pulls,
             now,
@@ -494,20 +656,18 @@ pub(crate) async fn run<C: Connector>(
         )
         .await
         {
-            Ok((actual, decided)) => {
+            Ok((actual, decided, addresses)) => {
                 last_list_error = None;
                 last_running = actual
                     .iter()
                     .filter(|c| c.state == ActualTaskState::Running)
                     .map(|c| c.id.clone())
                     .collect();
-                reports.tasks.send_replace(statuses(
-                    &want,
-                    &actual,
-                    &decided,
-                    &errors,
-                    &pulls.snapshot(),
-                ));
+                let mut report = statuses(&want, &actual, &decided, &errors, &pulls.snapshot());
+                for status in &mut report {
+                    status.overlay_ip = addresses.get(&status.container).copied();
+                }
+                reports.tasks.send_replace(report);
             }
             Err(e @ RuntimeError::Unavailable { .. }) => {
                 // The engine went away (or restarts): connect again, with backoff.
@@ -520,7 +680,7 @@ pub(crate) async fn run<C: Connector>(
                 runtime = None;
                 tokio::select! {
                     biased;
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(wait) => continue,
                 }
             }
@@ -539,10 +699,13 @@ pub(crate) async fn run<C: Connector>(
         }
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => break,
             _ = desired.changed() => {}
             _ = tokio::time::sleep(interval) => {}
         }
+    }
+    if let Some(overlay) = overlay.as_mut() {
+        overlay.teardown().await;
     }
 }
 
@@ -563,9 +726,24 @@ fn engine_down(want: &[DesiredTask], engine: &EngineStatus) -> Vec<TaskStatus> {
         .collect()
 }
 
-/// A round's result: the containers listed after its actions, as the core sees them, and
-/// its decisions.
-type Listed = (Vec<ActualTask>, Round);
+/// A round's result: the containers listed after its actions, as the core sees them, its
+/// decisions, and the overlay addresses of the containers that have one, by short id.
+type Listed = (Vec<ActualTask>, Round, BTreeMap<String, Ipv6Addr>);
+
+/// The overlay addresses of `containers` on `attach`'s network, by short container id (as
+/// in [`TaskStatus::container`]).
+fn overlay_addresses(
+    containers: &[ContainerInfo],
+    attach: Option<&Attach>,
+) -> BTreeMap<String, Ipv6Addr> {
+    let Some(attach) = attach else {
+        return BTreeMap::new();
+    };
+    containers
+        .iter()
+        .filter_map(|c| Some((short(&c.id).to_string(), *c.ipv6.get(&attach.network)?)))
+        .collect()
+}
 
 /// One round: list, decide, act (actions run concurrently: a stop or removal waits for the
 /// container's stop timeout), list again if anything was done.
@@ -575,6 +753,7 @@ async fn round<R: ContainerRuntime + Clone>(
     node: &NodeId,
     want: &[DesiredTask],
     secrets: &SecretContext,
+    attach: Option<&Attach>,
     supervisor: &mut Supervisor,
     pulls: &Pulls,
     now: Millis,
@@ -595,7 +774,8 @@ async fn round<R: ContainerRuntime + Clone>(
     });
     let decided = supervisor.round(want, &actual, now);
     if decided.actions.is_empty() {
-        return Ok((actual, decided));
+        let addresses = overlay_addresses(&containers, attach);
+        return Ok((actual, decided, addresses));
     }
     let records = secrets.records.borrow().clone();
     let results = join_all(decided.actions.iter().map(|action| {
@@ -614,7 +794,7 @@ async fn round<R: ContainerRuntime + Clone>(
                         Err(e) => return (action, Err(e.to_string())),
                     }
                     info!(slot = %task.slot, image = %task.spec.image, "creating container");
-                    let mut spec = task_spec(node, task);
+                    let mut spec = task_spec(node, task, attach);
                     if !task.spec.secrets.is_empty() {
                         match secret_files::prepare(
                             &secrets.root,
@@ -672,7 +852,7 @@ async fn round<R: ContainerRuntime + Clone>(
         .iter()
         .filter_map(|c| actual_task(c, now_secs))
         .collect();
-    Ok((actual, decided))
+    Ok((actual, decided, overlay_addresses(&containers, attach)))
 }
 
 fn short(id: &str) -> &str {
@@ -798,6 +978,54 @@ mod tests {
         );
         assert_eq!(s[0].state, TaskState::Pending);
         assert_eq!(s[0].error, "");
+    }
+
+    #[test]
+    fn tasks_join_the_overlay_network_with_the_node_as_dns_and_report_their_address() {
+        let attach = Attach {
+            network: "warren-overlay-x".into(),
+            dns: "fd00::1".parse().expect("ip"),
+        };
+        let node = NodeId("a".into());
+        let spec = task_spec(&node, &task("app:1"), Some(&attach));
+        assert_eq!(spec.network.as_deref(), Some("warren-overlay-x"));
+        assert_eq!(
+            spec.dns,
+            vec!["fd00::1".parse::<std::net::IpAddr>().expect("ip")]
+        );
+        let plain = task_spec(&node, &task("app:1"), None);
+        assert_eq!((plain.network, plain.dns), (None, vec![]));
+
+        let container = |id: &str, network: &str, ip: &str| ContainerInfo {
+            id: id.into(),
+            name: String::new(),
+            service: "app".into(),
+            slot: 0,
+            epoch: 1,
+            generation: 1,
+            state: ContainerState::Running,
+            status: String::new(),
+            ports: vec![],
+            exit_code: None,
+            health: None,
+            detail: String::new(),
+            created_secs: 0,
+            ipv6: [(network.to_string(), ip.parse().expect("ip"))].into(),
+        };
+        let listed = [
+            container("0123456789abcdef", "warren-overlay-x", "fd00::8000:2"),
+            // Started before the overlay: on another network, no overlay address.
+            container("fedcba9876543210", "bridge", "fd99::2"),
+        ];
+        let addresses = overlay_addresses(&listed, Some(&attach));
+        assert_eq!(
+            addresses.into_iter().collect::<Vec<_>>(),
+            vec![(
+                short("0123456789abcdef").to_string(),
+                "fd00::8000:2".parse().expect("ip")
+            )]
+        );
+        assert!(overlay_addresses(&listed, None).is_empty());
     }
 
     #[test]

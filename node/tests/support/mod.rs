@@ -132,6 +132,13 @@ impl Node {
         self.child.as_mut().and_then(NodeProcess::try_exit)
     }
 
+    /// SIGTERM, as an operator stops it: waits up to 30 s for its exit (then SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.stop("TERM", Duration::from_secs(30));
+        }
+    }
+
     /// SIGKILL: the process dies without any cleanup, as on power loss.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -613,6 +613,8 @@ pub fn task_status(
         unassigned: false,
         assignment_epoch: task.epoch.0,
         assignment_holder: task.holder.to_string(),
+        // The daemon adds it from its engine's listing (the core sees no networks).
+        overlay_ip: None,
     }
     .bounded()
 }

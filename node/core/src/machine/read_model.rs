@@ -91,6 +91,8 @@ pub struct TaskView {
     pub next_restart_ms: Option<u64>,
     /// Why its last run ended or its last action failed; empty when nothing went wrong.
     pub error: String,
+    /// Its address on its node's overlay network, when it has one.
+    pub overlay_ip: Option<std::net::Ipv6Addr>,
 }
 
 /// A consistent picture of one node's view, for the API.
@@ -361,6 +363,7 @@ impl NodeMachine {
                 restarts: 0,
                 next_restart_ms: None,
                 error: err.to_string(),
+                overlay_ip: None,
             };
         }
         TaskView {
@@ -381,6 +384,7 @@ impl NodeMachine {
             restarts: reported.map_or(0, |t| t.restarts),
             next_restart_ms: reported.and_then(|t| t.next_restart_ms),
             error: reported.map(|t| t.error.clone()).unwrap_or_default(),
+            overlay_ip: reported.and_then(|t| t.overlay_ip),
         }
     }
 }

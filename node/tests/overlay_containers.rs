@@ -1,0 +1,157 @@
+//! End-to-end: containers on the overlay (issue 14, part 3). One `warren-node` with the
+//! overlay on (the default) runs a service of two replicas: `service ps` reports for each an
+//! IPv6 address inside the node's container subnet (the pure rule of
+//! `warren_core::overlay`, from the node's WireGuard key and the cluster id), the two are
+//! distinct, one replica reaches the other over that address, and the host's forwarding rules
+//! are there while the node runs and gone once it stopped. Whether the node could bring up
+//! its WireGuard interface plays no part here: the containers share the node's bridge.
+
+mod support;
+
+use std::net::Ipv6Addr;
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+use warren_node::overlay::{addresses, WireguardKey};
+
+const T: Duration = Duration::from_secs(60);
+
+/// Removes the node's overlay network when dropped (after the node, which removes its
+/// containers: declared first, dropped last).
+struct RemoveNetwork(String);
+
+impl Drop for RemoveNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.0])
+            .output();
+    }
+}
+
+/// `ip6tables -S` of every table this node's rules go to.
+fn ip6tables_rules() -> String {
+    ["filter", "nat"]
+        .iter()
+        .filter_map(|table| {
+            Command::new("ip6tables")
+                .args(["-w", "-t", table, "-S"])
+                .output()
+                .ok()
+        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .collect()
+}
+
+#[test]
+fn replicas_get_distinct_overlay_addresses_in_the_nodes_subnet_and_reach_each_other() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("o1");
+    let mut network_guard = RemoveNetwork(String::new());
+    let mut node = Node::start("o1", &data_dir, &["--init", "overlay"]);
+    let suffix: String = node.peer_id.chars().skip(node.peer_id.len() - 8).collect();
+    network_guard.0 = format!("warren-overlay-{suffix}");
+
+    // The node's container subnet, by the pure rule.
+    let key_text = std::fs::read_to_string(data_dir.join("wireguard.key")).expect("key file");
+    let key = WireguardKey::from_file_text(&key_text).expect("key");
+    let cluster_id = node.status().expect("status")["cluster"]["id"]
+        .as_str()
+        .expect("cluster id")
+        .to_string();
+    let subnet = addresses(&cluster_id, &key.public()).container_subnet;
+
+    let mut create = vec![
+        "service",
+        "create",
+        "web",
+        "--image",
+        IMAGE,
+        "--replicas",
+        "2",
+        "--publish",
+        "80",
+        "--",
+    ];
+    create.extend(WEB_COMMAND);
+    let out = node.cli(&create);
+    assert!(
+        out.status.success(),
+        "create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let ips: Vec<(u32, Ipv6Addr)> = wait_for("two running tasks with overlay addresses", T, || {
+        let ps = node.cli_json(&["service", "ps", "web"])?;
+        let tasks = ps.as_array()?;
+        let ips: Vec<(u32, Ipv6Addr)> = tasks
+            .iter()
+            .filter(|t| t["state"] == "running")
+            .filter_map(|t| {
+                let slot = u32::try_from(t["slot"].as_u64()?).ok()?;
+                Some((slot, t["overlay_ip"].as_str()?.parse().ok()?))
+            })
+            .collect();
+        (ips.len() == 2).then_some(ips)
+    });
+    assert_ne!(ips[0].1, ips[1].1, "distinct addresses: {ips:?}");
+    for (slot, ip) in &ips {
+        assert!(subnet.contains(*ip), "slot {slot}: {ip} outside {subnet}");
+    }
+
+    // The table shows the address too.
+    let table = node.cli(&["-o", "table", "service", "ps", "web"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("OVERLAY_IP"), "{table}");
+    assert!(table.contains(&ips[0].1.to_string()), "{table}");
+
+    // One replica reaches the other over its overlay address.
+    let containers = containers(&[node.peer_id.as_str()]);
+    let (target_slot, target_ip) = ips[0];
+    let from = containers
+        .iter()
+        .find(|c| c.service == "web" && c.slot != target_slot && c.state == "running")
+        .expect("the other replica's container");
+    let url = format!("http://[{target_ip}]/");
+    wait_for(&format!("wget {url} from slot {}", from.slot), T, || {
+        let out = Command::new("docker")
+            .args(["exec", &from.id, "wget", "-q", "-O", "-", &url])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains("hello from warren")
+            .then_some(())
+    });
+
+    // The node's address is its tasks' DNS server.
+    let dns = Command::new("docker")
+        .args(["inspect", "-f", "{{json .HostConfig.Dns}}", &from.id])
+        .output()
+        .expect("docker inspect");
+    let overlay_ip = addresses(&cluster_id, &key.public()).overlay_ip;
+    assert_eq!(
+        String::from_utf8_lossy(&dns.stdout).trim(),
+        format!("[\"{overlay_ip}\"]")
+    );
+
+    // The forwarding rules carry the node's tag while it runs, and go when it stops.
+    let tag = format!("warren:{}", node.peer_id);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if is_root {
+        assert!(ip6tables_rules().contains(&tag), "{}", ip6tables_rules());
+    }
+    node.stop();
+    if is_root {
+        assert!(!ip6tables_rules().contains(&tag), "{}", ip6tables_rules());
+    }
+    // The tasks outlive the daemon on their network.
+    let running = support::containers(&[node.peer_id.as_str()])
+        .into_iter()
+        .filter(|c| c.state == "running")
+        .count();
+    assert_eq!(running, 2);
+}
