@@ -17,18 +17,6 @@ use warren_node::overlay::{addresses, WireguardKey};
 
 const T: Duration = Duration::from_secs(60);
 
-/// Removes the node's overlay network when dropped (after the node, which removes its
-/// containers: declared first, dropped last).
-struct RemoveNetwork(String);
-
-impl Drop for RemoveNetwork {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.0])
-            .output();
-    }
-}
-
 /// `ip6tables -S` of every table this node's rules go to.
 fn ip6tables_rules() -> String {
     ["filter", "nat"]
@@ -43,25 +31,9 @@ fn ip6tables_rules() -> String {
         .collect()
 }
 
-#[test]
-fn replicas_get_distinct_overlay_addresses_in_the_nodes_subnet_and_reach_each_other() {
-    require_docker();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data_dir = dir.path().join("o1");
-    let mut network_guard = RemoveNetwork(String::new());
-    let mut node = Node::start("o1", &data_dir, &["--init", "overlay"]);
-    let suffix: String = node.peer_id.chars().skip(node.peer_id.len() - 8).collect();
-    network_guard.0 = format!("warren-overlay-{suffix}");
-
-    // The node's container subnet, by the pure rule.
-    let key_text = std::fs::read_to_string(data_dir.join("wireguard.key")).expect("key file");
-    let key = WireguardKey::from_file_text(&key_text).expect("key");
-    let cluster_id = node.status().expect("status")["cluster"]["id"]
-        .as_str()
-        .expect("cluster id")
-        .to_string();
-    let subnet = addresses(&cluster_id, &key.public()).container_subnet;
-
+/// `service create web` with `replicas` replicas of the test web server, port 80 published.
+fn create_web(node: &Node, replicas: u32) {
+    let replicas = replicas.to_string();
     let mut create = vec![
         "service",
         "create",
@@ -69,7 +41,7 @@ fn replicas_get_distinct_overlay_addresses_in_the_nodes_subnet_and_reach_each_ot
         "--image",
         IMAGE,
         "--replicas",
-        "2",
+        &replicas,
         "--publish",
         "80",
         "--",
@@ -81,6 +53,33 @@ fn replicas_get_distinct_overlay_addresses_in_the_nodes_subnet_and_reach_each_ot
         "create: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The tasks of `web` in `service ps -o json`.
+fn web_tasks(node: &Node) -> Option<Vec<serde_json::Value>> {
+    node.cli_json(&["service", "ps", "web"])?
+        .as_array()
+        .cloned()
+}
+
+#[test]
+fn replicas_get_distinct_overlay_addresses_in_the_nodes_subnet_and_reach_each_other() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("o1");
+    // Its drop removes the node's containers, overlay network and forwarding rules.
+    let mut node = Node::start("o1", &data_dir, &["--init", "overlay"]);
+
+    // The node's container subnet, by the pure rule.
+    let key_text = std::fs::read_to_string(data_dir.join("wireguard.key")).expect("key file");
+    let key = WireguardKey::from_file_text(&key_text).expect("key");
+    let cluster_id = node.status().expect("status")["cluster"]["id"]
+        .as_str()
+        .expect("cluster id")
+        .to_string();
+    let subnet = addresses(&cluster_id, &key.public()).container_subnet;
+
+    create_web(&node, 2);
 
     let ips: Vec<(u32, Ipv6Addr)> = wait_for("two running tasks with overlay addresses", T, || {
         let ps = node.cli_json(&["service", "ps", "web"])?;
@@ -154,4 +153,79 @@ fn replicas_get_distinct_overlay_addresses_in_the_nodes_subnet_and_reach_each_ot
         .filter(|c| c.state == "running")
         .count();
     assert_eq!(running, 2);
+}
+
+#[test]
+fn a_task_started_without_the_overlay_keeps_running_when_the_overlay_comes_on() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("u1");
+    let mut node = Node::start("u1", &data_dir, &["--init", "upgrade", "--no-overlay"]);
+    create_web(&node, 1);
+    let before = wait_for("web.0 running without an overlay address", T, || {
+        let tasks = web_tasks(&node)?;
+        let t = tasks
+            .iter()
+            .find(|t| t["slot"] == 0 && t["state"] == "running")?;
+        t["overlay_ip"]
+            .is_null()
+            .then(|| t["container"].as_str().map(str::to_string))?
+    });
+
+    node.stop();
+    node.restart(&[]);
+    let network = warren_runtime::overlay_network_name(&node.peer_id);
+    wait_for("the overlay network", T, || {
+        Command::new("docker")
+            .args(["network", "inspect", &network])
+            .output()
+            .ok()?
+            .status
+            .success()
+            .then_some(())
+    });
+    wait_for("web.0 reported after the restart", T, || {
+        let tasks = web_tasks(&node)?;
+        tasks
+            .iter()
+            .any(|t| t["slot"] == 0 && t["state"] == "running")
+            .then_some(())
+    });
+    // No churn: the same container keeps running, on the default network.
+    holds_for("web.0 untouched", Duration::from_secs(3), || {
+        let tasks = web_tasks(&node).ok_or("service ps")?;
+        let t = tasks.iter().find(|t| t["slot"] == 0).ok_or("no web.0")?;
+        if t["state"] == "running" && t["container"] == before.as_str() && t["overlay_ip"].is_null()
+        {
+            Ok(())
+        } else {
+            Err(t.to_string())
+        }
+    });
+
+    // A new task joins the overlay.
+    let out = node.cli(&["service", "scale", "web", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key_text = std::fs::read_to_string(data_dir.join("wireguard.key")).expect("key file");
+    let key = WireguardKey::from_file_text(&key_text).expect("key");
+    let cluster_id = node.status().expect("status")["cluster"]["id"]
+        .as_str()
+        .expect("cluster id")
+        .to_string();
+    let subnet = addresses(&cluster_id, &key.public()).container_subnet;
+    let ip: Ipv6Addr = wait_for("web.1 with an overlay address", T, || {
+        let tasks = web_tasks(&node)?;
+        let t = tasks
+            .iter()
+            .find(|t| t["slot"] == 1 && t["state"] == "running")?;
+        t["overlay_ip"].as_str()?.parse().ok()
+    });
+    assert!(subnet.contains(ip), "{ip} outside {subnet}");
+    let tasks = web_tasks(&node).expect("service ps");
+    let first = tasks.iter().find(|t| t["slot"] == 0).expect("web.0");
+    assert_eq!(first["container"], before.as_str());
 }

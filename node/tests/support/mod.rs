@@ -210,6 +210,12 @@ impl Drop for Node {
         }
         if !self.peer_id.is_empty() {
             remove_containers(&self.peer_id);
+            // A killed node leaves its overlay network and its host forwarding rules.
+            let network = warren_runtime::overlay_network_name(&self.peer_id);
+            let _ = Command::new("docker")
+                .args(["network", "rm", &network])
+                .output();
+            let _ = warren_runtime::forward::remove(&self.peer_id);
             // The node's tmpfs for secret files, if it mounted one.
             let secrets = format!("/run/warren/{}/secrets", self.peer_id);
             let _ = Command::new("umount").arg(&secrets).output();
