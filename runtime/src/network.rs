@@ -14,6 +14,9 @@ use crate::{DockerRuntime, RuntimeError, LABEL_NODE};
 pub const LABEL_NETWORK: &str = "warren.network";
 /// Driver option naming the Linux bridge of a network.
 const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+/// Driver option listing host interfaces allowed direct access to published ports
+/// (engines 28+).
+const TRUSTED_INTERFACES_OPTION: &str = "com.docker.network.bridge.trusted_host_interfaces";
 
 /// The overlay network a node wants: its name, its IPv6 subnet and the node it is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +27,11 @@ pub struct NetworkSpec {
     pub subnet: Prefix,
     /// Full PeerId of the node (value of the network's [`LABEL_NODE`] label).
     pub node: String,
+    /// The overlay interface (e.g. `warren0`), named in the network's
+    /// `com.docker.network.bridge.trusted_host_interfaces` option: engines 28+ drop packets
+    /// for a container's published ports that arrive on any other interface than its bridge
+    /// unless it is listed there. Older engines keep the option without using it.
+    pub overlay_interface: Option<String>,
 }
 
 /// The overlay network as the engine has it.
@@ -82,10 +90,13 @@ fn create_request(spec: &NetworkSpec) -> NetworkCreateRequest {
             }]),
             options: None,
         }),
-        options: Some(HashMap::from([(
-            BRIDGE_NAME_OPTION.to_string(),
-            overlay_bridge_name(&spec.node),
-        )])),
+        options: Some(
+            [(BRIDGE_NAME_OPTION, Some(overlay_bridge_name(&spec.node)))]
+                .into_iter()
+                .chain([(TRUSTED_INTERFACES_OPTION, spec.overlay_interface.clone())])
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect(),
+        ),
         labels: Some(HashMap::from([
             (LABEL_NODE.to_string(), spec.node.clone()),
             (LABEL_NETWORK.to_string(), "overlay".to_string()),
@@ -258,6 +269,7 @@ mod tests {
             name: overlay_network_name("12D3KooWAbCdEfGh"),
             subnet: parse_prefix("fd00:1:2:3:4:5:8000:0/97").expect("prefix"),
             node: "12D3KooWAbCdEfGh".into(),
+            overlay_interface: Some("warren0".into()),
         }
     }
 
@@ -286,6 +298,10 @@ mod tests {
         assert_eq!(
             options.get(BRIDGE_NAME_OPTION).map(String::as_str),
             Some("warren-AbCdEfGh")
+        );
+        assert_eq!(
+            options.get(TRUSTED_INTERFACES_OPTION).map(String::as_str),
+            Some("warren0")
         );
         let labels = request.labels.unwrap_or_default();
         assert_eq!(

@@ -161,6 +161,7 @@ async fn the_overlay_network_is_created_once_and_a_conflicting_subnet_is_refused
         name: name.clone(),
         subnet,
         node: node.clone(),
+        overlay_interface: Some("warren0".into()),
     };
     let first = rt.ensure_network(&spec).await.expect("create");
     assert!(first.created);
@@ -213,6 +214,7 @@ async fn tasks_on_the_overlay_network_get_addresses_in_the_subnet_and_reach_each
         name: name.clone(),
         subnet,
         node: node.clone(),
+        overlay_interface: Some("warren0".into()),
     };
     rt.ensure_network(&spec).await.expect("network");
     let dns: Ipv6Addr = Ipv6Addr::from((u128::from(subnet.addr) & !0xffff_ffffu128) | 1);

@@ -190,6 +190,7 @@ impl OverlayConfig {
                 name: warren_runtime::overlay_network_name(node.as_str()),
                 subnet: addresses.container_subnet,
                 node: node.to_string(),
+                overlay_interface: Some(interface.to_string()),
             },
             cluster: crate::overlay::cluster_prefix(cluster_id),
             interface: interface.to_string(),
