@@ -46,6 +46,15 @@
 //! reason, and the image has to be loaded onto the node by other means:
 //! [`DockerRuntime::load_image`] streams a `docker save` tarball into the engine.
 //!
+//! # Overlay network
+//!
+//! [`DockerRuntime::ensure_network`] creates (or checks) a node's IPv6 bridge network on its
+//! container subnet ([`NetworkSpec`], named by [`overlay_network_name`]); a task joins it
+//! through [`TaskSpec::network`], with [`TaskSpec::dns`] as its DNS servers, and its address
+//! comes back in [`ContainerInfo::ipv6`]. A network of that name with another subnet is
+//! [`RuntimeError::NetworkConflict`]. [`forward`] sets up the host's side: IPv6 forwarding and
+//! the `ip6tables` rules between the bridge and the overlay interface.
+//!
 //! # Logs
 //!
 //! [`DockerRuntime::read_logs`] reads a container's stdout and stderr as timestamped
