@@ -25,7 +25,7 @@
 //!   and parsers of [`warren_core::system`].
 
 pub use warren_core::{
-    api_token, core, join, logs, machine, overlay, patch, protocol, secrets, token,
+    api_token, core, join, logs, machine, names, overlay, patch, protocol, secrets, token,
 };
 
 pub mod daemon;

@@ -122,8 +122,11 @@ fn read_join_token(path: &std::path::Path) -> Result<String, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Up(up) = cli.command;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,libp2p=warn,hickory_server=warn,hickory_proto=warn,hickory_resolver=warn",
+        )
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

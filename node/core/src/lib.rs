@@ -133,6 +133,7 @@ pub mod invariants;
 pub mod join;
 pub mod logs;
 pub mod machine;
+pub mod names;
 pub mod overlay;
 pub mod patch;
 pub mod protocol;

@@ -6,6 +6,7 @@ mod api;
 mod applied;
 mod identity;
 mod logs;
+mod names;
 mod reconciler;
 mod secret_files;
 mod tls;
@@ -363,6 +364,8 @@ async fn run_node(
         config.name.clone(),
         mesh.clone(),
     ));
+    // The DNS for tasks reads the view and asks for reports like the API does.
+    let names_inputs = (snapshot_rx.clone(), command_tx.clone());
     let api_state = api::ApiState {
         snapshot: snapshot_rx,
         commands: command_tx,
@@ -398,6 +401,12 @@ async fn run_node(
     let overlay = wireguard.as_ref().map(|key| {
         let interface = reconciler::OVERLAY_INTERFACE;
         reconciler::OverlayConfig::new(&cluster_id, &key.public(), &me, interface)
+    });
+    let names_task = overlay.as_ref().map(|overlay| {
+        let (snapshots, commands) = names_inputs;
+        tokio::spawn(
+            names::run(overlay.node_ip, snapshots, commands, cancel.clone()).in_current_span(),
+        )
     });
     let reconciler = tokio::spawn(
         reconciler::run(
@@ -483,6 +492,9 @@ async fn run_node(
         let _ = task.await;
     }
     let _ = reconciler.await;
+    if let Some(task) = names_task {
+        let _ = task.await;
+    }
     result
 }
 
