@@ -1818,8 +1818,9 @@ impl DesiredState {
             .collect()
     }
 
-    /// Publishes member `id`'s place on the overlay: its WireGuard key and the addresses
-    /// derived from it, in one change (a key rotation replaces all three).
+    /// Publishes member `id`'s place on the overlay: its WireGuard key, the addresses
+    /// derived from it and its WireGuard port, in one change (a key rotation replaces them
+    /// all).
     ///
     /// Errors: [`CrdtError::UnknownMember`].
     pub fn set_member_overlay(
@@ -1836,6 +1837,7 @@ impl DesiredState {
             .put(&obj, "overlay_ip", overlay.overlay_ip.as_str())?;
         self.doc
             .put(&obj, "container_subnet", overlay.container_subnet.as_str())?;
+        self.doc.put(&obj, "wg_port", u64::from(overlay.wg_port))?;
         Ok(self.commit(format!("member overlay {}", id.short())))
     }
 
@@ -1862,6 +1864,11 @@ impl DesiredState {
             wg_public_key: field("wg_public_key")?,
             overlay_ip: field("overlay_ip")?,
             container_subnet: field("container_subnet")?,
+            // Older records have no port: WireGuard's usual one.
+            wg_port: self
+                .uint(obj, "wg_port")
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(crate::model::DEFAULT_WG_PORT),
         })
     }
 
@@ -2039,5 +2046,45 @@ impl DesiredState {
             .ok_or_else(|| CrdtError::UnknownVolume(name.to_string()))?;
         self.doc.delete(&volumes, name)?;
         Ok(self.commit(format!("volume rm {name}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlay_record_written_before_the_port_reads_as_51820() {
+        let me = NodeId("A".into());
+        let member = Member {
+            id: me.clone(),
+            name: "a".into(),
+            addrs: vec![],
+            labels: BTreeMap::new(),
+            admitted_by: me.clone(),
+            admitted_at: 0,
+            state: MemberState::Active,
+        };
+        let info = ClusterInfo {
+            id: "c".into(),
+            name: "c".into(),
+            created_at: 0,
+        };
+        let mut state = DesiredState::new_cluster(&info, &member).expect("cluster");
+        let record = MemberOverlay {
+            wg_public_key: "key".into(),
+            overlay_ip: "fd00::1".into(),
+            container_subnet: "fd00::8000:0/97".into(),
+            wg_port: 40000,
+        };
+        state.set_member_overlay(&me, &record).expect("overlay");
+        assert_eq!(state.member_overlay(&me), Some(record));
+        let members = state.map(&ROOT, MEMBERS).expect("members");
+        let obj = state.map(&members, "A").expect("member");
+        state.doc.delete(&obj, "wg_port").expect("delete");
+        assert_eq!(
+            state.member_overlay(&me).map(|r| r.wg_port),
+            Some(crate::model::DEFAULT_WG_PORT)
+        );
     }
 }

@@ -84,9 +84,10 @@ pub use model::{
     ClusterSettings, Epoch, HealthCheck, HealthProbe, HistoryEntry, Job, JobAttempt, JobSpec,
     JobState, Lease, Member, MemberOverlay, MemberState, NodeId, OnPartition, PartitionPolicy,
     PortSpec, Resources, RestartCondition, RestartPolicy, SecretMount, SecretRecord, Service,
-    ServiceName, ServiceSpec, SlotId, TokenRecord, Volume, MAX_ARGS, MAX_ARG_BYTES, MAX_ENV,
-    MAX_ENV_KEY_BYTES, MAX_PERIOD_MS, MAX_PORTS, MAX_REPLICAS, MAX_RESCHEDULE_AFTER_MS,
-    MAX_SECRET_MOUNTS, MAX_SECRET_NAME_BYTES, MAX_STOP_TIMEOUT_MS, MIN_MEMORY_BYTES, MIN_NANO_CPUS,
+    ServiceName, ServiceSpec, SlotId, TokenRecord, Volume, DEFAULT_WG_PORT, MAX_ARGS,
+    MAX_ARG_BYTES, MAX_ENV, MAX_ENV_KEY_BYTES, MAX_PERIOD_MS, MAX_PORTS, MAX_REPLICAS,
+    MAX_RESCHEDULE_AFTER_MS, MAX_SECRET_MOUNTS, MAX_SECRET_NAME_BYTES, MAX_STOP_TIMEOUT_MS,
+    MIN_MEMORY_BYTES, MIN_NANO_CPUS,
 };
 pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
 

@@ -233,10 +233,11 @@ pub struct Member {
     pub state: MemberState,
 }
 
-/// A member's place on the overlay (DESIGN §4): its WireGuard public key and the addresses
-/// the overlay's rule derives from it (`warren_core::overlay`). Written by the member itself,
-/// the three fields in one change, so they always come from the same key; stored beside the
-/// typed [`Member`] record (`members.<id>.{wg_public_key, overlay_ip, container_subnet}`).
+/// A member's place on the overlay (DESIGN §4): its WireGuard public key, the addresses
+/// the overlay's rule derives from it (`warren_core::overlay`) and the UDP port its WireGuard
+/// interface listens on. Written by the member itself, the fields in one change, so they
+/// always come from the same key; stored beside the typed [`Member`] record
+/// (`members.<id>.{wg_public_key, overlay_ip, container_subnet, wg_port}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberOverlay {
     /// The WireGuard public key, base64 (as `wg show` prints it).
@@ -245,6 +246,17 @@ pub struct MemberOverlay {
     pub overlay_ip: String,
     /// The subnet its tasks get addresses from (IPv6 CIDR, text).
     pub container_subnet: String,
+    /// The UDP port its WireGuard interface listens on (`--overlay-port`); records written
+    /// before the field existed read as [`DEFAULT_WG_PORT`].
+    #[serde(default = "default_wg_port")]
+    pub wg_port: u16,
+}
+
+/// WireGuard's usual UDP port (51820): a member's when its record names none.
+pub const DEFAULT_WG_PORT: u16 = 51820;
+
+fn default_wg_port() -> u16 {
+    DEFAULT_WG_PORT
 }
 
 /// A port a service publishes: container port, and a host port on 127.0.0.1 or `None` for one

@@ -660,6 +660,7 @@ fn member_overlays_are_published_replaced_whole_and_merge() {
         wg_public_key: "key-one".into(),
         overlay_ip: "fd00::1".into(),
         container_subnet: "fd00::8000:0/97".into(),
+        wg_port: 51820,
     };
     a.set_member_overlay(&NodeId("A".into()), &first)
         .expect("overlay");
@@ -676,6 +677,7 @@ fn member_overlays_are_published_replaced_whole_and_merge() {
         wg_public_key: "key-two".into(),
         overlay_ip: "fd00::2:0:1".into(),
         container_subnet: "fd00::2:8000:0/97".into(),
+        wg_port: 51900,
     };
     b.set_member_overlay(&NodeId("A".into()), &second)
         .expect("rotate");
@@ -683,6 +685,29 @@ fn member_overlays_are_published_replaced_whole_and_merge() {
     assert_eq!(a.member_overlays()[&NodeId("A".into())], second);
     // Not part of the typed member record.
     assert_eq!(a.members()[&NodeId("A".into())], member("A"));
+}
+
+#[test]
+fn an_overlay_record_without_a_port_reads_as_wireguards_usual_one() {
+    let (mut a, _) = pair();
+    let record = MemberOverlay {
+        wg_public_key: "key".into(),
+        overlay_ip: "fd00::1".into(),
+        container_subnet: "fd00::8000:0/97".into(),
+        wg_port: 40000,
+    };
+    a.set_member_overlay(&NodeId("A".into()), &record)
+        .expect("overlay");
+    assert_eq!(
+        a.member_overlay(&NodeId("A".into())).map(|r| r.wg_port),
+        Some(40000)
+    );
+    // A document written before the port was: doc.rs's own test. In JSON (the API):
+    let old: MemberOverlay = serde_json::from_str(
+        r#"{"wg_public_key":"key","overlay_ip":"fd00::1","container_subnet":"fd00::8000:0/97"}"#,
+    )
+    .expect("old record");
+    assert_eq!(old.wg_port, 51820);
 }
 
 #[test]

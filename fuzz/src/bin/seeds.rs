@@ -165,6 +165,11 @@ fn main() {
                 version: "20.10".into(),
                 error: String::new(),
             }),
+            overlay: Some(Box::new(warren_node::protocol::OverlayStatus::On {
+                interface: "warren0".into(),
+                address: "fd12:3456:789a:1:2:3::1".into(),
+                peers: 2,
+            })),
         },
     ];
     let mut directs: Vec<Direct> = reports.into_iter().map(Direct::Report).collect();

@@ -28,17 +28,18 @@
 //! rotates one key (a new key is a new /96). This is Uncloud's choice for its management
 //! addresses, taken for the container subnets too.
 //!
-//! A member publishes its key and derived addresses in the desired state
+//! A member publishes its key, derived addresses and WireGuard port in the desired state
 //! ([`warren_crdt::MemberOverlay`]); peers re-derive them with [`verify`] and ignore a record
-//! whose addresses do not follow from its key.
+//! whose addresses do not follow from its key. [`peers`] turns the membership and the
+//! records into one node's WireGuard peers.
 
 use std::collections::BTreeMap;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use base64::Engine;
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
-use warren_crdt::{MemberOverlay, NodeId};
+use warren_crdt::{Member, MemberOverlay, MemberState, NodeId};
 use zeroize::Zeroizing;
 
 /// Prefix length of the cluster's overlay network.
@@ -107,12 +108,13 @@ pub struct NodeAddresses {
 }
 
 impl NodeAddresses {
-    /// The record a member publishes for `key`.
-    pub fn record(&self, key: &WireguardPublic) -> MemberOverlay {
+    /// The record a member publishes for `key`, its interface listening on UDP `wg_port`.
+    pub fn record(&self, key: &WireguardPublic, wg_port: u16) -> MemberOverlay {
         MemberOverlay {
             wg_public_key: key.to_base64(),
             overlay_ip: self.overlay_ip.to_string(),
             container_subnet: self.container_subnet.to_string(),
+            wg_port,
         }
     }
 }
@@ -158,7 +160,7 @@ pub fn addresses(cluster_id: &str, key: &WireguardPublic) -> NodeAddresses {
 pub fn verify(cluster_id: &str, record: &MemberOverlay) -> Result<NodeAddresses, OverlayError> {
     let key = WireguardPublic::from_base64(&record.wg_public_key)?;
     let want = addresses(cluster_id, &key);
-    let expected = want.record(&key);
+    let expected = want.record(&key, record.wg_port);
     if expected.overlay_ip != record.overlay_ip
         || expected.container_subnet != record.container_subnet
     {
@@ -183,6 +185,89 @@ pub fn collisions(members: &BTreeMap<NodeId, NodeAddresses>) -> Vec<NodeId> {
         .flatten()
         .cloned()
         .collect()
+}
+
+/// Persistent keepalive of every overlay peer, in seconds: WireGuard's usual figure, short
+/// enough to keep a NAT's or a stateful firewall's UDP mapping open while the tunnel idles.
+pub const PEER_KEEPALIVE_S: u16 = 25;
+
+/// One WireGuard peer of a node: another member on the overlay, as [`peers`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayPeer {
+    /// The member.
+    pub node: NodeId,
+    /// Its WireGuard public key.
+    pub public_key: WireguardPublic,
+    /// Where its WireGuard socket is reached: the IP of its first usable mesh address and
+    /// its published WireGuard port; `None` when it lists no usable address (the interface
+    /// then answers it from wherever its packets come).
+    pub endpoint: Option<SocketAddr>,
+    /// Its allowed IPs: its /96 block (its overlay address and its container subnet).
+    pub allowed: Prefix,
+    /// Persistent keepalive in seconds ([`PEER_KEEPALIVE_S`]).
+    pub keepalive_s: u16,
+}
+
+/// The WireGuard peers of node `me` in cluster `cluster_id`: one per other **active** member
+/// (not draining, not removed) whose overlay record in `overlays` [`verify`]s and whose /96
+/// block collides with no other active member's (this node's included; [`collisions`]).
+/// `members` are the member records (state and mesh addresses), `overlays` the published
+/// overlay records, both by id. The result is ordered by member id.
+///
+/// A member that is removed (`node rm`) or leaves drops out of the set, and so does a
+/// member whose record is forged or half-rotated; a rotated key gives a new key and block.
+pub fn peers(
+    cluster_id: &str,
+    me: &NodeId,
+    members: &BTreeMap<NodeId, Member>,
+    overlays: &BTreeMap<NodeId, MemberOverlay>,
+) -> Vec<OverlayPeer> {
+    let active: BTreeMap<NodeId, (NodeAddresses, WireguardPublic, &Member, u16)> = members
+        .values()
+        .filter(|m| m.state == MemberState::Active)
+        .filter_map(|m| {
+            let record = overlays.get(&m.id)?;
+            let addresses = verify(cluster_id, record).ok()?;
+            let key = WireguardPublic::from_base64(&record.wg_public_key).ok()?;
+            Some((m.id.clone(), (addresses, key, m, record.wg_port)))
+        })
+        .collect();
+    let blocks = active
+        .iter()
+        .map(|(id, (a, ..))| (id.clone(), *a))
+        .collect();
+    let colliding = collisions(&blocks);
+    active
+        .into_iter()
+        .filter(|(id, _)| id != me && !colliding.contains(id))
+        .map(
+            |(node, (addresses, public_key, member, port))| OverlayPeer {
+                endpoint: member
+                    .addrs
+                    .iter()
+                    .find_map(|a| endpoint_ip(a))
+                    .map(|ip| SocketAddr::new(ip, port)),
+                node,
+                public_key,
+                allowed: addresses.block,
+                keepalive_s: PEER_KEEPALIVE_S,
+            },
+        )
+        .collect()
+}
+
+/// The IP address a mesh multiaddr starts with (`/ip4/X/...` or `/ip6/X/...`), when it is
+/// one a peer can send to (not `0.0.0.0` or `::`). Other multiaddrs (`/dns4/...`) give
+/// `None`: the core resolves no names. Only the first two components are read; the address
+/// itself is parsed by [`IpAddr`]'s parser.
+pub fn endpoint_ip(multiaddr: &str) -> Option<IpAddr> {
+    let mut parts = multiaddr.strip_prefix('/')?.split('/');
+    let ip: IpAddr = match (parts.next()?, parts.next()?) {
+        ("ip4", text) => IpAddr::V4(text.parse().ok()?),
+        ("ip6", text) => IpAddr::V6(text.parse().ok()?),
+        _ => return None,
+    };
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 /// A WireGuard public key (32 bytes of X25519).
@@ -323,7 +408,7 @@ mod tests {
     #[test]
     fn a_published_record_is_verified_against_its_key() {
         let k = key(2).public();
-        let record = addresses("c", &k).record(&k);
+        let record = addresses("c", &k).record(&k, 51820);
         assert_eq!(verify("c", &record).expect("valid"), addresses("c", &k));
         let mut forged = record.clone();
         forged.container_subnet = addresses("c", &key(3).public())
@@ -359,5 +444,146 @@ mod tests {
             hex::encode(alice.public().0),
             "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
         );
+    }
+
+    fn member(id: &str, state: MemberState, addrs: &[&str]) -> Member {
+        Member {
+            id: NodeId(id.into()),
+            name: id.into(),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            labels: BTreeMap::new(),
+            admitted_by: NodeId("a".into()),
+            admitted_at: 0,
+            state,
+        }
+    }
+
+    /// Members `a`..: each active, at 10.0.0.N, with its own key's valid record on port
+    /// 51820 + N.
+    fn cluster(n: u8) -> (BTreeMap<NodeId, Member>, BTreeMap<NodeId, MemberOverlay>) {
+        let mut members = BTreeMap::new();
+        let mut overlays = BTreeMap::new();
+        for i in 0..n {
+            let id = ((b'a' + i) as char).to_string();
+            let addr = format!("/ip4/10.0.0.{i}/udp/7701/quic-v1/p2p/x");
+            members.insert(
+                NodeId(id.clone()),
+                member(&id, MemberState::Active, &[&addr]),
+            );
+            let k = key(100 + u64::from(i)).public();
+            overlays.insert(
+                NodeId(id),
+                addresses("c", &k).record(&k, 51820 + u16::from(i)),
+            );
+        }
+        (members, overlays)
+    }
+
+    fn ids(peers: &[OverlayPeer]) -> Vec<&str> {
+        peers.iter().map(|p| p.node.as_str()).collect()
+    }
+
+    #[test]
+    fn peers_are_the_other_active_members_with_valid_records() {
+        let (members, overlays) = cluster(3);
+        let me = NodeId("a".into());
+        let peers = peers("c", &me, &members, &overlays);
+        assert_eq!(ids(&peers), ["b", "c"], "self excluded");
+        let b = &peers[0];
+        let b_key = key(101).public();
+        assert_eq!(b.public_key, b_key);
+        assert_eq!(b.allowed, addresses("c", &b_key).block);
+        assert!(b.allowed.contains(addresses("c", &b_key).overlay_ip));
+        assert!(b
+            .allowed
+            .contains(addresses("c", &b_key).container_subnet.addr));
+        assert_eq!(b.endpoint, Some("10.0.0.1:51821".parse().expect("addr")));
+        assert_eq!(b.keepalive_s, 25);
+        // Another cluster's rule refuses every record.
+        assert!(super::peers("other", &me, &members, &overlays).is_empty());
+    }
+
+    #[test]
+    fn removed_draining_and_unpublished_members_are_no_peers() {
+        let (mut members, mut overlays) = cluster(5);
+        let me = NodeId("a".into());
+        members.get_mut(&NodeId("b".into())).expect("b").state = MemberState::Removed;
+        members.get_mut(&NodeId("c".into())).expect("c").state = MemberState::Draining;
+        overlays.remove(&NodeId("d".into()));
+        assert_eq!(ids(&peers("c", &me, &members, &overlays)), ["e"]);
+    }
+
+    #[test]
+    fn a_mismatched_record_is_no_peer() {
+        let (members, mut overlays) = cluster(3);
+        let me = NodeId("a".into());
+        // b claims c's subnet under its own key.
+        let c_subnet = overlays[&NodeId("c".into())].container_subnet.clone();
+        overlays
+            .get_mut(&NodeId("b".into()))
+            .expect("b")
+            .container_subnet = c_subnet;
+        assert_eq!(ids(&peers("c", &me, &members, &overlays)), ["c"]);
+        overlays
+            .get_mut(&NodeId("c".into()))
+            .expect("c")
+            .wg_public_key = "junk".into();
+        assert!(peers("c", &me, &members, &overlays).is_empty());
+    }
+
+    #[test]
+    fn colliding_members_are_no_peers_even_with_this_node() {
+        let (members, mut overlays) = cluster(4);
+        let me = NodeId("a".into());
+        // c publishes d's record (same key, same block): both are left out.
+        let d = overlays[&NodeId("d".into())].clone();
+        overlays.insert(NodeId("c".into()), d);
+        assert_eq!(ids(&peers("c", &me, &members, &overlays)), ["b"]);
+        // b publishes this node's record: b is left out (this node keeps its own address).
+        let a = overlays[&NodeId("a".into())].clone();
+        overlays.insert(NodeId("b".into()), a);
+        assert!(peers("c", &me, &members, &overlays).is_empty());
+        // A removed member's block collides with nobody.
+        let (mut members, mut overlays) = cluster(3);
+        let c = overlays[&NodeId("c".into())].clone();
+        overlays.insert(NodeId("b".into()), c);
+        members.get_mut(&NodeId("b".into())).expect("b").state = MemberState::Removed;
+        assert_eq!(ids(&peers("c", &me, &members, &overlays)), ["c"]);
+    }
+
+    #[test]
+    fn the_endpoint_is_the_first_usable_address_with_the_wireguard_port() {
+        assert_eq!(
+            endpoint_ip("/ip4/198.18.0.2/udp/7701/quic-v1/p2p/12D3"),
+            Some("198.18.0.2".parse().expect("ip"))
+        );
+        assert_eq!(
+            endpoint_ip("/ip6/fd00::2/udp/7701/quic-v1"),
+            Some("fd00::2".parse().expect("ip"))
+        );
+        assert_eq!(endpoint_ip("/ip4/0.0.0.0/udp/7701/quic-v1"), None);
+        assert_eq!(endpoint_ip("/ip6/::/udp/7701/quic-v1"), None);
+        assert_eq!(endpoint_ip("/dns4/example.org/udp/7701/quic-v1"), None);
+        assert_eq!(endpoint_ip("/ip4/300.1.1.1/udp/1"), None);
+        assert_eq!(endpoint_ip("ip4/1.2.3.4"), None);
+        assert_eq!(endpoint_ip(""), None);
+        assert_eq!(endpoint_ip("/ip4"), None);
+
+        let (mut members, overlays) = cluster(3);
+        let me = NodeId("a".into());
+        let b = members.get_mut(&NodeId("b".into())).expect("b");
+        b.addrs = vec![
+            "/ip4/0.0.0.0/udp/7701/quic-v1".into(),
+            "/dns4/b.example/udp/7701/quic-v1".into(),
+            "/ip6/fd00::b/udp/7701/quic-v1".into(),
+            "/ip4/10.9.9.9/udp/7701/quic-v1".into(),
+        ];
+        members.get_mut(&NodeId("c".into())).expect("c").addrs = vec![];
+        let peers = peers("c", &me, &members, &overlays);
+        assert_eq!(
+            peers[0].endpoint,
+            Some("[fd00::b]:51821".parse().expect("addr"))
+        );
+        assert_eq!(peers[1].endpoint, None, "no address: no endpoint");
     }
 }

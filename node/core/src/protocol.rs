@@ -39,6 +39,11 @@ pub struct Report {
     /// Whether the sender reaches its container engine.
     #[serde(default)]
     pub engine: Option<EngineStatus>,
+    /// The sender's overlay interface: up, down and why, or turned off; `None` from a sender
+    /// that has not said (or predates the field). Boxed: a [`Direct`] is as large as its
+    /// largest variant, this one.
+    #[serde(default)]
+    pub overlay: Option<Box<OverlayStatus>>,
 }
 
 impl Report {
@@ -51,6 +56,7 @@ impl Report {
         self.tasks.truncate(MAX_REPORT_TASKS);
         self.tasks = self.tasks.into_iter().map(TaskStatus::bounded).collect();
         self.engine = self.engine.map(EngineStatus::bounded);
+        self.overlay = self.overlay.map(|o| Box::new((*o).bounded()));
         self.gpus.truncate(crate::system::MAX_GPUS);
         self.gpus = self.gpus.into_iter().map(Gpu::bounded).collect();
         self
@@ -128,6 +134,64 @@ impl EngineStatus {
             }
         }
         self
+    }
+}
+
+/// Longest text field of an [`OverlayStatus`], in bytes.
+pub const MAX_OVERLAY_TEXT_BYTES: usize = 256;
+
+/// A node's word on its WireGuard interface on the overlay (soft state, carried in reports,
+/// shown by `node inspect` and `cluster status`). In JSON: `{"state": "on", "interface":
+/// "warren0", "address": "fd..::1", "peers": 2}`, `{"state": "off", "reason": "..."}` or
+/// `{"state": "disabled"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum OverlayStatus {
+    /// The interface is up.
+    On {
+        /// Its name (`--overlay-interface`, default `warren0`).
+        interface: String,
+        /// The node's overlay address on it (IPv6, text).
+        address: String,
+        /// How many peers it has (other active members with a valid record).
+        peers: u32,
+    },
+    /// The node takes part in the overlay but could not bring its interface up; it runs
+    /// without it.
+    Off {
+        /// Why, e.g. `the overlay is unavailable here: /dev/net/tun does not exist`.
+        reason: String,
+    },
+    /// Turned off by the operator (`--no-overlay`).
+    Disabled,
+}
+
+impl OverlayStatus {
+    /// The status with its texts cut to [`MAX_OVERLAY_TEXT_BYTES`]: applied before sending
+    /// and after receiving.
+    pub fn bounded(self) -> Self {
+        let cut = |text: String| {
+            if text.len() > MAX_OVERLAY_TEXT_BYTES {
+                crate::engine::truncate_text(&text, MAX_OVERLAY_TEXT_BYTES)
+            } else {
+                text
+            }
+        };
+        match self {
+            OverlayStatus::On {
+                interface,
+                address,
+                peers,
+            } => OverlayStatus::On {
+                interface: cut(interface),
+                address: cut(address),
+                peers,
+            },
+            OverlayStatus::Off { reason } => OverlayStatus::Off {
+                reason: cut(reason),
+            },
+            OverlayStatus::Disabled => OverlayStatus::Disabled,
+        }
     }
 }
 

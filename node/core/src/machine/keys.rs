@@ -1,11 +1,15 @@
 //! Keys in the member record: this node's X25519 public key (and secrets re-sealed to
-//! the current members when the membership changes), its WireGuard key and overlay addresses.
+//! the current members when the membership changes), its WireGuard key, port and overlay
+//! addresses; and what the overlay makes of them: this node's WireGuard peers, and its
+//! interface's status.
 
 use std::collections::BTreeMap;
 
 use tracing::{info, warn};
 use warren_crdt::{MemberState, NodeId};
 
+use crate::overlay::OverlayPeer;
+use crate::protocol::OverlayStatus;
 use crate::secrets::{self, SecretKeys};
 
 use super::NodeMachine;
@@ -47,7 +51,7 @@ impl NodeMachine {
         if !self.view().members.contains_key(&me) {
             return;
         }
-        let record = addresses.record(&key);
+        let record = addresses.record(&key, self.wireguard_port);
         if self.state.member_overlay(&me).as_ref() == Some(&record) {
             self.published_overlay = true;
             return;
@@ -61,6 +65,39 @@ impl NodeMachine {
             }
             Err(e) => warn!(error = %e, "could not publish this node's overlay addresses"),
         }
+    }
+
+    /// Sets the UDP port this node's WireGuard interface listens on (`--overlay-port`; by
+    /// default 51820): published in its overlay record together with the key and addresses
+    /// (again when it changes).
+    pub fn set_wireguard_port(&mut self, port: u16) {
+        if self.wireguard_port != port {
+            self.wireguard_port = port;
+            self.published_overlay = false;
+        }
+    }
+
+    /// This node's WireGuard peers now: [`crate::overlay::peers`] over the members and their
+    /// published overlay records (reads every member's record: call it when the document
+    /// changed, not every tick). Empty before the document names the cluster.
+    pub fn overlay_peers(&mut self) -> Vec<OverlayPeer> {
+        let Some(cluster) = self.state.cluster() else {
+            return Vec::new();
+        };
+        let overlays = self.state.member_overlays();
+        let me = self.me.clone();
+        crate::overlay::peers(&cluster.id, &me, &self.view().members, &overlays)
+    }
+
+    /// The daemon's latest word on this node's overlay interface (up with how many peers,
+    /// down and why, or turned off): reported to peers, shown by `node inspect` and
+    /// `cluster status`. A change is reported at the next tick.
+    pub fn set_overlay_status(&mut self, status: Option<OverlayStatus>) {
+        let status = status.map(OverlayStatus::bounded);
+        if status != self.local_overlay {
+            self.reports.local_changed();
+        }
+        self.local_overlay = status;
     }
 
     /// Active members with a published key: who secrets are sealed to.

@@ -197,6 +197,10 @@ pub struct NodeMachine {
     /// Whether its overlay record was seen published as it should be (checked again whenever
     /// the document changes).
     published_overlay: bool,
+    /// The UDP port its WireGuard interface listens on, published with the key.
+    wireguard_port: u16,
+    /// This node's overlay interface, as the daemon last said (reported).
+    local_overlay: Option<crate::protocol::OverlayStatus>,
     /// This node's usage at its last reading (reported in digests).
     usage: Option<Usage>,
     /// This node's GPUs (reported).
@@ -257,6 +261,8 @@ impl NodeMachine {
             published_key: None,
             wireguard: None,
             published_overlay: false,
+            wireguard_port: warren_crdt::DEFAULT_WG_PORT,
+            local_overlay: None,
             usage: None,
             gpus: Vec::new(),
         }

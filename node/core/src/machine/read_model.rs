@@ -8,7 +8,7 @@ use warren_crdt::{
 };
 
 use crate::core::{reservation, Capacity, Liveness, Millis, TaskHealth};
-use crate::protocol::{EngineStatus, TaskState, TaskStatus};
+use crate::protocol::{EngineStatus, OverlayStatus, TaskState, TaskStatus};
 use crate::system::{Gpu, Usage};
 
 use super::NodeMachine;
@@ -47,6 +47,9 @@ pub struct MemberStatus {
     /// Its place on the overlay as it published it (WireGuard key, overlay address,
     /// container subnet); `None` when it published none (`--no-overlay`, or not yet).
     pub overlay: Option<warren_crdt::MemberOverlay>,
+    /// Its overlay interface as it last said (up with its peers, down and why, or turned
+    /// off); `None` when unknown.
+    pub overlay_state: Option<OverlayStatus>,
 }
 
 /// The lease as one node sees it.
@@ -256,6 +259,14 @@ impl NodeMachine {
                         .received
                         .get(&m.id)
                         .and_then(|(r, _)| r.engine.clone())
+                },
+                overlay_state: if m.id == self.me {
+                    self.local_overlay.clone()
+                } else {
+                    self.reports
+                        .received
+                        .get(&m.id)
+                        .and_then(|(r, _)| r.overlay.as_deref().cloned())
                 },
             })
             .collect();

@@ -299,6 +299,7 @@ impl NodeMachine {
             usage: self.usage,
             gpus: self.gpus.clone(),
             engine: self.local_engine.clone(),
+            overlay: self.local_overlay.clone().map(Box::new),
         };
         let data = match serde_json::to_vec(&Direct::Report(report)) {
             Ok(data) => data,
