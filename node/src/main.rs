@@ -46,9 +46,19 @@ struct Up {
     /// This node's name (default: the host name).
     #[arg(long)]
     name: Option<String>,
-    /// Take no part in the overlay: no WireGuard key, no overlay addresses published.
+    /// Take no part in the overlay: no WireGuard key, no overlay addresses published, no
+    /// interface.
     #[arg(long)]
     no_overlay: bool,
+    /// The overlay's WireGuard interface name (1 to 15 characters: a letter, then letters,
+    /// digits, `-`, `_`, `.`). Nodes sharing one machine need distinct names: the UAPI
+    /// socket /var/run/wireguard/NAME.sock is per machine, not per network namespace.
+    #[arg(long, value_name = "NAME", default_value = "warren0", value_parser = parse_interface)]
+    overlay_interface: String,
+    /// The UDP port the overlay's WireGuard interface listens on; published in this node's
+    /// member record, so peers send to it.
+    #[arg(long, value_name = "PORT", default_value_t = 51820)]
+    overlay_port: u16,
     /// Directory for the identity key and the desired-state store.
     #[arg(long, default_value = "/var/lib/warren")]
     data_dir: PathBuf,
@@ -95,6 +105,12 @@ struct Up {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+}
+
+fn parse_interface(s: &str) -> Result<String, String> {
+    warren_overlay::validate_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -169,6 +185,8 @@ fn main() -> ExitCode {
     config.labels = up.label.into_iter().collect::<BTreeMap<_, _>>();
     config.docker_host = up.docker_host;
     config.overlay = !up.no_overlay;
+    config.overlay_interface = up.overlay_interface;
+    config.overlay_port = up.overlay_port;
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

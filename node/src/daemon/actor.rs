@@ -59,6 +59,8 @@ pub(crate) struct Wiring {
     pub(crate) snapshot_tx: watch::Sender<Arc<Snapshot>>,
     /// Serves peers' `Logs` requests (in tasks of its own: the engine is slow to answer).
     pub(crate) logs: Arc<super::logs::LogService>,
+    /// The overlay task: the peer set goes to it, its interface's status comes back.
+    pub(crate) overlay: super::overlay::OverlayLink,
 }
 
 /// The driver. See the module doc.
@@ -75,6 +77,9 @@ pub(crate) struct NodeActor {
     usage_read_at: Millis,
     /// When each change reached the replica (for `GET /v1/debug/applied`).
     applied: AppliedLog,
+    /// The document's heads when the overlay's peer set was last computed (it changes only
+    /// with the document).
+    overlay_heads: Option<Vec<String>>,
 }
 
 /// How often the node reads its usage (load, memory in use) for its reports, in ms.
@@ -115,6 +120,7 @@ impl NodeActor {
             connected_peers: 0,
             usage_read_at: Millis(0),
             applied,
+            overlay_heads: None,
         }
     }
 
@@ -394,6 +400,8 @@ impl NodeActor {
             .set_local_status(wiring.local_status.borrow().clone());
         self.machine
             .set_engine_status(wiring.engine_status.borrow().clone());
+        self.machine
+            .set_overlay_status(wiring.overlay.status.borrow().clone());
         self.machine.handle_tick(now);
         let _ = self.drive(Via::Other).await;
         let desired = self.machine.desired(now);
@@ -414,11 +422,35 @@ impl NodeActor {
                 true
             }
         });
+        self.publish_overlay_peers(wiring);
         if let Ok(stats) = self.mesh.stats().await {
             self.dropped_non_member = stats.dropped_non_member;
             self.connected_peers = stats.connected_peers.len();
         }
         self.publish_snapshot(wiring);
+    }
+
+    /// Recomputes this node's WireGuard peers when the document changed since they were last
+    /// computed, and hands them to the overlay task when they differ (nothing while no
+    /// overlay task listens: `--no-overlay`, or no interface).
+    fn publish_overlay_peers(&mut self, wiring: &Wiring) {
+        if wiring.overlay.peers.is_closed() {
+            return;
+        }
+        let heads = self.machine.state_mut().heads();
+        if self.overlay_heads.as_ref() == Some(&heads) {
+            return;
+        }
+        self.overlay_heads = Some(heads);
+        let peers = self.machine.overlay_peers();
+        wiring.overlay.peers.send_if_modified(|current| {
+            if *current == peers {
+                false
+            } else {
+                *current = peers;
+                true
+            }
+        });
     }
 
     /// Rebuilds the API's view of this node and publishes it.

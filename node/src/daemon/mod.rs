@@ -7,6 +7,7 @@ mod applied;
 mod identity;
 mod logs;
 mod names;
+mod overlay;
 mod reconciler;
 mod secret_files;
 mod tls;
@@ -74,6 +75,11 @@ pub struct NodeConfig {
     /// off): it keeps a WireGuard key (`wireguard.key` in the data dir, mode 0600) and
     /// publishes the key and the overlay addresses derived from it in its member record.
     pub overlay: bool,
+    /// The overlay's WireGuard interface (`--overlay-interface`, default `warren0`).
+    pub overlay_interface: String,
+    /// The UDP port it listens on (`--overlay-port`, default 51820), published in the
+    /// member record.
+    pub overlay_port: u16,
 }
 
 impl NodeConfig {
@@ -99,6 +105,8 @@ impl NodeConfig {
             anti_entropy_interval: Duration::from_secs(3),
             reconcile_interval: Duration::from_secs(1),
             overlay: true,
+            overlay_interface: "warren0".into(),
+            overlay_port: warren_crdt::DEFAULT_WG_PORT,
         }
     }
 }
@@ -399,8 +407,7 @@ async fn run_node(
         .then(|| identity::load_or_create_wireguard(&data_dir))
         .transpose()?;
     let overlay = wireguard.as_ref().map(|key| {
-        let interface = reconciler::OVERLAY_INTERFACE;
-        reconciler::OverlayConfig::new(&cluster_id, &key.public(), &me, interface)
+        reconciler::OverlayConfig::new(&cluster_id, &key.public(), &me, &config.overlay_interface)
     });
     let names_task = overlay.as_ref().map(|overlay| {
         let (snapshots, commands) = names_inputs;
@@ -451,9 +458,12 @@ async fn run_node(
         machine.handle_listen_addr(addr.to_string());
     }
     machine.set_secret_keys(secret_keys);
-    if let Some(key) = &wireguard {
-        machine.set_wireguard_public(key.public());
-    }
+    let (overlay_link, overlay_side) = overlay::link();
+    let overlay_task = overlay::spawn(
+        overlay::Setup::load(&config, &data_dir, &cluster_id, &mut machine)?,
+        overlay_side,
+        cancel.clone(),
+    );
     let capacity = crate::system::read_capacity();
     match capacity {
         Some(c) => info!(
@@ -484,6 +494,7 @@ async fn run_node(
         engine_status: engine_rx,
         snapshot_tx,
         logs: log_service,
+        overlay: overlay_link,
     };
     let result = actor.run(wiring, cancel.clone()).await;
     cancel.cancel();
@@ -495,6 +506,7 @@ async fn run_node(
     if let Some(task) = names_task {
         let _ = task.await;
     }
+    let _ = overlay_task.await;
     result
 }
 

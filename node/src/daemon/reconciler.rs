@@ -157,9 +157,6 @@ fn task_spec(node: &NodeId, task: &DesiredTask, attach: Option<&Attach>) -> Task
     }
 }
 
-/// The name of the overlay interface the node's WireGuard runs (DESIGN §4).
-pub(crate) const OVERLAY_INTERFACE: &str = "warren0";
-
 /// The node's place on the overlay, for its containers: computed from its WireGuard key
 /// ([`crate::overlay::addresses`]) before the loop starts.
 #[derive(Debug, Clone)]
