@@ -32,6 +32,9 @@ pub(crate) fn run(client: &Client, format: Format, command: ClusterCommand) -> R
             }
             let members = status.get("members").cloned().unwrap_or(Value::Null);
             print(format, &status, &HEADERS, member_rows(&members));
+            if format == Format::Table {
+                print!("{}", overlay_lines(&members));
+            }
         }
         ClusterCommand::History { service, limit } => {
             let mut path = format!("/v1/history?limit={limit}");
@@ -150,6 +153,48 @@ pub(crate) fn engine_cell(engine: Option<&Value>) -> String {
     format!("unreachable since {time}")
 }
 
+/// A member's overlay interface as it last said: `on (IFACE, ADDRESS, N peers)`, `off:
+/// REASON`, `disabled (--no-overlay)`, or `unknown` when it has not said.
+pub(crate) fn overlay_state_cell(state: Option<&Value>) -> String {
+    let Some(state) = state.filter(|s| !s.is_null()) else {
+        return "unknown (no report yet)".into();
+    };
+    match state.get("state").and_then(Value::as_str) {
+        Some("on") => format!(
+            "on ({}, {}, {} peers)",
+            cell(state.get("interface")),
+            cell(state.get("address")),
+            cell(state.get("peers"))
+        ),
+        Some("off") => format!("off: {}", cell(state.get("reason"))),
+        Some("disabled") => "disabled (--no-overlay)".into(),
+        _ => cell(Some(state)),
+    }
+}
+
+/// Under `cluster status`'s table: one line per member whose overlay is not on, e.g.
+/// `overlay off at n2: the overlay is unavailable here: /dev/net/tun does not exist`.
+fn overlay_lines(members: &Value) -> String {
+    let mut out = String::new();
+    for m in members.as_array().map_or(&[][..], Vec::as_slice) {
+        let state = m.get("overlay_state").filter(|s| !s.is_null());
+        let Some(state) = state else { continue };
+        let name = cell(m.get("name"));
+        match state.get("state").and_then(Value::as_str) {
+            Some("on") | None => {}
+            Some("disabled") => {
+                out.push_str(&format!("overlay disabled at {name} (--no-overlay)\n"))
+            }
+            Some("off") => out.push_str(&format!(
+                "overlay off at {name}: {}\n",
+                cell(state.get("reason"))
+            )),
+            Some(other) => out.push_str(&format!("overlay {other} at {name}\n")),
+        }
+    }
+    out
+}
+
 /// Last 8 characters of a peer id.
 pub(crate) fn short(id: &str) -> String {
     let n = id.chars().count();
@@ -186,6 +231,33 @@ mod tests {
                 "since_ms": 1_795_303_972_756_i64
             }))),
             "unreachable since 23:32:52"
+        );
+    }
+
+    #[test]
+    fn overlay_states_read_for_people() {
+        let on = json!({"state": "on", "interface": "warren0", "address": "fd00::1", "peers": 2});
+        assert_eq!(
+            overlay_state_cell(Some(&on)),
+            "on (warren0, fd00::1, 2 peers)"
+        );
+        let off = json!({"state": "off", "reason": "no /dev/net/tun"});
+        assert_eq!(overlay_state_cell(Some(&off)), "off: no /dev/net/tun");
+        let disabled = json!({"state": "disabled"});
+        assert_eq!(
+            overlay_state_cell(Some(&disabled)),
+            "disabled (--no-overlay)"
+        );
+        assert_eq!(overlay_state_cell(None), "unknown (no report yet)");
+        let members = json!([
+            {"name": "n1", "overlay_state": on},
+            {"name": "n2", "overlay_state": off},
+            {"name": "n3", "overlay_state": disabled},
+            {"name": "n4", "overlay_state": null},
+        ]);
+        assert_eq!(
+            overlay_lines(&members),
+            "overlay off at n2: no /dev/net/tun\noverlay disabled at n3 (--no-overlay)\n"
         );
     }
 

@@ -1,7 +1,7 @@
 use anyhow::{bail, Result};
 use serde_json::Value;
 
-use super::cluster::{engine_cell, member_rows, HEADERS};
+use super::cluster::{engine_cell, member_rows, overlay_state_cell, HEADERS};
 use crate::args::{Format, NodeCommand};
 use crate::client::Client;
 use crate::output::{cell, print};
@@ -69,6 +69,7 @@ fn inspect_text(m: &Value) -> String {
         ("LABELS", labels),
         ("API", cell(m.get("api"))),
         ("OVERLAY", overlay_cell(m.get("overlay"))),
+        ("OVERLAY STATE", overlay_state_cell(m.get("overlay_state"))),
     ];
     rows.iter().map(|(k, v)| format!("{k:<13} {v}\n")).collect()
 }
