@@ -64,6 +64,33 @@ fn node_inspect_shows_capacity_reservations_usage_and_gpus_at_any_peer() {
         "{text}"
     );
 
+    // n2's word on its interface, from its reports: on (with the address its record names)
+    // when it created one, off and why otherwise (the three nodes share this machine's
+    // network namespace, so at most one of them has `warren0`).
+    let m = wait_for("n2's overlay state at n1", T, || {
+        let m = nodes[0].cli_json(&["node", "inspect", "n2"])?;
+        m["overlay_state"].is_object().then_some(m)
+    });
+    let state = &m["overlay_state"];
+    match state["state"].as_str() {
+        Some("on") => {
+            assert_eq!(state["address"], record.overlay_ip.as_str(), "{m}");
+            assert_eq!(state["interface"], "warren0", "{m}");
+        }
+        Some("off") => assert!(
+            state["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{m}"
+        ),
+        _ => panic!("the overlay is neither on nor off: {m}"),
+    }
+    let text = nodes[0].cli(&["node", "inspect", "n2"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("OVERLAY STATE ")
+            && (l.contains(&format!("on (warren0, {}", record.overlay_ip)) || l.contains("off: "))),
+        "{text}"
+    );
+
     // Three replicas spread one per node, each reserving a quarter CPU and 64 MiB: n2's
     // reservation shows at n3.
     let mut create = vec![

@@ -567,11 +567,13 @@ impl Cluster {
 
     fn start(&mut self, i: usize, role: &[&str]) -> Result<(), Error> {
         let node = self.state.nodes[i].clone();
+        let interface = self.overlay_interface(i);
         let child = Launch::new(&self.state.bins.node, &node.name, &node.data_dir)
             .prefix(["ip", "netns", "exec", &node.namespace])
             .listen(format!("/ip4/{}/udp/{P2P_PORT}/quic-v1", node.addr))
             .api(API_LISTEN)
             .args(role)
+            .args(["--overlay-interface", &interface])
             .env("NO_COLOR", "1")
             .log(&node.log)
             .stdout(node.data_dir.with_extension("out"))
@@ -582,6 +584,13 @@ impl Cluster {
         self.children[i] = Some(child);
         self.state.nodes[i].pid = Some(pid);
         self.save()
+    }
+
+    /// Node `i`'s overlay interface (`--overlay-interface`) in its namespace: `wt<run>w<i>`,
+    /// unique on the machine (the UAPI socket `/var/run/wireguard/NAME.sock` is per machine,
+    /// not per namespace), at most 15 bytes below a million nodes.
+    pub fn overlay_interface(&self, i: usize) -> String {
+        format!("wt{}w{i}", self.net.run_id())
     }
 
     /// Whether node `i`'s process runs.
