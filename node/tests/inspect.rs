@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use serde_json::Value;
 use support::*;
 
 const T: Duration = Duration::from_secs(30);
@@ -139,4 +140,126 @@ fn node_inspect_shows_capacity_reservations_usage_and_gpus_at_any_peer() {
     // An unknown member is one clear line and a failure.
     let err = one_line_error(&nodes[0].cli(&["node", "inspect", "nobody"]));
     assert!(err.contains("no member named nobody"), "{err}");
+}
+
+/// A node that cannot create its interface runs without the overlay and says so; one started
+/// with `--no-overlay` says it is disabled: both in `node inspect` and under `cluster status`,
+/// at any peer. n2 asks for the interface n1 already runs (its UAPI socket answers), which
+/// fails whatever the machine; n1's own interface needs root and `/dev/net/tun`.
+#[test]
+fn a_node_without_its_interface_says_so_and_the_cluster_runs_on() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let iface = format!("wi{}", std::process::id() % 1_000_000_000);
+    // The nodes are killed (SIGKILL) when dropped: their TUN links go with them, the UAPI
+    // socket file stays. Dropped after the nodes (declared before them).
+    struct Socket(String);
+    impl Drop for Socket {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.0));
+        }
+    }
+    let _socket = Socket(iface.clone());
+    let n1 = Node::start(
+        "n1",
+        &dir.path().join("n1"),
+        &["--init", "ovl", "--overlay-interface", &iface],
+    );
+    let n1_state = wait_for("n1's overlay state", T, || {
+        let m = n1.cli_json(&["node", "inspect", "n1"])?;
+        m["overlay_state"]
+            .is_object()
+            .then(|| m["overlay_state"].clone())
+    });
+    let token = n1.join_token();
+    let n2 = Node::start(
+        "n2",
+        &dir.path().join("n2"),
+        &["--join", &token, "--overlay-interface", &iface],
+    );
+    let token = n1.join_token();
+    let n3 = Node::start(
+        "n3",
+        &dir.path().join("n3"),
+        &["--join", &token, "--no-overlay"],
+    );
+
+    // At n3 (a third party): n2 is off and says why, n3 disabled.
+    let state = |at: &Node, of: &str| {
+        at.cli_json(&["node", "inspect", of])
+            .map(|m| m["overlay_state"].clone())
+            .filter(Value::is_object)
+    };
+    let n2_state = wait_for("n2's overlay state at n3", T, || state(&n3, "n2"));
+    assert_eq!(n2_state["state"], "off", "{n2_state}");
+    let reason = n2_state["reason"].as_str().expect("a reason");
+    assert!(reason.contains(&iface), "{reason}");
+    let n3_state = wait_for("n3's overlay state at n1", T, || state(&n1, "n3"));
+    assert_eq!(n3_state, serde_json::json!({"state": "disabled"}));
+
+    // n1: on with n2 as its one peer (n2 published its record; n3 none), where it can.
+    match n1_state["state"].as_str() {
+        Some("on") => {
+            let m = wait_for("n1 with one overlay peer", T, || {
+                let m = n1.cli_json(&["node", "inspect", "n1"])?;
+                (m["overlay_state"]["peers"] == 1).then_some(m)
+            });
+            assert_eq!(m["overlay_state"]["interface"], iface.as_str(), "{m}");
+        }
+        Some("off") => eprintln!("n1 has no interface here either: {n1_state}"),
+        _ => panic!("n1's overlay is neither on nor off: {n1_state}"),
+    }
+
+    // For people: the rows and lines.
+    let out = n3.cli(&["node", "inspect", "n2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("OVERLAY STATE") && l.contains("off: ")),
+        "{text}"
+    );
+    let out = n1.cli(&["cluster", "status"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("overlay off at n2: ") && l.contains(&iface)),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "overlay disabled at n3 (--no-overlay)"),
+        "{text}"
+    );
+
+    // The rest of the cluster works: a service runs on every node, the one without the
+    // overlay included. Read at n1, the lease holder, which every member reports to (a
+    // member that is neither holder nor successor may miss another member's report for
+    // longer than this wait: seen without the overlay too).
+    let mut create = vec![
+        "service",
+        "create",
+        "ovl",
+        "--image",
+        IMAGE,
+        "--replicas",
+        "3",
+        "--",
+    ];
+    create.extend(WEB_COMMAND);
+    let out = n2.cli(&create);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("three running replicas", T, || {
+        let tasks = n1.cli_json(&["service", "ps", "ovl"])?;
+        let running = tasks
+            .as_array()?
+            .iter()
+            .filter(|t| t["state"] == "running")
+            .count();
+        (running == 3).then_some(())
+    });
 }

@@ -370,3 +370,89 @@ fn poll_timeout_is_at_most_one_core_tick_away() {
     machine.handle_tick(Millis(1_500));
     assert_eq!(machine.poll_timeout(), Millis(2_500));
 }
+
+#[test]
+fn overlay_peers_follow_joins_rotations_and_removals_and_statuses_reach_peers() {
+    use rand::SeedableRng;
+    use warren_core::overlay::{self, WireguardKey};
+    use warren_core::protocol::OverlayStatus;
+    let key = |seed| WireguardKey::generate(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let mut cluster = pair(false);
+    let token = cluster.mint_token(0);
+    let c = cluster.join(0, "c", &token, false).expect("c is admitted");
+    for (i, seed) in [(0, 1), (1, 2), (c, 3)] {
+        cluster.machine(i).set_wireguard_public(key(seed).public());
+    }
+    cluster.machine(1).set_wireguard_port(40001);
+    cluster.advance(2_000);
+    let cluster_id = cluster.nodes[0]
+        .machine
+        .state()
+        .cluster()
+        .expect("cluster")
+        .id;
+    let peers = cluster.machine(0).overlay_peers();
+    let ids: Vec<NodeId> = peers.iter().map(|p| p.node.clone()).collect();
+    let mut want = vec![cluster.id(1), cluster.id(c)];
+    want.sort();
+    assert_eq!(ids, want, "a's peers: b and c, not a");
+    let b = peers.iter().find(|p| p.node == cluster.id(1)).expect("b");
+    assert_eq!(b.public_key, key(2).public());
+    assert_eq!(
+        b.allowed,
+        overlay::addresses(&cluster_id, &key(2).public()).block
+    );
+    // The harness's members listen on /memory/ addresses: no IP, no endpoint (the
+    // endpoint rule has unit tests in warren_core::overlay); b's port is in its record.
+    assert_eq!(b.endpoint, None);
+    let b_id = cluster.id(1);
+    let record = cluster.nodes[0].machine.state().member_overlay(&b_id);
+    assert_eq!(record.map(|r| r.wg_port), Some(40001));
+
+    // c rotates its key: a's peer for c takes the new key and block.
+    cluster.machine(c).set_wireguard_public(key(4).public());
+    cluster.advance(2_000);
+    let peers = cluster.machine(0).overlay_peers();
+    let for_c = peers.iter().find(|p| p.node == cluster.id(c)).expect("c");
+    assert_eq!(for_c.public_key, key(4).public());
+    assert_eq!(
+        for_c.allowed,
+        overlay::addresses(&cluster_id, &key(4).public()).block
+    );
+
+    // c is removed: it is nobody's peer.
+    let c_id = cluster.id(c);
+    cluster
+        .machine(0)
+        .write(Write::RemoveMember(c_id.clone()))
+        .expect("remove c");
+    cluster.advance(2_000);
+    for i in [0, 1] {
+        let peers = cluster.machine(i).overlay_peers();
+        assert!(peers.iter().all(|p| p.node != c_id), "node {i}: {peers:?}");
+        assert_eq!(peers.len(), 1, "node {i}: {peers:?}");
+    }
+
+    // b's word on its interface reaches a's view of b.
+    let off = OverlayStatus::Off {
+        reason: "no /dev/net/tun".into(),
+    };
+    cluster.machine(1).set_overlay_status(Some(off.clone()));
+    let mut seen = None;
+    for _ in 0..20 {
+        let now = cluster.now;
+        cluster.machine(0).want_reports(now);
+        cluster.advance(500);
+        let now = cluster.now;
+        let snapshot = cluster.machine(0).snapshot(now, 0, 0);
+        seen = snapshot
+            .members
+            .iter()
+            .find(|m| m.id == b_id)
+            .and_then(|m| m.overlay_state.clone());
+        if seen.is_some() {
+            break;
+        }
+    }
+    assert_eq!(seen, Some(off));
+}

@@ -162,6 +162,8 @@ async fn run(setup: Option<Setup>, mut side: OverlaySide, cancel: CancellationTo
     let mut reapply = tokio::time::interval(REAPPLY_EVERY);
     reapply.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut applied: Option<Vec<Peer>> = None;
+    // The peer count last logged: a re-application of the same set is not logged again.
+    let mut logged = None;
     loop {
         tokio::select! {
             biased;
@@ -192,8 +194,9 @@ async fn run(setup: Option<Setup>, mut side: OverlaySide, cancel: CancellationTo
         device = back;
         match result {
             Ok(()) => {
-                if applied.as_ref().map(Vec::len) != Some(want.len()) {
+                if logged != Some(want.len()) {
                     info!(interface = %interface, peers = want.len(), "overlay peers applied");
+                    logged = Some(want.len());
                 }
                 side.status.send_replace(Some(on(want.len())));
                 applied = Some(want);
