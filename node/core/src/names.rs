@@ -98,7 +98,8 @@ mod tests {
             usage: None,
             gpus: Vec::new(),
             engine: None,
-            overlay: Some(addresses(CLUSTER, &public).record(&public)),
+            overlay: Some(addresses(CLUSTER, &public).record(&public, 51820)),
+            overlay_state: None,
         }
     }
 
