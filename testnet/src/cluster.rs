@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use warren_core::invariants::{one_lease, replicas_exact, LeaseSeen, RunningCopy};
 use warren_testkit::{
-    docker, log_tail, pid_runs, poll_until, ps_args, Launch, NodeProcess, Stopped,
+    docker, log_tail, pid_runs, poll_until, ps_args, Launch, NodeProcess, PrivateEngine, Stopped,
 };
 
 use crate::netns::{self, utc_datetime, NetState, Testnet};
@@ -233,6 +233,11 @@ pub struct UpOptions {
     pub cluster: String,
     /// When the cluster counts as formed.
     pub formed: Formed,
+    /// Whether each node gets a Docker engine of its own, inside its namespace (its own
+    /// socket, data root, bridge and iptables: containers of two nodes are on two hosts in
+    /// every sense), instead of the machine's shared engine. Such engines live as long as
+    /// this process's [`Cluster`]: a cluster with them cannot be detached.
+    pub own_engines: bool,
 }
 
 /// When [`Cluster::up`] counts the cluster as formed.
@@ -260,6 +265,7 @@ impl UpOptions {
             bins,
             cluster: "testnet".to_string(),
             formed: Formed::AllAlive,
+            own_engines: false,
         }
     }
 }
@@ -290,6 +296,9 @@ pub struct Cluster {
     state: State,
     net: Testnet,
     children: Vec<Option<NodeProcess>>,
+    /// Node `i`'s own engine ([`UpOptions::own_engines`]); empty with the shared engine.
+    /// Declared after `children`: dropped after the nodes are down.
+    engines: Vec<PrivateEngine>,
     detached: bool,
     down: bool,
 }
@@ -349,10 +358,21 @@ impl Cluster {
             },
             net,
             children: (0..n).map(|_| None).collect(),
+            engines: Vec::new(),
             detached: false,
             down: false,
         };
         cluster.save()?;
+        if opts.own_engines {
+            for i in 0..n {
+                let mut engine = PrivateEngine::new().in_namespace(&cluster.net.namespace(i));
+                engine.start().map_err(|e| {
+                    Error::Unsupported(format!("node {i}'s own Docker engine: {e}"))
+                })?;
+                cluster.log(format_args!("node {i}'s own engine: {}", engine.socket()));
+                cluster.engines.push(engine);
+            }
+        }
         cluster.bootstrap(&opts.cluster, opts.formed)?;
         Ok(cluster)
     }
@@ -459,6 +479,7 @@ impl Cluster {
             net: Testnet::from_state(state.net.clone()),
             state,
             children: (0..n).map(|_| None).collect(),
+            engines: Vec::new(),
             detached: false,
             down: false,
         })
@@ -467,6 +488,11 @@ impl Cluster {
     /// Saves the state and lets go without tearing anything down: the nodes keep running for
     /// the next invocation ([`load`](Self::load)).
     pub fn detach(mut self) -> Result<(), Error> {
+        if !self.engines.is_empty() {
+            return Err(Error::Unsupported(
+                "a cluster whose nodes run their own engines cannot be detached".into(),
+            ));
+        }
         self.save()?;
         self.detached = true;
         self.children.iter_mut().for_each(|c| *c = None);
@@ -568,12 +594,18 @@ impl Cluster {
     fn start(&mut self, i: usize, role: &[&str]) -> Result<(), Error> {
         let node = self.state.nodes[i].clone();
         let interface = self.overlay_interface(i);
+        let engine: Vec<String> = self
+            .engines
+            .get(i)
+            .map(|e| vec!["--docker-host".to_string(), e.socket()])
+            .unwrap_or_default();
         let child = Launch::new(&self.state.bins.node, &node.name, &node.data_dir)
             .prefix(["ip", "netns", "exec", &node.namespace])
             .listen(format!("/ip4/{}/udp/{P2P_PORT}/quic-v1", node.addr))
             .api(API_LISTEN)
             .args(role)
             .args(["--overlay-interface", &interface])
+            .args(&engine)
             .env("NO_COLOR", "1")
             .log(&node.log)
             .stdout(node.data_dir.with_extension("out"))
@@ -591,6 +623,49 @@ impl Cluster {
     /// not per namespace), at most 15 bytes below a million nodes.
     pub fn overlay_interface(&self, i: usize) -> String {
         format!("wt{}w{i}", self.net.run_id())
+    }
+
+    /// `(public key, allowed IPs)` of every peer `wg show IFACE dump` lists for node `i`'s
+    /// overlay interface, in its namespace, from the real output (one line for the interface,
+    /// then one per peer: key, preshared key, endpoint, allowed IPs, handshake, rx, tx,
+    /// keepalive; tab-separated). Errors: `wg` missing or failing, output of another shape.
+    pub fn wg_peers(&self, i: usize) -> Result<BTreeSet<(String, String)>, String> {
+        let iface = self.overlay_interface(i);
+        let out = self
+            .net
+            .exec(i, "wg")
+            .args(["show", &iface, "dump"])
+            .output()
+            .map_err(|e| format!("cannot run wg (install wireguard-tools): {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "wg show {iface} dump: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        let header = lines.next().ok_or("wg printed nothing")?;
+        if header.split('\t').count() != 4 {
+            return Err(format!("not an interface line: {header:?}"));
+        }
+        lines
+            .map(|line| {
+                let fields: Vec<&str> = line.split('\t').collect();
+                match fields.as_slice() {
+                    [key, _psk, _endpoint, allowed, _hs, _rx, _tx, _keepalive] => {
+                        Ok((key.to_string(), allowed.to_string()))
+                    }
+                    _ => Err(format!("not a peer line: {line:?}")),
+                }
+            })
+            .collect()
+    }
+
+    /// Node `i`'s own engine, when the cluster was brought up with
+    /// [`UpOptions::own_engines`].
+    pub fn engine(&self, i: usize) -> Option<&PrivateEngine> {
+        self.engines.get(i)
     }
 
     /// Whether node `i`'s process runs.

@@ -14,6 +14,7 @@
 pub mod cluster;
 pub mod measure;
 pub mod netns;
+mod overlay;
 pub mod scenario;
 pub mod topology;
 

@@ -82,6 +82,10 @@ pub enum Scenario {
     /// no peer reachable: time until its tasks run again, a `docker kill` restarted by
     /// `--restart always`, writes at it while isolated merged at the heal.
     OfflineReboot,
+    /// Containers on different nodes, each node with its own engine, talk over the WireGuard
+    /// overlay and find each other by name; `node rm`, a partition and its heal change the
+    /// answers (see `overlay.rs`).
+    Overlay,
     /// Random faults while a writer writes at random peers; nothing acknowledged is lost.
     Chaos {
         /// How long faults and writes go on.
@@ -100,6 +104,7 @@ impl Scenario {
             Self::SplitBrain => "split-brain",
             Self::Autonomy => "autonomy",
             Self::OfflineReboot => "offline-reboot",
+            Self::Overlay => "overlay",
             Self::Chaos { .. } => "chaos",
         }
     }
@@ -108,7 +113,7 @@ impl Scenario {
     pub fn min_nodes(&self) -> usize {
         match self {
             Self::Convergence { .. } => 2,
-            Self::Failover { .. } | Self::Autonomy | Self::OfflineReboot => 3,
+            Self::Failover { .. } | Self::Autonomy | Self::OfflineReboot | Self::Overlay => 3,
             Self::SplitBrain => 5,
             Self::Chaos { .. } => 3,
         }
@@ -207,10 +212,10 @@ impl fmt::Display for Verdict {
 
 /// Figures a scenario records as it goes.
 #[derive(Debug, Default)]
-struct Figures(Vec<(String, String)>, Option<String>);
+pub(crate) struct Figures(Vec<(String, String)>, Option<String>);
 
 impl Figures {
-    fn add(&mut self, key: impl Into<String>, value: impl Into<String>) {
+    pub(crate) fn add(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.0.push((key.into(), value.into()));
     }
 }
@@ -266,6 +271,7 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
         // It measures how changes spread in the cluster as it is, and counts the flaps.
         up.formed = Formed::Members;
     }
+    up.own_engines = matches!(scenario, Scenario::Overlay);
     let mut figures = Figures::default();
     let mut failure = None;
     match Cluster::up(up) {
@@ -280,6 +286,7 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
                 Scenario::SplitBrain => split_brain(&mut c, &mut figures),
                 Scenario::Autonomy => autonomy(&mut c, &mut figures),
                 Scenario::OfflineReboot => offline_reboot(&mut c, &mut figures),
+                Scenario::Overlay => crate::overlay::overlay(&mut c, &mut figures),
                 Scenario::Chaos { duration, seed } => chaos(&mut c, *duration, *seed, &mut figures),
             };
             verdict.faults = c.faults().to_vec();
@@ -304,7 +311,7 @@ pub fn run(scenario: &Scenario, opts: &ScenarioOptions) -> Verdict {
     verdict
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -317,7 +324,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn failed(what: impl Into<String>) -> Error {
+pub(crate) fn failed(what: impl Into<String>) -> Error {
     Error::Unsupported(what.into())
 }
 

@@ -32,42 +32,6 @@ struct Place {
     block: String,
 }
 
-/// `(public key, allowed IPs)` of every peer `wg show IFACE dump` lists in node `i`'s
-/// namespace, from the real output (one line for the interface, then one per peer: key,
-/// preshared key, endpoint, allowed IPs, handshake, rx, tx, keepalive; tab-separated).
-fn wg_peers(cluster: &Cluster, i: usize) -> Result<BTreeSet<(String, String)>, String> {
-    let iface = cluster.overlay_interface(i);
-    let out = cluster
-        .net()
-        .exec(i, "wg")
-        .args(["show", &iface, "dump"])
-        .output()
-        .map_err(|e| format!("cannot run wg: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "wg show {iface} dump: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut lines = text.lines();
-    let header = lines.next().ok_or("wg printed nothing")?;
-    if header.split('\t').count() != 4 {
-        return Err(format!("not an interface line: {header:?}"));
-    }
-    lines
-        .map(|line| {
-            let fields: Vec<&str> = line.split('\t').collect();
-            match fields.as_slice() {
-                [key, _psk, _endpoint, allowed, _hs, _rx, _tx, _keepalive] => {
-                    Ok((key.to_string(), allowed.to_string()))
-                }
-                _ => Err(format!("not a peer line: {line:?}")),
-            }
-        })
-        .collect()
-}
-
 /// Node `of`'s published overlay record and reported interface state, read at node `at`.
 fn inspect(cluster: &Cluster, at: usize, of: usize) -> Result<Value, String> {
     let name = &cluster.nodes()[of].name;
@@ -153,7 +117,7 @@ fn run(cluster: &mut Cluster) {
         .collect();
     cluster
         .wait_for("nodes 1 and 2 as node 0's WireGuard peers", DEADLINE, |c| {
-            let got = wg_peers(c, 0)?;
+            let got = c.wg_peers(0)?;
             (got == want)
                 .then_some(())
                 .ok_or_else(|| format!("wg show lists {got:?}, want {want:?}"))
@@ -195,7 +159,7 @@ fn run(cluster: &mut Cluster) {
     let want: BTreeSet<(String, String)> =
         [(places[1].key.clone(), places[1].block.clone())].into();
     let mut last = String::new();
-    let gone = poll_until(DEADLINE, POLL, || match wg_peers(cluster, 0) {
+    let gone = poll_until(DEADLINE, POLL, || match cluster.wg_peers(0) {
         Ok(got) if got == want => Some(()),
         Ok(got) => {
             last = format!("wg show lists {got:?}");

@@ -1,4 +1,4 @@
-//! The six scenarios, short, on real `warren-node` processes in network namespaces: each test
+//! The seven scenarios, short, on real `warren-node` processes in network namespaces: each test
 //! calls the library (up → run → verdict → down) and asserts the verdict. Each builds its own
 //! testnet (its own run id, names and /24 of 198.18.0.0/15), so they run in parallel with each
 //! other and with the rest of the workspace; each tears everything down, pass or fail.
@@ -119,6 +119,13 @@ fn autonomy() {
 #[test]
 fn offline_reboot() {
     check(Scenario::OfflineReboot, 3);
+}
+
+/// Issue 14: containers on three nodes, each with its own engine, reach each other over the
+/// WireGuard overlay and by name; `node rm`, a partition and its heal change the answers.
+#[test]
+fn overlay() {
+    check(Scenario::Overlay, 3);
 }
 
 /// One minute of random partitions, losses, kills and restarts with writes at random peers;

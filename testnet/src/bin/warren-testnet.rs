@@ -89,7 +89,7 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a scenario on a fresh testnet: convergence, failover, split-brain, autonomy, offline-reboot, chaos.
+    /// Run a scenario on a fresh testnet: convergence, failover, split-brain, autonomy, offline-reboot, overlay, chaos.
     Scenario {
         /// Scenario name.
         name: String,
@@ -255,13 +255,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "split-brain" => Scenario::SplitBrain,
                 "autonomy" => Scenario::Autonomy,
                 "offline-reboot" => Scenario::OfflineReboot,
+                "overlay" => Scenario::Overlay,
                 "chaos" => Scenario::Chaos {
                     duration: parse_duration(&duration)
                         .ok_or_else(|| anyhow!("`{duration}` is not a duration"))?,
                     seed: seed.unwrap_or_else(rand::random),
                 },
                 other => bail!(
-                    "unknown scenario `{other}` (convergence, failover, split-brain, autonomy, offline-reboot, chaos)"
+                    "unknown scenario `{other}` (convergence, failover, split-brain, autonomy, offline-reboot, overlay, chaos)"
                 ),
             };
             let opts = ScenarioOptions {
