@@ -67,8 +67,20 @@ fn replicas_get_distinct_overlay_addresses_in_the_nodes_subnet_and_reach_each_ot
     require_docker();
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("o1");
-    // Its drop removes the node's containers, overlay network and forwarding rules.
-    let mut node = Node::start("o1", &data_dir, &["--init", "overlay"]);
+    // Its drop removes the node's containers, overlay network and forwarding rules. An
+    // interface name of its own (tests run side by side): its DNS serves on its overlay
+    // address once the interface is up, and tasks created after that use it.
+    let interface = format!("wo{}", std::process::id() % 100_000);
+    let mut node = Node::start(
+        "o1",
+        &data_dir,
+        &["--init", "overlay", "--overlay-interface", &interface],
+    );
+    wait_for("the node's DNS serving", T, || {
+        node.log_text()
+            .contains("serving names to tasks")
+            .then_some(())
+    });
 
     // The node's container subnet, by the pure rule.
     let key_text = std::fs::read_to_string(data_dir.join("wireguard.key")).expect("key file");
@@ -123,7 +135,25 @@ fn replicas_get_distinct_overlay_addresses_in_the_nodes_subnet_and_reach_each_ot
             .then_some(())
     });
 
-    // The node's address is its tasks' DNS server.
+    // The node's address is its tasks' DNS server, and it names the replicas.
+    let running: std::collections::BTreeSet<Ipv6Addr> = ips.iter().map(|(_, ip)| *ip).collect();
+    let mut named = std::collections::BTreeSet::new();
+    let by_name = warren_testkit::poll_until(T, Duration::from_millis(250), || {
+        let out = Command::new("docker")
+            .args(["exec", &from.id, "sh", "-c", "nslookup -type=AAAA web"])
+            .output()
+            .expect("docker exec nslookup");
+        named = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Address:"))
+            .filter_map(|a| a.trim().parse().ok())
+            .collect();
+        (named == running).then_some(())
+    });
+    assert!(
+        by_name.is_some(),
+        "web by name from a replica: {named:?}, want {running:?}"
+    );
     let dns = Command::new("docker")
         .args(["inspect", "-f", "{{json .HostConfig.Dns}}", &from.id])
         .output()

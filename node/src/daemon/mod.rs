@@ -406,14 +406,21 @@ async fn run_node(
         .overlay
         .then(|| identity::load_or_create_wireguard(&data_dir))
         .transpose()?;
+    let (dns_serving, dns_ready) = watch::channel(false);
     let overlay = wireguard.as_ref().map(|key| {
-        reconciler::OverlayConfig::new(&cluster_id, &key.public(), &me, &config.overlay_interface)
+        let interface = &config.overlay_interface;
+        reconciler::OverlayConfig::new(&cluster_id, &key.public(), &me, interface, dns_ready)
     });
     let names_task = overlay.as_ref().map(|overlay| {
         let (snapshots, commands) = names_inputs;
-        tokio::spawn(
-            names::run(overlay.node_ip, snapshots, commands, cancel.clone()).in_current_span(),
-        )
+        let run = names::run(
+            overlay.node_ip,
+            snapshots,
+            commands,
+            dns_serving,
+            cancel.clone(),
+        );
+        tokio::spawn(run.in_current_span())
     });
     let reconciler = tokio::spawn(
         reconciler::run(

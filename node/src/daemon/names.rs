@@ -29,11 +29,13 @@ use crate::names::{name_records, NameRecords};
 /// How often binding is tried again while the overlay address is not on the host.
 const BIND_RETRY: Duration = Duration::from_secs(2);
 
-/// Serves names on `[address]:53` until `cancel`.
+/// Serves names on `[address]:53` until `cancel`; `serving` says whether it does (tasks get
+/// the address as their DNS server only then).
 pub(crate) async fn run(
     address: Ipv6Addr,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     commands: mpsc::Sender<Command>,
+    serving: watch::Sender<bool>,
     cancel: CancellationToken,
 ) {
     let listen = SocketAddr::new(IpAddr::V6(address), warren_dns::DNS_PORT);
@@ -62,6 +64,7 @@ pub(crate) async fn run(
         }
     };
     info!(addr = %server.local_addr(), "serving names to tasks (DNS)");
+    serving.send_replace(true);
     let mut ask = tokio::time::interval(Duration::from_millis(warren_core::machine::WANT_MS / 2));
     loop {
         tokio::select! {
@@ -82,6 +85,7 @@ pub(crate) async fn run(
             }
         }
     }
+    serving.send_replace(false);
     if let Err(e) = server.stopped().await {
         warn!(error = %e, "the DNS server stopped with an error");
     }

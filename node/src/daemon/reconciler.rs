@@ -153,7 +153,10 @@ fn task_spec(node: &NodeId, task: &DesiredTask, attach: Option<&Attach>) -> Task
         memory_bytes: task.spec.resources.memory_bytes,
         stop_timeout: task.spec.stop_timeout_ms.map(Duration::from_millis),
         network: attach.map(|a| a.network.clone()),
-        dns: attach.map(|a| vec![a.dns.into()]).unwrap_or_default(),
+        dns: attach
+            .and_then(|a| a.dns)
+            .map(|ip| vec![ip.into()])
+            .unwrap_or_default(),
     }
 }
 
@@ -170,6 +173,10 @@ pub(crate) struct OverlayConfig {
     pub(crate) interface: String,
     /// The node's own overlay address: its tasks' DNS server.
     pub(crate) node_ip: Ipv6Addr,
+    /// Whether the node's DNS serves on `node_ip` (its names task says so once bound): a task
+    /// created before gets the engine's resolvers instead, so that it never waits on a
+    /// server that does not answer (the overlay off, the interface not up yet).
+    pub(crate) dns_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl OverlayConfig {
@@ -180,6 +187,7 @@ impl OverlayConfig {
         key: &WireguardPublic,
         node: &NodeId,
         interface: &str,
+        dns_ready: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let addresses = crate::overlay::addresses(cluster_id, key);
         Self {
@@ -192,15 +200,17 @@ impl OverlayConfig {
             cluster: crate::overlay::cluster_prefix(cluster_id),
             interface: interface.to_string(),
             node_ip: addresses.overlay_ip,
+            dns_ready,
         }
     }
 }
 
-/// Where new tasks go: the overlay network, with the node's address as their DNS server.
+/// Where new tasks go: the overlay network, with the node's address as their DNS server
+/// while the node's DNS serves there.
 #[derive(Debug, Clone)]
 struct Attach {
     network: String,
-    dns: Ipv6Addr,
+    dns: Option<Ipv6Addr>,
 }
 
 /// The overlay as the loop set it up: the network once it exists, the forwarding rules once
@@ -240,7 +250,8 @@ impl OverlayState {
             Err(e) => {
                 self.attach = None;
                 self.warn_once(format!(
-                    "the overlay network could not be set up, so new tasks run on the                      engine's default network: {e}"
+                    "the overlay network could not be set up, so new tasks run on the \
+                     engine's default network: {e}"
                 ));
                 return;
             }
@@ -250,7 +261,7 @@ impl OverlayState {
         }
         self.attach = Some(Attach {
             network: network.name.clone(),
-            dns: self.config.node_ip,
+            dns: None,
         });
         let rules = forward::ForwardRules {
             node: self.config.network.node.clone(),
@@ -640,7 +651,12 @@ pub(crate) async fn run<C: Connector>(
         supervisor.set_awaiting(awaiting);
         let images: Vec<&str> = want.iter().map(|t| t.spec.image.as_str()).collect();
         pulls.keep_only(&images);
-        let attach = overlay.as_ref().and_then(|o| o.attach.as_ref());
+        let attach = overlay.as_ref().and_then(|o| {
+            let mut attach = o.attach.clone()?;
+            attach.dns = (*o.config.dns_ready.borrow()).then_some(o.config.node_ip);
+            Some(attach)
+        });
+        let attach = attach.as_ref();
         match round(
             rt,
             &node,
@@ -982,7 +998,7 @@ mod tests {
     fn tasks_join_the_overlay_network_with_the_node_as_dns_and_report_their_address() {
         let attach = Attach {
             network: "warren-overlay-x".into(),
-            dns: "fd00::1".parse().expect("ip"),
+            dns: Some("fd00::1".parse().expect("ip")),
         };
         let node = NodeId("a".into());
         let spec = task_spec(&node, &task("app:1"), Some(&attach));
@@ -993,6 +1009,15 @@ mod tests {
         );
         let plain = task_spec(&node, &task("app:1"), None);
         assert_eq!((plain.network, plain.dns), (None, vec![]));
+        let no_dns_yet = Attach {
+            dns: None,
+            ..attach.clone()
+        };
+        let early = task_spec(&node, &task("app:1"), Some(&no_dns_yet));
+        assert_eq!(
+            (early.network.as_deref(), early.dns),
+            (Some("warren-overlay-x"), vec![])
+        );
 
         let container = |id: &str, network: &str, ip: &str| ContainerInfo {
             id: id.into(),
