@@ -65,7 +65,10 @@ start 1 --init demo
 for n in 2 3; do
   token=$(cli 1 join-token create 2>/dev/null)
   echo "== starting node$n (WARREN_JOIN_TOKEN: a token minted at node1)"
-  WARREN_JOIN_TOKEN="$token" start "$n"
+  # Three peers on one host share one network namespace: only one of them can route the
+  # overlay's prefix, so node2 and node3 report their overlay off (their tasks still get
+  # overlay addresses, on bridges of this same host).
+  WARREN_JOIN_TOKEN="$token" start "$n" --overlay-interface "warren-demo$n" --overlay-port "5182$n"
 done
 
 echo "== creating service web (3 replicas of busybox httpd) through node1"
@@ -85,6 +88,25 @@ echo "== GET http://127.0.0.1:$port/ (a replica's published port)"
 body=$(busybox wget -q -O - "http://127.0.0.1:$port/")
 echo "$body"
 [ "$body" = "hello from warren" ] || { echo "unexpected answer" >&2; exit 1; }
+
+echo "== a replica on node1 reaches another replica by name (the overlay's DNS)"
+node1=$(cat "$DEMO_DIR/node1/peer_id")
+on1=$(docker ps -q --filter "label=warren.node=$node1" --filter label=warren.service=web | head -1)
+state=$(cli 1 -o json node inspect node1 | sed -n 's/.*"state": *"\(on\|off\|disabled\)".*/\1/p' | head -1)
+if [ "$state" = on ] && [ -n "$on1" ]; then
+  for _ in $(seq 1 50); do
+    docker inspect -f '{{json .HostConfig.Dns}}' "$on1" | grep -q : && break
+    sleep 0.2
+  done
+  other=$(cli 1 -o json service ps web | tr '{' '\n' | grep -v "\"node\": *\"$node1\"" | sed -n 's/.*"slot": *\([0-9]*\).*/\1/p' | head -1)
+  docker exec "$on1" sh -c 'nslookup -type=AAAA web' | sed -n 's/^Address: *\([0-9a-f:]*\)$/  web -> \1/p'
+  echo "  GET http://$other.web.warren/ from node1's replica (slot $other runs on another node):"
+  answer=$(docker exec "$on1" sh -c "wget -q -O - http://$other.web.warren/")
+  echo "  $answer"
+  [ "$answer" = "hello from warren" ] || { echo "unexpected answer by name" >&2; exit 1; }
+else
+  echo "  the overlay is off on node1 (no /dev/net/tun or no CAP_NET_ADMIN here): names skipped"
+fi
 
 echo "== cluster status seen from node3"
 cli 3 cluster status

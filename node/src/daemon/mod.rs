@@ -406,7 +406,9 @@ async fn run_node(
         .overlay
         .then(|| identity::load_or_create_wireguard(&data_dir))
         .transpose()?;
-    let (dns_serving, dns_ready) = watch::channel(false);
+    // The overlay task's channels, made here: the DNS for tasks waits on its status.
+    let (overlay_link, overlay_side) = overlay::link();
+    let (dns_serving, dns_ready) = watch::channel(None);
     let overlay = wireguard.as_ref().map(|key| {
         let interface = &config.overlay_interface;
         reconciler::OverlayConfig::new(&cluster_id, &key.public(), &me, interface, dns_ready)
@@ -417,6 +419,7 @@ async fn run_node(
             overlay.node_ip,
             snapshots,
             commands,
+            overlay_link.status.clone(),
             dns_serving,
             cancel.clone(),
         );
@@ -465,7 +468,6 @@ async fn run_node(
         machine.handle_listen_addr(addr.to_string());
     }
     machine.set_secret_keys(secret_keys);
-    let (overlay_link, overlay_side) = overlay::link();
     let overlay_task = overlay::spawn(
         overlay::Setup::load(&config, &data_dir, &cluster_id, &mut machine)?,
         overlay_side,

@@ -2,9 +2,9 @@
 //! overlay address, port 53, answering its tasks from the names the core's rule gives
 //! ([`crate::names::name_records`]) over the node's view.
 //!
-//! - It waits for the overlay address to be on the host (the overlay task puts it on the
-//!   interface): binding is retried every [`BIND_RETRY`] until it works, logged once. With the
-//!   overlay off it never binds, and says so once.
+//! - It waits for the overlay task's verdict: with the interface up it binds (retried every
+//!   [`BIND_RETRY`] while that fails, logged once); with the overlay off it never binds, and
+//!   says so.
 //! - The zone is rebuilt whenever the view's snapshot changes, and sent on only when the
 //!   names differ.
 //! - The names of tasks on other members come from their reports, which a node receives only
@@ -25,19 +25,39 @@ use warren_dns::{DnsConfig, DnsServer, Zone};
 use super::actor::Command;
 use crate::machine::Snapshot;
 use crate::names::{name_records, NameRecords};
+use crate::protocol::OverlayStatus;
 
-/// How often binding is tried again while the overlay address is not on the host.
-const BIND_RETRY: Duration = Duration::from_secs(2);
+/// How often binding is tried again while it fails (the address just put on the interface
+/// may still be tentative).
+const BIND_RETRY: Duration = Duration::from_millis(250);
 
-/// Serves names on `[address]:53` until `cancel`; `serving` says whether it does (tasks get
-/// the address as their DNS server only then).
+/// Serves names on `[address]:53` until `cancel`, once the overlay interface is up
+/// (`overlay`); `serving` says whether it does: `None` until that is known, then `Some(true)`
+/// while it serves, `Some(false)` with the overlay off (tasks get the address as their DNS
+/// server only while it serves).
 pub(crate) async fn run(
     address: Ipv6Addr,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     commands: mpsc::Sender<Command>,
-    serving: watch::Sender<bool>,
+    mut overlay: watch::Receiver<Option<OverlayStatus>>,
+    serving: watch::Sender<Option<bool>>,
     cancel: CancellationToken,
 ) {
+    // The interface's verdict first: binding before the address is on it cannot work.
+    loop {
+        match overlay.borrow_and_update().as_ref() {
+            Some(OverlayStatus::On { .. }) => break,
+            Some(status) => {
+                serving.send_replace(Some(false));
+                info!(?status, "no DNS for tasks: the overlay is not on");
+            }
+            None => {}
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = overlay.changed() => if changed.is_err() { return },
+        }
+    }
     let listen = SocketAddr::new(IpAddr::V6(address), warren_dns::DNS_PORT);
     let mut config = DnsConfig::new(listen);
     match warren_dns::read_upstreams(warren_dns::RESOLV_CONF.as_ref()) {
@@ -53,7 +73,7 @@ pub(crate) async fn run(
             Ok(server) => break server,
             Err(e) => {
                 if !waiting_logged {
-                    info!(%listen, error = %e, "the DNS for tasks waits for this node's overlay address");
+                    info!(%listen, error = %e, "the DNS for tasks cannot bind yet; retrying");
                     waiting_logged = true;
                 }
             }
@@ -64,7 +84,7 @@ pub(crate) async fn run(
         }
     };
     info!(addr = %server.local_addr(), "serving names to tasks (DNS)");
-    serving.send_replace(true);
+    serving.send_replace(Some(true));
     let mut ask = tokio::time::interval(Duration::from_millis(warren_core::machine::WANT_MS / 2));
     loop {
         tokio::select! {
@@ -85,7 +105,7 @@ pub(crate) async fn run(
             }
         }
     }
-    serving.send_replace(false);
+    serving.send_replace(Some(false));
     if let Err(e) = server.stopped().await {
         warn!(error = %e, "the DNS server stopped with an error");
     }

@@ -173,10 +173,11 @@ pub(crate) struct OverlayConfig {
     pub(crate) interface: String,
     /// The node's own overlay address: its tasks' DNS server.
     pub(crate) node_ip: Ipv6Addr,
-    /// Whether the node's DNS serves on `node_ip` (its names task says so once bound): a task
-    /// created before gets the engine's resolvers instead, so that it never waits on a
-    /// server that does not answer (the overlay off, the interface not up yet).
-    pub(crate) dns_ready: tokio::sync::watch::Receiver<bool>,
+    /// Whether the node's DNS serves on `node_ip` (its names task says so once bound):
+    /// `None` until known. A task gets the engine's resolvers instead when it does not, so
+    /// that it never waits on a server that does not answer (the overlay off). The loop
+    /// waits up to [`DNS_DECISION_WAIT`] for it to be known before its first round.
+    pub(crate) dns_ready: tokio::sync::watch::Receiver<Option<bool>>,
 }
 
 impl OverlayConfig {
@@ -187,7 +188,7 @@ impl OverlayConfig {
         key: &WireguardPublic,
         node: &NodeId,
         interface: &str,
-        dns_ready: tokio::sync::watch::Receiver<bool>,
+        dns_ready: tokio::sync::watch::Receiver<Option<bool>>,
     ) -> Self {
         let addresses = crate::overlay::addresses(cluster_id, key);
         Self {
@@ -204,6 +205,11 @@ impl OverlayConfig {
         }
     }
 }
+
+/// How long the loop waits at its start for the node's DNS to be known to serve or not: a
+/// task created before would not get it, and a container's DNS servers are fixed at its
+/// creation.
+const DNS_DECISION_WAIT: Duration = Duration::from_secs(10);
 
 /// Where new tasks go: the overlay network, with the node's address as their DNS server
 /// while the node's DNS serves there.
@@ -594,6 +600,14 @@ pub(crate) async fn run<C: Connector>(
     interval: Duration,
     cancel: CancellationToken,
 ) {
+    if let Some(config) = overlay.as_ref() {
+        let mut ready = config.dns_ready.clone();
+        let known = tokio::time::timeout(DNS_DECISION_WAIT, ready.wait_for(Option::is_some));
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = known => {}
+        }
+    }
     let mut overlay = overlay.map(OverlayState::new);
     let mut errors: BTreeMap<SlotId, String> = BTreeMap::new();
     let mut last_list_error: Option<String> = None;
@@ -653,7 +667,7 @@ pub(crate) async fn run<C: Connector>(
         pulls.keep_only(&images);
         let attach = overlay.as_ref().and_then(|o| {
             let mut attach = o.attach.clone()?;
-            attach.dns = (*o.config.dns_ready.borrow()).then_some(o.config.node_ip);
+            attach.dns = (*o.config.dns_ready.borrow() == Some(true)).then_some(o.config.node_ip);
             Some(attach)
         });
         let attach = attach.as_ref();
