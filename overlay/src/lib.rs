@@ -20,8 +20,8 @@
 //! - [`OverlayError::Unavailable`] says there is no TUN device to be had here (no
 //!   `/dev/net/tun`, no `CAP_NET_ADMIN`); a daemon carries on without the overlay then.
 //!
-//! Not here yet: the daemon's use of it (peers from the desired state), the Docker network
-//! on each member's container subnet, DNS.
+//! Used by the daemon's overlay task (`node/src/daemon/overlay.rs`), which keeps the peers
+//! those [`warren_core::overlay::peers`] gives from the desired state.
 //!
 //! ```no_run
 //! use warren_core::overlay::{addresses, cluster_prefix, WireguardKey};
