@@ -156,7 +156,11 @@ impl Interface {
             &name,
             DeviceConfig {
                 n_threads: DEVICE_THREADS,
-                use_connected_socket: true,
+                // Off: with connected per-peer sockets, boringtun 0.7.1 panics in a worker
+                // thread (`epoll.rs:343`, index out of bounds in `clear_event_by_fd`, seen on
+                // the testnet's release builds) and the device stops handshaking. All peers'
+                // traffic then goes through the listening sockets.
+                use_connected_socket: false,
                 use_multi_queue: true,
                 // boringtun owns this end from here (it leaks it if creating the TUN device
                 // fails: one descriptor per failed `up`).

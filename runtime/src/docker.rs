@@ -441,10 +441,19 @@ fn create_body(spec: &TaskSpec) -> ContainerCreateBody {
         stop_timeout,
         host_config: Some(HostConfig {
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-            binds: spec
-                .secrets_dir
-                .as_ref()
-                .map(|dir| vec![format!("{dir}:{}:ro", crate::types::SECRETS_MOUNT)]),
+            binds: {
+                let binds: Vec<String> = spec
+                    .secrets_dir
+                    .iter()
+                    .map(|dir| format!("{dir}:{}:ro", crate::types::SECRETS_MOUNT))
+                    .chain(
+                        spec.resolv_conf
+                            .iter()
+                            .map(|file| format!("{file}:/etc/resolv.conf:ro")),
+                    )
+                    .collect();
+                (!binds.is_empty()).then_some(binds)
+            },
             nano_cpus: spec.nano_cpus.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
             memory: spec
                 .memory_bytes

@@ -170,6 +170,11 @@ pub struct TaskSpec {
     /// default. On a user-defined network the container resolves through the engine's
     /// embedded server at `127.0.0.11`, which forwards to these.
     pub dns: Vec<IpAddr>,
+    /// A host file bind-mounted read-only at `/etc/resolv.conf`, so the container asks
+    /// those servers itself; `None`: the engine writes it. Docker 20.10's embedded server
+    /// does not forward to IPv6 servers: through it, every lookup of a name on the overlay
+    /// waits 5 s for its timeout before the libc tries the next server (measured).
+    pub resolv_conf: Option<String>,
 }
 
 /// Where a task's secrets appear inside its container.

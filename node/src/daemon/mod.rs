@@ -411,12 +411,24 @@ async fn run_node(
     let (dns_serving, dns_ready) = watch::channel(None);
     let overlay = wireguard.as_ref().map(|key| {
         let interface = &config.overlay_interface;
-        reconciler::OverlayConfig::new(&cluster_id, &key.public(), &me, interface, dns_ready)
+        // Absolute: the engine bind-mounts it into tasks.
+        let resolv = std::path::absolute(&data_dir)
+            .unwrap_or_else(|_| data_dir.clone())
+            .join("resolv.conf");
+        reconciler::OverlayConfig::new(
+            &cluster_id,
+            &key.public(),
+            &me,
+            interface,
+            dns_ready,
+            resolv,
+        )
     });
     let names_task = overlay.as_ref().map(|overlay| {
         let (snapshots, commands) = names_inputs;
         let run = names::run(
             overlay.node_ip,
+            overlay.resolv_conf.clone(),
             snapshots,
             commands,
             overlay_link.status.clone(),

@@ -37,6 +37,7 @@ const BIND_RETRY: Duration = Duration::from_millis(250);
 /// server only while it serves).
 pub(crate) async fn run(
     address: Ipv6Addr,
+    resolv_conf: std::path::PathBuf,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     commands: mpsc::Sender<Command>,
     mut overlay: watch::Receiver<Option<OverlayStatus>>,
@@ -84,7 +85,21 @@ pub(crate) async fn run(
         }
     };
     info!(addr = %server.local_addr(), "serving names to tasks (DNS)");
-    serving.send_replace(Some(true));
+    // Tasks get this file as their /etc/resolv.conf: written (atomically) before they are
+    // told the server serves.
+    let tmp = resolv_conf.with_extension("tmp");
+    let written = tokio::fs::write(&tmp, resolv_conf_text(address))
+        .await
+        .and(tokio::fs::rename(&tmp, &resolv_conf).await);
+    match written {
+        Ok(()) => {
+            serving.send_replace(Some(true));
+        }
+        Err(e) => {
+            warn!(path = %resolv_conf.display(), error = %e, "cannot write the tasks' resolver file; tasks keep the engine's resolvers");
+            serving.send_replace(Some(false));
+        }
+    }
     let mut ask = tokio::time::interval(Duration::from_millis(warren_core::machine::WANT_MS / 2));
     loop {
         tokio::select! {
@@ -109,6 +124,12 @@ pub(crate) async fn run(
     if let Err(e) = server.stopped().await {
         warn!(error = %e, "the DNS server stopped with an error");
     }
+}
+
+/// The `/etc/resolv.conf` of a task on the overlay: the node's DNS as its only server
+/// (`ndots:0`: a bare `web` is asked as it is).
+pub(crate) fn resolv_conf_text(address: Ipv6Addr) -> String {
+    format!("# written by warren-node: the node's DNS (names of services and members)\nnameserver {address}\noptions ndots:0\n")
 }
 
 /// The zone for `records`; a name the DNS cannot carry (not a label) is left out, logged.

@@ -157,6 +157,9 @@ fn task_spec(node: &NodeId, task: &DesiredTask, attach: Option<&Attach>) -> Task
             .and_then(|a| a.dns)
             .map(|ip| vec![ip.into()])
             .unwrap_or_default(),
+        resolv_conf: attach
+            .filter(|a| a.dns.is_some())
+            .and_then(|a| a.resolv_conf.clone()),
     }
 }
 
@@ -178,6 +181,8 @@ pub(crate) struct OverlayConfig {
     /// that it never waits on a server that does not answer (the overlay off). The loop
     /// waits up to [`DNS_DECISION_WAIT`] for it to be known before its first round.
     pub(crate) dns_ready: tokio::sync::watch::Receiver<Option<bool>>,
+    /// The resolver file the names task writes ([`super::names::resolv_conf_text`]).
+    pub(crate) resolv_conf: std::path::PathBuf,
 }
 
 impl OverlayConfig {
@@ -189,6 +194,7 @@ impl OverlayConfig {
         node: &NodeId,
         interface: &str,
         dns_ready: tokio::sync::watch::Receiver<Option<bool>>,
+        resolv_conf: std::path::PathBuf,
     ) -> Self {
         let addresses = crate::overlay::addresses(cluster_id, key);
         Self {
@@ -202,6 +208,7 @@ impl OverlayConfig {
             interface: interface.to_string(),
             node_ip: addresses.overlay_ip,
             dns_ready,
+            resolv_conf,
         }
     }
 }
@@ -217,6 +224,9 @@ const DNS_DECISION_WAIT: Duration = Duration::from_secs(10);
 struct Attach {
     network: String,
     dns: Option<Ipv6Addr>,
+    /// The file naming the node's DNS as the only server (written by the names task before
+    /// it says it serves), bind-mounted as the task's `/etc/resolv.conf`.
+    resolv_conf: Option<String>,
 }
 
 /// The overlay as the loop set it up: the network once it exists, the forwarding rules once
@@ -268,6 +278,7 @@ impl OverlayState {
         self.attach = Some(Attach {
             network: network.name.clone(),
             dns: None,
+            resolv_conf: Some(self.config.resolv_conf.to_string_lossy().into_owned()),
         });
         let rules = forward::ForwardRules {
             node: self.config.network.node.clone(),
@@ -1013,10 +1024,12 @@ mod tests {
         let attach = Attach {
             network: "warren-overlay-x".into(),
             dns: Some("fd00::1".parse().expect("ip")),
+            resolv_conf: Some("/data/resolv.conf".into()),
         };
         let node = NodeId("a".into());
         let spec = task_spec(&node, &task("app:1"), Some(&attach));
         assert_eq!(spec.network.as_deref(), Some("warren-overlay-x"));
+        assert_eq!(spec.resolv_conf.as_deref(), Some("/data/resolv.conf"));
         assert_eq!(
             spec.dns,
             vec!["fd00::1".parse::<std::net::IpAddr>().expect("ip")]
@@ -1029,8 +1042,8 @@ mod tests {
         };
         let early = task_spec(&node, &task("app:1"), Some(&no_dns_yet));
         assert_eq!(
-            (early.network.as_deref(), early.dns),
-            (Some("warren-overlay-x"), vec![])
+            (early.network.as_deref(), early.dns, early.resolv_conf),
+            (Some("warren-overlay-x"), vec![], None)
         );
 
         let container = |id: &str, network: &str, ip: &str| ContainerInfo {
