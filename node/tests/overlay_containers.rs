@@ -259,3 +259,101 @@ fn a_task_started_without_the_overlay_keeps_running_when_the_overlay_comes_on() 
     let first = tasks.iter().find(|t| t["slot"] == 0).expect("web.0");
     assert_eq!(first["container"], before.as_str());
 }
+
+/// `nslookup -type=AAAA NAME` inside container `id`: the IPv6 addresses it answers.
+fn lookup(id: &str, name: &str) -> std::collections::BTreeSet<Ipv6Addr> {
+    let out = Command::new("docker")
+        .args([
+            "exec",
+            id,
+            "sh",
+            "-c",
+            &format!("nslookup -type=AAAA {name}"),
+        ])
+        .output()
+        .expect("docker exec nslookup");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Address:"))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_task_failing_its_health_check_leaves_the_names() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("h1");
+    let interface = format!("wh{}", std::process::id() % 100_000);
+    let node = Node::start(
+        "h1",
+        &data_dir,
+        &["--init", "health", "--overlay-interface", &interface],
+    );
+    wait_for("the node's DNS serving", T, || {
+        node.log_text()
+            .contains("serving names to tasks")
+            .then_some(())
+    });
+    // Healthy while /tmp/ok exists; probed every second, one failure makes it unhealthy.
+    let out = node.cli(&[
+        "service",
+        "create",
+        "hw",
+        "--image",
+        IMAGE,
+        "--replicas",
+        "2",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "touch /tmp/ok; trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait",
+    ]);
+    assert!(out.status.success(), "create: {}", one_line_error(&out));
+    let tasks: Vec<(String, Ipv6Addr)> = wait_for("two healthy tasks", T, || {
+        let ps = node.cli_json(&["service", "ps", "hw"])?;
+        let healthy: Vec<(String, Ipv6Addr)> = ps
+            .as_array()?
+            .iter()
+            .filter(|t| t["state"] == "running" && t["health"] == "healthy")
+            .filter_map(|t| {
+                Some((
+                    t["container"].as_str()?.to_string(),
+                    t["overlay_ip"].as_str()?.parse().ok()?,
+                ))
+            })
+            .collect();
+        (healthy.len() == 2).then_some(healthy)
+    });
+    let all: std::collections::BTreeSet<Ipv6Addr> = tasks.iter().map(|(_, ip)| *ip).collect();
+    let (asker, _) = &tasks[0];
+    let (sick, sick_ip) = &tasks[1];
+    wait_for("both healthy replicas named", T, || {
+        (lookup(asker, "hw") == all).then_some(())
+    });
+    let broke = std::time::Instant::now();
+    let rm = Command::new("docker")
+        .args(["exec", sick, "rm", "/tmp/ok"])
+        .output()
+        .expect("docker exec rm");
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    let left: std::collections::BTreeSet<Ipv6Addr> =
+        all.iter().copied().filter(|ip| ip != sick_ip).collect();
+    wait_for("the unhealthy replica out of the names", T, || {
+        (lookup(asker, "hw.warren") == left).then_some(())
+    });
+    eprintln!(
+        "failing health check -> out of the names: {:?} (interval 1 s)",
+        broke.elapsed()
+    );
+}

@@ -179,6 +179,35 @@ pub(crate) fn overlay(c: &mut Cluster, fig: &mut Figures) -> Result<(), Error> {
         )));
     }
     fig.add("removed node's replica from node 0", "unreachable");
+    // The removed node is a non-member now: its own interface still lists node 0 and sends
+    // it handshakes, which node 0's WireGuard ignores (no peer has its key).
+    let pinged = c
+        .net()
+        .exec(gone, "busybox")
+        .args([
+            "ping",
+            "-6",
+            "-c",
+            "3",
+            "-W",
+            "1",
+            &places[0].overlay_ip.to_string(),
+        ])
+        .output()
+        .map_err(|e| failed(format!("busybox ping: {e}")))?;
+    if pinged.status.success() {
+        return Err(failed(
+            "the removed node still reaches node 0's overlay address through its tunnel",
+        ));
+    }
+    let listed = c.wg_peers(0).map_err(failed)?;
+    if listed.iter().any(|(key, _)| *key == places[gone].key) {
+        return Err(failed("node 0's interface lists the removed node again"));
+    }
+    fig.add(
+        "removed node's handshakes at node 0",
+        "ignored (ping through its tunnel fails)",
+    );
     let live: Vec<usize> = (0..gone).collect();
     poll("web answers only the remaining members' replicas", || {
         let got = client.resolve("web")?;
