@@ -246,7 +246,8 @@ pub struct MemberOverlay {
     pub overlay_ip: String,
     /// The subnet its tasks get addresses from (IPv6 CIDR, text).
     pub container_subnet: String,
-    /// The UDP port its WireGuard interface listens on (`--overlay-port`); records written
+    /// The UDP port its WireGuard interface listens on (`--overlay-port`, or the free one
+    /// it took); 0 while it has none (not up yet, or it could not come up). Records written
     /// before the field existed read as [`DEFAULT_WG_PORT`].
     #[serde(default = "default_wg_port")]
     pub wg_port: u16,

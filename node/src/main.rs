@@ -56,8 +56,10 @@ struct Up {
     #[arg(long, value_name = "NAME", default_value = "warren0", value_parser = parse_interface)]
     overlay_interface: String,
     /// The UDP port the overlay's WireGuard interface listens on; published in this node's
-    /// member record, so peers send to it.
-    #[arg(long, value_name = "PORT", default_value_t = 51820)]
+    /// member record, so peers send to it. 0 (the default): any free port, published once
+    /// the interface has it (boringtun 0.7.1 can panic when a port is set on a running
+    /// device; see overlay/src/interface.rs).
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
     overlay_port: u16,
     /// Directory for the identity key and the desired-state store.
     #[arg(long, default_value = "/var/lib/warren")]

@@ -127,8 +127,15 @@ impl DeviceChannel {
         private_key_hex: &str,
         listen_port: u16,
     ) -> Result<(), OverlayError> {
+        // Port 0: keep the free port boringtun bound at creation. Setting one re-opens its
+        // sockets, which in boringtun 0.7.1 can panic its event loop (see interface.rs).
+        let port_line = if listen_port == 0 {
+            String::new()
+        } else {
+            format!("listen_port={listen_port}\n")
+        };
         let request = Zeroizing::new(format!(
-            "set=1\nprivate_key={private_key_hex}\nlisten_port={listen_port}\n\n"
+            "set=1\nprivate_key={private_key_hex}\n{port_line}\n"
         ));
         self.set(&request)
     }

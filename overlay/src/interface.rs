@@ -95,6 +95,8 @@ pub struct Interface {
     server: Option<Server>,
     /// `None` once taken down.
     device: Option<DeviceHandle>,
+    /// The UDP port the device listens on (the configured one, or the one it picked).
+    listen_port: u16,
 }
 
 impl std::fmt::Debug for Interface {
@@ -177,9 +179,13 @@ impl Interface {
             ))),
             server: None,
             device: Some(device),
+            listen_port: config.listen_port,
         };
         // From here, dropping `interface` undoes everything.
         lock(&interface.channel).set_device(&config.private_key_hex, config.listen_port)?;
+        if config.listen_port == 0 {
+            interface.listen_port = lock(&interface.channel).state()?.listen_port;
+        }
         let server =
             Server::start(&interface.socket, Arc::clone(&interface.channel)).map_err(|e| {
                 device_error(format!("cannot serve {}: {e}", interface.socket.display()))
@@ -207,10 +213,16 @@ impl Interface {
             interface = %name,
             address = %config.address,
             route = %config.route,
-            listen_port = config.listen_port,
+            listen_port = interface.listen_port,
             "overlay interface up"
         );
         Ok(interface)
+    }
+
+    /// The UDP port the device listens on: the configured one, or the free one it took for
+    /// port 0.
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port
     }
 
     /// The interface name.

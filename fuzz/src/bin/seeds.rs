@@ -169,6 +169,7 @@ fn main() {
                 interface: "warren0".into(),
                 address: "fd12:3456:789a:1:2:3::1".into(),
                 peers: 2,
+                port: 51820,
             })),
         },
     ];

@@ -242,10 +242,13 @@ pub fn peers(
         .filter(|(id, _)| id != me && !colliding.contains(id))
         .map(
             |(node, (addresses, public_key, member, port))| OverlayPeer {
+                // Port 0: the member has no interface listening (yet): no endpoint, its
+                // own handshakes (once it has one) tell where it is.
                 endpoint: member
                     .addrs
                     .iter()
                     .find_map(|a| endpoint_ip(a))
+                    .filter(|_| port != 0)
                     .map(|ip| SocketAddr::new(ip, port)),
                 node,
                 public_key,
@@ -585,5 +588,12 @@ mod tests {
             Some("[fd00::b]:51821".parse().expect("addr"))
         );
         assert_eq!(peers[1].endpoint, None, "no address: no endpoint");
+
+        // A member whose interface has no port yet (or none at all) gets no endpoint.
+        let (members, mut overlays) = cluster(2);
+        overlays.get_mut(&NodeId("b".into())).expect("b").wg_port = 0;
+        let peers = super::peers("c", &me, &members, &overlays);
+        assert_eq!(ids(&peers), ["b"]);
+        assert_eq!(peers[0].endpoint, None, "port 0: no endpoint");
     }
 }

@@ -155,6 +155,9 @@ pub enum OverlayStatus {
         address: String,
         /// How many peers it has (other active members with a valid record).
         peers: u32,
+        /// The UDP port it listens on (published in the member record).
+        #[serde(default)]
+        port: u16,
     },
     /// The node takes part in the overlay but could not bring its interface up; it runs
     /// without it.
@@ -182,10 +185,12 @@ impl OverlayStatus {
                 interface,
                 address,
                 peers,
+                port,
             } => OverlayStatus::On {
                 interface: cut(interface),
                 address: cut(address),
                 peers,
+                port,
             },
             OverlayStatus::Off { reason } => OverlayStatus::Off {
                 reason: cut(reason),

@@ -400,8 +400,14 @@ impl NodeActor {
             .set_local_status(wiring.local_status.borrow().clone());
         self.machine
             .set_engine_status(wiring.engine_status.borrow().clone());
-        self.machine
-            .set_overlay_status(wiring.overlay.status.borrow().clone());
+        let overlay = wiring.overlay.status.borrow().clone();
+        if let Some(crate::protocol::OverlayStatus::On { port, .. }) = overlay.as_ref() {
+            // The port the interface got (any free one unless --overlay-port says which).
+            if *port != 0 {
+                self.machine.set_wireguard_port(*port);
+            }
+        }
+        self.machine.set_overlay_status(overlay);
         self.machine.handle_tick(now);
         let _ = self.drive(Via::Other).await;
         let desired = self.machine.desired(now);

@@ -106,7 +106,7 @@ impl NodeConfig {
             reconcile_interval: Duration::from_secs(1),
             overlay: true,
             overlay_interface: "warren0".into(),
-            overlay_port: warren_crdt::DEFAULT_WG_PORT,
+            overlay_port: 0,
         }
     }
 }

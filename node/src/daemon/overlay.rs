@@ -153,10 +153,12 @@ async fn run(setup: Option<Setup>, mut side: OverlaySide, cancel: CancellationTo
             return;
         }
     };
+    let port = device.listen_port();
     let on = |peers: usize| OverlayStatus::On {
         interface: interface.clone(),
         address: address.clone(),
         peers: u32::try_from(peers).unwrap_or(u32::MAX),
+        port,
     };
     side.status.send_replace(Some(on(0)));
     let mut reapply = tokio::time::interval(REAPPLY_EVERY);
