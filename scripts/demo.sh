@@ -20,12 +20,17 @@ down() {
   sleep 1
   if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
     ids=$(docker ps -aq --filter label=warren.service=web --filter label=warren.demo=1 2>/dev/null || true)
+    nets=""
     for f in "$DEMO_DIR"/node*/peer_id; do
       [ -f "$f" ] || continue
       ids="$ids $(docker ps -aq --filter "label=warren.node=$(cat "$f")")"
+      nets="$nets $(docker network ls -q --filter "label=warren.node=$(cat "$f")")"
     done
     ids=$(echo $ids)
     [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1 || true
+    # Each node's overlay network (it outlives the node, as its tasks do).
+    nets=$(echo $nets)
+    [ -n "$nets" ] && docker network rm $nets >/dev/null 2>&1 || true
   fi
   rm -rf "$DEMO_DIR"
 }
@@ -93,11 +98,16 @@ echo "== a replica on node1 reaches another replica by name (the overlay's DNS)"
 node1=$(cat "$DEMO_DIR/node1/peer_id")
 on1=$(docker ps -q --filter "label=warren.node=$node1" --filter label=warren.service=web | head -1)
 state=$(cli 1 -o json node inspect node1 | sed -n 's/.*"state": *"\(on\|off\|disabled\)".*/\1/p' | head -1)
+named=no
 if [ "$state" = on ] && [ -n "$on1" ]; then
   for _ in $(seq 1 50); do
-    docker inspect -f '{{json .HostConfig.Dns}}' "$on1" | grep -q : && break
+    docker inspect -f '{{json .HostConfig.Dns}}' "$on1" | grep -q : && { named=yes; break; }
     sleep 0.2
   done
+fi
+if [ "$state" = on ] && [ -n "$on1" ] && [ "$named" = no ]; then
+  echo "  node1's replica is not on the overlay (why: grep -i overlay $DEMO_DIR/node1/log): names skipped"
+elif [ "$state" = on ] && [ -n "$on1" ]; then
   other=$(cli 1 -o json service ps web | tr '{' '\n' | grep -v "\"node\": *\"$node1\"" | sed -n 's/.*"slot": *\([0-9]*\).*/\1/p' | head -1)
   docker exec "$on1" sh -c 'nslookup -type=AAAA web' | sed -n 's/^Address: *\([0-9a-f:]*\)$/  web -> \1/p'
   echo "  GET http://$other.web.warren/ from node1's replica (slot $other runs on another node):"

@@ -160,7 +160,9 @@ pub fn containers(filter: &str) -> Result<Vec<Container>, Error> {
 }
 
 /// Removes (`docker rm -f`) every container, Warren's or not, matching `filter` (e.g.
-/// `label=warren.node=<peer>`); returns how many there were.
+/// `label=warren.node=<peer>`), then the networks matching it (a node's overlay network
+/// carries the same label and outlives the node, as its tasks do: left behind, each holds
+/// one of the engine's few IPv4 pools); returns how many containers there were.
 pub fn remove_containers(filter: &str) -> Result<usize, Error> {
     let out = docker(&["ps", "-aq", "--filter", filter])?;
     let ids: Vec<&str> = out.split_whitespace().collect();
@@ -168,6 +170,11 @@ pub fn remove_containers(filter: &str) -> Result<usize, Error> {
         let mut args = vec!["rm", "-f"];
         args.extend(&ids);
         docker(&args)?;
+    }
+    let networks = docker(&["network", "ls", "-q", "--filter", filter])?;
+    for network in networks.split_whitespace() {
+        // One still in use by something else stays; that is not this call's to decide.
+        let _ = docker(&["network", "rm", network]);
     }
     Ok(ids.len())
 }
