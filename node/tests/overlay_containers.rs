@@ -139,15 +139,7 @@ fn replicas_get_distinct_overlay_addresses_in_the_nodes_subnet_and_reach_each_ot
     let running: std::collections::BTreeSet<Ipv6Addr> = ips.iter().map(|(_, ip)| *ip).collect();
     let mut named = std::collections::BTreeSet::new();
     let by_name = warren_testkit::poll_until(T, Duration::from_millis(250), || {
-        let out = Command::new("docker")
-            .args(["exec", &from.id, "sh", "-c", "nslookup -type=AAAA web"])
-            .output()
-            .expect("docker exec nslookup");
-        named = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("Address:"))
-            .filter_map(|a| a.trim().parse().ok())
-            .collect();
+        named = lookup(&from.id, "web");
         (named == running).then_some(())
     });
     assert!(

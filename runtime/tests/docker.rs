@@ -5,33 +5,16 @@
 //! assertion fails. Run `scripts/ensure-docker.sh` first on a fresh machine.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{KillContainerOptions, RemoveContainerOptionsBuilder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use warren_runtime::{
     ContainerInfo, ContainerRuntime, ContainerState, DockerRuntime, HealthCheck, HealthStatus,
     HealthTest, PortMapping, RuntimeError, TaskSpec,
 };
 
-const IMAGE: &str = "warren/busybox:latest";
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A node name no other test (or run) uses: `test-<16 hex>`.
-fn unique_node() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.write_u32(std::process::id());
-    format!("test-{:016x}", h.finish())
-}
+mod common;
+use common::{http_get, poll, unique_node, wait_for_tasks, IMAGE};
 
 fn spec(node: &str, service: &str, image: &str, ports: Vec<PortMapping>) -> TaskSpec {
     TaskSpec {
@@ -92,74 +75,6 @@ async fn connect() -> DockerRuntime {
     DockerRuntime::connect(None)
         .await
         .expect("Docker engine reachable (run scripts/ensure-docker.sh)")
-}
-
-/// Polls `list_tasks(node)` until `pred` holds for the list, or panics after [`DEADLINE`].
-async fn wait_for_tasks<F>(
-    rt: &DockerRuntime,
-    node: &str,
-    what: &str,
-    pred: F,
-) -> Vec<ContainerInfo>
-where
-    F: Fn(&[ContainerInfo]) -> bool,
-{
-    let start = Instant::now();
-    loop {
-        let tasks = rt.list_tasks(node).await.expect("list_tasks");
-        if pred(&tasks) {
-            return tasks;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}; last listing: {tasks:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Polls an async probe until it yields `Some`, or panics after [`DEADLINE`].
-async fn poll<T, Fut: Future<Output = Result<T, String>>>(
-    what: &str,
-    mut probe: impl FnMut() -> Fut,
-) -> T {
-    let start = Instant::now();
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) => assert!(
-                start.elapsed() < DEADLINE,
-                "timed out after {DEADLINE:?} waiting for {what}; last error: {last}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `GET /` over HTTP/1.0 to 127.0.0.1:`port`; the whole response as text.
-async fn http_get(port: u16) -> Result<String, String> {
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(2),
-        TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
-    .map_err(|_| "connect timed out".to_string())?
-    .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let mut body = Vec::new();
-    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut body))
-        .await
-        .map_err(|_| "read timed out".to_string())?
-        .map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&body).into_owned();
-    if text.contains("hello from warren") {
-        Ok(text)
-    } else {
-        Err(format!("unexpected response {text:?}"))
-    }
 }
 
 fn one_task(tasks: &[ContainerInfo]) -> &ContainerInfo {

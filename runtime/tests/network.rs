@@ -7,31 +7,16 @@
 
 use std::net::Ipv6Addr;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use warren_core::overlay::Prefix;
 use warren_runtime::forward::{self, ForwardRules};
 use warren_runtime::{
-    overlay_network_name, ContainerInfo, ContainerRuntime, ContainerState, DockerRuntime,
-    NetworkSpec, PortMapping, RuntimeError, TaskSpec,
+    overlay_network_name, ContainerRuntime, ContainerState, DockerRuntime, NetworkSpec,
+    PortMapping, RuntimeError, TaskSpec,
 };
 
-const IMAGE: &str = "warren/busybox:latest";
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// 64 random bits (std's randomly keyed hasher over the time and the pid).
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
+mod common;
+use common::{http_get, poll, random_u64, wait_for_tasks, IMAGE};
 
 /// A node name no other test uses, and a /97 in `fd00::/8` shaped like a node's container
 /// subnet (the upper half of a /96).
@@ -99,27 +84,6 @@ fn task(node: &str, network: &str, slot: u32, ports: Vec<PortMapping>) -> TaskSp
     }
 }
 
-/// Polls `list_tasks(node)` until `pred` holds, or panics after [`DEADLINE`].
-async fn wait_for_tasks(
-    rt: &DockerRuntime,
-    node: &str,
-    what: &str,
-    pred: impl Fn(&[ContainerInfo]) -> bool,
-) -> Vec<ContainerInfo> {
-    let start = Instant::now();
-    loop {
-        let tasks = rt.list_tasks(node).await.expect("list_tasks");
-        if pred(&tasks) {
-            return tasks;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}; last listing: {tasks:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// `docker exec ID ARGS...`: standard output on success, the error text otherwise.
 fn exec(id: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker")
@@ -133,19 +97,6 @@ fn exec(id: &str, args: &[&str]) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
-}
-
-/// GET / on 127.0.0.1:`port` (blocking, 2 s timeouts): the response text.
-fn http_get(port: u16) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
-    Ok(text)
 }
 
 #[tokio::test]
@@ -258,25 +209,20 @@ async fn tasks_on_the_overlay_network_get_addresses_in_the_subnet_and_reach_each
     // The published port answers on 127.0.0.1 as on the default bridge.
     let port = tasks[0].ports.first().expect("published port").host_port;
     assert_eq!(tasks[0].ports[0].host_ip, "127.0.0.1");
-    let start = Instant::now();
-    loop {
-        match http_get(port) {
-            Ok(text) if text.contains("hello from warren") => break,
-            other => assert!(start.elapsed() < DEADLINE, "127.0.0.1:{port}: {other:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(&format!("127.0.0.1:{port} to answer"), || http_get(port)).await;
 
     // The second reaches the first over IPv6 on the overlay network.
     let url = format!("http://[{addr_a}]/");
-    let start = Instant::now();
-    loop {
-        match exec(&b, &["wget", "-q", "-O", "-", &url]) {
-            Ok(text) if text.contains("hello from warren") => break,
-            other => assert!(start.elapsed() < DEADLINE, "wget {url}: {other:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(&format!("wget {url} from the second task"), || async {
+        exec(&b, &["wget", "-q", "-O", "-", &url]).and_then(|text| {
+            if text.contains("hello from warren") {
+                Ok(text)
+            } else {
+                Err(format!("unexpected answer {text:?}"))
+            }
+        })
+    })
+    .await;
 
     // The DNS server reaches the container's configuration.
     let out = Command::new("docker")
