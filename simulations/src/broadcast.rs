@@ -11,8 +11,9 @@
 //! - **Members**: the daemon hands the tree every live member; at 10,000 peers that is 10^8
 //!   ids in memory. Here each peer hands it a random sample of [`SAMPLE`] members plus the
 //!   ones it measured and its neighbours: the tree only draws its random neighbours from the
-//!   list (a uniform pick from a uniform sample is a uniform pick) and ranks the measured
-//!   ones by round trip.
+//!   list (a uniform pick from a uniform sample is a uniform pick; so are a broadcast's
+//!   seeds, whose number comes from the count of live members handed beside the sample) and
+//!   ranks the measured ones by round trip.
 //!   Nobody fails: there is no churn of membership.
 //! - **Loss**: the tree's messages are direct messages on the mesh's reliable QUIC streams,
 //!   so a lost packet costs a retransmission (`rto_ms`, repeated while lost), never the
@@ -221,7 +222,7 @@ pub fn run(params: BroadcastParams) -> BroadcastReport {
                 .cloned()
                 .collect();
             let mut tree = Plumtree::new(ids[i].clone(), params.plum, mix(params.seed ^ i as u64));
-            tree.set_members(&sample);
+            tree.set_members_sampled(&sample, Some(n));
             Peer {
                 tree,
                 rtt: BTreeMap::new(),
@@ -367,7 +368,8 @@ impl Sim {
             let (eager, lazy) = peer.tree.neighbours();
             let mut members: Vec<NodeId> = peer.sample.clone();
             members.extend(eager.iter().chain(lazy).cloned());
-            peer.tree.set_members(&members);
+            peer.tree
+                .set_members_sampled(&members, Some(self.ids.len()));
         }
     }
 

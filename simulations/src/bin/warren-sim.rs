@@ -93,6 +93,10 @@ enum Command {
         /// Of those, how many by round trip (the tree's default when not given).
         #[arg(long)]
         near: Option<usize>,
+        /// The origin also sends each broadcast to one member per this many (0: none; the
+        /// tree's default when not given).
+        #[arg(long)]
+        seed_every: Option<usize>,
     },
 }
 
@@ -244,6 +248,7 @@ fn main() -> ExitCode {
             broadcasts,
             degree,
             near,
+            seed_every,
         } => {
             if !(0.0..1.0).contains(&loss) {
                 eprintln!("--loss takes a probability below 1");
@@ -253,6 +258,7 @@ fn main() -> ExitCode {
             let plum = warren_core::core::PlumConfig {
                 degree: degree.unwrap_or(defaults.degree),
                 near: near.unwrap_or(defaults.near),
+                seed_every: seed_every.unwrap_or(defaults.seed_every),
                 ..defaults
             };
             if plum.near > plum.degree {

@@ -39,7 +39,7 @@ use warren_crdt::{
 pub use backoff::{Backoff, BackoffConfig, MAX_BACKOFF_MS, STABLE_AFTER_MS};
 pub use lease::{LeaseDecision, LeaseTracker};
 pub use membership::Liveness;
-pub use plumtree::{MessageId, PlumConfig, PlumMessage, PlumStats, Plumtree};
+pub use plumtree::{MessageId, PlumConfig, PlumMessage, PlumStats, Plumtree, MAX_SEEDS};
 pub use reconcile::{
     container_for, held_status, round_statuses, short_id, task_status, ActualTask, ActualTaskState,
     Desired, DesiredTask, HeldSlot, RestartPhase, Round, RuntimeAction, Supervisor, TaskHealth,
