@@ -26,7 +26,8 @@
 //! healthcheck, so the engine runs the probe inside the container's own namespaces (an HTTP
 //! probe runs `wget`, a TCP probe `nc`, both in the image — busybox has them). The verdict
 //! comes back in [`ContainerInfo::health`] (read with `inspect`), the last failed probe's
-//! output in [`ContainerInfo::detail`]. `nano_cpus` and `memory_bytes` become the
+//! output in [`ContainerInfo::detail`]; [`DockerRuntime::health_events`] streams each
+//! change of verdict as the engine announces it ([`HealthEvent`]). `nano_cpus` and `memory_bytes` become the
 //! container's `NanoCpus` and `Memory`; `stop_timeout` its `StopTimeout`.
 //!
 //! Container names are `warren-{service}-{slot}-{last 8 chars of node}`
@@ -100,6 +101,7 @@
 
 mod docker;
 mod error;
+mod events;
 pub mod forward;
 mod logs;
 mod network;
@@ -112,6 +114,7 @@ pub use docker::validate_image_reference;
 pub use docker::DockerRuntime;
 pub use docker::MAX_STOP_TIMEOUT_SECS;
 pub use error::RuntimeError;
+pub use events::HealthEvent;
 pub use logs::{parse_rfc3339_nanos, LogRead, REORDER_LOOKAHEAD_LINES, REORDER_WINDOW_NS};
 pub use network::{
     overlay_bridge_name, overlay_network_name, NetworkInfo, NetworkSpec, LABEL_NETWORK,

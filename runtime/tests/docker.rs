@@ -641,3 +641,83 @@ async fn logs_are_read_as_bounded_timestamped_lines() {
         .expect_err("unknown container");
     assert_eq!(err.status_code(), Some(404), "{err}");
 }
+
+#[tokio::test]
+async fn health_events_announce_each_verdict_of_the_nodes_containers_only() {
+    use futures::StreamExt;
+
+    let rt = connect().await;
+    let node = unique_node();
+    let other = unique_node();
+    let _cleanup = Cleanup { node: node.clone() };
+    let _cleanup_other = Cleanup {
+        node: other.clone(),
+    };
+    let mut events = rt.health_events(&node);
+    // The stream sends its request at its first poll: poll it before anything happens.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), events.next())
+            .await
+            .is_err(),
+        "no event before any container"
+    );
+    // Healthy while /tmp/ok exists. Another node's container on the same engine turns
+    // healthy too: its verdicts are not this node's.
+    let check = HealthCheck {
+        retries: 1,
+        ..quick_check(HealthTest::Shell("test -f /tmp/ok".into()))
+    };
+    let command: Vec<String> = [
+        "sh",
+        "-c",
+        "touch /tmp/ok; trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mine = TaskSpec {
+        command: command.clone(),
+        health: Some(check.clone()),
+        ..spec(&node, "ev", IMAGE, vec![])
+    };
+    let id = rt.create_and_start(&mine).await.expect("create");
+    let theirs = TaskSpec {
+        command,
+        health: Some(check),
+        ..spec(&other, "ev", IMAGE, vec![])
+    };
+    rt.create_and_start(&theirs).await.expect("create other");
+    wait_for_tasks(&rt, &other, "the other node's container healthy", |tasks| {
+        tasks
+            .iter()
+            .any(|t| t.health == Some(HealthStatus::Healthy))
+    })
+    .await;
+
+    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    let mut seen = Vec::new();
+    let mut next = async |seen: &mut Vec<warren_runtime::HealthEvent>| {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no further health event; seen: {seen:#?}"))
+            .expect("the stream goes on")
+            .expect("an event");
+        seen.push(event.clone());
+        event
+    };
+    while next(&mut seen).await.status != HealthStatus::Healthy {}
+    let rm = tokio::process::Command::new("docker")
+        .args(["exec", &id, "rm", "/tmp/ok"])
+        .output()
+        .await
+        .expect("docker exec");
+    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    while next(&mut seen).await.status != HealthStatus::Unhealthy {}
+    for event in &seen {
+        assert_eq!(
+            (event.id.as_str(), event.service.as_str()),
+            (id.as_str(), "ev"),
+            "{seen:#?}"
+        );
+        assert_eq!(event.name, mine.container_name(), "{seen:#?}");
+    }
+}
