@@ -59,14 +59,12 @@ impl DockerRuntime {
         );
         let options = EventsOptionsBuilder::new().filters(&filters).build();
         let runtime = self.clone();
-        self.docker()
-            .events(Some(options))
-            .filter_map(move |item| {
-                future::ready(match item {
-                    Ok(message) => health_event(message).map(Ok),
-                    Err(e) => Some(Err(runtime.err("events", e))),
-                })
+        self.docker().events(Some(options)).filter_map(move |item| {
+            future::ready(match item {
+                Ok(message) => health_event(message).map(Ok),
+                Err(e) => Some(Err(runtime.err("events", e))),
             })
+        })
     }
 }
 
@@ -153,11 +151,23 @@ mod tests {
 
     #[test]
     fn other_events_and_events_without_a_container_are_skipped() {
-        for action in ["die", "health_status: sick", "health_status", "exec_start: ls"] {
-            assert_eq!(health_event(message(action, Some("c0ffee"))), None, "{action}");
+        for action in [
+            "die",
+            "health_status: sick",
+            "health_status",
+            "exec_start: ls",
+        ] {
+            assert_eq!(
+                health_event(message(action, Some("c0ffee"))),
+                None,
+                "{action}"
+            );
         }
         assert_eq!(health_event(message("health_status: healthy", None)), None);
-        assert_eq!(health_event(message("health_status: healthy", Some(""))), None);
+        assert_eq!(
+            health_event(message("health_status: healthy", Some(""))),
+            None
+        );
         let mut image = message("health_status: healthy", Some("c0ffee"));
         image.typ = Some(EventMessageTypeEnum::IMAGE);
         assert_eq!(health_event(image), None);

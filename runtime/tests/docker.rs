@@ -710,7 +710,11 @@ async fn health_events_announce_each_verdict_of_the_nodes_containers_only() {
         .output()
         .await
         .expect("docker exec");
-    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
     while next(&mut seen).await.status != HealthStatus::Unhealthy {}
     for event in &seen {
         assert_eq!(
