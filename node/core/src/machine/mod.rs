@@ -43,7 +43,7 @@ mod writes;
 pub use admission::JoinError;
 pub use desired::rejected_services;
 pub use read_model::{LeaseStatus, MemberStatus, SecretMeta, Snapshot, TaskView};
-pub use reports::{answer_probes, WANT_MS};
+pub use reports::{answer_probes, fingerprint, WANT_MS};
 pub use sync::{SyncError, MAX_SYNC_ROUNDS};
 pub use tick::MERGE_WAIT_MS;
 pub use writes::{SecretValue, Write, WriteAck, WriteError, WriteErrorKind};

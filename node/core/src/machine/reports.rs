@@ -119,11 +119,14 @@ impl Reports {
     }
 }
 
-/// What of a task list is worth an immediate report: everything but a copy's age and the time
-/// to its next restart, which change on every reading — except the moment a copy becomes old
-/// enough to confirm it runs ([`crate::protocol::CONFIRM_AFTER_MS`]): another node waits for
-/// that report to stop its own copy (make before break).
-pub(super) fn fingerprint(tasks: &[TaskStatus]) -> u64 {
+/// What of a task list is worth an immediate report: everything but a copy's age, the time
+/// to its next restart and the engine's status text, which change on every reading — except
+/// the moment a copy becomes old enough to confirm it runs
+/// ([`crate::protocol::CONFIRM_AFTER_MS`]): another node waits for that report to stop its
+/// own copy (make before break). A hash (not stable across builds): two lists with the same
+/// fingerprint say the same; a driver compares them to act at once on a change, as the
+/// machine does on this node's own list ([`NodeMachine::set_local_status`]).
+pub fn fingerprint(tasks: &[TaskStatus]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for t in tasks {
         let proven = t
@@ -145,6 +148,7 @@ pub(super) fn fingerprint(tasks: &[TaskStatus]) -> u64 {
         )
             .hash(&mut h);
         t.error.hash(&mut h);
+        t.overlay_ip.hash(&mut h);
     }
     h.finish()
 }
