@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use tokio::sync::watch;
+use futures::{Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::{debug, info, warn};
 use warren_crdt::{HealthProbe, NodeId, SecretRecord, ServiceName, SlotId};
 use warren_runtime::forward;
 use warren_runtime::{
-    ContainerInfo, ContainerRuntime, ContainerState, DockerRuntime, HealthCheck, HealthStatus,
-    HealthTest, NetworkSpec, PortMapping, PullProgress, RuntimeError, TaskSpec,
+    ContainerInfo, ContainerRuntime, ContainerState, DockerRuntime, HealthCheck, HealthEvent,
+    HealthStatus, HealthTest, NetworkSpec, PortMapping, PullProgress, RuntimeError, TaskSpec,
 };
 
 use super::secret_files;
@@ -337,6 +338,13 @@ pub(crate) trait Connector: Send + Sync + 'static {
     fn connect(
         &self,
     ) -> impl std::future::Future<Output = Result<(Self::Runtime, String), RuntimeError>> + Send;
+    /// The health verdicts of node `node`'s containers as the engine announces them, from
+    /// the stream's first poll until the engine closes it (see
+    /// [`DockerRuntime::health_events`]); the loop runs a round on each.
+    fn health_events(
+        runtime: Self::Runtime,
+        node: String,
+    ) -> impl Stream<Item = Result<HealthEvent, RuntimeError>> + Send + Unpin + 'static;
 }
 
 /// The Docker engine at `--docker-host`.
@@ -369,6 +377,75 @@ impl Connector for DockerConnector {
             .map(|i| i.version)
             .unwrap_or_default();
         Ok((runtime, version))
+    }
+
+    fn health_events(
+        runtime: DockerRuntime,
+        node: String,
+    ) -> impl Stream<Item = Result<HealthEvent, RuntimeError>> + Send + Unpin + 'static {
+        runtime.health_events(&node)
+    }
+}
+
+/// First wait before watching the engine's health events again after the stream failed or
+/// ended; doubles up to [`EVENTS_RETRY_MAX`].
+const EVENTS_RETRY_MIN: Duration = Duration::from_millis(250);
+/// Longest wait between two attempts to watch the engine's health events.
+const EVENTS_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Watches the health verdicts `open` streams (a new stream after each failure or end, with
+/// backoff from [`EVENTS_RETRY_MIN`] to [`EVENTS_RETRY_MAX`]) until `cancel`, and asks the
+/// loop for a round on each through `rounds` (capacity 1: one request pending stands for
+/// any number of events, and the round reads every container). After a stream broke, the
+/// next one asks for a round as it opens, since verdicts in between were not seen. A
+/// failure is logged once (then at debug level) until a stream delivers again; the loop's
+/// periodic rounds go on meanwhile.
+async fn watch_health<S>(open: impl Fn() -> S, rounds: mpsc::Sender<()>, cancel: CancellationToken)
+where
+    S: Stream<Item = Result<HealthEvent, RuntimeError>> + Unpin,
+{
+    let mut retry = EVENTS_RETRY_MIN;
+    let mut broke = false;
+    let mut warned = false;
+    loop {
+        let mut events = open();
+        if broke {
+            let _ = rounds.try_send(());
+        }
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                next = events.next() => match next {
+                    Some(Ok(event)) => {
+                        debug!(container = %short(&event.id), service = %event.service, health = event.status.as_str(), "health verdict");
+                        retry = EVENTS_RETRY_MIN;
+                        warned = false;
+                        let _ = rounds.try_send(());
+                    }
+                    Some(Err(e)) => {
+                        if warned {
+                            debug!(error = %e, "the engine's health events still fail");
+                        } else {
+                            warn!(error = %e, "cannot watch the engine's health events; retrying (health changes are seen at the next periodic round meanwhile)");
+                            warned = true;
+                        }
+                        break;
+                    }
+                    None => {
+                        debug!("the engine closed its health events; watching again");
+                        break;
+                    }
+                },
+            }
+        }
+        broke = true;
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(retry) => {}
+        }
+        retry = (retry * 2).min(EVENTS_RETRY_MAX);
     }
 }
 
@@ -629,8 +706,15 @@ pub(crate) async fn run<C: Connector>(
     let mut runtime: Option<C::Runtime> = None;
     // Containers running at the last successful listing: an outage stops them.
     let mut last_running: Vec<String> = Vec::new();
+    // The health watcher of the current connection asks for rounds here (see
+    // `watch_health`); it stops with the connection.
+    let (round_tx, mut round_requests) = mpsc::channel::<()>(1);
+    let mut watcher: Option<CancellationToken> = None;
     loop {
         let Some(rt) = runtime.as_ref() else {
+            if let Some(watcher) = watcher.take() {
+                watcher.cancel();
+            }
             match connector.connect().await {
                 Ok((rt, version)) => {
                     engine.up(version);
@@ -638,6 +722,17 @@ pub(crate) async fn run<C: Connector>(
                     if let Some(overlay) = overlay.as_mut() {
                         overlay.setup(&rt).await;
                     }
+                    let token = cancel.child_token();
+                    let (events_rt, events_node) = (rt.clone(), node.to_string());
+                    tokio::spawn(
+                        watch_health(
+                            move || C::health_events(events_rt.clone(), events_node.clone()),
+                            round_tx.clone(),
+                            token.clone(),
+                        )
+                        .in_current_span(),
+                    );
+                    watcher = Some(token);
                     runtime = Some(rt);
                     continue;
                 }
@@ -682,6 +777,14 @@ pub(crate) async fn run<C: Connector>(
             Some(attach)
         });
         let attach = attach.as_ref();
+        // What the round's listing showed goes out before its actions run (a stop waits for
+        // the container's stop timeout): a task that failed its health check leaves the
+        // names at once, not once it has stopped.
+        let report_listing = |listed: &Listed, errors: &BTreeMap<SlotId, String>| {
+            reports
+                .tasks
+                .send_replace(reported(&want, listed, errors, &pulls));
+        };
         match round(
             rt,
             &node,
@@ -692,21 +795,21 @@ pub(crate) async fn run<C: Connector>(
             &pulls,
             now,
             &mut errors,
+            report_listing,
         )
         .await
         {
-            Ok((actual, decided, addresses)) => {
+            Ok(listed) => {
                 last_list_error = None;
-                last_running = actual
+                last_running = listed
+                    .0
                     .iter()
                     .filter(|c| c.state == ActualTaskState::Running)
                     .map(|c| c.id.clone())
                     .collect();
-                let mut report = statuses(&want, &actual, &decided, &errors, &pulls.snapshot());
-                for status in &mut report {
-                    status.overlay_ip = addresses.get(&status.container).copied();
-                }
-                reports.tasks.send_replace(report);
+                reports
+                    .tasks
+                    .send_replace(reported(&want, &listed, &errors, &pulls));
             }
             Err(e @ RuntimeError::Unavailable { .. }) => {
                 // The engine went away (or restarts): connect again, with backoff.
@@ -740,8 +843,14 @@ pub(crate) async fn run<C: Connector>(
             biased;
             _ = cancel.cancelled() => break,
             _ = desired.changed() => {}
+            // A container's health changed: the round stops it (the supervisor's rule)
+            // and reports it at once, rather than within `interval`.
+            Some(()) = round_requests.recv() => {}
             _ = tokio::time::sleep(interval) => {}
         }
+    }
+    if let Some(watcher) = watcher.take() {
+        watcher.cancel();
     }
     if let Some(overlay) = overlay.as_mut() {
         overlay.teardown().await;
@@ -784,8 +893,26 @@ fn overlay_addresses(
         .collect()
 }
 
+/// The task reports of a round's result `listed` ([`statuses`], with each task's overlay
+/// address).
+fn reported(
+    want: &[DesiredTask],
+    listed: &Listed,
+    errors: &BTreeMap<SlotId, String>,
+    pulls: &Pulls,
+) -> Vec<TaskStatus> {
+    let (actual, decided, addresses) = listed;
+    let mut report = statuses(want, actual, decided, errors, &pulls.snapshot());
+    for status in &mut report {
+        status.overlay_ip = addresses.get(&status.container).copied();
+    }
+    report
+}
+
 /// One round: list, decide, act (actions run concurrently: a stop or removal waits for the
-/// container's stop timeout), list again if anything was done.
+/// container's stop timeout), list again if anything was done. When there is something to
+/// do, `before_acting` gets the first listing with its decisions (and the errors so far)
+/// before the actions start.
 #[allow(clippy::too_many_arguments)]
 async fn round<R: ContainerRuntime + Clone>(
     runtime: &R,
@@ -797,6 +924,7 @@ async fn round<R: ContainerRuntime + Clone>(
     pulls: &Pulls,
     now: Millis,
     errors: &mut BTreeMap<SlotId, String>,
+    before_acting: impl FnOnce(&Listed, &BTreeMap<SlotId, String>),
 ) -> Result<Listed, warren_runtime::RuntimeError> {
     let containers = runtime.list_tasks(node.as_str()).await?;
     let now_secs = unix_now_secs();
@@ -812,10 +940,13 @@ async fn round<R: ContainerRuntime + Clone>(
                 .any(|t| t.slot == *slot && t.state == ActualTaskState::Running)
     });
     let decided = supervisor.round(want, &actual, now);
+    let addresses = overlay_addresses(&containers, attach);
     if decided.actions.is_empty() {
-        let addresses = overlay_addresses(&containers, attach);
         return Ok((actual, decided, addresses));
     }
+    let listed = (actual, decided, addresses);
+    before_acting(&listed, errors);
+    let (_, decided, _) = listed;
     let records = secrets.records.borrow().clone();
     let results = join_all(decided.actions.iter().map(|action| {
         let records = records.clone();
