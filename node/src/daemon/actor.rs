@@ -15,7 +15,9 @@ use warren_mesh::{MeshEvent, MeshHandle, Multiaddr, PeerId, RequestKind, Respons
 use super::applied::{Applied, AppliedLog, Via};
 use super::NodeError;
 use crate::core::{Desired, Millis};
-use crate::machine::{Channel, NodeMachine, Output, Snapshot, Write, WriteAck, WriteError};
+use crate::machine::{
+    fingerprint, Channel, NodeMachine, Output, Snapshot, Write, WriteAck, WriteError,
+};
 use crate::protocol::{EngineStatus, TaskStatus};
 
 /// A write or a question from the API. Each carries its reply channel.
@@ -80,6 +82,11 @@ pub(crate) struct NodeActor {
     /// The document's heads when the overlay's peer set was last computed (it changes only
     /// with the document).
     overlay_heads: Option<Vec<String>>,
+    /// [`fingerprint`] of this node's task list as the reconciler last published it.
+    local_fingerprint: u64,
+    /// Per member, the sequence number and [`fingerprint`] of the last report read from it
+    /// (members the machine holds a report of: pruned every tick).
+    report_fingerprints: HashMap<NodeId, (u64, u64)>,
 }
 
 /// How often the node reads its usage (load, memory in use) for its reports, in ms.
@@ -121,6 +128,8 @@ impl NodeActor {
             usage_read_at: Millis(0),
             applied,
             overlay_heads: None,
+            local_fingerprint: fingerprint(&[]),
+            report_fingerprints: HashMap::new(),
         }
     }
 
@@ -141,7 +150,10 @@ impl NodeActor {
     ///
     /// Sleeps until the machine's next deadline ([`NodeMachine::poll_timeout`]), not on a
     /// period of its own; an input the machine decides on (a write, changes or a sync
-    /// message from a peer) brings the tick forward to now.
+    /// message from a peer) brings the tick forward to now, and so does a change of a task
+    /// list worth reporting at once ([`fingerprint`]): this node's own (the tick reports it
+    /// to the members that need it) or one a member reported (the tick publishes the view,
+    /// which the node's DNS serves from).
     pub(crate) async fn run(
         mut self,
         mut wiring: Wiring,
@@ -150,6 +162,7 @@ impl NodeActor {
         let tick = tokio::time::sleep_until(self.next_tick());
         tokio::pin!(tick);
         let now = || tokio::time::Instant::now();
+        let mut local_open = true;
         let result = loop {
             tokio::select! {
                 biased;
@@ -172,6 +185,18 @@ impl NodeActor {
                     }
                     None => break Err(NodeError::MeshStopped),
                 },
+                changed = wiring.local_status.changed(), if local_open => {
+                    if changed.is_err() {
+                        // The reconciler stopped: the tick reads its last word.
+                        local_open = false;
+                        continue;
+                    }
+                    let latest = fingerprint(&wiring.local_status.borrow_and_update());
+                    if latest != self.local_fingerprint {
+                        self.local_fingerprint = latest;
+                        tick.as_mut().reset(now());
+                    }
+                }
                 Some(reply) = self.sync_rx.recv() => {
                     self.machine.handle_sync_response(&reply.peer, reply.result);
                     let _ = self.drive(Via::Sync).await;
@@ -369,11 +394,13 @@ impl NodeActor {
                 }
             }
             MeshEvent::Direct { from, data } => {
+                let from = node_id(&from);
                 // Changes come along the broadcast tree as direct messages.
-                if self.machine.handle_direct(&node_id(&from), &data, now) {
+                if self.machine.handle_direct(&from, &data, now) {
                     via = Via::Gossip;
                     changes = true;
                 }
+                changes |= self.report_changed(&from);
             }
             MeshEvent::ConnectionEstablished { peer, .. } => {
                 let now = self.now();
@@ -390,8 +417,30 @@ impl NodeActor {
         changes
     }
 
+    /// Whether the machine holds a report of `from` that it did not hold at the last call,
+    /// with tasks that differ ([`fingerprint`]) from those of the one before: a task there
+    /// started, stopped or changed its health.
+    fn report_changed(&mut self, from: &NodeId) -> bool {
+        let Some((report, _)) = self.machine.report_of(from) else {
+            return false;
+        };
+        if self
+            .report_fingerprints
+            .get(from)
+            .is_some_and(|(seq, _)| *seq == report.seq)
+        {
+            return false;
+        }
+        let latest = (report.seq, fingerprint(&report.tasks));
+        let before = self.report_fingerprints.insert(from.clone(), latest);
+        before.is_none_or(|(_, f)| f != latest.1)
+    }
+
     async fn tick(&mut self, wiring: &Wiring) {
         let now = self.now();
+        let machine = &self.machine;
+        self.report_fingerprints
+            .retain(|id, _| machine.report_of(id).is_some());
         if now.since(self.usage_read_at) >= USAGE_EVERY_MS {
             self.usage_read_at = now;
             self.machine.set_usage(crate::system::read_usage());
