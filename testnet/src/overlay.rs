@@ -389,12 +389,9 @@ impl Client {
     /// The IPv6 addresses `name` resolves to (busybox `nslookup` through Docker's resolver).
     fn resolve(&self, name: &str) -> Result<BTreeSet<Ipv6Addr>, String> {
         let out = self.run(&format!("nslookup -type=AAAA {name}"));
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("Address:"))
-            .filter_map(|a| a.trim().parse::<Ipv6Addr>().ok())
-            .collect())
+        Ok(warren_testkit::nslookup_addresses(
+            &String::from_utf8_lossy(&out.stdout),
+        ))
     }
 
     /// The body `url` answers, trimmed (a 5 s bound on the whole request).

@@ -11,6 +11,7 @@
 //! - [`Container`], [`PS_FORMAT`], [`parse_containers`], [`containers`], [`docker`]: the
 //!   engine's listing of Warren containers (by their `warren.*` labels);
 //! - [`IMAGE`], [`WEB_COMMAND`], [`require_docker`]: what every end-to-end test runs;
+//! - [`nslookup_addresses`]: the addresses a container's `nslookup` answers;
 //! - [`free_tcp_port`], [`free_udp_port`]: ports for nodes on 127.0.0.1;
 //! - [`PrivateEngine`]: a `dockerd` of a test's own, in a network namespace of its own.
 //!
@@ -29,6 +30,7 @@
 
 mod engine;
 mod launch;
+mod names;
 mod poll;
 mod ports;
 mod private_engine;
@@ -40,6 +42,7 @@ pub use engine::{
 pub use launch::{
     log_tail, pid_runs, process_alive, signal, stop_pid, Launch, NodeProcess, Stopped,
 };
+pub use names::nslookup_addresses;
 pub use poll::{holds_for, poll_until, wait_for, POLL};
 pub use ports::{free_tcp_port, free_udp_port};
 pub use private_engine::PrivateEngine;
