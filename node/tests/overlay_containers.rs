@@ -264,11 +264,7 @@ fn lookup(id: &str, name: &str) -> std::collections::BTreeSet<Ipv6Addr> {
         ])
         .output()
         .expect("docker exec nslookup");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Address:"))
-        .filter_map(|a| a.trim().parse().ok())
-        .collect()
+    warren_testkit::nslookup_addresses(&String::from_utf8_lossy(&out.stdout))
 }
 
 #[test]
@@ -341,11 +337,42 @@ fn a_task_failing_its_health_check_leaves_the_names() {
     );
     let left: std::collections::BTreeSet<Ipv6Addr> =
         all.iter().copied().filter(|ip| ip != sick_ip).collect();
-    wait_for("the unhealthy replica out of the names", T, || {
+    // Looked up as often as `docker exec` allows, to time it (a figure, not an assertion).
+    let gone = warren_testkit::poll_until(T, Duration::from_millis(50), || {
         (lookup(asker, "hw.warren") == left).then_some(())
     });
-    eprintln!(
-        "failing health check -> out of the names: {:?} (interval 1 s)",
-        broke.elapsed()
+    let (since_rm, gone_at) = (broke.elapsed(), std::time::SystemTime::now());
+    assert!(
+        gone.is_some(),
+        "the unhealthy replica out of the names: {:?}, want {left:?}",
+        lookup(asker, "hw.warren")
     );
+    eprintln!(
+        "failing health check -> out of the names (interval 1 s): {since_rm:?} after the rm; \
+         {} after the engine's failing probe ended",
+        failed_probe_end(sick).map_or("(probe log gone)".to_string(), |end| format!(
+            "{:?}",
+            gone_at.duration_since(end).unwrap_or_default()
+        ))
+    );
+}
+
+/// When the first failing probe in container `id`'s health log ended (the engine keeps the
+/// last five), if the container still has its log.
+fn failed_probe_end(id: &str) -> Option<std::time::SystemTime> {
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .State.Health.Log}}{{if ne .ExitCode 0}}{{.End.UnixNano}} {{end}}{{end}}",
+            id,
+        ])
+        .output()
+        .ok()?;
+    let nanos: u64 = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_nanos(nanos))
 }
