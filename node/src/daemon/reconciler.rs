@@ -1209,6 +1209,61 @@ mod tests {
         assert!(overlay_addresses(&listed, None).is_empty());
     }
 
+    #[tokio::test]
+    async fn the_health_watcher_asks_for_a_round_per_verdict_and_watches_again_after_a_failure() {
+        use futures::channel::mpsc as feed;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        // The first stream is fed by the test; later ones stay open, silent.
+        let (engine, first) = feed::unbounded::<Result<HealthEvent, RuntimeError>>();
+        let first = std::sync::Mutex::new(Some(first));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let counter = opened.clone();
+        let open = move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            match first.lock().expect("lock").take() {
+                Some(stream) => stream.boxed(),
+                None => futures::stream::pending().boxed(),
+            }
+        };
+        let (tx, mut rounds) = mpsc::channel(1);
+        let cancel = CancellationToken::new();
+        let watcher = tokio::spawn(watch_health(open, tx, cancel.clone()));
+        let deadline = Duration::from_secs(10);
+        let mut next_round = async || {
+            tokio::time::timeout(deadline, rounds.recv())
+                .await
+                .expect("a round asked for")
+                .expect("the watcher runs")
+        };
+
+        engine
+            .unbounded_send(Ok(HealthEvent {
+                id: "0123456789abcdef".into(),
+                name: "warren-app-0-abcdefgh".into(),
+                service: "app".into(),
+                status: HealthStatus::Unhealthy,
+            }))
+            .expect("send");
+        next_round().await;
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+        // The stream breaks: after the backoff a new one, and a round to catch up.
+        engine
+            .unbounded_send(Err(RuntimeError::Unavailable {
+                endpoint: "unix:///x.sock".into(),
+                reason: "connection reset".into(),
+            }))
+            .expect("send");
+        next_round().await;
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
+        cancel.cancel();
+        tokio::time::timeout(deadline, watcher)
+            .await
+            .expect("the watcher stops when cancelled")
+            .expect("no panic");
+        assert!(rounds.try_recv().is_err(), "no round without a verdict");
+    }
+
     #[test]
     fn an_engine_outage_makes_every_task_unknown_with_the_reason() {
         let engine = EngineStatus {
