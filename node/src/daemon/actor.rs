@@ -95,6 +95,35 @@ const USAGE_EVERY_MS: u64 = 5_000;
 /// The least time between two ticks when the machine's deadline is already due.
 const MIN_TICK_GAP: Duration = Duration::from_millis(10);
 
+/// The least time between the last tick and one brought forward by a changed task list
+/// (this node's or a member's report): a burst of reports (a rollout over many members)
+/// costs at most 20 ticks, and views published, a second.
+const CHANGE_TICK_GAP: Duration = Duration::from_millis(50);
+
+/// How soon an input wants the machine's next tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// At its deadline, as planned.
+    Due,
+    /// Now: the document may have changed, decide on it.
+    Now,
+    /// Within [`CHANGE_TICK_GAP`] of the last tick: a task list changed.
+    Soon,
+}
+
+/// Brings the pinned `tick` forward for `wake`; `last` is when the last tick ran.
+fn wake_tick(tick: std::pin::Pin<&mut tokio::time::Sleep>, wake: Wake, last: tokio::time::Instant) {
+    let now = tokio::time::Instant::now();
+    let at = match wake {
+        Wake::Due => return,
+        Wake::Now => now,
+        Wake::Soon => now.max(last + CHANGE_TICK_GAP),
+    };
+    if at < tick.deadline() {
+        tick.reset(at);
+    }
+}
+
 fn topic(channel: Channel) -> Topic {
     match channel {
         Channel::Changes => Topic::Changes,
@@ -162,6 +191,7 @@ impl NodeActor {
         let tick = tokio::time::sleep_until(self.next_tick());
         tokio::pin!(tick);
         let now = || tokio::time::Instant::now();
+        let mut last_tick = now();
         let mut local_open = true;
         let result = loop {
             tokio::select! {
@@ -179,9 +209,8 @@ impl NodeActor {
                         wiring.logs.serve(peer, body, reply);
                     }
                     Some(event) => {
-                        if self.handle_mesh_event(event).await {
-                            tick.as_mut().reset(now());
-                        }
+                        let wake = self.handle_mesh_event(event).await;
+                        wake_tick(tick.as_mut(), wake, last_tick);
                     }
                     None => break Err(NodeError::MeshStopped),
                 },
@@ -194,7 +223,7 @@ impl NodeActor {
                     let latest = fingerprint(&wiring.local_status.borrow_and_update());
                     if latest != self.local_fingerprint {
                         self.local_fingerprint = latest;
-                        tick.as_mut().reset(now());
+                        wake_tick(tick.as_mut(), Wake::Soon, last_tick);
                     }
                 }
                 Some(reply) = self.sync_rx.recv() => {
@@ -203,6 +232,7 @@ impl NodeActor {
                     tick.as_mut().reset(now());
                 }
                 _ = &mut tick => {
+                    last_tick = now();
                     self.tick(&wiring).await;
                     tick.as_mut().reset(self.next_tick());
                 }
@@ -325,9 +355,10 @@ impl NodeActor {
         }
     }
 
-    /// Hands a mesh event to the machine. Returns whether it may have changed the document (a
-    /// gossiped change, a sync or join request), so the caller decides on it at once.
-    async fn handle_mesh_event(&mut self, event: MeshEvent) -> bool {
+    /// Hands a mesh event to the machine. Returns [`Wake::Now`] when it may have changed the
+    /// document (a gossiped change, a sync or join request), so the caller decides on it at
+    /// once; [`Wake::Soon`] for a member's report with a changed task list.
+    async fn handle_mesh_event(&mut self, event: MeshEvent) -> Wake {
         let now = self.now();
         let mut via = match &event {
             MeshEvent::Gossip {
@@ -341,6 +372,7 @@ impl NodeActor {
             _ => Via::Other,
         };
         let mut changes = via != Via::Other;
+        let mut reported = false;
         match event {
             MeshEvent::Gossip {
                 topic,
@@ -400,7 +432,7 @@ impl NodeActor {
                     via = Via::Gossip;
                     changes = true;
                 }
-                changes |= self.report_changed(&from);
+                reported = self.report_changed(&from);
             }
             MeshEvent::ConnectionEstablished { peer, .. } => {
                 let now = self.now();
@@ -414,7 +446,13 @@ impl NodeActor {
             }
         }
         let _ = self.drive(via).await;
-        changes
+        if changes {
+            Wake::Now
+        } else if reported {
+            Wake::Soon
+        } else {
+            Wake::Due
+        }
     }
 
     /// Whether the machine holds a report of `from` that it did not hold at the last call,
