@@ -662,9 +662,11 @@ pub(crate) struct Reports {
     pub(crate) engine: watch::Sender<Option<EngineStatus>>,
 }
 
-/// Runs reconcile rounds every `interval` and whenever the desired tasks change, until
-/// `cancel`. Does nothing until the first desired set arrives. Containers keep running when
-/// the loop stops: a node's restart adopts them.
+/// Runs reconcile rounds every `interval`, whenever the desired tasks change and whenever
+/// the engine announces a health verdict of one of the node's containers ([`watch_health`]),
+/// until `cancel`. Does nothing until the first desired set arrives. Containers keep running
+/// when the loop stops: a node's restart adopts them. A round that acts reports what it
+/// listed before acting and again after.
 ///
 /// The engine may be missing at start or go away at any time: the loop then reports it
 /// unreachable (with the time and the error), reports every task `unknown`, and connects
