@@ -1266,6 +1266,127 @@ mod tests {
         assert!(rounds.try_recv().is_err(), "no round without a verdict");
     }
 
+    /// An engine holding `containers`, logging the stops it is asked for (other actions are
+    /// not expected by the tests that use it and fail).
+    #[derive(Clone, Default)]
+    struct FakeEngine {
+        containers: Arc<std::sync::Mutex<Vec<ContainerInfo>>>,
+        log: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl FakeEngine {
+        fn refuse(op: &'static str) -> RuntimeError {
+            RuntimeError::Unavailable {
+                endpoint: "fake".into(),
+                reason: format!("{op} is not expected"),
+            }
+        }
+    }
+
+    impl ContainerRuntime for FakeEngine {
+        async fn list_tasks(&self, _node: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+            Ok(self.containers.lock().expect("lock").clone())
+        }
+        async fn create_and_start(&self, _spec: &TaskSpec) -> Result<String, RuntimeError> {
+            Err(Self::refuse("create"))
+        }
+        async fn start(&self, _id: &str) -> Result<(), RuntimeError> {
+            Err(Self::refuse("start"))
+        }
+        async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+            self.log.lock().expect("lock").push(format!("stop {id}"));
+            for c in self.containers.lock().expect("lock").iter_mut() {
+                if c.id == id {
+                    c.state = ContainerState::Exited;
+                }
+            }
+            Ok(())
+        }
+        async fn remove(&self, _id: &str) -> Result<(), RuntimeError> {
+            Err(Self::refuse("remove"))
+        }
+        async fn has_image(&self, _image: &str) -> Result<bool, RuntimeError> {
+            Ok(true)
+        }
+        async fn pull_image<F>(&self, _image: &str, _progress: F) -> Result<(), RuntimeError>
+        where
+            F: Fn(&PullProgress) + Send + Sync + 'static,
+        {
+            Err(Self::refuse("pull"))
+        }
+        async fn ensure_network(
+            &self,
+            _spec: &NetworkSpec,
+        ) -> Result<warren_runtime::NetworkInfo, RuntimeError> {
+            Err(Self::refuse("network"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_round_reports_an_unhealthy_task_before_it_stops_it() {
+        let engine = FakeEngine::default();
+        let id = "0123456789abcdef0123456789abcdef".to_string();
+        engine.containers.lock().expect("lock").push(ContainerInfo {
+            id: id.clone(),
+            name: "warren-app-0-abcdefgh".into(),
+            service: "app".into(),
+            slot: 0,
+            epoch: 1,
+            generation: 1,
+            state: ContainerState::Running,
+            status: "Up 3 seconds (unhealthy)".into(),
+            ports: vec![],
+            exit_code: None,
+            health: Some(HealthStatus::Unhealthy),
+            detail: "probe failed".into(),
+            created_secs: 0,
+            ipv6: Default::default(),
+        });
+        let want = [task("app:1")];
+        let secrets = SecretContext {
+            keys: crate::secrets::SecretKeys::generate(&mut rand::rngs::OsRng),
+            records: watch::channel(Arc::new(BTreeMap::new())).1,
+            root: std::env::temp_dir().join("warren-reconciler-test-no-secrets"),
+        };
+        let pulls = Pulls::default();
+        let mut errors = BTreeMap::new();
+        let log = engine.log.clone();
+        let before = |listed: &Listed, errors: &BTreeMap<SlotId, String>| {
+            let report = reported(&want, listed, errors, &pulls);
+            log.lock().expect("lock").push(format!(
+                "report {:?} {:?}",
+                report[0].state, report[0].health
+            ));
+        };
+        let (actual, _, _) = round(
+            &engine,
+            &NodeId("a".into()),
+            &want,
+            &secrets,
+            None,
+            &mut Supervisor::new(),
+            &pulls,
+            Millis(0),
+            &mut errors,
+            before,
+        )
+        .await
+        .expect("round");
+        assert_eq!(
+            *engine.log.lock().expect("lock"),
+            vec![
+                format!(
+                    "report {:?} {:?}",
+                    TaskState::Running,
+                    TaskHealth::Unhealthy
+                ),
+                format!("stop {id}"),
+            ]
+        );
+        // The round's result is the listing after the stop.
+        assert_eq!(actual[0].state, ActualTaskState::Stopped);
+    }
+
     #[test]
     fn an_engine_outage_makes_every_task_unknown_with_the_reason() {
         let engine = EngineStatus {
