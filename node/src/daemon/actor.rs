@@ -555,3 +555,40 @@ impl NodeActor {
         wiring.snapshot_tx.send_replace(Arc::new(snapshot));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_changed_task_list_brings_the_tick_forward_but_not_closer_than_the_gap() {
+        let far = tokio::time::Instant::now() + Duration::from_secs(60);
+        let tick = tokio::time::sleep_until(far);
+        tokio::pin!(tick);
+        let last = tokio::time::Instant::now();
+
+        wake_tick(tick.as_mut(), Wake::Due, last);
+        assert_eq!(tick.deadline(), far);
+        // A change right after a tick waits for the gap.
+        wake_tick(tick.as_mut(), Wake::Soon, last);
+        assert_eq!(tick.deadline(), last + CHANGE_TICK_GAP);
+        // A tick due sooner already is not put off.
+        let sooner = last + CHANGE_TICK_GAP / 2;
+        tick.as_mut().reset(sooner);
+        wake_tick(tick.as_mut(), Wake::Soon, last);
+        assert_eq!(tick.deadline(), sooner);
+        // Long after the last tick, a change ticks now.
+        tick.as_mut().reset(far);
+        let long_ago = last - Duration::from_secs(1);
+        let before = tokio::time::Instant::now();
+        wake_tick(tick.as_mut(), Wake::Soon, long_ago);
+        let after = tokio::time::Instant::now();
+        assert!(before <= tick.deadline() && tick.deadline() <= after);
+        // A possible change of the document decides now, whatever the gap.
+        tick.as_mut().reset(far);
+        let last = tokio::time::Instant::now();
+        wake_tick(tick.as_mut(), Wake::Now, last);
+        let after = tokio::time::Instant::now();
+        assert!(last <= tick.deadline() && tick.deadline() <= after);
+    }
+}
