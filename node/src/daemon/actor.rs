@@ -179,10 +179,11 @@ impl NodeActor {
     ///
     /// Sleeps until the machine's next deadline ([`NodeMachine::poll_timeout`]), not on a
     /// period of its own; an input the machine decides on (a write, changes or a sync
-    /// message from a peer) brings the tick forward to now, and so does a change of a task
-    /// list worth reporting at once ([`fingerprint`]): this node's own (the tick reports it
-    /// to the members that need it) or one a member reported (the tick publishes the view,
-    /// which the node's DNS serves from).
+    /// message from a peer) brings the tick forward to now. A change of a task list worth
+    /// reporting at once ([`fingerprint`]) brings it to now or [`CHANGE_TICK_GAP`] after the
+    /// last tick, whichever is later: this node's own list (the tick reports it to the
+    /// members that need it) or one a member reported (the tick publishes the view, which
+    /// the node's DNS serves from).
     pub(crate) async fn run(
         mut self,
         mut wiring: Wiring,
