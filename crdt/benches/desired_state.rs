@@ -30,6 +30,8 @@ fn member(id: &str) -> Member {
         name: id.into(),
         addrs: vec![format!("/ip4/127.0.0.1/udp/7701/quic-v1/p2p/{id}")],
         labels: Default::default(),
+        capabilities: Default::default(),
+        platform: Default::default(),
         admitted_by: NodeId(id.into()),
         admitted_at: 0,
         state: MemberState::Active,

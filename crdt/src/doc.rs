@@ -11,6 +11,7 @@ use crate::model::{
     JobSpec, JobState, Lease, Member, MemberOverlay, MemberState, NodeId, PortSpec, SecretRecord,
     Service, ServiceName, ServiceSpec, SlotId, TokenRecord, Volume,
 };
+use crate::placement::Platform;
 use crate::CrdtError;
 
 const CLUSTER: &str = "cluster";
@@ -1079,6 +1080,20 @@ impl DesiredState {
             .collect()
     }
 
+    /// A member record's `arch` and `os`; `unknown` where absent (records written before
+    /// members announced them) or empty.
+    fn platform_of(&self, obj: &ObjId) -> Platform {
+        let field = |key| {
+            self.string(obj, key)
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| crate::placement::UNKNOWN_PLATFORM.to_string())
+        };
+        Platform {
+            arch: field("arch"),
+            os: field("os"),
+        }
+    }
+
     fn json<T: serde::de::DeserializeOwned + Default>(&self, obj: &ObjId, key: &str) -> T {
         self.string(obj, key)
             .and_then(|s| serde_json::from_str(&s).ok())
@@ -1137,6 +1152,8 @@ impl DesiredState {
                         name: self.string(&obj, "name").unwrap_or_default(),
                         addrs: self.json(&obj, "addrs"),
                         labels: self.string_map(&obj, "labels"),
+                        capabilities: self.string_map(&obj, "capabilities").into_keys().collect(),
+                        platform: self.platform_of(&obj),
                         admitted_by: NodeId(self.string(&obj, "admitted_by").unwrap_or_default()),
                         admitted_at: self.int(&obj, "admitted_at").unwrap_or_default(),
                         state: MemberState::parse(&self.string(&obj, "state").unwrap_or_default()),
@@ -1204,6 +1221,8 @@ impl DesiredState {
             resources: self.json(spec, "resources"),
             stop_timeout_ms: self.json(spec, "stop_timeout_ms"),
             partition: self.json(spec, "partition"),
+            // Since issue 16.
+            placement: self.json(spec, "placement"),
         }
     }
 
@@ -1452,6 +1471,12 @@ impl DesiredState {
         for (k, v) in &member.labels {
             self.doc.put(&labels, k.as_str(), v.as_str())?;
         }
+        let capabilities = self.doc.put_object(&obj, "capabilities", ObjType::Map)?;
+        for name in &member.capabilities {
+            self.doc.put(&capabilities, name.as_str(), "")?;
+        }
+        self.doc.put(&obj, "arch", member.platform.arch.as_str())?;
+        self.doc.put(&obj, "os", member.platform.os.as_str())?;
         self.doc
             .put(&obj, "admitted_by", member.admitted_by.as_str())?;
         self.doc.put(&obj, "admitted_at", member.admitted_at)?;
@@ -1485,6 +1510,83 @@ impl DesiredState {
             .ok_or_else(|| CrdtError::UnknownMember(id.clone()))?;
         self.doc.put(&obj, "addrs", serde_json::to_string(addrs)?)?;
         Ok(self.commit(format!("member addrs {}", id.short())))
+    }
+
+    /// Changes member `id`'s labels in one change: puts each of `add` (the value wins over
+    /// the one there), then deletes each of `remove`. Each key is its own entry in the
+    /// document, so concurrent changes of different keys at different peers all survive the
+    /// merge; concurrent changes of one key resolve to one of them on every peer. Returns an
+    /// empty change when nothing differs. The caller validates keys and values
+    /// ([`crate::validate_label`]).
+    ///
+    /// Errors: [`CrdtError::UnknownMember`].
+    pub fn update_member_labels(
+        &mut self,
+        id: &NodeId,
+        add: &BTreeMap<String, String>,
+        remove: &BTreeSet<String>,
+    ) -> Result<ChangeBytes, CrdtError> {
+        let unknown = || CrdtError::UnknownMember(id.clone());
+        let members = self.map(&ROOT, MEMBERS).ok_or_else(unknown)?;
+        let obj = self.map(&members, id.as_str()).ok_or_else(unknown)?;
+        let current = self.string_map(&obj, "labels");
+        let labels = self.ensure_map(&obj, "labels")?;
+        let mut changed = false;
+        for (k, v) in add {
+            if current.get(k) != Some(v) {
+                self.doc.put(&labels, k.as_str(), v.as_str())?;
+                changed = true;
+            }
+        }
+        for k in remove.iter().filter(|k| current.contains_key(*k)) {
+            if !add.contains_key(k) {
+                self.doc.delete(&labels, k.as_str())?;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(Vec::new());
+        }
+        let mut words: Vec<String> = add.iter().map(|(k, v)| format!("+{k}={v}")).collect();
+        words.extend(remove.iter().map(|k| format!("-{k}")));
+        Ok(self.commit(format!("member labels {} {}", id.short(), words.join(" "))))
+    }
+
+    /// Publishes member `id`'s capabilities (replacing the set there, name by name) and its
+    /// platform, as the member announces them at start. Returns an empty change when nothing
+    /// differs.
+    ///
+    /// Errors: [`CrdtError::UnknownMember`].
+    pub fn set_member_platform(
+        &mut self,
+        id: &NodeId,
+        capabilities: &BTreeSet<String>,
+        platform: &Platform,
+    ) -> Result<ChangeBytes, CrdtError> {
+        let unknown = || CrdtError::UnknownMember(id.clone());
+        let members = self.map(&ROOT, MEMBERS).ok_or_else(unknown)?;
+        let obj = self.map(&members, id.as_str()).ok_or_else(unknown)?;
+        let current: BTreeSet<String> = self.string_map(&obj, "capabilities").into_keys().collect();
+        let mut changed = false;
+        if current != *capabilities {
+            let map = self.ensure_map(&obj, "capabilities")?;
+            for gone in current.difference(capabilities) {
+                self.doc.delete(&map, gone.as_str())?;
+            }
+            for new in capabilities.difference(&current) {
+                self.doc.put(&map, new.as_str(), "")?;
+            }
+            changed = true;
+        }
+        if self.platform_of(&obj) != *platform {
+            self.doc.put(&obj, "arch", platform.arch.as_str())?;
+            self.doc.put(&obj, "os", platform.os.as_str())?;
+            changed = true;
+        }
+        if !changed {
+            return Ok(Vec::new());
+        }
+        Ok(self.commit(format!("member platform {}", id.short())))
     }
 
     /// Creates a service (or re-creates a deleted one with a higher generation).
@@ -1585,10 +1687,12 @@ impl DesiredState {
             }
         }
         // Replicas and the restart policy are the reconcile loop's business: the running
-        // containers stay (a policy change lets a `failed` task be restarted again).
+        // containers stay (a policy change lets a `failed` task be restarted again). So is
+        // placement: the scheduler moves only the replicas whose node no longer suits it.
         let needs_new_containers = ServiceSpec {
             replicas: spec.replicas,
             restart: spec.restart,
+            placement: spec.placement.clone(),
             ..old.clone()
         } != *spec;
         if needs_new_containers {
@@ -1636,6 +1740,13 @@ impl DesiredState {
                 spec_obj,
                 "partition",
                 serde_json::to_string(&spec.partition)?,
+            )?;
+        }
+        if old.is_none_or(|o| o.placement != spec.placement) {
+            self.doc.put(
+                spec_obj,
+                "placement",
+                serde_json::to_string(&spec.placement)?,
             )?;
         }
         Ok(())
@@ -2061,6 +2172,8 @@ mod tests {
             name: "a".into(),
             addrs: vec![],
             labels: BTreeMap::new(),
+            capabilities: Default::default(),
+            platform: Default::default(),
             admitted_by: me.clone(),
             admitted_at: 0,
             state: MemberState::Active,

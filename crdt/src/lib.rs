@@ -37,7 +37,8 @@
 //!
 //! let founder = Member {
 //!     id: NodeId("12D3KooWfounder".into()), name: "a".into(), addrs: vec![],
-//!     labels: Default::default(), admitted_by: NodeId("12D3KooWfounder".into()),
+//!     labels: Default::default(), capabilities: Default::default(),
+//!     platform: Default::default(), admitted_by: NodeId("12D3KooWfounder".into()),
 //!     admitted_at: 0, state: MemberState::Active,
 //! };
 //! let info = ClusterInfo { id: "c1".into(), name: "lab".into(), created_at: 0 };
@@ -71,6 +72,7 @@ mod doc;
 mod error;
 mod image_ref;
 mod model;
+mod placement;
 mod store;
 
 pub use doc::{
@@ -88,6 +90,11 @@ pub use model::{
     MAX_ARG_BYTES, MAX_ENV, MAX_ENV_KEY_BYTES, MAX_PERIOD_MS, MAX_PORTS, MAX_REPLICAS,
     MAX_RESCHEDULE_AFTER_MS, MAX_SECRET_MOUNTS, MAX_SECRET_NAME_BYTES, MAX_STOP_TIMEOUT_MS,
     MIN_MEMORY_BYTES, MIN_NANO_CPUS,
+};
+pub use placement::{
+    valid_label_key, validate_label, Constraint, ConstraintKey, ConstraintOp, Placement, Platform,
+    SpreadPreference, MAX_CONSTRAINTS, MAX_CONSTRAINT_BYTES, MAX_LABEL_KEY_BYTES,
+    MAX_LABEL_VALUE_BYTES, MAX_NODE_LABELS, MAX_PREFERENCES, UNKNOWN_PLATFORM,
 };
 pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
 

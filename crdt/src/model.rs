@@ -1,10 +1,11 @@
 //! Typed values read from and written to the desired-state document.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::placement::{Placement, Platform};
 use crate::CrdtError;
 
 /// A node's identity as stored in the document: the base58 text of its libp2p `PeerId`.
@@ -223,8 +224,18 @@ pub struct Member {
     pub name: String,
     /// Multiaddrs the member listens on, as text, each ending in `/p2p/<peer id>`.
     pub addrs: Vec<String>,
-    /// `--label k=v` values, used by placement constraints.
+    /// `--label k=v` values, used by placement constraints (`node.labels.KEY`): the join
+    /// token's, then the node's own `--label` flags (which win per key) at every start, and
+    /// `node update --label-add/--label-rm` at run time, each key merged on its own.
     pub labels: BTreeMap<String, String>,
+    /// `--capability NAME` values the node announces at start (`node.capabilities`
+    /// constraints); empty in records written before members announced them.
+    #[serde(default)]
+    pub capabilities: BTreeSet<String>,
+    /// The node's CPU architecture and OS, announced by the node itself at start
+    /// (`node.arch`, `node.os` constraints); `unknown` until it has.
+    #[serde(default)]
+    pub platform: Platform,
     /// Who admitted it (itself for the node that ran `--init`).
     pub admitted_by: NodeId,
     /// Unix time in milliseconds.
@@ -310,6 +321,10 @@ pub struct ServiceSpec {
     /// `--reschedule-after`); `reschedule` after the down timeout by default.
     #[serde(default)]
     pub partition: PartitionPolicy,
+    /// Where its replicas may go and how they spread (`--constraint`, `--placement-pref`,
+    /// `--max-replicas-per-node`); anywhere, spread over nodes, by default.
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 impl ServiceSpec {
@@ -323,7 +338,7 @@ impl ServiceSpec {
 
     /// Checks the fields that have limits beyond their types: the image reference (Docker's
     /// grammar, [`crate::parse_image_reference`]), the health check, restart policy,
-    /// resources and stop timeout (see each type's `validate`).
+    /// resources, stop timeout and placement (see each type's `validate`).
     ///
     /// Errors: [`CrdtError::InvalidSpec`] naming the field and the rule it breaks.
     pub fn validate(&self) -> Result<(), CrdtError> {
@@ -419,6 +434,7 @@ impl ServiceSpec {
                 ),
             ));
         }
+        self.placement.validate()?;
         Ok(())
     }
 }

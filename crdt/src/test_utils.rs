@@ -37,6 +37,8 @@ pub fn member_admitted_by(id: &str, by: &str) -> Member {
         name: id.into(),
         addrs: Vec::new(),
         labels: BTreeMap::new(),
+        capabilities: Default::default(),
+        platform: Default::default(),
         admitted_by: node_id(by),
         admitted_at: 0,
         state: MemberState::Active,

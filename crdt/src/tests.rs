@@ -1,6 +1,7 @@
 //! Merge-rule and persistence tests.
 
 use super::*;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn member(id: &str) -> Member {
     Member {
@@ -8,6 +9,8 @@ fn member(id: &str) -> Member {
         name: id.into(),
         addrs: vec![format!("/ip4/127.0.0.1/udp/1/quic-v1/p2p/{id}")],
         labels: [("zone".to_string(), "a".to_string())].into(),
+        capabilities: Default::default(),
+        platform: Default::default(),
         admitted_by: NodeId(id.into()),
         admitted_at: 1,
         state: MemberState::Active,
@@ -1449,4 +1452,74 @@ fn a_history_of_50_mib_syncs_in_messages_within_the_budget() {
          {figures:?} in {first:?} (budget {BUDGET}); then 2 MiB more: {again:?} \
          (budget {DEFAULT_MAX_SYNC_MESSAGE})"
     );
+}
+
+#[test]
+fn concurrent_label_changes_of_different_keys_both_survive() {
+    let (mut a, mut b) = pair();
+    let id = NodeId("A".into());
+    let add = |k: &str, v: &str| -> BTreeMap<String, String> { [(k.into(), v.into())].into() };
+    a.update_member_labels(&id, &add("rack", "r1"), &BTreeSet::new())
+        .expect("a");
+    b.update_member_labels(&id, &BTreeMap::new(), &["zone".to_string()].into())
+        .expect("b");
+    // Nothing to change: no change at all.
+    assert!(b
+        .update_member_labels(&id, &BTreeMap::new(), &["nope".to_string()].into())
+        .expect("noop")
+        .is_empty());
+    sync_pair(&mut a, &mut b);
+    for s in [&a, &b] {
+        assert_eq!(
+            s.members()[&id].labels,
+            [("rack".to_string(), "r1".to_string())].into()
+        );
+    }
+    assert!(matches!(
+        a.update_member_labels(&NodeId("Z".into()), &add("k", "v"), &BTreeSet::new()),
+        Err(CrdtError::UnknownMember(_))
+    ));
+}
+
+#[test]
+fn platform_and_capabilities_round_trip_and_older_records_read_unknown() {
+    let (mut a, mut b) = pair();
+    let id = NodeId("A".into());
+    assert_eq!(a.members()[&id].platform, Platform::default());
+    assert!(a.members()[&id].capabilities.is_empty());
+    let platform = Platform::from_rust("aarch64", "linux");
+    let caps: BTreeSet<String> = ["gpu".to_string(), "tpm".to_string()].into();
+    assert!(!a
+        .set_member_platform(&id, &caps, &platform)
+        .expect("set")
+        .is_empty());
+    assert!(a
+        .set_member_platform(&id, &caps, &platform)
+        .expect("again")
+        .is_empty());
+    let fewer: BTreeSet<String> = ["gpu".to_string()].into();
+    a.set_member_platform(&id, &fewer, &platform)
+        .expect("fewer");
+    sync_pair(&mut a, &mut b);
+    let m = &b.members()[&id];
+    assert_eq!((&m.platform, &m.capabilities), (&platform, &fewer));
+}
+
+#[test]
+fn placement_is_stored_and_changes_it_start_no_new_containers() {
+    let (mut a, _) = pair();
+    let mut s = spec(2);
+    s.placement = Placement {
+        constraints: vec!["node.labels.zone==a".parse().expect("c")],
+        preferences: vec!["spread=node.labels.rack".parse().expect("p")],
+        max_replicas_per_node: Some(1),
+    };
+    a.create_service(&name("web"), &s).expect("create");
+    let stored = a.services()[&name("web")].clone();
+    assert_eq!(stored.spec.placement, s.placement);
+    s.placement.constraints = vec!["node.labels.zone!=a".parse().expect("c")];
+    a.update_service(&name("web"), &s).expect("update");
+    let updated = a.services()[&name("web")].clone();
+    assert_eq!(updated.spec.placement, s.placement);
+    assert_eq!(updated.generation, stored.generation, "no new containers");
 }

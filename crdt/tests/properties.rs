@@ -112,6 +112,8 @@ fn founder() -> Member {
         name: "n0".into(),
         addrs: vec!["/ip4/10.0.0.1/udp/1/quic-v1/p2p/N0".into()],
         labels: BTreeMap::new(),
+        capabilities: Default::default(),
+        platform: Default::default(),
         admitted_by: node(0),
         admitted_at: 0,
         state: MemberState::Active,
@@ -352,6 +354,8 @@ enum Reg {
     Volume(String),
 }
 
+// A test's model values: their size does not matter (a spec grew with its placement).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 enum Val {
     /// A new object (member, token, service) made by the operation with this uid.
@@ -714,6 +718,8 @@ fn run_op(
                 labels: label
                     .map(|l| [("zone".to_string(), format!("z{l}"))].into())
                     .unwrap_or_default(),
+                capabilities: Default::default(),
+                platform: Default::default(),
                 admitted_by: node(me),
                 admitted_at: i64::try_from(uid).expect("small uid"),
                 state: MemberState::Active,
@@ -774,6 +780,8 @@ fn run_op(
                 name: format!("joined{m}"),
                 addrs: vec![],
                 labels: BTreeMap::new(),
+                capabilities: Default::default(),
+                platform: Default::default(),
                 admitted_by: node(me),
                 admitted_at: i64::try_from(uid).expect("small uid"),
                 state: MemberState::Active,

@@ -21,6 +21,8 @@ fn new_cluster() -> DesiredState {
         name: "a".into(),
         addrs: vec![],
         labels: Default::default(),
+        capabilities: Default::default(),
+        platform: Default::default(),
         admitted_by: node(),
         admitted_at: 0,
         state: MemberState::Active,

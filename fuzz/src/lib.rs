@@ -45,6 +45,8 @@ fn member(id: &str, name: &str) -> Member {
         name: name.into(),
         addrs: vec![format!("/ip4/127.0.0.1/udp/7946/quic-v1/p2p/{id}")],
         labels: BTreeMap::from([("zone".into(), "a".into())]),
+        capabilities: Default::default(),
+        platform: Default::default(),
         admitted_by: NodeId(FOUNDER.into()),
         admitted_at: 0,
         state: MemberState::Active,

@@ -96,6 +96,8 @@ fn main() {
             name: "n1".into(),
             addrs: Vec::new(),
             labels: BTreeMap::new(),
+            capabilities: Default::default(),
+            platform: Default::default(),
             admitted_by: me.clone(),
             admitted_at: 0,
             state: MemberState::Active,

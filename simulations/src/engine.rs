@@ -450,6 +450,8 @@ impl Simulation {
             name: id.to_string(),
             addrs: vec![],
             labels: Default::default(),
+            capabilities: Default::default(),
+            platform: Default::default(),
             admitted_by: ids[0].clone(),
             admitted_at: 0,
             state: MemberState::Active,

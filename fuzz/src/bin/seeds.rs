@@ -97,6 +97,8 @@ fn main() {
                 name: "charlie".into(),
                 addrs: Vec::new(),
                 labels: BTreeMap::new(),
+                capabilities: Default::default(),
+                platform: Default::default(),
                 admitted_by: peer.clone(),
                 admitted_at: 5,
                 state: MemberState::Active,

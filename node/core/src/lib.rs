@@ -63,6 +63,7 @@
 //! let me = NodeId("12D3KooWFounder".into());
 //! let founder = Member {
 //!     id: me.clone(), name: "a".into(), addrs: vec![], labels: Default::default(),
+//!     capabilities: Default::default(), platform: Default::default(),
 //!     admitted_by: me.clone(), admitted_at: 0, state: MemberState::Active,
 //! };
 //! let info = ClusterInfo { id: "c1".into(), name: "lab".into(), created_at: 0 };
@@ -136,6 +137,7 @@ pub mod machine;
 pub mod names;
 pub mod overlay;
 pub mod patch;
+pub mod placement;
 pub mod protocol;
 pub mod secrets;
 pub mod system;

@@ -455,6 +455,8 @@ mod tests {
             name: id.into(),
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
             labels: BTreeMap::new(),
+            capabilities: Default::default(),
+            platform: Default::default(),
             admitted_by: NodeId("a".into()),
             admitted_at: 0,
             state,

@@ -130,6 +130,8 @@ mod tests {
             name: id.into(),
             addrs: Vec::new(),
             labels: Default::default(),
+            capabilities: Default::default(),
+            platform: Default::default(),
             admitted_by: NodeId(id.into()),
             admitted_at: 1,
             state: MemberState::Active,

@@ -294,6 +294,8 @@ async fn run_node(
                 name: config.name.clone(),
                 addrs: my_addrs.clone(),
                 labels: config.labels.clone(),
+                capabilities: Default::default(),
+                platform: Default::default(),
                 admitted_by: me.clone(),
                 admitted_at: now_ms,
                 state: MemberState::Active,

@@ -13,6 +13,7 @@
 //! let mut core = Core::new(me.clone(), CoreConfig::default(), Millis(0));
 //! let member = Member {
 //!     id: me.clone(), name: "a".into(), addrs: vec![], labels: Default::default(),
+//!     capabilities: Default::default(), platform: Default::default(),
 //!     admitted_by: me.clone(), admitted_at: 0, state: MemberState::Active,
 //! };
 //! let view = ClusterView { members: [(me.clone(), member)].into(), ..Default::default() };
@@ -747,6 +748,8 @@ mod tests {
                     name: s.into(),
                     addrs: Vec::new(),
                     labels: BTreeMap::new(),
+                    capabilities: Default::default(),
+                    platform: Default::default(),
                     admitted_by: id("a"),
                     admitted_at: 0,
                     state: MemberState::Active,
@@ -924,6 +927,8 @@ mod tests {
                     name: n.into(),
                     addrs: vec![],
                     labels: Default::default(),
+                    capabilities: Default::default(),
+                    platform: Default::default(),
                     admitted_by: id("a"),
                     admitted_at: 0,
                     state: MemberState::Active,
@@ -1062,6 +1067,8 @@ mod view_tests {
             name: s.into(),
             addrs: Vec::new(),
             labels: BTreeMap::new(),
+            capabilities: Default::default(),
+            platform: Default::default(),
             admitted_by: me("a"),
             admitted_at: 0,
             state: MemberState::Active,

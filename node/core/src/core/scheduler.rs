@@ -9,6 +9,7 @@ use warren_crdt::{
 };
 
 use super::{RuleBreak, TaskHealth};
+use crate::placement;
 
 /// The services a plan reads, tombstones included, by name: a persistent map (`imbl`), so
 /// that a view and the snapshots taken of it share one table.
@@ -203,8 +204,8 @@ fn health_rank(health: TaskHealth) -> u8 {
 }
 
 /// The heal's keep rule (DESIGN §5) for one slot of `service`: when live nodes report
-/// running copies of the slot's current generation that the standing assignment `standing`
-/// has not judged (on a node other than its own and not in its `displaced`), keep exactly
+/// running copies of the slot's current generation on nodes it may use (`usable`: live,
+/// active, matching its constraints) that the standing assignment `standing` has not judged (on a node other than its own and not in its `displaced`), keep exactly
 /// one: healthy before unhealthy, then the one that has run longest (compared in whole
 /// seconds: reports are up to a heartbeat old), then the lowest node id. Returns the
 /// assignment that names the kept copy's node and lists the others as displaced; they stop
@@ -214,17 +215,17 @@ fn judge_copies(
     service: &Service,
     standing: Option<&Assignment>,
     copies: &[RunningCopy],
-    eligible: &[&NodeId],
+    usable: &dyn Fn(&NodeId) -> bool,
     observed: &Observations,
     lease: &Lease,
 ) -> Option<Assignment> {
     let candidates: Vec<&RunningCopy> = copies
         .iter()
-        .filter(|c| c.generation == service.generation && eligible.contains(&&c.node))
+        .filter(|c| c.generation == service.generation && usable(&c.node))
         .collect();
     let assigned = standing.map(|a| &a.node);
     if let Some(node) = assigned {
-        if eligible.contains(&node) && !observed.reported.contains(node) {
+        if usable(node) && !observed.reported.contains(node) {
             return None;
         }
     }
@@ -292,8 +293,19 @@ pub fn plan_observed(
         .filter(|m| m.state == MemberState::Active && live.contains(&m.id))
         .map(|m| &m.id)
         .collect();
+    let eligible_set: BTreeSet<&NodeId> = eligible.iter().copied().collect();
+    // A node suits a service when its member record satisfies every constraint of the
+    // service's placement (`crate::placement`).
+    let suits = |service: &Service, n: &NodeId| {
+        let p = &service.spec.placement;
+        p.constraints.is_empty() || members.get(n).is_some_and(|m| placement::satisfies(p, m))
+    };
     let avoided = |slot: &SlotId, n: &NodeId| unrunnable.get(slot).is_some_and(|s| s.contains(n));
-    let elsewhere = |slot: &SlotId| eligible.iter().any(|n| !avoided(slot, n));
+    let elsewhere = |service: &Service, slot: &SlotId| {
+        eligible
+            .iter()
+            .any(|n| !avoided(slot, n) && suits(service, n))
+    };
     // The partition policy (DESIGN §5): an active member that is down keeps the slots of a
     // service whose policy waits for it (`--on-partition wait`, or `--reschedule-after` not
     // reached yet). The same rule on every side of a split.
@@ -315,11 +327,12 @@ pub fn plan_observed(
         let Some(service) = service_wanting(services, slot) else {
             continue;
         };
+        let usable = |n: &NodeId| eligible_set.contains(n) && suits(service, n);
         if let Some(a) = judge_copies(
             service,
             assignments.get(slot),
             copies,
-            &eligible,
+            &usable,
             observed,
             lease,
         ) {
@@ -330,15 +343,27 @@ pub fn plan_observed(
     // Slots that stay where they are count towards each node's load.
     let mut total: BTreeMap<&NodeId, usize> = eligible.iter().map(|n| (*n, 0)).collect();
     let mut per_service: BTreeMap<(&ServiceName, &NodeId), usize> = BTreeMap::new();
+    // A slot stays on a node that no longer satisfies its constraints (a label changed)
+    // only until this round: it is re-placed, as Swarm's constraint enforcer does.
     let keeps = |slot: &SlotId, a: &Assignment| -> bool {
         services.get(&slot.service).is_some_and(|s| {
             !s.deleted
                 && slot.slot < s.spec.replicas
                 && a.spec_generation == s.generation
-                && (eligible.contains(&&a.node) || waits_for(s, &a.node))
-                && !(avoided(slot, &a.node) && elsewhere(slot))
+                && (eligible_set.contains(&a.node) || waits_for(s, &a.node))
+                && suits(s, &a.node)
+                && !(avoided(slot, &a.node) && elsewhere(s, slot))
         })
     };
+    let cap_of = |slot: &SlotId| {
+        services
+            .get(&slot.service)
+            .and_then(|s| s.spec.placement.max_replicas_per_node)
+            .map_or(usize::MAX, |m| m as usize)
+    };
+    // The slots that stay: judged ones, and those `keeps` allows while their node holds
+    // fewer than `--max-replicas-per-node` of the service (lowest slots first).
+    let mut kept: BTreeSet<&SlotId> = BTreeSet::new();
     let mut reserved: BTreeMap<&NodeId, Capacity> = BTreeMap::new();
     fn reserve<'a>(
         reserved: &mut BTreeMap<&'a NodeId, Capacity>,
@@ -351,7 +376,15 @@ pub fn plan_observed(
     }
     for (slot, a) in assignments {
         let a = judged.get(slot).unwrap_or(a);
-        if judged.contains_key(slot) || keeps(slot, a) {
+        let room = || {
+            per_service
+                .get(&(&slot.service, &a.node))
+                .copied()
+                .unwrap_or(0)
+                < cap_of(slot)
+        };
+        if judged.contains_key(slot) || (keeps(slot, a) && room()) {
+            kept.insert(slot);
             *total.entry(&a.node).or_default() += 1;
             *per_service.entry((&slot.service, &a.node)).or_default() += 1;
             if let Some(s) = services.get(&slot.service) {
@@ -361,6 +394,7 @@ pub fn plan_observed(
     }
     for (slot, a) in &judged {
         if !assignments.contains_key(*slot) {
+            kept.insert(slot);
             *total.entry(&a.node).or_default() += 1;
             *per_service.entry((&slot.service, &a.node)).or_default() += 1;
             if let Some(s) = services.get(&slot.service) {
@@ -391,6 +425,37 @@ pub fn plan_observed(
     };
     let mut moving: BTreeSet<&ServiceName> = BTreeSet::new();
     for (name, service) in services.iter().filter(|(_, s)| !s.deleted) {
+        let placement = &service.spec.placement;
+        let cap = placement
+            .max_replicas_per_node
+            .map_or(usize::MAX, |m| m as usize);
+        // The live members its constraints allow.
+        let matching: Vec<&NodeId> = if placement.constraints.is_empty() {
+            eligible.clone()
+        } else {
+            eligible
+                .iter()
+                .copied()
+                .filter(|n| suits(service, n))
+                .collect()
+        };
+        // Spread preferences: this service's replicas per label group, at each depth
+        // (the first preference's value, then the first two's, ...).
+        let group_of = |n: &NodeId| -> Vec<Option<&str>> {
+            members
+                .get(n)
+                .map(|m| placement::spread_group(placement, m))
+                .unwrap_or_else(|| vec![None; placement.preferences.len()])
+        };
+        let mut groups: BTreeMap<Vec<Option<&str>>, usize> = BTreeMap::new();
+        if !placement.preferences.is_empty() {
+            for ((_, node), count) in per_service.iter().filter(|((s, _), _)| *s == name) {
+                let group = group_of(node);
+                for depth in 1..=group.len() {
+                    *groups.entry(group[..depth].to_vec()).or_default() += *count;
+                }
+            }
+        }
         for index in 0..service.spec.slot_count() {
             let slot = SlotId {
                 service: name.clone(),
@@ -401,7 +466,7 @@ pub fn plan_observed(
                 plan.put.push((slot, a));
                 continue;
             }
-            if assignments.get(&slot).is_some_and(|a| keeps(&slot, a)) {
+            if kept.contains(&slot) {
                 continue;
             }
             moving.insert(name);
@@ -413,16 +478,30 @@ pub fn plan_observed(
                     .iter()
                     .filter(|c| c.generation == service.generation)
                     .map(|c| &c.node)
-                    .find(|n| eligible.contains(n))
+                    .find(|n| matching.contains(n))
             });
-            let Some(node) = eligible
+            let load = |n: &NodeId| per_service.get(&(name, n)).copied().unwrap_or(0);
+            let spread = |n: &NodeId| -> Vec<usize> {
+                if placement.preferences.is_empty() {
+                    return Vec::new();
+                }
+                let group = group_of(n);
+                (1..=group.len())
+                    .map(|depth| groups.get(&group[..depth]).copied().unwrap_or(0))
+                    .collect()
+            };
+            let room: Vec<&NodeId> = matching.iter().copied().filter(|n| load(n) < cap).collect();
+            let Some(node) = room
                 .iter()
                 .copied()
-                .filter(|n| fits(&reserved, n, want) && !(avoided(&slot, n) && elsewhere(&slot)))
+                .filter(|n| {
+                    fits(&reserved, n, want) && !(avoided(&slot, n) && elsewhere(service, &slot))
+                })
                 .min_by_key(|n| {
                     (
                         Some(*n) != running_on,
-                        per_service.get(&(name, *n)).copied().unwrap_or(0),
+                        spread(n),
+                        load(n),
                         total.get(*n).copied().unwrap_or(0),
                         *n,
                     )
@@ -430,9 +509,28 @@ pub fn plan_observed(
             else {
                 let reason = if eligible.is_empty() {
                     "no live member to run it".to_string()
+                } else if matching.is_empty() {
+                    let live = eligible.iter().filter_map(|n| members.get(*n));
+                    let reason = placement::unmatched_reason(placement, live)
+                        .unwrap_or_else(|| "no node matches its constraints".to_string());
+                    let down_matches = members.values().any(|m| {
+                        m.state == MemberState::Active
+                            && !eligible_set.contains(&m.id)
+                            && placement::satisfies(placement, m)
+                    });
+                    if down_matches {
+                        format!("{reason} among the live members")
+                    } else {
+                        reason
+                    }
+                } else if room.is_empty() {
+                    format!(
+                        "max-replicas-per-node {cap} reached on every matching node ({})",
+                        matching.len()
+                    )
                 } else {
                     let frees: Vec<Capacity> =
-                        eligible.iter().filter_map(|n| free(&reserved, n)).collect();
+                        room.iter().filter_map(|n| free(&reserved, n)).collect();
                     let memory_short = frees.iter().all(|f| f.memory_bytes < want.memory_bytes);
                     let cpu_short = frees.iter().all(|f| f.nano_cpus < want.nano_cpus);
                     match (memory_short, cpu_short) {
@@ -451,17 +549,26 @@ pub fn plan_observed(
                     }
                 };
                 // An assignment made for an older spec must not run the new one on a node
-                // that cannot hold it: clear it (the slot waits, visibly).
-                if assignments
-                    .get(&slot)
-                    .is_some_and(|a| a.spec_generation != service.generation)
-                    && !eligible.is_empty()
+                // that cannot hold it, nor may one stay on a node its constraints no longer
+                // allow or beyond `--max-replicas-per-node` (`keeps` holds, yet it was not
+                // kept): clear it (the slot waits, visibly).
+                if assignments.get(&slot).is_some_and(|a| {
+                    a.spec_generation != service.generation
+                        || !suits(service, &a.node)
+                        || keeps(&slot, a)
+                }) && !eligible.is_empty()
                 {
                     plan.remove.push(slot.clone());
                 }
                 plan.pending.push((slot, reason));
                 continue;
             };
+            if !placement.preferences.is_empty() {
+                let group = group_of(node);
+                for depth in 1..=group.len() {
+                    *groups.entry(group[..depth].to_vec()).or_default() += 1;
+                }
+            }
             *total.entry(node).or_default() += 1;
             *per_service.entry((name, node)).or_default() += 1;
             reserve(&mut reserved, node, want);
@@ -480,14 +587,21 @@ pub fn plan_observed(
 
     if observed.rebalance {
         for (name, service) in services.iter().filter(|(_, s)| !s.deleted) {
+            // Spread over label values is restored by re-placement, not by this node-level
+            // move, which could unbalance the groups.
             if moving.contains(name)
                 || service.spec.replicas < 2
                 || service.spec.partition.on_partition == OnPartition::Wait
+                || !service.spec.placement.preferences.is_empty()
             {
                 continue;
             }
-            let mut on: BTreeMap<&NodeId, Vec<u32>> =
-                eligible.iter().map(|n| (*n, vec![])).collect();
+            // Only among the nodes its constraints allow.
+            let mut on: BTreeMap<&NodeId, Vec<u32>> = eligible
+                .iter()
+                .filter(|n| suits(service, n))
+                .map(|n| (*n, vec![]))
+                .collect();
             let settled = (0..service.spec.slot_count()).all(|index| {
                 let slot = SlotId {
                     service: name.clone(),
@@ -502,10 +616,11 @@ pub fn plan_observed(
                         && copies[0].generation == service.generation
                         && health_rank(copies[0].health) == 0
                 });
-                if let Some(slots) = on.get_mut(&a.node) {
-                    slots.push(index);
-                }
-                confirmed && eligible.contains(&&a.node)
+                let Some(slots) = on.get_mut(&a.node) else {
+                    return false;
+                };
+                slots.push(index);
+                confirmed
             });
             if !settled {
                 continue;
@@ -577,6 +692,8 @@ mod tests {
                 name: s.into(),
                 addrs: vec![],
                 labels: Default::default(),
+                capabilities: Default::default(),
+                platform: Default::default(),
                 admitted_by: id(s),
                 admitted_at: 0,
                 state: MemberState::Active,
@@ -1197,5 +1314,240 @@ mod tests {
             &lease(),
         );
         assert!(p.is_empty());
+    }
+
+    fn labelled(s: &str, labels: &[(&str, &str)]) -> (NodeId, Member) {
+        let (n, mut m) = member(s);
+        m.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        (n, m)
+    }
+
+    fn placed(name: &str, replicas: u32, placement: warren_crdt::Placement) -> Services {
+        let (n, mut s) = service(name, replicas);
+        s.spec.placement = placement;
+        Services::from(vec![(n, s)])
+    }
+
+    fn constrained(constraints: &[&str]) -> warren_crdt::Placement {
+        warren_crdt::Placement {
+            constraints: constraints.iter().map(|c| c.parse().expect(c)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn nodes_of(assignments: &BTreeMap<SlotId, Assignment>) -> Vec<NodeId> {
+        assignments.values().map(|a| a.node.clone()).collect()
+    }
+
+    #[test]
+    fn constraints_filter_nodes_and_a_slot_that_fits_none_says_which() {
+        let mut members: BTreeMap<_, _> = [
+            labelled("a", &[("zone", "north")]),
+            labelled("b", &[("zone", "south")]),
+            labelled("c", &[]),
+        ]
+        .into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let services = placed("web", 3, constrained(&["node.labels.zone==south"]));
+        let mut assignments = BTreeMap::new();
+        let p = plan(&services, &members, &all, &assignments, &lease());
+        apply(&mut assignments, &p);
+        assert_eq!(nodes_of(&assignments), vec![id("b"); 3], "{p:?}");
+
+        // != matches the member lacking the label, never the one with the value.
+        let services = placed("web", 4, constrained(&["node.labels.zone!=south"]));
+        let p = plan(&services, &members, &all, &BTreeMap::new(), &lease());
+        let on: BTreeSet<_> = p.put.iter().map(|(_, a)| a.node.clone()).collect();
+        assert_eq!(on, [id("a"), id("c")].into(), "{p:?}");
+
+        // Nobody matches: every slot waits and says why.
+        let services = placed("web", 2, constrained(&["node.labels.zone==east"]));
+        let p = plan(&services, &members, &all, &BTreeMap::new(), &lease());
+        assert!(p.put.is_empty(), "{p:?}");
+        assert_eq!(p.pending.len(), 2);
+        assert!(p
+            .pending
+            .iter()
+            .all(|(_, why)| why == "no node matches node.labels.zone==east"));
+
+        // The only matching member is down: the reason says a live one is missing.
+        members.insert(
+            labelled("d", &[("zone", "east")]).0,
+            labelled("d", &[("zone", "east")]).1,
+        );
+        let p = plan(&services, &members, &all, &BTreeMap::new(), &lease());
+        assert_eq!(
+            p.pending[0].1,
+            "no node matches node.labels.zone==east among the live members"
+        );
+
+        // Name, arch, OS and capability constraints.
+        let mut gpu = labelled("e", &[]);
+        gpu.1.capabilities = ["gpu".to_string()].into();
+        gpu.1.platform = warren_crdt::Platform::from_rust("aarch64", "linux");
+        members.insert(gpu.0.clone(), gpu.1);
+        let mut all = all;
+        all.insert(id("e"));
+        for (constraint, want) in [
+            ("node.capabilities==gpu", id("e")),
+            ("node.arch==arm64", id("e")),
+            ("node.name==b", id("b")),
+            ("node.id==c", id("c")),
+        ] {
+            let services = placed("web", 1, constrained(&[constraint, "node.os!=windows"]));
+            let p = plan(&services, &members, &all, &BTreeMap::new(), &lease());
+            assert_eq!(
+                nodes_of(&p.put.into_iter().collect()),
+                vec![want],
+                "{constraint}"
+            );
+        }
+        // Unannounced platforms never match ==: only "e" announced one.
+        let services = placed("web", 2, constrained(&["node.os==linux"]));
+        let p = plan(&services, &members, &all, &BTreeMap::new(), &lease());
+        assert_eq!(
+            nodes_of(&p.put.into_iter().collect()),
+            vec![id("e"), id("e")]
+        );
+    }
+
+    #[test]
+    fn a_label_change_moves_the_replicas_it_no_longer_allows() {
+        let mut members: BTreeMap<_, _> = [
+            labelled("a", &[("zone", "north")]),
+            labelled("b", &[("zone", "south")]),
+        ]
+        .into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let services = placed("web", 2, constrained(&["node.labels.zone==north"]));
+        let mut assignments = BTreeMap::new();
+        let first = plan(&services, &members, &all, &assignments, &lease());
+        apply(&mut assignments, &first);
+        assert_eq!(nodes_of(&assignments), vec![id("a"), id("a")]);
+        assert!(plan(&services, &members, &all, &assignments, &lease()).is_empty());
+
+        // "b" becomes north and "a" south: both replicas move to "b" (Swarm's rule).
+        members.get_mut(&id("a")).expect("a").labels = [("zone".into(), "south".into())].into();
+        members.get_mut(&id("b")).expect("b").labels = [("zone".into(), "north".into())].into();
+        let p = plan(&services, &members, &all, &assignments, &lease());
+        apply(&mut assignments, &p);
+        assert_eq!(nodes_of(&assignments), vec![id("b"), id("b")], "{p:?}");
+
+        // No node matches any more: the replicas leave "b" rather than stay on a node
+        // their constraints exclude, and wait with the reason.
+        members.get_mut(&id("b")).expect("b").labels.clear();
+        let p = plan(&services, &members, &all, &assignments, &lease());
+        assert_eq!(p.remove.len(), 2, "{p:?}");
+        assert!(p.put.is_empty());
+        assert_eq!(p.pending[0].1, "no node matches node.labels.zone==north");
+    }
+
+    #[test]
+    fn max_replicas_per_node_caps_each_node_and_says_when_all_are_full() {
+        let members: BTreeMap<_, _> = [member("a"), member("b")].into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let cap = |n| warren_crdt::Placement {
+            max_replicas_per_node: Some(n),
+            ..Default::default()
+        };
+        let services = placed("web", 5, cap(2));
+        let p = plan(&services, &members, &all, &BTreeMap::new(), &lease());
+        assert_eq!(p.put.len(), 4, "{p:?}");
+        let mut assignments = BTreeMap::new();
+        apply(&mut assignments, &p);
+        for n in [id("a"), id("b")] {
+            assert_eq!(
+                nodes_of(&assignments).iter().filter(|x| **x == n).count(),
+                2
+            );
+        }
+        assert_eq!(
+            p.pending,
+            vec![(
+                SlotId {
+                    service: ServiceName::new("web").expect("name"),
+                    slot: 4
+                },
+                "max-replicas-per-node 2 reached on every matching node (2)".to_string()
+            )]
+        );
+
+        // Everything on "a" (placed before the cap), then a cap of 1: the extra slot
+        // moves to "b", the third has nowhere to go and is cleared.
+        let services = placed("web", 3, cap(1));
+        let mut assignments: BTreeMap<SlotId, Assignment> = (0..3)
+            .map(|slot| {
+                (
+                    SlotId {
+                        service: ServiceName::new("web").expect("name"),
+                        slot,
+                    },
+                    Assignment {
+                        node: id("a"),
+                        epoch: Epoch(1),
+                        holder: id("a"),
+                        spec_generation: 1,
+                        displaced: vec![],
+                    },
+                )
+            })
+            .collect();
+        let p = plan(&services, &members, &all, &assignments, &lease());
+        apply(&mut assignments, &p);
+        assert_eq!(nodes_of(&assignments), vec![id("a"), id("b")], "{p:?}");
+        assert_eq!(p.pending.len(), 1);
+    }
+
+    #[test]
+    fn spread_preference_balances_label_values_before_nodes() {
+        // Zone "a" has three nodes, zone "b" one, and "x" has no zone label.
+        let members: BTreeMap<_, _> = [
+            labelled("a1", &[("zone", "a")]),
+            labelled("a2", &[("zone", "a")]),
+            labelled("a3", &[("zone", "a")]),
+            labelled("b1", &[("zone", "b")]),
+        ]
+        .into();
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let spread = warren_crdt::Placement {
+            preferences: vec!["spread=node.labels.zone".parse().expect("pref")],
+            ..Default::default()
+        };
+        let services = placed("web", 4, spread.clone());
+        let p = plan(&services, &members, &all, &BTreeMap::new(), &lease());
+        let in_zone = |z: &str| {
+            p.put
+                .iter()
+                .filter(|(_, a)| members[&a.node].labels["zone"] == z)
+                .count()
+        };
+        // Two per zone (node spread alone would put three in zone "a").
+        assert_eq!((in_zone("a"), in_zone("b")), (2, 2), "{p:?}");
+        let a_nodes: BTreeSet<_> = p
+            .put
+            .iter()
+            .filter(|(_, a)| members[&a.node].labels["zone"] == "a")
+            .map(|(_, a)| a.node.clone())
+            .collect();
+        assert_eq!(a_nodes.len(), 2, "then spread over the zone's nodes");
+
+        // Members lacking the label count as one more value.
+        let mut members = members;
+        members.insert(id("x"), member("x").1);
+        let all: BTreeSet<_> = members.keys().cloned().collect();
+        let services = placed("web", 3, spread);
+        let p = plan(&services, &members, &all, &BTreeMap::new(), &lease());
+        let groups: BTreeSet<_> = p
+            .put
+            .iter()
+            .map(|(_, a)| members[&a.node].labels.get("zone").cloned())
+            .collect();
+        assert_eq!(
+            groups,
+            [None, Some("a".to_string()), Some("b".to_string())].into()
+        );
     }
 }

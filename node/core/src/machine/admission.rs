@@ -160,6 +160,8 @@ impl NodeMachine {
                 name: request.name,
                 addrs,
                 labels,
+                capabilities: Default::default(),
+                platform: Default::default(),
                 admitted_by: self.me.clone(),
                 admitted_at: now_secs.saturating_mul(1000),
                 state: MemberState::Active,
