@@ -163,6 +163,18 @@ pub(crate) enum NodeCommand {
         /// The member's name or id (or the last 8 characters of its id).
         node: String,
     },
+    /// Change a member's labels, in one write that reaches every peer; replicas whose
+    /// constraints the change breaks move to a node that matches.
+    Update {
+        /// The member's name or id (or the last 8 characters of its id).
+        node: String,
+        /// Set label K to V (repeatable).
+        #[arg(long, value_name = "K=V")]
+        label_add: Vec<String>,
+        /// Remove label K (repeatable).
+        #[arg(long, value_name = "K")]
+        label_rm: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -338,6 +350,12 @@ pub(crate) struct UpdateService {
     /// Remove the health check.
     #[arg(long, conflicts_with_all = ["health_cmd", "health_http", "health_tcp", "health_interval", "health_timeout", "health_retries", "health_start_period"])]
     pub(crate) no_health: bool,
+    /// Remove every placement constraint.
+    #[arg(long, conflicts_with = "constraint")]
+    pub(crate) no_constraints: bool,
+    /// Remove every spread preference.
+    #[arg(long, conflicts_with = "placement_pref")]
+    pub(crate) no_placement_prefs: bool,
     /// Health check, restart policy, limits and stop timeout.
     #[command(flatten)]
     pub(crate) spec: SpecFlags,
@@ -424,6 +442,20 @@ pub(crate) struct SpecFlags {
     /// rounded up).
     #[arg(long, value_name = "DURATION")]
     pub(crate) stop_timeout: Option<String>,
+    /// Placement constraint, Docker Swarm's syntax (repeatable; every one must hold):
+    /// node.labels.KEY==V, node.name==N, node.id==ID, node.arch==amd64, node.os==linux,
+    /// node.capabilities==gpu, each also with !=. A node lacking the label matches != and
+    /// never ==. On update, replaces all constraints.
+    #[arg(long, value_name = "EXPR")]
+    pub(crate) constraint: Vec<String>,
+    /// Spread preference spread=node.labels.KEY (repeatable): replicas spread evenly over
+    /// the label's values first (nodes lacking it count as one more value), then over
+    /// nodes. On update, replaces all preferences.
+    #[arg(long, value_name = "spread=node.labels.KEY")]
+    pub(crate) placement_pref: Vec<String>,
+    /// Most replicas of the service on one node (0: no limit, the default).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_replicas_per_node: Option<u32>,
     /// What happens to the tasks of a member that cannot be reached: `reschedule` them on
     /// reachable members after the down timeout (the default), or `wait` for it (its tasks
     /// keep running where they are; `service ps` shows them `unreachable (waiting)`).

@@ -98,9 +98,16 @@ struct Up {
     /// A peer to dial at start (repeatable), e.g. /ip4/10.0.0.2/udp/7701/quic-v1.
     #[arg(long)]
     bootstrap: Vec<Multiaddr>,
-    /// A node label k=v (repeatable).
-    #[arg(long, value_parser = parse_label)]
+    /// A node label K=V (repeatable), for placement constraints (`node.labels.K==V`) and
+    /// spread preferences. Written to this node's member record at every start, over the
+    /// join token's label of the same key; `warren-cli node update` changes labels at run
+    /// time.
+    #[arg(long, value_name = "K=V", value_parser = parse_label)]
     label: Vec<(String, String)>,
+    /// A capability this node offers, e.g. gpu (repeatable), for `node.capabilities==NAME`
+    /// constraints. The member record holds exactly this start's set.
+    #[arg(long, value_name = "NAME", value_parser = parse_capability)]
+    capability: Vec<String>,
     /// Docker endpoint, e.g. unix:///var/run/docker.sock (default: DOCKER_HOST or the local socket).
     #[arg(long)]
     docker_host: Option<String>,
@@ -117,8 +124,21 @@ fn parse_interface(s: &str) -> Result<String, String> {
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        Some((k, v)) if !k.is_empty() => {
+            warren_crdt::validate_label(k, v).map_err(|e| e.to_string())?;
+            Ok((k.to_string(), v.to_string()))
+        }
         _ => Err(format!("label {s:?} is not of the form key=value")),
+    }
+}
+
+fn parse_capability(s: &str) -> Result<String, String> {
+    if warren_crdt::valid_label_key(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "capability {s:?}: 1-63 letters, digits, '.', '_' or '-'"
+        ))
     }
 }
 
@@ -185,6 +205,7 @@ fn main() -> ExitCode {
     };
     config.bootstrap = up.bootstrap;
     config.labels = up.label.into_iter().collect::<BTreeMap<_, _>>();
+    config.capabilities = up.capability.into_iter().collect();
     config.docker_host = up.docker_host;
     config.overlay = !up.no_overlay;
     config.overlay_interface = up.overlay_interface;

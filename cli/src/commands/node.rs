@@ -40,6 +40,15 @@ fn inspect_text(m: &Value) -> String {
                 .join(",")
         })
         .unwrap_or_default();
+    let capabilities = m["capabilities"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|v| cell(Some(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
     let rows = [
         ("ID", cell(m.get("id"))),
         ("NAME", cell(m.get("name"))),
@@ -67,6 +76,15 @@ fn inspect_text(m: &Value) -> String {
         ("LOAD (1 MIN)", cell(d.get("load_1m"))),
         ("GPUS", gpus),
         ("LABELS", labels),
+        ("CAPABILITIES", capabilities),
+        (
+            "PLATFORM",
+            format!(
+                "{}/{}",
+                cell(m["platform"].get("os")),
+                cell(m["platform"].get("arch"))
+            ),
+        ),
         ("API", cell(m.get("api"))),
         ("OVERLAY", overlay_cell(m.get("overlay"))),
         ("OVERLAY STATE", overlay_state_cell(m.get("overlay_state"))),
@@ -87,6 +105,21 @@ fn overlay_cell(overlay: Option<&Value>) -> String {
     }
 }
 
+/// The body of `PATCH /v1/nodes/{node}` from `--label-add K=V` and `--label-rm K`.
+fn labels_body(add: &[String], remove: &[String]) -> Result<Value> {
+    if add.is_empty() && remove.is_empty() {
+        bail!("nothing to change: give --label-add K=V or --label-rm K");
+    }
+    let mut labels = serde_json::Map::new();
+    for pair in add {
+        let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!("--label-add {pair:?} is not of the form K=V");
+        };
+        labels.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    Ok(serde_json::json!({ "label_add": labels, "label_rm": remove }))
+}
+
 pub(crate) fn run(client: &Client, format: Format, command: NodeCommand) -> Result<()> {
     match command {
         NodeCommand::Ls => {
@@ -101,6 +134,19 @@ pub(crate) fn run(client: &Client, format: Format, command: NodeCommand) -> Resu
                 Format::Table => print!("{}", inspect_text(&m)),
             }
         }
+        NodeCommand::Update {
+            node,
+            label_add,
+            label_rm,
+        } => {
+            check_name(&node)?;
+            let body = labels_body(&label_add, &label_rm)?;
+            let answer = client.patch(&format!("/v1/nodes/{node}"), &body)?;
+            match format {
+                Format::Json => println!("{answer}"),
+                Format::Table => println!("node {node} updated"),
+            }
+        }
         NodeCommand::Rm { node } => {
             check_name(&node)?;
             let answer = client.delete(&format!("/v1/nodes/{node}"))?;
@@ -111,4 +157,21 @@ pub(crate) fn run(client: &Client, format: Format, command: NodeCommand) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn label_flags_become_one_patch() {
+        assert_eq!(
+            labels_body(&["zone=b".into(), "rack=".into()], &["old".into()]).expect("body"),
+            json!({"label_add": {"zone": "b", "rack": ""}, "label_rm": ["old"]})
+        );
+        assert!(labels_body(&[], &[]).is_err());
+        assert!(labels_body(&["zone".into()], &[]).is_err());
+        assert!(labels_body(&["=b".into()], &[]).is_err());
+    }
 }

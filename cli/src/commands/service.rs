@@ -238,6 +238,22 @@ fn create_body(args: &CreateService) -> Result<Value> {
         if !partition.is_empty() {
             out.insert("partition".into(), Value::Object(partition));
         }
+        let mut placement = serde_json::Map::new();
+        for key in ["constraints", "preferences"] {
+            if let Some(v) = fields.get(key) {
+                placement.insert(key.into(), v.clone());
+            }
+        }
+        if let Some(max) = fields
+            .get("max_replicas_per_node")
+            .and_then(Value::as_u64)
+            .filter(|m| *m > 0)
+        {
+            placement.insert("max_replicas_per_node".into(), json!(max));
+        }
+        if !placement.is_empty() {
+            out.insert("placement".into(), Value::Object(placement));
+        }
     }
     Ok(body)
 }
@@ -272,6 +288,12 @@ fn update_body(args: &UpdateService) -> Result<Value> {
     }
     if args.no_health {
         body.insert("no_health".into(), json!(true));
+    }
+    if args.no_constraints {
+        body.insert("constraints".into(), json!([]));
+    }
+    if args.no_placement_prefs {
+        body.insert("preferences".into(), json!([]));
     }
     Ok(Value::Object(body))
 }
@@ -341,6 +363,17 @@ fn spec_fields(f: &SpecFlags) -> Result<Value> {
     if let Some(text) = &f.reschedule_after {
         let ms = parse_duration_ms(text).map_err(|e| anyhow!("--reschedule-after: {e}"))?;
         out.insert("reschedule_after_ms".into(), json!(ms));
+    }
+    // Constraints and preferences go as written: the peer parses and checks them (one
+    // parser, warren_crdt's) and answers with what is wrong.
+    if !f.constraint.is_empty() {
+        out.insert("constraints".into(), json!(f.constraint));
+    }
+    if !f.placement_pref.is_empty() {
+        out.insert("preferences".into(), json!(f.placement_pref));
+    }
+    if let Some(max) = f.max_replicas_per_node {
+        out.insert("max_replicas_per_node".into(), json!(max));
     }
     Ok(Value::Object(out))
 }
@@ -510,6 +543,59 @@ mod tests {
             err.contains("--memory") && err.contains("\"lots\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn placement_flags_become_the_specs_placement() {
+        let ServiceCommand::Create(args) = parsed(&[
+            "warren-cli",
+            "service",
+            "create",
+            "web",
+            "--image",
+            "img",
+            "--constraint",
+            "node.labels.zone==north",
+            "--constraint",
+            "node.os==linux",
+            "--placement-pref",
+            "spread=node.labels.rack",
+            "--max-replicas-per-node",
+            "2",
+        ]) else {
+            panic!("create");
+        };
+        assert_eq!(
+            create_body(&args).expect("body")["placement"],
+            json!({"constraints": ["node.labels.zone==north", "node.os==linux"],
+                   "preferences": ["spread=node.labels.rack"],
+                   "max_replicas_per_node": 2})
+        );
+        let ServiceCommand::Update(args) = parsed(&[
+            "warren-cli",
+            "service",
+            "update",
+            "web",
+            "--no-constraints",
+            "--max-replicas-per-node",
+            "0",
+        ]) else {
+            panic!("update");
+        };
+        assert_eq!(
+            update_body(&args).expect("body"),
+            json!({"constraints": [], "max_replicas_per_node": 0})
+        );
+        assert!(Cli::try_parse_from([
+            "warren-cli",
+            "service",
+            "update",
+            "web",
+            "--no-constraints",
+            "--constraint",
+            "node.name==a"
+        ])
+        .is_err());
     }
 
     #[test]

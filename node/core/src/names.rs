@@ -89,6 +89,8 @@ mod tests {
             liveness,
             state,
             labels: Default::default(),
+            capabilities: Default::default(),
+            platform: Default::default(),
             addrs: Vec::new(),
             api: String::new(),
             is_self: false,

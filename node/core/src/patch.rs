@@ -96,6 +96,15 @@ pub struct ServicePatch {
     /// New `--reschedule-after`, milliseconds; `0`: none (the policy's default).
     #[serde(default)]
     pub reschedule_after_ms: Option<u64>,
+    /// New placement constraints (replace the list; empty: none).
+    #[serde(default)]
+    pub constraints: Option<Vec<warren_crdt::Constraint>>,
+    /// New spread preferences (replace the list; empty: none).
+    #[serde(default)]
+    pub preferences: Option<Vec<warren_crdt::SpreadPreference>>,
+    /// New `--max-replicas-per-node`; `0`: no limit.
+    #[serde(default)]
+    pub max_replicas_per_node: Option<u32>,
 }
 
 /// Why a patch cannot be applied to a spec.
@@ -195,6 +204,15 @@ impl ServicePatch {
         }
         if let Some(ms) = self.reschedule_after_ms {
             out.partition.reschedule_after_ms = (ms > 0).then_some(ms);
+        }
+        if let Some(constraints) = &self.constraints {
+            out.placement.constraints = constraints.clone();
+        }
+        if let Some(preferences) = &self.preferences {
+            out.placement.preferences = preferences.clone();
+        }
+        if let Some(max) = self.max_replicas_per_node {
+            out.placement.max_replicas_per_node = (max > 0).then_some(max);
         }
         Ok(out)
     }

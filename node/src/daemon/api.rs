@@ -10,6 +10,7 @@
 //! | `DELETE /v1/join-tokens/{id}` | revokes a token |
 //! | `GET /v1/nodes/{node}` | one member: liveness, capacity, reserved, usage, GPUs |
 //! | `DELETE /v1/nodes/{node}` | removes a member (by name or id) |
+//! | `PATCH /v1/nodes/{node}` [`NodePatch`] `{label_add?: {K: V}, label_rm?: [K]}` | changes a member's labels in one write |
 //! | `GET /v1/services` | live services with desired and running replica counts |
 //! | `POST /v1/services` [`CreateService`] | creates a service |
 //! | `GET /v1/services/{name}` | one service |
@@ -319,7 +320,10 @@ fn routes(state: ApiState) -> Router {
             "/v1/join-tokens/{id}",
             axum::routing::delete(revoke_join_token),
         )
-        .route("/v1/nodes/{node}", get(inspect_node).delete(remove_node))
+        .route(
+            "/v1/nodes/{node}",
+            get(inspect_node).delete(remove_node).patch(update_node),
+        )
         .route("/v1/services", get(list_services).post(create_service))
         .route(
             "/v1/services/{name}",
@@ -759,6 +763,50 @@ async fn remove_node(
     Ok(Json(json!({ "id": id, "name": name, "removed": true })))
 }
 
+/// Body of `PATCH /v1/nodes/{node}`: labels to set and label keys to remove, in one write
+/// (each key merges on its own with concurrent changes at other peers). Unknown fields are
+/// refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NodePatch {
+    /// Labels to set; a value replaces the one there.
+    #[serde(default)]
+    label_add: BTreeMap<String, String>,
+    /// Label keys to remove (absent keys are ignored).
+    #[serde(default)]
+    label_rm: std::collections::BTreeSet<String>,
+}
+
+/// `PATCH /v1/nodes/{node}`: `node` is a member's name or id (or its last 8 characters).
+/// Answers with the member's id, name and labels as this peer holds them after the write.
+async fn update_node(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+    Json(body): Json<NodePatch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if body.label_add.is_empty() && body.label_rm.is_empty() {
+        return Err(ApiError::invalid(
+            "nothing to change: give label_add or label_rm",
+        ));
+    }
+    let s = state.snapshot.borrow().clone();
+    let member = find_member(&s, &node)?;
+    let (id, name) = (member.id.clone(), member.name.clone());
+    let mut labels = member.labels.clone();
+    labels.extend(body.label_add.clone());
+    labels.retain(|k, _| !body.label_rm.contains(k));
+    write(
+        &state,
+        Write::UpdateNodeLabels {
+            node: id.clone(),
+            add: body.label_add,
+            remove: body.label_rm,
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "id": id, "name": name, "labels": labels })))
+}
+
 /// Body of `POST /v1/services`. Unknown fields are refused (a misspelt `replica` must not
 /// silently start the default replica count).
 #[derive(Debug, Deserialize)]
@@ -791,6 +839,9 @@ pub(crate) struct CreateService {
     /// What happens to an unreachable member's slots; `reschedule` by default.
     #[serde(default)]
     partition: warren_crdt::PartitionPolicy,
+    /// Constraints, spread preferences and the cap per node; anywhere by default.
+    #[serde(default)]
+    placement: warren_crdt::Placement,
 }
 
 fn one() -> u32 {
@@ -824,6 +875,7 @@ async fn create_service(
         resources: body.resources,
         stop_timeout_ms: body.stop_timeout_ms,
         partition: body.partition,
+        placement: body.placement,
     };
     // One rule set for every way a spec enters: the same check runs on update and when a
     // node reads a spec from the document.

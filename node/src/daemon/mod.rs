@@ -53,8 +53,11 @@ pub struct NodeConfig {
     pub tls: TlsFiles,
     /// Extra peers to dial (`--bootstrap`).
     pub bootstrap: Vec<Multiaddr>,
-    /// Node labels (`--label k=v`).
+    /// Node labels (`--label k=v`), written to the member record at every start (they win
+    /// per key).
     pub labels: BTreeMap<String, String>,
+    /// Capabilities (`--capability NAME`), written to the member record at every start.
+    pub capabilities: std::collections::BTreeSet<String>,
     /// Docker endpoint (`--docker-host`); `None` for the local default.
     pub docker_host: Option<String>,
     /// Create a new cluster with this name (`--init`).
@@ -96,6 +99,7 @@ impl NodeConfig {
             tls: TlsFiles::default(),
             bootstrap: vec![],
             labels: BTreeMap::new(),
+            capabilities: Default::default(),
             docker_host: None,
             init: None,
             join: None,
@@ -482,6 +486,14 @@ async fn run_node(
         machine.handle_listen_addr(addr.to_string());
     }
     machine.set_secret_keys(secret_keys);
+    let description = crate::machine::OwnDescription {
+        labels: config.labels.clone(),
+        capabilities: config.capabilities.clone(),
+        platform: warren_crdt::Platform::current(),
+    };
+    // Each flag was checked as it was parsed; this checks the counts.
+    description.validate()?;
+    machine.describe_self(description);
     let overlay_task = overlay::spawn(
         overlay::Setup::load(&config, &data_dir, &cluster_id, &mut machine)?,
         overlay_side,

@@ -152,9 +152,15 @@ impl NodeMachine {
                 .filter(|a| a.len() < 256 && a.ends_with(&suffix))
                 .take(16)
                 .collect();
-            // The operator's labels on the token win over what the node says of itself.
-            let mut labels = request.labels;
-            labels.extend(record.map(|r| r.labels).unwrap_or_default());
+            // The token's labels, then the node's own `--label` flags, which win per key
+            // (the node writes them again at every start: `OwnDescription`).
+            let mut labels = record.map(|r| r.labels).unwrap_or_default();
+            labels.extend(
+                request
+                    .labels
+                    .into_iter()
+                    .filter(|(k, v)| warren_crdt::validate_label(k, v).is_ok()),
+            );
             let member = Member {
                 id: from.clone(),
                 name: request.name,

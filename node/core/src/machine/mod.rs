@@ -34,6 +34,7 @@
 mod admission;
 mod desired;
 mod keys;
+mod placement;
 mod read_model;
 mod reports;
 mod sync;
@@ -42,6 +43,7 @@ mod writes;
 
 pub use admission::JoinError;
 pub use desired::rejected_services;
+pub use placement::OwnDescription;
 pub use read_model::{LeaseStatus, MemberStatus, SecretMeta, Snapshot, TaskView};
 pub use reports::{answer_probes, fingerprint, WANT_MS};
 pub use sync::{SyncError, MAX_SYNC_ROUNDS};
@@ -205,6 +207,8 @@ pub struct NodeMachine {
     usage: Option<Usage>,
     /// This node's GPUs (reported).
     gpus: Vec<Gpu>,
+    /// What this node announces about itself, until written to its member record.
+    own_description: Option<OwnDescription>,
 }
 
 impl std::fmt::Debug for NodeMachine {
@@ -265,6 +269,7 @@ impl NodeMachine {
             local_overlay: None,
             usage: None,
             gpus: Vec::new(),
+            own_description: None,
         }
     }
 

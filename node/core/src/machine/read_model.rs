@@ -26,6 +26,10 @@ pub struct MemberStatus {
     pub state: MemberState,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// The capabilities it announced (`--capability`).
+    pub capabilities: std::collections::BTreeSet<String>,
+    /// Its CPU architecture and OS, as it announced them (`unknown` until it has).
+    pub platform: warren_crdt::Platform,
     /// Its addresses.
     pub addrs: Vec<String>,
     /// Its API address, from its reports (empty until one arrived).
@@ -224,6 +228,8 @@ impl NodeMachine {
                 liveness: self.core.liveness(&m.id, now),
                 state: m.state,
                 labels: m.labels.clone(),
+                capabilities: m.capabilities.clone(),
+                platform: m.platform.clone(),
                 addrs: m.addrs.clone(),
                 api: if m.id == self.me {
                     self.api.clone()

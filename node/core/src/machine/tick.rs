@@ -74,6 +74,7 @@ impl NodeMachine {
         self.refresh_own_addrs();
         self.refresh_own_key();
         self.refresh_own_overlay();
+        self.refresh_own_description();
         if now >= self.next_renewal {
             self.next_renewal = Millis(now.0 + self.config.renew_ms);
             self.renew_lease();

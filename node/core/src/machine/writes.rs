@@ -54,6 +54,16 @@ pub enum Write {
     RemoveMember(NodeId),
     /// Change the cluster settings named (others keep their values), in one change.
     SetClusterSettings(Vec<warren_crdt::ClusterSetting>),
+    /// Change a member's labels (`node update --label-add K=V --label-rm K`), in one
+    /// change: each key merges on its own with concurrent changes elsewhere.
+    UpdateNodeLabels {
+        /// The member.
+        node: NodeId,
+        /// Labels to set (the value wins over the one there).
+        add: std::collections::BTreeMap<String, String>,
+        /// Label keys to remove.
+        remove: std::collections::BTreeSet<String>,
+    },
 }
 
 /// A secret's plaintext on its way in: zeroed when dropped, never printed by `Debug`.
@@ -189,6 +199,10 @@ impl NodeMachine {
                 (self.state.scale_service(&name, replicas)?, WriteAck::Done)
             }
             Write::DeleteService(name) => (self.state.delete_service(&name)?, WriteAck::Done),
+            Write::UpdateNodeLabels { node, add, remove } => (
+                self.update_node_labels(&node, &add, &remove)?,
+                WriteAck::Done,
+            ),
             Write::SetClusterSettings(settings) => {
                 (self.state.set_cluster_settings(&settings)?, WriteAck::Done)
             }
