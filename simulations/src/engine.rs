@@ -449,7 +449,11 @@ impl Simulation {
             id: id.clone(),
             name: id.to_string(),
             addrs: vec![],
-            labels: Default::default(),
+            labels: ids
+                .iter()
+                .position(|i| i == id)
+                .and_then(|i| scenario.labels.get(&i).cloned())
+                .unwrap_or_default(),
             capabilities: Default::default(),
             platform: Default::default(),
             admitted_by: ids[0].clone(),
@@ -1811,7 +1815,7 @@ impl Simulation {
             (!live.is_empty()).then(|| live[s.rng.gen_range(0..live.len())].clone())
         };
         let (write, label, service) = match kind {
-            WriteKind::Create(replicas) => {
+            WriteKind::Create(replicas) | WriteKind::CreatePlaced(replicas, _) => {
                 let n = self.next_service;
                 let name = ServiceName::new(format!("svc{n}")).expect("name");
                 self.next_service += 1;
@@ -1841,6 +1845,10 @@ impl Simulation {
                         }
                     } else {
                         RestartPolicy::default()
+                    },
+                    placement: match &kind {
+                        WriteKind::CreatePlaced(_, placement) => placement.clone(),
+                        _ => Default::default(),
                     },
                     ..Default::default()
                 };
@@ -1874,7 +1882,7 @@ impl Simulation {
         };
         let w = self.writes.len();
         let from_slot = match kind {
-            WriteKind::Create(_) => None,
+            WriteKind::Create(_) | WriteKind::CreatePlaced(..) => None,
             WriteKind::Scale(replicas) => Some(replicas),
             WriteKind::Delete => Some(0),
         };
@@ -2014,6 +2022,27 @@ impl Simulation {
     }
 
     fn probe(&mut self) {
+        // Placement: no replica's document assigns a slot to a node its service's
+        // constraints exclude (checked in scenarios that label their nodes).
+        if !self.scenario.labels.is_empty() {
+            for i in 0..self.nodes.len() {
+                if !self.nodes[i].up() {
+                    continue;
+                }
+                let view = self.machine(i).view();
+                let wrong = warren_core::placement::misplaced(
+                    &view.services,
+                    &view.members,
+                    &view.assignments,
+                );
+                if let Some((slot, node, constraints)) = wrong.into_iter().next() {
+                    self.violate(format!(
+                        "placement: n{i}'s document assigns {slot} to {node}, which {constraints} excludes"
+                    ));
+                    break;
+                }
+            }
+        }
         // Lease safety per component after stability.
         let stable = self.now >= self.last_topology + self.params.stability_ms * MS;
         if stable && self.now > self.params.stability_ms * MS {

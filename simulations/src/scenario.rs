@@ -5,6 +5,8 @@
 //! engine heals the network, restarts crashed nodes, ends pauses and lets the cluster settle
 //! for [`Params::settle_ms`] before the final checks (see [`crate::Simulation`]).
 
+use std::collections::BTreeMap;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use warren_core::machine::MachineConfig;
@@ -33,6 +35,9 @@ pub enum WriteKind {
     Scale(u32),
     /// Delete a random live service the node knows.
     Delete,
+    /// Create a new service with this many replicas and this placement (constraints,
+    /// spread preferences, cap per node).
+    CreatePlaced(u32, warren_crdt::Placement),
 }
 
 /// One scheduled event of a scenario.
@@ -164,6 +169,8 @@ pub struct Scenario {
     pub params: Params,
     /// The schedule, in time order (equal times run in list order).
     pub steps: Vec<(u64, Step)>,
+    /// Labels of node `i`'s member record (none by default), for placement constraints.
+    pub labels: BTreeMap<usize, BTreeMap<String, String>>,
 }
 
 impl Scenario {
@@ -177,6 +184,7 @@ impl Scenario {
                 ..Params::default()
             },
             steps: Vec::new(),
+            labels: BTreeMap::new(),
         }
     }
 
@@ -215,6 +223,7 @@ pub const NAMES: &[&str] = &[
     "loss-10",
     "pause-drift",
     "propagation",
+    "constrained-split",
 ];
 
 /// The default virtual duration of a scenario, in milliseconds.
@@ -243,6 +252,7 @@ pub fn by_name(name: &str, nodes: usize, duration_ms: Option<u64>, seed: u64) ->
         "loss-10" => lossy("loss-10", nodes, d, 0.10),
         "pause-drift" => pause_drift(nodes, d),
         "propagation" => propagation(nodes, d),
+        "constrained-split" => constrained_split(nodes, d),
         "propagation-loss-1" => propagation_lossy("propagation-loss-1", nodes, d, 0.01),
         "propagation-loss-10" => propagation_lossy("propagation-loss-10", nodes, d, 0.10),
         _ => return None,
@@ -467,6 +477,75 @@ pub fn propagation(nodes: usize, d: u64) -> Scenario {
     while t < d {
         s.at(t, Step::Write(Target::Any, WriteKind::Create(1)));
         t += 500;
+    }
+    s.sorted()
+}
+
+/// Placement through a split (issue 16): nodes get `zone=a` (indices 0, 1 and the first of
+/// the second group) or `zone=b`; services constrained to zone a, to "not zone a", and one
+/// spread over zones with one replica per node at most are created before the split, and
+/// one more constrained service on each side during it. Each side re-places only on its
+/// own matching members; the simulator checks at every probe that no replica's document
+/// assigns a slot to a node its constraints exclude, and the final checks that every
+/// replica runs after the heal.
+pub fn constrained_split(nodes: usize, d: u64) -> Scenario {
+    let mut s = Scenario::new("constrained-split", nodes, d);
+    let cut = nodes.div_ceil(2);
+    let in_a = |i: usize| i < 2.min(cut) || i == cut;
+    for i in 0..nodes {
+        let zone = if in_a(i) { "a" } else { "b" };
+        s.labels
+            .insert(i, [("zone".to_string(), zone.to_string())].into());
+    }
+    let constrained = |text: &str| warren_crdt::Placement {
+        constraints: vec![text.parse().expect("a valid constraint")],
+        ..Default::default()
+    };
+    let zone_a = constrained("node.labels.zone==a");
+    let not_a = constrained("node.labels.zone!=a");
+    let spread = warren_crdt::Placement {
+        preferences: vec!["spread=node.labels.zone"
+            .parse()
+            .expect("a valid preference")],
+        max_replicas_per_node: Some(1),
+        ..Default::default()
+    };
+    let zone_b_nodes = (0..nodes).filter(|i| !in_a(*i)).count() as u32;
+    s.at(
+        2_000,
+        Step::Write(Target::Any, WriteKind::CreatePlaced(3, zone_a.clone())),
+    );
+    if zone_b_nodes > 0 {
+        s.at(
+            2_200,
+            Step::Write(
+                Target::Any,
+                WriteKind::CreatePlaced(zone_b_nodes.min(2), not_a),
+            ),
+        );
+    }
+    s.at(
+        2_400,
+        Step::Write(
+            Target::Any,
+            WriteKind::CreatePlaced((nodes as u32).min(4), spread),
+        ),
+    );
+    if nodes >= 2 {
+        let (left, right): (Vec<usize>, Vec<usize>) = (0..nodes).partition(|i| *i < cut);
+        s.at(d / 4, Step::Partition(vec![left, right]));
+        s.at(
+            d / 4 + 5_000,
+            Step::Write(
+                Target::InGroup(0),
+                WriteKind::CreatePlaced(2, zone_a.clone()),
+            ),
+        );
+        s.at(
+            d / 4 + 5_200,
+            Step::Write(Target::InGroup(1), WriteKind::CreatePlaced(2, zone_a)),
+        );
+        s.at(3 * d / 4, Step::Heal);
     }
     s.sorted()
 }

@@ -95,6 +95,33 @@ pub fn spread_group<'a>(placement: &Placement, member: &'a Member) -> Vec<Option
         .collect()
 }
 
+/// The assignments of `assignments` that name a member their service's constraints
+/// exclude, as `(slot, node, the constraints)`: what the simulator's invariant "no slot on a
+/// node its constraints exclude" checks in every replica's document. A slot whose service
+/// is deleted or scaled away, or whose node has no member record, is not judged.
+pub fn misplaced(
+    services: &crate::core::Services,
+    members: &std::collections::BTreeMap<warren_crdt::NodeId, Member>,
+    assignments: &std::collections::BTreeMap<warren_crdt::SlotId, warren_crdt::Assignment>,
+) -> Vec<(warren_crdt::SlotId, warren_crdt::NodeId, String)> {
+    assignments
+        .iter()
+        .filter_map(|(slot, a)| {
+            let service = crate::core::service_wanting(services, slot)?;
+            let placement = &service.spec.placement;
+            let member = members.get(&a.node)?;
+            (!satisfies(placement, member)).then(|| {
+                let text: Vec<String> = placement
+                    .constraints
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                (slot.clone(), a.node.clone(), text.join(" and "))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -456,3 +456,82 @@ fn overlay_peers_follow_joins_rotations_and_removals_and_statuses_reach_peers() 
     }
     assert_eq!(seen, Some(off));
 }
+
+#[test]
+fn a_node_announces_its_labels_and_platform_once_and_label_updates_merge() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use warren_core::machine::OwnDescription;
+    use warren_crdt::Platform;
+    let mut cluster = pair(false);
+    let b = cluster.id(1);
+    // b starts with `--label zone=b --capability gpu`; its record (no labels yet) takes them.
+    cluster.machine(1).describe_self(OwnDescription {
+        labels: [("zone".to_string(), "b".to_string())].into(),
+        capabilities: ["gpu".to_string()].into(),
+        platform: Platform::from_rust("aarch64", "linux"),
+    });
+    cluster.advance(1_000);
+    let record = cluster.nodes[0].machine.state().members()[&b].clone();
+    assert_eq!(record.labels.get("zone").map(String::as_str), Some("b"));
+    assert_eq!(record.capabilities, BTreeSet::from(["gpu".to_string()]));
+    assert_eq!(record.platform.arch, "arm64");
+
+    // The operator changes b's labels at a, and another key at b: both survive.
+    let add = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+    cluster
+        .machine(0)
+        .write(Write::UpdateNodeLabels {
+            node: b.clone(),
+            add: add("rack", "r1"),
+            remove: BTreeSet::from(["zone".to_string()]),
+        })
+        .expect("label write at a");
+    cluster
+        .machine(1)
+        .write(Write::UpdateNodeLabels {
+            node: b.clone(),
+            add: add("tier", "front"),
+            remove: BTreeSet::new(),
+        })
+        .expect("label write at b");
+    cluster.advance(1_000);
+    for node in 0..2 {
+        let labels = cluster.nodes[node].machine.state().members()[&b]
+            .labels
+            .clone();
+        assert_eq!(
+            labels,
+            BTreeMap::from([
+                ("rack".to_string(), "r1".to_string()),
+                ("tier".to_string(), "front".to_string())
+            ]),
+            "node {node}"
+        );
+    }
+    // The announcement was once per start: the runtime change stands.
+    cluster.advance(2_000);
+    assert!(!cluster.nodes[1].machine.state().members()[&b]
+        .labels
+        .contains_key("zone"));
+    // Invalid changes are refused with the rule.
+    for (add, remove) in [
+        (add("bad key", "x"), BTreeSet::new()),
+        (add("k", "v"), BTreeSet::from(["k".to_string()])),
+    ] {
+        let err = cluster
+            .machine(0)
+            .write(Write::UpdateNodeLabels {
+                node: b.clone(),
+                add,
+                remove,
+            })
+            .expect_err("refused");
+        assert!(err.to_string().contains("label"), "{err}");
+    }
+    let unknown = cluster.machine(0).write(Write::UpdateNodeLabels {
+        node: NodeId("nobody".into()),
+        add: add("k", "v"),
+        remove: BTreeSet::new(),
+    });
+    assert!(unknown.is_err());
+}

@@ -1,5 +1,31 @@
 //! The scheduler: a pure function from (services, members, liveness, assignments, lease) to the
 //! assignments to write and to remove (DESIGN §5). Only the lease holder runs it.
+//!
+//! Placement rules, in the order they apply to a slot that needs a node (Docker Swarm's
+//! syntax and semantics; the matching rule is [`crate::placement`]'s):
+//!
+//! 1. **Eligible**: an active member that is live here.
+//! 2. **Constraints** (`spec.placement.constraints`): the member's record satisfies every
+//!    one (`node.name`, `node.id`, `node.labels.KEY`, `node.arch`, `node.os`,
+//!    `node.capabilities`, with `==` or `!=`; a missing label or an unknown platform is no
+//!    value: `==` fails, `!=` holds).
+//! 3. **Cap** (`max_replicas_per_node`): the member holds fewer slots of the service.
+//! 4. **Reservations**: its capacity minus what its slots reserve holds the service's
+//!    `--cpus` and `--memory`; a member whose task failed there is avoided while another
+//!    is eligible.
+//! 5. **Order**: a member already running a copy of the slot; then, for each spread
+//!    preference in turn, the member whose label value (members lacking the label form one
+//!    more value) holds the fewest of the service's replicas; then the fewest slots of the
+//!    service, the fewest slots overall, the lowest id.
+//!
+//! A slot keeps its node while the node is eligible (or waited for by the partition
+//! policy), the assignment is of the current generation, the node still satisfies the
+//! constraints (a label change re-places the slot, as Swarm's constraint enforcer does) and
+//! the cap holds (lowest slots first). A slot no member can take is pending with the reason
+//! ([`Plan::pending`]): `no live member to run it`, `no node matches C1 and C2` (the
+//! constraints up to the one that left no member), `max-replicas-per-node N reached on every
+//! matching node (M)`, or the reservation that does not fit; an assignment left on a member
+//! the constraints exclude or beyond the cap is then cleared.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -563,6 +589,25 @@ pub fn plan_observed(
                 plan.pending.push((slot, reason));
                 continue;
             };
+            // Running copies on live members its placement excludes (its constraints no
+            // longer allow them, or they hold `--max-replicas-per-node` already) are judged
+            // here: they stop once the new node confirms its copy running (make before
+            // break); unjudged, the new node would wait for a decision about them that never
+            // comes. Any other copy is the heal's keep rule's (`judge_copies`), as before.
+            let excluded =
+                |n: &NodeId| eligible_set.contains(n) && (!suits(service, n) || load(n) >= cap);
+            let mut displaced: Vec<NodeId> = observed
+                .copies
+                .get(&slot)
+                .into_iter()
+                .flatten()
+                .filter(|c| {
+                    c.generation == service.generation && c.node != *node && excluded(&c.node)
+                })
+                .map(|c| c.node.clone())
+                .collect();
+            displaced.sort();
+            displaced.dedup();
             if !placement.preferences.is_empty() {
                 let group = group_of(node);
                 for depth in 1..=group.len() {
@@ -579,7 +624,7 @@ pub fn plan_observed(
                     epoch: lease.epoch,
                     holder: lease.holder.clone(),
                     spec_generation: service.generation,
-                    displaced: Vec::new(),
+                    displaced,
                 },
             ));
         }
@@ -1435,6 +1480,21 @@ mod tests {
         let p = plan(&services, &members, &all, &assignments, &lease());
         apply(&mut assignments, &p);
         assert_eq!(nodes_of(&assignments), vec![id("b"), id("b")], "{p:?}");
+
+        // A copy still running on the node that no longer matches is judged by the move:
+        // it stops once the new node confirms its own (make before break).
+        members.get_mut(&id("b")).expect("b").labels = [("zone".into(), "south".into())].into();
+        members.get_mut(&id("a")).expect("a").labels = [("zone".into(), "north".into())].into();
+        let slot0 = assignments.keys().next().expect("slot").clone();
+        let running = observed(&[(slot0.slot, copy("b", 30, TaskHealth::None))], false);
+        let p = plan_observed(&services, &members, &all, &assignments, &lease(), &running);
+        let moved = p.put.iter().find(|(s, _)| *s == slot0).expect("moved");
+        assert_eq!(
+            (&moved.1.node, &moved.1.displaced),
+            (&id("a"), &vec![id("b")])
+        );
+        members.get_mut(&id("b")).expect("b").labels = [("zone".into(), "north".into())].into();
+        members.get_mut(&id("a")).expect("a").labels = [("zone".into(), "south".into())].into();
 
         // No node matches any more: the replicas leave "b" rather than stay on a node
         // their constraints exclude, and wait with the reason.
