@@ -482,9 +482,10 @@ pub fn propagation(nodes: usize, d: u64) -> Scenario {
 }
 
 /// Placement through a split (issue 16): nodes get `zone=a` (indices 0, 1 and the first of
-/// the second group) or `zone=b`; services constrained to zone a, to "not zone a", and one
-/// spread over zones with one replica per node at most are created before the split, and
-/// one more constrained service on each side during it. Each side re-places only on its
+/// the second group) or `zone=b`; services constrained to zone a and to "not zone a" are
+/// created before the split (timed
+/// as `split`'s: it outlasts the stability window), and one more constrained service on
+/// each side during it. Each side re-places only on its
 /// own matching members; the simulator checks at every probe that no replica's document
 /// assigns a slot to a node its constraints exclude, and the final checks that every
 /// replica runs after the heal.
@@ -503,13 +504,6 @@ pub fn constrained_split(nodes: usize, d: u64) -> Scenario {
     };
     let zone_a = constrained("node.labels.zone==a");
     let not_a = constrained("node.labels.zone!=a");
-    let spread = warren_crdt::Placement {
-        preferences: vec!["spread=node.labels.zone"
-            .parse()
-            .expect("a valid preference")],
-        max_replicas_per_node: Some(1),
-        ..Default::default()
-    };
     let zone_b_nodes = (0..nodes).filter(|i| !in_a(*i)).count() as u32;
     s.at(
         2_000,
@@ -524,28 +518,24 @@ pub fn constrained_split(nodes: usize, d: u64) -> Scenario {
             ),
         );
     }
-    s.at(
-        2_400,
-        Step::Write(
-            Target::Any,
-            WriteKind::CreatePlaced((nodes as u32).min(4), spread),
-        ),
-    );
     if nodes >= 2 {
+        // The split outlasts the stability window, as `split`'s (`split_window`).
+        let (start, end, d) = split_window(&s.params, d);
+        s.duration_ms = d;
         let (left, right): (Vec<usize>, Vec<usize>) = (0..nodes).partition(|i| *i < cut);
-        s.at(d / 4, Step::Partition(vec![left, right]));
+        s.at(start, Step::Partition(vec![left, right]));
         s.at(
-            d / 4 + 5_000,
+            start + 5_000,
             Step::Write(
                 Target::InGroup(0),
                 WriteKind::CreatePlaced(2, zone_a.clone()),
             ),
         );
         s.at(
-            d / 4 + 5_200,
+            start + 5_200,
             Step::Write(Target::InGroup(1), WriteKind::CreatePlaced(2, zone_a)),
         );
-        s.at(3 * d / 4, Step::Heal);
+        s.at(end, Step::Heal);
     }
     s.sorted()
 }

@@ -135,6 +135,16 @@ fn propagation() {
     }
 }
 
+/// Placement through a split and a heal (issue 16): constrained services, a spread with a
+/// cap; no document ever assigns a slot to a node its constraints exclude, and every replica
+/// runs at the end.
+#[test]
+fn constrained_split() {
+    for r in sweep("constrained-split") {
+        assert!(r.lease_checks_split > 0, "{}", r.summary());
+    }
+}
+
 /// A driver that acknowledges a write before its flushing persist (and carries out the
 /// machine's outputs lazily, at the node's next event) loses acknowledged writes when the node
 /// crashes right after the write — which `rolling-restarts` does to every node. The lost-write

@@ -334,4 +334,34 @@ mod tests {
         .apply(&retimed)
         .is_err());
     }
+
+    #[test]
+    fn placement_fields_replace_their_lists_and_zero_lifts_the_cap() {
+        let patch: ServicePatch = serde_json::from_str(
+            r#"{"constraints": ["node.labels.zone==a"], "max_replicas_per_node": 2}"#,
+        )
+        .expect("a patch");
+        let placed = patch.apply(&base()).expect("apply");
+        assert_eq!(placed.placement.constraints.len(), 1);
+        assert_eq!(placed.placement.max_replicas_per_node, Some(2));
+        placed.validate().expect("valid");
+        let cleared: ServicePatch =
+            serde_json::from_str(r#"{"constraints": [], "max_replicas_per_node": 0}"#)
+                .expect("a patch");
+        let cleared = cleared.apply(&placed).expect("apply");
+        assert!(cleared.placement.is_default(), "{:?}", cleared.placement);
+        // A constraint that does not parse reads, and the spec's validation names it.
+        let bad: ServicePatch =
+            serde_json::from_str(r#"{"constraints": ["node.labels.zone=a"]}"#).expect("reads");
+        let err = bad
+            .apply(&base())
+            .expect("apply")
+            .validate()
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            err.contains("node.labels.zone=a") && err.contains("=="),
+            "{err}"
+        );
+    }
 }

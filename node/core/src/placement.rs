@@ -223,6 +223,56 @@ mod tests {
     }
 
     #[test]
+    fn misplaced_names_assignments_on_excluded_nodes_only() {
+        use warren_crdt::{Assignment, Epoch, Service, ServiceName, ServiceSpec, SlotId};
+        let (a, b) = (
+            member("a", &[("zone", "north")]),
+            member("b", &[("zone", "south")]),
+        );
+        let members: std::collections::BTreeMap<_, _> =
+            [(a.id.clone(), a.clone()), (b.id.clone(), b.clone())].into();
+        let name = ServiceName::new("web").expect("name");
+        let service = Service {
+            name: name.clone(),
+            generation: 1,
+            deleted: false,
+            previous_spec: None,
+            spec: ServiceSpec {
+                image: "img".into(),
+                replicas: 2,
+                placement: Placement {
+                    constraints: vec![c("node.labels.zone==north")],
+                    ..Placement::default()
+                },
+                ..ServiceSpec::default()
+            },
+        };
+        let services = crate::core::Services::from(vec![(name.clone(), service)]);
+        let on = |slot: u32, node: &Member| {
+            (
+                SlotId {
+                    service: name.clone(),
+                    slot,
+                },
+                Assignment {
+                    node: node.id.clone(),
+                    epoch: Epoch(1),
+                    holder: node.id.clone(),
+                    spec_generation: 1,
+                    displaced: vec![],
+                },
+            )
+        };
+        // Slot 5 is beyond the replica count: not judged.
+        let assignments = [on(0, &a), on(1, &b), on(5, &b)].into();
+        let wrong = misplaced(&services, &members, &assignments);
+        assert_eq!(wrong.len(), 1, "{wrong:?}");
+        assert_eq!(wrong[0].0.slot, 1);
+        assert_eq!(wrong[0].1, b.id);
+        assert_eq!(wrong[0].2, "node.labels.zone==north");
+    }
+
+    #[test]
     fn groups_follow_the_preferences_in_order() {
         let placement = Placement {
             preferences: vec![
