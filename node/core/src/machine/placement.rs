@@ -2,6 +2,12 @@
 //! capabilities, arch, os}`): its `--label` flags (which win per key over the join token's
 //! and any earlier change), its `--capability` flags and its platform, written to its member
 //! record once per start; and the operator's label changes (`node update --label-add/-rm`).
+//!
+//! Arch and OS live in the member record (DESIGN §3), not in the soft-state report: the
+//! scheduler reads constraints against the document, so every holder on every side of a
+//! split judges a member by the same values, including a member it cannot hear (whose
+//! report it lacks); and they change only when the binary does, which costs one write at
+//! that start.
 
 use std::collections::{BTreeMap, BTreeSet};
 
