@@ -1241,4 +1241,50 @@ mod tests {
         swim.handle(&NodeId("stranger".into()), message, Millis(20));
         assert!(swim.poll_send().is_none());
     }
+
+    #[test]
+    fn a_member_told_it_is_down_pings_the_teller_back_with_its_refutation() {
+        let mut swim = Swim::new(id(0), SwimConfig::default(), Millis(0), 0);
+        swim.set_members(&[id(0), id(1), id(2)]);
+        while swim.poll_send().is_some() {}
+        let told = |by: usize, inc: u64| SwimMessage {
+            kind: Kind::Ack,
+            seq: 7,
+            inc: 0,
+            target: None,
+            updates: vec![Update {
+                node: id(0),
+                inc,
+                state: UpdateState::Down,
+                by: Some(id(by)),
+            }],
+        };
+        // An ack that says this node is down: it refutes, and the ack's sender hears the
+        // refutation at once, not with the next probe.
+        swim.handle(&id(1), told(1, 0), Millis(10));
+        assert_eq!(swim.incarnation(), 1);
+        let sent: Vec<(NodeId, SwimMessage)> = std::iter::from_fn(|| swim.poll_send()).collect();
+        assert!(
+            sent.iter()
+                .any(|(to, m)| *to == id(1) && m.kind == Kind::Ping && m.inc == 1),
+            "{sent:?}"
+        );
+        // Another member still holding the old verdict is answered too, though the
+        // incarnation was raised already.
+        swim.handle(&id(2), told(2, 0), Millis(20));
+        assert_eq!(swim.incarnation(), 1);
+        let sent: Vec<(NodeId, SwimMessage)> = std::iter::from_fn(|| swim.poll_send()).collect();
+        assert!(
+            sent.iter()
+                .any(|(to, m)| *to == id(2) && m.kind == Kind::Ping && m.inc == 1),
+            "{sent:?}"
+        );
+        // A message that holds nothing against this node gets no extra ping.
+        let plain = SwimMessage {
+            updates: Vec::new(),
+            ..told(1, 0)
+        };
+        swim.handle(&id(1), plain, Millis(30));
+        assert!(swim.poll_send().is_none());
+    }
 }
