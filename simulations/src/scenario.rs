@@ -231,6 +231,7 @@ pub fn default_duration_ms(name: &str) -> u64 {
     match name {
         "long-partition" => 35 * 60_000,
         "propagation" | "propagation-loss-1" | "propagation-loss-10" => 12_000,
+        "steady-quiet" | "steady-quiet-loss-1" => 60_000,
         _ => 60_000,
     }
 }
@@ -255,6 +256,14 @@ pub fn by_name(name: &str, nodes: usize, duration_ms: Option<u64>, seed: u64) ->
         "constrained-split" => constrained_split(nodes, d),
         "propagation-loss-1" => propagation_lossy("propagation-loss-1", nodes, d, 0.01),
         "propagation-loss-10" => propagation_lossy("propagation-loss-10", nodes, d, 0.10),
+        "steady-quiet" => steady_quiet(nodes, d),
+        "steady-quiet-loss-1" => {
+            let mut s = steady_quiet(nodes, d);
+            s.name = "steady-quiet-loss-1".into();
+            s.params.net.loss = 0.01;
+            s.params.net.duplicate = 0.005;
+            s
+        }
         _ => return None,
     })
 }
@@ -541,5 +550,19 @@ pub fn constrained_split(nodes: usize, d: u64) -> Scenario {
         );
         s.at(end, Step::Heal);
     }
+    s.sorted()
+}
+
+/// The steady state the cost and load figures are about: every node up, one service with
+/// `min(nodes, 5)` replicas written at 1 s, then nothing but the nodes' own traffic (failure
+/// detection, lease renewals, reports, anti-entropy) for the rest of `d`; no faults, no
+/// further writes, the daemon's timing (250 ms tick, 1 s reconcile) at every size.
+/// `steady-quiet-loss-1` is the same over 1 % loss (half as much duplication): nothing fails,
+/// so every down verdict is a false one.
+pub fn steady_quiet(nodes: usize, d: u64) -> Scenario {
+    let mut s = Scenario::new("steady-quiet", nodes, d);
+    s.params.settle_ms = 10_000;
+    let r = (nodes as u32).clamp(1, 5);
+    s.at(1_000, Step::Write(Target::Any, WriteKind::Create(r)));
     s.sorted()
 }
