@@ -230,6 +230,9 @@ pub struct Swim {
     inc: u64,
     health: u32,
     members: BTreeMap<NodeId, MemberInfo>,
+    /// The members that are suspect or down here (kept with every change of a state), so that
+    /// the timers and the down-member ping walk them and not every member.
+    not_alive: BTreeSet<NodeId>,
     rotation: Vec<NodeId>,
     next_in_rotation: usize,
     /// Members heard (from others) to be suspect: probed next, each once.
@@ -257,6 +260,7 @@ impl Swim {
             inc: 0,
             health: 0,
             members: BTreeMap::new(),
+            not_alive: BTreeSet::new(),
             rotation: Vec::new(),
             next_in_rotation: 0,
             priority: VecDeque::new(),
@@ -304,6 +308,7 @@ impl Swim {
         let wanted: BTreeSet<&NodeId> = members.into_iter().filter(|m| **m != self.me).collect();
         let before = self.members.len();
         self.members.retain(|id, _| wanted.contains(id));
+        self.not_alive.retain(|id| wanted.contains(id));
         let mut changed = self.members.len() != before;
         for id in wanted {
             if !self.members.contains_key(id) {
@@ -435,8 +440,10 @@ impl Swim {
     /// deadlines must not write others off for it).
     pub fn credit(&mut self, ms: u64, now: Millis) {
         let later = |t: Millis| Millis(t.0.saturating_add(ms).min(now.0.max(t.0)));
-        for m in self.members.values_mut() {
-            if let State::Suspect { since, .. } = &mut m.state {
+        for id in &self.not_alive {
+            if let Some(State::Suspect { since, .. }) =
+                self.members.get_mut(id).map(|m| &mut m.state)
+            {
                 *since = later(*since);
             }
         }
@@ -457,6 +464,7 @@ impl Swim {
             m.inc = msg.inc;
             if !matches!(m.state, State::Alive) {
                 m.state = State::Alive;
+                self.not_alive.remove(from);
                 let update = Update {
                     node: from.clone(),
                     inc: msg.inc,
@@ -563,10 +571,14 @@ impl Swim {
         if now >= self.next_down_probe {
             self.next_down_probe = Millis(now.0.saturating_add(self.config.down_probe_ms));
             let down: Vec<NodeId> = self
-                .members
+                .not_alive
                 .iter()
-                .filter(|(_, m)| matches!(m.state, State::Down { .. }))
-                .map(|(id, _)| id.clone())
+                .filter(|id| {
+                    self.members
+                        .get(*id)
+                        .is_some_and(|m| matches!(m.state, State::Down { .. }))
+                })
+                .cloned()
                 .collect();
             if let Some(target) = down.choose(&mut self.rng).cloned() {
                 let seq = self.next_seq();
@@ -590,7 +602,7 @@ impl Swim {
             due = due.min(r.deadline);
         }
         let n = self.members.len() + 1;
-        for m in self.members.values() {
+        for m in self.not_alive.iter().filter_map(|id| self.members.get(id)) {
             if let State::Suspect { since, by } = &m.state {
                 due = due.min(Millis(
                     since.0.saturating_add(self.suspicion_ms(n, by.len())),
@@ -764,8 +776,9 @@ impl Swim {
     fn expire_suspicions(&mut self, now: Millis) {
         let n = self.members.len() + 1;
         let expired: Vec<(NodeId, u64, u64, usize)> = self
-            .members
+            .not_alive
             .iter()
+            .filter_map(|id| Some((id, self.members.get(id)?)))
             .filter_map(|(id, m)| match &m.state {
                 State::Suspect { since, by }
                     if now.since(*since) >= self.suspicion_ms(n, by.len()) =>
@@ -868,6 +881,12 @@ impl Swim {
                 }
             },
         };
+        let not_alive = !matches!(m.state, State::Alive);
+        if not_alive {
+            self.not_alive.insert(update.node.clone());
+        } else {
+            self.not_alive.remove(&update.node);
+        }
         if gossip {
             self.enqueue(update);
         }
