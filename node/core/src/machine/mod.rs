@@ -185,6 +185,11 @@ pub struct NodeMachine {
     /// The typed view of `state`, read once per change of the document rather than per tick;
     /// `None` when the document changed since.
     view_cache: Option<ClusterView>,
+    /// Raised each time the cached view is brought up to date after a change of the document:
+    /// what is derived from the view (the member set) is recomputed only when it moved.
+    view_version: u64,
+    /// `view_version` when the member set was last read from the view (`None`: never).
+    members_at: Option<u64>,
     /// (service, generation) pairs whose invalid spec was already logged, so a rejected
     /// spec is logged once per generation, not every tick.
     rejected_logged: std::collections::BTreeSet<(ServiceName, u64)>,
@@ -260,6 +265,8 @@ impl NodeMachine {
             last_tick: now,
             missing_deps_since: None,
             view_cache: None,
+            view_version: 0,
+            members_at: None,
             rejected_logged: std::collections::BTreeSet::new(),
             secret_keys: None,
             published_key: None,
@@ -430,6 +437,7 @@ impl NodeMachine {
     /// writes but wins Warren's is named too).
     fn refresh_view(&mut self) {
         let touched = self.state.take_touched();
+        self.view_version += 1;
         if let Some(view) = self.view_cache.as_mut() {
             view.refresh(&self.state, &touched, &self.me, self.config.core.rule_break);
         }
