@@ -672,14 +672,20 @@ impl Swim {
         if !probe.acked && probe.indirect == 0 && now >= probe.direct_deadline {
             let target = probe.target.clone();
             let seq = probe.seq;
-            let mut helpers: Vec<NodeId> = self
+            // Shuffled as references, and only the few picked are cloned: the same draws
+            // as shuffling the ids themselves, without copying every member's id.
+            let mut alive: Vec<&NodeId> = self
                 .members
                 .iter()
                 .filter(|(id, m)| **id != target && matches!(m.state, State::Alive))
-                .map(|(id, _)| id.clone())
+                .map(|(id, _)| id)
                 .collect();
-            helpers.shuffle(&mut self.rng);
-            helpers.truncate(self.config.indirect_probes);
+            alive.shuffle(&mut self.rng);
+            let helpers: Vec<NodeId> = alive
+                .into_iter()
+                .take(self.config.indirect_probes)
+                .cloned()
+                .collect();
             let count = helpers.len();
             for helper in helpers {
                 self.send(helper, Kind::PingReq, seq, Some(target.clone()));

@@ -185,10 +185,10 @@ pub struct NodeMachine {
     /// The typed view of `state`, read once per change of the document rather than per tick;
     /// `None` when the document changed since.
     view_cache: Option<ClusterView>,
-    /// Raised each time the cached view is brought up to date after a change of the document:
-    /// what is derived from the view (the member set) is recomputed only when it moved.
-    view_version: u64,
-    /// `view_version` when the member set was last read from the view (`None`: never).
+    /// Raised each time a change of the document touched the members (so the view's members
+    /// may have changed): the member set derived from them is recomputed only when it moved.
+    members_version: u64,
+    /// `members_version` when the member set was last read from the view (`None`: never).
     members_at: Option<u64>,
     /// (service, generation) pairs whose invalid spec was already logged, so a rejected
     /// spec is logged once per generation, not every tick.
@@ -271,7 +271,7 @@ impl NodeMachine {
             last_tick: now,
             missing_deps_since: None,
             view_cache: None,
-            view_version: 0,
+            members_version: 0,
             members_at: None,
             rejected_logged: std::collections::BTreeSet::new(),
             secret_keys: None,
@@ -443,7 +443,9 @@ impl NodeMachine {
     /// writes but wins Warren's is named too).
     fn refresh_view(&mut self) {
         let touched = self.state.take_touched();
-        self.view_version += 1;
+        if touched.all || touched.members {
+            self.members_version += 1;
+        }
         if let Some(view) = self.view_cache.as_mut() {
             view.refresh(&self.state, &touched, &self.me, self.config.core.rule_break);
         }

@@ -147,13 +147,13 @@ impl NodeMachine {
 
     /// Keeps the member set (the view's members but the removed ones) current: the core's,
     /// the reports', and the driver's ([`Output::SetMembers`]). Read from the view only when
-    /// the view changed since the last read: every tick calls this, and at 1,000 members
+    /// a change touched the members since the last read: every tick calls this, and at 1,000 members
     /// rebuilding the set each time was most of a quiet node's work.
     pub(super) fn refresh_members(&mut self) {
-        if self.members_at == Some(self.view_version) {
+        if self.members_at == Some(self.members_version) {
             return;
         }
-        self.members_at = Some(self.view_version);
+        self.members_at = Some(self.members_version);
         let members: BTreeMap<NodeId, Vec<String>> = self
             .view()
             .members
