@@ -327,11 +327,15 @@ impl Plumtree {
         live: impl IntoIterator<Item = &'a NodeId>,
         live_count: Option<usize>,
     ) {
-        self.members = live
-            .into_iter()
-            .filter(|m| **m != self.me)
-            .cloned()
-            .collect();
+        // Compared as references first: the caller hands the live members after every change
+        // of failure detection's states, and the set is mostly the same (a suspicion is not
+        // a down verdict), so nothing is cloned then.
+        let mut wanted: Vec<&NodeId> = live.into_iter().filter(|m| **m != self.me).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if !wanted.iter().copied().eq(self.members.iter()) {
+            self.members = wanted.into_iter().cloned().collect();
+        }
         self.live_count = live_count.map_or(self.members.len(), |n| n.saturating_sub(1));
         let members = &self.members;
         self.eager.retain(|n| members.contains(n));
@@ -362,8 +366,9 @@ impl Plumtree {
                 .filter(|m| {
                     !eager.contains(*m) && !lazy.contains(*m) && !disconnected.contains_key(*m)
                 })
-                .cloned()
                 .choose_multiple(&mut self.rng, want - have);
+            // The same draws as sampling clones of the ids; only the picks are cloned.
+            let picks: Vec<NodeId> = picks.into_iter().cloned().collect();
             for pick in picks {
                 self.link(pick, role);
             }

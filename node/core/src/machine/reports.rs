@@ -412,13 +412,11 @@ impl NodeMachine {
         }
         self.plum_members_at = Some(version);
         let core = &self.core;
-        let live: Vec<NodeId> = self
+        let live = self
             .members
             .keys()
-            .filter(|id| core.liveness(id, now) != Liveness::Down)
-            .cloned()
-            .collect();
-        self.plum.set_members(&live);
+            .filter(|id| core.liveness(id, now) != Liveness::Down);
+        self.plum.set_members(live);
     }
 
     /// Queues every SWIM message the core has for sending.
