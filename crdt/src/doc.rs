@@ -1306,6 +1306,36 @@ impl DesiredState {
             .collect()
     }
 
+    /// The rank `(epoch, holder)` of every value standing for each slot's assignment: the
+    /// values of [`DesiredState::assignment_values`] (the same slots, values and order), with
+    /// only what ranks them read: three fields per value instead of five, no JSON. For a
+    /// checker that compares ranks after every change (the simulator's fencing check).
+    pub fn assignment_ranks(&self) -> BTreeMap<SlotId, Vec<(Epoch, NodeId)>> {
+        let Some(assignments) = self.map(&ROOT, ASSIGNMENTS) else {
+            return BTreeMap::new();
+        };
+        self.doc
+            .keys(&assignments)
+            .filter_map(|key| {
+                let slot = SlotId::parse(&key)?;
+                let ranks: Vec<(Epoch, NodeId)> = self
+                    .all_maps(&assignments, &key)
+                    .into_iter()
+                    .filter_map(|obj| {
+                        // As `assignment`: a value without a node or an epoch is none.
+                        self.string(&obj, "node")?;
+                        let epoch = Epoch(self.uint(&obj, "epoch")?);
+                        Some((
+                            epoch,
+                            NodeId(self.string(&obj, "holder").unwrap_or_default()),
+                        ))
+                    })
+                    .collect();
+                (!ranks.is_empty()).then_some((slot, ranks))
+            })
+            .collect()
+    }
+
     /// One assignment object; `None` when it has no node or epoch.
     fn assignment(&self, obj: &ObjId) -> Option<Assignment> {
         Some(Assignment {

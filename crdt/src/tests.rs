@@ -292,6 +292,14 @@ fn without_fencing_the_conflict_winner_stands_and_a_lower_write_replaces_a_highe
     let mut values = a.assignment_values()[&slot].clone();
     values.sort_by(|x, y| x.rank().cmp(&y.rank()));
     assert_eq!(values, vec![by("B", 6, "B"), by("A", 7, "A")]);
+    // The ranks alone, as the simulator's fencing check reads them: the same values in the
+    // same order.
+    let ranks: Vec<(Epoch, NodeId)> = a.assignment_values()[&slot]
+        .iter()
+        .map(|v| (v.epoch, v.holder.clone()))
+        .collect();
+    assert_eq!(ranks.len(), 2);
+    assert_eq!(a.assignment_ranks()[&slot], ranks);
     let winner = a.assignments_with(Fencing::Off)[&slot].clone();
     assert_eq!(b.assignments_with(Fencing::Off)[&slot], winner);
     assert_eq!(a.assignments_with(Fencing::On)[&slot], by("A", 7, "A"));

@@ -1431,12 +1431,12 @@ impl Simulation {
         let Some(m) = self.nodes[i].machine.as_mut() else {
             return;
         };
-        let values = m.state().assignment_values();
+        let ranks = m.state().assignment_ranks();
         let mut broken = Vec::new();
         for (slot, a) in &m.view().assignments {
-            let greatest = values
+            let greatest = ranks
                 .get(slot)
-                .and_then(|vs| vs.iter().map(|v| (v.epoch, &v.holder)).max());
+                .and_then(|vs| vs.iter().map(|(epoch, holder)| (*epoch, holder)).max());
             if let Some((epoch, holder)) = greatest.filter(|g| *g > (a.epoch, &a.holder)) {
                 broken.push(format!(
                     "fencing: node {i} acts on {slot} assigned under epoch {} by {} while its \
