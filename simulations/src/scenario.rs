@@ -494,7 +494,8 @@ pub fn propagation(nodes: usize, d: u64) -> Scenario {
 
 /// Placement through a split (issue 16): nodes get `zone=a` (indices 0, 1 and the first of
 /// the second group) or `zone=b`; services constrained to zone a and to "not zone a" are
-/// created before the split with a 4-replica service without placement (timed
+/// created before the split with two 4-replica services, one without placement and one
+/// spread over the zones (timed
 /// as `split`'s: it outlasts the stability window), and one more constrained service on
 /// each side during it. Each side re-places only on its
 /// own matching members; the simulator checks at every probe that no replica's document
@@ -529,10 +530,21 @@ pub fn constrained_split(nodes: usize, d: u64) -> Scenario {
             ),
         );
     }
-    // And one service without placement, spread over both halves: its copies meet at the
-    // heal like `split`'s (the heal's churn rule found a holder re-placing a slot off a
-    // member that had just come back, before its refutation reached the holder).
+    // And two services spread over both halves, one without placement and one with a
+    // spread preference over the zones: their copies meet at the heal like `split`'s (the
+    // heal's churn rule found a holder re-placing a slot off a member that had just come
+    // back, before its refutation reached the holder).
     s.at(2_400, Step::Write(Target::Any, WriteKind::Create(4)));
+    let spread = warren_crdt::Placement {
+        preferences: vec!["spread=node.labels.zone"
+            .parse()
+            .expect("a valid preference")],
+        ..Default::default()
+    };
+    s.at(
+        2_600,
+        Step::Write(Target::Any, WriteKind::CreatePlaced(4, spread)),
+    );
     if nodes >= 2 {
         // The split outlasts the stability window, as `split`'s (`split_window`).
         let (start, end, d) = split_window(&s.params, d);
