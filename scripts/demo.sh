@@ -108,7 +108,9 @@ fi
 if [ "$state" = on ] && [ -n "$on1" ] && [ "$named" = no ]; then
   echo "  node1's replica is not on the overlay (why: grep -i overlay $DEMO_DIR/node1/log): names skipped"
 elif [ "$state" = on ] && [ -n "$on1" ]; then
-  other=$(cli 1 -o json service ps web | tr '{' '\n' | grep -v "\"node\": *\"$node1\"" | sed -n 's/.*"slot": *\([0-9]*\).*/\1/p' | head -1)
+  # A slot on another node, from the table (TASK is `web.<slot>`, NODE the member's name).
+  other=$(cli 1 service ps web | awk 'NR > 1 && $2 != "node1" { sub(/^web\./, "", $1); print $1; exit }')
+  [ -n "$other" ] || { echo "no replica of web runs on another node than node1" >&2; exit 1; }
   docker exec "$on1" sh -c 'nslookup -type=AAAA web' | sed -n 's/^Address: *\([0-9a-f:]*\)$/  web -> \1/p'
   echo "  GET http://$other.web.warren/ from node1's replica (slot $other runs on another node):"
   answer=$(docker exec "$on1" sh -c "wget -q -O - http://$other.web.warren/")
