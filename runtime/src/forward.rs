@@ -189,35 +189,45 @@ pub fn remove(node: &str) -> Result<usize, ForwardError> {
         let Ok(listing) = ip6tables(&["-t", table, "-S", chain].map(String::from)) else {
             continue;
         };
-        // Rule numbers, highest first, so each deletion leaves the others' numbers alone.
-        for number in tagged_rule_numbers(&listing, &tag).into_iter().rev() {
-            ip6tables(&[
-                "-t".into(),
-                table.into(),
-                "-D".into(),
-                chain.into(),
-                number.to_string(),
-            ])?;
-            removed += 1;
+        // By specification, not by number: other nodes on this host (a demo, tests) insert
+        // and delete rules in the same chains, and a number read from the listing can point
+        // at another node's rule by the time it is deleted (seen: a node's own rule left
+        // behind, so another's was deleted in its place).
+        for spec in tagged_rules(&listing, &tag) {
+            let mut args: Vec<String> = vec!["-t".into(), table.into(), "-D".into()];
+            args.extend(spec);
+            match ip6tables(&args) {
+                Ok(_) => removed += 1,
+                // Deleted meanwhile by another process of this node (a restart's cleanup).
+                Err(ForwardError::Failed { stderr, .. })
+                    if stderr.contains("does a matching rule exist")
+                        || stderr.contains("Bad rule") => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(removed)
 }
 
-/// The 1-based numbers of the rules in an `ip6tables -S CHAIN` listing whose comment is
-/// exactly `tag` (the listing prints the comment quoted or not).
-pub fn tagged_rule_numbers(listing: &str, tag: &str) -> Vec<usize> {
+/// The rules in an `ip6tables -S CHAIN` listing whose comment is exactly `tag` (the listing
+/// prints the comment quoted or not), each as the words after `-A`: the chain and the rule's
+/// specification, quotes taken off, ready for `ip6tables -D`. Warren's rules have no
+/// spaces inside a word.
+pub fn tagged_rules(listing: &str, tag: &str) -> Vec<Vec<String>> {
     listing
         .lines()
-        .filter(|l| l.starts_with("-A "))
-        .enumerate()
-        .filter(|(_, line)| {
-            let words: Vec<&str> = line.split_whitespace().collect();
+        .filter_map(|l| l.strip_prefix("-A "))
+        .filter(|rule| {
+            let words: Vec<&str> = rule.split_whitespace().collect();
             words
                 .windows(2)
                 .any(|w| w[0] == "--comment" && w[1].trim_matches('"') == tag)
         })
-        .map(|(i, _)| i + 1)
+        .map(|rule| {
+            rule.split_whitespace()
+                .map(|w| w.trim_matches('"').to_string())
+                .collect()
+        })
         .collect()
 }
 
@@ -386,9 +396,21 @@ mod tests {
             -A FORWARD -i a -o b -m comment --comment warren:n1 -j ACCEPT\n\
             -A FORWARD -i a -o b -m comment --comment \"warren:n12\" -j ACCEPT\n\
             -A FORWARD -i b -o a -m comment --comment \"warren:n1\" -j ACCEPT\n";
-        assert_eq!(tagged_rule_numbers(listing, "warren:n1"), vec![2, 4]);
-        assert_eq!(tagged_rule_numbers(listing, "warren:n12"), vec![3]);
-        assert!(tagged_rule_numbers(listing, "warren:n").is_empty());
+        let words = |s: &str| -> Vec<String> { s.split(' ').map(String::from).collect() };
+        assert_eq!(
+            tagged_rules(listing, "warren:n1"),
+            vec![
+                words("FORWARD -i a -o b -m comment --comment warren:n1 -j ACCEPT"),
+                words("FORWARD -i b -o a -m comment --comment warren:n1 -j ACCEPT"),
+            ]
+        );
+        assert_eq!(
+            tagged_rules(listing, "warren:n12"),
+            vec![words(
+                "FORWARD -i a -o b -m comment --comment warren:n12 -j ACCEPT"
+            )]
+        );
+        assert!(tagged_rules(listing, "warren:n").is_empty());
     }
 
     #[test]
