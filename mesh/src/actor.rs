@@ -127,7 +127,9 @@ struct Actor {
     dropped_overflow: u64,
     dropped_rate_limited: u64,
     /// Peers refused for speaking another protocol version (at most [`MAX_INCOMPATIBLE`]
-    /// remembered).
+    /// remembered): not redialed (each dial would open a connection only to refuse it),
+    /// and forgotten when one identifies with this node's version (it was upgraded and
+    /// dialed in).
     incompatible: HashSet<PeerId>,
     /// The version this node announces ([`MeshConfig::identify_version`]).
     identify_version: String,
@@ -945,6 +947,9 @@ impl Actor {
                 let _ = self.swarm.disconnect_peer_id(peer_id);
                 return;
             }
+            if self.incompatible.remove(&peer_id) {
+                info!(peer = %peer_id, "a peer refused for its protocol version now speaks ours");
+            }
             trace!(peer = %peer_id, addrs = ?info.listen_addrs, "identified");
             let mut addrs: Vec<Multiaddr> = Vec::new();
             for addr in info.listen_addrs.into_iter().map(without_p2p) {
@@ -1187,7 +1192,10 @@ impl Actor {
         self.reconnect_unsubscribed();
         let mut targets: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
         for peer in self.members.keys() {
-            if *peer == self.local || self.swarm.is_connected(peer) {
+            if *peer == self.local
+                || self.swarm.is_connected(peer)
+                || self.incompatible.contains(peer)
+            {
                 continue;
             }
             let addrs = self.known_addrs(peer);

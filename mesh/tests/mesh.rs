@@ -1090,12 +1090,36 @@ async fn a_node_on_another_protocol_version_is_refused() {
     assert!(closed.is_some(), "the current node kept the old one");
     let stats = current.mesh.stats().await.unwrap();
     assert_eq!(stats.incompatible_peers, 1, "the refusal was not counted");
-    assert!(!stats.connected_peers.contains(&old.id));
     let (closed, _) = wait_for(&mut old.seen, deadline, |s| *s == Seen::Closed(current.id)).await;
     assert!(
         closed.is_some(),
         "the old node never saw its connection close"
     );
+    // The old node stops dialing (an operator takes it out to upgrade it); the current one
+    // does not redial a refused peer, so once a dial in flight is refused too, they stay
+    // apart. (Asserted at once, this raced the dials both made as members.)
+    old.mesh.set_members(HashMap::new()).await.unwrap();
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    let apart = loop {
+        every.tick().await;
+        let stats = current.mesh.stats().await.unwrap();
+        if !stats.connected_peers.contains(&old.id) {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+    };
+    assert!(apart, "the current node kept a connection to the old one");
+    // And stays so across a redial period: the refused peer is not dialed again.
+    for _ in 0..12 {
+        every.tick().await;
+        let stats = current.mesh.stats().await.unwrap();
+        assert!(
+            !stats.connected_peers.contains(&old.id),
+            "the current node dialed the refused peer again"
+        );
+    }
     current.mesh.shutdown().await;
     old.mesh.shutdown().await;
 }
