@@ -29,9 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use warren_core::core::{
-    plan_observed, Capacity, Observations, RunningCopy, Services, TaskHealth,
-};
+use warren_core::core::{plan_observed, Capacity, Observations, RunningCopy, Services, TaskHealth};
 use warren_crdt::test_utils::{member, service_name, spec};
 use warren_crdt::{
     Assignment, Constraint, Epoch, Lease, Member, NodeId, Service, SlotId, SpreadPreference,
@@ -151,7 +149,10 @@ fn scheduler(c: &mut Criterion) {
                 }],
             );
         }
-        assert!(place(&f, &placed).is_empty(), "a steady round changes nothing");
+        assert!(
+            place(&f, &placed).is_empty(),
+            "a steady round changes nothing"
+        );
         group.bench_function(
             BenchmarkId::new("steady", format!("{nodes} nodes/{slots} slots")),
             |b| b.iter(|| black_box(place(&f, &placed))),

@@ -23,6 +23,7 @@
 //! ```
 
 mod backoff;
+mod candidates;
 mod lease;
 mod membership;
 mod plumtree;

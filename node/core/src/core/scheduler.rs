@@ -31,9 +31,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use warren_crdt::{
-    Assignment, Lease, Member, MemberState, NodeId, OnPartition, Service, ServiceName, SlotId,
+    Assignment, Constraint, Lease, Member, MemberState, NodeId, OnPartition, Service, ServiceName,
+    SlotId, SpreadPreference,
 };
 
+use super::candidates::{Candidates, Fit, GroupPath};
 use super::{RuleBreak, TaskHealth};
 use crate::placement;
 
@@ -314,12 +316,16 @@ pub fn plan_observed(
 ) -> Plan {
     let capacity = &observed.capacity;
     let unrunnable = &observed.unrunnable;
-    let eligible: Vec<&NodeId> = members
+    // Sorted by id, so that a member's number in this list (`number`) orders as its id.
+    let mut eligible: Vec<&NodeId> = members
         .values()
         .filter(|m| m.state == MemberState::Active && live.contains(&m.id))
         .map(|m| &m.id)
         .collect();
+    eligible.sort();
+    eligible.dedup();
     let eligible_set: BTreeSet<&NodeId> = eligible.iter().copied().collect();
+    let number = |n: &NodeId| eligible.binary_search(&n).ok();
     // A node suits a service when its member record satisfies every constraint of the
     // service's placement (`crate::placement`).
     let suits = |service: &Service, n: &NodeId| {
@@ -366,8 +372,14 @@ pub fn plan_observed(
         }
     }
 
-    // Slots that stay where they are count towards each node's load.
-    let mut total: BTreeMap<&NodeId, usize> = eligible.iter().map(|n| (*n, 0)).collect();
+    // Slots that stay where they are count towards each node's load: per eligible member,
+    // by its number.
+    let mut total: Vec<usize> = vec![0; eligible.len()];
+    let count = |total: &mut Vec<usize>, n: &NodeId| {
+        if let Some(i) = number(n) {
+            total[i] += 1;
+        }
+    };
     let mut per_service: BTreeMap<(&ServiceName, &NodeId), usize> = BTreeMap::new();
     // A slot stays on a node that no longer satisfies its constraints (a label changed)
     // only until this round: it is re-placed, as Swarm's constraint enforcer does.
@@ -411,7 +423,7 @@ pub fn plan_observed(
         };
         if judged.contains_key(slot) || (keeps(slot, a) && room()) {
             kept.insert(slot);
-            *total.entry(&a.node).or_default() += 1;
+            count(&mut total, &a.node);
             *per_service.entry((&slot.service, &a.node)).or_default() += 1;
             if let Some(s) = services.get(&slot.service) {
                 reserve(&mut reserved, &a.node, reservation(s));
@@ -421,7 +433,7 @@ pub fn plan_observed(
     for (slot, a) in &judged {
         if !assignments.contains_key(*slot) {
             kept.insert(slot);
-            *total.entry(&a.node).or_default() += 1;
+            count(&mut total, &a.node);
             *per_service.entry((&slot.service, &a.node)).or_default() += 1;
             if let Some(s) = services.get(&slot.service) {
                 reserve(&mut reserved, &a.node, reservation(s));
@@ -450,38 +462,22 @@ pub fn plan_observed(
             .is_none_or(|f| f.nano_cpus >= want.nano_cpus && f.memory_bytes >= want.memory_bytes)
     };
     let mut moving: BTreeSet<&ServiceName> = BTreeSet::new();
+    // The members each distinct set of constraints allows, by number, and each member's
+    // spread group for each distinct list of preferences: services share them.
+    let mut matching_by: Vec<(&[Constraint], Vec<u32>)> = Vec::new();
+    let mut paths_by: Vec<(&[SpreadPreference], Vec<GroupPath>)> = Vec::new();
+    let min_id = NodeId(String::new());
     for (name, service) in services.iter().filter(|(_, s)| !s.deleted) {
         let placement = &service.spec.placement;
         let cap = placement
             .max_replicas_per_node
             .map_or(usize::MAX, |m| m as usize);
-        // The live members its constraints allow.
-        let matching: Vec<&NodeId> = if placement.constraints.is_empty() {
-            eligible.clone()
-        } else {
-            eligible
-                .iter()
-                .copied()
-                .filter(|n| suits(service, n))
-                .collect()
-        };
-        // Spread preferences: this service's replicas per label group, at each depth
-        // (the first preference's value, then the first two's, ...).
-        let group_of = |n: &NodeId| -> Vec<Option<&str>> {
-            members
-                .get(n)
-                .map(|m| placement::spread_group(placement, m))
-                .unwrap_or_else(|| vec![None; placement.preferences.len()])
-        };
-        let mut groups: BTreeMap<Vec<Option<&str>>, usize> = BTreeMap::new();
-        if !placement.preferences.is_empty() {
-            for ((_, node), count) in per_service.iter().filter(|((s, _), _)| *s == name) {
-                let group = group_of(node);
-                for depth in 1..=group.len() {
-                    *groups.entry(group[..depth].to_vec()).or_default() += *count;
-                }
-            }
-        }
+        let want = reservation(service);
+        // Built at the service's first slot that needs a member: the members its
+        // constraints allow, its replicas per member, its candidates in order.
+        let mut round: Option<(usize, Vec<usize>, Candidates)> = None;
+        // Why its slots wait, once no candidate is left (every later slot waits as well).
+        let mut exhausted: Option<String> = None;
         for index in 0..service.spec.slot_count() {
             let slot = SlotId {
                 service: name.clone(),
@@ -496,7 +492,74 @@ pub fn plan_observed(
                 continue;
             }
             moving.insert(name);
-            let want = reservation(service);
+            let (matching_at, load, candidates) = round.get_or_insert_with(|| {
+                let constraints = placement.constraints.as_slice();
+                let at = match matching_by.iter().position(|(c, _)| *c == constraints) {
+                    Some(at) => at,
+                    None => {
+                        let numbers = (0..eligible.len() as u32)
+                            .filter(|i| suits(service, eligible[*i as usize]))
+                            .collect();
+                        matching_by.push((constraints, numbers));
+                        matching_by.len() - 1
+                    }
+                };
+                let prefs = placement.preferences.as_slice();
+                let paths: &[Vec<Option<&str>>] = if prefs.is_empty() {
+                    &[]
+                } else {
+                    let p = match paths_by.iter().position(|(p, _)| *p == prefs) {
+                        Some(p) => p,
+                        None => {
+                            let groups = eligible
+                                .iter()
+                                .map(|n| match members.get(*n) {
+                                    Some(m) => placement::spread_group(placement, m),
+                                    None => vec![None; prefs.len()],
+                                })
+                                .collect();
+                            paths_by.push((prefs, groups));
+                            paths_by.len() - 1
+                        }
+                    };
+                    &paths_by[p].1
+                };
+                let mut load = vec![0; eligible.len()];
+                let mut counts: BTreeMap<Vec<Option<&str>>, usize> = BTreeMap::new();
+                for ((_, node), count) in per_service
+                    .range((name, &min_id)..)
+                    .take_while(|((s, _), _)| *s == name)
+                {
+                    if let Some(i) = number(node) {
+                        load[i] = *count;
+                    }
+                    if !prefs.is_empty() {
+                        let group = members
+                            .get(*node)
+                            .map(|m| placement::spread_group(placement, m))
+                            .unwrap_or_else(|| vec![None; prefs.len()]);
+                        for depth in 1..=group.len() {
+                            *counts.entry(group[..depth].to_vec()).or_default() += *count;
+                        }
+                    }
+                }
+                let path = |i: u32| paths.get(i as usize).cloned().unwrap_or_default();
+                let candidates = Candidates::new(&matching_by[at].1, path, counts, &load, &total);
+                (at, load, candidates)
+            });
+            let matching = &matching_by[*matching_at].1;
+            let is_matching =
+                |n: &NodeId| number(n).is_some_and(|i| matching.binary_search(&(i as u32)).is_ok());
+            let fit = |reserved: &BTreeMap<&NodeId, Capacity>, load: &[usize], i: u32| {
+                let n = eligible[i as usize];
+                if load[i as usize] >= cap || !fits(reserved, n, want) {
+                    Fit::Never
+                } else if avoided(&slot, n) && elsewhere(service, &slot) {
+                    Fit::NotThisSlot
+                } else {
+                    Fit::Take
+                }
+            };
             // Keep what runs: a live node that reports a running copy of this slot's
             // current generation takes it before any other.
             let running_on = observed.copies.get(&slot).and_then(|copies| {
@@ -504,75 +567,66 @@ pub fn plan_observed(
                     .iter()
                     .filter(|c| c.generation == service.generation)
                     .map(|c| &c.node)
-                    .find(|n| matching.contains(n))
+                    .find(|n| is_matching(n))
             });
-            let load = |n: &NodeId| per_service.get(&(name, n)).copied().unwrap_or(0);
-            let spread = |n: &NodeId| -> Vec<usize> {
-                if placement.preferences.is_empty() {
-                    return Vec::new();
-                }
-                let group = group_of(n);
-                (1..=group.len())
-                    .map(|depth| groups.get(&group[..depth]).copied().unwrap_or(0))
-                    .collect()
+            let chosen = match running_on.and_then(&number) {
+                Some(i) if fit(&reserved, load, i as u32) == Fit::Take => Some(i as u32),
+                _ if exhausted.is_some() => None,
+                _ => candidates.choose(load, &total, |i| fit(&reserved, load, i)),
             };
-            let room: Vec<&NodeId> = matching.iter().copied().filter(|n| load(n) < cap).collect();
-            let Some(node) = room
-                .iter()
-                .copied()
-                .filter(|n| {
-                    fits(&reserved, n, want) && !(avoided(&slot, n) && elsewhere(service, &slot))
-                })
-                .min_by_key(|n| {
-                    (
-                        Some(*n) != running_on,
-                        spread(n),
-                        load(n),
-                        total.get(*n).copied().unwrap_or(0),
-                        *n,
-                    )
-                })
-            else {
-                let reason = if eligible.is_empty() {
-                    "no live member to run it".to_string()
-                } else if matching.is_empty() {
-                    let live = eligible.iter().filter_map(|n| members.get(*n));
-                    let reason = placement::unmatched_reason(placement, live)
-                        .unwrap_or_else(|| "no node matches its constraints".to_string());
-                    let down_matches = members.values().any(|m| {
-                        m.state == MemberState::Active
-                            && !eligible_set.contains(&m.id)
-                            && placement::satisfies(placement, m)
-                    });
-                    if down_matches {
-                        format!("{reason} among the live members")
-                    } else {
-                        reason
-                    }
-                } else if room.is_empty() {
-                    format!(
-                        "max-replicas-per-node {cap} reached on every matching node ({})",
-                        matching.len()
-                    )
-                } else {
-                    let frees: Vec<Capacity> =
-                        room.iter().filter_map(|n| free(&reserved, n)).collect();
-                    let memory_short = frees.iter().all(|f| f.memory_bytes < want.memory_bytes);
-                    let cpu_short = frees.iter().all(|f| f.nano_cpus < want.nano_cpus);
-                    match (memory_short, cpu_short) {
-                        (true, false) => format!(
-                            "no node with {} free memory",
-                            format_bytes(want.memory_bytes)
-                        ),
-                        (false, true) => {
-                            format!("no node with {} free", format_cpus(want.nano_cpus))
+            let Some(chosen) = chosen else {
+                let pending_reason = |load: &[usize]| -> String {
+                    let load_of = |n: &NodeId| number(n).map_or(0, |i| load[i]);
+                    let room: Vec<&NodeId> = matching
+                        .iter()
+                        .map(|i| eligible[*i as usize])
+                        .filter(|n| load_of(n) < cap)
+                        .collect();
+                    if eligible.is_empty() {
+                        "no live member to run it".to_string()
+                    } else if matching.is_empty() {
+                        let live = eligible.iter().filter_map(|n| members.get(*n));
+                        let reason = placement::unmatched_reason(placement, live)
+                            .unwrap_or_else(|| "no node matches its constraints".to_string());
+                        let down_matches = members.values().any(|m| {
+                            m.state == MemberState::Active
+                                && !eligible_set.contains(&m.id)
+                                && placement::satisfies(placement, m)
+                        });
+                        if down_matches {
+                            format!("{reason} among the live members")
+                        } else {
+                            reason
                         }
-                        _ => format!(
-                            "no node with {} free memory and {} free",
-                            format_bytes(want.memory_bytes),
-                            format_cpus(want.nano_cpus)
-                        ),
+                    } else if room.is_empty() {
+                        format!(
+                            "max-replicas-per-node {cap} reached on every matching node ({})",
+                            matching.len()
+                        )
+                    } else {
+                        let frees: Vec<Capacity> =
+                            room.iter().filter_map(|n| free(&reserved, n)).collect();
+                        let memory_short = frees.iter().all(|f| f.memory_bytes < want.memory_bytes);
+                        let cpu_short = frees.iter().all(|f| f.nano_cpus < want.nano_cpus);
+                        match (memory_short, cpu_short) {
+                            (true, false) => format!(
+                                "no node with {} free memory",
+                                format_bytes(want.memory_bytes)
+                            ),
+                            (false, true) => {
+                                format!("no node with {} free", format_cpus(want.nano_cpus))
+                            }
+                            _ => format!(
+                                "no node with {} free memory and {} free",
+                                format_bytes(want.memory_bytes),
+                                format_cpus(want.nano_cpus)
+                            ),
+                        }
                     }
+                };
+                let reason = match &exhausted {
+                    Some(reason) => reason.clone(),
+                    None => pending_reason(load),
                 };
                 // An assignment made for an older spec must not run the new one on a node
                 // that cannot hold it, nor may one stay on a node its constraints no longer
@@ -586,16 +640,22 @@ pub fn plan_observed(
                 {
                     plan.remove.push(slot.clone());
                 }
+                if candidates.is_exhausted() {
+                    exhausted = Some(reason.clone());
+                }
                 plan.pending.push((slot, reason));
                 continue;
             };
+            let node = eligible[chosen as usize];
             // Running copies on live members its placement excludes (its constraints no
             // longer allow them, or they hold `--max-replicas-per-node` already) are judged
             // here: they stop once the new node confirms its copy running (make before
             // break); unjudged, the new node would wait for a decision about them that never
             // comes. Any other copy is the heal's keep rule's (`judge_copies`), as before.
-            let excluded =
-                |n: &NodeId| eligible_set.contains(n) && (!suits(service, n) || load(n) >= cap);
+            let excluded = |n: &NodeId| {
+                eligible_set.contains(n)
+                    && (!suits(service, n) || number(n).is_some_and(|i| load[i] >= cap))
+            };
             let mut displaced: Vec<NodeId> = observed
                 .copies
                 .get(&slot)
@@ -608,14 +668,10 @@ pub fn plan_observed(
                 .collect();
             displaced.sort();
             displaced.dedup();
-            if !placement.preferences.is_empty() {
-                let group = group_of(node);
-                for depth in 1..=group.len() {
-                    *groups.entry(group[..depth].to_vec()).or_default() += 1;
-                }
-            }
-            *total.entry(node).or_default() += 1;
+            total[chosen as usize] += 1;
+            load[chosen as usize] += 1;
             *per_service.entry((name, node)).or_default() += 1;
+            candidates.placed(chosen, load, &total);
             reserve(&mut reserved, node, want);
             plan.put.push((
                 slot,
@@ -641,12 +697,9 @@ pub fn plan_observed(
             {
                 continue;
             }
-            // Only among the nodes its constraints allow.
-            let mut on: BTreeMap<&NodeId, Vec<u32>> = eligible
-                .iter()
-                .filter(|n| suits(service, n))
-                .map(|n| (*n, vec![]))
-                .collect();
+            // Only among the nodes its constraints allow: the ones holding its slots here,
+            // the others (holding none) below, and only when a move could be due.
+            let mut on: BTreeMap<&NodeId, Vec<u32>> = BTreeMap::new();
             let settled = (0..service.spec.slot_count()).all(|index| {
                 let slot = SlotId {
                     service: name.clone(),
@@ -661,10 +714,10 @@ pub fn plan_observed(
                         && copies[0].generation == service.generation
                         && health_rank(copies[0].health) == 0
                 });
-                let Some(slots) = on.get_mut(&a.node) else {
+                if !(eligible_set.contains(&a.node) && suits(service, &a.node)) {
                     return false;
-                };
-                slots.push(index);
+                }
+                on.entry(&a.node).or_default().push(index);
                 confirmed
             });
             if !settled {
@@ -676,6 +729,10 @@ pub fn plan_observed(
             else {
                 continue;
             };
+            // A move needs a node with at least two fewer.
+            if slots.len() < 2 {
+                continue;
+            }
             let want = reservation(service);
             let Some(index) = slots.iter().max().copied() else {
                 continue;
@@ -684,9 +741,12 @@ pub fn plan_observed(
                 service: name.clone(),
                 slot: index,
             };
-            let to = on
+            let to = eligible
                 .iter()
-                .filter(|(n, s)| {
+                .enumerate()
+                .filter(|(_, n)| suits(service, n))
+                .map(|(i, n)| (i, *n, on.get(*n).map_or(0, Vec::len)))
+                .filter(|(_, n, held)| {
                     // Never onto a node where any task of the service failed: a move there
                     // would crash-loop and be moved back.
                     let failed_there = (0..service.spec.slot_count()).any(|index| {
@@ -698,13 +758,13 @@ pub fn plan_observed(
                             n,
                         )
                     });
-                    s.len() + 2 <= slots.len() && fits(&reserved, n, want) && !failed_there
+                    held + 2 <= slots.len() && fits(&reserved, n, want) && !failed_there
                 })
-                .min_by_key(|(n, s)| (s.len(), total.get(*n).copied().unwrap_or(0), **n))
-                .map(|(n, _)| *n);
-            let Some(to) = to else { continue };
+                .min_by_key(|(i, n, held)| (*held, total[*i], *n))
+                .map(|(i, n, _)| (i, n));
+            let Some((i, to)) = to else { continue };
             reserve(&mut reserved, to, want);
-            *total.entry(to).or_default() += 1;
+            total[i] += 1;
             plan.put.push((
                 slot,
                 Assignment {
