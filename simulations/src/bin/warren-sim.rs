@@ -97,6 +97,10 @@ enum Command {
         /// tree's default when not given).
         #[arg(long)]
         seed_every: Option<usize>,
+        /// Hops from the origin and each seed over which a broadcast goes in full to every
+        /// neighbour (the tree's default when not given).
+        #[arg(long)]
+        flood_rounds: Option<u16>,
     },
 }
 
@@ -249,6 +253,7 @@ fn main() -> ExitCode {
             degree,
             near,
             seed_every,
+            flood_rounds,
         } => {
             if !(0.0..1.0).contains(&loss) {
                 eprintln!("--loss takes a probability below 1");
@@ -259,6 +264,7 @@ fn main() -> ExitCode {
                 degree: degree.unwrap_or(defaults.degree),
                 near: near.unwrap_or(defaults.near),
                 seed_every: seed_every.unwrap_or(defaults.seed_every),
+                flood_rounds: flood_rounds.unwrap_or(defaults.flood_rounds),
                 ..defaults
             };
             if plum.near > plum.degree {
