@@ -35,6 +35,7 @@ fn member(id: &str) -> Member {
         admitted_by: NodeId(id.into()),
         admitted_at: 0,
         state: MemberState::Active,
+        availability: Default::default(),
     }
 }
 

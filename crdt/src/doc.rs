@@ -1157,6 +1157,10 @@ impl DesiredState {
                         admitted_by: NodeId(self.string(&obj, "admitted_by").unwrap_or_default()),
                         admitted_at: self.int(&obj, "admitted_at").unwrap_or_default(),
                         state: MemberState::parse(&self.string(&obj, "state").unwrap_or_default()),
+                        availability: self
+                            .string(&obj, "availability")
+                            .and_then(|w| crate::Availability::parse(&w))
+                            .unwrap_or_default(),
                     },
                 ))
             })
@@ -1511,6 +1515,8 @@ impl DesiredState {
             .put(&obj, "admitted_by", member.admitted_by.as_str())?;
         self.doc.put(&obj, "admitted_at", member.admitted_at)?;
         self.doc.put(&obj, "state", member.state.as_str())?;
+        self.doc
+            .put(&obj, "availability", member.availability.as_str())?;
         Ok(())
     }
 
@@ -1580,6 +1586,30 @@ impl DesiredState {
         let mut words: Vec<String> = add.iter().map(|(k, v)| format!("+{k}={v}")).collect();
         words.extend(remove.iter().map(|k| format!("-{k}")));
         Ok(self.commit(format!("member labels {} {}", id.short(), words.join(" "))))
+    }
+
+    /// Sets member `id`'s availability (`node update --availability`): one register, so
+    /// concurrent changes resolve to one of them on every peer. Returns an empty change when
+    /// it is already `availability`.
+    ///
+    /// Errors: [`CrdtError::UnknownMember`].
+    pub fn set_member_availability(
+        &mut self,
+        id: &NodeId,
+        availability: crate::Availability,
+    ) -> Result<ChangeBytes, CrdtError> {
+        let unknown = || CrdtError::UnknownMember(id.clone());
+        let members = self.map(&ROOT, MEMBERS).ok_or_else(unknown)?;
+        let obj = self.map(&members, id.as_str()).ok_or_else(unknown)?;
+        let current = self
+            .string(&obj, "availability")
+            .and_then(|w| crate::Availability::parse(&w))
+            .unwrap_or_default();
+        if current == availability {
+            return Ok(Vec::new());
+        }
+        self.doc.put(&obj, "availability", availability.as_str())?;
+        Ok(self.commit(format!("member availability {} {availability}", id.short())))
     }
 
     /// Publishes member `id`'s capabilities (replacing the set there, name by name) and its
@@ -2207,6 +2237,7 @@ mod tests {
             admitted_by: me.clone(),
             admitted_at: 0,
             state: MemberState::Active,
+            availability: Default::default(),
         };
         let info = ClusterInfo {
             id: "c".into(),

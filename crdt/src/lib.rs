@@ -40,6 +40,7 @@
 //!     labels: Default::default(), capabilities: Default::default(),
 //!     platform: Default::default(), admitted_by: NodeId("12D3KooWfounder".into()),
 //!     admitted_at: 0, state: MemberState::Active,
+//!     availability: Default::default(),
 //! };
 //! let info = ClusterInfo { id: "c1".into(), name: "lab".into(), created_at: 0 };
 //! let mut a = DesiredState::new_cluster(&info, &founder)?;
@@ -68,6 +69,7 @@
 //! # Ok::<(), warren_crdt::CrdtError>(())
 //! ```
 
+mod availability;
 mod doc;
 mod error;
 mod image_ref;
@@ -75,6 +77,7 @@ mod model;
 mod placement;
 mod store;
 
+pub use availability::Availability;
 pub use doc::{
     ChangeBytes, DesiredState, Fencing, SyncState, Touched, DEFAULT_MAX_SYNC_MESSAGE,
     TOUCHED_MAX_OPS,

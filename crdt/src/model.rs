@@ -242,6 +242,11 @@ pub struct Member {
     pub admitted_at: i64,
     /// Admission state.
     pub state: MemberState,
+    /// `node update --availability`: whether the scheduler places tasks here and keeps them
+    /// ([`crate::Availability`]; separate from the admission state). `active` in records
+    /// written before it existed.
+    #[serde(default)]
+    pub availability: crate::Availability,
 }
 
 /// A member's place on the overlay (DESIGN §4): its WireGuard public key, the addresses

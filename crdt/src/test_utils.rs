@@ -42,6 +42,7 @@ pub fn member_admitted_by(id: &str, by: &str) -> Member {
         admitted_by: node_id(by),
         admitted_at: 0,
         state: MemberState::Active,
+        availability: Default::default(),
     }
 }
 

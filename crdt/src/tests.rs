@@ -14,6 +14,7 @@ fn member(id: &str) -> Member {
         admitted_by: NodeId(id.into()),
         admitted_at: 1,
         state: MemberState::Active,
+        availability: Default::default(),
     }
 }
 
@@ -1530,4 +1531,33 @@ fn placement_is_stored_and_changes_it_start_no_new_containers() {
     let updated = a.services()[&name("web")].clone();
     assert_eq!(updated.spec.placement, s.placement);
     assert_eq!(updated.generation, stored.generation, "no new containers");
+}
+
+#[test]
+fn availability_is_stored_merged_and_reads_active_when_absent() {
+    let (mut a, mut b) = pair();
+    let id = NodeId("A".into());
+    assert_eq!(a.members()[&id].availability, crate::Availability::Active);
+    assert!(a
+        .set_member_availability(&id, crate::Availability::Active)
+        .expect("same")
+        .is_empty());
+    assert!(!a
+        .set_member_availability(&id, crate::Availability::Drain)
+        .expect("drain")
+        .is_empty());
+    sync_pair(&mut a, &mut b);
+    assert_eq!(b.members()[&id].availability, crate::Availability::Drain);
+    b.set_member_availability(&id, crate::Availability::Pause)
+        .expect("pause");
+    sync_pair(&mut a, &mut b);
+    assert_eq!(a.members()[&id].availability, crate::Availability::Pause);
+    // A record written before the field existed (no key) reads `active`.
+    let json = r#"{"id":"A","name":"a","addrs":[],"labels":{},"admitted_by":"A","admitted_at":0,"state":"active"}"#;
+    let old: Member = serde_json::from_str(json).expect("old record");
+    assert_eq!(old.availability, crate::Availability::Active);
+    assert!(matches!(
+        a.set_member_availability(&NodeId("Z".into()), crate::Availability::Drain),
+        Err(CrdtError::UnknownMember(_))
+    ));
 }

@@ -117,6 +117,7 @@ fn founder() -> Member {
         admitted_by: node(0),
         admitted_at: 0,
         state: MemberState::Active,
+        availability: Default::default(),
     }
 }
 
@@ -723,6 +724,7 @@ fn run_op(
                 admitted_by: node(me),
                 admitted_at: i64::try_from(uid).expect("small uid"),
                 state: MemberState::Active,
+                availability: Default::default(),
             };
             let mut plan = Plan::new(format!("add member N{id} #{uid}"));
             plan.writes
@@ -785,6 +787,7 @@ fn run_op(
                 admitted_by: node(me),
                 admitted_at: i64::try_from(uid).expect("small uid"),
                 state: MemberState::Active,
+                availability: Default::default(),
             };
             let mut plan = Plan::new(format!("admit N{m} #{uid} with {token_id}"));
             match doc.tokens().get(&token_id) {

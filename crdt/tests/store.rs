@@ -26,6 +26,7 @@ fn new_cluster() -> DesiredState {
         admitted_by: node(),
         admitted_at: 0,
         state: MemberState::Active,
+        availability: Default::default(),
     };
     let info = ClusterInfo {
         id: "c1".into(),

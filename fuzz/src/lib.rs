@@ -50,6 +50,7 @@ fn member(id: &str, name: &str) -> Member {
         admitted_by: NodeId(FOUNDER.into()),
         admitted_at: 0,
         state: MemberState::Active,
+        availability: Default::default(),
     }
 }
 

@@ -101,6 +101,7 @@ fn main() {
             admitted_by: me.clone(),
             admitted_at: 0,
             state: MemberState::Active,
+            availability: Default::default(),
         };
         let info = ClusterInfo {
             id: "bench".into(),

@@ -459,6 +459,7 @@ impl Simulation {
             admitted_by: ids[0].clone(),
             admitted_at: 0,
             state: MemberState::Active,
+            availability: Default::default(),
         };
         let info = ClusterInfo {
             id: format!("sim-{seed}"),

@@ -102,6 +102,7 @@ fn main() {
                 admitted_by: peer.clone(),
                 admitted_at: 5,
                 state: MemberState::Active,
+                availability: Default::default(),
             })
             .expect("member"),
     );

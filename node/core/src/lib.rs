@@ -65,6 +65,7 @@
 //!     id: me.clone(), name: "a".into(), addrs: vec![], labels: Default::default(),
 //!     capabilities: Default::default(), platform: Default::default(),
 //!     admitted_by: me.clone(), admitted_at: 0, state: MemberState::Active,
+//!     availability: Default::default(),
 //! };
 //! let info = ClusterInfo { id: "c1".into(), name: "lab".into(), created_at: 0 };
 //! let state = DesiredState::new_cluster(&info, &founder).unwrap();

@@ -460,6 +460,7 @@ mod tests {
             admitted_by: NodeId("a".into()),
             admitted_at: 0,
             state,
+            availability: Default::default(),
         }
     }
 

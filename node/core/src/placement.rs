@@ -23,6 +23,7 @@
 //!     labels: [("zone".to_string(), "north".to_string())].into(),
 //!     capabilities: Default::default(), platform: Default::default(),
 //!     admitted_by: NodeId("A".into()), admitted_at: 0, state: MemberState::Active,
+//!     availability: Default::default(),
 //! };
 //! let c = |s: &str| s.parse::<Constraint>().unwrap();
 //! assert!(matches(&c("node.labels.zone==North"), &member));
@@ -141,6 +142,7 @@ mod tests {
             admitted_by: NodeId("x".into()),
             admitted_at: 0,
             state: MemberState::Active,
+            availability: Default::default(),
         }
     }
 

@@ -135,6 +135,7 @@ mod tests {
             admitted_by: NodeId(id.into()),
             admitted_at: 1,
             state: MemberState::Active,
+            availability: Default::default(),
         };
         DesiredState::new_cluster(&info, &member).expect("cluster")
     }

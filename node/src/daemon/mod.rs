@@ -303,6 +303,7 @@ async fn run_node(
                 admitted_by: me.clone(),
                 admitted_at: now_ms,
                 state: MemberState::Active,
+                availability: Default::default(),
             };
             let info = ClusterInfo {
                 id: cluster_id.clone(),

@@ -15,6 +15,7 @@
 //!     id: me.clone(), name: "a".into(), addrs: vec![], labels: Default::default(),
 //!     capabilities: Default::default(), platform: Default::default(),
 //!     admitted_by: me.clone(), admitted_at: 0, state: MemberState::Active,
+//!     availability: Default::default(),
 //! };
 //! let view = ClusterView { members: [(me.clone(), member)].into(), ..Default::default() };
 //! // A member with no lease in sight is the candidate and claims epoch 1.
@@ -763,6 +764,7 @@ mod tests {
                     admitted_by: id("a"),
                     admitted_at: 0,
                     state: MemberState::Active,
+                    availability: Default::default(),
                 },
             )
         };
@@ -942,6 +944,7 @@ mod tests {
                     admitted_by: id("a"),
                     admitted_at: 0,
                     state: MemberState::Active,
+                    availability: Default::default(),
                 };
                 (id(n), member)
             })
@@ -1082,6 +1085,7 @@ mod view_tests {
             admitted_by: me("a"),
             admitted_at: 0,
             state: MemberState::Active,
+            availability: Default::default(),
         };
         let info = ClusterInfo {
             id: "c".into(),

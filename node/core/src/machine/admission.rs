@@ -171,6 +171,7 @@ impl NodeMachine {
                 admitted_by: self.me.clone(),
                 admitted_at: now_secs.saturating_mul(1000),
                 state: MemberState::Active,
+                availability: Default::default(),
             };
             let change = self.state.admit_with_token(&token.token_id, &member)?;
             self.changed(true);
