@@ -23,6 +23,7 @@
 //! assert!(matches!(&actions[..], [Action::ClaimLease(l)] if l.holder == me && l.epoch.0 == 1));
 //! ```
 
+pub mod availability;
 mod backoff;
 mod candidates;
 mod lease;

@@ -4,7 +4,8 @@
 //! Placement rules, in the order they apply to a slot that needs a node (Docker Swarm's
 //! syntax and semantics; the matching rule is [`crate::placement`]'s):
 //!
-//! 1. **Eligible**: an active member that is live here.
+//! 1. **Eligible**: an active member that is live here, its availability `active`
+//!    ([`availability::takes_new_tasks`]).
 //! 2. **Constraints** (`spec.placement.constraints`): the member's record satisfies every
 //!    one (`node.name`, `node.id`, `node.labels.KEY`, `node.arch`, `node.os`,
 //!    `node.capabilities`, with `==` or `!=`; a missing label or an unknown platform is no
@@ -18,10 +19,11 @@
 //!    more value) holds the fewest of the service's replicas; then the fewest slots of the
 //!    service, the fewest slots overall, the lowest id.
 //!
-//! A slot keeps its node while the node is eligible (or waited for by the partition
-//! policy), the assignment is of the current generation, the node still satisfies the
-//! constraints (a label change re-places the slot, as Swarm's constraint enforcer does) and
-//! the cap holds (lowest slots first). A slot no member can take is pending with the reason
+//! A slot keeps its node while the node is eligible (or paused, or drained with a reason to
+//! stay: [`availability::keeps_tasks`]; or waited for by the partition policy), the
+//! assignment is of the current generation, the node still satisfies the constraints (a
+//! label change re-places the slot, as Swarm's constraint enforcer does) and the cap holds
+//! (lowest slots first). A slot no member can take is pending with the reason
 //! ([`Plan::pending`]): `no live member to run it`, `no node matches C1 and C2` (the
 //! constraints up to the one that left no member), `max-replicas-per-node N reached on every
 //! matching node (M)`, or the reservation that does not fit; an assignment left on a member
@@ -35,6 +37,7 @@ use warren_crdt::{
     SlotId, SpreadPreference,
 };
 
+use super::availability;
 use super::candidates::{Candidates, Fit, GroupPath};
 use super::{RuleBreak, TaskHealth};
 use crate::placement;
@@ -319,13 +322,27 @@ pub fn plan_observed(
     // Sorted by id, so that a member's number in this list (`number`) orders as its id.
     let mut eligible: Vec<&NodeId> = members
         .values()
-        .filter(|m| m.state == MemberState::Active && live.contains(&m.id))
+        .filter(|m| availability::takes_new_tasks(m) && live.contains(&m.id))
         .map(|m| &m.id)
         .collect();
     eligible.sort();
     eligible.dedup();
     let eligible_set: BTreeSet<&NodeId> = eligible.iter().copied().collect();
     let number = |n: &NodeId| eligible.binary_search(&n).ok();
+    // Live admitted members, whatever their availability; `holds`: those that keep a slot
+    // of the service they already hold (paused ones do, drained ones only what stays).
+    let present = |n: &NodeId| {
+        live.contains(n)
+            && members
+                .get(n)
+                .is_some_and(|m| m.state == MemberState::Active)
+    };
+    let holds = |service: &Service, n: &NodeId| {
+        present(n)
+            && members
+                .get(n)
+                .is_some_and(|m| availability::keeps_tasks(service, m))
+    };
     // A node suits a service when its member record satisfies every constraint of the
     // service's placement (`crate::placement`).
     let suits = |service: &Service, n: &NodeId| {
@@ -359,7 +376,7 @@ pub fn plan_observed(
         let Some(service) = service_wanting(services, slot) else {
             continue;
         };
-        let usable = |n: &NodeId| eligible_set.contains(n) && suits(service, n);
+        let usable = |n: &NodeId| holds(service, n) && suits(service, n);
         if let Some(a) = judge_copies(
             service,
             assignments.get(slot),
@@ -388,7 +405,7 @@ pub fn plan_observed(
             !s.deleted
                 && slot.slot < s.spec.replicas
                 && a.spec_generation == s.generation
-                && (eligible_set.contains(&a.node) || waits_for(s, &a.node))
+                && (eligible_set.contains(&a.node) || holds(s, &a.node) || waits_for(s, &a.node))
                 && suits(s, &a.node)
                 && !(avoided(slot, &a.node) && elsewhere(s, slot))
         })
@@ -575,6 +592,14 @@ pub fn plan_observed(
                 _ => candidates.choose(load, &total, |i| fit(&reserved, load, i)),
             };
             let Some(chosen) = chosen else {
+                // Paused or drained members that would take it, named in the reason.
+                let unavailable = || {
+                    let candidates = members.values().filter(|m| present(&m.id));
+                    availability::unavailable_reason(candidates, |m| {
+                        placement::satisfies(placement, m)
+                    })
+                    .map_or(String::new(), |r| format!(" ({r})"))
+                };
                 let pending_reason = |load: &[usize]| -> String {
                     let load_of = |n: &NodeId| number(n).map_or(0, |i| load[i]);
                     let room: Vec<&NodeId> = matching
@@ -583,20 +608,20 @@ pub fn plan_observed(
                         .filter(|n| load_of(n) < cap)
                         .collect();
                     if eligible.is_empty() {
-                        "no live member to run it".to_string()
+                        format!("no live member to run it{}", unavailable())
                     } else if matching.is_empty() {
                         let live = eligible.iter().filter_map(|n| members.get(*n));
                         let reason = placement::unmatched_reason(placement, live)
                             .unwrap_or_else(|| "no node matches its constraints".to_string());
                         let down_matches = members.values().any(|m| {
                             m.state == MemberState::Active
-                                && !eligible_set.contains(&m.id)
+                                && !present(&m.id)
                                 && placement::satisfies(placement, m)
                         });
                         if down_matches {
-                            format!("{reason} among the live members")
+                            format!("{reason} among the live members{}", unavailable())
                         } else {
-                            reason
+                            format!("{reason}{}", unavailable())
                         }
                     } else if room.is_empty() {
                         format!(
@@ -652,9 +677,12 @@ pub fn plan_observed(
             // here: they stop once the new node confirms its copy running (make before
             // break); unjudged, the new node would wait for a decision about them that never
             // comes. Any other copy is the heal's keep rule's (`judge_copies`), as before.
+            // A copy on a paused or drained member is judged the same way (a drain's move).
             let excluded = |n: &NodeId| {
-                eligible_set.contains(n)
-                    && (!suits(service, n) || number(n).is_some_and(|i| load[i] >= cap))
+                present(n)
+                    && (!eligible_set.contains(n)
+                        || !suits(service, n)
+                        || number(n).is_some_and(|i| load[i] >= cap))
             };
             let mut displaced: Vec<NodeId> = observed
                 .copies
