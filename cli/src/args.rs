@@ -164,7 +164,7 @@ pub(crate) enum NodeCommand {
         node: String,
     },
     /// Change a member's labels, in one write that reaches every peer; replicas whose
-    /// constraints the change breaks move to a node that matches.
+    /// constraints the change breaks move to a node that matches. Or its availability.
     Update {
         /// The member's name or id (or the last 8 characters of its id).
         node: String,
@@ -174,6 +174,11 @@ pub(crate) enum NodeCommand {
         /// Remove label K (repeatable).
         #[arg(long, value_name = "K")]
         label_rm: Vec<String>,
+        /// `active`: takes tasks; `pause`: keeps its tasks, takes no new ones; `drain`: its
+        /// tasks move elsewhere start-first (`--on-partition wait` ones stay). Going back to
+        /// `active` moves nothing back.
+        #[arg(long, value_parser = ["active", "pause", "drain"])]
+        availability: Option<String>,
     },
 }
 

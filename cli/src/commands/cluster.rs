@@ -111,7 +111,16 @@ fn print_settings(format: Format, settings: &Value) {
     print(format, settings, &["SETTING", "VALUE"], rows);
 }
 
-pub(crate) const HEADERS: [&str; 7] = ["NAME", "ID", "LIVENESS", "STATE", "TASKS", "ENGINE", "API"];
+pub(crate) const HEADERS: [&str; 8] = [
+    "NAME",
+    "ID",
+    "LIVENESS",
+    "STATE",
+    "AVAILABILITY",
+    "TASKS",
+    "ENGINE",
+    "API",
+];
 
 pub(crate) fn member_rows(members: &Value) -> Vec<Vec<String>> {
     members
@@ -128,6 +137,7 @@ pub(crate) fn member_rows(members: &Value) -> Vec<Vec<String>> {
                         short(&cell(m.get("id"))),
                         cell(m.get("liveness")),
                         cell(m.get("state")),
+                        cell(m.get("availability")),
                         cell(m.get("tasks")),
                         engine_cell(m.get("engine")),
                         cell(m.get("api")),

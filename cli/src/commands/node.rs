@@ -54,6 +54,8 @@ fn inspect_text(m: &Value) -> String {
         ("NAME", cell(m.get("name"))),
         ("LIVENESS", cell(m.get("liveness"))),
         ("STATE", cell(m.get("state"))),
+        ("AVAILABILITY", cell(m.get("availability"))),
+        ("STAYS", stays_cell(m.get("stays"))),
         ("ENGINE", engine_cell(m.get("engine"))),
         ("TASKS", cell(m.get("tasks"))),
         (
@@ -92,6 +94,20 @@ fn inspect_text(m: &Value) -> String {
     rows.iter().map(|(k, v)| format!("{k:<13} {v}\n")).collect()
 }
 
+/// The slots that stay on a drained member, with why, or `none`.
+fn stays_cell(stays: Option<&Value>) -> String {
+    stays
+        .and_then(Value::as_array)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.iter()
+                .map(|v| cell(Some(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| "none".into())
+}
+
 /// The member's overlay address and container subnet, or why it has none.
 fn overlay_cell(overlay: Option<&Value>) -> String {
     match overlay {
@@ -105,10 +121,11 @@ fn overlay_cell(overlay: Option<&Value>) -> String {
     }
 }
 
-/// The body of `PATCH /v1/nodes/{node}` from `--label-add K=V` and `--label-rm K`.
-fn labels_body(add: &[String], remove: &[String]) -> Result<Value> {
-    if add.is_empty() && remove.is_empty() {
-        bail!("nothing to change: give --label-add K=V or --label-rm K");
+/// The body of `PATCH /v1/nodes/{node}` from `--label-add K=V`, `--label-rm K` and
+/// `--availability active|pause|drain`.
+fn labels_body(add: &[String], remove: &[String], availability: Option<&str>) -> Result<Value> {
+    if add.is_empty() && remove.is_empty() && availability.is_none() {
+        bail!("nothing to change: give --label-add K=V, --label-rm K or --availability");
     }
     let mut labels = serde_json::Map::new();
     for pair in add {
@@ -117,7 +134,11 @@ fn labels_body(add: &[String], remove: &[String]) -> Result<Value> {
         };
         labels.insert(k.to_string(), Value::String(v.to_string()));
     }
-    Ok(serde_json::json!({ "label_add": labels, "label_rm": remove }))
+    let mut body = serde_json::json!({ "label_add": labels, "label_rm": remove });
+    if let Some(availability) = availability {
+        body["availability"] = Value::String(availability.to_string());
+    }
+    Ok(body)
 }
 
 pub(crate) fn run(client: &Client, format: Format, command: NodeCommand) -> Result<()> {
@@ -138,9 +159,10 @@ pub(crate) fn run(client: &Client, format: Format, command: NodeCommand) -> Resu
             node,
             label_add,
             label_rm,
+            availability,
         } => {
             check_name(&node)?;
-            let body = labels_body(&label_add, &label_rm)?;
+            let body = labels_body(&label_add, &label_rm, availability.as_deref())?;
             let answer = client.patch(&format!("/v1/nodes/{node}"), &body)?;
             match format {
                 Format::Json => println!("{answer}"),
@@ -167,11 +189,15 @@ mod tests {
     #[test]
     fn label_flags_become_one_patch() {
         assert_eq!(
-            labels_body(&["zone=b".into(), "rack=".into()], &["old".into()]).expect("body"),
+            labels_body(&["zone=b".into(), "rack=".into()], &["old".into()], None).expect("body"),
             json!({"label_add": {"zone": "b", "rack": ""}, "label_rm": ["old"]})
         );
-        assert!(labels_body(&[], &[]).is_err());
-        assert!(labels_body(&["zone".into()], &[]).is_err());
-        assert!(labels_body(&["=b".into()], &[]).is_err());
+        assert!(labels_body(&[], &[], None).is_err());
+        assert!(labels_body(&["zone".into()], &[], None).is_err());
+        assert!(labels_body(&["=b".into()], &[], None).is_err());
+        assert_eq!(
+            labels_body(&[], &[], Some("drain")).expect("body"),
+            json!({"label_add": {}, "label_rm": [], "availability": "drain"})
+        );
     }
 }

@@ -88,6 +88,8 @@ mod tests {
             name: name.into(),
             liveness,
             state,
+            availability: Default::default(),
+            stays: Vec::new(),
             labels: Default::default(),
             capabilities: Default::default(),
             platform: Default::default(),

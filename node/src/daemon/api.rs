@@ -10,7 +10,7 @@
 //! | `DELETE /v1/join-tokens/{id}` | revokes a token |
 //! | `GET /v1/nodes/{node}` | one member: liveness, capacity, reserved, usage, GPUs |
 //! | `DELETE /v1/nodes/{node}` | removes a member (by name or id) |
-//! | `PATCH /v1/nodes/{node}` [`NodePatch`] `{label_add?: {K: V}, label_rm?: [K]}` | changes a member's labels in one write |
+//! | `PATCH /v1/nodes/{node}` [`NodePatch`] `{label_add?: {K: V}, label_rm?: [K], availability?: active\|pause\|drain}` | changes a member's labels in one write, its availability in another |
 //! | `GET /v1/services` | live services with desired and running replica counts |
 //! | `POST /v1/services` [`CreateService`] | creates a service |
 //! | `GET /v1/services/{name}` | one service |
@@ -775,6 +775,9 @@ pub(crate) struct NodePatch {
     /// Label keys to remove (absent keys are ignored).
     #[serde(default)]
     label_rm: std::collections::BTreeSet<String>,
+    /// The member's new availability: `active`, `pause` or `drain` (a write of its own).
+    #[serde(default)]
+    availability: Option<warren_crdt::Availability>,
 }
 
 /// `PATCH /v1/nodes/{node}`: `node` is a member's name or id (or its last 8 characters).
@@ -784,9 +787,9 @@ async fn update_node(
     Path(node): Path<String>,
     Json(body): Json<NodePatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if body.label_add.is_empty() && body.label_rm.is_empty() {
+    if body.label_add.is_empty() && body.label_rm.is_empty() && body.availability.is_none() {
         return Err(ApiError::invalid(
-            "nothing to change: give label_add or label_rm",
+            "nothing to change: give label_add, label_rm or availability",
         ));
     }
     let s = state.snapshot.borrow().clone();
@@ -795,16 +798,25 @@ async fn update_node(
     let mut labels = member.labels.clone();
     labels.extend(body.label_add.clone());
     labels.retain(|k, _| !body.label_rm.contains(k));
-    write(
-        &state,
-        Write::UpdateNodeLabels {
-            node: id.clone(),
-            add: body.label_add,
-            remove: body.label_rm,
-        },
-    )
-    .await?;
-    Ok(Json(json!({ "id": id, "name": name, "labels": labels })))
+    if !body.label_add.is_empty() || !body.label_rm.is_empty() {
+        write(
+            &state,
+            Write::UpdateNodeLabels {
+                node: id.clone(),
+                add: body.label_add,
+                remove: body.label_rm,
+            },
+        )
+        .await?;
+    }
+    let availability = body.availability.unwrap_or(member.availability);
+    if let Some(availability) = body.availability {
+        let node = id.clone();
+        write(&state, Write::SetNodeAvailability { node, availability }).await?;
+    }
+    Ok(Json(
+        json!({ "id": id, "name": name, "labels": labels, "availability": availability }),
+    ))
 }
 
 /// Body of `POST /v1/services`. Unknown fields are refused (a misspelt `replica` must not

@@ -74,6 +74,12 @@ pub struct NodeConfig {
     pub anti_entropy_interval: Duration,
     /// Reconcile period (default 1 s).
     pub reconcile_interval: Duration,
+    /// How long a copy this node stops because it moved elsewhere (a drain's or a heal's
+    /// start-first move, once the new copy runs healthy) is first reported `removing` while
+    /// it still runs, so the cluster stops advertising it before it stops (default 2 s:
+    /// one report period, as other peers' task lists lag by up to that; see
+    /// [`warren_core::core::Supervisor::set_deregistration_delay`]).
+    pub deregistration_delay: Duration,
     /// Whether this node takes part in the overlay (default on; `--no-overlay` turns it
     /// off): it keeps a WireGuard key (`wireguard.key` in the data dir, mode 0600) and
     /// publishes the key and the overlay addresses derived from it in its member record.
@@ -108,6 +114,7 @@ impl NodeConfig {
             report_interval: Duration::from_secs(2),
             anti_entropy_interval: Duration::from_secs(3),
             reconcile_interval: Duration::from_secs(1),
+            deregistration_delay: Duration::from_secs(2),
             overlay: true,
             overlay_interface: "warren0".into(),
             overlay_port: 0,
@@ -463,6 +470,7 @@ async fn run_node(
             },
             overlay,
             config.reconcile_interval,
+            config.deregistration_delay,
             cancel.clone(),
         )
         .in_current_span(),

@@ -688,6 +688,7 @@ pub(crate) async fn run<C: Connector>(
     secrets: SecretContext,
     overlay: Option<OverlayConfig>,
     interval: Duration,
+    deregistration_delay: Duration,
     cancel: CancellationToken,
 ) {
     if let Some(config) = overlay.as_ref() {
@@ -702,6 +703,9 @@ pub(crate) async fn run<C: Connector>(
     let mut errors: BTreeMap<SlotId, String> = BTreeMap::new();
     let mut last_list_error: Option<String> = None;
     let mut supervisor = Supervisor::new();
+    supervisor.set_deregistration_delay(
+        u64::try_from(deregistration_delay.as_millis()).unwrap_or(u64::MAX),
+    );
     let pulls = Pulls::default();
     let origin = std::time::Instant::now();
     let mut engine = EngineTracker::new(connector.endpoint());

@@ -258,6 +258,10 @@ pub struct Round {
     /// Ids of the running copies of held slots this round keeps (see [`HeldSlot`]): to be
     /// reported as `unassigned` so the lease holder can judge them.
     pub held: Vec<String>,
+    /// Ids of released copies kept running through the deregistration delay (see
+    /// [`Supervisor::set_deregistration_delay`]), each with the milliseconds left: reported
+    /// `removing`, never `running`, so no one sends them new work.
+    pub deregistering: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -310,6 +314,10 @@ pub struct Supervisor {
     held: BTreeMap<SlotId, HeldSlot>,
     /// Slots assigned here not to be started yet (see [`Supervisor::set_awaiting`]).
     awaiting: BTreeMap<SlotId, NodeId>,
+    /// How long a released copy keeps running, reported `removing`, before it is stopped.
+    deregistration_delay_ms: u64,
+    /// Released copies in their deregistration delay: container id to when it began.
+    deregistering: BTreeMap<String, Millis>,
 }
 
 impl Supervisor {
@@ -345,6 +353,18 @@ impl Supervisor {
         self.awaiting = awaiting;
     }
 
+    /// How long a held copy, once released (its replacement runs and is healthy on the
+    /// assigned node: a drain's or a heal's move), keeps running before it is stopped, in
+    /// milliseconds; 0 (the default) stops it in the round that releases it. Meanwhile it is
+    /// reported `removing` ([`Round::deregistering`]), so the cluster stops advertising it
+    /// (task lists, names) before its process gets SIGTERM and clients that read the task
+    /// list in that window still reach a running copy. The same idea as AWS load balancers'
+    /// target deregistration delay, or a Kubernetes `preStop` sleep while the endpoint is
+    /// withdrawn.
+    pub fn set_deregistration_delay(&mut self, ms: u64) {
+        self.deregistration_delay_ms = ms;
+    }
+
     /// Decides the actions that bring `actual` to `desired` at `now`, and reports where each
     /// desired task stands.
     pub fn round(&mut self, desired: &[DesiredTask], actual: &[ActualTask], now: Millis) -> Round {
@@ -356,6 +376,9 @@ impl Supervisor {
             by_slot.entry(&task.slot).or_default().push(task);
         }
         let mut round = Round::default();
+        // A copy in its deregistration delay that is gone (or no longer listed) is forgotten.
+        self.deregistering
+            .retain(|id, _| actual.iter().any(|t| t.id == *id));
         for (slot, tasks) in &by_slot {
             if wanted.contains_key(slot) {
                 continue;
@@ -370,6 +393,20 @@ impl Supervisor {
                     if keep.is_some_and(|k| k.id == t.id) {
                         round.held.push(t.id.clone());
                         continue;
+                    }
+                    // A released running copy first leaves the task lists for the delay.
+                    if t.state == ActualTaskState::Running
+                        && hold.releases(t.generation)
+                        && self.deregistration_delay_ms > 0
+                    {
+                        let since = *self.deregistering.entry(t.id.clone()).or_insert(now);
+                        let left = self
+                            .deregistration_delay_ms
+                            .saturating_sub(now.since(since));
+                        if left > 0 {
+                            round.deregistering.push((t.id.clone(), left));
+                            continue;
+                        }
                     }
                     let reason = if t.state != ActualTaskState::Running {
                         "stopped copy of a slot assigned to another node"
@@ -665,6 +702,17 @@ pub fn round_statuses(
             .filter(|c| round.held.contains(&c.id))
             .map(held_status),
     );
+    out.extend(actual.iter().filter_map(|c| {
+        let (_, left) = round.deregistering.iter().find(|(id, _)| *id == c.id)?;
+        Some(
+            TaskStatus {
+                state: TaskState::Removing,
+                status: format!("deregistering: stops in {:.1} s", *left as f64 / 1000.0),
+                ..held_status(c)
+            }
+            .bounded(),
+        )
+    }));
     out
 }
 
@@ -753,6 +801,45 @@ mod tests {
         s.set_held(BTreeMap::new());
         let round = s.round(&[], std::slice::from_ref(&running), Millis(0));
         assert!(matches!(&round.actions[..], [RuntimeAction::Remove { .. }]));
+    }
+
+    #[test]
+    fn a_released_copy_is_reported_removing_through_the_deregistration_delay_then_stopped() {
+        let mut s = Supervisor::new();
+        s.set_deregistration_delay(2_000);
+        let running = actual("c", 0, 1, ActualTaskState::Running);
+        let released: BTreeMap<SlotId, HeldSlot> = [(
+            slot(0),
+            HeldSlot {
+                generation: 1,
+                confirmed_elsewhere: true,
+                displaced: true,
+            },
+        )]
+        .into();
+        s.set_held(released);
+        let round = s.round(&[], std::slice::from_ref(&running), Millis(10_000));
+        assert!(round.actions.is_empty(), "{round:?}");
+        assert_eq!(round.deregistering, vec![("c".to_string(), 2_000)]);
+        let reports = round_statuses(
+            &[],
+            std::slice::from_ref(&running),
+            &round,
+            &BTreeMap::new(),
+            TaskState::Pending,
+        );
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].state, TaskState::Removing);
+        assert!(reports[0].unassigned);
+        let round = s.round(&[], std::slice::from_ref(&running), Millis(11_500));
+        assert_eq!(round.deregistering, vec![("c".to_string(), 500)]);
+        assert!(round.actions.is_empty());
+        let round = s.round(&[], std::slice::from_ref(&running), Millis(12_000));
+        assert!(
+            matches!(&round.actions[..], [RuntimeAction::Remove { id, .. }] if id == "c"),
+            "{round:?}"
+        );
+        assert!(round.deregistering.is_empty());
     }
 
     /// The 30-node three-way heal of `warren-sim run --nodes 30 --seed 1 --scenario

@@ -32,6 +32,7 @@
 //! - `read_model`: the API's [`Snapshot`] and the document's history.
 
 mod admission;
+mod availability;
 mod desired;
 mod keys;
 mod placement;

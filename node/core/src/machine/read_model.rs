@@ -24,6 +24,11 @@ pub struct MemberStatus {
     pub liveness: Liveness,
     /// Admission state.
     pub state: MemberState,
+    /// `active`, `pause` or `drain` (`node update --availability`).
+    pub availability: warren_crdt::Availability,
+    /// The slots assigned to it that stay although it is drained, each as `SERVICE.SLOT:
+    /// stays: REASON` (e.g. `web.1: stays: on-partition wait`); empty unless drained.
+    pub stays: Vec<String>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
     /// The capabilities it announced (`--capability`).
@@ -218,6 +223,15 @@ impl NodeMachine {
             r.memory_bytes = r.memory_bytes.saturating_add(want.memory_bytes);
         }
         let mut overlays = self.state.member_overlays();
+        let staying =
+            crate::core::availability::staying(&view.services, &view.members, &view.assignments);
+        let stays_on = |node: &NodeId| -> Vec<String> {
+            staying
+                .iter()
+                .filter(|(slot, _)| view.assignments.get(*slot).is_some_and(|a| a.node == *node))
+                .map(|(slot, why)| format!("{}.{}: {why}", slot.service, slot.slot))
+                .collect()
+        };
         let members = view
             .members
             .values()
@@ -227,6 +241,8 @@ impl NodeMachine {
                 name: m.name.clone(),
                 liveness: self.core.liveness(&m.id, now),
                 state: m.state,
+                availability: m.availability,
+                stays: stays_on(&m.id),
                 labels: m.labels.clone(),
                 capabilities: m.capabilities.clone(),
                 platform: m.platform.clone(),
@@ -314,6 +330,14 @@ impl NodeMachine {
                 {
                     task.state = TaskState::Unknown;
                     task.status = "unreachable (waiting)".into();
+                }
+                // A slot that stays on its drained node says why.
+                if let Some(why) = staying.get(slot) {
+                    task.status = if task.status.is_empty() {
+                        why.clone()
+                    } else {
+                        format!("{why}; {}", task.status)
+                    };
                 }
                 task
             })

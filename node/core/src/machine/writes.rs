@@ -64,6 +64,13 @@ pub enum Write {
         /// Label keys to remove.
         remove: std::collections::BTreeSet<String>,
     },
+    /// Set a member's availability (`node update --availability active|pause|drain`).
+    SetNodeAvailability {
+        /// The member.
+        node: NodeId,
+        /// Its new availability.
+        availability: warren_crdt::Availability,
+    },
 }
 
 /// A secret's plaintext on its way in: zeroed when dropped, never printed by `Debug`.
@@ -201,6 +208,10 @@ impl NodeMachine {
             Write::DeleteService(name) => (self.state.delete_service(&name)?, WriteAck::Done),
             Write::UpdateNodeLabels { node, add, remove } => (
                 self.update_node_labels(&node, &add, &remove)?,
+                WriteAck::Done,
+            ),
+            Write::SetNodeAvailability { node, availability } => (
+                self.set_node_availability(&node, availability)?,
                 WriteAck::Done,
             ),
             Write::SetClusterSettings(settings) => {
