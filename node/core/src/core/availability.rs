@@ -380,6 +380,25 @@ mod tests {
                 p.pending[0].1,
                 "no node matches node.name==c (node c is drained)"
             );
+            // Already on "c" when it is drained, with nowhere else to go: it keeps its node
+            // (and its running copy) and the reason is given for it.
+            let mut assignments = BTreeMap::new();
+            let first = plan(&web, &members("", ""), &all, &assignments, &lease());
+            apply(&mut assignments, &first);
+            let observed = running(&assignments);
+            let p = plan_observed(
+                &web,
+                &members("", "c"),
+                &all,
+                &assignments,
+                &lease(),
+                &observed,
+            );
+            assert!(p.is_empty(), "{p:?}");
+            assert_eq!(
+                p.pending[0].1,
+                "no node matches node.name==c (node c is drained)"
+            );
         }
     }
 }

@@ -546,15 +546,24 @@ impl Core {
     /// Why each unassigned slot of a live service waits, as the scheduler would say it at
     /// `now` with what this node knows (any node can answer, not only the lease holder).
     pub fn pending_reasons(&mut self, view: &ClusterView, now: Millis) -> BTreeMap<SlotId, String> {
+        self.unplaced_reasons(view, now)
+            .into_iter()
+            .filter(|(slot, _)| !view.assignments.contains_key(slot))
+            .collect()
+    }
+
+    /// Why each slot the scheduler could not place this round waits, assigned or not (a
+    /// slot on a drained node that has nowhere to go keeps its assignment and is listed).
+    pub fn unplaced_reasons(
+        &mut self,
+        view: &ClusterView,
+        now: Millis,
+    ) -> BTreeMap<SlotId, String> {
         let lease = view.lease.clone().unwrap_or(Lease {
             epoch: Epoch(0),
             holder: self.me.clone(),
         });
-        self.plan(view, &lease, now)
-            .pending
-            .into_iter()
-            .filter(|(slot, _)| !view.assignments.contains_key(slot))
-            .collect()
+        self.plan(view, &lease, now).pending.into_iter().collect()
     }
 
     /// This node's id.

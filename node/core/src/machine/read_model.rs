@@ -225,6 +225,7 @@ impl NodeMachine {
         let mut overlays = self.state.member_overlays();
         let staying =
             crate::core::availability::staying(&view.services, &view.members, &view.assignments);
+        let unplaced = self.core.unplaced_reasons(&view, now);
         let stays_on = |node: &NodeId| -> Vec<String> {
             staying
                 .iter()
@@ -331,10 +332,19 @@ impl NodeMachine {
                     task.state = TaskState::Unknown;
                     task.status = "unreachable (waiting)".into();
                 }
-                // A slot that stays on its drained node says why.
-                if let Some(why) = staying.get(slot) {
+                // A slot that stays on its drained node says why: it must (`stays: ...`), or
+                // no other node can take it (the scheduler's reason).
+                let stuck = || {
+                    let drained = view
+                        .members
+                        .get(&a.node)
+                        .is_some_and(|m| m.availability == warren_crdt::Availability::Drain);
+                    let why = unplaced.get(slot).filter(|_| drained)?;
+                    Some(format!("cannot leave drained node: {why}"))
+                };
+                if let Some(why) = staying.get(slot).cloned().or_else(stuck) {
                     task.status = if task.status.is_empty() {
-                        why.clone()
+                        why
                     } else {
                         format!("{why}; {}", task.status)
                     };
@@ -354,7 +364,11 @@ impl NodeMachine {
             members,
             services: view.services.clone(),
             tasks,
-            pending: self.core.pending_reasons(&view, now).into_iter().collect(),
+            pending: unplaced
+                .iter()
+                .filter(|(slot, _)| !view.assignments.contains_key(*slot))
+                .map(|(slot, why)| (slot.clone(), why.clone()))
+                .collect(),
             settings: view.settings,
             dropped_non_member,
             connected_peers,
