@@ -679,6 +679,9 @@ pub(crate) struct Reports {
 /// with the node's overlay address as their DNS server, and each task's address on it is
 /// reported ([`TaskStatus::overlay_ip`]). Tasks started before keep running where they are.
 /// When the loop ends the rules are removed; the network stays with its tasks.
+///
+/// A copy released by a start-first move runs on, reported `removing`, for
+/// `deregistration_delay` before it is stopped ([`Supervisor::set_deregistration_delay`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<C: Connector>(
     connector: C,
