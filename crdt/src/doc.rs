@@ -9,9 +9,10 @@ use automerge::{ActorId, AutoCommit, Change, ObjId, ObjType, ReadDoc, ScalarValu
 use crate::model::{
     Assignment, ClusterInfo, ClusterSetting, ClusterSettings, Epoch, HistoryEntry, Job, JobAttempt,
     JobSpec, JobState, Lease, Member, MemberOverlay, MemberState, NodeId, PortSpec, SecretRecord,
-    Service, ServiceName, ServiceSpec, SlotId, TokenRecord, Volume,
+    Service, ServiceName, ServiceSpec, SlotId, TokenRecord,
 };
 use crate::placement::Platform;
+use crate::volume::Volume;
 use crate::CrdtError;
 
 const CLUSTER: &str = "cluster";
@@ -131,6 +132,8 @@ pub struct Touched {
     pub lease: bool,
     /// The cluster record changed (its settings included).
     pub cluster: bool,
+    /// The volumes changed.
+    pub volumes: bool,
 }
 
 impl Touched {
@@ -464,6 +467,7 @@ fn touched_since(doc: &mut AutoCommit, since: &[automerge::ChangeHash]) -> Optio
                 (MEMBERS, _) => touched.members = true,
                 (LEASE, _) => touched.lease = true,
                 (CLUSTER, _) => touched.cluster = true,
+                (VOLUMES, _) => touched.volumes = true,
                 _ => {}
             }
         }
@@ -1227,6 +1231,7 @@ impl DesiredState {
             partition: self.json(spec, "partition"),
             // Since issue 16.
             placement: self.json(spec, "placement"),
+            mounts: self.json(spec, "mounts"),
         }
     }
 
@@ -1808,6 +1813,10 @@ impl DesiredState {
                 "placement",
                 serde_json::to_string(&spec.placement)?,
             )?;
+        }
+        if old.is_none_or(|o| o.mounts != spec.mounts) {
+            self.doc
+                .put(spec_obj, "mounts", serde_json::to_string(&spec.mounts)?)?;
         }
         Ok(())
     }

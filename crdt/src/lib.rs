@@ -26,6 +26,8 @@
 //!   own key of the `cluster` map; concurrent writes of one setting resolve to the same value
 //!   on every replica, of different settings both survive. An absent or unreadable setting
 //!   reads as its default.
+//! - Volumes ([`Volume`]): concurrent creates of one name keep one whole record on every
+//!   replica; a spec's mounts are one value (see the `volume` module's doc).
 //!
 //! ## Persistence
 //!
@@ -76,6 +78,7 @@ mod image_ref;
 mod model;
 mod placement;
 mod store;
+mod volume;
 
 pub use availability::Availability;
 pub use doc::{
@@ -89,10 +92,9 @@ pub use model::{
     ClusterSettings, Epoch, HealthCheck, HealthProbe, HistoryEntry, Job, JobAttempt, JobSpec,
     JobState, Lease, Member, MemberOverlay, MemberState, NodeId, OnPartition, PartitionPolicy,
     PortSpec, Resources, RestartCondition, RestartPolicy, SecretMount, SecretRecord, Service,
-    ServiceName, ServiceSpec, SlotId, TokenRecord, Volume, DEFAULT_WG_PORT, MAX_ARGS,
-    MAX_ARG_BYTES, MAX_ENV, MAX_ENV_KEY_BYTES, MAX_PERIOD_MS, MAX_PORTS, MAX_REPLICAS,
-    MAX_RESCHEDULE_AFTER_MS, MAX_SECRET_MOUNTS, MAX_SECRET_NAME_BYTES, MAX_STOP_TIMEOUT_MS,
-    MIN_MEMORY_BYTES, MIN_NANO_CPUS,
+    ServiceName, ServiceSpec, SlotId, TokenRecord, DEFAULT_WG_PORT, MAX_ARGS, MAX_ARG_BYTES,
+    MAX_ENV, MAX_ENV_KEY_BYTES, MAX_PERIOD_MS, MAX_PORTS, MAX_REPLICAS, MAX_RESCHEDULE_AFTER_MS,
+    MAX_SECRET_MOUNTS, MAX_SECRET_NAME_BYTES, MAX_STOP_TIMEOUT_MS, MIN_MEMORY_BYTES, MIN_NANO_CPUS,
 };
 pub use placement::{
     valid_label_key, validate_label, Constraint, ConstraintKey, ConstraintOp, Placement, Platform,
@@ -100,6 +102,10 @@ pub use placement::{
     MAX_LABEL_VALUE_BYTES, MAX_NODE_LABELS, MAX_PREFERENCES, UNKNOWN_PLATFORM,
 };
 pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
+pub use volume::{
+    validate_mounts, validate_volume_name, Mount, MountKind, Volume, LOCAL_DRIVER, MAX_MOUNTS,
+    MAX_MOUNT_PATH_BYTES, MAX_VOLUME_NAME_BYTES, MAX_VOLUME_OPTIONS,
+};
 
 #[doc(hidden)]
 pub use store::fuzzing;

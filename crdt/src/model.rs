@@ -330,6 +330,10 @@ pub struct ServiceSpec {
     /// `--max-replicas-per-node`); anywhere, spread over nodes, by default.
     #[serde(default)]
     pub placement: Placement,
+    /// Volumes and host paths mounted into every task (`--mount`); none by default. A
+    /// service mounting a volume runs only on the volume's node ([`crate::Volume`]).
+    #[serde(default)]
+    pub mounts: Vec<crate::volume::Mount>,
 }
 
 impl ServiceSpec {
@@ -440,6 +444,7 @@ impl ServiceSpec {
             ));
         }
         self.placement.validate()?;
+        crate::volume::validate_mounts(&self.mounts)?;
         Ok(())
     }
 }
@@ -1045,19 +1050,6 @@ pub struct SecretRecord {
     pub nonce: Vec<u8>,
     /// The data key sealed to each recipient member.
     pub recipients: BTreeMap<NodeId, Vec<u8>>,
-}
-
-/// `volumes.<name>`: a named volume bound to a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Volume {
-    /// The volume's name.
-    pub name: String,
-    /// Docker volume driver (`local`).
-    pub driver: String,
-    /// The node that holds its data (tasks using it are placed there).
-    pub node: NodeId,
-    /// Driver options.
-    pub options: BTreeMap<String, String>,
 }
 
 #[cfg(test)]

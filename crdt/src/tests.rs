@@ -1561,3 +1561,39 @@ fn availability_is_stored_merged_and_reads_active_when_absent() {
         Err(CrdtError::UnknownMember(_))
     ));
 }
+
+#[test]
+fn concurrent_creates_of_one_volume_keep_one_whole_record_everywhere() {
+    let (mut a, mut b) = pair();
+    let on = |node: &str, opt: &str| Volume {
+        name: "data".into(),
+        driver: "local".into(),
+        node: NodeId(node.into()),
+        options: [("o".to_string(), opt.to_string())].into(),
+    };
+    // Two sides of a split create the same name on different nodes.
+    a.put_volume(&on("A", "from-a")).expect("a");
+    b.put_volume(&on("B", "from-b")).expect("b");
+    sync_pair(&mut a, &mut b);
+    let kept = a.volumes()["data"].clone();
+    assert_eq!(
+        b.volumes()["data"],
+        kept,
+        "both replicas keep the same record"
+    );
+    assert!(
+        kept == on("A", "from-a") || kept == on("B", "from-b"),
+        "one whole record, never a mix: {kept:?}"
+    );
+    // A mount list written into a spec reads back whole.
+    let web = ServiceName::new("web").expect("name");
+    let mut spec = ServiceSpec {
+        image: "warren/busybox:latest".into(),
+        replicas: 1,
+        ..Default::default()
+    };
+    spec.mounts = vec![crate::Mount::parse("source=data,target=/data").expect("mount")];
+    a.create_service(&web, &spec).expect("create");
+    sync_pair(&mut a, &mut b);
+    assert_eq!(b.service(&web).expect("web").spec.mounts, spec.mounts);
+}
