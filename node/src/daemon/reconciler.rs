@@ -1110,6 +1110,7 @@ mod tests {
                 replicas: 1,
                 ..Default::default()
             },
+            volumes: Vec::new(),
         }
     }
 

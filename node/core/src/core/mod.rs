@@ -32,6 +32,7 @@ mod plumtree;
 mod reconcile;
 mod scheduler;
 mod swim;
+pub mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -171,6 +172,8 @@ pub struct ClusterView {
     /// by [`ClusterView::read`] and [`ClusterView::refresh`] so that a tick does not validate
     /// every service again. A view built by hand sets it with [`ClusterView::revalidate`].
     pub rejected: BTreeMap<ServiceName, String>,
+    /// The volume records, by name (the scheduler's volume rule reads them).
+    pub volumes: BTreeMap<String, warren_crdt::Volume>,
 }
 
 /// Why a live service is never run (its spec fails validation), or `None`: a deleted
@@ -196,6 +199,7 @@ impl ClusterView {
             lease: state.lease(),
             settings: state.cluster_settings(),
             rejected: BTreeMap::new(),
+            volumes: state.volumes(),
         };
         view.revalidate();
         view
@@ -284,6 +288,9 @@ impl ClusterView {
         if touched.cluster {
             self.settings = state.cluster_settings();
         }
+        if touched.volumes {
+            self.volumes = state.volumes();
+        }
         if touched.lease {
             self.lease = Self::lease_as(state, me, rule_break);
         }
@@ -304,6 +311,12 @@ impl ClusterView {
                     holder: a.holder.clone(),
                     generation: service.generation,
                     spec: service.spec.clone(),
+                    volumes: service
+                        .spec
+                        .mounts
+                        .iter()
+                        .filter_map(|m| self.volumes.get(&m.source).cloned())
+                        .collect(),
                 })
             })
             .collect()
@@ -495,6 +508,7 @@ impl Core {
             rebalance: false,
             rule_break: self.config.rule_break,
             merge_incomplete: self.merge_incomplete,
+            volumes: view.volumes.clone(),
             silent_ms: view
                 .members
                 .keys()
@@ -817,6 +831,7 @@ mod tests {
             lease: Some(lease),
             settings: ClusterSettings::default(),
             rejected: BTreeMap::new(),
+            volumes: BTreeMap::new(),
         }
     }
 
@@ -995,6 +1010,7 @@ mod tests {
             lease: Some(lease),
             settings,
             rejected: BTreeMap::new(),
+            volumes: BTreeMap::new(),
         }
     }
 

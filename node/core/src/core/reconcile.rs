@@ -52,6 +52,9 @@ pub struct DesiredTask {
     pub generation: u64,
     /// What to run.
     pub spec: ServiceSpec,
+    /// The records of the volumes its spec mounts (from the document): the node creates
+    /// each one's Docker volume before it starts the task.
+    pub volumes: Vec<warren_crdt::Volume>,
 }
 
 /// The state of a container as far as reconcile cares.
@@ -745,6 +748,7 @@ mod tests {
                 restart,
                 ..Default::default()
             },
+            volumes: Vec::new(),
         }
     }
 

@@ -39,7 +39,7 @@ use warren_crdt::{
 
 use super::availability;
 use super::candidates::{Candidates, Fit, GroupPath};
-use super::{RuleBreak, TaskHealth};
+use super::{volumes, RuleBreak, TaskHealth};
 use crate::placement;
 
 /// The services a plan reads, tombstones included, by name: a persistent map (`imbl`), so
@@ -194,6 +194,9 @@ pub struct Observations {
     /// rest of the merge raises again, so slots beyond them are not removed this round;
     /// slots of deleted services are.
     pub merge_incomplete: bool,
+    /// The document's volume records, by name: a service mounting volumes goes only to
+    /// their node and waits for it while it is down ([`super::volumes`]).
+    pub volumes: BTreeMap<String, warren_crdt::Volume>,
 }
 
 /// Plans one round as [`plan`] does, and never over-commits a node: a task reserves its
@@ -224,6 +227,11 @@ pub fn plan_with_capacity(
     };
     plan_observed(services, members, live, assignments, lease, &observed)
 }
+
+/// What a service's matching members depend on besides the members: its constraints and
+/// its mounts (a service mounting volumes runs on their node only). Services with equal
+/// keys share one computation of their matching members per round.
+type MatchKey<'a> = (&'a Vec<Constraint>, &'a Vec<warren_crdt::Mount>);
 
 /// How a copy's health ranks in a heal's dispute: healthy (or unchecked) first.
 fn health_rank(health: TaskHealth) -> u8 {
@@ -347,7 +355,11 @@ pub fn plan_observed(
     // service's placement (`crate::placement`).
     let suits = |service: &Service, n: &NodeId| {
         let p = &service.spec.placement;
-        p.constraints.is_empty() || members.get(n).is_some_and(|m| placement::satisfies(p, m))
+        (p.constraints.is_empty() || members.get(n).is_some_and(|m| placement::satisfies(p, m)))
+            && (service.spec.mounts.is_empty()
+                || members
+                    .get(n)
+                    .is_some_and(|m| volumes::allows(&service.spec, &observed.volumes, m)))
     };
     let avoided = |slot: &SlotId, n: &NodeId| unrunnable.get(slot).is_some_and(|s| s.contains(n));
     let elsewhere = |service: &Service, slot: &SlotId| {
@@ -363,10 +375,11 @@ pub fn plan_observed(
             && members
                 .get(n)
                 .is_some_and(|m| m.state == MemberState::Active)
-            && service
+            && (service
                 .spec
                 .partition
                 .waits(observed.silent_ms.get(n).copied().unwrap_or(0))
+                || volumes::waits_for(&service.spec, &observed.volumes).as_ref() == Some(n))
     };
     let mut plan = Plan::default();
 
@@ -481,7 +494,7 @@ pub fn plan_observed(
     let mut moving: BTreeSet<&ServiceName> = BTreeSet::new();
     // The members each distinct set of constraints allows, by number, and each member's
     // spread group for each distinct list of preferences: services share them.
-    let mut matching_by: Vec<(&[Constraint], Vec<u32>)> = Vec::new();
+    let mut matching_by: Vec<(MatchKey, Vec<u32>)> = Vec::new();
     let mut paths_by: Vec<(&[SpreadPreference], Vec<GroupPath>)> = Vec::new();
     let min_id = NodeId(String::new());
     for (name, service) in services.iter().filter(|(_, s)| !s.deleted) {
@@ -510,14 +523,14 @@ pub fn plan_observed(
             }
             moving.insert(name);
             let (matching_at, load, candidates) = round.get_or_insert_with(|| {
-                let constraints = placement.constraints.as_slice();
-                let at = match matching_by.iter().position(|(c, _)| *c == constraints) {
+                let key: MatchKey = (&placement.constraints, &service.spec.mounts);
+                let at = match matching_by.iter().position(|(k, _)| *k == key) {
                     Some(at) => at,
                     None => {
                         let numbers = (0..eligible.len() as u32)
                             .filter(|i| suits(service, eligible[*i as usize]))
                             .collect();
-                        matching_by.push((constraints, numbers));
+                        matching_by.push((key, numbers));
                         matching_by.len() - 1
                     }
                 };
@@ -600,6 +613,14 @@ pub fn plan_observed(
                     })
                     .map_or(String::new(), |r| format!(" ({r})"))
                 };
+                let by_mounts = || {
+                    volumes::unplaced_reason(
+                        &service.spec,
+                        &observed.volumes,
+                        |n| eligible_set.contains(n),
+                        members,
+                    )
+                };
                 let pending_reason = |load: &[usize]| -> String {
                     let load_of = |n: &NodeId| number(n).map_or(0, |i| load[i]);
                     let room: Vec<&NodeId> = matching
@@ -609,6 +630,8 @@ pub fn plan_observed(
                         .collect();
                     if eligible.is_empty() {
                         format!("no live member to run it{}", unavailable())
+                    } else if let Some(reason) = by_mounts() {
+                        reason
                     } else if matching.is_empty() {
                         let live = eligible.iter().filter_map(|n| members.get(*n));
                         let reason = placement::unmatched_reason(placement, live)

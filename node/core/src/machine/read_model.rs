@@ -325,12 +325,21 @@ impl NodeMachine {
                     .services
                     .get(&slot.service)
                     .is_some_and(|s| s.spec.partition.waits(self.core.silent_ms(&a.node, now)));
+                // A slot pinned by its volumes waits for their node whatever its policy.
+                let on_volume = view.services.get(&slot.service).is_some_and(|s| {
+                    crate::core::volumes::waits_for(&s.spec, &view.volumes).as_ref()
+                        == Some(&a.node)
+                });
                 if a.node != self.me
                     && self.core.liveness(&a.node, now) == Liveness::Down
-                    && waiting
+                    && (waiting || on_volume)
                 {
                     task.state = TaskState::Unknown;
-                    task.status = "unreachable (waiting)".into();
+                    task.status = if on_volume {
+                        crate::core::volumes::waits_reason(&a.node, &view.members)
+                    } else {
+                        "unreachable (waiting)".into()
+                    };
                 }
                 // A slot that stays on its drained node says why: it must (`stays: ...`), or
                 // no other node can take it (the scheduler's reason).
