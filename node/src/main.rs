@@ -108,6 +108,11 @@ struct Up {
     /// constraints. The member record holds exactly this start's set.
     #[arg(long, value_name = "NAME", value_parser = parse_capability)]
     capability: Vec<String>,
+    /// Let services bind-mount this node's host paths (`--mount type=bind,...`). Any
+    /// operator with an API token can then read and write any path of this host through a
+    /// container: give it only to nodes whose host data operators may touch.
+    #[arg(long)]
+    allow_host_paths: bool,
     /// Docker endpoint, e.g. unix:///var/run/docker.sock (default: DOCKER_HOST or the local socket).
     #[arg(long)]
     docker_host: Option<String>,
@@ -133,6 +138,11 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 fn parse_capability(s: &str) -> Result<String, String> {
+    if s == warren_node::core::volumes::HOST_PATHS_CAPABILITY {
+        return Err(format!(
+            "capability {s:?} is announced by --allow-host-paths, not --capability"
+        ));
+    }
     if warren_crdt::valid_label_key(s) {
         Ok(s.to_string())
     } else {
@@ -206,6 +216,7 @@ fn main() -> ExitCode {
     config.bootstrap = up.bootstrap;
     config.labels = up.label.into_iter().collect::<BTreeMap<_, _>>();
     config.capabilities = up.capability.into_iter().collect();
+    config.allow_host_paths = up.allow_host_paths;
     config.docker_host = up.docker_host;
     config.overlay = !up.no_overlay;
     config.overlay_interface = up.overlay_interface;

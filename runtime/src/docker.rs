@@ -460,6 +460,8 @@ fn create_body(spec: &TaskSpec) -> ContainerCreateBody {
                 .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             network_mode: spec.network.clone(),
             dns: (!spec.dns.is_empty()).then(|| spec.dns.iter().map(ToString::to_string).collect()),
+            mounts: (!spec.mounts.is_empty())
+                .then(|| crate::volumes::docker_mounts(&spec.node, &spec.mounts)),
             ..Default::default()
         }),
         ..Default::default()
@@ -593,6 +595,7 @@ impl ContainerRuntime for DockerRuntime {
     async fn create_and_start(&self, spec: &TaskSpec) -> Result<String, RuntimeError> {
         parse_image_reference(&spec.image)?;
         self.ensure_image(&spec.image).await?;
+        self.ensure_volumes(&spec.node, &spec.mounts).await?;
 
         let name = spec.container_name();
         let body = create_body(spec);
@@ -662,6 +665,14 @@ impl ContainerRuntime for DockerRuntime {
         F: Fn(&PullProgress) + Send + Sync + 'static,
     {
         self.pull(image, progress).await
+    }
+
+    async fn list_volumes(&self, node: &str) -> Result<Vec<(String, String)>, RuntimeError> {
+        self.list_node_volumes(node).await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.remove_docker_volume(name).await
     }
 
     async fn ensure_network(&self, spec: &NetworkSpec) -> Result<NetworkInfo, RuntimeError> {

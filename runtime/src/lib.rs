@@ -106,6 +106,7 @@ pub mod forward;
 mod logs;
 mod network;
 mod types;
+mod volumes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -126,6 +127,7 @@ pub use types::{
 };
 /// The plain data the engine and the node's core share, defined in `warren-core` (which
 /// links no engine client) and named here as they always were.
+pub use volumes::{docker_volume_name, MountSource, TaskMount, LABEL_VOLUME};
 pub use warren_core::engine::{truncate_text, LogLine, LogQuery, LogStream, PublishedPort};
 
 /// The container runtime a node drives. Implemented by [`DockerRuntime`]; a simulator can
@@ -230,6 +232,23 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         &self,
         spec: &NetworkSpec,
     ) -> impl Future<Output = Result<NetworkInfo, RuntimeError>> + Send;
+
+    /// The Warren volumes node `node` holds on this engine, as (Warren volume name, engine
+    /// volume name). A runtime without volumes holds none (the default).
+    fn list_volumes(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, RuntimeError>> + Send {
+        let _ = node;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Deletes engine volume `name` and its data; `Ok` when it does not exist. A runtime
+    /// without volumes has nothing to delete (the default).
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let _ = name;
+        async { Ok(()) }
+    }
 }
 
 impl<R: ContainerRuntime> ContainerRuntime for Arc<R> {
@@ -279,5 +298,16 @@ impl<R: ContainerRuntime> ContainerRuntime for Arc<R> {
         spec: &NetworkSpec,
     ) -> impl Future<Output = Result<NetworkInfo, RuntimeError>> + Send {
         (**self).ensure_network(spec)
+    }
+
+    fn list_volumes(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, RuntimeError>> + Send {
+        (**self).list_volumes(node)
+    }
+
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).remove_volume(name)
     }
 }

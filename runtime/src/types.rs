@@ -175,6 +175,9 @@ pub struct TaskSpec {
     /// does not forward to IPv6 servers: through it, every lookup of a name on the overlay
     /// waits 5 s for its timeout before the libc tries the next server (measured).
     pub resolv_conf: Option<String>,
+    /// Volumes and host paths to mount ([`TaskMount`](crate::TaskMount)); the Docker volumes
+    /// of Warren volumes are created before the container. Empty: none.
+    pub mounts: Vec<crate::TaskMount>,
 }
 
 /// Where a task's secrets appear inside its container.

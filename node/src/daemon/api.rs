@@ -355,6 +355,11 @@ fn routes(state: ApiState) -> Router {
             axum::routing::delete(revoke_api_token),
         )
         .route("/v1/images/load", post(load_image))
+        .route("/v1/volumes", get(list_volumes).post(create_volume))
+        .route(
+            "/v1/volumes/{name}",
+            get(inspect_volume).delete(remove_volume),
+        )
         .fallback(unknown_route)
         .with_state(state)
 }
@@ -854,6 +859,9 @@ pub(crate) struct CreateService {
     /// Constraints, spread preferences and the cap per node; anywhere by default.
     #[serde(default)]
     placement: warren_crdt::Placement,
+    /// Volumes and host paths to mount; none by default.
+    #[serde(default)]
+    mounts: Vec<warren_crdt::Mount>,
 }
 
 fn one() -> u32 {
@@ -888,6 +896,7 @@ async fn create_service(
         stop_timeout_ms: body.stop_timeout_ms,
         partition: body.partition,
         placement: body.placement,
+        mounts: body.mounts,
     };
     // One rule set for every way a spec enters: the same check runs on update and when a
     // node reads a spec from the document.
@@ -1157,5 +1166,117 @@ async fn remove_secret(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_secret_name(&name)?;
     write(&state, Write::RemoveSecret(name.clone())).await?;
+    Ok(Json(json!({ "name": name, "deleted": true })))
+}
+
+/// `POST /v1/volumes` body: `driver` defaults to `local` (the only one accepted), `node`
+/// (a member's name or id) to the node that serves the request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateVolume {
+    name: String,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default)]
+    driver: Option<String>,
+    #[serde(default)]
+    options: BTreeMap<String, String>,
+}
+
+fn parse_volume_name(name: &str) -> Result<String, ApiError> {
+    warren_crdt::validate_volume_name(name).map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(name.to_string())
+}
+
+/// `POST /v1/volumes`: creates a volume bound to `node`, or without one to this node (the
+/// one that serves the request: the rule is fixed at creation, so the volume never moves).
+async fn create_volume(
+    State(state): State<ApiState>,
+    Json(body): Json<CreateVolume>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let name = parse_volume_name(&body.name)?;
+    let s = state.snapshot.borrow().clone();
+    let node = match &body.node {
+        Some(node) => find_member(&s, node)?.id,
+        None => s
+            .node
+            .clone()
+            .ok_or_else(|| ApiError::invalid("this node has no identity yet"))?,
+    };
+    let volume = warren_crdt::Volume {
+        name: name.clone(),
+        driver: body
+            .driver
+            .unwrap_or_else(|| warren_crdt::LOCAL_DRIVER.to_string()),
+        node: node.clone(),
+        options: body.options,
+    };
+    volume
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    write(&state, Write::CreateVolume(volume)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": name, "node": node })),
+    ))
+}
+
+/// `GET /v1/volumes`: every volume record, with its node's name and the live services that
+/// mount it.
+async fn list_volumes(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let s = state.snapshot.borrow().clone();
+    Json(json!(s
+        .volumes
+        .values()
+        .map(|v| volume_json(&s, v))
+        .collect::<Vec<_>>()))
+}
+
+fn volume_json(s: &crate::machine::Snapshot, v: &warren_crdt::Volume) -> serde_json::Value {
+    let node_name = s
+        .members
+        .iter()
+        .find(|m| m.id == v.node)
+        .map_or("", |m| m.name.as_str());
+    let used_by: Vec<&ServiceName> = s
+        .live_services()
+        .filter(|svc| {
+            svc.spec
+                .mounts
+                .iter()
+                .any(|m| m.kind == warren_crdt::MountKind::Volume && m.source == v.name)
+        })
+        .map(|svc| &svc.name)
+        .collect();
+    json!({
+        "name": v.name, "driver": v.driver, "node": v.node, "node_name": node_name,
+        "options": v.options, "used_by": used_by,
+    })
+}
+
+async fn inspect_volume(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_volume_name(&name)?;
+    let s = state.snapshot.borrow().clone();
+    let volume = s.volumes.get(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no volume named {name}"),
+        )
+    })?;
+    Ok(Json(volume_json(&s, volume)))
+}
+
+/// `DELETE /v1/volumes/{name}`: removes the record (409 while a live service mounts it);
+/// its node then deletes the Docker volume and its data.
+async fn remove_volume(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_volume_name(&name)?;
+    write(&state, Write::RemoveVolume(name.clone())).await?;
     Ok(Json(json!({ "name": name, "deleted": true })))
 }

@@ -11,6 +11,7 @@ mod overlay;
 mod reconciler;
 mod secret_files;
 mod tls;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -58,6 +59,10 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
     /// Capabilities (`--capability NAME`), written to the member record at every start.
     pub capabilities: std::collections::BTreeSet<String>,
+    /// Whether tasks may bind-mount this node's host paths (`--allow-host-paths`, default
+    /// off). The node then announces the `host-paths` capability, and any operator with an
+    /// API token can mount any path of this host into a container (docs/security.md).
+    pub allow_host_paths: bool,
     /// Docker endpoint (`--docker-host`); `None` for the local default.
     pub docker_host: Option<String>,
     /// Create a new cluster with this name (`--init`).
@@ -106,6 +111,7 @@ impl NodeConfig {
             bootstrap: vec![],
             labels: BTreeMap::new(),
             capabilities: Default::default(),
+            allow_host_paths: false,
             docker_host: None,
             init: None,
             join: None,
@@ -467,6 +473,7 @@ async fn run_node(
                 keys: reconciler_keys,
                 records: secrets_rx,
                 root: secret_files::root(&me),
+                allow_host_paths: config.allow_host_paths,
             },
             overlay,
             config.reconcile_interval,
@@ -497,7 +504,13 @@ async fn run_node(
     machine.set_secret_keys(secret_keys);
     let description = crate::machine::OwnDescription {
         labels: config.labels.clone(),
-        capabilities: config.capabilities.clone(),
+        capabilities: {
+            let mut capabilities = config.capabilities.clone();
+            if config.allow_host_paths {
+                capabilities.insert(crate::core::volumes::HOST_PATHS_CAPABILITY.to_string());
+            }
+            capabilities
+        },
         platform: warren_crdt::Platform::current(),
     };
     // Each flag was checked as it was parsed; this checks the counts.

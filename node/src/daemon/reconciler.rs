@@ -99,6 +99,9 @@ pub(crate) struct SecretContext {
     pub(crate) records: watch::Receiver<Arc<BTreeMap<String, SecretRecord>>>,
     /// Where the secret files go (a tmpfs).
     pub(crate) root: PathBuf,
+    /// Whether tasks may bind-mount this node's host paths (`--allow-host-paths`): without
+    /// it a task with a bind mount is refused with the reason.
+    pub(crate) allow_host_paths: bool,
 }
 
 fn health_check(h: &warren_crdt::HealthCheck) -> HealthCheck {
@@ -161,6 +164,8 @@ fn task_spec(node: &NodeId, task: &DesiredTask, attach: Option<&Attach>) -> Task
         resolv_conf: attach
             .filter(|a| a.dns.is_some())
             .and_then(|a| a.resolv_conf.clone()),
+        // Filled by the caller: a task whose mounts this node refuses is not started.
+        mounts: Vec::new(),
     }
 }
 
@@ -709,6 +714,7 @@ pub(crate) async fn run<C: Connector>(
     supervisor.set_deregistration_delay(
         u64::try_from(deregistration_delay.as_millis()).unwrap_or(u64::MAX),
     );
+    let mut sweeper = super::volumes::Sweeper::default();
     let pulls = Pulls::default();
     let origin = std::time::Instant::now();
     let mut engine = EngineTracker::new(connector.endpoint());
@@ -767,6 +773,7 @@ pub(crate) async fn run<C: Connector>(
             tasks: want,
             held,
             awaiting,
+            volumes,
         }) = desired.borrow_and_update().clone()
         else {
             tokio::select! {
@@ -778,6 +785,7 @@ pub(crate) async fn run<C: Connector>(
         let now = Millis(origin.elapsed().as_millis() as u64);
         supervisor.set_held(held);
         supervisor.set_awaiting(awaiting);
+        sweeper.sweep(rt, &node, &volumes).await;
         let images: Vec<&str> = want.iter().map(|t| t.spec.image.as_str()).collect();
         pulls.keep_only(&images);
         let attach = overlay.as_ref().and_then(|o| {
@@ -974,6 +982,10 @@ async fn round<R: ContainerRuntime + Clone>(
                     }
                     info!(slot = %task.slot, image = %task.spec.image, "creating container");
                     let mut spec = task_spec(node, task, attach);
+                    match super::volumes::task_mounts(task, secrets.allow_host_paths) {
+                        Ok(mounts) => spec.mounts = mounts,
+                        Err(e) => return (action, Err(e)),
+                    }
                     if !task.spec.secrets.is_empty() {
                         match secret_files::prepare(
                             &secrets.root,
@@ -1355,6 +1367,7 @@ mod tests {
             keys: crate::secrets::SecretKeys::generate(&mut rand::rngs::OsRng),
             records: watch::channel(Arc::new(BTreeMap::new())).1,
             root: std::env::temp_dir().join("warren-reconciler-test-no-secrets"),
+            allow_host_paths: false,
         };
         let pulls = Pulls::default();
         let mut errors = BTreeMap::new();

@@ -152,6 +152,9 @@ pub struct Desired {
     /// Slots assigned here that another node runs a copy of, which the assignment has not
     /// judged: each with that node ([`Supervisor::set_awaiting`]).
     pub awaiting: BTreeMap<SlotId, NodeId>,
+    /// The names of the volumes whose record names this node: a Docker volume of this node
+    /// whose name leaves the set (`volume rm`) is deleted.
+    pub volumes: std::collections::BTreeSet<String>,
 }
 
 /// A slot this node holds a copy of without being assigned it (see [`Supervisor::set_held`]):

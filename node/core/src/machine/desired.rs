@@ -75,6 +75,7 @@ impl NodeMachine {
             tasks: self.desired_tasks(),
             held: self.held_slots(now),
             awaiting: self.awaiting_slots(now),
+            volumes: self.own_volumes(),
         }
     }
 
@@ -298,4 +299,18 @@ impl NodeMachine {
 /// `rejected`. Kept by the view ([`ClusterView::rejected`]): no validation here.
 pub fn rejected_services(view: &ClusterView) -> BTreeMap<ServiceName, String> {
     view.rejected.clone()
+}
+
+impl NodeMachine {
+    /// The names of the volumes whose record names this node.
+    pub fn own_volumes(&mut self) -> std::collections::BTreeSet<String> {
+        let view = self.view_cache.get_or_insert_with(|| {
+            ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
+        });
+        view.volumes
+            .values()
+            .filter(|v| v.node == self.me)
+            .map(|v| v.name.clone())
+            .collect()
+    }
 }

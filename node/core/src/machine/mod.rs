@@ -40,6 +40,7 @@ mod read_model;
 mod reports;
 mod sync;
 mod tick;
+mod volumes;
 mod writes;
 
 pub use admission::JoinError;

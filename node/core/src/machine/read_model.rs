@@ -145,6 +145,8 @@ pub struct Snapshot {
     pub pending: Vec<(SlotId, String)>,
     /// The cluster settings in force on this replica.
     pub settings: warren_crdt::ClusterSettings,
+    /// The volume records, by name.
+    pub volumes: std::collections::BTreeMap<String, warren_crdt::Volume>,
 }
 
 impl Snapshot {
@@ -379,6 +381,7 @@ impl NodeMachine {
                 .map(|(slot, why)| (slot.clone(), why.clone()))
                 .collect(),
             settings: view.settings,
+            volumes: view.volumes.clone(),
             dropped_non_member,
             connected_peers,
             reports_complete,

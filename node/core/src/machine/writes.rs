@@ -71,6 +71,10 @@ pub enum Write {
         /// Its new availability.
         availability: warren_crdt::Availability,
     },
+    /// Create a volume bound to the node its record names.
+    CreateVolume(warren_crdt::Volume),
+    /// Remove a volume (refused while a live service mounts it).
+    RemoveVolume(String),
 }
 
 /// A secret's plaintext on its way in: zeroed when dropped, never printed by `Debug`.
@@ -135,6 +139,17 @@ pub enum WriteError {
     /// A join token needs this node's addresses, and it listens on none yet.
     #[error("this node is not listening on any address yet")]
     NotListening,
+    /// A volume of that name exists.
+    #[error("volume {0} already exists")]
+    VolumeExists(String),
+    /// A live service mounts the volume: remove or update those services first.
+    #[error("volume {name} is in use by service(s) {}: remove them or their --mount first", services.join(", "))]
+    VolumeInUse {
+        /// The volume.
+        name: String,
+        /// The live services that mount it.
+        services: Vec<String>,
+    },
     /// The change was made but could not be persisted: it is not acknowledged.
     #[error("write not persisted: {0}")]
     NotPersisted(String),
@@ -161,6 +176,7 @@ impl WriteError {
                 CrdtError::UnknownService(_)
                 | CrdtError::UnknownMember(_)
                 | CrdtError::UnknownSecret(_)
+                | CrdtError::UnknownVolume(_)
                 | CrdtError::UnknownToken(_) => WriteErrorKind::NotFound,
                 CrdtError::ServiceExists(_) => WriteErrorKind::Conflict,
                 CrdtError::InvalidName { .. } | CrdtError::InvalidSpec { .. } => {
@@ -169,7 +185,9 @@ impl WriteError {
                 _ => WriteErrorKind::Internal,
             },
             WriteError::NoSuchToken { .. } => WriteErrorKind::NotFound,
-            WriteError::SecretExists(_) => WriteErrorKind::Conflict,
+            WriteError::SecretExists(_)
+            | WriteError::VolumeExists(_)
+            | WriteError::VolumeInUse { .. } => WriteErrorKind::Conflict,
             WriteError::Patch(_) | WriteError::RemoveSelf => WriteErrorKind::Invalid,
             WriteError::Secret(crate::secrets::SecretError::Invalid(_)) => WriteErrorKind::Invalid,
             WriteError::Secret(_)
@@ -269,6 +287,8 @@ impl NodeMachine {
                 (self.state.put_secret(&rotated)?, WriteAck::Done)
             }
             Write::RemoveSecret(name) => (self.state.remove_secret(&name)?, WriteAck::Done),
+            Write::CreateVolume(volume) => (self.create_volume(&volume)?, WriteAck::Done),
+            Write::RemoveVolume(name) => (self.remove_volume(&name)?, WriteAck::Done),
             Write::CreateJoinToken { grant, now_secs } => {
                 let cluster = self.state.cluster().ok_or(CrdtError::NoCluster)?;
                 let bootstrap = self.my_addrs();
