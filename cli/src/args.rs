@@ -69,6 +69,40 @@ pub(crate) enum Command {
     /// Container images on a node's engine.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Volumes: named data on one node; services mounting one run on that node.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum VolumeCommand {
+    /// Create a volume on a node (default: the node --peer points at). A service mounting
+    /// it runs only there, and waits while that node is down.
+    Create {
+        /// Volume name: letters, digits, '_', '.', '-'.
+        name: String,
+        /// The node that holds its data (name or id).
+        #[arg(long)]
+        node: Option<String>,
+        /// Volume driver: only `local`.
+        #[arg(long, default_value = "local")]
+        driver: String,
+        /// A driver option K=V, passed to Docker's volume create (repeatable).
+        #[arg(long = "opt", short = 'o', value_name = "K=V")]
+        opt: Vec<String>,
+    },
+    /// List volumes: node, driver, the services that mount each.
+    Ls,
+    /// Show a volume.
+    Inspect {
+        /// Volume name.
+        name: String,
+    },
+    /// Remove a volume and its data (refused while a service mounts it).
+    Rm {
+        /// Volume name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -325,6 +359,11 @@ pub(crate) struct CreateService {
     /// Mount a secret read-only at /run/secrets/TARGET (TARGET defaults to NAME; repeatable).
     #[arg(long, value_name = "NAME[:TARGET]")]
     pub(crate) secret: Vec<String>,
+    /// Mount a volume or host path: type=volume,source=NAME,target=/data[,readonly] or
+    /// type=bind,source=/host/path,target=/path (repeatable). A volume pins the service to
+    /// its node; a bind mount needs a node started with --allow-host-paths.
+    #[arg(long, value_name = "SPEC")]
+    pub(crate) mount: Vec<String>,
     /// Health check, restart policy, limits and stop timeout.
     #[command(flatten)]
     pub(crate) spec: SpecFlags,
@@ -352,6 +391,12 @@ pub(crate) struct UpdateService {
     /// Secret NAME[:TARGET] (repeatable; replaces all secret mounts).
     #[arg(long, value_name = "NAME[:TARGET]")]
     pub(crate) secret: Vec<String>,
+    /// Add a mount (as create's --mount; one at the same target replaces it; repeatable).
+    #[arg(long, value_name = "SPEC")]
+    pub(crate) mount: Vec<String>,
+    /// Remove the mount at TARGET (repeatable).
+    #[arg(long, value_name = "TARGET")]
+    pub(crate) mount_rm: Vec<String>,
     /// Remove the health check.
     #[arg(long, conflicts_with_all = ["health_cmd", "health_http", "health_tcp", "health_interval", "health_timeout", "health_retries", "health_start_period"])]
     pub(crate) no_health: bool,

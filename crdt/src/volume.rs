@@ -108,7 +108,12 @@ impl MountKind {
 }
 
 /// One mount of a service's tasks: `--mount type=volume,source=NAME,target=/data[,readonly]`.
+///
+/// Serialised as an object (`{"type", "source", "target", "readonly"}`); read from that
+/// object or from the `--mount` text itself ([`Mount::parse`]), so clients send the flag as
+/// the operator wrote it and the one parser is this crate's.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "MountRepr")]
 pub struct Mount {
     /// Volume or host path.
     #[serde(rename = "type")]
@@ -217,6 +222,41 @@ impl Mount {
                     "mounts.source",
                     format!("host path {:?} {reason}", self.source),
                 )
+            }),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MountRepr {
+    Text(String),
+    Fields {
+        #[serde(rename = "type")]
+        kind: MountKind,
+        source: String,
+        target: String,
+        #[serde(default)]
+        readonly: bool,
+    },
+}
+
+impl TryFrom<MountRepr> for Mount {
+    type Error = CrdtError;
+    fn try_from(repr: MountRepr) -> Result<Self, Self::Error> {
+        match repr {
+            MountRepr::Text(text) => Mount::parse(&text),
+            // Checked with the rest of the spec (`ServiceSpec::validate`).
+            MountRepr::Fields {
+                kind,
+                source,
+                target,
+                readonly,
+            } => Ok(Mount {
+                kind,
+                source,
+                target,
+                readonly,
             }),
         }
     }
@@ -342,6 +382,17 @@ mod tests {
             let err = Mount::parse(text).expect_err(text);
             assert_eq!(field(err), want, "{text}");
         }
+    }
+
+    #[test]
+    fn reads_from_the_flag_text_or_the_object() {
+        let text: Mount =
+            serde_json::from_str(r#""type=volume,source=data,target=/data,ro""#).expect("text");
+        let json = serde_json::to_string(&text).expect("ser");
+        let object: Mount = serde_json::from_str(&json).expect("object");
+        assert_eq!(text, object);
+        assert!(text.readonly);
+        assert!(serde_json::from_str::<Mount>(r#""source=data""#).is_err());
     }
 
     #[test]

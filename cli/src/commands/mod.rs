@@ -9,6 +9,7 @@ mod node;
 mod secret;
 mod service;
 mod tokens;
+mod volume;
 
 use anyhow::Result;
 
@@ -25,5 +26,6 @@ pub(crate) fn dispatch(cli: Cli) -> Result<()> {
         Command::Service(c) => service::run(&client, cli.output, c),
         Command::Secret(c) => secret::run(&client, cli.output, c),
         Command::Image(c) => image::run(&client, cli.output, c),
+        Command::Volume(c) => volume::run(&client, cli.output, c),
     }
 }

@@ -179,6 +179,8 @@ fn create_body(args: &CreateService) -> Result<Value> {
         .collect::<Result<Vec<_>>>()?;
     let mut body = json!({
         "secrets": parse_secrets(&args.secret)?,
+        // Sent as written: the peer parses each with the one parser (warren_crdt::Mount).
+        "mounts": args.mount,
         "name": args.name,
         "image": args.image,
         "replicas": args.replicas,
@@ -285,6 +287,12 @@ fn update_body(args: &UpdateService) -> Result<Value> {
     }
     if !args.command.is_empty() {
         body.insert("command".into(), json!(args.command));
+    }
+    if !args.mount.is_empty() {
+        body.insert("mounts_add".into(), json!(args.mount));
+    }
+    if !args.mount_rm.is_empty() {
+        body.insert("mounts_rm".into(), json!(args.mount_rm));
     }
     if args.no_health {
         body.insert("no_health".into(), json!(true));

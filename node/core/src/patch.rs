@@ -105,6 +105,12 @@ pub struct ServicePatch {
     /// New `--max-replicas-per-node`; `0`: no limit.
     #[serde(default)]
     pub max_replicas_per_node: Option<u32>,
+    /// Mounts to add (`--mount`); one at a target already mounted replaces it.
+    #[serde(default)]
+    pub mounts_add: Vec<warren_crdt::Mount>,
+    /// Targets whose mounts to remove (`--mount-rm TARGET`), applied before `mounts_add`.
+    #[serde(default)]
+    pub mounts_rm: Vec<String>,
 }
 
 /// Why a patch cannot be applied to a spec.
@@ -214,6 +220,11 @@ impl ServicePatch {
         if let Some(max) = self.max_replicas_per_node {
             out.placement.max_replicas_per_node = (max > 0).then_some(max);
         }
+        out.mounts.retain(|m| {
+            !self.mounts_rm.contains(&m.target)
+                && !self.mounts_add.iter().any(|a| a.target == m.target)
+        });
+        out.mounts.extend(self.mounts_add.iter().cloned());
         Ok(out)
     }
 }
