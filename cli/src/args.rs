@@ -88,7 +88,7 @@ pub(crate) enum VolumeCommand {
         #[arg(long, default_value = "local")]
         driver: String,
         /// A driver option K=V, passed to Docker's volume create (repeatable).
-        #[arg(long = "opt", short = 'o', value_name = "K=V")]
+        #[arg(long = "opt", value_name = "K=V")]
         opt: Vec<String>,
     },
     /// List volumes: node, driver, the services that mount each.
