@@ -198,8 +198,8 @@ mod tests {
                 readonly: true,
             },
         ];
-        let docker = docker_mounts("node-b-xyz", &mounts);
-        assert_eq!(docker[0].source.as_deref(), Some("warren-data-node-b-xyz"));
+        let docker = docker_mounts("12D3KooWnodeBxyz", &mounts);
+        assert_eq!(docker[0].source.as_deref(), Some("warren-data-nodeBxyz"));
         assert_eq!(docker[0].typ, Some(MountType::VOLUME));
         assert_eq!(docker[1].typ, Some(MountType::BIND));
         assert_eq!(docker[1].read_only, Some(true));

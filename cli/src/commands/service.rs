@@ -503,6 +503,42 @@ mod tests {
     }
 
     #[test]
+    fn mount_flags_are_sent_as_written() {
+        let ServiceCommand::Update(args) = parsed(&[
+            "warren-cli",
+            "service",
+            "update",
+            "web",
+            "--mount",
+            "source=data,target=/data",
+            "--mount-rm",
+            "/old",
+        ]) else {
+            panic!("update");
+        };
+        assert_eq!(
+            update_body(&args).expect("body"),
+            json!({"mounts_add": ["source=data,target=/data"], "mounts_rm": ["/old"]})
+        );
+        let ServiceCommand::Create(args) = parsed(&[
+            "warren-cli",
+            "service",
+            "create",
+            "web",
+            "--image",
+            "img",
+            "--mount",
+            "type=bind,source=/srv,target=/srv",
+        ]) else {
+            panic!("create");
+        };
+        assert_eq!(
+            create_body(&args).expect("body")["mounts"],
+            json!(["type=bind,source=/srv,target=/srv"])
+        );
+    }
+
+    #[test]
     fn update_sends_only_the_flags_given() {
         let ServiceCommand::Update(args) = parsed(&[
             "warren-cli",

@@ -347,6 +347,29 @@ mod tests {
     }
 
     #[test]
+    fn mounts_are_added_by_target_and_removed_by_target() {
+        let patch: ServicePatch =
+            serde_json::from_str(r#"{"mounts_add": ["source=a,target=/a", "source=b,target=/b"]}"#)
+                .expect("a patch");
+        let mounted = patch.apply(&base()).expect("apply");
+        assert_eq!(mounted.mounts.len(), 2);
+        let patch: ServicePatch = serde_json::from_str(
+            r#"{"mounts_add": ["source=c,target=/a,readonly"], "mounts_rm": ["/b"]}"#,
+        )
+        .expect("a patch");
+        let changed = patch.apply(&mounted).expect("apply");
+        assert_eq!(changed.mounts.len(), 1, "{:?}", changed.mounts);
+        assert_eq!(
+            (
+                changed.mounts[0].source.as_str(),
+                changed.mounts[0].readonly
+            ),
+            ("c", true)
+        );
+        changed.validate().expect("valid");
+    }
+
+    #[test]
     fn placement_fields_replace_their_lists_and_zero_lifts_the_cap() {
         let patch: ServicePatch = serde_json::from_str(
             r#"{"constraints": ["node.labels.zone==a"], "max_replicas_per_node": 2}"#,
