@@ -1,8 +1,9 @@
 //! Volumes with node affinity (issue 16, item 6), on three real nodes: a volume created on
 //! node n2 pins the service that mounts it to n2; the data its task writes survives a
 //! container kill (restart policy), a removed container (a new one is created), a restart
-//! of n2's daemon and a spec update; a volume in use cannot be removed; and while n2 is
-//! down the slot waits for it (`service ps` says so) and no copy starts on n1 or n3.
+//! of n2's daemon and a spec update; a volume in use cannot be removed; while n2 is down
+//! the slot waits for it (`service ps` says so) and no copy starts on n1 or n3; back up, n2
+//! runs it again on the same data, and after `volume rm` deletes its Docker volume.
 
 mod support;
 
@@ -176,6 +177,23 @@ fn a_volumes_data_survives_restarts_and_its_service_waits_for_its_node() {
                 "copies started off the volume's node: {elsewhere:?}"
             ))
         }
+    });
+
+    // n2 comes back and runs the slot again with its data; once the service is gone the
+    // volume can be removed, and n2 deletes its Docker volume.
+    nodes[1].restart(&[]);
+    wait_for("keeper back on n2 with its data", T, || {
+        let (_, c) = running_task(&nodes[0])?;
+        (runs(&c)? >= 5).then_some(())
+    });
+    ok(&nodes[0].cli(&["service", "rm", "keeper"]));
+    ok(&nodes[0].cli(&["volume", "rm", "data"]));
+    wait_for("n2 deleted the Docker volume", T, || {
+        let out = Command::new("docker")
+            .args(["volume", "inspect", &docker_name])
+            .output()
+            .ok()?;
+        (!out.status.success()).then_some(())
     });
 
     for id in &ids {

@@ -113,3 +113,64 @@ impl Sweeper {
         self.removing.retain(|n| !done.contains(n));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_crdt::{Epoch, Mount, ServiceName, ServiceSpec, SlotId, Volume};
+
+    fn task(mounts: &[&str], volumes: Vec<Volume>) -> DesiredTask {
+        DesiredTask {
+            slot: SlotId {
+                service: ServiceName::new("db").expect("name"),
+                slot: 0,
+            },
+            epoch: Epoch(1),
+            holder: NodeId("a".into()),
+            generation: 1,
+            spec: ServiceSpec {
+                image: "img".into(),
+                replicas: 1,
+                mounts: mounts
+                    .iter()
+                    .map(|m| Mount::parse(m).expect("mount"))
+                    .collect(),
+                ..Default::default()
+            },
+            volumes,
+        }
+    }
+
+    #[test]
+    fn bind_mounts_need_the_flag_and_volumes_their_record() {
+        let bind = task(&["type=bind,source=/srv,target=/srv,ro"], vec![]);
+        let refused = task_mounts(&bind, false).expect_err("refused");
+        assert!(refused.contains("--allow-host-paths"), "{refused}");
+        let allowed = task_mounts(&bind, true).expect("allowed");
+        assert_eq!(
+            allowed[0].source,
+            MountSource::Bind {
+                path: "/srv".into()
+            }
+        );
+        assert!(allowed[0].readonly);
+
+        let record = Volume {
+            name: "data".into(),
+            driver: "local".into(),
+            node: NodeId("a".into()),
+            options: [("type".to_string(), "tmpfs".to_string())].into(),
+        };
+        let with = task(&["source=data,target=/data"], vec![record]);
+        let mounts = task_mounts(&with, false).expect("volume");
+        assert!(matches!(
+            &mounts[0].source,
+            MountSource::Volume { name, options, .. } if name == "data" && options["type"] == "tmpfs"
+        ));
+        let without = task(&["source=data,target=/data"], vec![]);
+        assert_eq!(
+            task_mounts(&without, false).expect_err("no record"),
+            "volume data does not exist"
+        );
+    }
+}
