@@ -3,7 +3,7 @@
 //!
 //! A *volume* is named data bound to one node: `{ driver, node, options{} }`. Its node
 //! creates the Docker volume itself when a task needs it; tasks of a service that mounts it
-//! run only on that node ([`warren_core`'s volume rule](../warren_core/index.html)).
+//! run only on that node (the scheduler's volume rule, `warren_core::core::volumes`).
 //!
 //! ## Merge rules
 //!
