@@ -30,17 +30,24 @@ pub fn takes_new_tasks(member: &Member) -> bool {
 }
 
 /// Why a slot of `service` stays on `member` although the member is drained, or `None` when
-/// it moves (or the member is not drained). Today: a service with `--on-partition wait`
-/// stays (`on-partition wait`: it chose to wait for its node rather than run elsewhere).
-///
-/// The hook for other reasons a task cannot leave its node (a volume that lives there:
-/// the volume work adds its arm here).
+/// it moves (or the member is not drained): a service with `--on-partition wait` stays
+/// (`on-partition wait`: it chose to wait for its node rather than run elsewhere), and so
+/// does one mounting a Warren volume (`volume data`: the data lives on the node, and the
+/// volume rule, [`super::volumes`], never runs it anywhere else).
 pub fn stays_on_drained(service: &Service, member: &Member) -> Option<&'static str> {
     if member.availability != Availability::Drain {
         return None;
     }
     if service.spec.partition.on_partition == OnPartition::Wait {
         return Some("on-partition wait");
+    }
+    if service
+        .spec
+        .mounts
+        .iter()
+        .any(|m| m.kind == warren_crdt::MountKind::Volume)
+    {
+        return Some("volume data");
     }
     None
 }
@@ -160,6 +167,20 @@ mod tests {
         assert_eq!(stays_on_drained(&wait, &drained), Some("on-partition wait"));
         assert_eq!(stays_on_drained(&wait, &paused), None);
         assert_eq!(stays_on_drained(&reschedule, &drained), None);
+        // A service on a Warren volume stays with its data; a host path does not pin it.
+        let mut on_volume = service(OnPartition::Reschedule);
+        on_volume.spec.mounts =
+            vec![
+                warren_crdt::Mount::parse("type=volume,source=data,target=/data")
+                    .expect("a volume mount"),
+            ];
+        assert_eq!(stays_on_drained(&on_volume, &drained), Some("volume data"));
+        assert!(keeps_tasks(&on_volume, &drained));
+        let mut on_host = service(OnPartition::Reschedule);
+        on_host.spec.mounts = vec![
+            warren_crdt::Mount::parse("type=bind,source=/srv,target=/srv").expect("a bind mount"),
+        ];
+        assert_eq!(stays_on_drained(&on_host, &drained), None);
     }
 
     #[test]

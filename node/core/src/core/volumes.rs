@@ -138,6 +138,7 @@ mod tests {
             admitted_by: id(s),
             admitted_at: 0,
             state: MemberState::Active,
+            availability: Default::default(),
         }
     }
     fn volume(name: &str, on: &str) -> (String, Volume) {
