@@ -506,6 +506,10 @@ pub(crate) struct SpecFlags {
     /// Most replicas of the service on one node (0: no limit, the default).
     #[arg(long, value_name = "N")]
     pub(crate) max_replicas_per_node: Option<u32>,
+    /// Whole NVIDIA GPUs each task reserves (0: none, the default; at most 16): a task goes
+    /// only to a node reporting that many GPUs no other task holds, and gets those devices.
+    #[arg(long, value_name = "N")]
+    pub(crate) gpus: Option<u32>,
     /// What happens to the tasks of a member that cannot be reached: `reschedule` them on
     /// reachable members after the down timeout (the default), or `wait` for it (its tasks
     /// keep running where they are; `service ps` shows them `unreachable (waiting)`).

@@ -1232,6 +1232,10 @@ impl DesiredState {
             // Since issue 16.
             placement: self.json(spec, "placement"),
             mounts: self.json(spec, "mounts"),
+            gpus: self
+                .uint(spec, "gpus")
+                .and_then(|g| u32::try_from(g).ok())
+                .unwrap_or_default(),
         }
     }
 
@@ -1356,6 +1360,14 @@ impl DesiredState {
                 .json::<Vec<String>>(obj, "displaced")
                 .into_iter()
                 .map(NodeId)
+                .collect(),
+            // A peer's document is not trusted to be small: at most as many ids as a task
+            // may hold, each as long as a device id is at most.
+            gpus: self
+                .json::<Vec<String>>(obj, "gpus")
+                .into_iter()
+                .filter(|g| g.len() <= crate::MAX_GPU_ID_BYTES)
+                .take(crate::MAX_SERVICE_GPUS as usize)
                 .collect(),
         })
     }
@@ -1818,6 +1830,9 @@ impl DesiredState {
             self.doc
                 .put(spec_obj, "mounts", serde_json::to_string(&spec.mounts)?)?;
         }
+        if old.map_or(spec.gpus != 0, |o| o.gpus != spec.gpus) {
+            self.doc.put(spec_obj, "gpus", u64::from(spec.gpus))?;
+        }
         Ok(())
     }
 
@@ -1916,6 +1931,10 @@ impl DesiredState {
                 let displaced: Vec<&str> = a.displaced.iter().map(NodeId::as_str).collect();
                 self.doc
                     .put(&obj, "displaced", serde_json::to_string(&displaced)?)?;
+            }
+            if !a.gpus.is_empty() {
+                self.doc
+                    .put(&obj, "gpus", serde_json::to_string(&a.gpus)?)?;
             }
         }
         for slot in remove {

@@ -334,6 +334,10 @@ pub struct ServiceSpec {
     /// service mounting a volume runs only on the volume's node ([`crate::Volume`]).
     #[serde(default)]
     pub mounts: Vec<crate::volume::Mount>,
+    /// Whole GPUs each task reserves (`--gpus N`): a slot goes only to a node that reports
+    /// N GPUs no other slot holds, and its task gets those devices. 0 (the default): none.
+    #[serde(default)]
+    pub gpus: u32,
 }
 
 impl ServiceSpec {
@@ -445,9 +449,20 @@ impl ServiceSpec {
         }
         self.placement.validate()?;
         crate::volume::validate_mounts(&self.mounts)?;
+        if self.gpus > MAX_SERVICE_GPUS {
+            return Err(invalid(
+                "gpus",
+                format!("must be at most {MAX_SERVICE_GPUS}"),
+            ));
+        }
         Ok(())
     }
 }
+
+/// Most GPUs one task may reserve (`--gpus`): as many as a node reports at most.
+pub const MAX_SERVICE_GPUS: u32 = 16;
+/// Longest GPU device id (a UUID such as `GPU-5c0cbd6e-…`, or an index), in bytes.
+pub const MAX_GPU_ID_BYTES: usize = 64;
 
 /// Most replicas a service may ask for.
 pub const MAX_REPLICAS: u32 = 10_000;
@@ -883,6 +898,13 @@ pub struct Assignment {
     /// Empty in documents written before the heal rules (the field is absent).
     #[serde(default)]
     pub displaced: Vec<NodeId>,
+    /// The GPUs of `node` this slot's task holds, by device id (the GPU's UUID as
+    /// `nvidia-smi` reports it, or its index where the UUID is unknown): chosen by the holder
+    /// among the node's GPUs no other slot's assignment names, so that two tasks never share
+    /// one (`--gpus N`). Empty for a service without GPUs and in documents written before
+    /// GPU reservations (the field is absent).
+    #[serde(default)]
+    pub gpus: Vec<String>,
 }
 
 impl Assignment {

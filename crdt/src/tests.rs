@@ -88,6 +88,7 @@ fn typed_round_trip_of_every_section() {
         holder: NodeId("A".into()),
         spec_generation: 1,
         displaced: Vec::new(),
+        gpus: Vec::new(),
     };
     a.write_assignments(&[(slot.clone(), assignment.clone())], &[])
         .expect("assign");
@@ -224,6 +225,7 @@ fn two_assignments_of_one_slot_the_greater_epoch_stands() {
         holder: NodeId(holder.into()),
         spec_generation: 1,
         displaced: Vec::new(),
+        gpus: Vec::new(),
     };
     a.write_assignments(&[(slot.clone(), by("A", 7, "A"))], &[])
         .expect("a");
@@ -247,6 +249,7 @@ fn a_lower_rank_never_replaces_a_higher_one_even_causally_after() {
         holder: NodeId(holder.into()),
         spec_generation: 1,
         displaced: displaced.iter().map(|d| NodeId((*d).into())).collect(),
+        gpus: Vec::new(),
     };
     // B (epoch 7) decides; A, a holder at epoch 6 that has heard it, writes after it.
     b.write_assignments(&[(slot.clone(), by("B", 7, "B", &["A"]))], &[])
@@ -282,6 +285,7 @@ fn without_fencing_the_conflict_winner_stands_and_a_lower_write_replaces_a_highe
         holder: NodeId(holder.into()),
         spec_generation: 1,
         displaced: Vec::new(),
+        gpus: Vec::new(),
     };
     // Concurrent writes: both values stand; fenced, the greater rank is read; unfenced,
     // Automerge's own winner is, the same on both replicas whatever its rank.
@@ -443,6 +447,7 @@ fn service_history_lists_only_changes_that_touched_the_service() {
         holder: NodeId("A".into()),
         spec_generation: 1,
         displaced: Vec::new(),
+        gpus: Vec::new(),
     };
     a.write_assignments(&[(slot, assignment)], &[])
         .expect("assign");
@@ -1596,4 +1601,47 @@ fn concurrent_creates_of_one_volume_keep_one_whole_record_everywhere() {
     a.create_service(&web, &spec).expect("create");
     sync_pair(&mut a, &mut b);
     assert_eq!(b.service(&web).expect("web").spec.mounts, spec.mounts);
+}
+
+#[test]
+fn gpus_of_a_spec_and_an_assignment_survive_the_document_and_a_peer_is_bounded() {
+    let (mut a, mut b) = pair();
+    let mut wants = spec(1);
+    wants.gpus = 2;
+    a.create_service(&name("train"), &wants).expect("create");
+    let slot = SlotId {
+        service: name("train"),
+        slot: 0,
+    };
+    let placed = Assignment {
+        node: NodeId("A".into()),
+        epoch: Epoch(1),
+        holder: NodeId("A".into()),
+        spec_generation: 1,
+        displaced: Vec::new(),
+        gpus: vec!["GPU-0".into(), "GPU-1".into()],
+    };
+    a.write_assignments(&[(slot.clone(), placed.clone())], &[])
+        .expect("write");
+    sync_pair(&mut a, &mut b);
+    assert_eq!(b.services()[&name("train")].spec.gpus, 2);
+    assert_eq!(b.assignments()[&slot], placed);
+    // An update to 0 is written (and read back), not skipped as a default.
+    wants.gpus = 0;
+    b.update_service(&name("train"), &wants).expect("update");
+    assert_eq!(b.services()[&name("train")].spec.gpus, 0);
+    // A peer's assignment naming too many or too long ids is read bounded.
+    let mut huge = placed.clone();
+    huge.epoch = Epoch(2);
+    huge.gpus = (0..100).map(|i| format!("GPU-{i}")).collect();
+    huge.gpus.insert(0, "x".repeat(crate::MAX_GPU_ID_BYTES + 1));
+    a.write_assignments(&[(slot.clone(), huge)], &[])
+        .expect("write");
+    let read = &a.assignments()[&slot].gpus;
+    assert_eq!(read.len(), crate::MAX_SERVICE_GPUS as usize);
+    assert_eq!(read[0], "GPU-0");
+    // A spec above the bound fails validation.
+    let mut greedy = spec(1);
+    greedy.gpus = crate::MAX_SERVICE_GPUS + 1;
+    assert!(greedy.validate().is_err());
 }

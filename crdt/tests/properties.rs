@@ -673,6 +673,7 @@ fn run_op(
                             holder: node(me),
                             spec_generation: *generation,
                             displaced: Vec::new(),
+                            gpus: Vec::new(),
                         },
                     )
                 })

@@ -151,6 +151,7 @@ pub fn cluster_bytes() -> &'static [u8] {
                     holder: NodeId(FOUNDER.into()),
                     spec_generation: 1,
                     displaced: Vec::new(),
+                    gpus: Vec::new(),
                 },
             )
         };

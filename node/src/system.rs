@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use warren_core::system::{
-    parse_capacity, parse_nvidia_smi, parse_usage, Gpu, Usage, MAX_GPUS, MAX_GPU_NAME_BYTES,
+    device_ids, parse_capacity, parse_nvidia_smi, parse_usage, Gpu, Usage, MAX_GPUS,
+    MAX_GPU_NAME_BYTES, NVIDIA_SMI_ARGS,
 };
 
 use crate::core::Capacity;
@@ -38,10 +39,7 @@ pub fn read_usage() -> Option<Usage> {
 /// empty otherwise (no GPU, no driver, or a hung tool — it is killed).
 pub fn read_gpus() -> Vec<Gpu> {
     let Ok(mut child) = Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=name,memory.total",
-            "--format=csv,noheader,nounits",
-        ])
+        .args(NVIDIA_SMI_ARGS)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -39,6 +39,7 @@ fn machine(displaced: &[&str]) -> NodeMachine {
         holder: id("n02"),
         spec_generation: generation,
         displaced: displaced.iter().map(|d| id(d)).collect(),
+        gpus: Vec::new(),
     };
     state
         .write_assignments(&[(slot(), assignment)], &[])

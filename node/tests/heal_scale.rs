@@ -66,6 +66,7 @@ fn before_split() -> Vec<u8> {
                     holder: id("n00"),
                     spec_generation: generation,
                     displaced: Vec::new(),
+                    gpus: Vec::new(),
                 },
             )
         })

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, CreateImageInfo, HealthConfig, HealthStatusEnum,
-    HostConfig, PortBinding, PortSummaryTypeEnum,
+    ContainerCreateBody, ContainerSummary, CreateImageInfo, DeviceRequest, HealthConfig,
+    HealthStatusEnum, HostConfig, PortBinding, PortSummaryTypeEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
@@ -460,12 +460,29 @@ fn create_body(spec: &TaskSpec) -> ContainerCreateBody {
                 .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             network_mode: spec.network.clone(),
             dns: (!spec.dns.is_empty()).then(|| spec.dns.iter().map(ToString::to_string).collect()),
+<<<<<<< HEAD
             mounts: (!spec.mounts.is_empty())
                 .then(|| crate::volumes::docker_mounts(&spec.node, &spec.mounts)),
+=======
+            device_requests: gpu_requests(&spec.gpus),
+>>>>>>> a27e2f1 (GPUs reserved, not just reported (issue 16 item 4): nvidia-smi's index and UUID are read; --gpus N reserves N whole GPUs a node reports and no other slot holds, written as device ids (UUIDs: they survive re-enumeration) in the assignment so a holder change or a heal never hands one GPU to two tasks (two slots naming one after a heal: the later-decided is re-placed); the task gets them as Docker DeviceRequests; node inspect shows which slot holds each GPU; pending reason 'no node with N free GPUs')
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// The device request giving a container exactly the NVIDIA GPUs `gpus` (device ids:
+/// UUIDs or indexes), as `docker run --gpus device=…` sends it; `None` for no GPU.
+fn gpu_requests(gpus: &[String]) -> Option<Vec<DeviceRequest>> {
+    (!gpus.is_empty()).then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".to_string()),
+            device_ids: Some(gpus.to_vec()),
+            capabilities: Some(vec![vec!["gpu".to_string()]]),
+            ..Default::default()
+        }]
+    })
 }
 
 /// Parses one list entry; `None` (after a warning) when its Warren labels are unusable.
@@ -781,6 +798,7 @@ mod tests {
         );
         let hc = body.host_config.unwrap_or_default();
         assert!(hc.restart_policy.is_none());
+        assert_eq!(hc.device_requests, None, "no GPU, no device request");
         let bindings = hc
             .port_bindings
             .unwrap_or_default()
@@ -792,6 +810,31 @@ mod tests {
         assert!(bindings
             .iter()
             .all(|b| b.host_ip.as_deref() == Some("127.0.0.1")));
+    }
+
+    #[test]
+    fn a_task_with_gpus_requests_exactly_those_devices() {
+        let spec = TaskSpec {
+            node: "12D3KooWnode".into(),
+            service: "train".into(),
+            image: "warren/busybox:latest".into(),
+            gpus: vec!["GPU-5c0cbd6e".into(), "GPU-aa".into()],
+            ..Default::default()
+        };
+        let requests = create_body(&spec)
+            .host_config
+            .and_then(|h| h.device_requests)
+            .expect("a device request");
+        assert_eq!(
+            requests,
+            vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: None,
+                device_ids: Some(vec!["GPU-5c0cbd6e".into(), "GPU-aa".into()]),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                options: None,
+            }]
+        );
     }
 
     #[test]

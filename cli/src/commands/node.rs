@@ -28,7 +28,8 @@ fn inspect_text(m: &Value) -> String {
             g.iter()
                 .map(|v| cell(Some(v)))
                 .collect::<Vec<_>>()
-                .join(", ")
+                // One GPU a line, under the first.
+                .join(&format!("\n{:<13} ", ""))
         })
         .unwrap_or_else(|| "none".into());
     let labels = m["labels"]
@@ -199,5 +200,22 @@ mod tests {
             labels_body(&[], &[], Some("drain")).expect("body"),
             json!({"label_add": {}, "label_rm": [], "availability": "drain"})
         );
+    }
+
+    #[test]
+    fn node_inspect_lists_each_gpu_on_its_own_line_with_its_holder() {
+        let m = json!({"display": {"gpus": [
+            "0 Tesla T4 (15 GiB) GPU-aa: train.0",
+            "1 Tesla T4 (15 GiB) GPU-bb: free"
+        ]}});
+        let text = inspect_text(&m);
+        assert!(
+            text.contains(
+                "GPUS          0 Tesla T4 (15 GiB) GPU-aa: train.0\n              \
+                 1 Tesla T4 (15 GiB) GPU-bb: free\n"
+            ),
+            "{text}"
+        );
+        assert!(inspect_text(&json!({"display": {"gpus": []}})).contains("GPUS          none\n"));
     }
 }

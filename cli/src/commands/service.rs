@@ -256,6 +256,9 @@ fn create_body(args: &CreateService) -> Result<Value> {
         if !placement.is_empty() {
             out.insert("placement".into(), Value::Object(placement));
         }
+        if let Some(gpus) = fields.get("gpus").filter(|g| g.as_u64() != Some(0)) {
+            out.insert("gpus".into(), gpus.clone());
+        }
     }
     Ok(body)
 }
@@ -382,6 +385,9 @@ fn spec_fields(f: &SpecFlags) -> Result<Value> {
     }
     if let Some(max) = f.max_replicas_per_node {
         out.insert("max_replicas_per_node".into(), json!(max));
+    }
+    if let Some(gpus) = f.gpus {
+        out.insert("gpus".into(), json!(gpus));
     }
     Ok(Value::Object(out))
 }
@@ -606,9 +612,12 @@ mod tests {
             "spread=node.labels.rack",
             "--max-replicas-per-node",
             "2",
+            "--gpus",
+            "2",
         ]) else {
             panic!("create");
         };
+        assert_eq!(create_body(&args).expect("body")["gpus"], json!(2));
         assert_eq!(
             create_body(&args).expect("body")["placement"],
             json!({"constraints": ["node.labels.zone==north", "node.os==linux"],
@@ -623,12 +632,14 @@ mod tests {
             "--no-constraints",
             "--max-replicas-per-node",
             "0",
+            "--gpus",
+            "0",
         ]) else {
             panic!("update");
         };
         assert_eq!(
             update_body(&args).expect("body"),
-            json!({"constraints": [], "max_replicas_per_node": 0})
+            json!({"constraints": [], "max_replicas_per_node": 0, "gpus": 0})
         );
         assert!(Cli::try_parse_from([
             "warren-cli",

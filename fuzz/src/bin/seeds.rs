@@ -158,6 +158,8 @@ fn main() {
                 memory_used_bytes: 1 << 29,
             }),
             gpus: vec![warren_node::system::Gpu {
+                index: Some(0),
+                uuid: "GPU-0".into(),
                 name: "T4".into(),
                 memory_bytes: 1 << 34,
             }],

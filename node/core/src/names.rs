@@ -101,6 +101,7 @@ mod tests {
             reserved: Default::default(),
             usage: None,
             gpus: Vec::new(),
+            gpu_holders: Default::default(),
             engine: None,
             overlay: Some(addresses(CLUSTER, &public).record(&public, 51820)),
             overlay_state: None,

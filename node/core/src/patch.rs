@@ -111,6 +111,9 @@ pub struct ServicePatch {
     /// Targets whose mounts to remove (`--mount-rm TARGET`), applied before `mounts_add`.
     #[serde(default)]
     pub mounts_rm: Vec<String>,
+    /// New `--gpus`: whole GPUs each task reserves; `0`: none.
+    #[serde(default)]
+    pub gpus: Option<u32>,
 }
 
 /// Why a patch cannot be applied to a spec.
@@ -225,6 +228,9 @@ impl ServicePatch {
                 && !self.mounts_add.iter().any(|a| a.target == m.target)
         });
         out.mounts.extend(self.mounts_add.iter().cloned());
+        if let Some(gpus) = self.gpus {
+            out.gpus = gpus;
+        }
         Ok(out)
     }
 }
@@ -377,6 +383,10 @@ mod tests {
         .expect("a patch");
         let placed = patch.apply(&base()).expect("apply");
         assert_eq!(placed.placement.constraints.len(), 1);
+        let gpus: ServicePatch = serde_json::from_str(r#"{"gpus": 2}"#).expect("a patch");
+        assert_eq!(gpus.apply(&base()).expect("apply").gpus, 2);
+        let too_many: ServicePatch = serde_json::from_str(r#"{"gpus": 17}"#).expect("a patch");
+        assert!(too_many.apply(&base()).expect("apply").validate().is_err());
         assert_eq!(placed.placement.max_replicas_per_node, Some(2));
         placed.validate().expect("valid");
         let cleared: ServicePatch =

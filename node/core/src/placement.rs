@@ -262,6 +262,7 @@ mod tests {
                     holder: node.id.clone(),
                     spec_generation: 1,
                     displaced: vec![],
+                    gpus: Vec::new(),
                 },
             )
         };

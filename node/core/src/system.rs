@@ -26,6 +26,14 @@ pub struct Usage {
 /// One GPU as `nvidia-smi` reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gpu {
+    /// Its index on the node (`nvidia-smi`'s `index`: the order the driver enumerates GPUs
+    /// in, which a reboot or a GPU added may change). `None` in reports of older nodes.
+    #[serde(default)]
+    pub index: Option<u32>,
+    /// Its UUID (`GPU-5c0cbd6e-…`, at most [`MAX_GPU_ID_BYTES`]); empty in reports of older
+    /// nodes.
+    #[serde(default)]
+    pub uuid: String,
     /// Its model name (at most [`MAX_GPU_NAME_BYTES`]).
     pub name: String,
     /// Its memory in bytes.
@@ -39,8 +47,45 @@ impl Gpu {
         if self.name.len() > MAX_GPU_NAME_BYTES {
             self.name = crate::engine::truncate_text(&self.name, MAX_GPU_NAME_BYTES);
         }
+        if !valid_uuid(&self.uuid) {
+            self.uuid.clear();
+        }
         self
     }
+
+    /// The id a task's assignment names this GPU by, and Docker is given (`DeviceRequests`'
+    /// `DeviceIDs`): its UUID, which names the same GPU across reboots and re-enumeration (an
+    /// index may name another GPU after either); its index only where no UUID was reported.
+    /// `None` when neither is known (an older node's report): such a GPU is not reserved.
+    pub fn device_id(&self) -> Option<String> {
+        if !self.uuid.is_empty() {
+            Some(self.uuid.clone())
+        } else {
+            self.index.map(|i| i.to_string())
+        }
+    }
+}
+
+/// The device ids of `gpus` ([`Gpu::device_id`]), in order, each once.
+pub fn device_ids(gpus: &[Gpu]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for id in gpus.iter().filter_map(Gpu::device_id) {
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+/// Longest GPU UUID a heartbeat carries, in bytes (`GPU-` and a 36-character UUID is 40).
+pub const MAX_GPU_ID_BYTES: usize = warren_crdt::MAX_GPU_ID_BYTES;
+
+/// Whether `uuid` looks like an `nvidia-smi` UUID: 1 to [`MAX_GPU_ID_BYTES`] ASCII letters,
+/// digits and `-` (it is passed to Docker as a device id).
+fn valid_uuid(uuid: &str) -> bool {
+    !uuid.is_empty()
+        && uuid.len() <= MAX_GPU_ID_BYTES
+        && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// The value of `key` (e.g. `MemTotal`) in `/proc/meminfo` text, in bytes.
@@ -78,26 +123,51 @@ pub fn parse_usage(loadavg: &str, meminfo: &str) -> Option<Usage> {
     })
 }
 
-/// GPUs from the output of `nvidia-smi --query-gpu=name,memory.total
-/// --format=csv,noheader,nounits` (one `NAME, MiB` line per GPU). Lines that do not parse
-/// are skipped; at most [`MAX_GPUS`].
+/// The arguments `nvidia-smi` is run with; [`parse_nvidia_smi`] reads what it prints.
+pub const NVIDIA_SMI_ARGS: [&str; 2] = [
+    "--query-gpu=index,uuid,name,memory.total",
+    "--format=csv,noheader,nounits",
+];
+
+/// GPUs from the output of `nvidia-smi` run with [`NVIDIA_SMI_ARGS`]: one `INDEX, UUID, NAME,
+/// MiB` line per GPU (`nvidia-smi` does not quote its CSV; a name may hold commas, so the
+/// name is what lies between the second and the last comma). A line whose index or memory is
+/// not a number, whose UUID is not 1 to [`MAX_GPU_ID_BYTES`] letters, digits and `-`, or
+/// whose name is empty is skipped, as is a second line with an index or UUID already seen;
+/// at most [`MAX_GPUS`].
 pub fn parse_nvidia_smi(output: &str) -> Vec<Gpu> {
-    output
-        .lines()
-        .filter_map(|line| {
-            let (name, mib) = line.rsplit_once(',')?;
+    let mut gpus: Vec<Gpu> = Vec::new();
+    for line in output.lines() {
+        if gpus.len() >= MAX_GPUS {
+            break;
+        }
+        let parsed = (|| {
+            let mut fields = line.splitn(3, ',');
+            let index: u32 = fields.next()?.trim().parse().ok()?;
+            let uuid = fields.next()?.trim();
+            let (name, mib) = fields.next()?.rsplit_once(',')?;
             let mib: u64 = mib.trim().parse().ok()?;
             let name = name.trim();
-            (!name.is_empty()).then(|| {
+            (valid_uuid(uuid) && !name.is_empty()).then(|| {
                 Gpu {
+                    index: Some(index),
+                    uuid: uuid.to_string(),
                     name: name.to_string(),
                     memory_bytes: mib.saturating_mul(1024 * 1024),
                 }
                 .bounded()
             })
-        })
-        .take(MAX_GPUS)
-        .collect()
+        })();
+        if let Some(gpu) = parsed {
+            if !gpus
+                .iter()
+                .any(|g| g.index == gpu.index || g.uuid == gpu.uuid)
+            {
+                gpus.push(gpu);
+            }
+        }
+    }
+    gpus
 }
 
 #[cfg(test)]
@@ -132,24 +202,62 @@ mod tests {
 
     #[test]
     fn nvidia_smi_lines_become_gpus_and_garbage_is_skipped() {
-        let out = "NVIDIA A100-SXM4-40GB, 40960\nTesla T4, 15360\nnot a gpu line\n, 5\nX, lots\n";
+        let out = "0, GPU-5c0cbd6e-2a9f-4b1e-9d1c-0e4a1b2c3d4e, NVIDIA A100-SXM4-40GB, 40960\n\
+                   1, GPU-aa, Tesla T4, rev 2, 15360\n\
+                   not a gpu line\n\
+                   2, GPU-bb, , 5\n\
+                   3, GPU-cc, X, lots\n\
+                   x, GPU-dd, X, 5\n\
+                   4, GPU ee, X, 5\n\
+                   5, , X, 5\n\
+                   1, GPU-ff, Same index, 5\n\
+                   6, GPU-aa, Same uuid, 5\n";
         assert_eq!(
             parse_nvidia_smi(out),
             vec![
                 Gpu {
+                    index: Some(0),
+                    uuid: "GPU-5c0cbd6e-2a9f-4b1e-9d1c-0e4a1b2c3d4e".into(),
                     name: "NVIDIA A100-SXM4-40GB".into(),
                     memory_bytes: 40_960 * 1024 * 1024
                 },
                 Gpu {
-                    name: "Tesla T4".into(),
+                    index: Some(1),
+                    uuid: "GPU-aa".into(),
+                    name: "Tesla T4, rev 2".into(),
                     memory_bytes: 15_360 * 1024 * 1024
                 },
             ]
         );
-        let many: String = (0..40).map(|i| format!("gpu{i}, 1\n")).collect();
+        let many: String = (0..40).map(|i| format!("{i}, GPU-{i}, g, 1\n")).collect();
         assert_eq!(parse_nvidia_smi(&many).len(), MAX_GPUS);
-        let long = format!("{}, 1\n", "é".repeat(100));
+        let long = format!("0, GPU-0, {}, 1\n", "é".repeat(100));
         let gpus = parse_nvidia_smi(&long);
         assert!(gpus[0].name.len() <= MAX_GPU_NAME_BYTES && !gpus[0].name.is_empty());
+        let uuid = format!("0, GPU-{}, g, 1\n", "a".repeat(MAX_GPU_ID_BYTES));
+        assert!(parse_nvidia_smi(&uuid).is_empty());
+    }
+
+    #[test]
+    fn a_gpu_is_named_by_its_uuid_else_its_index() {
+        let gpu = |index, uuid: &str| Gpu {
+            index,
+            uuid: uuid.into(),
+            ..Gpu::default()
+        };
+        assert_eq!(
+            device_ids(&[
+                gpu(Some(0), "GPU-a"),
+                gpu(Some(1), ""),
+                gpu(None, ""),
+                gpu(Some(2), "GPU-a")
+            ]),
+            vec!["GPU-a".to_string(), "1".to_string()]
+        );
+        // A peer's report with a UUID Docker could not take loses it.
+        assert_eq!(
+            gpu(Some(3), "GPU a;b").bounded().device_id(),
+            Some("3".into())
+        );
     }
 }

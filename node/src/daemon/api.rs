@@ -747,13 +747,46 @@ async fn inspect_node(
         "reserved_memory": format_bytes(m.reserved.memory_bytes),
         "memory_used": m.usage.map_or_else(unknown, |u| format_bytes(u.memory_used_bytes)),
         "load_1m": m.usage.map_or_else(unknown, |u| format!("{:.2}", u.load_1m_milli as f64 / 1000.0)),
-        "gpus": m.gpus.iter().map(|g| format!("{} ({})", g.name, format_bytes(g.memory_bytes))).collect::<Vec<_>>(),
+        "gpus": gpu_lines(&m),
     });
     let mut out = json!(m);
     if let Some(obj) = out.as_object_mut() {
         obj.insert("display".into(), display);
     }
     Ok(Json(out))
+}
+
+/// A member's GPUs for people, one line each: `0 NVIDIA A100 (40 GiB) GPU-5c0c…: web.0`
+/// (the slot holding it, or `free`); then any GPU an assignment names that the member's
+/// report does not list, `GPU-zz (not reported): web.1`.
+fn gpu_lines(m: &crate::machine::MemberStatus) -> Vec<String> {
+    use crate::core::format_bytes;
+    let holder = |id: Option<&String>| {
+        id.and_then(|id| m.gpu_holders.get(id))
+            .map_or_else(|| "free".to_string(), ToString::to_string)
+    };
+    let mut lines: Vec<String> = Vec::new();
+    let mut listed: Vec<String> = Vec::new();
+    for g in &m.gpus {
+        let id = g.device_id();
+        let index = g.index.map(|i| format!("{i} ")).unwrap_or_default();
+        let uuid = if g.uuid.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", g.uuid)
+        };
+        lines.push(format!(
+            "{index}{} ({}){uuid}: {}",
+            g.name,
+            format_bytes(g.memory_bytes),
+            holder(id.as_ref())
+        ));
+        listed.extend(id);
+    }
+    for (id, slot) in m.gpu_holders.iter().filter(|(id, _)| !listed.contains(id)) {
+        lines.push(format!("{id} (not reported): {slot}"));
+    }
+    lines
 }
 
 /// `DELETE /v1/nodes/{node}`: `node` is a member's name or id (or its last 8 characters).
@@ -862,6 +895,9 @@ pub(crate) struct CreateService {
     /// Volumes and host paths to mount; none by default.
     #[serde(default)]
     mounts: Vec<warren_crdt::Mount>,
+    /// Whole GPUs each task reserves; none by default.
+    #[serde(default)]
+    gpus: u32,
 }
 
 fn one() -> u32 {
@@ -897,6 +933,7 @@ async fn create_service(
         partition: body.partition,
         placement: body.placement,
         mounts: body.mounts,
+        gpus: body.gpus,
     };
     // One rule set for every way a spec enters: the same check runs on update and when a
     // node reads a spec from the document.

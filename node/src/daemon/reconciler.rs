@@ -166,6 +166,7 @@ fn task_spec(node: &NodeId, task: &DesiredTask, attach: Option<&Attach>) -> Task
             .and_then(|a| a.resolv_conf.clone()),
         // Filled by the caller: a task whose mounts this node refuses is not started.
         mounts: Vec::new(),
+        gpus: task.gpus.clone(),
     }
 }
 
@@ -1123,6 +1124,7 @@ mod tests {
                 ..Default::default()
             },
             volumes: Vec::new(),
+            gpus: Vec::new(),
         }
     }
 

@@ -26,6 +26,7 @@
 pub mod availability;
 mod backoff;
 mod candidates;
+pub mod gpus;
 mod lease;
 mod membership;
 mod plumtree;
@@ -317,6 +318,7 @@ impl ClusterView {
                         .iter()
                         .filter_map(|m| self.volumes.get(&m.source).cloned())
                         .collect(),
+                    gpus: a.gpus.clone(),
                 })
             })
             .collect()
@@ -372,6 +374,8 @@ pub struct Core {
     last_decision: Option<LeaseDecision>,
     /// Members' capacities as their heartbeats (or this node itself) last said.
     capacity: BTreeMap<NodeId, Capacity>,
+    /// Members' GPU device ids as their heartbeats (or this node itself) last said.
+    gpus: gpus::NodeGpus,
     /// Per slot, the nodes whose heartbeats said its task `failed` (out of restart attempts),
     /// each with the service generation in force when it said so.
     failed_on: BTreeMap<SlotId, BTreeMap<NodeId, u64>>,
@@ -407,6 +411,7 @@ impl Core {
             config,
             last_decision: None,
             capacity: BTreeMap::new(),
+            gpus: BTreeMap::new(),
             failed_on: BTreeMap::new(),
             copies: BTreeMap::new(),
             reported: BTreeSet::new(),
@@ -487,6 +492,24 @@ impl Core {
         }
     }
 
+    /// `node`'s GPU device ids, from its heartbeat (or this node's own reading), in report
+    /// order; `None` forgets them (no slot wanting GPUs goes there).
+    pub fn set_gpus(&mut self, node: &NodeId, gpus: Option<Vec<String>>) {
+        match gpus {
+            Some(g) => {
+                self.gpus.insert(node.clone(), g);
+            }
+            None => {
+                self.gpus.remove(node);
+            }
+        }
+    }
+
+    /// The GPU device ids known, by node.
+    pub fn gpus(&self) -> &gpus::NodeGpus {
+        &self.gpus
+    }
+
     /// The capacities known, by node.
     pub fn capacities(&self) -> &BTreeMap<NodeId, Capacity> {
         &self.capacity
@@ -502,6 +525,7 @@ impl Core {
         }
         let mut observed = Observations {
             capacity: self.capacity.clone(),
+            gpus: self.gpus.clone(),
             unrunnable: self.unrunnable(view),
             copies: self.copies.clone(),
             reported: self.reported.clone(),
@@ -820,6 +844,7 @@ mod tests {
                     holder: id("c"),
                     spec_generation: 1,
                     displaced: Vec::new(),
+                    gpus: Vec::new(),
                 },
             )
         };
@@ -993,6 +1018,7 @@ mod tests {
                     holder: lease.holder.clone(),
                     spec_generation: 1,
                     displaced: vec![],
+                    gpus: Vec::new(),
                 };
                 (
                     SlotId {
@@ -1163,6 +1189,7 @@ mod view_tests {
                         holder: me(["a", "b"][i]),
                         spec_generation: 1,
                         displaced: Vec::new(),
+                        gpus: Vec::new(),
                     };
                     if next(4) == 0 {
                         r.write_assignments(&[], &[slot]).ok().flatten()

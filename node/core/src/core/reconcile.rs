@@ -55,6 +55,9 @@ pub struct DesiredTask {
     /// The records of the volumes its spec mounts (from the document): the node creates
     /// each one's Docker volume before it starts the task.
     pub volumes: Vec<warren_crdt::Volume>,
+    /// The GPUs of this node the task gets, by device id (the assignment's
+    /// [`gpus`](warren_crdt::Assignment::gpus)); empty: none.
+    pub gpus: Vec<String>,
 }
 
 /// The state of a container as far as reconcile cares.
@@ -752,6 +755,7 @@ mod tests {
                 ..Default::default()
             },
             volumes: Vec::new(),
+            gpus: Vec::new(),
         }
     }
 

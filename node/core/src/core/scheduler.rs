@@ -39,6 +39,7 @@ use warren_crdt::{
 
 use super::availability;
 use super::candidates::{Candidates, Fit, GroupPath};
+use super::gpus::{self, GpuBook, NodeGpus};
 use super::{volumes, RuleBreak, TaskHealth};
 use crate::placement;
 
@@ -172,6 +173,9 @@ pub struct RunningCopy {
 pub struct Observations {
     /// What each node offers to reservations; a node missing here takes any reservation.
     pub capacity: BTreeMap<NodeId, Capacity>,
+    /// Each node's GPU device ids from its last report ([`super::gpus`]); a node missing
+    /// here takes no slot that wants GPUs.
+    pub gpus: NodeGpus,
     /// Per slot, the nodes its task failed on (out of restart attempts) under the service's
     /// current generation.
     pub unrunnable: BTreeMap<SlotId, BTreeSet<NodeId>>,
@@ -293,12 +297,19 @@ fn judge_copies(
         .collect();
     displaced.sort();
     displaced.dedup();
+    // The kept copy on the assigned node runs with the GPUs assigned there; elsewhere the
+    // scheduler picks free ones of the kept node.
+    let gpus = standing
+        .filter(|a| a.node == keeper.node)
+        .map(|a| a.gpus.clone())
+        .unwrap_or_default();
     Some(Assignment {
         node: keeper.node.clone(),
         epoch: lease.epoch,
         holder: lease.holder.clone(),
         spec_generation: service.generation,
         displaced,
+        gpus,
     })
 }
 
@@ -402,6 +413,10 @@ pub fn plan_observed(
         }
     }
 
+    // GPUs: two slots naming one GPU of a node after a heal are resolved (the later-decided
+    // one is re-placed), and a slot keeps its GPUs only while its node still lists them.
+    let gpu_conflicts = gpus::conflicted(services, assignments);
+    let mut book = GpuBook::default();
     // Slots that stay where they are count towards each node's load: per eligible member,
     // by its number.
     let mut total: Vec<usize> = vec![0; eligible.len()];
@@ -421,6 +436,8 @@ pub fn plan_observed(
                 && (eligible_set.contains(&a.node) || holds(s, &a.node) || waits_for(s, &a.node))
                 && suits(s, &a.node)
                 && !(avoided(slot, &a.node) && elsewhere(s, slot))
+                && gpus::valid(s, a, &observed.gpus)
+                && !gpu_conflicts.contains(slot)
         })
     };
     let cap_of = |slot: &SlotId| {
@@ -453,6 +470,7 @@ pub fn plan_observed(
         };
         if judged.contains_key(slot) || (keeps(slot, a) && room()) {
             kept.insert(slot);
+            book.hold(&a.node, &a.gpus);
             count(&mut total, &a.node);
             *per_service.entry((&slot.service, &a.node)).or_default() += 1;
             if let Some(s) = services.get(&slot.service) {
@@ -463,6 +481,7 @@ pub fn plan_observed(
     for (slot, a) in &judged {
         if !assignments.contains_key(*slot) {
             kept.insert(slot);
+            book.hold(&a.node, &a.gpus);
             count(&mut total, &a.node);
             *per_service.entry((&slot.service, &a.node)).or_default() += 1;
             if let Some(s) = services.get(&slot.service) {
@@ -513,8 +532,15 @@ pub fn plan_observed(
                 service: name.clone(),
                 slot: index,
             };
-            if let Some(a) = judged.get(&&slot).cloned() {
+            if let Some(mut a) = judged.get(&&slot).cloned() {
                 moving.insert(name);
+                // A copy kept on another node than the assigned one gets free GPUs there
+                // (none free: it keeps none, and is re-placed next round).
+                if a.gpus.len() != service.spec.gpus as usize {
+                    a.gpus = book
+                        .take(&observed.gpus, &a.node, service.spec.gpus)
+                        .unwrap_or_default();
+                }
                 plan.put.push((slot, a));
                 continue;
             }
@@ -580,16 +606,20 @@ pub fn plan_observed(
             let matching = &matching_by[*matching_at].1;
             let is_matching =
                 |n: &NodeId| number(n).is_some_and(|i| matching.binary_search(&(i as u32)).is_ok());
-            let fit = |reserved: &BTreeMap<&NodeId, Capacity>, load: &[usize], i: u32| {
-                let n = eligible[i as usize];
-                if load[i as usize] >= cap || !fits(reserved, n, want) {
-                    Fit::Never
-                } else if avoided(&slot, n) && elsewhere(service, &slot) {
-                    Fit::NotThisSlot
-                } else {
-                    Fit::Take
-                }
-            };
+            let fit =
+                |reserved: &BTreeMap<&NodeId, Capacity>, book: &GpuBook, load: &[usize], i: u32| {
+                    let n = eligible[i as usize];
+                    if load[i as usize] >= cap
+                        || !fits(reserved, n, want)
+                        || !book.fits(&observed.gpus, n, service.spec.gpus)
+                    {
+                        Fit::Never
+                    } else if avoided(&slot, n) && elsewhere(service, &slot) {
+                        Fit::NotThisSlot
+                    } else {
+                        Fit::Take
+                    }
+                };
             // Keep what runs: a live node that reports a running copy of this slot's
             // current generation takes it before any other.
             let running_on = observed.copies.get(&slot).and_then(|copies| {
@@ -600,9 +630,9 @@ pub fn plan_observed(
                     .find(|n| is_matching(n))
             });
             let chosen = match running_on.and_then(&number) {
-                Some(i) if fit(&reserved, load, i as u32) == Fit::Take => Some(i as u32),
+                Some(i) if fit(&reserved, &book, load, i as u32) == Fit::Take => Some(i as u32),
                 _ if exhausted.is_some() => None,
-                _ => candidates.choose(load, &total, |i| fit(&reserved, load, i)),
+                _ => candidates.choose(load, &total, |i| fit(&reserved, &book, load, i)),
             };
             let Some(chosen) = chosen else {
                 // Paused or drained members that would take it, named in the reason.
@@ -651,6 +681,11 @@ pub fn plan_observed(
                             "max-replicas-per-node {cap} reached on every matching node ({})",
                             matching.len()
                         )
+                    } else if !room
+                        .iter()
+                        .any(|n| book.fits(&observed.gpus, n, service.spec.gpus))
+                    {
+                        gpus::pending_reason(service.spec.gpus)
                     } else {
                         let frees: Vec<Capacity> =
                             room.iter().filter_map(|n| free(&reserved, n)).collect();
@@ -679,11 +714,14 @@ pub fn plan_observed(
                 // An assignment made for an older spec must not run the new one on a node
                 // that cannot hold it, nor may one stay on a node its constraints no longer
                 // allow or beyond `--max-replicas-per-node` (`keeps` holds, yet it was not
-                // kept): clear it (the slot waits, visibly).
+                // kept), nor hold a GPU another slot holds or its node no longer lists:
+                // clear it (the slot waits, visibly).
                 if assignments.get(&slot).is_some_and(|a| {
                     a.spec_generation != service.generation
                         || !suits(service, &a.node)
                         || keeps(&slot, a)
+                        || gpu_conflicts.contains(&slot)
+                        || !gpus::valid(service, a, &observed.gpus)
                 }) && !eligible.is_empty()
                 {
                     plan.remove.push(slot.clone());
@@ -724,6 +762,10 @@ pub fn plan_observed(
             *per_service.entry((name, node)).or_default() += 1;
             candidates.placed(chosen, load, &total);
             reserve(&mut reserved, node, want);
+            // `fit` saw enough free GPUs on `node`.
+            let gpus = book
+                .take(&observed.gpus, node, service.spec.gpus)
+                .unwrap_or_default();
             plan.put.push((
                 slot,
                 Assignment {
@@ -732,6 +774,7 @@ pub fn plan_observed(
                     holder: lease.holder.clone(),
                     spec_generation: service.generation,
                     displaced,
+                    gpus,
                 },
             ));
         }
@@ -740,11 +783,13 @@ pub fn plan_observed(
     if observed.rebalance {
         for (name, service) in services.iter().filter(|(_, s)| !s.deleted) {
             // Spread over label values is restored by re-placement, not by this node-level
-            // move, which could unbalance the groups.
+            // move, which could unbalance the groups; a task holding GPUs is not moved for
+            // spread (its new node's GPUs would have to be picked here too).
             if moving.contains(name)
                 || service.spec.replicas < 2
                 || service.spec.partition.on_partition == OnPartition::Wait
                 || !service.spec.placement.preferences.is_empty()
+                || service.spec.gpus > 0
             {
                 continue;
             }
@@ -824,6 +869,7 @@ pub fn plan_observed(
                     holder: lease.holder.clone(),
                     spec_generation: service.generation,
                     displaced: vec![(*from).clone()],
+                    gpus: Vec::new(),
                 },
             ));
         }
@@ -1326,6 +1372,7 @@ mod tests {
                     holder: id("a"),
                     spec_generation: 1,
                     displaced: vec![],
+                    gpus: Vec::new(),
                 },
             );
             copies.push((i, copy("a", 60, TaskHealth::None)));
@@ -1663,6 +1710,7 @@ mod tests {
                         holder: id("a"),
                         spec_generation: 1,
                         displaced: vec![],
+                        gpus: Vec::new(),
                     },
                 )
             })

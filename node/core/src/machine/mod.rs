@@ -310,6 +310,9 @@ impl NodeMachine {
         if gpus != self.gpus {
             self.reports.local_changed();
         }
+        let me = self.me.clone();
+        self.core
+            .set_gpus(&me, Some(crate::system::device_ids(&gpus)));
         self.gpus = gpus;
     }
 

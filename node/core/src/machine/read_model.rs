@@ -51,6 +51,9 @@ pub struct MemberStatus {
     pub usage: Option<Usage>,
     /// Its GPUs, as it last said.
     pub gpus: Vec<Gpu>,
+    /// Which slot holds each of its GPUs, by device id ([`Gpu::device_id`]), from the
+    /// assignments (`--gpus`); a GPU missing here is free.
+    pub gpu_holders: BTreeMap<String, SlotId>,
     /// Whether it reaches its container engine, as it last said; `None` when unknown.
     pub engine: Option<EngineStatus>,
     /// Its place on the overlay as it published it (WireGuard key, overlay address,
@@ -224,6 +227,7 @@ impl NodeMachine {
             r.nano_cpus = r.nano_cpus.saturating_add(want.nano_cpus);
             r.memory_bytes = r.memory_bytes.saturating_add(want.memory_bytes);
         }
+        let mut gpu_holders = crate::core::gpus::holders(&view.assignments);
         let mut overlays = self.state.member_overlays();
         let staying =
             crate::core::availability::staying(&view.services, &view.members, &view.assignments);
@@ -268,6 +272,7 @@ impl NodeMachine {
                 } else {
                     self.reports.received.get(&m.id).and_then(|(r, _)| r.usage)
                 },
+                gpu_holders: gpu_holders.remove(&m.id).unwrap_or_default(),
                 gpus: if m.id == self.me {
                     self.gpus.clone()
                 } else {

@@ -184,6 +184,8 @@ impl NodeMachine {
             Ok(Direct::Report(report)) => {
                 let report = report.bounded();
                 self.core.set_capacity(from, report.capacity);
+                self.core
+                    .set_gpus(from, Some(crate::system::device_ids(&report.gpus)));
                 self.note_task_reports(from, &report.tasks);
                 self.reports.received.insert(from.clone(), (report, now));
                 self.reports.stake = None;
