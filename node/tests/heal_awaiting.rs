@@ -73,7 +73,7 @@ fn report(m: &mut NodeMachine, from: &str, state: TaskState, now: u64) {
         }],
         ..Default::default()
     };
-    let bytes = serde_json::to_vec(&Direct::Report(report)).expect("encode");
+    let bytes = serde_json::to_vec(&Direct::Report(Box::new(report))).expect("encode");
     m.handle_direct(&id(from), &bytes, Millis(now));
 }
 

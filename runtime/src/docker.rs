@@ -460,12 +460,9 @@ fn create_body(spec: &TaskSpec) -> ContainerCreateBody {
                 .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             network_mode: spec.network.clone(),
             dns: (!spec.dns.is_empty()).then(|| spec.dns.iter().map(ToString::to_string).collect()),
-<<<<<<< HEAD
             mounts: (!spec.mounts.is_empty())
                 .then(|| crate::volumes::docker_mounts(&spec.node, &spec.mounts)),
-=======
             device_requests: gpu_requests(&spec.gpus),
->>>>>>> a27e2f1 (GPUs reserved, not just reported (issue 16 item 4): nvidia-smi's index and UUID are read; --gpus N reserves N whole GPUs a node reports and no other slot holds, written as device ids (UUIDs: they survive re-enumeration) in the assignment so a holder change or a heal never hands one GPU to two tasks (two slots naming one after a heal: the later-decided is re-placed); the task gets them as Docker DeviceRequests; node inspect shows which slot holds each GPU; pending reason 'no node with N free GPUs')
             ..Default::default()
         }),
         ..Default::default()

@@ -175,16 +175,13 @@ pub struct TaskSpec {
     /// does not forward to IPv6 servers: through it, every lookup of a name on the overlay
     /// waits 5 s for its timeout before the libc tries the next server (measured).
     pub resolv_conf: Option<String>,
-<<<<<<< HEAD
     /// Volumes and host paths to mount ([`TaskMount`](crate::TaskMount)); the Docker volumes
     /// of Warren volumes are created before the container. Empty: none.
     pub mounts: Vec<crate::TaskMount>,
-=======
     /// NVIDIA GPUs the container gets, by device id (UUID or index, as `nvidia-smi` names
     /// them): Docker `HostConfig.DeviceRequests` with the `nvidia` driver and the `gpu`
     /// capability. Empty: no GPU (no device request at all).
     pub gpus: Vec<String>,
->>>>>>> a27e2f1 (GPUs reserved, not just reported (issue 16 item 4): nvidia-smi's index and UUID are read; --gpus N reserves N whole GPUs a node reports and no other slot holds, written as device ids (UUIDs: they survive re-enumeration) in the assignment so a holder change or a heal never hands one GPU to two tasks (two slots naming one after a heal: the later-decided is re-placed); the task gets them as Docker DeviceRequests; node inspect shows which slot holds each GPU; pending reason 'no node with N free GPUs')
 }
 
 /// Where a task's secrets appear inside its container.

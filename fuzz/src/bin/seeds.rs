@@ -163,6 +163,15 @@ fn main() {
                 name: "T4".into(),
                 memory_bytes: 1 << 34,
             }],
+            images: vec![warren_node::core::image_platform::ImageReport {
+                image: "warren-test:latest".into(),
+                source: warren_node::core::image_platform::ImageSource::Local,
+                platforms: vec![warren_node::core::image_platform::ImagePlatform {
+                    os: "linux".into(),
+                    arch: "amd64".into(),
+                    variant: String::new(),
+                }],
+            }],
             engine: Some(EngineStatus {
                 reachable: true,
                 since_ms: 5,
@@ -178,7 +187,7 @@ fn main() {
             })),
         },
     ];
-    let mut directs: Vec<Direct> = reports.into_iter().map(Direct::Report).collect();
+    let mut directs: Vec<Direct> = reports.into_iter().map(|r| Direct::Report(Box::new(r))).collect();
     directs.push(Direct::Want { ms: 60_000 });
     directs.push(Direct::Swim(warren_node::core::SwimMessage {
         kind: warren_node::core::SwimKind::Ping,

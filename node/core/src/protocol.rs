@@ -36,6 +36,10 @@ pub struct Report {
     /// The sender's GPUs (at most [`crate::system::MAX_GPUS`]); empty without any.
     #[serde(default)]
     pub gpus: Vec<Gpu>,
+    /// What the sender knows of the platforms of the current services' images it has (at
+    /// most [`crate::core::image_platform::MAX_IMAGE_REPORTS`]); empty from an older sender.
+    #[serde(default)]
+    pub images: Vec<crate::core::image_platform::ImageReport>,
     /// Whether the sender reaches its container engine.
     #[serde(default)]
     pub engine: Option<EngineStatus>,
@@ -58,6 +62,13 @@ impl Report {
         self.engine = self.engine.map(EngineStatus::bounded);
         self.overlay = self.overlay.map(|o| Box::new((*o).bounded()));
         self.gpus.truncate(crate::system::MAX_GPUS);
+        self.images
+            .truncate(crate::core::image_platform::MAX_IMAGE_REPORTS);
+        self.images = self
+            .images
+            .into_iter()
+            .map(crate::core::image_platform::ImageReport::bounded)
+            .collect();
         self.gpus = self.gpus.into_iter().map(Gpu::bounded).collect();
         self
     }
@@ -84,8 +95,8 @@ pub enum Direct {
     Swim(crate::core::SwimMessage),
     /// The broadcast tree that carries changes ([`crate::core::PlumMessage`]).
     Plum(crate::core::PlumMessage),
-    /// The sender's soft state.
-    Report(Report),
+    /// The sender's soft state (boxed: much larger than the other variants; the same JSON).
+    Report(Box<Report>),
     /// "Send me your reports for `ms` milliseconds" (at most [`MAX_WANT_MS`]): a peer whose
     /// operator reads tasks or members (`service ps`, `node inspect`, `cluster status`).
     Want {

@@ -27,6 +27,7 @@ pub mod availability;
 mod backoff;
 mod candidates;
 pub mod gpus;
+pub mod image_platform;
 mod lease;
 mod membership;
 mod plumtree;
@@ -376,6 +377,8 @@ pub struct Core {
     capacity: BTreeMap<NodeId, Capacity>,
     /// Members' GPU device ids as their heartbeats (or this node itself) last said.
     gpus: gpus::NodeGpus,
+    /// What members' heartbeats (or this node itself) last said of their images' platforms.
+    images: BTreeMap<NodeId, Vec<image_platform::ImageReport>>,
     /// Per slot, the nodes whose heartbeats said its task `failed` (out of restart attempts),
     /// each with the service generation in force when it said so.
     failed_on: BTreeMap<SlotId, BTreeMap<NodeId, u64>>,
@@ -412,6 +415,7 @@ impl Core {
             last_decision: None,
             capacity: BTreeMap::new(),
             gpus: BTreeMap::new(),
+            images: BTreeMap::new(),
             failed_on: BTreeMap::new(),
             copies: BTreeMap::new(),
             reported: BTreeSet::new(),
@@ -505,6 +509,16 @@ impl Core {
         }
     }
 
+    /// What `node` knows of its images' platforms, from its heartbeat (or this node's own
+    /// reading); empty forgets it.
+    pub fn set_images(&mut self, node: &NodeId, images: Vec<image_platform::ImageReport>) {
+        if images.is_empty() {
+            self.images.remove(node);
+        } else {
+            self.images.insert(node.clone(), images);
+        }
+    }
+
     /// The GPU device ids known, by node.
     pub fn gpus(&self) -> &gpus::NodeGpus {
         &self.gpus
@@ -526,6 +540,7 @@ impl Core {
         let mut observed = Observations {
             capacity: self.capacity.clone(),
             gpus: self.gpus.clone(),
+            image_platforms: image_platform::restrictions(self.images.values().flatten()),
             unrunnable: self.unrunnable(view),
             copies: self.copies.clone(),
             reported: self.reported.clone(),

@@ -40,6 +40,7 @@ use warren_crdt::{
 use super::availability;
 use super::candidates::{Candidates, Fit, GroupPath};
 use super::gpus::{self, GpuBook, NodeGpus};
+use super::image_platform::{self, ImagePlatform};
 use super::{volumes, RuleBreak, TaskHealth};
 use crate::placement;
 
@@ -176,6 +177,9 @@ pub struct Observations {
     /// Each node's GPU device ids from its last report ([`super::gpus`]); a node missing
     /// here takes no slot that wants GPUs.
     pub gpus: NodeGpus,
+    /// The images whose platforms are known in full ([`image_platform::restrictions`]): a
+    /// slot of such an image goes only to a node of one of its platforms.
+    pub image_platforms: BTreeMap<String, BTreeSet<ImagePlatform>>,
     /// Per slot, the nodes its task failed on (out of restart attempts) under the service's
     /// current generation.
     pub unrunnable: BTreeMap<SlotId, BTreeSet<NodeId>>,
@@ -232,10 +236,11 @@ pub fn plan_with_capacity(
     plan_observed(services, members, live, assignments, lease, &observed)
 }
 
-/// What a service's matching members depend on besides the members: its constraints and
-/// its mounts (a service mounting volumes runs on their node only). Services with equal
-/// keys share one computation of their matching members per round.
-type MatchKey<'a> = (&'a Vec<Constraint>, &'a Vec<warren_crdt::Mount>);
+/// What a service's matching members depend on besides the members: its constraints, its
+/// mounts (a service mounting volumes runs on their node only) and its image (whose
+/// platforms may be known). Services with equal keys share one computation of their
+/// matching members per round.
+type MatchKey<'a> = (&'a Vec<Constraint>, &'a Vec<warren_crdt::Mount>, &'a String);
 
 /// How a copy's health ranks in a heal's dispute: healthy (or unchecked) first.
 fn health_rank(health: TaskHealth) -> u8 {
@@ -363,14 +368,21 @@ pub fn plan_observed(
                 .is_some_and(|m| availability::keeps_tasks(service, m))
     };
     // A node suits a service when its member record satisfies every constraint of the
-    // service's placement (`crate::placement`).
-    let suits = |service: &Service, n: &NodeId| {
+    // service's placement (`crate::placement`), it may hold the service's mounts
+    // (`volumes`), and its platform is one the service's image supports, where that is
+    // known (`image_platform`).
+    let constrained = |service: &Service, n: &NodeId| {
         let p = &service.spec.placement;
         (p.constraints.is_empty() || members.get(n).is_some_and(|m| placement::satisfies(p, m)))
             && (service.spec.mounts.is_empty()
                 || members
                     .get(n)
                     .is_some_and(|m| volumes::allows(&service.spec, &observed.volumes, m)))
+    };
+    let platforms_of = |service: &Service| observed.image_platforms.get(&service.spec.image);
+    let suits = |service: &Service, n: &NodeId| {
+        constrained(service, n)
+            && image_platform::runs_on(platforms_of(service), members.get(n).map(|m| &m.platform))
     };
     let avoided = |slot: &SlotId, n: &NodeId| unrunnable.get(slot).is_some_and(|s| s.contains(n));
     let elsewhere = |service: &Service, slot: &SlotId| {
@@ -549,7 +561,11 @@ pub fn plan_observed(
             }
             moving.insert(name);
             let (matching_at, load, candidates) = round.get_or_insert_with(|| {
-                let key: MatchKey = (&placement.constraints, &service.spec.mounts);
+                let key: MatchKey = (
+                    &placement.constraints,
+                    &service.spec.mounts,
+                    &service.spec.image,
+                );
                 let at = match matching_by.iter().position(|(k, _)| *k == key) {
                     Some(at) => at,
                     None => {
@@ -661,6 +677,25 @@ pub fn plan_observed(
                     if eligible.is_empty() {
                         format!("no live member to run it{}", unavailable())
                     } else if let Some(reason) = by_mounts() {
+                        reason
+                    } else if let Some(reason) = platforms_of(service)
+                        .filter(|_| matching.is_empty())
+                        .and_then(|allowed| {
+                            // Members the constraints allow, all of a platform the image lacks.
+                            let allowed_by_constraints: Vec<&Member> = eligible
+                                .iter()
+                                .filter(|n| constrained(service, n))
+                                .filter_map(|n| members.get(*n))
+                                .collect();
+                            (!allowed_by_constraints.is_empty()).then(|| {
+                                image_platform::pending_reason(
+                                    &service.spec.image,
+                                    allowed,
+                                    allowed_by_constraints,
+                                )
+                            })
+                        })
+                    {
                         reason
                     } else if matching.is_empty() {
                         let live = eligible.iter().filter_map(|n| members.get(*n));

@@ -214,6 +214,8 @@ pub struct NodeMachine {
     usage: Option<Usage>,
     /// This node's GPUs (reported).
     gpus: Vec<Gpu>,
+    /// What this node knows of its images' platforms ([`NodeMachine::set_images`]).
+    images: Vec<crate::core::image_platform::ImageReport>,
     /// What this node announces about itself, until written to its member record.
     own_description: Option<OwnDescription>,
 }
@@ -284,6 +286,7 @@ impl NodeMachine {
             local_overlay: None,
             usage: None,
             gpus: Vec::new(),
+            images: Vec::new(),
             own_description: None,
         }
     }
@@ -301,6 +304,23 @@ impl NodeMachine {
     /// This node's usage now (load, memory in use), to report in its next digest.
     pub fn set_usage(&mut self, usage: Option<Usage>) {
         self.usage = usage;
+    }
+
+    /// What this node knows of the platforms of the current services' images it has, to
+    /// report and to schedule from (at most
+    /// [`MAX_IMAGE_REPORTS`](crate::core::image_platform::MAX_IMAGE_REPORTS)).
+    pub fn set_images(&mut self, mut images: Vec<crate::core::image_platform::ImageReport>) {
+        images.truncate(crate::core::image_platform::MAX_IMAGE_REPORTS);
+        let images: Vec<_> = images
+            .into_iter()
+            .map(crate::core::image_platform::ImageReport::bounded)
+            .collect();
+        if images != self.images {
+            self.reports.local_changed();
+        }
+        let me = self.me.clone();
+        self.core.set_images(&me, images.clone());
+        self.images = images;
     }
 
     /// This node's GPUs, to report (at most [`MAX_GPUS`]).

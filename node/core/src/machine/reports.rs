@@ -182,10 +182,11 @@ impl NodeMachine {
                 self.flush_plum();
             }
             Ok(Direct::Report(report)) => {
-                let report = report.bounded();
+                let report = (*report).bounded();
                 self.core.set_capacity(from, report.capacity);
                 self.core
                     .set_gpus(from, Some(crate::system::device_ids(&report.gpus)));
+                self.core.set_images(from, report.images.clone());
                 self.note_task_reports(from, &report.tasks);
                 self.reports.received.insert(from.clone(), (report, now));
                 self.reports.stake = None;
@@ -304,10 +305,11 @@ impl NodeMachine {
             capacity: self.core.capacities().get(&self.me).copied(),
             usage: self.usage,
             gpus: self.gpus.clone(),
+            images: self.images.clone(),
             engine: self.local_engine.clone(),
             overlay: self.local_overlay.clone().map(Box::new),
         };
-        let data = match serde_json::to_vec(&Direct::Report(report)) {
+        let data = match serde_json::to_vec(&Direct::Report(Box::new(report))) {
             Ok(data) => data,
             Err(e) => return warn!(error = %e, "could not encode a report"),
         };
