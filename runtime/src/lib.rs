@@ -103,6 +103,7 @@ mod docker;
 mod error;
 mod events;
 pub mod forward;
+mod image_platform;
 mod logs;
 mod network;
 mod types;

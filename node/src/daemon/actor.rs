@@ -63,6 +63,8 @@ pub(crate) struct Wiring {
     pub(crate) logs: Arc<super::logs::LogService>,
     /// The overlay task: the peer set goes to it, its interface's status comes back.
     pub(crate) overlay: super::overlay::OverlayLink,
+    /// What this node's engine knows of the current services' images' platforms.
+    pub(crate) images: watch::Receiver<Vec<crate::core::image_platform::ImageReport>>,
 }
 
 /// The driver. See the module doc.
@@ -488,6 +490,7 @@ impl NodeActor {
             .set_local_status(wiring.local_status.borrow().clone());
         self.machine
             .set_engine_status(wiring.engine_status.borrow().clone());
+        self.machine.set_images(wiring.images.borrow().clone());
         let overlay = wiring.overlay.status.borrow().clone();
         if let Some(crate::protocol::OverlayStatus::On { port, .. }) = overlay.as_ref() {
             // The port the interface got (any free one unless --overlay-port says which).

@@ -5,6 +5,7 @@ mod actor;
 mod api;
 mod applied;
 mod identity;
+mod image_platforms;
 mod logs;
 mod names;
 mod overlay;
@@ -394,6 +395,13 @@ async fn run_node(
     ));
     // The DNS for tasks reads the view and asks for reports like the API does.
     let names_inputs = (snapshot_rx.clone(), command_tx.clone());
+    let (images_tx, images_rx) = watch::channel(Vec::new());
+    let images_task = image_platforms::spawn(
+        config.docker_host.clone(),
+        snapshot_rx.clone(),
+        images_tx,
+        cancel.clone(),
+    );
     let api_state = api::ApiState {
         snapshot: snapshot_rx,
         commands: command_tx,
@@ -552,6 +560,7 @@ async fn run_node(
         snapshot_tx,
         logs: log_service,
         overlay: overlay_link,
+        images: images_rx,
     };
     let result = actor.run(wiring, cancel.clone()).await;
     cancel.cancel();
@@ -564,6 +573,7 @@ async fn run_node(
         let _ = task.await;
     }
     let _ = overlay_task.await;
+    let _ = images_task.await;
     result
 }
 
