@@ -103,6 +103,7 @@ fn copy_of_slot_5(generation: u64) -> ActualTask {
         status: String::new(),
         ports: Vec::new(),
         age_ms: Some(60_000),
+        gpus: Vec::new(),
     }
 }
 

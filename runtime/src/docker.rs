@@ -21,7 +21,7 @@ use crate::types::{HealthStatus, MAX_DETAIL_BYTES};
 use crate::{
     truncate_text, ContainerInfo, ContainerRuntime, ContainerState, EngineInfo, NetworkInfo,
     NetworkSpec, PublishedPort, PullProgress, RuntimeError, TaskSpec, LABEL_EPOCH,
-    LABEL_GENERATION, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
+    LABEL_GENERATION, LABEL_GPUS, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
 };
 
 /// Validates a Docker image reference offline against Docker's reference grammar
@@ -386,8 +386,10 @@ fn create_body(spec: &TaskSpec) -> ContainerCreateBody {
         (LABEL_SLOT, spec.slot.to_string()),
         (LABEL_EPOCH, spec.epoch.to_string()),
         (LABEL_GENERATION, spec.generation.to_string()),
+        (LABEL_GPUS, spec.gpus.join(",")),
     ]
     .into_iter()
+    .filter(|(k, v)| *k != LABEL_GPUS || !v.is_empty())
     .map(|(k, v)| (k.to_string(), v))
     .collect();
 
@@ -570,6 +572,16 @@ fn container_info(summary: ContainerSummary) -> Option<ContainerInfo> {
         detail: String::new(),
         created_secs: summary.created.unwrap_or_default(),
         ipv6,
+        gpus: labels
+            .get(LABEL_GPUS)
+            .map(|g| {
+                g.split(',')
+                    .filter(|d| !d.is_empty() && d.len() <= warren_crdt::MAX_GPU_ID_BYTES)
+                    .take(warren_crdt::MAX_SERVICE_GPUS as usize)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -796,6 +808,7 @@ mod tests {
         let hc = body.host_config.unwrap_or_default();
         assert!(hc.restart_policy.is_none());
         assert_eq!(hc.device_requests, None, "no GPU, no device request");
+        assert!(!labels.contains_key(LABEL_GPUS));
         let bindings = hc
             .port_bindings
             .unwrap_or_default()
@@ -818,6 +831,14 @@ mod tests {
             gpus: vec!["GPU-5c0cbd6e".into(), "GPU-aa".into()],
             ..Default::default()
         };
+        assert_eq!(
+            create_body(&spec)
+                .labels
+                .unwrap_or_default()
+                .get(LABEL_GPUS)
+                .map(String::as_str),
+            Some("GPU-5c0cbd6e,GPU-aa")
+        );
         let requests = create_body(&spec)
             .host_config
             .and_then(|h| h.device_requests)

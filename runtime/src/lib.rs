@@ -123,8 +123,8 @@ pub use network::{
 };
 pub use types::{
     container_name, ContainerInfo, ContainerState, EngineInfo, HealthCheck, HealthStatus,
-    HealthTest, PortMapping, PullProgress, TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_NODE,
-    LABEL_SERVICE, LABEL_SLOT, MAX_DETAIL_BYTES, SECRETS_MOUNT,
+    HealthTest, PortMapping, PullProgress, TaskSpec, LABEL_EPOCH, LABEL_GENERATION, LABEL_GPUS,
+    LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, MAX_DETAIL_BYTES, SECRETS_MOUNT,
 };
 /// The plain data the engine and the node's core share, defined in `warren-core` (which
 /// links no engine client) and named here as they always were.

@@ -19,6 +19,8 @@ pub const LABEL_SLOT: &str = "warren.slot";
 pub const LABEL_EPOCH: &str = "warren.epoch";
 /// Label holding the service spec generation the container runs, decimal `u64`.
 pub const LABEL_GENERATION: &str = "warren.generation";
+/// Label holding the GPUs the container got, device ids joined by `,`; absent without any.
+pub const LABEL_GPUS: &str = "warren.gpus";
 
 /// One TCP port to publish: `container_port` inside the container, bound on the host at
 /// `127.0.0.1:host_port`. `host_port: None` lets the engine pick a free host port (read it
@@ -311,6 +313,9 @@ pub struct ContainerInfo {
     /// The container's global IPv6 address on each network where it has one, by network
     /// name (a running container on an IPv6-enabled network; empty otherwise).
     pub ipv6: BTreeMap<String, Ipv6Addr>,
+    /// The GPUs it was created with (from [`LABEL_GPUS`]; empty when absent), at most
+    /// [`warren_crdt::MAX_SERVICE_GPUS`].
+    pub gpus: Vec<String>,
 }
 
 /// Longest [`ContainerInfo::detail`], in bytes.

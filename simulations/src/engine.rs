@@ -2400,6 +2400,8 @@ fn actual_tasks(
             status: String::new(),
             ports: Vec::new(),
             age_ms: Some(local_age_ms(now_us, c.created_us, rate_ppm)),
+            // The simulated nodes report no GPU, so no task holds one.
+            gpus: Vec::new(),
         })
         .collect()
 }

@@ -69,6 +69,7 @@ fn actual_task(c: &ContainerInfo, now_secs: i64) -> Option<ActualTask> {
                 .unwrap_or(0)
                 .saturating_mul(1000)
         }),
+        gpus: c.gpus.clone(),
     })
 }
 
@@ -1216,6 +1217,7 @@ mod tests {
             detail: String::new(),
             created_secs: 0,
             ipv6: [(network.to_string(), ip.parse().expect("ip"))].into(),
+            gpus: vec![],
         };
         let listed = [
             container("0123456789abcdef", "warren-overlay-x", "fd00::8000:2"),
@@ -1363,6 +1365,7 @@ mod tests {
             detail: "probe failed".into(),
             created_secs: 0,
             ipv6: Default::default(),
+            gpus: vec![],
         });
         let want = [task("app:1")];
         let secrets = SecretContext {

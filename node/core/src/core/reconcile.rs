@@ -142,6 +142,8 @@ pub struct ActualTask {
     pub ports: Vec<PublishedPort>,
     /// How long ago it was created, in milliseconds; `None` when unknown.
     pub age_ms: Option<u64>,
+    /// The GPUs it was created with, by device id; empty: none.
+    pub gpus: Vec<String>,
 }
 
 /// What a node's reconcile loop works towards: the tasks assigned to it and the slots assigned
@@ -453,7 +455,7 @@ impl Supervisor {
             // Keep the best container: right generation first, then running.
             tasks.sort_by_key(|t| {
                 (
-                    t.generation != want.generation,
+                    t.generation != want.generation || t.gpus != want.gpus,
                     t.state != ActualTaskState::Running,
                     t.id.clone(),
                 )
@@ -481,6 +483,16 @@ impl Supervisor {
                         id: t.id.clone(),
                         slot: slot.clone(),
                         reason: "container of an older service generation",
+                    });
+                    record.status(RestartPhase::Active, None)
+                }
+                // Its assignment now names other GPUs (a heal's GPU dispute re-placed it on
+                // this node): the container, which holds the old ones, is replaced.
+                Some(t) if t.gpus != want.gpus => {
+                    round.actions.push(RuntimeAction::Remove {
+                        id: t.id.clone(),
+                        slot: slot.clone(),
+                        reason: "container holds other GPUs than its assignment",
                     });
                     record.status(RestartPhase::Active, None)
                 }
@@ -776,7 +788,43 @@ mod tests {
             status: String::new(),
             ports: Vec::new(),
             age_ms: None,
+            gpus: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_container_on_other_gpus_than_its_assignment_is_replaced() {
+        let mut s = Supervisor::new();
+        let mut want = desired(0);
+        want.gpus = vec!["GPU-b".into()];
+        let on_a = ActualTask {
+            gpus: vec!["GPU-a".into()],
+            ..actual("c", 0, 1, ActualTaskState::Running)
+        };
+        let round = s.round(std::slice::from_ref(&want), &[on_a], Millis(0));
+        assert_eq!(
+            round.actions,
+            vec![RuntimeAction::Remove {
+                id: "c".into(),
+                slot: slot(0),
+                reason: "container holds other GPUs than its assignment",
+            }]
+        );
+        // Gone: one is created with the assignment's GPUs.
+        let round = s.round(std::slice::from_ref(&want), &[], Millis(1));
+        assert!(
+            matches!(&round.actions[..], [RuntimeAction::Create(t)] if t.gpus == want.gpus),
+            "{round:?}"
+        );
+        // The right GPUs: left alone.
+        let on_b = ActualTask {
+            gpus: vec!["GPU-b".into()],
+            ..actual("d", 0, 1, ActualTaskState::Running)
+        };
+        assert!(s
+            .round(std::slice::from_ref(&want), &[on_b], Millis(2))
+            .actions
+            .is_empty());
     }
 
     #[test]
