@@ -28,7 +28,7 @@
 //! | [`handle_join`](NodeMachine::handle_join) | a joining node's request; returns the answer to send back (small: the new member then fetches the document by sync, see [`join`]) |
 //! | [`handle_connected`](NodeMachine::handle_connected), [`handle_disconnected`](NodeMachine::handle_disconnected), [`handle_listen_addr`](NodeMachine::handle_listen_addr) | the transport's connection and address events |
 //! | [`write`](NodeMachine::write) | an operator's [`Write`]; acknowledge it only after the outputs it queued are carried out |
-//! | [`set_local_status`](NodeMachine::set_local_status), [`set_engine_status`](NodeMachine::set_engine_status), [`set_usage`](NodeMachine::set_usage), [`set_capacity`](NodeMachine::set_capacity), [`set_gpus`](NodeMachine::set_gpus), [`set_secret_keys`](NodeMachine::set_secret_keys) | what the node knows of itself: its tasks (from its reconcile loop), its engine, its machine, its keys; reported to the members that need it |
+//! | [`set_local_status`](NodeMachine::set_local_status), [`set_engine_status`](NodeMachine::set_engine_status), [`set_usage`](NodeMachine::set_usage), [`set_capacity`](NodeMachine::set_capacity), [`set_gpus`](NodeMachine::set_gpus), [`set_images`](NodeMachine::set_images), [`set_secret_keys`](NodeMachine::set_secret_keys) | what the node knows of itself: its tasks (from its reconcile loop), its engine, its machine, its keys; reported to the members that need it |
 //!
 //! The outputs:
 //!

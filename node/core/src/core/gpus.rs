@@ -1,5 +1,5 @@
 //! GPU reservations (`--gpus N`, issue 16): the scheduler's rules for which GPUs of a node a
-//! slot holds. Pure; called from [`super::scheduler`].
+//! slot holds. Pure; called from the scheduler ([`super::plan_observed`]).
 //!
 //! - Each node reports its GPUs' device ids in its heartbeats ([`crate::system::Gpu::device_id`]:
 //!   the UUID, which survives re-enumeration — a reboot or a GPU added can change the

@@ -9,11 +9,13 @@
 //! 2. **Constraints** (`spec.placement.constraints`): the member's record satisfies every
 //!    one (`node.name`, `node.id`, `node.labels.KEY`, `node.arch`, `node.os`,
 //!    `node.capabilities`, with `==` or `!=`; a missing label or an unknown platform is no
-//!    value: `==` fails, `!=` holds).
+//!    value: `==` fails, `!=` holds); and where the platforms of the service's image are
+//!    known in full, the member's OS and arch are one of them ([`super::image_platform`]).
 //! 3. **Cap** (`max_replicas_per_node`): the member holds fewer slots of the service.
 //! 4. **Reservations**: its capacity minus what its slots reserve holds the service's
-//!    `--cpus` and `--memory`; a member whose task failed there is avoided while another
-//!    is eligible.
+//!    `--cpus` and `--memory`, and it reports `--gpus` GPUs no other slot holds (the slot's
+//!    assignment names the ones it gets, [`super::gpus`]); a member whose task failed there
+//!    is avoided while another is eligible.
 //! 5. **Order**: a member already running a copy of the slot; then, for each spread
 //!    preference in turn, the member whose label value (members lacking the label form one
 //!    more value) holds the fewest of the service's replicas; then the fewest slots of the
@@ -26,7 +28,8 @@
 //! (lowest slots first). A slot no member can take is pending with the reason
 //! ([`Plan::pending`]): `no live member to run it`, `no node matches C1 and C2` (the
 //! constraints up to the one that left no member), `max-replicas-per-node N reached on every
-//! matching node (M)`, or the reservation that does not fit; an assignment left on a member
+//! matching node (M)`, `image I is linux/amd64 only (node.arch=arm64)`, `no node with N free
+//! GPUs`, or the reservation that does not fit; an assignment left on a member
 //! the constraints exclude or beyond the cap is then cleared.
 
 use std::collections::{BTreeMap, BTreeSet};
