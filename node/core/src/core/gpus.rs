@@ -383,6 +383,42 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_the_heal_keeps_on_another_node_gets_free_gpus_there() {
+        use crate::core::scheduler::RunningCopy;
+        use crate::core::TaskHealth;
+        let services = Services::from(vec![service("train", 1, 1)]);
+        let standing: BTreeMap<SlotId, Assignment> = [(
+            slot("train", 0),
+            Assignment {
+                node: id("a"),
+                epoch: Epoch(1),
+                holder: id("a"),
+                spec_generation: 1,
+                displaced: vec![],
+                gpus: vec!["GPU-a0".into()],
+            },
+        )]
+        .into();
+        let copy = |node: &str, age_ms| RunningCopy {
+            node: id(node),
+            generation: 1,
+            age_ms,
+            health: TaskHealth::None,
+        };
+        // Both sides of a split ran the slot; b's copy is older and is kept.
+        let mut seen = observed();
+        seen.copies = [(slot("train", 0), vec![copy("a", 5_000), copy("b", 60_000)])].into();
+        seen.reported = [id("a"), id("b")].into();
+        let members = members(&["a", "b", "c", "d"]);
+        let live: BTreeSet<NodeId> = members.keys().cloned().collect();
+        let p = plan_observed(&services, &members, &live, &standing, &lease(2, "a"), &seen);
+        assert_eq!(p.put.len(), 1, "{p:?}");
+        let kept = &p.put[0].1;
+        assert_eq!((&kept.node, &kept.displaced), (&id("b"), &vec![id("a")]));
+        assert_eq!(kept.gpus, vec!["GPU-b0"], "b's free GPU, not a's");
+    }
+
+    #[test]
     fn an_assignment_keeps_its_gpus_only_while_its_node_lists_them() {
         let (name, train) = service("train", 1, 1);
         let standing = |node: &str, gpus: &[&str]| Assignment {
