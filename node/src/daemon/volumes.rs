@@ -138,6 +138,7 @@ mod tests {
                 ..Default::default()
             },
             volumes,
+            gpus: Vec::new(),
         }
     }
 

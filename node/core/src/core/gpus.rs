@@ -180,6 +180,7 @@ mod tests {
                         admitted_by: id(s),
                         admitted_at: 0,
                         state: MemberState::Active,
+                        availability: Default::default(),
                     },
                 )
             })

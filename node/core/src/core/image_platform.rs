@@ -278,6 +278,7 @@ mod tests {
                     admitted_by: id,
                     admitted_at: 0,
                     state: MemberState::Active,
+                    availability: Default::default(),
                 },
             )
         };
