@@ -346,9 +346,13 @@ pub(crate) struct CreateService {
     /// Image reference, e.g. warren/busybox:latest.
     #[arg(long)]
     pub(crate) image: String,
-    /// Number of replicas.
-    #[arg(long, default_value_t = 1)]
-    pub(crate) replicas: u32,
+    /// Number of replicas (default 1; refused with --mode global).
+    #[arg(long)]
+    pub(crate) replicas: Option<u32>,
+    /// `replicated` (--replicas tasks, the default) or `global` (one task on every node its
+    /// constraints allow, added as nodes join and removed as they leave).
+    #[arg(long, value_enum, default_value = "replicated")]
+    pub(crate) mode: ModeArg,
     /// Environment variable K=V (repeatable).
     #[arg(long, value_name = "K=V")]
     pub(crate) env: Vec<String>,
@@ -406,6 +410,31 @@ pub(crate) struct UpdateService {
     /// Remove every spread preference.
     #[arg(long, conflicts_with = "placement_pref")]
     pub(crate) no_placement_prefs: bool,
+    /// Add a placement constraint to the current ones (repeatable; Swarm's syntax, see
+    /// --constraint).
+    #[arg(long, value_name = "EXPR", conflicts_with = "constraint")]
+    pub(crate) constraint_add: Vec<String>,
+    /// Remove a placement constraint from the current ones (repeatable; before the adds).
+    #[arg(long, value_name = "EXPR", conflicts_with = "constraint")]
+    pub(crate) constraint_rm: Vec<String>,
+    /// Add a spread preference to the current ones (repeatable).
+    #[arg(
+        long,
+        value_name = "spread=node.labels.KEY",
+        conflicts_with = "placement_pref"
+    )]
+    pub(crate) placement_pref_add: Vec<String>,
+    /// Remove a spread preference from the current ones (repeatable; before the adds).
+    #[arg(
+        long,
+        value_name = "spread=node.labels.KEY",
+        conflicts_with = "placement_pref"
+    )]
+    pub(crate) placement_pref_rm: Vec<String>,
+    /// The service's mode: a service keeps the mode it was created with, so another one is
+    /// refused.
+    #[arg(long, value_enum)]
+    pub(crate) mode: Option<ModeArg>,
     /// Health check, restart policy, limits and stop timeout.
     #[command(flatten)]
     pub(crate) spec: SpecFlags,
@@ -519,6 +548,25 @@ pub(crate) struct SpecFlags {
     /// either policy, e.g. 10m (0: the policy's default).
     #[arg(long, value_name = "DURATION")]
     pub(crate) reschedule_after: Option<String>,
+}
+
+/// `--mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ModeArg {
+    /// `--replicas` tasks.
+    Replicated,
+    /// One task on every eligible node.
+    Global,
+}
+
+impl ModeArg {
+    /// The API's word.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ModeArg::Replicated => "replicated",
+            ModeArg::Global => "global",
+        }
+    }
 }
 
 /// `--on-partition` values.

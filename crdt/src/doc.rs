@@ -1236,6 +1236,7 @@ impl DesiredState {
                 .uint(spec, "gpus")
                 .and_then(|g| u32::try_from(g).ok())
                 .unwrap_or_default(),
+            mode: self.json(spec, "mode"),
         }
     }
 
@@ -1832,6 +1833,10 @@ impl DesiredState {
         }
         if old.map_or(spec.gpus != 0, |o| o.gpus != spec.gpus) {
             self.doc.put(spec_obj, "gpus", u64::from(spec.gpus))?;
+        }
+        if old.is_none_or(|o| o.mode != spec.mode) {
+            self.doc
+                .put(spec_obj, "mode", serde_json::to_string(&spec.mode)?)?;
         }
         Ok(())
     }

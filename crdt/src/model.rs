@@ -338,15 +338,55 @@ pub struct ServiceSpec {
     /// N GPUs no other slot holds, and its task gets those devices. 0 (the default): none.
     #[serde(default)]
     pub gpus: u32,
+    /// `replicated` (the default: `replicas` slots) or `global` (one task on every eligible
+    /// member, `--mode global`; `replicas` must then be 0).
+    #[serde(default)]
+    pub mode: ServiceMode,
+}
+
+/// How many tasks a service runs (`--mode`), as in Docker Swarm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceMode {
+    /// `replicas` tasks, slots `0..replicas`, placed by the scheduler.
+    #[default]
+    Replicated,
+    /// One task on every eligible member: the lease holder hands each one a slot index of its
+    /// own (the lowest free), and the slot stays on that member.
+    Global,
+}
+
+impl ServiceMode {
+    /// `replicated` or `global`, as the CLI and API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceMode::Replicated => "replicated",
+            ServiceMode::Global => "global",
+        }
+    }
 }
 
 impl ServiceSpec {
-    /// The number of slots Warren considers for this service: `replicas`, at most
-    /// [`MAX_REPLICAS`]. A spec above the bound fails [`ServiceSpec::validate`] and never runs,
-    /// but one can arrive from a peer's document; every loop over a service's slots uses this
-    /// count so that such a spec cannot make a node iterate billions of slots.
+    /// The number of slots the replica count asks for: `replicas`, at most [`MAX_REPLICAS`];
+    /// 0 for a global service, whose slots exist only as the lease holder hands them out
+    /// (one per eligible member). A spec above the bound fails [`ServiceSpec::validate`] and
+    /// never runs, but one can arrive from a peer's document; every loop over a service's
+    /// slots uses this count so that such a spec cannot make a node iterate billions of slots.
     pub fn slot_count(&self) -> u32 {
-        self.replicas.min(MAX_REPLICAS)
+        match self.mode {
+            ServiceMode::Replicated => self.replicas.min(MAX_REPLICAS),
+            ServiceMode::Global => 0,
+        }
+    }
+
+    /// Whether the service wants slot `index` while an assignment names it: below the replica
+    /// count for a replicated service; any index below [`MAX_REPLICAS`] for a global one (its
+    /// slots are the ones the lease holder handed out; it clears those it no longer wants).
+    pub fn wants_slot(&self, index: u32) -> bool {
+        match self.mode {
+            ServiceMode::Replicated => index < self.replicas,
+            ServiceMode::Global => index < MAX_REPLICAS,
+        }
     }
 
     /// Checks the fields that have limits beyond their types: the image reference (Docker's
@@ -362,6 +402,20 @@ impl ServiceSpec {
             return Err(invalid(
                 "replicas",
                 format!("must be at most {MAX_REPLICAS}"),
+            ));
+        }
+        if self.mode == ServiceMode::Global && self.replicas != 0 {
+            return Err(invalid(
+                "replicas",
+                "a global service runs one task on every eligible node: --replicas does not \
+                 apply with --mode global",
+            ));
+        }
+        if self.mode == ServiceMode::Global && self.gpus != 0 {
+            return Err(invalid(
+                "gpus",
+                "a global service cannot reserve GPUs yet: use a replicated service with \
+                 --constraint node.capabilities==gpu",
             ));
         }
         if self.command.len() > MAX_ARGS

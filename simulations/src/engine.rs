@@ -1816,7 +1816,9 @@ impl Simulation {
             (!live.is_empty()).then(|| live[s.rng.gen_range(0..live.len())].clone())
         };
         let (write, label, service) = match kind {
-            WriteKind::Create(replicas) | WriteKind::CreatePlaced(replicas, _) => {
+            WriteKind::Create(replicas)
+            | WriteKind::CreatePlaced(replicas, _)
+            | WriteKind::CreateGlobal(replicas, _) => {
                 let n = self.next_service;
                 let name = ServiceName::new(format!("svc{n}")).expect("name");
                 self.next_service += 1;
@@ -1848,7 +1850,12 @@ impl Simulation {
                         RestartPolicy::default()
                     },
                     placement: match &kind {
-                        WriteKind::CreatePlaced(_, placement) => placement.clone(),
+                        WriteKind::CreatePlaced(_, placement)
+                        | WriteKind::CreateGlobal(_, placement) => placement.clone(),
+                        _ => Default::default(),
+                    },
+                    mode: match &kind {
+                        WriteKind::CreateGlobal(..) => warren_crdt::ServiceMode::Global,
                         _ => Default::default(),
                     },
                     ..Default::default()
@@ -1883,7 +1890,9 @@ impl Simulation {
         };
         let w = self.writes.len();
         let from_slot = match kind {
-            WriteKind::Create(_) | WriteKind::CreatePlaced(..) => None,
+            WriteKind::Create(_) | WriteKind::CreatePlaced(..) | WriteKind::CreateGlobal(..) => {
+                None
+            }
             WriteKind::Scale(replicas) => Some(replicas),
             WriteKind::Delete => Some(0),
         };
@@ -1975,14 +1984,54 @@ impl Simulation {
 
     /// Invariant 5 on the services of `view_node`'s replica: each live service has exactly
     /// `replicas` running slots of its generation on up nodes, none twice, and nothing else runs.
+    /// A global service instead runs once on every up node eligible for it, and never twice
+    /// on one node ([`invariants::global_exact`]).
     fn replicas_ok(&self) -> Result<(), String> {
         let Some(m) = self.nodes.iter().find_map(|n| n.machine.as_ref()) else {
             return Ok(());
         };
         let services = m.state().services();
+        let global = |name: &ServiceName| {
+            services
+                .get(name)
+                .is_some_and(|s| s.spec.mode == warren_crdt::ServiceMode::Global)
+        };
+        let members = m.state().members();
+        let eligible: BTreeMap<&ServiceName, BTreeSet<usize>> = services
+            .values()
+            .filter(|s| !s.deleted && global(&s.name))
+            .map(|s| {
+                let nodes = (0..self.nodes.len())
+                    .filter(|&i| {
+                        self.nodes[i].up()
+                            && members
+                                .get(&self.nodes[i].id)
+                                .is_some_and(|m| warren_core::core::global::eligible(s, m))
+                    })
+                    .collect();
+                (&s.name, nodes)
+            })
+            .collect();
+        let global_running = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.up())
+            .flat_map(|(i, n)| {
+                n.containers
+                    .values()
+                    .filter(|c| c.running && global(&c.slot.service))
+                    .filter(|c| {
+                        services
+                            .get(&c.slot.service)
+                            .is_some_and(|s| c.generation == s.generation)
+                    })
+                    .map(move |c| (&c.slot.service, i))
+            });
+        invariants::global_exact(&eligible, global_running).map_err(|e| e.to_string())?;
         let desired: BTreeMap<&ServiceName, u32> = services
             .values()
-            .filter(|s| !s.deleted)
+            .filter(|s| !s.deleted && !global(&s.name))
             .map(|s| (&s.name, s.spec.replicas))
             .collect();
         let running = self
@@ -1990,6 +2039,7 @@ impl Simulation {
             .iter()
             .filter(|n| n.up())
             .flat_map(|n| n.containers.values().filter(|c| c.running))
+            .filter(|c| !global(&c.slot.service))
             .map(|c| RunningCopy {
                 service: &c.slot.service,
                 slot: c.slot.slot,

@@ -1,7 +1,7 @@
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
-use crate::args::{CreateService, Format, ServiceCommand, SpecFlags, UpdateService};
+use crate::args::{CreateService, Format, ModeArg, ServiceCommand, SpecFlags, UpdateService};
 use crate::client::Client;
 use crate::commands::cluster::short;
 use crate::output::{cell, print};
@@ -28,10 +28,16 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                 vec![
                     cell(s.get("name")),
                     cell(s.get("image")),
+                    cell(s.get("mode")),
                     format!("{}/{}", cell(s.get("running")), cell(s.get("replicas"))),
                 ]
             });
-            print(format, &services, &["NAME", "IMAGE", "RUNNING"], rows);
+            print(
+                format,
+                &services,
+                &["NAME", "IMAGE", "MODE", "RUNNING"],
+                rows,
+            );
         }
         ServiceCommand::Inspect { name } => {
             let service = client.get(&format!("/v1/services/{}", path(&name)?))?;
@@ -183,11 +189,23 @@ fn create_body(args: &CreateService) -> Result<Value> {
         "mounts": args.mount,
         "name": args.name,
         "image": args.image,
-        "replicas": args.replicas,
         "env": parse_env(&args.env)?,
         "ports": ports,
         "command": args.command,
     });
+    if let Some(out) = body.as_object_mut() {
+        // Global: no replica count unless given (the node refuses one with a clear error).
+        let replicas = match args.mode {
+            ModeArg::Replicated => Some(args.replicas.unwrap_or(1)),
+            ModeArg::Global => {
+                out.insert("mode".into(), json!(args.mode.as_str()));
+                args.replicas
+            }
+        };
+        if let Some(replicas) = replicas {
+            out.insert("replicas".into(), json!(replicas));
+        }
+    }
     let flags = spec_fields(&args.spec)?;
     if let (Some(out), Value::Object(fields)) = (body.as_object_mut(), flags) {
         if let Some(health) = fields.get("health") {
@@ -305,6 +323,19 @@ fn update_body(args: &UpdateService) -> Result<Value> {
     }
     if args.no_placement_prefs {
         body.insert("preferences".into(), json!([]));
+    }
+    for (key, list) in [
+        ("constraints_add", &args.constraint_add),
+        ("constraints_rm", &args.constraint_rm),
+        ("preferences_add", &args.placement_pref_add),
+        ("preferences_rm", &args.placement_pref_rm),
+    ] {
+        if !list.is_empty() {
+            body.insert(key.into(), json!(list));
+        }
+    }
+    if let Some(mode) = args.mode {
+        body.insert("mode".into(), json!(mode.as_str()));
     }
     Ok(Value::Object(body))
 }
@@ -666,5 +697,53 @@ mod tests {
         assert!(parse_publish("x").is_err());
         assert!(parse_publish("0").is_err());
         assert!(parse_publish("70000").is_err());
+    }
+
+    #[test]
+    fn mode_and_list_edits_become_fields() {
+        let ServiceCommand::Create(args) = parsed(&[
+            "warren-cli",
+            "service",
+            "create",
+            "agent",
+            "--image",
+            "img",
+            "--mode",
+            "global",
+        ]) else {
+            panic!("create");
+        };
+        let body = create_body(&args).expect("body");
+        assert_eq!(
+            (&body["mode"], body.get("replicas")),
+            (&json!("global"), None)
+        );
+        let ServiceCommand::Create(args) =
+            parsed(&["warren-cli", "service", "create", "web", "--image", "img"])
+        else {
+            panic!("create");
+        };
+        let body = create_body(&args).expect("body");
+        assert_eq!((body.get("mode"), &body["replicas"]), (None, &json!(1)));
+        let ServiceCommand::Update(args) = parsed(&[
+            "warren-cli",
+            "service",
+            "update",
+            "web",
+            "--constraint-add",
+            "node.labels.zone==b",
+            "--constraint-rm",
+            "node.labels.zone==a",
+            "--placement-pref-add",
+            "spread=node.labels.rack",
+        ]) else {
+            panic!("update");
+        };
+        assert_eq!(
+            update_body(&args).expect("body"),
+            json!({"constraints_add": ["node.labels.zone==b"],
+                   "constraints_rm": ["node.labels.zone==a"],
+                   "preferences_add": ["spread=node.labels.rack"]})
+        );
     }
 }

@@ -7,7 +7,9 @@
 //! - [`one_lease`]: invariant 3, lease safety within a component;
 //! - [`replicas_exact`]: invariant 5, replica correctness;
 //! - [`duplicates`] and [`unchanged_heal_churn`]: invariant 6a, a heal's churn for a
-//!   service nobody changed during the split.
+//!   service nobody changed during the split;
+//! - [`global_exact`]: a global service runs once on every eligible member and never twice on
+//!   one node.
 //!
 //! Checks that only one side can make (the simulator's fencing and keep-rule checks, which
 //! need every replica's document; the testnet's engine samples) stay with that side.
@@ -30,7 +32,7 @@
 //! assert_eq!(one_lease(&split), Err(LeaseViolation::Holders { holders: vec![0, 1] }));
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{Debug, Display};
 
 /// One node's lease, as observed: what invariant 3 is judged on.
@@ -240,9 +242,115 @@ pub fn unchanged_heal_churn(
     Ok(())
 }
 
+/// Why the running copies of global services break [`global_exact`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GlobalViolation<S: Display, N: Debug> {
+    /// A node runs more than one task of a global service.
+    #[error("global service {service} runs {copies} tasks on node {node:?}")]
+    Twice {
+        /// The service.
+        service: S,
+        /// The node.
+        node: N,
+        /// How many running tasks of the service it has.
+        copies: usize,
+    },
+    /// A node runs a task of a global service it is not eligible for (or of no known global
+    /// service).
+    #[error("global service {service} runs on node {node:?}, which is not eligible for it")]
+    Ineligible {
+        /// The service.
+        service: S,
+        /// The node.
+        node: N,
+    },
+    /// An eligible node runs no task of a global service.
+    #[error("global service {service} runs no task on eligible node {node:?}")]
+    Missing {
+        /// The service.
+        service: S,
+        /// The node.
+        node: N,
+    },
+}
+
+/// Global services once settled (issue 16): given, per live global service, the nodes
+/// eligible for it that are up (`eligible`: service → nodes) and every running copy of a
+/// global service's current spec as (service, node), each eligible node runs exactly one
+/// task of each service and no other node runs any. Checked in that order: a node running
+/// one twice, then a copy on a node not eligible, then an eligible node without one.
+pub fn global_exact<S, N>(
+    eligible: &BTreeMap<S, BTreeSet<N>>,
+    running: impl IntoIterator<Item = (S, N)>,
+) -> Result<(), GlobalViolation<S, N>>
+where
+    S: Ord + Clone + Display,
+    N: Ord + Clone + Debug,
+{
+    let mut per_node: BTreeMap<(S, N), usize> = BTreeMap::new();
+    for copy in running {
+        *per_node.entry(copy).or_default() += 1;
+    }
+    if let Some(((service, node), &copies)) = per_node.iter().find(|(_, k)| **k > 1) {
+        return Err(GlobalViolation::Twice {
+            service: service.clone(),
+            node: node.clone(),
+            copies,
+        });
+    }
+    for (service, node) in per_node.keys() {
+        if !eligible.get(service).is_some_and(|e| e.contains(node)) {
+            return Err(GlobalViolation::Ineligible {
+                service: service.clone(),
+                node: node.clone(),
+            });
+        }
+    }
+    for (service, nodes) in eligible {
+        for node in nodes {
+            if !per_node.contains_key(&(service.clone(), node.clone())) {
+                return Err(GlobalViolation::Missing {
+                    service: service.clone(),
+                    node: node.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn global_exact_wants_one_task_per_eligible_node() {
+        let eligible: BTreeMap<&str, BTreeSet<u8>> = [("web", [0, 1].into())].into();
+        assert_eq!(global_exact(&eligible, [("web", 0), ("web", 1)]), Ok(()));
+        assert_eq!(
+            global_exact(&eligible, [("web", 0), ("web", 1), ("web", 1)]),
+            Err(GlobalViolation::Twice {
+                service: "web",
+                node: 1,
+                copies: 2
+            })
+        );
+        assert_eq!(
+            global_exact(&eligible, [("web", 0), ("web", 1), ("web", 2)]),
+            Err(GlobalViolation::Ineligible {
+                service: "web",
+                node: 2
+            })
+        );
+        assert_eq!(
+            global_exact(&eligible, [("web", 0)]),
+            Err(GlobalViolation::Missing {
+                service: "web",
+                node: 1
+            })
+        );
+    }
 
     fn seen(node: u8, lease: Option<(u8, u64)>, holds: bool) -> LeaseSeen<u8, (u8, u64)> {
         LeaseSeen { node, lease, holds }

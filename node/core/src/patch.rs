@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use warren_crdt::{
-    ClusterSetting, HealthCheck, HealthProbe, PortSpec, RestartCondition, SecretMount, ServiceSpec,
+    ClusterSetting, HealthCheck, HealthProbe, PortSpec, RestartCondition, SecretMount, ServiceMode,
+    ServiceSpec,
 };
 
 /// Changes to a health check. With no check in the spec, `probe` is required; the other
@@ -114,6 +115,24 @@ pub struct ServicePatch {
     /// New `--gpus`: whole GPUs each task reserves; `0`: none.
     #[serde(default)]
     pub gpus: Option<u32>,
+    /// Constraints to remove (`--constraint-rm`), after `constraints` applies; one not in the
+    /// spec is ignored, as in Swarm.
+    #[serde(default)]
+    pub constraints_rm: Vec<warren_crdt::Constraint>,
+    /// Constraints to add (`--constraint-add`), after the removals; one already there is
+    /// not added twice.
+    #[serde(default)]
+    pub constraints_add: Vec<warren_crdt::Constraint>,
+    /// Spread preferences to remove (`--placement-pref-rm`), after `preferences` applies.
+    #[serde(default)]
+    pub preferences_rm: Vec<warren_crdt::SpreadPreference>,
+    /// Spread preferences to add (`--placement-pref-add`), after the removals.
+    #[serde(default)]
+    pub preferences_add: Vec<warren_crdt::SpreadPreference>,
+    /// The mode the operator expects (`--mode`): the same as the spec's, or the patch is
+    /// refused ([`PatchError::ModeChange`]).
+    #[serde(default)]
+    pub mode: Option<ServiceMode>,
 }
 
 /// Why a patch cannot be applied to a spec.
@@ -130,6 +149,20 @@ pub enum PatchError {
          (--health-cmd, --health-http or --health-tcp)"
     )]
     NoHealthCheckToChange,
+    /// The patch changes the service's mode (replicated or global): as in Swarm, a service
+    /// keeps its mode; remove it and create it again.
+    #[error(
+        "a service's mode cannot change (it is {from}, not {to}): remove the service and \
+         create it again with --mode {to}",
+        from = .from.as_str(),
+        to = .to.as_str()
+    )]
+    ModeChange {
+        /// The service's mode.
+        from: ServiceMode,
+        /// The mode the patch asked for.
+        to: ServiceMode,
+    },
 }
 
 impl ServicePatch {
@@ -138,8 +171,15 @@ impl ServicePatch {
     ///
     /// Errors: [`PatchError::HealthChangedAndRemoved`] when the patch contradicts itself
     /// (`no_health` with `health`); [`PatchError::NoHealthCheckToChange`] when it changes a
-    /// health check's timing while the spec has no check and the patch no probe.
+    /// health check's timing while the spec has no check and the patch no probe;
+    /// [`PatchError::ModeChange`] when it asks for another mode.
     pub fn apply(&self, spec: &ServiceSpec) -> Result<ServiceSpec, PatchError> {
+        if let Some(to) = self.mode.filter(|m| *m != spec.mode) {
+            return Err(PatchError::ModeChange {
+                from: spec.mode,
+                to,
+            });
+        }
         let mut out = spec.clone();
         if let Some(image) = &self.image {
             out.image = image.clone();
@@ -231,7 +271,28 @@ impl ServicePatch {
         if let Some(gpus) = self.gpus {
             out.gpus = gpus;
         }
+        edit_list(
+            &mut out.placement.constraints,
+            &self.constraints_rm,
+            &self.constraints_add,
+        );
+        edit_list(
+            &mut out.placement.preferences,
+            &self.preferences_rm,
+            &self.preferences_add,
+        );
         Ok(out)
+    }
+}
+
+/// `list` without the items of `rm`, then with those of `add` it lacks, in their order
+/// (`--constraint-rm`/`--constraint-add`, Swarm's order: removals first).
+fn edit_list<T: PartialEq + Clone>(list: &mut Vec<T>, rm: &[T], add: &[T]) {
+    list.retain(|item| !rm.contains(item));
+    for item in add {
+        if !list.contains(item) {
+            list.push(item.clone());
+        }
     }
 }
 
@@ -407,5 +468,60 @@ mod tests {
             err.contains("node.labels.zone=a") && err.contains("=="),
             "{err}"
         );
+    }
+
+    #[test]
+    fn constraint_and_preference_edits_apply_to_the_current_lists() {
+        let mut spec = base();
+        spec.placement.constraints = vec![
+            "node.labels.zone==a".parse().expect("c"),
+            "node.os==linux".parse().expect("c"),
+        ];
+        let patch: ServicePatch = serde_json::from_str(
+            r#"{"constraints_rm": ["node.labels.zone==a", "node.name==gone"],
+                "constraints_add": ["node.labels.zone==b", "node.os==linux"],
+                "preferences_add": ["spread=node.labels.rack"]}"#,
+        )
+        .expect("a patch");
+        let out = patch.apply(&spec).expect("apply");
+        let texts: Vec<String> = out
+            .placement
+            .constraints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(texts, ["node.os==linux", "node.labels.zone==b"]);
+        assert_eq!(out.placement.preferences.len(), 1);
+        let rm: ServicePatch =
+            serde_json::from_str(r#"{"preferences_rm": ["spread=node.labels.rack"]}"#)
+                .expect("a patch");
+        assert!(rm
+            .apply(&out)
+            .expect("apply")
+            .placement
+            .preferences
+            .is_empty());
+    }
+
+    #[test]
+    fn a_mode_change_is_refused_and_the_same_mode_is_not() {
+        let same = ServicePatch {
+            mode: Some(ServiceMode::Replicated),
+            ..Default::default()
+        };
+        assert_eq!(same.apply(&base()).expect("same mode"), base());
+        let global = ServicePatch {
+            mode: Some(ServiceMode::Global),
+            ..Default::default()
+        };
+        let err = global.apply(&base()).expect_err("mode change");
+        assert_eq!(
+            err,
+            PatchError::ModeChange {
+                from: ServiceMode::Replicated,
+                to: ServiceMode::Global
+            }
+        );
+        assert!(err.to_string().contains("--mode global"), "{err}");
     }
 }

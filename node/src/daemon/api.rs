@@ -864,8 +864,12 @@ async fn update_node(
 pub(crate) struct CreateService {
     name: String,
     image: String,
-    #[serde(default = "one")]
-    replicas: u32,
+    /// Replicas: 1 by default; none with `mode: global`.
+    #[serde(default)]
+    replicas: Option<u32>,
+    /// `replicated` (the default) or `global`.
+    #[serde(default)]
+    mode: warren_crdt::ServiceMode,
     #[serde(default)]
     command: Vec<String>,
     #[serde(default)]
@@ -900,14 +904,13 @@ pub(crate) struct CreateService {
     gpus: u32,
 }
 
-fn one() -> u32 {
-    1
-}
-
 #[derive(Debug, Serialize)]
 struct ServiceSummary {
     name: ServiceName,
     image: String,
+    mode: warren_crdt::ServiceMode,
+    /// Desired tasks: the replica count, or for a global service its eligible members (the
+    /// slots it holds and those pending).
     replicas: u32,
     running: usize,
     generation: u64,
@@ -919,9 +922,11 @@ async fn create_service(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let name = parse_name(&body.name)?;
     validate_image(&body.image)?;
+    let global = body.mode == warren_crdt::ServiceMode::Global;
     let spec = ServiceSpec {
         image: body.image,
-        replicas: body.replicas,
+        replicas: body.replicas.unwrap_or(if global { 0 } else { 1 }),
+        mode: body.mode,
         command: body.command,
         env: body.env,
         ports: body.ports,
@@ -981,12 +986,32 @@ async fn list_services(State(state): State<ApiState>) -> Json<Vec<ServiceSummary
             .map(|svc| ServiceSummary {
                 name: svc.name.clone(),
                 image: svc.spec.image.clone(),
-                replicas: svc.spec.replicas,
+                mode: svc.spec.mode,
+                replicas: desired_tasks(&s, svc),
                 running: running.get(&svc.name).copied().unwrap_or(0),
                 generation: svc.generation,
             })
             .collect(),
     )
+}
+
+/// How many tasks `service` wants: its replica count, or for a global service the members
+/// eligible for it as the scheduler sees them (each holds a slot or has one pending).
+fn desired_tasks(snapshot: &Snapshot, service: &Service) -> u32 {
+    if service.spec.mode == warren_crdt::ServiceMode::Replicated {
+        return service.spec.replicas;
+    }
+    let held = snapshot
+        .tasks
+        .iter()
+        .filter(|t| t.service == service.name)
+        .count();
+    let pending = snapshot
+        .pending
+        .iter()
+        .filter(|(p, _)| p.service == service.name)
+        .count();
+    u32::try_from(held + pending).unwrap_or(u32::MAX)
 }
 
 /// The live service `name` in `snapshot`. Errors: 404 `not_found`.
@@ -1025,8 +1050,14 @@ async fn service_tasks(
         .filter(|t| t.service == name)
         .map(|t| json!(t))
         .collect();
-    // Slots the scheduler has not placed yet are pending, not invisible, and say why.
-    for slot in 0..service.spec.slot_count() {
+    // Slots the scheduler has not placed yet are pending, not invisible, and say why (a
+    // global service's pending slots are the members that cannot hold its task).
+    let global_pending = s
+        .pending
+        .iter()
+        .filter(|(p, _)| service.spec.mode == warren_crdt::ServiceMode::Global && p.service == name)
+        .map(|(p, _)| p.slot);
+    for slot in (0..service.spec.slot_count()).chain(global_pending) {
         if !s.tasks.iter().any(|t| t.service == name && t.slot == slot) {
             let why = s
                 .pending
@@ -1057,6 +1088,13 @@ async fn scale_service(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
     let replicas = body.replicas;
+    let s = state.snapshot.borrow().clone();
+    if find_service(&s, &name)?.spec.mode == warren_crdt::ServiceMode::Global {
+        return Err(ApiError::invalid(format!(
+            "{name} is a global service: it runs one task on every eligible node and cannot \
+             be scaled"
+        )));
+    }
     let reply_name = name.clone();
     write(&state, Write::ScaleService(name, replicas)).await?;
     Ok(Json(json!({ "name": reply_name, "replicas": replicas })))

@@ -26,6 +26,7 @@
 pub mod availability;
 mod backoff;
 mod candidates;
+pub mod global;
 pub mod gpus;
 pub mod image_platform;
 mod lease;
@@ -307,7 +308,7 @@ impl ClusterView {
             .filter(|(_, a)| a.node == *me)
             .filter_map(|(slot, a)| {
                 let service = self.services.get(&slot.service).filter(|s| !s.deleted)?;
-                (slot.slot < service.spec.replicas).then(|| DesiredTask {
+                service.spec.wants_slot(slot.slot).then(|| DesiredTask {
                     slot: slot.clone(),
                     epoch: a.epoch,
                     holder: a.holder.clone(),

@@ -36,8 +36,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use warren_crdt::{
-    Assignment, Constraint, Lease, Member, MemberState, NodeId, OnPartition, Service, ServiceName,
-    SlotId, SpreadPreference,
+    Assignment, Constraint, Lease, Member, MemberState, NodeId, OnPartition, Service, ServiceMode,
+    ServiceName, SlotId, SpreadPreference,
 };
 
 use super::availability;
@@ -51,12 +51,13 @@ use crate::placement;
 /// that a view and the snapshots taken of it share one table.
 pub type Services = imbl::OrdMap<ServiceName, Service>;
 
-/// The live service that wants `slot`: not deleted, and the slot below its replica count.
-/// `None` for a slot of a deleted service or one a scale down left beyond the count.
+/// The live service that wants `slot`: not deleted, and the slot below its replica count
+/// (any slot of a global service, [`warren_crdt::ServiceSpec::wants_slot`]). `None` for a
+/// slot of a deleted service or one a scale down left beyond the count.
 pub fn service_wanting<'a>(services: &'a Services, slot: &SlotId) -> Option<&'a Service> {
     services
         .get(&slot.service)
-        .filter(|s| !s.deleted && slot.slot < s.spec.replicas)
+        .filter(|s| !s.deleted && s.spec.wants_slot(slot.slot))
 }
 
 /// What a node offers to reservations: its CPUs and memory, read from the system and
@@ -148,6 +149,27 @@ pub fn plan(
         &BTreeMap::new(),
         &BTreeMap::new(),
     )
+}
+
+/// What of `want` none of the `frees` holds, in words: `2 GiB free memory`, `3 CPUs free`,
+/// or both.
+fn shortfall_of(want: Capacity, frees: &[Capacity]) -> String {
+    let memory_short = frees.iter().all(|f| f.memory_bytes < want.memory_bytes);
+    let cpu_short = frees.iter().all(|f| f.nano_cpus < want.nano_cpus);
+    match (memory_short, cpu_short) {
+        (true, false) => format!("{} free memory", format_bytes(want.memory_bytes)),
+        (false, true) => format!("{} free", format_cpus(want.nano_cpus)),
+        _ => format!(
+            "{} free memory and {} free",
+            format_bytes(want.memory_bytes),
+            format_cpus(want.nano_cpus)
+        ),
+    }
+}
+
+/// Why one node whose free capacity is `free` cannot hold `want`: `no 2 GiB free memory`.
+fn shortfall(want: Capacity, free: Capacity) -> String {
+    format!("no {}", shortfall_of(want, &[free]))
 }
 
 /// A slot's reservation: its service's CPU and memory limits (0 where none).
@@ -445,6 +467,14 @@ pub fn plan_observed(
     // only until this round: it is re-placed, as Swarm's constraint enforcer does.
     let keeps = |slot: &SlotId, a: &Assignment| -> bool {
         services.get(&slot.service).is_some_and(|s| {
+            if s.spec.mode == ServiceMode::Global {
+                // A global slot stays on its member, reachable or not (`super::global`).
+                return !s.deleted
+                    && super::global::stands(s, a, members)
+                    && constrained(s, &a.node)
+                    && gpus::valid(s, a, &observed.gpus)
+                    && !gpu_conflicts.contains(slot);
+            }
             !s.deleted
                 && slot.slot < s.spec.replicas
                 && a.spec_generation == s.generation
@@ -507,7 +537,7 @@ pub fn plan_observed(
 
     for slot in assignments.keys() {
         let service = services.get(&slot.service).filter(|s| !s.deleted);
-        let scaled_away = service.is_some_and(|s| slot.slot >= s.spec.replicas);
+        let scaled_away = service.is_some_and(|s| !s.spec.wants_slot(slot.slot));
         if service.is_none() || (scaled_away && !observed.merge_incomplete) {
             plan.remove.push(slot.clone());
         }
@@ -532,6 +562,34 @@ pub fn plan_observed(
     let mut paths_by: Vec<(&[SpreadPreference], Vec<GroupPath>)> = Vec::new();
     let min_id = NodeId(String::new());
     for (name, service) in services.iter().filter(|(_, s)| !s.deleted) {
+        if service.spec.mode == ServiceMode::Global {
+            let want = reservation(service);
+            let mut fit = |n: &NodeId| -> Result<(), String> {
+                // The member table's own key: the reservations outlive this round's borrows.
+                let Some((n, _)) = members.get_key_value(n) else {
+                    return Err("not a member".to_string());
+                };
+                if fits(&reserved, n, want) {
+                    reserve(&mut reserved, n, want);
+                    return Ok(());
+                }
+                let f = free(&reserved, n).unwrap_or_default();
+                Err(shortfall(want, f))
+            };
+            let round = super::global::Round {
+                name,
+                service,
+                members,
+                live,
+                assignments,
+                judged: &judged,
+                copies: &observed.copies,
+                lease,
+                suits: &|n: &NodeId| suits(service, n),
+            };
+            super::global::plan_service(&round, &|s| kept.contains(s), &mut fit, &mut plan);
+            continue;
+        }
         let placement = &service.spec.placement;
         let cap = placement
             .max_replicas_per_node
@@ -727,22 +785,7 @@ pub fn plan_observed(
                     } else {
                         let frees: Vec<Capacity> =
                             room.iter().filter_map(|n| free(&reserved, n)).collect();
-                        let memory_short = frees.iter().all(|f| f.memory_bytes < want.memory_bytes);
-                        let cpu_short = frees.iter().all(|f| f.nano_cpus < want.nano_cpus);
-                        match (memory_short, cpu_short) {
-                            (true, false) => format!(
-                                "no node with {} free memory",
-                                format_bytes(want.memory_bytes)
-                            ),
-                            (false, true) => {
-                                format!("no node with {} free", format_cpus(want.nano_cpus))
-                            }
-                            _ => format!(
-                                "no node with {} free memory and {} free",
-                                format_bytes(want.memory_bytes),
-                                format_cpus(want.nano_cpus)
-                            ),
-                        }
+                        format!("no node with {}", shortfall_of(want, &frees))
                     }
                 };
                 let reason = match &exhausted {
@@ -824,6 +867,7 @@ pub fn plan_observed(
             // move, which could unbalance the groups; a task holding GPUs is not moved for
             // spread (its new node's GPUs would have to be picked here too).
             if moving.contains(name)
+                || service.spec.mode == ServiceMode::Global
                 || service.spec.replicas < 2
                 || service.spec.partition.on_partition == OnPartition::Wait
                 || !service.spec.placement.preferences.is_empty()

@@ -187,7 +187,7 @@ impl NodeMachine {
             .iter()
             .filter_map(|(slot, a)| {
                 let service = view.services.get(&slot.service).filter(|s| !s.deleted)?;
-                if slot.slot >= service.spec.replicas {
+                if !service.spec.wants_slot(slot.slot) {
                     // Scaled away in this view, but the holder has not removed the slot yet:
                     // keep its copy until it does. At a heal this view can be a partial
                     // merge whose replica count the rest of the merge raises again.
