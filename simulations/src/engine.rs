@@ -2173,11 +2173,18 @@ impl Simulation {
             .iter()
             .find_map(|n| n.machine.as_ref())
             .map(|m| {
+                // A global service's desired tasks: the slots its document holds.
+                let assignments = m.state().assignments();
                 m.state()
                     .services()
                     .values()
                     .filter(|s| !s.deleted)
-                    .map(|s| u64::from(s.spec.replicas))
+                    .map(|s| match s.spec.mode {
+                        warren_crdt::ServiceMode::Replicated => u64::from(s.spec.replicas),
+                        warren_crdt::ServiceMode::Global => {
+                            assignments.keys().filter(|k| k.service == s.name).count() as u64
+                        }
+                    })
                     .sum()
             })
             .unwrap_or(0);

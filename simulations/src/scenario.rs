@@ -572,16 +572,16 @@ pub fn constrained_split(nodes: usize, d: u64) -> Scenario {
     s.sorted()
 }
 
-/// Global services through a split (issue 16): one node of each future side (the last of
-/// each half; node 0, the first lease holder, stays up) is down when a global service
-/// without constraints and one constrained to `zone=a` (the first half) are created, so no
-/// slot is handed to them; the cluster splits in two halves and the two nodes come back,
-/// each on its own side, whose lease holder hands each the lowest free index: the same one
-/// on both sides. At the heal the merge keeps one of the two assignments and the keep rule
-/// judges the copies; the member left without a slot gets a fresh index. The simulator
-/// checks, whenever it checks replicas (the heal's settle and the end), that every up
-/// member eligible for a global service runs exactly one task of it and none runs two
-/// (`invariants::global_exact`). Replicated services run alongside, as in `split`.
+/// Global services through a split (issue 16). The last node of each half (node 0, the first
+/// lease holder, is never one) is cut off alone from 1 s, so that the others find it down
+/// before a global service without constraints and one constrained to `zone=a` (the first
+/// half) are created beside a replicated one: no slot is handed to them. Then the cluster
+/// splits in halves, each cut-off node joining its own half, whose lease holder hands it the
+/// lowest free index: the same index on both sides. At the heal the merge keeps one of the
+/// two assignments, the keep rule judges the running copies, and the member left without a
+/// slot gets a fresh index. The simulator checks, whenever it checks replicas (a heal's
+/// settle and the end), that every up member eligible for a global service runs exactly
+/// one task of it and none runs two (`invariants::global_exact`).
 pub fn global_split(nodes: usize, d: u64) -> Scenario {
     let mut s = Scenario::new("global-split", nodes, d);
     let cut = nodes.div_ceil(2);
@@ -590,18 +590,19 @@ pub fn global_split(nodes: usize, d: u64) -> Scenario {
         s.labels
             .insert(i, [("zone".to_string(), zone.to_string())].into());
     }
-    let (start, end, d) = split_window(&s.params, d);
-    s.duration_ms = d;
-    // The last node of each half is down while the services are created (long enough to be
-    // found down first), and comes back during the split.
+    // `split`'s window, 6 s later: the cut-off nodes are found down first.
+    let (start, end, _) = split_window(&s.params, d);
+    let (start, end) = (start + 6_000, end + 6_000);
+    s.duration_ms = d.max(end + 5_000);
     let late: Vec<usize> = [cut - 1, nodes - 1]
         .into_iter()
         .filter(|&i| i > 0 && nodes >= 4)
         .collect();
-    for &i in &late {
-        s.at(500, Step::Crash(Target::Node(i)));
+    if !late.is_empty() {
+        let rest: Vec<usize> = (0..nodes).filter(|i| !late.contains(i)).collect();
+        s.at(1_000, Step::Partition(vec![rest]));
     }
-    let create_at = (start / 2).max(1_000);
+    let create_at = start.saturating_sub(1_000).max(1_000);
     s.at(
         create_at,
         Step::Write(
@@ -614,20 +615,17 @@ pub fn global_split(nodes: usize, d: u64) -> Scenario {
         ..Default::default()
     };
     s.at(
-        create_at + 200,
+        create_at + 100,
         Step::Write(Target::Node(0), WriteKind::CreateGlobal(0, zone_a)),
     );
     let r = (nodes as u32).clamp(1, 3);
     s.at(
-        create_at + 400,
+        create_at + 200,
         Step::Write(Target::Node(0), WriteKind::Create(r)),
     );
     if nodes >= 2 {
         let (left, right): (Vec<usize>, Vec<usize>) = (0..nodes).partition(|i| *i < cut);
         s.at(start, Step::Partition(vec![left, right]));
-        for &i in &late {
-            s.at(start + 2_000, Step::Restart(i));
-        }
         s.at(end, Step::Heal);
     }
     s.sorted()

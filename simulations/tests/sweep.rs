@@ -145,6 +145,17 @@ fn constrained_split() {
     }
 }
 
+/// Global services through a split whose two sides each hand the same fresh index to a
+/// member that came back on their side: after the heal every up member eligible for each
+/// global service runs exactly one of its tasks and none runs two (checked with the
+/// replicas at the end, `invariants::global_exact`), and every replica runs.
+#[test]
+fn global_split() {
+    for r in sweep("global-split") {
+        assert!(r.lease_checks_split > 0, "{}", r.summary());
+    }
+}
+
 /// A driver that acknowledges a write before its flushing persist (and carries out the
 /// machine's outputs lazily, at the node's next event) loses acknowledged writes when the node
 /// crashes right after the write — which `rolling-restarts` does to every node. The lost-write
