@@ -1173,6 +1173,20 @@ mod validate_tests {
     }
 
     #[test]
+    fn mode_reads_replicated_when_absent_and_global_wants_handed_out_slots() {
+        let old: ServiceSpec =
+            serde_json::from_str(r#"{"image": "busybox", "replicas": 2}"#).expect("an old spec");
+        assert_eq!(old.mode, ServiceMode::Replicated);
+        assert_eq!((old.slot_count(), old.wants_slot(1), old.wants_slot(2)), (2, true, false));
+        let global: ServiceSpec =
+            serde_json::from_str(r#"{"image": "busybox", "replicas": 0, "mode": "global"}"#)
+                .expect("a global spec");
+        assert_eq!(global.mode, ServiceMode::Global);
+        assert_eq!((global.slot_count(), global.wants_slot(7)), (0, true));
+        assert!(!global.wants_slot(MAX_REPLICAS));
+    }
+
+    #[test]
     fn replicas_are_bounded() {
         let mut s = ok_spec();
         s.replicas = MAX_REPLICAS;
