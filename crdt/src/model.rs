@@ -1177,7 +1177,10 @@ mod validate_tests {
         let old: ServiceSpec =
             serde_json::from_str(r#"{"image": "busybox", "replicas": 2}"#).expect("an old spec");
         assert_eq!(old.mode, ServiceMode::Replicated);
-        assert_eq!((old.slot_count(), old.wants_slot(1), old.wants_slot(2)), (2, true, false));
+        assert_eq!(
+            (old.slot_count(), old.wants_slot(1), old.wants_slot(2)),
+            (2, true, false)
+        );
         let global: ServiceSpec =
             serde_json::from_str(r#"{"image": "busybox", "replicas": 0, "mode": "global"}"#)
                 .expect("a global spec");

@@ -2383,11 +2383,12 @@ fn deterministic_founder(info: &ClusterInfo, founder: &Member, suffix: u64) -> D
 
 /// The hash of one Automerge change, as history prints it.
 /// Whether `view` still assigns a slot of `service` at or beyond its replica count (a scale
-/// down the lease holder has not carried out yet). A deleted or unknown service: no.
+/// down the lease holder has not carried out yet). A deleted, unknown or global service (no
+/// replica count): no.
 fn scaled_away_standing(view: &ClusterView, service: &ServiceName) -> bool {
     view.services
         .get(service)
-        .filter(|s| !s.deleted)
+        .filter(|s| !s.deleted && s.spec.mode == warren_crdt::ServiceMode::Replicated)
         .is_some_and(|s| {
             view.assignments
                 .range(
