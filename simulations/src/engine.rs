@@ -1990,45 +1990,16 @@ impl Simulation {
         let Some(m) = self.nodes.iter().find_map(|n| n.machine.as_ref()) else {
             return Ok(());
         };
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].up())
+            .collect();
+        self.global_ok(&up, m, None)?;
         let services = m.state().services();
         let global = |name: &ServiceName| {
             services
                 .get(name)
                 .is_some_and(|s| s.spec.mode == warren_crdt::ServiceMode::Global)
         };
-        let members = m.state().members();
-        let eligible: BTreeMap<&ServiceName, BTreeSet<usize>> = services
-            .values()
-            .filter(|s| !s.deleted && global(&s.name))
-            .map(|s| {
-                let nodes = (0..self.nodes.len())
-                    .filter(|&i| {
-                        self.nodes[i].up()
-                            && members
-                                .get(&self.nodes[i].id)
-                                .is_some_and(|m| warren_core::core::global::eligible(s, m))
-                    })
-                    .collect();
-                (&s.name, nodes)
-            })
-            .collect();
-        let global_running = self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.up())
-            .flat_map(|(i, n)| {
-                n.containers
-                    .values()
-                    .filter(|c| c.running && global(&c.slot.service))
-                    .filter(|c| {
-                        services
-                            .get(&c.slot.service)
-                            .is_some_and(|s| c.generation == s.generation)
-                    })
-                    .map(move |c| (&c.slot.service, i))
-            });
-        invariants::global_exact(&eligible, global_running).map_err(|e| e.to_string())?;
         let desired: BTreeMap<&ServiceName, u32> = services
             .values()
             .filter(|s| !s.deleted && !global(&s.name))
@@ -2048,6 +2019,62 @@ impl Simulation {
                     .is_some_and(|s| c.generation == s.generation),
             });
         invariants::replicas_exact(&desired, running).map_err(|e| e.to_string())
+    }
+
+    /// The global services of `m`'s document on the nodes `nodes` (up ones: a whole cluster
+    /// or one component): each node eligible for a service runs exactly one task of it and
+    /// none runs two ([`invariants::global_exact`]). With `written_before`, only services
+    /// written before that virtual time (settled ones).
+    fn global_ok(
+        &self,
+        nodes: &[usize],
+        m: &NodeMachine,
+        written_before: Option<u64>,
+    ) -> Result<(), String> {
+        let services = m.state().services();
+        let global = |name: &ServiceName| {
+            services.get(name).is_some_and(|s| {
+                !s.deleted
+                    && s.spec.mode == warren_crdt::ServiceMode::Global
+                    && written_before
+                        .is_none_or(|t| self.written_at.get(name).is_some_and(|w| *w < t))
+            })
+        };
+        let members = m.state().members();
+        let eligible: BTreeMap<ServiceName, BTreeSet<usize>> = services
+            .values()
+            .filter(|s| global(&s.name))
+            .map(|s| {
+                let on = nodes
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        self.nodes[i].up()
+                            && members
+                                .get(&self.nodes[i].id)
+                                .is_some_and(|m| warren_core::core::global::eligible(s, m))
+                    })
+                    .collect();
+                (s.name.clone(), on)
+            })
+            .collect();
+        let running = nodes
+            .iter()
+            .copied()
+            .filter(|&i| self.nodes[i].up())
+            .flat_map(|i| {
+                self.nodes[i]
+                    .containers
+                    .values()
+                    .filter(|c| c.running && global(&c.slot.service))
+                    .filter(|c| {
+                        services
+                            .get(&c.slot.service)
+                            .is_some_and(|s| c.generation == s.generation)
+                    })
+                    .map(move |c| (c.slot.service.clone(), i))
+            });
+        invariants::global_exact(&eligible, running).map_err(|e| e.to_string())
     }
 
     /// Failover after a leader crash: a new holder in one component and every replica
@@ -2103,6 +2130,21 @@ impl Simulation {
             for (_, members) in self.live_components() {
                 if let Err(e) = self.leases_ok(&members) {
                     self.violate(format!("lease: component of {members:?}: {e}"));
+                    break;
+                }
+            }
+            // Global services on each side: every member of a component eligible for one
+            // runs exactly one of its tasks (services written a stability window ago).
+            let settled = self.now.saturating_sub(self.params.stability_ms * MS);
+            for (_, members) in self.live_components() {
+                let Some(m) = members
+                    .first()
+                    .and_then(|&i| self.nodes[i].machine.as_ref())
+                else {
+                    continue;
+                };
+                if let Err(e) = self.global_ok(&members, m, Some(settled)) {
+                    self.violate(format!("global: component of {members:?}: {e}"));
                     break;
                 }
             }
