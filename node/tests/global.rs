@@ -1,6 +1,7 @@
 //! Global services (issue 16, item 1) on real nodes: `--mode global` runs one task on each of
 //! three nodes; a fourth node that joins gets one; `node rm` of a node takes its task away
-//! from the service (its slot is cleared, not moved); `--replicas` with `--mode global`,
+//! from the service (its slot is cleared, not moved), as does `--constraint-add` excluding a
+//! node (and `--constraint-rm` gives it back); `--replicas` with `--mode global`,
 //! `service scale` of a global service and a mode change are refused with a clear error.
 
 mod support;
@@ -92,6 +93,27 @@ fn a_global_service_runs_once_on_every_member_as_members_join_and_leave() {
             .then_some(())
         },
     );
+
+    // A constraint added to the current ones (one write) makes n4 ineligible: its task is
+    // cleared; removing the constraint gives it one again.
+    let update = |flag: &str| {
+        let out = n1.cli(&["service", "update", "agent", flag, "node.name!=n4"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    update("--constraint-add");
+    wait_for("tasks on n1 and n2 only", T, || {
+        let (on, _) = running_on("agent", &[&n1, &n2, &n4]);
+        (on == one_each(&["n1", "n2"])).then_some(())
+    });
+    update("--constraint-rm");
+    wait_for("n4 runs one again", T, || {
+        let (on, _) = running_on("agent", &[&n1, &n2, &n4]);
+        (on == one_each(&["n1", "n2", "n4"])).then_some(())
+    });
 
     // What does not apply to a global service is refused, with the reason.
     let err = one_line_error(&n1.cli(&["service", "scale", "agent", "5"]));
