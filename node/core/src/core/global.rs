@@ -27,9 +27,10 @@
 //! - **One per member.** Where a member holds several slots of the service (after a heal:
 //!   the keep rule gave it a slot the other side had handed to it, or the merge did), the
 //!   lowest stays and the others are cleared; a member that lost its slot at a heal (the
-//!   other side's assignment of the same index stood) gets a fresh index next round. Its
-//!   old copy stops once the slot's node confirms its own running (make before break), so
-//!   a member runs two tasks of the service only for that handover.
+//!   other side's assignment of the same index stood) gets a fresh index once the keep rule
+//!   has judged its copy (until then the rule may give the slot back to it). Its old copy
+//!   stops once the slot's node confirms its own running (make before break), so a member
+//!   runs two tasks of the service only for that handover.
 //! - **Reservations** apply: a member whose free capacity cannot hold the service's
 //!   `--cpus`/`--memory` gets no task; the slot it would get is pending with the reason
 //!   naming the member.
@@ -122,6 +123,21 @@ pub fn plan_service(
     for (slot, a) in judged.iter().filter(|(s, _)| ours(s)) {
         standing.insert(*slot, (a, true));
     }
+    // Members running a copy of one of its slots that the slot's assignment neither names
+    // nor lists as displaced: the keep rule has yet to judge it (a heal), and may give them
+    // that slot. They get no new index meanwhile; a member whose copy was judged displaced
+    // does (make before break: its old copy stops once the kept one runs).
+    let unjudged: BTreeSet<&NodeId> = copies
+        .iter()
+        .filter(|(slot, _)| ours(slot))
+        .flat_map(|(slot, cs)| {
+            let a = standing.get(slot).map(|(a, _)| *a);
+            cs.iter()
+                .filter(|c| c.generation == service.generation)
+                .map(|c| &c.node)
+                .filter(move |n| a.is_none_or(|a| a.node != **n && !a.displaced.contains(n)))
+        })
+        .collect();
     let mut served: BTreeSet<&NodeId> = BTreeSet::new();
     for (slot, (a, is_judged)) in standing {
         let node_eligible =
@@ -163,7 +179,8 @@ pub fn plan_service(
             }
         }
     }
-    // Every eligible live member without a slot gets the lowest free index.
+    // Every eligible live member without a slot (nor a copy awaiting judgement) gets the
+    // lowest free index.
     let mut next = 0u32;
     for member in members.values().filter(|m| {
         live.contains(&m.id)
@@ -171,6 +188,7 @@ pub fn plan_service(
             && super::availability::takes_new_tasks(m)
             && suits(&m.id)
             && !served.contains(&m.id)
+            && !unjudged.contains(&m.id)
     }) {
         while used.contains(&next) {
             next += 1;
@@ -417,16 +435,28 @@ mod tests {
             age_ms: age_s * 1000,
             health: crate::core::TaskHealth::Healthy,
         };
-        let observed = Observations {
+        let mut observed = Observations {
             copies: [
                 (slot(0), vec![copy("a", 60)]),
                 (slot(1), vec![copy("b", 60)]),
                 (slot(2), vec![copy("x", 50), copy("y", 20)]),
             ]
             .into(),
-            reported: live.clone(),
+            reported: live.iter().filter(|n| **n != id("y")).cloned().collect(),
             ..Observations::default()
         };
+        // Until y's report is in, the keep rule waits, and x (whose copy it may keep) gets
+        // no new index.
+        let waiting = plan_observed(
+            &services,
+            &members,
+            &live,
+            &assignments,
+            &lease(),
+            &observed,
+        );
+        assert!(waiting.is_empty(), "{waiting:?}");
+        observed.reported = live.clone();
         let p = plan_observed(
             &services,
             &members,
