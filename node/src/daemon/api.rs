@@ -1088,8 +1088,12 @@ async fn scale_service(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
     let replicas = body.replicas;
-    let s = state.snapshot.borrow().clone();
-    if find_service(&s, &name)?.spec.mode == warren_crdt::ServiceMode::Global {
+    let global = state
+        .snapshot
+        .borrow()
+        .live_service(&name)
+        .is_some_and(|svc| svc.spec.mode == warren_crdt::ServiceMode::Global);
+    if global {
         return Err(ApiError::invalid(format!(
             "{name} is a global service: it runs one task on every eligible node and cannot \
              be scaled"
