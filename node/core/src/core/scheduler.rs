@@ -31,6 +31,9 @@
 //! matching node (M)`, `image I is linux/amd64 only (node.arch=arm64)`, `no node with N free
 //! GPUs`, or the reservation that does not fit; an assignment left on a member
 //! the constraints exclude or beyond the cap is then cleared.
+//!
+//! A global service (`--mode global`) is placed by [`super::global`]'s rules instead: one
+//! slot per eligible member, handed out by index, never moved.
 
 use std::collections::{BTreeMap, BTreeSet};
 
