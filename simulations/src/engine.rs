@@ -1342,7 +1342,7 @@ impl Simulation {
         };
         let still_desired = self.nodes[i].machine.as_ref().is_some_and(|m| {
             m.state().services().get(&slot.service).is_some_and(|s| {
-                !s.deleted && slot.slot < s.spec.replicas && s.generation == generation
+                !s.deleted && wanted_at_heal(m, s, slot) && s.generation == generation
             })
         });
         if !still_desired {
@@ -2202,7 +2202,7 @@ impl Simulation {
         for (slot, generation, i, seen) in std::mem::take(&mut h.zero_pending) {
             let still_desired = self.nodes[i].machine.as_ref().is_some_and(|m| {
                 m.state().services().get(&slot.service).is_some_and(|s| {
-                    !s.deleted && slot.slot < s.spec.replicas && s.generation == generation
+                    !s.deleted && wanted_at_heal(m, s, &slot) && s.generation == generation
                 })
             });
             if still_desired {
@@ -2421,6 +2421,15 @@ impl Simulation {
 fn deterministic_founder(info: &ClusterInfo, founder: &Member, suffix: u64) -> DesiredState {
     DesiredState::new_cluster_seeded(info, founder, suffix.to_le_bytes(), zero_clock)
         .expect("founder document")
+}
+
+/// Whether `m`'s document still wants `slot` of `service`: below its replica count, or for a
+/// global service, still assigned (the holder clears a global slot it no longer wants).
+fn wanted_at_heal(m: &NodeMachine, service: &warren_crdt::Service, slot: &SlotId) -> bool {
+    match service.spec.mode {
+        warren_crdt::ServiceMode::Replicated => slot.slot < service.spec.replicas,
+        warren_crdt::ServiceMode::Global => m.state().assignments().contains_key(slot),
+    }
 }
 
 /// The hash of one Automerge change, as history prints it.
