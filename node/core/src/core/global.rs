@@ -30,7 +30,10 @@
 //!   other side's assignment of the same index stood) gets a fresh index once the keep rule
 //!   has judged its copy (until then the rule may give the slot back to it). Its old copy
 //!   stops once the slot's node confirms its own running (make before break), so a member
-//!   runs two tasks of the service only for that handover.
+//!   runs two tasks of the service only for that handover. Clearing a duplicate can bring
+//!   back a concurrent assignment of the same index ranked below one its node saw, which
+//!   the node's fencing refuses: a kept slot ranked below the lease whose node reports no
+//!   copy of it is written again under the lease.
 //! - **Reservations** apply: a member whose free capacity cannot hold the service's
 //!   `--cpus`/`--memory` gets no task; the slot it would get is pending with the reason
 //!   naming the member.
@@ -75,6 +78,8 @@ pub struct Round<'a> {
     pub judged: &'a BTreeMap<&'a SlotId, Assignment>,
     /// The running copies live nodes report, per slot.
     pub copies: &'a BTreeMap<SlotId, Vec<RunningCopy>>,
+    /// The nodes whose reports are fresh.
+    pub reported: &'a BTreeSet<NodeId>,
     /// The holder's lease: new assignments are made under it.
     pub lease: &'a Lease,
     /// Whether a member suits the service by the scheduler's rules beyond [`eligible`]'s
@@ -101,6 +106,7 @@ pub fn plan_service(
         assignments,
         judged,
         copies,
+        reported,
         lease,
         suits,
     } = *round;
@@ -154,6 +160,26 @@ pub fn plan_service(
         }
         if kept(slot) {
             served.insert(&a.node);
+            // An assignment ranked below this lease whose node reports no copy of it may be
+            // one a node refuses (fencing: clearing a duplicate at a heal can bring back a
+            // concurrent assignment ranked below one the node saw): written again under this
+            // lease, once (then it ranks as the lease).
+            let runs = copies
+                .get(slot)
+                .is_some_and(|cs| cs.iter().any(|c| c.node == a.node));
+            if (a.epoch, &a.holder) < (lease.epoch, &lease.holder)
+                && reported.contains(&a.node)
+                && !runs
+            {
+                plan.put.push((
+                    slot.clone(),
+                    Assignment {
+                        epoch: lease.epoch,
+                        holder: lease.holder.clone(),
+                        ..a.clone()
+                    },
+                ));
+            }
             continue;
         }
         // A spec change: the same member, the new generation (if it can hold it).
@@ -479,6 +505,62 @@ mod tests {
         let p = plan(&services, &members, &live, &assignments, &lease());
         assert_eq!(p.remove, [slot(5)]);
         assert!(p.put.is_empty(), "{p:?}");
+    }
+
+    /// A kept slot ranked below the lease whose node reports no copy of it (its fencing may
+    /// refuse it) is written again under the lease, once; one that runs is left alone.
+    #[test]
+    fn a_kept_slot_its_node_does_not_run_is_written_under_the_lease() {
+        let members: BTreeMap<_, _> = [member("a", "n"), member("b", "n")].into();
+        let services = global(&[]);
+        let live: BTreeSet<_> = members.keys().cloned().collect();
+        let slot = |i: u32| SlotId {
+            service: ServiceName::new("agent").expect("name"),
+            slot: i,
+        };
+        let old = |n: &str| Assignment {
+            node: id(n),
+            epoch: Epoch(1),
+            holder: id("b"),
+            spec_generation: 1,
+            displaced: vec![],
+        };
+        let mut assignments: BTreeMap<_, _> = [(slot(0), old("a")), (slot(1), old("b"))].into();
+        let observed = Observations {
+            copies: [(
+                slot(0),
+                vec![crate::core::RunningCopy {
+                    node: id("a"),
+                    generation: 1,
+                    age_ms: 5_000,
+                    health: crate::core::TaskHealth::Healthy,
+                }],
+            )]
+            .into(),
+            reported: live.clone(),
+            ..Observations::default()
+        };
+        let p = plan_observed(
+            &services,
+            &members,
+            &live,
+            &assignments,
+            &lease(),
+            &observed,
+        );
+        assert_eq!(p.put.len(), 1, "{p:?}");
+        assert_eq!((p.put[0].0.slot, p.put[0].1.epoch), (1, Epoch(2)));
+        assert_eq!(p.put[0].1.node, id("b"));
+        apply(&mut assignments, &p);
+        let again = plan_observed(
+            &services,
+            &members,
+            &live,
+            &assignments,
+            &lease(),
+            &observed,
+        );
+        assert!(again.is_empty(), "{again:?}");
     }
 
     #[test]

@@ -587,6 +587,7 @@ pub fn plan_observed(
                 assignments,
                 judged: &judged,
                 copies: &observed.copies,
+                reported: &observed.reported,
                 lease,
                 suits: &|n: &NodeId| suits(service, n),
             };
