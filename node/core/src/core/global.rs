@@ -524,6 +524,7 @@ mod tests {
             holder: id("b"),
             spec_generation: 1,
             displaced: vec![],
+            gpus: vec![],
         };
         let mut assignments: BTreeMap<_, _> = [(slot(0), old("a")), (slot(1), old("b"))].into();
         let observed = Observations {
