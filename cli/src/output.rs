@@ -53,6 +53,20 @@ pub(crate) fn cell(v: Option<&Value>) -> String {
     }
 }
 
+/// An array value as one cell: its items' [`cell`]s joined by commas; empty when `v` is not
+/// an array.
+pub(crate) fn list_cell(v: Option<&Value>) -> String {
+    v.and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|x| cell(Some(x)))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

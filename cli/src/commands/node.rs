@@ -4,7 +4,7 @@ use serde_json::Value;
 use super::cluster::{engine_cell, member_rows, overlay_state_cell, HEADERS};
 use crate::args::{Format, NodeCommand};
 use crate::client::Client;
-use crate::output::{cell, print};
+use crate::output::{cell, list_cell, print};
 
 /// Checks a node name or id given on the command line before it goes into a URL.
 fn check_name(node: &str) -> Result<()> {
@@ -41,15 +41,7 @@ fn inspect_text(m: &Value) -> String {
                 .join(",")
         })
         .unwrap_or_default();
-    let capabilities = m["capabilities"]
-        .as_array()
-        .map(|c| {
-            c.iter()
-                .map(|v| cell(Some(v)))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+    let capabilities = list_cell(m.get("capabilities"));
     let rows = [
         ("ID", cell(m.get("id"))),
         ("NAME", cell(m.get("name"))),

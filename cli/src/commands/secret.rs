@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::args::{Format, SecretCommand};
 use crate::client::Client;
-use crate::output::{cell, print};
+use crate::output::{cell, list_cell, print};
 
 /// Largest value read, in bytes (the peer enforces its own limit too).
 const MAX_VALUE: u64 = 64 * 1024;
@@ -91,16 +91,7 @@ pub(crate) fn run(client: &Client, format: Format, command: SecretCommand) -> Re
 }
 
 fn row(s: &Value) -> Vec<String> {
-    let recipients = s
-        .get("recipients")
-        .and_then(Value::as_array)
-        .map(|r| {
-            r.iter()
-                .map(|x| cell(Some(x)))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+    let recipients = list_cell(s.get("recipients"));
     vec![
         cell(s.get("name")),
         cell(s.get("version")),

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use crate::args::{Format, VolumeCommand};
 use crate::client::Client;
-use crate::output::{cell, print};
+use crate::output::{cell, list_cell, print};
 
 const COLUMNS: [&str; 4] = ["NAME", "NODE", "DRIVER", "USED BY"];
 
@@ -56,16 +56,7 @@ pub(crate) fn run(client: &Client, format: Format, command: VolumeCommand) -> Re
 }
 
 fn row(v: &Value) -> Vec<String> {
-    let used_by = v
-        .get("used_by")
-        .and_then(Value::as_array)
-        .map(|r| {
-            r.iter()
-                .map(|x| cell(Some(x)))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+    let used_by = list_cell(v.get("used_by"));
     let node = match v.get("node_name").and_then(Value::as_str) {
         Some(name) if !name.is_empty() => name.to_string(),
         _ => cell(v.get("node")),

@@ -255,12 +255,7 @@ mod tests {
         }
 
         fn apply(assignments: &mut BTreeMap<SlotId, Assignment>, p: &crate::core::Plan) {
-            for slot in &p.remove {
-                assignments.remove(slot);
-            }
-            for (slot, a) in &p.put {
-                assignments.insert(slot.clone(), a.clone());
-            }
+            p.apply(assignments);
         }
 
         /// Every assigned slot reported running healthy on its node.

@@ -313,12 +313,7 @@ mod tests {
     }
 
     fn apply(assignments: &mut BTreeMap<SlotId, Assignment>, plan: &Plan) {
-        for slot in &plan.remove {
-            assignments.remove(slot);
-        }
-        for (slot, a) in &plan.put {
-            assignments.insert(slot.clone(), a.clone());
-        }
+        plan.apply(assignments);
     }
 
     /// Slot index → node, of every assignment.

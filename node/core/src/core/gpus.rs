@@ -240,12 +240,7 @@ mod tests {
     }
 
     fn apply(assignments: &mut BTreeMap<SlotId, Assignment>, plan: &Plan) {
-        for slot in &plan.remove {
-            assignments.remove(slot);
-        }
-        for (slot, a) in &plan.put {
-            assignments.insert(slot.clone(), a.clone());
-        }
+        plan.apply(assignments);
     }
 
     /// Every (node, GPU) the assignments name, with how many name it.

@@ -87,6 +87,18 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Applies the plan to `assignments` as a document write would: removals, then puts
+    /// (the tests' model of the holder's write).
+    #[cfg(test)]
+    pub(crate) fn apply(&self, assignments: &mut BTreeMap<SlotId, Assignment>) {
+        for slot in &self.remove {
+            assignments.remove(slot);
+        }
+        for (slot, a) in &self.put {
+            assignments.insert(slot.clone(), a.clone());
+        }
+    }
+
     /// Nothing to write (pending slots write nothing).
     pub fn is_empty(&self) -> bool {
         self.put.is_empty() && self.remove.is_empty()
@@ -1020,12 +1032,7 @@ mod tests {
     }
 
     fn apply(assignments: &mut BTreeMap<SlotId, Assignment>, plan: &Plan) {
-        for slot in &plan.remove {
-            assignments.remove(slot);
-        }
-        for (slot, a) in &plan.put {
-            assignments.insert(slot.clone(), a.clone());
-        }
+        plan.apply(assignments);
     }
 
     #[test]
