@@ -12,6 +12,7 @@ use crate::model::{
     Service, ServiceName, ServiceSpec, SlotId, TokenRecord,
 };
 use crate::placement::Platform;
+use crate::rollout::{Deploy, Rollout, RolloutKind, RolloutState, KEPT_OLDER_SPECS};
 use crate::volume::Volume;
 use crate::CrdtError;
 
@@ -1237,7 +1238,26 @@ impl DesiredState {
                 .and_then(|g| u32::try_from(g).ok())
                 .unwrap_or_default(),
             mode: self.json(spec, "mode"),
+            // Since issue 15.
+            update: self.json(spec, "update"),
+            rollback: self.json(spec, "rollback"),
+            deploy: self.json(spec, "deploy"),
         }
+    }
+
+    /// `services.<name>.specs`: generation → spec JSON (issue 15); unreadable entries skipped.
+    fn older_specs(&self, obj: &ObjId) -> BTreeMap<u64, ServiceSpec> {
+        let Some(specs) = self.map(obj, "specs") else {
+            return BTreeMap::new();
+        };
+        self.doc
+            .keys(&specs)
+            .filter_map(|k| {
+                let generation = k.parse::<u64>().ok()?;
+                let spec = serde_json::from_str(&self.string(&specs, &k)?).ok()?;
+                Some((generation, spec))
+            })
+            .collect()
     }
 
     fn read_service(&self, services: &ObjId, name: &ServiceName) -> Option<Service> {
@@ -1250,6 +1270,10 @@ impl DesiredState {
             spec: self.read_spec(&spec),
             previous_spec: self
                 .string(&obj, "previous_spec")
+                .and_then(|s| serde_json::from_str(&s).ok()),
+            older_specs: self.older_specs(&obj),
+            rollout: self
+                .string(&obj, "rollout")
                 .and_then(|s| serde_json::from_str(&s).ok()),
         })
     }
@@ -1735,28 +1759,61 @@ impl DesiredState {
         }
         let spec_obj = self.ensure_map(&obj, "spec")?;
         let old = &current.spec;
+        self.put_spec_fields(&spec_obj, old, spec)?;
+        // Replicas and the restart policy are the reconcile loop's business: the running
+        // containers stay (a policy change lets a `failed` task be restarted again). So is
+        // placement: the scheduler moves only the replicas whose node no longer suits it.
+        // The rollout policies are the next rollout's. Anything else needs new containers:
+        // a new generation, rolled out under the update policy.
+        if !old.same_tasks(spec) {
+            let to = current.generation.saturating_add(1);
+            self.put_generation(
+                &obj,
+                &current,
+                Rollout {
+                    kind: RolloutKind::Update,
+                    from_generation: current.generation,
+                    to_generation: to,
+                    state: RolloutState::Updating,
+                    policy: spec.update,
+                    deploy: spec.deploy,
+                    updated_at_ms: 0,
+                },
+            )?;
+        }
+        Ok(self.commit(format!("service update {name}")))
+    }
+
+    /// Writes the fields of `spec` that differ from `old` under `spec_obj`, each under its
+    /// own key so that concurrent updates of different fields merge.
+    fn put_spec_fields(
+        &mut self,
+        spec_obj: &ObjId,
+        old: &ServiceSpec,
+        spec: &ServiceSpec,
+    ) -> Result<(), CrdtError> {
         if old.image != spec.image {
-            self.doc.put(&spec_obj, "image", spec.image.as_str())?;
+            self.doc.put(spec_obj, "image", spec.image.as_str())?;
         }
         if old.replicas != spec.replicas {
             self.doc
-                .put(&spec_obj, "replicas", u64::from(spec.replicas))?;
+                .put(spec_obj, "replicas", u64::from(spec.replicas))?;
         }
         if old.command != spec.command {
             self.doc
-                .put(&spec_obj, "command", serde_json::to_string(&spec.command)?)?;
+                .put(spec_obj, "command", serde_json::to_string(&spec.command)?)?;
         }
         if old.secrets != spec.secrets {
             self.doc
-                .put(&spec_obj, "secrets", serde_json::to_string(&spec.secrets)?)?;
+                .put(spec_obj, "secrets", serde_json::to_string(&spec.secrets)?)?;
         }
         if old.ports != spec.ports {
             self.doc
-                .put(&spec_obj, "ports", serde_json::to_string(&spec.ports)?)?;
+                .put(spec_obj, "ports", serde_json::to_string(&spec.ports)?)?;
         }
-        self.put_runtime_fields(&spec_obj, Some(old), spec)?;
+        self.put_runtime_fields(spec_obj, Some(old), spec)?;
         if old.env != spec.env {
-            let env = self.ensure_map(&spec_obj, "env")?;
+            let env = self.ensure_map(spec_obj, "env")?;
             for key in old.env.keys().filter(|k| !spec.env.contains_key(*k)) {
                 self.doc.delete(&env, key.as_str())?;
             }
@@ -1764,22 +1821,108 @@ impl DesiredState {
                 self.doc.put(&env, k.as_str(), v.as_str())?;
             }
         }
-        // Replicas and the restart policy are the reconcile loop's business: the running
-        // containers stay (a policy change lets a `failed` task be restarted again). So is
-        // placement: the scheduler moves only the replicas whose node no longer suits it.
-        let needs_new_containers = ServiceSpec {
-            replicas: spec.replicas,
-            restart: spec.restart,
-            placement: spec.placement.clone(),
-            ..old.clone()
-        } != *spec;
-        if needs_new_containers {
-            self.doc
-                .put(&obj, "generation", current.generation.saturating_add(1))?;
-            self.doc
-                .put(&obj, "previous_spec", serde_json::to_string(old)?)?;
+        Ok(())
+    }
+
+    /// Starts the rollout to a new generation: `generation` + 1, the replaced spec kept as
+    /// `previous_spec` and under `specs.<old generation>` (the oldest beyond
+    /// [`KEPT_OLDER_SPECS`] dropped), and `rollout` written.
+    fn put_generation(
+        &mut self,
+        obj: &ObjId,
+        current: &Service,
+        rollout: Rollout,
+    ) -> Result<(), CrdtError> {
+        self.doc.put(obj, "generation", rollout.to_generation)?;
+        self.doc
+            .put(obj, "previous_spec", serde_json::to_string(&current.spec)?)?;
+        let specs = self.ensure_map(obj, "specs")?;
+        self.doc.put(
+            &specs,
+            current.generation.to_string().as_str(),
+            serde_json::to_string(&current.spec)?,
+        )?;
+        let mut kept: Vec<u64> = current.older_specs.keys().copied().collect();
+        kept.push(current.generation);
+        kept.sort_unstable();
+        kept.dedup();
+        let drop = kept.len().saturating_sub(KEPT_OLDER_SPECS);
+        for generation in &kept[..drop] {
+            self.doc.delete(&specs, generation.to_string().as_str())?;
         }
-        Ok(self.commit(format!("service update {name}")))
+        self.doc
+            .put(obj, "rollout", serde_json::to_string(&rollout)?)?;
+        Ok(())
+    }
+
+    /// Writes the rollout record of service `name` (the lease holder as a rollout advances,
+    /// or an API peer for `service promote`/pause). A record for another generation than the
+    /// service's current one is refused: it belongs to a superseded rollout.
+    ///
+    /// Errors: [`CrdtError::UnknownService`]; [`CrdtError::InvalidSpec`] when
+    /// `rollout.to_generation` is not the current generation.
+    pub fn set_rollout(
+        &mut self,
+        name: &ServiceName,
+        rollout: &Rollout,
+    ) -> Result<ChangeBytes, CrdtError> {
+        let (obj, current) = self.live_service_obj(name)?;
+        if rollout.to_generation != current.generation {
+            return Err(CrdtError::InvalidSpec {
+                field: "rollout",
+                reason: format!(
+                    "rollout of generation {} for service {name}, whose generation is {}",
+                    rollout.to_generation, current.generation
+                ),
+            });
+        }
+        if current.rollout.as_ref() == Some(rollout) {
+            return Ok(Vec::new());
+        }
+        self.doc
+            .put(&obj, "rollout", serde_json::to_string(rollout)?)?;
+        Ok(self.commit(format!("service rollout {name} {}", rollout.state_word())))
+    }
+
+    /// `service rollback`: the previous spec becomes the spec again, as a new generation
+    /// rolled out under the rollback policy of the spec it replaces (Swarm's rule). The
+    /// replica count stays what it is now.
+    ///
+    /// Errors: [`CrdtError::UnknownService`]; [`CrdtError::InvalidSpec`] when the service
+    /// has no previous spec.
+    pub fn rollback_service(&mut self, name: &ServiceName) -> Result<ChangeBytes, CrdtError> {
+        let (obj, current) = self.live_service_obj(name)?;
+        let Some(previous) = current.previous_spec.clone() else {
+            return Err(CrdtError::InvalidSpec {
+                field: "previous_spec",
+                reason: format!("service {name} has no previous spec to roll back to"),
+            });
+        };
+        let target = ServiceSpec {
+            replicas: current.spec.replicas,
+            ..previous
+        };
+        let policy = current.spec.rollback;
+        // The spec is written field by field (as an update is); the generation then moves
+        // on even when the fields equal the current ones, so the rollout replaces the
+        // slots that run the replaced generation.
+        let spec_obj = self.ensure_map(&obj, "spec")?;
+        let old = current.spec.clone();
+        self.put_spec_fields(&spec_obj, &old, &target)?;
+        self.put_generation(
+            &obj,
+            &current,
+            Rollout {
+                kind: RolloutKind::Rollback,
+                from_generation: current.generation,
+                to_generation: current.generation.saturating_add(1),
+                state: RolloutState::Updating,
+                policy,
+                deploy: Deploy::Rolling,
+                updated_at_ms: 0,
+            },
+        )?;
+        Ok(self.commit(format!("service rollback {name}")))
     }
 
     /// Writes the spec keys added in issue 6 (`health`, `restart`, `resources`,
@@ -1837,6 +1980,18 @@ impl DesiredState {
         if old.is_none_or(|o| o.mode != spec.mode) {
             self.doc
                 .put(spec_obj, "mode", serde_json::to_string(&spec.mode)?)?;
+        }
+        if old.is_none_or(|o| o.update != spec.update) {
+            self.doc
+                .put(spec_obj, "update", serde_json::to_string(&spec.update)?)?;
+        }
+        if old.is_none_or(|o| o.rollback != spec.rollback) {
+            self.doc
+                .put(spec_obj, "rollback", serde_json::to_string(&spec.rollback)?)?;
+        }
+        if old.is_none_or(|o| o.deploy != spec.deploy) {
+            self.doc
+                .put(spec_obj, "deploy", serde_json::to_string(&spec.deploy)?)?;
         }
         Ok(())
     }

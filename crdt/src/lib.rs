@@ -77,6 +77,7 @@ mod error;
 mod image_ref;
 mod model;
 mod placement;
+mod rollout;
 mod store;
 mod volume;
 
@@ -101,6 +102,10 @@ pub use placement::{
     valid_label_key, validate_label, Constraint, ConstraintKey, ConstraintOp, Placement, Platform,
     SpreadPreference, MAX_CONSTRAINTS, MAX_CONSTRAINT_BYTES, MAX_LABEL_KEY_BYTES,
     MAX_LABEL_VALUE_BYTES, MAX_NODE_LABELS, MAX_PREFERENCES, UNKNOWN_PLATFORM,
+};
+pub use rollout::{
+    CanaryCount, Deploy, FailureAction, Rollout, RolloutKind, RolloutState, UpdateOrder,
+    UpdatePolicy, KEPT_OLDER_SPECS,
 };
 pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
 pub use volume::{

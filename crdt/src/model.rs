@@ -342,6 +342,35 @@ pub struct ServiceSpec {
     /// member, `--mode global`; `replicas` must then be 0).
     #[serde(default)]
     pub mode: ServiceMode,
+    /// How an update rolls out (`--update-*`); Swarm's defaults. Not part of what a task
+    /// runs: changing it alone starts no rollout.
+    #[serde(default)]
+    pub update: crate::rollout::UpdatePolicy,
+    /// How a rollback rolls out (`--rollback-*`); Swarm's defaults.
+    #[serde(default)]
+    pub rollback: crate::rollout::UpdatePolicy,
+    /// The deployment strategy of the next update (`--deploy rolling|canary|blue-green`).
+    #[serde(default)]
+    pub deploy: crate::rollout::Deploy,
+}
+
+impl ServiceSpec {
+    /// Whether tasks of `self` and of `other` run the same containers: equal but for the
+    /// fields the reconcile loop and the scheduler apply to running tasks (replica count,
+    /// restart policy, placement) and the rollout's own policy (update, rollback, deploy).
+    /// A spec change that keeps this `true` needs no new containers and starts no rollout;
+    /// a change that makes it `false` increases the service's generation.
+    pub fn same_tasks(&self, other: &ServiceSpec) -> bool {
+        ServiceSpec {
+            replicas: other.replicas,
+            restart: other.restart,
+            placement: other.placement.clone(),
+            update: other.update,
+            rollback: other.rollback,
+            deploy: other.deploy,
+            ..self.clone()
+        } == *other
+    }
 }
 
 /// How many tasks a service runs (`--mode`), as in Docker Swarm.
@@ -901,6 +930,27 @@ pub struct Service {
     /// The spec before the last update that changed the generation, for a rollback.
     #[serde(default)]
     pub previous_spec: Option<ServiceSpec>,
+    /// The specs of older generations that slots may still run during a rollout, by
+    /// generation: at most [`crate::rollout::KEPT_OLDER_SPECS`], the newest kept. Empty in
+    /// documents written before rollouts.
+    #[serde(default)]
+    pub older_specs: BTreeMap<u64, ServiceSpec>,
+    /// The rollout of the current generation; `None` for a service never updated (or in
+    /// documents written before rollouts).
+    #[serde(default)]
+    pub rollout: Option<crate::rollout::Rollout>,
+}
+
+impl Service {
+    /// The spec a slot assigned at `generation` runs: the current spec for the current
+    /// generation, a kept older one otherwise; `None` for a generation no longer kept.
+    pub fn spec_for(&self, generation: u64) -> Option<&ServiceSpec> {
+        if generation == self.generation {
+            Some(&self.spec)
+        } else {
+            self.older_specs.get(&generation)
+        }
+    }
 }
 
 /// The key of one replica of a service: `<service>/<slot>`.

@@ -511,6 +511,84 @@ fn update_service_writes_only_what_changed_and_keeps_the_previous_spec() {
 }
 
 #[test]
+fn an_update_starts_a_rollout_and_keeps_the_older_specs_a_rollback_returns() {
+    use crate::{FailureAction, RolloutKind, RolloutState, UpdatePolicy, KEPT_OLDER_SPECS};
+    let (mut a, mut b) = pair();
+    let web = name("web");
+    a.create_service(&web, &spec(3)).expect("create");
+    assert!(a.service(&web).expect("web").rollout.is_none());
+    // A policy-only change is no new generation and no rollout.
+    let mut policy = spec(3);
+    policy.update = UpdatePolicy {
+        parallelism: 2,
+        failure_action: FailureAction::Rollback,
+        ..UpdatePolicy::default()
+    };
+    a.update_service(&web, &policy).expect("policy");
+    let s = a.service(&web).expect("web");
+    assert_eq!((s.generation, s.rollout.is_none()), (1, true));
+    let mut v2 = policy.clone();
+    v2.image = "warren/busybox:2".into();
+    a.update_service(&web, &v2).expect("update");
+    sync_pair(&mut a, &mut b);
+    for doc in [&a, &b] {
+        let s = doc.service(&web).expect("web");
+        let rollout = s.rollout.clone().expect("rollout");
+        assert_eq!((rollout.from_generation, rollout.to_generation), (1, 2));
+        assert_eq!(rollout.kind, RolloutKind::Update);
+        assert_eq!(rollout.state, RolloutState::Updating);
+        assert_eq!(
+            rollout.policy.parallelism, 2,
+            "the new spec's update policy"
+        );
+        assert_eq!(
+            s.spec_for(1).map(|p| p.image.as_str()),
+            Some("warren/busybox:latest")
+        );
+        assert_eq!(
+            s.spec_for(2).map(|p| p.image.as_str()),
+            Some("warren/busybox:2")
+        );
+    }
+    // The holder's state write for a superseded generation is refused.
+    let mut done = a.service(&web).and_then(|s| s.rollout).expect("rollout");
+    done.state = RolloutState::Completed;
+    a.set_rollout(&web, &done).expect("current generation");
+    assert_eq!(
+        a.service(&web).and_then(|s| s.rollout).map(|r| r.state),
+        Some(RolloutState::Completed)
+    );
+    // Rollback: the previous spec again, as generation 3, rolled out as a rollback; the
+    // replica count stays.
+    let mut scaled = v2.clone();
+    scaled.replicas = 5;
+    a.update_service(&web, &scaled).expect("scale");
+    a.rollback_service(&web).expect("rollback");
+    let s = a.service(&web).expect("web");
+    assert_eq!(s.generation, 3);
+    assert_eq!(s.spec.image, "warren/busybox:latest");
+    assert_eq!(s.spec.replicas, 5);
+    let rollout = s.rollout.clone().expect("rollout");
+    assert_eq!(
+        (rollout.kind, rollout.from_generation, rollout.to_generation),
+        (RolloutKind::Rollback, 2, 3)
+    );
+    assert!(
+        a.set_rollout(&web, &done).is_err(),
+        "generation 2's rollout is superseded"
+    );
+    // Older specs are bounded.
+    for i in 0..10 {
+        let mut next = a.service(&web).expect("web").spec;
+        next.command = vec![format!("v{i}")];
+        a.update_service(&web, &next).expect("update");
+    }
+    let s = a.service(&web).expect("web");
+    assert_eq!(s.older_specs.len(), KEPT_OLDER_SPECS);
+    assert!(s.older_specs.contains_key(&(s.generation - 1)));
+}
+
+#[test]
 fn concurrent_re_creations_resolve_to_the_higher_generation() {
     let (mut a, mut b) = pair();
     a.create_service(&name("web"), &spec(1)).expect("create");

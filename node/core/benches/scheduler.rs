@@ -86,6 +86,8 @@ fn fleet(nodes: usize, services_count: usize, replicas: u32) -> Fleet {
                 deleted: false,
                 spec,
                 previous_spec: None,
+                older_specs: Default::default(),
+                rollout: None,
             },
         );
     }

@@ -902,6 +902,15 @@ pub(crate) struct CreateService {
     /// Whole GPUs each task reserves; none by default.
     #[serde(default)]
     gpus: u32,
+    /// How updates roll out; Swarm's defaults.
+    #[serde(default)]
+    update: warren_crdt::UpdatePolicy,
+    /// How rollbacks roll out; Swarm's defaults.
+    #[serde(default)]
+    rollback: warren_crdt::UpdatePolicy,
+    /// The deployment strategy of updates; rolling by default.
+    #[serde(default)]
+    deploy: warren_crdt::Deploy,
 }
 
 #[derive(Debug, Serialize)]
@@ -939,6 +948,9 @@ async fn create_service(
         placement: body.placement,
         mounts: body.mounts,
         gpus: body.gpus,
+        update: body.update,
+        rollback: body.rollback,
+        deploy: body.deploy,
     };
     // One rule set for every way a spec enters: the same check runs on update and when a
     // node reads a spec from the document.

@@ -290,6 +290,8 @@ mod tests {
                 generation: 1,
                 deleted: false,
                 previous_spec: None,
+                older_specs: Default::default(),
+                rollout: None,
                 spec: ServiceSpec {
                     image: "warren-test:latest".into(),
                     replicas: 2,

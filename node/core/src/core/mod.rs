@@ -838,6 +838,8 @@ mod tests {
             generation: 1,
             deleted: false,
             previous_spec: None,
+            older_specs: Default::default(),
+            rollout: None,
             spec: ServiceSpec {
                 image: "img".into(),
                 replicas: 2,
@@ -1020,6 +1022,8 @@ mod tests {
             generation: 1,
             deleted: false,
             previous_spec: None,
+            older_specs: Default::default(),
+            rollout: None,
             spec: ServiceSpec {
                 image: "img".into(),
                 replicas: 4,

@@ -1011,6 +1011,8 @@ mod tests {
                 generation: 1,
                 deleted: false,
                 previous_spec: None,
+                older_specs: Default::default(),
+                rollout: None,
                 spec: ServiceSpec {
                     image: "img".into(),
                     replicas,

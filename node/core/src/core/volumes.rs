@@ -237,6 +237,8 @@ mod tests {
                 spec: spec(&["source=data,target=/data"]),
                 deleted: false,
                 previous_spec: None,
+                older_specs: Default::default(),
+                rollout: None,
             },
         )]);
         let lease = Lease {
