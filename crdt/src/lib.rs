@@ -78,6 +78,7 @@ mod image_ref;
 mod model;
 mod placement;
 mod rollout;
+mod rollout_rules;
 mod store;
 mod volume;
 
@@ -107,6 +108,7 @@ pub use rollout::{
     CanaryCount, Deploy, FailureAction, Rollout, RolloutKind, RolloutState, UpdateOrder,
     UpdatePolicy, KEPT_OLDER_SPECS,
 };
+pub use rollout_rules::MAX_FAILURE_RATIO_PERMILLE;
 pub use store::{Loaded, Store, COMPACT_AFTER_CHUNKS};
 pub use volume::{
     validate_mounts, validate_volume_name, Mount, MountKind, Volume, LOCAL_DRIVER, MAX_MOUNTS,

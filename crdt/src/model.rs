@@ -538,6 +538,8 @@ impl ServiceSpec {
                 format!("must be at most {MAX_SERVICE_GPUS}"),
             ));
         }
+        // Since issue 15: the rollout policies and strategy (crate::rollout_rules).
+        self.validate_rollout()?;
         Ok(())
     }
 }
