@@ -2408,6 +2408,35 @@ impl DesiredState {
     }
 }
 
+/// Rollout records written by an operator (issue 15's `service promote`, `pause`, `resume`).
+impl DesiredState {
+    /// Writes the rollout record of service `name` as [`DesiredState::set_rollout`] does,
+    /// committed as `service VERB NAME` (e.g. `service promote web`) so the cluster's
+    /// history says what the operator did.
+    ///
+    /// Errors: as [`DesiredState::set_rollout`].
+    pub fn set_rollout_by_operator(
+        &mut self,
+        name: &ServiceName,
+        rollout: &Rollout,
+        verb: &str,
+    ) -> Result<ChangeBytes, CrdtError> {
+        let (obj, current) = self.live_service_obj(name)?;
+        if rollout.to_generation != current.generation {
+            return Err(CrdtError::InvalidSpec {
+                field: "rollout",
+                reason: format!(
+                    "rollout of generation {} for service {name}, whose generation is {}",
+                    rollout.to_generation, current.generation
+                ),
+            });
+        }
+        self.doc
+            .put(&obj, "rollout", serde_json::to_string(rollout)?)?;
+        Ok(self.commit(format!("service {verb} {name}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

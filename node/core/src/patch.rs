@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use warren_crdt::{
-    ClusterSetting, HealthCheck, HealthProbe, PortSpec, RestartCondition, SecretMount, ServiceMode,
-    ServiceSpec,
+    CanaryCount, ClusterSetting, Deploy, FailureAction, HealthCheck, HealthProbe, PortSpec,
+    RestartCondition, SecretMount, ServiceMode, ServiceSpec, UpdateOrder, UpdatePolicy,
 };
 
 /// Changes to a health check. With no check in the spec, `probe` is required; the other
@@ -133,6 +133,119 @@ pub struct ServicePatch {
     /// refused ([`PatchError::ModeChange`]).
     #[serde(default)]
     pub mode: Option<ServiceMode>,
+    /// Changes to the update policy (`--update-*`): only the fields given (issue 15).
+    #[serde(default)]
+    pub update: Option<PolicyPatch>,
+    /// Changes to the rollback policy (`--rollback-*`): only the fields given.
+    #[serde(default)]
+    pub rollback: Option<PolicyPatch>,
+    /// Changes to the deployment strategy (`--deploy`, `--canary`, `--canary-weight`).
+    #[serde(default)]
+    pub deploy: Option<DeployPatch>,
+}
+
+/// Changes to an update or rollback policy ([`UpdatePolicy`]): absent fields keep their
+/// value, so `--update-delay 5s` alone changes only the delay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyPatch {
+    /// Slots per batch; 0: all at once.
+    #[serde(default)]
+    pub parallelism: Option<u32>,
+    /// Milliseconds between batches.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Stop-first or start-first.
+    #[serde(default)]
+    pub order: Option<UpdateOrder>,
+    /// Milliseconds a new task must stay running and healthy.
+    #[serde(default)]
+    pub monitor_ms: Option<u64>,
+    /// Pause, rollback or continue when failures exceed the ratio.
+    #[serde(default)]
+    pub failure_action: Option<FailureAction>,
+    /// Failures tolerated, thousandths of the slots updated (0–1,000).
+    #[serde(default)]
+    pub max_failure_ratio_permille: Option<u16>,
+}
+
+impl PolicyPatch {
+    /// `policy` with the fields given replaced.
+    pub fn apply(&self, policy: &UpdatePolicy) -> UpdatePolicy {
+        UpdatePolicy {
+            parallelism: self.parallelism.unwrap_or(policy.parallelism),
+            delay_ms: self.delay_ms.unwrap_or(policy.delay_ms),
+            order: self.order.unwrap_or(policy.order),
+            monitor_ms: self.monitor_ms.unwrap_or(policy.monitor_ms),
+            failure_action: self.failure_action.unwrap_or(policy.failure_action),
+            max_failure_ratio_permille: self
+                .max_failure_ratio_permille
+                .unwrap_or(policy.max_failure_ratio_permille),
+        }
+    }
+}
+
+/// A deployment strategy's name, as `--deploy` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeployStrategy {
+    /// [`Deploy::Rolling`].
+    Rolling,
+    /// [`Deploy::Canary`].
+    Canary,
+    /// [`Deploy::BlueGreen`].
+    BlueGreen,
+}
+
+/// Changes to the deployment strategy. `canary` or `canary_weight_percent` without
+/// `strategy` keep (or, from another strategy, choose) canary; with another strategy they
+/// are refused ([`PatchError::CanaryFlagsWithoutCanary`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployPatch {
+    /// The new strategy.
+    #[serde(default)]
+    pub strategy: Option<DeployStrategy>,
+    /// How many tasks run the canary (`--canary N` or `P%`); default 1 task when canary is
+    /// chosen without it.
+    #[serde(default)]
+    pub canary: Option<CanaryCount>,
+    /// Share of connections the canary gets, percent (`--canary-weight`).
+    #[serde(default)]
+    pub canary_weight_percent: Option<u8>,
+}
+
+impl DeployPatch {
+    /// `deploy` with the patch applied.
+    ///
+    /// Errors: [`PatchError::CanaryFlagsWithoutCanary`] when `canary` or
+    /// `canary_weight_percent` come with a strategy other than canary.
+    pub fn apply(&self, deploy: &Deploy) -> Result<Deploy, PatchError> {
+        let canary_flags = self.canary.is_some() || self.canary_weight_percent.is_some();
+        let strategy = match (self.strategy, canary_flags) {
+            (Some(s), _) => s,
+            (None, true) => DeployStrategy::Canary,
+            (None, false) => return Ok(*deploy),
+        };
+        match strategy {
+            DeployStrategy::Canary => {
+                let (count, weight) = match deploy {
+                    Deploy::Canary {
+                        count,
+                        weight_percent,
+                    } => (*count, *weight_percent),
+                    _ => (CanaryCount::Tasks(1), None),
+                };
+                Ok(Deploy::Canary {
+                    count: self.canary.unwrap_or(count),
+                    weight_percent: self.canary_weight_percent.or(weight),
+                })
+            }
+            _ if canary_flags => Err(PatchError::CanaryFlagsWithoutCanary),
+            DeployStrategy::Rolling => Ok(Deploy::Rolling),
+            DeployStrategy::BlueGreen => Ok(Deploy::BlueGreen),
+        }
+    }
 }
 
 /// Why a patch cannot be applied to a spec.
@@ -163,6 +276,9 @@ pub enum PatchError {
         /// The mode the patch asked for.
         to: ServiceMode,
     },
+    /// `--canary` or `--canary-weight` with a `--deploy` other than canary.
+    #[error("--canary and --canary-weight go with --deploy canary only")]
+    CanaryFlagsWithoutCanary,
 }
 
 impl ServicePatch {
@@ -281,6 +397,15 @@ impl ServicePatch {
             &self.preferences_rm,
             &self.preferences_add,
         );
+        if let Some(p) = &self.update {
+            out.update = p.apply(&out.update);
+        }
+        if let Some(p) = &self.rollback {
+            out.rollback = p.apply(&out.rollback);
+        }
+        if let Some(d) = &self.deploy {
+            out.deploy = d.apply(&out.deploy)?;
+        }
         Ok(out)
     }
 }
@@ -329,6 +454,59 @@ mod tests {
             command: vec!["httpd".into()],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn policy_and_deploy_patches_change_only_what_they_name() {
+        let patch: ServicePatch = serde_json::from_str(
+            r#"{"update": {"delay_ms": 5000}, "rollback": {"order": "start-first"}}"#,
+        )
+        .expect("a patch");
+        let mut spec = base();
+        spec.update.parallelism = 2;
+        let out = patch.apply(&spec).expect("apply");
+        assert_eq!(
+            out.update,
+            UpdatePolicy {
+                parallelism: 2,
+                delay_ms: 5_000,
+                ..UpdatePolicy::default()
+            }
+        );
+        assert_eq!(out.rollback.order, UpdateOrder::StartFirst);
+        assert_eq!(out.rollback.parallelism, 1);
+        // --canary alone chooses canary (1 task unless given); the weight is kept after.
+        let canary: ServicePatch =
+            serde_json::from_str(r#"{"deploy": {"canary_weight_percent": 10}}"#).expect("patch");
+        let out = canary.apply(&base()).expect("apply");
+        assert_eq!(
+            out.deploy,
+            Deploy::Canary {
+                count: CanaryCount::Tasks(1),
+                weight_percent: Some(10)
+            }
+        );
+        let count: ServicePatch =
+            serde_json::from_str(r#"{"deploy": {"canary": {"percent": 25}}}"#).expect("patch");
+        assert_eq!(
+            count.apply(&out).expect("apply").deploy,
+            Deploy::Canary {
+                count: CanaryCount::Percent(25),
+                weight_percent: Some(10)
+            }
+        );
+        let rolling: ServicePatch =
+            serde_json::from_str(r#"{"deploy": {"strategy": "rolling"}}"#).expect("patch");
+        assert_eq!(rolling.apply(&out).expect("apply").deploy, Deploy::Rolling);
+        let contradiction: ServicePatch = serde_json::from_str(
+            r#"{"deploy": {"strategy": "blue-green", "canary": {"tasks": 2}}}"#,
+        )
+        .expect("patch");
+        assert_eq!(
+            contradiction.apply(&out),
+            Err(PatchError::CanaryFlagsWithoutCanary)
+        );
+        assert!(serde_json::from_str::<ServicePatch>(r#"{"update": {"paralelism": 2}}"#).is_err());
     }
 
     #[test]

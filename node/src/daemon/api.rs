@@ -19,6 +19,10 @@
 //! | `PATCH /v1/services/{name}` [`ServicePatch`](crate::patch::ServicePatch) | changes only the fields given |
 //! | `POST /v1/services/{name}/scale` `{replicas}` | sets its replica count |
 //! | `DELETE /v1/services/{name}` | removes it |
+//! | `POST /v1/services/{name}/rollback` | returns to its previous spec under the rollback policy (400 when it has none) |
+//! | `POST /v1/services/{name}/promote` | a canary awaiting promotion rolls the rest (409 `conflict` otherwise) |
+//! | `POST /v1/services/{name}/pause` | an updating rollout stops where it stands (409 `conflict` otherwise) |
+//! | `POST /v1/services/{name}/resume` | a paused rollout goes on (409 `conflict` otherwise) |
 //! | `POST /v1/secrets` `{name, value_base64}` | creates a secret sealed to every member |
 //! | `GET /v1/secrets`, `GET /v1/secrets/{name}` | metadata only: version, size, recipients |
 //! | `POST /v1/secrets/{name}/rotate` | re-keys it for the current members |
@@ -42,7 +46,7 @@
 //! 128 KiB, 414 for a path and query over [`MAX_URI_BYTES`], malformed JSON), is
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status and a stable code:
 //! `invalid_argument`, `unknown_field`, `unauthorized`, `not_found`, `method_not_allowed`,
-//! `already_exists`, `payload_too_large`, `uri_too_long`, `unsupported_media_type`,
+//! `already_exists`, `conflict`, `payload_too_large`, `uri_too_long`, `unsupported_media_type`,
 //! `internal`, `unavailable`. (A request line beyond hyper's own limit, 64 KiB, is refused
 //! by hyper before any of this runs, with an empty 414.)
 
@@ -120,6 +124,10 @@ impl From<WriteError> for ApiError {
         let message = e.to_string();
         match e.kind() {
             WriteErrorKind::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            // A rollout step refused: nothing exists twice, the state does not allow it.
+            WriteErrorKind::Conflict if matches!(e, WriteError::RolloutStep { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
             WriteErrorKind::Conflict => {
                 ApiError::new(StatusCode::CONFLICT, "already_exists", message)
             }
@@ -334,6 +342,11 @@ fn routes(state: ApiState) -> Router {
         .route("/v1/services/{name}/tasks", get(service_tasks))
         .route("/v1/services/{name}/logs", get(super::logs::service_logs))
         .route("/v1/services/{name}/scale", post(scale_service))
+        // Issue 15: an operator's steps in a rollout.
+        .route("/v1/services/{name}/rollback", post(rollback_service))
+        .route("/v1/services/{name}/promote", post(promote_service))
+        .route("/v1/services/{name}/pause", post(pause_service))
+        .route("/v1/services/{name}/resume", post(resume_service))
         .route(
             "/v1/cluster/settings",
             get(cluster_settings).patch(update_cluster_settings),
@@ -1370,4 +1383,65 @@ async fn remove_volume(
     let name = parse_volume_name(&name)?;
     write(&state, Write::RemoveVolume(name.clone())).await?;
     Ok(Json(json!({ "name": name, "deleted": true })))
+}
+
+/// `POST /v1/services/{name}/rollback`: the previous spec becomes the spec again, as a new
+/// generation rolled out under the rollback policy. 400 when the service has no previous
+/// spec (it was never updated in a way that replaced its containers).
+async fn rollback_service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_name(&name)?;
+    let reply_name = name.clone();
+    write(&state, Write::RollbackService(name)).await?;
+    Ok(Json(json!({ "name": reply_name, "rollback": true })))
+}
+
+/// One operator step in a rollout; answers `{name, step}` or 409 `conflict` saying the
+/// rollout's state.
+async fn step_rollout(
+    state: &ApiState,
+    name: &str,
+    step: crate::machine::RolloutStep,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_name(name)?;
+    let reply_name = name.clone();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    write(
+        state,
+        Write::StepRollout {
+            service: name,
+            step,
+            now_ms,
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "name": reply_name, "step": step.as_str() })))
+}
+
+/// `POST /v1/services/{name}/promote`: a canary awaiting promotion rolls the rest.
+async fn promote_service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    step_rollout(&state, &name, crate::machine::RolloutStep::Promote).await
+}
+
+/// `POST /v1/services/{name}/pause`: an updating rollout stops where it stands.
+async fn pause_service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    step_rollout(&state, &name, crate::machine::RolloutStep::Pause).await
+}
+
+/// `POST /v1/services/{name}/resume`: a paused rollout goes on.
+async fn resume_service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    step_rollout(&state, &name, crate::machine::RolloutStep::Resume).await
 }

@@ -35,6 +35,7 @@ mod admission;
 mod availability;
 mod desired;
 mod keys;
+mod operator_rollout;
 mod placement;
 mod read_model;
 mod reports;
@@ -44,6 +45,7 @@ mod volumes;
 mod writes;
 
 pub use admission::JoinError;
+pub use operator_rollout::{RolloutStep, PAUSED_BY_OPERATOR};
 pub use desired::rejected_services;
 pub use placement::OwnDescription;
 pub use read_model::{LeaseStatus, MemberStatus, SecretMeta, Snapshot, TaskView};

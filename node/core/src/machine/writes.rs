@@ -75,6 +75,18 @@ pub enum Write {
     CreateVolume(warren_crdt::Volume),
     /// Remove a volume (refused while a live service mounts it).
     RemoveVolume(String),
+    /// `service rollback`: the previous spec becomes the spec again, rolled out under the
+    /// rollback policy (issue 15).
+    RollbackService(ServiceName),
+    /// `service promote|pause|resume`: an operator's step in a service's rollout.
+    StepRollout {
+        /// The service.
+        service: ServiceName,
+        /// The step.
+        step: super::RolloutStep,
+        /// Wall clock now, Unix milliseconds (written in the record for people).
+        now_ms: u64,
+    },
 }
 
 /// A secret's plaintext on its way in: zeroed when dropped, never printed by `Debug`.
@@ -150,6 +162,18 @@ pub enum WriteError {
         /// The live services that mount it.
         services: Vec<String>,
     },
+    /// The rollout is not in the state the operator's step needs, e.g. `service promote`
+    /// while no canary waits: "service web has no canary waiting for promotion (rollout:
+    /// completed)".
+    #[error("service {service} {} (rollout: {state})", .step.needs())]
+    RolloutStep {
+        /// The service.
+        service: String,
+        /// The step refused.
+        step: super::RolloutStep,
+        /// Its rollout's state word, or `none`.
+        state: &'static str,
+    },
     /// The change was made but could not be persisted: it is not acknowledged.
     #[error("write not persisted: {0}")]
     NotPersisted(String),
@@ -187,7 +211,8 @@ impl WriteError {
             WriteError::NoSuchToken { .. } => WriteErrorKind::NotFound,
             WriteError::SecretExists(_)
             | WriteError::VolumeExists(_)
-            | WriteError::VolumeInUse { .. } => WriteErrorKind::Conflict,
+            | WriteError::VolumeInUse { .. }
+            | WriteError::RolloutStep { .. } => WriteErrorKind::Conflict,
             WriteError::Patch(_) | WriteError::RemoveSelf => WriteErrorKind::Invalid,
             WriteError::Secret(crate::secrets::SecretError::Invalid(_)) => WriteErrorKind::Invalid,
             WriteError::Secret(_)
@@ -289,6 +314,12 @@ impl NodeMachine {
             Write::RemoveSecret(name) => (self.state.remove_secret(&name)?, WriteAck::Done),
             Write::CreateVolume(volume) => (self.create_volume(&volume)?, WriteAck::Done),
             Write::RemoveVolume(name) => (self.remove_volume(&name)?, WriteAck::Done),
+            Write::RollbackService(name) => (self.state.rollback_service(&name)?, WriteAck::Done),
+            Write::StepRollout {
+                service,
+                step,
+                now_ms,
+            } => (self.step_rollout(&service, step, now_ms)?, WriteAck::Done),
             Write::CreateJoinToken { grant, now_secs } => {
                 let cluster = self.state.cluster().ok_or(CrdtError::NoCluster)?;
                 let bootstrap = self.my_addrs();
