@@ -56,9 +56,10 @@ pub fn eligible(service: &Service, member: &Member) -> bool {
 }
 
 /// Whether the standing assignment `a` of a global service's slot stays as it is: made for
-/// the service's current generation, on a member that is still [`eligible`] (live or not).
+/// the service's current generation or an older one (the rollout moves it,
+/// [`super::rollout`]), on a member that is still [`eligible`] (live or not).
 pub fn stands(service: &Service, a: &Assignment, members: &BTreeMap<NodeId, Member>) -> bool {
-    a.spec_generation == service.generation
+    a.spec_generation <= service.generation
         && members.get(&a.node).is_some_and(|m| eligible(service, m))
 }
 
