@@ -311,9 +311,7 @@ impl ClusterView {
                 let service = self.services.get(&slot.service).filter(|s| !s.deleted)?;
                 // Each slot runs its assignment's generation (a rollout moves it on); a
                 // generation no longer kept runs the current spec.
-                let spec = service
-                    .spec_for(a.spec_generation)
-                    .unwrap_or(&service.spec);
+                let spec = service.spec_for(a.spec_generation).unwrap_or(&service.spec);
                 service.spec.wants_slot(slot.slot).then(|| DesiredTask {
                     slot: slot.clone(),
                     epoch: a.epoch,

@@ -1328,4 +1328,110 @@ mod tests {
         assert!(round.actions.is_empty(), "{:?}", round.actions);
         assert_eq!(round.tasks[&slot(0)].phase, RestartPhase::Exited);
     }
+
+    /// Slot 0 at generation 2, kept beside its running container of generation 1 as
+    /// `previous` says.
+    fn rolled(previous: PreviousCopy) -> DesiredTask {
+        DesiredTask {
+            generation: 2,
+            previous,
+            ..desired(0)
+        }
+    }
+
+    fn with_health(mut t: ActualTask, health: TaskHealth) -> ActualTask {
+        t.health = health;
+        t
+    }
+
+    #[test]
+    fn start_first_keeps_the_old_container_until_the_new_one_runs_healthy() {
+        let want = [rolled(PreviousCopy::UntilHealthy)];
+        let mut supervisor = Supervisor::new();
+        supervisor.set_deregistration_delay(1_000);
+        let old = actual("old", 0, 1, ActualTaskState::Running);
+        // The new one is created beside the old one, which keeps running.
+        let round = supervisor.round(&want, std::slice::from_ref(&old), Millis(0));
+        assert_eq!(
+            round.actions,
+            vec![RuntimeAction::Create(Box::new(want[0].clone()))]
+        );
+        assert_eq!(round.previous, vec!["old".to_string()]);
+        // Both generations are reported: the new task (pending) first, the old one after.
+        let reports = round_statuses(
+            &want,
+            std::slice::from_ref(&old),
+            &round,
+            &BTreeMap::new(),
+            TaskState::Pending,
+        );
+        let seen: Vec<(u64, TaskState)> = reports.iter().map(|r| (r.generation, r.state)).collect();
+        assert_eq!(seen, vec![(0, TaskState::Pending), (1, TaskState::Running)]);
+        // The new one runs but is not healthy yet: the old one stays.
+        let new = with_health(
+            actual("new", 0, 2, ActualTaskState::Running),
+            TaskHealth::Starting,
+        );
+        let round = supervisor.round(&want, &[old.clone(), new.clone()], Millis(100));
+        assert!(round.actions.is_empty(), "{:?}", round.actions);
+        let reports = round_statuses(
+            &want,
+            &[old.clone(), new.clone()],
+            &round,
+            &BTreeMap::new(),
+            TaskState::Pending,
+        );
+        let seen: Vec<u64> = reports.iter().map(|r| r.generation).collect();
+        assert_eq!(seen, vec![2, 1], "service ps shows both generations");
+        // Healthy: the old one deregisters first, then goes.
+        let new = with_health(new, TaskHealth::Healthy);
+        let round = supervisor.round(&want, &[old.clone(), new.clone()], Millis(200));
+        assert!(round.actions.is_empty(), "{:?}", round.actions);
+        assert_eq!(round.deregistering, vec![("old".to_string(), 1_000)]);
+        let round = supervisor.round(&want, &[old.clone(), new.clone()], Millis(1_200));
+        assert_eq!(
+            round.actions,
+            vec![RuntimeAction::Remove {
+                id: "old".into(),
+                slot: slot(0),
+                reason: "its slot's new generation runs healthy"
+            }]
+        );
+    }
+
+    #[test]
+    fn stop_first_removes_the_old_container_before_creating_the_new_one() {
+        let want = [rolled(PreviousCopy::Replace)];
+        let old = actual("old", 0, 1, ActualTaskState::Running);
+        let round = Supervisor::new().round(&want, &[old], Millis(0));
+        assert_eq!(
+            round.actions,
+            vec![RuntimeAction::Remove {
+                id: "old".into(),
+                slot: slot(0),
+                reason: "container of an older service generation"
+            }]
+        );
+        assert!(round.previous.is_empty());
+    }
+
+    #[test]
+    fn blue_green_keeps_the_old_container_while_the_new_one_is_healthy() {
+        let want = [rolled(PreviousCopy::Keep)];
+        let old = actual("old", 0, 1, ActualTaskState::Running);
+        let new = with_health(
+            actual("new", 0, 2, ActualTaskState::Running),
+            TaskHealth::Healthy,
+        );
+        let mut supervisor = Supervisor::new();
+        for t in [0, 10_000, 100_000] {
+            let round = supervisor.round(&want, &[old.clone(), new.clone()], Millis(t));
+            assert!(round.actions.is_empty(), "{:?}", round.actions);
+            assert_eq!(round.previous, vec!["old".to_string()]);
+        }
+        // The rollout completed: the old one goes once the new one is healthy.
+        let want = [rolled(PreviousCopy::UntilHealthy)];
+        let round = supervisor.round(&want, &[old, new], Millis(100_100));
+        assert_eq!(round.actions.len(), 1, "{:?}", round.actions);
+    }
 }

@@ -56,8 +56,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use warren_crdt::{
-    Assignment, Deploy, FailureAction, Lease, NodeId, Rollout, RolloutKind, RolloutState,
-    Service, ServiceMode, ServiceName, SlotId, UpdateOrder,
+    Assignment, Deploy, FailureAction, Lease, NodeId, Rollout, RolloutKind, RolloutState, Service,
+    ServiceMode, ServiceName, SlotId, UpdateOrder,
 };
 
 use super::reconcile::{PreviousCopy, TaskHealth};
@@ -213,9 +213,10 @@ fn report_for<'a>(
     a: &Assignment,
     generation: u64,
 ) -> Option<&'a SlotReport> {
-    reports.get(slot)?.iter().find(|r| {
-        r.node == a.node && r.generation == generation && !r.unassigned
-    })
+    reports
+        .get(slot)?
+        .iter()
+        .find(|r| r.node == a.node && r.generation == generation && !r.unassigned)
 }
 
 /// Why a task of the target generation counts as a failure, or `None` while it does not.
@@ -386,8 +387,7 @@ fn step(
             .map(|(i, w)| (*i, w.clone()))
             .unwrap_or_default();
         let mut reason = format!("task {name}.{index} {why} within the monitor period");
-        if policy.failure_action == FailureAction::Rollback && record.kind == RolloutKind::Update
-        {
+        if policy.failure_action == FailureAction::Rollback && record.kind == RolloutKind::Update {
             out.rollbacks.push((name.clone(), record.to_generation));
             return;
         }
@@ -646,4 +646,525 @@ pub fn progress(
         }
     }
     Some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_crdt::{CanaryCount, Epoch, ServiceSpec, UpdatePolicy};
+
+    fn id(s: &str) -> NodeId {
+        NodeId(s.into())
+    }
+
+    fn web() -> ServiceName {
+        ServiceName::new("web").expect("name")
+    }
+
+    fn slot(i: u32) -> SlotId {
+        SlotId {
+            service: web(),
+            slot: i,
+        }
+    }
+
+    /// One service `web` at generation 2 rolling out from 1, its slots on nodes a, b, c in
+    /// turn, every node reporting its task of generation 1 running.
+    struct World {
+        services: Services,
+        assignments: BTreeMap<SlotId, Assignment>,
+        reports: SlotReports,
+        live: BTreeSet<NodeId>,
+        lease: Lease,
+        engine: Rollouts,
+    }
+
+    fn policy(parallelism: u32, delay_ms: u64, monitor_ms: u64) -> UpdatePolicy {
+        UpdatePolicy {
+            parallelism,
+            delay_ms,
+            monitor_ms,
+            ..UpdatePolicy::default()
+        }
+    }
+
+    fn world(replicas: u32, policy: UpdatePolicy, deploy: Deploy) -> World {
+        let spec = ServiceSpec {
+            image: "img:2".into(),
+            replicas,
+            ..Default::default()
+        };
+        let service = Service {
+            name: web(),
+            spec: spec.clone(),
+            generation: 2,
+            older_specs: [(
+                1,
+                ServiceSpec {
+                    image: "img:1".into(),
+                    ..spec
+                },
+            )]
+            .into(),
+            rollout: Some(Rollout {
+                kind: RolloutKind::Update,
+                from_generation: 1,
+                to_generation: 2,
+                state: RolloutState::Updating,
+                policy,
+                deploy,
+                updated_at_ms: 0,
+                traffic_generation: None,
+            }),
+            deleted: false,
+            previous_spec: None,
+        };
+        let nodes = ["a", "b", "c"];
+        let assignments = (0..replicas)
+            .map(|i| {
+                (
+                    slot(i),
+                    Assignment {
+                        node: id(nodes[i as usize % 3]),
+                        epoch: Epoch(1),
+                        holder: id("a"),
+                        spec_generation: 1,
+                        displaced: Vec::new(),
+                        gpus: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let mut w = World {
+            services: Services::from(vec![(web(), service)]),
+            assignments,
+            reports: SlotReports::new(),
+            live: nodes.iter().map(|n| id(n)).collect(),
+            lease: Lease {
+                epoch: Epoch(1),
+                holder: id("a"),
+            },
+            engine: Rollouts::new(),
+        };
+        w.follow(TaskHealth::None);
+        w
+    }
+
+    impl World {
+        fn service(&self) -> &Service {
+            self.services.get(&web()).expect("web")
+        }
+
+        fn record(&self) -> Rollout {
+            self.service().rollout.clone().expect("a record")
+        }
+
+        fn set_record(&mut self, record: Rollout) {
+            if let Some(s) = self.services.get_mut(&web()) {
+                s.rollout = Some(record);
+            }
+        }
+
+        /// Every node runs its slots' assigned generation, running with `health`.
+        fn follow(&mut self, health: TaskHealth) {
+            self.reports = self
+                .assignments
+                .iter()
+                .map(|(slot, a)| {
+                    (
+                        slot.clone(),
+                        vec![SlotReport {
+                            node: a.node.clone(),
+                            generation: a.spec_generation,
+                            state: TaskState::Running,
+                            health,
+                            restarts: 0,
+                            exit_code: None,
+                            unassigned: false,
+                        }],
+                    )
+                })
+                .collect();
+        }
+
+        /// Slot `i`'s node reports its task of the assigned generation as `report` says.
+        fn report(&mut self, i: u32, change: impl Fn(&mut SlotReport)) {
+            if let Some(r) = self.reports.get_mut(&slot(i)).and_then(|r| r.first_mut()) {
+                change(r);
+            }
+        }
+
+        /// One holder round at `now`, its writes applied as the document would.
+        fn round(&mut self, now: u64) -> RolloutDecisions {
+            let touched = BTreeSet::new();
+            let d = self.engine.round(RolloutInput {
+                services: &self.services,
+                assignments: &self.assignments,
+                reports: &self.reports,
+                live: &self.live,
+                lease: &self.lease,
+                touched: &touched,
+                now: Millis(now),
+            });
+            for (slot, a) in &d.moves {
+                self.assignments.insert(slot.clone(), a.clone());
+            }
+            for (_, record) in &d.records {
+                self.set_record(record.clone());
+            }
+            d
+        }
+
+        fn generations(&self) -> Vec<u64> {
+            self.assignments
+                .values()
+                .map(|a| a.spec_generation)
+                .collect()
+        }
+    }
+
+    fn moved(d: &RolloutDecisions) -> Vec<u32> {
+        d.moves.iter().map(|(s, _)| s.slot).collect()
+    }
+
+    #[test]
+    fn batches_respect_parallelism_monitor_and_delay() {
+        let mut w = world(4, policy(2, 1_000, 500), Deploy::Rolling);
+        let before = w.assignments.clone();
+        let d = w.round(0);
+        assert_eq!(moved(&d), vec![0, 1], "lowest slots first, two at once");
+        assert!(
+            d.moves
+                .iter()
+                .all(|(s, a)| a.spec_generation == 2 && a.node == before[s].node),
+            "moved on their nodes: {d:?}"
+        );
+        // Not reported yet, then healthy: in flight until the monitor period has passed.
+        assert!(w.round(50).is_empty());
+        w.follow(TaskHealth::None);
+        assert!(w.round(100).is_empty(), "healthy from 100");
+        assert!(w.round(599).is_empty(), "still within the monitor");
+        assert!(w.round(600).is_empty(), "done at 600: the delay starts");
+        assert!(w.round(1_599).is_empty(), "the delay has not passed");
+        let d = w.round(1_600);
+        assert_eq!(moved(&d), vec![2, 3]);
+        w.follow(TaskHealth::Healthy);
+        assert!(w.round(1_700).is_empty());
+        let d = w.round(2_200);
+        assert_eq!(d.records.len(), 1, "{d:?}");
+        assert_eq!(w.record().state, RolloutState::Completed);
+        assert_eq!(w.generations(), vec![2, 2, 2, 2]);
+        assert!(
+            w.round(2_300).is_empty(),
+            "a completed rollout writes nothing more"
+        );
+    }
+
+    #[test]
+    fn a_task_starting_or_unhealthy_is_not_done_and_unhealthy_fails() {
+        let mut w = world(2, policy(1, 0, 100), Deploy::Rolling);
+        assert_eq!(moved(&w.round(0)), vec![0]);
+        w.follow(TaskHealth::Starting);
+        assert!(
+            w.round(1_000).is_empty(),
+            "starting is in flight, however long"
+        );
+        w.report(0, |r| r.health = TaskHealth::Unhealthy);
+        let d = w.round(1_100);
+        assert_eq!(d.records.len(), 1);
+        assert_eq!(
+            w.record().state,
+            RolloutState::Paused {
+                reason: "task web.0 turned unhealthy within the monitor period".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_failure_pauses_and_leaves_the_rest_on_the_old_generation() {
+        let mut w = world(4, policy(1, 0, 1_000), Deploy::Rolling);
+        assert_eq!(moved(&w.round(0)), vec![0]);
+        w.follow(TaskHealth::None);
+        assert!(w.round(10).is_empty());
+        // It runs a while, then exits within its monitor period.
+        w.report(0, |r| {
+            r.state = TaskState::Exited;
+            r.exit_code = Some(1);
+        });
+        w.round(500);
+        assert_eq!(
+            w.record().state,
+            RolloutState::Paused {
+                reason: "task web.0 exited with code 1 within the monitor period".into()
+            }
+        );
+        for t in [600, 5_000, 50_000] {
+            assert!(w.round(t).is_empty(), "a paused rollout moves nothing");
+        }
+        assert_eq!(w.generations(), vec![2, 1, 1, 1]);
+    }
+
+    #[test]
+    fn a_restart_within_the_monitor_is_a_failure_and_rollback_is_asked_for() {
+        let mut w = world(3, policy(1, 0, 1_000), Deploy::Rolling);
+        let mut record = w.record();
+        record.policy.failure_action = FailureAction::Rollback;
+        w.set_record(record);
+        w.round(0);
+        w.follow(TaskHealth::None);
+        w.round(10);
+        w.report(0, |r| r.restarts = 1);
+        let d = w.round(20);
+        assert_eq!(d.rollbacks, vec![(web(), 2)]);
+        assert!(d.records.is_empty() && d.moves.is_empty(), "{d:?}");
+        // A rollback whose own failure action is rollback pauses instead.
+        let mut w = world(3, policy(1, 0, 1_000), Deploy::Rolling);
+        let mut record = w.record();
+        record.kind = RolloutKind::Rollback;
+        record.policy.failure_action = FailureAction::Rollback;
+        w.set_record(record);
+        w.round(0);
+        w.follow(TaskHealth::None);
+        w.report(0, |r| r.state = TaskState::Failed);
+        let d = w.round(20);
+        assert!(d.rollbacks.is_empty());
+        assert!(
+            matches!(w.record().state, RolloutState::Paused { reason } if reason.contains("not rolled back"))
+        );
+    }
+
+    #[test]
+    fn failures_within_the_ratio_go_on_and_continue_ignores_them() {
+        let mut w = world(4, policy(2, 0, 100), Deploy::Rolling);
+        let mut record = w.record();
+        record.policy.max_failure_ratio_permille = 500;
+        w.set_record(record);
+        w.round(0);
+        w.follow(TaskHealth::None);
+        w.report(1, |r| r.state = TaskState::Failed);
+        w.round(10);
+        assert_eq!(
+            w.record().state,
+            RolloutState::Updating,
+            "1 of 2 is not above 0.5"
+        );
+        assert_eq!(
+            moved(&w.round(110)),
+            vec![2, 3],
+            "slot 0 done, slot 1 failed"
+        );
+        w.follow(TaskHealth::None);
+        w.report(3, |r| r.state = TaskState::Exited);
+        w.round(120);
+        assert_eq!(
+            w.record().state,
+            RolloutState::Updating,
+            "2 of 4 is not above 0.5"
+        );
+        w.report(2, |r| r.state = TaskState::Dead);
+        w.round(130);
+        assert!(
+            matches!(w.record().state, RolloutState::Paused { reason } if reason.starts_with("task web.1 failed"))
+        );
+
+        let mut w = world(2, policy(0, 0, 100), Deploy::Rolling);
+        let mut record = w.record();
+        record.policy.failure_action = FailureAction::Continue;
+        w.set_record(record);
+        assert_eq!(moved(&w.round(0)), vec![0, 1], "parallelism 0: all at once");
+        w.follow(TaskHealth::None);
+        w.report(0, |r| r.state = TaskState::Failed);
+        w.round(10);
+        w.round(110);
+        assert_eq!(w.record().state, RolloutState::Completed);
+    }
+
+    #[test]
+    fn a_canary_stops_at_its_count_and_a_promotion_rolls_the_rest() {
+        let canary = Deploy::Canary {
+            count: CanaryCount::Tasks(1),
+            weight_percent: Some(10),
+        };
+        let mut w = world(4, policy(2, 0, 100), canary);
+        assert_eq!(moved(&w.round(0)), vec![0], "the canary only");
+        assert_eq!(
+            traffic_split(w.service()),
+            Some(TrafficSplit::Weighted {
+                generation: 2,
+                percent: 10
+            })
+        );
+        w.follow(TaskHealth::None);
+        w.round(10);
+        w.round(110);
+        assert_eq!(w.record().state, RolloutState::AwaitingPromotion);
+        for t in [200, 10_000] {
+            assert!(w.round(t).is_empty(), "waits for promote");
+        }
+        assert_eq!(w.generations(), vec![2, 1, 1, 1]);
+        // `service promote`: updating again, rolling.
+        let promoted = Rollout {
+            state: RolloutState::Updating,
+            deploy: Deploy::Rolling,
+            ..w.record()
+        };
+        w.set_record(promoted);
+        assert_eq!(traffic_split(w.service()), None);
+        assert_eq!(moved(&w.round(10_100)), vec![1, 2]);
+        w.follow(TaskHealth::None);
+        w.round(10_200);
+        assert_eq!(moved(&w.round(10_300)), vec![3]);
+        w.follow(TaskHealth::None);
+        w.round(10_400);
+        w.round(10_500);
+        assert_eq!(w.record().state, RolloutState::Completed);
+    }
+
+    #[test]
+    fn blue_green_starts_all_switches_traffic_then_completes_after_the_delay() {
+        let mut w = world(3, policy(1, 1_000, 100), Deploy::BlueGreen);
+        assert_eq!(
+            traffic_split(w.service()),
+            Some(TrafficSplit::AllBut(2)),
+            "the old set serves while the new one starts"
+        );
+        assert_eq!(moved(&w.round(0)), vec![0, 1, 2], "a full set at once");
+        assert_eq!(previous_copy(w.service(), 2), PreviousCopy::Keep);
+        w.follow(TaskHealth::Healthy);
+        w.report(2, |r| r.health = TaskHealth::Starting);
+        w.round(10);
+        assert!(
+            w.round(200).is_empty(),
+            "slot 2 is not healthy yet: no switch"
+        );
+        w.follow(TaskHealth::Healthy);
+        w.round(210);
+        let d = w.round(310);
+        assert_eq!(d.records.len(), 1);
+        assert_eq!(w.record().traffic_generation, Some(2));
+        assert_eq!(w.record().state, RolloutState::Updating);
+        assert_eq!(traffic_split(w.service()), Some(TrafficSplit::Only(2)));
+        assert_eq!(previous_copy(w.service(), 2), PreviousCopy::Keep);
+        assert!(w.round(320).is_empty(), "the switch seen at 320");
+        assert!(w.round(1_319).is_empty());
+        w.round(1_320);
+        assert_eq!(w.record().state, RolloutState::Completed);
+        assert_eq!(traffic_split(w.service()), None);
+        assert_eq!(
+            previous_copy(w.service(), 2),
+            PreviousCopy::UntilHealthy,
+            "the old set stops once the rollout completes"
+        );
+    }
+
+    #[test]
+    fn a_new_holder_resumes_from_the_assignments() {
+        let mut w = world(4, policy(1, 500, 100), Deploy::Rolling);
+        w.round(0);
+        w.follow(TaskHealth::None);
+        w.round(10);
+        w.round(110);
+        assert_eq!(moved(&w.round(610)), vec![1]);
+        // The holder dies; another takes the lease with no memory of the rollout.
+        w.engine = Rollouts::new();
+        w.lease = Lease {
+            epoch: Epoch(2),
+            holder: id("b"),
+        };
+        w.follow(TaskHealth::None);
+        assert!(w.round(700).is_empty(), "slot 1 watched afresh: in flight");
+        assert!(
+            w.round(800).is_empty(),
+            "both done at 800; the delay restarts"
+        );
+        let d = w.round(1_300);
+        assert_eq!(
+            moved(&d),
+            vec![2],
+            "resumes with the next slot, never slot 0 or 1 again"
+        );
+        assert_eq!(d.moves[0].1.epoch, Epoch(2), "under the new lease");
+        assert_eq!(w.generations(), vec![2, 2, 2, 1]);
+    }
+
+    #[test]
+    fn a_superseding_update_moves_every_older_generation_to_the_newest() {
+        let mut w = world(3, policy(1, 0, 100), Deploy::Rolling);
+        w.round(0);
+        w.follow(TaskHealth::None);
+        w.round(10);
+        w.round(110);
+        assert_eq!(w.generations(), vec![2, 2, 1]);
+        // A new update while slot 1 is in flight: generation 3, a new record.
+        if let Some(s) = w.services.get_mut(&web()) {
+            let old = s.spec.clone();
+            s.older_specs.insert(2, old);
+            s.generation = 3;
+            s.spec.image = "img:3".into();
+            s.rollout = Some(Rollout {
+                from_generation: 2,
+                to_generation: 3,
+                state: RolloutState::Updating,
+                ..s.rollout.clone().expect("record")
+            });
+        }
+        assert_eq!(moved(&w.round(120)), vec![0]);
+        w.follow(TaskHealth::None);
+        w.round(130);
+        assert_eq!(
+            moved(&w.round(230)),
+            vec![1],
+            "slot 1 of generation 2 is not updated"
+        );
+        w.follow(TaskHealth::None);
+        w.round(240);
+        assert_eq!(
+            moved(&w.round(340)),
+            vec![2],
+            "slot 2 of generation 1 neither"
+        );
+        w.follow(TaskHealth::None);
+        w.round(350);
+        w.round(450);
+        assert_eq!(w.record().state, RolloutState::Completed);
+        assert_eq!(w.generations(), vec![3, 3, 3]);
+    }
+
+    #[test]
+    fn slots_on_unreachable_nodes_or_touched_by_the_scheduler_wait() {
+        let mut w = world(3, policy(0, 0, 100), Deploy::Rolling);
+        w.live.remove(&id("b"));
+        assert_eq!(moved(&w.round(0)), vec![0, 2]);
+        let touched: BTreeSet<SlotId> = [slot(1)].into();
+        w.live.insert(id("b"));
+        w.follow(TaskHealth::None);
+        let d = w.engine.round(RolloutInput {
+            services: &w.services,
+            assignments: &w.assignments,
+            reports: &w.reports,
+            live: &w.live,
+            lease: &w.lease,
+            touched: &touched,
+            now: Millis(200),
+        });
+        assert!(d.moves.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn progress_counts_updated_healthy_and_failed_slots() {
+        let mut w = world(4, policy(2, 0, 100), Deploy::Rolling);
+        w.round(0);
+        w.follow(TaskHealth::Healthy);
+        w.report(1, |r| r.state = TaskState::Exited);
+        let p = progress(&web(), w.service(), &w.assignments, &w.reports).expect("a rollout");
+        assert_eq!(
+            p,
+            RolloutProgress {
+                updated: 2,
+                healthy: 1,
+                failed: 1,
+                total: 4
+            }
+        );
+    }
 }
