@@ -628,24 +628,37 @@ pub fn progress(
             .map(|(slot, a)| (slot.clone(), Some(a)))
             .collect(),
     };
-    p.total = u32::try_from(wanted.len()).unwrap_or(u32::MAX);
     for (slot, a) in wanted {
-        let Some(a) = a.filter(|a| a.spec_generation == target) else {
-            continue;
-        };
-        p.updated += 1;
-        match report_for(reports, &slot, a, target) {
-            Some(r) if failure_of(r, 0).is_some() => p.failed += 1,
+        let updated = a.filter(|a| a.spec_generation == target);
+        p.count_slot(
+            updated.is_some(),
+            updated.and_then(|a| report_for(reports, &slot, a, target)),
+        );
+    }
+    Some(p)
+}
+
+impl RolloutProgress {
+    /// Counts one slot the service wants: `updated` when its assignment names the
+    /// rollout's target generation, with its node's `report` of that generation's task. The
+    /// one rule [`progress`] and the API's view of the tasks both follow.
+    pub fn count_slot(&mut self, updated: bool, report: Option<&SlotReport>) {
+        self.total = self.total.saturating_add(1);
+        if !updated {
+            return;
+        }
+        self.updated += 1;
+        match report {
+            Some(r) if failure_of(r, 0).is_some() => self.failed += 1,
             Some(r)
                 if r.state == TaskState::Running
                     && matches!(r.health, TaskHealth::Healthy | TaskHealth::None) =>
             {
-                p.healthy += 1
+                self.healthy += 1
             }
             _ => {}
         }
     }
-    Some(p)
 }
 
 #[cfg(test)]
