@@ -1778,6 +1778,7 @@ impl DesiredState {
                     policy: spec.update,
                     deploy: spec.deploy,
                     updated_at_ms: 0,
+                    traffic_generation: None,
                 },
             )?;
         }
@@ -1920,6 +1921,7 @@ impl DesiredState {
                 policy,
                 deploy: Deploy::Rolling,
                 updated_at_ms: 0,
+                traffic_generation: None,
             },
         )?;
         Ok(self.commit(format!("service rollback {name}")))

@@ -198,6 +198,12 @@ pub struct Rollout {
     /// Wall-clock milliseconds since the Unix epoch when the state was last written (for
     /// people; never compared across nodes).
     pub updated_at_ms: u64,
+    /// Blue/green: the generation that takes the service's traffic, written by the lease
+    /// holder once every task of `to_generation` is healthy (the switch); `None` before the
+    /// switch (the old set takes the traffic) and for other strategies. The routing mesh
+    /// reads it through `warren_core::core::rollout::traffic_split`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_generation: Option<u64>,
 }
 
 impl Rollout {

@@ -30,9 +30,10 @@
 //! change of verdict as the engine announces it ([`HealthEvent`]). `nano_cpus` and `memory_bytes` become the
 //! container's `NanoCpus` and `Memory`; `stop_timeout` its `StopTimeout`.
 //!
-//! Container names are `warren-{service}-{slot}-{last 8 chars of node}`
-//! ([`TaskSpec::container_name`]); a stale container holding the name is force-removed and
-//! the create retried once. Ports ([`PortMapping`], TCP only) are published on `127.0.0.1`
+//! Container names are `warren-{service}-{slot}-g{generation}-{last 8 chars of node}`
+//! ([`TaskSpec::container_name`]: two generations of a slot may run side by side during a
+//! start-first rollout); a stale container holding the name is force-removed and the create
+//! retried once. Ports ([`PortMapping`], TCP only) are published on `127.0.0.1`
 //! only; with `host_port: None` the engine picks a free port, reported back in
 //! [`ContainerInfo::ports`].
 //!

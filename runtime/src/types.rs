@@ -190,19 +190,23 @@ pub struct TaskSpec {
 pub const SECRETS_MOUNT: &str = "/run/secrets";
 
 impl TaskSpec {
-    /// The Docker container name for this task: `warren-{service}-{slot}-{last 8 chars of
-    /// node}` (the whole node string when it is shorter). Characters Docker does not allow
-    /// in names (anything but `[A-Za-z0-9_.-]`) are replaced by `-`.
+    /// The Docker container name for this task: `warren-{service}-{slot}-g{generation}-{last
+    /// 8 chars of node}` (the whole node string when it is shorter). Characters Docker does
+    /// not allow in names (anything but `[A-Za-z0-9_.-]`) are replaced by `-`. The generation
+    /// is part of the name so that two generations of one slot can run side by side on one
+    /// node (a start-first or blue/green rollout, issue 15): creating the new one never
+    /// force-removes the old one for its name.
     pub fn container_name(&self) -> String {
-        container_name(&self.service, self.slot, &self.node)
+        container_name(&self.service, self.slot, self.generation, &self.node)
     }
 }
 
-/// The container name for (`service`, `slot`) on `node`; see [`TaskSpec::container_name`].
-pub fn container_name(service: &str, slot: u32, node: &str) -> String {
+/// The container name for (`service`, `slot`) of spec generation `generation` on `node`; see
+/// [`TaskSpec::container_name`].
+pub fn container_name(service: &str, slot: u32, generation: u64, node: &str) -> String {
     let count = node.chars().count();
     let suffix: String = node.chars().skip(count.saturating_sub(8)).collect();
-    format!("warren-{service}-{slot}-{suffix}")
+    format!("warren-{service}-{slot}-g{generation}-{suffix}")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
@@ -376,13 +380,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn container_name_uses_last_8_chars() {
+    fn container_name_uses_the_generation_and_last_8_chars() {
         assert_eq!(
-            container_name("web", 3, "12D3KooWAbCdEfGhIjKl"),
-            "warren-web-3-EfGhIjKl"
+            container_name("web", 3, 2, "12D3KooWAbCdEfGhIjKl"),
+            "warren-web-3-g2-EfGhIjKl"
         );
-        assert_eq!(container_name("web", 0, "short"), "warren-web-0-short");
-        assert_eq!(container_name("a b/c", 1, "n"), "warren-a-b-c-1-n");
+        assert_eq!(container_name("web", 0, 1, "short"), "warren-web-0-g1-short");
+        assert_eq!(container_name("a b/c", 1, 7, "n"), "warren-a-b-c-1-g7-n");
+        assert_ne!(
+            container_name("web", 0, 1, "n"),
+            container_name("web", 0, 2, "n"),
+            "two generations of one slot can run side by side"
+        );
     }
 
     #[test]

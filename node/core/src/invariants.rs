@@ -9,7 +9,10 @@
 //! - [`duplicates`] and [`unchanged_heal_churn`]: invariant 6a, a heal's churn for a
 //!   service nobody changed during the split;
 //! - [`global_exact`]: a global service runs once on every eligible member and never twice on
-//!   one node.
+//!   one node;
+//! - [`rollout_safe`]: a service's rollout (issue 15): never two at once, at most
+//!   `parallelism` slots below healthy for start-first, and a paused rollout's slots not
+//!   updated keep their generation.
 //!
 //! Checks that only one side can make (the simulator's fencing and keep-rule checks, which
 //! need every replica's document; the testnet's engine samples) stay with that side.
@@ -320,6 +323,104 @@ where
     Ok(())
 }
 
+/// One slot of a service during a rollout, as observed: what [`rollout_safe`] is judged on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutSlot {
+    /// The slot.
+    pub slot: u32,
+    /// The generation its assignment names.
+    pub assigned: u64,
+    /// The generations of its running copies that are healthy (or have no health check),
+    /// on any node.
+    pub healthy: Vec<u64>,
+}
+
+/// Why a service's rollout breaks the rollout invariants (issue 15).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RolloutViolation {
+    /// A slot is assigned a generation newer than the service's, or the rollout record
+    /// targets another generation than the service's: two rollouts at once.
+    #[error("two rollouts: slot {slot} assigned generation {assigned}, service at {current}")]
+    TwoRollouts {
+        /// The slot.
+        slot: u32,
+        /// The generation it is assigned.
+        assigned: u64,
+        /// The service's generation.
+        current: u64,
+    },
+    /// More slots than the parallelism have no healthy running copy during a start-first
+    /// rollout.
+    #[error("start-first: {below} slots below healthy (parallelism {parallelism})")]
+    BelowHealthy {
+        /// How many slots have no healthy copy.
+        below: usize,
+        /// The rollout's parallelism.
+        parallelism: u32,
+    },
+    /// A paused (or awaiting-promotion) rollout's slot not updated does not run its
+    /// previous generation.
+    #[error("paused: slot {slot} (generation {assigned}) does not run its previous generation")]
+    PreviousLost {
+        /// The slot.
+        slot: u32,
+        /// The generation it is assigned.
+        assigned: u64,
+    },
+}
+
+/// The rollout invariants for one service (issue 15), given its generation `current`, its
+/// rollout's target `to_generation`, whether the rollout is stopped (`paused`: paused or
+/// awaiting promotion), its order (`start_first`) and `parallelism` (0: all), and its slots
+/// once settled (`slots`: assignments and the healthy running copies):
+///
+/// - never two rollouts: no slot is assigned a generation newer than `current`, and the
+///   rollout targets `current`;
+/// - start-first: at most `parallelism` slots have no healthy running copy;
+/// - a paused rollout leaves every slot not updated running its (previous) generation.
+pub fn rollout_safe(
+    current: u64,
+    to_generation: u64,
+    paused: bool,
+    start_first: bool,
+    parallelism: u32,
+    slots: &[RolloutSlot],
+) -> Result<(), RolloutViolation> {
+    if let Some(s) = slots.iter().find(|s| s.assigned > current) {
+        return Err(RolloutViolation::TwoRollouts {
+            slot: s.slot,
+            assigned: s.assigned,
+            current,
+        });
+    }
+    if to_generation != current {
+        return Err(RolloutViolation::TwoRollouts {
+            slot: 0,
+            assigned: to_generation,
+            current,
+        });
+    }
+    if start_first && parallelism > 0 {
+        let below = slots.iter().filter(|s| s.healthy.is_empty()).count();
+        if below > parallelism as usize {
+            return Err(RolloutViolation::BelowHealthy { below, parallelism });
+        }
+    }
+    if paused {
+        if let Some(s) = slots
+            .iter()
+            .find(|s| s.assigned < to_generation && !s.healthy.contains(&s.assigned))
+        {
+            return Err(RolloutViolation::PreviousLost {
+                slot: s.slot,
+                assigned: s.assigned,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,6 +585,47 @@ mod tests {
         assert!(
             unchanged_heal_churn(0, 3, 2).is_err(),
             "a stop beyond the duplicates"
+        );
+    }
+
+    #[test]
+    fn rollout_safe_judges_two_rollouts_start_first_and_pauses() {
+        let slot = |slot, assigned, healthy: &[u64]| RolloutSlot {
+            slot,
+            assigned,
+            healthy: healthy.to_vec(),
+        };
+        // Mid-rollout, start-first, parallelism 1: slot 0 moved, its new copy starting and
+        // its old one still healthy.
+        let mid = [slot(0, 2, &[1]), slot(1, 1, &[1]), slot(2, 1, &[1])];
+        assert_eq!(rollout_safe(2, 2, false, true, 1, &mid), Ok(()));
+        let two_down = [slot(0, 2, &[]), slot(1, 2, &[]), slot(2, 1, &[1])];
+        assert_eq!(
+            rollout_safe(2, 2, false, true, 1, &two_down),
+            Err(RolloutViolation::BelowHealthy {
+                below: 2,
+                parallelism: 1
+            })
+        );
+        assert_eq!(rollout_safe(2, 2, false, false, 1, &two_down), Ok(()), "stop-first");
+        assert!(matches!(
+            rollout_safe(2, 2, false, true, 1, &[slot(0, 3, &[3])]),
+            Err(RolloutViolation::TwoRollouts { .. })
+        ));
+        assert!(matches!(
+            rollout_safe(3, 2, false, true, 1, &mid),
+            Err(RolloutViolation::TwoRollouts { .. })
+        ));
+        // Paused: the slots not updated keep their generation.
+        let paused = [slot(0, 2, &[]), slot(1, 1, &[1]), slot(2, 1, &[1])];
+        assert_eq!(rollout_safe(2, 2, true, false, 1, &paused), Ok(()));
+        let lost = [slot(0, 2, &[]), slot(1, 1, &[1]), slot(2, 1, &[])];
+        assert_eq!(
+            rollout_safe(2, 2, true, false, 1, &lost),
+            Err(RolloutViolation::PreviousLost {
+                slot: 2,
+                assigned: 1
+            })
         );
     }
 }

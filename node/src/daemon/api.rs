@@ -1059,7 +1059,68 @@ async fn inspect_service(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
     let s = state.snapshot.borrow().clone();
-    Ok(Json(json!(find_service(&s, &name)?)))
+    let service = find_service(&s, &name)?;
+    let mut body = json!(service);
+    body["rollout"] = rollout_json(&s, service);
+    Ok(Json(body))
+}
+
+/// The `"rollout"` of `GET /v1/services/{name}` (issue 15): the rollout record's fields
+/// (`state` as people say it, `reason` of a pause) with its progress counted from the
+/// snapshot's tasks by [`RolloutProgress::count_slot`](crate::core::rollout::RolloutProgress::count_slot),
+/// or `null` for a service never updated.
+fn rollout_json(s: &Snapshot, service: &Service) -> serde_json::Value {
+    use crate::core::rollout::{RolloutProgress, SlotReport};
+    let Some(r) = &service.rollout else {
+        return serde_json::Value::Null;
+    };
+    let tasks: BTreeMap<u32, &crate::machine::TaskView> = s
+        .tasks
+        .iter()
+        .filter(|t| t.service == service.name)
+        .map(|t| (t.slot, t))
+        .collect();
+    let wanted: Vec<u32> = match service.spec.mode {
+        warren_crdt::ServiceMode::Replicated => (0..service.spec.slot_count()).collect(),
+        warren_crdt::ServiceMode::Global => tasks
+            .keys()
+            .copied()
+            .filter(|slot| service.spec.wants_slot(*slot))
+            .collect(),
+    };
+    let mut progress = RolloutProgress::default();
+    for slot in wanted {
+        let task = tasks.get(&slot).filter(|t| t.generation == r.to_generation);
+        let report = task.map(|t| SlotReport {
+            node: t.node.clone(),
+            generation: t.generation,
+            state: t.state,
+            health: t.health,
+            restarts: t.restarts,
+            exit_code: t.exit_code,
+            unassigned: false,
+        });
+        progress.count_slot(task.is_some(), report.as_ref());
+    }
+    let reason = match &r.state {
+        warren_crdt::RolloutState::Paused { reason } => Some(reason.as_str()),
+        _ => None,
+    };
+    json!({
+        "kind": r.kind,
+        "state": r.state_word(),
+        "reason": reason,
+        "from_generation": r.from_generation,
+        "to_generation": r.to_generation,
+        "policy": r.policy,
+        "deploy": r.deploy,
+        "updated_at_ms": r.updated_at_ms,
+        "traffic_generation": r.traffic_generation,
+        "updated": progress.updated,
+        "healthy": progress.healthy,
+        "failed": progress.failed,
+        "total": progress.total,
+    })
 }
 
 async fn service_tasks(
@@ -1075,6 +1136,18 @@ async fn service_tasks(
         .filter(|t| t.service == name)
         .map(|t| json!(t))
         .collect();
+    // Containers of an older generation kept beside their slot's new task (a start-first
+    // or blue/green rollout): listed too, marked `previous`.
+    tasks.extend(
+        s.previous_tasks
+            .iter()
+            .filter(|t| t.service == name)
+            .map(|t| {
+                let mut v = json!(t);
+                v["previous"] = json!(true);
+                v
+            }),
+    );
     // Slots the scheduler has not placed yet are pending, not invisible, and say why (a
     // global service's pending slots are the members that cannot hold its task).
     let global_pending = s

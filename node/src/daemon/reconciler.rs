@@ -1126,6 +1126,7 @@ mod tests {
             },
             volumes: Vec::new(),
             gpus: Vec::new(),
+            previous: Default::default(),
         }
     }
 

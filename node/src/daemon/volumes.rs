@@ -139,6 +139,7 @@ mod tests {
             },
             volumes,
             gpus: Vec::new(),
+            previous: Default::default(),
         }
     }
 

@@ -33,6 +33,7 @@ mod lease;
 mod membership;
 mod plumtree;
 mod reconcile;
+pub mod rollout;
 mod scheduler;
 mod swim;
 pub mod volumes;
@@ -50,8 +51,8 @@ pub use membership::Liveness;
 pub use plumtree::{MessageId, PlumConfig, PlumMessage, PlumStats, Plumtree, MAX_SEEDS};
 pub use reconcile::{
     container_for, held_status, round_statuses, short_id, task_status, ActualTask, ActualTaskState,
-    Desired, DesiredTask, HeldSlot, RestartPhase, Round, RuntimeAction, Supervisor, TaskHealth,
-    TaskRestartStatus, MAX_ERROR_BYTES,
+    Desired, DesiredTask, HeldSlot, PreviousCopy, RestartPhase, Round, RuntimeAction, Supervisor,
+    TaskHealth, TaskRestartStatus, MAX_ERROR_BYTES,
 };
 pub use scheduler::{
     format_bytes, format_cpus, plan, plan_observed, plan_with_capacity, reservation,
@@ -308,19 +309,22 @@ impl ClusterView {
             .filter(|(_, a)| a.node == *me)
             .filter_map(|(slot, a)| {
                 let service = self.services.get(&slot.service).filter(|s| !s.deleted)?;
+                // Each slot runs its assignment's generation (a rollout moves it on); a
+                // generation no longer kept runs the current spec.
+                let spec = service.spec_for(a.spec_generation).unwrap_or(&service.spec);
                 service.spec.wants_slot(slot.slot).then(|| DesiredTask {
                     slot: slot.clone(),
                     epoch: a.epoch,
                     holder: a.holder.clone(),
-                    generation: service.generation,
-                    spec: service.spec.clone(),
-                    volumes: service
-                        .spec
+                    generation: a.spec_generation,
+                    spec: spec.clone(),
+                    volumes: spec
                         .mounts
                         .iter()
                         .filter_map(|m| self.volumes.get(&m.source).cloned())
                         .collect(),
                     gpus: a.gpus.clone(),
+                    previous: rollout::previous_copy(service, a.spec_generation),
                 })
             })
             .collect()
@@ -334,6 +338,16 @@ pub enum Action {
     ClaimLease(Lease),
     /// Write this scheduling round (this node holds the lease).
     WriteAssignments(Plan),
+    /// Write this rollout record of a service (the rollout engine, [`rollout`]).
+    SetRollout(ServiceName, warren_crdt::Rollout),
+    /// Roll the service back (its rollout's failure action is `rollback`), if it is still
+    /// at `generation` (the one that failed): [`DesiredState::rollback_service`].
+    Rollback {
+        /// The service.
+        service: ServiceName,
+        /// The generation whose rollout failed.
+        generation: u64,
+    },
 }
 
 impl Action {
@@ -351,6 +365,20 @@ impl Action {
             Action::ClaimLease(lease) => state.claim_lease(lease).map(Some),
             Action::WriteAssignments(plan) => {
                 state.write_assignments_with(&plan.put, &plan.remove, fencing)
+            }
+            Action::SetRollout(service, record) => {
+                let change = state.set_rollout(service, record)?;
+                Ok((!change.is_empty()).then_some(change))
+            }
+            Action::Rollback {
+                service,
+                generation,
+            } => {
+                let current = state.service_record(service).map(|s| s.generation);
+                if current != Some(*generation) {
+                    return Ok(None);
+                }
+                state.rollback_service(service).map(Some)
             }
         }
     }
@@ -396,6 +424,10 @@ pub struct Core {
     last_tick: Option<Millis>,
     /// See [`Core::set_merge_incomplete`].
     merge_incomplete: bool,
+    /// The rollout engine's memory (this node's while it holds the lease).
+    rollouts: rollout::Rollouts,
+    /// The fresh task reports of slots whose service rolls out ([`Core::set_slot_reports`]).
+    slot_reports: rollout::SlotReports,
 }
 
 /// How long the cluster must be calm (no member coming or going, no slot placed, moved or
@@ -424,7 +456,67 @@ impl Core {
             last_change: now,
             last_tick: None,
             merge_incomplete: false,
+            rollouts: rollout::Rollouts::new(),
+            slot_reports: rollout::SlotReports::new(),
         }
+    }
+
+    /// The fresh task reports (every node's, this node's included) of the slots of services
+    /// whose rollout is `updating`: what the rollout engine watches when this node holds
+    /// the lease ([`rollout::Rollouts::round`]). Replaces the previous set.
+    pub fn set_slot_reports(&mut self, reports: rollout::SlotReports) {
+        self.slot_reports = reports;
+    }
+
+    /// The rollout engine's round after the scheduling round `plan` under `lease`: its
+    /// moves (as one more assignment write), record writes and rollbacks. Reads the live
+    /// members of the scheduling round that just ran.
+    fn rollout_actions(
+        &mut self,
+        view: &ClusterView,
+        plan: &Plan,
+        lease: &Lease,
+        now: Millis,
+    ) -> Vec<Action> {
+        let touched: BTreeSet<SlotId> = plan
+            .put
+            .iter()
+            .map(|(slot, _)| slot.clone())
+            .chain(plan.remove.iter().cloned())
+            .collect();
+        let decisions = self.rollouts.round(rollout::RolloutInput {
+            services: &view.services,
+            assignments: &view.assignments,
+            reports: &self.slot_reports,
+            live: &self.last_live,
+            lease,
+            touched: &touched,
+            now,
+        });
+        let mut actions = Vec::new();
+        if !decisions.moves.is_empty() {
+            self.last_change = now;
+            actions.push(Action::WriteAssignments(Plan {
+                put: decisions.moves,
+                ..Plan::default()
+            }));
+        }
+        actions.extend(
+            decisions
+                .records
+                .into_iter()
+                .map(|(name, record)| Action::SetRollout(name, record)),
+        );
+        actions.extend(
+            decisions
+                .rollbacks
+                .into_iter()
+                .map(|(service, generation)| Action::Rollback {
+                    service,
+                    generation,
+                }),
+        );
+        actions
     }
 
     /// What the nodes with fresh reports (`reported`, this node included) say runs: per slot,
@@ -784,21 +876,30 @@ impl Core {
                 self.lease.claimed(&lease);
                 // The claim is this node's to act on now: a failover waits no extra round.
                 let plan = self.plan(view, &lease, now);
+                let rollouts = self.rollout_actions(view, &plan, &lease, now);
                 let mut actions = vec![Action::ClaimLease(lease)];
                 if !plan.is_empty() {
                     actions.push(Action::WriteAssignments(plan));
                 }
+                actions.extend(rollouts);
                 actions
             }
             LeaseDecision::Holder(lease) => {
                 let plan = self.plan(view, &lease, now);
-                if plan.is_empty() {
-                    vec![]
-                } else {
-                    vec![Action::WriteAssignments(plan)]
+                let rollouts = self.rollout_actions(view, &plan, &lease, now);
+                let mut actions = Vec::new();
+                if !plan.is_empty() {
+                    actions.push(Action::WriteAssignments(plan));
                 }
+                actions.extend(rollouts);
+                actions
             }
-            LeaseDecision::Follower { .. } | LeaseDecision::Vacant { .. } => vec![],
+            LeaseDecision::Follower { .. } | LeaseDecision::Vacant { .. } => {
+                // A holder that lost the lease forgets its monitors: if it holds the lease
+                // again, it watches afresh (see `rollout`).
+                self.rollouts.clear();
+                vec![]
+            }
         }
     }
 }
@@ -944,7 +1045,7 @@ mod tests {
             .flat_map(|(t, actions)| actions.iter().map(move |a| (t, a)))
             .find_map(|(t, a)| match a {
                 Action::WriteAssignments(plan) => Some((*t, plan)),
-                Action::ClaimLease(_) => None,
+                _ => None,
             })
             .expect("c's slot is rescheduled");
         assert_eq!(core.liveness(&id("c"), Millis(moved_at)), Liveness::Down);

@@ -58,6 +58,25 @@ pub struct DesiredTask {
     /// The GPUs of this node the task gets, by device id (the assignment's
     /// [`gpus`](warren_crdt::Assignment::gpus)); empty: none.
     pub gpus: Vec<String>,
+    /// What happens to the slot's running container of an older generation while this
+    /// one starts (the rollout's order, see [`super::rollout::previous_copy`]).
+    pub previous: PreviousCopy,
+}
+
+/// What a node does with a slot's running container of an older generation when the slot's
+/// assignment names a newer one (issue 15: the rollout's `--update-order`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PreviousCopy {
+    /// `stop-first`: removed before the new container is created (the default).
+    #[default]
+    Replace,
+    /// `start-first`: kept running while the new container is created, and removed once the
+    /// new one runs healthy (or without a health check, for
+    /// [`crate::protocol::CONFIRM_AFTER_MS`]), after the deregistration delay
+    /// ([`Supervisor::set_deregistration_delay`]) so DNS and the routing mesh drop it first.
+    UntilHealthy,
+    /// Blue/green before its rollout completes: kept running whatever the new one does.
+    Keep,
 }
 
 /// The state of a container as far as reconcile cares.
@@ -273,6 +292,10 @@ pub struct Round {
     /// [`Supervisor::set_deregistration_delay`]), each with the milliseconds left: reported
     /// `removing`, never `running`, so no one sends them new work.
     pub deregistering: Vec<(String, u64)>,
+    /// Ids of running containers of an older generation kept beside their slot's new task
+    /// (start-first and blue/green, [`PreviousCopy`]): reported as their own tasks, of their
+    /// generation.
+    pub previous: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -452,6 +475,17 @@ impl Supervisor {
                 *record = SlotRecord::new(want);
             }
             let mut tasks = by_slot.remove(slot).unwrap_or_default();
+            // Start-first and blue/green: the running containers of an older generation stay
+            // beside the new one for now (decided after the new one's, below).
+            let mut older: Vec<&ActualTask> = Vec::new();
+            if want.previous != PreviousCopy::Replace {
+                let (old, rest): (Vec<&ActualTask>, Vec<&ActualTask>) =
+                    tasks.into_iter().partition(|t| {
+                        t.generation < want.generation && t.state == ActualTaskState::Running
+                    });
+                tasks = rest;
+                older = old;
+            }
             // Keep the best container: right generation first, then running.
             tasks.sort_by_key(|t| {
                 (
@@ -542,9 +576,71 @@ impl Supervisor {
                 },
             };
             round.tasks.insert(slot.clone(), status);
+            if !older.is_empty() {
+                let new_ready = tasks.first().is_some_and(|t| {
+                    t.generation == want.generation
+                        && t.state == ActualTaskState::Running
+                        && match t.health {
+                            TaskHealth::Healthy => true,
+                            TaskHealth::None => t
+                                .age_ms
+                                .is_none_or(|age| age >= crate::protocol::CONFIRM_AFTER_MS),
+                            _ => false,
+                        }
+                });
+                self.previous_copies(slot, want.previous, new_ready, &older, now, &mut round);
+            }
         }
         self.interrupted.clear();
         round
+    }
+
+    /// Decides on the running containers of an older generation of `slot` kept beside its
+    /// new task ([`PreviousCopy`]): the one here longest stays while `previous` says so
+    /// (blue/green), or until the new task is ready (`new_ready`) and its deregistration
+    /// delay has passed; the others go at once.
+    fn previous_copies(
+        &mut self,
+        slot: &SlotId,
+        previous: PreviousCopy,
+        new_ready: bool,
+        older: &[&ActualTask],
+        now: Millis,
+        round: &mut Round,
+    ) {
+        let keep = older
+            .iter()
+            .max_by_key(|t| (t.age_ms, std::cmp::Reverse(t.id.clone())))
+            .map(|t| t.id.clone());
+        for t in older {
+            if keep.as_ref() != Some(&t.id) {
+                round.actions.push(RuntimeAction::Remove {
+                    id: t.id.clone(),
+                    slot: slot.clone(),
+                    reason: "duplicate container for slot",
+                });
+                continue;
+            }
+            if previous == PreviousCopy::Keep || !new_ready {
+                round.previous.push(t.id.clone());
+                continue;
+            }
+            if self.deregistration_delay_ms > 0 {
+                let since = *self.deregistering.entry(t.id.clone()).or_insert(now);
+                let left = self
+                    .deregistration_delay_ms
+                    .saturating_sub(now.since(since));
+                if left > 0 {
+                    round.deregistering.push((t.id.clone(), left));
+                    continue;
+                }
+            }
+            round.actions.push(RuntimeAction::Remove {
+                id: t.id.clone(),
+                slot: slot.clone(),
+                reason: "its slot's new generation runs healthy",
+            });
+        }
     }
 }
 
@@ -596,10 +692,17 @@ fn stopped(record: &mut SlotRecord, t: &ActualTask, now: Millis) -> (RestartPhas
 
 /// The container that stands for `task` among this node's `actual` ones: of its slot, the
 /// right generation first, then a running one.
+///
+/// A running container of an older generation that the task keeps beside it
+/// ([`PreviousCopy`]) is not the task's: it is reported on its own ([`round_statuses`]).
 pub fn container_for<'a>(task: &DesiredTask, actual: &'a [ActualTask]) -> Option<&'a ActualTask> {
     actual
         .iter()
         .filter(|c| c.slot == task.slot)
+        .filter(|c| {
+            task.previous == PreviousCopy::Replace
+                || !(c.generation < task.generation && c.state == ActualTaskState::Running)
+        })
         .max_by_key(|c| {
             (
                 c.generation == task.generation,
@@ -723,6 +826,17 @@ pub fn round_statuses(
             .filter(|c| round.held.contains(&c.id))
             .map(held_status),
     );
+    // Older generations kept beside their slot's new task: reported as assigned tasks of
+    // their own generation (after the new task's report, which readers take first).
+    out.extend(
+        actual
+            .iter()
+            .filter(|c| round.previous.contains(&c.id))
+            .filter_map(|c| {
+                let task = desired.iter().find(|d| d.slot == c.slot)?;
+                Some(task_status(task, Some(c), None, None, fallback))
+            }),
+    );
     out.extend(actual.iter().filter_map(|c| {
         let (_, left) = round.deregistering.iter().find(|(id, _)| *id == c.id)?;
         Some(
@@ -768,6 +882,7 @@ mod tests {
             },
             volumes: Vec::new(),
             gpus: Vec::new(),
+            previous: PreviousCopy::Replace,
         }
     }
 
@@ -1212,5 +1327,111 @@ mod tests {
         let round = supervisor.round(&want, &[exited("c", 143)], Millis(2_000));
         assert!(round.actions.is_empty(), "{:?}", round.actions);
         assert_eq!(round.tasks[&slot(0)].phase, RestartPhase::Exited);
+    }
+
+    /// Slot 0 at generation 2, kept beside its running container of generation 1 as
+    /// `previous` says.
+    fn rolled(previous: PreviousCopy) -> DesiredTask {
+        DesiredTask {
+            generation: 2,
+            previous,
+            ..desired(0)
+        }
+    }
+
+    fn with_health(mut t: ActualTask, health: TaskHealth) -> ActualTask {
+        t.health = health;
+        t
+    }
+
+    #[test]
+    fn start_first_keeps_the_old_container_until_the_new_one_runs_healthy() {
+        let want = [rolled(PreviousCopy::UntilHealthy)];
+        let mut supervisor = Supervisor::new();
+        supervisor.set_deregistration_delay(1_000);
+        let old = actual("old", 0, 1, ActualTaskState::Running);
+        // The new one is created beside the old one, which keeps running.
+        let round = supervisor.round(&want, std::slice::from_ref(&old), Millis(0));
+        assert_eq!(
+            round.actions,
+            vec![RuntimeAction::Create(Box::new(want[0].clone()))]
+        );
+        assert_eq!(round.previous, vec!["old".to_string()]);
+        // Both generations are reported: the new task (pending) first, the old one after.
+        let reports = round_statuses(
+            &want,
+            std::slice::from_ref(&old),
+            &round,
+            &BTreeMap::new(),
+            TaskState::Pending,
+        );
+        let seen: Vec<(u64, TaskState)> = reports.iter().map(|r| (r.generation, r.state)).collect();
+        assert_eq!(seen, vec![(0, TaskState::Pending), (1, TaskState::Running)]);
+        // The new one runs but is not healthy yet: the old one stays.
+        let new = with_health(
+            actual("new", 0, 2, ActualTaskState::Running),
+            TaskHealth::Starting,
+        );
+        let round = supervisor.round(&want, &[old.clone(), new.clone()], Millis(100));
+        assert!(round.actions.is_empty(), "{:?}", round.actions);
+        let reports = round_statuses(
+            &want,
+            &[old.clone(), new.clone()],
+            &round,
+            &BTreeMap::new(),
+            TaskState::Pending,
+        );
+        let seen: Vec<u64> = reports.iter().map(|r| r.generation).collect();
+        assert_eq!(seen, vec![2, 1], "service ps shows both generations");
+        // Healthy: the old one deregisters first, then goes.
+        let new = with_health(new, TaskHealth::Healthy);
+        let round = supervisor.round(&want, &[old.clone(), new.clone()], Millis(200));
+        assert!(round.actions.is_empty(), "{:?}", round.actions);
+        assert_eq!(round.deregistering, vec![("old".to_string(), 1_000)]);
+        let round = supervisor.round(&want, &[old.clone(), new.clone()], Millis(1_200));
+        assert_eq!(
+            round.actions,
+            vec![RuntimeAction::Remove {
+                id: "old".into(),
+                slot: slot(0),
+                reason: "its slot's new generation runs healthy"
+            }]
+        );
+    }
+
+    #[test]
+    fn stop_first_removes_the_old_container_before_creating_the_new_one() {
+        let want = [rolled(PreviousCopy::Replace)];
+        let old = actual("old", 0, 1, ActualTaskState::Running);
+        let round = Supervisor::new().round(&want, &[old], Millis(0));
+        assert_eq!(
+            round.actions,
+            vec![RuntimeAction::Remove {
+                id: "old".into(),
+                slot: slot(0),
+                reason: "container of an older service generation"
+            }]
+        );
+        assert!(round.previous.is_empty());
+    }
+
+    #[test]
+    fn blue_green_keeps_the_old_container_while_the_new_one_is_healthy() {
+        let want = [rolled(PreviousCopy::Keep)];
+        let old = actual("old", 0, 1, ActualTaskState::Running);
+        let new = with_health(
+            actual("new", 0, 2, ActualTaskState::Running),
+            TaskHealth::Healthy,
+        );
+        let mut supervisor = Supervisor::new();
+        for t in [0, 10_000, 100_000] {
+            let round = supervisor.round(&want, &[old.clone(), new.clone()], Millis(t));
+            assert!(round.actions.is_empty(), "{:?}", round.actions);
+            assert_eq!(round.previous, vec!["old".to_string()]);
+        }
+        // The rollout completed: the old one goes once the new one is healthy.
+        let want = [rolled(PreviousCopy::UntilHealthy)];
+        let round = supervisor.round(&want, &[old, new], Millis(100_100));
+        assert_eq!(round.actions.len(), 1, "{:?}", round.actions);
     }
 }

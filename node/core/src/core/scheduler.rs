@@ -307,9 +307,11 @@ fn judge_copies(
     observed: &Observations,
     lease: &Lease,
 ) -> Option<Assignment> {
+    // The generation the slot runs: its assignment's (a rollout may not have moved it yet).
+    let generation = standing.map_or(service.generation, |a| a.spec_generation);
     let candidates: Vec<&RunningCopy> = copies
         .iter()
-        .filter(|c| c.generation == service.generation && usable(&c.node))
+        .filter(|c| c.generation == generation && usable(&c.node))
         .collect();
     let assigned = standing.map(|a| &a.node);
     if let Some(node) = assigned {
@@ -352,7 +354,7 @@ fn judge_copies(
         node: keeper.node.clone(),
         epoch: lease.epoch,
         holder: lease.holder.clone(),
-        spec_generation: service.generation,
+        spec_generation: generation,
         displaced,
         gpus,
     })
@@ -490,9 +492,11 @@ pub fn plan_observed(
                     && gpus::valid(s, a, &observed.gpus)
                     && !gpu_conflicts.contains(slot);
             }
+            // An assignment of an older generation stays: it is the rollout's to move
+            // (`super::rollout`).
             !s.deleted
                 && slot.slot < s.spec.replicas
-                && a.spec_generation == s.generation
+                && a.spec_generation <= s.generation
                 && (eligible_set.contains(&a.node) || holds(s, &a.node) || waits_for(s, &a.node))
                 && suits(s, &a.node)
                 && !(avoided(slot, &a.node) && elsewhere(s, slot))
@@ -808,14 +812,13 @@ pub fn plan_observed(
                     Some(reason) => reason.clone(),
                     None => pending_reason(load),
                 };
-                // An assignment made for an older spec must not run the new one on a node
-                // that cannot hold it, nor may one stay on a node its constraints no longer
-                // allow or beyond `--max-replicas-per-node` (`keeps` holds, yet it was not
-                // kept), nor hold a GPU another slot holds or its node no longer lists:
-                // clear it (the slot waits, visibly).
+                // An assignment must not stay on a node its constraints no longer allow or
+                // beyond `--max-replicas-per-node` (`keeps` holds, yet it was not kept), nor
+                // hold a GPU another slot holds or its node no longer lists: clear it (the
+                // slot waits, visibly). (An assignment of an older generation runs its own
+                // spec: the rollout moves it, not this rule.)
                 if assignments.get(&slot).is_some_and(|a| {
-                    a.spec_generation != service.generation
-                        || !suits(service, &a.node)
+                    !suits(service, &a.node)
                         || keeps(&slot, a)
                         || gpu_conflicts.contains(&slot)
                         || !gpus::valid(service, a, &observed.gpus)
@@ -1251,7 +1254,8 @@ mod tests {
         assert_eq!(p.put[0].1.node, id("b"));
         assert_eq!(p.pending[0].1, "no node with 3 CPUs free");
 
-        // A spec change that no longer fits clears the old assignment: the slot waits.
+        // A spec change leaves the slot's assignment of the older generation, which runs its
+        // own spec, to the rollout (`super::rollout`); placed afresh, the new spec waits.
         let small = Services::from(vec![limited("calc", 1, Some(1_000_000_000), None)]);
         let mut placed = BTreeMap::new();
         apply(
@@ -1279,7 +1283,16 @@ mod tests {
             &capacity,
             &BTreeMap::new(),
         );
-        assert_eq!(p.remove.len(), 1, "{p:?}");
+        assert!(p.is_empty() && p.pending.is_empty(), "{p:?}");
+        let p = plan_with_capacity(
+            &big,
+            &members,
+            &all,
+            &BTreeMap::new(),
+            &lease(),
+            &capacity,
+            &BTreeMap::new(),
+        );
         assert_eq!(p.pending[0].1, "no node with 8 CPUs free");
 
         // Without a known capacity a node takes anything (an older peer).

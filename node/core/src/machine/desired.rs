@@ -100,9 +100,9 @@ impl NodeMachine {
         });
         let mut awaiting = BTreeMap::new();
         for (slot, a) in view.assignments.iter().filter(|(_, a)| a.node == me) {
-            let Some(service) = crate::core::service_wanting(&view.services, slot) else {
+            if crate::core::service_wanting(&view.services, slot).is_none() {
                 continue;
-            };
+            }
             // The lowest such node: the reports map has no order of its own.
             let core = &self.core;
             let elsewhere = self.reports.received.iter().filter(|(node, (report, at))| {
@@ -114,7 +114,7 @@ impl NodeMachine {
                         t.service == slot.service.as_str()
                             && t.slot == slot.slot
                             && t.state == TaskState::Running
-                            && t.generation == service.generation
+                            && t.generation == a.spec_generation
                     })
             });
             if let Some((node, _)) = elsewhere.min_by(|x, y| x.0.cmp(y.0)) {
@@ -202,7 +202,7 @@ impl NodeMachine {
                             t.service == slot.service.as_str()
                                 && t.slot == slot.slot
                                 && t.confirms_running(
-                                    service.generation,
+                                    a.spec_generation,
                                     a.epoch.0,
                                     a.holder.as_str(),
                                 )
@@ -211,7 +211,9 @@ impl NodeMachine {
                 Some((
                     slot.clone(),
                     HeldSlot {
-                        generation: service.generation,
+                        // The generation the slot runs (its assignment's, see
+                        // `core::rollout`): a copy of any other is released once confirmed.
+                        generation: a.spec_generation,
                         confirmed_elsewhere,
                         displaced: a.displaced.contains(&me),
                     },
@@ -228,7 +230,37 @@ impl NodeMachine {
     pub(super) fn observe_running_copies(&mut self, now: Millis) {
         let mut copies: BTreeMap<SlotId, Vec<RunningCopy>> = BTreeMap::new();
         let mut reported = std::collections::BTreeSet::new();
+        // The services whose rollout is under way: the rollout engine reads their tasks'
+        // reports, whatever their state.
+        let rolling: std::collections::BTreeSet<ServiceName> = {
+            let view = self.view_cache.get_or_insert_with(|| {
+                ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
+            });
+            view.services
+                .iter()
+                .filter(|(_, s)| !s.deleted && s.rollout.as_ref().is_some_and(|r| r.is_active()))
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        let mut slot_reports = crate::core::rollout::SlotReports::new();
         let mut add = |node: &NodeId, tasks: &[TaskStatus], since_ms: u64| {
+            if !rolling.is_empty() {
+                for t in tasks {
+                    let Some(service) = ServiceName::new(t.service.clone())
+                        .ok()
+                        .filter(|s| rolling.contains(s))
+                    else {
+                        continue;
+                    };
+                    slot_reports
+                        .entry(SlotId {
+                            service,
+                            slot: t.slot,
+                        })
+                        .or_default()
+                        .push(crate::core::rollout::SlotReport::of(node, t));
+                }
+            }
             for t in tasks.iter().filter(|t| t.state == TaskState::Running) {
                 let Ok(service) = ServiceName::new(t.service.clone()) else {
                     continue;
@@ -259,6 +291,7 @@ impl NodeMachine {
             reported.insert(node.clone());
         }
         self.core.set_running_copies(copies, reported);
+        self.core.set_slot_reports(slot_reports);
     }
 
     /// Drops the tasks of services whose spec fails

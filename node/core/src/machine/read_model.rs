@@ -108,6 +108,9 @@ pub struct TaskView {
     pub error: String,
     /// Its address on its node's overlay network, when it has one.
     pub overlay_ip: Option<std::net::Ipv6Addr>,
+    /// The spec generation it runs: its assignment's (in [`Snapshot::previous_tasks`], its
+    /// container's).
+    pub generation: u64,
 }
 
 /// A consistent picture of one node's view, for the API.
@@ -128,6 +131,11 @@ pub struct Snapshot {
     pub services: crate::core::Services,
     /// Tasks of live services.
     pub tasks: Vec<TaskView>,
+    /// Containers of an older generation that nodes keep running beside their slot's new
+    /// task during a start-first or blue/green rollout (issue 15), as their nodes report
+    /// them: `service ps` shows both generations. Not in [`Snapshot::tasks`] (which has one
+    /// task per slot).
+    pub previous_tasks: Vec<TaskView>,
     /// Messages from non-members dropped by the mesh.
     pub dropped_non_member: u64,
     /// Peers connected now.
@@ -301,8 +309,11 @@ impl NodeMachine {
             })
             .collect();
         // Every task report by (node, slot), so each task finds its own in O(log n).
-        // The first report of a slot in a node's list wins, as a linear search would find it.
+        // The first report of a slot in a node's list wins, as a linear search would find it;
+        // a report of another generation than the slot's assignment is its node's older
+        // container (a rollout's start-first, or the node has not caught up yet).
         let mut reports: HashMap<(&NodeId, &str, u32), &TaskStatus> = HashMap::new();
+        let mut older: Vec<(&NodeId, &TaskStatus)> = Vec::new();
         let reported_by = std::iter::once((&self.me, &self.local_status)).chain(
             self.reports
                 .received
@@ -312,9 +323,12 @@ impl NodeMachine {
         );
         for (node, tasks) in reported_by {
             for t in tasks.iter().filter(|t| !t.unassigned) {
-                reports
-                    .entry((node, t.service.as_str(), t.slot))
-                    .or_insert(t);
+                match reports.entry((node, t.service.as_str(), t.slot)) {
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(t);
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => older.push((node, t)),
+                }
             }
         }
         let tasks = view
@@ -322,9 +336,12 @@ impl NodeMachine {
             .iter()
             .filter(|(slot, _)| view.services.get(&slot.service).is_some_and(|s| !s.deleted))
             .map(|(slot, a)| {
+                // A report of another generation (0: no container, or an older peer) is the
+                // node's older container, not this task's (see `core::rollout`).
                 let reported = reports
                     .get(&(&a.node, slot.service.as_str(), slot.slot))
-                    .copied();
+                    .copied()
+                    .filter(|t| t.generation == 0 || t.generation == a.spec_generation);
                 let rejected = view.rejected.get(&slot.service);
                 let mut task = self.task_view(slot, a, &name_of(&a.node), reported, rejected);
                 // An unreachable member's slot that its service's policy keeps there.
@@ -379,6 +396,22 @@ impl NodeMachine {
             }),
             members,
             services: view.services.clone(),
+            previous_tasks: older
+                .into_iter()
+                .filter_map(|(node, t)| {
+                    let service = ServiceName::new(t.service.clone()).ok()?;
+                    let slot = SlotId {
+                        service,
+                        slot: t.slot,
+                    };
+                    let a = view.assignments.get(&slot)?;
+                    (a.node == *node && t.generation != 0 && t.generation < a.spec_generation)
+                        .then(|| TaskView {
+                            generation: t.generation,
+                            ..self.task_view(&slot, a, &name_of(&a.node), Some(t), None)
+                        })
+                })
+                .collect(),
             tasks,
             pending: unplaced
                 .iter()
@@ -436,6 +469,7 @@ impl NodeMachine {
                 next_restart_ms: None,
                 error: err.to_string(),
                 overlay_ip: None,
+                generation: a.spec_generation,
             };
         }
         TaskView {
@@ -457,6 +491,7 @@ impl NodeMachine {
             next_restart_ms: reported.and_then(|t| t.next_restart_ms),
             error: reported.map(|t| t.error.clone()).unwrap_or_default(),
             overlay_ip: reported.and_then(|t| t.overlay_ip),
+            generation: a.spec_generation,
         }
     }
 }

@@ -54,6 +54,15 @@ impl NodeMachine {
                         "scheduling"
                     );
                 }
+                Action::SetRollout(service, record) => {
+                    info!(%service, state = record.state_word(), "rollout");
+                }
+                Action::Rollback {
+                    service,
+                    generation,
+                } => {
+                    warn!(%service, generation, "rollout failed: rolling back");
+                }
             }
             match action.apply(&mut self.state, self.config.core.rule_break.fencing()) {
                 Ok(Some(change)) => {

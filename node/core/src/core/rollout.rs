@@ -1,0 +1,1183 @@
+//! The rollout engine (issue 15): how the lease holder moves a service's slots from the
+//! generations they run to the service's current one, batch by batch, gated on the health
+//! the nodes report.
+//!
+//! **Where progress lives.** Which generation each slot runs is its assignment's
+//! `spec_generation`; where the rollout stands is the service's rollout record
+//! ([`warren_crdt::Rollout`]). Both are in the desired state, so a new lease holder (after a
+//! crash, or on the other side of a partition) resumes from them: it never needs the old
+//! holder's memory, and a service has one record, so there are never two rollouts of one
+//! service. A new update supersedes the rollout under way: it writes a new record for the
+//! new generation, and every slot of any older generation is simply "not updated".
+//!
+//! **The rules, each round of the lease holder** ([`Rollouts::round`]), for a service whose
+//! rollout is `updating`:
+//!
+//! - A slot *moved* (its assignment names the target generation) is **healthy** from the
+//!   first round the holder sees its node report the target generation's task running and
+//!   healthy (or running without a health check); it is **done** once it stayed so for the
+//!   policy's `monitor_ms`. It is a **failure** when, before it is done, the report shows
+//!   the task exited, failed, dead, rejected, restarting or unhealthy, or restarted at all.
+//!   Done and failed are remembered by the holder only (holder-local memory): a new holder
+//!   watches every moved slot through a whole monitor period again.
+//! - At most `parallelism` slots (0: all) are **in flight** (moved, neither done nor
+//!   failed). A batch starts when none is in flight and `delay_ms` has passed since the
+//!   previous batch was done (a new holder that finds slots updated already waits the delay
+//!   once). A batch takes the lowest-indexed slots not updated whose node is live and that
+//!   the scheduling round of the same tick leaves alone. **Moving** a slot rewrites its
+//!   assignment on the same node with the target generation under the holder's lease
+//!   (fenced like every assignment). New placements (an unassigned slot, a scale up, a slot
+//!   whose node was lost) are made by the scheduler at the current generation directly.
+//! - When failures exceed `max_failure_ratio_permille` of the slots moved, the **failure
+//!   action** runs: `pause` writes the record `paused` with the reason (`task web.2 exited
+//!   with code 1 within the monitor period`), leaving the slots not updated on their
+//!   generation; `rollback` asks for the document's rollback ([`super::Action::Rollback`]): the
+//!   previous spec comes back as a new generation rolled out under the rollback policy (a
+//!   rollback whose own failure action is `rollback` pauses instead: it is not rolled back
+//!   again); `continue` goes on.
+//! - Every slot done (or failed, under `continue`) → `completed`.
+//! - **Canary**: batches stop once `count` slots are moved; when they are done the record
+//!   becomes `awaiting-promotion`. `service promote` writes it back to `updating` with the
+//!   deploy `rolling`, so a promoted canary is a rolling rollout of the rest.
+//! - **Blue/green**: every slot moves at once and its node starts the new task beside the
+//!   old one, which it keeps ([`PreviousCopy::Keep`]). When every new task is done, the
+//!   holder writes `traffic_generation` = the target (the switch: the routing mesh sends
+//!   connections to the new set only, [`traffic_split`]); `delay_ms` after it saw the switch
+//!   written, `completed`, and the nodes stop the old copies.
+//!
+//! Every write is a record write ([`super::Action::SetRollout`]) or an assignment write,
+//! idempotent: a record equal to the standing one is not written, and a lost write is made
+//! again by a later round.
+//!
+//! On the node, a slot of the target generation whose rollout's order is `start-first`
+//! keeps its older container running until the new one runs healthy
+//! ([`PreviousCopy::UntilHealthy`], see `reconcile.rs`); `stop-first` removes it first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use warren_crdt::{
+    Assignment, Deploy, FailureAction, Lease, NodeId, Rollout, RolloutKind, RolloutState, Service,
+    ServiceMode, ServiceName, SlotId, UpdateOrder,
+};
+
+use super::reconcile::{PreviousCopy, TaskHealth};
+use super::scheduler::Services;
+use super::Millis;
+use crate::protocol::{TaskState, TaskStatus};
+
+/// What the lease holder knows of one task of a slot from a node's report: the inputs of
+/// the rollout's monitor (a slimmed [`TaskStatus`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotReport {
+    /// The node that reported it.
+    pub node: NodeId,
+    /// The generation of its container (0: no container).
+    pub generation: u64,
+    /// Where it stands.
+    pub state: TaskState,
+    /// Its health (`none` without a health check).
+    pub health: TaskHealth,
+    /// Restarts in a row (reset when the slot's generation changes).
+    pub restarts: u32,
+    /// Exit code of its last run, once it stopped.
+    pub exit_code: Option<i64>,
+    /// A copy the node runs without its assignment (a heal's or a start-first move's).
+    pub unassigned: bool,
+}
+
+impl SlotReport {
+    /// The part of `status` reported by `node` that the monitor reads.
+    pub fn of(node: &NodeId, status: &TaskStatus) -> Self {
+        SlotReport {
+            node: node.clone(),
+            generation: status.generation,
+            state: status.state,
+            health: status.health,
+            restarts: status.restarts,
+            exit_code: status.exit_code,
+            unassigned: status.unassigned,
+        }
+    }
+}
+
+/// The fresh task reports the lease holder has, per slot (any node, any generation).
+pub type SlotReports = BTreeMap<SlotId, Vec<SlotReport>>;
+
+/// What one round of [`Rollouts::round`] decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolloutDecisions {
+    /// Slots moved to their service's current generation (same node, the holder's lease).
+    pub moves: Vec<(SlotId, Assignment)>,
+    /// Rollout records to write (each for the service's current generation).
+    pub records: Vec<(ServiceName, Rollout)>,
+    /// Services whose failure action is `rollback`, with the generation that failed: the
+    /// caller calls the document's rollback if the service is still at that generation.
+    pub rollbacks: Vec<(ServiceName, u64)>,
+}
+
+impl RolloutDecisions {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.moves.is_empty() && self.records.is_empty() && self.rollbacks.is_empty()
+    }
+}
+
+/// What [`Rollouts::round`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct RolloutInput<'a> {
+    /// The services (tombstones included).
+    pub services: &'a Services,
+    /// The standing assignments.
+    pub assignments: &'a BTreeMap<SlotId, Assignment>,
+    /// The fresh reports.
+    pub reports: &'a SlotReports,
+    /// The members live here.
+    pub live: &'a BTreeSet<NodeId>,
+    /// The lease the holder acts under.
+    pub lease: &'a Lease,
+    /// Slots the scheduling round of the same tick writes or removes: left alone.
+    pub touched: &'a BTreeSet<SlotId>,
+    /// The holder's clock.
+    pub now: Millis,
+}
+
+/// Where one slot of a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotPhase {
+    /// No assignment yet: the scheduler places it at the current generation.
+    Unplaced,
+    /// Its assignment names an older generation.
+    NotUpdated,
+    /// Moved, watched.
+    InFlight,
+    /// Moved and healthy through its monitor period.
+    Done,
+    /// Moved and failed within its monitor period.
+    Failed,
+}
+
+/// The holder's memory of one service's rollout (lost with the lease: see the module doc).
+#[derive(Debug, Clone, Default)]
+struct Monitor {
+    to_generation: u64,
+    /// Slot index → (first round seen healthy, its restarts then).
+    healthy_since: BTreeMap<u32, (Millis, u32)>,
+    done: BTreeSet<u32>,
+    /// Slot index → why it failed, for people.
+    failed: BTreeMap<u32, String>,
+    /// Whether a batch was in flight at the last round.
+    had_in_flight: bool,
+    /// When the last batch was done.
+    batch_done_at: Option<Millis>,
+    /// Blue/green: when this holder first saw the traffic switched.
+    switched_at: Option<Millis>,
+}
+
+/// The lease holder's rollout engine: its memory of the rollouts it watches. See the module
+/// doc for the rules.
+#[derive(Debug, Clone, Default)]
+pub struct Rollouts {
+    monitors: BTreeMap<ServiceName, Monitor>,
+}
+
+/// The assignments of `name`'s slots, in index order.
+fn slots_of<'a>(
+    assignments: &'a BTreeMap<SlotId, Assignment>,
+    name: &ServiceName,
+) -> impl Iterator<Item = (&'a SlotId, &'a Assignment)> {
+    let from = SlotId {
+        service: name.clone(),
+        slot: 0,
+    };
+    let to = SlotId {
+        service: name.clone(),
+        slot: u32::MAX,
+    };
+    assignments.range(from..=to)
+}
+
+/// The rollout record a service's slots are moved under: its record for the current
+/// generation. A service without one (never updated, or a document written before
+/// rollouts) has no rollout: its slots keep their generation until the next update.
+fn record_of(service: &Service) -> Option<&Rollout> {
+    service
+        .rollout
+        .as_ref()
+        .filter(|r| r.to_generation == service.generation)
+}
+
+/// The report of the task of `slot` assigned as `a`, of generation `generation`.
+fn report_for<'a>(
+    reports: &'a SlotReports,
+    slot: &SlotId,
+    a: &Assignment,
+    generation: u64,
+) -> Option<&'a SlotReport> {
+    reports
+        .get(slot)?
+        .iter()
+        .find(|r| r.node == a.node && r.generation == generation && !r.unassigned)
+}
+
+/// Why a task of the target generation counts as a failure, or `None` while it does not.
+fn failure_of(report: &SlotReport, restarts_before: u32) -> Option<String> {
+    let exited = |what: &str| match report.exit_code {
+        Some(code) => format!("{what} with code {code}"),
+        None => what.to_string(),
+    };
+    match report.state {
+        TaskState::Exited => return Some(exited("exited")),
+        TaskState::Failed => return Some(exited("failed")),
+        TaskState::Dead => return Some("died".to_string()),
+        TaskState::Rejected => return Some("was rejected".to_string()),
+        TaskState::Restarting => return Some(exited("exited and is restarting")),
+        _ => {}
+    }
+    if report.health == TaskHealth::Unhealthy {
+        return Some("turned unhealthy".to_string());
+    }
+    if report.restarts > restarts_before {
+        return Some(format!("restarted {} times", report.restarts));
+    }
+    None
+}
+
+impl Monitor {
+    fn phase(
+        &mut self,
+        index: u32,
+        slot: &SlotId,
+        a: Option<&Assignment>,
+        reports: &SlotReports,
+        monitor_ms: u64,
+        now: Millis,
+    ) -> SlotPhase {
+        let Some(a) = a else {
+            return SlotPhase::Unplaced;
+        };
+        if a.spec_generation != self.to_generation {
+            return SlotPhase::NotUpdated;
+        }
+        if self.done.contains(&index) {
+            return SlotPhase::Done;
+        }
+        if self.failed.contains_key(&index) {
+            return SlotPhase::Failed;
+        }
+        let Some(report) = report_for(reports, slot, a, self.to_generation) else {
+            return SlotPhase::InFlight;
+        };
+        let before = self.healthy_since.get(&index).map_or(0, |(_, r)| *r);
+        if let Some(why) = failure_of(report, before) {
+            self.failed.insert(index, why);
+            return SlotPhase::Failed;
+        }
+        let healthy = report.state == TaskState::Running
+            && matches!(report.health, TaskHealth::Healthy | TaskHealth::None);
+        if !healthy {
+            return SlotPhase::InFlight;
+        }
+        let (since, _) = *self
+            .healthy_since
+            .entry(index)
+            .or_insert((now, report.restarts));
+        if now.since(since) >= monitor_ms {
+            self.done.insert(index);
+            SlotPhase::Done
+        } else {
+            SlotPhase::InFlight
+        }
+    }
+}
+
+impl Rollouts {
+    /// An engine that watches nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets everything watched (this node no longer holds the lease: a later holder
+    /// starts its monitors afresh).
+    pub fn clear(&mut self) {
+        self.monitors.clear();
+    }
+
+    /// One round of the lease holder: the slots to move and the records to write, by the
+    /// rules of the module doc. Pure but for the engine's memory.
+    pub fn round(&mut self, input: RolloutInput<'_>) -> RolloutDecisions {
+        let mut out = RolloutDecisions::default();
+        self.monitors
+            .retain(|name, _| input.services.get(name).is_some_and(|s| !s.deleted));
+        for (name, service) in input.services.iter().filter(|(_, s)| !s.deleted) {
+            let Some(record) = record_of(service) else {
+                self.monitors.remove(name);
+                continue;
+            };
+            if !record.is_active() {
+                continue;
+            }
+            let monitor = self.monitors.entry(name.clone()).or_default();
+            if monitor.to_generation != record.to_generation {
+                *monitor = Monitor {
+                    to_generation: record.to_generation,
+                    ..Monitor::default()
+                };
+            }
+            step(name, service, record, monitor, &input, &mut out);
+        }
+        out
+    }
+}
+
+/// One service's round (its record is `updating`).
+fn step(
+    name: &ServiceName,
+    service: &Service,
+    record: &Rollout,
+    monitor: &mut Monitor,
+    input: &RolloutInput<'_>,
+    out: &mut RolloutDecisions,
+) {
+    let policy = &record.policy;
+    let now = input.now;
+    // The slots the service wants: every replica index, or a global service's assignments.
+    let mut slots: Vec<(SlotId, Option<&Assignment>)> = match service.spec.mode {
+        ServiceMode::Replicated => (0..service.spec.slot_count())
+            .map(|index| {
+                let slot = SlotId {
+                    service: name.clone(),
+                    slot: index,
+                };
+                let a = input.assignments.get(&slot);
+                (slot, a)
+            })
+            .collect(),
+        ServiceMode::Global => slots_of(input.assignments, name)
+            .filter(|(slot, _)| service.spec.wants_slot(slot.slot))
+            .map(|(slot, a)| (slot.clone(), Some(a)))
+            .collect(),
+    };
+    slots.sort_by_key(|(slot, _)| slot.slot);
+    let phases: Vec<SlotPhase> = slots
+        .iter()
+        .map(|(slot, a)| monitor.phase(slot.slot, slot, *a, input.reports, policy.monitor_ms, now))
+        .collect();
+    let count = |p: SlotPhase| phases.iter().filter(|q| **q == p).count();
+    let (in_flight, done, failed) = (
+        count(SlotPhase::InFlight),
+        count(SlotPhase::Done),
+        count(SlotPhase::Failed),
+    );
+    let moved = in_flight + done + failed;
+    let write = |out: &mut RolloutDecisions, next: Rollout| {
+        if service.rollout.as_ref() != Some(&next) {
+            out.records.push((name.clone(), next));
+        }
+    };
+    // The failure action.
+    let ratio = usize::from(policy.max_failure_ratio_permille);
+    if failed > 0
+        && failed.saturating_mul(1000) > ratio.saturating_mul(moved)
+        && policy.failure_action != FailureAction::Continue
+    {
+        let (index, why) = monitor
+            .failed
+            .iter()
+            .next()
+            .map(|(i, w)| (*i, w.clone()))
+            .unwrap_or_default();
+        let mut reason = format!("task {name}.{index} {why} within the monitor period");
+        if policy.failure_action == FailureAction::Rollback && record.kind == RolloutKind::Update {
+            out.rollbacks.push((name.clone(), record.to_generation));
+            return;
+        }
+        if policy.failure_action == FailureAction::Rollback {
+            reason.push_str(" (a rollback is not rolled back: paused)");
+        }
+        write(
+            out,
+            Rollout {
+                state: RolloutState::Paused { reason },
+                ..record.clone()
+            },
+        );
+        return;
+    }
+    if in_flight > 0 {
+        monitor.had_in_flight = true;
+        return;
+    }
+    if monitor.had_in_flight || (monitor.batch_done_at.is_none() && moved > 0) {
+        monitor.had_in_flight = false;
+        monitor.batch_done_at = Some(now);
+    }
+    let unplaced = count(SlotPhase::Unplaced);
+    let movable: Vec<(&SlotId, &Assignment)> = slots
+        .iter()
+        .zip(&phases)
+        .filter(|(_, p)| **p == SlotPhase::NotUpdated)
+        .filter_map(|((slot, a), _)| Some((slot, (*a)?)))
+        .filter(|(slot, a)| input.live.contains(&a.node) && !input.touched.contains(*slot))
+        .collect();
+    let not_updated = count(SlotPhase::NotUpdated);
+    let move_slot = |out: &mut RolloutDecisions, slot: &SlotId, a: &Assignment| {
+        out.moves.push((
+            slot.clone(),
+            Assignment {
+                epoch: input.lease.epoch,
+                holder: input.lease.holder.clone(),
+                spec_generation: record.to_generation,
+                ..a.clone()
+            },
+        ));
+    };
+    let completed = Rollout {
+        state: RolloutState::Completed,
+        ..record.clone()
+    };
+    match record.deploy {
+        Deploy::BlueGreen => {
+            if not_updated > 0 {
+                for (slot, a) in movable {
+                    move_slot(out, slot, a);
+                }
+                return;
+            }
+            if unplaced > 0 {
+                return;
+            }
+            if record.traffic_generation != Some(record.to_generation) {
+                write(
+                    out,
+                    Rollout {
+                        traffic_generation: Some(record.to_generation),
+                        ..record.clone()
+                    },
+                );
+                return;
+            }
+            let since = *monitor.switched_at.get_or_insert(now);
+            if now.since(since) >= policy.delay_ms {
+                write(out, completed);
+            }
+        }
+        Deploy::Rolling | Deploy::Canary { .. } => {
+            let total = slots.len();
+            if let Deploy::Canary { count, .. } = record.deploy {
+                let quota = count.slots(u32::try_from(total).unwrap_or(u32::MAX)) as usize;
+                if moved >= quota {
+                    if not_updated == 0 && unplaced == 0 {
+                        write(out, completed);
+                    } else {
+                        write(
+                            out,
+                            Rollout {
+                                state: RolloutState::AwaitingPromotion,
+                                ..record.clone()
+                            },
+                        );
+                    }
+                    return;
+                }
+            }
+            if not_updated == 0 {
+                if unplaced == 0 {
+                    write(out, completed);
+                }
+                return;
+            }
+            if monitor
+                .batch_done_at
+                .is_some_and(|at| now.since(at) < policy.delay_ms)
+            {
+                return;
+            }
+            let mut batch = if policy.parallelism == 0 {
+                usize::MAX
+            } else {
+                policy.parallelism as usize
+            };
+            if let Deploy::Canary { count, .. } = record.deploy {
+                let quota = count.slots(u32::try_from(total).unwrap_or(u32::MAX)) as usize;
+                batch = batch.min(quota.saturating_sub(moved));
+            }
+            for (slot, a) in movable.into_iter().take(batch) {
+                move_slot(out, slot, a);
+            }
+        }
+    }
+}
+
+/// What a node does with a slot's container of an older generation while the task of
+/// `generation` (the slot's assignment) starts, under `service`'s rollout: its order, and
+/// blue/green's hold until the rollout completes.
+pub fn previous_copy(service: &Service, generation: u64) -> PreviousCopy {
+    let Some(r) = service
+        .rollout
+        .as_ref()
+        .filter(|r| r.to_generation == generation && r.to_generation == service.generation)
+    else {
+        return PreviousCopy::Replace;
+    };
+    if r.deploy == Deploy::BlueGreen && r.kind == RolloutKind::Update {
+        return if r.state == RolloutState::Completed {
+            PreviousCopy::UntilHealthy
+        } else {
+            PreviousCopy::Keep
+        };
+    }
+    match r.policy.order {
+        UpdateOrder::StartFirst => PreviousCopy::UntilHealthy,
+        UpdateOrder::StopFirst => PreviousCopy::Replace,
+    }
+}
+
+/// Which tasks of a service take new connections, by generation (the routing mesh's
+/// input): see [`traffic_split`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrafficSplit {
+    /// Only tasks of this generation (blue/green after its switch).
+    Only(u64),
+    /// Every task but those of this generation (blue/green before its switch: the new set
+    /// starts and is watched, the old one serves).
+    AllBut(u64),
+    /// Tasks of `generation` (a canary) get `percent` % of new connections, the tasks of
+    /// other generations the rest (when either side has no healthy task, the other takes
+    /// everything).
+    Weighted {
+        /// The canary's generation.
+        generation: u64,
+        /// Its share of new connections, 0–100.
+        percent: u8,
+    },
+}
+
+/// How the routing mesh splits `service`'s connections between generations, from its rollout
+/// record alone (a pure function every node computes alike); `None`: no preference, every
+/// running healthy task alike (a canary without `weight_percent` thus gets its share of
+/// the tasks).
+///
+/// - blue/green update, not completed: [`TrafficSplit::AllBut`] the new generation until
+///   `traffic_generation` is written, then [`TrafficSplit::Only`] that generation;
+/// - canary update with `weight_percent` (updating, paused or awaiting promotion):
+///   [`TrafficSplit::Weighted`];
+/// - anything else: `None`.
+pub fn traffic_split(service: &Service) -> Option<TrafficSplit> {
+    let r = service
+        .rollout
+        .as_ref()
+        .filter(|r| r.to_generation == service.generation && r.kind == RolloutKind::Update)?;
+    if r.state == RolloutState::Completed {
+        return None;
+    }
+    match r.deploy {
+        Deploy::BlueGreen => Some(match r.traffic_generation {
+            Some(g) => TrafficSplit::Only(g),
+            None => TrafficSplit::AllBut(r.to_generation),
+        }),
+        Deploy::Canary {
+            weight_percent: Some(percent),
+            ..
+        } => Some(TrafficSplit::Weighted {
+            generation: r.to_generation,
+            percent: percent.min(100),
+        }),
+        _ => None,
+    }
+}
+
+/// A rollout's progress for people (`service inspect`, the CLI's progress bar).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RolloutProgress {
+    /// Slots whose assignment names the target generation.
+    pub updated: u32,
+    /// Of those, the ones whose node reports the target's task running and healthy (or
+    /// without a health check).
+    pub healthy: u32,
+    /// Of those, the ones whose node reports the target's task exited, failed, restarting
+    /// or unhealthy.
+    pub failed: u32,
+    /// Slots the service wants (its replica count; a global service's assignments).
+    pub total: u32,
+}
+
+/// Where `service`'s rollout stands by the assignments and the latest `reports` (any
+/// node's view: no monitor memory, so `healthy` counts the tasks healthy now, through their
+/// monitor or not). `None` for a service without a rollout record.
+pub fn progress(
+    name: &ServiceName,
+    service: &Service,
+    assignments: &BTreeMap<SlotId, Assignment>,
+    reports: &SlotReports,
+) -> Option<RolloutProgress> {
+    let target = service.rollout.as_ref()?.to_generation;
+    let mut p = RolloutProgress::default();
+    let wanted: Vec<(SlotId, Option<&Assignment>)> = match service.spec.mode {
+        ServiceMode::Replicated => (0..service.spec.slot_count())
+            .map(|index| {
+                let slot = SlotId {
+                    service: name.clone(),
+                    slot: index,
+                };
+                let a = assignments.get(&slot);
+                (slot, a)
+            })
+            .collect(),
+        ServiceMode::Global => slots_of(assignments, name)
+            .filter(|(slot, _)| service.spec.wants_slot(slot.slot))
+            .map(|(slot, a)| (slot.clone(), Some(a)))
+            .collect(),
+    };
+    for (slot, a) in wanted {
+        let updated = a.filter(|a| a.spec_generation == target);
+        p.count_slot(
+            updated.is_some(),
+            updated.and_then(|a| report_for(reports, &slot, a, target)),
+        );
+    }
+    Some(p)
+}
+
+impl RolloutProgress {
+    /// Counts one slot the service wants: `updated` when its assignment names the
+    /// rollout's target generation, with its node's `report` of that generation's task. The
+    /// one rule [`progress`] and the API's view of the tasks both follow.
+    pub fn count_slot(&mut self, updated: bool, report: Option<&SlotReport>) {
+        self.total = self.total.saturating_add(1);
+        if !updated {
+            return;
+        }
+        self.updated += 1;
+        match report {
+            Some(r) if failure_of(r, 0).is_some() => self.failed += 1,
+            Some(r)
+                if r.state == TaskState::Running
+                    && matches!(r.health, TaskHealth::Healthy | TaskHealth::None) =>
+            {
+                self.healthy += 1
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_crdt::{CanaryCount, Epoch, ServiceSpec, UpdatePolicy};
+
+    fn id(s: &str) -> NodeId {
+        NodeId(s.into())
+    }
+
+    fn web() -> ServiceName {
+        ServiceName::new("web").expect("name")
+    }
+
+    fn slot(i: u32) -> SlotId {
+        SlotId {
+            service: web(),
+            slot: i,
+        }
+    }
+
+    /// One service `web` at generation 2 rolling out from 1, its slots on nodes a, b, c in
+    /// turn, every node reporting its task of generation 1 running.
+    struct World {
+        services: Services,
+        assignments: BTreeMap<SlotId, Assignment>,
+        reports: SlotReports,
+        live: BTreeSet<NodeId>,
+        lease: Lease,
+        engine: Rollouts,
+    }
+
+    fn policy(parallelism: u32, delay_ms: u64, monitor_ms: u64) -> UpdatePolicy {
+        UpdatePolicy {
+            parallelism,
+            delay_ms,
+            monitor_ms,
+            ..UpdatePolicy::default()
+        }
+    }
+
+    fn world(replicas: u32, policy: UpdatePolicy, deploy: Deploy) -> World {
+        let spec = ServiceSpec {
+            image: "img:2".into(),
+            replicas,
+            ..Default::default()
+        };
+        let service = Service {
+            name: web(),
+            spec: spec.clone(),
+            generation: 2,
+            older_specs: [(
+                1,
+                ServiceSpec {
+                    image: "img:1".into(),
+                    ..spec
+                },
+            )]
+            .into(),
+            rollout: Some(Rollout {
+                kind: RolloutKind::Update,
+                from_generation: 1,
+                to_generation: 2,
+                state: RolloutState::Updating,
+                policy,
+                deploy,
+                updated_at_ms: 0,
+                traffic_generation: None,
+            }),
+            deleted: false,
+            previous_spec: None,
+        };
+        let nodes = ["a", "b", "c"];
+        let assignments = (0..replicas)
+            .map(|i| {
+                (
+                    slot(i),
+                    Assignment {
+                        node: id(nodes[i as usize % 3]),
+                        epoch: Epoch(1),
+                        holder: id("a"),
+                        spec_generation: 1,
+                        displaced: Vec::new(),
+                        gpus: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let mut w = World {
+            services: Services::from(vec![(web(), service)]),
+            assignments,
+            reports: SlotReports::new(),
+            live: nodes.iter().map(|n| id(n)).collect(),
+            lease: Lease {
+                epoch: Epoch(1),
+                holder: id("a"),
+            },
+            engine: Rollouts::new(),
+        };
+        w.follow(TaskHealth::None);
+        w
+    }
+
+    impl World {
+        fn service(&self) -> &Service {
+            self.services.get(&web()).expect("web")
+        }
+
+        fn record(&self) -> Rollout {
+            self.service().rollout.clone().expect("a record")
+        }
+
+        fn set_record(&mut self, record: Rollout) {
+            if let Some(s) = self.services.get_mut(&web()) {
+                s.rollout = Some(record);
+            }
+        }
+
+        /// Every node runs its slots' assigned generation, running with `health`.
+        fn follow(&mut self, health: TaskHealth) {
+            self.reports = self
+                .assignments
+                .iter()
+                .map(|(slot, a)| {
+                    (
+                        slot.clone(),
+                        vec![SlotReport {
+                            node: a.node.clone(),
+                            generation: a.spec_generation,
+                            state: TaskState::Running,
+                            health,
+                            restarts: 0,
+                            exit_code: None,
+                            unassigned: false,
+                        }],
+                    )
+                })
+                .collect();
+        }
+
+        /// Slot `i`'s node reports its task of the assigned generation as `report` says.
+        fn report(&mut self, i: u32, change: impl Fn(&mut SlotReport)) {
+            if let Some(r) = self.reports.get_mut(&slot(i)).and_then(|r| r.first_mut()) {
+                change(r);
+            }
+        }
+
+        /// One holder round at `now`, its writes applied as the document would.
+        fn round(&mut self, now: u64) -> RolloutDecisions {
+            let touched = BTreeSet::new();
+            let d = self.engine.round(RolloutInput {
+                services: &self.services,
+                assignments: &self.assignments,
+                reports: &self.reports,
+                live: &self.live,
+                lease: &self.lease,
+                touched: &touched,
+                now: Millis(now),
+            });
+            for (slot, a) in &d.moves {
+                self.assignments.insert(slot.clone(), a.clone());
+            }
+            for (_, record) in &d.records {
+                self.set_record(record.clone());
+            }
+            d
+        }
+
+        fn generations(&self) -> Vec<u64> {
+            self.assignments
+                .values()
+                .map(|a| a.spec_generation)
+                .collect()
+        }
+    }
+
+    fn moved(d: &RolloutDecisions) -> Vec<u32> {
+        d.moves.iter().map(|(s, _)| s.slot).collect()
+    }
+
+    #[test]
+    fn batches_respect_parallelism_monitor_and_delay() {
+        let mut w = world(4, policy(2, 1_000, 500), Deploy::Rolling);
+        let before = w.assignments.clone();
+        let d = w.round(0);
+        assert_eq!(moved(&d), vec![0, 1], "lowest slots first, two at once");
+        assert!(
+            d.moves
+                .iter()
+                .all(|(s, a)| a.spec_generation == 2 && a.node == before[s].node),
+            "moved on their nodes: {d:?}"
+        );
+        // Not reported yet, then healthy: in flight until the monitor period has passed.
+        assert!(w.round(50).is_empty());
+        w.follow(TaskHealth::None);
+        assert!(w.round(100).is_empty(), "healthy from 100");
+        assert!(w.round(599).is_empty(), "still within the monitor");
+        assert!(w.round(600).is_empty(), "done at 600: the delay starts");
+        assert!(w.round(1_599).is_empty(), "the delay has not passed");
+        let d = w.round(1_600);
+        assert_eq!(moved(&d), vec![2, 3]);
+        w.follow(TaskHealth::Healthy);
+        assert!(w.round(1_700).is_empty());
+        let d = w.round(2_200);
+        assert_eq!(d.records.len(), 1, "{d:?}");
+        assert_eq!(w.record().state, RolloutState::Completed);
+        assert_eq!(w.generations(), vec![2, 2, 2, 2]);
+        assert!(
+            w.round(2_300).is_empty(),
+            "a completed rollout writes nothing more"
+        );
+    }
+
+    #[test]
+    fn a_task_starting_or_unhealthy_is_not_done_and_unhealthy_fails() {
+        let mut w = world(2, policy(1, 0, 100), Deploy::Rolling);
+        assert_eq!(moved(&w.round(0)), vec![0]);
+        w.follow(TaskHealth::Starting);
+        assert!(
+            w.round(1_000).is_empty(),
+            "starting is in flight, however long"
+        );
+        w.report(0, |r| r.health = TaskHealth::Unhealthy);
+        let d = w.round(1_100);
+        assert_eq!(d.records.len(), 1);
+        assert_eq!(
+            w.record().state,
+            RolloutState::Paused {
+                reason: "task web.0 turned unhealthy within the monitor period".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_failure_pauses_and_leaves_the_rest_on_the_old_generation() {
+        let mut w = world(4, policy(1, 0, 1_000), Deploy::Rolling);
+        assert_eq!(moved(&w.round(0)), vec![0]);
+        w.follow(TaskHealth::None);
+        assert!(w.round(10).is_empty());
+        // It runs a while, then exits within its monitor period.
+        w.report(0, |r| {
+            r.state = TaskState::Exited;
+            r.exit_code = Some(1);
+        });
+        w.round(500);
+        assert_eq!(
+            w.record().state,
+            RolloutState::Paused {
+                reason: "task web.0 exited with code 1 within the monitor period".into()
+            }
+        );
+        for t in [600, 5_000, 50_000] {
+            assert!(w.round(t).is_empty(), "a paused rollout moves nothing");
+        }
+        assert_eq!(w.generations(), vec![2, 1, 1, 1]);
+    }
+
+    #[test]
+    fn a_restart_within_the_monitor_is_a_failure_and_rollback_is_asked_for() {
+        let mut w = world(3, policy(1, 0, 1_000), Deploy::Rolling);
+        let mut record = w.record();
+        record.policy.failure_action = FailureAction::Rollback;
+        w.set_record(record);
+        w.round(0);
+        w.follow(TaskHealth::None);
+        w.round(10);
+        w.report(0, |r| r.restarts = 1);
+        let d = w.round(20);
+        assert_eq!(d.rollbacks, vec![(web(), 2)]);
+        assert!(d.records.is_empty() && d.moves.is_empty(), "{d:?}");
+        // A rollback whose own failure action is rollback pauses instead.
+        let mut w = world(3, policy(1, 0, 1_000), Deploy::Rolling);
+        let mut record = w.record();
+        record.kind = RolloutKind::Rollback;
+        record.policy.failure_action = FailureAction::Rollback;
+        w.set_record(record);
+        w.round(0);
+        w.follow(TaskHealth::None);
+        w.report(0, |r| r.state = TaskState::Failed);
+        let d = w.round(20);
+        assert!(d.rollbacks.is_empty());
+        assert!(
+            matches!(w.record().state, RolloutState::Paused { reason } if reason.contains("not rolled back"))
+        );
+    }
+
+    #[test]
+    fn failures_within_the_ratio_go_on_and_continue_ignores_them() {
+        let mut w = world(4, policy(2, 0, 100), Deploy::Rolling);
+        let mut record = w.record();
+        record.policy.max_failure_ratio_permille = 500;
+        w.set_record(record);
+        w.round(0);
+        w.follow(TaskHealth::None);
+        w.report(1, |r| r.state = TaskState::Failed);
+        w.round(10);
+        assert_eq!(
+            w.record().state,
+            RolloutState::Updating,
+            "1 of 2 is not above 0.5"
+        );
+        assert_eq!(
+            moved(&w.round(110)),
+            vec![2, 3],
+            "slot 0 done, slot 1 failed"
+        );
+        w.follow(TaskHealth::None);
+        w.report(3, |r| r.state = TaskState::Exited);
+        w.round(120);
+        assert_eq!(
+            w.record().state,
+            RolloutState::Updating,
+            "2 of 4 is not above 0.5"
+        );
+        w.report(2, |r| r.state = TaskState::Dead);
+        w.round(130);
+        assert!(
+            matches!(w.record().state, RolloutState::Paused { reason } if reason.starts_with("task web.1 failed"))
+        );
+
+        let mut w = world(2, policy(0, 0, 100), Deploy::Rolling);
+        let mut record = w.record();
+        record.policy.failure_action = FailureAction::Continue;
+        w.set_record(record);
+        assert_eq!(moved(&w.round(0)), vec![0, 1], "parallelism 0: all at once");
+        w.follow(TaskHealth::None);
+        w.report(0, |r| r.state = TaskState::Failed);
+        w.round(10);
+        w.round(110);
+        assert_eq!(w.record().state, RolloutState::Completed);
+    }
+
+    #[test]
+    fn a_canary_stops_at_its_count_and_a_promotion_rolls_the_rest() {
+        let canary = Deploy::Canary {
+            count: CanaryCount::Tasks(1),
+            weight_percent: Some(10),
+        };
+        let mut w = world(4, policy(2, 0, 100), canary);
+        assert_eq!(moved(&w.round(0)), vec![0], "the canary only");
+        assert_eq!(
+            traffic_split(w.service()),
+            Some(TrafficSplit::Weighted {
+                generation: 2,
+                percent: 10
+            })
+        );
+        w.follow(TaskHealth::None);
+        w.round(10);
+        w.round(110);
+        assert_eq!(w.record().state, RolloutState::AwaitingPromotion);
+        for t in [200, 10_000] {
+            assert!(w.round(t).is_empty(), "waits for promote");
+        }
+        assert_eq!(w.generations(), vec![2, 1, 1, 1]);
+        // `service promote`: updating again, rolling.
+        let promoted = Rollout {
+            state: RolloutState::Updating,
+            deploy: Deploy::Rolling,
+            ..w.record()
+        };
+        w.set_record(promoted);
+        assert_eq!(traffic_split(w.service()), None);
+        assert_eq!(moved(&w.round(10_100)), vec![1, 2]);
+        w.follow(TaskHealth::None);
+        w.round(10_200);
+        assert_eq!(moved(&w.round(10_300)), vec![3]);
+        w.follow(TaskHealth::None);
+        w.round(10_400);
+        w.round(10_500);
+        assert_eq!(w.record().state, RolloutState::Completed);
+    }
+
+    #[test]
+    fn blue_green_starts_all_switches_traffic_then_completes_after_the_delay() {
+        let mut w = world(3, policy(1, 1_000, 100), Deploy::BlueGreen);
+        assert_eq!(
+            traffic_split(w.service()),
+            Some(TrafficSplit::AllBut(2)),
+            "the old set serves while the new one starts"
+        );
+        assert_eq!(moved(&w.round(0)), vec![0, 1, 2], "a full set at once");
+        assert_eq!(previous_copy(w.service(), 2), PreviousCopy::Keep);
+        w.follow(TaskHealth::Healthy);
+        w.report(2, |r| r.health = TaskHealth::Starting);
+        w.round(10);
+        assert!(
+            w.round(200).is_empty(),
+            "slot 2 is not healthy yet: no switch"
+        );
+        w.follow(TaskHealth::Healthy);
+        w.round(210);
+        let d = w.round(310);
+        assert_eq!(d.records.len(), 1);
+        assert_eq!(w.record().traffic_generation, Some(2));
+        assert_eq!(w.record().state, RolloutState::Updating);
+        assert_eq!(traffic_split(w.service()), Some(TrafficSplit::Only(2)));
+        assert_eq!(previous_copy(w.service(), 2), PreviousCopy::Keep);
+        assert!(w.round(320).is_empty(), "the switch seen at 320");
+        assert!(w.round(1_319).is_empty());
+        w.round(1_320);
+        assert_eq!(w.record().state, RolloutState::Completed);
+        assert_eq!(traffic_split(w.service()), None);
+        assert_eq!(
+            previous_copy(w.service(), 2),
+            PreviousCopy::UntilHealthy,
+            "the old set stops once the rollout completes"
+        );
+    }
+
+    #[test]
+    fn a_new_holder_resumes_from_the_assignments() {
+        let mut w = world(4, policy(1, 500, 100), Deploy::Rolling);
+        w.round(0);
+        w.follow(TaskHealth::None);
+        w.round(10);
+        w.round(110);
+        assert_eq!(moved(&w.round(610)), vec![1]);
+        // The holder dies; another takes the lease with no memory of the rollout.
+        w.engine = Rollouts::new();
+        w.lease = Lease {
+            epoch: Epoch(2),
+            holder: id("b"),
+        };
+        w.follow(TaskHealth::None);
+        assert!(w.round(700).is_empty(), "slot 1 watched afresh: in flight");
+        assert!(
+            w.round(800).is_empty(),
+            "both done at 800; the delay restarts"
+        );
+        let d = w.round(1_300);
+        assert_eq!(
+            moved(&d),
+            vec![2],
+            "resumes with the next slot, never slot 0 or 1 again"
+        );
+        assert_eq!(d.moves[0].1.epoch, Epoch(2), "under the new lease");
+        assert_eq!(w.generations(), vec![2, 2, 2, 1]);
+    }
+
+    #[test]
+    fn a_superseding_update_moves_every_older_generation_to_the_newest() {
+        let mut w = world(3, policy(1, 0, 100), Deploy::Rolling);
+        w.round(0);
+        w.follow(TaskHealth::None);
+        w.round(10);
+        w.round(110);
+        assert_eq!(w.generations(), vec![2, 2, 1]);
+        // A new update while slot 1 is in flight: generation 3, a new record.
+        if let Some(s) = w.services.get_mut(&web()) {
+            let old = s.spec.clone();
+            s.older_specs.insert(2, old);
+            s.generation = 3;
+            s.spec.image = "img:3".into();
+            s.rollout = Some(Rollout {
+                from_generation: 2,
+                to_generation: 3,
+                state: RolloutState::Updating,
+                ..s.rollout.clone().expect("record")
+            });
+        }
+        assert_eq!(moved(&w.round(120)), vec![0]);
+        w.follow(TaskHealth::None);
+        w.round(130);
+        assert_eq!(
+            moved(&w.round(230)),
+            vec![1],
+            "slot 1 of generation 2 is not updated"
+        );
+        w.follow(TaskHealth::None);
+        w.round(240);
+        assert_eq!(
+            moved(&w.round(340)),
+            vec![2],
+            "slot 2 of generation 1 neither"
+        );
+        w.follow(TaskHealth::None);
+        w.round(350);
+        w.round(450);
+        assert_eq!(w.record().state, RolloutState::Completed);
+        assert_eq!(w.generations(), vec![3, 3, 3]);
+    }
+
+    #[test]
+    fn slots_on_unreachable_nodes_or_touched_by_the_scheduler_wait() {
+        let mut w = world(3, policy(0, 0, 100), Deploy::Rolling);
+        w.live.remove(&id("b"));
+        assert_eq!(moved(&w.round(0)), vec![0, 2]);
+        let touched: BTreeSet<SlotId> = [slot(1)].into();
+        w.live.insert(id("b"));
+        w.follow(TaskHealth::None);
+        let d = w.engine.round(RolloutInput {
+            services: &w.services,
+            assignments: &w.assignments,
+            reports: &w.reports,
+            live: &w.live,
+            lease: &w.lease,
+            touched: &touched,
+            now: Millis(200),
+        });
+        assert!(d.moves.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn progress_counts_updated_healthy_and_failed_slots() {
+        let mut w = world(4, policy(2, 0, 100), Deploy::Rolling);
+        w.round(0);
+        w.follow(TaskHealth::Healthy);
+        w.report(1, |r| r.state = TaskState::Exited);
+        let p = progress(&web(), w.service(), &w.assignments, &w.reports).expect("a rollout");
+        assert_eq!(
+            p,
+            RolloutProgress {
+                updated: 2,
+                healthy: 1,
+                failed: 1,
+                total: 4
+            }
+        );
+    }
+}
