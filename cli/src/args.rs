@@ -318,6 +318,28 @@ pub(crate) enum ServiceCommand {
         /// Service name.
         name: String,
     },
+    /// Return to the previous spec, rolled out under the rollback policy; removes a
+    /// canary. Waits and shows progress unless --detach.
+    Rollback(RolloutCommand),
+    /// Let a canary waiting for promotion roll out to every task.
+    Promote(RolloutCommand),
+    /// Stop a rollout where it stands (the tasks not updated keep their generation).
+    Pause {
+        /// Service name.
+        name: String,
+    },
+    /// Go on with a paused rollout.
+    Resume(RolloutCommand),
+}
+
+/// A rollout step that can wait for the rollout (`service rollback|promote|resume`).
+#[derive(Debug, Args)]
+pub(crate) struct RolloutCommand {
+    /// Service name.
+    pub(crate) name: String,
+    /// Return at once instead of waiting for the rollout.
+    #[arg(short, long)]
+    pub(crate) detach: bool,
 }
 
 #[derive(Debug, Args)]
@@ -371,6 +393,9 @@ pub(crate) struct CreateService {
     /// Health check, restart policy, limits and stop timeout.
     #[command(flatten)]
     pub(crate) spec: SpecFlags,
+    /// Update and rollback policies, deployment strategy (issue 15).
+    #[command(flatten)]
+    pub(crate) rollout: crate::commands::rollout::RolloutFlags,
     /// Command and arguments (after --).
     #[arg(last = true)]
     pub(crate) command: Vec<String>,
@@ -438,6 +463,16 @@ pub(crate) struct UpdateService {
     /// Health check, restart policy, limits and stop timeout.
     #[command(flatten)]
     pub(crate) spec: SpecFlags,
+    /// Update and rollback policies, deployment strategy (issue 15).
+    #[command(flatten)]
+    pub(crate) rollout: crate::commands::rollout::RolloutFlags,
+    /// Return at once instead of waiting for the rollout (and showing its progress).
+    #[arg(short, long)]
+    pub(crate) detach: bool,
+    /// Roll back to the previous spec, as `service rollback` (Swarm's spelling); no other
+    /// flag goes with it.
+    #[arg(long)]
+    pub(crate) rollback: bool,
     /// New command and arguments (after --; replaces the command).
     #[arg(last = true)]
     pub(crate) command: Vec<String>,

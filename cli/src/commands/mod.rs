@@ -6,8 +6,9 @@ mod image;
 mod join_token;
 mod logs;
 mod node;
+pub(crate) mod rollout;
 mod secret;
-mod service;
+pub(crate) mod service;
 mod tokens;
 mod volume;
 

@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 use crate::args::{CreateService, Format, ModeArg, ServiceCommand, SpecFlags, UpdateService};
 use crate::client::Client;
 use crate::commands::cluster::short;
+use crate::commands::rollout;
 use crate::output::{cell, print};
 use crate::units::{parse_cpus, parse_duration_ms, parse_size};
 
@@ -16,11 +17,67 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
         }
         ServiceCommand::Update(args) => {
             let body = update_body(&args)?;
+            if args.rollback {
+                // Swarm's `service update --rollback`: the same as `service rollback`.
+                if body.as_object().is_some_and(|o| !o.is_empty()) {
+                    bail!("--rollback goes alone: it returns to the previous spec");
+                }
+                return rollback(client, format, &args.name, args.detach);
+            }
             if body.as_object().is_some_and(|o| o.is_empty()) {
                 bail!("nothing to change: give at least one flag (see --help)");
             }
-            let answer = client.patch(&format!("/v1/services/{}", path(&args.name)?), &body)?;
+            let url = format!("/v1/services/{}", path(&args.name)?);
+            // A rollout starts only when the generation moves (an image, command, ... change).
+            let generation = |v: &Value| v.get("generation").and_then(Value::as_u64);
+            let before = client.get(&url).ok().as_ref().and_then(generation);
+            let answer = client.patch(&url, &body)?;
             done(format, &answer, &format!("service {} updated", args.name));
+            if !args.detach {
+                let after = client.get(&url)?;
+                if before.is_some() && generation(&after) != before {
+                    rollout::wait(client, format, &args.name)?;
+                }
+            }
+        }
+        ServiceCommand::Rollback(args) => rollback(client, format, &args.name, args.detach)?,
+        ServiceCommand::Promote(args) => {
+            let answer = client.post(
+                &format!("/v1/services/{}/promote", path(&args.name)?),
+                &json!({}),
+            )?;
+            done(
+                format,
+                &answer,
+                &format!("service {}: canary promoted", args.name),
+            );
+            if !args.detach {
+                rollout::wait(client, format, &args.name)?;
+            }
+        }
+        ServiceCommand::Pause { name } => {
+            let answer = client.post(&format!("/v1/services/{}/pause", path(&name)?), &json!({}))?;
+            done(
+                format,
+                &answer,
+                &format!(
+                    "service {name}: rollout paused; resume with `warren-cli service resume                      {name}`"
+                ),
+            );
+        }
+        ServiceCommand::Resume(args) => {
+            let answer = client.post(
+                &format!("/v1/services/{}/resume", path(&args.name)?),
+                &json!({}),
+            )?;
+            done(
+                format,
+                &answer,
+                &format!("service {}: rollout resumed", args.name),
+            );
+            if !args.detach {
+                rollout::wait(client, format, &args.name)?;
+            }
         }
         ServiceCommand::Ls => {
             let services = client.get("/v1/services")?;
@@ -30,17 +87,23 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                     cell(s.get("image")),
                     cell(s.get("mode")),
                     format!("{}/{}", cell(s.get("running")), cell(s.get("replicas"))),
+                    rollout::state_word(s),
                 ]
             });
             print(
                 format,
                 &services,
-                &["NAME", "IMAGE", "MODE", "RUNNING"],
+                &["NAME", "IMAGE", "MODE", "RUNNING", "UPDATE"],
                 rows,
             );
         }
         ServiceCommand::Inspect { name } => {
             let service = client.get(&format!("/v1/services/{}", path(&name)?))?;
+            if format == Format::Table {
+                // For people: policies, strategy and the rollout first, then everything.
+                print!("{}", rollout::inspect_text(&service));
+                println!();
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&service).unwrap_or_default()
@@ -128,6 +191,20 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
             let answer = client.delete(&format!("/v1/services/{}", path(&name)?))?;
             done(format, &answer, &format!("service {name} removed"));
         }
+    }
+    Ok(())
+}
+
+/// `service rollback NAME` (and `service update --rollback`): then waits unless `detach`.
+fn rollback(client: &Client, format: Format, name: &str, detach: bool) -> Result<()> {
+    let answer = client.post(&format!("/v1/services/{}/rollback", path(name)?), &json!({}))?;
+    done(
+        format,
+        &answer,
+        &format!("service {name}: rolling back to the previous spec"),
+    );
+    if !detach {
+        rollout::wait(client, format, name)?;
     }
     Ok(())
 }
@@ -278,6 +355,9 @@ fn create_body(args: &CreateService) -> Result<Value> {
             out.insert("gpus".into(), gpus.clone());
         }
     }
+    if let Some(out) = body.as_object_mut() {
+        args.rollout.add_to_create(out)?;
+    }
     Ok(body)
 }
 
@@ -337,6 +417,7 @@ fn update_body(args: &UpdateService) -> Result<Value> {
     if let Some(mode) = args.mode {
         body.insert("mode".into(), json!(mode.as_str()));
     }
+    args.rollout.add_to_patch(&mut body)?;
     Ok(Value::Object(body))
 }
 

@@ -936,6 +936,8 @@ struct ServiceSummary {
     replicas: u32,
     running: usize,
     generation: u64,
+    /// The rollout's state word (`updating`, `paused`, ...); `null` when never updated.
+    rollout: Option<&'static str>,
 }
 
 async fn create_service(
@@ -1015,6 +1017,7 @@ async fn list_services(State(state): State<ApiState>) -> Json<Vec<ServiceSummary
                 replicas: desired_tasks(&s, svc),
                 running: running.get(&svc.name).copied().unwrap_or(0),
                 generation: svc.generation,
+                rollout: svc.rollout.as_ref().map(warren_crdt::Rollout::state_word),
             })
             .collect(),
     )
