@@ -212,20 +212,35 @@ fn start_first_update_loses_no_request_a_failing_check_pauses_and_rollback_retur
     assert!(stdout.contains("web: rollout completed"), "{stdout}");
     // Without a terminal: one plain line per change of the progress.
     assert!(stdout.contains("web: updating "), "{stdout}");
-    assert!(failures.is_empty(), "{} failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
     assert!(
         generations_seen.contains(&1) && generations_seen.contains(&2),
         "the client was served by both generations during the rollout: {generations_seen:?}"
     );
     wait_serving(&node, 4, 2);
     let r = rollout(&node);
-    assert_eq!((r["state"].as_str(), r["updated"].as_u64()), (Some("completed"), Some(4)));
+    assert_eq!(
+        (r["state"].as_str(), r["updated"].as_u64()),
+        (Some("completed"), Some(4))
+    );
 
     // An update whose health check fails: the first batch fails, the rollout pauses, the
     // others keep serving on generation 2; `service update` exits 1 with the reason.
     let (ok, stdout, stderr) = run(
         &node,
-        &["service", "update", "web", "--image", IMAGE, "--health-cmd", "exit 1"],
+        &[
+            "service",
+            "update",
+            "web",
+            "--image",
+            IMAGE,
+            "--health-cmd",
+            "exit 1",
+        ],
     );
     assert!(!ok, "a paused rollout exits non-zero: {stdout}");
     assert!(
@@ -286,7 +301,9 @@ fn canary_waits_for_promote_rollback_removes_it_and_pause_resume() {
 
     let (ok, stdout, stderr) = run(
         &node,
-        &["service", "update", "web", "--image", &other.0, "--deploy", "canary", "--canary", "1"],
+        &[
+            "service", "update", "web", "--image", &other.0, "--deploy", "canary", "--canary", "1",
+        ],
     );
     assert!(ok, "{stdout} {stderr}");
     assert!(
@@ -319,9 +336,14 @@ fn canary_waits_for_promote_rollback_removes_it_and_pause_resume() {
     // A second canary, half the tasks; rollback removes it.
     let (ok, stdout, _) = run(
         &node,
-        &["service", "update", "web", "--image", IMAGE, "--canary", "50%"],
+        &[
+            "service", "update", "web", "--image", IMAGE, "--canary", "50%",
+        ],
     );
-    assert!(ok && stdout.contains("canary running: 2 of 4 tasks on generation 3"), "{stdout}");
+    assert!(
+        ok && stdout.contains("canary running: 2 of 4 tasks on generation 3"),
+        "{stdout}"
+    );
     let (ok, stdout, stderr) = run(&node, &["service", "rollback", "web"]);
     assert!(ok, "rollback: {stdout} {stderr}");
     let back = service(&node);
@@ -332,22 +354,37 @@ fn canary_waits_for_promote_rollback_removes_it_and_pause_resume() {
     let (ok, _, stderr) = run(
         &node,
         &[
-            "service", "update", "web", "--image", IMAGE, "--deploy", "rolling",
-            "--update-monitor", "3s", "--detach",
+            "service",
+            "update",
+            "web",
+            "--image",
+            IMAGE,
+            "--deploy",
+            "rolling",
+            "--update-monitor",
+            "3s",
+            "--detach",
         ],
     );
     assert!(ok, "{stderr}");
     let (ok, stdout, stderr) = run(&node, &["service", "pause", "web"]);
     assert!(ok && stdout.contains("rollout paused"), "{stdout} {stderr}");
     let r = rollout(&node);
-    assert_eq!((r["state"].as_str(), r["reason"].as_str()), (Some("paused"), Some("paused by operator")));
+    assert_eq!(
+        (r["state"].as_str(), r["reason"].as_str()),
+        (Some("paused"), Some("paused by operator"))
+    );
     let held = r["updated"].as_u64().expect("updated");
-    holds_for("the paused rollout moves no slot", Duration::from_secs(5), || {
-        let r = rollout(&node);
-        (r["state"] == "paused" && r["updated"].as_u64() == Some(held))
-            .then_some(())
-            .ok_or(format!("{r}"))
-    });
+    holds_for(
+        "the paused rollout moves no slot",
+        Duration::from_secs(5),
+        || {
+            let r = rollout(&node);
+            (r["state"] == "paused" && r["updated"].as_u64() == Some(held))
+                .then_some(())
+                .ok_or(format!("{r}"))
+        },
+    );
     let (ok, stdout, stderr) = run(&node, &["service", "resume", "web"]);
     assert!(ok, "resume: {stdout} {stderr}");
     assert!(stdout.contains("web: rollout completed"), "{stdout}");
@@ -374,7 +411,10 @@ fn a_new_lease_holder_finishes_the_rollout() {
         .iter()
         .position(|n| n.name != holder)
         .expect("a node that is not the holder");
-    let (ok, _, stderr) = run(&nodes[asked], &["service", "update", "web", "--image", &other.0, "-d"]);
+    let (ok, _, stderr) = run(
+        &nodes[asked],
+        &["service", "update", "web", "--image", &other.0, "-d"],
+    );
     assert!(ok, "{stderr}");
     // Mid-rollout: a slot updated, others not yet.
     wait_for("the first slot updated", T, || {
@@ -389,12 +429,16 @@ fn a_new_lease_holder_finishes_the_rollout() {
     nodes[killed].kill();
     let survivor = &nodes[asked];
     let new_holder = wait_for("another lease holder", T, || {
-        let h = survivor.status()?["lease"]["holder_name"].as_str()?.to_string();
+        let h = survivor.status()?["lease"]["holder_name"]
+            .as_str()?
+            .to_string();
         (h != holder).then_some(h)
     });
-    wait_for("the rollout completed under the new holder", Duration::from_secs(180), || {
-        (rollout(survivor)["state"] == "completed").then_some(())
-    });
+    wait_for(
+        "the rollout completed under the new holder",
+        Duration::from_secs(180),
+        || (rollout(survivor)["state"] == "completed").then_some(()),
+    );
     wait_serving(survivor, 4, 2);
     eprintln!("holder {holder} killed mid-rollout; {new_holder} finished it");
 }

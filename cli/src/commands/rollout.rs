@@ -121,7 +121,10 @@ pub(crate) fn parse_ratio_permille(text: &str) -> Result<u16> {
     let t = text.trim();
     let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
     if (whole.is_empty() && frac.is_empty())
-        || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        || !whole
+            .bytes()
+            .chain(frac.bytes())
+            .all(|b| b.is_ascii_digit())
         || frac.len() > 3 && frac[3..].bytes().any(|b| b != b'0')
     {
         return Err(bad());
@@ -153,7 +156,9 @@ pub(crate) fn parse_canary(text: &str) -> Result<Value> {
     }
     match t.parse::<u32>() {
         Ok(n) if n >= 1 => Ok(json!({ "tasks": n })),
-        _ => bail!("--canary {text:?}: give a number of tasks (at least 1) or a percentage like 25%"),
+        _ => {
+            bail!("--canary {text:?}: give a number of tasks (at least 1) or a percentage like 25%")
+        }
     }
 }
 
@@ -172,7 +177,10 @@ fn policy_fields(
     if let Some(n) = parallelism {
         out.insert("parallelism".into(), json!(n));
     }
-    for (key, what, text) in [("delay_ms", "delay", delay), ("monitor_ms", "monitor", monitor)] {
+    for (key, what, text) in [
+        ("delay_ms", "delay", delay),
+        ("monitor_ms", "monitor", monitor),
+    ] {
         if let Some(text) = text {
             let ms = parse_duration_ms(text).map_err(|e| anyhow!("--{prefix}-{what}: {e}"))?;
             out.insert(key.into(), json!(ms));
@@ -533,7 +541,10 @@ pub(crate) fn inspect_text(service: &Value) -> String {
         ("Image", cell(spec.and_then(|s| s.get("image")))),
         ("Generation", cell(service.get("generation"))),
         ("Update", policy_text(spec.and_then(|s| s.get("update")))),
-        ("Rollback", policy_text(spec.and_then(|s| s.get("rollback")))),
+        (
+            "Rollback",
+            policy_text(spec.and_then(|s| s.get("rollback"))),
+        ),
         ("Deploy", deploy_text(spec.and_then(|s| s.get("deploy")))),
     ];
     let r = service.get("rollout").filter(|r| r.is_object());
@@ -786,16 +797,16 @@ mod tests {
             line("web", &p),
             "web: updating 1/4 updated (1 healthy, 0 failed) generation 3"
         );
-        assert_eq!(
-            outcome("web", &reading("rolling back", Value::Null)),
-            None
-        );
+        assert_eq!(outcome("web", &reading("rolling back", Value::Null)), None);
         assert_eq!(
             outcome("web", &reading("completed", Value::Null)),
             Some(Outcome::Completed)
         );
         assert_eq!(
-            outcome("web", &reading("paused", json!("task web.0 exited with code 1"))),
+            outcome(
+                "web",
+                &reading("paused", json!("task web.0 exited with code 1"))
+            ),
             Some(Outcome::Paused("task web.0 exited with code 1".into()))
         );
         assert_eq!(
@@ -843,7 +854,10 @@ mod tests {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
         assert!(inspect_text(&with_rollout(Value::Null)).contains("Rollout:    none"));
-        assert_eq!(state_word(&json!({"rollout": "awaiting promotion"})), "awaiting promotion");
+        assert_eq!(
+            state_word(&json!({"rollout": "awaiting promotion"})),
+            "awaiting promotion"
+        );
         assert_eq!(state_word(&json!({"rollout": null})), "-");
         assert_eq!(state_word(&json!({})), "-");
     }

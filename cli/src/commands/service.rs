@@ -56,7 +56,8 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
             }
         }
         ServiceCommand::Pause { name } => {
-            let answer = client.post(&format!("/v1/services/{}/pause", path(&name)?), &json!({}))?;
+            let answer =
+                client.post(&format!("/v1/services/{}/pause", path(&name)?), &json!({}))?;
             done(
                 format,
                 &answer,
@@ -197,7 +198,10 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
 
 /// `service rollback NAME` (and `service update --rollback`): then waits unless `detach`.
 fn rollback(client: &Client, format: Format, name: &str, detach: bool) -> Result<()> {
-    let answer = client.post(&format!("/v1/services/{}/rollback", path(name)?), &json!({}))?;
+    let answer = client.post(
+        &format!("/v1/services/{}/rollback", path(name)?),
+        &json!({}),
+    )?;
     done(
         format,
         &answer,

@@ -6,9 +6,9 @@
 mod support;
 
 use support::Cluster;
+use warren_core::machine::WriteErrorKind;
 use warren_core::machine::{RolloutStep, PAUSED_BY_OPERATOR};
 use warren_core::patch::ServicePatch;
-use warren_core::machine::WriteErrorKind;
 use warren_core::{Write, WriteError};
 use warren_crdt::test_utils::{service_name, spec};
 use warren_crdt::{CanaryCount, Deploy, Rollout, RolloutState};

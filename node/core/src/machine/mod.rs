@@ -45,8 +45,8 @@ mod volumes;
 mod writes;
 
 pub use admission::JoinError;
-pub use operator_rollout::{RolloutStep, PAUSED_BY_OPERATOR};
 pub use desired::rejected_services;
+pub use operator_rollout::{RolloutStep, PAUSED_BY_OPERATOR};
 pub use placement::OwnDescription;
 pub use read_model::{LeaseStatus, MemberStatus, SecretMeta, Snapshot, TaskView};
 pub use reports::{answer_probes, fingerprint, WANT_MS};
