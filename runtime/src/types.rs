@@ -385,7 +385,10 @@ mod tests {
             container_name("web", 3, 2, "12D3KooWAbCdEfGhIjKl"),
             "warren-web-3-g2-EfGhIjKl"
         );
-        assert_eq!(container_name("web", 0, 1, "short"), "warren-web-0-g1-short");
+        assert_eq!(
+            container_name("web", 0, 1, "short"),
+            "warren-web-0-g1-short"
+        );
         assert_eq!(container_name("a b/c", 1, 7, "n"), "warren-a-b-c-1-g7-n");
         assert_ne!(
             container_name("web", 0, 1, "n"),

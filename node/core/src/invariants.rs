@@ -607,7 +607,11 @@ mod tests {
                 parallelism: 1
             })
         );
-        assert_eq!(rollout_safe(2, 2, false, false, 1, &two_down), Ok(()), "stop-first");
+        assert_eq!(
+            rollout_safe(2, 2, false, false, 1, &two_down),
+            Ok(()),
+            "stop-first"
+        );
         assert!(matches!(
             rollout_safe(2, 2, false, true, 1, &[slot(0, 3, &[3])]),
             Err(RolloutViolation::TwoRollouts { .. })

@@ -1359,4 +1359,120 @@ mod view_tests {
         }
         assert!(held.len() < 1_000, "changes were delivered");
     }
+
+    /// The rollout's writes through the document: each slot runs its assignment's
+    /// generation, a record write is idempotent, and a rollback happens only for the
+    /// generation that failed.
+    #[test]
+    fn rollout_actions_apply_to_the_document_and_slots_run_their_own_generation() {
+        use warren_crdt::{ClusterInfo, RolloutKind, RolloutState};
+        let a = NodeId("a".into());
+        let member = Member {
+            id: a.clone(),
+            name: "a".into(),
+            addrs: Vec::new(),
+            labels: BTreeMap::new(),
+            capabilities: Default::default(),
+            platform: Default::default(),
+            admitted_by: a.clone(),
+            admitted_at: 0,
+            state: warren_crdt::MemberState::Active,
+            availability: Default::default(),
+        };
+        let info = ClusterInfo {
+            id: "c".into(),
+            name: "c".into(),
+            created_at: 0,
+        };
+        let mut state = DesiredState::new_cluster(&info, &member).expect("cluster");
+        let web = ServiceName::new("web").expect("name");
+        let v1 = ServiceSpec {
+            image: "img:1".into(),
+            replicas: 2,
+            ..Default::default()
+        };
+        state.create_service(&web, &v1).expect("create");
+        let generation = state.service_record(&web).expect("web").generation;
+        let assignment = |g: u64| Assignment {
+            node: a.clone(),
+            epoch: Epoch(1),
+            holder: a.clone(),
+            spec_generation: g,
+            displaced: Vec::new(),
+            gpus: Vec::new(),
+        };
+        let slot = |i: u32| SlotId {
+            service: web.clone(),
+            slot: i,
+        };
+        state
+            .write_assignments_with(
+                &[
+                    (slot(0), assignment(generation)),
+                    (slot(1), assignment(generation)),
+                ],
+                &[],
+                Fencing::On,
+            )
+            .expect("assign");
+        let v2 = ServiceSpec {
+            image: "img:2".into(),
+            ..v1.clone()
+        };
+        state.update_service(&web, &v2).expect("update");
+        let target = generation + 1;
+        // Slot 0 moved by the rollout, slot 1 not yet.
+        Action::WriteAssignments(Plan {
+            put: vec![(slot(0), assignment(target))],
+            ..Plan::default()
+        })
+        .apply(&mut state, Fencing::On)
+        .expect("move");
+        let tasks = ClusterView::read(&state).desired_tasks(&a);
+        let images: Vec<(u64, &str)> = tasks
+            .iter()
+            .map(|t| (t.generation, t.spec.image.as_str()))
+            .collect();
+        assert_eq!(images, vec![(target, "img:2"), (generation, "img:1")]);
+        // A record write, then the same again: nothing more to write.
+        let record = state
+            .service_record(&web)
+            .and_then(|s| s.rollout)
+            .expect("a record");
+        assert_eq!(record.to_generation, target);
+        let done = Action::SetRollout(
+            web.clone(),
+            warren_crdt::Rollout {
+                state: RolloutState::Completed,
+                ..record
+            },
+        );
+        assert!(done.apply(&mut state, Fencing::On).expect("set").is_some());
+        assert!(done
+            .apply(&mut state, Fencing::On)
+            .expect("again")
+            .is_none());
+        // A rollback asked for an older generation (superseded) does nothing; for the
+        // current one it rolls back.
+        let stale = Action::Rollback {
+            service: web.clone(),
+            generation,
+        };
+        assert!(stale
+            .apply(&mut state, Fencing::On)
+            .expect("stale")
+            .is_none());
+        let back = Action::Rollback {
+            service: web.clone(),
+            generation: target,
+        };
+        assert!(back
+            .apply(&mut state, Fencing::On)
+            .expect("rollback")
+            .is_some());
+        let service = state.service_record(&web).expect("web");
+        assert_eq!(service.generation, target + 1);
+        assert_eq!(service.spec.image, "img:1");
+        assert_eq!(service.rollout.map(|r| r.kind), Some(RolloutKind::Rollback));
+    }
 }

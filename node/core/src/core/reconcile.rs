@@ -7,7 +7,10 @@
 //! - no container: create one (unless the task has `failed`: it stays failed until the
 //!   service's spec changes);
 //! - a container of an older generation, or a dead one: remove it (a new one is created the
-//!   round after);
+//!   round after); but under a start-first rollout ([`PreviousCopy::UntilHealthy`]) a
+//!   running one of an older generation keeps running beside the new one until the new one
+//!   runs healthy, then goes after the deregistration delay, and under blue/green
+//!   ([`PreviousCopy::Keep`]) it keeps running until the rollout completes;
 //! - duplicates of one slot: keep one (right generation first, then running), remove the rest;
 //! - a running container the engine calls `unhealthy`: stop it (SIGTERM, its stop timeout,
 //!   SIGKILL); its exit then counts as a failure whatever its exit code;

@@ -231,8 +231,14 @@ impl NodeMachine {
         let mut copies: BTreeMap<SlotId, Vec<RunningCopy>> = BTreeMap::new();
         let mut reported = std::collections::BTreeSet::new();
         // The services whose rollout is under way: the rollout engine reads their tasks'
-        // reports, whatever their state.
-        let rolling: std::collections::BTreeSet<ServiceName> = {
+        // reports, whatever their state. Only the lease holder runs it.
+        let holds = matches!(
+            self.core.last_decision(),
+            Some(crate::core::LeaseDecision::Holder(_) | crate::core::LeaseDecision::Claim(_))
+        );
+        let rolling: std::collections::BTreeSet<ServiceName> = if !holds {
+            std::collections::BTreeSet::new()
+        } else {
             let view = self.view_cache.get_or_insert_with(|| {
                 ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
             });

@@ -405,11 +405,12 @@ impl NodeMachine {
                         slot: t.slot,
                     };
                     let a = view.assignments.get(&slot)?;
-                    (a.node == *node && t.generation != 0 && t.generation < a.spec_generation)
-                        .then(|| TaskView {
+                    (a.node == *node && t.generation != 0 && t.generation < a.spec_generation).then(
+                        || TaskView {
                             generation: t.generation,
                             ..self.task_view(&slot, a, &name_of(&a.node), Some(t), None)
-                        })
+                        },
+                    )
                 })
                 .collect(),
             tasks,
