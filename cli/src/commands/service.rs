@@ -137,8 +137,14 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                     .unwrap_or_default();
                 let error = cell(t.get("error"));
                 let status = cell(t.get("status"));
+                // A rollout's older container kept beside its slot's new one is marked.
+                let generation = match t.get("previous") {
+                    Some(Value::Bool(true)) => format!("{} (previous)", cell(t.get("generation"))),
+                    _ => cell(t.get("generation")),
+                };
                 vec![
                     format!("{}.{}", cell(t.get("service")), cell(t.get("slot"))),
+                    generation,
                     cell(t.get("node_name")),
                     short(&cell(t.get("node"))),
                     cell(t.get("state")),
@@ -161,6 +167,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                 &tasks,
                 &[
                     "TASK",
+                    "GEN",
                     "NODE",
                     "NODE_ID",
                     "STATE",
