@@ -442,3 +442,108 @@ fn a_new_lease_holder_finishes_the_rollout() {
     wait_serving(survivor, 4, 2);
     eprintln!("holder {holder} killed mid-rollout; {new_holder} finished it");
 }
+
+/// `(slot, generation, host port)` of every running, healthy task of `web` of
+/// `generation`, the older containers kept beside their slot's new one included.
+fn serving_generation(node: &Node, generation: u64) -> Option<Vec<(u64, u64, u16)>> {
+    let ps: Value = node.cli_json(&["service", "ps", "web"])?;
+    Some(
+        ps.as_array()?
+            .iter()
+            .filter(|t| t["state"] == "running" && t["health"] == "healthy")
+            .filter(|t| t["generation"].as_u64() == Some(generation))
+            .filter_map(|t| {
+                let port = t["ports"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["container_port"] == 80)?["host_port"]
+                    .as_u64()?;
+                Some((t["slot"].as_u64()?, generation, u16::try_from(port).ok()?))
+            })
+            .collect(),
+    )
+}
+
+// Known gap (found by this test, November 2026): right after the update, for about one
+// `service ps` call, the old set's containers are listed neither as the slots' tasks nor
+// as `previous` (the assignments already name generation 2, the old containers appear as
+// previous only with the node's next report), so a client — or the routing mesh reading the
+// same snapshot — finds no task of the generation that takes traffic: 1–3 of ~65 requests
+// fail. Run with `--run-ignored all` to see it; it passes once the read model lists the old
+// containers from the moment the assignment moves.
+#[test]
+#[ignore = "blue/green: the old set is missing from `service ps` for a moment after the update (see the comment)"]
+fn blue_green_switches_traffic_at_once_and_loses_no_request() {
+    require_docker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start("n1", &dir.path().join("n1"), &["--init", "rollout-d"]);
+    let other = OtherImage::new("d");
+    create_web(
+        &node,
+        "4",
+        &[
+            "--deploy",
+            "blue-green",
+            "--update-delay",
+            "2s",
+            "--update-monitor",
+            "1s",
+        ],
+    );
+    wait_serving(&node, 4, 1);
+    let (ok, _, stderr) = run(
+        &node,
+        &["service", "update", "web", "--image", &other.0, "--detach"],
+    );
+    assert!(ok, "{stderr}");
+    // The client does what the routing mesh does: it calls the generation that takes
+    // traffic (the old one until the switch), read before each request.
+    let started = Instant::now();
+    let (mut requests, mut failures) = (0u32, Vec::new());
+    let mut switched_at = None;
+    loop {
+        let r = rollout(&node);
+        if r["state"] == "completed" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the blue/green update did not finish: {r}"
+        );
+        let traffic = r["traffic_generation"].as_u64().unwrap_or(1);
+        if traffic == 2 && switched_at.is_none() {
+            switched_at = Some(requests);
+            // At the switch, every new task is serving.
+            let new = serving_generation(&node, 2).expect("ps");
+            assert_eq!(new.len(), 4, "the full new set before the switch: {new:?}");
+        }
+        let Some(targets) = serving_generation(&node, traffic) else {
+            continue;
+        };
+        requests += 1;
+        if targets.is_empty() {
+            failures.push(format!(
+                "request {requests}: no serving task of generation {traffic}"
+            ));
+            continue;
+        }
+        let (slot, generation, port) = targets[requests as usize % targets.len()];
+        if http_get(port).is_none() {
+            failures.push(format!(
+                "request {requests}: slot {slot} generation {generation} port {port}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "{requests} requests, {} failed; switched at request {switched_at:?}",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(switched_at.is_some(), "the traffic switch was seen");
+    wait_serving(&node, 4, 2);
+}
