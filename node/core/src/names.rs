@@ -125,6 +125,7 @@ mod tests {
             next_restart_ms: None,
             error: String::new(),
             overlay_ip: Some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, ip)),
+            generation: 1,
         }
     }
 

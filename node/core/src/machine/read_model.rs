@@ -108,6 +108,8 @@ pub struct TaskView {
     pub error: String,
     /// Its address on its node's overlay network, when it has one.
     pub overlay_ip: Option<std::net::Ipv6Addr>,
+    /// The service generation of the container its node reports; 0 without a report.
+    pub generation: u64,
 }
 
 /// A consistent picture of one node's view, for the API.
@@ -436,6 +438,7 @@ impl NodeMachine {
                 next_restart_ms: None,
                 error: err.to_string(),
                 overlay_ip: None,
+                generation: 0,
             };
         }
         TaskView {
@@ -457,6 +460,7 @@ impl NodeMachine {
             next_restart_ms: reported.and_then(|t| t.next_restart_ms),
             error: reported.map(|t| t.error.clone()).unwrap_or_default(),
             overlay_ip: reported.and_then(|t| t.overlay_ip),
+            generation: reported.map_or(0, |t| t.generation),
         }
     }
 }
