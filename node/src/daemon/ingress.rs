@@ -177,7 +177,12 @@ impl Proxy {
 
     /// Accepts connections on `listener` for published port `port` until `cancel`, each
     /// proxied by a task of its own (connections in flight end on their own).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, port: u16, cancel: CancellationToken) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        port: u16,
+        cancel: CancellationToken,
+    ) {
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -230,8 +235,7 @@ impl Proxy {
                     self.stats.proxied.fetch_add(1, Ordering::Relaxed);
                     let _ = client.set_nodelay(true);
                     let _ = backend.set_nodelay(true);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await
-                    {
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
                         debug!(port, %addr, error = %e, "ingress connection ended with an error");
                     }
                     return;
@@ -308,11 +312,7 @@ impl IngressHandle {
             .lock()
             .map(|p| p.values().cloned().collect())
             .unwrap_or_default();
-        let conflicts = self
-            .conflicts
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default();
+        let conflicts = self.conflicts.lock().map(|c| c.clone()).unwrap_or_default();
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
         match &self.proxy {
             Some(proxy) => {
