@@ -394,6 +394,8 @@ async fn manage(
     let mut current = IngressTable::default();
     let mut logged_conflicts: Vec<(u16, ServiceName)> = Vec::new();
     let mut ask = tokio::time::interval(Duration::from_millis(warren_core::machine::WANT_MS / 2));
+    // Until the overlay task ends (then its last word stands).
+    let mut overlay_open = true;
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         let overlay_on = matches!(
@@ -421,9 +423,9 @@ async fn manage(
             biased;
             () = cancel.cancelled() => break,
             changed = snapshots.changed() => if changed.is_err() { break },
-            changed = overlay.changed() => if changed.is_err() {
+            changed = overlay.changed(), if overlay_open => if changed.is_err() {
                 // The overlay task ended: keep serving with what is known.
-                overlay = watch::channel(None).1;
+                overlay_open = false;
             },
             _ = ask.tick() => {
                 // The tasks of other members come with their reports, sent to askers only.

@@ -136,6 +136,10 @@ pub fn ingress_table<'s>(
             )
         })
         .collect();
+    let mut by_service: BTreeMap<&ServiceName, Vec<&TaskView>> = BTreeMap::new();
+    for t in tasks {
+        by_service.entry(&t.service).or_default().push(t);
+    }
     let mut table = IngressTable::default();
     // Sorted by name (the services map is ordered; sort anyway for any iterator).
     let mut live: Vec<&Service> = services.into_iter().filter(|s| !s.deleted).collect();
@@ -149,7 +153,9 @@ pub fn ingress_table<'s>(
                 table.conflicts.push((published, service.name.clone()));
                 continue;
             }
-            let backends = backends_of(service, port.container_port, tasks, &serving, split, ctx);
+            let of_service = by_service.get(&service.name).map_or(&[][..], Vec::as_slice);
+            let backends =
+                backends_of(service, port.container_port, of_service, &serving, split, ctx);
             table.routes.insert(
                 published,
                 IngressRoute {
@@ -166,7 +172,7 @@ pub fn ingress_table<'s>(
 fn backends_of(
     service: &Service,
     target: u16,
-    tasks: &[TaskView],
+    tasks: &[&TaskView],
     serving: &BTreeMap<&NodeId, bool>,
     split: &TrafficSplit,
     ctx: IngressContext<'_>,
@@ -174,7 +180,6 @@ fn backends_of(
     let checked = service.spec.health.is_some();
     let mut eligible: Vec<(u32, NodeId, u64, Vec<SocketAddr>)> = tasks
         .iter()
-        .filter(|t| t.service == service.name)
         .filter(|t| t.state == TaskState::Running)
         .filter(|t| match t.health {
             TaskHealth::Healthy => true,
