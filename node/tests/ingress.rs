@@ -9,7 +9,9 @@
 //! - after `docker kill` of a replica on another node, requests keep succeeding: at most the
 //!   one in flight when the container died fails (the client is sequential; a connection
 //!   to the dead container's port is refused and the proxy tries the next task), and none
-//!   once the reports show the change.
+//!   once the reports show the change;
+//! - a published port another program holds is retried and shown with the reason in
+//!   `cluster status`, and served once it is free.
 
 mod support;
 
@@ -102,7 +104,9 @@ fn the_routing_mesh_spreads_over_healthy_tasks_and_survives_a_killed_one() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The spec says ingress; the tasks' containers took engine-chosen ports, not P.
-    let inspect = n1.cli_json(&["service", "inspect", "web"]).expect("inspect");
+    let inspect = n1
+        .cli_json(&["service", "inspect", "web"])
+        .expect("inspect");
     assert_eq!(inspect["spec"]["ports"][0]["mode"], "ingress", "{inspect}");
     wait_for("3 running replicas on 3 nodes", T, || {
         let ts = tasks(&n1, "web");
@@ -115,7 +119,11 @@ fn the_routing_mesh_spreads_over_healthy_tasks_and_survives_a_killed_one() {
     });
     for t in tasks(&n1, "web") {
         let host_port = t["ports"][0]["host_port"].as_u64().expect("published");
-        assert_ne!(host_port, u64::from(port), "a task took the ingress port: {t}");
+        assert_ne!(
+            host_port,
+            u64::from(port),
+            "a task took the ingress port: {t}"
+        );
     }
     wait_for("n1 listening with 3 backends", T, || {
         let p = port_state(&n1, port)?;
@@ -183,9 +191,9 @@ fn the_routing_mesh_spreads_over_healthy_tasks_and_survives_a_killed_one() {
         let (slot, _) = page_of(&body).unwrap_or_else(|| panic!("page {body:?}"));
         assert_eq!(slot, 0, "request {i} reached slot {slot}");
         if i % 10 == 0 {
-            slot1_seen_unhealthy |= tasks(&n1, "sick").iter().any(|t| {
-                t["slot"] == 1 && t["state"] == "running" && t["health"] != "healthy"
-            });
+            slot1_seen_unhealthy |= tasks(&n1, "sick")
+                .iter()
+                .any(|t| t["slot"] == 1 && t["state"] == "running" && t["health"] != "healthy");
         }
     }
     assert!(
@@ -258,5 +266,41 @@ fn the_routing_mesh_spreads_over_healthy_tasks_and_survives_a_killed_one() {
         "{failed_before_report} requests failed before the reports changed (at most the one \
          in flight may)"
     );
-    assert_eq!(failed_after_report, 0, "requests failed after the reports changed");
+    assert_eq!(
+        failed_after_report, 0,
+        "requests failed after the reports changed"
+    );
+
+    // A port this node cannot bind is retried and shown with the reason, then taken once free.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a blocker");
+    let blocked = blocker.local_addr().expect("addr").port();
+    let blocked_published = format!("{blocked}:80");
+    let out = create(
+        &n1,
+        &["blocked", "--image", IMAGE, "--publish", &blocked_published],
+    );
+    assert!(
+        out.status.success(),
+        "create blocked: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let error = wait_for("the port in use shown", T, || {
+        port_state(&n1, blocked)?["error"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert_eq!(
+        error,
+        format!("ingress port {blocked} on 127.0.0.1: address in use")
+    );
+    let table = n1.cli(&["cluster", "status"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("address in use (retrying)"), "{text}");
+    drop(blocker);
+    wait_for("the freed port taken", T, || {
+        let p = port_state(&n1, blocked)?;
+        (p["listening"] == true && p["error"].is_null()).then_some(())
+    });
+    let body = wait_for("an answer on the freed port", T, || http_get(blocked));
+    assert!(page_of(&body).is_some(), "{body:?}");
 }

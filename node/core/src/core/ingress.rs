@@ -154,8 +154,14 @@ pub fn ingress_table<'s>(
                 continue;
             }
             let of_service = by_service.get(&service.name).map_or(&[][..], Vec::as_slice);
-            let backends =
-                backends_of(service, port.container_port, of_service, &serving, split, ctx);
+            let backends = backends_of(
+                service,
+                port.container_port,
+                of_service,
+                &serving,
+                split,
+                ctx,
+            );
             table.routes.insert(
                 published,
                 IngressRoute {
