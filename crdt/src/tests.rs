@@ -587,6 +587,9 @@ fn an_update_starts_a_rollout_and_keeps_the_older_specs_a_rollback_returns() {
     let s = a.service(&web).expect("web");
     assert_eq!(s.older_specs.len(), KEPT_OLDER_SPECS);
     assert!(s.older_specs.contains_key(&(s.generation - 1)));
+}
+
+#[test]
 fn publish_mode_round_trips_and_changing_it_bumps_the_generation_like_any_port_change() {
     let (mut a, mut b) = pair();
     let mut ingress = spec(2);

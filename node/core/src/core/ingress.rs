@@ -413,6 +413,8 @@ mod tests {
             deleted: false,
             spec,
             previous_spec: None,
+            older_specs: Default::default(),
+            rollout: None,
         }
     }
 
