@@ -79,6 +79,7 @@ mod model;
 mod placement;
 mod rollout;
 mod store;
+mod sync_memo;
 mod volume;
 
 pub use availability::Availability;
