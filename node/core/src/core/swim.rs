@@ -106,17 +106,6 @@ pub const MAX_ID_BYTES: usize = 128;
 /// Most indirect probes this node relays at once for others; more are not taken.
 const MAX_RELAYS: usize = 64;
 
-/// RFC 6298's estimator: the smoothed round trip and variation after `sample` (ms).
-fn smoothed(rtt: Option<(u64, u64)>, sample: u64) -> (u64, u64) {
-    match rtt {
-        None => (sample, sample / 2),
-        Some((srtt, var)) => {
-            let var = (3 * var + srtt.abs_diff(sample)) / 4;
-            ((7 * srtt + sample) / 8, var)
-        }
-    }
-}
-
 /// A member's state in an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -259,10 +248,6 @@ pub struct Swim {
     stats: SwimStats,
     /// Raised on every change of a member's state or of the member set.
     version: u64,
-    /// Smoothed round trip and variation of every sample this node took, whichever member
-    /// answered: the direct timeout of a member not measured yet
-    /// ([`Swim::direct_timeout`]).
-    population_rtt: Option<(u64, u64)>,
 }
 
 impl Swim {
@@ -289,7 +274,6 @@ impl Swim {
             rng: StdRng::seed_from_u64(seed),
             stats: SwimStats::default(),
             version: 0,
-            population_rtt: None,
         }
     }
 
@@ -547,8 +531,13 @@ impl Swim {
                 if *from == probe.target {
                     let sample = now.since(probe.sent_at);
                     if let Some(m) = self.members.get_mut(from) {
-                        m.rtt = Some(smoothed(m.rtt, sample));
-                        self.population_rtt = Some(smoothed(self.population_rtt, sample));
+                        m.rtt = Some(match m.rtt {
+                            None => (sample, sample / 2),
+                            Some((srtt, var)) => {
+                                let var = (3 * var + srtt.abs_diff(sample)) / 4;
+                                ((7 * srtt + sample) / 8, var)
+                            }
+                        });
                     }
                 }
             }
@@ -643,17 +632,12 @@ impl Swim {
 
     /// How long a direct ping to `target` waits: the configured least, or the member's
     /// smoothed round trip plus four deviations (RFC 6298) when longer, at most 4/5 of the
-    /// period; scaled by local health. A member not measured yet gets the same estimate over
-    /// every round trip this node measured: in a large cluster each member is probed once per
-    /// round of the whole membership (1,000 s at 1,000 members), so most are not measured for
-    /// a long time, and the least timeout alone sent the indirect probes (three helpers, a
-    /// dozen messages) after every probe of a far member.
+    /// period; scaled by local health.
     fn direct_timeout(&self, target: &NodeId) -> u64 {
         let measured = self
             .members
             .get(target)
             .and_then(|m| m.rtt)
-            .or(self.population_rtt)
             .map_or(0, |(srtt, var)| srtt + 4 * var);
         let cap = self.config.probe_interval_ms * 4 / 5;
         self.scaled(
@@ -1113,28 +1097,6 @@ mod tests {
                 (1.5..=2.5).contains(&per_node_per_s),
                 "n = {n}: {per_node_per_s} messages per node per second"
             );
-        }
-    }
-
-    #[test]
-    fn far_members_not_measured_yet_are_not_probed_indirectly() {
-        // 50 members, 400 ms round trips (more than the least direct timeout, 300 ms, less
-        // than 4/5 of the period): in 20 periods each node probes 20 members, each once, so
-        // only the node's other measurements tell it how long to wait.
-        let mut net = Net::new(50);
-        net.delay_ms = 200;
-        net.run(20_000);
-        let per_node_per_s = net.sent as f64 / 50.0 / 20.0;
-        // A ping and its ack per period, plus one round of indirect probes (the first probe,
-        // before anything was measured) of each node: 12 messages in 20 periods.
-        assert!(
-            per_node_per_s <= 2.0 + 13.0 / 20.0,
-            "{per_node_per_s} messages per node per second"
-        );
-        for i in 0..50 {
-            for j in 0..50 {
-                assert_eq!(net.view(i, j), Liveness::Alive, "{i} sees {j}");
-            }
         }
     }
 
