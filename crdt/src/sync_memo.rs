@@ -27,6 +27,12 @@ use automerge::{sync, ChangeHash};
 /// receives.
 const MAX_ENTRIES: usize = 8;
 
+/// Largest message (generated or received) whose step is remembered, in bytes: the steps
+/// that repeat carry heads and a Bloom filter (about 10 bits per change since the last sync),
+/// not changes, so a few KB; a message carrying changes is answered once and would only hold
+/// memory (up to the sync budget per entry).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// One generated message: the sync state before (and its message bound), the state after
 /// and the encoded message (`None`: nothing to send).
 struct Generated {
@@ -93,6 +99,9 @@ impl SyncMemo {
         after: &sync::State,
         message: Option<&[u8]>,
     ) {
+        if message.is_some_and(|m| m.len() > MAX_MESSAGE_BYTES) {
+            return;
+        }
         self.at(heads);
         if self.generated.len() >= MAX_ENTRIES {
             self.generated.pop_front();
@@ -128,6 +137,9 @@ impl SyncMemo {
         message: &[u8],
         after: &sync::State,
     ) {
+        if message.len() > MAX_MESSAGE_BYTES {
+            return;
+        }
         self.at(heads);
         if self.received.len() >= MAX_ENTRIES {
             self.received.pop_front();
@@ -216,6 +228,32 @@ mod tests {
         let plain_back = dialogue(&mut b, &mut a, true);
         dialogue(&mut b, &mut a, false);
         assert_eq!(dialogue(&mut b, &mut a, false), plain_back);
+    }
+
+    #[test]
+    fn messages_that_carry_changes_are_not_kept() {
+        let mut a = new_cluster("A");
+        crate::test_utils::grow_history(&mut a, 4 * super::MAX_MESSAGE_BYTES);
+        let mut b = DesiredState::empty(NodeId("B".into()));
+        let (from, _) = dialogue(&mut a, &mut b, false);
+        assert_eq!(a.heads(), b.heads());
+        assert!(
+            from.iter().any(|(m, _)| m
+                .as_ref()
+                .is_some_and(|m| m.len() > super::MAX_MESSAGE_BYTES)),
+            "the dialogue carried no large message"
+        );
+        for memo in [&a.sync_memo, &b.sync_memo] {
+            for g in &memo.generated {
+                assert!(g
+                    .message
+                    .as_ref()
+                    .is_none_or(|m| m.len() <= super::MAX_MESSAGE_BYTES));
+            }
+            for r in &memo.received {
+                assert!(r.message.len() <= super::MAX_MESSAGE_BYTES);
+            }
+        }
     }
 
     #[test]
