@@ -378,9 +378,11 @@ pub(crate) struct CreateService {
     /// Environment variable K=V (repeatable).
     #[arg(long, value_name = "K=V")]
     pub(crate) env: Vec<String>,
-    /// Publish a container port on 127.0.0.1: CONTAINER (engine picks the host port) or
-    /// HOST:CONTAINER (repeatable).
-    #[arg(long, short = 'p', value_name = "[HOST:]CONTAINER")]
+    /// Publish a container port (repeatable): TARGET (each task on an engine-chosen port of
+    /// 127.0.0.1 of its node), PUBLISHED:TARGET (the routing mesh: every node accepts
+    /// PUBLISHED on its --ingress-addr and forwards to a healthy task), or
+    /// published=P,target=T[,mode=ingress|host].
+    #[arg(long, short = 'p', value_name = "[PUBLISHED:]TARGET")]
     pub(crate) publish: Vec<String>,
     /// Mount a secret read-only at /run/secrets/TARGET (TARGET defaults to NAME; repeatable).
     #[arg(long, value_name = "NAME[:TARGET]")]
@@ -414,8 +416,9 @@ pub(crate) struct UpdateService {
     /// Environment variable K=V (repeatable; replaces the whole environment).
     #[arg(long, value_name = "K=V")]
     pub(crate) env: Vec<String>,
-    /// Published port [HOST:]CONTAINER (repeatable; replaces all published ports).
-    #[arg(long, short = 'p', value_name = "[HOST:]CONTAINER")]
+    /// Published port [PUBLISHED:]TARGET or published=P,target=T[,mode=ingress|host]
+    /// (repeatable; replaces all published ports; see `service create --help`).
+    #[arg(long, short = 'p', value_name = "[PUBLISHED:]TARGET")]
     pub(crate) publish: Vec<String>,
     /// Secret NAME[:TARGET] (repeatable; replaces all secret mounts).
     #[arg(long, value_name = "NAME[:TARGET]")]

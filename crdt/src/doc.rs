@@ -13,6 +13,7 @@ use crate::model::{
 };
 use crate::placement::Platform;
 use crate::rollout::{Deploy, Rollout, RolloutKind, RolloutState, KEPT_OLDER_SPECS};
+use crate::sync_memo::SyncMemo;
 use crate::volume::Volume;
 use crate::CrdtError;
 
@@ -44,7 +45,7 @@ pub const DEFAULT_MAX_SYNC_MESSAGE: usize = 1024 * 1024 - 64 * 1024;
 /// (the protocol then re-discovers what the peer has, at the cost of one more round trip).
 #[derive(Debug)]
 pub struct SyncState {
-    inner: sync::State,
+    pub(crate) inner: sync::State,
     max_message: usize,
 }
 
@@ -113,6 +114,8 @@ pub struct DesiredState {
     touched_heads: Option<Vec<automerge::ChangeHash>>,
     /// How to rebuild `doc` should Automerge panic while it changes ([`Recovery`]).
     recovery: Recovery,
+    /// Sync steps already taken at the current heads ([`SyncMemo`]).
+    pub(crate) sync_memo: SyncMemo,
 }
 
 /// What changed in a document since the last [`DesiredState::take_touched`]: the keys of the
@@ -595,6 +598,7 @@ impl DesiredState {
             persisted: Vec::new(),
             touched_heads: None,
             recovery: Recovery::default(),
+            sync_memo: SyncMemo::default(),
         }
     }
 
@@ -625,6 +629,7 @@ impl DesiredState {
             persisted: Vec::new(),
             touched_heads: None,
             recovery: Recovery::from_saved(bytes.to_vec()),
+            sync_memo: SyncMemo::default(),
         })
     }
 
@@ -730,6 +735,7 @@ impl DesiredState {
                     Ok(doc) => {
                         self.doc = doc.with_actor(actor);
                         self.touched_heads = None;
+                        self.sync_memo.clear();
                     }
                     // Bytes that loaded once do not panic the second time; should they, the
                     // document stays as the panic left it.
@@ -852,6 +858,16 @@ impl DesiredState {
         !self.doc.get_missing_deps(&[]).is_empty()
     }
 
+    /// The heads under which [`SyncMemo`] may answer a sync step: `None` while operations
+    /// wait for a commit (the step commits them first) or changes wait for their dependencies
+    /// (Automerge's answer then also depends on them, not only on the heads).
+    fn sync_memo_heads(&mut self) -> Option<Vec<automerge::ChangeHash>> {
+        if self.doc.pending_ops() > 0 || self.has_missing_deps() {
+            return None;
+        }
+        Some(self.doc.get_heads())
+    }
+
     /// The next message of the sync protocol for the peer behind `state`, or `None` when it has
     /// nothing to send (in sync, or waiting for the peer's answer).
     ///
@@ -870,6 +886,15 @@ impl DesiredState {
     /// reset (the dialogue starts over) and there is no message.
     pub fn generate_sync_message(&mut self, state: &mut SyncState) -> Option<Vec<u8>> {
         let max = state.max_message;
+        // Taken before at these heads from an equal state: the same message ([`SyncMemo`]).
+        let memo_heads = self.sync_memo_heads();
+        if let Some(heads) = &memo_heads {
+            if let Some((after, message)) = self.sync_memo.generated(heads, &state.inner, max) {
+                state.inner = after;
+                return message;
+            }
+        }
+        let before = memo_heads.as_ref().map(|_| state.inner.clone());
         let sync = &mut state.inner;
         let generated = self.guarded_mut("the peer's sync state", |doc| {
             // Without the peer's version-2 capability Automerge sends changes one by one,
@@ -880,7 +905,19 @@ impl DesiredState {
             doc.sync().generate_sync_message(sync)
         });
         match generated {
-            Ok(message) => Some(fit_message(message?, sync, max)),
+            Ok(message) => {
+                let message = message.map(|m| fit_message(m, sync, max));
+                if let (Some(heads), Some(before)) = (memo_heads, before) {
+                    self.sync_memo.remember_generated(
+                        &heads,
+                        before,
+                        max,
+                        &state.inner,
+                        message.as_deref(),
+                    );
+                }
+                message
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "resetting a sync state");
                 *sync = sync::State::new();
@@ -901,6 +938,18 @@ impl DesiredState {
         bytes: &[u8],
     ) -> Result<(), CrdtError> {
         let message = sync::Message::decode(bytes).map_err(|e| CrdtError::Decode(e.to_string()))?;
+        // A message without changes leaves the document as it is and only moves the state:
+        // taken before at these heads from an equal state, the same state ([`SyncMemo`]).
+        let memo = match self.sync_memo_heads() {
+            Some(heads) if message.changes.is_empty() => {
+                if let Some(after) = self.sync_memo.received(&heads, &state.inner, bytes) {
+                    state.inner = after;
+                    return Ok(());
+                }
+                Some((heads, state.inner.clone()))
+            }
+            _ => None,
+        };
         // Changes only: every chunk must parse as one change, which then passes the first-op
         // check of a gossiped change ([`start_op_fits`]), in order (a later one may depend on
         // an earlier one). A whole-document chunk (Automerge's version-2 messages carry one)
@@ -927,7 +976,12 @@ impl DesiredState {
         }) {
             Ok(received) => {
                 self.remember(&changes, false);
-                Ok(received?)
+                received?;
+                if let Some((heads, before)) = memo {
+                    self.sync_memo
+                        .remember_received(&heads, before, bytes, &state.inner);
+                }
+                Ok(())
             }
             Err(panicked) => {
                 *sync = sync::State::new();

@@ -80,6 +80,7 @@ mod placement;
 mod rollout;
 mod rollout_rules;
 mod store;
+mod sync_memo;
 mod volume;
 
 pub use availability::Availability;
@@ -93,8 +94,8 @@ pub use model::{
     validate_secret_name, validate_secret_target, Assignment, ClusterInfo, ClusterSetting,
     ClusterSettings, Epoch, HealthCheck, HealthProbe, HistoryEntry, Job, JobAttempt, JobSpec,
     JobState, Lease, Member, MemberOverlay, MemberState, NodeId, OnPartition, PartitionPolicy,
-    PortSpec, Resources, RestartCondition, RestartPolicy, SecretMount, SecretRecord, Service,
-    ServiceMode, ServiceName, ServiceSpec, SlotId, TokenRecord, DEFAULT_WG_PORT, MAX_ARGS,
+    PortSpec, PublishMode, Resources, RestartCondition, RestartPolicy, SecretMount, SecretRecord,
+    Service, ServiceMode, ServiceName, ServiceSpec, SlotId, TokenRecord, DEFAULT_WG_PORT, MAX_ARGS,
     MAX_ARG_BYTES, MAX_ENV, MAX_ENV_KEY_BYTES, MAX_GPU_ID_BYTES, MAX_PERIOD_MS, MAX_PORTS,
     MAX_REPLICAS, MAX_RESCHEDULE_AFTER_MS, MAX_SECRET_MOUNTS, MAX_SECRET_NAME_BYTES,
     MAX_SERVICE_GPUS, MAX_STOP_TIMEOUT_MS, MIN_MEMORY_BYTES, MIN_NANO_CPUS,

@@ -278,12 +278,54 @@ fn default_wg_port() -> u16 {
 
 /// A port a service publishes: container port, and a host port on 127.0.0.1 or `None` for one
 /// the engine picks (so several replicas on one engine never collide).
+///
+/// In [`PublishMode::Ingress`] (`--publish 8080:80`, the CLI's default for a fixed port) the
+/// fixed port is the routing mesh's: every node listens on `--ingress-addr:host_port` and
+/// forwards each connection to a task of the service; the task's container itself publishes
+/// `container_port` on an engine-chosen port of 127.0.0.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortSpec {
     /// TCP port inside the container.
     pub container_port: u16,
     /// Fixed host port, or `None` for an engine-chosen one.
     pub host_port: Option<u16>,
+    /// Who answers `host_port`: each task's container (`host`, also the reading of specs
+    /// written before the field existed) or the routing mesh on every node (`ingress`, which
+    /// needs a fixed `host_port`).
+    #[serde(default)]
+    pub mode: PublishMode,
+}
+
+impl PortSpec {
+    /// The routing mesh's port, if this is an ingress port with a fixed published port.
+    pub fn ingress_port(&self) -> Option<u16> {
+        match self.mode {
+            PublishMode::Ingress => self.host_port,
+            PublishMode::Host => None,
+        }
+    }
+}
+
+/// How a published port is answered (`--publish ...,mode=ingress|host`), as in Docker Swarm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// The routing mesh: every node accepts the published port and forwards to any task.
+    Ingress,
+    /// Each task's container publishes the port on its own node (the meaning before the
+    /// routing mesh existed, hence the default when a stored spec does not say).
+    #[default]
+    Host,
+}
+
+impl PublishMode {
+    /// `ingress` or `host`, as the CLI and API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishMode::Ingress => "ingress",
+            PublishMode::Host => "host",
+        }
+    }
 }
 
 /// What an operator asked to run: `services.<name>.spec`.
@@ -493,6 +535,29 @@ impl ServiceSpec {
             .any(|p| p.container_port == 0 || p.host_port == Some(0))
         {
             return Err(invalid("ports", "container and host ports must be 1-65535"));
+        }
+        if self
+            .ports
+            .iter()
+            .any(|p| p.mode == PublishMode::Ingress && p.host_port.is_none())
+        {
+            return Err(invalid(
+                "ports",
+                "an ingress port needs a published port (PUBLISHED:TARGET); without one use \
+                 mode=host",
+            ));
+        }
+        let mut ingress: Vec<u16> = self
+            .ports
+            .iter()
+            .filter_map(PortSpec::ingress_port)
+            .collect();
+        ingress.sort_unstable();
+        if let Some(w) = ingress.windows(2).find(|w| w[0] == w[1]) {
+            return Err(invalid(
+                "ports",
+                format!("ingress port {} is published twice", w[0]),
+            ));
         }
         if self.secrets.len() > MAX_SECRET_MOUNTS {
             return Err(invalid(
@@ -1277,21 +1342,52 @@ mod validate_tests {
         s.ports = vec![PortSpec {
             container_port: 0,
             host_port: None,
+            mode: PublishMode::Host,
         }];
         assert_eq!(field_of(&s), "ports");
         s.ports = vec![PortSpec {
             container_port: 80,
             host_port: Some(0),
+            mode: PublishMode::Host,
         }];
         assert_eq!(field_of(&s), "ports");
         s.ports = vec![
             PortSpec {
                 container_port: 80,
                 host_port: None,
+                mode: PublishMode::Host,
             };
             MAX_PORTS + 1
         ];
         assert_eq!(field_of(&s), "ports");
+    }
+
+    #[test]
+    fn ingress_ports_need_a_published_port_once() {
+        let ingress = |host_port| PortSpec {
+            container_port: 80,
+            host_port,
+            mode: PublishMode::Ingress,
+        };
+        let mut s = ok_spec();
+        s.ports = vec![ingress(None)];
+        assert_eq!(field_of(&s), "ports");
+        s.ports = vec![ingress(Some(8080)), ingress(Some(8080))];
+        assert_eq!(field_of(&s), "ports");
+        s.ports = vec![ingress(Some(8080)), ingress(Some(8081))];
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn ports_written_before_the_mode_read_as_host() {
+        let old: PortSpec =
+            serde_json::from_str(r#"{"container_port": 80, "host_port": 8080}"#).expect("port");
+        assert_eq!(old.mode, PublishMode::Host);
+        assert_eq!(old.ingress_port(), None);
+        let new: PortSpec =
+            serde_json::from_str(r#"{"container_port": 80, "host_port": 8080, "mode": "ingress"}"#)
+                .expect("port");
+        assert_eq!(new.ingress_port(), Some(8080));
     }
 
     #[test]

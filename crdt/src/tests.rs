@@ -27,6 +27,7 @@ fn spec(replicas: u32) -> ServiceSpec {
         ports: vec![PortSpec {
             container_port: 80,
             host_port: None,
+            mode: PublishMode::Host,
         }],
         secrets: Vec::new(),
         ..Default::default()
@@ -586,6 +587,31 @@ fn an_update_starts_a_rollout_and_keeps_the_older_specs_a_rollback_returns() {
     let s = a.service(&web).expect("web");
     assert_eq!(s.older_specs.len(), KEPT_OLDER_SPECS);
     assert!(s.older_specs.contains_key(&(s.generation - 1)));
+}
+
+#[test]
+fn publish_mode_round_trips_and_changing_it_bumps_the_generation_like_any_port_change() {
+    let (mut a, mut b) = pair();
+    let mut ingress = spec(2);
+    ingress.ports = vec![PortSpec {
+        container_port: 80,
+        host_port: Some(8080),
+        mode: PublishMode::Ingress,
+    }];
+    a.create_service(&name("web"), &ingress).expect("create");
+    sync_pair(&mut a, &mut b);
+    let web = b.service(&name("web")).expect("web");
+    assert_eq!(web.spec.ports, ingress.ports);
+    assert_eq!(web.generation, 1);
+    // Host mode needs other containers (a fixed port on each): a new generation, as a change
+    // of the published port itself always made.
+    let mut host = ingress.clone();
+    host.ports[0].mode = PublishMode::Host;
+    b.update_service(&name("web"), &host).expect("to host mode");
+    sync_pair(&mut a, &mut b);
+    let web = a.service(&name("web")).expect("web");
+    assert_eq!(web.spec.ports[0].mode, PublishMode::Host);
+    assert_eq!(web.generation, 2);
 }
 
 #[test]

@@ -129,6 +129,7 @@ pub fn cluster_bytes() -> &'static [u8] {
             ports: vec![PortSpec {
                 container_port: 80,
                 host_port: None,
+                mode: warren_crdt::PublishMode::Host,
             }],
             ..Default::default()
         };

@@ -61,6 +61,15 @@ struct Up {
     /// device; see overlay/src/interface.rs).
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     overlay_port: u16,
+    /// The routing mesh's address: this node accepts every ingress port (`--publish
+    /// PUBLISHED:TARGET`) on it and forwards each connection to a healthy task of the
+    /// service on any node. `none`: no routing mesh on this node.
+    #[arg(long, value_name = "ADDR|none", default_value = "127.0.0.1", value_parser = parse_ingress_addr)]
+    ingress_addr: IngressAddr,
+    /// Most connections the routing mesh proxies at once on this node; more are closed at
+    /// once.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    ingress_max_connections: usize,
     /// Directory for the identity key and the desired-state store.
     #[arg(long, default_value = "/var/lib/warren")]
     data_dir: PathBuf,
@@ -221,6 +230,8 @@ fn main() -> ExitCode {
     config.overlay = !up.no_overlay;
     config.overlay_interface = up.overlay_interface;
     config.overlay_port = up.overlay_port;
+    config.ingress.addr = up.ingress_addr.0;
+    config.ingress.max_connections = up.ingress_max_connections.max(1);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -263,4 +274,17 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// `--ingress-addr`: an IP address, or `none` (no routing mesh on this node).
+#[derive(Debug, Clone, Copy)]
+struct IngressAddr(Option<std::net::IpAddr>);
+
+fn parse_ingress_addr(s: &str) -> Result<IngressAddr, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(IngressAddr(None));
+    }
+    s.parse()
+        .map(|ip| IngressAddr(Some(ip)))
+        .map_err(|_| format!("{s:?} is neither an IP address nor `none`"))
 }

@@ -34,6 +34,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ClusterCommand) -> R
             print(format, &status, &HEADERS, member_rows(&members));
             if format == Format::Table {
                 print!("{}", overlay_lines(&members));
+                print!("{}", ingress_lines(&status));
             }
         }
         ClusterCommand::History { service, limit } => {
@@ -205,6 +206,57 @@ fn overlay_lines(members: &Value) -> String {
     out
 }
 
+/// The routing mesh of the node asked (`status.ingress`): its address, each port with its
+/// service and backends or why it is not accepted, and its counters.
+fn ingress_lines(status: &Value) -> String {
+    let Some(ingress) = status.get("ingress").filter(|i| !i.is_null()) else {
+        return String::new();
+    };
+    let Some(addr) = ingress.get("addr").and_then(Value::as_str) else {
+        return format!(
+            "routing mesh: off at {} (--ingress-addr none)\n",
+            cell(status.get("name"))
+        );
+    };
+    let mut out = format!(
+        "routing mesh at {} on {addr}: {} active, {} proxied, {} closed without backend, {} over the cap\n",
+        cell(status.get("name")),
+        cell(ingress.get("active")),
+        cell(ingress.get("proxied")),
+        cell(ingress.get("no_backend")),
+        cell(ingress.get("over_capacity")),
+    );
+    for p in ingress
+        .get("ports")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+    {
+        let state = match p.get("error").and_then(Value::as_str) {
+            Some(error) => format!("not accepted: {error} (retrying)"),
+            None if p.get("listening") == Some(&Value::Bool(true)) => "listening".into(),
+            None => "binding".into(),
+        };
+        out.push_str(&format!(
+            "  port {} -> {} ({} backends): {state}\n",
+            cell(p.get("port")),
+            cell(p.get("service")),
+            cell(p.get("backends")),
+        ));
+    }
+    for c in ingress
+        .get("conflicts")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+    {
+        out.push_str(&format!(
+            "  port {} also asked by service {}: not served for it\n",
+            cell(c.get(0)),
+            cell(c.get(1)),
+        ));
+    }
+    out
+}
+
 /// Last 8 characters of a peer id.
 pub(crate) fn short(id: &str) -> String {
     let n = id.chars().count();
@@ -227,6 +279,42 @@ fn time_of(v: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_routing_mesh_says_which_port_it_cannot_take_and_why() {
+        let status = serde_json::json!({
+            "name": "n2",
+            "ingress": {
+                "addr": "127.0.0.1", "active": 0, "proxied": 3, "no_backend": 1,
+                "over_capacity": 0,
+                "ports": [
+                    {"port": 8080, "service": "web", "backends": 3, "listening": true,
+                     "error": null},
+                    {"port": 8081, "service": "api", "backends": 1, "listening": false,
+                     "error": "ingress port 8081 on 127.0.0.1: address in use"}
+                ],
+                "conflicts": [[8080, "other"]]
+            }
+        });
+        let text = ingress_lines(&status);
+        assert!(
+            text.contains("port 8080 -> web (3 backends): listening"),
+            "{text}"
+        );
+        assert!(
+            text.contains("port 8081 -> api (1 backends): not accepted: ingress port 8081 on 127.0.0.1: address in use"),
+            "{text}"
+        );
+        assert!(
+            text.contains("port 8080 also asked by service other"),
+            "{text}"
+        );
+        let off = serde_json::json!({"name": "n3", "ingress": {"addr": null}});
+        assert_eq!(
+            ingress_lines(&off),
+            "routing mesh: off at n3 (--ingress-addr none)\n"
+        );
+    }
 
     #[test]
     fn engine_cells() {

@@ -515,7 +515,10 @@ fn spec_fields(f: &SpecFlags) -> Result<Value> {
     Ok(Value::Object(out))
 }
 
-/// `CONTAINER` or `HOST:CONTAINER` (host side always 127.0.0.1).
+/// A `--publish` value, Docker's syntax: `TARGET` (an engine-chosen port of 127.0.0.1 on the
+/// task's node: host mode), `PUBLISHED:TARGET` (the routing mesh: ingress mode), or the long
+/// form `published=P,target=T[,mode=ingress|host][,protocol=tcp]` (ingress by default, as in
+/// Docker; ingress needs a published port). The mode is always written out.
 fn parse_publish(p: &str) -> Result<Value> {
     let port = |s: &str| -> Result<u16> {
         s.parse::<u16>()
@@ -523,11 +526,45 @@ fn parse_publish(p: &str) -> Result<Value> {
             .filter(|n| *n > 0)
             .ok_or_else(|| anyhow!("--publish {p:?}: {s:?} is not a port (1-65535)"))
     };
-    let value = match p.split_once(':') {
-        Some((host, container)) => {
-            json!({ "container_port": port(container)?, "host_port": port(host)? })
+    if p.contains('=') {
+        let (mut published, mut target, mut mode) = (None, None, "ingress");
+        for field in p.split(',') {
+            let (key, value) = field
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--publish {p:?}: {field:?} is not KEY=VALUE"))?;
+            match key.trim() {
+                "published" => published = Some(port(value.trim())?),
+                "target" => target = Some(port(value.trim())?),
+                "mode" => {
+                    mode = match value.trim() {
+                        "ingress" => "ingress",
+                        "host" => "host",
+                        other => bail!("--publish {p:?}: mode {other:?} is not ingress or host"),
+                    }
+                }
+                "protocol" if value.trim() == "tcp" => {}
+                "protocol" => bail!("--publish {p:?}: only protocol=tcp is supported"),
+                other => bail!(
+                    "--publish {p:?}: unknown key {other:?} (published, target, mode, protocol)"
+                ),
+            }
         }
-        None => json!({ "container_port": port(p)?, "host_port": null }),
+        let target = target.ok_or_else(|| anyhow!("--publish {p:?}: target=PORT is missing"))?;
+        if mode == "ingress" && published.is_none() {
+            bail!(
+                "--publish {p:?}: the routing mesh (mode=ingress) needs published=PORT; \
+                 mode=host without one lets the engine choose"
+            );
+        }
+        return Ok(json!({ "container_port": target, "host_port": published, "mode": mode }));
+    }
+    let value = match p.split_once(':') {
+        Some((host, container)) => json!({
+            "container_port": port(container)?,
+            "host_port": port(host)?,
+            "mode": "ingress",
+        }),
+        None => json!({ "container_port": port(p)?, "host_port": null, "mode": "host" }),
     };
     Ok(value)
 }
@@ -780,12 +817,34 @@ mod tests {
     fn publish_forms() {
         assert_eq!(
             parse_publish("80").expect("80"),
-            json!({"container_port": 80, "host_port": null})
+            json!({"container_port": 80, "host_port": null, "mode": "host"})
         );
         assert_eq!(
             parse_publish("8080:80").expect("8080:80"),
-            json!({"container_port": 80, "host_port": 8080})
+            json!({"container_port": 80, "host_port": 8080, "mode": "ingress"})
         );
+        assert_eq!(
+            parse_publish("published=8080,target=80,mode=host").expect("long host"),
+            json!({"container_port": 80, "host_port": 8080, "mode": "host"})
+        );
+        assert_eq!(
+            parse_publish("target=80,published=8080").expect("long, ingress by default"),
+            json!({"container_port": 80, "host_port": 8080, "mode": "ingress"})
+        );
+        assert_eq!(
+            parse_publish("target=80,mode=host").expect("long, engine-chosen"),
+            json!({"container_port": 80, "host_port": null, "mode": "host"})
+        );
+        for bad in [
+            "target=80",
+            "published=8080",
+            "published=8080,target=80,mode=vip",
+            "published=8080,target=80,protocol=udp",
+            "published=8080,target=80,colour=red",
+            "published=8080,target=80,mode",
+        ] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
         assert!(parse_publish("x").is_err());
         assert!(parse_publish("0").is_err());
         assert!(parse_publish("70000").is_err());

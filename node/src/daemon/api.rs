@@ -85,6 +85,8 @@ pub(crate) struct ApiState {
     pub(crate) logs: Arc<super::logs::LogService>,
     /// This node's Docker endpoint (`--docker-host`), for requests that need the engine.
     pub(crate) docker_host: Option<String>,
+    /// This node's routing mesh: its ports and counters, for `GET /v1/status`.
+    pub(crate) ingress: super::ingress::IngressHandle,
 }
 
 /// An error response: status, stable code, message.
@@ -529,6 +531,7 @@ async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
         "connected_peers": s.connected_peers,
         "dropped_non_member": s.dropped_non_member,
         "heads": s.heads,
+        "ingress": state.ingress.status(),
     }))
 }
 

@@ -6,6 +6,7 @@ mod api;
 mod applied;
 mod identity;
 mod image_platforms;
+pub mod ingress;
 mod logs;
 mod names;
 mod overlay;
@@ -95,6 +96,8 @@ pub struct NodeConfig {
     /// The UDP port it listens on (`--overlay-port`, default 51820), published in the
     /// member record.
     pub overlay_port: u16,
+    /// The routing mesh on this node (`--ingress-addr`, `--ingress-max-connections`).
+    pub ingress: ingress::IngressConfig,
 }
 
 impl NodeConfig {
@@ -125,6 +128,7 @@ impl NodeConfig {
             overlay: true,
             overlay_interface: "warren0".into(),
             overlay_port: 0,
+            ingress: ingress::IngressConfig::default(),
         }
     }
 }
@@ -402,9 +406,22 @@ async fn run_node(
         images_tx,
         cancel.clone(),
     );
+    // The overlay task's channels, made here: the DNS for tasks and the routing mesh wait on
+    // its status.
+    let (overlay_link, overlay_side) = overlay::link();
+    // The routing mesh reads the view, asks for reports and reaches other nodes' tasks over
+    // the overlay while it is on.
+    let (ingress, ingress_task) = ingress::spawn(
+        config.ingress.clone(),
+        snapshot_rx.clone(),
+        command_tx.clone(),
+        overlay_link.status.clone(),
+        cancel.clone(),
+    );
     let api_state = api::ApiState {
         snapshot: snapshot_rx,
         commands: command_tx,
+        ingress,
         logs: Arc::clone(&log_service),
         docker_host: config.docker_host.clone(),
     };
@@ -434,8 +451,6 @@ async fn run_node(
         .overlay
         .then(|| identity::load_or_create_wireguard(&data_dir))
         .transpose()?;
-    // The overlay task's channels, made here: the DNS for tasks waits on its status.
-    let (overlay_link, overlay_side) = overlay::link();
     let (dns_serving, dns_ready) = watch::channel(None);
     let overlay = wireguard.as_ref().map(|key| {
         let interface = &config.overlay_interface;
@@ -574,6 +589,9 @@ async fn run_node(
     }
     let _ = overlay_task.await;
     let _ = images_task.await;
+    if let Some(task) = ingress_task {
+        let _ = task.await;
+    }
     result
 }
 

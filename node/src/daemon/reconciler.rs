@@ -149,7 +149,13 @@ fn task_spec(node: &NodeId, task: &DesiredTask, attach: Option<&Attach>) -> Task
             .iter()
             .map(|p| PortMapping {
                 container_port: p.container_port,
-                host_port: p.host_port,
+                // An ingress port is the routing mesh's on every node: the container takes
+                // an engine-chosen port (several replicas share one engine), the mesh
+                // forwards to it (daemon::ingress).
+                host_port: match p.mode {
+                    warren_crdt::PublishMode::Ingress => None,
+                    warren_crdt::PublishMode::Host => p.host_port,
+                },
             })
             .collect(),
         secrets_dir: None,

@@ -29,6 +29,7 @@ mod candidates;
 pub mod global;
 pub mod gpus;
 pub mod image_platform;
+pub mod ingress;
 mod lease;
 mod membership;
 mod plumtree;

@@ -599,9 +599,11 @@ impl Supervisor {
     }
 
     /// Decides on the running containers of an older generation of `slot` kept beside its
-    /// new task ([`PreviousCopy`]): the one here longest stays while `previous` says so
-    /// (blue/green), or until the new task is ready (`new_ready`) and its deregistration
-    /// delay has passed; the others go at once.
+    /// new task ([`PreviousCopy`]): the newest generation's (of equal ones, the one here
+    /// longest) stays while `previous` says so (blue/green), or until the new task is ready
+    /// (`new_ready`) and its deregistration delay has passed; the others go at once. The
+    /// newest: a rollout that starts while the previous one's last old copy is still in its
+    /// deregistration delay keeps the copy that served last, not the one before it.
     fn previous_copies(
         &mut self,
         slot: &SlotId,
@@ -613,7 +615,7 @@ impl Supervisor {
     ) {
         let keep = older
             .iter()
-            .max_by_key(|t| (t.age_ms, std::cmp::Reverse(t.id.clone())))
+            .max_by_key(|t| (t.generation, t.age_ms, std::cmp::Reverse(t.id.clone())))
             .map(|t| t.id.clone());
         for t in older {
             if keep.as_ref() != Some(&t.id) {
@@ -1436,5 +1438,36 @@ mod tests {
         let want = [rolled(PreviousCopy::UntilHealthy)];
         let round = supervisor.round(&want, &[old, new], Millis(100_100));
         assert_eq!(round.actions.len(), 1, "{:?}", round.actions);
+    }
+
+    #[test]
+    fn a_rollout_that_starts_during_the_last_ones_delay_keeps_the_newest_old_copy() {
+        // Generation 3 of slot 0 is rolled out blue/green while generation 1's copy (the
+        // previous rollout's, older and here longer) is still in its deregistration delay:
+        // generation 2's copy, the one serving, is kept; generation 1's goes.
+        let want = [DesiredTask {
+            generation: 3,
+            previous: PreviousCopy::Keep,
+            ..desired(0)
+        }];
+        let mut oldest = actual("g1", 0, 1, ActualTaskState::Running);
+        oldest.age_ms = Some(60_000);
+        let mut serving = actual("g2", 0, 2, ActualTaskState::Running);
+        serving.age_ms = Some(10_000);
+        let mut supervisor = Supervisor::new();
+        let round = supervisor.round(&want, &[oldest, serving], Millis(0));
+        assert_eq!(round.previous, vec!["g2".to_string()]);
+        assert!(
+            round.actions.iter().any(|a| matches!(
+                a,
+                RuntimeAction::Remove { id, .. } if id == "g1"
+            )),
+            "{:?}",
+            round.actions
+        );
+        assert!(round
+            .actions
+            .iter()
+            .any(|a| matches!(a, RuntimeAction::Create(_))));
     }
 }

@@ -308,12 +308,11 @@ impl NodeMachine {
                 },
             })
             .collect();
-        // Every task report by (node, slot), so each task finds its own in O(log n).
-        // The first report of a slot in a node's list wins, as a linear search would find it;
-        // a report of another generation than the slot's assignment is its node's older
-        // container (a rollout's start-first, or the node has not caught up yet).
-        let mut reports: HashMap<(&NodeId, &str, u32), &TaskStatus> = HashMap::new();
-        let mut older: Vec<(&NodeId, &TaskStatus)> = Vec::new();
+        // Every task report by (node, slot), so each task finds its own in O(1). A node
+        // may report two containers of one slot: the assignment's generation and an older
+        // one (a rollout's start-first or blue/green keeps it beside the new one, or the node
+        // has not replaced it yet); the older ones are listed in `previous_tasks`.
+        let mut reports: HashMap<(&NodeId, &str, u32), Vec<&TaskStatus>> = HashMap::new();
         let reported_by = std::iter::once((&self.me, &self.local_status)).chain(
             self.reports
                 .received
@@ -323,14 +322,19 @@ impl NodeMachine {
         );
         for (node, tasks) in reported_by {
             for t in tasks.iter().filter(|t| !t.unassigned) {
-                match reports.entry((node, t.service.as_str(), t.slot)) {
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(t);
-                    }
-                    std::collections::hash_map::Entry::Occupied(_) => older.push((node, t)),
-                }
+                reports
+                    .entry((node, t.service.as_str(), t.slot))
+                    .or_default()
+                    .push(t);
             }
         }
+        let mut older: Vec<(&NodeId, &TaskStatus)> = reports
+            .iter()
+            .flat_map(|((node, _, _), list)| list.iter().map(move |t| (*node, *t)))
+            .collect();
+        older.sort_by(|(na, a), (nb, b)| {
+            (&a.service, a.slot, a.generation, na).cmp(&(&b.service, b.slot, b.generation, nb))
+        });
         let tasks = view
             .assignments
             .iter()
@@ -340,8 +344,11 @@ impl NodeMachine {
                 // node's older container, not this task's (see `core::rollout`).
                 let reported = reports
                     .get(&(&a.node, slot.service.as_str(), slot.slot))
-                    .copied()
-                    .filter(|t| t.generation == 0 || t.generation == a.spec_generation);
+                    .and_then(|list| {
+                        list.iter()
+                            .find(|t| t.generation == 0 || t.generation == a.spec_generation)
+                    })
+                    .copied();
                 let rejected = view.rejected.get(&slot.service);
                 let mut task = self.task_view(slot, a, &name_of(&a.node), reported, rejected);
                 // An unreachable member's slot that its service's policy keeps there.

@@ -224,6 +224,28 @@ impl WriteError {
 }
 
 impl NodeMachine {
+    /// Refuses a spec whose ingress port (or fixed port on another's ingress port) another
+    /// live service already publishes ([`crate::core::ingress::ingress_port_taken`]).
+    ///
+    /// Errors: [`CrdtError::InvalidSpec`] on `ports`, naming the port and the service.
+    fn refuse_taken_ingress_port(
+        &self,
+        name: &ServiceName,
+        spec: &ServiceSpec,
+    ) -> Result<(), CrdtError> {
+        let services = self.state.services();
+        match crate::core::ingress::ingress_port_taken(services.values(), name, spec) {
+            Some((port, other)) => Err(CrdtError::InvalidSpec {
+                field: "ports",
+                reason: format!(
+                    "port {port} is already published by service {other} through the routing \
+                     mesh (ingress): choose another published port"
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// An operator's write. On success the machine has queued a flushing persist and the
     /// gossip of the change: acknowledge only after the driver carried out the persist.
     ///
@@ -232,6 +254,7 @@ impl NodeMachine {
         let (change, ack) = match write {
             Write::CreateService(name, spec) => {
                 spec.validate()?;
+                self.refuse_taken_ingress_port(&name, &spec)?;
                 (self.state.create_service(&name, &spec)?, WriteAck::Done)
             }
             Write::UpdateService(name, patch) => {
@@ -243,6 +266,7 @@ impl NodeMachine {
                     .ok_or_else(|| CrdtError::UnknownService(name.clone()))?;
                 let spec = patch.apply(&current.spec)?;
                 spec.validate()?;
+                self.refuse_taken_ingress_port(&name, &spec)?;
                 (self.state.update_service(&name, &spec)?, WriteAck::Done)
             }
             Write::ScaleService(name, replicas) => {
