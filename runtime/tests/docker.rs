@@ -161,8 +161,10 @@ async fn create_replaces_stale_container_with_same_name() {
     let mut spec = spec(&node, "stale", IMAGE, vec![]);
     spec.command = vec!["sleep".into(), "300".into()];
 
-    let first = rt.create_and_start(&spec).await.expect("first create");
     spec.generation = 6;
+    let first = rt.create_and_start(&spec).await.expect("first create");
+    // The same slot and generation on the same node: the same name (names carry the
+    // generation, so two generations of a slot can run side by side in a rollout).
     let second = rt.create_and_start(&spec).await.expect("second create");
     assert_ne!(first, second);
 
