@@ -16,9 +16,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
-use warren_crdt::MemberState;
-
-use crate::core::{Liveness, TaskHealth};
+use crate::core::TaskHealth;
 use crate::machine::Snapshot;
 use crate::protocol::TaskState;
 
@@ -40,9 +38,7 @@ pub fn name_records(snapshot: &Snapshot) -> NameRecords {
         .map(|c| c.id.as_str())
         .unwrap_or("");
     let mut records = NameRecords::default();
-    let serving = |m: &crate::machine::MemberStatus| {
-        m.state != MemberState::Removed && m.liveness != Liveness::Down
-    };
+    let serving = crate::machine::MemberStatus::serves;
     let serving_nodes: BTreeMap<_, _> = snapshot
         .members
         .iter()
@@ -75,8 +71,10 @@ pub fn name_records(snapshot: &Snapshot) -> NameRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Liveness;
     use crate::machine::{MemberStatus, TaskView};
     use crate::overlay::{addresses, WireguardPublic};
+    use warren_crdt::MemberState;
     use warren_crdt::{ClusterInfo, Epoch, NodeId, ServiceName};
 
     const CLUSTER: &str = "c1";

@@ -36,10 +36,10 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use warren_crdt::{MemberState, NodeId, PortSpec, PublishMode, Service, ServiceName, ServiceSpec};
+use warren_crdt::{NodeId, PortSpec, PublishMode, Service, ServiceName, ServiceSpec};
 
 use crate::core::rollout::TrafficSplit as RolloutSplit;
-use crate::core::{Liveness, TaskHealth};
+use crate::core::TaskHealth;
 use crate::machine::{MemberStatus, TaskView};
 use crate::protocol::TaskState;
 
@@ -134,15 +134,7 @@ pub fn ingress_table<'s>(
     split: &TrafficSplit,
     ctx: IngressContext<'_>,
 ) -> IngressTable {
-    let serving: BTreeMap<&NodeId, bool> = members
-        .iter()
-        .map(|m| {
-            (
-                &m.id,
-                m.state != MemberState::Removed && m.liveness != Liveness::Down,
-            )
-        })
-        .collect();
+    let serving: BTreeMap<&NodeId, bool> = members.iter().map(|m| (&m.id, m.serves())).collect();
     let mut by_service: BTreeMap<&ServiceName, Vec<&TaskView>> = BTreeMap::new();
     for t in tasks {
         by_service.entry(&t.service).or_default().push(t);
@@ -363,8 +355,10 @@ impl WeightedPicker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Liveness;
     use crate::engine::PublishedPort;
     use std::net::Ipv6Addr;
+    use warren_crdt::MemberState;
     use warren_crdt::{Epoch, HealthCheck};
 
     fn id(n: &str) -> NodeId {

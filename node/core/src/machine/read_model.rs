@@ -64,6 +64,14 @@ pub struct MemberStatus {
     pub overlay_state: Option<OverlayStatus>,
 }
 
+impl MemberStatus {
+    /// Whether its tasks take traffic (DNS answers, routing-mesh connections): a member that
+    /// is neither removed nor held down by this node's failure detector.
+    pub fn serves(&self) -> bool {
+        self.state != MemberState::Removed && self.liveness != Liveness::Down
+    }
+}
+
 /// The lease as one node sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseStatus {
