@@ -1117,6 +1117,39 @@ impl DesiredState {
         }
     }
 
+    /// A service's generation as every replica reads it: its `generation` key's value; when
+    /// the key holds several values, one past the greatest. Several values means concurrent
+    /// updates that each needed new containers, typically one on each side of a partition:
+    /// each side wrote its own next generation (often the same number) and ran its own spec
+    /// under it, while the merged spec (each field's merge) is neither. Reading a generation
+    /// neither side ran makes every slot "not updated", so the lease holder rolls the merged
+    /// spec out to all of them under its update policy ([`Rollout`] records of the sides no
+    /// longer target it: the rollout engine starts a fresh one). The next update's write
+    /// replaces every value, so the read is the written value again. Depends only on the set
+    /// of values, so every replica that merged the same changes reads the same generation.
+    fn generation(&self, obj: &ObjId) -> u64 {
+        let values: Vec<u64> = self
+            .doc
+            .get_all(obj, "generation")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(v, _)| match v {
+                Value::Scalar(s) => match s.as_ref() {
+                    ScalarValue::Uint(v) => Some(*v),
+                    ScalarValue::Int(v) => u64::try_from(*v).ok(),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        let greatest = values.iter().copied().max().unwrap_or_default();
+        if values.len() > 1 {
+            greatest.saturating_add(1)
+        } else {
+            greatest
+        }
+    }
+
     fn int(&self, obj: &ObjId, key: &str) -> Option<i64> {
         match self.scalar(obj, key)? {
             ScalarValue::Int(v) | ScalarValue::Timestamp(v) => Some(v),
@@ -1259,7 +1292,7 @@ impl DesiredState {
         let mut best: Option<((bool, u64), ObjId)> = None;
         for obj in self.all_maps(services, name.as_str()) {
             let live = !self.boolean(&obj, "deleted").unwrap_or(false);
-            let rank = (live, self.uint(&obj, "generation").unwrap_or_default());
+            let rank = (live, self.generation(&obj));
             if best.as_ref().is_none_or(|(r, _)| rank > *r) {
                 best = Some((rank, obj));
             }
@@ -1319,7 +1352,7 @@ impl DesiredState {
         let spec = self.map(&obj, "spec")?;
         Some(Service {
             name: name.clone(),
-            generation: self.uint(&obj, "generation").unwrap_or_default(),
+            generation: self.generation(&obj),
             deleted: self.boolean(&obj, "deleted").unwrap_or(false),
             spec: self.read_spec(&spec),
             previous_spec: self

@@ -152,6 +152,45 @@ fn concurrent_edits_of_one_field_resolve_identically() {
     assert_eq!(a.heads(), b.heads());
 }
 
+/// Two sides each update a service to a new image (each writes generation 2): the merged
+/// document reads generation 3, which neither side ran, on both replicas, so the merged spec
+/// is rolled out everywhere; the next update writes one value again (4).
+#[test]
+fn concurrent_updates_read_a_generation_neither_side_ran() {
+    let (mut a, mut b) = pair();
+    a.create_service(&name("web"), &spec(2)).expect("create");
+    sync_pair(&mut a, &mut b);
+    let with_image = |doc: &DesiredState, image: &str| ServiceSpec {
+        image: image.into(),
+        ..doc.service(&name("web")).expect("web").spec
+    };
+    let spec_a = with_image(&a, "web:a");
+    a.update_service(&name("web"), &spec_a).expect("update a");
+    let spec_b = with_image(&b, "web:b");
+    b.update_service(&name("web"), &spec_b).expect("update b");
+    assert_eq!(a.service(&name("web")).map(|s| s.generation), Some(2));
+    sync_pair(&mut a, &mut b);
+    let (wa, wb) = (
+        a.service(&name("web")).expect("a"),
+        b.service(&name("web")).expect("b"),
+    );
+    assert_eq!(wa.generation, 3);
+    assert_eq!(wb.generation, 3);
+    assert_eq!(wa.spec, wb.spec);
+    assert!(matches!(wa.spec.image.as_str(), "web:a" | "web:b"));
+    // The sides' records target generation 2: no longer the service's.
+    assert_eq!(wa.rollout.map(|r| r.to_generation), Some(2));
+    let next = with_image(&a, "web:c");
+    a.update_service(&name("web"), &next).expect("update c");
+    sync_pair(&mut a, &mut b);
+    assert_eq!(b.service(&name("web")).map(|s| s.generation), Some(4));
+    // A scale on each side leaves the generation alone.
+    a.scale_service(&name("web"), 3).expect("scale a");
+    b.scale_service(&name("web"), 5).expect("scale b");
+    sync_pair(&mut a, &mut b);
+    assert_eq!(a.service(&name("web")).map(|s| s.generation), Some(4));
+}
+
 #[test]
 fn delete_wins_over_concurrent_update_and_recreate_raises_generation() {
     let (mut a, mut b) = pair();
@@ -495,7 +534,8 @@ fn update_service_writes_only_what_changed_and_keeps_the_previous_spec() {
         let web = doc.service(&name("web")).expect("web");
         assert_eq!(web.spec.image, "warren/busybox:2");
         assert_eq!(web.spec.env, [("NEW".to_string(), "1".to_string())].into());
-        assert_eq!(web.generation, 2);
+        // Each side ran its own generation 2; the merged spec is neither's: generation 3.
+        assert_eq!(web.generation, 3);
         assert!(web.previous_spec.is_some());
     }
     // No change, no change bytes; a replica-only change keeps the generation.
@@ -508,7 +548,7 @@ fn update_service_writes_only_what_changed_and_keeps_the_previous_spec() {
     more.replicas = 9;
     a.update_service(&name("web"), &more)
         .expect("scale via update");
-    assert_eq!(a.service(&name("web")).map(|s| s.generation), Some(2));
+    assert_eq!(a.service(&name("web")).map(|s| s.generation), Some(3));
 }
 
 #[test]

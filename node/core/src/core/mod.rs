@@ -144,6 +144,11 @@ pub enum RuleBreak {
     /// The failed-task move removed: the holder ignores the nodes' reports of tasks `failed`
     /// (out of restart attempts), so such a task stays assigned where it failed.
     NoFailedMove,
+    /// The rollout heal rules removed ([`rollout::record_of`]): after the merge of
+    /// concurrent updates, the holder keeps the record as written (one for a generation the
+    /// merged document no longer reads, so no rollout), and a `completed` record stays
+    /// completed when the merge brought back slots of an older generation.
+    NoRolloutHeal,
 }
 
 impl RuleBreak {
@@ -457,7 +462,9 @@ impl Core {
             last_change: now,
             last_tick: None,
             merge_incomplete: false,
-            rollouts: rollout::Rollouts::new(),
+            rollouts: rollout::Rollouts::with_heal_rules(
+                config.rule_break != RuleBreak::NoRolloutHeal,
+            ),
             slot_reports: rollout::SlotReports::new(),
         }
     }

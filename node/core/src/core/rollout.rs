@@ -53,6 +53,7 @@
 //! keeps its older container running until the new one runs healthy
 //! ([`PreviousCopy::UntilHealthy`], see `reconcile.rs`); `stop-first` removes it first.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use warren_crdt::{
@@ -175,9 +176,12 @@ struct Monitor {
 
 /// The lease holder's rollout engine: its memory of the rollouts it watches. See the module
 /// doc for the rules.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Rollouts {
     monitors: BTreeMap<ServiceName, Monitor>,
+    /// [`record_of`]'s heal rules apply (always, but in the simulator's check that they
+    /// matter, `RuleBreak::NoRolloutHeal`).
+    heal_rules: bool,
 }
 
 /// The assignments of `name`'s slots, in index order.
@@ -196,14 +200,53 @@ fn slots_of<'a>(
     assignments.range(from..=to)
 }
 
-/// The rollout record a service's slots are moved under: its record for the current
-/// generation. A service without one (never updated, or a document written before
+/// The rollout record a service's slots are moved under (`None`: no rollout): its record
+/// for the current generation. A service without a record (never updated, or a document written before
 /// rollouts) has no rollout: its slots keep their generation until the next update.
-fn record_of(service: &Service) -> Option<&Rollout> {
-    service
-        .rollout
-        .as_ref()
-        .filter(|r| r.to_generation == service.generation)
+///
+/// Two cases of a heal, each read as `updating` (the first round writes it):
+///
+/// - A record for another generation is one of a merge of concurrent updates (two sides of
+///   a partition each updated the service; the merged document reads a generation neither
+///   ran, see `DesiredState`'s generation rule): the merged spec is rolled out as a fresh
+///   update under its own update policy and deployment.
+/// - A `completed` record while a slot the service wants is assigned an older generation
+///   (in `assignments`): one side completed the rollout while the other kept its slots, and
+///   the merge kept the other side's assignments (fencing). The rollout resumes.
+///
+/// `heal_rules` false: neither case (the record as written, if for the current generation).
+pub fn record_of<'a>(
+    service: &'a Service,
+    assignments: &BTreeMap<SlotId, Assignment>,
+    heal_rules: bool,
+) -> Option<Cow<'a, Rollout>> {
+    let record = service.rollout.as_ref()?;
+    if !heal_rules {
+        return (record.to_generation == service.generation).then_some(Cow::Borrowed(record));
+    }
+    if record.to_generation == service.generation {
+        let behind = record.state == RolloutState::Completed
+            && slots_of(assignments, &service.name).any(|(slot, a)| {
+                service.spec.wants_slot(slot.slot) && a.spec_generation < record.to_generation
+            });
+        if behind {
+            return Some(Cow::Owned(Rollout {
+                state: RolloutState::Updating,
+                ..record.clone()
+            }));
+        }
+        return Some(Cow::Borrowed(record));
+    }
+    Some(Cow::Owned(Rollout {
+        kind: RolloutKind::Update,
+        from_generation: record.to_generation.min(service.generation),
+        to_generation: service.generation,
+        state: RolloutState::Updating,
+        policy: service.spec.update,
+        deploy: service.spec.deploy,
+        updated_at_ms: 0,
+        traffic_generation: None,
+    }))
 }
 
 /// The report of the task of `slot` assigned as `a`, of generation `generation`.
@@ -290,10 +333,25 @@ impl Monitor {
     }
 }
 
+impl Default for Rollouts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Rollouts {
     /// An engine that watches nothing yet.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_heal_rules(true)
+    }
+
+    /// An engine that watches nothing yet, [`record_of`]'s heal rules on or (only to show
+    /// that the simulator catches their absence) off.
+    pub fn with_heal_rules(heal_rules: bool) -> Self {
+        Rollouts {
+            monitors: BTreeMap::new(),
+            heal_rules,
+        }
     }
 
     /// Forgets everything watched (this node no longer holds the lease: a later holder
@@ -309,7 +367,7 @@ impl Rollouts {
         self.monitors
             .retain(|name, _| input.services.get(name).is_some_and(|s| !s.deleted));
         for (name, service) in input.services.iter().filter(|(_, s)| !s.deleted) {
-            let Some(record) = record_of(service) else {
+            let Some(record) = record_of(service, input.assignments, self.heal_rules) else {
                 self.monitors.remove(name);
                 continue;
             };
@@ -323,7 +381,7 @@ impl Rollouts {
                     ..Monitor::default()
                 };
             }
-            step(name, service, record, monitor, &input, &mut out);
+            step(name, service, &record, monitor, &input, &mut out);
         }
         out
     }

@@ -236,6 +236,7 @@ impl NodeMachine {
             self.core.last_decision(),
             Some(crate::core::LeaseDecision::Holder(_) | crate::core::LeaseDecision::Claim(_))
         );
+        let heal_rules = self.config.core.rule_break != crate::core::RuleBreak::NoRolloutHeal;
         let rolling: std::collections::BTreeSet<ServiceName> = if !holds {
             std::collections::BTreeSet::new()
         } else {
@@ -244,7 +245,11 @@ impl NodeMachine {
             });
             view.services
                 .iter()
-                .filter(|(_, s)| !s.deleted && s.rollout.as_ref().is_some_and(|r| r.is_active()))
+                .filter(|(_, s)| {
+                    !s.deleted
+                        && crate::core::rollout::record_of(s, &view.assignments, heal_rules)
+                            .is_some_and(|r| r.is_active())
+                })
                 .map(|(name, _)| name.clone())
                 .collect()
         };
