@@ -12,6 +12,7 @@ use warren_core::core::{
 };
 use warren_core::invariants::{self, LeaseSeen, RunningCopy};
 use warren_core::machine::{Channel, NodeMachine, Output, Write};
+use warren_core::patch::{PolicyPatch, ServicePatch};
 use warren_core::protocol::{Direct, TaskState};
 use warren_crdt::{
     ClusterInfo, DesiredState, HealthCheck, HealthProbe, Lease, Member, MemberState, NodeId,
@@ -177,6 +178,12 @@ struct Container {
     unhealthy: bool,
     /// Exit code of its last run once it stopped: 137 when killed, 1 when it failed.
     exit_code: i64,
+    /// The spec it runs (what an engine's container config holds): the final checks compare
+    /// it with the document's ([`ServiceSpec::same_tasks`]).
+    spec: Box<ServiceSpec>,
+    /// Its image is one of the simulator's failing images ([`crate::UpdatePlan::failing`]):
+    /// every run fails [`FAIL_AFTER_US`] after it starts, on any node.
+    bad_image: bool,
 }
 
 impl Container {
@@ -194,6 +201,8 @@ impl Container {
             fails_at: None,
             unhealthy: false,
             exit_code: 0,
+            spec: Box::new(task.spec.clone()),
+            bad_image: task.spec.image.contains(BAD_IMAGE_TAG),
         };
         c.start(now_us, failing);
         c
@@ -204,9 +213,13 @@ impl Container {
         self.running = true;
         self.started_us = now_us;
         self.unhealthy = false;
-        self.fails_at = failing
-            .filter(|_| self.fragile)
-            .map(|f| (now_us + FAIL_AFTER_US, f));
+        self.fails_at = if self.bad_image {
+            Some((now_us + FAIL_AFTER_US, Failure::Unhealthy))
+        } else {
+            failing
+                .filter(|_| self.fragile)
+                .map(|f| (now_us + FAIL_AFTER_US, f))
+        };
     }
 
     /// Its health as the engine would report it at `now_us`.
@@ -229,6 +242,22 @@ const HEALTH_START_US: u64 = 1_000 * MS;
 
 /// How long a fragile container runs on a failing node before it fails (virtual µs).
 const FAIL_AFTER_US: u64 = 1_000 * MS;
+
+/// The reasons the node's reconcile gives when a rollout replaces a slot's container
+/// (`core/reconcile.rs`): stop-first removes the older generation's, start-first stops it
+/// once the new one runs healthy.
+const ROLLOUT_STOPS: [&str; 2] = [
+    "container of an older service generation",
+    "its slot's new generation runs healthy",
+];
+
+/// `--update-monitor` of the simulator's updates (ms): longer than a failing image's run
+/// ([`FAIL_AFTER_US`]), so a failure shows within it.
+const UPDATE_MONITOR_MS: u64 = 3_000;
+
+/// The tag of the images whose containers fail wherever they run
+/// ([`crate::UpdatePlan::failing`]): `warren/busybox:bad-<n>`.
+const BAD_IMAGE_TAG: &str = ":bad-";
 
 struct SimNode {
     id: NodeId,
@@ -316,6 +345,24 @@ struct HealTrack {
     interrupted: bool,
     /// Slots with more than one running copy at the heal: the keep rule's disputes.
     disputes: BTreeMap<SlotId, Dispute>,
+    /// Services with a rollout under way at the heal (`updating` in some up node's replica,
+    /// or a generation the replicas disagree on): the rollout replaces their containers in
+    /// the window, which is the operator's update carried out, not the heal's churn.
+    rolling: BTreeSet<ServiceName>,
+    /// Starts of containers of a failing image in the window: its crash loop (and the moves
+    /// of its `failed` tasks), not the heal's churn.
+    failing_starts: u64,
+}
+
+impl HealTrack {
+    /// A container of `service` started in the window; `bad_image`: one of a failing image.
+    fn count_start(&mut self, service: &ServiceName, bad_image: bool) {
+        if bad_image {
+            self.failing_starts += 1;
+        } else {
+            *self.starts.entry(service.clone()).or_default() += 1;
+        }
+    }
 }
 
 /// The running copies of one slot at a heal, when there was more than one: which one
@@ -411,6 +458,10 @@ pub struct Simulation {
     touches: Vec<Touch>,
     /// Probes at which the lease check (invariant 3) ran while the network was split.
     lease_checks_split: u64,
+    /// Operators' updates written ([`WriteKind::Update`]): the rollout checks run once one is.
+    updates: u64,
+    /// Services' rollouts judged by the rollout invariants (issue 15), summed over probes.
+    rollout_checks: u64,
     /// When each service was last written by an operator.
     written_at: BTreeMap<ServiceName, u64>,
     /// When the current (or last) split began.
@@ -500,6 +551,8 @@ impl Simulation {
             failed: 0,
             touches: Vec::new(),
             lease_checks_split: 0,
+            updates: 0,
+            rollout_checks: 0,
             written_at: BTreeMap::new(),
             split_at: 0,
             violations: Vec::new(),
@@ -710,6 +763,19 @@ impl Simulation {
                 eprintln!("n{i}: down");
                 continue;
             };
+            let view = m.view();
+            for s in view.services.values().filter(|s| s.rollout.is_some()) {
+                let slots: Vec<String> = view
+                    .assignments
+                    .iter()
+                    .filter(|(slot, _)| slot.service == s.name)
+                    .map(|(slot, a)| format!("{}@{}", slot.slot, a.spec_generation))
+                    .collect();
+                eprintln!(
+                    "n{i} {} generation {} rollout {:?} slots {slots:?}",
+                    s.name, s.generation, s.rollout
+                );
+            }
             let live: Vec<String> = ids
                 .iter()
                 .map(|p| format!("{:?}", m.liveness(p, now)))
@@ -1247,10 +1313,10 @@ impl Simulation {
                     let node = &mut self.nodes[i];
                     let id = node.next_container;
                     node.next_container += 1;
-                    if let Some(h) = self.heal.as_mut() {
-                        *h.starts.entry(task.slot.service.clone()).or_default() += 1;
-                    }
                     let container = Container::new(&task, self.now, node.failing);
+                    if let Some(h) = self.heal.as_mut() {
+                        h.count_start(&task.slot.service, container.bad_image);
+                    }
                     node.containers.insert(id, container);
                     self.started += 1;
                     self.record(13, i, id);
@@ -1262,7 +1328,7 @@ impl Simulation {
                         c.start(self.now, failing);
                         self.started += 1;
                         if let Some(h) = self.heal.as_mut() {
-                            *h.starts.entry(slot.service.clone()).or_default() += 1;
+                            h.count_start(&slot.service, c.bad_image);
                         }
                         self.record(14, i, id);
                     }
@@ -1272,8 +1338,9 @@ impl Simulation {
                     if let Some(c) = self.nodes[i].containers.get_mut(&id) {
                         if c.running {
                             c.running = false;
+                            let bad_image = c.bad_image;
                             self.stopped += 1;
-                            self.check_autonomy(i, &slot, reason);
+                            self.check_autonomy(i, &slot, reason, bad_image);
                             self.heal_stop(i, &slot, reason);
                             self.heal_keep(i, id, &slot);
                         }
@@ -1284,7 +1351,7 @@ impl Simulation {
                     if let Some(c) = self.nodes[i].containers.remove(&id) {
                         if c.running {
                             self.stopped += 1;
-                            self.check_autonomy(i, &slot, reason);
+                            self.check_autonomy(i, &slot, reason, c.bad_image);
                             self.heal_stop(i, &slot, reason);
                             self.heal_keep(i, id, &slot);
                         }
@@ -1369,10 +1436,16 @@ impl Simulation {
     }
 
     /// Invariant 6: while partitioned, no running container stops by itself. Exempt: the churn
-    /// window after a heal, nodes recently crashed, restarted or paused, and the slots an
-    /// operator's write touches on a node while the write rolls out there ([`Touch`]).
-    fn check_autonomy(&mut self, i: usize, slot: &SlotId, reason: &str) {
+    /// window after a heal, nodes recently crashed, restarted or paused, the slots an
+    /// operator's write touches on a node while the write rolls out there ([`Touch`]), a
+    /// rollout's replacement of a slot's container by its new generation's (an operator's
+    /// update carried on in the component: [`ROLLOUT_STOPS`]), and the restart of a container
+    /// of a failing image (`bad_image`) that its health check found unhealthy.
+    fn check_autonomy(&mut self, i: usize, slot: &SlotId, reason: &str, bad_image: bool) {
         if self.net.components() <= 1 {
+            return;
+        }
+        if ROLLOUT_STOPS.contains(&reason) || bad_image {
             return;
         }
         let window = self.params.settle_ms * MS;
@@ -1682,7 +1755,10 @@ impl Simulation {
                             (slot, dispute)
                         })
                         .collect();
+                    let rolling = self.rolling_services();
                     self.heal = Some(HealTrack {
+                        rolling,
+                        failing_starts: 0,
                         at: self.now,
                         leader: None,
                         converged: None,
@@ -1874,6 +1950,53 @@ impl Simulation {
                 let Some(name) = pick_live(self) else { return };
                 (Write::DeleteService(name.clone()), "delete", name)
             }
+            WriteKind::Update(plan) => {
+                let services = self.machine(i).state().services();
+                let replicated: Vec<ServiceName> = services
+                    .values()
+                    .filter(|s| !s.deleted && s.spec.mode == warren_crdt::ServiceMode::Replicated)
+                    .map(|s| s.name.clone())
+                    .collect();
+                let name = match plan.service {
+                    Some(n) => {
+                        let Ok(name) = ServiceName::new(format!("svc{n}")) else {
+                            return;
+                        };
+                        if !replicated.contains(&name) {
+                            return;
+                        }
+                        name
+                    }
+                    None if replicated.is_empty() => return,
+                    None => replicated[self.rng.gen_range(0..replicated.len())].clone(),
+                };
+                // A fresh image per write, so every update needs new containers.
+                let tag = if plan.failing { BAD_IMAGE_TAG } else { ":v-" };
+                let image = format!("warren/busybox{tag}{}", self.writes.len());
+                let policy = PolicyPatch {
+                    parallelism: Some(plan.parallelism),
+                    delay_ms: Some(0),
+                    order: Some(plan.order),
+                    monitor_ms: Some(UPDATE_MONITOR_MS),
+                    failure_action: Some(plan.failure_action),
+                    max_failure_ratio_permille: Some(0),
+                };
+                let patch = ServicePatch {
+                    image: Some(image),
+                    update: Some(policy),
+                    rollback: Some(PolicyPatch {
+                        failure_action: Some(warren_crdt::FailureAction::Pause),
+                        ..policy
+                    }),
+                    ..Default::default()
+                };
+                self.updates += 1;
+                (
+                    Write::UpdateService(name.clone(), Box::new(patch)),
+                    "update",
+                    name,
+                )
+            }
         };
         self.written_at.insert(service.clone(), self.now);
         self.record(23, i, digest(service.as_str().as_bytes()));
@@ -1894,7 +2017,9 @@ impl Simulation {
                 None
             }
             WriteKind::Scale(replicas) => Some(replicas),
-            WriteKind::Delete => Some(0),
+            // Every slot: the rollout replaces each one's container (judged by the stop's
+            // reason in `check_autonomy`, as the rollout goes on after this write).
+            WriteKind::Delete | WriteKind::Update(_) => Some(0),
         };
         if let Some(from_slot) = from_slot {
             self.touches.push(Touch {
@@ -2016,7 +2141,7 @@ impl Simulation {
                 slot: c.slot.slot,
                 current: services
                     .get(&c.slot.service)
-                    .is_some_and(|s| c.generation == s.generation),
+                    .is_some_and(|s| runs_current(c, s)),
             });
         invariants::replicas_exact(&desired, running).map_err(|e| e.to_string())
     }
@@ -2070,11 +2195,80 @@ impl Simulation {
                     .filter(|c| {
                         services
                             .get(&c.slot.service)
-                            .is_some_and(|s| c.generation == s.generation)
+                            .is_some_and(|s| runs_current(c, s))
                     })
                     .map(move |c| (c.slot.service.clone(), i))
             });
         invariants::global_exact(&eligible, running).map_err(|e| e.to_string())
+    }
+
+    /// Issue 15's rollout invariants ([`invariants::rollout_safe`]) on the up nodes' document
+    /// (call once they hold one document and nothing disrupted them for a stability window),
+    /// for each live replicated service with a rollout record: its slots' assignments and the
+    /// generations of their healthy running copies on up nodes. Counts each service judged.
+    fn rollouts_ok(&mut self) -> Result<(), String> {
+        let Some(i) = self.nodes.iter().position(|n| n.up()) else {
+            return Ok(());
+        };
+        let mut healthy: BTreeMap<SlotId, Vec<u64>> = BTreeMap::new();
+        for c in self
+            .nodes
+            .iter()
+            .filter(|n| n.up())
+            .flat_map(|n| n.containers.values())
+            .filter(|c| c.running)
+        {
+            if matches!(c.health(self.now), TaskHealth::Healthy | TaskHealth::None) {
+                healthy
+                    .entry(c.slot.clone())
+                    .or_default()
+                    .push(c.generation);
+            }
+        }
+        let view = self.machine(i).view();
+        let mut judged = 0;
+        for s in view.services.values() {
+            let Some(r) = s.rollout.as_ref() else {
+                continue;
+            };
+            if s.deleted || s.spec.mode != warren_crdt::ServiceMode::Replicated {
+                continue;
+            }
+            let slots: Vec<invariants::RolloutSlot> = (0..s.spec.replicas)
+                .map(|k| {
+                    let slot = SlotId {
+                        service: s.name.clone(),
+                        slot: k,
+                    };
+                    invariants::RolloutSlot {
+                        slot: k,
+                        // A slot waiting for a node is placed at the current generation.
+                        assigned: view
+                            .assignments
+                            .get(&slot)
+                            .map_or(s.generation, |a| a.spec_generation),
+                        healthy: healthy.get(&slot).cloned().unwrap_or_default(),
+                    }
+                })
+                .collect();
+            let stopped = matches!(
+                r.state,
+                warren_crdt::RolloutState::Paused { .. }
+                    | warren_crdt::RolloutState::AwaitingPromotion
+            );
+            judged += 1;
+            invariants::rollout_safe(
+                s.generation,
+                r.to_generation,
+                stopped,
+                r.policy.order == warren_crdt::UpdateOrder::StartFirst,
+                r.policy.parallelism,
+                &slots,
+            )
+            .map_err(|e| format!("{} ({}): {e}", s.name, r.state_word()))?;
+        }
+        self.rollout_checks += judged;
+        Ok(())
     }
 
     /// Failover after a leader crash: a new holder in one component and every replica
@@ -2148,6 +2342,19 @@ impl Simulation {
                     break;
                 }
             }
+            // Rollouts, once an update was written: on one document, with no node crashed,
+            // restarted or paused for a stability window (a fault takes copies down whatever
+            // the rollout does).
+            let window = self.params.stability_ms * MS;
+            let undisturbed = self
+                .nodes
+                .iter()
+                .all(|n| self.now >= n.disrupted_at + window);
+            if self.updates > 0 && undisturbed && self.converged() {
+                if let Err(e) = self.rollouts_ok() {
+                    self.violate(format!("rollout: {e}"));
+                }
+            }
         }
         // After a heal: one leader, one document, right replicas; churn in the window.
         if let Some(h) = &self.heal {
@@ -2182,6 +2389,37 @@ impl Simulation {
                 self.close_heal();
             }
         }
+    }
+
+    /// The services with a rollout under way on some up node: its replica holds the service's
+    /// rollout `updating`, or the replicas disagree on the service's generation.
+    fn rolling_services(&mut self) -> BTreeSet<ServiceName> {
+        let mut generations: BTreeMap<ServiceName, BTreeSet<u64>> = BTreeMap::new();
+        let mut rolling = BTreeSet::new();
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].up() {
+                continue;
+            }
+            for s in self.machine(i).view().services.values() {
+                generations
+                    .entry(s.name.clone())
+                    .or_default()
+                    .insert(s.generation);
+                if s.rollout
+                    .as_ref()
+                    .is_some_and(|r| r.state == warren_crdt::RolloutState::Updating)
+                {
+                    rolling.insert(s.name.clone());
+                }
+            }
+        }
+        rolling.extend(
+            generations
+                .into_iter()
+                .filter(|(_, g)| g.len() > 1)
+                .map(|(name, _)| name),
+        );
+        rolling
     }
 
     /// A new partition (or heal) came before the settle window of the last heal ended: its
@@ -2253,13 +2491,33 @@ impl Simulation {
             ));
         }
         // Churn bound: every slot ran at most once on each side; the merge keeps one of them.
-        // So at most one stop and one start per desired replica.
-        if fig.started + fig.stopped > 2 * live.max(1) {
+        // So at most one stop and one start per desired replica. Not counted: the
+        // replacements of a rollout under way at the heal ([`HealTrack::rolling`]) and the
+        // restarts of a failing image's containers ([`HealTrack::failing_starts`]).
+        let of_rollouts = |counts: &BTreeMap<ServiceName, u64>| -> u64 {
+            h.rolling.iter().filter_map(|s| counts.get(s)).sum()
+        };
+        let started = fig
+            .started
+            .saturating_sub(of_rollouts(&h.starts) + h.failing_starts);
+        let stopped = fig.stopped - of_rollouts(&h.stops).min(fig.stopped);
+        if started + stopped > 2 * live.max(1) {
+            let per_service: Vec<String> = h
+                .starts
+                .keys()
+                .chain(h.stops.keys())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .map(|s| {
+                    let n = |m: &BTreeMap<ServiceName, u64>| m.get(s).copied().unwrap_or(0);
+                    format!("{s} {}+{}", n(&h.starts), n(&h.stops))
+                })
+                .collect();
             self.violate(format!(
-                "heal at {}: churn {} starts + {} stops exceeds 2 × {live} replicas",
+                "heal at {}: churn {started} starts + {stopped} stops (rollouts' replacements \
+                 not counted) exceeds 2 × {live} replicas; per service: {}",
                 fmt_t(h.at),
-                fig.started,
-                fig.stopped
+                per_service.join(", ")
             ));
         }
         // Per heal, for services no operator wrote since the split began: starts = 0 and
@@ -2272,10 +2530,11 @@ impl Simulation {
         if undisturbed && settled_split && !h.interrupted {
             let services: BTreeSet<&ServiceName> = h.starts.keys().chain(h.stops.keys()).collect();
             for service in services {
-                if self
-                    .written_at
-                    .get(service)
-                    .is_some_and(|t| *t >= h.split_at)
+                if h.rolling.contains(service)
+                    || self
+                        .written_at
+                        .get(service)
+                        .is_some_and(|t| *t >= h.split_at)
                 {
                     continue;
                 }
@@ -2406,6 +2665,7 @@ impl Simulation {
             containers_stopped: self.stopped,
             containers_failed: self.failed,
             lease_checks_split: self.lease_checks_split,
+            rollout_checks: self.rollout_checks,
             direct_messages: self.direct_messages,
             direct_bytes: self.direct_bytes,
             lease_copies: self.gossip_copies,
@@ -2418,6 +2678,13 @@ impl Simulation {
 ///
 /// The founder's document with its actor suffix and clock fixed before the first change, so
 /// the whole history (and every change hash) is the same on every run of a seed.
+/// Whether container `c` runs service `s` as its document stands: its current generation,
+/// and a spec with the same tasks as the document's current one (after a merge of concurrent
+/// updates, the merged spec, not one side's).
+fn runs_current(c: &Container, s: &warren_crdt::Service) -> bool {
+    c.generation == s.generation && c.spec.same_tasks(&s.spec)
+}
+
 fn deterministic_founder(info: &ClusterInfo, founder: &Member, suffix: u64) -> DesiredState {
     DesiredState::new_cluster_seeded(info, founder, suffix.to_le_bytes(), zero_clock)
         .expect("founder document")

@@ -41,7 +41,7 @@ pub mod scenario;
 pub use engine::{Fault, Simulation};
 pub use net::NetConfig;
 pub use report::{percentile, HealFigures, Report};
-pub use scenario::{Failure, Params, Scenario, Step, Target, WriteKind};
+pub use scenario::{Failure, Params, Scenario, Step, Target, UpdatePlan, WriteKind};
 pub use warren_core::core::RuleBreak;
 
 /// Runs scenario `name` over `nodes` nodes with `seed` (duration: its default unless given).

@@ -73,6 +73,10 @@ pub struct Report {
     /// Probes at which the lease check (invariant 3: one holder per component) ran while the
     /// network was split into more than one component.
     pub lease_checks_split: u64,
+    /// Rollouts judged by the rollout invariants (issue 15: never two rollouts of one
+    /// service, start-first keeps all but `parallelism` slots healthy, a paused rollout
+    /// leaves the slots not updated on their generation), summed over probes.
+    pub rollout_checks: u64,
     /// Direct messages delivered (SWIM, reports, the broadcast tree) and their bytes, all
     /// nodes together.
     pub direct_messages: u64,
@@ -138,6 +142,13 @@ impl Report {
             "  events {} · messages {} · writes acknowledged {} · trace {:016x}",
             self.events, self.messages, self.writes_acked, self.trace_hash
         );
+        if self.rollout_checks > 0 {
+            let _ = writeln!(
+                s,
+                "  rollouts judged {} times (issue 15's invariants)",
+                self.rollout_checks
+            );
+        }
         if !self.latencies_us.is_empty() {
             let _ = writeln!(
                 s,

@@ -41,6 +41,41 @@ pub enum WriteKind {
     /// Create a new global service (`--mode global`) with this replica count (0: a valid
     /// spec) and this placement.
     CreateGlobal(u32, warren_crdt::Placement),
+    /// `service update` with a new image, rolled out under the plan's policy (issue 15).
+    Update(UpdatePlan),
+}
+
+/// An operator's `service update` to a new image ([`WriteKind::Update`]), the policy of the
+/// rollout it starts and whether the new image's tasks fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdatePlan {
+    /// The service `svc{n}` (numbered in creation order), or `None`: a random live
+    /// replicated service the node knows. A service the node does not know (or that is
+    /// global or deleted) makes the write a no-op.
+    pub service: Option<u32>,
+    /// `--update-order` (and `--rollback-order`).
+    pub order: warren_crdt::UpdateOrder,
+    /// `--update-parallelism` (and `--rollback-parallelism`); 0: all at once.
+    pub parallelism: u32,
+    /// `--update-failure-action`; the rollback's own action is `pause`.
+    pub failure_action: warren_crdt::FailureAction,
+    /// The new image's tasks never run healthy: each run ends a second after it starts,
+    /// `unhealthy` for a service with a health check, exit code 1 without one.
+    pub failing: bool,
+}
+
+impl UpdatePlan {
+    /// A start-first update of `svc{n}` (a random service for `None`), one slot at a time,
+    /// pausing on failure, to a working image.
+    pub fn start_first(service: Option<u32>) -> Self {
+        UpdatePlan {
+            service,
+            order: warren_crdt::UpdateOrder::StartFirst,
+            parallelism: 1,
+            failure_action: warren_crdt::FailureAction::Pause,
+            failing: false,
+        }
+    }
 }
 
 /// One scheduled event of a scenario.
@@ -228,12 +263,15 @@ pub const NAMES: &[&str] = &[
     "propagation",
     "constrained-split",
     "global-split",
+    "rollout",
+    "rollout-split",
 ];
 
 /// The default virtual duration of a scenario, in milliseconds.
 pub fn default_duration_ms(name: &str) -> u64 {
     match name {
         "long-partition" => 35 * 60_000,
+        "rollout" => 150_000,
         "propagation" | "propagation-loss-1" | "propagation-loss-10" => 12_000,
         "steady-quiet" | "steady-quiet-loss-1" => 60_000,
         _ => 60_000,
@@ -259,6 +297,8 @@ pub fn by_name(name: &str, nodes: usize, duration_ms: Option<u64>, seed: u64) ->
         "propagation" => propagation(nodes, d),
         "constrained-split" => constrained_split(nodes, d),
         "global-split" => global_split(nodes, d),
+        "rollout" => rollout(nodes, d),
+        "rollout-split" => rollout_split(nodes, d),
         "propagation-loss-1" => propagation_lossy("propagation-loss-1", nodes, d, 0.01),
         "propagation-loss-10" => propagation_lossy("propagation-loss-10", nodes, d, 0.10),
         "steady-quiet" => steady_quiet(nodes, d),
@@ -271,6 +311,99 @@ pub fn by_name(name: &str, nodes: usize, duration_ms: Option<u64>, seed: u64) ->
         }
         _ => return None,
     })
+}
+
+/// Rollouts (issue 15) over three services created at the start (`svc0`, `svc1` with a
+/// health check, `svc2` without): a start-first and a stop-first update, an update whose
+/// image fails under `pause` and one under `rollback`, an update with the lease holder
+/// crashing in the middle of it, one with a partition in the middle of it, and last an
+/// update that supersedes the paused rollout. Needs 5 nodes or more for its partition.
+pub fn rollout(nodes: usize, d: u64) -> Scenario {
+    use warren_crdt::{FailureAction, UpdateOrder};
+    let d = d.max(150_000);
+    let mut s = Scenario::new("rollout", nodes, d);
+    let r = (nodes as u32).clamp(2, 4);
+    for k in 0..3 {
+        s.at(
+            1_000 + k * 200,
+            Step::Write(Target::Any, WriteKind::Create(r)),
+        );
+    }
+    let update = |plan| Step::Write(Target::Any, WriteKind::Update(plan));
+    s.at(15_000, update(UpdatePlan::start_first(Some(0))));
+    s.at(
+        20_000,
+        update(UpdatePlan {
+            order: UpdateOrder::StopFirst,
+            parallelism: 2,
+            ..UpdatePlan::start_first(Some(1))
+        }),
+    );
+    s.at(
+        35_000,
+        update(UpdatePlan {
+            failing: true,
+            ..UpdatePlan::start_first(Some(2))
+        }),
+    );
+    s.at(
+        50_000,
+        update(UpdatePlan {
+            failing: true,
+            failure_action: FailureAction::Rollback,
+            ..UpdatePlan::start_first(Some(1))
+        }),
+    );
+    s.at(65_000, update(UpdatePlan::start_first(Some(0))));
+    s.at(67_000, Step::Crash(Target::Leader));
+    s.at(80_000, Step::RestartAll);
+    s.at(95_000, update(UpdatePlan::start_first(Some(0))));
+    let half = (nodes / 2).max(1);
+    s.at(
+        97_000,
+        Step::Partition(vec![(0..half).collect(), (half..nodes).collect()]),
+    );
+    s.at(125_000, Step::Heal);
+    s.at(135_000, update(UpdatePlan::start_first(Some(2))));
+    s.sorted()
+}
+
+/// Concurrent updates on the two sides of a partition: `svc0` updated on both sides (two
+/// different images, each side's new generation numbered alike), `svc1` on one side
+/// only; then the heal. Start-first, two slots at a time. Every slot must end on the merged
+/// spec.
+pub fn rollout_split(nodes: usize, d: u64) -> Scenario {
+    let mut s = Scenario::new("rollout-split", nodes, d);
+    // The split outlasts the stability window, as `split`'s, so both sides settle.
+    let (start, end, d) = split_window(&s.params, d);
+    // After the services run everywhere.
+    let split = start.max(12_000);
+    let heal = split + (end - start);
+    s.duration_ms = d.max(heal + 5_000);
+    let r = (nodes as u32).clamp(2, 4);
+    for k in 0..2 {
+        s.at(
+            1_000 + k * 200,
+            Step::Write(Target::Any, WriteKind::Create(r)),
+        );
+    }
+    let half = (nodes / 2).max(1);
+    s.at(
+        split,
+        Step::Partition(vec![(0..half).collect(), (half..nodes).collect()]),
+    );
+    let on = |g: usize, service| {
+        let plan = UpdatePlan {
+            parallelism: 2,
+            ..UpdatePlan::start_first(Some(service))
+        };
+        Step::Write(Target::InGroup(g), WriteKind::Update(plan))
+    };
+    s.at(split + 3_000, on(0, 0));
+    s.at(split + 4_000, on(1, 0));
+    s.at(split + 6_000, on(0, 1));
+    s.at(heal, Step::Heal);
+    s.sorted()
 }
 
 /// Steady state: services, a write every 5 s, a container crash every 7 s, and from a sixth

@@ -156,6 +156,52 @@ fn global_split() {
     }
 }
 
+/// Rollouts (issue 15): start-first and stop-first updates, failing images under `pause`
+/// and `rollback`, a lease holder crash and a partition mid-rollout, a paused rollout
+/// superseded. The rollout invariants (`invariants::rollout_safe`: never two rollouts of one
+/// service, start-first keeps all but `parallelism` slots healthy, a paused rollout leaves
+/// the slots not updated on their generation) judge every probe on one document, and every
+/// replica runs the service's spec at the end.
+#[test]
+fn rollout() {
+    for r in sweep("rollout") {
+        assert!(r.rollout_checks > 100, "{}", r.summary());
+        assert!(r.containers_failed > 0, "{}", r.summary());
+    }
+}
+
+/// Concurrent updates of one service on the two sides of a partition, and an update on one
+/// side only: after the heal every slot runs the merged spec (the generation rule of
+/// concurrent updates and the rollout's resumption, `rollout::record_of`).
+#[test]
+fn rollout_split() {
+    for r in sweep("rollout-split") {
+        assert!(r.lease_checks_split > 0, "{}", r.summary());
+        assert!(
+            r.heals.iter().any(|h| h.replicas_ms.is_some()),
+            "{}",
+            r.summary()
+        );
+    }
+}
+
+/// Without the rollout heal rules (`RuleBreak::NoRolloutHeal`), the merge of concurrent
+/// updates leaves slots on the sides' specs and a rollout completed on one side leaves the
+/// other side's slots behind: the rollout and replica checks catch it on the sweep's seeds.
+#[test]
+fn a_rollout_heal_without_its_rules_is_caught() {
+    for &seed in &SEEDS {
+        let r = run_with_rule("rollout-split", seed, Fault::None, RuleBreak::NoRolloutHeal);
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.contains("rollout:") || v.contains("replica correctness")),
+            "{}",
+            r.summary()
+        );
+    }
+}
+
 /// A driver that acknowledges a write before its flushing persist (and carries out the
 /// machine's outputs lazily, at the node's next event) loses acknowledged writes when the node
 /// crashes right after the write — which `rolling-restarts` does to every node. The lost-write
