@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 use super::tokens;
 use crate::args::{ApiTokenCommand, Format};
 use crate::client::Client;
+use crate::output::outln;
 use crate::output::{cell, print};
 
 /// Unix seconds as `2026-11-22T03:10:00Z` (the number itself if out of range).
@@ -27,7 +28,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ApiTokenCommand) -> 
             let body = json!({ "ttl_secs": ttl, "labels": labels });
             let answer = client.post("/v1/api-tokens", &body)?;
             if format == Format::Json {
-                println!("{answer}");
+                outln!("{answer}")?;
                 return Ok(());
             }
             let token = answer
@@ -42,7 +43,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ApiTokenCommand) -> 
             eprintln!(
                 "  WARREN_TOKEN=<TOKEN> warren-cli --peer https://NODE:PORT --tls-ca CERT ..."
             );
-            println!("{token}");
+            outln!("{token}")?;
         }
         ApiTokenCommand::Ls => {
             let tokens = client.get("/v1/api-tokens")?;
@@ -54,7 +55,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ApiTokenCommand) -> 
                 &tokens,
                 &["ID", "STATE", "CREATED", "EXPIRES", "LABELS"],
                 rows,
-            );
+            )?;
         }
         ApiTokenCommand::Revoke { id } => {
             tokens::revoke(

@@ -4,37 +4,38 @@ use serde_json::{json, Value};
 use crate::args::{ClusterCommand, Format};
 use crate::client::Client;
 use crate::output::{cell, print};
+use crate::output::{out, outln};
 
 pub(crate) fn run(client: &Client, format: Format, command: ClusterCommand) -> Result<()> {
     match command {
         ClusterCommand::Status => {
             let status = client.get("/v1/status")?;
             if format == Format::Table {
-                println!(
+                outln!(
                     "cluster {} ({}), seen from {}",
                     cell(status.pointer("/cluster/name")),
                     cell(status.pointer("/cluster/id")),
                     cell(status.get("name")),
-                );
+                )?;
                 match status.get("lease").filter(|l| !l.is_null()) {
-                    Some(lease) => println!(
+                    Some(lease) => outln!(
                         "lease: held by {} ({}) at epoch {}",
                         cell(lease.get("holder_name")),
                         short(&cell(lease.get("holder"))),
                         cell(lease.get("epoch")),
-                    ),
-                    None => println!("lease: vacant"),
+                    )?,
+                    None => outln!("lease: vacant")?,
                 }
-                println!(
+                outln!(
                     "non-member messages dropped: {}\n",
                     cell(status.get("dropped_non_member"))
-                );
+                )?;
             }
             let members = status.get("members").cloned().unwrap_or(Value::Null);
-            print(format, &status, &HEADERS, member_rows(&members));
+            print(format, &status, &HEADERS, member_rows(&members))?;
             if format == Format::Table {
-                print!("{}", overlay_lines(&members));
-                print!("{}", ingress_lines(&status));
+                out!("{}", overlay_lines(&members))?;
+                out!("{}", ingress_lines(&status))?;
             }
         }
         ClusterCommand::History { service, limit } => {
@@ -58,16 +59,16 @@ pub(crate) fn run(client: &Client, format: Format, command: ClusterCommand) -> R
                         .collect()
                 })
                 .unwrap_or_default();
-            print(format, &history, &["TIME (UTC)", "NODE", "CHANGE"], rows);
+            print(format, &history, &["TIME (UTC)", "NODE", "CHANGE"], rows)?;
         }
         ClusterCommand::Settings => {
             let settings = client.get("/v1/cluster/settings")?;
-            print_settings(format, &settings);
+            print_settings(format, &settings)?;
         }
         ClusterCommand::Set { key, value } => {
             let body = setting_body(&key, &value)?;
             let settings = client.patch("/v1/cluster/settings", &body)?;
-            print_settings(format, &settings);
+            print_settings(format, &settings)?;
         }
     }
     Ok(())
@@ -93,7 +94,7 @@ fn setting_body(key: &str, value: &str) -> Result<Value> {
     }
 }
 
-fn print_settings(format: Format, settings: &Value) {
+fn print_settings(format: Format, settings: &Value) -> Result<()> {
     let rows = settings
         .as_object()
         .map(|all| {
@@ -109,7 +110,7 @@ fn print_settings(format: Format, settings: &Value) {
                 .collect()
         })
         .unwrap_or_default();
-    print(format, settings, &["SETTING", "VALUE"], rows);
+    print(format, settings, &["SETTING", "VALUE"], rows)
 }
 
 pub(crate) const HEADERS: [&str; 8] = [

@@ -3,6 +3,7 @@ use serde_json::Value;
 
 use crate::args::{Format, ImageCommand};
 use crate::client::Client;
+use crate::output::outln;
 
 /// The largest tarball a node accepts (its API says the same).
 const MAX_IMAGE_BYTES: u64 = 2 << 30;
@@ -24,7 +25,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ImageCommand) -> Res
             }
             let answer = client.post_file("/v1/images/load", opened)?;
             match format {
-                Format::Json => println!("{answer}"),
+                Format::Json => outln!("{answer}")?,
                 Format::Table => {
                     let node = answer.get("node").and_then(Value::as_str).unwrap_or("");
                     let loaded = answer
@@ -33,10 +34,10 @@ pub(crate) fn run(client: &Client, format: Format, command: ImageCommand) -> Res
                         .cloned()
                         .unwrap_or_default();
                     if loaded.is_empty() {
-                        println!("{} loaded on {node}", file.display());
+                        outln!("{} loaded on {node}", file.display())?;
                     }
                     for line in loaded {
-                        println!("{} (on {node})", line.as_str().unwrap_or(""));
+                        outln!("{} (on {node})", line.as_str().unwrap_or(""))?;
                     }
                 }
             }

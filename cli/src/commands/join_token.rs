@@ -4,6 +4,7 @@ use serde_json::json;
 use super::tokens;
 use crate::args::{Format, JoinTokenCommand};
 use crate::client::Client;
+use crate::output::outln;
 use crate::output::{cell, print};
 
 pub(crate) fn run(client: &Client, format: Format, command: JoinTokenCommand) -> Result<()> {
@@ -13,7 +14,7 @@ pub(crate) fn run(client: &Client, format: Format, command: JoinTokenCommand) ->
             let body = json!({ "ttl_secs": ttl, "uses": uses, "labels": labels });
             let answer = client.post("/v1/join-tokens", &body)?;
             if format == Format::Json {
-                println!("{answer}");
+                outln!("{answer}")?;
                 return Ok(());
             }
             let token = answer
@@ -27,7 +28,7 @@ pub(crate) fn run(client: &Client, format: Format, command: JoinTokenCommand) ->
             };
             eprintln!("{times} join token, valid {ttl} s; on the new node run:");
             eprintln!("  warren-node up --join <TOKEN> --name NAME --data-dir DIR");
-            println!("{token}");
+            outln!("{token}")?;
         }
         JoinTokenCommand::Ls => {
             let tokens = client.get("/v1/join-tokens")?;
@@ -39,7 +40,7 @@ pub(crate) fn run(client: &Client, format: Format, command: JoinTokenCommand) ->
                 &tokens,
                 &["ID", "STATE", "USES_LEFT", "EXPIRES_AT", "LABELS"],
                 rows,
-            );
+            )?;
         }
         JoinTokenCommand::Revoke { id } => {
             tokens::revoke(

@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::args::{Format, ServiceLogs};
 use crate::client::Client;
 use crate::commands::service::path;
+use crate::output::outln;
 use crate::units::parse_duration_ms;
 
 /// Time between two polls while following.
@@ -56,7 +57,7 @@ pub(crate) fn run(client: &Client, format: Format, args: &ServiceLogs) -> Result
             .map(Vec::as_slice)
             .unwrap_or_default();
         for line in lines {
-            println!("{}", render(format, name, line, args.timestamps));
+            outln!("{}", render(format, name, line, args.timestamps))?;
         }
         report_outages(&page, &mut down);
         if let Some(next) = page.get("cursor").and_then(Value::as_str) {

@@ -5,6 +5,7 @@ use super::cluster::{engine_cell, member_rows, overlay_state_cell, HEADERS};
 use crate::args::{Format, NodeCommand};
 use crate::client::Client;
 use crate::output::{cell, list_cell, print};
+use crate::output::{out, outln};
 
 /// Checks a node name or id given on the command line before it goes into a URL.
 fn check_name(node: &str) -> Result<()> {
@@ -138,14 +139,14 @@ pub(crate) fn run(client: &Client, format: Format, command: NodeCommand) -> Resu
     match command {
         NodeCommand::Ls => {
             let nodes = client.get("/v1/nodes")?;
-            print(format, &nodes, &HEADERS, member_rows(&nodes));
+            print(format, &nodes, &HEADERS, member_rows(&nodes))?;
         }
         NodeCommand::Inspect { node } => {
             check_name(&node)?;
             let m = client.get(&format!("/v1/nodes/{node}"))?;
             match format {
-                Format::Json => println!("{m}"),
-                Format::Table => print!("{}", inspect_text(&m)),
+                Format::Json => outln!("{m}")?,
+                Format::Table => out!("{}", inspect_text(&m))?,
             }
         }
         NodeCommand::Update {
@@ -158,16 +159,16 @@ pub(crate) fn run(client: &Client, format: Format, command: NodeCommand) -> Resu
             let body = labels_body(&label_add, &label_rm, availability.as_deref())?;
             let answer = client.patch(&format!("/v1/nodes/{node}"), &body)?;
             match format {
-                Format::Json => println!("{answer}"),
-                Format::Table => println!("node {node} updated"),
+                Format::Json => outln!("{answer}")?,
+                Format::Table => outln!("node {node} updated")?,
             }
         }
         NodeCommand::Rm { node } => {
             check_name(&node)?;
             let answer = client.delete(&format!("/v1/nodes/{node}"))?;
             match format {
-                Format::Json => println!("{answer}"),
-                Format::Table => println!("node {node} removed"),
+                Format::Json => outln!("{answer}")?,
+                Format::Table => outln!("node {node} removed")?,
             }
         }
     }

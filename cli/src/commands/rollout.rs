@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::args::Format;
 use crate::client::Client;
 use crate::output::cell;
+use crate::output::outln;
 use crate::units::parse_duration_ms;
 
 /// How often the rollout is read while waiting.
@@ -421,7 +422,7 @@ pub(crate) fn wait(client: &Client, format: Format, name: &str) -> Result<()> {
                 if format == Format::Json {
                     eprintln!("{}", line(name, &p));
                 } else {
-                    println!("{}", line(name, &p));
+                    outln!("{}", line(name, &p))?;
                 }
             }
             if let Some(end) = outcome(name, &p) {
@@ -443,8 +444,11 @@ pub(crate) fn wait(client: &Client, format: Format, name: &str) -> Result<()> {
         }
     })?;
     let say = |text: String| match format {
-        Format::Json => eprintln!("{text}"),
-        Format::Table => println!("{text}"),
+        Format::Json => {
+            eprintln!("{text}");
+            Ok(())
+        }
+        Format::Table => outln!("{text}"),
     };
     match outcome {
         None => say(format!(
@@ -462,7 +466,6 @@ pub(crate) fn wait(client: &Client, format: Format, name: &str) -> Result<()> {
              or roll back with `warren-cli service rollback {name}`"
         ),
     }
-    Ok(())
 }
 
 /// Milliseconds as people write them: `500ms`, `5s`, `1m30s`.

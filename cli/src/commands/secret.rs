@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use crate::args::{Format, SecretCommand};
 use crate::client::Client;
+use crate::output::outln;
 use crate::output::{cell, list_cell, print};
 
 /// Largest value read, in bytes (the peer enforces its own limit too).
@@ -50,7 +51,7 @@ pub(crate) fn run(client: &Client, format: Format, command: SecretCommand) -> Re
                 "value_base64": base64::engine::general_purpose::STANDARD.encode(&value),
             });
             let answer = client.post("/v1/secrets", &body)?;
-            done(format, &answer, &format!("secret {name} created"));
+            done(format, &answer, &format!("secret {name} created"))?;
         }
         SecretCommand::Ls => {
             let secrets = client.get("/v1/secrets")?;
@@ -63,28 +64,28 @@ pub(crate) fn run(client: &Client, format: Format, command: SecretCommand) -> Re
                 &secrets,
                 &["NAME", "VERSION", "BYTES", "RECIPIENTS"],
                 rows,
-            );
+            )?;
         }
         SecretCommand::Inspect { name } => {
             let secret = client.get(&format!("/v1/secrets/{}", path(&name)?))?;
             match format {
-                Format::Json => println!("{secret}"),
+                Format::Json => outln!("{secret}")?,
                 Format::Table => print(
                     format,
                     &secret,
                     &["NAME", "VERSION", "BYTES", "RECIPIENTS"],
                     vec![row(&secret)],
-                ),
+                )?,
             }
         }
         SecretCommand::Rotate { name } => {
             let answer =
                 client.post(&format!("/v1/secrets/{}/rotate", path(&name)?), &json!({}))?;
-            done(format, &answer, &format!("secret {name} re-keyed"));
+            done(format, &answer, &format!("secret {name} re-keyed"))?;
         }
         SecretCommand::Rm { name } => {
             let answer = client.delete(&format!("/v1/secrets/{}", path(&name)?))?;
-            done(format, &answer, &format!("secret {name} removed"));
+            done(format, &answer, &format!("secret {name} removed"))?;
         }
     }
     Ok(())
@@ -100,10 +101,10 @@ fn row(s: &Value) -> Vec<String> {
     ]
 }
 
-fn done(format: Format, answer: &Value, message: &str) {
+fn done(format: Format, answer: &Value, message: &str) -> Result<()> {
     match format {
-        Format::Json => println!("{answer}"),
-        Format::Table => println!("{message}"),
+        Format::Json => outln!("{answer}"),
+        Format::Table => outln!("{message}"),
     }
 }
 

@@ -6,6 +6,7 @@ use crate::client::Client;
 use crate::commands::cluster::short;
 use crate::commands::rollout;
 use crate::output::{cell, print};
+use crate::output::{out, outln};
 use crate::units::{parse_cpus, parse_duration_ms, parse_size};
 
 pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> Result<()> {
@@ -13,7 +14,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
         ServiceCommand::Create(args) => {
             let body = create_body(&args)?;
             let answer = client.post("/v1/services", &body)?;
-            done(format, &answer, &format!("service {} created", args.name));
+            done(format, &answer, &format!("service {} created", args.name))?;
         }
         ServiceCommand::Update(args) => {
             let body = update_body(&args)?;
@@ -32,7 +33,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
             let generation = |v: &Value| v.get("generation").and_then(Value::as_u64);
             let before = client.get(&url).ok().as_ref().and_then(generation);
             let answer = client.patch(&url, &body)?;
-            done(format, &answer, &format!("service {} updated", args.name));
+            done(format, &answer, &format!("service {} updated", args.name))?;
             if !args.detach {
                 let after = client.get(&url)?;
                 if before.is_some() && generation(&after) != before {
@@ -50,7 +51,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                 format,
                 &answer,
                 &format!("service {}: canary promoted", args.name),
-            );
+            )?;
             if !args.detach {
                 rollout::wait(client, format, &args.name)?;
             }
@@ -64,7 +65,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                 &format!(
                     "service {name}: rollout paused; resume with `warren-cli service resume                      {name}`"
                 ),
-            );
+            )?;
         }
         ServiceCommand::Resume(args) => {
             let answer = client.post(
@@ -75,7 +76,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                 format,
                 &answer,
                 &format!("service {}: rollout resumed", args.name),
-            );
+            )?;
             if !args.detach {
                 rollout::wait(client, format, &args.name)?;
             }
@@ -96,19 +97,19 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                 &services,
                 &["NAME", "IMAGE", "MODE", "RUNNING", "UPDATE"],
                 rows,
-            );
+            )?;
         }
         ServiceCommand::Inspect { name } => {
             let service = client.get(&format!("/v1/services/{}", path(&name)?))?;
             if format == Format::Table {
                 // For people: policies, strategy and the rollout first, then everything.
-                print!("{}", rollout::inspect_text(&service));
-                println!();
+                out!("{}", rollout::inspect_text(&service))?;
+                outln!()?;
             }
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&service).unwrap_or_default()
-            );
+            )?;
         }
         ServiceCommand::Ps { name } => {
             let tasks = client.get(&format!("/v1/services/{}/tasks", path(&name)?))?;
@@ -181,7 +182,7 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                     "STATUS",
                 ],
                 rows,
-            );
+            )?;
         }
         ServiceCommand::Logs(args) => super::logs::run(client, format, &args)?,
         ServiceCommand::Scale { name, replicas } => {
@@ -193,11 +194,11 @@ pub(crate) fn run(client: &Client, format: Format, command: ServiceCommand) -> R
                 format,
                 &answer,
                 &format!("service {name} scaled to {replicas}"),
-            );
+            )?;
         }
         ServiceCommand::Rm { name } => {
             let answer = client.delete(&format!("/v1/services/{}", path(&name)?))?;
-            done(format, &answer, &format!("service {name} removed"));
+            done(format, &answer, &format!("service {name} removed"))?;
         }
     }
     Ok(())
@@ -213,17 +214,17 @@ fn rollback(client: &Client, format: Format, name: &str, detach: bool) -> Result
         format,
         &answer,
         &format!("service {name}: rolling back to the previous spec"),
-    );
+    )?;
     if !detach {
         rollout::wait(client, format, name)?;
     }
     Ok(())
 }
 
-fn done(format: Format, answer: &Value, message: &str) {
+fn done(format: Format, answer: &Value, message: &str) -> Result<()> {
     match format {
-        Format::Json => println!("{answer}"),
-        Format::Table => println!("{message}"),
+        Format::Json => outln!("{answer}"),
+        Format::Table => outln!("{message}"),
     }
 }
 

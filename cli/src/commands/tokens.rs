@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use crate::args::Format;
 use crate::client::Client;
 use crate::output::cell;
+use crate::output::outln;
 
 /// `--label K=V` flags as the JSON object the API takes.
 ///
@@ -95,8 +96,8 @@ pub(crate) fn revoke(
     check_id(id, kind, ls)?;
     let answer = client.delete(&format!("{path}/{id}"))?;
     match format {
-        Format::Json => println!("{answer}"),
-        Format::Table => println!("{kind} {id} revoked"),
+        Format::Json => outln!("{answer}")?,
+        Format::Table => outln!("{kind} {id} revoked")?,
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value};
 
 use crate::args::{Format, VolumeCommand};
 use crate::client::Client;
+use crate::output::outln;
 use crate::output::{cell, list_cell, print};
 
 const COLUMNS: [&str; 4] = ["NAME", "NODE", "DRIVER", "USED BY"];
@@ -30,7 +31,7 @@ pub(crate) fn run(client: &Client, format: Format, command: VolumeCommand) -> Re
                 body["node"] = json!(node);
             }
             let answer = client.post("/v1/volumes", &body)?;
-            done(format, &answer, &format!("volume {name} created"));
+            done(format, &answer, &format!("volume {name} created"))?;
         }
         VolumeCommand::Ls => {
             let volumes = client.get("/v1/volumes")?;
@@ -38,18 +39,18 @@ pub(crate) fn run(client: &Client, format: Format, command: VolumeCommand) -> Re
                 .as_array()
                 .map(|list| list.iter().map(row).collect())
                 .unwrap_or_default();
-            print(format, &volumes, &COLUMNS, rows);
+            print(format, &volumes, &COLUMNS, rows)?;
         }
         VolumeCommand::Inspect { name } => {
             let volume = client.get(&format!("/v1/volumes/{}", path(&name)?))?;
             match format {
-                Format::Json => println!("{volume}"),
-                Format::Table => print(format, &volume, &COLUMNS, vec![row(&volume)]),
+                Format::Json => outln!("{volume}")?,
+                Format::Table => print(format, &volume, &COLUMNS, vec![row(&volume)])?,
             }
         }
         VolumeCommand::Rm { name } => {
             let answer = client.delete(&format!("/v1/volumes/{}", path(&name)?))?;
-            done(format, &answer, &format!("volume {name} removed"));
+            done(format, &answer, &format!("volume {name} removed"))?;
         }
     }
     Ok(())
@@ -64,10 +65,10 @@ fn row(v: &Value) -> Vec<String> {
     vec![cell(v.get("name")), node, cell(v.get("driver")), used_by]
 }
 
-fn done(format: Format, answer: &Value, message: &str) {
+fn done(format: Format, answer: &Value, message: &str) -> Result<()> {
     match format {
-        Format::Json => println!("{answer}"),
-        Format::Table => println!("{message}"),
+        Format::Json => outln!("{answer}"),
+        Format::Table => outln!("{message}"),
     }
 }
 
