@@ -784,6 +784,12 @@ pub struct MeshStats {
     /// Outbound direct messages sent but not acknowledged: the peer could not be dialed, the
     /// stream failed or timed out (5 s), the connection closed.
     pub failed_direct_outbound: u64,
+    /// Connected peers known (through gossipsub) to be subscribed to every topic of this node,
+    /// sorted: the peers its gossip reaches directly. A connected member missing here for
+    /// the QUIC idle timeout (5 s) is reconnected, so that both sides announce their
+    /// subscriptions again.
+    #[serde(serialize_with = "serialize_display")]
+    pub subscribed_peers: Vec<PeerId>,
 }
 
 fn serialize_display<T: fmt::Display, S: Serializer>(
