@@ -1054,11 +1054,7 @@ impl Actor {
             .behaviour()
             .gossipsub
             .all_peers()
-            .filter(|(_, topics)| {
-                self.topics
-                    .iter()
-                    .all(|(_, ours)| topics.iter().any(|t| *t == ours))
-            })
+            .filter(|(_, topics)| self.topics.iter().all(|(_, ours)| topics.contains(&ours)))
             .map(|(peer, _)| *peer)
             .collect()
     }
