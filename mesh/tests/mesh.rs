@@ -1123,3 +1123,44 @@ async fn a_node_on_another_protocol_version_is_refused() {
     current.mesh.shutdown().await;
     old.mesh.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_list_the_peers_known_subscribed_to_every_topic() {
+    let x = node(vec![quic()], no_requests).await;
+    let mut y = node(vec![quic()], no_requests).await;
+    for n in [&x, &y] {
+        let stats = n.mesh.stats().await.unwrap();
+        assert!(stats.subscribed_peers.is_empty(), "{stats:?}");
+    }
+    let both = members(&[&x, &y]);
+    x.mesh.set_members(both.clone()).await.unwrap();
+    y.mesh.set_members(both).await.unwrap();
+
+    // Each lists the other once both of its announcements (lease, changes) arrived; a lost
+    // one is repaired by the reconnect rule within its 5 s grace.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (sx, sy) = (x.mesh.stats().await.unwrap(), y.mesh.stats().await.unwrap());
+        if sx.subscribed_peers == vec![y.id] && sy.subscribed_peers == vec![x.id] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscriptions never known: x {sx:?}, y {sy:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Listed means reached on every topic: one publication each, no retry.
+    for topic in Topic::ALL {
+        x.mesh.publish(topic, b"listed".to_vec()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (got, _) = wait_for(&mut y.seen, deadline, |s| {
+            gossip_from(s, x.id, topic, b"listed")
+        })
+        .await;
+        assert!(got.is_some(), "y never got x's {topic:?} gossip");
+    }
+    for n in [&x, &y] {
+        n.mesh.shutdown().await;
+    }
+}
