@@ -4,6 +4,7 @@ use std::{
     collections::{HashMap, HashSet},
     error::Error as StdError,
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    num::NonZeroU8,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -68,6 +69,20 @@ pub(crate) const QUIC_IDLE_TIMEOUT_MS: u32 = 5_000;
 /// simultaneous dial (both live); a new connection beside an older one means the peer lost the
 /// older one.
 const FRESH_CONNECTION: Duration = Duration::from_secs(2);
+
+/// Addresses of a peer one dial tries at once: one, in order (member addresses first, then
+/// what identify reported), each after the previous failed.
+///
+/// libp2p's default (8) dials QUIC and TCP together and keeps the first to finish; the other
+/// may already be established at the peer, which sees a connection close within milliseconds,
+/// and gossipsub loses any subscription announcement that connection's handler took (see
+/// `Actor::reconnect_unsubscribed`). Measured with three nodes dialing each other (the flood
+/// test's set-up, 30 set-ups each on the loaded 2-core machine): with the default, 16 set-ups
+/// of 30 needed the 5 s reconnect (24 reconnects, up to three in a row: 17.6 s to form);
+/// with one at a time, none did (all formed within 0.4 s). The cost: an unreachable or stale
+/// address listed before a good one delays the connection by its failure (a QUIC handshake
+/// times out after 5 s; a closed TCP port fails at once).
+const DIAL_CONCURRENCY: NonZeroU8 = NonZeroU8::MIN;
 
 /// How long an outbound direct message may wait for its acknowledgement, dialing included.
 /// Short: a lost datagram is better than a slot held for the request timeout.
@@ -202,7 +217,10 @@ async fn start(config: MeshConfig, local: PeerId) -> Result<Started, MeshError> 
         })
         .with_behaviour(move |_| behaviour)
         .map_err(|e| MeshError::Transport(error_chain(&e)))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(3600))
+                .with_dial_concurrency_factor(DIAL_CONCURRENCY)
+        })
         .build();
 
     let topics = Topic::ALL.map(|t| (t, gossipsub::IdentTopic::new(t.name(&config.cluster_id))));
@@ -1068,12 +1086,13 @@ impl Actor {
     /// message goes to whichever connection's handler takes it first, and is lost if that
     /// connection closes before sending it. Two ways that happens:
     ///
-    /// * a dial to several addresses (QUIC and TCP) runs them at once and keeps the first to
-    ///   finish; the other may already be established at the peer, which then sees a
-    ///   connection that closes within milliseconds. When it was the peer's first connection,
-    ///   its handler may have taken one of the peer's announcements with it. Measured with
-    ///   the flood test's set-up (three nodes dialing each other, loaded 2-core machine): 41
-    ///   of 298 (node, peer) pairs knew the peer subscribed to one topic of the two only;
+    /// * a dial to several addresses (QUIC and TCP) at once keeps the first to finish; the
+    ///   other may already be established at the peer, which then sees a connection that
+    ///   closes within milliseconds. When it was the peer's first connection, its handler may
+    ///   have taken one of the peer's announcements with it. Measured with the flood test's
+    ///   set-up (three nodes dialing each other, loaded 2-core machine): 41 of 298 (node,
+    ///   peer) pairs knew the peer subscribed to one topic of the two only. [`DIAL_CONCURRENCY`]
+    ///   (one address at a time) prevents this one;
     /// * a peer restarted before our connection to its previous process timed out reconnects
     ///   as a *second* connection: we never announce our subscriptions to it, and some of
     ///   what we send goes into the dead connection (found by the testnet's chaos scenario).
