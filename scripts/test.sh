@@ -10,6 +10,9 @@ bash scripts/ensure-docker.sh
 # wg (wireguard-tools): overlay/tests/two_namespaces.rs checks `wg show` with it. Without
 # recommends, which would pull in a kernel image.
 command -v wg >/dev/null 2>&1 || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wireguard-tools >/dev/null; }
+# promtool (Debian's prometheus package): node/tests/metrics.rs checks /metrics with
+# `promtool check metrics`; under CI=true its absence fails that test.
+command -v promtool >/dev/null 2>&1 || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -190,6 +190,26 @@ impl Store {
         &self.path
     }
 
+    /// Bytes the document takes in the store: its snapshot and its log chunks, framing
+    /// included (sled's own files are larger). Reads at most [`COMPACT_AFTER_CHUNKS`] + 1
+    /// values' lengths; a value that cannot be read counts as 0.
+    pub fn stored_bytes(&self) -> u64 {
+        let snapshot = self
+            .tree
+            .get(SNAPSHOT)
+            .ok()
+            .flatten()
+            .map_or(0, |v| v.len() as u64);
+        let log: u64 = self
+            .tree
+            .scan_prefix(LOG_PREFIX)
+            .values()
+            .filter_map(Result::ok)
+            .map(|v| v.len() as u64)
+            .sum();
+        snapshot + log
+    }
+
     /// Loads the persisted replica and continues it as `node` (with a fresh actor id).
     ///
     /// A log chunk that fails its check is skipped, counted and logged (warning with the store

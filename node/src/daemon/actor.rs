@@ -89,6 +89,9 @@ pub(crate) struct NodeActor {
     /// Per member, the sequence number and [`fingerprint`] of the last report read from it
     /// (members the machine holds a report of: pruned every tick).
     report_fingerprints: HashMap<NodeId, (u64, u64)>,
+    /// Messages counted as they pass; the mesh's, SWIM's and the store's figures copied
+    /// every tick (`GET /metrics`).
+    metrics: Arc<super::metrics::Metrics>,
 }
 
 /// How often the node reads its usage (load, memory in use) for its reports, in ms.
@@ -143,6 +146,7 @@ impl NodeActor {
         store: Store,
         origin: Instant,
         mesh: MeshHandle,
+        metrics: Arc<super::metrics::Metrics>,
     ) -> Self {
         let (sync_tx, sync_rx) = mpsc::channel(64);
         let me = machine.id().clone();
@@ -161,6 +165,7 @@ impl NodeActor {
             overlay_heads: None,
             local_fingerprint: fingerprint(&[]),
             report_fingerprints: HashMap::new(),
+            metrics,
         }
     }
 
@@ -266,12 +271,18 @@ impl NodeActor {
                     }
                 }
                 Output::Publish { channel, data } => {
+                    let kind = match channel {
+                        Channel::Changes => "gossip_changes",
+                        Channel::Lease => "gossip_lease",
+                    };
+                    self.metrics.message("sent", kind, data.len());
                     if let Err(e) = self.mesh.publish(topic(channel), data).await {
                         debug!(error = %e, "gossip not sent; anti-entropy will carry it");
                     }
                 }
                 Output::Send { to, data } => match to.as_str().parse::<PeerId>() {
                     Ok(peer) => {
+                        self.metrics.message("sent", "direct", data.len());
                         if let Err(e) = self.mesh.send_direct(peer, data) {
                             debug!(%to, error = %e, "direct message not sent");
                         }
@@ -303,10 +314,15 @@ impl NodeActor {
         };
         let mesh = self.mesh.clone();
         let tx = self.sync_tx.clone();
+        let metrics = Arc::clone(&self.metrics);
+        metrics.message("sent", "sync_request", body.len());
         tokio::spawn(
             async move {
                 let result = match mesh.request(peer, RequestKind::Sync, body).await {
-                    Ok(Response::Ok(body)) => Ok(body),
+                    Ok(Response::Ok(body)) => {
+                        metrics.message("received", "sync_response", body.len());
+                        Ok(body)
+                    }
                     Ok(Response::Refused(reason)) => Err(reason),
                     Err(e) => Err(e.to_string()),
                 };
@@ -386,6 +402,11 @@ impl NodeActor {
                     Topic::Changes => Channel::Changes,
                     Topic::Lease => Channel::Lease,
                 };
+                let kind = match channel {
+                    Channel::Changes => "gossip_changes",
+                    Channel::Lease => "gossip_lease",
+                };
+                self.metrics.message("received", kind, data.len());
                 self.machine
                     .handle_gossip(channel, &node_id(&source), &data, now);
             }
@@ -397,10 +418,12 @@ impl NodeActor {
             } => {
                 let from = node_id(&peer);
                 let answer = match kind {
-                    RequestKind::Sync => self
-                        .machine
-                        .handle_sync_request(&from, &body)
-                        .map_err(|e| e.to_string()),
+                    RequestKind::Sync => {
+                        self.metrics.message("received", "sync_request", body.len());
+                        self.machine
+                            .handle_sync_request(&from, &body)
+                            .map_err(|e| e.to_string())
+                    }
                     RequestKind::Join => {
                         let now_secs = super::wall_ms() / 1000;
                         self.machine
@@ -416,7 +439,12 @@ impl NodeActor {
                     Err(e) => Err(e),
                 };
                 let response = match answer {
-                    Ok(body) => Response::Ok(body),
+                    Ok(body) => {
+                        if kind == RequestKind::Sync {
+                            self.metrics.message("sent", "sync_response", body.len());
+                        }
+                        Response::Ok(body)
+                    }
                     Err(reason) => {
                         if kind == RequestKind::Join {
                             tracing::info!(%peer, %reason, "join refused");
@@ -429,6 +457,7 @@ impl NodeActor {
                 }
             }
             MeshEvent::Direct { from, data } => {
+                self.metrics.message("received", "direct", data.len());
                 let from = node_id(&from);
                 // Changes come along the broadcast tree as direct messages.
                 if self.machine.handle_direct(&from, &data, now) {
@@ -520,10 +549,29 @@ impl NodeActor {
             }
         });
         self.publish_overlay_peers(wiring);
+        let mut observed = super::metrics::Observed::default();
         if let Ok(stats) = self.mesh.stats().await {
             self.dropped_non_member = stats.dropped_non_member;
             self.connected_peers = stats.connected_peers.len();
+            observed.dropped_non_member = stats.dropped_non_member;
+            observed.dropped_overflow = stats.dropped_overflow;
+            observed.dropped_rate_limited = stats.dropped_rate_limited;
+            observed.incompatible_peers = stats.incompatible_peers;
+            observed.dropped_direct_outbound = stats.dropped_direct_outbound;
+            observed.failed_direct_outbound = stats.failed_direct_outbound;
+            observed.connected_peers = stats.connected_peers.len() as u64;
         }
+        let swim = self.machine.swim_stats();
+        observed.swim_sent = swim.sent;
+        observed.swim_received = swim.received;
+        observed.swim_failed_probes = swim.failed_probes;
+        let plum = self.machine.broadcast_tree().stats();
+        observed.plum_delivered = plum.delivered;
+        observed.plum_duplicates = plum.duplicates;
+        observed.document_bytes = self.store.stored_bytes();
+        observed.document_changes = self.applied.changes();
+        observed.changes_applied = self.applied.counts();
+        self.metrics.set_observed(observed);
         self.publish_snapshot(wiring);
     }
 

@@ -34,6 +34,7 @@
 //! | `GET /v1/api-tokens` | operator tokens: id, labels, created, expiry, revoked (never secrets or digests) |
 //! | `DELETE /v1/api-tokens/{id}` | revokes an operator token at every peer the change reaches |
 //! | `POST /v1/images/load` (body: a `docker save` tarball, at most 2 GiB) | loads its images into this node's engine |
+//! | `GET /metrics` | the node's metrics in the Prometheus text format (README "Metrics") |
 //! | `GET /v1/debug/applied?since=MS` | the changes this node applied at or after `MS` (wall-clock Unix ms; all it keeps if absent), oldest first: `[{hash, at_ms, via, author, message}]`, `via` one of `local`, `gossip`, `sync`, `other`; the newest 4,096 are kept (see `daemon/applied.rs`) |
 //!
 //! The same routes are served twice: on the loopback listener ([`router`]) without a
@@ -87,6 +88,8 @@ pub(crate) struct ApiState {
     pub(crate) docker_host: Option<String>,
     /// This node's routing mesh: its ports and counters, for `GET /v1/status`.
     pub(crate) ingress: super::ingress::IngressHandle,
+    /// The node's metrics (`GET /metrics`; the request counter of both listeners).
+    pub(crate) metrics: Arc<super::metrics::Metrics>,
 }
 
 /// An error response: status, stable code, message.
@@ -164,15 +167,27 @@ async fn limit_uri(request: Request, next: Next) -> Response {
 
 /// The API for the loopback listener: no credential (whoever reaches loopback is on the node).
 pub(crate) fn router(state: ApiState) -> Router {
+    let listener = super::metrics::Listener {
+        name: "local",
+        metrics: Arc::clone(&state.metrics),
+    };
     routes(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(limit_uri))
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            listener,
+            super::metrics::count_requests,
+        ))
 }
 
 /// The API for the remote (TLS) listener: every request, unknown routes included, needs a
 /// valid operator token first.
 pub(crate) fn remote_router(state: ApiState) -> Router {
+    let listener = super::metrics::Listener {
+        name: "remote",
+        metrics: Arc::clone(&state.metrics),
+    };
     routes(state.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(limit_uri))
@@ -181,6 +196,10 @@ pub(crate) fn remote_router(state: ApiState) -> Router {
             require_operator_token,
         ))
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            listener,
+            super::metrics::count_requests,
+        ))
 }
 
 /// The 401 every refused credential gets: the same bytes whatever the reason.
@@ -371,6 +390,8 @@ fn routes(state: ApiState) -> Router {
         )
         .route("/v1/images/load", post(load_image))
         .route("/v1/volumes", get(list_volumes).post(create_volume))
+        // Issue 17: Prometheus metrics (text format 0.0.4).
+        .route("/metrics", get(super::metrics::scrape))
         .route(
             "/v1/volumes/{name}",
             get(inspect_volume).delete(remove_volume),
@@ -487,7 +508,7 @@ const REPORTS_WAIT: Duration = Duration::from_millis(1_500);
 /// reports, unless it did within the last half minute, and waits at most [`REPORTS_WAIT`]
 /// for a snapshot that holds them all. A member that does not answer in time shows what
 /// this peer last heard (or `unknown`).
-async fn with_reports(state: &ApiState) -> Arc<Snapshot> {
+pub(super) async fn with_reports(state: &ApiState) -> Arc<Snapshot> {
     let current = state.snapshot.borrow().clone();
     if current.reports_complete {
         // Keep the interest alive for the next read.
@@ -1028,7 +1049,7 @@ async fn list_services(State(state): State<ApiState>) -> Json<Vec<ServiceSummary
 
 /// How many tasks `service` wants: its replica count, or for a global service the members
 /// eligible for it as the scheduler sees them (each holds a slot or has one pending).
-fn desired_tasks(snapshot: &Snapshot, service: &Service) -> u32 {
+pub(super) fn desired_tasks(snapshot: &Snapshot, service: &Service) -> u32 {
     if service.spec.mode == warren_crdt::ServiceMode::Replicated {
         return service.spec.replicas;
     }

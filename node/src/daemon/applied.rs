@@ -57,16 +57,59 @@ pub(crate) struct AppliedLog {
     me: NodeId,
     heads: Vec<String>,
     entries: VecDeque<Applied>,
+    /// Changes the replica held when the record started.
+    initial: u64,
+    /// Changes recorded since, by how they came (index: [`Via::index`]); not bounded by
+    /// [`CAPACITY`].
+    counts: [u64; 4],
+}
+
+impl Via {
+    /// Every way, in the order of [`AppliedLog::counts`].
+    pub(crate) const ALL: [Via; 4] = [Via::Local, Via::Gossip, Via::Sync, Via::Other];
+
+    fn index(self) -> usize {
+        match self {
+            Via::Local => 0,
+            Via::Gossip => 1,
+            Via::Sync => 2,
+            Via::Other => 3,
+        }
+    }
+
+    /// The lowercase word, as `GET /v1/debug/applied` and `/metrics` show it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Via::Local => "local",
+            Via::Gossip => "gossip",
+            Via::Sync => "sync",
+            Via::Other => "other",
+        }
+    }
 }
 
 impl AppliedLog {
     /// An empty record for node `me`, starting from the replica's current heads.
     pub(crate) fn new(me: NodeId, state: &mut DesiredState) -> Self {
+        // Reads the metadata of every change once (`changes_since` of no heads).
+        let initial = state.changes_since(&[]).len() as u64;
         Self {
             me,
             heads: state.heads(),
             entries: VecDeque::with_capacity(CAPACITY),
+            initial,
+            counts: [0; 4],
         }
+    }
+
+    /// Changes the replica holds now: those it held at the start and those recorded since.
+    pub(crate) fn changes(&self) -> u64 {
+        self.initial + self.counts.iter().sum::<u64>()
+    }
+
+    /// Changes recorded since the start, by how they came (the order of [`Via::ALL`]).
+    pub(crate) fn counts(&self) -> [u64; 4] {
+        self.counts
     }
 
     /// Records the changes `state` took in since the last call, at `at_ms`, as having come
@@ -82,6 +125,7 @@ impl AppliedLog {
             } else {
                 via
             };
+            self.counts[via.index()] += 1;
             if self.entries.len() == CAPACITY {
                 self.entries.pop_front();
             }
@@ -206,6 +250,16 @@ mod tests {
         assert_eq!(b_saw[1].hash, log_a.since(0)[0].hash);
         assert_eq!(log_a.since(150).len(), 1);
         assert!(log_a.since(201).is_empty());
+        // Counted by how they came (local, gossip, sync, other), on top of what was there.
+        assert_eq!(log_a.counts(), [1, 0, 1, 0]);
+        assert_eq!(log_b.counts(), [1, 1, 0, 0]);
+        let held_at_start = log_a.initial;
+        assert!(held_at_start > 0, "the founder's document has changes");
+        assert_eq!(log_a.changes(), held_at_start + 2);
+        assert_eq!(
+            AppliedLog::new(NodeId("A".into()), &mut a).changes(),
+            log_a.changes()
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod identity;
 mod image_platforms;
 pub mod ingress;
 mod logs;
+mod metrics;
 mod names;
 mod overlay;
 mod reconciler;
@@ -418,7 +419,10 @@ async fn run_node(
         overlay_link.status.clone(),
         cancel.clone(),
     );
+    // Counters shared with the reconcile loop, the actor and both APIs; state read at scrape.
+    let metrics = Arc::new(metrics::Metrics::new(snapshot_rx.clone()));
     let api_state = api::ApiState {
+        metrics: Arc::clone(&metrics),
         snapshot: snapshot_rx,
         commands: command_tx,
         ingress,
@@ -491,6 +495,7 @@ async fn run_node(
             reconciler::Reports {
                 tasks: status_tx,
                 engine: engine_tx,
+                metrics: Arc::clone(&metrics),
             },
             reconciler::SecretContext {
                 keys: reconciler_keys,
@@ -564,7 +569,7 @@ async fn run_node(
         info!(count = gpus.len(), first = %gpus[0].name, "GPUs found (nvidia-smi)");
     }
     machine.set_gpus(gpus);
-    let actor = actor::NodeActor::new(machine, store, origin, mesh);
+    let actor = actor::NodeActor::new(machine, store, origin, mesh, metrics);
     let wiring = actor::Wiring {
         commands: command_rx,
         events,

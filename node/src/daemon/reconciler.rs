@@ -596,7 +596,12 @@ impl Pulls {
 
     /// Starts pulling `image` in the background unless a pull runs or the last failure's
     /// backoff has not passed yet.
-    fn begin<R: ContainerRuntime + Clone>(&self, runtime: &R, image: &str) {
+    fn begin<R: ContainerRuntime + Clone>(
+        &self,
+        runtime: &R,
+        image: &str,
+        metrics: &Arc<super::metrics::Metrics>,
+    ) {
         let now = std::time::Instant::now();
         let attempts = {
             let mut map = self.lock();
@@ -616,6 +621,7 @@ impl Pulls {
         let runtime = runtime.clone();
         let image = image.to_string();
         let pulls = self.clone();
+        let metrics = Arc::clone(metrics);
         tokio::spawn(
             async move {
                 let started = std::time::Instant::now();
@@ -633,6 +639,7 @@ impl Pulls {
                         }
                     })
                     .await;
+                metrics.image_pull(result.is_ok());
                 match result {
                     Ok(()) => {
                         pulls.lock().remove(&image);
@@ -673,6 +680,8 @@ pub(crate) struct Reports {
     pub(crate) tasks: watch::Sender<Vec<TaskStatus>>,
     /// Whether the engine is reachable.
     pub(crate) engine: watch::Sender<Option<EngineStatus>>,
+    /// Where round durations, container actions and image pulls are counted.
+    pub(crate) metrics: Arc<super::metrics::Metrics>,
 }
 
 /// Runs reconcile rounds every `interval`, whenever the desired tasks change and whenever
@@ -810,20 +819,24 @@ pub(crate) async fn run<C: Connector>(
                 .tasks
                 .send_replace(reported(&want, listed, errors, &pulls));
         };
-        match round(
+        let started = std::time::Instant::now();
+        let result = round(
             rt,
             &node,
             &want,
             &secrets,
             attach,
             &mut supervisor,
-            &pulls,
+            (&pulls, &reports.metrics),
             now,
             &mut errors,
             report_listing,
         )
-        .await
-        {
+        .await;
+        reports
+            .metrics
+            .observe_reconcile(started.elapsed().as_secs_f64());
+        match result {
             Ok(listed) => {
                 last_list_error = None;
                 last_running = listed
@@ -946,7 +959,7 @@ async fn round<R: ContainerRuntime + Clone>(
     secrets: &SecretContext,
     attach: Option<&Attach>,
     supervisor: &mut Supervisor,
-    pulls: &Pulls,
+    (pulls, metrics): (&Pulls, &Arc<super::metrics::Metrics>),
     now: Millis,
     errors: &mut BTreeMap<SlotId, String>,
     before_acting: impl FnOnce(&Listed, &BTreeMap<SlotId, String>),
@@ -983,7 +996,7 @@ async fn round<R: ContainerRuntime + Clone>(
                     match runtime.has_image(&task.spec.image).await {
                         Ok(true) => pulls.present(&task.spec.image),
                         Ok(false) => {
-                            pulls.begin(runtime, &task.spec.image);
+                            pulls.begin(runtime, &task.spec.image, metrics);
                             return (action, Ok(()));
                         }
                         Err(e) => return (action, Err(e.to_string())),
@@ -1007,23 +1020,27 @@ async fn round<R: ContainerRuntime + Clone>(
                             Err(e) => return (action, Err(e)),
                         }
                     }
-                    runtime
-                        .create_and_start(&spec)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                    let started = runtime.create_and_start(&spec).await;
+                    metrics.container_action("start", started.is_ok());
+                    started.map(|_| ()).map_err(|e| e.to_string())
                 }
                 RuntimeAction::Start { id, slot } => {
                     info!(%slot, container = %short(id), "restarting stopped container");
-                    runtime.start(id).await.map_err(|e| e.to_string())
+                    let started = runtime.start(id).await;
+                    metrics.container_action("restart", started.is_ok());
+                    started.map_err(|e| e.to_string())
                 }
                 RuntimeAction::Stop { id, slot, reason } => {
                     info!(%slot, container = %short(id), reason, "stopping container");
-                    runtime.stop(id).await.map_err(|e| e.to_string())
+                    let stopped = runtime.stop(id).await;
+                    metrics.container_action("stop", stopped.is_ok());
+                    stopped.map_err(|e| e.to_string())
                 }
                 RuntimeAction::Remove { id, slot, reason } => {
                     info!(%slot, container = %short(id), reason, "removing container");
-                    runtime.remove(id).await.map_err(|e| e.to_string())
+                    let removed = runtime.remove(id).await;
+                    metrics.container_action("remove", removed.is_ok());
+                    removed.map_err(|e| e.to_string())
                 }
             };
             (action, result)
@@ -1382,6 +1399,9 @@ mod tests {
             allow_host_paths: false,
         };
         let pulls = Pulls::default();
+        let metrics = Arc::new(super::super::metrics::Metrics::new(
+            watch::channel(Arc::new(crate::machine::Snapshot::default())).1,
+        ));
         let mut errors = BTreeMap::new();
         let log = engine.log.clone();
         let before = |listed: &Listed, errors: &BTreeMap<SlotId, String>| {
@@ -1398,13 +1418,19 @@ mod tests {
             &secrets,
             None,
             &mut Supervisor::new(),
-            &pulls,
+            (&pulls, &metrics),
             Millis(0),
             &mut errors,
             before,
         )
         .await
         .expect("round");
+        // The stop is counted as a container action.
+        let body = metrics.encode().expect("encode");
+        assert!(
+            body.contains("warren_container_actions_total{action=\"stop\",result=\"ok\"} 1\n"),
+            "{body}"
+        );
         assert_eq!(
             *engine.log.lock().expect("lock"),
             vec![
