@@ -472,3 +472,28 @@ fn a_logged_change_whose_first_op_is_contradicted_is_skipped() {
     assert_eq!(again.skipped_chunks, 0);
     assert_eq!(service_names(&again.state.expect("state")), expected(1..=2));
 }
+
+/// `stored_bytes` counts the snapshot and the log chunks as they are on disk: it grows with
+/// each persisted chunk by that chunk's size, and after a compaction it is the one snapshot.
+#[test]
+fn stored_bytes_are_the_snapshot_and_the_log_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(dir.path()).expect("open");
+    assert_eq!(store.stored_bytes(), 0, "an empty store");
+    let mut state = new_cluster();
+    store.persist(&mut state, true).expect("persist");
+    let one = store.stored_bytes();
+    assert!(one > 0);
+    state.create_service(&name("s1"), &spec()).expect("create");
+    store.persist(&mut state, true).expect("persist");
+    let two = store.stored_bytes();
+    assert!(two > one, "{two} > {one}");
+    store.compact(&mut state).expect("compact");
+    let compacted = store.stored_bytes();
+    assert!(compacted > 0);
+    drop(store);
+    let on_disk: u64 = with_tree(dir.path(), |t| {
+        t.iter().map(|kv| kv.expect("entry").1.len() as u64).sum()
+    });
+    assert_eq!(compacted, on_disk, "the snapshot is all the tree holds");
+}
