@@ -332,6 +332,36 @@ fn metrics_show_a_services_tasks_and_need_a_token_remotely() {
     );
     assert!(!remote_body.contains(&token), "the token never shows");
 
+    // A container killed behind the node's back is started again, and counted as a restart.
+    let victim = containers(&[&node.peer_id])
+        .into_iter()
+        .find(|c| c.service == "metricsweb" && c.running())
+        .expect("a running metricsweb container");
+    let killed = Command::new("docker")
+        .args(["kill", &victim.id])
+        .output()
+        .expect("docker kill");
+    assert!(
+        killed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    wait_for("a restart counted and 2 tasks running again", T, || {
+        let (_, _, body) = get_local(&node, "/metrics");
+        let s = samples(&body);
+        let restarts = value(
+            &s,
+            "warren_container_actions_total",
+            &[("action", "restart"), ("result", "ok")],
+        )?;
+        let running = value(
+            &s,
+            "warren_tasks",
+            &[("service", "metricsweb"), ("state", "running")],
+        );
+        (restarts == 1.0 && running == Some(2.0)).then_some(())
+    });
+
     if let Some((ok, output)) = promtool_check(&remote_body) {
         assert!(
             ok,
