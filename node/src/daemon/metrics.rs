@@ -7,14 +7,14 @@
 //! - **Counters** live in [`Metrics`], shared (`Arc`) with the parts that count: the reconcile
 //!   loop (round durations, container actions, image pulls), the API's middleware (requests
 //!   by route template and status) and the actor (gossip, sync and direct messages it hands to
-//!   or takes from the mesh, changes applied). Their label sets are fixed words, never text a
-//!   peer or user chose.
+//!   or takes from the mesh). Their label sets are fixed words, never text a peer or user
+//!   chose.
 //! - **State** is computed at scrape time by [`StateCollector`] from the same read model the
 //!   CLI's `service ps` and `cluster status` read ([`Snapshot`]), and from the counters the
-//!   mesh, failure detection and broadcast tree keep themselves, which the actor copies into
-//!   [`Observed`] after every tick. Service names (already stored, validated names) are the
-//!   only labels that come from the desired state; a pending slot's reason is reduced to a
-//!   fixed kind ([`pending_kind`]).
+//!   mesh, failure detection, broadcast tree, store and applied-change record keep themselves,
+//!   which the actor copies into [`Observed`] after every tick. Service names and the lease
+//!   holder's member name (both stored in the desired state) are the only labels that come
+//!   from it; a pending slot's reason is reduced to a fixed kind ([`pending_kind`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
