@@ -140,6 +140,7 @@ mod tests {
             volumes,
             gpus: Vec::new(),
             previous: Default::default(),
+            same_tasks_as: Vec::new(),
         }
     }
 

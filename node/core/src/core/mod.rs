@@ -331,6 +331,7 @@ impl ClusterView {
                         .collect(),
                     gpus: a.gpus.clone(),
                     previous: rollout::previous_copy(service, a.spec_generation),
+                    same_tasks_as: rollout::same_tasks_generations(service, a.spec_generation),
                 })
             })
             .collect()
@@ -499,6 +500,7 @@ impl Core {
             live: &self.last_live,
             lease,
             touched: &touched,
+            capacity: &self.capacity,
             now,
         });
         let mut actions = Vec::new();

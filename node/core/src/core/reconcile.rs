@@ -64,6 +64,51 @@ pub struct DesiredTask {
     /// What happens to the slot's running container of an older generation while this
     /// one starts (the rollout's order, see [`super::rollout::previous_copy`]).
     pub previous: PreviousCopy,
+    /// The service's other generations whose spec runs the same tasks as this one's
+    /// ([`super::rollout::same_tasks`]; e.g. the generation a rollback returns to): a
+    /// container created for one of them is this task's — kept as it is, never replaced for
+    /// its generation, and reported at [`DesiredTask::generation`]. Empty: only containers
+    /// of `generation` are.
+    pub same_tasks_as: Vec<u64>,
+}
+
+impl DesiredTask {
+    /// Whether a container created for `generation` runs this task: `generation` is the
+    /// task's own or one of [`DesiredTask::same_tasks_as`].
+    pub fn runs_generation(&self, generation: u64) -> bool {
+        generation == self.generation || self.same_tasks_as.contains(&generation)
+    }
+}
+
+/// `actual` as the reconcile rules read it: a container of its slot's desired task whose
+/// generation runs the same tasks ([`DesiredTask::runs_generation`]) counts as of the
+/// task's generation, so it is kept (not replaced as an older generation) and reported at
+/// the task's generation. The one place that rule applies: [`Supervisor::round`] and
+/// [`round_statuses`] both read their containers through it.
+fn adopted<'a>(
+    desired: &[DesiredTask],
+    actual: &'a [ActualTask],
+) -> std::borrow::Cow<'a, [ActualTask]> {
+    let adopts = |c: &ActualTask| {
+        desired.iter().find(|d| {
+            d.slot == c.slot && d.generation != c.generation && d.runs_generation(c.generation)
+        })
+    };
+    if !actual.iter().any(|c| adopts(c).is_some()) {
+        return std::borrow::Cow::Borrowed(actual);
+    }
+    std::borrow::Cow::Owned(
+        actual
+            .iter()
+            .map(|c| match adopts(c) {
+                Some(d) => ActualTask {
+                    generation: d.generation,
+                    ..c.clone()
+                },
+                None => c.clone(),
+            })
+            .collect(),
+    )
 }
 
 /// What a node does with a slot's running container of an older generation when the slot's
@@ -405,6 +450,8 @@ impl Supervisor {
     /// Decides the actions that bring `actual` to `desired` at `now`, and reports where each
     /// desired task stands.
     pub fn round(&mut self, desired: &[DesiredTask], actual: &[ActualTask], now: Millis) -> Round {
+        let actual = adopted(desired, actual);
+        let actual: &[ActualTask] = &actual;
         let wanted: BTreeMap<&SlotId, &DesiredTask> =
             desired.iter().map(|d| (&d.slot, d)).collect();
         self.slots.retain(|slot, _| wanted.contains_key(slot));
@@ -706,11 +753,12 @@ pub fn container_for<'a>(task: &DesiredTask, actual: &'a [ActualTask]) -> Option
         .filter(|c| c.slot == task.slot)
         .filter(|c| {
             task.previous == PreviousCopy::Replace
+                || task.runs_generation(c.generation)
                 || !(c.generation < task.generation && c.state == ActualTaskState::Running)
         })
         .max_by_key(|c| {
             (
-                c.generation == task.generation,
+                task.runs_generation(c.generation),
                 c.state == ActualTaskState::Running,
             )
         })
@@ -813,6 +861,8 @@ pub fn round_statuses(
     errors: &BTreeMap<SlotId, String>,
     fallback: TaskState,
 ) -> Vec<TaskStatus> {
+    let actual = adopted(desired, actual);
+    let actual: &[ActualTask] = &actual;
     let mut out: Vec<TaskStatus> = desired
         .iter()
         .map(|task| {
@@ -888,6 +938,7 @@ mod tests {
             volumes: Vec::new(),
             gpus: Vec::new(),
             previous: PreviousCopy::Replace,
+            same_tasks_as: Vec::new(),
         }
     }
 
@@ -1469,5 +1520,62 @@ mod tests {
             .actions
             .iter()
             .any(|a| matches!(a, RuntimeAction::Create(_))));
+    }
+    #[test]
+    fn a_container_of_a_generation_with_the_same_tasks_is_kept_and_reported_at_the_new_one() {
+        // Slot 0 moved to generation 3 (a rollback to generation 1's spec); slot 1 to
+        // generation 3 from generation 2, whose spec differs.
+        let want: Vec<DesiredTask> = [0, 1]
+            .into_iter()
+            .map(|i| DesiredTask {
+                generation: 3,
+                same_tasks_as: vec![1],
+                previous: PreviousCopy::UntilHealthy,
+                ..desired(i)
+            })
+            .collect();
+        let actual = [
+            actual("kept", 0, 1, ActualTaskState::Running),
+            actual("old", 1, 2, ActualTaskState::Running),
+        ];
+        let mut supervisor = Supervisor::new();
+        let round = supervisor.round(&want, &actual, Millis(0));
+        assert_eq!(
+            round.actions,
+            vec![RuntimeAction::Create(Box::new(want[1].clone()))],
+            "slot 0 keeps its container; slot 1 gets a new one"
+        );
+        assert_eq!(round.previous, vec!["old".to_string()]);
+        let reports = round_statuses(&want, &actual, &round, &BTreeMap::new(), TaskState::Pending);
+        let seen: Vec<(u32, u64, TaskState)> = reports
+            .iter()
+            .map(|r| (r.slot, r.generation, r.state))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (0, 3, TaskState::Running),
+                (1, 0, TaskState::Pending),
+                (1, 2, TaskState::Running)
+            ]
+        );
+        assert_eq!(
+            container_for(&want[0], &actual).map(|c| c.id.as_str()),
+            Some("kept")
+        );
+        // Without the same tasks, the container of generation 1 is replaced.
+        let plain = [DesiredTask {
+            generation: 3,
+            ..desired(0)
+        }];
+        let round = Supervisor::new().round(&plain, &actual[..1], Millis(0));
+        assert_eq!(
+            round.actions,
+            vec![RuntimeAction::Remove {
+                id: "kept".into(),
+                slot: slot(0),
+                reason: "container of an older service generation"
+            }]
+        );
     }
 }

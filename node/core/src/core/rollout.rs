@@ -62,7 +62,7 @@ use warren_crdt::{
 };
 
 use super::reconcile::{PreviousCopy, TaskHealth};
-use super::scheduler::Services;
+use super::scheduler::{self, Capacity, Services};
 use super::Millis;
 use crate::protocol::{TaskState, TaskStatus};
 
@@ -138,6 +138,10 @@ pub struct RolloutInput<'a> {
     pub lease: &'a Lease,
     /// Slots the scheduling round of the same tick writes or removes: left alone.
     pub touched: &'a BTreeSet<SlotId>,
+    /// What each node offers to reservations (the scheduler's
+    /// [`Observations::capacity`](super::scheduler::Observations::capacity)); a node
+    /// missing here takes any reservation.
+    pub capacity: &'a BTreeMap<NodeId, Capacity>,
     /// The holder's clock.
     pub now: Millis,
 }
@@ -166,6 +170,9 @@ struct Monitor {
     done: BTreeSet<u32>,
     /// Slot index → why it failed, for people.
     failed: BTreeMap<u32, String>,
+    /// Slots moved without new containers ([`same_tasks`]): done, but no batch of theirs
+    /// starts the delay.
+    adopted: BTreeSet<u32>,
     /// Whether a batch was in flight at the last round.
     had_in_flight: bool,
     /// When the last batch was done.
@@ -247,6 +254,53 @@ pub fn record_of<'a>(
         updated_at_ms: 0,
         traffic_generation: None,
     }))
+}
+
+/// Whether slots at generations `a` and `b` of `service` run the same containers: both
+/// specs are known (the current one or a kept older one) and
+/// [`ServiceSpec::same_tasks`](warren_crdt::ServiceSpec::same_tasks) says so. The one rule
+/// by which a rollout moves a slot without new containers, and by which a node keeps a
+/// container of `a` for a slot assigned at `b` ([`same_tasks_generations`]).
+pub fn same_tasks(service: &Service, a: u64, b: u64) -> bool {
+    a == b
+        || match (service.spec_for(a), service.spec_for(b)) {
+            (Some(x), Some(y)) => x.same_tasks(y),
+            _ => false,
+        }
+}
+
+/// The other generations of `service` whose containers run the same tasks as a slot at
+/// `generation` ([`same_tasks`]), oldest first: a node keeps a container of any of them
+/// for that slot ([`super::reconcile::DesiredTask::same_tasks_as`]).
+pub fn same_tasks_generations(service: &Service, generation: u64) -> Vec<u64> {
+    service
+        .older_specs
+        .keys()
+        .copied()
+        .chain(std::iter::once(service.generation))
+        .filter(|g| *g != generation && same_tasks(service, *g, generation))
+        .collect()
+}
+
+/// The reservation of a slot at `generation` of `service` (its spec's limits; the current
+/// spec's for a generation no longer kept).
+fn reservation_at(service: &Service, generation: u64) -> Capacity {
+    scheduler::reservation_of(service.spec_for(generation).unwrap_or(&service.spec))
+}
+
+/// What the slots assigned to each node reserve, each at the generation it runs.
+fn reserved_by_node(input: &RolloutInput<'_>) -> BTreeMap<NodeId, Capacity> {
+    let mut out: BTreeMap<NodeId, Capacity> = BTreeMap::new();
+    for (slot, a) in input.assignments {
+        let Some(service) = scheduler::service_wanting(input.services, slot) else {
+            continue;
+        };
+        let r = reservation_at(service, a.spec_generation);
+        let used = out.entry(a.node.clone()).or_default();
+        used.nano_cpus = used.nano_cpus.saturating_add(r.nano_cpus);
+        used.memory_bytes = used.memory_bytes.saturating_add(r.memory_bytes);
+    }
+    out
 }
 
 /// The report of the task of `slot` assigned as `a`, of generation `generation`.
@@ -416,10 +470,28 @@ fn step(
             .collect(),
     };
     slots.sort_by_key(|(slot, _)| slot.slot);
-    let phases: Vec<SlotPhase> = slots
+    let mut phases: Vec<SlotPhase> = slots
         .iter()
         .map(|(slot, a)| monitor.phase(slot.slot, slot, *a, input.reports, policy.monitor_ms, now))
         .collect();
+    // Slots whose generation runs the same tasks as the target (those a rollback finds on
+    // the spec it returns to): moved at once, outside batches and the delay, and done at
+    // once — their node keeps the container they run ([`same_tasks`]).
+    for ((slot, a), phase) in slots.iter().zip(phases.iter_mut()) {
+        let Some(a) = a.filter(|a| {
+            *phase == SlotPhase::NotUpdated
+                && same_tasks(service, a.spec_generation, record.to_generation)
+                && input.live.contains(&a.node)
+                && !input.touched.contains(slot)
+        }) else {
+            continue;
+        };
+        out.moves
+            .push((slot.clone(), moved_to(a, input, record.to_generation)));
+        monitor.done.insert(slot.slot);
+        monitor.adopted.insert(slot.slot);
+        *phase = SlotPhase::Done;
+    }
     let count = |p: SlotPhase| phases.iter().filter(|q| **q == p).count();
     let (in_flight, done, failed) = (
         count(SlotPhase::InFlight),
@@ -465,7 +537,9 @@ fn step(
         monitor.had_in_flight = true;
         return;
     }
-    if monitor.had_in_flight || (monitor.batch_done_at.is_none() && moved > 0) {
+    if monitor.had_in_flight
+        || (monitor.batch_done_at.is_none() && moved > monitor.adopted.len())
+    {
         monitor.had_in_flight = false;
         monitor.batch_done_at = Some(now);
     }
@@ -479,15 +553,47 @@ fn step(
         .collect();
     let not_updated = count(SlotPhase::NotUpdated);
     let move_slot = |out: &mut RolloutDecisions, slot: &SlotId, a: &Assignment| {
-        out.moves.push((
-            slot.clone(),
-            Assignment {
-                epoch: input.lease.epoch,
-                holder: input.lease.holder.clone(),
-                spec_generation: record.to_generation,
-                ..a.clone()
-            },
-        ));
+        out.moves
+            .push((slot.clone(), moved_to(a, input, record.to_generation)));
+    };
+    // A slot moves in place only if its node holds the target spec's reservation (the
+    // scheduler's fit rule): beside the old task under start-first and blue/green, instead
+    // of it under stop-first. Otherwise the rollout pauses, saying which resource is short.
+    let keeps_old = previous_copy(service, record.to_generation) != PreviousCopy::Replace;
+    let want = reservation_at(service, record.to_generation);
+    let mut used: Option<BTreeMap<NodeId, Capacity>> = None;
+    let mut room = |slot: &SlotId, a: &Assignment| -> Result<(), String> {
+        if want == Capacity::default() {
+            return Ok(());
+        }
+        let on_node = used
+            .get_or_insert_with(|| reserved_by_node(input))
+            .entry(a.node.clone())
+            .or_default();
+        let mut after = *on_node;
+        if !keeps_old {
+            let old = reservation_at(service, a.spec_generation);
+            after.nano_cpus = after.nano_cpus.saturating_sub(old.nano_cpus);
+            after.memory_bytes = after.memory_bytes.saturating_sub(old.memory_bytes);
+        }
+        let free = scheduler::free_capacity(input.capacity.get(&a.node), after);
+        if !scheduler::fits(free, want) {
+            return Err(format!(
+                "task {name}.{} of generation {} does not fit on node {}: {}",
+                slot.slot,
+                record.to_generation,
+                a.node,
+                scheduler::shortfall(want, free.unwrap_or_default())
+            ));
+        }
+        after.nano_cpus = after.nano_cpus.saturating_add(want.nano_cpus);
+        after.memory_bytes = after.memory_bytes.saturating_add(want.memory_bytes);
+        *on_node = after;
+        Ok(())
+    };
+    let paused = |reason: String| Rollout {
+        state: RolloutState::Paused { reason },
+        ..record.clone()
     };
     let completed = Rollout {
         state: RolloutState::Completed,
@@ -496,6 +602,10 @@ fn step(
     match record.deploy {
         Deploy::BlueGreen => {
             if not_updated > 0 {
+                if let Err(reason) = movable.iter().try_for_each(|(slot, a)| room(slot, a)) {
+                    write(out, paused(reason));
+                    return;
+                }
                 for (slot, a) in movable {
                     move_slot(out, slot, a);
                 }
@@ -559,10 +669,25 @@ fn step(
                 let quota = count.slots(u32::try_from(total).unwrap_or(u32::MAX)) as usize;
                 batch = batch.min(quota.saturating_sub(moved));
             }
-            for (slot, a) in movable.into_iter().take(batch) {
+            let batch: Vec<(&SlotId, &Assignment)> = movable.into_iter().take(batch).collect();
+            if let Err(reason) = batch.iter().try_for_each(|(slot, a)| room(slot, a)) {
+                write(out, paused(reason));
+                return;
+            }
+            for (slot, a) in batch {
                 move_slot(out, slot, a);
             }
         }
+    }
+}
+
+/// `a` moved to `generation` on its node, under the holder's lease.
+fn moved_to(a: &Assignment, input: &RolloutInput<'_>, generation: u64) -> Assignment {
+    Assignment {
+        epoch: input.lease.epoch,
+        holder: input.lease.holder.clone(),
+        spec_generation: generation,
+        ..a.clone()
     }
 }
 
@@ -748,6 +873,7 @@ mod tests {
         live: BTreeSet<NodeId>,
         lease: Lease,
         engine: Rollouts,
+        capacity: BTreeMap<NodeId, Capacity>,
     }
 
     fn policy(parallelism: u32, delay_ms: u64, monitor_ms: u64) -> UpdatePolicy {
@@ -816,6 +942,7 @@ mod tests {
                 holder: id("a"),
             },
             engine: Rollouts::new(),
+            capacity: BTreeMap::new(),
         };
         w.follow(TaskHealth::None);
         w
@@ -875,6 +1002,7 @@ mod tests {
                 live: &self.live,
                 lease: &self.lease,
                 touched: &touched,
+                capacity: &self.capacity,
                 now: Millis(now),
             });
             for (slot, a) in &d.moves {
@@ -1216,6 +1344,7 @@ mod tests {
             live: &w.live,
             lease: &w.lease,
             touched: &touched,
+            capacity: &w.capacity,
             now: Millis(200),
         });
         assert!(d.moves.is_empty(), "{d:?}");
@@ -1237,5 +1366,159 @@ mod tests {
                 total: 4
             }
         );
+    }
+    /// `w`'s service rolled back from generation 2 to 3 (generation 1's spec again) under
+    /// `policy`, as the document's rollback writes it.
+    fn rolled_back(w: &mut World, policy: UpdatePolicy) {
+        if let Some(s) = w.services.get_mut(&web()) {
+            let old = s.spec.clone();
+            let back = s.older_specs[&1].clone();
+            s.older_specs.insert(2, old);
+            s.generation = 3;
+            s.spec = back;
+            s.rollout = Some(Rollout {
+                kind: RolloutKind::Rollback,
+                from_generation: 2,
+                to_generation: 3,
+                state: RolloutState::Updating,
+                policy,
+                deploy: Deploy::Rolling,
+                ..Rollout::default()
+            });
+        }
+    }
+
+    #[test]
+    fn a_rollback_moves_the_slots_that_never_left_the_previous_spec_at_once() {
+        // A canary of 1 of 4, rolled back: slots 1-3 still run generation 1's spec.
+        let canary = Deploy::Canary {
+            count: CanaryCount::Tasks(1),
+            weight_percent: None,
+        };
+        let mut w = world(4, policy(1, 0, 100), canary);
+        assert_eq!(moved(&w.round(0)), vec![0]);
+        w.follow(TaskHealth::None);
+        w.round(10);
+        w.round(110);
+        assert_eq!(w.record().state, RolloutState::AwaitingPromotion);
+        rolled_back(&mut w, policy(1, 1_000, 100));
+        assert_eq!(same_tasks_generations(w.service(), 3), vec![1]);
+        assert_eq!(same_tasks_generations(w.service(), 2), Vec::<u64>::new());
+        let d = w.round(200);
+        assert_eq!(
+            moved(&d),
+            vec![1, 2, 3, 0],
+            "the slots on generation 1 move at once, outside the batch of 1; slot 0 is the batch"
+        );
+        assert_eq!(w.generations(), vec![3, 3, 3, 3]);
+        // The nodes keep the containers of slots 1-3 and report them at generation 3.
+        w.follow(TaskHealth::None);
+        assert!(w.round(210).is_empty(), "slot 0's new task is in its monitor");
+        let d = w.round(310);
+        assert_eq!(d.records.len(), 1, "{d:?}");
+        assert_eq!(w.record().state, RolloutState::Completed);
+    }
+
+    #[test]
+    fn same_tasks_ignores_policies_and_needs_both_specs() {
+        let mut w = world(2, policy(1, 0, 100), Deploy::Rolling);
+        assert!(!same_tasks(w.service(), 1, 2), "another image");
+        if let Some(s) = w.services.get_mut(&web()) {
+            s.spec.image = "img:1".into();
+            s.spec.update.parallelism = 7;
+            s.spec.replicas = 9;
+        }
+        assert!(same_tasks(w.service(), 1, 2), "policies and replicas differ only");
+        assert!(!same_tasks(w.service(), 1, 5), "generation 5 is not known");
+        assert!(same_tasks(w.service(), 5, 5));
+    }
+
+    /// `w`'s generations reserve `old` and `new` nano-CPUs; every node offers `offer`.
+    fn with_cpus(w: &mut World, old: u64, new: u64, offer: u64) {
+        if let Some(s) = w.services.get_mut(&web()) {
+            s.spec.resources.nano_cpus = Some(new);
+            if let Some(o) = s.older_specs.get_mut(&1) {
+                o.resources.nano_cpus = Some(old);
+            }
+        }
+        w.capacity = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                (
+                    id(n),
+                    Capacity {
+                        nano_cpus: offer,
+                        memory_bytes: 1 << 40,
+                    },
+                )
+            })
+            .collect();
+    }
+
+    const CPU: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_move_that_does_not_fit_its_node_pauses_and_names_the_resource() {
+        // Node a holds slots 0 and 3 at 1 CPU each of its 3; the new spec reserves 2.
+        let mut w = world(4, policy(1, 0, 100), Deploy::Rolling);
+        with_cpus(&mut w, CPU, 2 * CPU, 3 * CPU);
+        // Stop-first: slot 0's 2 CPUs replace its 1 (2 + 1 of 3).
+        assert_eq!(moved(&w.round(0)), vec![0]);
+        for (t, slot) in [(100, 1), (200, 2)] {
+            w.follow(TaskHealth::None);
+            w.round(t);
+            assert_eq!(moved(&w.round(t + 100)), vec![slot]);
+        }
+        w.follow(TaskHealth::None);
+        w.round(400);
+        // Slot 3 would make node a hold 4 CPUs of 3.
+        let d = w.round(500);
+        assert!(d.moves.is_empty(), "{d:?}");
+        assert_eq!(
+            w.record().state,
+            RolloutState::Paused {
+                reason: "task web.3 of generation 2 does not fit on node a: no 2 CPUs free".into()
+            }
+        );
+        assert_eq!(w.generations(), vec![2, 2, 2, 1]);
+
+        // Start-first keeps the old task beside the new: 1 + 1 + 2 of 3 does not fit.
+        let mut w = world(4, policy(1, 0, 100), Deploy::Rolling);
+        with_cpus(&mut w, CPU, 2 * CPU, 3 * CPU);
+        let mut record = w.record();
+        record.policy.order = UpdateOrder::StartFirst;
+        w.set_record(record);
+        let d = w.round(0);
+        assert!(d.moves.is_empty(), "{d:?}");
+        assert!(
+            matches!(&w.record().state, RolloutState::Paused { reason } if reason.contains("web.0") && reason.contains("no 2 CPUs free")),
+            "{:?}",
+            w.record().state
+        );
+
+        // A node whose capacity is unknown takes any reservation (the scheduler's rule).
+        let mut w = world(4, policy(1, 0, 100), Deploy::Rolling);
+        with_cpus(&mut w, CPU, 2 * CPU, 3 * CPU);
+        w.capacity.clear();
+        let mut record = w.record();
+        record.policy.order = UpdateOrder::StartFirst;
+        w.set_record(record);
+        assert_eq!(moved(&w.round(0)), vec![0]);
+    }
+
+    #[test]
+    fn blue_green_checks_room_for_both_sets_before_it_starts_any() {
+        let mut w = world(3, policy(1, 0, 100), Deploy::BlueGreen);
+        with_cpus(&mut w, CPU, CPU, CPU);
+        let d = w.round(0);
+        assert!(d.moves.is_empty(), "{d:?}");
+        assert!(
+            matches!(&w.record().state, RolloutState::Paused { reason } if reason.contains("no 1 CPU free")),
+            "{:?}",
+            w.record().state
+        );
+        let mut w = world(3, policy(1, 0, 100), Deploy::BlueGreen);
+        with_cpus(&mut w, CPU, CPU, 2 * CPU);
+        assert_eq!(moved(&w.round(0)), vec![0, 1, 2]);
     }
 }

@@ -183,15 +183,38 @@ fn shortfall_of(want: Capacity, frees: &[Capacity]) -> String {
 }
 
 /// Why one node whose free capacity is `free` cannot hold `want`: `no 2 GiB free memory`.
-fn shortfall(want: Capacity, free: Capacity) -> String {
+pub(crate) fn shortfall(want: Capacity, free: Capacity) -> String {
     format!("no {}", shortfall_of(want, &[free]))
+}
+
+/// What a node of `capacity` has left once `used` is reserved (saturating at 0); `None`
+/// when its capacity is unknown (an older peer, no heartbeat yet).
+pub(crate) fn free_capacity(capacity: Option<&Capacity>, used: Capacity) -> Option<Capacity> {
+    let cap = capacity?;
+    Some(Capacity {
+        nano_cpus: cap.nano_cpus.saturating_sub(used.nano_cpus),
+        memory_bytes: cap.memory_bytes.saturating_sub(used.memory_bytes),
+    })
+}
+
+/// Rule 4's test: whether a node with `free` capacity left ([`free_capacity`]) holds a
+/// reservation `want` — both its CPUs and its memory; a node whose capacity is unknown
+/// (`None`) takes any reservation. The one fit rule of the scheduler and of the rollout
+/// engine's moves in place ([`super::rollout`]).
+pub(crate) fn fits(free: Option<Capacity>, want: Capacity) -> bool {
+    free.is_none_or(|f| f.nano_cpus >= want.nano_cpus && f.memory_bytes >= want.memory_bytes)
 }
 
 /// A slot's reservation: its service's CPU and memory limits (0 where none).
 pub fn reservation(service: &Service) -> Capacity {
+    reservation_of(&service.spec)
+}
+
+/// The reservation of a task of `spec`: its CPU and memory limits (0 where none).
+pub(crate) fn reservation_of(spec: &warren_crdt::ServiceSpec) -> Capacity {
     Capacity {
-        nano_cpus: service.spec.resources.nano_cpus.unwrap_or(0),
-        memory_bytes: service.spec.resources.memory_bytes.unwrap_or(0),
+        nano_cpus: spec.resources.nano_cpus.unwrap_or(0),
+        memory_bytes: spec.resources.memory_bytes.unwrap_or(0),
     }
 }
 
@@ -563,16 +586,13 @@ pub fn plan_observed(
     }
 
     let free = |reserved: &BTreeMap<&NodeId, Capacity>, n: &NodeId| -> Option<Capacity> {
-        let cap = capacity.get(n)?;
-        let used = reserved.get(n).copied().unwrap_or_default();
-        Some(Capacity {
-            nano_cpus: cap.nano_cpus.saturating_sub(used.nano_cpus),
-            memory_bytes: cap.memory_bytes.saturating_sub(used.memory_bytes),
-        })
+        free_capacity(
+            capacity.get(n),
+            reserved.get(n).copied().unwrap_or_default(),
+        )
     };
     let fits = |reserved: &BTreeMap<&NodeId, Capacity>, n: &NodeId, want: Capacity| {
-        free(reserved, n)
-            .is_none_or(|f| f.nano_cpus >= want.nano_cpus && f.memory_bytes >= want.memory_bytes)
+        fits(free(reserved, n), want)
     };
     let mut moving: BTreeSet<&ServiceName> = BTreeSet::new();
     // The members each distinct set of constraints allows, by number, and each member's
