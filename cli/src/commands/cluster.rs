@@ -265,7 +265,7 @@ pub(crate) fn short(id: &str) -> String {
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` UTC (the author's clock).
-fn time_of(v: Option<&Value>) -> String {
+pub(crate) fn time_of(v: Option<&Value>) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]"
     );

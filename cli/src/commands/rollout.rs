@@ -581,6 +581,13 @@ pub(crate) fn inspect_text(service: &Value) -> String {
                 None => "every running generation".into(),
             };
             out.push(("Traffic", traffic));
+            // When the state was last written (the writer's clock); 0: not stamped.
+            if let Some(at) = r.get("updated_at_ms").filter(|v| v.as_u64().unwrap_or(0) > 0) {
+                out.push((
+                    "Changed",
+                    format!("{} UTC", super::cluster::time_of(Some(at))),
+                ));
+            }
         }
     }
     out.iter()
@@ -843,7 +850,7 @@ mod tests {
                                 "weight_percent": 10}},
             "rollout": {"kind": "update", "state": "paused", "reason": "task web.0 failed",
                         "from_generation": 2, "to_generation": 3, "traffic_generation": 2,
-                        "updated": 1, "healthy": 0, "failed": 1, "total": 4},
+                        "updated_at_ms": 1_796_000_000_123_u64, "updated": 1, "healthy": 0, "failed": 1, "total": 4},
         });
         let text = inspect_text(&service);
         for want in [
@@ -853,6 +860,7 @@ mod tests {
             "Rollout:    paused (update, generation 2 -> 3); 1/4 updated, 0 healthy, 1 failed",
             "Reason:     task web.0 failed",
             "Traffic:    generation 2",
+            "Changed:    2026-11-30 01:33:20.123 UTC",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }

@@ -136,3 +136,68 @@ fn rollback_promote_pause_and_resume_check_the_rollouts_state() {
         assert!(history.contains(&line), "{line} not in {history:?}");
     }
 }
+
+/// The lease holder stamps each rollout record it writes with its wall clock (as the
+/// driver gave it): here the pause its monitor writes when the new task exits.
+#[test]
+fn the_holders_record_writes_carry_its_wall_clock() {
+    use warren_core::protocol::{TaskState, TaskStatus};
+    const WALL: u64 = 1_796_000_000_000;
+    let mut cluster = Cluster::founded("a", false);
+    cluster.tick();
+    let web = service_name("web");
+    cluster
+        .machine(0)
+        .write(Write::CreateService(
+            web.clone(),
+            Box::new(spec("warren/busybox:latest", 1)),
+        ))
+        .expect("create");
+    let start = cluster.now;
+    cluster.machine(0).set_wall_clock(start, WALL);
+    cluster.advance(2_000);
+    let slot_generation = |cluster: &mut Cluster| {
+        cluster
+            .machine(0)
+            .state()
+            .assignments()
+            .values()
+            .map(|a| a.spec_generation)
+            .collect::<Vec<u64>>()
+    };
+    assert_eq!(slot_generation(&mut cluster), vec![1], "placed");
+    let patch: ServicePatch =
+        serde_json::from_str(r#"{"image": "warren/busybox:v2"}"#).expect("patch");
+    cluster
+        .machine(0)
+        .write(Write::UpdateService(web.clone(), Box::new(patch)))
+        .expect("update");
+    cluster.advance(1_000);
+    assert_eq!(slot_generation(&mut cluster), vec![2], "moved by the rollout");
+    cluster.machine(0).set_local_status(vec![TaskStatus {
+        service: "web".into(),
+        slot: 0,
+        state: TaskState::Exited,
+        exit_code: Some(1),
+        generation: 2,
+        ..TaskStatus::default()
+    }]);
+    cluster.advance(1_000);
+    let end = cluster.now;
+    let record = cluster
+        .machine(0)
+        .state()
+        .services()
+        .remove(&web)
+        .and_then(|s| s.rollout)
+        .expect("a record");
+    assert!(
+        matches!(&record.state, RolloutState::Paused { reason } if reason.contains("exited with code 1")),
+        "{record:?}"
+    );
+    assert!(
+        (WALL..=WALL + end.since(start)).contains(&record.updated_at_ms),
+        "stamped within the ticks that ran: {}",
+        record.updated_at_ms
+    );
+}

@@ -528,6 +528,8 @@ impl NodeActor {
             }
         }
         self.machine.set_overlay_status(overlay);
+        self.machine
+            .set_wall_clock(now, u64::try_from(super::wall_ms()).unwrap_or(0));
         self.machine.handle_tick(now);
         let _ = self.drive(Via::Other).await;
         let desired = self.machine.desired(now);

@@ -1484,5 +1484,19 @@ mod view_tests {
         assert_eq!(service.generation, target + 1);
         assert_eq!(service.spec.image, "img:1");
         assert_eq!(service.rollout.map(|r| r.kind), Some(RolloutKind::Rollback));
+        // Slot 1 (generation 1's spec all along) moved to the rollback's generation: its
+        // node keeps the container it has (`rollout::same_tasks`); slot 0's does not.
+        Action::WriteAssignments(Plan {
+            put: vec![(slot(1), assignment(target + 1))],
+            ..Plan::default()
+        })
+        .apply(&mut state, Fencing::On)
+        .expect("move");
+        let same: Vec<(u64, Vec<u64>)> = ClusterView::read(&state)
+            .desired_tasks(&a)
+            .into_iter()
+            .map(|t| (t.generation, t.same_tasks_as))
+            .collect();
+        assert_eq!(same, vec![(target, vec![]), (target + 1, vec![generation])]);
     }
 }

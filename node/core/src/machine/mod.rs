@@ -183,6 +183,10 @@ pub struct NodeMachine {
     next_anti_entropy: Millis,
     /// When [`NodeMachine::handle_tick`] last ran (construction counts as one).
     last_tick: Millis,
+    /// The wall clock as the driver last gave it ([`NodeMachine::set_wall_clock`]): the
+    /// tick it was read at and Unix milliseconds then. `None` (simulations): records this
+    /// node writes for people carry no time.
+    wall_clock: Option<(Millis, u64)>,
     /// Since when this replica has held changes waiting for history it lacks (`None`: none
     /// wait).
     missing_deps_since: Option<Millis>,
@@ -275,6 +279,7 @@ impl NodeMachine {
             next_renewal: now,
             next_anti_entropy: now,
             last_tick: now,
+            wall_clock: None,
             missing_deps_since: None,
             view_cache: None,
             members_version: 0,
@@ -306,6 +311,20 @@ impl NodeMachine {
     /// This node's usage now (load, memory in use), to report in its next digest.
     pub fn set_usage(&mut self, usage: Option<Usage>) {
         self.usage = usage;
+    }
+
+    /// The wall clock: Unix milliseconds `unix_ms` at tick time `now`. The core never reads
+    /// it (edge devices' wall clocks are not trusted, DESIGN §5); it only stamps, for
+    /// people, the records this node writes as lease holder (a rollout record's
+    /// `updated_at_ms`), advanced by the ticks since it was given.
+    pub fn set_wall_clock(&mut self, now: Millis, unix_ms: u64) {
+        self.wall_clock = Some((now, unix_ms));
+    }
+
+    /// Unix milliseconds at tick time `now` by the wall clock last given, if any.
+    pub(crate) fn wall_ms(&self, now: Millis) -> Option<u64> {
+        let (at, unix_ms) = self.wall_clock?;
+        Some(unix_ms.saturating_add(now.since(at)))
     }
 
     /// What this node knows of the platforms of the current services' images it has, to

@@ -39,10 +39,15 @@ impl NodeMachine {
         // The members first: a claim or an assignment this tick writes is broadcast to them.
         self.refresh_members();
         self.refresh_plum_members(now);
+        let wall_ms = self.wall_ms(now);
         let view = self.view_cache.get_or_insert_with(|| {
             ClusterView::read_as(&self.state, &self.me, self.config.core.rule_break)
         });
-        for action in self.core.tick(view, now) {
+        for mut action in self.core.tick(view, now) {
+            // A rollout record's state changed: stamped with this holder's wall clock.
+            if let (Action::SetRollout(_, record), Some(ms)) = (&mut action, wall_ms) {
+                record.updated_at_ms = ms;
+            }
             match &action {
                 Action::ClaimLease(lease) => {
                     info!(epoch = %lease.epoch, "claiming the scheduling lease");
