@@ -582,7 +582,10 @@ pub(crate) fn inspect_text(service: &Value) -> String {
             };
             out.push(("Traffic", traffic));
             // When the state was last written (the writer's clock); 0: not stamped.
-            if let Some(at) = r.get("updated_at_ms").filter(|v| v.as_u64().unwrap_or(0) > 0) {
+            if let Some(at) = r
+                .get("updated_at_ms")
+                .filter(|v| v.as_u64().unwrap_or(0) > 0)
+            {
                 out.push((
                     "Changed",
                     format!("{} UTC", super::cluster::time_of(Some(at))),

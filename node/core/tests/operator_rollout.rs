@@ -173,7 +173,11 @@ fn the_holders_record_writes_carry_its_wall_clock() {
         .write(Write::UpdateService(web.clone(), Box::new(patch)))
         .expect("update");
     cluster.advance(1_000);
-    assert_eq!(slot_generation(&mut cluster), vec![2], "moved by the rollout");
+    assert_eq!(
+        slot_generation(&mut cluster),
+        vec![2],
+        "moved by the rollout"
+    );
     cluster.machine(0).set_local_status(vec![TaskStatus {
         service: "web".into(),
         slot: 0,

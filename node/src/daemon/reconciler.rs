@@ -1087,7 +1087,8 @@ fn statuses(
     let now = std::time::Instant::now();
     let mut out = round_statuses(want, actual, decided, errors, TaskState::Pending);
     for (task, status) in want.iter().zip(out.iter_mut()) {
-        let current = container_for(task, actual).is_some_and(|c| task.runs_generation(c.generation));
+        let current =
+            container_for(task, actual).is_some_and(|c| task.runs_generation(c.generation));
         match pulls.get(&task.spec.image).filter(|_| !current) {
             Some(PullState::Pulling(progress)) => {
                 *status = TaskStatus {

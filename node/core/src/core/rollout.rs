@@ -19,14 +19,27 @@
 //!   policy's `monitor_ms`. It is a **failure** when, before it is done, the report shows
 //!   the task exited, failed, dead, rejected, restarting or unhealthy, or restarted at all.
 //!   Done and failed are remembered by the holder only (holder-local memory): a new holder
-//!   watches every moved slot through a whole monitor period again.
+//!   watches every moved slot through a whole monitor period again. (Recording when a slot
+//!   was first seen healthy would need a clock the next holder can compare with; the core's
+//!   is each node's monotonic clock, so the cost of a holder change stays one monitor
+//!   period.)
+//! - A slot not updated whose generation runs the **same tasks** as the target
+//!   ([`same_tasks`]: a rollback finds them on the spec it returns to) is moved at once,
+//!   outside batches and the delay, and is done at once: its node keeps the container it
+//!   runs and reports it at the new generation (`DesiredTask::same_tasks_as`, see
+//!   `reconcile.rs`). Its move starts no delay.
 //! - At most `parallelism` slots (0: all) are **in flight** (moved, neither done nor
 //!   failed). A batch starts when none is in flight and `delay_ms` has passed since the
 //!   previous batch was done (a new holder that finds slots updated already waits the delay
 //!   once). A batch takes the lowest-indexed slots not updated whose node is live and that
 //!   the scheduling round of the same tick leaves alone. **Moving** a slot rewrites its
 //!   assignment on the same node with the target generation under the holder's lease
-//!   (fenced like every assignment). New placements (an unassigned slot, a scale up, a slot
+//!   (fenced like every assignment), only if the node holds the target spec's reservation
+//!   by the scheduler's fit rule ([`scheduler::fits`]; the other slots there reserve their
+//!   own generation's, and the moved slot's old task's reservation is freed under
+//!   stop-first and kept under start-first and blue/green); a batch with a slot that does
+//!   not fit moves nothing and pauses the rollout with the resource (`task web.3 of
+//!   generation 2 does not fit on node a: no 2 CPUs free`). New placements (an unassigned slot, a scale up, a slot
 //!   whose node was lost) are made by the scheduler at the current generation directly.
 //! - When failures exceed `max_failure_ratio_permille` of the slots moved, the **failure
 //!   action** runs: `pause` writes the record `paused` with the reason (`task web.2 exited
@@ -537,9 +550,7 @@ fn step(
         monitor.had_in_flight = true;
         return;
     }
-    if monitor.had_in_flight
-        || (monitor.batch_done_at.is_none() && moved > monitor.adopted.len())
-    {
+    if monitor.had_in_flight || (monitor.batch_done_at.is_none() && moved > monitor.adopted.len()) {
         monitor.had_in_flight = false;
         monitor.batch_done_at = Some(now);
     }
@@ -1413,7 +1424,10 @@ mod tests {
         assert_eq!(w.generations(), vec![3, 3, 3, 3]);
         // The nodes keep the containers of slots 1-3 and report them at generation 3.
         w.follow(TaskHealth::None);
-        assert!(w.round(210).is_empty(), "slot 0's new task is in its monitor");
+        assert!(
+            w.round(210).is_empty(),
+            "slot 0's new task is in its monitor"
+        );
         let d = w.round(310);
         assert_eq!(d.records.len(), 1, "{d:?}");
         assert_eq!(w.record().state, RolloutState::Completed);
@@ -1428,7 +1442,10 @@ mod tests {
             s.spec.update.parallelism = 7;
             s.spec.replicas = 9;
         }
-        assert!(same_tasks(w.service(), 1, 2), "policies and replicas differ only");
+        assert!(
+            same_tasks(w.service(), 1, 2),
+            "policies and replicas differ only"
+        );
         assert!(!same_tasks(w.service(), 1, 5), "generation 5 is not known");
         assert!(same_tasks(w.service(), 5, 5));
     }
