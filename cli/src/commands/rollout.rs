@@ -863,7 +863,7 @@ mod tests {
             "Rollout:    paused (update, generation 2 -> 3); 1/4 updated, 0 healthy, 1 failed",
             "Reason:     task web.0 failed",
             "Traffic:    generation 2",
-            "Changed:    2026-11-30 01:33:20.123 UTC",
+            "Changed:    2026-11-30 00:53:20.123 UTC",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
