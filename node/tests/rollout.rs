@@ -108,6 +108,28 @@ fn serving(node: &Node) -> Option<Vec<(u64, u64, u16)>> {
     )
 }
 
+/// The running tasks of `web` (older copies a rollout keeps aside), by slot: its
+/// generation and container id.
+fn containers(node: &Node) -> std::collections::BTreeMap<u64, (u64, String)> {
+    let ps: Value = node
+        .cli_json(&["service", "ps", "web"])
+        .expect("service ps");
+    ps.as_array()
+        .expect("a list")
+        .iter()
+        .filter(|t| t["state"] == "running" && t["previous"] != true)
+        .filter_map(|t| {
+            Some((
+                t["slot"].as_u64()?,
+                (
+                    t["generation"].as_u64()?,
+                    t["container"].as_str()?.to_string(),
+                ),
+            ))
+        })
+        .collect()
+}
+
 /// Waits until exactly `n` tasks serve, all on `generation`.
 fn wait_serving(node: &Node, n: usize, generation: u64) {
     wait_for(
@@ -344,11 +366,30 @@ fn canary_waits_for_promote_rollback_removes_it_and_pause_resume() {
         ok && stdout.contains("canary running: 2 of 4 tasks on generation 3"),
         "{stdout}"
     );
+    let before = containers(&node);
     let (ok, stdout, stderr) = run(&node, &["service", "rollback", "web"]);
     assert!(ok, "rollback: {stdout} {stderr}");
     let back = service(&node);
     assert_eq!(back["spec"]["image"], other.0.as_str());
-    wait_serving(&node, 4, back["generation"].as_u64().expect("generation"));
+    let generation = back["generation"].as_u64().expect("generation");
+    wait_serving(&node, 4, generation);
+    // The slots that never left generation 2's spec keep their containers, now reported at
+    // the rollback's generation; the canary's slots got new ones.
+    let after = containers(&node);
+    for (slot, (g, id)) in &before {
+        let (now_g, now_id) = after.get(slot).expect("every slot runs");
+        assert_eq!(*now_g, generation, "slot {slot}: {after:?}");
+        assert_eq!(
+            now_id == id,
+            *g == 2,
+            "slot {slot} was on generation {g}: {before:?} -> {after:?}"
+        );
+    }
+    assert_eq!(
+        before.values().filter(|(g, _)| *g == 2).count(),
+        2,
+        "two slots never left generation 2: {before:?}"
+    );
 
     // Pause and resume a slow rolling update.
     let (ok, _, stderr) = run(
