@@ -2211,6 +2211,7 @@ impl Simulation {
             return Ok(());
         };
         let mut healthy: BTreeMap<SlotId, Vec<u64>> = BTreeMap::new();
+        let mut copies: Vec<(SlotId, u64)> = Vec::new();
         for c in self
             .nodes
             .iter()
@@ -2219,13 +2220,26 @@ impl Simulation {
             .filter(|c| c.running)
         {
             if matches!(c.health(self.now), TaskHealth::Healthy | TaskHealth::None) {
-                healthy
-                    .entry(c.slot.clone())
-                    .or_default()
-                    .push(c.generation);
+                copies.push((c.slot.clone(), c.generation));
             }
         }
         let view = self.machine(i).view();
+        // A copy counts at its slot's assigned generation when the node keeps it for that one
+        // (the same tasks: `rollout::same_tasks`).
+        for (slot, generation) in copies {
+            let counted = match (
+                view.services.get(&slot.service),
+                view.assignments.get(&slot),
+            ) {
+                (Some(s), Some(a))
+                    if warren_core::core::rollout::same_tasks(s, generation, a.spec_generation) =>
+                {
+                    a.spec_generation
+                }
+                _ => generation,
+            };
+            healthy.entry(slot).or_default().push(counted);
+        }
         let mut judged = 0;
         for s in view.services.values() {
             let Some(r) = s.rollout.as_ref() else {
@@ -2678,11 +2692,13 @@ impl Simulation {
 ///
 /// The founder's document with its actor suffix and clock fixed before the first change, so
 /// the whole history (and every change hash) is the same on every run of a seed.
-/// Whether container `c` runs service `s` as its document stands: its current generation,
-/// and a spec with the same tasks as the document's current one (after a merge of concurrent
-/// updates, the merged spec, not one side's).
+/// Whether container `c` runs service `s` as its document stands: a spec with the same tasks
+/// as the document's current one (after a merge of concurrent updates, the merged spec, not
+/// one side's), of the current generation or one the node keeps for it (a rollback's slots
+/// that never left the previous spec: `rollout::same_tasks`).
 fn runs_current(c: &Container, s: &warren_crdt::Service) -> bool {
-    c.generation == s.generation && c.spec.same_tasks(&s.spec)
+    c.spec.same_tasks(&s.spec)
+        && warren_core::core::rollout::same_tasks(s, c.generation, s.generation)
 }
 
 fn deterministic_founder(info: &ClusterInfo, founder: &Member, suffix: u64) -> DesiredState {
