@@ -451,7 +451,8 @@ pub struct Simulation {
     failovers_ms: Vec<u64>,
     started: u64,
     stopped: u64,
-    /// Container runs failed on a failing node (see [`Report::containers_failed`]).
+    /// Container runs failed on a failing node or of a failing image (see
+    /// [`Report::containers_failed`]).
     failed: u64,
     /// Operators' writes that make running slots undesired, while they roll out: their stops
     /// are not the partition's doing (invariant 6).

@@ -67,8 +67,8 @@ pub struct Report {
     pub containers_started: u64,
     /// Running containers stopped by reconcile in the whole run.
     pub containers_stopped: u64,
-    /// Runs of containers that failed on a failing node ([`crate::Step::FailingNode`]): exited
-    /// with code 1 or turned unhealthy.
+    /// Runs of containers that failed on a failing node ([`crate::Step::FailingNode`]) or of a
+    /// failing image ([`crate::UpdatePlan::failing`]): exited with code 1 or turned unhealthy.
     pub containers_failed: u64,
     /// Probes at which the lease check (invariant 3: one holder per component) ran while the
     /// network was split into more than one component.
@@ -194,7 +194,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  containers started {} · stopped {} · failed on a failing node {}",
+            "  containers started {} · stopped {} · failed (failing node or image) {}",
             self.containers_started, self.containers_stopped, self.containers_failed
         );
         if self.violations.is_empty() {

@@ -119,6 +119,9 @@ enum BrokenRule {
     NoFencing,
     /// The failed-task move: a task out of restarts stays on the node it failed on.
     NoFailedMove,
+    /// The rollout heal rules: a merge of concurrent updates or of a rollout completed on one
+    /// side leaves slots on older specs.
+    NoRolloutHeal,
 }
 
 impl BrokenRule {
@@ -131,6 +134,7 @@ impl BrokenRule {
             Some(BrokenRule::KeepNewest) => RuleBreak::KeepNewest,
             Some(BrokenRule::NoFencing) => RuleBreak::NoFencing,
             Some(BrokenRule::NoFailedMove) => RuleBreak::NoFailedMove,
+            Some(BrokenRule::NoRolloutHeal) => RuleBreak::NoRolloutHeal,
         }
     }
 }
