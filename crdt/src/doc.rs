@@ -340,7 +340,7 @@ const RECOVERY_MIN_COMPACT: usize = 1 << 20;
 /// rebuild costs a load of the whole document, paid only after a panic.
 /// [`DesiredState::save`] (the store's compaction, a join) starts it over from the saved bytes,
 /// and so does [`Recovery::remember`] once what came since outgrows the base.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Recovery {
     /// A saved document; empty for the empty document.
     base: Vec<u8>,
@@ -353,6 +353,7 @@ struct Recovery {
     since_len: usize,
 }
 
+#[derive(Clone)]
 struct Segment {
     bytes: Vec<u8>,
     /// Only whole, checked changes: more may be appended.
@@ -631,6 +632,25 @@ impl DesiredState {
             recovery: Recovery::from_saved(bytes.to_vec()),
             sync_memo: SyncMemo::default(),
         })
+    }
+
+    /// A second replica holding what this one holds, written by `node` with a fresh actor
+    /// id, as if [`DesiredState::empty`]`(node)` had taken in the same bytes: the same
+    /// changes, the same persisted heads, the same rebuild state, the same clock. Copies the
+    /// document Automerge already parsed instead of parsing its bytes again, for a process that
+    /// starts many replicas from one snapshot (a simulation's 1,000 nodes each loading the
+    /// founder's document). Cached sync steps ([`SyncMemo`]) are not copied: they are
+    /// recomputed as needed and give the same messages.
+    pub fn fork(&self, node: NodeId) -> Self {
+        Self {
+            doc: self.doc.clone().with_actor(actor_for(&node)),
+            node,
+            clock: self.clock,
+            persisted: self.persisted.clone(),
+            touched_heads: self.touched_heads.clone(),
+            recovery: self.recovery.clone(),
+            sync_memo: SyncMemo::default(),
+        }
     }
 
     /// Replaces the random part of this replica's actor id with `suffix`. Simulations use it so
