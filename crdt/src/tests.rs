@@ -1789,3 +1789,44 @@ fn gpus_of_a_spec_and_an_assignment_survive_the_document_and_a_peer_is_bounded()
     greedy.gpus = crate::MAX_SERVICE_GPUS + 1;
     assert!(greedy.validate().is_err());
 }
+
+#[test]
+fn a_fork_holds_what_a_fresh_load_holds_and_writes_as_its_own_node() {
+    fn zero() -> i64 {
+        0
+    }
+    let (mut a, _) = pair();
+    a.create_service(&name("web"), &spec(2)).expect("create");
+    let saved = a.save();
+    let mut template = DesiredState::empty(NodeId("T".into()));
+    template.load_incremental(&saved).expect("load");
+    let template_heads = template.heads();
+    let mut loaded = DesiredState::empty(NodeId("B".into()));
+    loaded.load_incremental(&saved).expect("load");
+    let mut forked = template.fork(NodeId("B".into()));
+    assert_eq!(forked.node(), &NodeId("B".into()));
+    assert_eq!(forked.heads(), loaded.heads());
+    assert_eq!(forked.services(), loaded.services());
+    assert_eq!(forked.members(), loaded.members());
+    assert_eq!(forked.take_touched(), loaded.take_touched());
+    assert_eq!(forked.save_incremental(), loaded.save_incremental());
+    assert!(forked.save_incremental().is_empty());
+    // The same write with the same actor and clock makes the same change on both.
+    for state in [&mut forked, &mut loaded] {
+        state.set_actor_suffix([3; 8]);
+        state.set_clock(zero);
+    }
+    let from_fork = forked.scale_service(&name("web"), 5).expect("scale");
+    let from_load = loaded.scale_service(&name("web"), 5).expect("scale");
+    assert!(!from_fork.is_empty());
+    assert_eq!(from_fork, from_load);
+    let scaled: Vec<Option<NodeId>> = forked
+        .history()
+        .into_iter()
+        .filter(|h| h.message.contains("scale"))
+        .map(|h| h.node)
+        .collect();
+    assert_eq!(scaled, vec![Some(NodeId("B".into()))]);
+    assert_eq!(template.heads(), template_heads, "the template is untouched");
+    assert_eq!(template.services()[&name("web")].spec.replicas, 2);
+}
