@@ -1827,6 +1827,10 @@ fn a_fork_holds_what_a_fresh_load_holds_and_writes_as_its_own_node() {
         .map(|h| h.node)
         .collect();
     assert_eq!(scaled, vec![Some(NodeId("B".into()))]);
-    assert_eq!(template.heads(), template_heads, "the template is untouched");
+    assert_eq!(
+        template.heads(),
+        template_heads,
+        "the template is untouched"
+    );
     assert_eq!(template.services()[&name("web")].spec.replicas, 2);
 }

@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 use warren_crdt::NodeId;
@@ -102,6 +102,11 @@ pub const MAX_UPDATES_READ: usize = 64;
 
 /// Longest node id an update may name, in bytes; longer ones are not read.
 pub const MAX_ID_BYTES: usize = 128;
+
+/// Random draws per indirect-probe helper before [`Swim::indirect_helpers`] falls back to a
+/// walk of every member: with half the members alive, eight draws miss all of them once in
+/// 256.
+const HELPER_DRAWS_PER_PICK: usize = 8;
 
 /// Most indirect probes this node relays at once for others; more are not taken.
 const MAX_RELAYS: usize = 64;
@@ -248,6 +253,9 @@ pub struct Swim {
     stats: SwimStats,
     /// Raised on every change of a member's state or of the member set.
     version: u64,
+    /// Every member with a measured round trip, by smoothed round trip then id (kept with
+    /// each sample): [`Swim::members_by_rtt`].
+    by_rtt: BTreeSet<(u64, NodeId)>,
 }
 
 impl Swim {
@@ -274,6 +282,7 @@ impl Swim {
             rng: StdRng::seed_from_u64(seed),
             stats: SwimStats::default(),
             version: 0,
+            by_rtt: BTreeSet::new(),
         }
     }
 
@@ -310,6 +319,9 @@ impl Swim {
         self.members.retain(|id, _| wanted.contains(id));
         self.not_alive.retain(|id| wanted.contains(id));
         let mut changed = self.members.len() != before;
+        if changed {
+            self.by_rtt.retain(|(_, id)| wanted.contains(id));
+        }
         for id in wanted {
             if !self.members.contains_key(id) {
                 self.members.insert(
@@ -356,6 +368,14 @@ impl Swim {
             .get(peer)
             .and_then(|m| m.rtt)
             .map(|(srtt, _)| srtt)
+    }
+
+    /// Every member whose round trip this node measured, nearest first: `(smoothed round
+    /// trip in ms, member)`, ordered by round trip then id (the values of
+    /// [`Swim::rtt_ms`]). A reader that wants the nearest member with some property walks
+    /// from the start instead of looking up every member.
+    pub fn members_by_rtt(&self) -> impl Iterator<Item = (u64, &NodeId)> + '_ {
+        self.by_rtt.iter().map(|(rtt, id)| (*rtt, id))
     }
 
     /// Milliseconds `peer` has not been alive here at `now` (since its suspicion began); 0
@@ -531,13 +551,21 @@ impl Swim {
                 if *from == probe.target {
                     let sample = now.since(probe.sent_at);
                     if let Some(m) = self.members.get_mut(from) {
-                        m.rtt = Some(match m.rtt {
+                        let old = m.rtt;
+                        let new = match old {
                             None => (sample, sample / 2),
                             Some((srtt, var)) => {
                                 let var = (3 * var + srtt.abs_diff(sample)) / 4;
                                 ((7 * srtt + sample) / 8, var)
                             }
-                        });
+                        };
+                        m.rtt = Some(new);
+                        if old.map(|(srtt, _)| srtt) != Some(new.0) {
+                            if let Some((srtt, _)) = old {
+                                self.by_rtt.remove(&(srtt, from.clone()));
+                            }
+                            self.by_rtt.insert((new.0, from.clone()));
+                        }
                     }
                 }
             }
@@ -672,20 +700,7 @@ impl Swim {
         if !probe.acked && probe.indirect == 0 && now >= probe.direct_deadline {
             let target = probe.target.clone();
             let seq = probe.seq;
-            // Shuffled as references, and only the few picked are cloned: the same draws
-            // as shuffling the ids themselves, without copying every member's id.
-            let mut alive: Vec<&NodeId> = self
-                .members
-                .iter()
-                .filter(|(id, m)| **id != target && matches!(m.state, State::Alive))
-                .map(|(id, _)| id)
-                .collect();
-            alive.shuffle(&mut self.rng);
-            let helpers: Vec<NodeId> = alive
-                .into_iter()
-                .take(self.config.indirect_probes)
-                .cloned()
-                .collect();
+            let helpers = self.indirect_helpers(&target);
             let count = helpers.len();
             for helper in helpers {
                 self.send(helper, Kind::PingReq, seq, Some(target.clone()));
@@ -723,6 +738,49 @@ impl Swim {
             by: Some(self.me.clone()),
         };
         self.apply(update, now);
+    }
+
+    /// Up to [`SwimConfig::indirect_probes`] distinct alive members other than `target`,
+    /// drawn uniformly at random: fewer only when fewer are alive. Draws positions of the
+    /// member list and skips a member not alive, the target or one drawn already, so the cost
+    /// is a few draws while most members are alive, not a walk of every member (at 1,000
+    /// members the walk and shuffle of every alive one was most of SWIM's tick); after
+    /// [`HELPER_DRAWS_PER_PICK`] draws per helper it falls back to the list of every alive
+    /// member (many members suspect or down).
+    fn indirect_helpers(&mut self, target: &NodeId) -> Vec<NodeId> {
+        let want = self.config.indirect_probes;
+        let len = self.rotation.len();
+        let mut picked: Vec<usize> = Vec::with_capacity(want);
+        if len == 0 || want == 0 {
+            return Vec::new();
+        }
+        let eligible = |id: &NodeId| {
+            id != target
+                && self
+                    .members
+                    .get(id)
+                    .is_some_and(|m| matches!(m.state, State::Alive))
+        };
+        let mut draws = 0;
+        while picked.len() < want && draws < want.saturating_mul(HELPER_DRAWS_PER_PICK) {
+            draws += 1;
+            let at = self.rng.gen_range(0..len);
+            if !picked.contains(&at) && eligible(&self.rotation[at]) {
+                picked.push(at);
+            }
+        }
+        if picked.len() < want {
+            let mut rest: Vec<usize> = (0..len)
+                .filter(|at| !picked.contains(at) && eligible(&self.rotation[*at]))
+                .collect();
+            rest.shuffle(&mut self.rng);
+            rest.truncate(want - picked.len());
+            picked.extend(rest);
+        }
+        picked
+            .into_iter()
+            .map(|at| self.rotation[at].clone())
+            .collect()
     }
 
     fn start_probe(&mut self, now: Millis) {
@@ -1072,6 +1130,46 @@ mod tests {
                 }
             }
             None
+        }
+    }
+
+    #[test]
+    fn indirect_probe_helpers_are_distinct_alive_members_other_than_the_target() {
+        let ids: Vec<NodeId> = (0..50).map(id).collect();
+        let target = id(49);
+        // Members n1..=n{down} are down: none, half, all but one, all (the fallback's cases).
+        for down in [0, 25, 47, 49] {
+            let swim = |seed| {
+                let mut s = Swim::new(id(0), SwimConfig::default(), Millis(0), seed);
+                s.set_members(&ids);
+                for i in 1..=down {
+                    if let Some(m) = s.members.get_mut(&id(i)) {
+                        m.state = State::Down { since: Millis(0) };
+                    }
+                }
+                s
+            };
+            let (mut s, mut again) = (swim(7), swim(7));
+            let eligible = (1..49).filter(|i| *i > down).count();
+            let mut seen = BTreeSet::new();
+            for _ in 0..200 {
+                let helpers = s.indirect_helpers(&target);
+                assert_eq!(
+                    helpers,
+                    again.indirect_helpers(&target),
+                    "one seed, one choice"
+                );
+                assert_eq!(helpers.len(), eligible.min(3), "down = {down}");
+                let distinct: BTreeSet<&NodeId> = helpers.iter().collect();
+                assert_eq!(distinct.len(), helpers.len(), "{helpers:?}");
+                for h in helpers {
+                    assert!(h != target && h != id(0), "{h}");
+                    assert!(matches!(s.members[&h].state, State::Alive), "{h}");
+                    seen.insert(h);
+                }
+            }
+            // Drawn at random: 200 choices reach every eligible member.
+            assert_eq!(seen.len(), eligible, "down = {down}");
         }
     }
 

@@ -82,7 +82,8 @@ impl NodeMachine {
         self.refresh_members();
         self.refresh_plum_members(now);
         let swim = self.core.swim();
-        self.plum.optimize(now, |member| swim.rtt_ms(member));
+        self.plum
+            .optimize_by(now, swim.members_by_rtt(), |member| swim.rtt_ms(member));
         self.plum.tick(now);
         self.flush_plum();
         self.refresh_own_addrs();
