@@ -109,6 +109,7 @@ impl NodeMachine {
                 **node != me
                     && !a.displaced.contains(node)
                     && now.since(*at) <= fresh_ms
+                    && self.reports.current(node, *at)
                     && core.liveness(node, now) != Liveness::Down
                     && report.tasks.iter().any(|t| {
                         t.service == slot.service.as_str()
@@ -198,6 +199,7 @@ impl NodeMachine {
                 }
                 let confirmed_elsewhere = received.get(&a.node).is_some_and(|(report, at)| {
                     now.since(*at) <= fresh_ms
+                        && self.reports.current(&a.node, *at)
                         && report.tasks.iter().any(|t| {
                             t.service == slot.service.as_str()
                                 && t.slot == slot.slot
@@ -293,9 +295,19 @@ impl NodeMachine {
         add(&self.me, &self.local_status, 0);
         reported.insert(self.me.clone());
         let fresh_ms = self.report_period().saturating_mul(3);
+        let down: Vec<NodeId> = self
+            .reports
+            .received
+            .keys()
+            .filter(|node| self.core.liveness(node, now) == Liveness::Down)
+            .cloned()
+            .collect();
+        for node in &down {
+            self.reports.saw_down(node, now);
+        }
         for (node, (report, at)) in &self.reports.received {
             let since = now.since(*at);
-            if since > fresh_ms || self.core.liveness(node, now) == Liveness::Down {
+            if since > fresh_ms || down.contains(node) || !self.reports.current(node, *at) {
                 continue;
             }
             add(node, &report.tasks, since);

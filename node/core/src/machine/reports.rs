@@ -83,12 +83,17 @@ pub(super) struct Reports {
     wanted_until: Millis,
     /// The members with a stake in this node's slots; `None` when it must be recomputed.
     stake: Option<BTreeSet<NodeId>>,
+    /// Per member, the last time this node held it down ([`Reports::saw_down`]): a report
+    /// that arrived before is from before its partition (or crash) and says nothing of what
+    /// it runs now ([`Reports::current`]).
+    down_at: HashMap<NodeId, Millis>,
 }
 
 impl Reports {
     pub(super) fn new(now: Millis) -> Self {
         Self {
             received: HashMap::new(),
+            down_at: HashMap::new(),
             seq: 0,
             dirty: true,
             next_digest: now,
@@ -110,9 +115,24 @@ impl Reports {
         self.stake = None;
     }
 
+    /// This node holds `member` down at `now` (its liveness): the report it has of it is
+    /// stale from now on, until a new one arrives.
+    pub(super) fn saw_down(&mut self, member: &NodeId, now: Millis) {
+        self.down_at.insert(member.clone(), now);
+    }
+
+    /// Whether a report of `member` that arrived at `at` was sent since this node last held
+    /// it down. One that arrived before is what the member said before its partition: after
+    /// the heal, a copy it then reported `starting` may have run healthy for minutes, so the
+    /// heal's keep rule (and a rollout's monitor) must wait for its next report instead.
+    pub(super) fn current(&self, member: &NodeId, at: Millis) -> bool {
+        self.down_at.get(member).is_none_or(|down| at > *down)
+    }
+
     /// Forgets what members no longer listed sent or asked.
     pub(super) fn retain_members(&mut self, members: &BTreeMap<NodeId, Vec<String>>) {
         self.received.retain(|id, _| members.contains_key(id));
+        self.down_at.retain(|id, _| members.contains_key(id));
         self.subscribers.retain(|id, _| members.contains_key(id));
         self.sent_to.retain(|id| members.contains_key(id));
         self.stake = None;
