@@ -12,7 +12,7 @@ use warren_core::core::{
 };
 use warren_core::invariants::{self, LeaseSeen, RunningCopy};
 use warren_core::machine::{Channel, NodeMachine, Output, Write};
-use warren_core::patch::{PolicyPatch, ServicePatch};
+use warren_core::patch::{DeployPatch, DeployStrategy, PolicyPatch, ServicePatch};
 use warren_core::protocol::{Direct, TaskState};
 use warren_crdt::{
     ClusterInfo, DesiredState, HealthCheck, HealthProbe, Lease, Member, MemberState, NodeId,
@@ -1971,6 +1971,20 @@ impl Simulation {
                 let Some(name) = pick_live(self) else { return };
                 (Write::DeleteService(name.clone()), "delete", name)
             }
+            WriteKind::Promote(n) => {
+                let Ok(name) = ServiceName::new(format!("svc{n}")) else {
+                    return;
+                };
+                (
+                    Write::StepRollout {
+                        service: name.clone(),
+                        step: warren_core::machine::RolloutStep::Promote,
+                        now_ms: 0,
+                    },
+                    "promote",
+                    name,
+                )
+            }
             WriteKind::Update(plan) => {
                 let services = self.machine(i).state().services();
                 let replicated: Vec<ServiceName> = services
@@ -2002,7 +2016,19 @@ impl Simulation {
                     failure_action: Some(plan.failure_action),
                     max_failure_ratio_permille: Some(0),
                 };
+                let (strategy, canary) = match plan.deploy {
+                    warren_crdt::Deploy::Rolling => (DeployStrategy::Rolling, None),
+                    warren_crdt::Deploy::Canary { count, .. } => {
+                        (DeployStrategy::Canary, Some(count))
+                    }
+                    warren_crdt::Deploy::BlueGreen => (DeployStrategy::BlueGreen, None),
+                };
                 let patch = ServicePatch {
+                    deploy: Some(DeployPatch {
+                        strategy: Some(strategy),
+                        canary,
+                        canary_weight_percent: None,
+                    }),
                     image: Some(image),
                     update: Some(policy),
                     rollback: Some(PolicyPatch {
@@ -2040,7 +2066,7 @@ impl Simulation {
             WriteKind::Scale(replicas) => Some(replicas),
             // Every slot: the rollout replaces each one's container (judged by the stop's
             // reason in `check_autonomy`, as the rollout goes on after this write).
-            WriteKind::Delete | WriteKind::Update(_) => Some(0),
+            WriteKind::Delete | WriteKind::Update(_) | WriteKind::Promote(_) => Some(0),
         };
         if let Some(from_slot) = from_slot {
             self.touches.push(Touch {

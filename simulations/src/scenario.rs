@@ -43,6 +43,8 @@ pub enum WriteKind {
     CreateGlobal(u32, warren_crdt::Placement),
     /// `service update` with a new image, rolled out under the plan's policy (issue 15).
     Update(UpdatePlan),
+    /// `service promote svc{n}`: a canary awaiting promotion rolls the rest.
+    Promote(u32),
 }
 
 /// An operator's `service update` to a new image ([`WriteKind::Update`]), the policy of the
@@ -59,6 +61,8 @@ pub struct UpdatePlan {
     pub parallelism: u32,
     /// `--update-failure-action`; the rollback's own action is `pause`.
     pub failure_action: warren_crdt::FailureAction,
+    /// `--deploy`: rolling, canary (`--canary N`) or blue/green.
+    pub deploy: warren_crdt::Deploy,
     /// The new image's tasks never run healthy: each run ends a second after it starts,
     /// `unhealthy` for a service with a health check, exit code 1 without one.
     pub failing: bool,
@@ -73,6 +77,7 @@ impl UpdatePlan {
             order: warren_crdt::UpdateOrder::StartFirst,
             parallelism: 1,
             failure_action: warren_crdt::FailureAction::Pause,
+            deploy: warren_crdt::Deploy::Rolling,
             failing: false,
         }
     }
@@ -271,7 +276,7 @@ pub const NAMES: &[&str] = &[
 pub fn default_duration_ms(name: &str) -> u64 {
     match name {
         "long-partition" => 35 * 60_000,
-        "rollout" => 150_000,
+        "rollout" => 210_000,
         "propagation" | "propagation-loss-1" | "propagation-loss-10" => 12_000,
         "steady-quiet" | "steady-quiet-loss-1" => 60_000,
         _ => 60_000,
@@ -316,11 +321,12 @@ pub fn by_name(name: &str, nodes: usize, duration_ms: Option<u64>, seed: u64) ->
 /// Rollouts (issue 15) over three services created at the start (`svc0`, `svc1` with a
 /// health check, `svc2` without): a start-first and a stop-first update, an update whose
 /// image fails under `pause` and one under `rollback`, an update with the lease holder
-/// crashing in the middle of it, one with a partition in the middle of it, and last an
-/// update that supersedes the paused rollout. Needs 5 nodes or more for its partition.
+/// crashing in the middle of it, one with a partition in the middle of it, an update that
+/// supersedes the paused rollout, and last (after the heal's settle window) a canary of one
+/// task promoted 15 s later beside a blue/green update. Needs 5 nodes or more for its partition.
 pub fn rollout(nodes: usize, d: u64) -> Scenario {
-    use warren_crdt::{FailureAction, UpdateOrder};
-    let d = d.max(150_000);
+    use warren_crdt::{CanaryCount, Deploy, FailureAction, UpdateOrder};
+    let d = d.max(210_000);
     let mut s = Scenario::new("rollout", nodes, d);
     let r = (nodes as u32).clamp(2, 4);
     for k in 0..3 {
@@ -365,6 +371,25 @@ pub fn rollout(nodes: usize, d: u64) -> Scenario {
     );
     s.at(125_000, Step::Heal);
     s.at(135_000, update(UpdatePlan::start_first(Some(2))));
+    // After the heal's settle window (30 s), whose churn bound counts every start.
+    s.at(
+        160_000,
+        update(UpdatePlan {
+            deploy: Deploy::Canary {
+                count: CanaryCount::Tasks(1),
+                weight_percent: None,
+            },
+            ..UpdatePlan::start_first(Some(1))
+        }),
+    );
+    s.at(
+        160_000,
+        update(UpdatePlan {
+            deploy: Deploy::BlueGreen,
+            ..UpdatePlan::start_first(Some(0))
+        }),
+    );
+    s.at(175_000, Step::Write(Target::Any, WriteKind::Promote(1)));
     s.sorted()
 }
 
