@@ -1974,6 +1974,25 @@ impl DesiredState {
         name: &ServiceName,
         rollout: &Rollout,
     ) -> Result<ChangeBytes, CrdtError> {
+        let (obj, current) = self.rollout_service_obj(name, rollout)?;
+        if current.rollout.as_ref() == Some(rollout) {
+            return Ok(Vec::new());
+        }
+        self.doc
+            .put(&obj, "rollout", serde_json::to_string(rollout)?)?;
+        Ok(self.commit(format!("service rollout {name} {}", rollout.state_word())))
+    }
+
+    /// The object and record of live service `name`, for writing `rollout`: refused unless the
+    /// record is for the service's current generation (one for another belongs to a
+    /// superseded rollout).
+    ///
+    /// Errors: [`CrdtError::UnknownService`]; [`CrdtError::InvalidSpec`].
+    fn rollout_service_obj(
+        &self,
+        name: &ServiceName,
+        rollout: &Rollout,
+    ) -> Result<(ObjId, Service), CrdtError> {
         let (obj, current) = self.live_service_obj(name)?;
         if rollout.to_generation != current.generation {
             return Err(CrdtError::InvalidSpec {
@@ -1984,12 +2003,7 @@ impl DesiredState {
                 ),
             });
         }
-        if current.rollout.as_ref() == Some(rollout) {
-            return Ok(Vec::new());
-        }
-        self.doc
-            .put(&obj, "rollout", serde_json::to_string(rollout)?)?;
-        Ok(self.commit(format!("service rollout {name} {}", rollout.state_word())))
+        Ok((obj, current))
     }
 
     /// `service rollback`: the previous spec becomes the spec again, as a new generation
@@ -2530,16 +2544,7 @@ impl DesiredState {
         rollout: &Rollout,
         verb: &str,
     ) -> Result<ChangeBytes, CrdtError> {
-        let (obj, current) = self.live_service_obj(name)?;
-        if rollout.to_generation != current.generation {
-            return Err(CrdtError::InvalidSpec {
-                field: "rollout",
-                reason: format!(
-                    "rollout of generation {} for service {name}, whose generation is {}",
-                    rollout.to_generation, current.generation
-                ),
-            });
-        }
+        let (obj, _) = self.rollout_service_obj(name, rollout)?;
         self.doc
             .put(&obj, "rollout", serde_json::to_string(rollout)?)?;
         Ok(self.commit(format!("service {verb} {name}")))

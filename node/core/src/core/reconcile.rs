@@ -252,6 +252,28 @@ impl HeldSlot {
     }
 }
 
+/// Whether the running copy `id` that is to stop is still in its deregistration delay of
+/// `delay_ms` at `now` (`since`: when each copy's delay began, started here the first time
+/// it is asked): then it is listed in `round.deregistering` with the milliseconds left, and
+/// the caller leaves it running.
+fn deregistering_still(
+    delay_ms: u64,
+    since: &mut BTreeMap<String, Millis>,
+    id: &str,
+    now: Millis,
+    round: &mut Round,
+) -> bool {
+    if delay_ms == 0 {
+        return false;
+    }
+    let began = *since.entry(id.to_string()).or_insert(now);
+    let left = delay_ms.saturating_sub(now.since(began));
+    if left > 0 {
+        round.deregistering.push((id.to_string(), left));
+    }
+    left > 0
+}
+
 /// What the daemon must do to its runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeAction {
@@ -481,16 +503,15 @@ impl Supervisor {
                     // A released running copy first leaves the task lists for the delay.
                     if t.state == ActualTaskState::Running
                         && hold.releases(t.generation)
-                        && self.deregistration_delay_ms > 0
+                        && deregistering_still(
+                            self.deregistration_delay_ms,
+                            &mut self.deregistering,
+                            &t.id,
+                            now,
+                            &mut round,
+                        )
                     {
-                        let since = *self.deregistering.entry(t.id.clone()).or_insert(now);
-                        let left = self
-                            .deregistration_delay_ms
-                            .saturating_sub(now.since(since));
-                        if left > 0 {
-                            round.deregistering.push((t.id.clone(), left));
-                            continue;
-                        }
+                        continue;
                     }
                     let reason = if t.state != ActualTaskState::Running {
                         "stopped copy of a slot assigned to another node"
@@ -677,15 +698,14 @@ impl Supervisor {
                 round.previous.push(t.id.clone());
                 continue;
             }
-            if self.deregistration_delay_ms > 0 {
-                let since = *self.deregistering.entry(t.id.clone()).or_insert(now);
-                let left = self
-                    .deregistration_delay_ms
-                    .saturating_sub(now.since(since));
-                if left > 0 {
-                    round.deregistering.push((t.id.clone(), left));
-                    continue;
-                }
+            if deregistering_still(
+                self.deregistration_delay_ms,
+                &mut self.deregistering,
+                &t.id,
+                now,
+                round,
+            ) {
+                continue;
             }
             round.actions.push(RuntimeAction::Remove {
                 id: t.id.clone(),
